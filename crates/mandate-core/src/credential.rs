@@ -1,0 +1,296 @@
+//! Mission credentials: short-lived EdDSA JWTs, `typ` `mandate-mission+jwt`.
+//!
+//! `sub` is the delegating principal, `act.sub` the acting agent (RFC 8693
+//! §4.1 semantics), `cnf.jkt` the RFC 7638 thumbprint of the mission key
+//! (RFC 7800 / RFC 9449 style key binding).
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::FRESHNESS_WINDOW_SECS;
+use crate::b64;
+use crate::clock::UnixTime;
+use crate::error::{CredentialError, KeyError};
+use crate::ids::{AgentName, MissionId, PrincipalName};
+use crate::jwk::{Jwks, Thumbprint};
+use crate::keys::AuthorityKey;
+use crate::mission::Mission;
+use crate::random::SecureRandom;
+
+/// The JWS `typ` of a mission credential (explicit typing, RFC 8725 §3.11).
+pub const CREDENTIAL_TYP: &str = "mandate-mission+jwt";
+
+/// Longest credential accepted for parsing.
+const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+/// The actor: who acts on the subject's behalf (RFC 8693 `act`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: AgentName,
+}
+
+/// Key confirmation (RFC 7800 `cnf`) by thumbprint (RFC 9449 `jkt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: Thumbprint,
+}
+
+/// The claims of a mission credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionClaims {
+    pub iss: String,
+    /// The principal who delegated the mission.
+    pub sub: PrincipalName,
+    /// The agent acting for `sub`.
+    pub act: Actor,
+    pub mission_id: MissionId,
+    pub mission_s256: String,
+    pub cnf: Confirmation,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+/// A credential just issued: the compact JWT and what it says.
+#[derive(Debug, Clone)]
+pub struct IssuedCredential {
+    pub token: String,
+    pub claims: MissionClaims,
+}
+
+/// Issues a credential for `mission` bound to the key `jkt`.
+///
+/// INVARIANT: `exp` ≤ the mission's `expires_at`; nothing is issued for a
+/// mission at or past its end.
+pub fn issue_credential(
+    key: &AuthorityKey,
+    mission: &Mission,
+    jkt: &Thumbprint,
+    now: UnixTime,
+    ttl_secs: u64,
+    rng: &dyn SecureRandom,
+) -> Result<IssuedCredential, KeyError> {
+    let end = mission.expires_at();
+    if now >= end {
+        return Err(KeyError::MissionExpired);
+    }
+    let exp = now.plus(ttl_secs.max(1)).min(end);
+    let mut jti = [0u8; 16];
+    rng.fill(&mut jti)?;
+    let claims = MissionClaims {
+        iss: mission.body.iss.clone(),
+        sub: mission.body.principal.clone(),
+        act: Actor { sub: mission.body.agent.clone() },
+        mission_id: mission.body.id.clone(),
+        mission_s256: mission.s256.clone(),
+        cnf: Confirmation { jkt: jkt.clone() },
+        iat: now.0,
+        exp: exp.0,
+        jti: b64::encode(&jti),
+    };
+    let token = key.sign_jwt(CREDENTIAL_TYP, &claims)?;
+    Ok(IssuedCredential { token, claims })
+}
+
+/// A credential whose header has been read but whose signature has not been
+/// checked. Nothing in it may be trusted until [`Self::verify`].
+#[derive(Debug, Clone)]
+pub struct UnverifiedCredential {
+    token: String,
+    kid: String,
+}
+
+impl UnverifiedCredential {
+    /// Reads the header and insists on the shape of a mission credential:
+    /// `alg` EdDSA, our `typ`, a `kid`, and no keys or `crit` in the header.
+    pub fn parse(token: &str) -> Result<Self, CredentialError> {
+        let token = token.trim();
+        if token.len() > MAX_CREDENTIAL_BYTES {
+            return Err(CredentialError::Malformed("too long".into()));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| CredentialError::Malformed(e.to_string()))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(CredentialError::Malformed(format!("alg `{:?}` is not EdDSA", header.alg)));
+        }
+        if header.typ.as_deref() != Some(CREDENTIAL_TYP) {
+            return Err(CredentialError::Malformed(format!("typ is not `{CREDENTIAL_TYP}`")));
+        }
+        if header.crit.is_some() || header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+            return Err(CredentialError::Malformed("header carries keys or critical extensions".into()));
+        }
+        let kid = header.kid.ok_or_else(|| CredentialError::Malformed("no kid".into()))?;
+        Ok(Self { token: token.to_owned(), kid })
+    }
+
+    /// The `kid` the credential claims to be signed with.
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Offline verification: signature against `jwks`, issuer, validity
+    /// period at `now`, and the presence and shape of the binding claims.
+    pub fn verify(self, jwks: &Jwks, issuer: &str, now: UnixTime) -> Result<VerifiedCredential, CredentialError> {
+        let jwk = jwks.find(&self.kid).ok_or_else(|| CredentialError::UnknownKey(self.kid.clone()))?;
+        let key = DecodingKey::from_ed_components(&jwk.x).map_err(|_| CredentialError::UnknownKey(self.kid.clone()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // Time is checked below against the injected clock, not the system's.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<MissionClaims>(&self.token, &key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => CredentialError::BadSignature,
+            _ => CredentialError::Malformed(e.to_string()),
+        })?;
+        let claims = data.claims;
+        if claims.iss != issuer {
+            return Err(CredentialError::WrongIssuer { expected: issuer.to_owned(), found: claims.iss });
+        }
+        if claims.exp <= claims.iat {
+            return Err(CredentialError::Malformed("exp is not after iat".into()));
+        }
+        if now.0 >= claims.exp {
+            return Err(CredentialError::Expired);
+        }
+        if claims.iat > now.0.saturating_add(FRESHNESS_WINDOW_SECS) {
+            return Err(CredentialError::NotYetValid);
+        }
+        Ok(VerifiedCredential { token: self.token, claims })
+    }
+}
+
+/// A credential whose signature, issuer and validity period were checked.
+/// Mission state (ended, revoked) is checked separately, online.
+#[derive(Debug, Clone)]
+pub struct VerifiedCredential {
+    token: String,
+    pub claims: MissionClaims,
+}
+
+impl VerifiedCredential {
+    #[must_use]
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ids::MissionId;
+    use crate::keys::MissionKey;
+    use crate::mission::{MissionBody, MissionLimits, MissionSpec, MissionStatus, OutOfScope, mission_s256};
+    use crate::random::OsRandom;
+
+    const ISS: &str = "http://127.0.0.1:7878";
+
+    fn mission(created: u64, ttl: u64, jkt: &Thumbprint) -> Mission {
+        let body = MissionBody::new(
+            MissionSpec {
+                agent: "bot".parse().unwrap(),
+                goal: "g".into(),
+                policies: Default::default(),
+                ttl_secs: ttl,
+                budget: 1,
+                out_of_scope: OutOfScope::Deny,
+            },
+            MissionId::generate(&OsRandom).unwrap(),
+            ISS,
+            "alice".parse().unwrap(),
+            UnixTime(created),
+            MissionLimits { min_ttl_secs: 1, max_ttl_secs: u64::MAX / 4, ..MissionLimits::default() },
+        )
+        .unwrap();
+        let s256 = mission_s256(&body).unwrap();
+        Mission { body, s256, status: MissionStatus::Active { jkt: jkt.clone(), started_at: UnixTime(created) } }
+    }
+
+    #[test]
+    fn issued_credentials_verify_and_carry_the_binding() {
+        let authority = AuthorityKey::generate(&OsRandom).unwrap();
+        let agent_key = MissionKey::generate(&OsRandom).unwrap();
+        let m = mission(1_000, 3_600, agent_key.thumbprint());
+        let issued = issue_credential(&authority, &m, agent_key.thumbprint(), UnixTime(1_010), 300, &OsRandom).unwrap();
+        let v = UnverifiedCredential::parse(&issued.token).unwrap().verify(&authority.jwks(), ISS, UnixTime(1_020)).unwrap();
+        assert_eq!(v.claims, issued.claims);
+        assert_eq!(v.claims.exp, 1_310);
+        assert_eq!(v.claims.act.sub.as_str(), "bot");
+        assert_eq!(v.claims.cnf.jkt, *agent_key.thumbprint());
+        m.check_credential(&v.claims, UnixTime(1_020)).unwrap();
+    }
+
+    #[test]
+    fn verification_refuses_what_it_must() {
+        let authority = AuthorityKey::generate(&OsRandom).unwrap();
+        let other = AuthorityKey::generate(&OsRandom).unwrap();
+        let k = MissionKey::generate(&OsRandom).unwrap();
+        let m = mission(1_000, 3_600, k.thumbprint());
+        let tok = issue_credential(&authority, &m, k.thumbprint(), UnixTime(1_000), 300, &OsRandom).unwrap().token;
+        let verify = |jwks: &Jwks, iss: &str, now: u64| UnverifiedCredential::parse(&tok).unwrap().verify(jwks, iss, UnixTime(now));
+        assert_eq!(verify(&authority.jwks(), ISS, 1_300).unwrap_err(), CredentialError::Expired);
+        assert_eq!(verify(&other.jwks(), ISS, 1_001).unwrap_err().code(), "bad_credential");
+        assert!(matches!(verify(&authority.jwks(), "https://evil", 1_001).unwrap_err(), CredentialError::WrongIssuer { .. }));
+        // A key swapped under the same kid: the signature fails.
+        let mut swapped = other.jwks();
+        swapped.keys[0].kid = Some(authority.kid().to_owned());
+        assert_eq!(verify(&swapped, ISS, 1_001).unwrap_err(), CredentialError::BadSignature);
+        // Tampered payload.
+        let mut parts: Vec<String> = tok.split('.').map(str::to_owned).collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(&b64::decode(&parts[1]).unwrap()).unwrap();
+        claims["sub"] = "mallory".into();
+        parts[1] = b64::encode(&serde_json::to_vec(&claims).unwrap());
+        let forged = parts.join(".");
+        let err = UnverifiedCredential::parse(&forged).unwrap().verify(&authority.jwks(), ISS, UnixTime(1_001)).unwrap_err();
+        assert_eq!(err, CredentialError::BadSignature);
+        assert!(UnverifiedCredential::parse("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn state_checks_follow_the_mission() {
+        let authority = AuthorityKey::generate(&OsRandom).unwrap();
+        let k = MissionKey::generate(&OsRandom).unwrap();
+        let stranger = MissionKey::generate(&OsRandom).unwrap();
+        let mut m = mission(1_000, 3_600, k.thumbprint());
+        let c = issue_credential(&authority, &m, k.thumbprint(), UnixTime(1_000), 300, &OsRandom).unwrap();
+        let c2 = issue_credential(&authority, &m, stranger.thumbprint(), UnixTime(1_000), 300, &OsRandom).unwrap();
+        assert_eq!(m.check_credential(&c2.claims, UnixTime(1_001)).unwrap_err().code(), "key_mismatch");
+        assert_eq!(m.check_credential(&c.claims, UnixTime(4_600)).unwrap_err().code(), "mission_ended");
+        m.status = MissionStatus::Ended { reason: crate::EndReason::Revoked, at: UnixTime(1_100), jkt: None };
+        assert_eq!(m.check_credential(&c.claims, UnixTime(1_101)).unwrap_err().code(), "revoked");
+    }
+
+    proptest! {
+        /// A mission's credential never outlives the mission, whatever the
+        /// credential lifetime and the moment of issue.
+        #[test]
+        fn a_credential_never_outlives_its_mission(
+            created in 0u64..1_000_000,
+            ttl in 1u64..1_000_000,
+            cred_ttl in 0u64..2_000_000,
+            offset in 0u64..2_000_000,
+        ) {
+            let authority = AuthorityKey::generate(&OsRandom).unwrap();
+            let k = MissionKey::generate(&OsRandom).unwrap();
+            let m = mission(created, ttl, k.thumbprint());
+            let now = UnixTime(created + offset);
+            match issue_credential(&authority, &m, k.thumbprint(), now, cred_ttl, &OsRandom) {
+                Ok(c) => {
+                    prop_assert!(now < m.expires_at());
+                    prop_assert!(c.claims.exp <= m.body.expires_at);
+                    prop_assert!(c.claims.exp > c.claims.iat);
+                    // At the mission's end the credential is refused offline too.
+                    let late = UnverifiedCredential::parse(&c.token).unwrap().verify(&authority.jwks(), ISS, m.expires_at());
+                    prop_assert_eq!(late.unwrap_err(), CredentialError::Expired);
+                }
+                Err(e) => {
+                    prop_assert!(matches!(e, KeyError::MissionExpired));
+                    prop_assert!(now >= m.expires_at());
+                }
+            }
+        }
+    }
+}

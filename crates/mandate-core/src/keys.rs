@@ -1,0 +1,182 @@
+//! Private keys. The only module that holds them.
+//!
+//! Keys are Ed25519 (`ed25519-dalek`, zeroized on drop) and sign JWS through
+//! `jsonwebtoken` (whose `EncodingKey` is zeroized on drop as well). Private
+//! keys are stored as PKCS#8 PEM; the PEM text is held in `Zeroizing`.
+
+use std::fmt;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::error::KeyError;
+use crate::jwk::{Ed25519Jwk, Jwks, Thumbprint};
+use crate::random::SecureRandom;
+
+/// An Ed25519 key pair ready to sign JWS.
+struct Ed25519Signer {
+    signing: SigningKey,
+    encoding: EncodingKey,
+    jwk: Ed25519Jwk,
+    thumbprint: Thumbprint,
+}
+
+impl Ed25519Signer {
+    fn from_signing_key(signing: SigningKey) -> Result<Self, KeyError> {
+        let der = signing.to_pkcs8_der().map_err(|_| KeyError::Encode)?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        let jwk = Ed25519Jwk::from_public_bytes(signing.verifying_key().as_bytes());
+        let thumbprint = jwk.thumbprint();
+        Ok(Self { signing, encoding, jwk, thumbprint })
+    }
+
+    fn generate(rng: &dyn SecureRandom) -> Result<Self, KeyError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill(seed.as_mut())?;
+        Self::from_signing_key(SigningKey::from_bytes(&seed))
+    }
+
+    fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let signing = SigningKey::from_pkcs8_pem(pem).map_err(|_| KeyError::BadKeyFile)?;
+        Self::from_signing_key(signing)
+    }
+
+    fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.signing.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Encode)
+    }
+
+    fn sign<T: Serialize>(&self, header: &Header, claims: &T) -> Result<String, KeyError> {
+        jsonwebtoken::encode(header, claims, &self.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+    }
+}
+
+/// The authority's signing key: signs mission credentials (and later,
+/// exchanged tokens and audit checkpoints). Published in the JWKS under its
+/// `kid`, which is its RFC 7638 thumbprint.
+pub struct AuthorityKey(Ed25519Signer);
+
+impl fmt::Debug for AuthorityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorityKey").field("kid", &self.kid()).finish_non_exhaustive()
+    }
+}
+
+impl AuthorityKey {
+    pub fn generate(rng: &dyn SecureRandom) -> Result<Self, KeyError> {
+        Ed25519Signer::generate(rng).map(Self)
+    }
+
+    /// Loads a PKCS#8 PEM private key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        Ed25519Signer::from_pem(pem).map(Self)
+    }
+
+    /// The private key as PKCS#8 PEM, for writing to a 0600 file.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.0.to_pem()
+    }
+
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        self.0.thumbprint.as_str()
+    }
+
+    /// The public key as published: with `kid`, `alg` and `use`.
+    #[must_use]
+    pub fn public_jwk(&self) -> Ed25519Jwk {
+        Ed25519Jwk {
+            kid: Some(self.kid().to_owned()),
+            alg: Some("EdDSA".into()),
+            use_: Some("sig".into()),
+            ..self.0.jwk.clone()
+        }
+    }
+
+    /// A JWKS holding this key.
+    #[must_use]
+    pub fn jwks(&self) -> Jwks {
+        Jwks { keys: vec![self.public_jwk()] }
+    }
+
+    /// Signs `claims` as a compact JWS with header `typ` and this key's `kid`.
+    pub fn sign_jwt<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(self.kid().to_owned());
+        self.0.sign(&header, claims)
+    }
+}
+
+/// An agent's key for one mission (the "identity disc"). Created fresh by
+/// the agent; its public half is bound into the mission credential.
+pub struct MissionKey(Ed25519Signer);
+
+impl fmt::Debug for MissionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MissionKey").field("jkt", &self.thumbprint()).finish_non_exhaustive()
+    }
+}
+
+impl MissionKey {
+    pub fn generate(rng: &dyn SecureRandom) -> Result<Self, KeyError> {
+        Ed25519Signer::generate(rng).map(Self)
+    }
+
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        Ed25519Signer::from_pem(pem).map(Self)
+    }
+
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.0.to_pem()
+    }
+
+    /// The public key (no `kid`): what goes into a proof's `jwk` header.
+    #[must_use]
+    pub fn public_jwk(&self) -> &Ed25519Jwk {
+        &self.0.jwk
+    }
+
+    /// The `cnf.jkt` a credential for this key carries.
+    #[must_use]
+    pub fn thumbprint(&self) -> &Thumbprint {
+        &self.0.thumbprint
+    }
+
+    /// Signs a JWS whose header carries this key's public JWK (as a DPoP
+    /// proof does).
+    pub(crate) fn sign_with_embedded_jwk<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(typ.to_owned());
+        let jwk_json = serde_json::to_value(&self.0.jwk).map_err(|_| KeyError::Encode)?;
+        header.jwk = Some(serde_json::from_value(jwk_json).map_err(|_| KeyError::Encode)?);
+        self.0.sign(&header, claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::OsRandom;
+
+    #[test]
+    fn pem_round_trip_keeps_the_identity() {
+        let key = AuthorityKey::generate(&OsRandom).unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let again = AuthorityKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(key.kid(), again.kid());
+        assert_eq!(key.public_jwk(), again.public_jwk());
+        assert!(AuthorityKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_key_material() {
+        let key = MissionKey::generate(&OsRandom).unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        let body: String = pem.lines().nth(1).unwrap().to_owned();
+        assert!(!format!("{key:?}").contains(&body));
+    }
+}

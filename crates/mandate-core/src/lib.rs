@@ -1,0 +1,38 @@
+//! Mandate's domain core: identifiers, missions, mission credentials,
+//! proofs of possession and key handling.
+//!
+//! This crate does no I/O and no async. Time comes in through a [`Clock`],
+//! randomness through a [`SecureRandom`]. It is the only crate that touches
+//! private keys.
+
+mod b64;
+mod clock;
+mod credential;
+mod error;
+mod ids;
+mod jwk;
+mod keys;
+mod mission;
+mod proof;
+mod random;
+mod secret;
+
+pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
+pub use credential::{
+    Actor, Confirmation, CREDENTIAL_TYP, IssuedCredential, MissionClaims, UnverifiedCredential,
+    VerifiedCredential, issue_credential,
+};
+pub use error::{CredentialError, InputError, KeyError, ProofError};
+pub use ids::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
+pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
+pub use keys::{AuthorityKey, MissionKey};
+pub use mission::{
+    EndReason, Mission, MissionBody, MissionPolicies, MissionSpec, MissionState, OutOfScope,
+    MissionLimits, MissionStatus, mission_s256,
+};
+pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};
+pub use random::{OsRandom, RandomError, SecureRandom};
+pub use secret::{SecretToken, TokenHash, TokenKind};
+
+/// Clock skew and freshness window for proofs and signatures, in seconds.
+pub const FRESHNESS_WINDOW_SECS: u64 = 60;

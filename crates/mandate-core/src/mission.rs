@@ -1,0 +1,381 @@
+//! Missions: one task delegated by a principal to an agent.
+//!
+//! The body of a mission is immutable and content-addressed: `mission_s256`
+//! is SHA-256 over its RFC 8785 (JCS) canonical JSON, base64url.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::b64;
+use crate::clock::UnixTime;
+use crate::credential::MissionClaims;
+use crate::error::{CredentialError, InputError};
+use crate::ids::{AgentName, MissionId, PrincipalName};
+use crate::jwk::Thumbprint;
+
+pub(crate) const MAX_GOAL_CHARS: usize = 4000;
+const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+/// What happens to a request that no policy matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfScope {
+    /// Ask a human (the default: out of scope is negotiable).
+    #[default]
+    Escalate,
+    /// Refuse.
+    Deny,
+}
+
+impl FromStr for OutOfScope {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        match s {
+            "escalate" => Ok(Self::Escalate),
+            "deny" => Ok(Self::Deny),
+            other => Err(InputError::BadOutOfScope(other.chars().take(40).collect())),
+        }
+    }
+}
+
+/// The three kinds of mission policy, as Cedar text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MissionPolicies {
+    /// `permit` policies: what the mission may do.
+    pub scope: String,
+    /// `forbid` policies: what it may never do.
+    pub boundaries: String,
+    /// Rules that say "ask first".
+    pub escalations: String,
+}
+
+/// Bounds the authority enforces on mission requests (configurable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissionLimits {
+    pub min_ttl_secs: u64,
+    pub max_ttl_secs: u64,
+    pub max_budget: u64,
+}
+
+impl Default for MissionLimits {
+    fn default() -> Self {
+        Self { min_ttl_secs: 60, max_ttl_secs: 7 * 24 * 3600, max_budget: 1_000_000 }
+    }
+}
+
+/// A request to create a mission, as a principal writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissionSpec {
+    pub agent: AgentName,
+    pub goal: String,
+    pub policies: MissionPolicies,
+    pub ttl_secs: u64,
+    /// Maximum number of allowed requests over the mission's life.
+    pub budget: u64,
+    pub out_of_scope: OutOfScope,
+}
+
+/// The request budget of a mission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    pub requests: u64,
+}
+
+/// The immutable, content-addressed body of a mission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissionBody {
+    /// Format version of this body.
+    pub v: u32,
+    pub id: MissionId,
+    /// The authority that issued the mission.
+    pub iss: String,
+    pub principal: PrincipalName,
+    pub agent: AgentName,
+    pub goal: String,
+    pub policies: MissionPolicies,
+    pub budget: Budget,
+    pub out_of_scope: OutOfScope,
+    pub created_at: u64,
+    pub expires_at: u64,
+}
+
+impl MissionBody {
+    /// Checks a spec against `limits` and Cedar, and fixes the body.
+    pub fn new(
+        spec: MissionSpec,
+        id: MissionId,
+        issuer: &str,
+        principal: PrincipalName,
+        now: UnixTime,
+        limits: MissionLimits,
+    ) -> Result<Self, InputError> {
+        let MissionSpec { agent, goal, policies, ttl_secs, budget, out_of_scope } = spec;
+        let goal = goal.trim().to_owned();
+        if goal.is_empty() || goal.chars().count() > MAX_GOAL_CHARS || goal.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(InputError::BadGoal);
+        }
+        if !(limits.min_ttl_secs..=limits.max_ttl_secs).contains(&ttl_secs) {
+            return Err(InputError::BadTtl { min: limits.min_ttl_secs, max: limits.max_ttl_secs, got: ttl_secs });
+        }
+        if budget == 0 || budget > limits.max_budget {
+            return Err(InputError::BadBudget { max: limits.max_budget, got: budget });
+        }
+        check_policies("scope", &policies.scope, Some(cedar_policy::Effect::Permit))?;
+        check_policies("boundaries", &policies.boundaries, Some(cedar_policy::Effect::Forbid))?;
+        check_policies("escalations", &policies.escalations, None)?;
+        Ok(Self {
+            v: 1,
+            id,
+            iss: issuer.to_owned(),
+            principal,
+            agent,
+            goal,
+            policies,
+            budget: Budget { requests: budget },
+            out_of_scope,
+            created_at: now.0,
+            expires_at: now.plus(ttl_secs).0,
+        })
+    }
+}
+
+/// Parses Cedar text and, where `effect` is given, checks every policy has
+/// it. Parsing happens here, once, when the mission is created.
+fn check_policies(field: &'static str, text: &str, effect: Option<cedar_policy::Effect>) -> Result<(), InputError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(InputError::BadPolicy { field, message: format!("longer than {MAX_POLICY_BYTES} bytes") });
+    }
+    let set = cedar_policy::PolicySet::from_str(text)
+        .map_err(|e| InputError::BadPolicy { field, message: describe_parse_error(text, &e) })?;
+    if let Some(want) = effect {
+        if let Some(p) = set.policies().find(|p| p.effect() != want) {
+            let want = match want {
+                cedar_policy::Effect::Permit => "permit",
+                cedar_policy::Effect::Forbid => "forbid",
+            };
+            return Err(InputError::BadPolicy {
+                field,
+                message: format!("policy `{}` must be a `{want}` policy", p.id()),
+            });
+        }
+    }
+    if set.templates().next().is_some() {
+        return Err(InputError::BadPolicy { field, message: "templates are not allowed in a mission".into() });
+    }
+    Ok(())
+}
+
+/// `line:col: message` for the first labelled parse error.
+fn describe_parse_error(text: &str, err: &cedar_policy::ParseErrors) -> String {
+    use miette::Diagnostic as _;
+    let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    match offset {
+        Some(off) => {
+            let before = &text[..off.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{line}:{col}: {err}")
+        }
+        None => err.to_string(),
+    }
+}
+
+/// `mission_s256`: base64url(SHA-256(JCS(body))).
+pub fn mission_s256(body: &MissionBody) -> Result<String, InputError> {
+    let canonical = serde_jcs::to_vec(body)
+        .map_err(|e| InputError::BadPolicy { field: "mission", message: format!("cannot canonicalize: {e}") })?;
+    Ok(b64::s256(&canonical))
+}
+
+/// Why a mission ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// Ended by its agent or principal: the task is done.
+    Completed,
+    /// Its TTL ran out.
+    Expired,
+    /// Revoked (directly, or by revoking its agent or principal).
+    Revoked,
+}
+
+impl EndReason {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl FromStr for EndReason {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "completed" => Ok(Self::Completed),
+            "expired" => Ok(Self::Expired),
+            "revoked" => Ok(Self::Revoked),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A mission's stored lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissionStatus {
+    /// Created and delegated; waiting for its agent to start it.
+    Ready,
+    /// Started: a mission key is bound.
+    Active { jkt: Thumbprint, started_at: UnixTime },
+    /// Over. Terminal.
+    Ended { reason: EndReason, at: UnixTime, jkt: Option<Thumbprint> },
+}
+
+/// The effective state at a given time (TTL expiry applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissionState {
+    Ready,
+    Active,
+    Ended,
+}
+
+/// A mission as stored: its body, hash and lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mission {
+    pub body: MissionBody,
+    pub s256: String,
+    pub status: MissionStatus,
+}
+
+impl Mission {
+    #[must_use]
+    pub fn expires_at(&self) -> UnixTime {
+        UnixTime(self.body.expires_at)
+    }
+
+    /// The effective state and, if ended, why and when — TTL expiry counts
+    /// even before anything wrote it down.
+    #[must_use]
+    pub fn state_at(&self, now: UnixTime) -> (MissionState, Option<(EndReason, UnixTime)>) {
+        match &self.status {
+            MissionStatus::Ended { reason, at, .. } => (MissionState::Ended, Some((*reason, *at))),
+            _ if now >= self.expires_at() => (MissionState::Ended, Some((EndReason::Expired, self.expires_at()))),
+            MissionStatus::Ready => (MissionState::Ready, None),
+            MissionStatus::Active { .. } => (MissionState::Active, None),
+        }
+    }
+
+    /// The bound mission key, if the mission was ever started.
+    #[must_use]
+    pub fn jkt(&self) -> Option<&Thumbprint> {
+        match &self.status {
+            MissionStatus::Ready => None,
+            MissionStatus::Active { jkt, .. } => Some(jkt),
+            MissionStatus::Ended { jkt, .. } => jkt.as_ref(),
+        }
+    }
+
+    /// State checks for a verified credential against this mission: same
+    /// mission and body, active, bound to the same key.
+    pub fn check_credential(&self, claims: &MissionClaims, now: UnixTime) -> Result<(), CredentialError> {
+        if claims.mission_id != self.body.id {
+            return Err(CredentialError::UnknownMission);
+        }
+        if claims.mission_s256 != self.s256 {
+            return Err(CredentialError::MissionMismatch);
+        }
+        match self.state_at(now) {
+            (MissionState::Ended, Some((EndReason::Revoked, _))) => {
+                return Err(CredentialError::Revoked("mission revoked".into()));
+            }
+            (MissionState::Ended, _) => return Err(CredentialError::MissionEnded),
+            (MissionState::Ready, _) => return Err(CredentialError::MissionNotStarted),
+            (MissionState::Active, _) => {}
+        }
+        match self.jkt() {
+            Some(jkt) if *jkt == claims.cnf.jkt => Ok(()),
+            _ => Err(CredentialError::KeyMismatch),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::OsRandom;
+
+    fn spec() -> MissionSpec {
+        MissionSpec {
+            agent: "billing-bot".parse().unwrap(),
+            goal: "Reconcile November invoices".into(),
+            policies: MissionPolicies {
+                scope: r#"permit(principal, action == Action::"read", resource);"#.into(),
+                boundaries: r#"forbid(principal, action, resource) when { resource has hr };"#.into(),
+                escalations: String::new(),
+            },
+            ttl_secs: 3600,
+            budget: 100,
+            out_of_scope: OutOfScope::Escalate,
+        }
+    }
+
+    fn body(spec: MissionSpec) -> Result<MissionBody, InputError> {
+        MissionBody::new(
+            spec,
+            MissionId::generate(&OsRandom).unwrap(),
+            "http://127.0.0.1:7878",
+            "alice".parse().unwrap(),
+            UnixTime(1_000),
+            MissionLimits::default(),
+        )
+    }
+
+    #[test]
+    fn a_valid_spec_becomes_a_body_with_a_stable_hash() {
+        let b = body(spec()).unwrap();
+        assert_eq!(b.expires_at, 4_600);
+        let h1 = mission_s256(&b).unwrap();
+        assert_eq!(h1, mission_s256(&b.clone()).unwrap());
+        let mut other = b.clone();
+        other.goal.push('!');
+        assert_ne!(h1, mission_s256(&other).unwrap());
+        assert_eq!(h1.len(), 43);
+    }
+
+    #[test]
+    fn bad_cedar_is_refused_with_a_position() {
+        let mut s = spec();
+        s.policies.scope = "permit(principal,\n action = , resource);".into();
+        let err = body(s).unwrap_err();
+        assert_eq!(err.code(), "invalid_policy");
+        assert!(err.to_string().starts_with("scope: 2:"), "{err}");
+    }
+
+    #[test]
+    fn policy_kinds_must_have_their_effect() {
+        let mut s = spec();
+        s.policies.scope = "forbid(principal, action, resource);".into();
+        assert!(body(s).unwrap_err().to_string().contains("must be a `permit`"));
+        let mut s = spec();
+        s.policies.boundaries = "permit(principal, action, resource);".into();
+        assert!(body(s).unwrap_err().to_string().contains("must be a `forbid`"));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut s = spec();
+        s.ttl_secs = 10;
+        assert!(matches!(body(s).unwrap_err(), InputError::BadTtl { .. }));
+        let mut s = spec();
+        s.budget = 0;
+        assert!(matches!(body(s).unwrap_err(), InputError::BadBudget { .. }));
+        let mut s = spec();
+        s.goal = "  ".into();
+        assert_eq!(body(s).unwrap_err(), InputError::BadGoal);
+    }
+}
