@@ -1,1 +1,64 @@
+//! Storage for Mandate: one [`Store`] trait, with an embedded SQLite
+//! implementation ([`SqliteStore`]). PostgreSQL comes later behind the same
+//! trait; the shared test suite in `tests/` is written against the trait.
 
+mod error;
+mod model;
+mod sqlite;
+
+pub use error::{StartError, StoreError};
+pub use model::{Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use mandate_core::{
+    AgentName, ApiTokenId, EndReason, Mission, MissionId, PrincipalName, Thumbprint, TokenHash, UnixTime,
+};
+
+/// Everything Mandate keeps. Implementations must make each method atomic:
+/// a failed call changes nothing.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // --- principals and their API tokens ---
+
+    /// Creates the first admin and its token, only if no principal exists.
+    /// Returns `false` (and changes nothing) if the store is already set up.
+    async fn bootstrap_admin(&self, admin: &Principal, token: &ApiToken, hash: &TokenHash) -> Result<bool, StoreError>;
+    async fn create_principal(&self, p: &Principal) -> Result<(), StoreError>;
+    async fn principal(&self, name: &PrincipalName) -> Result<Option<Principal>, StoreError>;
+    async fn principals(&self) -> Result<Vec<Principal>, StoreError>;
+    async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), StoreError>;
+    /// The principal behind a live token of a live principal.
+    async fn principal_by_token(&self, hash: &TokenHash) -> Result<Option<(Principal, ApiTokenId)>, StoreError>;
+    async fn api_tokens(&self, principal: &PrincipalName) -> Result<Vec<ApiToken>, StoreError>;
+    async fn revoke_api_token(&self, id: &ApiTokenId, rev: &Revocation) -> Result<ApiToken, StoreError>;
+
+    // --- agents ---
+
+    async fn create_agent(&self, a: &Agent) -> Result<(), StoreError>;
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
+    /// All agents, or those of one owner.
+    async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError>;
+
+    // --- missions ---
+
+    async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError>;
+    async fn mission(&self, id: &MissionId) -> Result<Option<Mission>, StoreError>;
+    /// Missions, newest first, optionally only those delegated by one principal.
+    async fn missions(&self, principal: Option<&PrincipalName>, limit: u32) -> Result<Vec<Mission>, StoreError>;
+    /// Consumes a start token and binds the mission key, atomically: of many
+    /// concurrent starts with one token, exactly one succeeds.
+    async fn start_mission(&self, token: &TokenHash, jkt: &Thumbprint, now: UnixTime) -> Result<Mission, StartError>;
+    /// Ends a mission that has not ended. Returns the mission as it now is.
+    async fn end_mission(&self, id: &MissionId, reason: EndReason, by: &str, now: UnixTime) -> Result<Mission, StoreError>;
+    /// Records an issued credential.
+    async fn record_credential(&self, jti: &str, mission: &MissionId, jkt: &Thumbprint, iat: UnixTime, exp: UnixTime) -> Result<(), StoreError>;
+
+    // --- revocation ---
+
+    /// Revokes a mission, an agent (and its missions) or a principal (its
+    /// tokens, its agents, and every mission it delegated or its agents
+    /// hold), in one transaction.
+    async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError>;
+    async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError>;
+}

@@ -1,0 +1,47 @@
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored row does not parse or no longer matches its hash: refuse to
+    /// use it rather than guess.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Backend(format!("migration failed: {e}"))
+    }
+}
+
+/// Why a mission could not be started with a start token.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the start token is not valid")]
+    Unknown,
+    #[error("the start token was already used")]
+    Used,
+    #[error("the start token expired")]
+    Expired,
+    #[error("the mission has ended")]
+    MissionEnded,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for StartError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}

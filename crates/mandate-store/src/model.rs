@@ -1,0 +1,91 @@
+use mandate_core::{AgentName, ApiTokenId, MissionBody, MissionId, PrincipalName, Role, TokenHash, UnixTime};
+
+/// A principal: who delegates and approves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: PrincipalName,
+    pub role: Role,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// An API token's record (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: ApiTokenId,
+    pub principal: PrincipalName,
+    pub label: String,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A registered agent. It holds no standing permission: only missions
+/// delegated to it give it any authority, and only while they run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub name: AgentName,
+    pub owner: PrincipalName,
+    pub description: String,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A mission to store, with the hash of its one-time start token.
+#[derive(Debug, Clone)]
+pub struct NewMission {
+    pub body: MissionBody,
+    pub s256: String,
+    pub start_token: TokenHash,
+    pub start_token_expires_at: UnixTime,
+}
+
+/// What can be revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    Mission,
+    Agent,
+    Principal,
+    Token,
+}
+
+impl RevocationKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mission => "mission",
+            Self::Agent => "agent",
+            Self::Principal => "principal",
+            Self::Token => "token",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mission" => Some(Self::Mission),
+            "agent" => Some(Self::Agent),
+            "principal" => Some(Self::Principal),
+            "token" => Some(Self::Token),
+            _ => None,
+        }
+    }
+}
+
+/// A revocation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub target: String,
+    pub reason: String,
+    pub revoked_by: PrincipalName,
+    pub at: UnixTime,
+}
+
+/// What a revocation ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationSummary {
+    pub missions: Vec<MissionId>,
+    pub agents: Vec<AgentName>,
+    pub principals: Vec<PrincipalName>,
+    pub tokens: u64,
+}

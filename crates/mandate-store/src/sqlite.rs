@@ -1,0 +1,572 @@
+//! The embedded SQLite store: one file in the data dir, WAL journal,
+//! `synchronous = FULL`, foreign keys on.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mandate_core::{
+    AgentName, ApiTokenId, EndReason, Mission, MissionBody, MissionId, MissionStatus, PrincipalName, Role, Thumbprint,
+    TokenHash, UnixTime, mission_s256,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row as _, Sqlite, Transaction};
+
+use crate::model::{Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary};
+use crate::{StartError, Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // IMMEDIATE takes the write lock up front, so two writers never
+        // deadlock upgrading a read lock.
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn secs(t: UnixTime) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+fn time(v: i64) -> UnixTime {
+    UnixTime(u64::try_from(v).unwrap_or(0))
+}
+
+fn opt_time(v: Option<i64>) -> Option<UnixTime> {
+    v.map(time)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
+    Ok(Principal {
+        name: row.try_get::<String, _>("name")?.try_into().map_err(|e| corrupt("principal name", e))?,
+        role: Role::from_str(&row.try_get::<String, _>("role")?).map_err(|e| corrupt("principal role", e))?,
+        created_at: time(row.try_get("created_at")?),
+        revoked_at: opt_time(row.try_get("revoked_at")?),
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        id: row.try_get::<String, _>("id")?.try_into().map_err(|e| corrupt("token id", e))?,
+        principal: row.try_get::<String, _>("principal")?.try_into().map_err(|e| corrupt("token principal", e))?,
+        label: row.try_get("label")?,
+        created_at: time(row.try_get("created_at")?),
+        revoked_at: opt_time(row.try_get("revoked_at")?),
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
+    Ok(Agent {
+        name: row.try_get::<String, _>("name")?.try_into().map_err(|e| corrupt("agent name", e))?,
+        owner: row.try_get::<String, _>("owner")?.try_into().map_err(|e| corrupt("agent owner", e))?,
+        description: row.try_get("description")?,
+        created_at: time(row.try_get("created_at")?),
+        revoked_at: opt_time(row.try_get("revoked_at")?),
+    })
+}
+
+/// Rebuilds a mission, refusing a row whose body no longer hashes to its
+/// `s256` or disagrees with its indexed columns.
+fn mission_from_row(row: &SqliteRow) -> Result<Mission, StoreError> {
+    let id: String = row.try_get("id")?;
+    let body_text: String = row.try_get("body")?;
+    let body: MissionBody = serde_json::from_str(&body_text).map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
+    let s256: String = row.try_get("s256")?;
+    let computed = mission_s256(&body).map_err(|e| corrupt("mission body", e))?;
+    if computed != s256
+        || body.id.as_str() != id
+        || body.principal.as_str() != row.try_get::<String, _>("principal")?
+        || body.agent.as_str() != row.try_get::<String, _>("agent")?
+        || i64::try_from(body.expires_at).ok() != Some(row.try_get::<i64, _>("expires_at")?)
+    {
+        return Err(StoreError::Corrupt(format!("mission `{id}` does not match its mission_s256")));
+    }
+    let jkt = row
+        .try_get::<Option<String>, _>("jkt")?
+        .map(|s| Thumbprint::from_stored(s).ok_or_else(|| corrupt("mission jkt", &id)))
+        .transpose()?;
+    let state: String = row.try_get("state")?;
+    let status = match state.as_str() {
+        "ready" => MissionStatus::Ready,
+        "active" => MissionStatus::Active {
+            jkt: jkt.ok_or_else(|| corrupt("active mission without a key", &id))?,
+            started_at: time(row.try_get::<Option<i64>, _>("started_at")?.unwrap_or(0)),
+        },
+        "ended" => MissionStatus::Ended {
+            reason: EndReason::from_str(&row.try_get::<Option<String>, _>("end_reason")?.unwrap_or_default())
+                .map_err(|()| corrupt("mission end reason", &id))?,
+            at: time(row.try_get::<Option<i64>, _>("ended_at")?.unwrap_or(0)),
+            jkt,
+        },
+        other => return Err(corrupt("mission state", other)),
+    };
+    Ok(Mission { body, s256, status })
+}
+
+fn revocation_from_row(row: &SqliteRow) -> Result<Revocation, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Revocation {
+        kind: RevocationKind::parse(&kind).ok_or_else(|| corrupt("revocation kind", &kind))?,
+        target: row.try_get("target")?,
+        reason: row.try_get("reason")?,
+        revoked_by: row.try_get::<String, _>("revoked_by")?.try_into().map_err(|e| corrupt("revoked_by", e))?,
+        at: time(row.try_get("at")?),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &ApiToken, hash: &TokenHash) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO api_tokens (id, principal, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(t.id.as_str())
+        .bind(t.principal.as_str())
+        .bind(hash.as_str())
+        .bind(&t.label)
+        .bind(secs(t.created_at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_revocation(tx: &mut Transaction<'static, Sqlite>, rev: &Revocation) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO revocations (kind, target, reason, revoked_by, at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(rev.kind.as_str())
+        .bind(&rev.target)
+        .bind(&rev.reason)
+        .bind(rev.revoked_by.as_str())
+        .bind(secs(rev.at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Ends every live mission matched by `sql` (which binds `?1` = now and
+/// `?2` = the target), recording TTL-expired ones as expired.
+async fn end_missions(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &'static str,
+    now: UnixTime,
+    target: &str,
+    by: &str,
+) -> Result<Vec<MissionId>, StoreError> {
+    let rows = sqlx::query(sql).bind(secs(now)).bind(target).bind(by).fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("id")
+                .map_err(StoreError::from)
+                .and_then(|s| MissionId::try_from(s).map_err(|e| corrupt("mission id", e)))
+        })
+        .collect()
+}
+
+const END_MISSION_BY_ID: &str = "UPDATE missions SET state = 'ended', \
+     end_reason = CASE WHEN expires_at <= ?1 THEN 'expired' ELSE 'revoked' END, \
+     ended_at = MIN(expires_at, ?1), ended_by = ?3 \
+     WHERE id = ?2 AND state != 'ended' RETURNING id";
+const END_MISSIONS_OF_AGENT: &str = "UPDATE missions SET state = 'ended', \
+     end_reason = CASE WHEN expires_at <= ?1 THEN 'expired' ELSE 'revoked' END, \
+     ended_at = MIN(expires_at, ?1), ended_by = ?3 \
+     WHERE agent = ?2 AND state != 'ended' RETURNING id";
+const END_MISSIONS_OF_PRINCIPAL: &str = "UPDATE missions SET state = 'ended', \
+     end_reason = CASE WHEN expires_at <= ?1 THEN 'expired' ELSE 'revoked' END, \
+     ended_at = MIN(expires_at, ?1), ended_by = ?3 \
+     WHERE (principal = ?2 OR agent IN (SELECT name FROM agents WHERE owner = ?2)) \
+       AND state != 'ended' RETURNING id";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn bootstrap_admin(&self, admin: &Principal, token: &ApiToken, hash: &TokenHash) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&mut *tx).await?;
+        if count > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO principals (name, role, created_at) VALUES (?1, ?2, ?3)")
+            .bind(admin.name.as_str())
+            .bind(admin.role.as_str())
+            .bind(secs(admin.created_at))
+            .execute(&mut *tx)
+            .await?;
+        insert_token(&mut tx, token, hash).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_principal(&self, p: &Principal) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO principals (name, role, created_at) VALUES (?1, ?2, ?3)")
+            .bind(p.name.as_str())
+            .bind(p.role.as_str())
+            .bind(secs(p.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("principal `{}` already exists", p.name))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn principal(&self, name: &PrincipalName) -> Result<Option<Principal>, StoreError> {
+        sqlx::query("SELECT * FROM principals WHERE name = ?1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(principal_from_row)
+            .transpose()
+    }
+
+    async fn principals(&self) -> Result<Vec<Principal>, StoreError> {
+        sqlx::query("SELECT * FROM principals ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(principal_from_row)
+            .collect()
+    }
+
+    async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let live: Option<i64> = sqlx::query_scalar("SELECT 1 FROM principals WHERE name = ?1 AND revoked_at IS NULL")
+            .bind(token.principal.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound(format!("principal `{}`", token.principal)));
+        }
+        insert_token(&mut tx, token, hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn principal_by_token(&self, hash: &TokenHash) -> Result<Option<(Principal, ApiTokenId)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.*, t.id AS token_id FROM api_tokens t JOIN principals p ON p.name = t.principal \
+             WHERE t.hash = ?1 AND t.revoked_at IS NULL AND p.revoked_at IS NULL",
+        )
+        .bind(hash.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let id: String = r.try_get("token_id")?;
+            Ok((principal_from_row(&r)?, ApiTokenId::try_from(id).map_err(|e| corrupt("token id", e))?))
+        })
+        .transpose()
+    }
+
+    async fn api_tokens(&self, principal: &PrincipalName) -> Result<Vec<ApiToken>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens WHERE principal = ?1 ORDER BY created_at, id")
+            .bind(principal.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn revoke_api_token(&self, id: &ApiTokenId, rev: &Revocation) -> Result<ApiToken, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL")
+            .bind(secs(rev.at))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = ?1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("token `{id}`")))?;
+        insert_revocation(&mut tx, rev).await?;
+        tx.commit().await?;
+        token_from_row(&row)
+    }
+
+    async fn create_agent(&self, a: &Agent) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let live: Option<i64> = sqlx::query_scalar("SELECT 1 FROM principals WHERE name = ?1 AND revoked_at IS NULL")
+            .bind(a.owner.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound(format!("principal `{}`", a.owner)));
+        }
+        sqlx::query("INSERT INTO agents (name, owner, description, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(a.name.as_str())
+            .bind(a.owner.as_str())
+            .bind(&a.description)
+            .bind(secs(a.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("agent `{}` already exists", a.name))
+                } else {
+                    e.into()
+                }
+            })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
+        sqlx::query("SELECT * FROM agents WHERE name = ?1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError> {
+        sqlx::query("SELECT * FROM agents WHERE ?1 IS NULL OR owner = ?1 ORDER BY name")
+            .bind(owner.map(PrincipalName::as_str))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError> {
+        let body = serde_jcs::to_string(&m.body).map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
+        let mut tx = self.write_tx().await?;
+        // The agent and principal must still be live when the mission lands.
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM agents a JOIN principals p ON p.name = ?2 \
+             WHERE a.name = ?1 AND a.revoked_at IS NULL AND p.revoked_at IS NULL",
+        )
+        .bind(m.body.agent.as_str())
+        .bind(m.body.principal.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound(format!("live agent `{}`", m.body.agent)));
+        }
+        sqlx::query(
+            "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
+             start_token_hash, start_token_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ready', ?8, ?9)",
+        )
+        .bind(m.body.id.as_str())
+        .bind(m.body.principal.as_str())
+        .bind(m.body.agent.as_str())
+        .bind(body)
+        .bind(&m.s256)
+        .bind(i64::try_from(m.body.created_at).unwrap_or(i64::MAX))
+        .bind(i64::try_from(m.body.expires_at).unwrap_or(i64::MAX))
+        .bind(m.start_token.as_str())
+        .bind(secs(m.start_token_expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mission(&self, id: &MissionId) -> Result<Option<Mission>, StoreError> {
+        sqlx::query("SELECT * FROM missions WHERE id = ?1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(mission_from_row)
+            .transpose()
+    }
+
+    async fn missions(&self, principal: Option<&PrincipalName>, limit: u32) -> Result<Vec<Mission>, StoreError> {
+        sqlx::query("SELECT * FROM missions WHERE ?1 IS NULL OR principal = ?1 ORDER BY created_at DESC, id LIMIT ?2")
+            .bind(principal.map(PrincipalName::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(mission_from_row)
+            .collect()
+    }
+
+    async fn start_mission(&self, token: &TokenHash, jkt: &Thumbprint, now: UnixTime) -> Result<Mission, StartError> {
+        // INVARIANT: one UPDATE both checks and consumes the token, so of
+        // concurrent starts exactly one matches the row.
+        let started = sqlx::query(
+            "UPDATE missions SET state = 'active', jkt = ?2, started_at = ?3, start_token_used_at = ?3 \
+             WHERE start_token_hash = ?1 AND start_token_used_at IS NULL AND state = 'ready' \
+               AND start_token_expires_at > ?3 AND expires_at > ?3 RETURNING *",
+        )
+        .bind(token.as_str())
+        .bind(jkt.as_str())
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = started {
+            return Ok(mission_from_row(&row)?);
+        }
+        let row = sqlx::query("SELECT * FROM missions WHERE start_token_hash = ?1")
+            .bind(token.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StartError::Unknown)?;
+        let used: Option<i64> = row.try_get("start_token_used_at")?;
+        let state: String = row.try_get("state")?;
+        let token_exp: i64 = row.try_get("start_token_expires_at")?;
+        let mission_exp: i64 = row.try_get("expires_at")?;
+        Err(if used.is_some() {
+            StartError::Used
+        } else if state == "ended" || mission_exp <= secs(now) {
+            StartError::MissionEnded
+        } else if token_exp <= secs(now) {
+            StartError::Expired
+        } else {
+            StartError::Unknown
+        })
+    }
+
+    async fn end_mission(&self, id: &MissionId, reason: EndReason, by: &str, now: UnixTime) -> Result<Mission, StoreError> {
+        let row = sqlx::query(
+            "UPDATE missions SET state = 'ended', end_reason = ?2, ended_at = ?3, ended_by = ?4 \
+             WHERE id = ?1 AND state != 'ended' RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(reason.as_str())
+        .bind(secs(now))
+        .bind(by)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => mission_from_row(&r),
+            None => match self.mission(id).await? {
+                Some(_) => Err(StoreError::Conflict(format!("mission `{id}` has already ended"))),
+                None => Err(StoreError::NotFound(format!("mission `{id}`"))),
+            },
+        }
+    }
+
+    async fn record_credential(
+        &self,
+        jti: &str,
+        mission: &MissionId,
+        jkt: &Thumbprint,
+        iat: UnixTime,
+        exp: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO credentials (jti, mission_id, jkt, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(jti)
+            .bind(mission.as_str())
+            .bind(jkt.as_str())
+            .bind(secs(iat))
+            .bind(secs(exp))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let by = format!("revocation by {}", rev.revoked_by);
+        let mut summary = RevocationSummary::default();
+        let exists = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(rev.target.clone());
+        match rev.kind {
+            RevocationKind::Mission => {
+                if exists("SELECT 1 FROM missions WHERE id = ?1").fetch_optional(&mut *tx).await?.is_none() {
+                    return Err(StoreError::NotFound(format!("mission `{}`", rev.target)));
+                }
+                summary.missions = end_missions(&mut tx, END_MISSION_BY_ID, rev.at, &rev.target, &by).await?;
+            }
+            RevocationKind::Agent => {
+                if exists("SELECT 1 FROM agents WHERE name = ?1").fetch_optional(&mut *tx).await?.is_none() {
+                    return Err(StoreError::NotFound(format!("agent `{}`", rev.target)));
+                }
+                let n = sqlx::query("UPDATE agents SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL")
+                    .bind(secs(rev.at))
+                    .bind(&rev.target)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    summary.agents.push(rev.target.clone().try_into().map_err(|e| corrupt("agent name", e))?);
+                }
+                summary.missions = end_missions(&mut tx, END_MISSIONS_OF_AGENT, rev.at, &rev.target, &by).await?;
+            }
+            RevocationKind::Principal => {
+                if exists("SELECT 1 FROM principals WHERE name = ?1").fetch_optional(&mut *tx).await?.is_none() {
+                    return Err(StoreError::NotFound(format!("principal `{}`", rev.target)));
+                }
+                // Missions first: the agents' owner link is what finds them.
+                summary.missions = end_missions(&mut tx, END_MISSIONS_OF_PRINCIPAL, rev.at, &rev.target, &by).await?;
+                let n = sqlx::query("UPDATE principals SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL")
+                    .bind(secs(rev.at))
+                    .bind(&rev.target)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    summary.principals.push(rev.target.clone().try_into().map_err(|e| corrupt("principal name", e))?);
+                }
+                summary.tokens = sqlx::query("UPDATE api_tokens SET revoked_at = ?1 WHERE principal = ?2 AND revoked_at IS NULL")
+                    .bind(secs(rev.at))
+                    .bind(&rev.target)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let agents = sqlx::query(
+                    "UPDATE agents SET revoked_at = ?1 WHERE owner = ?2 AND revoked_at IS NULL RETURNING name",
+                )
+                .bind(secs(rev.at))
+                .bind(&rev.target)
+                .fetch_all(&mut *tx)
+                .await?;
+                for a in &agents {
+                    let name: String = a.try_get("name")?;
+                    summary.agents.push(AgentName::try_from(name).map_err(|e| corrupt("agent name", e))?);
+                }
+            }
+            RevocationKind::Token => {
+                return Err(StoreError::Conflict("tokens are revoked with revoke_api_token".into()));
+            }
+        }
+        insert_revocation(&mut tx, rev).await?;
+        tx.commit().await?;
+        summary.missions.sort();
+        summary.agents.sort();
+        Ok(summary)
+    }
+
+    async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query("SELECT * FROM revocations ORDER BY seq DESC LIMIT ?1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(revocation_from_row)
+            .collect()
+    }
+}

@@ -1,0 +1,190 @@
+//! The store's behaviour through the `Store` trait, on a real SQLite file.
+//! Written against `dyn Store` so the PostgreSQL store can run the same suite.
+
+use std::sync::Arc;
+
+use mandate_core::{
+    MissionBody, MissionId, MissionKey, MissionLimits, MissionPolicies, MissionSpec, MissionState, OsRandom,
+    OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
+};
+use mandate_store::{
+    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, SqliteStore, StartError, Store, StoreError,
+};
+
+const T0: UnixTime = UnixTime(1_700_000_000);
+
+async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("mandate.db")).await.unwrap();
+    (dir, Arc::new(s))
+}
+
+fn principal(name: &str, role: Role) -> Principal {
+    Principal { name: name.parse().unwrap(), role, created_at: T0, revoked_at: None }
+}
+
+async fn seed(s: &dyn Store) {
+    s.create_principal(&principal("alice", Role::Member)).await.unwrap();
+    s.create_principal(&principal("bob", Role::Member)).await.unwrap();
+    for (agent, owner) in [("bot-a", "alice"), ("bot-b", "bob")] {
+        s.create_agent(&Agent {
+            name: agent.parse().unwrap(),
+            owner: owner.parse().unwrap(),
+            description: String::new(),
+            created_at: T0,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    }
+}
+
+async fn new_mission(s: &dyn Store, principal: &str, agent: &str) -> (MissionId, SecretToken) {
+    let id = MissionId::generate(&OsRandom).unwrap();
+    let body = MissionBody::new(
+        MissionSpec {
+            agent: agent.parse().unwrap(),
+            goal: "reconcile invoices".into(),
+            policies: MissionPolicies::default(),
+            ttl_secs: 3_600,
+            budget: 10,
+            out_of_scope: OutOfScope::Escalate,
+        },
+        id.clone(),
+        "http://issuer.test",
+        principal.parse().unwrap(),
+        T0,
+        MissionLimits::default(),
+    )
+    .unwrap();
+    let token = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();
+    let s256 = mission_s256(&body).unwrap();
+    s.create_mission(&NewMission { body, s256, start_token: token.hash(), start_token_expires_at: T0.plus(600) })
+        .await
+        .unwrap();
+    (id, token)
+}
+
+#[tokio::test]
+async fn bootstrap_happens_once() {
+    let (_d, s) = store().await;
+    let tok = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    let record = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        principal: "admin".parse().unwrap(),
+        label: "bootstrap".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    assert!(s.bootstrap_admin(&principal("admin", Role::Admin), &record, &tok.hash()).await.unwrap());
+    let (p, _) = s.principal_by_token(&tok.hash()).await.unwrap().unwrap();
+    assert_eq!(p.role, Role::Admin);
+    let again = ApiToken { id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(), ..record };
+    let tok2 = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    assert!(!s.bootstrap_admin(&principal("root", Role::Admin), &again, &tok2.hash()).await.unwrap());
+    assert!(s.principal_by_token(&tok2.hash()).await.unwrap().is_none());
+    assert!(matches!(
+        s.create_principal(&principal("admin", Role::Member)).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_start_token_starts_exactly_one_mission_under_a_race() {
+    let (_d, s) = store().await;
+    seed(s.as_ref()).await;
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        let hash = token.hash();
+        tasks.push(tokio::spawn(async move {
+            let key = MissionKey::generate(&OsRandom).unwrap();
+            s.start_mission(&hash, key.thumbprint(), T0.plus(5)).await.map(|_| key.thumbprint().clone())
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(jkt) => winners.push(jkt),
+            Err(StartError::Used) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let m = s.mission(&id).await.unwrap().unwrap();
+    assert_eq!(m.state_at(T0.plus(6)).0, MissionState::Active);
+    assert_eq!(m.jkt(), Some(&winners[0]));
+}
+
+#[tokio::test]
+async fn start_tokens_expire_and_unknown_ones_are_refused() {
+    let (_d, s) = store().await;
+    seed(s.as_ref()).await;
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    assert!(matches!(s.start_mission(&token.hash(), key.thumbprint(), T0.plus(600)).await, Err(StartError::Expired)));
+    let stranger = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();
+    assert!(matches!(s.start_mission(&stranger.hash(), key.thumbprint(), T0).await, Err(StartError::Unknown)));
+    // Nothing changed.
+    assert_eq!(s.mission(&id).await.unwrap().unwrap().state_at(T0).0, MissionState::Ready);
+}
+
+#[tokio::test]
+async fn revoking_a_principal_cascades_to_tokens_agents_and_missions() {
+    let (_d, s) = store().await;
+    seed(s.as_ref()).await;
+    let (alice_m, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    // bob delegates to alice's agent: ends too when alice goes, as her agent does.
+    let (bob_on_alice_agent, _) = new_mission(s.as_ref(), "bob", "bot-a").await;
+    let (bob_m, _) = new_mission(s.as_ref(), "bob", "bot-b").await;
+    let tok = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    let rec = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        principal: "alice".parse().unwrap(),
+        label: "laptop".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    s.create_api_token(&rec, &tok.hash()).await.unwrap();
+
+    let summary = s
+        .revoke(&Revocation {
+            kind: RevocationKind::Principal,
+            target: "alice".into(),
+            reason: "left the company".into(),
+            revoked_by: "bob".parse().unwrap(),
+            at: T0.plus(10),
+        })
+        .await
+        .unwrap();
+    let mut expected = vec![alice_m.clone(), bob_on_alice_agent.clone()];
+    expected.sort();
+    assert_eq!(summary.missions, expected);
+    assert_eq!(summary.agents.len(), 1);
+    assert_eq!(summary.tokens, 1);
+    assert!(s.principal_by_token(&tok.hash()).await.unwrap().is_none());
+    for id in [&alice_m, &bob_on_alice_agent] {
+        assert_eq!(s.mission(id).await.unwrap().unwrap().state_at(T0.plus(11)).0, MissionState::Ended);
+    }
+    assert_eq!(s.mission(&bob_m).await.unwrap().unwrap().state_at(T0.plus(11)).0, MissionState::Ready);
+    assert_eq!(s.revocations(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_mission_body_edited_in_the_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    seed(&s).await;
+    let (id, _) = new_mission(&s, "alice", "bot-a").await;
+    drop(s);
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("UPDATE missions SET body = replace(body, 'reconcile invoices', 'wire all the money')")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert!(matches!(s.mission(&id).await.unwrap_err(), StoreError::Corrupt(_)));
+}
