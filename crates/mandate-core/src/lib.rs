@@ -16,6 +16,7 @@ mod mission;
 mod proof;
 mod random;
 mod secret;
+pub mod wire;
 
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{
@@ -27,7 +28,7 @@ pub use ids::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
 pub use keys::{AuthorityKey, MissionKey};
 pub use mission::{
-    EndReason, Mission, MissionBody, MissionPolicies, MissionSpec, MissionState, OutOfScope,
+    Budget, EndReason, Mission, MissionBody, MissionPolicies, MissionSpec, MissionState, OutOfScope,
     MissionLimits, MissionStatus, mission_s256,
 };
 pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};

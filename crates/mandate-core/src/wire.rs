@@ -1,0 +1,222 @@
+//! JSON shapes of the HTTP API, shared by the server and the client.
+//!
+//! Requests reject unknown fields; the server converts them into domain
+//! types before use. Times are Unix seconds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::credential::MissionClaims;
+use crate::mission::{EndReason, MissionPolicies, MissionState, OutOfScope};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipalRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalView {
+    pub name: String,
+    pub role: String,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedPrincipal {
+    pub principal: PrincipalView,
+    pub token: CreatedToken,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Whose token; the caller's own if absent. Only admins name others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// A new API token. `token` is shown this once and stored only hashed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub id: String,
+    pub principal: String,
+    pub label: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub principal: String,
+    pub label: String,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgentRequest {
+    pub name: String,
+    /// The owning principal; the caller if absent. Only admins name others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub name: String,
+    pub owner: String,
+    pub description: String,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMissionRequest {
+    pub agent: String,
+    pub goal: String,
+    /// Cedar `permit` policies: the mission's scope.
+    #[serde(default)]
+    pub scope: String,
+    /// Cedar `forbid` policies: the mission's boundaries.
+    #[serde(default)]
+    pub boundaries: String,
+    /// Cedar rules that say "ask first".
+    #[serde(default)]
+    pub escalations: String,
+    /// Mission lifetime; 3600 if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Allowed requests over the mission's life; 1000 if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// `escalate` (default) or `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionView {
+    pub id: String,
+    pub principal: String,
+    pub agent: String,
+    pub goal: String,
+    pub policies: MissionPolicies,
+    pub budget: u64,
+    pub out_of_scope: OutOfScope,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub mission_s256: String,
+    pub state: MissionState,
+    pub started_at: Option<u64>,
+    pub ended_at: Option<u64>,
+    pub end_reason: Option<EndReason>,
+    /// Thumbprint of the bound mission key, once started.
+    pub jkt: Option<String>,
+}
+
+/// A created mission. `start_token` is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedMission {
+    pub mission: MissionView,
+    pub start_token: String,
+    pub start_token_expires_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartMissionRequest {
+    pub start_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialResponse {
+    /// The mission credential (a JWT, `typ` `mandate-mission+jwt`).
+    pub credential: String,
+    pub expires_at: u64,
+    pub mission: MissionView,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndMissionRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRequest {
+    /// `mission`, `agent`, `principal` or `token`.
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a revocation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationResponse {
+    pub kind: String,
+    pub id: String,
+    pub missions: Vec<String>,
+    pub agents: Vec<String>,
+    pub principals: Vec<String>,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    pub credential: String,
+}
+
+/// Whether a credential is usable now (RFC 7662 style). When it is not,
+/// `code` says why (`mission_ended`, `revoked`, `credential_expired`, …).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntrospectResponse {
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<MissionClaims>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mission_state: Option<MissionState>,
+}
+
+/// `GET /.well-known/mandate-configuration`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub missions_endpoint: String,
+    pub mission_start_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub credential_typ: String,
+    pub credential_signing_alg_values_supported: Vec<String>,
+    pub dpop_signing_alg_values_supported: Vec<String>,
+    pub mission_key_types_supported: Vec<String>,
+    pub credential_ttl_seconds: u64,
+}
+
+/// An RFC 9457 problem document as the client reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProblemDocument {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default)]
+    pub status: u16,
+}

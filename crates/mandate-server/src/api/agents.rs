@@ -1,0 +1,57 @@
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use mandate_core::wire::{AgentView, RegisterAgentRequest};
+use mandate_core::{AgentName, PrincipalName, Role};
+use mandate_store::Agent;
+
+use super::agent_view;
+use super::extract::{ApiJson, Caller};
+use crate::problem::Problem;
+use crate::state::AppState;
+
+const MAX_DESCRIPTION_CHARS: usize = 1_000;
+
+/// Registers an agent. It gets no permission of any kind: only missions
+/// delegated to it, while they run, give it authority.
+pub(super) async fn register(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RegisterAgentRequest>,
+) -> Result<(StatusCode, Json<AgentView>), Problem> {
+    let RegisterAgentRequest { name, owner, description } = req;
+    let name: AgentName = name.try_into()?;
+    let owner: PrincipalName = match owner {
+        Some(o) => o.try_into()?,
+        None => caller.principal.name.clone(),
+    };
+    if owner != caller.principal.name && caller.principal.role != Role::Admin {
+        return Err(Problem::forbidden("members register agents for themselves only"));
+    }
+    let description = description.unwrap_or_default();
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Problem::bad_request("invalid_request", "the description is longer than 1000 characters"));
+    }
+    let agent = Agent { name, owner, description, created_at: s.0.clock.now(), revoked_at: None };
+    s.0.store.create_agent(&agent).await?;
+    tracing::info!(agent = %agent.name, owner = %agent.owner, "agent registered");
+    Ok((StatusCode::CREATED, Json(agent_view(&agent))))
+}
+
+pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<AgentView>>, Problem> {
+    let owner = (caller.principal.role != Role::Admin).then_some(&caller.principal.name);
+    Ok(Json(s.0.store.agents(owner).await?.iter().map(agent_view).collect()))
+}
+
+pub(super) async fn show(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, Problem> {
+    let name: AgentName = name.try_into()?;
+    let agent = s.0.store.agent(&name).await?.ok_or_else(|| Problem::not_found(format!("agent `{name}` not found")))?;
+    if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
+        return Err(Problem::not_found(format!("agent `{name}` not found")));
+    }
+    Ok(Json(agent_view(&agent)))
+}

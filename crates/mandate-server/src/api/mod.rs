@@ -1,0 +1,104 @@
+//! The HTTP API. Handlers parse wire types into domain types, call the
+//! store, and render views; errors become problems (see `problem.rs`).
+
+mod agents;
+mod extract;
+mod missions;
+mod principals;
+mod revocations;
+mod wellknown;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use mandate_core::wire::{AgentView, MissionView, PrincipalView, TokenView};
+use mandate_core::{Mission, MissionStatus, UnixTime};
+use mandate_store::{Agent, ApiToken, Principal};
+
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// Largest request body the API accepts.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Default mission lifetime and budget when a request leaves them out.
+const DEFAULT_MISSION_TTL_SECS: u64 = 3_600;
+const DEFAULT_MISSION_BUDGET: u64 = 1_000;
+
+/// All routes of the authority.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(wellknown::healthz))
+        .route("/.well-known/mandate-configuration", get(wellknown::configuration))
+        .route("/.well-known/jwks.json", get(wellknown::jwks))
+        .route("/v1/whoami", get(principals::whoami))
+        .route("/v1/principals", post(principals::create).get(principals::list))
+        .route("/v1/tokens", post(principals::create_token).get(principals::list_tokens))
+        .route("/v1/agents", post(agents::register).get(agents::list))
+        .route("/v1/agents/{name}", get(agents::show))
+        .route("/v1/missions", post(missions::create).get(missions::list))
+        .route("/v1/missions/start", post(missions::start))
+        .route("/v1/missions/{id}", get(missions::show))
+        .route("/v1/missions/{id}/credential", post(missions::refresh))
+        .route("/v1/missions/{id}/end", post(missions::end))
+        .route("/v1/mission", get(missions::current))
+        .route("/v1/credentials/introspect", post(missions::introspect))
+        .route("/v1/revocations", post(revocations::revoke))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn principal_view(p: &Principal) -> PrincipalView {
+    PrincipalView {
+        name: p.name.to_string(),
+        role: p.role.to_string(),
+        created_at: p.created_at.0,
+        revoked_at: p.revoked_at.map(|t| t.0),
+    }
+}
+
+fn token_view(t: &ApiToken) -> TokenView {
+    TokenView {
+        id: t.id.to_string(),
+        principal: t.principal.to_string(),
+        label: t.label.clone(),
+        created_at: t.created_at.0,
+        revoked_at: t.revoked_at.map(|t| t.0),
+    }
+}
+
+fn agent_view(a: &Agent) -> AgentView {
+    AgentView {
+        name: a.name.to_string(),
+        owner: a.owner.to_string(),
+        description: a.description.clone(),
+        created_at: a.created_at.0,
+        revoked_at: a.revoked_at.map(|t| t.0),
+    }
+}
+
+pub(crate) fn mission_view(m: &Mission, now: UnixTime) -> MissionView {
+    let (state, ended) = m.state_at(now);
+    let started_at = match &m.status {
+        MissionStatus::Active { started_at, .. } => Some(started_at.0),
+        MissionStatus::Ready | MissionStatus::Ended { .. } => None,
+    };
+    MissionView {
+        id: m.body.id.to_string(),
+        principal: m.body.principal.to_string(),
+        agent: m.body.agent.to_string(),
+        goal: m.body.goal.clone(),
+        policies: m.body.policies.clone(),
+        budget: m.body.budget.requests,
+        out_of_scope: m.body.out_of_scope,
+        created_at: m.body.created_at,
+        expires_at: m.body.expires_at,
+        mission_s256: m.s256.clone(),
+        state,
+        started_at,
+        ended_at: ended.map(|(_, at)| at.0),
+        end_reason: ended.map(|(r, _)| r),
+        jkt: m.jkt().map(ToString::to_string),
+    }
+}

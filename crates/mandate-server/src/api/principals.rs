@@ -1,0 +1,113 @@
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use mandate_core::wire::{CreatePrincipalRequest, CreateTokenRequest, CreatedPrincipal, CreatedToken, PrincipalView, TokenView};
+use mandate_core::{ApiTokenId, PrincipalName, Role, SecretToken, TokenKind};
+use mandate_store::{ApiToken, Principal};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, Caller};
+use super::{principal_view, token_view};
+use crate::problem::Problem;
+use crate::state::AppState;
+
+const MAX_LABEL_CHARS: usize = 200;
+
+pub(super) async fn whoami(caller: Caller) -> Json<PrincipalView> {
+    Json(principal_view(&caller.principal))
+}
+
+fn require_admin(caller: &Caller) -> Result<(), Problem> {
+    if caller.principal.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(Problem::forbidden("this needs the admin role"))
+    }
+}
+
+/// Issues a new API token for `principal` and returns it, once.
+async fn issue_token(state: &AppState, principal: &PrincipalName, label: String) -> Result<CreatedToken, Problem> {
+    if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+        return Err(Problem::bad_request("invalid_request", "the label must be at most 200 printable characters"));
+    }
+    let rng = state.0.rng.as_ref();
+    let secret = SecretToken::generate(TokenKind::Api, rng).map_err(|_| Problem::internal())?;
+    let record = ApiToken {
+        id: ApiTokenId::generate(rng).map_err(|_| Problem::internal())?,
+        principal: principal.clone(),
+        label,
+        created_at: state.0.clock.now(),
+        revoked_at: None,
+    };
+    state.0.store.create_api_token(&record, &secret.hash()).await?;
+    tracing::info!(principal = %principal, token = %record.id, "api token created");
+    Ok(CreatedToken {
+        id: record.id.to_string(),
+        principal: principal.to_string(),
+        label: record.label,
+        token: secret.expose().to_owned(),
+    })
+}
+
+pub(super) async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreatePrincipalRequest>,
+) -> Result<(StatusCode, Json<CreatedPrincipal>), Problem> {
+    require_admin(&caller)?;
+    let CreatePrincipalRequest { name, role } = req;
+    let name: PrincipalName = name.try_into()?;
+    let role: Role = role.as_deref().unwrap_or("member").parse()?;
+    let principal = Principal { name: name.clone(), role, created_at: s.0.clock.now(), revoked_at: None };
+    s.0.store.create_principal(&principal).await?;
+    tracing::info!(principal = %name, role = %role, by = %caller.principal.name, "principal created");
+    // If issuing the first token fails, the principal exists without one;
+    // an admin can issue one with `mandate token create --principal`.
+    let token = issue_token(&s, &name, "initial".into()).await?;
+    Ok((StatusCode::CREATED, Json(CreatedPrincipal { principal: principal_view(&principal), token })))
+}
+
+pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<PrincipalView>>, Problem> {
+    require_admin(&caller)?;
+    Ok(Json(s.0.store.principals().await?.iter().map(principal_view).collect()))
+}
+
+/// Whose tokens: the caller's own, or (admins only) someone else's.
+fn subject(caller: &Caller, named: Option<String>) -> Result<PrincipalName, Problem> {
+    match named {
+        None => Ok(caller.principal.name.clone()),
+        Some(n) => {
+            let n: PrincipalName = n.try_into()?;
+            if n != caller.principal.name {
+                require_admin(caller)?;
+            }
+            Ok(n)
+        }
+    }
+}
+
+pub(super) async fn create_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), Problem> {
+    let CreateTokenRequest { principal, label } = req;
+    let who = subject(&caller, principal)?;
+    let token = issue_token(&s, &who, label.unwrap_or_else(|| "cli".into())).await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokensQuery {
+    principal: Option<String>,
+}
+
+pub(super) async fn list_tokens(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TokensQuery>,
+) -> Result<Json<Vec<TokenView>>, Problem> {
+    let who = subject(&caller, q.principal)?;
+    Ok(Json(s.0.store.api_tokens(&who).await?.iter().map(token_view).collect()))
+}

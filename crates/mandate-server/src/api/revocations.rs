@@ -1,0 +1,88 @@
+use axum::Json;
+use axum::extract::State;
+use mandate_core::wire::{RevocationRequest, RevocationResponse};
+use mandate_core::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
+use mandate_store::{Revocation, RevocationKind, RevocationSummary};
+
+use super::extract::{ApiJson, Caller};
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// Revokes a mission, an agent, a principal or an API token, effective on
+/// the very next request: every check reads the store. Revoking an agent or
+/// a principal ends all their missions.
+///
+/// Admins revoke anything. Members revoke their own missions (as principal
+/// or agent owner), their own agents, their own tokens, and themselves.
+pub(super) async fn revoke(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RevocationRequest>,
+) -> Result<Json<RevocationResponse>, Problem> {
+    let RevocationRequest { kind, id, reason } = req;
+    let kind = RevocationKind::parse(&kind).ok_or_else(|| {
+        Problem::bad_request("invalid_request", format!("`{kind}` is not revocable (mission, agent, principal or token)"))
+    })?;
+    let reason = reason.unwrap_or_default().chars().take(500).collect::<String>();
+    let me = &caller.principal.name;
+    let admin = caller.principal.role == Role::Admin;
+    let not_found = || Problem::not_found(format!("{} `{id}` not found", kind.as_str()));
+    // Normalize the target and check the caller may revoke it. Members get
+    // `not_found` for what is not theirs, as for reads.
+    let target = match kind {
+        RevocationKind::Mission => {
+            let mid: MissionId = id.parse()?;
+            let m = s.0.store.mission(&mid).await?.ok_or_else(not_found)?;
+            let owns_agent = s.0.store.agent(&m.body.agent).await?.is_some_and(|a| &a.owner == me);
+            if !(admin || &m.body.principal == me || owns_agent) {
+                return Err(not_found());
+            }
+            mid.to_string()
+        }
+        RevocationKind::Agent => {
+            let name: AgentName = id.parse()?;
+            let a = s.0.store.agent(&name).await?.ok_or_else(not_found)?;
+            if !(admin || &a.owner == me) {
+                return Err(not_found());
+            }
+            name.to_string()
+        }
+        RevocationKind::Principal => {
+            let name: PrincipalName = id.parse()?;
+            if !(admin || &name == me) {
+                return Err(Problem::forbidden("members can revoke only themselves"));
+            }
+            name.to_string()
+        }
+        RevocationKind::Token => {
+            let tid: ApiTokenId = id.parse()?;
+            if !admin && !s.0.store.api_tokens(me).await?.iter().any(|t| t.id == tid) {
+                return Err(not_found());
+            }
+            tid.to_string()
+        }
+    };
+    let rev = Revocation { kind, target: target.clone(), reason, revoked_by: me.clone(), at: s.0.clock.now() };
+    let summary = if kind == RevocationKind::Token {
+        let t = s.0.store.revoke_api_token(&target.parse()?, &rev).await?;
+        RevocationSummary { tokens: u64::from(t.revoked_at == Some(rev.at)), ..RevocationSummary::default() }
+    } else {
+        s.0.store.revoke(&rev).await?
+    };
+    tracing::warn!(
+        kind = kind.as_str(),
+        target = %target,
+        by = %me,
+        missions = summary.missions.len(),
+        agents = summary.agents.len(),
+        "revoked"
+    );
+    Ok(Json(RevocationResponse {
+        kind: kind.as_str().to_owned(),
+        id: target,
+        missions: summary.missions.iter().map(ToString::to_string).collect(),
+        agents: summary.agents.iter().map(ToString::to_string).collect(),
+        principals: summary.principals.iter().map(ToString::to_string).collect(),
+        tokens: summary.tokens,
+    }))
+}

@@ -1,0 +1,31 @@
+use axum::Json;
+use axum::extract::State;
+use mandate_core::wire::Configuration;
+use mandate_core::{CREDENTIAL_TYP, Jwks};
+
+use crate::state::AppState;
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configuration> {
+    let iss = &s.0.issuer;
+    Json(Configuration {
+        issuer: iss.clone(),
+        jwks_uri: format!("{iss}/.well-known/jwks.json"),
+        missions_endpoint: format!("{iss}/v1/missions"),
+        mission_start_endpoint: format!("{iss}/v1/missions/start"),
+        revocation_endpoint: format!("{iss}/v1/revocations"),
+        introspection_endpoint: format!("{iss}/v1/credentials/introspect"),
+        credential_typ: CREDENTIAL_TYP.into(),
+        credential_signing_alg_values_supported: vec!["EdDSA".into()],
+        dpop_signing_alg_values_supported: vec!["EdDSA".into()],
+        mission_key_types_supported: vec!["Ed25519".into()],
+        credential_ttl_seconds: s.0.credential_ttl_secs,
+    })
+}
+
+pub(super) async fn jwks(State(s): State<AppState>) -> Json<Jwks> {
+    Json(s.0.jwks.clone())
+}

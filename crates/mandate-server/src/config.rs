@@ -1,0 +1,118 @@
+//! Configuration: defaults, then `mandate.toml`, then environment, then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use mandate_core::MissionLimits;
+use serde::Deserialize;
+
+/// Where `mandate serve` keeps its data when `--data` is not given.
+pub const DEFAULT_DATA_DIR: &str = "./mandate-data";
+/// Where it listens when `--listen` is not given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// The authority's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The issuer URL, as agents and relying parties reach this authority.
+    /// Defaults to `http://{listen address}`.
+    pub public_url: Option<String>,
+    /// Lifetime of a mission credential (capped by the mission's end).
+    pub credential_ttl_secs: u64,
+    /// Lifetime of a start token (capped by the mission's end).
+    pub start_token_ttl_secs: u64,
+    pub mission_limits: MissionLimits,
+}
+
+/// The optional `mandate.toml`. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+    credential_ttl_secs: Option<u64>,
+    start_token_ttl_secs: Option<u64>,
+    #[serde(default)]
+    missions: FileMissionLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMissionLimits {
+    min_ttl_secs: Option<u64>,
+    max_ttl_secs: Option<u64>,
+    max_budget: Option<u64>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{0}`: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid configuration in `{0}`: {1}")]
+    Parse(String, String),
+    #[error("invalid value for {0}: {1}")]
+    Value(&'static str, String),
+}
+
+impl Config {
+    /// Loads the configuration for `data_dir`: `config_file` if given (it
+    /// must exist), else `{data_dir}/mandate.toml` if present; then the
+    /// `MANDATE_LISTEN`, `MANDATE_PUBLIC_URL` and `MANDATE_CREDENTIAL_TTL`
+    /// environment variables; `listen` (the flag) wins over both.
+    pub fn load(data_dir: &Path, config_file: Option<&Path>, listen: Option<SocketAddr>) -> Result<Self, ConfigError> {
+        let default_file = data_dir.join("mandate.toml");
+        let file = match config_file {
+            Some(p) => Some(p.to_path_buf()),
+            None => default_file.exists().then_some(default_file),
+        };
+        let fc: FileConfig = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(p.display().to_string(), e.message().to_owned()))?
+            }
+            None => FileConfig::default(),
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let default_listen: SocketAddr =
+            DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Value("listen", DEFAULT_LISTEN.into()))?;
+        let env_listen = env("MANDATE_LISTEN")
+            .map(|v| v.parse::<SocketAddr>().map_err(|e| ConfigError::Value("MANDATE_LISTEN", format!("`{v}`: {e}"))))
+            .transpose()?;
+        let env_ttl = env("MANDATE_CREDENTIAL_TTL")
+            .map(|v| v.parse::<u64>().map_err(|e| ConfigError::Value("MANDATE_CREDENTIAL_TTL", format!("`{v}`: {e}"))))
+            .transpose()?;
+        let public_url = env("MANDATE_PUBLIC_URL").or(fc.public_url).map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::Value("public_url", format!("`{u}` is not an http(s) URL")));
+            }
+        }
+        let defaults = MissionLimits::default();
+        let config = Self {
+            data_dir: data_dir.to_path_buf(),
+            listen: listen.or(env_listen).or(fc.listen).unwrap_or(default_listen),
+            public_url,
+            credential_ttl_secs: env_ttl.or(fc.credential_ttl_secs).unwrap_or(600),
+            start_token_ttl_secs: fc.start_token_ttl_secs.unwrap_or(900),
+            mission_limits: MissionLimits {
+                min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
+                max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
+                max_budget: fc.missions.max_budget.unwrap_or(defaults.max_budget),
+            },
+        };
+        if !(1..=86_400).contains(&config.credential_ttl_secs) {
+            return Err(ConfigError::Value("credential_ttl_secs", "must be 1..=86400".into()));
+        }
+        if !(1..=86_400).contains(&config.start_token_ttl_secs) {
+            return Err(ConfigError::Value("start_token_ttl_secs", "must be 1..=86400".into()));
+        }
+        let l = config.mission_limits;
+        if l.min_ttl_secs == 0 || l.min_ttl_secs > l.max_ttl_secs {
+            return Err(ConfigError::Value("missions.min_ttl_secs", "must be ≥ 1 and ≤ max_ttl_secs".into()));
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,100 @@
+//! The data dir: the SQLite database and the authority key, created on
+//! first start.
+//!
+//! ```text
+//! {data}/            mode 0700
+//!   mandate.db       the embedded database (WAL)
+//!   authority.key    Ed25519 private key, PKCS#8 PEM, mode 0600
+//!   mandate.toml     optional configuration
+//! ```
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mandate_core::{ApiTokenId, AuthorityKey, Clock, OsRandom, PrincipalName, Role, SecretToken, SystemClock, TokenKind};
+use mandate_store::{ApiToken, Principal, SqliteStore, Store, StoreError};
+use zeroize::Zeroizing;
+
+const KEY_FILE: &str = "authority.key";
+const DB_FILE: &str = "mandate.db";
+
+/// An opened data dir.
+#[derive(Debug)]
+pub struct DataDir {
+    pub store: Arc<dyn Store>,
+    pub key: AuthorityKey,
+}
+
+/// The data dir cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot use data dir `{0}`: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("`{0}` is readable by other users (mode {1:o}); run `chmod 600` on it")]
+    KeyPermissions(PathBuf, u32),
+    #[error("`{0}` is not a valid authority key: {1}")]
+    BadKey(PathBuf, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("this data dir is already initialized: it has principals. Ask an admin for a token (`mandate token create`)")]
+    AlreadyInitialized,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DataDir {
+    /// Opens `path`, creating the directory, database and key if missing.
+    pub async fn open(path: &Path) -> Result<Self, DataDirError> {
+        let io = |e| DataDirError::Io(path.to_path_buf(), e);
+        if !path.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io)?;
+        }
+        let key = load_or_create_key(&path.join(KEY_FILE))?;
+        let store = SqliteStore::open(&path.join(DB_FILE)).await?;
+        Ok(Self { store: Arc::new(store), key })
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
+    let io = |e| DataDirError::Io(path.to_path_buf(), e);
+    if path.exists() {
+        let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
+        }
+        let pem = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+        return AuthorityKey::from_pkcs8_pem(&pem).map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
+    }
+    let key = AuthorityKey::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
+    let pem = key.to_pkcs8_pem().map_err(|e| DataDirError::Other(e.to_string()))?;
+    // create_new: never overwrite a key another process just wrote.
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(pem.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    tracing::info!(kid = key.kid(), "created authority key");
+    Ok(key)
+}
+
+/// First-run bootstrap: creates the admin principal and returns its API
+/// token, which exists nowhere else (only its hash is stored). Refuses if
+/// the data dir already has principals.
+pub async fn init_admin(data_dir: &Path, admin: &PrincipalName) -> Result<(SecretToken, String), DataDirError> {
+    let data = DataDir::open(data_dir).await?;
+    let now = SystemClock.now();
+    let token = SecretToken::generate(TokenKind::Api, &OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
+    let record = ApiToken {
+        id: ApiTokenId::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?,
+        principal: admin.clone(),
+        label: "bootstrap".into(),
+        created_at: now,
+        revoked_at: None,
+    };
+    let principal = Principal { name: admin.clone(), role: Role::Admin, created_at: now, revoked_at: None };
+    if !data.store.bootstrap_admin(&principal, &record, &token.hash()).await? {
+        return Err(DataDirError::AlreadyInitialized);
+    }
+    Ok((token, data.key.kid().to_owned()))
+}

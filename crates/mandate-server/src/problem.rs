@@ -1,0 +1,104 @@
+//! Errors over HTTP: `application/problem+json` (RFC 9457) with a stable
+//! `code`. The one place that maps errors to status and code.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mandate_core::{CredentialError, InputError, ProofError};
+use mandate_store::{StartError, StoreError};
+use serde::Serialize;
+
+/// An API error, rendered as a problem document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+}
+
+impl Problem {
+    #[must_use]
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            type_: format!("urn:mandate:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+        }
+    }
+
+    pub(crate) fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub(crate) fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub(crate) fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(&self)).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, DPoP algs=\"EdDSA\""));
+        }
+        resp
+    }
+}
+
+impl From<InputError> for Problem {
+    fn from(e: InputError) -> Self {
+        Self::bad_request(e.code(), e.to_string())
+    }
+}
+
+impl From<CredentialError> for Problem {
+    fn from(e: CredentialError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl From<ProofError> for Problem {
+    fn from(e: ProofError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            StoreError::Conflict(msg) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            StoreError::Corrupt(_) | StoreError::Backend(_) => {
+                tracing::error!(error = %e, "store failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<StartError> for Problem {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Unknown => Self::new(StatusCode::UNAUTHORIZED, "start_token_invalid", e.to_string()),
+            StartError::Used => Self::new(StatusCode::CONFLICT, "start_token_used", e.to_string()),
+            StartError::Expired => Self::new(StatusCode::UNAUTHORIZED, "start_token_expired", e.to_string()),
+            StartError::MissionEnded => Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string()),
+            StartError::Store(s) => s.into(),
+        }
+    }
+}
