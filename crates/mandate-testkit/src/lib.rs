@@ -1,1 +1,183 @@
+//! Test support: runs the real `mandate` binary on loopback with a
+//! temporary data dir, and drives its CLI.
+//!
+//! The server listens on `127.0.0.1:0` the first time (the kernel picks a
+//! free port, read back from the server's first line of output) and on the
+//! same port after a restart, so its issuer URL stays the same.
 
+#![allow(clippy::expect_used, clippy::panic, reason = "a test helper: failing loudly is its job")]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A `mandate serve` process on a temp data dir.
+#[derive(Debug)]
+pub struct TestServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    listen: String,
+    url: String,
+}
+
+/// How long to wait for the server to say where it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl TestServer {
+    /// Starts `bin serve` on a fresh temp data dir, with `config` (TOML) as
+    /// its `mandate.toml` if given.
+    pub fn start(bin: &Path, config: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        if let Some(c) = config {
+            std::fs::create_dir_all(&data).expect("data dir");
+            std::fs::write(data.join("mandate.toml"), c).expect("mandate.toml");
+        }
+        let mut s = Self { bin: bin.to_path_buf(), dir, child: None, listen: "127.0.0.1:0".into(), url: String::new() };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(&self.bin)
+            .args(["serve", "--listen", &self.listen, "--data"])
+            .arg(self.data_dir())
+            .env("MANDATE_LOG", "warn")
+            .env_remove("MANDATE_LISTEN")
+            .env_remove("MANDATE_PUBLIC_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mandate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(START_TIMEOUT).expect("mandate serve printed nothing");
+        let url = line
+            .strip_prefix("mandate listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        self.listen = url.trim_start_matches("http://").to_owned();
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// The server's base URL (also its issuer).
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A scratch directory next to the data dir.
+    #[must_use]
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server with SIGTERM and returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Stops and starts again on the same port and data dir.
+    pub fn restart(&mut self) -> bool {
+        let clean = self.stop();
+        self.spawn();
+        clean
+    }
+
+    /// Runs `mandate init` on the data dir and returns the admin token.
+    pub fn init_admin(&self) -> String {
+        let out = Command::new(&self.bin)
+            .args(["init", "--json", "--data"])
+            .arg(self.data_dir())
+            .env("MANDATE_LOG", "warn")
+            .output()
+            .expect("mandate init");
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init json");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Runs the CLI against this server, as the holder of `token`.
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> CliOutput {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).env("MANDATE_SERVER", &self.url).env("MANDATE_LOG", "warn").env_remove("MANDATE_TOKEN");
+        if let Some(t) = token {
+            cmd.env("MANDATE_TOKEN", t);
+        }
+        CliOutput(cmd.current_dir(self.dir.path()).output().expect("run mandate"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A finished CLI run.
+#[derive(Debug)]
+pub struct CliOutput(pub Output);
+
+impl CliOutput {
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.0.status.success()
+    }
+
+    #[must_use]
+    pub fn code(&self) -> Option<i32> {
+        self.0.status.code()
+    }
+
+    #[must_use]
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn success(&self) -> String {
+        assert!(self.ok(), "command failed ({:?}):\nstdout: {}\nstderr: {}", self.code(), self.stdout(), self.stderr());
+        self.stdout()
+    }
+
+    /// Asserts success and parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.success()).expect("json output")
+    }
+}

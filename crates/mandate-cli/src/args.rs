@@ -1,0 +1,240 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Mandate: mission-scoped authority for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "mandate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The authority's URL.
+    #[arg(long, global = true, env = "MANDATE_SERVER", default_value = "http://127.0.0.1:7878")]
+    pub server: String,
+    /// Your API token (prefer the environment variable to the flag).
+    #[arg(long, global = true, env = "MANDATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the authority (embedded SQLite in the data dir; keys created on first start).
+    Serve(ServeArgs),
+    /// Create the first admin of a data dir and print its API token, once.
+    Init(InitArgs),
+    /// Show who your API token belongs to.
+    Whoami,
+    /// Manage principals (admin).
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Register and list agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Create, start, inspect and end missions.
+    #[command(subcommand)]
+    Mission(MissionCmd),
+    /// Revoke a mission, agent, principal or token, effective immediately.
+    Revoke(RevokeArgs),
+    /// Verify or introspect mission credentials.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DataArg {
+    /// Data directory (database, authority key, optional mandate.toml).
+    #[arg(long, env = "MANDATE_DATA", default_value = mandate_server::DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Address to listen on [default: 127.0.0.1:7878, or MANDATE_LISTEN, or `listen` in mandate.toml].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Configuration file [default: DATA/mandate.toml if present].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Name of the first admin principal.
+    #[arg(long, default_value = "admin")]
+    pub admin: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCmd {
+    /// Add a principal; prints its first API token, once.
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value = "member")]
+        role: RoleArg,
+    },
+    /// List principals.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Member,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create an API token (yours, or another principal's if you are admin); printed once.
+    Create {
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List API tokens (never their secrets).
+    List {
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    /// Revoke an API token by id (`tok_…`).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Register an agent. It gets no standing permission of any kind.
+    Register {
+        name: String,
+        /// The owning principal [default: you].
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MissionCmd {
+    /// Delegate a mission to an agent; prints its one-time start token.
+    Create(CreateMissionArgs),
+    /// List missions.
+    List,
+    /// Show one mission.
+    Show { id: String },
+    /// End a mission: as a principal (ID), or as its agent (--state).
+    End {
+        /// Mission id (as a principal).
+        id: Option<String>,
+        /// Mission state file (as the agent).
+        #[arg(long, conflicts_with = "id")]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Agent side: create a fresh mission key, start the mission, save key and credential to a 0600 file.
+    Start {
+        /// The start token (`mst_…`), or `-` to read it from standard input.
+        start_token: String,
+        /// Where to write the mission state (key and credential).
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Agent side: print the mission credential, refreshing it if it is about to expire.
+    Credential {
+        #[arg(long)]
+        state: PathBuf,
+        /// Refresh even if the current one is still fresh.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateMissionArgs {
+    /// The agent that will carry out the mission.
+    #[arg(long)]
+    pub agent: String,
+    /// What the mission is for, in words.
+    #[arg(long)]
+    pub goal: String,
+    /// Cedar file with `permit` policies: the scope.
+    #[arg(long)]
+    pub scope: Option<PathBuf>,
+    /// Cedar file with `forbid` policies: the boundaries.
+    #[arg(long)]
+    pub boundaries: Option<PathBuf>,
+    /// Cedar file with escalation rules ("ask first").
+    #[arg(long)]
+    pub escalations: Option<PathBuf>,
+    /// Lifetime, e.g. `90s`, `15m`, `2h`, `1d`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Maximum allowed requests.
+    #[arg(long, default_value_t = 1000)]
+    pub budget: u64,
+    /// What happens outside the scope.
+    #[arg(long, value_enum, default_value = "escalate")]
+    pub out_of_scope: OutOfScopeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutOfScopeArg {
+    Escalate,
+    Deny,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[arg(value_enum)]
+    pub kind: RevokeKind,
+    pub id: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RevokeKind {
+    Mission,
+    Agent,
+    Principal,
+    Token,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialCmd {
+    /// Verify a credential offline: signature, issuer, expiry, key binding claims.
+    Verify {
+        /// The credential, or `-` for standard input.
+        credential: String,
+        /// JWKS as a URL (`http(s)://…`) or a file.
+        #[arg(long)]
+        jwks: String,
+        /// Expected issuer [default: the JWKS URL's origin; required with a file].
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Ask the authority whether a credential is usable now (mission state, revocation).
+    Introspect {
+        /// The credential, or `-` for standard input.
+        credential: String,
+    },
+}

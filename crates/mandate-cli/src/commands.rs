@@ -1,0 +1,378 @@
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use mandate_client::{Client, MissionAgent, SavedMission, fetch_jwks};
+use mandate_core::wire::{CreateMissionRequest, CreateTokenRequest, RegisterAgentRequest};
+use mandate_core::{Clock as _, PrincipalName, SystemClock, UnverifiedCredential};
+use serde_json::json;
+
+use crate::args::{
+    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, MissionCmd, OutOfScopeArg, PrincipalCmd, RevokeKind,
+    RoleArg, TokenCmd,
+};
+use crate::output::{self, when};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli { server, token, json, command } = cli;
+    let client = || -> anyhow::Result<Client> {
+        let token = token.clone().ok_or_else(|| anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)"))?;
+        Ok(Client::new(&server)?.with_token(token))
+    };
+    match command {
+        Command::Serve(a) => {
+            let config = mandate_server::Config::load(&a.data.data, a.config.as_deref(), a.listen)?;
+            mandate_server::serve(config, shutdown_signal()).await?;
+        }
+        Command::Init(a) => {
+            let admin: PrincipalName = a.admin.parse()?;
+            let (token, kid) = mandate_server::init_admin(&a.data.data, &admin).await?;
+            if json {
+                output::json(&json!({ "principal": admin.as_str(), "role": "admin", "token": token.expose(), "authority_kid": kid }))?;
+            } else {
+                println!("created admin principal `{admin}` in {} (authority key {kid})", a.data.data.display());
+                println!("its API token is shown this once; keep it secret:\n");
+                println!("  export MANDATE_TOKEN={}\n", token.expose());
+            }
+        }
+        Command::Whoami => {
+            let me = client()?.whoami().await?;
+            if json { output::json(&me)? } else { println!("{}", output::principal_line(&me)) }
+        }
+        Command::Principal(cmd) => principal(client()?, cmd, json).await?,
+        Command::Token(cmd) => tokens(client()?, cmd, json).await?,
+        Command::Agent(cmd) => agent(client()?, cmd, json).await?,
+        Command::Mission(cmd) => mission(&server, token.as_deref(), cmd, json).await?,
+        Command::Revoke(a) => {
+            let kind = match a.kind {
+                RevokeKind::Mission => "mission",
+                RevokeKind::Agent => "agent",
+                RevokeKind::Principal => "principal",
+                RevokeKind::Token => "token",
+            };
+            let r = client()?.revoke(kind, &a.id, a.reason.as_deref()).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                println!("revoked {kind} {}", r.id);
+                for m in &r.missions {
+                    println!("  ended mission {m}");
+                }
+                for ag in &r.agents {
+                    println!("  revoked agent {ag}");
+                }
+                if r.tokens > 0 {
+                    println!("  revoked {} API token(s)", r.tokens);
+                }
+            }
+        }
+        Command::Credential(cmd) => credential(&server, cmd, json).await?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    eprintln!("shutting down");
+}
+
+async fn principal(c: Client, cmd: PrincipalCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        PrincipalCmd::Add { name, role } => {
+            let role = match role {
+                RoleArg::Admin => "admin",
+                RoleArg::Member => "member",
+            };
+            let created = c.create_principal(&name, Some(role)).await?;
+            if json {
+                output::json(&created)?;
+            } else {
+                println!("added {role} `{}`", created.principal.name);
+                println!("their API token ({}), shown this once:\n\n  {}\n", created.token.id, created.token.token);
+            }
+        }
+        PrincipalCmd::List => {
+            let all = c.principals().await?;
+            if json { output::json(&all)? } else { all.iter().for_each(|p| println!("{}", output::principal_line(p))) }
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(c: Client, cmd: TokenCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { principal, label } => {
+            let t = c.create_token(&CreateTokenRequest { principal, label }).await?;
+            if json {
+                output::json(&t)?;
+            } else {
+                println!("token {} for `{}`, shown this once:\n\n  {}\n", t.id, t.principal, t.token);
+            }
+        }
+        TokenCmd::List { principal } => {
+            let all = c.tokens(principal.as_deref()).await?;
+            if json { output::json(&all)? } else { all.iter().for_each(|t| println!("{}", output::token_line(t))) }
+        }
+        TokenCmd::Revoke { id, reason } => {
+            let r = c.revoke("token", &id, reason.as_deref()).await?;
+            if json { output::json(&r)? } else { println!("revoked token {}", r.id) }
+        }
+    }
+    Ok(())
+}
+
+async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        AgentCmd::Register { name, owner, description } => {
+            let a = c.register_agent(&RegisterAgentRequest { name, owner, description }).await?;
+            if json {
+                output::json(&a)?;
+            } else {
+                println!("registered agent `{}` (owner `{}`); it has no permissions until a mission is delegated to it", a.name, a.owner);
+            }
+        }
+        AgentCmd::List => {
+            let all = c.agents().await?;
+            if json { output::json(&all)? } else { all.iter().for_each(|a| println!("{}", output::agent_line(a))) }
+        }
+        AgentCmd::Show { name } => {
+            let a = c.agent(&name).await?;
+            if json { output::json(&a)? } else { println!("{}", output::agent_line(&a)) }
+        }
+    }
+    Ok(())
+}
+
+/// `90`, `90s`, `15m`, `2h`, `1d` → seconds.
+fn parse_duration(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| anyhow!("`{s}` is not a duration (e.g. 90s, 15m, 2h, 1d)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => bail!("`{s}` is not a duration (e.g. 90s, 15m, 2h, 1d)"),
+    };
+    n.checked_mul(mult).ok_or_else(|| anyhow!("`{s}` is too long"))
+}
+
+fn read_policy(path: Option<&Path>) -> anyhow::Result<String> {
+    path.map(|p| fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display())))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// A secret given on the command line, or `-` for standard input.
+fn arg_or_stdin(v: &str) -> anyhow::Result<String> {
+    if v == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s.trim().to_owned())
+    } else {
+        Ok(v.trim().to_owned())
+    }
+}
+
+/// Writes the mission state (it holds the private mission key) with mode
+/// 0600, via a temp file and rename so a crash never leaves half a key.
+fn write_state(path: &Path, text: &str, create_new: bool) -> anyhow::Result<()> {
+    if create_new && path.exists() {
+        bail!("`{}` already exists; refusing to overwrite a mission key", path.display());
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+fn read_state(path: &Path) -> anyhow::Result<SavedMission> {
+    let text = zeroize::Zeroizing::new(fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?);
+    serde_json::from_str(&text).with_context(|| format!("`{}` is not a mission state file", path.display()))
+}
+
+async fn mission(server: &str, token: Option<&str>, cmd: MissionCmd, json: bool) -> anyhow::Result<()> {
+    let client = || -> anyhow::Result<Client> {
+        let t = token.ok_or_else(|| anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)"))?;
+        Ok(Client::new(server)?.with_token(t))
+    };
+    match cmd {
+        MissionCmd::Create(a) => create_mission(client()?, a, json).await?,
+        MissionCmd::List => {
+            let all = client()?.missions().await?;
+            if json { output::json(&all)? } else { all.iter().for_each(|m| println!("{}", output::mission_line(m))) }
+        }
+        MissionCmd::Show { id } => {
+            let m = client()?.mission(&id).await?;
+            if json { output::json(&m)? } else { println!("{}", output::mission_details(&m)) }
+        }
+        MissionCmd::End { id: Some(id), reason, .. } => {
+            let m = client()?.end_mission(&id, reason.as_deref()).await?;
+            if json { output::json(&m)? } else { println!("ended mission {}", m.id) }
+        }
+        MissionCmd::End { id: None, state: Some(path), reason } => {
+            let agent = MissionAgent::load(&read_state(&path)?).await?;
+            let m = agent.end(reason.as_deref()).await?;
+            // The mission key is worthless now; do not leave it lying around.
+            fs::remove_file(&path).with_context(|| format!("mission ended, but cannot remove `{}`", path.display()))?;
+            if json { output::json(&m)? } else { println!("ended mission {} and deleted its key ({})", m.id, path.display()) }
+        }
+        MissionCmd::End { id: None, state: None, .. } => bail!("give a mission id (as a principal) or --state FILE (as the agent)"),
+        MissionCmd::Start { start_token, state } => {
+            if state.exists() {
+                bail!("`{}` already exists; refusing to overwrite a mission key", state.display());
+            }
+            let start_token = arg_or_stdin(&start_token)?;
+            let agent = MissionAgent::start(server, &start_token).await?;
+            write_state(&state, &agent.save()?, true)?;
+            if json {
+                output::json(&json!({
+                    "mission": agent.last_mission_view(),
+                    "credential": agent.credential(),
+                    "expires_at": agent.credential_expires_at(),
+                }))?;
+            } else {
+                println!("started mission {} with a fresh mission key (jkt {})", agent.mission_id(), agent.key().thumbprint());
+                println!("credential valid until {}; key and credential saved to {} (mode 0600)", when(agent.credential_expires_at()), state.display());
+            }
+        }
+        MissionCmd::Credential { state, refresh } => {
+            let mut agent = MissionAgent::load(&read_state(&state)?).await?;
+            let before = agent.credential().to_owned();
+            if refresh {
+                agent.refresh().await?;
+            } else {
+                agent.fresh_credential().await?;
+            }
+            if agent.credential() != before {
+                write_state(&state, &agent.save()?, false)?;
+            }
+            if json {
+                output::json(&json!({ "credential": agent.credential(), "expires_at": agent.credential_expires_at() }))?;
+            } else {
+                println!("{}", agent.credential());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn create_mission(c: Client, a: CreateMissionArgs, json: bool) -> anyhow::Result<()> {
+    let req = CreateMissionRequest {
+        agent: a.agent,
+        goal: a.goal,
+        scope: read_policy(a.scope.as_deref())?,
+        boundaries: read_policy(a.boundaries.as_deref())?,
+        escalations: read_policy(a.escalations.as_deref())?,
+        ttl_seconds: Some(parse_duration(&a.ttl)?),
+        budget: Some(a.budget),
+        out_of_scope: Some(match a.out_of_scope {
+            OutOfScopeArg::Escalate => "escalate".into(),
+            OutOfScopeArg::Deny => "deny".into(),
+        }),
+    };
+    let created = c.create_mission(&req).await?;
+    if json {
+        output::json(&created)?;
+    } else {
+        let m = &created.mission;
+        println!("created mission {} for agent `{}` (expires {})", m.id, m.agent, when(m.expires_at));
+        println!("mission_s256 {}", m.mission_s256);
+        println!("\nstart token (single use, valid until {}); hand it to the agent's launcher:\n", when(created.start_token_expires_at));
+        println!("  {}\n", created.start_token);
+    }
+    Ok(())
+}
+
+async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        CredentialCmd::Verify { credential, jwks, issuer } => {
+            let credential = arg_or_stdin(&credential)?;
+            let (keys, default_issuer) = if jwks.starts_with("http://") || jwks.starts_with("https://") {
+                let keys = fetch_jwks(&jwks).await?;
+                (keys, jwks.strip_suffix("/.well-known/jwks.json").map(str::to_owned))
+            } else {
+                let text = fs::read_to_string(&jwks).with_context(|| format!("cannot read `{jwks}`"))?;
+                (mandate_core::Jwks::from_json(&text).map_err(|e| anyhow!("`{jwks}`: {e}"))?, None)
+            };
+            let issuer = issuer
+                .or(default_issuer)
+                .ok_or_else(|| anyhow!("give --issuer: it cannot be inferred from `{jwks}`"))?;
+            let verified = UnverifiedCredential::parse(&credential)
+                .and_then(|u| u.verify(&keys, &issuer, SystemClock.now()))
+                .map_err(|e| anyhow!("credential refused: {e} ({})", e.code()))?;
+            let c = &verified.claims;
+            if json {
+                output::json(&json!({ "valid": true, "claims": c }))?;
+            } else {
+                println!("valid mission credential (signature, issuer, expiry checked offline)");
+                println!("  issuer        {}", c.iss);
+                println!("  principal     {}", c.sub);
+                println!("  agent (act)   {}", c.act.sub);
+                println!("  mission       {}", c.mission_id);
+                println!("  mission_s256  {}", c.mission_s256);
+                println!("  key (jkt)     {}", c.cnf.jkt);
+                println!("  issued        {}", when(c.iat));
+                println!("  expires       {}", when(c.exp));
+                println!("(offline: revocation and mission end are not visible; use `mandate credential introspect`)");
+            }
+        }
+        CredentialCmd::Introspect { credential } => {
+            let credential = arg_or_stdin(&credential)?;
+            let r = Client::new(server)?.introspect(&credential).await?;
+            if json {
+                output::json(&r)?;
+            } else if r.active {
+                println!("active");
+            } else {
+                println!("inactive: {} ({})", r.detail.unwrap_or_default(), r.code.as_deref().unwrap_or("unknown"));
+            }
+            if !r.active {
+                std::process::exit(2);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_in_the_documented_units() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("15m").unwrap(), 900);
+        assert_eq!(parse_duration("2h").unwrap(), 7_200);
+        assert_eq!(parse_duration("1d").unwrap(), 86_400);
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

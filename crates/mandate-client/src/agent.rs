@@ -1,0 +1,205 @@
+use std::sync::Arc;
+
+use mandate_core::wire::{Configuration, CredentialResponse, EndMissionRequest, MissionView, StartMissionRequest};
+use mandate_core::{Clock, MissionId, MissionKey, OsRandom, SecureRandom, SystemClock};
+use reqwest::{Method, RequestBuilder};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::client::{Client, ClientError};
+
+/// Refresh the credential when less than this many seconds remain.
+const REFRESH_MARGIN_SECS: u64 = 60;
+
+/// The agent's side of one mission: its key, its credential, its authority.
+///
+/// The key is created fresh for the mission and never leaves this value
+/// (except through [`MissionAgent::save`], for a launcher that hands the
+/// mission to another process).
+#[derive(Debug)]
+pub struct MissionAgent {
+    client: Client,
+    config: Configuration,
+    key: MissionKey,
+    mission_id: MissionId,
+    credential: String,
+    expires_at: u64,
+    mission: Option<MissionView>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn SecureRandom>,
+}
+
+/// A mission as saved to disk by [`MissionAgent::save`]. Holds the private
+/// mission key: write it with mode 0600.
+#[derive(Serialize, Deserialize)]
+pub struct SavedMission {
+    pub server: String,
+    pub mission_id: String,
+    pub key_pem: String,
+    pub credential: String,
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for SavedMission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedMission").field("mission_id", &self.mission_id).finish_non_exhaustive()
+    }
+}
+
+impl MissionAgent {
+    /// Creates a fresh mission key and starts the mission with `start_token`.
+    pub async fn start(server: &str, start_token: &str) -> Result<Self, ClientError> {
+        let rng: Arc<dyn SecureRandom> = Arc::new(OsRandom);
+        let key = MissionKey::generate(rng.as_ref()).map_err(|e| ClientError::Local(e.to_string()))?;
+        Self::start_with(server, start_token, key, Arc::new(SystemClock), rng).await
+    }
+
+    /// As [`Self::start`], with a given key, clock and randomness.
+    pub async fn start_with(
+        server: &str,
+        start_token: &str,
+        key: MissionKey,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn SecureRandom>,
+    ) -> Result<Self, ClientError> {
+        let client = Client::new(server)?;
+        let config = client.configuration().await?;
+        let htu = config.mission_start_endpoint.clone();
+        let proof = key
+            .proof("POST", &htu, Some(start_token), clock.now(), rng.as_ref())
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let rb = client
+            .request(Method::POST, "/v1/missions/start")
+            .header("DPoP", proof)
+            .json(&StartMissionRequest { start_token: start_token.to_owned() });
+        let resp: CredentialResponse = client.send(rb).await?;
+        let mission_id: MissionId =
+            resp.mission.id.parse().map_err(|e: mandate_core::InputError| ClientError::Decode(e.to_string()))?;
+        Ok(Self {
+            client,
+            config,
+            key,
+            mission_id,
+            credential: resp.credential,
+            expires_at: resp.expires_at,
+            mission: Some(resp.mission),
+            clock,
+            rng,
+        })
+    }
+
+    /// Restores a saved mission.
+    pub async fn load(saved: &SavedMission) -> Result<Self, ClientError> {
+        let client = Client::new(&saved.server)?;
+        let config = client.configuration().await?;
+        let key = MissionKey::from_pkcs8_pem(&saved.key_pem).map_err(|e| ClientError::Local(e.to_string()))?;
+        let mission_id: MissionId =
+            saved.mission_id.parse().map_err(|e: mandate_core::InputError| ClientError::Local(e.to_string()))?;
+        Ok(Self {
+            client,
+            config,
+            key,
+            mission_id,
+            credential: saved.credential.clone(),
+            expires_at: saved.expires_at,
+            mission: None,
+            clock: Arc::new(SystemClock),
+            rng: Arc::new(OsRandom),
+        })
+    }
+
+    /// What to write to disk to resume this mission elsewhere.
+    pub fn save(&self) -> Result<Zeroizing<String>, ClientError> {
+        let key_pem = self.key.to_pkcs8_pem().map_err(|e| ClientError::Local(e.to_string()))?;
+        let saved = SavedMission {
+            server: self.client.base().to_owned(),
+            mission_id: self.mission_id.to_string(),
+            key_pem: key_pem.to_string(),
+            credential: self.credential.clone(),
+            expires_at: self.expires_at,
+        };
+        serde_json::to_string_pretty(&saved)
+            .map(Zeroizing::new)
+            .map_err(|e| ClientError::Local(e.to_string()))
+    }
+
+    #[must_use]
+    pub fn mission_id(&self) -> &MissionId {
+        &self.mission_id
+    }
+
+    /// The mission as of the last start or refresh in this process.
+    #[must_use]
+    pub fn last_mission_view(&self) -> Option<&MissionView> {
+        self.mission.as_ref()
+    }
+
+    #[must_use]
+    pub fn key(&self) -> &MissionKey {
+        &self.key
+    }
+
+    /// The current credential, as last issued (it may have expired).
+    #[must_use]
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+
+    #[must_use]
+    pub fn credential_expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// A credential with at least a minute left, refreshing it if needed.
+    pub async fn fresh_credential(&mut self) -> Result<&str, ClientError> {
+        if self.clock.now().0.saturating_add(REFRESH_MARGIN_SECS) >= self.expires_at {
+            self.refresh().await?;
+        }
+        Ok(&self.credential)
+    }
+
+    /// Gets a new credential by proving possession of the mission key.
+    pub async fn refresh(&mut self) -> Result<(), ClientError> {
+        let path = format!("/v1/missions/{}/credential", self.mission_id);
+        let proof = self.proof("POST", &path, None)?;
+        let rb = self.client.request(Method::POST, &path).header("DPoP", proof);
+        let resp: CredentialResponse = self.client.send(rb).await?;
+        self.credential = resp.credential;
+        self.expires_at = resp.expires_at;
+        self.mission = Some(resp.mission);
+        Ok(())
+    }
+
+    /// The mission as the authority sees it now, asked with the credential.
+    pub async fn mission(&self) -> Result<MissionView, ClientError> {
+        let rb = self.authorize(Method::GET, "/v1/mission")?;
+        self.client.send(rb).await
+    }
+
+    /// Ends the mission: the task is done. Every credential dies with it.
+    pub async fn end(&self, reason: Option<&str>) -> Result<MissionView, ClientError> {
+        let path = format!("/v1/missions/{}/end", self.mission_id);
+        let rb = self.authorize(Method::POST, &path)?.json(&EndMissionRequest { reason: reason.map(Into::into) });
+        self.client.send(rb).await
+    }
+
+    /// A request to the authority carrying the credential and a fresh proof
+    /// of possession. (Requests through the gateway will be signed with
+    /// RFC 9421 instead; this is the seam where that slots in.)
+    fn authorize(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+        let proof = self.proof(method.as_str(), path, Some(&self.credential))?;
+        Ok(self
+            .client
+            .request(method, path)
+            .header("Authorization", format!("DPoP {}", self.credential))
+            .header("DPoP", proof))
+    }
+
+    fn proof(&self, method: &str, path: &str, token: Option<&str>) -> Result<String, ClientError> {
+        let htu = format!("{}{path}", self.config.issuer);
+        self.key
+            .proof(method, &htu, token, self.clock.now(), self.rng.as_ref())
+            .map_err(|e| ClientError::Local(e.to_string()))
+    }
+}
+

@@ -1,0 +1,207 @@
+use std::time::Duration;
+
+use mandate_core::Jwks;
+use mandate_core::wire::{
+    AgentView, Configuration, CreateMissionRequest, CreatePrincipalRequest, CreateTokenRequest, CreatedMission,
+    CreatedPrincipal, CreatedToken, EndMissionRequest, IntrospectRequest, IntrospectResponse, MissionView,
+    PrincipalView, ProblemDocument, RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView,
+};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The authority refused, with a problem document (RFC 9457).
+    #[error("{detail} ({code})")]
+    Problem { status: u16, code: String, detail: String },
+    #[error("cannot reach the authority at `{url}`: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("unexpected response from the authority: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+impl ClientError {
+    /// The stable problem code, if the authority sent one.
+    #[must_use]
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Problem { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// The typed API client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the authority at `base` (e.g. `http://127.0.0.1:7878`).
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("mandate-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Local(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: None })
+    }
+
+    /// Authenticates calls with a principal's API token.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    #[must_use]
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends and decodes: a 2xx body as `T`, anything else as a problem.
+    pub(crate) async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
+        let resp = rb.send().await.map_err(|e| ClientError::Http { url: self.base.clone(), source: e })?;
+        decode(resp).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/healthz").await
+    }
+
+    pub async fn configuration(&self) -> Result<Configuration, ClientError> {
+        self.get("/.well-known/mandate-configuration").await
+    }
+
+    pub async fn jwks(&self) -> Result<Jwks, ClientError> {
+        let text: serde_json::Value = self.get("/.well-known/jwks.json").await?;
+        Jwks::from_json(&text.to_string()).map_err(ClientError::Decode)
+    }
+
+    pub async fn whoami(&self) -> Result<PrincipalView, ClientError> {
+        self.get("/v1/whoami").await
+    }
+
+    pub async fn create_principal(&self, name: &str, role: Option<&str>) -> Result<CreatedPrincipal, ClientError> {
+        let req = CreatePrincipalRequest { name: name.into(), role: role.map(Into::into) };
+        self.post("/v1/principals", &req).await
+    }
+
+    pub async fn principals(&self) -> Result<Vec<PrincipalView>, ClientError> {
+        self.get("/v1/principals").await
+    }
+
+    pub async fn create_token(&self, req: &CreateTokenRequest) -> Result<CreatedToken, ClientError> {
+        self.post("/v1/tokens", req).await
+    }
+
+    pub async fn tokens(&self, principal: Option<&str>) -> Result<Vec<TokenView>, ClientError> {
+        match principal {
+            Some(p) => self.get(&format!("/v1/tokens?principal={}", segment(p)?)).await,
+            None => self.get("/v1/tokens").await,
+        }
+    }
+
+    pub async fn register_agent(&self, req: &RegisterAgentRequest) -> Result<AgentView, ClientError> {
+        self.post("/v1/agents", req).await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
+        self.get("/v1/agents").await
+    }
+
+    pub async fn agent(&self, name: &str) -> Result<AgentView, ClientError> {
+        self.get(&format!("/v1/agents/{}", segment(name)?)).await
+    }
+
+    pub async fn create_mission(&self, req: &CreateMissionRequest) -> Result<CreatedMission, ClientError> {
+        self.post("/v1/missions", req).await
+    }
+
+    pub async fn missions(&self) -> Result<Vec<MissionView>, ClientError> {
+        self.get("/v1/missions").await
+    }
+
+    pub async fn mission(&self, id: &str) -> Result<MissionView, ClientError> {
+        self.get(&format!("/v1/missions/{}", segment(id)?)).await
+    }
+
+    /// Ends a mission as a principal who may manage it.
+    pub async fn end_mission(&self, id: &str, reason: Option<&str>) -> Result<MissionView, ClientError> {
+        let req = EndMissionRequest { reason: reason.map(Into::into) };
+        self.post(&format!("/v1/missions/{}/end", segment(id)?), &req).await
+    }
+
+    pub async fn revoke(&self, kind: &str, id: &str, reason: Option<&str>) -> Result<RevocationResponse, ClientError> {
+        let req = RevocationRequest { kind: kind.into(), id: id.into(), reason: reason.map(Into::into) };
+        self.post("/v1/revocations", &req).await
+    }
+
+    /// Asks the authority whether a mission credential is usable now.
+    pub async fn introspect(&self, credential: &str) -> Result<IntrospectResponse, ClientError> {
+        self.post("/v1/credentials/introspect", &IntrospectRequest { credential: credential.into() }).await
+    }
+}
+
+/// A path segment: ids and names never need escaping, so refuse anything
+/// that would.
+fn segment(s: &str) -> Result<&str, ClientError> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        Ok(s)
+    } else {
+        Err(ClientError::Local(format!("`{s}` is not a valid id or name")))
+    }
+}
+
+pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
+    }
+    match serde_json::from_slice::<ProblemDocument>(&bytes) {
+        Ok(p) if !p.code.is_empty() => Err(ClientError::Problem { status: status.as_u16(), code: p.code, detail: p.detail }),
+        _ => Err(ClientError::Problem {
+            status: status.as_u16(),
+            code: format!("http_{}", status.as_u16()),
+            detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        }),
+    }
+}
+
+/// Fetches a JWKS document from `url` (for offline verification later).
+pub async fn fetch_jwks(url: &str) -> Result<Jwks, ClientError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ClientError::Local(format!("cannot build an HTTP client: {e}")))?;
+    let resp = http.get(url).send().await.map_err(|e| ClientError::Http { url: url.to_owned(), source: e })?;
+    if !resp.status().is_success() {
+        return Err(ClientError::Decode(format!("`{url}` answered {}", resp.status())));
+    }
+    let text = resp.text().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+    Jwks::from_json(&text).map_err(ClientError::Decode)
+}
