@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "mandate", version, about, propagate_version = true)]
 pub struct Cli {
     /// The authority's URL.
-    #[arg(long, global = true, env = "MANDATE_SERVER", default_value = "http://127.0.0.1:7878")]
+    #[arg(
+        long,
+        global = true,
+        env = "MANDATE_SERVER",
+        default_value = "http://127.0.0.1:7878"
+    )]
     pub server: String,
     /// Your API token (prefer the environment variable to the flag).
     #[arg(long, global = true, env = "MANDATE_TOKEN", hide_env_values = true)]

@@ -10,15 +10,22 @@ use mandate_core::{Clock as _, PrincipalName, SystemClock, UnverifiedCredential}
 use serde_json::json;
 
 use crate::args::{
-    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, MissionCmd, OutOfScopeArg, PrincipalCmd, RevokeKind,
-    RoleArg, TokenCmd,
+    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, MissionCmd, OutOfScopeArg,
+    PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
 };
 use crate::output::{self, when};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli { server, token, json, command } = cli;
+    let Cli {
+        server,
+        token,
+        json,
+        command,
+    } = cli;
     let client = || -> anyhow::Result<Client> {
-        let token = token.clone().ok_or_else(|| anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)"))?;
+        let token = token.clone().ok_or_else(|| {
+            anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)")
+        })?;
         Ok(Client::new(&server)?.with_token(token))
     };
     match command {
@@ -30,16 +37,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let admin: PrincipalName = a.admin.parse()?;
             let (token, kid) = mandate_server::init_admin(&a.data.data, &admin).await?;
             if json {
-                output::json(&json!({ "principal": admin.as_str(), "role": "admin", "token": token.expose(), "authority_kid": kid }))?;
+                output::json(
+                    &json!({ "principal": admin.as_str(), "role": "admin", "token": token.expose(), "authority_kid": kid }),
+                )?;
             } else {
-                println!("created admin principal `{admin}` in {} (authority key {kid})", a.data.data.display());
+                println!(
+                    "created admin principal `{admin}` in {} (authority key {kid})",
+                    a.data.data.display()
+                );
                 println!("its API token is shown this once; keep it secret:\n");
                 println!("  export MANDATE_TOKEN={}\n", token.expose());
             }
         }
         Command::Whoami => {
             let me = client()?.whoami().await?;
-            if json { output::json(&me)? } else { println!("{}", output::principal_line(&me)) }
+            if json {
+                output::json(&me)?
+            } else {
+                println!("{}", output::principal_line(&me))
+            }
         }
         Command::Principal(cmd) => principal(client()?, cmd, json).await?,
         Command::Token(cmd) => tokens(client()?, cmd, json).await?,
@@ -106,12 +122,20 @@ async fn principal(c: Client, cmd: PrincipalCmd, json: bool) -> anyhow::Result<(
                 output::json(&created)?;
             } else {
                 println!("added {role} `{}`", created.principal.name);
-                println!("their API token ({}), shown this once:\n\n  {}\n", created.token.id, created.token.token);
+                println!(
+                    "their API token ({}), shown this once:\n\n  {}\n",
+                    created.token.id, created.token.token
+                );
             }
         }
         PrincipalCmd::List => {
             let all = c.principals().await?;
-            if json { output::json(&all)? } else { all.iter().for_each(|p| println!("{}", output::principal_line(p))) }
+            if json {
+                output::json(&all)?
+            } else {
+                all.iter()
+                    .for_each(|p| println!("{}", output::principal_line(p)))
+            }
         }
     }
     Ok(())
@@ -120,20 +144,34 @@ async fn principal(c: Client, cmd: PrincipalCmd, json: bool) -> anyhow::Result<(
 async fn tokens(c: Client, cmd: TokenCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         TokenCmd::Create { principal, label } => {
-            let t = c.create_token(&CreateTokenRequest { principal, label }).await?;
+            let t = c
+                .create_token(&CreateTokenRequest { principal, label })
+                .await?;
             if json {
                 output::json(&t)?;
             } else {
-                println!("token {} for `{}`, shown this once:\n\n  {}\n", t.id, t.principal, t.token);
+                println!(
+                    "token {} for `{}`, shown this once:\n\n  {}\n",
+                    t.id, t.principal, t.token
+                );
             }
         }
         TokenCmd::List { principal } => {
             let all = c.tokens(principal.as_deref()).await?;
-            if json { output::json(&all)? } else { all.iter().for_each(|t| println!("{}", output::token_line(t))) }
+            if json {
+                output::json(&all)?
+            } else {
+                all.iter()
+                    .for_each(|t| println!("{}", output::token_line(t)))
+            }
         }
         TokenCmd::Revoke { id, reason } => {
             let r = c.revoke("token", &id, reason.as_deref()).await?;
-            if json { output::json(&r)? } else { println!("revoked token {}", r.id) }
+            if json {
+                output::json(&r)?
+            } else {
+                println!("revoked token {}", r.id)
+            }
         }
     }
     Ok(())
@@ -141,21 +179,43 @@ async fn tokens(c: Client, cmd: TokenCmd, json: bool) -> anyhow::Result<()> {
 
 async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        AgentCmd::Register { name, owner, description } => {
-            let a = c.register_agent(&RegisterAgentRequest { name, owner, description }).await?;
+        AgentCmd::Register {
+            name,
+            owner,
+            description,
+        } => {
+            let a = c
+                .register_agent(&RegisterAgentRequest {
+                    name,
+                    owner,
+                    description,
+                })
+                .await?;
             if json {
                 output::json(&a)?;
             } else {
-                println!("registered agent `{}` (owner `{}`); it has no permissions until a mission is delegated to it", a.name, a.owner);
+                println!(
+                    "registered agent `{}` (owner `{}`); it has no permissions until a mission is delegated to it",
+                    a.name, a.owner
+                );
             }
         }
         AgentCmd::List => {
             let all = c.agents().await?;
-            if json { output::json(&all)? } else { all.iter().for_each(|a| println!("{}", output::agent_line(a))) }
+            if json {
+                output::json(&all)?
+            } else {
+                all.iter()
+                    .for_each(|a| println!("{}", output::agent_line(a)))
+            }
         }
         AgentCmd::Show { name } => {
             let a = c.agent(&name).await?;
-            if json { output::json(&a)? } else { println!("{}", output::agent_line(&a)) }
+            if json {
+                output::json(&a)?
+            } else {
+                println!("{}", output::agent_line(&a))
+            }
         }
     }
     Ok(())
@@ -165,7 +225,9 @@ async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
 fn parse_duration(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| anyhow!("`{s}` is not a duration (e.g. 90s, 15m, 2h, 1d)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("`{s}` is not a duration (e.g. 90s, 15m, 2h, 1d)"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -173,7 +235,8 @@ fn parse_duration(s: &str) -> anyhow::Result<u64> {
         "d" => 86_400,
         _ => bail!("`{s}` is not a duration (e.g. 90s, 15m, 2h, 1d)"),
     };
-    n.checked_mul(mult).ok_or_else(|| anyhow!("`{s}` is too long"))
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("`{s}` is too long"))
 }
 
 fn read_policy(path: Option<&Path>) -> anyhow::Result<String> {
@@ -197,7 +260,10 @@ fn arg_or_stdin(v: &str) -> anyhow::Result<String> {
 /// 0600, via a temp file and rename so a crash never leaves half a key.
 fn write_state(path: &Path, text: &str, create_new: bool) -> anyhow::Result<()> {
     if create_new && path.exists() {
-        bail!("`{}` already exists; refusing to overwrite a mission key", path.display());
+        bail!(
+            "`{}` already exists; refusing to overwrite a mission key",
+            path.display()
+        );
     }
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
@@ -214,40 +280,88 @@ fn write_state(path: &Path, text: &str, create_new: bool) -> anyhow::Result<()> 
 }
 
 fn read_state(path: &Path) -> anyhow::Result<SavedMission> {
-    let text = zeroize::Zeroizing::new(fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?);
-    serde_json::from_str(&text).with_context(|| format!("`{}` is not a mission state file", path.display()))
+    let text = zeroize::Zeroizing::new(
+        fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?,
+    );
+    serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not a mission state file", path.display()))
 }
 
-async fn mission(server: &str, token: Option<&str>, cmd: MissionCmd, json: bool) -> anyhow::Result<()> {
+async fn mission(
+    server: &str,
+    token: Option<&str>,
+    cmd: MissionCmd,
+    json: bool,
+) -> anyhow::Result<()> {
     let client = || -> anyhow::Result<Client> {
-        let t = token.ok_or_else(|| anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)"))?;
+        let t = token.ok_or_else(|| {
+            anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)")
+        })?;
         Ok(Client::new(server)?.with_token(t))
     };
     match cmd {
         MissionCmd::Create(a) => create_mission(client()?, a, json).await?,
         MissionCmd::List => {
             let all = client()?.missions().await?;
-            if json { output::json(&all)? } else { all.iter().for_each(|m| println!("{}", output::mission_line(m))) }
+            if json {
+                output::json(&all)?
+            } else {
+                all.iter()
+                    .for_each(|m| println!("{}", output::mission_line(m)))
+            }
         }
         MissionCmd::Show { id } => {
             let m = client()?.mission(&id).await?;
-            if json { output::json(&m)? } else { println!("{}", output::mission_details(&m)) }
+            if json {
+                output::json(&m)?
+            } else {
+                println!("{}", output::mission_details(&m))
+            }
         }
-        MissionCmd::End { id: Some(id), reason, .. } => {
+        MissionCmd::End {
+            id: Some(id),
+            reason,
+            ..
+        } => {
             let m = client()?.end_mission(&id, reason.as_deref()).await?;
-            if json { output::json(&m)? } else { println!("ended mission {}", m.id) }
+            if json {
+                output::json(&m)?
+            } else {
+                println!("ended mission {}", m.id)
+            }
         }
-        MissionCmd::End { id: None, state: Some(path), reason } => {
+        MissionCmd::End {
+            id: None,
+            state: Some(path),
+            reason,
+        } => {
             let agent = MissionAgent::load(&read_state(&path)?).await?;
             let m = agent.end(reason.as_deref()).await?;
             // The mission key is worthless now; do not leave it lying around.
-            fs::remove_file(&path).with_context(|| format!("mission ended, but cannot remove `{}`", path.display()))?;
-            if json { output::json(&m)? } else { println!("ended mission {} and deleted its key ({})", m.id, path.display()) }
+            fs::remove_file(&path).with_context(|| {
+                format!("mission ended, but cannot remove `{}`", path.display())
+            })?;
+            if json {
+                output::json(&m)?
+            } else {
+                println!(
+                    "ended mission {} and deleted its key ({})",
+                    m.id,
+                    path.display()
+                )
+            }
         }
-        MissionCmd::End { id: None, state: None, .. } => bail!("give a mission id (as a principal) or --state FILE (as the agent)"),
+        MissionCmd::End {
+            id: None,
+            state: None,
+            ..
+        } => bail!("give a mission id (as a principal) or --state FILE (as the agent)"),
         MissionCmd::Start { start_token, state } => {
             if state.exists() {
-                bail!("`{}` already exists; refusing to overwrite a mission key", state.display());
+                bail!(
+                    "`{}` already exists; refusing to overwrite a mission key",
+                    state.display()
+                );
             }
             let start_token = arg_or_stdin(&start_token)?;
             let agent = MissionAgent::start(server, &start_token).await?;
@@ -259,8 +373,16 @@ async fn mission(server: &str, token: Option<&str>, cmd: MissionCmd, json: bool)
                     "expires_at": agent.credential_expires_at(),
                 }))?;
             } else {
-                println!("started mission {} with a fresh mission key (jkt {})", agent.mission_id(), agent.key().thumbprint());
-                println!("credential valid until {}; key and credential saved to {} (mode 0600)", when(agent.credential_expires_at()), state.display());
+                println!(
+                    "started mission {} with a fresh mission key (jkt {})",
+                    agent.mission_id(),
+                    agent.key().thumbprint()
+                );
+                println!(
+                    "credential valid until {}; key and credential saved to {} (mode 0600)",
+                    when(agent.credential_expires_at()),
+                    state.display()
+                );
             }
         }
         MissionCmd::Credential { state, refresh } => {
@@ -275,7 +397,9 @@ async fn mission(server: &str, token: Option<&str>, cmd: MissionCmd, json: bool)
                 write_state(&state, &agent.save()?, false)?;
             }
             if json {
-                output::json(&json!({ "credential": agent.credential(), "expires_at": agent.credential_expires_at() }))?;
+                output::json(
+                    &json!({ "credential": agent.credential(), "expires_at": agent.credential_expires_at() }),
+                )?;
             } else {
                 println!("{}", agent.credential());
             }
@@ -303,9 +427,17 @@ async fn create_mission(c: Client, a: CreateMissionArgs, json: bool) -> anyhow::
         output::json(&created)?;
     } else {
         let m = &created.mission;
-        println!("created mission {} for agent `{}` (expires {})", m.id, m.agent, when(m.expires_at));
+        println!(
+            "created mission {} for agent `{}` (expires {})",
+            m.id,
+            m.agent,
+            when(m.expires_at)
+        );
         println!("mission_s256 {}", m.mission_s256);
-        println!("\nstart token (single use, valid until {}); hand it to the agent's launcher:\n", when(created.start_token_expires_at));
+        println!(
+            "\nstart token (single use, valid until {}); hand it to the agent's launcher:\n",
+            when(created.start_token_expires_at)
+        );
         println!("  {}\n", created.start_token);
     }
     Ok(())
@@ -313,14 +445,28 @@ async fn create_mission(c: Client, a: CreateMissionArgs, json: bool) -> anyhow::
 
 async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        CredentialCmd::Verify { credential, jwks, issuer } => {
+        CredentialCmd::Verify {
+            credential,
+            jwks,
+            issuer,
+        } => {
             let credential = arg_or_stdin(&credential)?;
-            let (keys, default_issuer) = if jwks.starts_with("http://") || jwks.starts_with("https://") {
+            let (keys, default_issuer) = if jwks.starts_with("http://")
+                || jwks.starts_with("https://")
+            {
                 let keys = fetch_jwks(&jwks).await?;
-                (keys, jwks.strip_suffix("/.well-known/jwks.json").map(str::to_owned))
+                (
+                    keys,
+                    jwks.strip_suffix("/.well-known/jwks.json")
+                        .map(str::to_owned),
+                )
             } else {
-                let text = fs::read_to_string(&jwks).with_context(|| format!("cannot read `{jwks}`"))?;
-                (mandate_core::Jwks::from_json(&text).map_err(|e| anyhow!("`{jwks}`: {e}"))?, None)
+                let text =
+                    fs::read_to_string(&jwks).with_context(|| format!("cannot read `{jwks}`"))?;
+                (
+                    mandate_core::Jwks::from_json(&text).map_err(|e| anyhow!("`{jwks}`: {e}"))?,
+                    None,
+                )
             };
             let issuer = issuer
                 .or(default_issuer)
@@ -341,7 +487,9 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                 println!("  key (jkt)     {}", c.cnf.jkt);
                 println!("  issued        {}", when(c.iat));
                 println!("  expires       {}", when(c.exp));
-                println!("(offline: revocation and mission end are not visible; use `mandate credential introspect`)");
+                println!(
+                    "(offline: revocation and mission end are not visible; use `mandate credential introspect`)"
+                );
             }
         }
         CredentialCmd::Introspect { credential } => {
@@ -352,7 +500,11 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
             } else if r.active {
                 println!("active");
             } else {
-                println!("inactive: {} ({})", r.detail.unwrap_or_default(), r.code.as_deref().unwrap_or("unknown"));
+                println!(
+                    "inactive: {} ({})",
+                    r.detail.unwrap_or_default(),
+                    r.code.as_deref().unwrap_or("unknown")
+                );
             }
             if !r.active {
                 std::process::exit(2);

@@ -14,7 +14,8 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     match commands::run(cli).await {

@@ -19,19 +19,39 @@ pub fn when(secs: u64) -> String {
 }
 
 fn revoked(at: Option<u64>) -> String {
-    at.map(|t| format!("  REVOKED {}", when(t))).unwrap_or_default()
+    at.map(|t| format!("  REVOKED {}", when(t)))
+        .unwrap_or_default()
 }
 
 pub fn principal_line(p: &PrincipalView) -> String {
-    format!("{:<24} {:<7} since {}{}", p.name, p.role, when(p.created_at), revoked(p.revoked_at))
+    format!(
+        "{:<24} {:<7} since {}{}",
+        p.name,
+        p.role,
+        when(p.created_at),
+        revoked(p.revoked_at)
+    )
 }
 
 pub fn token_line(t: &TokenView) -> String {
-    format!("{}  {:<16} {:<20} {}{}", t.id, t.principal, t.label, when(t.created_at), revoked(t.revoked_at))
+    format!(
+        "{}  {:<16} {:<20} {}{}",
+        t.id,
+        t.principal,
+        t.label,
+        when(t.created_at),
+        revoked(t.revoked_at)
+    )
 }
 
 pub fn agent_line(a: &AgentView) -> String {
-    format!("{:<24} owner {:<16} since {}{}", a.name, a.owner, when(a.created_at), revoked(a.revoked_at))
+    format!(
+        "{:<24} owner {:<16} since {}{}",
+        a.name,
+        a.owner,
+        when(a.created_at),
+        revoked(a.revoked_at)
+    )
 }
 
 pub fn mission_line(m: &MissionView) -> String {
@@ -40,7 +60,10 @@ pub fn mission_line(m: &MissionView) -> String {
         (s, _) => format!("{s:?}").to_lowercase(),
     };
     let goal: String = m.goal.chars().take(48).collect();
-    format!("{}  {:<18} {:<12} → {:<16} {}", m.id, state, m.principal, m.agent, goal)
+    format!(
+        "{}  {:<18} {:<12} → {:<16} {}",
+        m.id, state, m.principal, m.agent, goal
+    )
 }
 
 pub fn mission_details(m: &MissionView) -> String {
@@ -51,7 +74,11 @@ pub fn mission_details(m: &MissionView) -> String {
     line("principal", m.principal.clone());
     line("agent", m.agent.clone());
     let state = match m.end_reason {
-        Some(r) => format!("ended ({}) at {}", r.as_str(), m.ended_at.map(when).unwrap_or_default()),
+        Some(r) => format!(
+            "ended ({}) at {}",
+            r.as_str(),
+            m.ended_at.map(when).unwrap_or_default()
+        ),
         None => format!("{:?}", m.state).to_lowercase(),
     };
     line("state", state);
@@ -61,12 +88,19 @@ pub fn mission_details(m: &MissionView) -> String {
         line("started", when(t));
     }
     line("budget", format!("{} requests", m.budget));
-    line("out of scope", format!("{:?}", m.out_of_scope).to_lowercase());
+    line(
+        "out of scope",
+        format!("{:?}", m.out_of_scope).to_lowercase(),
+    );
     line("mission_s256", m.mission_s256.clone());
     if let Some(j) = &m.jkt {
         line("mission key", format!("jkt {j}"));
     }
-    for (k, text) in [("scope", &m.policies.scope), ("boundaries", &m.policies.boundaries), ("escalations", &m.policies.escalations)] {
+    for (k, text) in [
+        ("scope", &m.policies.scope),
+        ("boundaries", &m.policies.boundaries),
+        ("escalations", &m.policies.escalations),
+    ] {
         if !text.trim().is_empty() {
             out.push_str(&format!("{k}:\n"));
             for l in text.lines() {

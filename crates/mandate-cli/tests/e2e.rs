@@ -1,6 +1,11 @@
 //! End to end: the real `mandate` binary on loopback, driven through its
 //! CLI, the client crate, and raw HTTP, as people and agents would.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
@@ -16,14 +21,31 @@ fn bin() -> &'static Path {
 /// An admin, a member `alice` with an agent `billing-bot`; returns tokens.
 fn setup(server: &TestServer) -> (String, String) {
     let admin = server.init_admin();
-    let added = server.cli(Some(&admin), &["principal", "add", "alice", "--json"]).json();
+    let added = server
+        .cli(Some(&admin), &["principal", "add", "alice", "--json"])
+        .json();
     let alice = added["token"]["token"].as_str().unwrap().to_owned();
-    server.cli(Some(&alice), &["agent", "register", "billing-bot"]).success();
+    server
+        .cli(Some(&alice), &["agent", "register", "billing-bot"])
+        .success();
     (admin, alice)
 }
 
-fn create_mission(server: &TestServer, token: &str, agent: &str, extra: &[&str]) -> (String, String) {
-    let mut args = vec!["mission", "create", "--agent", agent, "--goal", "Reconcile November invoices", "--json"];
+fn create_mission(
+    server: &TestServer,
+    token: &str,
+    agent: &str,
+    extra: &[&str],
+) -> (String, String) {
+    let mut args = vec![
+        "mission",
+        "create",
+        "--agent",
+        agent,
+        "--goal",
+        "Reconcile November invoices",
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let created = server.cli(Some(token), &args).json();
     (
@@ -37,55 +59,119 @@ fn a_mission_lives_and_dies_through_the_cli() {
     let server = TestServer::start(bin(), None);
     let (_admin, alice) = setup(&server);
     let dir = server.scratch();
-    std::fs::write(dir.join("scope.cedar"), "permit(principal, action == Action::\"read\", resource);\n").unwrap();
-    let (mission_id, start_token) = create_mission(&server, &alice, "billing-bot", &["--scope", "scope.cedar", "--ttl", "2h"]);
+    std::fs::write(
+        dir.join("scope.cedar"),
+        "permit(principal, action == Action::\"read\", resource);\n",
+    )
+    .unwrap();
+    let (mission_id, start_token) = create_mission(
+        &server,
+        &alice,
+        "billing-bot",
+        &["--scope", "scope.cedar", "--ttl", "2h"],
+    );
 
     // The agent starts the mission with a fresh key; the key file is private.
-    server.cli(None, &["mission", "start", &start_token, "--state", "m.json"]).success();
-    let mode = std::fs::metadata(dir.join("m.json")).unwrap().permissions().mode();
+    server
+        .cli(
+            None,
+            &["mission", "start", &start_token, "--state", "m.json"],
+        )
+        .success();
+    let mode = std::fs::metadata(dir.join("m.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // The start token works once: a second start fails and writes nothing.
-    let again = server.cli(None, &["mission", "start", &start_token, "--state", "m2.json"]);
+    let again = server.cli(
+        None,
+        &["mission", "start", &start_token, "--state", "m2.json"],
+    );
     assert!(!again.ok());
-    assert!(again.stderr().contains("start_token_used"), "{}", again.stderr());
+    assert!(
+        again.stderr().contains("start_token_used"),
+        "{}",
+        again.stderr()
+    );
     assert!(!dir.join("m2.json").exists());
 
     // The credential names who delegated what to whom, bound to the key.
-    let cred = server.cli(None, &["mission", "credential", "--state", "m.json"]).success().trim().to_owned();
+    let cred = server
+        .cli(None, &["mission", "credential", "--state", "m.json"])
+        .success()
+        .trim()
+        .to_owned();
     let jwks_url = format!("{}/.well-known/jwks.json", server.url());
-    let verified = server.cli(None, &["credential", "verify", &cred, "--jwks", &jwks_url, "--json"]).json();
+    let verified = server
+        .cli(
+            None,
+            &["credential", "verify", &cred, "--jwks", &jwks_url, "--json"],
+        )
+        .json();
     let claims = &verified["claims"];
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"]["sub"], "billing-bot");
     assert_eq!(claims["mission_id"], mission_id.as_str());
-    let shown = server.cli(Some(&alice), &["mission", "show", &mission_id, "--json"]).json();
+    let shown = server
+        .cli(Some(&alice), &["mission", "show", &mission_id, "--json"])
+        .json();
     assert_eq!(claims["mission_s256"], shown["mission_s256"]);
     assert_eq!(claims["cnf"]["jkt"], shown["jkt"]);
     assert_eq!(shown["state"], "active");
     assert!(claims["exp"].as_u64().unwrap() <= shown["expires_at"].as_u64().unwrap());
 
     // Offline verification refuses a wrong issuer.
-    let wrong = server.cli(None, &["credential", "verify", &cred, "--jwks", &jwks_url, "--issuer", "https://other.example"]);
+    let wrong = server.cli(
+        None,
+        &[
+            "credential",
+            "verify",
+            &cred,
+            "--jwks",
+            &jwks_url,
+            "--issuer",
+            "https://other.example",
+        ],
+    );
     assert!(!wrong.ok());
-    assert!(wrong.stderr().contains("bad_credential"), "{}", wrong.stderr());
+    assert!(
+        wrong.stderr().contains("bad_credential"),
+        "{}",
+        wrong.stderr()
+    );
 
-    let active = server.cli(None, &["credential", "introspect", &cred, "--json"]).json();
+    let active = server
+        .cli(None, &["credential", "introspect", &cred, "--json"])
+        .json();
     assert_eq!(active["active"], true);
 
     // The agent ends the mission; its key file is deleted and every
     // credential of the mission is refused with `mission_ended`.
-    server.cli(None, &["mission", "end", "--state", "m.json"]).success();
+    server
+        .cli(None, &["mission", "end", "--state", "m.json"])
+        .success();
     assert!(!dir.join("m.json").exists());
     let after = server.cli(None, &["credential", "introspect", &cred]);
     assert_eq!(after.code(), Some(2));
-    assert!(after.stdout().contains("mission_ended"), "{}", after.stdout());
-    let shown = server.cli(Some(&alice), &["mission", "show", &mission_id, "--json"]).json();
+    assert!(
+        after.stdout().contains("mission_ended"),
+        "{}",
+        after.stdout()
+    );
+    let shown = server
+        .cli(Some(&alice), &["mission", "show", &mission_id, "--json"])
+        .json();
     assert_eq!(shown["state"], "ended");
     assert_eq!(shown["end_reason"], "completed");
     // Ending twice is refused.
     let twice = server.cli(Some(&alice), &["mission", "end", &mission_id]);
-    assert!(twice.stderr().contains("mission_ended"), "{}", twice.stderr());
+    assert!(
+        twice.stderr().contains("mission_ended"),
+        "{}",
+        twice.stderr()
+    );
 }
 
 #[tokio::test]
@@ -93,14 +179,21 @@ async fn the_credential_is_refused_after_its_mission_ends_and_cannot_be_refreshe
     let server = TestServer::start(bin(), None);
     let (_admin, alice) = setup(&server);
     let (mission_id, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
-    let mut agent = MissionAgent::start(server.url(), &start_token).await.unwrap();
+    let mut agent = MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap();
     assert_eq!(agent.mission().await.unwrap().id, mission_id);
     let old = agent.credential().to_owned();
     agent.refresh().await.unwrap();
     assert_ne!(agent.credential(), old, "a refresh issues a new credential");
 
     // The principal ends the mission.
-    Client::new(server.url()).unwrap().with_token(&alice).end_mission(&mission_id, Some("done")).await.unwrap();
+    Client::new(server.url())
+        .unwrap()
+        .with_token(&alice)
+        .end_mission(&mission_id, Some("done"))
+        .await
+        .unwrap();
     let err = agent.mission().await.unwrap_err();
     assert_eq!(err.code(), Some("mission_ended"));
     let err = agent.refresh().await.unwrap_err();
@@ -114,15 +207,28 @@ async fn revocation_is_immediate_and_cascades() {
     let server = TestServer::start(bin(), None);
     let (admin, alice) = setup(&server);
     let admin_c = Client::new(server.url()).unwrap().with_token(&admin);
-    let bob = admin_c.create_principal("bob", None).await.unwrap().token.token;
+    let bob = admin_c
+        .create_principal("bob", None)
+        .await
+        .unwrap()
+        .token
+        .token;
     let bob_c = Client::new(server.url()).unwrap().with_token(&bob);
     bob_c
-        .register_agent(&RegisterAgentRequest { name: "bob-bot".into(), owner: None, description: None })
+        .register_agent(&RegisterAgentRequest {
+            name: "bob-bot".into(),
+            owner: None,
+            description: None,
+        })
         .await
         .unwrap();
     let alice_c = Client::new(server.url()).unwrap().with_token(&alice);
     alice_c
-        .register_agent(&RegisterAgentRequest { name: "helper".into(), owner: None, description: None })
+        .register_agent(&RegisterAgentRequest {
+            name: "helper".into(),
+            owner: None,
+            description: None,
+        })
         .await
         .unwrap();
 
@@ -141,7 +247,9 @@ async fn revocation_is_immediate_and_cascades() {
         let url = server.url().to_owned();
         async move {
             let created = c.create_mission(&req).await.unwrap();
-            MissionAgent::start(&url, &created.start_token).await.unwrap()
+            MissionAgent::start(&url, &created.start_token)
+                .await
+                .unwrap()
         }
     };
     let a1 = start(&alice_c, "billing-bot").await;
@@ -150,16 +258,25 @@ async fn revocation_is_immediate_and_cascades() {
     let b = start(&bob_c, "bob-bot").await;
 
     // Members cannot revoke what is not theirs.
-    let err = bob_c.revoke("agent", "billing-bot", None).await.unwrap_err();
+    let err = bob_c
+        .revoke("agent", "billing-bot", None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("not_found"));
 
     // Revoking an agent ends all its missions, on the very next request.
-    let r = alice_c.revoke("agent", "billing-bot", Some("misbehaving")).await.unwrap();
+    let r = alice_c
+        .revoke("agent", "billing-bot", Some("misbehaving"))
+        .await
+        .unwrap();
     assert_eq!(r.missions.len(), 2);
     for agent in [&a1, &a2] {
         assert_eq!(agent.mission().await.unwrap_err().code(), Some("revoked"));
     }
-    assert!(h.mission().await.is_ok(), "another agent's mission is untouched");
+    assert!(
+        h.mission().await.is_ok(),
+        "another agent's mission is untouched"
+    );
     // A revoked agent gets no new mission.
     let req = CreateMissionRequest {
         agent: "billing-bot".into(),
@@ -171,13 +288,24 @@ async fn revocation_is_immediate_and_cascades() {
         budget: None,
         out_of_scope: None,
     };
-    assert_eq!(alice_c.create_mission(&req).await.unwrap_err().code(), Some("revoked"));
+    assert_eq!(
+        alice_c.create_mission(&req).await.unwrap_err().code(),
+        Some("revoked")
+    );
 
     // Revoking a principal ends their missions and kills their tokens.
-    let out = server.cli(Some(&admin), &["revoke", "principal", "alice", "--reason", "left", "--json"]).json();
+    let out = server
+        .cli(
+            Some(&admin),
+            &["revoke", "principal", "alice", "--reason", "left", "--json"],
+        )
+        .json();
     assert_eq!(out["missions"].as_array().unwrap().len(), 1);
     assert_eq!(h.mission().await.unwrap_err().code(), Some("revoked"));
-    assert_eq!(alice_c.whoami().await.unwrap_err().code(), Some("invalid_token"));
+    assert_eq!(
+        alice_c.whoami().await.unwrap_err().code(),
+        Some("invalid_token")
+    );
     assert!(b.mission().await.is_ok(), "bob is untouched");
 }
 
@@ -186,21 +314,45 @@ async fn missions_keys_and_credentials_survive_a_restart() {
     let mut server = TestServer::start(bin(), None);
     let (_admin, alice) = setup(&server);
     let (mission_id, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
-    let mut agent = MissionAgent::start(server.url(), &start_token).await.unwrap();
-    let jwks_before = reqwest::get(format!("{}/.well-known/jwks.json", server.url())).await.unwrap().text().await.unwrap();
+    let mut agent = MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap();
+    let jwks_before = reqwest::get(format!("{}/.well-known/jwks.json", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let cred = agent.credential().to_owned();
 
     assert!(server.restart(), "SIGTERM shuts the server down cleanly");
 
-    let jwks_after = reqwest::get(format!("{}/.well-known/jwks.json", server.url())).await.unwrap().text().await.unwrap();
+    let jwks_after = reqwest::get(format!("{}/.well-known/jwks.json", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(jwks_before, jwks_after, "the authority key survived");
-    let intro = Client::new(server.url()).unwrap().introspect(&cred).await.unwrap();
-    assert!(intro.active, "a credential issued before the restart still verifies: {intro:?}");
+    let intro = Client::new(server.url())
+        .unwrap()
+        .introspect(&cred)
+        .await
+        .unwrap();
+    assert!(
+        intro.active,
+        "a credential issued before the restart still verifies: {intro:?}"
+    );
     assert_eq!(agent.mission().await.unwrap().id, mission_id);
     agent.refresh().await.unwrap();
-    let shown = server.cli(Some(&alice), &["mission", "show", &mission_id, "--json"]).json();
+    let shown = server
+        .cli(Some(&alice), &["mission", "show", &mission_id, "--json"])
+        .json();
     assert_eq!(shown["state"], "active");
-    let key_mode = std::fs::metadata(server.data_dir().join("authority.key")).unwrap().permissions().mode();
+    let key_mode = std::fs::metadata(server.data_dir().join("authority.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
 }
 
@@ -208,12 +360,20 @@ async fn missions_keys_and_credentials_survive_a_restart() {
 async fn a_mission_ends_at_its_ttl() {
     let server = TestServer::start(bin(), Some("[missions]\nmin_ttl_secs = 1\n"));
     let (_admin, alice) = setup(&server);
-    let (mission_id, start_token) = create_mission(&server, &alice, "billing-bot", &["--ttl", "2s"]);
-    let mut agent = MissionAgent::start(server.url(), &start_token).await.unwrap();
+    let (mission_id, start_token) =
+        create_mission(&server, &alice, "billing-bot", &["--ttl", "2s"]);
+    let mut agent = MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap();
     assert!(agent.credential_expires_at() <= agent.last_mission_view().unwrap().expires_at);
     tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
-    assert_eq!(agent.refresh().await.unwrap_err().code(), Some("mission_ended"));
-    let shown = server.cli(Some(&alice), &["mission", "show", &mission_id, "--json"]).json();
+    assert_eq!(
+        agent.refresh().await.unwrap_err().code(),
+        Some("mission_ended")
+    );
+    let shown = server
+        .cli(Some(&alice), &["mission", "show", &mission_id, "--json"])
+        .json();
     assert_eq!(shown["state"], "ended");
     assert_eq!(shown["end_reason"], "expired");
 }
@@ -224,7 +384,9 @@ async fn an_expired_start_token_is_refused() {
     let (_admin, alice) = setup(&server);
     let (_, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    let err = MissionAgent::start(server.url(), &start_token).await.unwrap_err();
+    let err = MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("start_token_expired"));
 }
 
@@ -238,7 +400,11 @@ async fn post(url: &str, token: &str, body: impl Into<reqwest::Body>) -> (u16, S
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     (status, ctype, resp.json().await.unwrap_or(Value::Null))
 }
 
@@ -261,31 +427,64 @@ async fn bad_input_gets_a_problem_code_and_changes_nothing() {
     ];
     for (body, status, code) in cases {
         let (s, ctype, problem) = post(&missions, &alice, body.clone()).await;
-        assert_eq!((s, problem["code"].as_str().unwrap_or_default()), (status, code), "{}", &body[..body.len().min(80)]);
+        assert_eq!(
+            (s, problem["code"].as_str().unwrap_or_default()),
+            (status, code),
+            "{}",
+            &body[..body.len().min(80)]
+        );
         assert_eq!(ctype, "application/problem+json");
     }
     // A member cannot delegate someone else's agent; no token, no entry.
     let (s, _, p) = post(&missions, &admin, good.to_string()).await;
     assert_eq!(s, 201, "an admin may delegate any agent: {p}");
-    let bob = Client::new(server.url()).unwrap().with_token(&admin).create_principal("bob", None).await.unwrap().token.token;
+    let bob = Client::new(server.url())
+        .unwrap()
+        .with_token(&admin)
+        .create_principal("bob", None)
+        .await
+        .unwrap()
+        .token
+        .token;
     let (s, _, p) = post(&missions, &bob, good.to_string()).await;
     assert_eq!((s, p["code"].as_str().unwrap()), (403, "forbidden"));
     let (s, _, p) = post(&missions, "mdt_nope", good.to_string()).await;
     assert_eq!((s, p["code"].as_str().unwrap()), (401, "invalid_token"));
 
     // Nothing half-written: only the admin's mission exists.
-    let list = server.cli(Some(&admin), &["mission", "list", "--json"]).json();
+    let list = server
+        .cli(Some(&admin), &["mission", "list", "--json"])
+        .json();
     assert_eq!(list.as_array().unwrap().len(), 1);
 
     // A start without a proof of possession is refused.
     let (_, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
-    let (s, _, p) = post(&format!("{missions}/start"), "", json!({ "start_token": start_token }).to_string()).await;
+    let (s, _, p) = post(
+        &format!("{missions}/start"),
+        "",
+        json!({ "start_token": start_token }).to_string(),
+    )
+    .await;
     assert_eq!((s, p["code"].as_str().unwrap()), (401, "unauthenticated"));
     // ... and did not use up the token.
-    MissionAgent::start(server.url(), &start_token).await.unwrap();
+    MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap();
 
     // The CLI prints one readable line and exits non-zero.
-    let out = server.cli(Some(&alice), &["mission", "create", "--agent", "billing-bot", "--goal", "g", "--ttl", "5x"]);
+    let out = server.cli(
+        Some(&alice),
+        &[
+            "mission",
+            "create",
+            "--agent",
+            "billing-bot",
+            "--goal",
+            "g",
+            "--ttl",
+            "5x",
+        ],
+    );
     assert!(!out.ok());
     assert_eq!(out.stderr().trim().lines().count(), 1, "{}", out.stderr());
 }
@@ -299,7 +498,9 @@ async fn an_independent_jwt_library_verifies_the_credential() {
     let server = TestServer::start(bin(), None);
     let (_admin, alice) = setup(&server);
     let (mission_id, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
-    let agent = MissionAgent::start(server.url(), &start_token).await.unwrap();
+    let agent = MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap();
     let script = r#"
 import json, sys, urllib.request, jwt
 issuer, token = sys.argv[1], sys.argv[2]
@@ -311,23 +512,36 @@ claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["EdDSA"], issuer=issu
                     options={"require": ["exp", "iat", "iss", "sub", "jti"]})
 print(json.dumps(claims))
 "#;
-    let out = std::process::Command::new(python).args(["-c", script, server.url(), agent.credential()]).output().unwrap();
-    assert!(out.status.success(), "PyJWT refused: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, server.url(), agent.credential()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PyJWT refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"]["sub"], "billing-bot");
     assert_eq!(claims["mission_id"], mission_id.as_str());
-    assert_eq!(claims["cnf"]["jkt"].as_str().unwrap(), agent.key().thumbprint().as_str());
+    assert_eq!(
+        claims["cnf"]["jkt"].as_str().unwrap(),
+        agent.key().thumbprint().as_str()
+    );
 
     // And refuses one whose signature was altered.
     let mut parts: Vec<String> = agent.credential().split('.').map(str::to_owned).collect();
-    let flipped = if parts[2].as_bytes()[10] == b'A' { "B" } else { "A" };
+    let flipped = if parts[2].as_bytes()[10] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
     parts[2].replace_range(10..11, flipped);
-    let bad = std::process::Command::new(&python_again()).args(["-c", script, server.url(), &parts.join(".")]).output().unwrap();
+    let bad = std::process::Command::new(&python)
+        .args(["-c", script, server.url(), &parts.join(".")])
+        .output()
+        .unwrap();
     assert!(!bad.status.success(), "PyJWT accepted an altered signature");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("InvalidSignatureError"));
-}
-
-fn python_again() -> String {
-    std::env::var("MANDATE_TEST_PYTHON").unwrap()
 }

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use mandate_core::wire::{Configuration, CredentialResponse, EndMissionRequest, MissionView, StartMissionRequest};
+use mandate_core::wire::{
+    Configuration, CredentialResponse, EndMissionRequest, MissionView, StartMissionRequest,
+};
 use mandate_core::{Clock, MissionId, MissionKey, OsRandom, SecureRandom, SystemClock};
 use reqwest::{Method, RequestBuilder};
 use serde::{Deserialize, Serialize};
@@ -42,7 +44,9 @@ pub struct SavedMission {
 
 impl std::fmt::Debug for SavedMission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SavedMission").field("mission_id", &self.mission_id).finish_non_exhaustive()
+        f.debug_struct("SavedMission")
+            .field("mission_id", &self.mission_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,7 +54,8 @@ impl MissionAgent {
     /// Creates a fresh mission key and starts the mission with `start_token`.
     pub async fn start(server: &str, start_token: &str) -> Result<Self, ClientError> {
         let rng: Arc<dyn SecureRandom> = Arc::new(OsRandom);
-        let key = MissionKey::generate(rng.as_ref()).map_err(|e| ClientError::Local(e.to_string()))?;
+        let key =
+            MissionKey::generate(rng.as_ref()).map_err(|e| ClientError::Local(e.to_string()))?;
         Self::start_with(server, start_token, key, Arc::new(SystemClock), rng).await
     }
 
@@ -71,10 +76,15 @@ impl MissionAgent {
         let rb = client
             .request(Method::POST, "/v1/missions/start")
             .header("DPoP", proof)
-            .json(&StartMissionRequest { start_token: start_token.to_owned() });
+            .json(&StartMissionRequest {
+                start_token: start_token.to_owned(),
+            });
         let resp: CredentialResponse = client.send(rb).await?;
-        let mission_id: MissionId =
-            resp.mission.id.parse().map_err(|e: mandate_core::InputError| ClientError::Decode(e.to_string()))?;
+        let mission_id: MissionId = resp
+            .mission
+            .id
+            .parse()
+            .map_err(|e: mandate_core::InputError| ClientError::Decode(e.to_string()))?;
         Ok(Self {
             client,
             config,
@@ -92,9 +102,12 @@ impl MissionAgent {
     pub async fn load(saved: &SavedMission) -> Result<Self, ClientError> {
         let client = Client::new(&saved.server)?;
         let config = client.configuration().await?;
-        let key = MissionKey::from_pkcs8_pem(&saved.key_pem).map_err(|e| ClientError::Local(e.to_string()))?;
-        let mission_id: MissionId =
-            saved.mission_id.parse().map_err(|e: mandate_core::InputError| ClientError::Local(e.to_string()))?;
+        let key = MissionKey::from_pkcs8_pem(&saved.key_pem)
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let mission_id: MissionId = saved
+            .mission_id
+            .parse()
+            .map_err(|e: mandate_core::InputError| ClientError::Local(e.to_string()))?;
         Ok(Self {
             client,
             config,
@@ -110,7 +123,10 @@ impl MissionAgent {
 
     /// What to write to disk to resume this mission elsewhere.
     pub fn save(&self) -> Result<Zeroizing<String>, ClientError> {
-        let key_pem = self.key.to_pkcs8_pem().map_err(|e| ClientError::Local(e.to_string()))?;
+        let key_pem = self
+            .key
+            .to_pkcs8_pem()
+            .map_err(|e| ClientError::Local(e.to_string()))?;
         let saved = SavedMission {
             server: self.client.base().to_owned(),
             mission_id: self.mission_id.to_string(),
@@ -162,7 +178,10 @@ impl MissionAgent {
     pub async fn refresh(&mut self) -> Result<(), ClientError> {
         let path = format!("/v1/missions/{}/credential", self.mission_id);
         let proof = self.proof("POST", &path, None)?;
-        let rb = self.client.request(Method::POST, &path).header("DPoP", proof);
+        let rb = self
+            .client
+            .request(Method::POST, &path)
+            .header("DPoP", proof);
         let resp: CredentialResponse = self.client.send(rb).await?;
         self.credential = resp.credential;
         self.expires_at = resp.expires_at;
@@ -179,7 +198,11 @@ impl MissionAgent {
     /// Ends the mission: the task is done. Every credential dies with it.
     pub async fn end(&self, reason: Option<&str>) -> Result<MissionView, ClientError> {
         let path = format!("/v1/missions/{}/end", self.mission_id);
-        let rb = self.authorize(Method::POST, &path)?.json(&EndMissionRequest { reason: reason.map(Into::into) });
+        let rb = self
+            .authorize(Method::POST, &path)?
+            .json(&EndMissionRequest {
+                reason: reason.map(Into::into),
+            });
         self.client.send(rb).await
     }
 
@@ -202,4 +225,3 @@ impl MissionAgent {
             .map_err(|e| ClientError::Local(e.to_string()))
     }
 }
-

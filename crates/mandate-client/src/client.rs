@@ -2,9 +2,10 @@ use std::time::Duration;
 
 use mandate_core::Jwks;
 use mandate_core::wire::{
-    AgentView, Configuration, CreateMissionRequest, CreatePrincipalRequest, CreateTokenRequest, CreatedMission,
-    CreatedPrincipal, CreatedToken, EndMissionRequest, IntrospectRequest, IntrospectResponse, MissionView,
-    PrincipalView, ProblemDocument, RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView,
+    AgentView, Configuration, CreateMissionRequest, CreatePrincipalRequest, CreateTokenRequest,
+    CreatedMission, CreatedPrincipal, CreatedToken, EndMissionRequest, IntrospectRequest,
+    IntrospectResponse, MissionView, PrincipalView, ProblemDocument, RegisterAgentRequest,
+    RevocationRequest, RevocationResponse, TokenView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
@@ -15,7 +16,11 @@ use serde::de::DeserializeOwned;
 pub enum ClientError {
     /// The authority refused, with a problem document (RFC 9457).
     #[error("{detail} ({code})")]
-    Problem { status: u16, code: String, detail: String },
+    Problem {
+        status: u16,
+        code: String,
+        detail: String,
+    },
     #[error("cannot reach the authority at `{url}`: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("unexpected response from the authority: {0}")]
@@ -51,7 +56,11 @@ impl Client {
             .user_agent(concat!("mandate-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Local(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: None })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: None,
+        })
     }
 
     /// Authenticates calls with a principal's API token.
@@ -75,8 +84,14 @@ impl Client {
     }
 
     /// Sends and decodes: a 2xx body as `T`, anything else as a problem.
-    pub(crate) async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ClientError> {
-        let resp = rb.send().await.map_err(|e| ClientError::Http { url: self.base.clone(), source: e })?;
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        rb: RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = rb.send().await.map_err(|e| ClientError::Http {
+            url: self.base.clone(),
+            source: e,
+        })?;
         decode(resp).await
     }
 
@@ -84,7 +99,11 @@ impl Client {
         self.send(self.request(Method::GET, path)).await
     }
 
-    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
@@ -105,8 +124,15 @@ impl Client {
         self.get("/v1/whoami").await
     }
 
-    pub async fn create_principal(&self, name: &str, role: Option<&str>) -> Result<CreatedPrincipal, ClientError> {
-        let req = CreatePrincipalRequest { name: name.into(), role: role.map(Into::into) };
+    pub async fn create_principal(
+        &self,
+        name: &str,
+        role: Option<&str>,
+    ) -> Result<CreatedPrincipal, ClientError> {
+        let req = CreatePrincipalRequest {
+            name: name.into(),
+            role: role.map(Into::into),
+        };
         self.post("/v1/principals", &req).await
     }
 
@@ -114,18 +140,27 @@ impl Client {
         self.get("/v1/principals").await
     }
 
-    pub async fn create_token(&self, req: &CreateTokenRequest) -> Result<CreatedToken, ClientError> {
+    pub async fn create_token(
+        &self,
+        req: &CreateTokenRequest,
+    ) -> Result<CreatedToken, ClientError> {
         self.post("/v1/tokens", req).await
     }
 
     pub async fn tokens(&self, principal: Option<&str>) -> Result<Vec<TokenView>, ClientError> {
         match principal {
-            Some(p) => self.get(&format!("/v1/tokens?principal={}", segment(p)?)).await,
+            Some(p) => {
+                self.get(&format!("/v1/tokens?principal={}", segment(p)?))
+                    .await
+            }
             None => self.get("/v1/tokens").await,
         }
     }
 
-    pub async fn register_agent(&self, req: &RegisterAgentRequest) -> Result<AgentView, ClientError> {
+    pub async fn register_agent(
+        &self,
+        req: &RegisterAgentRequest,
+    ) -> Result<AgentView, ClientError> {
         self.post("/v1/agents", req).await
     }
 
@@ -137,7 +172,10 @@ impl Client {
         self.get(&format!("/v1/agents/{}", segment(name)?)).await
     }
 
-    pub async fn create_mission(&self, req: &CreateMissionRequest) -> Result<CreatedMission, ClientError> {
+    pub async fn create_mission(
+        &self,
+        req: &CreateMissionRequest,
+    ) -> Result<CreatedMission, ClientError> {
         self.post("/v1/missions", req).await
     }
 
@@ -150,40 +188,74 @@ impl Client {
     }
 
     /// Ends a mission as a principal who may manage it.
-    pub async fn end_mission(&self, id: &str, reason: Option<&str>) -> Result<MissionView, ClientError> {
-        let req = EndMissionRequest { reason: reason.map(Into::into) };
-        self.post(&format!("/v1/missions/{}/end", segment(id)?), &req).await
+    pub async fn end_mission(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<MissionView, ClientError> {
+        let req = EndMissionRequest {
+            reason: reason.map(Into::into),
+        };
+        self.post(&format!("/v1/missions/{}/end", segment(id)?), &req)
+            .await
     }
 
-    pub async fn revoke(&self, kind: &str, id: &str, reason: Option<&str>) -> Result<RevocationResponse, ClientError> {
-        let req = RevocationRequest { kind: kind.into(), id: id.into(), reason: reason.map(Into::into) };
+    pub async fn revoke(
+        &self,
+        kind: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<RevocationResponse, ClientError> {
+        let req = RevocationRequest {
+            kind: kind.into(),
+            id: id.into(),
+            reason: reason.map(Into::into),
+        };
         self.post("/v1/revocations", &req).await
     }
 
     /// Asks the authority whether a mission credential is usable now.
     pub async fn introspect(&self, credential: &str) -> Result<IntrospectResponse, ClientError> {
-        self.post("/v1/credentials/introspect", &IntrospectRequest { credential: credential.into() }).await
+        self.post(
+            "/v1/credentials/introspect",
+            &IntrospectRequest {
+                credential: credential.into(),
+            },
+        )
+        .await
     }
 }
 
 /// A path segment: ids and names never need escaping, so refuse anything
 /// that would.
 fn segment(s: &str) -> Result<&str, ClientError> {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         Ok(s)
     } else {
-        Err(ClientError::Local(format!("`{s}` is not a valid id or name")))
+        Err(ClientError::Local(format!(
+            "`{s}` is not a valid id or name"
+        )))
     }
 }
 
 pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
     let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Decode(e.to_string()))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
     }
     match serde_json::from_slice::<ProblemDocument>(&bytes) {
-        Ok(p) if !p.code.is_empty() => Err(ClientError::Problem { status: status.as_u16(), code: p.code, detail: p.detail }),
+        Ok(p) if !p.code.is_empty() => Err(ClientError::Problem {
+            status: status.as_u16(),
+            code: p.code,
+            detail: p.detail,
+        }),
         _ => Err(ClientError::Problem {
             status: status.as_u16(),
             code: format!("http_{}", status.as_u16()),
@@ -198,10 +270,19 @@ pub async fn fetch_jwks(url: &str) -> Result<Jwks, ClientError> {
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| ClientError::Local(format!("cannot build an HTTP client: {e}")))?;
-    let resp = http.get(url).send().await.map_err(|e| ClientError::Http { url: url.to_owned(), source: e })?;
+    let resp = http.get(url).send().await.map_err(|e| ClientError::Http {
+        url: url.to_owned(),
+        source: e,
+    })?;
     if !resp.status().is_success() {
-        return Err(ClientError::Decode(format!("`{url}` answered {}", resp.status())));
+        return Err(ClientError::Decode(format!(
+            "`{url}` answered {}",
+            resp.status()
+        )));
     }
-    let text = resp.text().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| ClientError::Decode(e.to_string()))?;
     Jwks::from_json(&text).map_err(ClientError::Decode)
 }

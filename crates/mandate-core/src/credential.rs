@@ -81,7 +81,9 @@ pub fn issue_credential(
     let claims = MissionClaims {
         iss: mission.body.iss.clone(),
         sub: mission.body.principal.clone(),
-        act: Actor { sub: mission.body.agent.clone() },
+        act: Actor {
+            sub: mission.body.agent.clone(),
+        },
         mission_id: mission.body.id.clone(),
         mission_s256: mission.s256.clone(),
         cnf: Confirmation { jkt: jkt.clone() },
@@ -109,18 +111,36 @@ impl UnverifiedCredential {
         if token.len() > MAX_CREDENTIAL_BYTES {
             return Err(CredentialError::Malformed("too long".into()));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| CredentialError::Malformed(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| CredentialError::Malformed(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(CredentialError::Malformed(format!("alg `{:?}` is not EdDSA", header.alg)));
+            return Err(CredentialError::Malformed(format!(
+                "alg `{:?}` is not EdDSA",
+                header.alg
+            )));
         }
         if header.typ.as_deref() != Some(CREDENTIAL_TYP) {
-            return Err(CredentialError::Malformed(format!("typ is not `{CREDENTIAL_TYP}`")));
+            return Err(CredentialError::Malformed(format!(
+                "typ is not `{CREDENTIAL_TYP}`"
+            )));
         }
-        if header.crit.is_some() || header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
-            return Err(CredentialError::Malformed("header carries keys or critical extensions".into()));
+        if header.crit.is_some()
+            || header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(CredentialError::Malformed(
+                "header carries keys or critical extensions".into(),
+            ));
         }
-        let kid = header.kid.ok_or_else(|| CredentialError::Malformed("no kid".into()))?;
-        Ok(Self { token: token.to_owned(), kid })
+        let kid = header
+            .kid
+            .ok_or_else(|| CredentialError::Malformed("no kid".into()))?;
+        Ok(Self {
+            token: token.to_owned(),
+            kid,
+        })
     }
 
     /// The `kid` the credential claims to be signed with.
@@ -131,22 +151,36 @@ impl UnverifiedCredential {
 
     /// Offline verification: signature against `jwks`, issuer, validity
     /// period at `now`, and the presence and shape of the binding claims.
-    pub fn verify(self, jwks: &Jwks, issuer: &str, now: UnixTime) -> Result<VerifiedCredential, CredentialError> {
-        let jwk = jwks.find(&self.kid).ok_or_else(|| CredentialError::UnknownKey(self.kid.clone()))?;
-        let key = DecodingKey::from_ed_components(&jwk.x).map_err(|_| CredentialError::UnknownKey(self.kid.clone()))?;
+    pub fn verify(
+        self,
+        jwks: &Jwks,
+        issuer: &str,
+        now: UnixTime,
+    ) -> Result<VerifiedCredential, CredentialError> {
+        let jwk = jwks
+            .find(&self.kid)
+            .ok_or_else(|| CredentialError::UnknownKey(self.kid.clone()))?;
+        let key = DecodingKey::from_ed_components(&jwk.x)
+            .map_err(|_| CredentialError::UnknownKey(self.kid.clone()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         // Time is checked below against the injected clock, not the system's.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<MissionClaims>(&self.token, &key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => CredentialError::BadSignature,
-            _ => CredentialError::Malformed(e.to_string()),
-        })?;
+        let data =
+            jsonwebtoken::decode::<MissionClaims>(&self.token, &key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => CredentialError::BadSignature,
+                    _ => CredentialError::Malformed(e.to_string()),
+                }
+            })?;
         let claims = data.claims;
         if claims.iss != issuer {
-            return Err(CredentialError::WrongIssuer { expected: issuer.to_owned(), found: claims.iss });
+            return Err(CredentialError::WrongIssuer {
+                expected: issuer.to_owned(),
+                found: claims.iss,
+            });
         }
         if claims.exp <= claims.iat {
             return Err(CredentialError::Malformed("exp is not after iat".into()));
@@ -157,7 +191,10 @@ impl UnverifiedCredential {
         if claims.iat > now.0.saturating_add(FRESHNESS_WINDOW_SECS) {
             return Err(CredentialError::NotYetValid);
         }
-        Ok(VerifiedCredential { token: self.token, claims })
+        Ok(VerifiedCredential {
+            token: self.token,
+            claims,
+        })
     }
 }
 
@@ -183,7 +220,9 @@ mod tests {
     use super::*;
     use crate::ids::MissionId;
     use crate::keys::MissionKey;
-    use crate::mission::{MissionBody, MissionLimits, MissionSpec, MissionStatus, OutOfScope, mission_s256};
+    use crate::mission::{
+        MissionBody, MissionLimits, MissionSpec, MissionStatus, OutOfScope, mission_s256,
+    };
     use crate::random::OsRandom;
 
     const ISS: &str = "http://127.0.0.1:7878";
@@ -202,11 +241,22 @@ mod tests {
             ISS,
             "alice".parse().unwrap(),
             UnixTime(created),
-            MissionLimits { min_ttl_secs: 1, max_ttl_secs: u64::MAX / 4, ..MissionLimits::default() },
+            MissionLimits {
+                min_ttl_secs: 1,
+                max_ttl_secs: u64::MAX / 4,
+                ..MissionLimits::default()
+            },
         )
         .unwrap();
         let s256 = mission_s256(&body).unwrap();
-        Mission { body, s256, status: MissionStatus::Active { jkt: jkt.clone(), started_at: UnixTime(created) } }
+        Mission {
+            body,
+            s256,
+            status: MissionStatus::Active {
+                jkt: jkt.clone(),
+                started_at: UnixTime(created),
+            },
+        }
     }
 
     #[test]
@@ -214,8 +264,19 @@ mod tests {
         let authority = AuthorityKey::generate(&OsRandom).unwrap();
         let agent_key = MissionKey::generate(&OsRandom).unwrap();
         let m = mission(1_000, 3_600, agent_key.thumbprint());
-        let issued = issue_credential(&authority, &m, agent_key.thumbprint(), UnixTime(1_010), 300, &OsRandom).unwrap();
-        let v = UnverifiedCredential::parse(&issued.token).unwrap().verify(&authority.jwks(), ISS, UnixTime(1_020)).unwrap();
+        let issued = issue_credential(
+            &authority,
+            &m,
+            agent_key.thumbprint(),
+            UnixTime(1_010),
+            300,
+            &OsRandom,
+        )
+        .unwrap();
+        let v = UnverifiedCredential::parse(&issued.token)
+            .unwrap()
+            .verify(&authority.jwks(), ISS, UnixTime(1_020))
+            .unwrap();
         assert_eq!(v.claims, issued.claims);
         assert_eq!(v.claims.exp, 1_310);
         assert_eq!(v.claims.act.sub.as_str(), "bot");
@@ -229,22 +290,51 @@ mod tests {
         let other = AuthorityKey::generate(&OsRandom).unwrap();
         let k = MissionKey::generate(&OsRandom).unwrap();
         let m = mission(1_000, 3_600, k.thumbprint());
-        let tok = issue_credential(&authority, &m, k.thumbprint(), UnixTime(1_000), 300, &OsRandom).unwrap().token;
-        let verify = |jwks: &Jwks, iss: &str, now: u64| UnverifiedCredential::parse(&tok).unwrap().verify(jwks, iss, UnixTime(now));
-        assert_eq!(verify(&authority.jwks(), ISS, 1_300).unwrap_err(), CredentialError::Expired);
-        assert_eq!(verify(&other.jwks(), ISS, 1_001).unwrap_err().code(), "bad_credential");
-        assert!(matches!(verify(&authority.jwks(), "https://evil", 1_001).unwrap_err(), CredentialError::WrongIssuer { .. }));
+        let tok = issue_credential(
+            &authority,
+            &m,
+            k.thumbprint(),
+            UnixTime(1_000),
+            300,
+            &OsRandom,
+        )
+        .unwrap()
+        .token;
+        let verify = |jwks: &Jwks, iss: &str, now: u64| {
+            UnverifiedCredential::parse(&tok)
+                .unwrap()
+                .verify(jwks, iss, UnixTime(now))
+        };
+        assert_eq!(
+            verify(&authority.jwks(), ISS, 1_300).unwrap_err(),
+            CredentialError::Expired
+        );
+        assert_eq!(
+            verify(&other.jwks(), ISS, 1_001).unwrap_err().code(),
+            "bad_credential"
+        );
+        assert!(matches!(
+            verify(&authority.jwks(), "https://evil", 1_001).unwrap_err(),
+            CredentialError::WrongIssuer { .. }
+        ));
         // A key swapped under the same kid: the signature fails.
         let mut swapped = other.jwks();
         swapped.keys[0].kid = Some(authority.kid().to_owned());
-        assert_eq!(verify(&swapped, ISS, 1_001).unwrap_err(), CredentialError::BadSignature);
+        assert_eq!(
+            verify(&swapped, ISS, 1_001).unwrap_err(),
+            CredentialError::BadSignature
+        );
         // Tampered payload.
         let mut parts: Vec<String> = tok.split('.').map(str::to_owned).collect();
-        let mut claims: serde_json::Value = serde_json::from_slice(&b64::decode(&parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64::decode(&parts[1]).unwrap()).unwrap();
         claims["sub"] = "mallory".into();
         parts[1] = b64::encode(&serde_json::to_vec(&claims).unwrap());
         let forged = parts.join(".");
-        let err = UnverifiedCredential::parse(&forged).unwrap().verify(&authority.jwks(), ISS, UnixTime(1_001)).unwrap_err();
+        let err = UnverifiedCredential::parse(&forged)
+            .unwrap()
+            .verify(&authority.jwks(), ISS, UnixTime(1_001))
+            .unwrap_err();
         assert_eq!(err, CredentialError::BadSignature);
         assert!(UnverifiedCredential::parse("not.a.jwt").is_err());
     }
@@ -255,12 +345,47 @@ mod tests {
         let k = MissionKey::generate(&OsRandom).unwrap();
         let stranger = MissionKey::generate(&OsRandom).unwrap();
         let mut m = mission(1_000, 3_600, k.thumbprint());
-        let c = issue_credential(&authority, &m, k.thumbprint(), UnixTime(1_000), 300, &OsRandom).unwrap();
-        let c2 = issue_credential(&authority, &m, stranger.thumbprint(), UnixTime(1_000), 300, &OsRandom).unwrap();
-        assert_eq!(m.check_credential(&c2.claims, UnixTime(1_001)).unwrap_err().code(), "key_mismatch");
-        assert_eq!(m.check_credential(&c.claims, UnixTime(4_600)).unwrap_err().code(), "mission_ended");
-        m.status = MissionStatus::Ended { reason: crate::EndReason::Revoked, at: UnixTime(1_100), jkt: None };
-        assert_eq!(m.check_credential(&c.claims, UnixTime(1_101)).unwrap_err().code(), "revoked");
+        let c = issue_credential(
+            &authority,
+            &m,
+            k.thumbprint(),
+            UnixTime(1_000),
+            300,
+            &OsRandom,
+        )
+        .unwrap();
+        let c2 = issue_credential(
+            &authority,
+            &m,
+            stranger.thumbprint(),
+            UnixTime(1_000),
+            300,
+            &OsRandom,
+        )
+        .unwrap();
+        assert_eq!(
+            m.check_credential(&c2.claims, UnixTime(1_001))
+                .unwrap_err()
+                .code(),
+            "key_mismatch"
+        );
+        assert_eq!(
+            m.check_credential(&c.claims, UnixTime(4_600))
+                .unwrap_err()
+                .code(),
+            "mission_ended"
+        );
+        m.status = MissionStatus::Ended {
+            reason: crate::EndReason::Revoked,
+            at: UnixTime(1_100),
+            jkt: None,
+        };
+        assert_eq!(
+            m.check_credential(&c.claims, UnixTime(1_101))
+                .unwrap_err()
+                .code(),
+            "revoked"
+        );
     }
 
     proptest! {

@@ -6,7 +6,9 @@ use crate::random::RandomError;
 /// Input from a user or a wire that does not parse into a domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    #[error("`{value}` is not a valid {kind} name (1-64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit)")]
+    #[error(
+        "`{value}` is not a valid {kind} name (1-64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit)"
+    )]
     BadName { kind: &'static str, value: String },
     #[error("`{value}` is not a valid {kind} id")]
     BadId { kind: &'static str, value: String },
@@ -15,7 +17,10 @@ pub enum InputError {
     #[error("the goal must be 1 to {max} characters of text", max = crate::mission::MAX_GOAL_CHARS)]
     BadGoal,
     #[error("{field}: {message}")]
-    BadPolicy { field: &'static str, message: String },
+    BadPolicy {
+        field: &'static str,
+        message: String,
+    },
     #[error("ttl must be between {min} and {max} seconds, got {got}")]
     BadTtl { min: u64, max: u64, got: u64 },
     #[error("the request budget must be between 1 and {max}, got {got}")]

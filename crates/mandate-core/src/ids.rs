@@ -198,7 +198,16 @@ mod tests {
         for ok in ["alice", "a", "billing-bot", "svc.v2_x", "9lives"] {
             assert!(ok.parse::<PrincipalName>().is_ok(), "{ok}");
         }
-        for bad in ["", "Alice", "-x", "a b", "a/b", "ä", &"a".repeat(65), "User::\"x\""] {
+        for bad in [
+            "",
+            "Alice",
+            "-x",
+            "a b",
+            "a/b",
+            "ä",
+            &"a".repeat(65),
+            "User::\"x\"",
+        ] {
             assert!(bad.parse::<AgentName>().is_err(), "{bad}");
         }
     }
@@ -210,6 +219,11 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.as_str().parse::<MissionId>().unwrap(), a);
         assert!("msn_XYZ".parse::<MissionId>().is_err());
-        assert!(a.as_str().replace("msn_", "tok_").parse::<MissionId>().is_err());
+        assert!(
+            a.as_str()
+                .replace("msn_", "tok_")
+                .parse::<MissionId>()
+                .is_err()
+        );
     }
 }

@@ -97,7 +97,8 @@ impl Jwks {
         struct Raw {
             keys: Vec<serde_json::Value>,
         }
-        let raw: Raw = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let raw: Raw =
+            serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
         let keys = raw
             .keys
             .into_iter()
@@ -128,7 +129,10 @@ mod tests {
             alg: Some("EdDSA".into()),
             use_: None,
         };
-        assert_eq!(jwk.thumbprint().as_str(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        assert_eq!(
+            jwk.thumbprint().as_str(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use std::fmt;
 
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -30,7 +32,12 @@ impl Ed25519Signer {
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
         let jwk = Ed25519Jwk::from_public_bytes(signing.verifying_key().as_bytes());
         let thumbprint = jwk.thumbprint();
-        Ok(Self { signing, encoding, jwk, thumbprint })
+        Ok(Self {
+            signing,
+            encoding,
+            jwk,
+            thumbprint,
+        })
     }
 
     fn generate(rng: &dyn SecureRandom) -> Result<Self, KeyError> {
@@ -45,11 +52,14 @@ impl Ed25519Signer {
     }
 
     fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
-        self.signing.to_pkcs8_pem(LineEnding::LF).map_err(|_| KeyError::Encode)
+        self.signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| KeyError::Encode)
     }
 
     fn sign<T: Serialize>(&self, header: &Header, claims: &T) -> Result<String, KeyError> {
-        jsonwebtoken::encode(header, claims, &self.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+        jsonwebtoken::encode(header, claims, &self.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 }
 
@@ -60,7 +70,9 @@ pub struct AuthorityKey(Ed25519Signer);
 
 impl fmt::Debug for AuthorityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorityKey").field("kid", &self.kid()).finish_non_exhaustive()
+        f.debug_struct("AuthorityKey")
+            .field("kid", &self.kid())
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +110,9 @@ impl AuthorityKey {
     /// A JWKS holding this key.
     #[must_use]
     pub fn jwks(&self) -> Jwks {
-        Jwks { keys: vec![self.public_jwk()] }
+        Jwks {
+            keys: vec![self.public_jwk()],
+        }
     }
 
     /// Signs `claims` as a compact JWS with header `typ` and this key's `kid`.
@@ -116,7 +130,9 @@ pub struct MissionKey(Ed25519Signer);
 
 impl fmt::Debug for MissionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MissionKey").field("jkt", &self.thumbprint()).finish_non_exhaustive()
+        f.debug_struct("MissionKey")
+            .field("jkt", &self.thumbprint())
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,7 +163,11 @@ impl MissionKey {
 
     /// Signs a JWS whose header carries this key's public JWK (as a DPoP
     /// proof does).
-    pub(crate) fn sign_with_embedded_jwk<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
+    pub(crate) fn sign_with_embedded_jwk<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(typ.to_owned());
         let jwk_json = serde_json::to_value(&self.0.jwk).map_err(|_| KeyError::Encode)?;
@@ -169,7 +189,12 @@ mod tests {
         let again = AuthorityKey::from_pkcs8_pem(&pem).unwrap();
         assert_eq!(key.kid(), again.kid());
         assert_eq!(key.public_jwk(), again.public_jwk());
-        assert!(AuthorityKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+        assert!(
+            AuthorityKey::from_pkcs8_pem(
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

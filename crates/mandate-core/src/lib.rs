@@ -20,7 +20,7 @@ pub mod wire;
 
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{
-    Actor, Confirmation, CREDENTIAL_TYP, IssuedCredential, MissionClaims, UnverifiedCredential,
+    Actor, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims, UnverifiedCredential,
     VerifiedCredential, issue_credential,
 };
 pub use error::{CredentialError, InputError, KeyError, ProofError};
@@ -28,8 +28,8 @@ pub use ids::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
 pub use keys::{AuthorityKey, MissionKey};
 pub use mission::{
-    Budget, EndReason, Mission, MissionBody, MissionPolicies, MissionSpec, MissionState, OutOfScope,
-    MissionLimits, MissionStatus, mission_s256,
+    Budget, EndReason, Mission, MissionBody, MissionLimits, MissionPolicies, MissionSpec,
+    MissionState, MissionStatus, OutOfScope, mission_s256,
 };
 pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};
 pub use random::{OsRandom, RandomError, SecureRandom};

@@ -60,7 +60,11 @@ pub struct MissionLimits {
 
 impl Default for MissionLimits {
     fn default() -> Self {
-        Self { min_ttl_secs: 60, max_ttl_secs: 7 * 24 * 3600, max_budget: 1_000_000 }
+        Self {
+            min_ttl_secs: 60,
+            max_ttl_secs: 7 * 24 * 3600,
+            max_budget: 1_000_000,
+        }
     }
 }
 
@@ -111,19 +115,40 @@ impl MissionBody {
         now: UnixTime,
         limits: MissionLimits,
     ) -> Result<Self, InputError> {
-        let MissionSpec { agent, goal, policies, ttl_secs, budget, out_of_scope } = spec;
+        let MissionSpec {
+            agent,
+            goal,
+            policies,
+            ttl_secs,
+            budget,
+            out_of_scope,
+        } = spec;
         let goal = goal.trim().to_owned();
-        if goal.is_empty() || goal.chars().count() > MAX_GOAL_CHARS || goal.chars().any(|c| c.is_control() && c != '\n') {
+        if goal.is_empty()
+            || goal.chars().count() > MAX_GOAL_CHARS
+            || goal.chars().any(|c| c.is_control() && c != '\n')
+        {
             return Err(InputError::BadGoal);
         }
         if !(limits.min_ttl_secs..=limits.max_ttl_secs).contains(&ttl_secs) {
-            return Err(InputError::BadTtl { min: limits.min_ttl_secs, max: limits.max_ttl_secs, got: ttl_secs });
+            return Err(InputError::BadTtl {
+                min: limits.min_ttl_secs,
+                max: limits.max_ttl_secs,
+                got: ttl_secs,
+            });
         }
         if budget == 0 || budget > limits.max_budget {
-            return Err(InputError::BadBudget { max: limits.max_budget, got: budget });
+            return Err(InputError::BadBudget {
+                max: limits.max_budget,
+                got: budget,
+            });
         }
         check_policies("scope", &policies.scope, Some(cedar_policy::Effect::Permit))?;
-        check_policies("boundaries", &policies.boundaries, Some(cedar_policy::Effect::Forbid))?;
+        check_policies(
+            "boundaries",
+            &policies.boundaries,
+            Some(cedar_policy::Effect::Forbid),
+        )?;
         check_policies("escalations", &policies.escalations, None)?;
         Ok(Self {
             v: 1,
@@ -143,26 +168,38 @@ impl MissionBody {
 
 /// Parses Cedar text and, where `effect` is given, checks every policy has
 /// it. Parsing happens here, once, when the mission is created.
-fn check_policies(field: &'static str, text: &str, effect: Option<cedar_policy::Effect>) -> Result<(), InputError> {
+fn check_policies(
+    field: &'static str,
+    text: &str,
+    effect: Option<cedar_policy::Effect>,
+) -> Result<(), InputError> {
     if text.len() > MAX_POLICY_BYTES {
-        return Err(InputError::BadPolicy { field, message: format!("longer than {MAX_POLICY_BYTES} bytes") });
+        return Err(InputError::BadPolicy {
+            field,
+            message: format!("longer than {MAX_POLICY_BYTES} bytes"),
+        });
     }
-    let set = cedar_policy::PolicySet::from_str(text)
-        .map_err(|e| InputError::BadPolicy { field, message: describe_parse_error(text, &e) })?;
-    if let Some(want) = effect {
-        if let Some(p) = set.policies().find(|p| p.effect() != want) {
-            let want = match want {
-                cedar_policy::Effect::Permit => "permit",
-                cedar_policy::Effect::Forbid => "forbid",
-            };
-            return Err(InputError::BadPolicy {
-                field,
-                message: format!("policy `{}` must be a `{want}` policy", p.id()),
-            });
-        }
+    let set = cedar_policy::PolicySet::from_str(text).map_err(|e| InputError::BadPolicy {
+        field,
+        message: describe_parse_error(text, &e),
+    })?;
+    if let Some(want) = effect
+        && let Some(p) = set.policies().find(|p| p.effect() != want)
+    {
+        let want = match want {
+            cedar_policy::Effect::Permit => "permit",
+            cedar_policy::Effect::Forbid => "forbid",
+        };
+        return Err(InputError::BadPolicy {
+            field,
+            message: format!("policy `{}` must be a `{want}` policy", p.id()),
+        });
     }
     if set.templates().next().is_some() {
-        return Err(InputError::BadPolicy { field, message: "templates are not allowed in a mission".into() });
+        return Err(InputError::BadPolicy {
+            field,
+            message: "templates are not allowed in a mission".into(),
+        });
     }
     Ok(())
 }
@@ -184,8 +221,10 @@ fn describe_parse_error(text: &str, err: &cedar_policy::ParseErrors) -> String {
 
 /// `mission_s256`: base64url(SHA-256(JCS(body))).
 pub fn mission_s256(body: &MissionBody) -> Result<String, InputError> {
-    let canonical = serde_jcs::to_vec(body)
-        .map_err(|e| InputError::BadPolicy { field: "mission", message: format!("cannot canonicalize: {e}") })?;
+    let canonical = serde_jcs::to_vec(body).map_err(|e| InputError::BadPolicy {
+        field: "mission",
+        message: format!("cannot canonicalize: {e}"),
+    })?;
     Ok(b64::s256(&canonical))
 }
 
@@ -230,9 +269,16 @@ pub enum MissionStatus {
     /// Created and delegated; waiting for its agent to start it.
     Ready,
     /// Started: a mission key is bound.
-    Active { jkt: Thumbprint, started_at: UnixTime },
+    Active {
+        jkt: Thumbprint,
+        started_at: UnixTime,
+    },
     /// Over. Terminal.
-    Ended { reason: EndReason, at: UnixTime, jkt: Option<Thumbprint> },
+    Ended {
+        reason: EndReason,
+        at: UnixTime,
+        jkt: Option<Thumbprint>,
+    },
 }
 
 /// The effective state at a given time (TTL expiry applied).
@@ -264,7 +310,10 @@ impl Mission {
     pub fn state_at(&self, now: UnixTime) -> (MissionState, Option<(EndReason, UnixTime)>) {
         match &self.status {
             MissionStatus::Ended { reason, at, .. } => (MissionState::Ended, Some((*reason, *at))),
-            _ if now >= self.expires_at() => (MissionState::Ended, Some((EndReason::Expired, self.expires_at()))),
+            _ if now >= self.expires_at() => (
+                MissionState::Ended,
+                Some((EndReason::Expired, self.expires_at())),
+            ),
             MissionStatus::Ready => (MissionState::Ready, None),
             MissionStatus::Active { .. } => (MissionState::Active, None),
         }
@@ -282,7 +331,11 @@ impl Mission {
 
     /// State checks for a verified credential against this mission: same
     /// mission and body, active, bound to the same key.
-    pub fn check_credential(&self, claims: &MissionClaims, now: UnixTime) -> Result<(), CredentialError> {
+    pub fn check_credential(
+        &self,
+        claims: &MissionClaims,
+        now: UnixTime,
+    ) -> Result<(), CredentialError> {
         if claims.mission_id != self.body.id {
             return Err(CredentialError::UnknownMission);
         }
@@ -315,7 +368,8 @@ mod tests {
             goal: "Reconcile November invoices".into(),
             policies: MissionPolicies {
                 scope: r#"permit(principal, action == Action::"read", resource);"#.into(),
-                boundaries: r#"forbid(principal, action, resource) when { resource has hr };"#.into(),
+                boundaries: r#"forbid(principal, action, resource) when { resource has hr };"#
+                    .into(),
                 escalations: String::new(),
             },
             ttl_secs: 3600,
@@ -360,10 +414,20 @@ mod tests {
     fn policy_kinds_must_have_their_effect() {
         let mut s = spec();
         s.policies.scope = "forbid(principal, action, resource);".into();
-        assert!(body(s).unwrap_err().to_string().contains("must be a `permit`"));
+        assert!(
+            body(s)
+                .unwrap_err()
+                .to_string()
+                .contains("must be a `permit`")
+        );
         let mut s = spec();
         s.policies.boundaries = "permit(principal, action, resource);".into();
-        assert!(body(s).unwrap_err().to_string().contains("must be a `forbid`"));
+        assert!(
+            body(s)
+                .unwrap_err()
+                .to_string()
+                .contains("must be a `forbid`")
+        );
     }
 
     #[test]

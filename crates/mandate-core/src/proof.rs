@@ -91,14 +91,22 @@ struct RawHeader {
 
 /// Verifies a DPoP proof JWT (RFC 9449 §4.3, steps 1–11 but the replay
 /// check, which needs state and is the caller's).
-pub fn verify_proof(proof: &str, expect: &ProofExpectations<'_>) -> Result<VerifiedProof, ProofError> {
+pub fn verify_proof(
+    proof: &str,
+    expect: &ProofExpectations<'_>,
+) -> Result<VerifiedProof, ProofError> {
     let malformed = |m: &str| ProofError::Malformed(m.to_owned());
     if proof.len() > MAX_PROOF_BYTES {
         return Err(malformed("too long"));
     }
-    let header_b64 = proof.split('.').next().ok_or_else(|| malformed("not a JWS"))?;
-    let header_bytes = b64::decode(header_b64).ok_or_else(|| malformed("header is not base64url"))?;
-    let header: RawHeader = serde_json::from_slice(&header_bytes).map_err(|_| malformed("header is not JSON"))?;
+    let header_b64 = proof
+        .split('.')
+        .next()
+        .ok_or_else(|| malformed("not a JWS"))?;
+    let header_bytes =
+        b64::decode(header_b64).ok_or_else(|| malformed("header is not base64url"))?;
+    let header: RawHeader =
+        serde_json::from_slice(&header_bytes).map_err(|_| malformed("header is not JSON"))?;
     if header.typ.as_deref() != Some(PROOF_TYP) {
         return Err(malformed("typ is not `dpop+jwt`"));
     }
@@ -112,11 +120,13 @@ pub fn verify_proof(proof: &str, expect: &ProofExpectations<'_>) -> Result<Verif
     if jwk_value.get("d").is_some() {
         return Err(malformed("the jwk header carries a private key"));
     }
-    let jwk: Ed25519Jwk = serde_json::from_value(jwk_value).map_err(|_| malformed("jwk is not an Ed25519 key"))?;
+    let jwk: Ed25519Jwk =
+        serde_json::from_value(jwk_value).map_err(|_| malformed("jwk is not an Ed25519 key"))?;
     if jwk.public_bytes().is_none() {
         return Err(malformed("jwk is not an Ed25519 public key"));
     }
-    let key = DecodingKey::from_ed_components(&jwk.x).map_err(|_| malformed("jwk is not usable"))?;
+    let key =
+        DecodingKey::from_ed_components(&jwk.x).map_err(|_| malformed("jwk is not usable"))?;
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -129,10 +139,16 @@ pub fn verify_proof(proof: &str, expect: &ProofExpectations<'_>) -> Result<Verif
         })?
         .claims;
     if claims.htm != expect.htm {
-        return Err(ProofError::WrongTarget { expected: expect.htm.to_owned(), found: claims.htm });
+        return Err(ProofError::WrongTarget {
+            expected: expect.htm.to_owned(),
+            found: claims.htm,
+        });
     }
     if claims.htu != expect.htu {
-        return Err(ProofError::WrongTarget { expected: expect.htu.to_owned(), found: claims.htu });
+        return Err(ProofError::WrongTarget {
+            expected: expect.htu.to_owned(),
+            found: claims.htu,
+        });
     }
     let window = FRESHNESS_WINDOW_SECS;
     if claims.iat.abs_diff(expect.now.0) > window {
@@ -146,7 +162,12 @@ pub fn verify_proof(proof: &str, expect: &ProofExpectations<'_>) -> Result<Verif
         return Err(malformed("bad jti"));
     }
     let jkt = jwk.thumbprint();
-    Ok(VerifiedProof { jwk, jkt, jti: claims.jti, iat: UnixTime(claims.iat) })
+    Ok(VerifiedProof {
+        jwk,
+        jkt,
+        jti: claims.jti,
+        iat: UnixTime(claims.iat),
+    })
 }
 
 #[cfg(test)]
@@ -157,33 +178,65 @@ mod tests {
     const URL: &str = "http://127.0.0.1:7878/v1/missions/start";
 
     fn expect(token: Option<&str>) -> ProofExpectations<'_> {
-        ProofExpectations { htm: "POST", htu: URL, now: UnixTime(10_000), token }
+        ProofExpectations {
+            htm: "POST",
+            htu: URL,
+            now: UnixTime(10_000),
+            token,
+        }
     }
 
     #[test]
     fn a_proof_binds_key_request_and_token() {
         let key = MissionKey::generate(&OsRandom).unwrap();
-        let p = key.proof("POST", URL, Some("mst_x"), UnixTime(10_000), &OsRandom).unwrap();
+        let p = key
+            .proof("POST", URL, Some("mst_x"), UnixTime(10_000), &OsRandom)
+            .unwrap();
         let v = verify_proof(&p, &expect(Some("mst_x"))).unwrap();
         assert_eq!(v.jkt, *key.thumbprint());
 
-        assert_eq!(verify_proof(&p, &expect(Some("mst_y"))).unwrap_err(), ProofError::WrongTokenHash);
-        assert_eq!(verify_proof(&p, &expect(None)).unwrap_err(), ProofError::WrongTokenHash);
-        let wrong_url = ProofExpectations { htu: "http://127.0.0.1:7878/v1/other", ..expect(Some("mst_x")) };
-        assert!(matches!(verify_proof(&p, &wrong_url).unwrap_err(), ProofError::WrongTarget { .. }));
-        let late = ProofExpectations { now: UnixTime(10_061), ..expect(Some("mst_x")) };
-        assert!(matches!(verify_proof(&p, &late).unwrap_err(), ProofError::Stale { .. }));
+        assert_eq!(
+            verify_proof(&p, &expect(Some("mst_y"))).unwrap_err(),
+            ProofError::WrongTokenHash
+        );
+        assert_eq!(
+            verify_proof(&p, &expect(None)).unwrap_err(),
+            ProofError::WrongTokenHash
+        );
+        let wrong_url = ProofExpectations {
+            htu: "http://127.0.0.1:7878/v1/other",
+            ..expect(Some("mst_x"))
+        };
+        assert!(matches!(
+            verify_proof(&p, &wrong_url).unwrap_err(),
+            ProofError::WrongTarget { .. }
+        ));
+        let late = ProofExpectations {
+            now: UnixTime(10_061),
+            ..expect(Some("mst_x"))
+        };
+        assert!(matches!(
+            verify_proof(&p, &late).unwrap_err(),
+            ProofError::Stale { .. }
+        ));
     }
 
     #[test]
     fn a_proof_signed_by_another_key_than_its_jwk_fails() {
         let key = MissionKey::generate(&OsRandom).unwrap();
         let other = MissionKey::generate(&OsRandom).unwrap();
-        let p = key.proof("POST", URL, None, UnixTime(10_000), &OsRandom).unwrap();
-        let q = other.proof("POST", URL, None, UnixTime(10_000), &OsRandom).unwrap();
+        let p = key
+            .proof("POST", URL, None, UnixTime(10_000), &OsRandom)
+            .unwrap();
+        let q = other
+            .proof("POST", URL, None, UnixTime(10_000), &OsRandom)
+            .unwrap();
         // Header of one, payload and signature of the other.
         let mixed: Vec<&str> = p.split('.').take(1).chain(q.split('.').skip(1)).collect();
-        assert_eq!(verify_proof(&mixed.join("."), &expect(None)).unwrap_err(), ProofError::BadSignature);
+        assert_eq!(
+            verify_proof(&mixed.join("."), &expect(None)).unwrap_err(),
+            ProofError::BadSignature
+        );
         assert!(verify_proof("garbage", &expect(None)).is_err());
     }
 }

@@ -39,7 +39,11 @@ impl SecretToken {
     pub fn generate(kind: TokenKind, rng: &dyn SecureRandom) -> Result<Self, RandomError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rng.fill(bytes.as_mut())?;
-        Ok(Self(Zeroizing::new(format!("{}{}", kind.prefix(), b64::encode(bytes.as_ref())))))
+        Ok(Self(Zeroizing::new(format!(
+            "{}{}",
+            kind.prefix(),
+            b64::encode(bytes.as_ref())
+        ))))
     }
 
     /// Wraps a token presented by a caller. Returns `None` when it does not
@@ -47,7 +51,8 @@ impl SecretToken {
     #[must_use]
     pub fn parse(kind: TokenKind, presented: &str) -> Option<Self> {
         let rest = presented.strip_prefix(kind.prefix())?;
-        (rest.len() == 43 && b64::decode(rest).is_some()).then(|| Self(Zeroizing::new(presented.to_owned())))
+        (rest.len() == 43 && b64::decode(rest).is_some())
+            .then(|| Self(Zeroizing::new(presented.to_owned())))
     }
 
     /// The secret itself, to show once or send.

@@ -62,7 +62,11 @@ impl Config {
     /// must exist), else `{data_dir}/mandate.toml` if present; then the
     /// `MANDATE_LISTEN`, `MANDATE_PUBLIC_URL` and `MANDATE_CREDENTIAL_TTL`
     /// environment variables; `listen` (the flag) wins over both.
-    pub fn load(data_dir: &Path, config_file: Option<&Path>, listen: Option<SocketAddr>) -> Result<Self, ConfigError> {
+    pub fn load(
+        data_dir: &Path,
+        config_file: Option<&Path>,
+        listen: Option<SocketAddr>,
+    ) -> Result<Self, ConfigError> {
         let default_file = data_dir.join("mandate.toml");
         let file = match config_file {
             Some(p) => Some(p.to_path_buf()),
@@ -70,30 +74,49 @@ impl Config {
         };
         let fc: FileConfig = match &file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse(p.display().to_string(), e.message().to_owned()))?
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
+                toml::from_str(&text).map_err(|e| {
+                    ConfigError::Parse(p.display().to_string(), e.message().to_owned())
+                })?
             }
             None => FileConfig::default(),
         };
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let default_listen: SocketAddr =
-            DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Value("listen", DEFAULT_LISTEN.into()))?;
+        let default_listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| ConfigError::Value("listen", DEFAULT_LISTEN.into()))?;
         let env_listen = env("MANDATE_LISTEN")
-            .map(|v| v.parse::<SocketAddr>().map_err(|e| ConfigError::Value("MANDATE_LISTEN", format!("`{v}`: {e}"))))
+            .map(|v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|e| ConfigError::Value("MANDATE_LISTEN", format!("`{v}`: {e}")))
+            })
             .transpose()?;
         let env_ttl = env("MANDATE_CREDENTIAL_TTL")
-            .map(|v| v.parse::<u64>().map_err(|e| ConfigError::Value("MANDATE_CREDENTIAL_TTL", format!("`{v}`: {e}"))))
+            .map(|v| {
+                v.parse::<u64>().map_err(|e| {
+                    ConfigError::Value("MANDATE_CREDENTIAL_TTL", format!("`{v}`: {e}"))
+                })
+            })
             .transpose()?;
-        let public_url = env("MANDATE_PUBLIC_URL").or(fc.public_url).map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(u) = &public_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(ConfigError::Value("public_url", format!("`{u}` is not an http(s) URL")));
-            }
+        let public_url = env("MANDATE_PUBLIC_URL")
+            .or(fc.public_url)
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError::Value(
+                "public_url",
+                format!("`{u}` is not an http(s) URL"),
+            ));
         }
         let defaults = MissionLimits::default();
         let config = Self {
             data_dir: data_dir.to_path_buf(),
-            listen: listen.or(env_listen).or(fc.listen).unwrap_or(default_listen),
+            listen: listen
+                .or(env_listen)
+                .or(fc.listen)
+                .unwrap_or(default_listen),
             public_url,
             credential_ttl_secs: env_ttl.or(fc.credential_ttl_secs).unwrap_or(600),
             start_token_ttl_secs: fc.start_token_ttl_secs.unwrap_or(900),
@@ -104,14 +127,23 @@ impl Config {
             },
         };
         if !(1..=86_400).contains(&config.credential_ttl_secs) {
-            return Err(ConfigError::Value("credential_ttl_secs", "must be 1..=86400".into()));
+            return Err(ConfigError::Value(
+                "credential_ttl_secs",
+                "must be 1..=86400".into(),
+            ));
         }
         if !(1..=86_400).contains(&config.start_token_ttl_secs) {
-            return Err(ConfigError::Value("start_token_ttl_secs", "must be 1..=86400".into()));
+            return Err(ConfigError::Value(
+                "start_token_ttl_secs",
+                "must be 1..=86400".into(),
+            ));
         }
         let l = config.mission_limits;
         if l.min_ttl_secs == 0 || l.min_ttl_secs > l.max_ttl_secs {
-            return Err(ConfigError::Value("missions.min_ttl_secs", "must be ≥ 1 and ≤ max_ttl_secs".into()));
+            return Err(ConfigError::Value(
+                "missions.min_ttl_secs",
+                "must be ≥ 1 and ≤ max_ttl_secs".into(),
+            ));
         }
         Ok(config)
     }

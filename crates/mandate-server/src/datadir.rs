@@ -14,7 +14,10 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mandate_core::{ApiTokenId, AuthorityKey, Clock, OsRandom, PrincipalName, Role, SecretToken, SystemClock, TokenKind};
+use mandate_core::{
+    ApiTokenId, AuthorityKey, Clock, OsRandom, PrincipalName, Role, SecretToken, SystemClock,
+    TokenKind,
+};
 use mandate_store::{ApiToken, Principal, SqliteStore, Store, StoreError};
 use zeroize::Zeroizing;
 
@@ -39,7 +42,9 @@ pub enum DataDirError {
     BadKey(PathBuf, String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("this data dir is already initialized: it has principals. Ask an admin for a token (`mandate token create`)")]
+    #[error(
+        "this data dir is already initialized: it has principals. Ask an admin for a token (`mandate token create`)"
+    )]
     AlreadyInitialized,
     #[error("{0}")]
     Other(String),
@@ -50,11 +55,18 @@ impl DataDir {
     pub async fn open(path: &Path) -> Result<Self, DataDirError> {
         let io = |e| DataDirError::Io(path.to_path_buf(), e);
         if !path.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io)?;
         }
         let key = load_or_create_key(&path.join(KEY_FILE))?;
         let store = SqliteStore::open(&path.join(DB_FILE)).await?;
-        Ok(Self { store: Arc::new(store), key })
+        Ok(Self {
+            store: Arc::new(store),
+            key,
+        })
     }
 }
 
@@ -66,12 +78,20 @@ fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
             return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
         }
         let pem = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
-        return AuthorityKey::from_pkcs8_pem(&pem).map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
+        return AuthorityKey::from_pkcs8_pem(&pem)
+            .map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
     }
     let key = AuthorityKey::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
-    let pem = key.to_pkcs8_pem().map_err(|e| DataDirError::Other(e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| DataDirError::Other(e.to_string()))?;
     // create_new: never overwrite a key another process just wrote.
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     file.write_all(pem.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     tracing::info!(kid = key.kid(), "created authority key");
@@ -81,10 +101,14 @@ fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
 /// First-run bootstrap: creates the admin principal and returns its API
 /// token, which exists nowhere else (only its hash is stored). Refuses if
 /// the data dir already has principals.
-pub async fn init_admin(data_dir: &Path, admin: &PrincipalName) -> Result<(SecretToken, String), DataDirError> {
+pub async fn init_admin(
+    data_dir: &Path,
+    admin: &PrincipalName,
+) -> Result<(SecretToken, String), DataDirError> {
     let data = DataDir::open(data_dir).await?;
     let now = SystemClock.now();
-    let token = SecretToken::generate(TokenKind::Api, &OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
+    let token = SecretToken::generate(TokenKind::Api, &OsRandom)
+        .map_err(|e| DataDirError::Other(e.to_string()))?;
     let record = ApiToken {
         id: ApiTokenId::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?,
         principal: admin.clone(),
@@ -92,8 +116,17 @@ pub async fn init_admin(data_dir: &Path, admin: &PrincipalName) -> Result<(Secre
         created_at: now,
         revoked_at: None,
     };
-    let principal = Principal { name: admin.clone(), role: Role::Admin, created_at: now, revoked_at: None };
-    if !data.store.bootstrap_admin(&principal, &record, &token.hash()).await? {
+    let principal = Principal {
+        name: admin.clone(),
+        role: Role::Admin,
+        created_at: now,
+        revoked_at: None,
+    };
+    if !data
+        .store
+        .bootstrap_admin(&principal, &record, &token.hash())
+        .await?
+    {
         return Err(DataDirError::AlreadyInitialized);
     }
     Ok((token, data.key.kid().to_owned()))

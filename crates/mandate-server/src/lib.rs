@@ -22,15 +22,40 @@ use tokio::net::TcpListener;
 
 /// Starts the authority: opens the data dir, binds, prints where it
 /// listens, serves until `shutdown` resolves, then drains.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let data = DataDir::open(&config.data_dir).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
-    let local = listener.local_addr().map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
-    let issuer = config.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
-    let has_principals = !data.store.principals().await.map_err(DataDirError::Store)?.is_empty();
-    let state = AppState::new(data.store, Arc::new(data.key), Arc::new(SystemClock), Arc::new(OsRandom), &config, issuer.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
+    let issuer = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let has_principals = !data
+        .store
+        .principals()
+        .await
+        .map_err(DataDirError::Store)?
+        .is_empty();
+    let state = AppState::new(
+        data.store,
+        Arc::new(data.key),
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+        &config,
+        issuer.clone(),
+    );
     // Printed on stdout, one line, so people and scripts can find the address.
-    println!("mandate listening on http://{local} (issuer {issuer}, data {})", config.data_dir.display());
+    println!(
+        "mandate listening on http://{local} (issuer {issuer}, data {})",
+        config.data_dir.display()
+    );
     if !has_principals {
         println!(
             "no principals yet: run `mandate init --data {}` to create the first admin",

@@ -43,7 +43,11 @@ impl Problem {
     }
 
     pub(crate) fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
@@ -51,10 +55,15 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(&self)).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, DPoP algs=\"EdDSA\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer, DPoP algs=\"EdDSA\""),
+            );
         }
         resp
     }
@@ -94,10 +103,20 @@ impl From<StoreError> for Problem {
 impl From<StartError> for Problem {
     fn from(e: StartError) -> Self {
         match e {
-            StartError::Unknown => Self::new(StatusCode::UNAUTHORIZED, "start_token_invalid", e.to_string()),
+            StartError::Unknown => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "start_token_invalid",
+                e.to_string(),
+            ),
             StartError::Used => Self::new(StatusCode::CONFLICT, "start_token_used", e.to_string()),
-            StartError::Expired => Self::new(StatusCode::UNAUTHORIZED, "start_token_expired", e.to_string()),
-            StartError::MissionEnded => Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string()),
+            StartError::Expired => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "start_token_expired",
+                e.to_string(),
+            ),
+            StartError::MissionEnded => {
+                Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string())
+            }
             StartError::Store(s) => s.into(),
         }
     }

@@ -56,6 +56,9 @@ mod tests {
         assert_eq!(c.check("a", UnixTime(100)), Replay::Fresh);
         assert_eq!(c.check("a", UnixTime(150)), Replay::Seen);
         assert_eq!(c.check("b", UnixTime(150)), Replay::Fresh);
-        assert_eq!(c.check("a", UnixTime(100 + 2 * FRESHNESS_WINDOW_SECS)), Replay::Fresh);
+        assert_eq!(
+            c.check("a", UnixTime(100 + 2 * FRESHNESS_WINDOW_SECS)),
+            Replay::Fresh
+        );
     }
 }

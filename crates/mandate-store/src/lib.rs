@@ -7,12 +7,15 @@ mod model;
 mod sqlite;
 
 pub use error::{StartError, StoreError};
-pub use model::{Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary};
+pub use model::{
+    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary,
+};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use mandate_core::{
-    AgentName, ApiTokenId, EndReason, Mission, MissionId, PrincipalName, Thumbprint, TokenHash, UnixTime,
+    AgentName, ApiTokenId, EndReason, Mission, MissionId, PrincipalName, Thumbprint, TokenHash,
+    UnixTime,
 };
 
 /// Everything Mandate keeps. Implementations must make each method atomic:
@@ -23,15 +26,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Creates the first admin and its token, only if no principal exists.
     /// Returns `false` (and changes nothing) if the store is already set up.
-    async fn bootstrap_admin(&self, admin: &Principal, token: &ApiToken, hash: &TokenHash) -> Result<bool, StoreError>;
+    async fn bootstrap_admin(
+        &self,
+        admin: &Principal,
+        token: &ApiToken,
+        hash: &TokenHash,
+    ) -> Result<bool, StoreError>;
     async fn create_principal(&self, p: &Principal) -> Result<(), StoreError>;
     async fn principal(&self, name: &PrincipalName) -> Result<Option<Principal>, StoreError>;
     async fn principals(&self) -> Result<Vec<Principal>, StoreError>;
     async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), StoreError>;
     /// The principal behind a live token of a live principal.
-    async fn principal_by_token(&self, hash: &TokenHash) -> Result<Option<(Principal, ApiTokenId)>, StoreError>;
+    async fn principal_by_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(Principal, ApiTokenId)>, StoreError>;
     async fn api_tokens(&self, principal: &PrincipalName) -> Result<Vec<ApiToken>, StoreError>;
-    async fn revoke_api_token(&self, id: &ApiTokenId, rev: &Revocation) -> Result<ApiToken, StoreError>;
+    async fn revoke_api_token(
+        &self,
+        id: &ApiTokenId,
+        rev: &Revocation,
+    ) -> Result<ApiToken, StoreError>;
 
     // --- agents ---
 
@@ -45,14 +60,36 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError>;
     async fn mission(&self, id: &MissionId) -> Result<Option<Mission>, StoreError>;
     /// Missions, newest first, optionally only those delegated by one principal.
-    async fn missions(&self, principal: Option<&PrincipalName>, limit: u32) -> Result<Vec<Mission>, StoreError>;
+    async fn missions(
+        &self,
+        principal: Option<&PrincipalName>,
+        limit: u32,
+    ) -> Result<Vec<Mission>, StoreError>;
     /// Consumes a start token and binds the mission key, atomically: of many
     /// concurrent starts with one token, exactly one succeeds.
-    async fn start_mission(&self, token: &TokenHash, jkt: &Thumbprint, now: UnixTime) -> Result<Mission, StartError>;
+    async fn start_mission(
+        &self,
+        token: &TokenHash,
+        jkt: &Thumbprint,
+        now: UnixTime,
+    ) -> Result<Mission, StartError>;
     /// Ends a mission that has not ended. Returns the mission as it now is.
-    async fn end_mission(&self, id: &MissionId, reason: EndReason, by: &str, now: UnixTime) -> Result<Mission, StoreError>;
+    async fn end_mission(
+        &self,
+        id: &MissionId,
+        reason: EndReason,
+        by: &str,
+        now: UnixTime,
+    ) -> Result<Mission, StoreError>;
     /// Records an issued credential.
-    async fn record_credential(&self, jti: &str, mission: &MissionId, jkt: &Thumbprint, iat: UnixTime, exp: UnixTime) -> Result<(), StoreError>;
+    async fn record_credential(
+        &self,
+        jti: &str,
+        mission: &MissionId,
+        jkt: &Thumbprint,
+        iat: UnixTime,
+        exp: UnixTime,
+    ) -> Result<(), StoreError>;
 
     // --- revocation ---
 

@@ -1,4 +1,6 @@
-use mandate_core::{AgentName, ApiTokenId, MissionBody, MissionId, PrincipalName, Role, TokenHash, UnixTime};
+use mandate_core::{
+    AgentName, ApiTokenId, MissionBody, MissionId, PrincipalName, Role, TokenHash, UnixTime,
+};
 
 /// A principal: who delegates and approves.
 #[derive(Debug, Clone, PartialEq, Eq)]

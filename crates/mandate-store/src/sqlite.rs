@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mandate_core::{
-    AgentName, ApiTokenId, EndReason, Mission, MissionBody, MissionId, MissionStatus, PrincipalName, Role, Thumbprint,
-    TokenHash, UnixTime, mission_s256,
+    AgentName, ApiTokenId, EndReason, Mission, MissionBody, MissionId, MissionStatus,
+    PrincipalName, Role, Thumbprint, TokenHash, UnixTime, mission_s256,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use crate::model::{Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary};
+use crate::model::{
+    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary,
+};
 use crate::{StartError, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -34,7 +39,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -64,8 +72,12 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
     Ok(Principal {
-        name: row.try_get::<String, _>("name")?.try_into().map_err(|e| corrupt("principal name", e))?,
-        role: Role::from_str(&row.try_get::<String, _>("role")?).map_err(|e| corrupt("principal role", e))?,
+        name: row
+            .try_get::<String, _>("name")?
+            .try_into()
+            .map_err(|e| corrupt("principal name", e))?,
+        role: Role::from_str(&row.try_get::<String, _>("role")?)
+            .map_err(|e| corrupt("principal role", e))?,
         created_at: time(row.try_get("created_at")?),
         revoked_at: opt_time(row.try_get("revoked_at")?),
     })
@@ -73,8 +85,14 @@ fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
 
 fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
     Ok(ApiToken {
-        id: row.try_get::<String, _>("id")?.try_into().map_err(|e| corrupt("token id", e))?,
-        principal: row.try_get::<String, _>("principal")?.try_into().map_err(|e| corrupt("token principal", e))?,
+        id: row
+            .try_get::<String, _>("id")?
+            .try_into()
+            .map_err(|e| corrupt("token id", e))?,
+        principal: row
+            .try_get::<String, _>("principal")?
+            .try_into()
+            .map_err(|e| corrupt("token principal", e))?,
         label: row.try_get("label")?,
         created_at: time(row.try_get("created_at")?),
         revoked_at: opt_time(row.try_get("revoked_at")?),
@@ -83,8 +101,14 @@ fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
 
 fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
     Ok(Agent {
-        name: row.try_get::<String, _>("name")?.try_into().map_err(|e| corrupt("agent name", e))?,
-        owner: row.try_get::<String, _>("owner")?.try_into().map_err(|e| corrupt("agent owner", e))?,
+        name: row
+            .try_get::<String, _>("name")?
+            .try_into()
+            .map_err(|e| corrupt("agent name", e))?,
+        owner: row
+            .try_get::<String, _>("owner")?
+            .try_into()
+            .map_err(|e| corrupt("agent owner", e))?,
         description: row.try_get("description")?,
         created_at: time(row.try_get("created_at")?),
         revoked_at: opt_time(row.try_get("revoked_at")?),
@@ -96,7 +120,8 @@ fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
 fn mission_from_row(row: &SqliteRow) -> Result<Mission, StoreError> {
     let id: String = row.try_get("id")?;
     let body_text: String = row.try_get("body")?;
-    let body: MissionBody = serde_json::from_str(&body_text).map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
+    let body: MissionBody = serde_json::from_str(&body_text)
+        .map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
     let s256: String = row.try_get("s256")?;
     let computed = mission_s256(&body).map_err(|e| corrupt("mission body", e))?;
     if computed != s256
@@ -105,7 +130,9 @@ fn mission_from_row(row: &SqliteRow) -> Result<Mission, StoreError> {
         || body.agent.as_str() != row.try_get::<String, _>("agent")?
         || i64::try_from(body.expires_at).ok() != Some(row.try_get::<i64, _>("expires_at")?)
     {
-        return Err(StoreError::Corrupt(format!("mission `{id}` does not match its mission_s256")));
+        return Err(StoreError::Corrupt(format!(
+            "mission `{id}` does not match its mission_s256"
+        )));
     }
     let jkt = row
         .try_get::<Option<String>, _>("jkt")?
@@ -119,8 +146,11 @@ fn mission_from_row(row: &SqliteRow) -> Result<Mission, StoreError> {
             started_at: time(row.try_get::<Option<i64>, _>("started_at")?.unwrap_or(0)),
         },
         "ended" => MissionStatus::Ended {
-            reason: EndReason::from_str(&row.try_get::<Option<String>, _>("end_reason")?.unwrap_or_default())
-                .map_err(|()| corrupt("mission end reason", &id))?,
+            reason: EndReason::from_str(
+                &row.try_get::<Option<String>, _>("end_reason")?
+                    .unwrap_or_default(),
+            )
+            .map_err(|()| corrupt("mission end reason", &id))?,
             at: time(row.try_get::<Option<i64>, _>("ended_at")?.unwrap_or(0)),
             jkt,
         },
@@ -135,7 +165,10 @@ fn revocation_from_row(row: &SqliteRow) -> Result<Revocation, StoreError> {
         kind: RevocationKind::parse(&kind).ok_or_else(|| corrupt("revocation kind", &kind))?,
         target: row.try_get("target")?,
         reason: row.try_get("reason")?,
-        revoked_by: row.try_get::<String, _>("revoked_by")?.try_into().map_err(|e| corrupt("revoked_by", e))?,
+        revoked_by: row
+            .try_get::<String, _>("revoked_by")?
+            .try_into()
+            .map_err(|e| corrupt("revoked_by", e))?,
         at: time(row.try_get("at")?),
     })
 }
@@ -144,7 +177,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &ApiToken, hash: &TokenHash) -> Result<(), StoreError> {
+async fn insert_token(
+    tx: &mut Transaction<'static, Sqlite>,
+    t: &ApiToken,
+    hash: &TokenHash,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO api_tokens (id, principal, hash, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
         .bind(t.id.as_str())
         .bind(t.principal.as_str())
@@ -156,7 +193,10 @@ async fn insert_token(tx: &mut Transaction<'static, Sqlite>, t: &ApiToken, hash:
     Ok(())
 }
 
-async fn insert_revocation(tx: &mut Transaction<'static, Sqlite>, rev: &Revocation) -> Result<(), StoreError> {
+async fn insert_revocation(
+    tx: &mut Transaction<'static, Sqlite>,
+    rev: &Revocation,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO revocations (kind, target, reason, revoked_by, at) VALUES (?1, ?2, ?3, ?4, ?5)")
         .bind(rev.kind.as_str())
         .bind(&rev.target)
@@ -177,7 +217,12 @@ async fn end_missions(
     target: &str,
     by: &str,
 ) -> Result<Vec<MissionId>, StoreError> {
-    let rows = sqlx::query(sql).bind(secs(now)).bind(target).bind(by).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(sql)
+        .bind(secs(now))
+        .bind(target)
+        .bind(by)
+        .fetch_all(&mut **tx)
+        .await?;
     rows.iter()
         .map(|r| {
             r.try_get::<String, _>("id")
@@ -203,9 +248,16 @@ const END_MISSIONS_OF_PRINCIPAL: &str = "UPDATE missions SET state = 'ended', \
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn bootstrap_admin(&self, admin: &Principal, token: &ApiToken, hash: &TokenHash) -> Result<bool, StoreError> {
+    async fn bootstrap_admin(
+        &self,
+        admin: &Principal,
+        token: &ApiToken,
+        hash: &TokenHash,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals").fetch_one(&mut *tx).await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals")
+            .fetch_one(&mut *tx)
+            .await?;
         if count > 0 {
             return Ok(false);
         }
@@ -258,19 +310,26 @@ impl Store for SqliteStore {
 
     async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let live: Option<i64> = sqlx::query_scalar("SELECT 1 FROM principals WHERE name = ?1 AND revoked_at IS NULL")
-            .bind(token.principal.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM principals WHERE name = ?1 AND revoked_at IS NULL")
+                .bind(token.principal.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         if live.is_none() {
-            return Err(StoreError::NotFound(format!("principal `{}`", token.principal)));
+            return Err(StoreError::NotFound(format!(
+                "principal `{}`",
+                token.principal
+            )));
         }
         insert_token(&mut tx, token, hash).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn principal_by_token(&self, hash: &TokenHash) -> Result<Option<(Principal, ApiTokenId)>, StoreError> {
+    async fn principal_by_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(Principal, ApiTokenId)>, StoreError> {
         let row = sqlx::query(
             "SELECT p.*, t.id AS token_id FROM api_tokens t JOIN principals p ON p.name = t.principal \
              WHERE t.hash = ?1 AND t.revoked_at IS NULL AND p.revoked_at IS NULL",
@@ -280,7 +339,10 @@ impl Store for SqliteStore {
         .await?;
         row.map(|r| {
             let id: String = r.try_get("token_id")?;
-            Ok((principal_from_row(&r)?, ApiTokenId::try_from(id).map_err(|e| corrupt("token id", e))?))
+            Ok((
+                principal_from_row(&r)?,
+                ApiTokenId::try_from(id).map_err(|e| corrupt("token id", e))?,
+            ))
         })
         .transpose()
     }
@@ -295,7 +357,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn revoke_api_token(&self, id: &ApiTokenId, rev: &Revocation) -> Result<ApiToken, StoreError> {
+    async fn revoke_api_token(
+        &self,
+        id: &ApiTokenId,
+        rev: &Revocation,
+    ) -> Result<ApiToken, StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL")
             .bind(secs(rev.at))
@@ -314,27 +380,30 @@ impl Store for SqliteStore {
 
     async fn create_agent(&self, a: &Agent) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let live: Option<i64> = sqlx::query_scalar("SELECT 1 FROM principals WHERE name = ?1 AND revoked_at IS NULL")
-            .bind(a.owner.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM principals WHERE name = ?1 AND revoked_at IS NULL")
+                .bind(a.owner.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         if live.is_none() {
             return Err(StoreError::NotFound(format!("principal `{}`", a.owner)));
         }
-        sqlx::query("INSERT INTO agents (name, owner, description, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .bind(a.name.as_str())
-            .bind(a.owner.as_str())
-            .bind(&a.description)
-            .bind(secs(a.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("agent `{}` already exists", a.name))
-                } else {
-                    e.into()
-                }
-            })?;
+        sqlx::query(
+            "INSERT INTO agents (name, owner, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(a.name.as_str())
+        .bind(a.owner.as_str())
+        .bind(&a.description)
+        .bind(secs(a.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("agent `{}` already exists", a.name))
+            } else {
+                e.into()
+            }
+        })?;
         tx.commit().await?;
         Ok(())
     }
@@ -360,7 +429,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError> {
-        let body = serde_jcs::to_string(&m.body).map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
+        let body = serde_jcs::to_string(&m.body)
+            .map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
         let mut tx = self.write_tx().await?;
         // The agent and principal must still be live when the mission lands.
         let live: Option<i64> = sqlx::query_scalar(
@@ -372,7 +442,10 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         if live.is_none() {
-            return Err(StoreError::NotFound(format!("live agent `{}`", m.body.agent)));
+            return Err(StoreError::NotFound(format!(
+                "live agent `{}`",
+                m.body.agent
+            )));
         }
         sqlx::query(
             "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
@@ -403,7 +476,11 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn missions(&self, principal: Option<&PrincipalName>, limit: u32) -> Result<Vec<Mission>, StoreError> {
+    async fn missions(
+        &self,
+        principal: Option<&PrincipalName>,
+        limit: u32,
+    ) -> Result<Vec<Mission>, StoreError> {
         sqlx::query("SELECT * FROM missions WHERE ?1 IS NULL OR principal = ?1 ORDER BY created_at DESC, id LIMIT ?2")
             .bind(principal.map(PrincipalName::as_str))
             .bind(i64::from(limit))
@@ -414,7 +491,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn start_mission(&self, token: &TokenHash, jkt: &Thumbprint, now: UnixTime) -> Result<Mission, StartError> {
+    async fn start_mission(
+        &self,
+        token: &TokenHash,
+        jkt: &Thumbprint,
+        now: UnixTime,
+    ) -> Result<Mission, StartError> {
         // INVARIANT: one UPDATE both checks and consumes the token, so of
         // concurrent starts exactly one matches the row.
         let started = sqlx::query(
@@ -450,7 +532,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn end_mission(&self, id: &MissionId, reason: EndReason, by: &str, now: UnixTime) -> Result<Mission, StoreError> {
+    async fn end_mission(
+        &self,
+        id: &MissionId,
+        reason: EndReason,
+        by: &str,
+        now: UnixTime,
+    ) -> Result<Mission, StoreError> {
         let row = sqlx::query(
             "UPDATE missions SET state = 'ended', end_reason = ?2, ended_at = ?3, ended_by = ?4 \
              WHERE id = ?1 AND state != 'ended' RETURNING *",
@@ -464,7 +552,9 @@ impl Store for SqliteStore {
         match row {
             Some(r) => mission_from_row(&r),
             None => match self.mission(id).await? {
-                Some(_) => Err(StoreError::Conflict(format!("mission `{id}` has already ended"))),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "mission `{id}` has already ended"
+                ))),
                 None => Err(StoreError::NotFound(format!("mission `{id}`"))),
             },
         }
@@ -478,14 +568,16 @@ impl Store for SqliteStore {
         iat: UnixTime,
         exp: UnixTime,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO credentials (jti, mission_id, jkt, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(jti)
-            .bind(mission.as_str())
-            .bind(jkt.as_str())
-            .bind(secs(iat))
-            .bind(secs(exp))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO credentials (jti, mission_id, jkt, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(jti)
+        .bind(mission.as_str())
+        .bind(jkt.as_str())
+        .bind(secs(iat))
+        .bind(secs(exp))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -496,40 +588,70 @@ impl Store for SqliteStore {
         let exists = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(rev.target.clone());
         match rev.kind {
             RevocationKind::Mission => {
-                if exists("SELECT 1 FROM missions WHERE id = ?1").fetch_optional(&mut *tx).await?.is_none() {
+                if exists("SELECT 1 FROM missions WHERE id = ?1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
                     return Err(StoreError::NotFound(format!("mission `{}`", rev.target)));
                 }
-                summary.missions = end_missions(&mut tx, END_MISSION_BY_ID, rev.at, &rev.target, &by).await?;
+                summary.missions =
+                    end_missions(&mut tx, END_MISSION_BY_ID, rev.at, &rev.target, &by).await?;
             }
             RevocationKind::Agent => {
-                if exists("SELECT 1 FROM agents WHERE name = ?1").fetch_optional(&mut *tx).await?.is_none() {
+                if exists("SELECT 1 FROM agents WHERE name = ?1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
                     return Err(StoreError::NotFound(format!("agent `{}`", rev.target)));
                 }
-                let n = sqlx::query("UPDATE agents SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL")
-                    .bind(secs(rev.at))
-                    .bind(&rev.target)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                let n = sqlx::query(
+                    "UPDATE agents SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
+                )
+                .bind(secs(rev.at))
+                .bind(&rev.target)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 if n > 0 {
-                    summary.agents.push(rev.target.clone().try_into().map_err(|e| corrupt("agent name", e))?);
+                    summary.agents.push(
+                        rev.target
+                            .clone()
+                            .try_into()
+                            .map_err(|e| corrupt("agent name", e))?,
+                    );
                 }
-                summary.missions = end_missions(&mut tx, END_MISSIONS_OF_AGENT, rev.at, &rev.target, &by).await?;
+                summary.missions =
+                    end_missions(&mut tx, END_MISSIONS_OF_AGENT, rev.at, &rev.target, &by).await?;
             }
             RevocationKind::Principal => {
-                if exists("SELECT 1 FROM principals WHERE name = ?1").fetch_optional(&mut *tx).await?.is_none() {
+                if exists("SELECT 1 FROM principals WHERE name = ?1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
                     return Err(StoreError::NotFound(format!("principal `{}`", rev.target)));
                 }
                 // Missions first: the agents' owner link is what finds them.
-                summary.missions = end_missions(&mut tx, END_MISSIONS_OF_PRINCIPAL, rev.at, &rev.target, &by).await?;
-                let n = sqlx::query("UPDATE principals SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL")
-                    .bind(secs(rev.at))
-                    .bind(&rev.target)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                summary.missions =
+                    end_missions(&mut tx, END_MISSIONS_OF_PRINCIPAL, rev.at, &rev.target, &by)
+                        .await?;
+                let n = sqlx::query(
+                    "UPDATE principals SET revoked_at = ?1 WHERE name = ?2 AND revoked_at IS NULL",
+                )
+                .bind(secs(rev.at))
+                .bind(&rev.target)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 if n > 0 {
-                    summary.principals.push(rev.target.clone().try_into().map_err(|e| corrupt("principal name", e))?);
+                    summary.principals.push(
+                        rev.target
+                            .clone()
+                            .try_into()
+                            .map_err(|e| corrupt("principal name", e))?,
+                    );
                 }
                 summary.tokens = sqlx::query("UPDATE api_tokens SET revoked_at = ?1 WHERE principal = ?2 AND revoked_at IS NULL")
                     .bind(secs(rev.at))
@@ -546,11 +668,15 @@ impl Store for SqliteStore {
                 .await?;
                 for a in &agents {
                     let name: String = a.try_get("name")?;
-                    summary.agents.push(AgentName::try_from(name).map_err(|e| corrupt("agent name", e))?);
+                    summary
+                        .agents
+                        .push(AgentName::try_from(name).map_err(|e| corrupt("agent name", e))?);
                 }
             }
             RevocationKind::Token => {
-                return Err(StoreError::Conflict("tokens are revoked with revoke_api_token".into()));
+                return Err(StoreError::Conflict(
+                    "tokens are revoked with revoke_api_token".into(),
+                ));
             }
         }
         insert_revocation(&mut tx, rev).await?;

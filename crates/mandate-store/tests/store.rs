@@ -1,31 +1,49 @@
 //! The store's behaviour through the `Store` trait, on a real SQLite file.
 //! Written against `dyn Store` so the PostgreSQL store can run the same suite.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::sync::Arc;
 
 use mandate_core::{
-    MissionBody, MissionId, MissionKey, MissionLimits, MissionPolicies, MissionSpec, MissionState, OsRandom,
-    OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
+    MissionBody, MissionId, MissionKey, MissionLimits, MissionPolicies, MissionSpec, MissionState,
+    OsRandom, OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
 };
 use mandate_store::{
-    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, SqliteStore, StartError, Store, StoreError,
+    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, SqliteStore, StartError,
+    Store, StoreError,
 };
 
 const T0: UnixTime = UnixTime(1_700_000_000);
 
 async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("mandate.db")).await.unwrap();
+    let s = SqliteStore::open(&dir.path().join("mandate.db"))
+        .await
+        .unwrap();
     (dir, Arc::new(s))
 }
 
 fn principal(name: &str, role: Role) -> Principal {
-    Principal { name: name.parse().unwrap(), role, created_at: T0, revoked_at: None }
+    Principal {
+        name: name.parse().unwrap(),
+        role,
+        created_at: T0,
+        revoked_at: None,
+    }
 }
 
 async fn seed(s: &dyn Store) {
-    s.create_principal(&principal("alice", Role::Member)).await.unwrap();
-    s.create_principal(&principal("bob", Role::Member)).await.unwrap();
+    s.create_principal(&principal("alice", Role::Member))
+        .await
+        .unwrap();
+    s.create_principal(&principal("bob", Role::Member))
+        .await
+        .unwrap();
     for (agent, owner) in [("bot-a", "alice"), ("bot-b", "bob")] {
         s.create_agent(&Agent {
             name: agent.parse().unwrap(),
@@ -59,9 +77,14 @@ async fn new_mission(s: &dyn Store, principal: &str, agent: &str) -> (MissionId,
     .unwrap();
     let token = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();
     let s256 = mission_s256(&body).unwrap();
-    s.create_mission(&NewMission { body, s256, start_token: token.hash(), start_token_expires_at: T0.plus(600) })
-        .await
-        .unwrap();
+    s.create_mission(&NewMission {
+        body,
+        s256,
+        start_token: token.hash(),
+        start_token_expires_at: T0.plus(600),
+    })
+    .await
+    .unwrap();
     (id, token)
 }
 
@@ -76,15 +99,28 @@ async fn bootstrap_happens_once() {
         created_at: T0,
         revoked_at: None,
     };
-    assert!(s.bootstrap_admin(&principal("admin", Role::Admin), &record, &tok.hash()).await.unwrap());
+    assert!(
+        s.bootstrap_admin(&principal("admin", Role::Admin), &record, &tok.hash())
+            .await
+            .unwrap()
+    );
     let (p, _) = s.principal_by_token(&tok.hash()).await.unwrap().unwrap();
     assert_eq!(p.role, Role::Admin);
-    let again = ApiToken { id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(), ..record };
+    let again = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        ..record
+    };
     let tok2 = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
-    assert!(!s.bootstrap_admin(&principal("root", Role::Admin), &again, &tok2.hash()).await.unwrap());
+    assert!(
+        !s.bootstrap_admin(&principal("root", Role::Admin), &again, &tok2.hash())
+            .await
+            .unwrap()
+    );
     assert!(s.principal_by_token(&tok2.hash()).await.unwrap().is_none());
     assert!(matches!(
-        s.create_principal(&principal("admin", Role::Member)).await.unwrap_err(),
+        s.create_principal(&principal("admin", Role::Member))
+            .await
+            .unwrap_err(),
         StoreError::Conflict(_)
     ));
 }
@@ -100,7 +136,9 @@ async fn a_start_token_starts_exactly_one_mission_under_a_race() {
         let hash = token.hash();
         tasks.push(tokio::spawn(async move {
             let key = MissionKey::generate(&OsRandom).unwrap();
-            s.start_mission(&hash, key.thumbprint(), T0.plus(5)).await.map(|_| key.thumbprint().clone())
+            s.start_mission(&hash, key.thumbprint(), T0.plus(5))
+                .await
+                .map(|_| key.thumbprint().clone())
         }));
     }
     let mut winners = Vec::new();
@@ -123,11 +161,22 @@ async fn start_tokens_expire_and_unknown_ones_are_refused() {
     seed(s.as_ref()).await;
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
     let key = MissionKey::generate(&OsRandom).unwrap();
-    assert!(matches!(s.start_mission(&token.hash(), key.thumbprint(), T0.plus(600)).await, Err(StartError::Expired)));
+    assert!(matches!(
+        s.start_mission(&token.hash(), key.thumbprint(), T0.plus(600))
+            .await,
+        Err(StartError::Expired)
+    ));
     let stranger = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();
-    assert!(matches!(s.start_mission(&stranger.hash(), key.thumbprint(), T0).await, Err(StartError::Unknown)));
+    assert!(matches!(
+        s.start_mission(&stranger.hash(), key.thumbprint(), T0)
+            .await,
+        Err(StartError::Unknown)
+    ));
     // Nothing changed.
-    assert_eq!(s.mission(&id).await.unwrap().unwrap().state_at(T0).0, MissionState::Ready);
+    assert_eq!(
+        s.mission(&id).await.unwrap().unwrap().state_at(T0).0,
+        MissionState::Ready
+    );
 }
 
 #[tokio::test]
@@ -165,9 +214,25 @@ async fn revoking_a_principal_cascades_to_tokens_agents_and_missions() {
     assert_eq!(summary.tokens, 1);
     assert!(s.principal_by_token(&tok.hash()).await.unwrap().is_none());
     for id in [&alice_m, &bob_on_alice_agent] {
-        assert_eq!(s.mission(id).await.unwrap().unwrap().state_at(T0.plus(11)).0, MissionState::Ended);
+        assert_eq!(
+            s.mission(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .state_at(T0.plus(11))
+                .0,
+            MissionState::Ended
+        );
     }
-    assert_eq!(s.mission(&bob_m).await.unwrap().unwrap().state_at(T0.plus(11)).0, MissionState::Ready);
+    assert_eq!(
+        s.mission(&bob_m)
+            .await
+            .unwrap()
+            .unwrap()
+            .state_at(T0.plus(11))
+            .0,
+        MissionState::Ready
+    );
     assert_eq!(s.revocations(10).await.unwrap().len(), 1);
 }
 
@@ -179,12 +244,19 @@ async fn a_mission_body_edited_in_the_database_is_refused() {
     seed(&s).await;
     let (id, _) = new_mission(&s, "alice", "bot-a").await;
     drop(s);
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    sqlx::query("UPDATE missions SET body = replace(body, 'reconcile invoices', 'wire all the money')")
-        .execute(&raw)
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
+    sqlx::query(
+        "UPDATE missions SET body = replace(body, 'reconcile invoices', 'wire all the money')",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
     raw.close().await;
     let s = SqliteStore::open(&path).await.unwrap();
-    assert!(matches!(s.mission(&id).await.unwrap_err(), StoreError::Corrupt(_)));
+    assert!(matches!(
+        s.mission(&id).await.unwrap_err(),
+        StoreError::Corrupt(_)
+    ));
 }

@@ -5,7 +5,11 @@
 //! free port, read back from the server's first line of output) and on the
 //! same port after a restart, so its issuer URL stays the same.
 
-#![allow(clippy::expect_used, clippy::panic, reason = "a test helper: failing loudly is its job")]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test helper: failing loudly is its job"
+)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -36,7 +40,13 @@ impl TestServer {
             std::fs::create_dir_all(&data).expect("data dir");
             std::fs::write(data.join("mandate.toml"), c).expect("mandate.toml");
         }
-        let mut s = Self { bin: bin.to_path_buf(), dir, child: None, listen: "127.0.0.1:0".into(), url: String::new() };
+        let mut s = Self {
+            bin: bin.to_path_buf(),
+            dir,
+            child: None,
+            listen: "127.0.0.1:0".into(),
+            url: String::new(),
+        };
         s.spawn();
         s
     }
@@ -60,7 +70,9 @@ impl TestServer {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(START_TIMEOUT).expect("mandate serve printed nothing");
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("mandate serve printed nothing");
         let url = line
             .strip_prefix("mandate listening on ")
             .and_then(|rest| rest.split_whitespace().next())
@@ -90,8 +102,12 @@ impl TestServer {
 
     /// Stops the server with SIGTERM and returns whether it exited cleanly.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         for _ in 0..100 {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.success();
@@ -118,7 +134,11 @@ impl TestServer {
             .env("MANDATE_LOG", "warn")
             .output()
             .expect("mandate init");
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init json");
         v["token"].as_str().expect("token").to_owned()
     }
@@ -126,11 +146,18 @@ impl TestServer {
     /// Runs the CLI against this server, as the holder of `token`.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> CliOutput {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(args).env("MANDATE_SERVER", &self.url).env("MANDATE_LOG", "warn").env_remove("MANDATE_TOKEN");
+        cmd.args(args)
+            .env("MANDATE_SERVER", &self.url)
+            .env("MANDATE_LOG", "warn")
+            .env_remove("MANDATE_TOKEN");
         if let Some(t) = token {
             cmd.env("MANDATE_TOKEN", t);
         }
-        CliOutput(cmd.current_dir(self.dir.path()).output().expect("run mandate"))
+        CliOutput(
+            cmd.current_dir(self.dir.path())
+                .output()
+                .expect("run mandate"),
+        )
     }
 }
 
@@ -171,7 +198,13 @@ impl CliOutput {
     /// Asserts success and returns stdout.
     #[track_caller]
     pub fn success(&self) -> String {
-        assert!(self.ok(), "command failed ({:?}):\nstdout: {}\nstderr: {}", self.code(), self.stdout(), self.stderr());
+        assert!(
+            self.ok(),
+            "command failed ({:?}):\nstdout: {}\nstderr: {}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        );
         self.stdout()
     }
 

@@ -19,28 +19,53 @@ pub(super) async fn register(
     caller: Caller,
     ApiJson(req): ApiJson<RegisterAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentView>), Problem> {
-    let RegisterAgentRequest { name, owner, description } = req;
+    let RegisterAgentRequest {
+        name,
+        owner,
+        description,
+    } = req;
     let name: AgentName = name.try_into()?;
     let owner: PrincipalName = match owner {
         Some(o) => o.try_into()?,
         None => caller.principal.name.clone(),
     };
     if owner != caller.principal.name && caller.principal.role != Role::Admin {
-        return Err(Problem::forbidden("members register agents for themselves only"));
+        return Err(Problem::forbidden(
+            "members register agents for themselves only",
+        ));
     }
     let description = description.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(Problem::bad_request("invalid_request", "the description is longer than 1000 characters"));
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "the description is longer than 1000 characters",
+        ));
     }
-    let agent = Agent { name, owner, description, created_at: s.0.clock.now(), revoked_at: None };
+    let agent = Agent {
+        name,
+        owner,
+        description,
+        created_at: s.0.clock.now(),
+        revoked_at: None,
+    };
     s.0.store.create_agent(&agent).await?;
     tracing::info!(agent = %agent.name, owner = %agent.owner, "agent registered");
     Ok((StatusCode::CREATED, Json(agent_view(&agent))))
 }
 
-pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<AgentView>>, Problem> {
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<AgentView>>, Problem> {
     let owner = (caller.principal.role != Role::Admin).then_some(&caller.principal.name);
-    Ok(Json(s.0.store.agents(owner).await?.iter().map(agent_view).collect()))
+    Ok(Json(
+        s.0.store
+            .agents(owner)
+            .await?
+            .iter()
+            .map(agent_view)
+            .collect(),
+    ))
 }
 
 pub(super) async fn show(
@@ -49,7 +74,11 @@ pub(super) async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<AgentView>, Problem> {
     let name: AgentName = name.try_into()?;
-    let agent = s.0.store.agent(&name).await?.ok_or_else(|| Problem::not_found(format!("agent `{name}` not found")))?;
+    let agent =
+        s.0.store
+            .agent(&name)
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("agent `{name}` not found")))?;
     if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
         return Err(Problem::not_found(format!("agent `{name}` not found")));
     }

@@ -6,8 +6,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use mandate_core::{
-    ApiTokenId, Mission, MissionClaims, ProofError, ProofExpectations, SecretToken, TokenKind, UnverifiedCredential,
-    VerifiedProof, verify_proof,
+    ApiTokenId, Mission, MissionClaims, ProofError, ProofExpectations, SecretToken, TokenKind,
+    UnverifiedCredential, VerifiedProof, verify_proof,
 };
 use mandate_store::Principal;
 use serde::de::DeserializeOwned;
@@ -40,7 +40,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large")
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is too large",
+                )
             } else {
                 Problem::bad_request("invalid_body", e.body_text())
             }
@@ -56,10 +60,17 @@ fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h st
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(Problem::bad_request("invalid_request", format!("more than one `{name}` header")));
+        return Err(Problem::bad_request(
+            "invalid_request",
+            format!("more than one `{name}` header"),
+        ));
     }
     first
-        .map(|v| v.to_str().map_err(|_| Problem::bad_request("invalid_request", format!("`{name}` is not text"))))
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                Problem::bad_request("invalid_request", format!("`{name}` is not text"))
+            })
+        })
         .transpose()
 }
 
@@ -71,7 +82,10 @@ fn unauthenticated(detail: &str) -> Problem {
 #[derive(Debug)]
 pub(crate) struct Caller {
     pub principal: Principal,
-    #[expect(dead_code, reason = "kept for the audit log, which records which token acted")]
+    #[expect(
+        dead_code,
+        reason = "kept for the audit log, which records which token acted"
+    )]
     pub token: ApiTokenId,
 }
 
@@ -79,14 +93,26 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let auth = single_header(&parts.headers, "authorization")?
-            .ok_or_else(|| unauthenticated("an API token is required (`Authorization: Bearer mdt_…`)"))?;
+        let auth = single_header(&parts.headers, "authorization")?.ok_or_else(|| {
+            unauthenticated("an API token is required (`Authorization: Bearer mdt_…`)")
+        })?;
         let presented = auth
             .strip_prefix("Bearer ")
             .ok_or_else(|| unauthenticated("use `Authorization: Bearer` with an API token"))?;
-        let invalid = || Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", "the API token is not valid");
+        let invalid = || {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the API token is not valid",
+            )
+        };
         let token = SecretToken::parse(TokenKind::Api, presented.trim()).ok_or_else(invalid)?;
-        let (principal, token) = state.0.store.principal_by_token(&token.hash()).await?.ok_or_else(invalid)?;
+        let (principal, token) = state
+            .0
+            .store
+            .principal_by_token(&token.hash())
+            .await?
+            .ok_or_else(invalid)?;
         Ok(Self { principal, token })
     }
 }
@@ -100,11 +126,20 @@ pub(crate) fn check_proof(
     path: &str,
     token: Option<&str>,
 ) -> Result<VerifiedProof, Problem> {
-    let proof = single_header(headers, "dpop")?
-        .ok_or_else(|| unauthenticated("a `DPoP` proof of possession of the mission key is required"))?;
+    let proof = single_header(headers, "dpop")?.ok_or_else(|| {
+        unauthenticated("a `DPoP` proof of possession of the mission key is required")
+    })?;
     let htu = format!("{}{path}", state.0.issuer);
     let now = state.0.clock.now();
-    let verified = verify_proof(proof, &ProofExpectations { htm: method.as_str(), htu: &htu, now, token })?;
+    let verified = verify_proof(
+        proof,
+        &ProofExpectations {
+            htm: method.as_str(),
+            htu: &htu,
+            now,
+            token,
+        },
+    )?;
     match state.0.replay.check(&verified.jti, now) {
         Replay::Fresh => Ok(verified),
         Replay::Seen => Err(ProofError::Replayed.into()),
@@ -132,14 +167,18 @@ impl FromRequestParts<AppState> for MissionCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let auth = single_header(&parts.headers, "authorization")?
-            .ok_or_else(|| unauthenticated("a mission credential is required (`Authorization: DPoP …`)"))?;
+        let auth = single_header(&parts.headers, "authorization")?.ok_or_else(|| {
+            unauthenticated("a mission credential is required (`Authorization: DPoP …`)")
+        })?;
         let credential = auth
             .strip_prefix("DPoP ")
-            .ok_or_else(|| unauthenticated("present the mission credential with `Authorization: DPoP`"))?
+            .ok_or_else(|| {
+                unauthenticated("present the mission credential with `Authorization: DPoP`")
+            })?
             .trim();
         let now = state.0.clock.now();
-        let verified = UnverifiedCredential::parse(credential)?.verify(&state.0.jwks, &state.0.issuer, now)?;
+        let verified =
+            UnverifiedCredential::parse(credential)?.verify(&state.0.jwks, &state.0.issuer, now)?;
         let mission = state
             .0
             .store
@@ -148,10 +187,19 @@ impl FromRequestParts<AppState> for MissionCaller {
             .ok_or(mandate_core::CredentialError::UnknownMission)?;
         mission.check_credential(&verified.claims, now)?;
         // The API is not nested under a prefix, so the URI is the original one.
-        let proof = check_proof(state, &parts.headers, &parts.method, parts.uri.path(), Some(credential))?;
+        let proof = check_proof(
+            state,
+            &parts.headers,
+            &parts.method,
+            parts.uri.path(),
+            Some(credential),
+        )?;
         if proof.jkt != verified.claims.cnf.jkt {
             return Err(ProofError::KeyMismatch.into());
         }
-        Ok(Self { claims: verified.claims, mission })
+        Ok(Self {
+            claims: verified.claims,
+            mission,
+        })
     }
 }

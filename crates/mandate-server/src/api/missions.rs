@@ -3,13 +3,13 @@ use axum::body::to_bytes;
 use axum::extract::{FromRequestParts as _, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use mandate_core::wire::{
-    CreateMissionRequest, CreatedMission, CredentialResponse, EndMissionRequest, IntrospectRequest, IntrospectResponse,
-    MissionView, StartMissionRequest,
+    CreateMissionRequest, CreatedMission, CredentialResponse, EndMissionRequest, IntrospectRequest,
+    IntrospectResponse, MissionView, StartMissionRequest,
 };
 use mandate_core::{
-    AgentName, CredentialError, EndReason, Mission, MissionBody, MissionId, MissionPolicies, MissionSpec, MissionState,
-    OutOfScope, ProofError, Role, SecretToken, Thumbprint, TokenKind, UnverifiedCredential, issue_credential,
-    mission_s256,
+    AgentName, CredentialError, EndReason, Mission, MissionBody, MissionId, MissionPolicies,
+    MissionSpec, MissionState, OutOfScope, ProofError, Role, SecretToken, Thumbprint, TokenKind,
+    UnverifiedCredential, issue_credential, mission_s256,
 };
 use mandate_store::NewMission;
 use serde::Deserialize;
@@ -31,7 +31,10 @@ async fn may_manage(s: &AppState, caller: &Caller, mission: &Mission) -> Result<
 
 async fn load(s: &AppState, id: &str) -> Result<Mission, Problem> {
     let id: MissionId = id.parse()?;
-    s.0.store.mission(&id).await?.ok_or_else(|| Problem::not_found(format!("mission `{id}` not found")))
+    s.0.store
+        .mission(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("mission `{id}` not found")))
 }
 
 pub(super) async fn create(
@@ -39,19 +42,33 @@ pub(super) async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<CreateMissionRequest>,
 ) -> Result<(StatusCode, Json<CreatedMission>), Problem> {
-    let CreateMissionRequest { agent, goal, scope, boundaries, escalations, ttl_seconds, budget, out_of_scope } = req;
+    let CreateMissionRequest {
+        agent,
+        goal,
+        scope,
+        boundaries,
+        escalations,
+        ttl_seconds,
+        budget,
+        out_of_scope,
+    } = req;
     let agent_name: AgentName = agent.try_into()?;
-    let agent = s
-        .0
-        .store
-        .agent(&agent_name)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("agent `{agent_name}` not found")))?;
+    let agent =
+        s.0.store
+            .agent(&agent_name)
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("agent `{agent_name}` not found")))?;
     if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
-        return Err(Problem::forbidden(format!("`{agent_name}` is not your agent")));
+        return Err(Problem::forbidden(format!(
+            "`{agent_name}` is not your agent"
+        )));
     }
     if agent.revoked_at.is_some() {
-        return Err(Problem::new(StatusCode::CONFLICT, "revoked", format!("agent `{agent_name}` is revoked")));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "revoked",
+            format!("agent `{agent_name}` is revoked"),
+        ));
     }
     let out_of_scope: OutOfScope = match out_of_scope {
         Some(m) => m.parse()?,
@@ -60,7 +77,11 @@ pub(super) async fn create(
     let spec = MissionSpec {
         agent: agent_name,
         goal,
-        policies: MissionPolicies { scope, boundaries, escalations },
+        policies: MissionPolicies {
+            scope,
+            boundaries,
+            escalations,
+        },
         ttl_secs: ttl_seconds.unwrap_or(DEFAULT_MISSION_TTL_SECS),
         budget: budget.unwrap_or(DEFAULT_MISSION_BUDGET),
         out_of_scope,
@@ -68,15 +89,34 @@ pub(super) async fn create(
     let rng = s.0.rng.as_ref();
     let now = s.0.clock.now();
     let id = MissionId::generate(rng).map_err(|_| Problem::internal())?;
-    let body = MissionBody::new(spec, id, &s.0.issuer, caller.principal.name.clone(), now, s.0.mission_limits)?;
+    let body = MissionBody::new(
+        spec,
+        id,
+        &s.0.issuer,
+        caller.principal.name.clone(),
+        now,
+        s.0.mission_limits,
+    )?;
     let s256 = mission_s256(&body)?;
-    let start_token = SecretToken::generate(TokenKind::Start, rng).map_err(|_| Problem::internal())?;
-    let start_token_expires_at = now.plus(s.0.start_token_ttl_secs).min(mandate_core::UnixTime(body.expires_at));
+    let start_token =
+        SecretToken::generate(TokenKind::Start, rng).map_err(|_| Problem::internal())?;
+    let start_token_expires_at = now
+        .plus(s.0.start_token_ttl_secs)
+        .min(mandate_core::UnixTime(body.expires_at));
     s.0.store
-        .create_mission(&NewMission { body: body.clone(), s256: s256.clone(), start_token: start_token.hash(), start_token_expires_at })
+        .create_mission(&NewMission {
+            body: body.clone(),
+            s256: s256.clone(),
+            start_token: start_token.hash(),
+            start_token_expires_at,
+        })
         .await?;
     tracing::info!(mission = %body.id, principal = %body.principal, agent = %body.agent, "mission created");
-    let mission = Mission { body, s256, status: mandate_core::MissionStatus::Ready };
+    let mission = Mission {
+        body,
+        s256,
+        status: mandate_core::MissionStatus::Ready,
+    };
     Ok((
         StatusCode::CREATED,
         Json(CreatedMission {
@@ -101,7 +141,14 @@ pub(super) async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
     let only = (caller.principal.role != Role::Admin).then_some(&caller.principal.name);
     let now = s.0.clock.now();
-    Ok(Json(s.0.store.missions(only, limit).await?.iter().map(|m| mission_view(m, now)).collect()))
+    Ok(Json(
+        s.0.store
+            .missions(only, limit)
+            .await?
+            .iter()
+            .map(|m| mission_view(m, now))
+            .collect(),
+    ))
 }
 
 pub(super) async fn show(
@@ -117,9 +164,21 @@ pub(super) async fn show(
 }
 
 /// Issues (and records) a credential for `mission` bound to `jkt`.
-async fn credential_for(s: &AppState, mission: &Mission, jkt: &Thumbprint) -> Result<CredentialResponse, Problem> {
+async fn credential_for(
+    s: &AppState,
+    mission: &Mission,
+    jkt: &Thumbprint,
+) -> Result<CredentialResponse, Problem> {
     let now = s.0.clock.now();
-    let issued = issue_credential(&s.0.key, mission, jkt, now, s.0.credential_ttl_secs, s.0.rng.as_ref()).map_err(|e| match e {
+    let issued = issue_credential(
+        &s.0.key,
+        mission,
+        jkt,
+        now,
+        s.0.credential_ttl_secs,
+        s.0.rng.as_ref(),
+    )
+    .map_err(|e| match e {
         mandate_core::KeyError::MissionExpired => CredentialError::MissionEnded.into(),
         other => {
             tracing::error!(error = %other, "credential issuance failed");
@@ -128,10 +187,20 @@ async fn credential_for(s: &AppState, mission: &Mission, jkt: &Thumbprint) -> Re
     })?;
     let c = &issued.claims;
     s.0.store
-        .record_credential(&c.jti, &c.mission_id, &c.cnf.jkt, mandate_core::UnixTime(c.iat), mandate_core::UnixTime(c.exp))
+        .record_credential(
+            &c.jti,
+            &c.mission_id,
+            &c.cnf.jkt,
+            mandate_core::UnixTime(c.iat),
+            mandate_core::UnixTime(c.exp),
+        )
         .await?;
     tracing::info!(mission = %c.mission_id, jti = %c.jti, exp = c.exp, "mission credential issued");
-    Ok(CredentialResponse { credential: issued.token, expires_at: c.exp, mission: mission_view(mission, now) })
+    Ok(CredentialResponse {
+        credential: issued.token,
+        expires_at: c.exp,
+        mission: mission_view(mission, now),
+    })
 }
 
 /// The identity disc: the agent presents the start token and proves it
@@ -147,9 +216,15 @@ pub(super) async fn start(
     let token = SecretToken::parse(TokenKind::Start, start_token.trim())
         .ok_or(mandate_store::StartError::Unknown)?;
     let proof = check_proof(&s, &headers, &method, uri.path(), Some(token.expose()))?;
-    let mission = s.0.store.start_mission(&token.hash(), &proof.jkt, s.0.clock.now()).await?;
+    let mission =
+        s.0.store
+            .start_mission(&token.hash(), &proof.jkt, s.0.clock.now())
+            .await?;
     tracing::info!(mission = %mission.body.id, jkt = %proof.jkt, "mission started");
-    Ok((StatusCode::CREATED, Json(credential_for(&s, &mission, &proof.jkt).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(credential_for(&s, &mission, &proof.jkt).await?),
+    ))
 }
 
 /// A fresh credential for a running mission, by proof of possession of the
@@ -179,18 +254,35 @@ pub(super) async fn refresh(
 
 /// Ends a mission: by its agent (`Authorization: DPoP` + proof) or by a
 /// principal who may manage it (`Authorization: Bearer`).
-pub(super) async fn end(State(s): State<AppState>, Path(id): Path<String>, req: Request) -> Result<Json<MissionView>, Problem> {
+pub(super) async fn end(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Json<MissionView>, Problem> {
     let (mut parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large"))?;
-    let is_json = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is too large",
+        )
+    })?;
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let EndMissionRequest { reason } = if bytes.is_empty() {
         EndMissionRequest::default()
     } else if is_json {
-        serde_json::from_slice(&bytes).map_err(|e| Problem::bad_request("invalid_json", format!("invalid request body: {e}")))?
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::bad_request("invalid_json", format!("invalid request body: {e}"))
+        })?
     } else {
-        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "the body must be `application/json`"));
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be `application/json`",
+        ));
     };
     let by_agent = parts
         .headers
@@ -199,7 +291,9 @@ pub(super) async fn end(State(s): State<AppState>, Path(id): Path<String>, req: 
     let (mission, by) = if by_agent {
         let caller = MissionCaller::from_request_parts(&mut parts, &s).await?;
         if caller.mission.body.id.as_str() != id {
-            return Err(Problem::forbidden("a mission credential can end only its own mission"));
+            return Err(Problem::forbidden(
+                "a mission credential can end only its own mission",
+            ));
         }
         let by = format!("agent:{}", caller.claims.act.sub);
         (caller.mission, by)
@@ -213,13 +307,20 @@ pub(super) async fn end(State(s): State<AppState>, Path(id): Path<String>, req: 
     };
     let now = s.0.clock.now();
     if mission.state_at(now).0 == MissionState::Ended {
-        return Err(Problem::new(StatusCode::CONFLICT, "mission_ended", format!("mission `{id}` has already ended")));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "mission_ended",
+            format!("mission `{id}` has already ended"),
+        ));
     }
     let by = match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) => format!("{by} ({})", r.chars().take(200).collect::<String>()),
         None => by,
     };
-    let ended = s.0.store.end_mission(&mission.body.id, EndReason::Completed, &by, now).await?;
+    let ended =
+        s.0.store
+            .end_mission(&mission.body.id, EndReason::Completed, &by, now)
+            .await?;
     tracing::info!(mission = %ended.body.id, by = %by, "mission ended");
     Ok(Json(mission_view(&ended, now)))
 }
@@ -245,7 +346,9 @@ pub(super) async fn introspect(
             mission_state: None,
         })
     };
-    let verified = match UnverifiedCredential::parse(&req.credential).and_then(|u| u.verify(&s.0.jwks, &s.0.issuer, now)) {
+    let verified = match UnverifiedCredential::parse(&req.credential)
+        .and_then(|u| u.verify(&s.0.jwks, &s.0.issuer, now))
+    {
         Ok(v) => v,
         Err(e) => return Ok(inactive(e)),
     };

@@ -29,11 +29,20 @@ const DEFAULT_MISSION_BUDGET: u64 = 1_000;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(wellknown::healthz))
-        .route("/.well-known/mandate-configuration", get(wellknown::configuration))
+        .route(
+            "/.well-known/mandate-configuration",
+            get(wellknown::configuration),
+        )
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/v1/whoami", get(principals::whoami))
-        .route("/v1/principals", post(principals::create).get(principals::list))
-        .route("/v1/tokens", post(principals::create_token).get(principals::list_tokens))
+        .route(
+            "/v1/principals",
+            post(principals::create).get(principals::list),
+        )
+        .route(
+            "/v1/tokens",
+            post(principals::create_token).get(principals::list_tokens),
+        )
         .route("/v1/agents", post(agents::register).get(agents::list))
         .route("/v1/agents/{name}", get(agents::show))
         .route("/v1/missions", post(missions::create).get(missions::list))

@@ -1,7 +1,10 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use mandate_core::wire::{CreatePrincipalRequest, CreateTokenRequest, CreatedPrincipal, CreatedToken, PrincipalView, TokenView};
+use mandate_core::wire::{
+    CreatePrincipalRequest, CreateTokenRequest, CreatedPrincipal, CreatedToken, PrincipalView,
+    TokenView,
+};
 use mandate_core::{ApiTokenId, PrincipalName, Role, SecretToken, TokenKind};
 use mandate_store::{ApiToken, Principal};
 use serde::Deserialize;
@@ -26,9 +29,16 @@ fn require_admin(caller: &Caller) -> Result<(), Problem> {
 }
 
 /// Issues a new API token for `principal` and returns it, once.
-async fn issue_token(state: &AppState, principal: &PrincipalName, label: String) -> Result<CreatedToken, Problem> {
+async fn issue_token(
+    state: &AppState,
+    principal: &PrincipalName,
+    label: String,
+) -> Result<CreatedToken, Problem> {
     if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
-        return Err(Problem::bad_request("invalid_request", "the label must be at most 200 printable characters"));
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "the label must be at most 200 printable characters",
+        ));
     }
     let rng = state.0.rng.as_ref();
     let secret = SecretToken::generate(TokenKind::Api, rng).map_err(|_| Problem::internal())?;
@@ -39,7 +49,11 @@ async fn issue_token(state: &AppState, principal: &PrincipalName, label: String)
         created_at: state.0.clock.now(),
         revoked_at: None,
     };
-    state.0.store.create_api_token(&record, &secret.hash()).await?;
+    state
+        .0
+        .store
+        .create_api_token(&record, &secret.hash())
+        .await?;
     tracing::info!(principal = %principal, token = %record.id, "api token created");
     Ok(CreatedToken {
         id: record.id.to_string(),
@@ -58,18 +72,39 @@ pub(super) async fn create(
     let CreatePrincipalRequest { name, role } = req;
     let name: PrincipalName = name.try_into()?;
     let role: Role = role.as_deref().unwrap_or("member").parse()?;
-    let principal = Principal { name: name.clone(), role, created_at: s.0.clock.now(), revoked_at: None };
+    let principal = Principal {
+        name: name.clone(),
+        role,
+        created_at: s.0.clock.now(),
+        revoked_at: None,
+    };
     s.0.store.create_principal(&principal).await?;
     tracing::info!(principal = %name, role = %role, by = %caller.principal.name, "principal created");
     // If issuing the first token fails, the principal exists without one;
     // an admin can issue one with `mandate token create --principal`.
     let token = issue_token(&s, &name, "initial".into()).await?;
-    Ok((StatusCode::CREATED, Json(CreatedPrincipal { principal: principal_view(&principal), token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedPrincipal {
+            principal: principal_view(&principal),
+            token,
+        }),
+    ))
 }
 
-pub(super) async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<PrincipalView>>, Problem> {
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<PrincipalView>>, Problem> {
     require_admin(&caller)?;
-    Ok(Json(s.0.store.principals().await?.iter().map(principal_view).collect()))
+    Ok(Json(
+        s.0.store
+            .principals()
+            .await?
+            .iter()
+            .map(principal_view)
+            .collect(),
+    ))
 }
 
 /// Whose tokens: the caller's own, or (admins only) someone else's.
@@ -109,5 +144,12 @@ pub(super) async fn list_tokens(
     Query(q): Query<TokensQuery>,
 ) -> Result<Json<Vec<TokenView>>, Problem> {
     let who = subject(&caller, q.principal)?;
-    Ok(Json(s.0.store.api_tokens(&who).await?.iter().map(token_view).collect()))
+    Ok(Json(
+        s.0.store
+            .api_tokens(&who)
+            .await?
+            .iter()
+            .map(token_view)
+            .collect(),
+    ))
 }

@@ -21,9 +21,16 @@ pub(super) async fn revoke(
 ) -> Result<Json<RevocationResponse>, Problem> {
     let RevocationRequest { kind, id, reason } = req;
     let kind = RevocationKind::parse(&kind).ok_or_else(|| {
-        Problem::bad_request("invalid_request", format!("`{kind}` is not revocable (mission, agent, principal or token)"))
+        Problem::bad_request(
+            "invalid_request",
+            format!("`{kind}` is not revocable (mission, agent, principal or token)"),
+        )
     })?;
-    let reason = reason.unwrap_or_default().chars().take(500).collect::<String>();
+    let reason = reason
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect::<String>();
     let me = &caller.principal.name;
     let admin = caller.principal.role == Role::Admin;
     let not_found = || Problem::not_found(format!("{} `{id}` not found", kind.as_str()));
@@ -33,7 +40,11 @@ pub(super) async fn revoke(
         RevocationKind::Mission => {
             let mid: MissionId = id.parse()?;
             let m = s.0.store.mission(&mid).await?.ok_or_else(not_found)?;
-            let owns_agent = s.0.store.agent(&m.body.agent).await?.is_some_and(|a| &a.owner == me);
+            let owns_agent =
+                s.0.store
+                    .agent(&m.body.agent)
+                    .await?
+                    .is_some_and(|a| &a.owner == me);
             if !(admin || &m.body.principal == me || owns_agent) {
                 return Err(not_found());
             }
@@ -62,10 +73,19 @@ pub(super) async fn revoke(
             tid.to_string()
         }
     };
-    let rev = Revocation { kind, target: target.clone(), reason, revoked_by: me.clone(), at: s.0.clock.now() };
+    let rev = Revocation {
+        kind,
+        target: target.clone(),
+        reason,
+        revoked_by: me.clone(),
+        at: s.0.clock.now(),
+    };
     let summary = if kind == RevocationKind::Token {
         let t = s.0.store.revoke_api_token(&target.parse()?, &rev).await?;
-        RevocationSummary { tokens: u64::from(t.revoked_at == Some(rev.at)), ..RevocationSummary::default() }
+        RevocationSummary {
+            tokens: u64::from(t.revoked_at == Some(rev.at)),
+            ..RevocationSummary::default()
+        }
     } else {
         s.0.store.revoke(&rev).await?
     };
