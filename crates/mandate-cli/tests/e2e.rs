@@ -349,6 +349,13 @@ async fn missions_keys_and_credentials_survive_a_restart() {
         .cli(Some(&alice), &["mission", "show", &mission_id, "--json"])
         .json();
     assert_eq!(shown["state"], "active");
+    for f in ["mandate.db", "mandate.db-wal"] {
+        let mode = std::fs::metadata(server.data_dir().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
     let key_mode = std::fs::metadata(server.data_dir().join("authority.key"))
         .unwrap()
         .permissions()
@@ -424,6 +431,22 @@ async fn bad_input_gets_a_problem_code_and_changes_nothing() {
         (json!({ "agent": "Not A Name", "goal": "g" }).to_string(), 400, "invalid_request"),
         (json!({ "agent": "nobody", "goal": "g" }).to_string(), 404, "not_found"),
         (format!("{{\"agent\":\"billing-bot\",\"goal\":\"{}\"}}", "x".repeat(300_000)), 413, "payload_too_large"),
+        // Nesting that would overflow the parser's stack is refused up front.
+        (
+            json!({ "agent": "billing-bot", "goal": "g",
+                    "scope": format!("permit(principal, action, resource) when {{ {}true{} }};", "(".repeat(2_000), ")".repeat(2_000)) })
+            .to_string(),
+            400,
+            "invalid_policy",
+        ),
+        // Nesting that would overflow the parser's stack is refused up front.
+        (
+            json!({ "agent": "billing-bot", "goal": "g",
+                    "scope": format!("permit(principal, action, resource) when {{ {}true{} }};", "(".repeat(2_000), ")".repeat(2_000)) })
+            .to_string(),
+            400,
+            "invalid_policy",
+        ),
     ];
     for (body, status, code) in cases {
         let (s, ctype, problem) = post(&missions, &alice, body.clone()).await;
@@ -450,6 +473,12 @@ async fn bad_input_gets_a_problem_code_and_changes_nothing() {
     assert_eq!((s, p["code"].as_str().unwrap()), (403, "forbidden"));
     let (s, _, p) = post(&missions, "mdt_nope", good.to_string()).await;
     assert_eq!((s, p["code"].as_str().unwrap()), (401, "invalid_token"));
+
+    // The server survived all of that.
+    let health = reqwest::get(format!("{}/healthz", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
 
     // Nothing half-written: only the admin's mission exists.
     let list = server
@@ -544,4 +573,67 @@ print(json.dumps(claims))
         .unwrap();
     assert!(!bad.status.success(), "PyJWT accepted an altered signature");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("InvalidSignatureError"));
+}
+
+/// A proof of possession is good for one request; free text cannot carry
+/// control characters into logs.
+#[tokio::test]
+async fn a_proof_cannot_be_replayed() {
+    use mandate_core::{Clock as _, OsRandom, SystemClock};
+    let server = TestServer::start(bin(), None);
+    let (_admin, alice) = setup(&server);
+    let (_, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
+    let agent = MissionAgent::start(server.url(), &start_token)
+        .await
+        .unwrap();
+    let url = format!("{}/v1/mission", server.url());
+    let proof = agent
+        .key()
+        .proof(
+            "GET",
+            &url,
+            Some(agent.credential()),
+            SystemClock.now(),
+            &OsRandom,
+        )
+        .unwrap();
+    let send = || {
+        reqwest::Client::new()
+            .get(&url)
+            .header("authorization", format!("DPoP {}", agent.credential()))
+            .header("dpop", &proof)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 401);
+    let p: Value = again.json().await.unwrap();
+    assert_eq!(p["code"], "proof_replayed");
+    // Another key's proof with this credential is refused.
+    let stranger = mandate_core::MissionKey::generate(&OsRandom).unwrap();
+    let forged = stranger
+        .proof(
+            "GET",
+            &url,
+            Some(agent.credential()),
+            SystemClock.now(),
+            &OsRandom,
+        )
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", format!("DPoP {}", agent.credential()))
+        .header("dpop", forged)
+        .send()
+        .await
+        .unwrap();
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["code"], "key_mismatch");
+
+    let err = agent
+        .end(Some("done\nWARN forged log line"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("invalid_request"));
+    agent.end(Some("done")).await.unwrap();
 }

@@ -37,7 +37,7 @@ pub struct MissionAgent {
 pub struct SavedMission {
     pub server: String,
     pub mission_id: String,
-    pub key_pem: String,
+    pub key_pem: Zeroizing<String>,
     pub credential: String,
     pub expires_at: u64,
 }
@@ -130,7 +130,7 @@ impl MissionAgent {
         let saved = SavedMission {
             server: self.client.base().to_owned(),
             mission_id: self.mission_id.to_string(),
-            key_pem: key_pem.to_string(),
+            key_pem,
             credential: self.credential.clone(),
             expires_at: self.expires_at,
         };

@@ -40,12 +40,21 @@ impl ClientError {
     }
 }
 
-/// The typed API client. Cheap to clone.
-#[derive(Debug, Clone)]
+/// The typed API client. Cheap to clone. Its `Debug` hides the token.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {

@@ -157,13 +157,25 @@ impl UnverifiedCredential {
         issuer: &str,
         now: UnixTime,
     ) -> Result<VerifiedCredential, CredentialError> {
+        self.verify_signature(jwks, issuer)?.check_validity(now)
+    }
+
+    /// The first half of [`Self::verify`]: signature, issuer and claim shape,
+    /// but not time. An online verifier checks the mission's state between
+    /// the two halves, so that a credential of an ended mission is refused
+    /// as `mission_ended` / `revoked` rather than merely expired.
+    pub fn verify_signature(
+        self,
+        jwks: &Jwks,
+        issuer: &str,
+    ) -> Result<SignedCredential, CredentialError> {
         let jwk = jwks
             .find(&self.kid)
             .ok_or_else(|| CredentialError::UnknownKey(self.kid.clone()))?;
         let key = DecodingKey::from_ed_components(&jwk.x)
             .map_err(|_| CredentialError::UnknownKey(self.kid.clone()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
-        // Time is checked below against the injected clock, not the system's.
+        // Time is checked in `check_validity`, against the injected clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
@@ -185,15 +197,34 @@ impl UnverifiedCredential {
         if claims.exp <= claims.iat {
             return Err(CredentialError::Malformed("exp is not after iat".into()));
         }
-        if now.0 >= claims.exp {
+        Ok(SignedCredential {
+            token: self.token,
+            claims,
+        })
+    }
+}
+
+/// A credential whose signature and issuer were checked, but not yet its
+/// validity period. Its claims are authentic; whether it is usable now is
+/// not known until [`Self::check_validity`].
+#[derive(Debug, Clone)]
+pub struct SignedCredential {
+    token: String,
+    pub claims: MissionClaims,
+}
+
+impl SignedCredential {
+    /// Checks `iat` and `exp` against `now`.
+    pub fn check_validity(self, now: UnixTime) -> Result<VerifiedCredential, CredentialError> {
+        if now.0 >= self.claims.exp {
             return Err(CredentialError::Expired);
         }
-        if claims.iat > now.0.saturating_add(FRESHNESS_WINDOW_SECS) {
+        if self.claims.iat > now.0.saturating_add(FRESHNESS_WINDOW_SECS) {
             return Err(CredentialError::NotYetValid);
         }
         Ok(VerifiedCredential {
             token: self.token,
-            claims,
+            claims: self.claims,
         })
     }
 }

@@ -20,8 +20,8 @@ pub mod wire;
 
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{
-    Actor, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims, UnverifiedCredential,
-    VerifiedCredential, issue_credential,
+    Actor, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims, SignedCredential,
+    UnverifiedCredential, VerifiedCredential, issue_credential,
 };
 pub use error::{CredentialError, InputError, KeyError, ProofError};
 pub use ids::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};

@@ -15,7 +15,12 @@ use crate::ids::{AgentName, MissionId, PrincipalName};
 use crate::jwk::Thumbprint;
 
 pub(crate) const MAX_GOAL_CHARS: usize = 4000;
-const MAX_POLICY_BYTES: usize = 64 * 1024;
+/// Largest Cedar text per policy kind of a mission.
+const MAX_POLICY_BYTES: usize = 16 * 1024;
+/// Deepest bracket nesting accepted in mission policies. The Cedar parser
+/// recurses on nesting without a limit, so unbounded input could exhaust
+/// the stack of the thread that parses it (a crash any member could cause).
+const MAX_POLICY_NESTING: usize = 16;
 
 /// What happens to a request that no policy matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -179,6 +184,7 @@ fn check_policies(
             message: format!("longer than {MAX_POLICY_BYTES} bytes"),
         });
     }
+    check_nesting(text).map_err(|message| InputError::BadPolicy { field, message })?;
     let set = cedar_policy::PolicySet::from_str(text).map_err(|e| InputError::BadPolicy {
         field,
         message: describe_parse_error(text, &e),
@@ -200,6 +206,74 @@ fn check_policies(
             field,
             message: "templates are not allowed in a mission".into(),
         });
+    }
+    Ok(())
+}
+
+/// Refuses bracket nesting deeper than [`MAX_POLICY_NESTING`], and runs of
+/// more than [`MAX_POLICY_NESTING`] unary operators, outside string
+/// literals and comments, before the text reaches the recursive parser.
+fn check_nesting(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut unary_run = 0usize;
+    let mut chars = text.chars().peekable();
+    let (mut line, mut col) = (1usize, 0usize);
+    while let Some(c) = chars.next() {
+        col += 1;
+        match c {
+            '\n' => {
+                line += 1;
+                col = 0;
+            }
+            '"' => {
+                // A string literal: skip to its closing quote, honouring escapes.
+                while let Some(s) = chars.next() {
+                    col += 1;
+                    match s {
+                        '\\' => {
+                            chars.next();
+                            col += 1;
+                        }
+                        '"' => break,
+                        '\n' => {
+                            line += 1;
+                            col = 0;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                // A line comment.
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        line += 1;
+                        col = 0;
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_POLICY_NESTING {
+                    return Err(format!(
+                        "{line}:{col}: nesting deeper than {MAX_POLICY_NESTING} levels is not accepted"
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if c == '!' || c == '-' {
+            unary_run += 1;
+            if unary_run > MAX_POLICY_NESTING {
+                return Err(format!(
+                    "{line}:{col}: more than {MAX_POLICY_NESTING} operators in a row are not accepted"
+                ));
+            }
+        } else if !c.is_whitespace() {
+            unary_run = 0;
+        }
     }
     Ok(())
 }
@@ -428,6 +502,77 @@ mod tests {
                 .to_string()
                 .contains("must be a `forbid`")
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_sees_it() {
+        // At the limit: parses (in a test thread's default 2 MiB stack).
+        let mut s = spec();
+        let inner = format!("{}true{}", "(".repeat(14), ")".repeat(14));
+        s.policies.scope = format!("permit(principal, action, resource) when {{ {inner} }};");
+        body(s).unwrap();
+        for evil in [
+            format!(
+                "permit(principal, action, resource) when {{ {}true{} }};",
+                "(".repeat(2_000),
+                ")".repeat(2_000)
+            ),
+            format!(
+                "permit(principal, action, resource) when {{ {}true }};",
+                "!".repeat(5_000)
+            ),
+            format!(
+                "permit(principal, action, resource) when {{ {}1 == 1 }};",
+                "- ".repeat(5_000)
+            ),
+            format!(
+                "permit(principal, action, resource) when {{ {}1{} }};",
+                "[".repeat(100),
+                "]".repeat(100)
+            ),
+        ] {
+            let mut s = spec();
+            s.policies.scope = evil;
+            let err = body(s).unwrap_err();
+            assert_eq!(err.code(), "invalid_policy", "{err}");
+        }
+        // Brackets inside strings and comments do not count.
+        let mut s = spec();
+        s.policies.scope = format!(
+            "// {}\npermit(principal, action, resource) when {{ context.note == \"{}\\\"\" }};",
+            "(".repeat(100),
+            "[".repeat(100)
+        );
+        body(s).unwrap();
+    }
+
+    #[test]
+    fn long_operator_chains_within_the_size_limit_do_not_crash() {
+        // The longest left-deep chain that fits the size limit, parsed on a
+        // thread with the default 2 MiB stack: refused or accepted, never a
+        // stack overflow.
+        let chain = "1 + ".repeat((MAX_POLICY_BYTES - 80) / 4);
+        let mut s = spec();
+        s.policies.scope = format!("permit(principal, action, resource) when {{ {chain}1 > 0 }};");
+        let _ = body(s);
+        let chain = "true && ".repeat((MAX_POLICY_BYTES - 80) / 8);
+        let mut s = spec();
+        s.policies.scope = format!("permit(principal, action, resource) when {{ {chain}true }};");
+        let _ = body(s);
+        // Nesting and unary runs at their limits, interleaved.
+        let mut s = spec();
+        let open = format!("({}", "!".repeat(15)).repeat(15);
+        s.policies.scope = format!(
+            "permit(principal, action, resource) when {{ {open}true{} }};",
+            ")".repeat(15)
+        );
+        let _ = body(s);
+        let mut s = spec();
+        s.policies.scope = format!(
+            "permit(principal, action, resource) when {{ context{} }};",
+            ".a".repeat(4_000)
+        );
+        let _ = body(s);
     }
 
     #[test]

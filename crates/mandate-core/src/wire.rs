@@ -41,7 +41,7 @@ pub struct CreateTokenRequest {
 }
 
 /// A new API token. `token` is shown this once and stored only hashed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedToken {
     pub id: String,
     pub principal: String,
@@ -124,14 +124,14 @@ pub struct MissionView {
 }
 
 /// A created mission. `start_token` is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedMission {
     pub mission: MissionView,
     pub start_token: String,
     pub start_token_expires_at: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartMissionRequest {
     pub start_token: String,
@@ -219,4 +219,48 @@ pub struct ProblemDocument {
     pub detail: String,
     #[serde(default)]
     pub status: u16,
+}
+
+/// `Debug` for the types that carry a bearer secret: everything but it.
+macro_rules! redacted_debug {
+    ($ty:ident { $($field:ident),* }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+redacted_debug!(CreatedToken {
+    id,
+    principal,
+    label
+});
+redacted_debug!(CreatedMission {
+    mission,
+    start_token_expires_at
+});
+redacted_debug!(StartMissionRequest {});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_bearer_secrets() {
+        let t = CreatedToken {
+            id: "tok_1".into(),
+            principal: "alice".into(),
+            label: "x".into(),
+            token: "mdt_SECRET".into(),
+        };
+        assert!(!format!("{t:?}").contains("SECRET"));
+        let r = StartMissionRequest {
+            start_token: "mst_SECRET".into(),
+        };
+        assert!(!format!("{r:?}").contains("SECRET"));
+    }
 }

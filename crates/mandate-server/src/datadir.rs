@@ -9,7 +9,7 @@
 //! ```
 
 use std::fs::{self, OpenOptions};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +54,15 @@ impl DataDir {
     /// Opens `path`, creating the directory, database and key if missing.
     pub async fn open(path: &Path) -> Result<Self, DataDirError> {
         let io = |e| DataDirError::Io(path.to_path_buf(), e);
-        if !path.exists() {
+        if path.exists() {
+            let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "data dir `{}` is accessible to other users (mode {mode:o}); consider `chmod 700`",
+                    path.display()
+                );
+            }
+        } else {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -62,7 +70,9 @@ impl DataDir {
                 .map_err(io)?;
         }
         let key = load_or_create_key(&path.join(KEY_FILE))?;
-        let store = SqliteStore::open(&path.join(DB_FILE)).await?;
+        let db = path.join(DB_FILE);
+        private_db_files(&db)?;
+        let store = SqliteStore::open(&db).await?;
         Ok(Self {
             store: Arc::new(store),
             key,
@@ -70,14 +80,44 @@ impl DataDir {
     }
 }
 
+/// The database holds token hashes and policies: make it (and so the WAL
+/// and shared-memory files, which SQLite creates with the database file's
+/// mode) readable by this user only.
+fn private_db_files(db: &Path) -> Result<(), DataDirError> {
+    let io = |e| DataDirError::Io(db.to_path_buf(), e);
+    if !db.exists() {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+            .map_err(io)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let f = PathBuf::from(format!("{}{suffix}", db.display()));
+        if f.exists() {
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
 fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
     let io = |e| DataDirError::Io(path.to_path_buf(), e);
     if path.exists() {
-        let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        // Open without following a symlink, then check the open file itself,
+        // so what is checked is what is read.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io)?;
+        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
         }
-        let pem = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+        let mut pem = Zeroizing::new(String::new());
+        file.read_to_string(&mut pem).map_err(io)?;
         return AuthorityKey::from_pkcs8_pem(&pem)
             .map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
     }

@@ -37,7 +37,9 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         if let Some(c) = config {
-            std::fs::create_dir_all(&data).expect("data dir");
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&data)
+                .expect("data dir");
             std::fs::write(data.join("mandate.toml"), c).expect("mandate.toml");
         }
         let mut s = Self {

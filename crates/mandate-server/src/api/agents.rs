@@ -5,8 +5,8 @@ use mandate_core::wire::{AgentView, RegisterAgentRequest};
 use mandate_core::{AgentName, PrincipalName, Role};
 use mandate_store::Agent;
 
-use super::agent_view;
 use super::extract::{ApiJson, Caller};
+use super::{agent_view, free_text};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -34,13 +34,7 @@ pub(super) async fn register(
             "members register agents for themselves only",
         ));
     }
-    let description = description.unwrap_or_default();
-    if description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(Problem::bad_request(
-            "invalid_request",
-            "the description is longer than 1000 characters",
-        ));
-    }
+    let description = free_text("description", description, MAX_DESCRIPTION_CHARS)?;
     let agent = Agent {
         name,
         owner,

@@ -16,22 +16,25 @@ use crate::problem::Problem;
 use crate::replay::Replay;
 use crate::state::AppState;
 
+/// Whether the request says its body is `application/json`.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// A JSON body: `application/json`, within the size limit, and matching
-/// the request type exactly (unknown fields are refused).
-#[derive(Debug)]
+/// the request type exactly (unknown fields are refused). No `Debug`: the
+/// body may hold secrets.
 pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
+        if !is_json(req.headers()) {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -117,9 +120,11 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Checks the request's `DPoP` proof: signed by the key it carries, for this
-/// method and URL, fresh, bound to `token`, and never seen before.
-pub(crate) fn check_proof(
+/// Verifies the request's `DPoP` proof: signed by the key it carries, for
+/// this method and URL, fresh, and bound to `token`. The caller must then
+/// check the key is the one it expects, and call [`remember_proof`] once the
+/// request is authorized.
+pub(crate) fn verify_request_proof(
     state: &AppState,
     headers: &HeaderMap,
     method: &Method,
@@ -131,7 +136,7 @@ pub(crate) fn check_proof(
     })?;
     let htu = format!("{}{path}", state.0.issuer);
     let now = state.0.clock.now();
-    let verified = verify_proof(
+    Ok(verify_proof(
         proof,
         &ProofExpectations {
             htm: method.as_str(),
@@ -139,9 +144,19 @@ pub(crate) fn check_proof(
             now,
             token,
         },
-    )?;
-    match state.0.replay.check(&verified.jti, now) {
-        Replay::Fresh => Ok(verified),
+    )?)
+}
+
+/// Records an authorized request's proof as used; refuses a proof that was
+/// used before. Only proofs by keys bound to a mission get here, so an
+/// outsider cannot fill the cache.
+pub(crate) fn remember_proof(state: &AppState, proof: &VerifiedProof) -> Result<(), Problem> {
+    match state
+        .0
+        .replay
+        .check(&proof.jkt, &proof.jti, proof.iat, state.0.clock.now())
+    {
+        Replay::Fresh => Ok(()),
         Replay::Seen => Err(ProofError::Replayed.into()),
         Replay::Full => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -177,17 +192,20 @@ impl FromRequestParts<AppState> for MissionCaller {
             })?
             .trim();
         let now = state.0.clock.now();
-        let verified =
-            UnverifiedCredential::parse(credential)?.verify(&state.0.jwks, &state.0.issuer, now)?;
+        // Signature and issuer first, then the mission's state, then time:
+        // a credential of an ended mission is refused as such, not as expired.
+        let signed = UnverifiedCredential::parse(credential)?
+            .verify_signature(&state.0.jwks, &state.0.issuer)?;
         let mission = state
             .0
             .store
-            .mission(&verified.claims.mission_id)
+            .mission(&signed.claims.mission_id)
             .await?
             .ok_or(mandate_core::CredentialError::UnknownMission)?;
-        mission.check_credential(&verified.claims, now)?;
+        mission.check_credential(&signed.claims, now)?;
+        let verified = signed.check_validity(now)?;
         // The API is not nested under a prefix, so the URI is the original one.
-        let proof = check_proof(
+        let proof = verify_request_proof(
             state,
             &parts.headers,
             &parts.method,
@@ -197,6 +215,7 @@ impl FromRequestParts<AppState> for MissionCaller {
         if proof.jkt != verified.claims.cnf.jkt {
             return Err(ProofError::KeyMismatch.into());
         }
+        remember_proof(state, &proof)?;
         Ok(Self {
             claims: verified.claims,
             mission,

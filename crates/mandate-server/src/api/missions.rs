@@ -14,8 +14,13 @@ use mandate_core::{
 use mandate_store::NewMission;
 use serde::Deserialize;
 
-use super::extract::{ApiJson, Caller, MissionCaller, check_proof};
-use super::{DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, MAX_BODY_BYTES, mission_view};
+use super::extract::{
+    ApiJson, Caller, MissionCaller, is_json, remember_proof, verify_request_proof,
+};
+use super::{
+    DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, MAX_BODY_BYTES, free_text, mission_view,
+    on_large_stack,
+};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -89,14 +94,13 @@ pub(super) async fn create(
     let rng = s.0.rng.as_ref();
     let now = s.0.clock.now();
     let id = MissionId::generate(rng).map_err(|_| Problem::internal())?;
-    let body = MissionBody::new(
-        spec,
-        id,
-        &s.0.issuer,
+    let (issuer, principal, limits) = (
+        s.0.issuer.clone(),
         caller.principal.name.clone(),
-        now,
         s.0.mission_limits,
-    )?;
+    );
+    let body = on_large_stack(move || MissionBody::new(spec, id, &issuer, principal, now, limits))
+        .await??;
     let s256 = mission_s256(&body)?;
     let start_token =
         SecretToken::generate(TokenKind::Start, rng).map_err(|_| Problem::internal())?;
@@ -215,7 +219,9 @@ pub(super) async fn start(
     let StartMissionRequest { start_token } = req;
     let token = SecretToken::parse(TokenKind::Start, start_token.trim())
         .ok_or(mandate_store::StartError::Unknown)?;
-    let proof = check_proof(&s, &headers, &method, uri.path(), Some(token.expose()))?;
+    // No replay cache here: the start token is single use, so a replayed
+    // proof finds it consumed (`start_token_used`).
+    let proof = verify_request_proof(&s, &headers, &method, uri.path(), Some(token.expose()))?;
     let mission =
         s.0.store
             .start_mission(&token.hash(), &proof.jkt, s.0.clock.now())
@@ -236,7 +242,7 @@ pub(super) async fn refresh(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<CredentialResponse>, Problem> {
-    let proof = check_proof(&s, &headers, &method, uri.path(), None)?;
+    let proof = verify_request_proof(&s, &headers, &method, uri.path(), None)?;
     let mission = load(&s, &id).await?;
     match mission.state_at(s.0.clock.now()) {
         (MissionState::Active, _) => {}
@@ -249,6 +255,7 @@ pub(super) async fn refresh(
     if mission.jkt() != Some(&proof.jkt) {
         return Err(ProofError::KeyMismatch.into());
     }
+    remember_proof(&s, &proof)?;
     Ok(Json(credential_for(&s, &mission, &proof.jkt).await?))
 }
 
@@ -267,13 +274,9 @@ pub(super) async fn end(
             "the body is too large",
         )
     })?;
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let EndMissionRequest { reason } = if bytes.is_empty() {
         EndMissionRequest::default()
-    } else if is_json {
+    } else if is_json(&parts.headers) {
         serde_json::from_slice(&bytes).map_err(|e| {
             Problem::bad_request("invalid_json", format!("invalid request body: {e}"))
         })?
@@ -313,9 +316,11 @@ pub(super) async fn end(
             format!("mission `{id}` has already ended"),
         ));
     }
-    let by = match reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
-        Some(r) => format!("{by} ({})", r.chars().take(200).collect::<String>()),
-        None => by,
+    let reason = free_text("reason", reason, 200)?;
+    let by = if reason.is_empty() {
+        by
+    } else {
+        format!("{by} ({reason})")
     };
     let ended =
         s.0.store
@@ -346,18 +351,23 @@ pub(super) async fn introspect(
             mission_state: None,
         })
     };
-    let verified = match UnverifiedCredential::parse(&req.credential)
-        .and_then(|u| u.verify(&s.0.jwks, &s.0.issuer, now))
+    // Signature, then mission state, then time (as for agent calls).
+    let signed = match UnverifiedCredential::parse(&req.credential)
+        .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
     {
         Ok(v) => v,
         Err(e) => return Ok(inactive(e)),
     };
-    let Some(mission) = s.0.store.mission(&verified.claims.mission_id).await? else {
+    let Some(mission) = s.0.store.mission(&signed.claims.mission_id).await? else {
         return Ok(inactive(CredentialError::UnknownMission));
     };
-    if let Err(e) = mission.check_credential(&verified.claims, now) {
+    if let Err(e) = mission.check_credential(&signed.claims, now) {
         return Ok(inactive(e));
     }
+    let verified = match signed.check_validity(now) {
+        Ok(v) => v,
+        Err(e) => return Ok(inactive(e)),
+    };
     Ok(Json(IntrospectResponse {
         active: true,
         code: None,

@@ -58,6 +58,42 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Runs `f` on a thread of its own with a large stack. Cedar's parser
+/// recurses on the shape of its input; mission policies are bounded in size
+/// and nesting before parsing, and this keeps a pathological case that
+/// slips past those bounds from overflowing a shared runtime thread.
+pub(crate) async fn on_large_stack<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Problem> {
+    const STACK_BYTES: usize = 256 << 20;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("mandate-policy-parse".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot start a policy parsing thread");
+            Problem::internal()
+        })?;
+    rx.await.map_err(|_| Problem::internal())
+}
+
+/// Free text from a caller (labels, descriptions, reasons): at most `max`
+/// characters and no control characters, so it cannot forge log lines or
+/// terminal output.
+pub(crate) fn free_text(field: &str, value: Option<String>, max: usize) -> Result<String, Problem> {
+    let value = value.unwrap_or_default().trim().to_owned();
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            format!("the {field} must be at most {max} printable characters on one line"),
+        ));
+    }
+    Ok(value)
+}
+
 fn principal_view(p: &Principal) -> PrincipalView {
     PrincipalView {
         name: p.name.to_string(),

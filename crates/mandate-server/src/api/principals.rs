@@ -10,7 +10,7 @@ use mandate_store::{ApiToken, Principal};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, Caller};
-use super::{principal_view, token_view};
+use super::{free_text, principal_view, token_view};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -32,14 +32,9 @@ fn require_admin(caller: &Caller) -> Result<(), Problem> {
 async fn issue_token(
     state: &AppState,
     principal: &PrincipalName,
-    label: String,
+    label: Option<String>,
 ) -> Result<CreatedToken, Problem> {
-    if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
-        return Err(Problem::bad_request(
-            "invalid_request",
-            "the label must be at most 200 printable characters",
-        ));
-    }
+    let label = free_text("label", label, MAX_LABEL_CHARS)?;
     let rng = state.0.rng.as_ref();
     let secret = SecretToken::generate(TokenKind::Api, rng).map_err(|_| Problem::internal())?;
     let record = ApiToken {
@@ -82,7 +77,7 @@ pub(super) async fn create(
     tracing::info!(principal = %name, role = %role, by = %caller.principal.name, "principal created");
     // If issuing the first token fails, the principal exists without one;
     // an admin can issue one with `mandate token create --principal`.
-    let token = issue_token(&s, &name, "initial".into()).await?;
+    let token = issue_token(&s, &name, Some("initial".into())).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedPrincipal {
@@ -128,7 +123,7 @@ pub(super) async fn create_token(
 ) -> Result<(StatusCode, Json<CreatedToken>), Problem> {
     let CreateTokenRequest { principal, label } = req;
     let who = subject(&caller, principal)?;
-    let token = issue_token(&s, &who, label.unwrap_or_else(|| "cli".into())).await?;
+    let token = issue_token(&s, &who, label.or_else(|| Some("cli".into()))).await?;
     Ok((StatusCode::CREATED, Json(token)))
 }
 

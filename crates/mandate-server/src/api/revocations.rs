@@ -5,6 +5,7 @@ use mandate_core::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
 use mandate_store::{Revocation, RevocationKind, RevocationSummary};
 
 use super::extract::{ApiJson, Caller};
+use super::free_text;
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -26,11 +27,7 @@ pub(super) async fn revoke(
             format!("`{kind}` is not revocable (mission, agent, principal or token)"),
         )
     })?;
-    let reason = reason
-        .unwrap_or_default()
-        .chars()
-        .take(500)
-        .collect::<String>();
+    let reason = free_text("reason", reason, 500)?;
     let me = &caller.principal.name;
     let admin = caller.principal.role == Role::Admin;
     let not_found = || Problem::not_found(format!("{} `{id}` not found", kind.as_str()));
