@@ -165,6 +165,7 @@ pub enum MissionCmd {
     },
     /// Agent side: print the mission credential, refreshing it if it is about to expire.
     Credential {
+        /// The mission state file written by `mission start`.
         #[arg(long)]
         state: PathBuf,
         /// Refresh even if the current one is still fresh.

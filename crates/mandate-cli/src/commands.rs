@@ -4,7 +4,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
-use mandate_client::{Client, MissionAgent, SavedMission, fetch_jwks};
+use mandate_client::{Client, ClientError, MissionAgent, SavedMission, fetch_jwks};
 use mandate_core::wire::{CreateMissionRequest, CreateTokenRequest, RegisterAgentRequest};
 use mandate_core::{Clock as _, PrincipalName, SystemClock, UnverifiedCredential};
 use serde_json::json;
@@ -76,11 +76,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 for m in &r.missions {
                     println!("  ended mission {m}");
                 }
-                for ag in &r.agents {
+                for ag in r
+                    .agents
+                    .iter()
+                    .filter(|a| !(kind == "agent" && **a == r.id))
+                {
                     println!("  revoked agent {ag}");
                 }
                 if r.tokens > 0 {
                     println!("  revoked {} API token(s)", r.tokens);
+                }
+                let changed = !r.missions.is_empty()
+                    || !r.agents.is_empty()
+                    || !r.principals.is_empty()
+                    || r.tokens > 0;
+                if !changed {
+                    println!("  (it was already revoked or ended; nothing else changed)");
                 }
             }
         }
@@ -336,19 +347,28 @@ async fn mission(
             reason,
         } => {
             let agent = MissionAgent::load(&read_state(&path)?).await?;
-            let m = agent.end(reason.as_deref()).await?;
-            // The mission key is worthless now; do not leave it lying around.
-            fs::remove_file(&path).with_context(|| {
-                format!("mission ended, but cannot remove `{}`", path.display())
-            })?;
-            if json {
-                output::json(&m)?
-            } else {
-                println!(
+            let ended = agent.end(reason.as_deref()).await;
+            // Ended now or before (completed, expired, revoked): either way
+            // the mission key is worthless; do not leave it lying around.
+            let already =
+                matches!(&ended, Err(e) if matches!(e.code(), Some("mission_ended" | "revoked")));
+            if ended.is_ok() || already {
+                fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove `{}`", path.display()))?;
+            }
+            match ended {
+                Ok(m) if json => output::json(&m)?,
+                Ok(m) => println!(
                     "ended mission {} and deleted its key ({})",
                     m.id,
                     path.display()
-                )
+                ),
+                Err(e) if already => println!(
+                    "mission {} had already ended: {e}; deleted its key ({})",
+                    agent.mission_id(),
+                    path.display()
+                ),
+                Err(e) => return Err(e.into()),
             }
         }
         MissionCmd::End {
@@ -392,6 +412,8 @@ async fn mission(
                 agent.refresh().await?;
             } else {
                 agent.fresh_credential().await?;
+                // Print only a credential the authority still honours.
+                agent.mission().await?;
             }
             if agent.credential() != before {
                 write_state(&state, &agent.save()?, false)?;
@@ -422,7 +444,26 @@ async fn create_mission(c: Client, a: CreateMissionArgs, json: bool) -> anyhow::
             OutOfScopeArg::Deny => "deny".into(),
         }),
     };
-    let created = c.create_mission(&req).await?;
+    let created = c.create_mission(&req).await.map_err(|e| match e {
+        // Name the file, not the field, in Cedar errors.
+        ClientError::Problem { code, detail, .. } if code == "invalid_policy" => {
+            let named = [
+                ("scope: ", &a.scope),
+                ("boundaries: ", &a.boundaries),
+                ("escalations: ", &a.escalations),
+            ]
+            .iter()
+            .find_map(|(field, file)| {
+                Some(format!(
+                    "{}:{}",
+                    file.as_ref()?.display(),
+                    detail.strip_prefix(field)?
+                ))
+            });
+            anyhow!("{} ({code})", named.unwrap_or(detail))
+        }
+        other => other.into(),
+    })?;
     if json {
         output::json(&created)?;
     } else {

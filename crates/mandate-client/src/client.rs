@@ -21,7 +21,7 @@ pub enum ClientError {
         code: String,
         detail: String,
     },
-    #[error("cannot reach the authority at `{url}`: {source}")]
+    #[error("cannot reach the authority at `{url}`")]
     Http { url: String, source: reqwest::Error },
     #[error("unexpected response from the authority: {0}")]
     Decode(String),

@@ -70,8 +70,8 @@ pub enum CredentialError {
     MissionNotStarted,
     #[error("the mission has ended")]
     MissionEnded,
-    #[error("the credential was revoked ({0})")]
-    Revoked(String),
+    #[error("the mission was revoked (directly, or with its agent or principal)")]
+    Revoked,
     #[error("the credential is not bound to this mission's key")]
     KeyMismatch,
     #[error("the credential's mission body hash does not match the mission")]
@@ -90,7 +90,7 @@ impl CredentialError {
             Self::UnknownMission => "unknown_mission",
             Self::MissionNotStarted => "mission_not_started",
             Self::MissionEnded => "mission_ended",
-            Self::Revoked(_) => "revoked",
+            Self::Revoked => "revoked",
             Self::KeyMismatch => "key_mismatch",
             Self::MissionMismatch => "mission_mismatch",
         }

@@ -418,7 +418,7 @@ impl Mission {
         }
         match self.state_at(now) {
             (MissionState::Ended, Some((EndReason::Revoked, _))) => {
-                return Err(CredentialError::Revoked("mission revoked".into()));
+                return Err(CredentialError::Revoked);
             }
             (MissionState::Ended, _) => return Err(CredentialError::MissionEnded),
             (MissionState::Ready, _) => return Err(CredentialError::MissionNotStarted),

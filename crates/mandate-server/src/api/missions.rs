@@ -248,7 +248,7 @@ pub(super) async fn refresh(
         (MissionState::Active, _) => {}
         (MissionState::Ready, _) => return Err(CredentialError::MissionNotStarted.into()),
         (MissionState::Ended, Some((EndReason::Revoked, _))) => {
-            return Err(CredentialError::Revoked("mission revoked".into()).into());
+            return Err(CredentialError::Revoked.into());
         }
         (MissionState::Ended, _) => return Err(CredentialError::MissionEnded.into()),
     }
