@@ -11,7 +11,7 @@ pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
 }
 
-/// base64url(SHA-256(bytes)).
-pub(crate) fn s256(bytes: &[u8]) -> String {
+/// base64url(SHA-256(bytes)): the digest form used across Mandate.
+pub fn s256(bytes: &[u8]) -> String {
     encode(&Sha256::digest(bytes))
 }

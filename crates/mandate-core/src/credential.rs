@@ -277,6 +277,7 @@ mod tests {
                 max_ttl_secs: u64::MAX / 4,
                 ..MissionLimits::default()
             },
+            None,
         )
         .unwrap();
         let s256 = mission_s256(&body).unwrap();

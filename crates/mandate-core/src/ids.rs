@@ -151,6 +151,13 @@ random_id_type!(
     "token"
 );
 
+random_id_type!(
+    /// An approval request's id, `apr_` and 32 hex digits.
+    ApprovalId,
+    "apr_",
+    "approval"
+);
+
 /// What a principal may do on the authority itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,28 +8,39 @@
 mod b64;
 mod clock;
 mod credential;
+mod decision;
 mod error;
 mod ids;
 mod jwk;
 mod keys;
 mod mission;
+mod policy;
 mod proof;
 mod random;
 mod secret;
 pub mod wire;
 
+pub use b64::s256;
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{
     Actor, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims, SignedCredential,
     UnverifiedCredential, VerifiedCredential, issue_credential,
 };
+pub use decision::{
+    Decision, DecisionRequest, Outcome, ReasonCode, ResourceKind, ResourceRef, Trust, decide,
+    state_check,
+};
 pub use error::{CredentialError, InputError, KeyError, ProofError};
-pub use ids::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
+pub use ids::{AgentName, ApiTokenId, ApprovalId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
 pub use keys::{AuthorityKey, MissionKey};
 pub use mission::{
     Budget, EndReason, Mission, MissionBody, MissionLimits, MissionPolicies, MissionSpec,
     MissionState, MissionStatus, OutOfScope, mission_s256,
+};
+pub use policy::{
+    BASE_SCHEMA, GrantSet, KindedSet, MissionPolicySet, OrgPolicies, PolicyDiagnostic, PolicyKind,
+    PolicySource, build_schema,
 };
 pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};
 pub use random::{OsRandom, RandomError, SecureRandom};

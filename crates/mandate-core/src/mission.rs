@@ -13,15 +13,9 @@ use crate::credential::MissionClaims;
 use crate::error::{CredentialError, InputError};
 use crate::ids::{AgentName, MissionId, PrincipalName};
 use crate::jwk::Thumbprint;
+use crate::policy::MissionPolicySet;
 
 pub(crate) const MAX_GOAL_CHARS: usize = 4000;
-/// Largest Cedar text per policy kind of a mission.
-const MAX_POLICY_BYTES: usize = 16 * 1024;
-/// Deepest bracket nesting accepted in mission policies. The Cedar parser
-/// recurses on nesting without a limit, so unbounded input could exhaust
-/// the stack of the thread that parses it (a crash any member could cause).
-const MAX_POLICY_NESTING: usize = 16;
-
 /// What happens to a request that no policy matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +106,7 @@ pub struct MissionBody {
 
 impl MissionBody {
     /// Checks a spec against `limits` and Cedar, and fixes the body.
+    /// `schema`, when given, validates the policies against it.
     pub fn new(
         spec: MissionSpec,
         id: MissionId,
@@ -119,6 +114,7 @@ impl MissionBody {
         principal: PrincipalName,
         now: UnixTime,
         limits: MissionLimits,
+        schema: Option<&cedar_policy::Schema>,
     ) -> Result<Self, InputError> {
         let MissionSpec {
             agent,
@@ -148,13 +144,7 @@ impl MissionBody {
                 got: budget,
             });
         }
-        check_policies("scope", &policies.scope, Some(cedar_policy::Effect::Permit))?;
-        check_policies(
-            "boundaries",
-            &policies.boundaries,
-            Some(cedar_policy::Effect::Forbid),
-        )?;
-        check_policies("escalations", &policies.escalations, None)?;
+        MissionPolicySet::compile(id.as_str(), &policies, schema)?;
         Ok(Self {
             v: 1,
             id,
@@ -168,128 +158,6 @@ impl MissionBody {
             created_at: now.0,
             expires_at: now.plus(ttl_secs).0,
         })
-    }
-}
-
-/// Parses Cedar text and, where `effect` is given, checks every policy has
-/// it. Parsing happens here, once, when the mission is created.
-fn check_policies(
-    field: &'static str,
-    text: &str,
-    effect: Option<cedar_policy::Effect>,
-) -> Result<(), InputError> {
-    if text.len() > MAX_POLICY_BYTES {
-        return Err(InputError::BadPolicy {
-            field,
-            message: format!("longer than {MAX_POLICY_BYTES} bytes"),
-        });
-    }
-    check_nesting(text).map_err(|message| InputError::BadPolicy { field, message })?;
-    let set = cedar_policy::PolicySet::from_str(text).map_err(|e| InputError::BadPolicy {
-        field,
-        message: describe_parse_error(text, &e),
-    })?;
-    if let Some(want) = effect
-        && let Some(p) = set.policies().find(|p| p.effect() != want)
-    {
-        let want = match want {
-            cedar_policy::Effect::Permit => "permit",
-            cedar_policy::Effect::Forbid => "forbid",
-        };
-        return Err(InputError::BadPolicy {
-            field,
-            message: format!("policy `{}` must be a `{want}` policy", p.id()),
-        });
-    }
-    if set.templates().next().is_some() {
-        return Err(InputError::BadPolicy {
-            field,
-            message: "templates are not allowed in a mission".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Refuses bracket nesting deeper than [`MAX_POLICY_NESTING`], and runs of
-/// more than [`MAX_POLICY_NESTING`] unary operators, outside string
-/// literals and comments, before the text reaches the recursive parser.
-fn check_nesting(text: &str) -> Result<(), String> {
-    let mut depth = 0usize;
-    let mut unary_run = 0usize;
-    let mut chars = text.chars().peekable();
-    let (mut line, mut col) = (1usize, 0usize);
-    while let Some(c) = chars.next() {
-        col += 1;
-        match c {
-            '\n' => {
-                line += 1;
-                col = 0;
-            }
-            '"' => {
-                // A string literal: skip to its closing quote, honouring escapes.
-                while let Some(s) = chars.next() {
-                    col += 1;
-                    match s {
-                        '\\' => {
-                            chars.next();
-                            col += 1;
-                        }
-                        '"' => break,
-                        '\n' => {
-                            line += 1;
-                            col = 0;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'/') => {
-                // A line comment.
-                for s in chars.by_ref() {
-                    if s == '\n' {
-                        line += 1;
-                        col = 0;
-                        break;
-                    }
-                }
-            }
-            '(' | '[' | '{' => {
-                depth += 1;
-                if depth > MAX_POLICY_NESTING {
-                    return Err(format!(
-                        "{line}:{col}: nesting deeper than {MAX_POLICY_NESTING} levels is not accepted"
-                    ));
-                }
-            }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if c == '!' || c == '-' {
-            unary_run += 1;
-            if unary_run > MAX_POLICY_NESTING {
-                return Err(format!(
-                    "{line}:{col}: more than {MAX_POLICY_NESTING} operators in a row are not accepted"
-                ));
-            }
-        } else if !c.is_whitespace() {
-            unary_run = 0;
-        }
-    }
-    Ok(())
-}
-
-/// `line:col: message` for the first labelled parse error.
-fn describe_parse_error(text: &str, err: &cedar_policy::ParseErrors) -> String {
-    use miette::Diagnostic as _;
-    let offset = err.labels().and_then(|mut l| l.next()).map(|l| l.offset());
-    match offset {
-        Some(off) => {
-            let before = &text[..off.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("{line}:{col}: {err}")
-        }
-        None => err.to_string(),
     }
 }
 
@@ -434,6 +302,7 @@ impl Mission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::MAX_POLICY_BYTES;
     use crate::random::OsRandom;
 
     fn spec() -> MissionSpec {
@@ -460,6 +329,7 @@ mod tests {
             "alice".parse().unwrap(),
             UnixTime(1_000),
             MissionLimits::default(),
+            None,
         )
     }
 
@@ -492,7 +362,7 @@ mod tests {
             body(s)
                 .unwrap_err()
                 .to_string()
-                .contains("must be a `permit`")
+                .contains("only scope policies belong here")
         );
         let mut s = spec();
         s.policies.boundaries = "permit(principal, action, resource);".into();
@@ -500,7 +370,7 @@ mod tests {
             body(s)
                 .unwrap_err()
                 .to_string()
-                .contains("must be a `forbid`")
+                .contains("only boundary policies belong here")
         );
     }
 

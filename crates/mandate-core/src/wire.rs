@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::credential::MissionClaims;
+use crate::decision::{Decision, ResourceRef};
 use crate::mission::{EndReason, MissionPolicies, MissionState, OutOfScope};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,4 +264,51 @@ mod tests {
         };
         assert!(!format!("{r:?}").contains("SECRET"));
     }
+}
+
+/// `POST /v1/decide`: may the agent holding `credential` do `action` on
+/// `resource` now?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideRequest {
+    /// The agent's mission credential (the enforcement point has checked
+    /// the request's signature by the mission key).
+    pub credential: String,
+    pub action: String,
+    pub resource: ResourceRef,
+    /// Request attributes for policy (`context.*`).
+    #[serde(default)]
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A decision with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecideResponse {
+    pub decision: Decision,
+    /// Stable reason code: `scope`, `grant`, `boundary`, `escalation`,
+    /// `out_of_scope`, `budget_exhausted`, `mission_ended`, `revoked`,
+    /// `credential_expired`, `bad_signature`, `policy_error`, …
+    pub code: String,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// The grant that allowed the request, if one did.
+    pub grant: Option<String>,
+    /// For `escalate`: the approval request to wait on.
+    pub approval_id: Option<String>,
+    pub mission_id: Option<String>,
+    /// Allowed requests counted so far, after this one.
+    pub budget_used: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The organisation's policies as loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoliciesView {
+    /// Increases with every successful load.
+    pub version: u64,
+    pub dir: String,
+    pub schema_fragments: Vec<String>,
+    /// `(id, kind)` of every policy.
+    pub policies: Vec<(String, String)>,
 }

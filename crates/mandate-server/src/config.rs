@@ -24,6 +24,11 @@ pub struct Config {
     /// Lifetime of a start token (capped by the mission's end).
     pub start_token_ttl_secs: u64,
     pub mission_limits: MissionLimits,
+    /// The organisation's policies (`*.cedar`, `*.cedarschema`).
+    pub policies_dir: PathBuf,
+    /// How long an escalated request waits for a human (capped by the
+    /// mission's end).
+    pub approval_ttl_secs: u64,
 }
 
 /// The optional `mandate.toml`. Every key is optional.
@@ -34,6 +39,8 @@ struct FileConfig {
     public_url: Option<String>,
     credential_ttl_secs: Option<u64>,
     start_token_ttl_secs: Option<u64>,
+    policies_dir: Option<PathBuf>,
+    approval_ttl_secs: Option<u64>,
     #[serde(default)]
     missions: FileMissionLimits,
 }
@@ -120,6 +127,11 @@ impl Config {
             public_url,
             credential_ttl_secs: env_ttl.or(fc.credential_ttl_secs).unwrap_or(600),
             start_token_ttl_secs: fc.start_token_ttl_secs.unwrap_or(900),
+            policies_dir: env("MANDATE_POLICIES")
+                .map(PathBuf::from)
+                .or(fc.policies_dir)
+                .unwrap_or_else(|| data_dir.join("policies")),
+            approval_ttl_secs: fc.approval_ttl_secs.unwrap_or(3_600),
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),

@@ -4,6 +4,7 @@
 mod api;
 mod config;
 mod datadir;
+mod policies;
 mod problem;
 mod replay;
 mod state;
@@ -11,6 +12,7 @@ mod state;
 pub use api::router;
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use datadir::{DataDir, DataDirError, init_admin};
+pub use policies::{LoadedPolicies, load_dir};
 pub use problem::Problem;
 pub use state::AppState;
 
@@ -27,6 +29,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let data = DataDir::open(&config.data_dir).await?;
+    // Fail closed: never start with a policy set that does not load.
+    let policies = load_dir(&config.policies_dir).map_err(|diags| {
+        ServeError::Policies(
+            diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
@@ -50,6 +62,7 @@ pub async fn serve(
         Arc::new(OsRandom),
         &config,
         issuer.clone(),
+        policies,
     );
     // Printed on stdout, one line, so people and scripts can find the address.
     println!(
@@ -62,12 +75,35 @@ pub async fn serve(
             config.data_dir.display()
         );
     }
+    spawn_reload_on_sighup(state.clone());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Io)?;
     tracing::info!("mandate stopped");
     Ok(())
+}
+
+/// `SIGHUP` reloads the organisation's policies; a set that fails to load
+/// is rejected and the running one stays.
+fn spawn_reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; use `mandate policy reload`");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match state.reload_policies() {
+                Ok(v) => tracing::info!(version = v, "policies reloaded (SIGHUP)"),
+                Err(diags) => {
+                    for d in diags {
+                        tracing::error!("policy reload rejected, keeping the running set: {d}");
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Why the server could not run.
@@ -77,6 +113,8 @@ pub enum ServeError {
     DataDir(#[from] DataDirError),
     #[error("cannot listen on `{0}`: {1}")]
     Bind(String, std::io::Error),
+    #[error("the policies do not load:\n{0}")]
+    Policies(String),
     #[error("server error: {0}")]
     Io(std::io::Error),
 }

@@ -16,6 +16,10 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     pub code: &'static str,
+    /// Every problem found, where there are several (e.g. policy errors
+    /// as `file:line:col: message`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 impl Problem {
@@ -27,6 +31,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             code,
+            errors: Vec::new(),
         }
     }
 

@@ -1,10 +1,22 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
-use mandate_core::{AuthorityKey, Clock, Jwks, MissionLimits, SecureRandom};
+use mandate_core::{
+    AuthorityKey, Clock, Jwks, Mission, MissionLimits, MissionPolicySet, PolicyDiagnostic,
+    SecureRandom,
+};
 use mandate_store::Store;
 
 use crate::config::Config;
+use crate::policies::{LoadedPolicies, load_dir};
 use crate::replay::ReplayCache;
+
+/// Compiled mission policy sets kept in memory. Past this, the cache is
+/// cleared and refilled on demand (compiling a mission's policies is cheap
+/// next to the requests it serves; the bound keeps memory flat however many
+/// missions run).
+const MISSION_CACHE_MAX: usize = 100_000;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -20,8 +32,22 @@ pub(crate) struct Inner {
     pub issuer: String,
     pub credential_ttl_secs: u64,
     pub start_token_ttl_secs: u64,
+    pub approval_ttl_secs: u64,
     pub mission_limits: MissionLimits,
     pub replay: ReplayCache,
+    pub policies_dir: PathBuf,
+    /// The organisation's policies; swapped whole on reload.
+    org: RwLock<Arc<OrgState>>,
+    /// Serializes reloads so versions stay in order.
+    reload_lock: Mutex<()>,
+    missions: Mutex<HashMap<String, Arc<MissionPolicySet>>>,
+}
+
+/// One loaded generation of the organisation's policies.
+#[derive(Debug)]
+pub(crate) struct OrgState {
+    pub version: u64,
+    pub loaded: LoadedPolicies,
 }
 
 impl AppState {
@@ -34,6 +60,7 @@ impl AppState {
         rng: Arc<dyn SecureRandom>,
         config: &Config,
         issuer: String,
+        policies: LoadedPolicies,
     ) -> Self {
         let jwks = key.jwks();
         Self(Arc::new(Inner {
@@ -45,8 +72,84 @@ impl AppState {
             issuer,
             credential_ttl_secs: config.credential_ttl_secs,
             start_token_ttl_secs: config.start_token_ttl_secs,
+            approval_ttl_secs: config.approval_ttl_secs,
             mission_limits: config.mission_limits,
             replay: ReplayCache::default(),
+            policies_dir: config.policies_dir.clone(),
+            org: RwLock::new(Arc::new(OrgState {
+                version: 1,
+                loaded: policies,
+            })),
+            reload_lock: Mutex::new(()),
+            missions: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The current organisation policies.
+    pub(crate) fn org(&self) -> Result<Arc<OrgState>, crate::Problem> {
+        self.0
+            .org
+            .read()
+            .map(|g| Arc::clone(&g))
+            .map_err(|_| crate::Problem::internal())
+    }
+
+    /// Reloads the policy directory. A set that fails to load or validate
+    /// is rejected whole and the running one stays.
+    pub fn reload_policies(&self) -> Result<u64, Vec<PolicyDiagnostic>> {
+        let internal = |m: &str| {
+            vec![PolicyDiagnostic {
+                source: "server".into(),
+                line: 1,
+                col: 1,
+                message: m.into(),
+            }]
+        };
+        let _serial = self
+            .0
+            .reload_lock
+            .lock()
+            .map_err(|_| internal("reload lock poisoned"))?;
+        let loaded = load_dir(&self.0.policies_dir)?;
+        let mut org = self
+            .0
+            .org
+            .write()
+            .map_err(|_| internal("policy lock poisoned"))?;
+        let version = org.version + 1;
+        *org = Arc::new(OrgState { version, loaded });
+        Ok(version)
+    }
+
+    /// A mission's compiled policies, compiled once and cached.
+    pub(crate) fn mission_policies(
+        &self,
+        m: &Mission,
+    ) -> Result<Arc<MissionPolicySet>, crate::Problem> {
+        let key = m.s256.clone();
+        if let Some(hit) = self
+            .0
+            .missions
+            .lock()
+            .map_err(|_| crate::Problem::internal())?
+            .get(&key)
+        {
+            return Ok(Arc::clone(hit));
+        }
+        let compiled = Arc::new(MissionPolicySet::compile(
+            m.body.id.as_str(),
+            &m.body.policies,
+            None,
+        )?);
+        let mut cache = self
+            .0
+            .missions
+            .lock()
+            .map_err(|_| crate::Problem::internal())?;
+        if cache.len() >= MISSION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&compiled));
+        Ok(compiled)
     }
 }

@@ -8,7 +8,8 @@ mod sqlite;
 
 pub use error::{StartError, StoreError};
 pub use model::{
-    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary,
+    Agent, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation, RevocationKind,
+    RevocationSummary,
 };
 pub use sqlite::SqliteStore;
 
@@ -90,6 +91,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         iat: UnixTime,
         exp: UnixTime,
     ) -> Result<(), StoreError>;
+
+    // --- decisions ---
+
+    /// Allowed requests counted against a mission's budget so far.
+    async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;
+    /// Counts one allowed request, atomically, only if budget is left and
+    /// the mission is active. Returns the new count, or `None` if the budget
+    /// was used up (or the mission ended) in the meantime.
+    async fn consume_budget(&self, id: &MissionId, budget: u64) -> Result<Option<u64>, StoreError>;
+    /// The mission's grants that are live at `now` (not expired, revoked or
+    /// used up).
+    async fn live_grants(
+        &self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Vec<GrantRecord>, StoreError>;
+    /// Records an escalated request, or joins the identical pending one.
+    /// Returns the approval id and whether it was joined.
+    async fn open_approval(&self, a: &NewApproval) -> Result<(String, bool), StoreError>;
 
     // --- revocation ---
 

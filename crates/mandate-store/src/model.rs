@@ -91,3 +91,29 @@ pub struct RevocationSummary {
     pub principals: Vec<PrincipalName>,
     pub tokens: u64,
 }
+
+/// A live grant of a mission, as the decision engine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    /// The Cedar `permit` text.
+    pub policy: String,
+}
+
+/// An escalated request to record (or join, if an identical one waits).
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub id: String,
+    pub mission: MissionId,
+    /// Digest of (action, resource, context): identical requests share it.
+    pub request_digest: String,
+    pub action: String,
+    /// The resource as JSON.
+    pub resource: String,
+    pub context_digest: String,
+    pub reason_code: String,
+    /// Ids of the policies that asked for it, as JSON.
+    pub policies: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}

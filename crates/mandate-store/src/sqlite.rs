@@ -17,7 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::model::{
-    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, RevocationSummary,
+    Agent, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation, RevocationKind,
+    RevocationSummary,
 };
 use crate::{StartError, Store, StoreError};
 
@@ -579,6 +580,100 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError> {
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT requests_used FROM missions WHERE id = ?1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        used.map(|u| u64::try_from(u).unwrap_or(0))
+            .ok_or_else(|| StoreError::NotFound(format!("mission `{id}`")))
+    }
+
+    async fn consume_budget(&self, id: &MissionId, budget: u64) -> Result<Option<u64>, StoreError> {
+        // INVARIANT: the check and the increment are one statement, so
+        // concurrent allowed requests never exceed the budget.
+        let used: Option<i64> = sqlx::query_scalar(
+            "UPDATE missions SET requests_used = requests_used + 1 \
+             WHERE id = ?1 AND state = 'active' AND requests_used < ?2 RETURNING requests_used",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(budget).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(used.map(|u| u64::try_from(u).unwrap_or(0)))
+    }
+
+    async fn live_grants(
+        &self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.id, g.policy FROM grants g JOIN missions m ON m.id = g.mission_id \
+             WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
+               AND (g.expires_at IS NULL OR g.expires_at > ?2) \
+               AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
+        )
+        .bind(id.as_str())
+        .bind(secs(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GrantRecord {
+                    id: r.try_get("id")?,
+                    policy: r.try_get("policy")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_approval(&self, a: &NewApproval) -> Result<(String, bool), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let existing: Option<String> = sqlx::query_scalar(
+            "UPDATE approvals SET hits = hits + 1 \
+             WHERE mission_id = ?1 AND request_digest = ?2 AND status = 'pending' AND expires_at > ?3 RETURNING id",
+        )
+        .bind(a.mission.as_str())
+        .bind(&a.request_digest)
+        .bind(secs(a.created_at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = existing {
+            tx.commit().await?;
+            return Ok((id, true));
+        }
+        // A pending one past its expiry no longer blocks a new request.
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE mission_id = ?1 AND request_digest = ?2 AND status = 'pending'",
+        )
+        .bind(a.mission.as_str())
+        .bind(&a.request_digest)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context_digest, \
+             reason_code, policies, status, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10)",
+        )
+        .bind(&a.id)
+        .bind(a.mission.as_str())
+        .bind(&a.request_digest)
+        .bind(&a.action)
+        .bind(&a.resource)
+        .bind(&a.context_digest)
+        .bind(&a.reason_code)
+        .bind(&a.policies)
+        .bind(secs(a.created_at))
+        .bind(secs(a.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((a.id.clone(), false))
     }
 
     async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError> {

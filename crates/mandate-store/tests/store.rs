@@ -73,6 +73,7 @@ async fn new_mission(s: &dyn Store, principal: &str, agent: &str) -> (MissionId,
         principal.parse().unwrap(),
         T0,
         MissionLimits::default(),
+        None,
     )
     .unwrap();
     let token = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();

@@ -99,8 +99,13 @@ pub(super) async fn create(
         caller.principal.name.clone(),
         s.0.mission_limits,
     );
-    let body = on_large_stack(move || MissionBody::new(spec, id, &issuer, principal, now, limits))
-        .await??;
+    // Validated against the schema of the organisation's current policies.
+    let org = s.org()?;
+    let body = on_large_stack(move || {
+        let schema = org.loaded.policies.schema();
+        MissionBody::new(spec, id, &issuer, principal, now, limits, Some(schema))
+    })
+    .await??;
     let s256 = mission_s256(&body)?;
     let start_token =
         SecretToken::generate(TokenKind::Start, rng).map_err(|_| Problem::internal())?;

@@ -2,8 +2,10 @@
 //! store, and render views; errors become problems (see `problem.rs`).
 
 mod agents;
+mod decide;
 mod extract;
 mod missions;
+mod policies;
 mod principals;
 mod revocations;
 mod wellknown;
@@ -53,6 +55,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/mission", get(missions::current))
         .route("/v1/credentials/introspect", post(missions::introspect))
         .route("/v1/revocations", post(revocations::revoke))
+        .route("/v1/decide", post(decide::decide))
+        .route("/v1/policies", get(policies::list))
+        .route("/v1/policies/reload", post(policies::reload))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

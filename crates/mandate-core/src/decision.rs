@@ -1,0 +1,426 @@
+//! The decision: state checks, then Cedar in three kinds (DESIGN.md §3).
+//!
+//! 1. State: the mission is active, not revoked, and has budget left.
+//! 2. `boundary` (`forbid`) matches → Deny. Nothing overrides a boundary.
+//! 3. `escalate` matches → Escalate, unless a live grant covers the request.
+//! 4. `scope` matches → Allow.
+//! 5. Nothing matches → out of scope: Escalate (or Allow, if a live grant
+//!    covers the request) or Deny, per the mission. A grant turns an
+//!    Escalate into an Allow; it never turns a Deny into anything.
+//!
+//! Any error (a request that cannot be built, a policy that fails to
+//! evaluate) → Deny. Policies are compiled before; nothing is parsed here.
+//! Only the policies that apply are evaluated: the organisation's, this
+//! mission's, and this mission's grants.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, Request,
+    RestrictedExpression,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::mission::{EndReason, Mission, MissionState, OutOfScope};
+use crate::policy::{GrantSet, KindedSet, MissionPolicySet, OrgPolicies, PolicyKind};
+
+static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
+
+/// The three outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+    Escalate,
+}
+
+impl Decision {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Escalate => "escalate",
+        }
+    }
+}
+
+/// Stable reason codes.
+#[derive(Debug)]
+pub struct ReasonCode;
+
+impl ReasonCode {
+    pub const SCOPE: &'static str = "scope";
+    pub const GRANT: &'static str = "grant";
+    pub const BOUNDARY: &'static str = "boundary";
+    pub const ESCALATION: &'static str = "escalation";
+    pub const OUT_OF_SCOPE: &'static str = "out_of_scope";
+    pub const BUDGET_EXHAUSTED: &'static str = "budget_exhausted";
+    pub const MISSION_ENDED: &'static str = "mission_ended";
+    pub const MISSION_NOT_STARTED: &'static str = "mission_not_started";
+    pub const REVOKED: &'static str = "revoked";
+    pub const POLICY_ERROR: &'static str = "policy_error";
+    pub const INVALID_REQUEST: &'static str = "invalid_request";
+}
+
+/// A decision and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Stable reason code (see [`ReasonCode`]).
+    pub code: String,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// The grant that allowed the request, if one did.
+    pub grant: Option<String>,
+    /// Human-readable detail (errors, for instance).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl Outcome {
+    fn new(decision: Decision, code: &str, policies: Vec<String>) -> Self {
+        Self {
+            decision,
+            code: code.to_owned(),
+            policies,
+            grant: None,
+            detail: String::new(),
+        }
+    }
+
+    /// A denial with a reason code and no policy.
+    #[must_use]
+    pub fn deny(code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            ..Self::new(Decision::Deny, code, Vec::new())
+        }
+    }
+}
+
+/// How much the request is trusted, from weakest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// Signed by the mission key.
+    Signed,
+    /// The mission is bound to verified attestation evidence.
+    Attested,
+    /// A human approved this very call.
+    Approved,
+}
+
+impl Trust {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signed => "signed",
+            Self::Attested => "attested",
+            Self::Approved => "approved",
+        }
+    }
+}
+
+/// What kind of thing a request acts on (its Cedar entity type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum ResourceKind {
+    /// A generic resource: `Resource::"{id}"`.
+    Resource { id: String },
+    /// A gateway route: `Route::"{route}{path}"` with `route` and `path`.
+    Route { route: String, path: String },
+    /// An MCP tool: `Tool::"{server}/{tool}"` with `server` and `tool`.
+    Tool { server: String, tool: String },
+}
+
+/// The resource of a request, with its attributes (Cedar entity tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRef {
+    #[serde(flatten)]
+    pub kind: ResourceKind,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ResourceRef {
+    fn uid(&self) -> Result<EntityUid, String> {
+        let (ty, id) = match &self.kind {
+            ResourceKind::Resource { id } => ("Resource", id.clone()),
+            ResourceKind::Route { route, path } => ("Route", format!("{route}{path}")),
+            ResourceKind::Tool { server, tool } => ("Tool", format!("{server}/{tool}")),
+        };
+        Ok(EntityUid::from_type_name_and_id(
+            type_name(ty)?,
+            EntityId::new(id),
+        ))
+    }
+
+    fn entity(&self) -> Result<Entity, String> {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        let attrs: Vec<(String, RestrictedExpression)> = match &self.kind {
+            ResourceKind::Resource { .. } => Vec::new(),
+            ResourceKind::Route { route, path } => {
+                vec![("route".into(), s(route)), ("path".into(), s(path))]
+            }
+            ResourceKind::Tool { server, tool } => {
+                vec![("server".into(), s(server)), ("tool".into(), s(tool))]
+            }
+        };
+        let tags = self.tags.iter().map(|(k, v)| (k.clone(), s(v)));
+        Entity::new_with_tags(self.uid()?, attrs, [], tags).map_err(|e| e.to_string())
+    }
+}
+
+/// One request to decide.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest<'a> {
+    pub mission: &'a Mission,
+    /// Allowed requests already counted against the mission's budget.
+    pub budget_used: u64,
+    pub action: &'a str,
+    pub resource: &'a ResourceRef,
+    /// Request attributes for policy (`context.*`). `trust` and `time` are
+    /// Mandate's and may not be set here.
+    pub context: &'a serde_json::Map<String, serde_json::Value>,
+    pub trust: Trust,
+    pub now: UnixTime,
+}
+
+fn type_name(s: &str) -> Result<EntityTypeName, String> {
+    s.parse()
+        .map_err(|e: cedar_policy::ParseErrors| e.to_string())
+}
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
+    Ok(EntityUid::from_type_name_and_id(
+        type_name(ty)?,
+        EntityId::new(id),
+    ))
+}
+
+/// State checks that come before any policy: the mission is active and has
+/// budget left. Credential and key checks come before this, where the
+/// credential is presented.
+pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result<(), Outcome> {
+    match mission.state_at(now) {
+        (MissionState::Active, _) => {}
+        (MissionState::Ready, _) => {
+            return Err(Outcome::deny(
+                ReasonCode::MISSION_NOT_STARTED,
+                "the mission has not started",
+            ));
+        }
+        (MissionState::Ended, Some((EndReason::Revoked, _))) => {
+            return Err(Outcome::deny(
+                ReasonCode::REVOKED,
+                "the mission was revoked",
+            ));
+        }
+        (MissionState::Ended, _) => {
+            return Err(Outcome::deny(
+                ReasonCode::MISSION_ENDED,
+                "the mission has ended",
+            ));
+        }
+    }
+    if budget_used >= mission.body.budget.requests {
+        return Err(Outcome::deny(
+            ReasonCode::BUDGET_EXHAUSTED,
+            "the mission's request budget is used up",
+        ));
+    }
+    Ok(())
+}
+
+fn build(req: &DecisionRequest<'_>) -> Result<(Request, Entities), String> {
+    let body = &req.mission.body;
+    let user = uid("User", body.principal.as_str())?;
+    let mission = uid("Mission", body.id.as_str())?;
+    let agent = uid("Agent", body.agent.as_str())?;
+    let started_at = match &req.mission.status {
+        crate::mission::MissionStatus::Active { started_at, .. } => started_at.0,
+        _ => body.created_at,
+    };
+    let long = |v: u64| RestrictedExpression::new_long(i64::try_from(v).unwrap_or(i64::MAX));
+    let mission_entity = Entity::new(
+        mission.clone(),
+        [
+            (
+                "principal".to_owned(),
+                RestrictedExpression::new_entity_uid(user.clone()),
+            ),
+            (
+                "goal".to_owned(),
+                RestrictedExpression::new_string(body.goal.clone()),
+            ),
+            ("tags".to_owned(), RestrictedExpression::new_set([])),
+            ("attested".to_owned(), RestrictedExpression::new_bool(false)),
+            ("budget".to_owned(), long(body.budget.requests)),
+            ("budget_used".to_owned(), long(req.budget_used)),
+            ("started_at".to_owned(), long(started_at)),
+            ("expires_at".to_owned(), long(body.expires_at)),
+        ]
+        .into_iter()
+        .collect(),
+        HashSet::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    let agent_entity = Entity::new(
+        agent.clone(),
+        [(
+            "mission".to_owned(),
+            RestrictedExpression::new_entity_uid(mission),
+        )]
+        .into_iter()
+        .collect(),
+        HashSet::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    let resource = req.resource.entity()?;
+    let resource_uid = req.resource.uid()?;
+    let entities = Entities::from_entities(
+        [
+            Entity::new_no_attrs(user, HashSet::new()),
+            mission_entity,
+            agent_entity,
+            resource,
+        ],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    if req.context.contains_key("trust") || req.context.contains_key("time") {
+        return Err("`trust` and `time` are set by Mandate, not by the request".into());
+    }
+    let mut ctx = req.context.clone();
+    ctx.insert("trust".into(), req.trust.as_str().into());
+    ctx.insert("time".into(), req.now.0.into());
+    let context = Context::from_json_value(serde_json::Value::Object(ctx), None)
+        .map_err(|e| e.to_string())?;
+    let action = uid("Action", req.action)?;
+    let request =
+        Request::new(agent, action, resource_uid, context, None).map_err(|e| e.to_string())?;
+    Ok((request, entities))
+}
+
+/// What matched, by kind.
+#[derive(Default)]
+struct Matched {
+    boundary: Vec<String>,
+    escalate: Vec<String>,
+    scope: Vec<String>,
+    grant: Vec<String>,
+}
+
+/// Decides a request. State checks ([`state_check`]) must have passed.
+#[must_use]
+pub fn decide(
+    org: &OrgPolicies,
+    mission: &MissionPolicySet,
+    grants: &GrantSet,
+    req: &DecisionRequest<'_>,
+) -> Outcome {
+    let (request, entities) = match build(req) {
+        Ok(built) => built,
+        Err(e) => return Outcome::deny(ReasonCode::INVALID_REQUEST, e),
+    };
+    let mut m = Matched::default();
+    for set in [&org.policies, &mission.0, &grants.0] {
+        if set.is_empty() {
+            continue;
+        }
+        if let Err(outcome) = evaluate(set, &request, &entities, &mut m) {
+            return outcome;
+        }
+        if !m.boundary.is_empty() {
+            // A boundary matched: nothing can override it.
+            break;
+        }
+    }
+    outcome(m, req.mission.body.out_of_scope)
+}
+
+fn evaluate(
+    set: &KindedSet,
+    request: &Request,
+    entities: &Entities,
+    m: &mut Matched,
+) -> Result<(), Outcome> {
+    let resp = AUTHORIZER.is_authorized(request, &set.set, entities);
+    let diagnostics = resp.diagnostics();
+    let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+    if !errors.is_empty() {
+        // INVARIANT: an error in any policy denies, whatever else matched.
+        let ids = diagnostics
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                    p.policy_id().to_string()
+                }
+            })
+            .collect();
+        return Err(Outcome {
+            policies: ids,
+            ..Outcome::deny(ReasonCode::POLICY_ERROR, errors.join("; "))
+        });
+    }
+    for id in diagnostics.reason() {
+        let target = match set.kind(id) {
+            Some(PolicyKind::Boundary) => &mut m.boundary,
+            Some(PolicyKind::Escalate) => &mut m.escalate,
+            Some(PolicyKind::Scope) => &mut m.scope,
+            Some(PolicyKind::Grant) => &mut m.grant,
+            None => {
+                return Err(Outcome::deny(
+                    ReasonCode::POLICY_ERROR,
+                    format!("policy `{id}` has no kind"),
+                ));
+            }
+        };
+        target.push(id_string(id));
+    }
+    Ok(())
+}
+
+fn id_string(id: &PolicyId) -> String {
+    id.to_string()
+}
+
+fn outcome(mut m: Matched, out_of_scope: OutOfScope) -> Outcome {
+    for v in [&mut m.boundary, &mut m.escalate, &mut m.scope, &mut m.grant] {
+        v.sort();
+    }
+    if !m.boundary.is_empty() {
+        return Outcome::new(Decision::Deny, ReasonCode::BOUNDARY, m.boundary);
+    }
+    if !m.escalate.is_empty() {
+        if let Some(g) = m.grant.first().cloned() {
+            // A grant covers what would otherwise need asking.
+            let mut policies = m.grant;
+            policies.extend(m.escalate);
+            return Outcome {
+                grant: Some(g),
+                ..Outcome::new(Decision::Allow, ReasonCode::GRANT, policies)
+            };
+        }
+        return Outcome::new(Decision::Escalate, ReasonCode::ESCALATION, m.escalate);
+    }
+    if !m.scope.is_empty() {
+        return Outcome::new(Decision::Allow, ReasonCode::SCOPE, m.scope);
+    }
+    // Out of scope. Grants turn an Escalate into an Allow, never a Deny:
+    // where the mission says out of scope is not negotiable, it is not.
+    match (out_of_scope, m.grant.first().cloned()) {
+        (OutOfScope::Escalate, Some(g)) => Outcome {
+            grant: Some(g),
+            ..Outcome::new(Decision::Allow, ReasonCode::GRANT, m.grant)
+        },
+        (OutOfScope::Escalate, None) => {
+            Outcome::new(Decision::Escalate, ReasonCode::OUT_OF_SCOPE, Vec::new())
+        }
+        (OutOfScope::Deny, _) => Outcome::new(Decision::Deny, ReasonCode::OUT_OF_SCOPE, Vec::new()),
+    }
+}

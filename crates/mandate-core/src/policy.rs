@@ -1,0 +1,556 @@
+//! Policy sources, kinds and validation.
+//!
+//! Three kinds of policy in one language, told apart by `@kind`:
+//!
+//! | kind | Cedar effect | default for | on a match |
+//! |---|---|---|---|
+//! | `boundary` | `forbid` | every `forbid` | Deny; nothing overrides it |
+//! | `escalate` | `permit` | a mission's `escalations` | Escalate, unless a live grant covers the request |
+//! | `scope` | `permit` | every other `permit` | Allow |
+//!
+//! Grants (created by approvals) are `permit` policies of their own kind.
+//! Every policy gets a stable id: `{source}/{@id}` or `{source}/{index}`.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+
+use cedar_policy::{
+    Effect, Policy, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator,
+};
+
+use crate::error::InputError;
+use crate::mission::MissionPolicies;
+
+/// Mandate's base schema (entity types, generic actions). Organisations add
+/// actions in `*.cedarschema` files beside their policies.
+pub const BASE_SCHEMA: &str = include_str!("../schema/mandate.cedarschema");
+
+/// Largest Cedar text of one source (a file, or one kind of a mission).
+pub(crate) const MAX_POLICY_BYTES: usize = 16 * 1024;
+/// Deepest bracket nesting / longest unary run accepted. The Cedar parser
+/// recurses on nesting without a limit, so unbounded input could exhaust
+/// the stack of the thread that parses it.
+const MAX_POLICY_NESTING: usize = 16;
+
+/// What a policy does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKind {
+    Boundary,
+    Escalate,
+    Scope,
+    Grant,
+}
+
+impl PolicyKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Boundary => "boundary",
+            Self::Escalate => "escalate",
+            Self::Scope => "scope",
+            Self::Grant => "grant",
+        }
+    }
+}
+
+/// A named piece of Cedar text: a file, or one kind of a mission's policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// Where it came from, e.g. `hr.cedar` or `msn_…/scope`. Becomes the
+    /// prefix of its policies' ids.
+    pub name: String,
+    pub text: String,
+}
+
+/// A problem in a policy or schema source, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDiagnostic {
+    pub source: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyDiagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.source, self.line, self.col, self.message
+        )
+    }
+}
+
+/// A compiled set of policies with each one's kind.
+#[derive(Debug, Clone, Default)]
+pub struct KindedSet {
+    pub(crate) set: PolicySet,
+    pub(crate) kinds: HashMap<PolicyId, PolicyKind>,
+}
+
+impl KindedSet {
+    /// Number of policies.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+    }
+
+    /// The policy ids and their kinds, sorted by id.
+    #[must_use]
+    pub fn ids(&self) -> Vec<(String, PolicyKind)> {
+        let mut v: Vec<_> = self
+            .kinds
+            .iter()
+            .map(|(id, k)| (id.to_string(), *k))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn kind(&self, id: &PolicyId) -> Option<PolicyKind> {
+        self.kinds.get(id).copied()
+    }
+
+    /// Parses `source` into this set. `default` is the kind of policies
+    /// without a `@kind`; `required` (if given) is the only kind allowed.
+    fn add_source(
+        &mut self,
+        source: &PolicySource,
+        default: fn(Effect) -> PolicyKind,
+        required: Option<PolicyKind>,
+    ) -> Result<(), PolicyDiagnostic> {
+        let diag = |line, col, message: String| PolicyDiagnostic {
+            source: source.name.clone(),
+            line,
+            col,
+            message,
+        };
+        if source.text.len() > MAX_POLICY_BYTES {
+            return Err(diag(1, 1, format!("longer than {MAX_POLICY_BYTES} bytes")));
+        }
+        check_nesting(&source.text).map_err(|(line, col, m)| diag(line, col, m))?;
+        let parsed = PolicySet::from_str(&source.text).map_err(|e| {
+            let (line, col) = first_label(&source.text, &e);
+            diag(line, col, e.to_string())
+        })?;
+        if parsed.templates().next().is_some() {
+            return Err(diag(1, 1, "templates are not supported".into()));
+        }
+        // `from_str` numbers policies policy0, policy1, … in source order.
+        let mut policies: Vec<&Policy> = parsed.policies().collect();
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(0)
+        });
+        let starts = policy_starts(&source.text);
+        for (index, p) in policies.into_iter().enumerate() {
+            let (line, col) = starts
+                .get(index)
+                .map_or((1, 1), |&o| line_col(&source.text, o));
+            let local = p
+                .annotation("id")
+                .map_or_else(|| index.to_string(), str::to_owned);
+            if local.is_empty() || local.contains(char::is_whitespace) {
+                return Err(diag(
+                    line,
+                    col,
+                    format!("`@id(\"{local}\")` must be a non-empty word"),
+                ));
+            }
+            let id = PolicyId::new(format!("{}/{local}", source.name));
+            let kind = match p.annotation("kind") {
+                None => default(p.effect()),
+                Some("boundary") => PolicyKind::Boundary,
+                Some("escalate") => PolicyKind::Escalate,
+                Some("scope") => PolicyKind::Scope,
+                Some(other) => {
+                    return Err(diag(
+                        line,
+                        col,
+                        format!("unknown `@kind(\"{other}\")` (boundary, escalate or scope)"),
+                    ));
+                }
+            };
+            let want_effect = match kind {
+                PolicyKind::Boundary => Effect::Forbid,
+                PolicyKind::Escalate | PolicyKind::Scope | PolicyKind::Grant => Effect::Permit,
+            };
+            if p.effect() != want_effect {
+                return Err(diag(
+                    line,
+                    col,
+                    format!(
+                        "a {} policy must be a `{}`",
+                        kind.as_str(),
+                        effect_word(want_effect)
+                    ),
+                ));
+            }
+            if let Some(req) = required
+                && req != kind
+            {
+                return Err(diag(
+                    line,
+                    col,
+                    format!(
+                        "only {} policies belong here, not {}",
+                        req.as_str(),
+                        kind.as_str()
+                    ),
+                ));
+            }
+            if self.kinds.contains_key(&id) {
+                return Err(diag(line, col, format!("duplicate policy id `{id}`")));
+            }
+            self.set
+                .add(p.new_id(id.clone()))
+                .map_err(|e| diag(line, col, e.to_string()))?;
+            self.kinds.insert(id, kind);
+        }
+        Ok(())
+    }
+}
+
+fn effect_word(e: Effect) -> &'static str {
+    match e {
+        Effect::Permit => "permit",
+        Effect::Forbid => "forbid",
+    }
+}
+
+fn default_kind(e: Effect) -> PolicyKind {
+    match e {
+        Effect::Forbid => PolicyKind::Boundary,
+        Effect::Permit => PolicyKind::Scope,
+    }
+}
+
+fn escalate_kind(_: Effect) -> PolicyKind {
+    PolicyKind::Escalate
+}
+
+fn grant_kind(_: Effect) -> PolicyKind {
+    PolicyKind::Grant
+}
+
+/// Builds the schema from the base and the organisation's fragments.
+pub fn build_schema(fragments: &[PolicySource]) -> Result<Schema, PolicyDiagnostic> {
+    let mut all = Vec::with_capacity(fragments.len() + 1);
+    let base = PolicySource {
+        name: "mandate.cedarschema".into(),
+        text: BASE_SCHEMA.into(),
+    };
+    for src in std::iter::once(&base).chain(fragments) {
+        let (frag, _warnings) = SchemaFragment::from_cedarschema_str(&src.text).map_err(|e| {
+            let (line, col) = first_label(&src.text, &e);
+            PolicyDiagnostic {
+                source: src.name.clone(),
+                line,
+                col,
+                message: e.to_string(),
+            }
+        })?;
+        all.push(frag);
+    }
+    Schema::from_schema_fragments(all).map_err(|e| PolicyDiagnostic {
+        source: "schema".into(),
+        line: 1,
+        col: 1,
+        message: e.to_string(),
+    })
+}
+
+/// Validates `set` against `schema` (strict mode), reporting positions in
+/// the sources the policies came from.
+fn validate(
+    set: &KindedSet,
+    schema: &Schema,
+    sources: &[&PolicySource],
+) -> Result<(), Vec<PolicyDiagnostic>> {
+    let result = Validator::new(schema.clone()).validate(&set.set, ValidationMode::Strict);
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let diags = result
+        .validation_errors()
+        .map(|e| {
+            let id = e.policy_id().to_string();
+            let src = sources
+                .iter()
+                .find(|s| id.starts_with(&format!("{}/", s.name)));
+            let (line, col) = src.map_or((1, 1), |s| first_label(&s.text, e));
+            PolicyDiagnostic {
+                source: src.map_or_else(|| id.clone(), |s| s.name.clone()),
+                line,
+                col,
+                message: format!("policy `{id}`: {e}"),
+            }
+        })
+        .collect();
+    Err(diags)
+}
+
+/// The organisation's policies and schema, loaded and validated once.
+#[derive(Debug, Clone)]
+pub struct OrgPolicies {
+    pub(crate) policies: KindedSet,
+    schema: Schema,
+}
+
+impl OrgPolicies {
+    /// Base schema, no policies.
+    pub fn empty() -> Result<Self, PolicyDiagnostic> {
+        Ok(Self {
+            policies: KindedSet::default(),
+            schema: build_schema(&[])?,
+        })
+    }
+
+    /// Loads schema fragments and policy files; every problem is reported.
+    pub fn load(
+        schemas: &[PolicySource],
+        policies: &[PolicySource],
+    ) -> Result<Self, Vec<PolicyDiagnostic>> {
+        let schema = build_schema(schemas).map_err(|d| vec![d])?;
+        let mut set = KindedSet::default();
+        let mut diags = Vec::new();
+        for src in policies {
+            if let Err(d) = set.add_source(src, default_kind, None) {
+                diags.push(d);
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let refs: Vec<&PolicySource> = policies.iter().collect();
+        validate(&set, &schema, &refs)?;
+        Ok(Self {
+            policies: set,
+            schema,
+        })
+    }
+
+    #[must_use]
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    #[must_use]
+    pub fn policies(&self) -> &KindedSet {
+        &self.policies
+    }
+}
+
+/// One mission's policies, compiled once (when the mission is created or
+/// first decided on), never per request.
+#[derive(Debug, Clone)]
+pub struct MissionPolicySet(pub(crate) KindedSet);
+
+impl MissionPolicySet {
+    /// Compiles a mission's three policy texts. `schema`, when given,
+    /// validates them (at mission creation); decisions compile without it.
+    pub fn compile(
+        prefix: &str,
+        policies: &MissionPolicies,
+        schema: Option<&Schema>,
+    ) -> Result<Self, InputError> {
+        let sources = [
+            (
+                PolicySource {
+                    name: format!("{prefix}/scope"),
+                    text: policies.scope.clone(),
+                },
+                "scope",
+                PolicyKind::Scope,
+                default_kind as fn(Effect) -> PolicyKind,
+            ),
+            (
+                PolicySource {
+                    name: format!("{prefix}/boundaries"),
+                    text: policies.boundaries.clone(),
+                },
+                "boundaries",
+                PolicyKind::Boundary,
+                default_kind,
+            ),
+            (
+                PolicySource {
+                    name: format!("{prefix}/escalations"),
+                    text: policies.escalations.clone(),
+                },
+                "escalations",
+                PolicyKind::Escalate,
+                escalate_kind,
+            ),
+        ];
+        let mut set = KindedSet::default();
+        for (src, field, required, default) in &sources {
+            set.add_source(src, *default, Some(*required))
+                .map_err(|d| InputError::BadPolicy {
+                    field,
+                    message: format!("{}:{}: {}", d.line, d.col, d.message),
+                })?;
+        }
+        if let Some(schema) = schema {
+            let refs: Vec<&PolicySource> = sources.iter().map(|(s, ..)| s).collect();
+            validate(&set, schema, &refs).map_err(|diags| {
+                let d = &diags[0];
+                let field = sources
+                    .iter()
+                    .find(|(s, ..)| s.name == d.source)
+                    .map_or("policies", |(_, f, ..)| *f);
+                InputError::BadPolicy {
+                    field,
+                    message: format!("{}:{}: {}", d.line, d.col, d.message),
+                }
+            })?;
+        }
+        Ok(Self(set))
+    }
+
+    #[must_use]
+    pub fn policies(&self) -> &KindedSet {
+        &self.0
+    }
+}
+
+/// A mission's live grants (accumulated trust), compiled.
+#[derive(Debug, Clone, Default)]
+pub struct GrantSet(pub(crate) KindedSet);
+
+impl GrantSet {
+    /// Compiles grants, each a `permit` whose id is `grant/{grant id}`.
+    pub fn compile<'a>(
+        grants: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, PolicyDiagnostic> {
+        let mut set = KindedSet::default();
+        for (id, text) in grants {
+            let src = PolicySource {
+                name: "grant".into(),
+                text: format!("@id(\"{id}\")\n{text}"),
+            };
+            set.add_source(&src, grant_kind, None)?;
+        }
+        Ok(Self(set))
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Refuses bracket nesting deeper than [`MAX_POLICY_NESTING`] and longer
+/// runs of unary operators, outside string literals and comments, before
+/// the text reaches the recursive parser.
+fn check_nesting(text: &str) -> Result<(), (usize, usize, String)> {
+    scan(text).map(|_| ())
+}
+
+/// Byte offsets where each top-level policy starts (after the previous
+/// top-level `;`, skipping blanks and comments).
+fn policy_starts(text: &str) -> Vec<usize> {
+    scan(text).unwrap_or_default()
+}
+
+/// One pass over Cedar text outside string literals and comments: checks
+/// nesting and unary runs, and records where each policy starts.
+fn scan(text: &str) -> Result<Vec<usize>, (usize, usize, String)> {
+    let mut depth = 0usize;
+    let mut unary_run = 0usize;
+    let mut starts = Vec::new();
+    let mut want_start = true;
+    let mut chars = text.char_indices().peekable();
+    let (mut line, mut col) = (1usize, 0usize);
+    while let Some((at, c)) = chars.next() {
+        col += 1;
+        if want_start
+            && !c.is_whitespace()
+            && !(c == '/' && chars.peek().is_some_and(|(_, n)| *n == '/'))
+        {
+            starts.push(at);
+            want_start = false;
+        }
+        match c {
+            '\n' => {
+                line += 1;
+                col = 0;
+            }
+            '"' => {
+                while let Some((_, s)) = chars.next() {
+                    col += 1;
+                    match s {
+                        '\\' => {
+                            chars.next();
+                            col += 1;
+                        }
+                        '"' => break,
+                        '\n' => {
+                            line += 1;
+                            col = 0;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
+                for (_, s) in chars.by_ref() {
+                    if s == '\n' {
+                        line += 1;
+                        col = 0;
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_POLICY_NESTING {
+                    return Err((
+                        line,
+                        col,
+                        format!("nesting deeper than {MAX_POLICY_NESTING} levels is not accepted"),
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            ';' if depth == 0 => want_start = true,
+            _ => {}
+        }
+        if c == '!' || c == '-' {
+            unary_run += 1;
+            if unary_run > MAX_POLICY_NESTING {
+                return Err((
+                    line,
+                    col,
+                    format!("more than {MAX_POLICY_NESTING} operators in a row are not accepted"),
+                ));
+            }
+        } else if !c.is_whitespace() {
+            unary_run = 0;
+        }
+    }
+    Ok(starts)
+}
+
+/// Line and column (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Position of the first labelled span of a diagnostic.
+fn first_label(text: &str, err: &dyn miette::Diagnostic) -> (usize, usize) {
+    err.labels()
+        .and_then(|mut l| l.next())
+        .map_or((1, 1), |l| line_col(text, l.offset()))
+}

@@ -1,0 +1,530 @@
+//! The decision semantics of DESIGN.md §3, row by row, through the public API.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::collections::BTreeMap;
+
+use mandate_core::{
+    Decision, DecisionRequest, GrantSet, MissionBody, MissionId, MissionKey, MissionLimits,
+    MissionPolicies, MissionPolicySet, MissionSpec, MissionStatus, OrgPolicies, OsRandom,
+    OutOfScope, PolicySource, ResourceKind, ResourceRef, Trust, UnixTime, decide, mission_s256,
+    state_check,
+};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+const T0: UnixTime = UnixTime(1_700_000_000);
+
+fn src(name: &str, text: &str) -> PolicySource {
+    PolicySource {
+        name: name.into(),
+        text: text.into(),
+    }
+}
+
+fn org() -> OrgPolicies {
+    OrgPolicies::load(
+        &[src(
+            "actions.cedarschema",
+            "action refund appliesTo { principal: Agent, resource: [Resource, Route, Tool], \
+             context: { trust: String, time: Long, amount: Long } };",
+        )],
+        &[
+            src("hr.cedar", "@id(\"no-hr\")\nforbid(principal, action, resource) when { resource.hasTag(\"hr\") };"),
+            src(
+                "refunds.cedar",
+                "@id(\"big-refunds\") @kind(\"escalate\")\n\
+                 permit(principal, action == Action::\"refund\", resource) when { context.amount > 50000 };",
+            ),
+        ],
+    )
+    .unwrap()
+}
+
+fn mission(policies: MissionPolicies, out_of_scope: OutOfScope) -> mandate_core::Mission {
+    let body = MissionBody::new(
+        MissionSpec {
+            agent: "billing-bot".parse().unwrap(),
+            goal: "Reconcile invoices".into(),
+            policies,
+            ttl_secs: 3_600,
+            budget: 10,
+            out_of_scope,
+        },
+        MissionId::generate(&OsRandom).unwrap(),
+        "http://issuer.test",
+        "alice".parse().unwrap(),
+        T0,
+        MissionLimits::default(),
+        Some(org().schema()),
+    )
+    .unwrap();
+    let s256 = mission_s256(&body).unwrap();
+    let jkt = MissionKey::generate(&OsRandom)
+        .unwrap()
+        .thumbprint()
+        .clone();
+    mandate_core::Mission {
+        body,
+        s256,
+        status: MissionStatus::Active {
+            jkt,
+            started_at: T0,
+        },
+    }
+}
+
+fn billing_scope() -> MissionPolicies {
+    MissionPolicies {
+        scope: "permit(principal, action in [Action::\"read\", Action::\"refund\"], resource) \
+                when { resource.hasTag(\"billing\") };"
+            .into(),
+        ..MissionPolicies::default()
+    }
+}
+
+fn resource(tags: &[&str]) -> ResourceRef {
+    ResourceRef {
+        kind: ResourceKind::Resource {
+            id: "invoice-42".into(),
+        },
+        tags: tags
+            .iter()
+            .map(|t| ((*t).to_owned(), "yes".to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+struct Case<'a> {
+    org: &'a OrgPolicies,
+    mission: &'a mandate_core::Mission,
+    grants: &'a [(&'a str, &'a str)],
+}
+
+impl Case<'_> {
+    fn decide(&self, action: &str, res: &ResourceRef, context: Value) -> mandate_core::Outcome {
+        let compiled = MissionPolicySet::compile(
+            self.mission.body.id.as_str(),
+            &self.mission.body.policies,
+            None,
+        )
+        .unwrap();
+        let grants = GrantSet::compile(self.grants.iter().copied()).unwrap();
+        let ctx: Map<String, Value> = context.as_object().unwrap().clone();
+        decide(
+            self.org,
+            &compiled,
+            &grants,
+            &DecisionRequest {
+                mission: self.mission,
+                budget_used: 0,
+                action,
+                resource: res,
+                context: &ctx,
+                trust: Trust::Signed,
+                now: T0.plus(10),
+            },
+        )
+    }
+}
+
+#[test]
+fn scope_allows_and_names_the_policy() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Escalate));
+    let out = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    }
+    .decide("read", &resource(&["billing"]), json!({}));
+    assert_eq!(out.decision, Decision::Allow);
+    assert_eq!(out.code, "scope");
+    assert_eq!(out.policies, vec![format!("{}/scope/0", m.body.id)]);
+    assert_eq!(out.grant, None);
+}
+
+#[test]
+fn a_boundary_beats_scope_escalation_and_grants() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Escalate));
+    let grant = [("g1", "permit(principal, action, resource);")];
+    let case = Case {
+        org: &org,
+        mission: &m,
+        grants: &grant,
+    };
+    for action in ["read", "refund"] {
+        let out = case.decide(
+            action,
+            &resource(&["billing", "hr"]),
+            json!({ "amount": 90_000 }),
+        );
+        assert_eq!(out.decision, Decision::Deny, "{action}");
+        assert_eq!(out.code, "boundary");
+        assert_eq!(out.policies, vec!["hr.cedar/no-hr".to_owned()]);
+    }
+    // A mission's own boundary also wins over its scope.
+    let mut p = billing_scope();
+    p.boundaries =
+        "@id(\"no-deletes\") forbid(principal, action == Action::\"delete\", resource);".into();
+    p.scope = "permit(principal, action, resource);".into();
+    let m2 = mission(p, OutOfScope::Escalate);
+    let out = Case {
+        org: &org,
+        mission: &m2,
+        grants: &grant,
+    }
+    .decide("delete", &resource(&[]), json!({}));
+    assert_eq!(
+        (out.decision, out.policies),
+        (
+            Decision::Deny,
+            vec![format!("{}/boundaries/no-deletes", m2.body.id)]
+        )
+    );
+}
+
+#[test]
+fn escalation_beats_scope_unless_a_grant_covers_it() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Deny));
+    let small = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    }
+    .decide("refund", &resource(&["billing"]), json!({ "amount": 100 }));
+    assert_eq!(
+        (small.decision, small.code.as_str()),
+        (Decision::Allow, "scope")
+    );
+
+    let big = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    }
+    .decide(
+        "refund",
+        &resource(&["billing"]),
+        json!({ "amount": 60_000 }),
+    );
+    assert_eq!(
+        (big.decision, big.code.as_str()),
+        (Decision::Escalate, "escalation")
+    );
+    assert_eq!(big.policies, vec!["refunds.cedar/big-refunds".to_owned()]);
+
+    let grant = [(
+        "g-refund-42",
+        "permit(principal, action == Action::\"refund\", resource == Resource::\"invoice-42\");",
+    )];
+    let granted = Case {
+        org: &org,
+        mission: &m,
+        grants: &grant,
+    }
+    .decide(
+        "refund",
+        &resource(&["billing"]),
+        json!({ "amount": 60_000 }),
+    );
+    assert_eq!(
+        (granted.decision, granted.grant.as_deref()),
+        (Decision::Allow, Some("grant/g-refund-42"))
+    );
+
+    // A grant for another resource does not cover it.
+    let other = [(
+        "g-other",
+        "permit(principal, action == Action::\"refund\", resource == Resource::\"invoice-7\");",
+    )];
+    let not = Case {
+        org: &org,
+        mission: &m,
+        grants: &other,
+    }
+    .decide(
+        "refund",
+        &resource(&["billing"]),
+        json!({ "amount": 60_000 }),
+    );
+    assert_eq!(not.decision, Decision::Escalate);
+}
+
+#[test]
+fn out_of_scope_follows_the_mission_mode() {
+    let org = org();
+    let esc = mission(billing_scope(), OutOfScope::Escalate);
+    let deny = mission(billing_scope(), OutOfScope::Deny);
+    let out = Case {
+        org: &org,
+        mission: &esc,
+        grants: &[],
+    }
+    .decide("write", &resource(&["billing"]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Escalate, "out_of_scope")
+    );
+    let out = Case {
+        org: &org,
+        mission: &deny,
+        grants: &[],
+    }
+    .decide("write", &resource(&["billing"]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "out_of_scope")
+    );
+    assert!(out.policies.is_empty());
+    // A grant makes an out-of-scope request negotiable only where the mission allows it.
+    let grant = [(
+        "g-write",
+        "permit(principal, action == Action::\"write\", resource);",
+    )];
+    let out = Case {
+        org: &org,
+        mission: &esc,
+        grants: &grant,
+    }
+    .decide("write", &resource(&["billing"]), json!({}));
+    assert_eq!(
+        (out.decision, out.grant.as_deref()),
+        (Decision::Allow, Some("grant/g-write"))
+    );
+    let out = Case {
+        org: &org,
+        mission: &deny,
+        grants: &grant,
+    }
+    .decide("write", &resource(&["billing"]), json!({}));
+    assert_eq!(out.decision, Decision::Deny);
+}
+
+#[test]
+fn any_evaluation_error_denies() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Escalate));
+    let case = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    };
+    // `context.amount` missing: the escalation rule errors → Deny, even though scope matches.
+    let out = case.decide("refund", &resource(&["billing"]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "policy_error")
+    );
+    assert_eq!(out.policies, vec!["refunds.cedar/big-refunds".to_owned()]);
+    // Wrong type.
+    let out = case.decide(
+        "refund",
+        &resource(&["billing"]),
+        json!({ "amount": "lots" }),
+    );
+    assert_eq!(out.decision, Decision::Deny);
+    // Mandate's own context keys cannot be forged.
+    let out = case.decide(
+        "read",
+        &resource(&["billing"]),
+        json!({ "trust": "approved" }),
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "invalid_request")
+    );
+}
+
+#[test]
+fn state_checks_come_first() {
+    let mut m = mission(billing_scope(), OutOfScope::Escalate);
+    assert!(state_check(&m, T0.plus(1), 9).is_ok());
+    assert_eq!(
+        state_check(&m, T0.plus(1), 10).unwrap_err().code,
+        "budget_exhausted"
+    );
+    assert_eq!(
+        state_check(&m, T0.plus(3_600), 0).unwrap_err().code,
+        "mission_ended"
+    );
+    m.status = MissionStatus::Ended {
+        reason: mandate_core::EndReason::Revoked,
+        at: T0.plus(5),
+        jkt: None,
+    };
+    assert_eq!(state_check(&m, T0.plus(6), 0).unwrap_err().code, "revoked");
+    m.status = MissionStatus::Ready;
+    assert_eq!(
+        state_check(&m, T0.plus(6), 0).unwrap_err().code,
+        "mission_not_started"
+    );
+}
+
+#[test]
+fn policies_are_validated_against_the_schema_with_positions() {
+    let err = OrgPolicies::load(
+        &[],
+        &[src(
+            "typo.cedar",
+            "\n\npermit(principal, action == Action::\"raed\", resource);",
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!((err[0].source.as_str(), err[0].line), ("typo.cedar", 3));
+    assert!(
+        err[0].to_string().starts_with("typo.cedar:3:"),
+        "{}",
+        err[0]
+    );
+
+    let err = OrgPolicies::load(
+        &[],
+        &[src(
+            "bad.cedar",
+            "permit(principal, action, resource) when { resource.owner == \"x\" };",
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(err[0].source, "bad.cedar");
+
+    let err = OrgPolicies::load(
+        &[],
+        &[src(
+            "kind.cedar",
+            "@kind(\"escalate\") forbid(principal, action, resource);",
+        )],
+    )
+    .unwrap_err();
+    assert!(err[0].message.contains("must be a `permit`"), "{}", err[0]);
+
+    // A mission's policies are validated at creation too.
+    let body = MissionBody::new(
+        MissionSpec {
+            agent: "billing-bot".parse().unwrap(),
+            goal: "g".into(),
+            policies: MissionPolicies {
+                scope: "permit(principal, action == Action::\"reed\", resource);".into(),
+                ..Default::default()
+            },
+            ttl_secs: 600,
+            budget: 1,
+            out_of_scope: OutOfScope::Deny,
+        },
+        MissionId::generate(&OsRandom).unwrap(),
+        "http://issuer.test",
+        "alice".parse().unwrap(),
+        T0,
+        MissionLimits::default(),
+        Some(org().schema()),
+    );
+    assert_eq!(body.unwrap_err().code(), "invalid_policy");
+}
+
+// --- properties over random policy sets ---
+
+const ACTIONS: [&str; 3] = ["read", "write", "delete"];
+const TAGS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Debug, Clone)]
+struct Rule {
+    action: usize,
+    tag: usize,
+}
+
+impl Rule {
+    fn text(&self, effect: &str) -> String {
+        format!(
+            "{effect}(principal, action == Action::\"{}\", resource) when {{ resource.hasTag(\"{}\") }};",
+            ACTIONS[self.action], TAGS[self.tag]
+        )
+    }
+
+    fn matches(&self, action: usize, tags: &[bool; 3]) -> bool {
+        self.action == action && tags[self.tag]
+    }
+}
+
+fn rule() -> impl Strategy<Value = Rule> {
+    (0..3usize, 0..3usize).prop_map(|(action, tag)| Rule { action, tag })
+}
+
+fn join(rules: &[Rule], effect: &str) -> String {
+    rules
+        .iter()
+        .map(|r| r.text(effect))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn boundaries_never_allow_and_grants_never_turn_deny_into_allow(
+        boundaries in prop::collection::vec(rule(), 0..4),
+        escalations in prop::collection::vec(rule(), 0..4),
+        scope in prop::collection::vec(rule(), 0..4),
+        grants in prop::collection::vec(rule(), 0..4),
+        action in 0..3usize,
+        tags in prop::array::uniform3(any::<bool>()),
+        deny_mode in any::<bool>(),
+    ) {
+        let org = OrgPolicies::empty().unwrap();
+        let policies = MissionPolicies {
+            scope: join(&scope, "permit"),
+            boundaries: join(&boundaries, "forbid"),
+            escalations: join(&escalations, "permit"),
+        };
+        let m = mission(policies.clone(), if deny_mode { OutOfScope::Deny } else { OutOfScope::Escalate });
+        let res = ResourceRef {
+            kind: ResourceKind::Resource { id: "r".into() },
+            tags: TAGS.iter().zip(tags).filter(|(_, on)| *on).map(|(t, _)| ((*t).to_owned(), "1".to_owned())).collect(),
+        };
+        let grant_texts: Vec<(String, String)> =
+            grants.iter().enumerate().map(|(i, r)| (format!("g{i}"), r.text("permit"))).collect();
+        let grant_refs: Vec<(&str, &str)> = grant_texts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+
+        let with = Case { org: &org, mission: &m, grants: &grant_refs }.decide(ACTIONS[action], &res, json!({}));
+        let without = Case { org: &org, mission: &m, grants: &[] }.decide(ACTIONS[action], &res, json!({}));
+
+        // A request matching any boundary is never allowed.
+        if boundaries.iter().any(|b| b.matches(action, &tags)) {
+            prop_assert_eq!(with.decision, Decision::Deny);
+            prop_assert_eq!(with.code.as_str(), "boundary");
+        }
+        // Adding grants never turns a Deny into an Allow.
+        if without.decision == Decision::Deny {
+            prop_assert_eq!(with.decision, Decision::Deny);
+        }
+        // Removing all permits never yields Allow.
+        let bare = mission(
+            MissionPolicies { boundaries: policies.boundaries.clone(), ..MissionPolicies::default() },
+            OutOfScope::Escalate,
+        );
+        let none = Case { org: &org, mission: &bare, grants: &[] }.decide(ACTIONS[action], &res, json!({}));
+        prop_assert_ne!(none.decision, Decision::Allow);
+        // The model agrees with the engine on what matched.
+        let esc = escalations.iter().any(|r| r.matches(action, &tags));
+        let sc = scope.iter().any(|r| r.matches(action, &tags));
+        let gr = grants.iter().any(|r| r.matches(action, &tags));
+        let bd = boundaries.iter().any(|r| r.matches(action, &tags));
+        let expected = if bd {
+            Decision::Deny
+        } else if esc {
+            if gr { Decision::Allow } else { Decision::Escalate }
+        } else if sc {
+            Decision::Allow
+        } else if deny_mode {
+            Decision::Deny
+        } else if gr {
+            Decision::Allow
+        } else {
+            Decision::Escalate
+        };
+        prop_assert_eq!(with.decision, expected);
+    }
+}

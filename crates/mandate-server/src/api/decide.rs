@@ -1,0 +1,191 @@
+//! `POST /v1/decide`: the decision for an external enforcement point.
+
+use axum::Json;
+use axum::extract::State;
+use mandate_core::wire::{DecideRequest, DecideResponse};
+use mandate_core::{
+    ApprovalId, CredentialError, Decision, DecisionRequest, GrantSet, MissionId, Outcome,
+    ReasonCode, Trust, UnixTime, UnverifiedCredential, decide as engine_decide, state_check,
+};
+use mandate_store::NewApproval;
+
+use super::extract::{ApiJson, Caller};
+use crate::problem::Problem;
+use crate::state::AppState;
+
+fn response(o: Outcome, mission: Option<&MissionId>) -> DecideResponse {
+    DecideResponse {
+        decision: o.decision,
+        code: o.code,
+        policies: o.policies,
+        grant: o.grant,
+        approval_id: None,
+        mission_id: mission.map(ToString::to_string),
+        budget_used: None,
+        detail: o.detail,
+    }
+}
+
+fn refused(e: &CredentialError) -> Json<DecideResponse> {
+    Json(response(Outcome::deny(e.code(), e.to_string()), None))
+}
+
+/// Decides whether the agent holding `credential` may do `action` on
+/// `resource` now. The caller is an enforcement point authenticated with an
+/// API token; the decision comes back as data (HTTP 200), with a stable
+/// reason code for every denial. Any error on the way denies.
+pub(super) async fn decide(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<DecideRequest>,
+) -> Result<Json<DecideResponse>, Problem> {
+    let DecideRequest {
+        credential,
+        action,
+        resource,
+        context,
+    } = req;
+    let now = s.0.clock.now();
+    // 1. The credential: signature and issuer, then the mission's state,
+    //    then time.
+    let signed = match UnverifiedCredential::parse(&credential)
+        .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
+    {
+        Ok(v) => v,
+        Err(e) => return Ok(refused(&e)),
+    };
+    let Some(mission) = s.0.store.mission(&signed.claims.mission_id).await? else {
+        return Ok(refused(&CredentialError::UnknownMission));
+    };
+    if let Err(e) = mission.check_credential(&signed.claims, now) {
+        return Ok(refused(&e));
+    }
+    if let Err(e) = signed.check_validity(now) {
+        return Ok(refused(&e));
+    }
+    let id = &mission.body.id;
+    // 2. Mission state and budget.
+    let used = s.0.store.budget_used(id).await?;
+    if let Err(o) = state_check(&mission, now, used) {
+        return Ok(Json(response(o, Some(id))));
+    }
+    // 3. Policy: the organisation's, this mission's, its live grants.
+    let org = s.org()?;
+    let compiled = s.mission_policies(&mission)?;
+    let grant_records = s.0.store.live_grants(id, now).await?;
+    let grants = match GrantSet::compile(
+        grant_records
+            .iter()
+            .map(|g| (g.id.as_str(), g.policy.as_str())),
+    ) {
+        Ok(g) => g,
+        Err(d) => {
+            return Ok(Json(response(
+                Outcome::deny(ReasonCode::POLICY_ERROR, d.to_string()),
+                Some(id),
+            )));
+        }
+    };
+    let outcome = engine_decide(
+        &org.loaded.policies,
+        &compiled,
+        &grants,
+        &DecisionRequest {
+            mission: &mission,
+            budget_used: used,
+            action: &action,
+            resource: &resource,
+            context: &context,
+            trust: Trust::Signed,
+            now,
+        },
+    );
+    let mut resp = response(outcome.clone(), Some(id));
+    match outcome.decision {
+        Decision::Allow => match s
+            .0
+            .store
+            .consume_budget(id, mission.body.budget.requests)
+            .await?
+        {
+            // 4. Budget is counted per allowed call, atomically.
+            Some(n) => resp.budget_used = Some(n),
+            None => {
+                resp = response(
+                    Outcome::deny(
+                        ReasonCode::BUDGET_EXHAUSTED,
+                        "the mission's request budget is used up",
+                    ),
+                    Some(id),
+                );
+            }
+        },
+        Decision::Escalate => {
+            let approval = open_approval(
+                &s,
+                id,
+                &action,
+                &resource,
+                &context,
+                &outcome,
+                now,
+                mission.expires_at(),
+            )
+            .await?;
+            resp.approval_id = Some(approval);
+        }
+        Decision::Deny => {}
+    }
+    tracing::info!(
+        mission = %id,
+        by = %caller.principal.name,
+        action = %action,
+        decision = resp.decision.as_str(),
+        code = %resp.code,
+        "decided"
+    );
+    Ok(Json(resp))
+}
+
+/// Records the escalated request (or joins the identical pending one).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of one request"
+)]
+async fn open_approval(
+    s: &AppState,
+    mission: &MissionId,
+    action: &str,
+    resource: &mandate_core::ResourceRef,
+    context: &serde_json::Map<String, serde_json::Value>,
+    outcome: &Outcome,
+    now: UnixTime,
+    mission_end: UnixTime,
+) -> Result<String, Problem> {
+    let digest = |v: &serde_json::Value| -> Result<String, Problem> {
+        let bytes = serde_jcs::to_vec(v).map_err(|_| Problem::internal())?;
+        Ok(mandate_core::s256(&bytes))
+    };
+    let resource_json = serde_json::to_value(resource).map_err(|_| Problem::internal())?;
+    let context_json = serde_json::Value::Object(context.clone());
+    let request_digest = digest(
+        &serde_json::json!({ "action": action, "resource": resource_json, "context": context_json }),
+    )?;
+    let approval = NewApproval {
+        id: ApprovalId::generate(s.0.rng.as_ref())
+            .map_err(|_| Problem::internal())?
+            .to_string(),
+        mission: mission.clone(),
+        request_digest,
+        action: action.to_owned(),
+        resource: resource_json.to_string(),
+        context_digest: digest(&context_json)?,
+        reason_code: outcome.code.clone(),
+        policies: serde_json::to_string(&outcome.policies).map_err(|_| Problem::internal())?,
+        created_at: now,
+        expires_at: now.plus(s.0.approval_ttl_secs).min(mission_end),
+    };
+    let (id, joined) = s.0.store.open_approval(&approval).await?;
+    tracing::info!(mission = %mission, approval = %id, joined, "approval requested");
+    Ok(id)
+}

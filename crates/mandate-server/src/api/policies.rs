@@ -1,0 +1,70 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use mandate_core::wire::PoliciesView;
+
+use super::extract::Caller;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+fn require_admin(caller: &Caller) -> Result<(), Problem> {
+    if caller.principal.role == mandate_core::Role::Admin {
+        Ok(())
+    } else {
+        Err(Problem::forbidden("this needs the admin role"))
+    }
+}
+
+fn view(s: &AppState) -> Result<PoliciesView, Problem> {
+    let org = s.org()?;
+    Ok(PoliciesView {
+        version: org.version,
+        dir: s.0.policies_dir.display().to_string(),
+        schema_fragments: org.loaded.schema_fragments.clone(),
+        policies: org
+            .loaded
+            .policies
+            .policies()
+            .ids()
+            .into_iter()
+            .map(|(id, kind)| (id, kind.as_str().to_owned()))
+            .collect(),
+    })
+}
+
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PoliciesView>, Problem> {
+    require_admin(&caller)?;
+    Ok(Json(view(&s)?))
+}
+
+/// Reloads the policy directory atomically: a set that fails validation is
+/// rejected (with every error, `file:line:col`) and the running one stays.
+pub(super) async fn reload(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PoliciesView>, Problem> {
+    require_admin(&caller)?;
+    let state = s.clone();
+    let result = super::on_large_stack(move || state.reload_policies()).await?;
+    match result {
+        Ok(version) => {
+            tracing::info!(version, by = %caller.principal.name, "policies reloaded");
+            Ok(Json(view(&s)?))
+        }
+        Err(diags) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                format!(
+                    "the policy set was rejected ({} problems); the running set stays",
+                    diags.len()
+                ),
+            );
+            p.errors = diags.iter().map(ToString::to_string).collect();
+            Err(p)
+        }
+    }
+}

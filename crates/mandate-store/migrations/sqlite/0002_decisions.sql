@@ -1,0 +1,35 @@
+-- Budget counting, grants (created by approvals), approval requests (created by escalations).
+
+ALTER TABLE missions ADD COLUMN requests_used INTEGER NOT NULL DEFAULT 0;
+
+-- A grant: a mission-scoped `permit` created by an approval. Dies with its mission.
+CREATE TABLE grants (
+    id          TEXT PRIMARY KEY NOT NULL,
+    mission_id  TEXT NOT NULL REFERENCES missions(id),
+    policy      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    max_uses    INTEGER,
+    uses        INTEGER NOT NULL DEFAULT 0,
+    revoked_at  INTEGER
+) STRICT;
+CREATE INDEX grants_mission ON grants(mission_id);
+
+-- An escalated request waiting for a human. Identical requests of one
+-- mission join the pending one (same request digest).
+CREATE TABLE approvals (
+    id              TEXT PRIMARY KEY NOT NULL,
+    mission_id      TEXT NOT NULL REFERENCES missions(id),
+    request_digest  TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    resource        TEXT NOT NULL,
+    context_digest  TEXT NOT NULL,
+    reason_code     TEXT NOT NULL,
+    policies        TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired')),
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    hits            INTEGER NOT NULL DEFAULT 1
+) STRICT;
+CREATE INDEX approvals_mission ON approvals(mission_id);
+CREATE UNIQUE INDEX approvals_one_pending ON approvals(mission_id, request_digest) WHERE status = 'pending';
