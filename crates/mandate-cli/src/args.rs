@@ -50,6 +50,44 @@ pub enum Command {
     /// Verify or introspect mission credentials.
     #[command(subcommand)]
     Credential(CredentialCmd),
+    /// Validate, test and reload Cedar policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Ask for a decision, as an enforcement point would.
+    Decide(DecideArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Check a policy directory against the schema (offline); errors as file:line:col.
+    Validate {
+        /// The directory [default: DATA/policies, or MANDATE_POLICIES].
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Run a policy test file (offline): requests with expected decisions.
+    Test { file: PathBuf },
+    /// Make the running server reload its policy directory (admin).
+    Reload,
+    /// List the policies the running server has loaded (admin).
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The agent's mission credential, or `-` for standard input.
+    #[arg(long)]
+    pub credential: String,
+    /// The action, e.g. `read` or `refund`.
+    #[arg(long)]
+    pub action: String,
+    /// The resource as JSON, e.g. '{"type":"Resource","id":"invoice-42","tags":{"billing":"nov"}}'.
+    #[arg(long)]
+    pub resource: String,
+    /// Request attributes as a JSON object, e.g. '{"amount":75000}'.
+    #[arg(long, default_value = "{}")]
+    pub context: String,
 }
 
 #[derive(Debug, Args)]

@@ -96,6 +96,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Credential(cmd) => credential(&server, cmd, json).await?,
+        Command::Policy(cmd) => crate::policy::run(cmd, client, json).await?,
+        Command::Decide(a) => crate::policy::decide(client()?, a, json).await?,
     }
     Ok(())
 }
@@ -257,7 +259,7 @@ fn read_policy(path: Option<&Path>) -> anyhow::Result<String> {
 }
 
 /// A secret given on the command line, or `-` for standard input.
-fn arg_or_stdin(v: &str) -> anyhow::Result<String> {
+pub(crate) fn arg_or_stdin(v: &str) -> anyhow::Result<String> {
     if v == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;

@@ -3,9 +3,10 @@ use std::time::Duration;
 use mandate_core::Jwks;
 use mandate_core::wire::{
     AgentView, Configuration, CreateMissionRequest, CreatePrincipalRequest, CreateTokenRequest,
-    CreatedMission, CreatedPrincipal, CreatedToken, EndMissionRequest, IntrospectRequest,
-    IntrospectResponse, MissionView, PrincipalView, ProblemDocument, RegisterAgentRequest,
-    RevocationRequest, RevocationResponse, TokenView,
+    CreatedMission, CreatedPrincipal, CreatedToken, DecideRequest, DecideResponse,
+    EndMissionRequest, IntrospectRequest, IntrospectResponse, MissionView, PoliciesView,
+    PrincipalView, ProblemDocument, RegisterAgentRequest, RevocationRequest, RevocationResponse,
+    TokenView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
@@ -221,6 +222,23 @@ impl Client {
             reason: reason.map(Into::into),
         };
         self.post("/v1/revocations", &req).await
+    }
+
+    /// A decision, as an enforcement point asks for it.
+    pub async fn decide(&self, req: &DecideRequest) -> Result<DecideResponse, ClientError> {
+        self.post("/v1/decide", req).await
+    }
+
+    /// The organisation policies the server runs (admin).
+    pub async fn policies(&self) -> Result<PoliciesView, ClientError> {
+        self.get("/v1/policies").await
+    }
+
+    /// Makes the server reload its policy directory (admin). A set that
+    /// fails validation is rejected with every error; the old one stays.
+    pub async fn reload_policies(&self) -> Result<PoliciesView, ClientError> {
+        self.send(self.request(Method::POST, "/v1/policies/reload"))
+            .await
     }
 
     /// Asks the authority whether a mission credential is usable now.

@@ -291,7 +291,7 @@ fn validate(
                 source: src.map_or_else(|| id.clone(), |s| s.name.clone()),
                 line,
                 col,
-                message: format!("policy `{id}`: {e}"),
+                message: e.to_string(),
             }
         })
         .collect();

@@ -121,6 +121,16 @@ impl TestServer {
         false
     }
 
+    /// Sends a signal (e.g. `HUP`) to the server.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+        }
+    }
+
     /// Stops and starts again on the same port and data dir.
     pub fn restart(&mut self) -> bool {
         let clean = self.stop();

@@ -1,0 +1,337 @@
+//! `mandate policy …` and `mandate decide`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use mandate_client::Client;
+use mandate_core::wire::DecideRequest;
+use mandate_core::{
+    Decision, DecisionRequest, GrantSet, Mission, MissionBody, MissionId, MissionLimits,
+    MissionPolicies, MissionPolicySet, MissionSpec, MissionStatus, OsRandom, OutOfScope,
+    ResourceRef, Thumbprint, Trust, UnixTime, decide as engine_decide, mission_s256,
+};
+use serde::Deserialize;
+
+use crate::args::{DecideArgs, PolicyCmd};
+use crate::output;
+
+pub async fn run(
+    cmd: PolicyCmd,
+    client: impl Fn() -> anyhow::Result<Client>,
+    json: bool,
+) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Validate { dir, data } => {
+            validate(&dir.unwrap_or_else(|| default_dir(&data.data)), json)
+        }
+        PolicyCmd::Test { file } => test(&file, json),
+        PolicyCmd::Reload => {
+            let v = client()?.reload_policies().await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                println!(
+                    "reloaded policies from {} (version {}): {} policies",
+                    v.dir,
+                    v.version,
+                    v.policies.len()
+                );
+            }
+            Ok(())
+        }
+        PolicyCmd::List => {
+            let v = client()?.policies().await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                println!("policies from {} (version {})", v.dir, v.version);
+                for (id, kind) in &v.policies {
+                    println!("  {kind:<9} {id}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn default_dir(data: &Path) -> PathBuf {
+    std::env::var_os("MANDATE_POLICIES").map_or_else(|| data.join("policies"), PathBuf::from)
+}
+
+fn validate(dir: &Path, json: bool) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("`{}` is not a directory", dir.display());
+    }
+    match mandate_server::load_dir(dir) {
+        Ok(loaded) => {
+            let ids = loaded.policies.policies().ids();
+            if json {
+                output::json(&serde_json::json!({
+                    "valid": true,
+                    "schema_fragments": loaded.schema_fragments,
+                    "policies": ids.iter().map(|(id, k)| (id.clone(), k.as_str())).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                let mut counts = BTreeMap::new();
+                for (_, k) in &ids {
+                    *counts.entry(k.as_str()).or_insert(0) += 1;
+                }
+                let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                println!(
+                    "valid: {} policies ({}) in {} files, {} schema fragments",
+                    ids.len(),
+                    summary.join(", "),
+                    loaded.files.len(),
+                    loaded.schema_fragments.len()
+                );
+            }
+            Ok(())
+        }
+        Err(diags) => {
+            for d in &diags {
+                let file = dir.join(&d.source);
+                eprintln!("{}:{}:{}: {}", file.display(), d.line, d.col, d.message);
+            }
+            bail!("{} problem(s) in `{}`", diags.len(), dir.display())
+        }
+    }
+}
+
+/// A policy test file (TOML). See `examples/policies/consultant.test.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    /// Directory of organisation policies, relative to the test file.
+    policies: Option<PathBuf>,
+    #[serde(default)]
+    mission: TestMission,
+    #[serde(default)]
+    grants: Vec<TestGrant>,
+    #[serde(rename = "case")]
+    cases: Vec<TestCase>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestMission {
+    scope: Option<PathBuf>,
+    boundaries: Option<PathBuf>,
+    escalations: Option<PathBuf>,
+    out_of_scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestGrant {
+    id: String,
+    policy: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCase {
+    name: String,
+    action: String,
+    resource: ResourceRef,
+    #[serde(default)]
+    context: serde_json::Map<String, serde_json::Value>,
+    /// Ids of grants (from [[grants]]) live for this case.
+    #[serde(default)]
+    grants: Vec<String>,
+    expect: Decision,
+    code: Option<String>,
+    policies: Option<Vec<String>>,
+}
+
+fn test(file: &Path, json: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read `{}`", file.display()))?;
+    let spec: TestFile =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", file.display(), e.message()))?;
+    let base = file.parent().unwrap_or_else(|| Path::new("."));
+    let org = match &spec.policies {
+        Some(dir) => {
+            mandate_server::load_dir(&base.join(dir))
+                .map_err(|d| {
+                    anyhow!(
+                        "the policies do not load:\n{}",
+                        d.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
+                })?
+                .policies
+        }
+        None => mandate_core::OrgPolicies::empty().map_err(|d| anyhow!("{d}"))?,
+    };
+    let read = |p: &Option<PathBuf>| -> anyhow::Result<String> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(base.join(p))
+                    .with_context(|| format!("cannot read `{}`", p.display()))
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let policies = MissionPolicies {
+        scope: read(&spec.mission.scope)?,
+        boundaries: read(&spec.mission.boundaries)?,
+        escalations: read(&spec.mission.escalations)?,
+    };
+    let compiled = MissionPolicySet::compile("mission", &policies, Some(org.schema()))?;
+    let out_of_scope: OutOfScope = spec
+        .mission
+        .out_of_scope
+        .as_deref()
+        .unwrap_or("escalate")
+        .parse()?;
+    let now = UnixTime(1_800_000_000);
+    let body = MissionBody::new(
+        MissionSpec {
+            agent: "test-agent".parse()?,
+            goal: "policy test".into(),
+            policies,
+            ttl_secs: 3_600,
+            budget: 1_000,
+            out_of_scope,
+        },
+        MissionId::generate(&OsRandom)?,
+        "urn:mandate:policy-test",
+        "tester".parse()?,
+        now,
+        MissionLimits::default(),
+        None,
+    )?;
+    let s256 = mission_s256(&body)?;
+    let jkt =
+        Thumbprint::from_stored("A".repeat(43)).ok_or_else(|| anyhow!("internal: thumbprint"))?;
+    let mission = Mission {
+        body,
+        s256,
+        status: MissionStatus::Active {
+            jkt,
+            started_at: now,
+        },
+    };
+
+    let (mut passed, mut failed) = (0, 0);
+    let mut results = Vec::new();
+    for case in &spec.cases {
+        let live: Vec<&TestGrant> = spec
+            .grants
+            .iter()
+            .filter(|g| case.grants.contains(&g.id))
+            .collect();
+        if live.len() != case.grants.len() {
+            bail!(
+                "case `{}` names a grant that [[grants]] does not define",
+                case.name
+            );
+        }
+        let grants = GrantSet::compile(live.iter().map(|g| (g.id.as_str(), g.policy.as_str())))
+            .map_err(|d| anyhow!("grant: {d}"))?;
+        let got = engine_decide(
+            &org,
+            &compiled,
+            &grants,
+            &DecisionRequest {
+                mission: &mission,
+                budget_used: 0,
+                action: &case.action,
+                resource: &case.resource,
+                context: &case.context,
+                trust: Trust::Signed,
+                now: now.plus(1),
+            },
+        );
+        let mut problems = Vec::new();
+        if got.decision != case.expect {
+            problems.push(format!(
+                "expected {}, got {}",
+                case.expect.as_str(),
+                got.decision.as_str()
+            ));
+        }
+        if let Some(code) = &case.code
+            && *code != got.code
+        {
+            problems.push(format!("expected code {code}, got {}", got.code));
+        }
+        if let Some(p) = &case.policies
+            && *p != got.policies
+        {
+            problems.push(format!("expected policies {p:?}, got {:?}", got.policies));
+        }
+        if problems.is_empty() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        results.push(serde_json::json!({
+            "name": case.name, "ok": problems.is_empty(), "decision": got.decision, "code": got.code,
+            "policies": got.policies, "problems": problems,
+        }));
+        if !json {
+            if problems.is_empty() {
+                println!(
+                    "ok    {} ({} {})",
+                    case.name,
+                    got.decision.as_str(),
+                    got.code
+                );
+            } else {
+                println!("FAIL  {}: {}", case.name, problems.join("; "));
+                if !got.detail.is_empty() {
+                    println!("      detail: {}", got.detail);
+                }
+            }
+        }
+    }
+    if json {
+        output::json(&serde_json::json!({ "passed": passed, "failed": failed, "cases": results }))?;
+    } else {
+        println!("policy cases: {passed} ok, {failed} failing");
+    }
+    if failed > 0 {
+        bail!("{failed} policy case(s) failed");
+    }
+    Ok(())
+}
+
+pub async fn decide(c: Client, a: DecideArgs, json: bool) -> anyhow::Result<()> {
+    let resource: ResourceRef =
+        serde_json::from_str(&a.resource).context("--resource is not a resource JSON object")?;
+    let context = match serde_json::from_str::<serde_json::Value>(&a.context)
+        .context("--context is not JSON")?
+    {
+        serde_json::Value::Object(m) => m,
+        _ => bail!("--context must be a JSON object"),
+    };
+    let credential = crate::commands::arg_or_stdin(&a.credential)?;
+    let r = c
+        .decide(&DecideRequest {
+            credential,
+            action: a.action,
+            resource,
+            context,
+        })
+        .await?;
+    if json {
+        output::json(&r)?;
+    } else {
+        print!("{} ({})", r.decision.as_str(), r.code);
+        if !r.policies.is_empty() {
+            print!(" by {}", r.policies.join(", "));
+        }
+        if let Some(g) = &r.grant {
+            print!(" under grant {g}");
+        }
+        if let Some(id) = &r.approval_id {
+            print!("; approval {id} is pending");
+        }
+        println!();
+    }
+    Ok(())
+}

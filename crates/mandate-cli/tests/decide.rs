@@ -1,0 +1,292 @@
+//! End to end: the decision engine behind `POST /v1/decide`, with the
+//! example organisation policies, atomic reloads, budget and escalation.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+
+use mandate_client::{Client, MissionAgent};
+use mandate_core::wire::{CreateMissionRequest, DecideRequest, RegisterAgentRequest};
+use mandate_core::{Decision, ResourceRef};
+use mandate_testkit::TestServer;
+use serde_json::json;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies")
+}
+
+/// A server whose policy dir is a copy of `examples/policies`.
+fn server() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "actions.cedarschema",
+        "hr-off-limits.cedar",
+        "refunds-escalate.cedar",
+    ] {
+        std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
+    }
+    let config = format!("policies_dir = {:?}\n", dir.path().display().to_string());
+    (TestServer::start(bin(), Some(&config)), dir)
+}
+
+fn res(id: &str, tags: &[(&str, &str)]) -> ResourceRef {
+    serde_json::from_value(json!({
+        "type": "Resource", "id": id,
+        "tags": tags.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    }))
+    .unwrap()
+}
+
+async fn start_mission(server: &TestServer, budget: u64) -> (Client, MissionAgent, String) {
+    let admin = server.init_admin();
+    let admin_c = Client::new(server.url()).unwrap().with_token(&admin);
+    let alice = admin_c
+        .create_principal("alice", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let alice_c = Client::new(server.url()).unwrap().with_token(&alice);
+    alice_c
+        .register_agent(&RegisterAgentRequest {
+            name: "billing-bot".into(),
+            owner: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let scope = std::fs::read_to_string(examples().join("missions/billing-scope.cedar")).unwrap();
+    let created = alice_c
+        .create_mission(&CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Reconcile November invoices".into(),
+            scope,
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(budget),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let agent = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    // The enforcement point: a principal of its own.
+    let gw = admin_c
+        .create_principal("gateway", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    (
+        Client::new(server.url()).unwrap().with_token(&gw),
+        agent,
+        admin,
+    )
+}
+
+fn req(
+    agent: &MissionAgent,
+    action: &str,
+    resource: ResourceRef,
+    context: serde_json::Value,
+) -> DecideRequest {
+    DecideRequest {
+        credential: agent.credential().to_owned(),
+        action: action.into(),
+        resource,
+        context: context.as_object().unwrap().clone(),
+    }
+}
+
+#[tokio::test]
+async fn decisions_follow_scope_boundaries_and_escalations() {
+    let (server, _dir) = server();
+    let (gw, agent, _) = start_mission(&server, 100).await;
+    let mid = agent.mission_id().to_string();
+
+    let r = gw
+        .decide(&req(
+            &agent,
+            "read",
+            res("invoice-42", &[("billing", "nov")]),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((r.decision, r.code.as_str()), (Decision::Allow, "scope"));
+    assert_eq!(r.policies, vec![format!("{mid}/scope/read-billing")]);
+    assert_eq!(r.budget_used, Some(1));
+
+    let r = gw
+        .decide(&req(
+            &agent,
+            "read",
+            res("salary", &[("billing", "nov"), ("hr", "x")]),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((r.decision, r.code.as_str()), (Decision::Deny, "boundary"));
+    assert_eq!(
+        r.policies,
+        vec!["hr-off-limits.cedar/hr-records".to_owned()]
+    );
+
+    let big = req(
+        &agent,
+        "refund",
+        res("invoice-42", &[("billing", "nov")]),
+        json!({ "amount": 75_000 }),
+    );
+    let r = gw.decide(&big).await.unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Escalate, "escalation")
+    );
+    let approval = r.approval_id.clone().unwrap();
+    assert!(approval.starts_with("apr_"));
+    // The same request again joins the pending approval instead of flooding.
+    assert_eq!(
+        gw.decide(&big).await.unwrap().approval_id,
+        Some(approval.clone())
+    );
+    let other = req(
+        &agent,
+        "refund",
+        res("invoice-43", &[("billing", "nov")]),
+        json!({ "amount": 75_000 }),
+    );
+    assert_ne!(gw.decide(&other).await.unwrap().approval_id, Some(approval));
+
+    let r = gw
+        .decide(&req(&agent, "write", res("invoice-42", &[]), json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Escalate, "out_of_scope")
+    );
+
+    // Denials and escalations do not spend budget; only allows do.
+    let r = gw
+        .decide(&req(
+            &agent,
+            "refund",
+            res("invoice-42", &[("billing", "nov")]),
+            json!({ "amount": 5 }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((r.decision, r.budget_used), (Decision::Allow, Some(2)));
+
+    // An evaluation error denies.
+    let r = gw
+        .decide(&req(
+            &agent,
+            "refund",
+            res("invoice-42", &[("billing", "nov")]),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "policy_error")
+    );
+
+    // Without an API token, no decision at all.
+    let anon = Client::new(server.url()).unwrap();
+    assert_eq!(
+        anon.decide(&big).await.unwrap_err().code(),
+        Some("unauthenticated")
+    );
+
+    // After the mission ends, its credential gets `mission_ended`.
+    agent.end(None).await.unwrap();
+    let r = gw
+        .decide(&req(
+            &agent,
+            "read",
+            res("invoice-42", &[("billing", "nov")]),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "mission_ended")
+    );
+}
+
+#[tokio::test]
+async fn the_budget_counts_allowed_calls_and_runs_out() {
+    let (server, _dir) = server();
+    let (gw, agent, _) = start_mission(&server, 2).await;
+    let read = req(
+        &agent,
+        "read",
+        res("invoice-42", &[("billing", "nov")]),
+        json!({}),
+    );
+    assert_eq!(gw.decide(&read).await.unwrap().budget_used, Some(1));
+    assert_eq!(gw.decide(&read).await.unwrap().budget_used, Some(2));
+    let r = gw.decide(&read).await.unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "budget_exhausted")
+    );
+}
+
+#[tokio::test]
+async fn a_bad_policy_set_is_rejected_and_the_old_one_stays() {
+    let (server, dir) = server();
+    let (gw, agent, admin) = start_mission(&server, 100).await;
+    let probe = req(
+        &agent,
+        "read",
+        res("doc", &[("billing", "nov"), ("legal", "x")]),
+        json!({}),
+    );
+    assert_eq!(gw.decide(&probe).await.unwrap().decision, Decision::Allow);
+
+    // A broken file: the reload is refused, with the file and position.
+    std::fs::write(
+        dir.path().join("legal.cedar"),
+        "forbid(principal, action == Action::\"raed\", resource);\n",
+    )
+    .unwrap();
+    let out = server.cli(Some(&admin), &["policy", "reload"]);
+    assert!(!out.ok());
+    assert!(out.stderr().contains("invalid_policy"), "{}", out.stderr());
+    assert_eq!(
+        gw.decide(&probe).await.unwrap().decision,
+        Decision::Allow,
+        "the running set stayed"
+    );
+
+    // Fixed, and picked up on SIGHUP.
+    std::fs::write(dir.path().join("legal.cedar"), "@id(\"legal-hold\") forbid(principal, action, resource) when { resource.hasTag(\"legal\") };\n").unwrap();
+    server.signal("HUP");
+    let mut decision = Decision::Allow;
+    for _ in 0..50 {
+        decision = gw.decide(&probe).await.unwrap().decision;
+        if decision == Decision::Deny {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(decision, Decision::Deny);
+    let r = gw.decide(&probe).await.unwrap();
+    assert_eq!(r.policies, vec!["legal.cedar/legal-hold".to_owned()]);
+    let listed = server.cli(Some(&admin), &["policy", "list"]).success();
+    assert!(listed.contains("legal.cedar/legal-hold"), "{listed}");
+}
