@@ -290,3 +290,71 @@ async fn a_bad_policy_set_is_rejected_and_the_old_one_stays() {
     let listed = server.cli(Some(&admin), &["policy", "list"]).success();
     assert!(listed.contains("legal.cedar/legal-hold"), "{listed}");
 }
+
+fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .env("MANDATE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_policy_tools_validate_and_test_the_examples() {
+    let dir = examples();
+    let out = run(&["policy", "validate", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("valid: 3 policies (1 boundary, 2 escalate)")
+    );
+
+    let out = run(&[
+        "policy",
+        "test",
+        dir.join("consultant.test.toml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("7 ok, 0 failing"), "{stdout}");
+
+    // A typo is reported with its file, line and column, and fails.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.join("actions.cedarschema"),
+        bad.path().join("actions.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        bad.path().join("typo.cedar"),
+        "// refunds\n\npermit(principal, action == Action::\"refnud\", resource);\n",
+    )
+    .unwrap();
+    let out = run(&["policy", "validate", bad.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("typo.cedar:3:"), "{stderr}");
+    assert!(stderr.contains("refnud"), "{stderr}");
+
+    // A case whose expectation is wrong fails the run and says why.
+    let cases = bad.path().join("wrong.test.toml");
+    std::fs::write(
+        &cases,
+        format!(
+            "policies = {:?}\n[[case]]\nname = \"hr is readable\"\naction = \"read\"\n\
+             resource = {{ type = \"Resource\", id = \"x\", tags = {{ hr = \"1\" }} }}\nexpect = \"allow\"\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run(&["policy", "test", cases.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  hr is readable: expected allow, got deny"),
+        "{stdout}"
+    );
+}

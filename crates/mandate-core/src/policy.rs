@@ -112,6 +112,12 @@ impl KindedSet {
         v
     }
 
+    /// The compiled policies, for benchmarks that compare with bare Cedar.
+    #[doc(hidden)]
+    pub fn cedar_policies(&self) -> impl Iterator<Item = &cedar_policy::Policy> {
+        self.set.policies()
+    }
+
     pub(crate) fn kind(&self, id: &PolicyId) -> Option<PolicyKind> {
         self.kinds.get(id).copied()
     }
