@@ -443,7 +443,9 @@ impl GrantSet {
                 name: "grant".into(),
                 text: format!("@id(\"{id}\")\n{text}"),
             };
-            set.add_source(&src, grant_kind, None)?;
+            // A grant is a grant: no `@kind` may make it count as scope (which
+            // would let it allow what the mission says is not negotiable).
+            set.add_source(&src, grant_kind, Some(PolicyKind::Grant))?;
         }
         Ok(Self(set))
     }

@@ -302,6 +302,12 @@ fn out_of_scope_follows_the_mission_mode() {
     }
     .decide("write", &resource(&["billing"]), json!({}));
     assert_eq!(out.decision, Decision::Deny);
+    // Nor can a grant pass itself off as scope (or anything else) to get around that.
+    assert!(
+        GrantSet::compile([("g", "@kind(\"scope\") permit(principal, action, resource);")])
+            .is_err()
+    );
+    assert!(GrantSet::compile([("g", "forbid(principal, action, resource);")]).is_err());
 }
 
 #[test]

@@ -71,7 +71,15 @@ pub(super) async fn decide(
     }
     // 3. Policy: the organisation's, this mission's, its live grants.
     let org = s.org()?;
-    let compiled = s.mission_policies(&mission)?;
+    let compiled = match s.mission_policies(&mission) {
+        Ok(c) => c,
+        Err(p) => {
+            return Ok(Json(response(
+                Outcome::deny(ReasonCode::POLICY_ERROR, p.detail),
+                Some(id),
+            )));
+        }
+    };
     let grant_records = s.0.store.live_grants(id, now).await?;
     let grants = match GrantSet::compile(
         grant_records
