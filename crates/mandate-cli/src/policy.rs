@@ -63,7 +63,7 @@ fn validate(dir: &Path, json: bool) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!("`{}` is not a directory", dir.display());
     }
-    match mandate_server::load_dir(dir) {
+    match mandate_server::load_dir(dir, mandate_server::Missing::Error) {
         Ok(loaded) => {
             let ids = loaded.policies.policies().ids();
             if json {
@@ -152,7 +152,7 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
     let base = file.parent().unwrap_or_else(|| Path::new("."));
     let org = match &spec.policies {
         Some(dir) => {
-            mandate_server::load_dir(&base.join(dir))
+            mandate_server::load_dir(&base.join(dir), mandate_server::Missing::Error)
                 .map_err(|d| {
                     anyhow!(
                         "the policies do not load:\n{}",

@@ -188,7 +188,7 @@ async fn decisions_follow_scope_boundaries_and_escalations() {
         .unwrap();
     assert_eq!((r.decision, r.budget_used), (Decision::Allow, Some(2)));
 
-    // An evaluation error denies.
+    // A request that does not fit the action's declared context denies.
     let r = gw
         .decide(&req(
             &agent,
@@ -200,7 +200,7 @@ async fn decisions_follow_scope_boundaries_and_escalations() {
         .unwrap();
     assert_eq!(
         (r.decision, r.code.as_str()),
-        (Decision::Deny, "policy_error")
+        (Decision::Deny, "invalid_request")
     );
 
     // Without an API token, no decision at all.
@@ -287,6 +287,15 @@ async fn a_bad_policy_set_is_rejected_and_the_old_one_stays() {
     assert_eq!(decision, Decision::Deny);
     let r = gw.decide(&probe).await.unwrap();
     assert_eq!(r.policies, vec!["legal.cedar/legal-hold".to_owned()]);
+    // A directory that vanished (renamed, unmounted) does not drop every
+    // boundary: the reload is refused and the running set stays.
+    let moved = dir.path().with_extension("moved");
+    std::fs::rename(dir.path(), &moved).unwrap();
+    let out = server.cli(Some(&admin), &["policy", "reload"]);
+    assert!(out.stderr().contains("invalid_policy"), "{}", out.stderr());
+    assert_eq!(gw.decide(&probe).await.unwrap().decision, Decision::Deny);
+    std::fs::rename(&moved, dir.path()).unwrap();
+
     let listed = server.cli(Some(&admin), &["policy", "list"]).success();
     assert!(listed.contains("legal.cedar/legal-hold"), "{listed}");
 }

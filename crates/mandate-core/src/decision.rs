@@ -64,6 +64,7 @@ impl ReasonCode {
     pub const REVOKED: &'static str = "revoked";
     pub const POLICY_ERROR: &'static str = "policy_error";
     pub const INVALID_REQUEST: &'static str = "invalid_request";
+    pub const APPROVAL_QUEUE_FULL: &'static str = "approval_queue_full";
 }
 
 /// A decision and why.
@@ -236,7 +237,12 @@ pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result
     Ok(())
 }
 
-fn build(req: &DecisionRequest<'_>) -> Result<(Request, Entities), String> {
+fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entities), String> {
+    // Only declared actions: an unknown one would match no group and could
+    // slip past a boundary written over a group.
+    if !org.action_names.contains(req.action) {
+        return Err(format!("unknown action `{}`", req.action));
+    }
     let body = &req.mission.body;
     let user = uid("User", body.principal.as_str())?;
     let mission = uid("Mission", body.id.as_str())?;
@@ -282,27 +288,34 @@ fn build(req: &DecisionRequest<'_>) -> Result<(Request, Entities), String> {
     .map_err(|e| e.to_string())?;
     let resource = req.resource.entity()?;
     let resource_uid = req.resource.uid()?;
-    let entities = Entities::from_entities(
-        [
-            Entity::new_no_attrs(user, HashSet::new()),
-            mission_entity,
-            agent_entity,
-            resource,
-        ],
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    // The schema's action entities carry the action groups.
+    let entities = org
+        .action_entities
+        .clone()
+        .add_entities(
+            [
+                Entity::new_no_attrs(user, HashSet::new()),
+                mission_entity,
+                agent_entity,
+                resource,
+            ],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
     if req.context.contains_key("trust") || req.context.contains_key("time") {
         return Err("`trust` and `time` are set by Mandate, not by the request".into());
     }
     let mut ctx = req.context.clone();
     ctx.insert("trust".into(), req.trust.as_str().into());
     ctx.insert("time".into(), req.now.0.into());
-    let context = Context::from_json_value(serde_json::Value::Object(ctx), None)
-        .map_err(|e| e.to_string())?;
+    // Typed by the action's declared context, and the request checked
+    // against what the action applies to.
     let action = uid("Action", req.action)?;
-    let request =
-        Request::new(agent, action, resource_uid, context, None).map_err(|e| e.to_string())?;
+    let schema = org.schema();
+    let context = Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
+        .map_err(|e| e.to_string())?;
+    let request = Request::new(agent, action, resource_uid, context, Some(schema))
+        .map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 
@@ -323,7 +336,7 @@ pub fn decide(
     grants: &GrantSet,
     req: &DecisionRequest<'_>,
 ) -> Outcome {
-    let (request, entities) = match build(req) {
+    let (request, entities) = match build(org, req) {
         Ok(built) => built,
         Err(e) => return Outcome::deny(ReasonCode::INVALID_REQUEST, e),
     };

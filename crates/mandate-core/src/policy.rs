@@ -309,14 +309,48 @@ fn validate(
 pub struct OrgPolicies {
     pub(crate) policies: KindedSet,
     schema: Schema,
+    /// The schema's action entities (with their groups), added to every
+    /// request so `action in Action::"group"` means what it says.
+    pub(crate) action_entities: cedar_policy::Entities,
+    /// Names of the declared actions; any other action is refused.
+    pub(crate) action_names: std::collections::HashSet<String>,
+}
+
+/// The action entities and names a schema declares. Namespaced actions are
+/// refused: requests name actions by their bare name.
+fn actions_of(
+    schema: &Schema,
+) -> Result<(cedar_policy::Entities, std::collections::HashSet<String>), PolicyDiagnostic> {
+    let diag = |message: String| PolicyDiagnostic {
+        source: "schema".into(),
+        line: 1,
+        col: 1,
+        message,
+    };
+    let mut names = std::collections::HashSet::new();
+    for uid in schema.actions() {
+        let ty = uid.type_name();
+        if !ty.namespace().is_empty() {
+            return Err(diag(format!(
+                "action `{uid}` is in a namespace; declare actions without one"
+            )));
+        }
+        names.insert(uid.id().unescaped().to_owned());
+    }
+    let entities = schema.action_entities().map_err(|e| diag(e.to_string()))?;
+    Ok((entities, names))
 }
 
 impl OrgPolicies {
     /// Base schema, no policies.
     pub fn empty() -> Result<Self, PolicyDiagnostic> {
+        let schema = build_schema(&[])?;
+        let (action_entities, action_names) = actions_of(&schema)?;
         Ok(Self {
             policies: KindedSet::default(),
-            schema: build_schema(&[])?,
+            schema,
+            action_entities,
+            action_names,
         })
     }
 
@@ -338,9 +372,12 @@ impl OrgPolicies {
         }
         let refs: Vec<&PolicySource> = policies.iter().collect();
         validate(&set, &schema, &refs)?;
+        let (action_entities, action_names) = actions_of(&schema).map_err(|d| vec![d])?;
         Ok(Self {
             policies: set,
             schema,
+            action_entities,
+            action_names,
         })
     }
 
@@ -433,19 +470,47 @@ impl MissionPolicySet {
 pub struct GrantSet(pub(crate) KindedSet);
 
 impl GrantSet {
-    /// Compiles grants, each a `permit` whose id is `grant/{grant id}`.
+    /// Compiles grants: each exactly one `permit`, whose id is
+    /// `grant/{grant id}` (ids are words: letters, digits, `_`, `-`).
     pub fn compile<'a>(
         grants: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, PolicyDiagnostic> {
         let mut set = KindedSet::default();
         for (id, text) in grants {
+            let name = format!("grant/{id}");
+            let diag = |message: String| PolicyDiagnostic {
+                source: name.clone(),
+                line: 1,
+                col: 1,
+                message,
+            };
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(diag(format!("`{id}` is not a valid grant id")));
+            }
+            let mut one = KindedSet::default();
             let src = PolicySource {
-                name: "grant".into(),
-                text: format!("@id(\"{id}\")\n{text}"),
+                name: name.clone(),
+                text: text.to_owned(),
             };
             // A grant is a grant: no `@kind` may make it count as scope (which
             // would let it allow what the mission says is not negotiable).
-            set.add_source(&src, grant_kind, Some(PolicyKind::Grant))?;
+            one.add_source(&src, grant_kind, Some(PolicyKind::Grant))?;
+            let mut policies = one.set.policies();
+            let (Some(policy), None) = (policies.next(), policies.next()) else {
+                return Err(diag("a grant must be exactly one `permit` policy".into()));
+            };
+            let gid = PolicyId::new(&name);
+            if set.kinds.contains_key(&gid) {
+                return Err(diag(format!("duplicate grant id `{id}`")));
+            }
+            set.set
+                .add(policy.new_id(gid.clone()))
+                .map_err(|e| diag(e.to_string()))?;
+            set.kinds.insert(gid, PolicyKind::Grant);
         }
         Ok(Self(set))
     }

@@ -156,12 +156,8 @@ fn a_boundary_beats_scope_escalation_and_grants() {
         mission: &m,
         grants: &grant,
     };
-    for action in ["read", "refund"] {
-        let out = case.decide(
-            action,
-            &resource(&["billing", "hr"]),
-            json!({ "amount": 90_000 }),
-        );
+    for (action, context) in [("read", json!({})), ("refund", json!({ "amount": 90_000 }))] {
+        let out = case.decide(action, &resource(&["billing", "hr"]), context);
         assert_eq!(out.decision, Decision::Deny, "{action}");
         assert_eq!(out.code, "boundary");
         assert_eq!(out.policies, vec!["hr.cedar/no-hr".to_owned()]);
@@ -318,20 +314,60 @@ fn any_evaluation_error_denies() {
         mission: &m,
         grants: &[],
     };
-    // `context.amount` missing: the escalation rule errors → Deny, even though scope matches.
+    // A request that does not fit its action's declared context is refused.
     let out = case.decide("refund", &resource(&["billing"]), json!({}));
     assert_eq!(
         (out.decision, out.code.as_str()),
-        (Decision::Deny, "policy_error")
+        (Decision::Deny, "invalid_request")
     );
-    assert_eq!(out.policies, vec!["refunds.cedar/big-refunds".to_owned()]);
-    // Wrong type.
     let out = case.decide(
         "refund",
         &resource(&["billing"]),
         json!({ "amount": "lots" }),
     );
-    assert_eq!(out.decision, Decision::Deny);
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "invalid_request")
+    );
+    let out = case.decide("read", &resource(&["billing"]), json!({ "surprise": 1 }));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "invalid_request")
+    );
+    // An action the schema does not declare is refused.
+    let out = case.decide("nonexistent", &resource(&["billing"]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "invalid_request")
+    );
+    // A policy that fails at evaluation (an overflow) denies, even though
+    // another policy of the mission allows the request.
+    let mut p = billing_scope();
+    p.scope.push_str(
+        "\n@id(\"scaled\") permit(principal, action == Action::\"refund\", resource) \
+         when { context.amount * 1000000 > 0 };",
+    );
+    let m2 = mission(p, OutOfScope::Escalate);
+    let out = Case {
+        org: &org,
+        mission: &m2,
+        grants: &[],
+    }
+    .decide(
+        "refund",
+        &resource(&["billing"]),
+        json!({ "amount": 9_000_000_000_000_000i64 }),
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "policy_error")
+    );
+    assert!(
+        out.policies
+            .contains(&format!("{}/scope/scaled", m2.body.id)),
+        "{:?}",
+        out.policies
+    );
     // Mandate's own context keys cannot be forged.
     let out = case.decide(
         "read",
@@ -341,6 +377,72 @@ fn any_evaluation_error_denies() {
     assert_eq!(
         (out.decision, out.code.as_str()),
         (Decision::Deny, "invalid_request")
+    );
+}
+
+#[test]
+fn boundaries_over_action_groups_hold() {
+    let org = OrgPolicies::load(
+        &[src(
+            "actions.cedarschema",
+            "action dangerous; action delete_repo in [dangerous] appliesTo { principal: Agent, \
+             resource: [Resource, Route, Tool], context: { trust: String, time: Long } };",
+        )],
+        &[src(
+            "danger.cedar",
+            "@id(\"no-danger\") forbid(principal, action in Action::\"dangerous\", resource);",
+        )],
+    )
+    .unwrap();
+    let m = {
+        let body = MissionBody::new(
+            MissionSpec {
+                agent: "billing-bot".parse().unwrap(),
+                goal: "g".into(),
+                policies: MissionPolicies {
+                    scope: "permit(principal, action, resource);".into(),
+                    ..Default::default()
+                },
+                ttl_secs: 600,
+                budget: 10,
+                out_of_scope: OutOfScope::Escalate,
+            },
+            MissionId::generate(&OsRandom).unwrap(),
+            "http://issuer.test",
+            "alice".parse().unwrap(),
+            T0,
+            MissionLimits::default(),
+            Some(org.schema()),
+        )
+        .unwrap();
+        let s256 = mission_s256(&body).unwrap();
+        let jkt = MissionKey::generate(&OsRandom)
+            .unwrap()
+            .thumbprint()
+            .clone();
+        mandate_core::Mission {
+            body,
+            s256,
+            status: MissionStatus::Active {
+                jkt,
+                started_at: T0,
+            },
+        }
+    };
+    let case = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    };
+    let out = case.decide("delete_repo", &resource(&[]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "boundary")
+    );
+    assert_eq!(out.policies, vec!["danger.cedar/no-danger".to_owned()]);
+    assert_eq!(
+        case.decide("read", &resource(&[]), json!({})).decision,
+        Decision::Allow
     );
 }
 

@@ -12,7 +12,7 @@ mod state;
 pub use api::router;
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use datadir::{DataDir, DataDirError, init_admin};
-pub use policies::{LoadedPolicies, load_dir};
+pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use problem::Problem;
 pub use state::AppState;
 
@@ -29,8 +29,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let data = DataDir::open(&config.data_dir).await?;
+    // The default policy directory lives in the data dir; make it, so an
+    // operator can drop files in and reload.
+    if !config.policies_dir.exists() && config.policies_dir.starts_with(&config.data_dir) {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.policies_dir)
+            .map_err(|e| DataDirError::Io(config.policies_dir.clone(), e))?;
+    }
     // Fail closed: never start with a policy set that does not load.
-    let policies = load_dir(&config.policies_dir).map_err(|diags| {
+    let policies = load_dir(&config.policies_dir, Missing::Empty).map_err(|diags| {
         ServeError::Policies(
             diags
                 .iter()

@@ -15,41 +15,69 @@ pub struct LoadedPolicies {
     pub files: Vec<String>,
 }
 
-/// Loads and validates `dir`. A missing directory is an empty policy set
-/// (the base schema only); an unreadable file or an invalid policy is an
-/// error, with every problem reported.
-pub fn load_dir(dir: &Path) -> Result<LoadedPolicies, Vec<PolicyDiagnostic>> {
-    let fail = |message: String| {
-        vec![PolicyDiagnostic {
-            source: dir.display().to_string(),
-            line: 1,
-            col: 1,
-            message,
-        }]
+/// Whether a missing directory is an empty set or an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// At first start: no directory yet means no organisation policies.
+    Empty,
+    /// On reload: a directory that vanished (renamed, unmounted) must not
+    /// silently drop every boundary.
+    Error,
+}
+
+/// Loads and validates `dir`. Every problem is reported: unreadable
+/// entries, policy files that are not regular readable files (a dangling
+/// symlink, say), parse and validation errors.
+pub fn load_dir(dir: &Path, missing: Missing) -> Result<LoadedPolicies, Vec<PolicyDiagnostic>> {
+    let diag = |source: &str, message: String| PolicyDiagnostic {
+        source: source.to_owned(),
+        line: 1,
+        col: 1,
+        message,
     };
+    let dir_name = dir.display().to_string();
     let (mut schemas, mut policies) = (Vec::new(), Vec::new());
-    if dir.exists() {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| fail(format!("cannot read the policy directory: {e}")))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let target = match path.extension().and_then(|e| e.to_str()) {
-                Some("cedar") => &mut policies,
-                Some("cedarschema") => &mut schemas,
-                _ => continue,
-            };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| fail(format!("cannot read `{name}`: {e}")))?;
-            target.push(PolicySource { name, text });
+    let mut problems = Vec::new();
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && missing == Missing::Empty => {}
+        Err(e) => {
+            return Err(vec![diag(
+                &dir_name,
+                format!("cannot read the policy directory: {e}"),
+            )]);
         }
+        Ok(entries) => {
+            let mut paths = Vec::new();
+            for entry in entries {
+                match entry {
+                    Ok(e) => paths.push(e.path()),
+                    Err(e) => problems.push(diag(
+                        &dir_name,
+                        format!("cannot read a directory entry: {e}"),
+                    )),
+                }
+            }
+            paths.sort();
+            for path in paths {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let target = match path.extension().and_then(|e| e.to_str()) {
+                    Some("cedar") => &mut policies,
+                    Some("cedarschema") => &mut schemas,
+                    _ => continue,
+                };
+                // Follows symlinks: a link to nowhere is an error, not a skip.
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => target.push(PolicySource { name, text }),
+                    Err(e) => problems.push(diag(&name, format!("cannot read `{name}`: {e}"))),
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
     }
     let loaded = OrgPolicies::load(&schemas, &policies)?;
     Ok(LoadedPolicies {

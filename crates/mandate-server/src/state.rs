@@ -9,7 +9,7 @@ use mandate_core::{
 use mandate_store::Store;
 
 use crate::config::Config;
-use crate::policies::{LoadedPolicies, load_dir};
+use crate::policies::{LoadedPolicies, Missing, load_dir};
 use crate::replay::ReplayCache;
 
 /// Compiled mission policy sets kept in memory. Past this, the cache is
@@ -110,7 +110,7 @@ impl AppState {
             .reload_lock
             .lock()
             .map_err(|_| internal("reload lock poisoned"))?;
-        let loaded = load_dir(&self.0.policies_dir)?;
+        let loaded = load_dir(&self.0.policies_dir, Missing::Error)?;
         let mut org = self
             .0
             .org

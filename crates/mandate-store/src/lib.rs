@@ -8,8 +8,8 @@ mod sqlite;
 
 pub use error::{StartError, StoreError};
 pub use model::{
-    Agent, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation, RevocationKind,
-    RevocationSummary,
+    Agent, Allowance, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation,
+    RevocationKind, RevocationSummary,
 };
 pub use sqlite::SqliteStore;
 
@@ -96,10 +96,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Allowed requests counted against a mission's budget so far.
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;
-    /// Counts one allowed request, atomically, only if budget is left and
-    /// the mission is active. Returns the new count, or `None` if the budget
-    /// was used up (or the mission ended) in the meantime.
-    async fn consume_budget(&self, id: &MissionId, budget: u64) -> Result<Option<u64>, StoreError>;
+    /// Counts one allowed request, atomically: one unit of budget (only if
+    /// budget is left and the mission is active) and, if a grant allowed
+    /// it, one use of that grant (only if it is still live). Both or
+    /// neither.
+    async fn consume_allowance(
+        &self,
+        id: &MissionId,
+        budget: u64,
+        grant: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Allowance, StoreError>;
     /// The mission's grants that are live at `now` (not expired, revoked or
     /// used up).
     async fn live_grants(
@@ -108,8 +115,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: UnixTime,
     ) -> Result<Vec<GrantRecord>, StoreError>;
     /// Records an escalated request, or joins the identical pending one.
-    /// Returns the approval id and whether it was joined.
-    async fn open_approval(&self, a: &NewApproval) -> Result<(String, bool), StoreError>;
+    /// Returns the approval id and whether it was joined; `None` when the
+    /// mission already has `max_pending` requests waiting.
+    async fn open_approval(
+        &self,
+        a: &NewApproval,
+        max_pending: u32,
+    ) -> Result<Option<(String, bool)>, StoreError>;
 
     // --- revocation ---
 

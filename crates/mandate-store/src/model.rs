@@ -110,10 +110,23 @@ pub struct NewApproval {
     pub action: String,
     /// The resource as JSON.
     pub resource: String,
+    /// The request's attributes, canonical JSON.
+    pub context: String,
     pub context_digest: String,
     pub reason_code: String,
     /// Ids of the policies that asked for it, as JSON.
     pub policies: String,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+}
+
+/// What counting an allowed request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// Counted; the mission's new budget count.
+    Counted(u64),
+    /// The budget was used up (or the mission ended) in the meantime.
+    BudgetExhausted,
+    /// The grant that allowed it expired, was revoked or used up meanwhile.
+    GrantUnavailable,
 }

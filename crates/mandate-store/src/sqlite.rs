@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::model::{
-    Agent, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation, RevocationKind,
-    RevocationSummary,
+    Agent, Allowance, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation,
+    RevocationKind, RevocationSummary,
 };
 use crate::{StartError, Store, StoreError};
 
@@ -592,18 +592,48 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("mission `{id}`")))
     }
 
-    async fn consume_budget(&self, id: &MissionId, budget: u64) -> Result<Option<u64>, StoreError> {
-        // INVARIANT: the check and the increment are one statement, so
-        // concurrent allowed requests never exceed the budget.
+    async fn consume_allowance(
+        &self,
+        id: &MissionId,
+        budget: u64,
+        grant: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Allowance, StoreError> {
+        // INVARIANT: each check and its increment are one statement, and the
+        // two happen in one transaction, so concurrent allowed requests never
+        // exceed the budget or a grant's uses, and never spend one without
+        // the other.
+        let mut tx = self.write_tx().await?;
+        if let Some(g) = grant {
+            let used = sqlx::query(
+                "UPDATE grants SET uses = uses + 1 \
+                 WHERE id = ?1 AND mission_id = ?2 AND revoked_at IS NULL \
+                   AND (expires_at IS NULL OR expires_at > ?3) \
+                   AND (max_uses IS NULL OR uses < max_uses)",
+            )
+            .bind(g)
+            .bind(id.as_str())
+            .bind(secs(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if used == 0 {
+                return Ok(Allowance::GrantUnavailable);
+            }
+        }
         let used: Option<i64> = sqlx::query_scalar(
             "UPDATE missions SET requests_used = requests_used + 1 \
              WHERE id = ?1 AND state = 'active' AND requests_used < ?2 RETURNING requests_used",
         )
         .bind(id.as_str())
         .bind(i64::try_from(budget).unwrap_or(i64::MAX))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(used.map(|u| u64::try_from(u).unwrap_or(0)))
+        let Some(used) = used else {
+            return Ok(Allowance::BudgetExhausted);
+        };
+        tx.commit().await?;
+        Ok(Allowance::Counted(u64::try_from(used).unwrap_or(0)))
     }
 
     async fn live_grants(
@@ -631,7 +661,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn open_approval(&self, a: &NewApproval) -> Result<(String, bool), StoreError> {
+    async fn open_approval(
+        &self,
+        a: &NewApproval,
+        max_pending: u32,
+    ) -> Result<Option<(String, bool)>, StoreError> {
         let mut tx = self.write_tx().await?;
         let existing: Option<String> = sqlx::query_scalar(
             "UPDATE approvals SET hits = hits + 1 \
@@ -644,7 +678,17 @@ impl Store for SqliteStore {
         .await?;
         if let Some(id) = existing {
             tx.commit().await?;
-            return Ok((id, true));
+            return Ok(Some((id, true)));
+        }
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE mission_id = ?1 AND status = 'pending' AND expires_at > ?2",
+        )
+        .bind(a.mission.as_str())
+        .bind(secs(a.created_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending >= i64::from(max_pending) {
+            return Ok(None);
         }
         // A pending one past its expiry no longer blocks a new request.
         sqlx::query(
@@ -656,15 +700,16 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context_digest, \
-             reason_code, policies, status, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10)",
+            "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context, \
+             context_digest, reason_code, policies, status, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
         )
         .bind(&a.id)
         .bind(a.mission.as_str())
         .bind(&a.request_digest)
         .bind(&a.action)
         .bind(&a.resource)
+        .bind(&a.context)
         .bind(&a.context_digest)
         .bind(&a.reason_code)
         .bind(&a.policies)
@@ -673,7 +718,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((a.id.clone(), false))
+        Ok(Some((a.id.clone(), false)))
     }
 
     async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError> {

@@ -261,3 +261,103 @@ async fn a_mission_body_edited_in_the_database_is_refused() {
         StoreError::Corrupt(_)
     ));
 }
+
+#[tokio::test]
+async fn allowances_count_budget_and_grant_uses_together() {
+    use mandate_store::Allowance;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    seed(&s).await;
+    let (id, token) = new_mission(&s, "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    // Grants are created by approvals; here, directly.
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
+         VALUES ('once', ?1, 'permit(principal, action, resource);', 0, 1)",
+    )
+    .bind(id.as_str())
+    .execute(&raw)
+    .await
+    .unwrap();
+    assert_eq!(s.live_grants(&id, T0.plus(2)).await.unwrap().len(), 1);
+
+    let now = T0.plus(2);
+    assert_eq!(
+        s.consume_allowance(&id, 3, Some("once"), now)
+            .await
+            .unwrap(),
+        Allowance::Counted(1)
+    );
+    // The single-use grant is spent: it is no longer live, and a second use
+    // fails without spending budget.
+    assert!(s.live_grants(&id, now).await.unwrap().is_empty());
+    assert_eq!(
+        s.consume_allowance(&id, 3, Some("once"), now)
+            .await
+            .unwrap(),
+        Allowance::GrantUnavailable
+    );
+    assert_eq!(s.budget_used(&id).await.unwrap(), 1);
+    assert_eq!(
+        s.consume_allowance(&id, 3, None, now).await.unwrap(),
+        Allowance::Counted(2)
+    );
+    assert_eq!(
+        s.consume_allowance(&id, 3, None, now).await.unwrap(),
+        Allowance::Counted(3)
+    );
+    assert_eq!(
+        s.consume_allowance(&id, 3, None, now).await.unwrap(),
+        Allowance::BudgetExhausted
+    );
+    assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn identical_escalations_join_and_the_queue_is_bounded() {
+    use mandate_store::NewApproval;
+    let (_d, s) = store().await;
+    seed(s.as_ref()).await;
+    let (id, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let approval = |n: u32| NewApproval {
+        id: format!("apr_{n}"),
+        mission: id.clone(),
+        request_digest: format!("digest-{n}"),
+        action: "refund".into(),
+        resource: "{}".into(),
+        context: "{\"amount\":75000}".into(),
+        context_digest: "c".into(),
+        reason_code: "escalation".into(),
+        policies: "[]".into(),
+        created_at: T0,
+        expires_at: T0.plus(600),
+    };
+    assert_eq!(
+        s.open_approval(&approval(1), 2).await.unwrap(),
+        Some(("apr_1".into(), false))
+    );
+    let again = NewApproval {
+        id: "apr_other".into(),
+        ..approval(1)
+    };
+    assert_eq!(
+        s.open_approval(&again, 2).await.unwrap(),
+        Some(("apr_1".into(), true))
+    );
+    assert_eq!(
+        s.open_approval(&approval(2), 2).await.unwrap(),
+        Some(("apr_2".into(), false))
+    );
+    assert_eq!(
+        s.open_approval(&approval(3), 2).await.unwrap(),
+        None,
+        "the queue is full"
+    );
+}

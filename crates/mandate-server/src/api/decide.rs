@@ -7,7 +7,12 @@ use mandate_core::{
     ApprovalId, CredentialError, Decision, DecisionRequest, GrantSet, MissionId, Outcome,
     ReasonCode, Trust, UnixTime, UnverifiedCredential, decide as engine_decide, state_check,
 };
-use mandate_store::NewApproval;
+use mandate_store::{Allowance, NewApproval};
+
+/// Most approval requests one mission may have waiting. Past it, further
+/// escalations are denied (`approval_queue_full`) instead of flooding the
+/// approver.
+const MAX_PENDING_APPROVALS: u32 = 100;
 
 use super::extract::{ApiJson, Caller};
 use crate::problem::Problem;
@@ -110,26 +115,42 @@ pub(super) async fn decide(
     );
     let mut resp = response(outcome.clone(), Some(id));
     match outcome.decision {
-        Decision::Allow => match s
-            .0
-            .store
-            .consume_budget(id, mission.body.budget.requests)
-            .await?
-        {
-            // 4. Budget is counted per allowed call, atomically.
-            Some(n) => resp.budget_used = Some(n),
-            None => {
-                resp = response(
-                    Outcome::deny(
-                        ReasonCode::BUDGET_EXHAUSTED,
-                        "the mission's request budget is used up",
-                    ),
-                    Some(id),
-                );
+        Decision::Allow => {
+            // 4. Budget (and the grant's uses) are counted per allowed
+            //    call, atomically; if either ran out meanwhile, deny.
+            let grant = outcome
+                .grant
+                .as_deref()
+                .and_then(|g| g.strip_prefix("grant/"));
+            match s
+                .0
+                .store
+                .consume_allowance(id, mission.body.budget.requests, grant, now)
+                .await?
+            {
+                Allowance::Counted(n) => resp.budget_used = Some(n),
+                Allowance::BudgetExhausted => {
+                    resp = response(
+                        Outcome::deny(
+                            ReasonCode::BUDGET_EXHAUSTED,
+                            "the mission's request budget is used up",
+                        ),
+                        Some(id),
+                    );
+                }
+                Allowance::GrantUnavailable => {
+                    resp = response(
+                        Outcome::deny(
+                            ReasonCode::POLICY_ERROR,
+                            "the grant that allowed this is no longer live",
+                        ),
+                        Some(id),
+                    );
+                }
             }
-        },
+        }
         Decision::Escalate => {
-            let approval = open_approval(
+            match open_approval(
                 &s,
                 id,
                 &action,
@@ -139,8 +160,21 @@ pub(super) async fn decide(
                 now,
                 mission.expires_at(),
             )
-            .await?;
-            resp.approval_id = Some(approval);
+            .await?
+            {
+                Some(approval) => resp.approval_id = Some(approval),
+                None => {
+                    resp = response(
+                        Outcome::deny(
+                            ReasonCode::APPROVAL_QUEUE_FULL,
+                            format!(
+                                "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
+                            ),
+                        ),
+                        Some(id),
+                    );
+                }
+            }
         }
         Decision::Deny => {}
     }
@@ -155,7 +189,8 @@ pub(super) async fn decide(
     Ok(Json(resp))
 }
 
-/// Records the escalated request (or joins the identical pending one).
+/// Records the escalated request (or joins the identical pending one);
+/// `None` when the mission's approval queue is full.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; the pieces of one request"
@@ -169,7 +204,7 @@ async fn open_approval(
     outcome: &Outcome,
     now: UnixTime,
     mission_end: UnixTime,
-) -> Result<String, Problem> {
+) -> Result<Option<String>, Problem> {
     let digest = |v: &serde_json::Value| -> Result<String, Problem> {
         let bytes = serde_jcs::to_vec(v).map_err(|_| Problem::internal())?;
         Ok(mandate_core::s256(&bytes))
@@ -187,13 +222,24 @@ async fn open_approval(
         request_digest,
         action: action.to_owned(),
         resource: resource_json.to_string(),
+        context: String::from_utf8(
+            serde_jcs::to_vec(&context_json).map_err(|_| Problem::internal())?,
+        )
+        .map_err(|_| Problem::internal())?,
         context_digest: digest(&context_json)?,
         reason_code: outcome.code.clone(),
         policies: serde_json::to_string(&outcome.policies).map_err(|_| Problem::internal())?,
         created_at: now,
         expires_at: now.plus(s.0.approval_ttl_secs).min(mission_end),
     };
-    let (id, joined) = s.0.store.open_approval(&approval).await?;
+    let Some((id, joined)) =
+        s.0.store
+            .open_approval(&approval, MAX_PENDING_APPROVALS)
+            .await?
+    else {
+        tracing::warn!(mission = %mission, "approval queue full; escalation denied");
+        return Ok(None);
+    };
     tracing::info!(mission = %mission, approval = %id, joined, "approval requested");
-    Ok(id)
+    Ok(Some(id))
 }

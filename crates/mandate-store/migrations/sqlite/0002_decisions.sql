@@ -23,6 +23,9 @@ CREATE TABLE approvals (
     request_digest  TEXT NOT NULL,
     action          TEXT NOT NULL,
     resource        TEXT NOT NULL,
+    -- The request's attributes (canonical JSON), so the approver sees what
+    -- they approve; and its digest.
+    context         TEXT NOT NULL,
     context_digest  TEXT NOT NULL,
     reason_code     TEXT NOT NULL,
     policies        TEXT NOT NULL,
