@@ -46,23 +46,16 @@ fn org() -> OrgPolicies {
 }
 
 fn mission(policies: MissionPolicies, out_of_scope: OutOfScope) -> mandate_core::Mission {
-    let body = MissionBody::new(
-        MissionSpec {
-            agent: "billing-bot".parse().unwrap(),
-            goal: "Reconcile invoices".into(),
-            policies,
-            ttl_secs: 3_600,
-            budget: 10,
-            out_of_scope,
-        },
-        MissionId::generate(&OsRandom).unwrap(),
-        "http://issuer.test",
-        "alice".parse().unwrap(),
-        T0,
-        MissionLimits::default(),
-        Some(org().schema()),
-    )
-    .unwrap();
+    mission_under(&org(), policies, out_of_scope)
+}
+
+/// A started mission whose policies are validated against `org`'s schema.
+fn mission_under(
+    org: &OrgPolicies,
+    policies: MissionPolicies,
+    out_of_scope: OutOfScope,
+) -> mandate_core::Mission {
+    let body = body_under(org, policies, out_of_scope).unwrap();
     let s256 = mission_s256(&body).unwrap();
     let jkt = MissionKey::generate(&OsRandom)
         .unwrap()
@@ -76,6 +69,29 @@ fn mission(policies: MissionPolicies, out_of_scope: OutOfScope) -> mandate_core:
             started_at: T0,
         },
     }
+}
+
+fn body_under(
+    org: &OrgPolicies,
+    policies: MissionPolicies,
+    out_of_scope: OutOfScope,
+) -> Result<MissionBody, mandate_core::InputError> {
+    MissionBody::new(
+        MissionSpec {
+            agent: "billing-bot".parse().unwrap(),
+            goal: "Reconcile invoices".into(),
+            policies,
+            ttl_secs: 3_600,
+            budget: 10,
+            out_of_scope,
+        },
+        MissionId::generate(&OsRandom).unwrap(),
+        "http://issuer.test",
+        "alice".parse().unwrap(),
+        T0,
+        MissionLimits::default(),
+        Some(org.schema()),
+    )
 }
 
 fn billing_scope() -> MissionPolicies {
@@ -394,41 +410,14 @@ fn boundaries_over_action_groups_hold() {
         )],
     )
     .unwrap();
-    let m = {
-        let body = MissionBody::new(
-            MissionSpec {
-                agent: "billing-bot".parse().unwrap(),
-                goal: "g".into(),
-                policies: MissionPolicies {
-                    scope: "permit(principal, action, resource);".into(),
-                    ..Default::default()
-                },
-                ttl_secs: 600,
-                budget: 10,
-                out_of_scope: OutOfScope::Escalate,
-            },
-            MissionId::generate(&OsRandom).unwrap(),
-            "http://issuer.test",
-            "alice".parse().unwrap(),
-            T0,
-            MissionLimits::default(),
-            Some(org.schema()),
-        )
-        .unwrap();
-        let s256 = mission_s256(&body).unwrap();
-        let jkt = MissionKey::generate(&OsRandom)
-            .unwrap()
-            .thumbprint()
-            .clone();
-        mandate_core::Mission {
-            body,
-            s256,
-            status: MissionStatus::Active {
-                jkt,
-                started_at: T0,
-            },
-        }
-    };
+    let m = mission_under(
+        &org,
+        MissionPolicies {
+            scope: "permit(principal, action, resource);".into(),
+            ..Default::default()
+        },
+        OutOfScope::Escalate,
+    );
     let case = Case {
         org: &org,
         mission: &m,
@@ -510,24 +499,13 @@ fn policies_are_validated_against_the_schema_with_positions() {
     assert!(err[0].message.contains("must be a `permit`"), "{}", err[0]);
 
     // A mission's policies are validated at creation too.
-    let body = MissionBody::new(
-        MissionSpec {
-            agent: "billing-bot".parse().unwrap(),
-            goal: "g".into(),
-            policies: MissionPolicies {
-                scope: "permit(principal, action == Action::\"reed\", resource);".into(),
-                ..Default::default()
-            },
-            ttl_secs: 600,
-            budget: 1,
-            out_of_scope: OutOfScope::Deny,
+    let body = body_under(
+        &org(),
+        MissionPolicies {
+            scope: "permit(principal, action == Action::\"reed\", resource);".into(),
+            ..Default::default()
         },
-        MissionId::generate(&OsRandom).unwrap(),
-        "http://issuer.test",
-        "alice".parse().unwrap(),
-        T0,
-        MissionLimits::default(),
-        Some(org().schema()),
+        OutOfScope::Deny,
     );
     assert_eq!(body.unwrap_err().code(), "invalid_policy");
 }

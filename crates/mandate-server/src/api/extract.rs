@@ -92,6 +92,17 @@ pub(crate) struct Caller {
     pub token: ApiTokenId,
 }
 
+impl Caller {
+    /// Refuses callers without the admin role.
+    pub(crate) fn require_admin(&self) -> Result<(), Problem> {
+        if self.principal.role == mandate_core::Role::Admin {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("this needs the admin role"))
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 

@@ -26,7 +26,11 @@ use crate::state::AppState;
 
 /// Whether `caller` may see and end `mission`: its principal, the owner of
 /// its agent, or an admin.
-async fn may_manage(s: &AppState, caller: &Caller, mission: &Mission) -> Result<bool, Problem> {
+pub(super) async fn may_manage(
+    s: &AppState,
+    caller: &Caller,
+    mission: &Mission,
+) -> Result<bool, Problem> {
     if caller.principal.role == Role::Admin || caller.principal.name == mission.body.principal {
         return Ok(true);
     }

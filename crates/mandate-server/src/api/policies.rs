@@ -7,14 +7,6 @@ use super::extract::Caller;
 use crate::problem::Problem;
 use crate::state::AppState;
 
-fn require_admin(caller: &Caller) -> Result<(), Problem> {
-    if caller.principal.role == mandate_core::Role::Admin {
-        Ok(())
-    } else {
-        Err(Problem::forbidden("this needs the admin role"))
-    }
-}
-
 fn view(s: &AppState) -> Result<PoliciesView, Problem> {
     let org = s.org()?;
     Ok(PoliciesView {
@@ -36,7 +28,7 @@ pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<PoliciesView>, Problem> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     Ok(Json(view(&s)?))
 }
 
@@ -46,7 +38,7 @@ pub(super) async fn reload(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<PoliciesView>, Problem> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let state = s.clone();
     let result = super::on_large_stack(move || state.reload_policies()).await?;
     match result {

@@ -20,14 +20,6 @@ pub(super) async fn whoami(caller: Caller) -> Json<PrincipalView> {
     Json(principal_view(&caller.principal))
 }
 
-fn require_admin(caller: &Caller) -> Result<(), Problem> {
-    if caller.principal.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(Problem::forbidden("this needs the admin role"))
-    }
-}
-
 /// Issues a new API token for `principal` and returns it, once.
 async fn issue_token(
     state: &AppState,
@@ -63,7 +55,7 @@ pub(super) async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<CreatePrincipalRequest>,
 ) -> Result<(StatusCode, Json<CreatedPrincipal>), Problem> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let CreatePrincipalRequest { name, role } = req;
     let name: PrincipalName = name.try_into()?;
     let role: Role = role.as_deref().unwrap_or("member").parse()?;
@@ -91,7 +83,7 @@ pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<PrincipalView>>, Problem> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     Ok(Json(
         s.0.store
             .principals()
@@ -109,7 +101,7 @@ fn subject(caller: &Caller, named: Option<String>) -> Result<PrincipalName, Prob
         Some(n) => {
             let n: PrincipalName = n.try_into()?;
             if n != caller.principal.name {
-                require_admin(caller)?;
+                caller.require_admin()?;
             }
             Ok(n)
         }

@@ -37,12 +37,7 @@ pub(super) async fn revoke(
         RevocationKind::Mission => {
             let mid: MissionId = id.parse()?;
             let m = s.0.store.mission(&mid).await?.ok_or_else(not_found)?;
-            let owns_agent =
-                s.0.store
-                    .agent(&m.body.agent)
-                    .await?
-                    .is_some_and(|a| &a.owner == me);
-            if !(admin || &m.body.principal == me || owns_agent) {
+            if !super::missions::may_manage(&s, &caller, &m).await? {
                 return Err(not_found());
             }
             mid.to_string()
