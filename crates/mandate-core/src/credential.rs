@@ -95,6 +95,65 @@ pub fn issue_credential(
     Ok(IssuedCredential { token, claims })
 }
 
+/// Checks the header of a JWS the authority signed: `alg` EdDSA, the
+/// expected `typ`, a `kid`, and no keys or `crit` in the header (so one kind
+/// of token can never pass for another, nor carry its own key). Returns the
+/// `kid`.
+pub(crate) fn check_authority_header(
+    header: &jsonwebtoken::Header,
+    typ: &str,
+) -> Result<String, CredentialError> {
+    if header.alg != Algorithm::EdDSA {
+        return Err(CredentialError::Malformed(format!(
+            "alg `{:?}` is not EdDSA",
+            header.alg
+        )));
+    }
+    if header.typ.as_deref() != Some(typ) {
+        return Err(CredentialError::Malformed(format!("typ is not `{typ}`")));
+    }
+    if header.crit.is_some()
+        || header.jwk.is_some()
+        || header.jku.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some()
+    {
+        return Err(CredentialError::Malformed(
+            "header carries keys or critical extensions".into(),
+        ));
+    }
+    header
+        .kid
+        .clone()
+        .ok_or_else(|| CredentialError::Malformed("no kid".into()))
+}
+
+/// Verifies a JWS by the authority key `kid` of `jwks` and returns its
+/// claims. Time claims are not checked here: callers check them against
+/// the injected clock.
+pub(crate) fn decode_authority_jws<T: serde::de::DeserializeOwned>(
+    token: &str,
+    kid: &str,
+    jwks: &Jwks,
+) -> Result<T, CredentialError> {
+    let jwk = jwks
+        .find(kid)
+        .ok_or_else(|| CredentialError::UnknownKey(kid.to_owned()))?;
+    let key = DecodingKey::from_ed_components(&jwk.x)
+        .map_err(|_| CredentialError::UnknownKey(kid.to_owned()))?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<T>(token, &key, &validation)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => CredentialError::BadSignature,
+            _ => CredentialError::Malformed(e.to_string()),
+        })
+}
+
 /// A credential whose header has been read but whose signature has not been
 /// checked. Nothing in it may be trusted until [`Self::verify`].
 #[derive(Debug, Clone)]
@@ -113,30 +172,7 @@ impl UnverifiedCredential {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| CredentialError::Malformed(e.to_string()))?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(CredentialError::Malformed(format!(
-                "alg `{:?}` is not EdDSA",
-                header.alg
-            )));
-        }
-        if header.typ.as_deref() != Some(CREDENTIAL_TYP) {
-            return Err(CredentialError::Malformed(format!(
-                "typ is not `{CREDENTIAL_TYP}`"
-            )));
-        }
-        if header.crit.is_some()
-            || header.jwk.is_some()
-            || header.jku.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-        {
-            return Err(CredentialError::Malformed(
-                "header carries keys or critical extensions".into(),
-            ));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| CredentialError::Malformed("no kid".into()))?;
+        let kid = check_authority_header(&header, CREDENTIAL_TYP)?;
         Ok(Self {
             token: token.to_owned(),
             kid,
@@ -169,25 +205,7 @@ impl UnverifiedCredential {
         jwks: &Jwks,
         issuer: &str,
     ) -> Result<SignedCredential, CredentialError> {
-        let jwk = jwks
-            .find(&self.kid)
-            .ok_or_else(|| CredentialError::UnknownKey(self.kid.clone()))?;
-        let key = DecodingKey::from_ed_components(&jwk.x)
-            .map_err(|_| CredentialError::UnknownKey(self.kid.clone()))?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        // Time is checked in `check_validity`, against the injected clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let data =
-            jsonwebtoken::decode::<MissionClaims>(&self.token, &key, &validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::InvalidSignature => CredentialError::BadSignature,
-                    _ => CredentialError::Malformed(e.to_string()),
-                }
-            })?;
-        let claims = data.claims;
+        let claims: MissionClaims = decode_authority_jws(&self.token, &self.kid, jwks)?;
         if claims.iss != issuer {
             return Err(CredentialError::WrongIssuer {
                 expected: issuer.to_owned(),

@@ -5,6 +5,7 @@
 //! randomness through a [`SecureRandom`]. It is the only crate that touches
 //! private keys.
 
+mod audit;
 mod b64;
 mod clock;
 mod credential;
@@ -20,6 +21,10 @@ mod random;
 mod secret;
 pub mod wire;
 
+pub use audit::{
+    AuditRecord, CHECKPOINT_TYP, ChainError, ChainHead, ChainReport, CheckpointClaims, GENESIS,
+    chain_hash, sign_checkpoint, verify_chain, verify_checkpoint,
+};
 pub use b64::s256;
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{

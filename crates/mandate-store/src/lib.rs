@@ -15,8 +15,8 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use mandate_core::{
-    AgentName, ApiTokenId, EndReason, Mission, MissionId, PrincipalName, Thumbprint, TokenHash,
-    UnixTime,
+    AgentName, ApiTokenId, AuditRecord, ChainHead, EndReason, Mission, MissionId, PrincipalName,
+    Thumbprint, TokenHash, UnixTime,
 };
 
 /// Everything Mandate keeps. Implementations must make each method atomic:
@@ -122,6 +122,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         a: &NewApproval,
         max_pending: u32,
     ) -> Result<Option<(String, bool)>, StoreError>;
+
+    // --- audit log ---
+
+    /// The last record's sequence number and hash (genesis if empty).
+    async fn audit_head(&self) -> Result<ChainHead, StoreError>;
+    /// Appends chained records in one transaction (group commit: one sync
+    /// for the batch). The first must follow the stored head.
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// Records after `after_seq`, in order, at most `limit`.
+    async fn audit_records(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError>;
+    /// Every signed checkpoint, in order.
+    async fn checkpoints(&self) -> Result<Vec<String>, StoreError>;
 
     // --- revocation ---
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mandate_core::{
-    AgentName, ApiTokenId, EndReason, Mission, MissionBody, MissionId, MissionStatus,
-    PrincipalName, Role, Thumbprint, TokenHash, UnixTime, mission_s256,
+    AgentName, ApiTokenId, AuditRecord, ChainHead, EndReason, Mission, MissionBody, MissionId,
+    MissionStatus, PrincipalName, Role, Thumbprint, TokenHash, UnixTime, mission_s256,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -719,6 +719,94 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(Some((a.id.clone(), false)))
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(ChainHead::genesis()),
+            Some(r) => Ok(ChainHead {
+                seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+                hash: r.try_get("hash")?,
+            }),
+        }
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let mut tx = self.write_tx().await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let expected = u64::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
+        if first.seq != expected {
+            return Err(StoreError::Conflict(format!(
+                "audit append at {} but the log ends at {}",
+                first.seq,
+                expected - 1
+            )));
+        }
+        for r in records {
+            let body = serde_jcs::to_string(&r.body)
+                .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?;
+            sqlx::query("INSERT INTO audit_events (seq, time, kind, body, hash) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .bind(i64::try_from(r.seq).unwrap_or(i64::MAX))
+                .bind(i64::try_from(r.time).unwrap_or(i64::MAX))
+                .bind(&r.kind)
+                .bind(body)
+                .bind(&r.hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok(AuditRecord {
+                    seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+                    time: u64::try_from(r.try_get::<i64, _>("time")?).unwrap_or(0),
+                    kind: r.try_get("kind")?,
+                    // A body that no longer parses is still returned (as a
+                    // string), so verification names its sequence number.
+                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_checkpoints (seq, token) VALUES (?1, ?2)")
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM audit_checkpoints ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError> {

@@ -361,3 +361,82 @@ async fn identical_escalations_join_and_the_queue_is_bounded() {
         "the queue is full"
     );
 }
+
+/// The audit log in a real SQLite file: edits, deletions, reordering and
+/// truncation made directly in the file are found, and named by sequence.
+#[tokio::test]
+async fn audit_tampering_in_the_database_file_is_found() {
+    use mandate_core::{AuthorityKey, ChainHead, sign_checkpoint, verify_chain};
+    const ISS: &str = "https://mandate.example";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let key = AuthorityKey::generate(&OsRandom).unwrap();
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        let mut head = s.audit_head().await.unwrap();
+        assert_eq!(head, ChainHead::genesis());
+        // Two batches (group commits) of ten, a checkpoint after each.
+        for batch in 0..2u64 {
+            let records: Vec<_> = (0..10u64)
+                .map(|i| {
+                    let body = serde_json::json!({ "mission": "msn_x", "decision": "allow", "n": batch * 10 + i });
+                    head.append(1_000 + batch * 10 + i, "decision", body).unwrap()
+                })
+                .collect();
+            s.append_audit(&records).await.unwrap();
+            s.add_checkpoint(head.seq, &sign_checkpoint(&key, ISS, &head, 2_000).unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.audit_head().await.unwrap(), head);
+        // A batch that does not follow the head is refused.
+        let mut stale = ChainHead::genesis();
+        let r = stale.append(1, "decision", serde_json::json!({})).unwrap();
+        assert!(matches!(
+            s.append_audit(&[r]).await.unwrap_err(),
+            StoreError::Conflict(_)
+        ));
+    }
+    let verify = || async {
+        let s = SqliteStore::open(&path).await.unwrap();
+        let records = s.audit_records(0, 1_000).await.unwrap();
+        let cps = s.checkpoints().await.unwrap();
+        verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), ISS)
+    };
+    assert_eq!(verify().await.unwrap().last, 20);
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let exec = |sql: &'static str| {
+        let raw = raw.clone();
+        async move { sqlx::query(sql).execute(&raw).await.unwrap() }
+    };
+
+    // Edit a body.
+    exec("UPDATE audit_events SET body = replace(body, '\"allow\"', '\"deny\"') WHERE seq = 7")
+        .await;
+    assert_eq!(verify().await.unwrap_err().seq, 7);
+    exec("UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE seq = 7")
+        .await;
+    assert!(verify().await.is_ok());
+
+    // Reorder two records (swap their sequence numbers).
+    exec("UPDATE audit_events SET seq = -1 WHERE seq = 12").await;
+    exec("UPDATE audit_events SET seq = 12 WHERE seq = 13").await;
+    exec("UPDATE audit_events SET seq = 13 WHERE seq = -1").await;
+    assert_eq!(verify().await.unwrap_err().seq, 12);
+    exec("UPDATE audit_events SET seq = -1 WHERE seq = 12").await;
+    exec("UPDATE audit_events SET seq = 12 WHERE seq = 13").await;
+    exec("UPDATE audit_events SET seq = 13 WHERE seq = -1").await;
+    assert!(verify().await.is_ok());
+
+    // Delete one.
+    exec("DELETE FROM audit_events WHERE seq = 15").await;
+    assert_eq!(verify().await.unwrap_err().seq, 15);
+
+    // Truncate the tail.
+    exec("DELETE FROM audit_events WHERE seq >= 15").await;
+    let err = verify().await.unwrap_err();
+    assert_eq!(err.seq, 15);
+    assert!(err.reason.contains("truncated"), "{err}");
+}

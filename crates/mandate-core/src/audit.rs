@@ -1,0 +1,358 @@
+//! The audit chain: every record is hash-chained to the one before it, and
+//! checkpoints (sequence number + head hash) are signed by the authority key.
+//!
+//! ```text
+//! hash(n) = base64url(SHA-256(raw(hash(n-1)) ‖ JCS({seq, time, kind, body})))
+//! hash(0) = GENESIS (32 zero bytes)
+//! ```
+//!
+//! Editing, deleting or reordering a record breaks the chain at that record.
+//! Cutting records off the end is caught up to the last signed checkpoint,
+//! which is why checkpoints are written every N records or T seconds.
+//! Verification can start from a signed checkpoint instead of genesis, so
+//! old records can be exported and pruned.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::b64;
+use crate::credential::{check_authority_header, decode_authority_jws};
+use crate::error::{CredentialError, KeyError};
+use crate::jwk::Jwks;
+use crate::keys::AuthorityKey;
+
+/// The JWS `typ` of a checkpoint.
+pub const CHECKPOINT_TYP: &str = "mandate-checkpoint+jwt";
+
+/// The hash before the first record: 32 zero bytes, base64url.
+pub const GENESIS: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// One record of the audit log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    /// Unix seconds.
+    pub time: u64,
+    /// What happened, e.g. `decision`, `mission.created`, `revocation`.
+    pub kind: String,
+    /// The event: actor chain, mission, action, resource, decision, reasons,
+    /// digests. Never a secret, and by default never a request body.
+    pub body: serde_json::Value,
+    /// The chain hash through this record.
+    pub hash: String,
+}
+
+/// The part of a record the hash covers, in its canonical form.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    time: u64,
+    kind: &'a str,
+    body: &'a serde_json::Value,
+}
+
+/// The chain hash of a record given the previous hash.
+pub fn chain_hash(
+    prev: &str,
+    seq: u64,
+    time: u64,
+    kind: &str,
+    body: &serde_json::Value,
+) -> Result<String, ChainError> {
+    let prev_raw = b64::decode(prev)
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| ChainError::at(seq, "the previous hash is malformed"))?;
+    let canonical = serde_jcs::to_vec(&Hashed {
+        seq,
+        time,
+        kind,
+        body,
+    })
+    .map_err(|e| ChainError::at(seq, &format!("cannot canonicalize: {e}")))?;
+    let mut h = Sha256::new();
+    h.update(&prev_raw);
+    h.update(&canonical);
+    Ok(b64::encode(&h.finalize()))
+}
+
+/// The head of the chain: where the next record goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Sequence number of the last record (0 before the first).
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    #[must_use]
+    pub fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        }
+    }
+
+    /// Chains a new event onto the head and returns its record.
+    pub fn append(
+        &mut self,
+        time: u64,
+        kind: &str,
+        body: serde_json::Value,
+    ) -> Result<AuditRecord, ChainError> {
+        let seq = self.seq + 1;
+        let hash = chain_hash(&self.hash, seq, time, kind, &body)?;
+        self.seq = seq;
+        self.hash.clone_from(&hash);
+        Ok(AuditRecord {
+            seq,
+            time,
+            kind: kind.to_owned(),
+            body,
+            hash,
+        })
+    }
+}
+
+/// What a checkpoint says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointClaims {
+    pub iss: String,
+    /// The last record the checkpoint covers.
+    pub seq: u64,
+    /// The chain hash through `seq`.
+    pub head: String,
+    pub iat: u64,
+}
+
+/// Signs a checkpoint of `head` with the authority key.
+pub fn sign_checkpoint(
+    key: &AuthorityKey,
+    issuer: &str,
+    head: &ChainHead,
+    now: u64,
+) -> Result<String, KeyError> {
+    let claims = CheckpointClaims {
+        iss: issuer.to_owned(),
+        seq: head.seq,
+        head: head.hash.clone(),
+        iat: now,
+    };
+    key.sign_jwt(CHECKPOINT_TYP, &claims)
+}
+
+/// Verifies a checkpoint's signature and issuer.
+pub fn verify_checkpoint(
+    token: &str,
+    jwks: &Jwks,
+    issuer: &str,
+) -> Result<CheckpointClaims, CredentialError> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| CredentialError::Malformed(e.to_string()))?;
+    let kid = check_authority_header(&header, CHECKPOINT_TYP)?;
+    let claims: CheckpointClaims = decode_authority_jws(token, &kid, jwks)?;
+    if claims.iss != issuer {
+        return Err(CredentialError::WrongIssuer {
+            expected: issuer.to_owned(),
+            found: claims.iss,
+        });
+    }
+    Ok(claims)
+}
+
+/// Where the chain is broken, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the audit chain is broken at sequence {seq}: {reason}")]
+pub struct ChainError {
+    /// The first sequence number that does not verify.
+    pub seq: u64,
+    pub reason: String,
+}
+
+impl ChainError {
+    fn at(seq: u64, reason: &str) -> Self {
+        Self {
+            seq,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub first: u64,
+    pub last: u64,
+    pub checkpoints: usize,
+    pub head: ChainHead,
+}
+
+/// Verifies records in sequence order, starting after `start` (genesis, or
+/// a signed checkpoint from which older records were pruned), against the
+/// signed `checkpoints`. Names the first sequence number that fails.
+pub fn verify_chain<I>(
+    start: ChainHead,
+    records: I,
+    checkpoints: &[String],
+    jwks: &Jwks,
+    issuer: &str,
+) -> Result<ChainReport, ChainError>
+where
+    I: IntoIterator<Item = AuditRecord>,
+{
+    let mut marks = Vec::with_capacity(checkpoints.len());
+    for token in checkpoints {
+        let c = verify_checkpoint(token, jwks, issuer)
+            .map_err(|e| ChainError::at(0, &format!("a checkpoint does not verify: {e}")))?;
+        marks.push(c);
+    }
+    marks.sort_by_key(|c| c.seq);
+    let mut head = start.clone();
+    let first = start.seq + 1;
+    for r in records {
+        let expected = head.seq + 1;
+        if r.seq != expected {
+            return Err(ChainError::at(
+                expected.min(r.seq),
+                &format!(
+                    "expected sequence {expected}, found {} (a record was deleted or moved)",
+                    r.seq
+                ),
+            ));
+        }
+        let hash = chain_hash(&head.hash, r.seq, r.time, &r.kind, &r.body)?;
+        if hash != r.hash {
+            return Err(ChainError::at(
+                r.seq,
+                "the record does not match its hash (edited or reordered)",
+            ));
+        }
+        if let Some(m) = marks.iter().find(|m| m.seq == r.seq)
+            && m.head != hash
+        {
+            return Err(ChainError::at(
+                r.seq,
+                "the chain does not match the signed checkpoint",
+            ));
+        }
+        head = ChainHead { seq: r.seq, hash };
+    }
+    // A signed checkpoint beyond the end means records were cut off.
+    if let Some(m) = marks.iter().find(|m| m.seq > head.seq) {
+        return Err(ChainError::at(
+            head.seq + 1,
+            &format!(
+                "the log ends at {} but a signed checkpoint covers {} (truncated)",
+                head.seq, m.seq
+            ),
+        ));
+    }
+    let covered = marks
+        .iter()
+        .filter(|m| m.seq > start.seq && m.seq <= head.seq)
+        .count();
+    Ok(ChainReport {
+        first,
+        last: head.seq,
+        checkpoints: covered,
+        head,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::random::OsRandom;
+
+    const ISS: &str = "https://mandate.example";
+
+    fn log(n: u64) -> (Vec<AuditRecord>, ChainHead) {
+        let mut head = ChainHead::genesis();
+        let records = (1..=n)
+            .map(|i| {
+                head.append(1_000 + i, "decision", json!({ "mission": "msn_x", "i": i }))
+                    .unwrap()
+            })
+            .collect();
+        (records, head)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_with_its_checkpoints() {
+        let key = AuthorityKey::generate(&OsRandom).unwrap();
+        let (records, head) = log(10);
+        let mid = ChainHead {
+            seq: 5,
+            hash: records[4].hash.clone(),
+        };
+        let cps = vec![
+            sign_checkpoint(&key, ISS, &mid, 1).unwrap(),
+            sign_checkpoint(&key, ISS, &head, 2).unwrap(),
+        ];
+        let report = verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), ISS).unwrap();
+        assert_eq!((report.first, report.last, report.checkpoints), (1, 10, 2));
+    }
+
+    #[test]
+    fn edits_deletions_reorders_and_truncation_name_the_sequence() {
+        let key = AuthorityKey::generate(&OsRandom).unwrap();
+        let (records, head) = log(10);
+        let cps = vec![sign_checkpoint(&key, ISS, &head, 2).unwrap()];
+        let verify =
+            |r: Vec<AuditRecord>| verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), ISS);
+
+        let mut edited = records.clone();
+        edited[3].body = json!({ "mission": "msn_x", "i": 999 });
+        assert_eq!(verify(edited).unwrap_err().seq, 4);
+
+        let mut deleted = records.clone();
+        deleted.remove(6);
+        assert_eq!(verify(deleted).unwrap_err().seq, 7);
+
+        let mut reordered = records.clone();
+        reordered.swap(2, 3);
+        assert_eq!(verify(reordered).unwrap_err().seq, 3);
+
+        let truncated = records[..8].to_vec();
+        let err = verify(truncated).unwrap_err();
+        assert_eq!(err.seq, 9);
+        assert!(err.reason.contains("truncated"));
+
+        // Re-hashing a forged record (no key needed) still fails at the checkpoint.
+        let mut forged = ChainHead::genesis();
+        let rewritten: Vec<AuditRecord> = records
+            .iter()
+            .map(|r| {
+                let body = if r.seq == 2 {
+                    json!({ "forged": true })
+                } else {
+                    r.body.clone()
+                };
+                forged.append(r.time, &r.kind, body).unwrap()
+            })
+            .collect();
+        assert_eq!(verify(rewritten).unwrap_err().seq, 10);
+    }
+
+    #[test]
+    fn verification_can_start_from_a_checkpoint_after_pruning() {
+        let key = AuthorityKey::generate(&OsRandom).unwrap();
+        let (records, head) = log(10);
+        let mid = ChainHead {
+            seq: 6,
+            hash: records[5].hash.clone(),
+        };
+        let cps = vec![
+            sign_checkpoint(&key, ISS, &mid, 1).unwrap(),
+            sign_checkpoint(&key, ISS, &head, 2).unwrap(),
+        ];
+        let kept = records[6..].to_vec();
+        let report = verify_chain(mid, kept, &cps, &key.jwks(), ISS).unwrap();
+        assert_eq!((report.first, report.last), (7, 10));
+        // A checkpoint signed by another key is refused.
+        let other = AuthorityKey::generate(&OsRandom).unwrap();
+        let bad = vec![sign_checkpoint(&other, ISS, &head, 3).unwrap()];
+        assert!(verify_chain(ChainHead::genesis(), records, &bad, &key.jwks(), ISS).is_err());
+    }
+}
