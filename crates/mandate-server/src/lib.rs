@@ -2,6 +2,7 @@
 //! and the API routes. Domain logic lives in `mandate-core`.
 
 mod api;
+mod audit;
 mod config;
 mod datadir;
 mod policies;
@@ -10,6 +11,7 @@ mod replay;
 mod state;
 
 pub use api::router;
+pub use audit::{AuditLog, AuditWriter, CheckpointPolicy};
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 pub use datadir::{DataDir, DataDirError, init_admin};
 pub use policies::{LoadedPolicies, Missing, load_dir};
@@ -65,14 +67,26 @@ pub async fn serve(
         .await
         .map_err(DataDirError::Store)?
         .is_empty();
+    let key = Arc::new(data.key);
+    let clock: Arc<dyn mandate_core::Clock> = Arc::new(SystemClock);
+    let (audit, audit_writer) = AuditLog::spawn(
+        Arc::clone(&data.store),
+        Arc::clone(&key),
+        issuer.clone(),
+        Arc::clone(&clock),
+        CheckpointPolicy::default(),
+    )
+    .await
+    .map_err(DataDirError::Store)?;
     let state = AppState::new(
         data.store,
-        Arc::new(data.key),
-        Arc::new(SystemClock),
+        key,
+        clock,
         Arc::new(OsRandom),
         &config,
         issuer.clone(),
         policies,
+        audit,
     );
     // Printed on stdout, one line, so people and scripts can find the address.
     println!(
@@ -86,10 +100,18 @@ pub async fn serve(
         );
     }
     spawn_reload_on_sighup(state.clone());
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Io)?;
+    // Let the audit writer commit what is queued and seal the log.
+    drop(state);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), audit_writer.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("the audit writer did not finish in time");
+    }
     tracing::info!("mandate stopped");
     Ok(())
 }
@@ -105,7 +127,15 @@ fn spawn_reload_on_sighup(state: AppState) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match state.reload_policies() {
-                Ok(v) => tracing::info!(version = v, "policies reloaded (SIGHUP)"),
+                Ok(v) => {
+                    tracing::info!(version = v, "policies reloaded (SIGHUP)");
+                    let _ = state
+                        .audit(
+                            "policy.reloaded",
+                            serde_json::json!({ "version": v, "by": "SIGHUP" }),
+                        )
+                        .await;
+                }
                 Err(diags) => {
                     for d in diags {
                         tracing::error!("policy reload rejected, keeping the running set: {d}");

@@ -35,6 +35,7 @@ pub(crate) struct Inner {
     pub approval_ttl_secs: u64,
     pub mission_limits: MissionLimits,
     pub replay: ReplayCache,
+    pub audit: crate::audit::AuditLog,
     pub policies_dir: PathBuf,
     /// The organisation's policies; swapped whole on reload.
     org: RwLock<Arc<OrgState>>,
@@ -61,6 +62,7 @@ impl AppState {
         config: &Config,
         issuer: String,
         policies: LoadedPolicies,
+        audit: crate::audit::AuditLog,
     ) -> Self {
         let jwks = key.jwks();
         Self(Arc::new(Inner {
@@ -75,6 +77,7 @@ impl AppState {
             approval_ttl_secs: config.approval_ttl_secs,
             mission_limits: config.mission_limits,
             replay: ReplayCache::default(),
+            audit,
             policies_dir: config.policies_dir.clone(),
             org: RwLock::new(Arc::new(OrgState {
                 version: 1,
@@ -119,6 +122,15 @@ impl AppState {
         let version = org.version + 1;
         *org = Arc::new(OrgState { version, loaded });
         Ok(version)
+    }
+
+    /// Records an audit event and waits until it is durable.
+    pub(crate) async fn audit(
+        &self,
+        kind: &'static str,
+        body: serde_json::Value,
+    ) -> Result<u64, crate::Problem> {
+        self.0.audit.record(kind, self.0.clock.now().0, body).await
     }
 
     /// A mission's compiled policies, compiled once and cached.

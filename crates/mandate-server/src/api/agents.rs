@@ -44,6 +44,11 @@ pub(super) async fn register(
     };
     s.0.store.create_agent(&agent).await?;
     tracing::info!(agent = %agent.name, owner = %agent.owner, "agent registered");
+    s.audit(
+        "agent.registered",
+        serde_json::json!({ "agent": agent.name.as_str(), "owner": agent.owner.as_str(), "by": caller.principal.name.as_str() }),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(agent_view(&agent))))
 }
 

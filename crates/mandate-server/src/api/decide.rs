@@ -31,8 +31,8 @@ fn response(o: Outcome, mission: Option<&MissionId>) -> DecideResponse {
     }
 }
 
-fn refused(e: &CredentialError) -> Json<DecideResponse> {
-    Json(response(Outcome::deny(e.code(), e.to_string()), None))
+fn refused(e: &CredentialError) -> DecideResponse {
+    response(Outcome::deny(e.code(), e.to_string()), None)
 }
 
 /// Decides whether the agent holding `credential` may do `action` on
@@ -44,6 +44,50 @@ pub(super) async fn decide(
     caller: Caller,
     ApiJson(req): ApiJson<DecideRequest>,
 ) -> Result<Json<DecideResponse>, Problem> {
+    let (resp, who) = decide_inner(&s, &caller, &req).await?;
+    // INVARIANT: the decision is durable in the audit log before anyone
+    // sees it; if it cannot be recorded, no decision is given.
+    let context_digest =
+        mandate_core::s256(&serde_jcs::to_vec(&req.context).map_err(|_| Problem::internal())?);
+    let mut body = serde_json::json!({
+        "enforcement_point": caller.principal.name.as_str(),
+        "action": &req.action,
+        "resource": &req.resource,
+        "context_digest": context_digest,
+        "decision": resp.decision.as_str(),
+        "code": &resp.code,
+        "policies": &resp.policies,
+        "grant": &resp.grant,
+        "approval_id": &resp.approval_id,
+        "budget_used": resp.budget_used,
+    });
+    if let (Some(w), Some(obj)) = (who, body.as_object_mut()) {
+        obj.insert("principal".into(), w.principal.into());
+        obj.insert("agent".into(), w.agent.into());
+        obj.insert("mission".into(), w.mission.into());
+        obj.insert("mission_s256".into(), w.mission_s256.into());
+        obj.insert("credential".into(), w.jti.into());
+        obj.insert("jkt".into(), w.jkt.into());
+    }
+    s.audit("decision", body).await?;
+    Ok(Json(resp))
+}
+
+/// Who a decision was about, once the credential's signature checked out.
+struct Who {
+    principal: String,
+    agent: String,
+    mission: String,
+    mission_s256: String,
+    jti: String,
+    jkt: String,
+}
+
+async fn decide_inner(
+    s: &AppState,
+    caller: &Caller,
+    req: &DecideRequest,
+) -> Result<(DecideResponse, Option<Who>), Problem> {
     let DecideRequest {
         credential,
         action,
@@ -57,32 +101,40 @@ pub(super) async fn decide(
         .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
     {
         Ok(v) => v,
-        Err(e) => return Ok(refused(&e)),
+        Err(e) => return Ok((refused(&e), None)),
     };
     let Some(mission) = s.0.store.mission(&signed.claims.mission_id).await? else {
-        return Ok(refused(&CredentialError::UnknownMission));
+        return Ok((refused(&CredentialError::UnknownMission), None));
+    };
+    let who = Who {
+        principal: signed.claims.sub.to_string(),
+        agent: signed.claims.act.sub.to_string(),
+        mission: signed.claims.mission_id.to_string(),
+        mission_s256: signed.claims.mission_s256.clone(),
+        jti: signed.claims.jti.clone(),
+        jkt: signed.claims.cnf.jkt.to_string(),
     };
     if let Err(e) = mission.check_credential(&signed.claims, now) {
-        return Ok(refused(&e));
+        return Ok((refused(&e), Some(who)));
     }
     if let Err(e) = signed.check_validity(now) {
-        return Ok(refused(&e));
+        return Ok((refused(&e), Some(who)));
     }
     let id = &mission.body.id;
     // 2. Mission state and budget.
     let used = s.0.store.budget_used(id).await?;
     if let Err(o) = state_check(&mission, now, used) {
-        return Ok(Json(response(o, Some(id))));
+        return Ok((response(o, Some(id)), Some(who)));
     }
     // 3. Policy: the organisation's, this mission's, its live grants.
     let org = s.org()?;
     let compiled = match s.mission_policies(&mission) {
         Ok(c) => c,
         Err(p) => {
-            return Ok(Json(response(
-                Outcome::deny(ReasonCode::POLICY_ERROR, p.detail),
-                Some(id),
-            )));
+            return Ok((
+                response(Outcome::deny(ReasonCode::POLICY_ERROR, p.detail), Some(id)),
+                Some(who),
+            ));
         }
     };
     let grant_records = s.0.store.live_grants(id, now).await?;
@@ -93,10 +145,13 @@ pub(super) async fn decide(
     ) {
         Ok(g) => g,
         Err(d) => {
-            return Ok(Json(response(
-                Outcome::deny(ReasonCode::POLICY_ERROR, d.to_string()),
-                Some(id),
-            )));
+            return Ok((
+                response(
+                    Outcome::deny(ReasonCode::POLICY_ERROR, d.to_string()),
+                    Some(id),
+                ),
+                Some(who),
+            ));
         }
     };
     let outcome = engine_decide(
@@ -151,7 +206,7 @@ pub(super) async fn decide(
         }
         Decision::Escalate => {
             match open_approval(
-                &s,
+                s,
                 id,
                 &action,
                 &resource,
@@ -186,7 +241,7 @@ pub(super) async fn decide(
         code = %resp.code,
         "decided"
     );
-    Ok(Json(resp))
+    Ok((resp, Some(who)))
 }
 
 /// Records the escalated request (or joins the identical pending one);

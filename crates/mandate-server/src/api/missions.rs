@@ -125,6 +125,15 @@ pub(super) async fn create(
         })
         .await?;
     tracing::info!(mission = %body.id, principal = %body.principal, agent = %body.agent, "mission created");
+    s.audit(
+        "mission.created",
+        serde_json::json!({
+            "mission": body.id.as_str(), "mission_s256": &s256, "principal": body.principal.as_str(),
+            "agent": body.agent.as_str(), "goal": &body.goal, "expires_at": body.expires_at,
+            "budget": body.budget.requests, "out_of_scope": body.out_of_scope,
+        }),
+    )
+    .await?;
     let mission = Mission {
         body,
         s256,
@@ -209,6 +218,14 @@ async fn credential_for(
         )
         .await?;
     tracing::info!(mission = %c.mission_id, jti = %c.jti, exp = c.exp, "mission credential issued");
+    s.audit(
+        "credential.issued",
+        serde_json::json!({
+            "mission": c.mission_id.as_str(), "mission_s256": &c.mission_s256, "principal": c.sub.as_str(),
+            "agent": c.act.sub.as_str(), "credential": &c.jti, "jkt": c.cnf.jkt.as_str(), "iat": c.iat, "exp": c.exp,
+        }),
+    )
+    .await?;
     Ok(CredentialResponse {
         credential: issued.token,
         expires_at: c.exp,
@@ -236,6 +253,14 @@ pub(super) async fn start(
             .start_mission(&token.hash(), &proof.jkt, s.0.clock.now())
             .await?;
     tracing::info!(mission = %mission.body.id, jkt = %proof.jkt, "mission started");
+    s.audit(
+        "mission.started",
+        serde_json::json!({
+            "mission": mission.body.id.as_str(), "mission_s256": &mission.s256,
+            "principal": mission.body.principal.as_str(), "agent": mission.body.agent.as_str(), "jkt": proof.jkt.as_str(),
+        }),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(credential_for(&s, &mission, &proof.jkt).await?),
@@ -336,6 +361,11 @@ pub(super) async fn end(
             .end_mission(&mission.body.id, EndReason::Completed, &by, now)
             .await?;
     tracing::info!(mission = %ended.body.id, by = %by, "mission ended");
+    s.audit(
+        "mission.ended",
+        serde_json::json!({ "mission": ended.body.id.as_str(), "mission_s256": &ended.s256, "by": &by, "reason": "completed" }),
+    )
+    .await?;
     Ok(Json(mission_view(&ended, now)))
 }
 

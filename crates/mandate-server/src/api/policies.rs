@@ -44,6 +44,11 @@ pub(super) async fn reload(
     match result {
         Ok(version) => {
             tracing::info!(version, by = %caller.principal.name, "policies reloaded");
+            s.audit(
+                "policy.reloaded",
+                serde_json::json!({ "version": version, "by": caller.principal.name.as_str() }),
+            )
+            .await?;
             Ok(Json(view(&s)?))
         }
         Err(diags) => {

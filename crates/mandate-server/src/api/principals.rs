@@ -42,6 +42,12 @@ async fn issue_token(
         .create_api_token(&record, &secret.hash())
         .await?;
     tracing::info!(principal = %principal, token = %record.id, "api token created");
+    state
+        .audit(
+            "token.created",
+            serde_json::json!({ "principal": principal.as_str(), "token": record.id.as_str(), "label": &record.label }),
+        )
+        .await?;
     Ok(CreatedToken {
         id: record.id.to_string(),
         principal: principal.to_string(),
@@ -67,6 +73,11 @@ pub(super) async fn create(
     };
     s.0.store.create_principal(&principal).await?;
     tracing::info!(principal = %name, role = %role, by = %caller.principal.name, "principal created");
+    s.audit(
+        "principal.created",
+        serde_json::json!({ "principal": name.as_str(), "role": role.as_str(), "by": caller.principal.name.as_str() }),
+    )
+    .await?;
     // If issuing the first token fails, the principal exists without one;
     // an admin can issue one with `mandate token create --principal`.
     let token = issue_token(&s, &name, Some("initial".into())).await?;

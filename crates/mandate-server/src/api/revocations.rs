@@ -89,6 +89,17 @@ pub(super) async fn revoke(
         agents = summary.agents.len(),
         "revoked"
     );
+    s.audit(
+        "revocation",
+        serde_json::json!({
+            "kind": kind.as_str(), "target": &target, "by": me.as_str(), "reason": &rev.reason,
+            "missions": summary.missions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "agents": summary.agents.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "principals": summary.principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "tokens": summary.tokens,
+        }),
+    )
+    .await?;
     Ok(Json(RevocationResponse {
         kind: kind.as_str().to_owned(),
         id: target,
