@@ -55,6 +55,42 @@ pub enum Command {
     Policy(PolicyCmd),
     /// Ask for a decision, as an enforcement point would.
     Decide(DecideArgs),
+    /// Read, verify and export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List audit records (admin), oldest first.
+    List {
+        /// Records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        mission: Option<String>,
+        /// e.g. `decision`, `mission.created`, `revocation`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// `allow`, `deny` or `escalate`.
+        #[arg(long)]
+        decision: Option<String>,
+    },
+    /// Verify the hash chain and the signed checkpoints; names the first bad sequence.
+    Verify {
+        /// Verify a data dir directly, without the server.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Export records as JSON Lines from a sequence number (resumable).
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 10_000)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -98,6 +98,84 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(cmd) => credential(&server, cmd, json).await?,
         Command::Policy(cmd) => crate::policy::run(cmd, client, json).await?,
         Command::Decide(a) => crate::policy::decide(client()?, a, json).await?,
+        Command::Audit(cmd) => audit(client, cmd, json).await?,
+    }
+    Ok(())
+}
+
+async fn audit(
+    client: impl Fn() -> anyhow::Result<Client>,
+    cmd: crate::args::AuditCmd,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::args::AuditCmd;
+    match cmd {
+        AuditCmd::List {
+            after,
+            limit,
+            mission,
+            kind,
+            decision,
+        } => {
+            let mut q = format!("after={after}&limit={limit}");
+            for (k, v) in [("mission", mission), ("kind", kind), ("decision", decision)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={v}"));
+                }
+            }
+            let page = client()?.audit(&q).await?;
+            if json {
+                output::json(&page)?;
+            } else {
+                for r in page["records"].as_array().into_iter().flatten() {
+                    let b = &r["body"];
+                    let field = |k: &str| b[k].as_str().unwrap_or("-").to_owned();
+                    println!(
+                        "{:>6}  {}  {:<18} {:<9} {:<12} {:<16} {}",
+                        r["seq"],
+                        when(r["time"].as_u64().unwrap_or(0)),
+                        r["kind"].as_str().unwrap_or("?"),
+                        field("decision"),
+                        field("principal"),
+                        field("agent"),
+                        b.get("action")
+                            .and_then(|a| a.as_str())
+                            .map_or_else(|| field("mission"), str::to_owned),
+                    );
+                }
+                if let Some(n) = page["next_after"].as_u64() {
+                    println!("(more: --after {n})");
+                }
+            }
+        }
+        AuditCmd::Verify { data } => {
+            let (first, last, checkpoints) = match data {
+                Some(dir) => {
+                    let r = mandate_server::verify_audit(&dir).await?;
+                    (r.first, r.last, r.checkpoints as u64)
+                }
+                None => {
+                    let r = client()?.audit_verify().await?;
+                    (
+                        r["first"].as_u64().unwrap_or(0),
+                        r["last"].as_u64().unwrap_or(0),
+                        r["checkpoints"].as_u64().unwrap_or(0),
+                    )
+                }
+            };
+            if json {
+                output::json(
+                    &json!({ "ok": true, "first": first, "last": last, "checkpoints": checkpoints }),
+                )?;
+            } else {
+                println!(
+                    "audit chain intact: records {first}..={last}, {checkpoints} signed checkpoints"
+                );
+            }
+        }
+        AuditCmd::Export { after, limit } => {
+            print!("{}", client()?.audit_export(after, limit).await?);
+        }
     }
     Ok(())
 }

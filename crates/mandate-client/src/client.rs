@@ -241,6 +241,43 @@ impl Client {
             .await
     }
 
+    /// A page of audit records (admin). `query` is e.g.
+    /// `after=0&limit=100&mission=msn_…&kind=decision`.
+    pub async fn audit(&self, query: &str) -> Result<serde_json::Value, ClientError> {
+        if !query
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=&_-.".contains(c))
+        {
+            return Err(ClientError::Local(format!(
+                "`{query}` is not a valid audit query"
+            )));
+        }
+        self.get(&format!("/v1/audit?{query}")).await
+    }
+
+    /// Verifies the audit chain on the server (admin).
+    pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/v1/audit/verify").await
+    }
+
+    /// Audit records after `after`, as JSON Lines (admin).
+    pub async fn audit_export(&self, after: u64, limit: u32) -> Result<String, ClientError> {
+        let rb = self.request(
+            Method::GET,
+            &format!("/v1/audit/export?after={after}&limit={limit}"),
+        );
+        let resp = rb.send().await.map_err(|e| ClientError::Http {
+            url: self.base.clone(),
+            source: e,
+        })?;
+        if !resp.status().is_success() {
+            return decode::<String>(resp).await;
+        }
+        resp.text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// Asks the authority whether a mission credential is usable now.
     pub async fn introspect(&self, credential: &str) -> Result<IntrospectResponse, ClientError> {
         self.post(

@@ -140,17 +140,19 @@ pub fn sign_checkpoint(
     key.sign_jwt(CHECKPOINT_TYP, &claims)
 }
 
-/// Verifies a checkpoint's signature and issuer.
+/// Verifies a checkpoint's signature and, if given, its issuer.
 pub fn verify_checkpoint(
     token: &str,
     jwks: &Jwks,
-    issuer: &str,
+    issuer: Option<&str>,
 ) -> Result<CheckpointClaims, CredentialError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|e| CredentialError::Malformed(e.to_string()))?;
     let kid = check_authority_header(&header, CHECKPOINT_TYP)?;
     let claims: CheckpointClaims = decode_authority_jws(token, &kid, jwks)?;
-    if claims.iss != issuer {
+    if let Some(issuer) = issuer
+        && claims.iss != issuer
+    {
         return Err(CredentialError::WrongIssuer {
             expected: issuer.to_owned(),
             found: claims.iss,
@@ -188,13 +190,14 @@ pub struct ChainReport {
 
 /// Verifies records in sequence order, starting after `start` (genesis, or
 /// a signed checkpoint from which older records were pruned), against the
-/// signed `checkpoints`. Names the first sequence number that fails.
+/// signed `checkpoints` (and their issuer, if given). Names the first
+/// sequence number that fails.
 pub fn verify_chain<I>(
     start: ChainHead,
     records: I,
     checkpoints: &[String],
     jwks: &Jwks,
-    issuer: &str,
+    issuer: Option<&str>,
 ) -> Result<ChainReport, ChainError>
 where
     I: IntoIterator<Item = AuditRecord>,
@@ -290,7 +293,8 @@ mod tests {
             sign_checkpoint(&key, ISS, &mid, 1).unwrap(),
             sign_checkpoint(&key, ISS, &head, 2).unwrap(),
         ];
-        let report = verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), ISS).unwrap();
+        let report =
+            verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS)).unwrap();
         assert_eq!((report.first, report.last, report.checkpoints), (1, 10, 2));
     }
 
@@ -299,8 +303,9 @@ mod tests {
         let key = AuthorityKey::generate(&OsRandom).unwrap();
         let (records, head) = log(10);
         let cps = vec![sign_checkpoint(&key, ISS, &head, 2).unwrap()];
-        let verify =
-            |r: Vec<AuditRecord>| verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), ISS);
+        let verify = |r: Vec<AuditRecord>| {
+            verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), Some(ISS))
+        };
 
         let mut edited = records.clone();
         edited[3].body = json!({ "mission": "msn_x", "i": 999 });
@@ -348,11 +353,11 @@ mod tests {
             sign_checkpoint(&key, ISS, &head, 2).unwrap(),
         ];
         let kept = records[6..].to_vec();
-        let report = verify_chain(mid, kept, &cps, &key.jwks(), ISS).unwrap();
+        let report = verify_chain(mid, kept, &cps, &key.jwks(), Some(ISS)).unwrap();
         assert_eq!((report.first, report.last), (7, 10));
         // A checkpoint signed by another key is refused.
         let other = AuthorityKey::generate(&OsRandom).unwrap();
         let bad = vec![sign_checkpoint(&other, ISS, &head, 3).unwrap()];
-        assert!(verify_chain(ChainHead::genesis(), records, &bad, &key.jwks(), ISS).is_err());
+        assert!(verify_chain(ChainHead::genesis(), records, &bad, &key.jwks(), Some(ISS)).is_err());
     }
 }

@@ -85,7 +85,7 @@ impl AuditLog {
             .checkpoints()
             .await?
             .last()
-            .and_then(|t| mandate_core::verify_checkpoint(t, &key.jwks(), &issuer).ok())
+            .and_then(|t| mandate_core::verify_checkpoint(t, &key.jwks(), Some(&issuer)).ok())
             .map_or(0, |c| c.seq);
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut writer = Writer {

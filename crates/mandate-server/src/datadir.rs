@@ -171,3 +171,35 @@ pub async fn init_admin(
     }
     Ok((token, data.key.kid().to_owned()))
 }
+
+/// Verifies the audit log of a data dir offline (the server may be running
+/// or not): the chain, and the checkpoints' signatures by this data dir's
+/// authority key. Names the first bad sequence number.
+pub async fn verify_audit(data_dir: &Path) -> Result<mandate_core::ChainReport, DataDirError> {
+    if !data_dir.join(DB_FILE).exists() {
+        return Err(DataDirError::Other(format!(
+            "`{}` has no Mandate database",
+            data_dir.display()
+        )));
+    }
+    let data = DataDir::open(data_dir).await?;
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = data.store.audit_records(after, 5_000).await?;
+        let Some(last) = page.last().map(|r| r.seq) else {
+            break;
+        };
+        records.extend(page);
+        after = last;
+    }
+    let checkpoints = data.store.checkpoints().await?;
+    mandate_core::verify_chain(
+        mandate_core::ChainHead::genesis(),
+        records,
+        &checkpoints,
+        &data.key.jwks(),
+        None,
+    )
+    .map_err(|e| DataDirError::Other(e.to_string()))
+}

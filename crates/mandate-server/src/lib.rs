@@ -13,7 +13,7 @@ mod state;
 pub use api::router;
 pub use audit::{AuditLog, AuditWriter, CheckpointPolicy};
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
-pub use datadir::{DataDir, DataDirError, init_admin};
+pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use problem::Problem;
 pub use state::AppState;

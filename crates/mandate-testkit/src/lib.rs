@@ -131,6 +131,16 @@ impl TestServer {
         }
     }
 
+    /// Kills the server with SIGKILL (no chance to clean up) and starts it
+    /// again on the same port and data dir.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     /// Stops and starts again on the same port and data dir.
     pub fn restart(&mut self) -> bool {
         let clean = self.stop();

@@ -2,6 +2,7 @@
 //! store, and render views; errors become problems (see `problem.rs`).
 
 mod agents;
+mod audit;
 mod decide;
 mod extract;
 mod missions;
@@ -56,6 +57,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/credentials/introspect", post(missions::introspect))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/decide", post(decide::decide))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/export", get(audit::export))
         .route("/v1/policies", get(policies::list))
         .route("/v1/policies/reload", post(policies::reload))
         .fallback(|| async { Problem::not_found("no such endpoint") })

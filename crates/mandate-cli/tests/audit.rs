@@ -1,0 +1,305 @@
+//! End to end: the audit log records every step, verifies, finds tampering
+//! in the database file, and survives a crash under load.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use mandate_client::{Client, MissionAgent};
+use mandate_core::wire::{CreateMissionRequest, DecideRequest, RegisterAgentRequest};
+use mandate_testkit::TestServer;
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
+
+struct World {
+    admin: String,
+    gw: Client,
+    agent: MissionAgent,
+}
+
+async fn world(server: &TestServer) -> World {
+    let admin = server.init_admin();
+    let admin_c = Client::new(server.url()).unwrap().with_token(&admin);
+    let alice = admin_c
+        .create_principal("alice", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let alice_c = Client::new(server.url()).unwrap().with_token(&alice);
+    alice_c
+        .register_agent(&RegisterAgentRequest {
+            name: "billing-bot".into(),
+            owner: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let created = alice_c
+        .create_mission(&CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Reconcile November invoices".into(),
+            scope: "@id(\"read-billing\") permit(principal, action == Action::\"read\", resource) when { resource.hasTag(\"billing\") };".into(),
+            boundaries: "@id(\"no-deletes\") forbid(principal, action == Action::\"delete\", resource);".into(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(100_000),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let agent = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    let gw = admin_c
+        .create_principal("gateway", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    World {
+        admin,
+        gw: Client::new(server.url()).unwrap().with_token(&gw),
+        agent,
+    }
+}
+
+fn decide_req(agent: &MissionAgent, action: &str, id: &str, tags: Value) -> DecideRequest {
+    DecideRequest {
+        credential: agent.credential().to_owned(),
+        action: action.into(),
+        resource: serde_json::from_value(json!({ "type": "Resource", "id": id, "tags": tags }))
+            .unwrap(),
+        context: serde_json::Map::new(),
+    }
+}
+
+fn sqlite(db: &Path, sql: &str) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_step_is_recorded_verifies_and_tampering_is_named() {
+    let mut server = TestServer::start(bin(), None);
+    let w = world(&server).await;
+    let mid = w.agent.mission_id().to_string();
+    w.gw.decide(&decide_req(
+        &w.agent,
+        "read",
+        "invoice-1",
+        json!({ "billing": "nov" }),
+    ))
+    .await
+    .unwrap();
+    w.gw.decide(&decide_req(&w.agent, "delete", "invoice-1", json!({})))
+        .await
+        .unwrap();
+    w.gw.decide(&decide_req(&w.agent, "write", "invoice-1", json!({})))
+        .await
+        .unwrap();
+    Client::new(server.url())
+        .unwrap()
+        .with_token(&w.admin)
+        .revoke("mission", &mid, Some("done"))
+        .await
+        .unwrap();
+
+    let page = server
+        .cli(
+            Some(&w.admin),
+            &["audit", "list", "--limit", "100", "--json"],
+        )
+        .json();
+    let records = page["records"].as_array().unwrap();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "principal.created",
+        "token.created",
+        "agent.registered",
+        "mission.created",
+        "mission.started",
+        "credential.issued",
+        "decision",
+        "revocation",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let decisions: Vec<&Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
+    let summary: Vec<(&str, &str)> = decisions
+        .iter()
+        .map(|r| {
+            (
+                r["body"]["decision"].as_str().unwrap(),
+                r["body"]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("allow", "scope"),
+            ("deny", "boundary"),
+            ("escalate", "out_of_scope")
+        ]
+    );
+    let allow = &decisions[0]["body"];
+    assert_eq!(allow["principal"], "alice");
+    assert_eq!(allow["agent"], "billing-bot");
+    assert_eq!(allow["mission"], mid.as_str());
+    assert_eq!(allow["enforcement_point"], "gateway");
+    assert_eq!(
+        allow["policies"],
+        json!([format!("{mid}/scope/read-billing")])
+    );
+    assert!(allow["mission_s256"].as_str().unwrap().len() == 43);
+    // Filters work.
+    let only = server
+        .cli(
+            Some(&w.admin),
+            &[
+                "audit",
+                "list",
+                "--decision",
+                "deny",
+                "--mission",
+                &mid,
+                "--json",
+            ],
+        )
+        .json();
+    assert_eq!(only["records"].as_array().unwrap().len(), 1);
+
+    // No secret ever enters the log: no API token, start token or credential.
+    let export = server.cli(Some(&w.admin), &["audit", "export"]).success();
+    assert!(
+        !export.contains("mdt_") && !export.contains("mst_") && !export.contains("eyJ"),
+        "a secret leaked"
+    );
+    assert_eq!(export.lines().count(), records.len());
+
+    let ok = server.cli(Some(&w.admin), &["audit", "verify"]).success();
+    assert!(ok.contains("audit chain intact"), "{ok}");
+
+    // Stop (sealing a checkpoint), then tamper with the file.
+    assert!(server.stop());
+    let data = server.data_dir();
+    let db = data.join("mandate.db");
+    let verify = || server.cli(None, &["audit", "verify", "--data", data.to_str().unwrap()]);
+    assert!(verify().ok(), "{}", verify().stderr());
+
+    sqlite(
+        &db,
+        "UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE kind = 'decision';",
+    );
+    let out = verify();
+    assert!(!out.ok());
+    let deny_seq = decisions[1]["seq"].as_u64().unwrap();
+    assert!(
+        out.stderr()
+            .contains(&format!("broken at sequence {deny_seq}")),
+        "{}",
+        out.stderr()
+    );
+    sqlite(
+        &db,
+        "UPDATE audit_events SET body = replace(body, '\"allow\",\"enforcement_point\"', '\"deny\",\"enforcement_point\"') WHERE seq = (SELECT seq FROM audit_events WHERE kind='decision' ORDER BY seq LIMIT 1 OFFSET 1);",
+    );
+
+    let last: u64 = records.last().unwrap()["seq"].as_u64().unwrap();
+    sqlite(
+        &db,
+        &format!("DELETE FROM audit_events WHERE seq = {};", last - 2),
+    );
+    let out = verify();
+    assert!(
+        out.stderr()
+            .contains(&format!("broken at sequence {}", last - 2)),
+        "{}",
+        out.stderr()
+    );
+}
+
+/// The load keeps running on other threads while the server is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_under_load_loses_no_answered_decision() {
+    let mut server = TestServer::start(bin(), None);
+    let w = world(&server).await;
+    let answered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (gw, answered, stop) = (w.gw.clone(), answered.clone(), stop.clone());
+        let req = decide_req(&w.agent, "read", "x", json!({ "billing": "nov" }));
+        load.push(tokio::spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 5_000 {
+                let id = format!("w{worker}-{i}");
+                let mut r = req.clone();
+                r.resource = serde_json::from_value(
+                    json!({ "type": "Resource", "id": id, "tags": { "billing": "nov" } }),
+                )
+                .unwrap();
+                match gw.decide(&r).await {
+                    Ok(resp) if resp.decision == mandate_core::Decision::Allow => {
+                        answered.lock().unwrap().push(id)
+                    }
+                    Ok(_) | Err(_) => {}
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    server.crash_and_restart();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(
+        answered.len() > 20,
+        "the load was too light to mean anything: {}",
+        answered.len()
+    );
+    eprintln!("{} decisions answered around the crash", answered.len());
+
+    // The chain verifies after the crash, and every answered decision is in it.
+    let ok = server.cli(Some(&w.admin), &["audit", "verify"]).success();
+    assert!(ok.contains("audit chain intact"), "{ok}");
+    let export = server
+        .cli(Some(&w.admin), &["audit", "export", "--limit", "100000"])
+        .success();
+    let logged: std::collections::HashSet<String> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision")
+        .filter_map(|r| r["body"]["resource"]["id"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered decisions are not in the log, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
