@@ -97,7 +97,7 @@ async fn decide_inner(
     let now = s.0.clock.now();
     // 1. The credential: signature and issuer, then the mission's state,
     //    then time.
-    let signed = match UnverifiedCredential::parse(&credential)
+    let signed = match UnverifiedCredential::parse(credential)
         .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
     {
         Ok(v) => v,
@@ -161,9 +161,9 @@ async fn decide_inner(
         &DecisionRequest {
             mission: &mission,
             budget_used: used,
-            action: &action,
-            resource: &resource,
-            context: &context,
+            action,
+            resource,
+            context,
             trust: Trust::Signed,
             now,
         },
@@ -208,9 +208,9 @@ async fn decide_inner(
             match open_approval(
                 s,
                 id,
-                &action,
-                &resource,
-                &context,
+                action,
+                resource,
+                context,
                 &outcome,
                 now,
                 mission.expires_at(),
