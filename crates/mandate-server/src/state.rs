@@ -54,7 +54,10 @@ pub(crate) struct OrgState {
 impl AppState {
     /// Wires a state. Time and randomness are injected so tests can fix them.
     #[must_use]
-    #[expect(clippy::too_many_arguments, reason = "wiring: every dependency is injected, none defaulted")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "wiring: every dependency is injected, none defaulted"
+    )]
     pub fn new(
         store: Arc<dyn Store>,
         key: Arc<AuthorityKey>,
