@@ -77,7 +77,21 @@ pub enum AuditCmd {
         /// `allow`, `deny` or `escalate`.
         #[arg(long)]
         decision: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        /// From this Unix time (inclusive).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Up to this Unix time (inclusive).
+        #[arg(long)]
+        until: Option<u64>,
     },
+    /// Explain one record: who delegated, which mission and goal, which credential, key and policies.
+    Explain { seq: u64 },
     /// Verify the hash chain and the signed checkpoints; names the first bad sequence.
     Verify {
         /// Verify a data dir directly, without the server.

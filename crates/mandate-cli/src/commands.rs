@@ -116,9 +116,26 @@ async fn audit(
             mission,
             kind,
             decision,
+            principal,
+            agent,
+            action,
+            since,
+            until,
         } => {
             let mut q = format!("after={after}&limit={limit}");
-            for (k, v) in [("mission", mission), ("kind", kind), ("decision", decision)] {
+            let times = [
+                ("since", since.map(|t| t.to_string())),
+                ("until", until.map(|t| t.to_string())),
+            ];
+            let fields = [
+                ("mission", mission),
+                ("kind", kind),
+                ("decision", decision),
+                ("principal", principal),
+                ("agent", agent),
+                ("action", action),
+            ];
+            for (k, v) in fields.into_iter().chain(times) {
                 if let Some(v) = v {
                     q.push_str(&format!("&{k}={v}"));
                 }
@@ -171,6 +188,16 @@ async fn audit(
                 println!(
                     "audit chain intact: records {first}..={last}, {checkpoints} signed checkpoints"
                 );
+            }
+        }
+        AuditCmd::Explain { seq } => {
+            let e = client()?.audit_explain(seq).await?;
+            if json {
+                output::json(&e)?;
+            } else {
+                for line in e["story"].as_array().into_iter().flatten() {
+                    println!("{}", line.as_str().unwrap_or_default());
+                }
             }
         }
         AuditCmd::Export { after, limit } => {

@@ -172,6 +172,39 @@ async fn every_step_is_recorded_verifies_and_tampering_is_named() {
         json!([format!("{mid}/scope/read-billing")])
     );
     assert!(allow["mission_s256"].as_str().unwrap().len() == 43);
+    // The provenance of the allowed read, in plain language.
+    let seq = decisions[0]["seq"].as_u64().unwrap().to_string();
+    let story = server
+        .cli(Some(&w.admin), &["audit", "explain", &seq])
+        .success();
+    let jti = allow["credential"].as_str().unwrap();
+    for needle in [
+        "`gateway` asked whether agent `billing-bot` may `read`",
+        "principal `alice`",
+        "\"Reconcile November invoices\"",
+        &format!("credential {jti}"),
+        allow["jkt"].as_str().unwrap(),
+        &format!("Decision: allow (scope), determined by policies {mid}/scope/read-billing"),
+        "is the one delegated",
+    ] {
+        assert!(story.contains(needle), "`{needle}` missing from:\n{story}");
+    }
+    let by_action = server
+        .cli(
+            Some(&w.admin),
+            &[
+                "audit",
+                "list",
+                "--principal",
+                "alice",
+                "--action",
+                "delete",
+                "--json",
+            ],
+        )
+        .json();
+    assert_eq!(by_action["records"].as_array().unwrap().len(), 1);
+
     // Filters work.
     let only = server
         .cli(

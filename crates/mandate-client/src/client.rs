@@ -255,6 +255,11 @@ impl Client {
         self.get(&format!("/v1/audit?{query}")).await
     }
 
+    /// The provenance of one audit record, in plain language (admin).
+    pub async fn audit_explain(&self, seq: u64) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/v1/audit/{seq}/explain")).await
+    }
+
     /// Verifies the audit chain on the server (admin).
     pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
         self.get("/v1/audit/verify").await

@@ -136,6 +136,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// One record by sequence number.
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
+    /// The first record of `kind` whose body has `field` equal to `value`.
+    async fn audit_find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<AuditRecord>, StoreError>;
     async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError>;
     /// Every signed checkpoint, in order.
     async fn checkpoints(&self) -> Result<Vec<String>, StoreError>;

@@ -174,6 +174,19 @@ fn revocation_from_row(row: &SqliteRow) -> Result<Revocation, StoreError> {
     })
 }
 
+fn audit_from_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let body: String = r.try_get("body")?;
+    Ok(AuditRecord {
+        seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
+        time: u64::try_from(r.try_get::<i64, _>("time")?).unwrap_or(0),
+        kind: r.try_get("kind")?,
+        // A body that no longer parses is still returned (as a string), so
+        // verification names its sequence number.
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        hash: r.try_get("hash")?,
+    })
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -776,20 +789,41 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                Ok(AuditRecord {
-                    seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-                    time: u64::try_from(r.try_get::<i64, _>("time")?).unwrap_or(0),
-                    kind: r.try_get("kind")?,
-                    // A body that no longer parses is still returned (as a
-                    // string), so verification names its sequence number.
-                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM audit_events WHERE seq = ?1")
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(audit_from_row).transpose()
+    }
+
+    async fn audit_find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        // Bodies are stored as RFC 8785 JSON, so a string field appears
+        // exactly as `"field":"value"`; the match is confirmed on the parsed
+        // body below.
+        let quote =
+            |v: &str| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()));
+        let needle = format!("{}:{}", quote(field)?, quote(value)?);
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE kind = ?1 AND instr(body, ?2) > 0 ORDER BY seq LIMIT 16")
+            .bind(kind)
+            .bind(needle)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &rows {
+            let rec = audit_from_row(r)?;
+            if rec.body.get(field).and_then(|v| v.as_str()) == Some(value) {
+                return Ok(Some(rec));
+            }
+        }
+        Ok(None)
     }
 
     async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError> {

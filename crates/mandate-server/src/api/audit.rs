@@ -23,6 +23,12 @@ pub(super) struct ListQuery {
     mission: Option<String>,
     kind: Option<String>,
     decision: Option<String>,
+    principal: Option<String>,
+    agent: Option<String>,
+    action: Option<String>,
+    /// Unix seconds, inclusive.
+    since: Option<u64>,
+    until: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +47,15 @@ fn matches(r: &AuditRecord, q: &ListQuery) -> bool {
         && q.decision
             .as_deref()
             .is_none_or(|d| field("decision") == Some(d))
+        && q.principal
+            .as_deref()
+            .is_none_or(|p| field("principal") == Some(p))
+        && q.agent.as_deref().is_none_or(|a| field("agent") == Some(a))
+        && q.action
+            .as_deref()
+            .is_none_or(|a| field("action") == Some(a))
+        && q.since.is_none_or(|t| r.time >= t)
+        && q.until.is_none_or(|t| r.time <= t)
 }
 
 pub(super) async fn list(
@@ -156,4 +171,149 @@ pub(super) async fn export(
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(resp)
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Explanation {
+    seq: u64,
+    kind: String,
+    /// The provenance, in plain language, one sentence per line.
+    story: Vec<String>,
+    record: AuditRecord,
+    /// The records the story links to: mission creation, credential issue.
+    related: Vec<AuditRecord>,
+}
+
+fn when(t: u64) -> String {
+    format!("t={t}")
+}
+
+/// The provenance of one record: who delegated, which mission and goal,
+/// which credential and key, which policies decided, which grant or
+/// approval.
+pub(super) async fn explain(
+    State(s): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+) -> Result<Json<Explanation>, Problem> {
+    caller.require_admin()?;
+    let record =
+        s.0.store
+            .audit_record(seq)
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("audit record {seq} not found")))?;
+    let b = &record.body;
+    let f = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let mut story = Vec::new();
+    let mut related = Vec::new();
+    match record.kind.as_str() {
+        "decision" => {
+            let resource = b
+                .get("resource")
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            story.push(format!(
+                "#{seq} ({}): enforcement point `{}` asked whether agent `{}` may `{}` on {resource}.",
+                when(record.time),
+                f("enforcement_point"),
+                f("agent"),
+                f("action")
+            ));
+        }
+        other => story.push(format!("#{seq} ({}): {other}.", when(record.time))),
+    }
+    if let Some(mission) = b.get("mission").and_then(|v| v.as_str()) {
+        if let Some(created) =
+            s.0.store
+                .audit_find("mission.created", "mission", mission)
+                .await?
+        {
+            let c = &created.body;
+            let g = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+            story.push(format!(
+                "The agent acted for principal `{}` under mission {mission}, \"{}\", which `{}` delegated to `{}` in #{} ({}); it ends at t={}.",
+                g("principal"),
+                g("goal"),
+                g("principal"),
+                g("agent"),
+                created.seq,
+                when(created.time),
+                c.get("expires_at").and_then(serde_json::Value::as_u64).unwrap_or(0)
+            ));
+            let same =
+                c.get("mission_s256") == b.get("mission_s256") || b.get("mission_s256").is_none();
+            story.push(if same {
+                format!(
+                    "The mission body hash {} is the one delegated.",
+                    g("mission_s256")
+                )
+            } else {
+                format!(
+                    "WARNING: the mission body hash {} differs from the one delegated ({}).",
+                    f("mission_s256"),
+                    g("mission_s256")
+                )
+            });
+            related.push(created);
+        } else {
+            story.push(format!(
+                "Mission {mission}: its creation is not in the log (pruned?)."
+            ));
+        }
+    }
+    let jti = b
+        .get("credential")
+        .and_then(|v| v.as_str())
+        .filter(|_| record.kind != "credential.issued");
+    if let Some(jti) = jti
+        && let Some(issued) =
+            s.0.store
+                .audit_find("credential.issued", "credential", jti)
+                .await?
+    {
+        let c = &issued.body;
+        story.push(format!(
+            "It presented credential {jti}, issued in #{} ({}), bound to mission key {}.",
+            issued.seq,
+            when(issued.time),
+            c.get("jkt").and_then(|v| v.as_str()).unwrap_or("?")
+        ));
+        related.push(issued);
+    }
+    if record.kind == "decision" {
+        let policies: Vec<String> = b
+            .get("policies")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let by = if policies.is_empty() {
+            "no policy matched".to_owned()
+        } else {
+            format!("policies {}", policies.join(", "))
+        };
+        story.push(format!(
+            "Decision: {} ({}), determined by {by}.",
+            f("decision"),
+            f("code")
+        ));
+        if let Some(g) = b.get("grant").and_then(|v| v.as_str()) {
+            story.push(format!(
+                "It was allowed under grant {g}, created by an approval."
+            ));
+        }
+        if let Some(a) = b.get("approval_id").and_then(|v| v.as_str()) {
+            story.push(format!("It asked for approval: request {a}."));
+        }
+    }
+    Ok(Json(Explanation {
+        seq,
+        kind: record.kind.clone(),
+        story,
+        record,
+        related,
+    }))
 }
