@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use mandate_client::{Client, MissionAgent};
-use mandate_core::wire::{CreateMissionRequest, DecideRequest, RegisterAgentRequest};
-use mandate_testkit::TestServer;
+use mandate_core::wire::DecideRequest;
+use mandate_testkit::{MissionPlan, TestServer};
 use serde_json::{Value, json};
 
 fn bin() -> &'static Path {
@@ -25,49 +25,17 @@ struct World {
 }
 
 async fn world(server: &TestServer) -> World {
-    let admin = server.init_admin();
-    let admin_c = Client::new(server.url()).unwrap().with_token(&admin);
-    let alice = admin_c
-        .create_principal("alice", None)
-        .await
-        .unwrap()
-        .token
-        .token;
-    let alice_c = Client::new(server.url()).unwrap().with_token(&alice);
-    alice_c
-        .register_agent(&RegisterAgentRequest {
-            name: "billing-bot".into(),
-            owner: None,
-            description: None,
-        })
-        .await
-        .unwrap();
-    let created = alice_c
-        .create_mission(&CreateMissionRequest {
-            agent: "billing-bot".into(),
-            goal: "Reconcile November invoices".into(),
-            scope: "@id(\"read-billing\") permit(principal, action == Action::\"read\", resource) when { resource.hasTag(\"billing\") };".into(),
-            boundaries: "@id(\"no-deletes\") forbid(principal, action == Action::\"delete\", resource);".into(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: Some(100_000),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let agent = MissionAgent::start(server.url(), &created.start_token)
-        .await
-        .unwrap();
-    let gw = admin_c
-        .create_principal("gateway", None)
-        .await
-        .unwrap()
-        .token
-        .token;
+    let plan = MissionPlan {
+        goal: "Reconcile November invoices".into(),
+        scope: "@id(\"read-billing\") permit(principal, action == Action::\"read\", resource) when { resource.hasTag(\"billing\") };".into(),
+        boundaries: "@id(\"no-deletes\") forbid(principal, action == Action::\"delete\", resource);".into(),
+        budget: 100_000,
+    };
+    let s = server.scenario(plan).await;
     World {
-        admin,
-        gw: Client::new(server.url()).unwrap().with_token(&gw),
-        agent,
+        admin: s.admin,
+        gw: s.gateway,
+        agent: s.agent,
     }
 }
 

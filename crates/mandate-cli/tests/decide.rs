@@ -9,9 +9,9 @@
 use std::path::Path;
 
 use mandate_client::{Client, MissionAgent};
-use mandate_core::wire::{CreateMissionRequest, DecideRequest, RegisterAgentRequest};
+use mandate_core::wire::DecideRequest;
 use mandate_core::{Decision, ResourceRef};
-use mandate_testkit::TestServer;
+use mandate_testkit::{MissionPlan, TestServer};
 use serde_json::json;
 
 fn bin() -> &'static Path {
@@ -45,52 +45,15 @@ fn res(id: &str, tags: &[(&str, &str)]) -> ResourceRef {
 }
 
 async fn start_mission(server: &TestServer, budget: u64) -> (Client, MissionAgent, String) {
-    let admin = server.init_admin();
-    let admin_c = Client::new(server.url()).unwrap().with_token(&admin);
-    let alice = admin_c
-        .create_principal("alice", None)
-        .await
-        .unwrap()
-        .token
-        .token;
-    let alice_c = Client::new(server.url()).unwrap().with_token(&alice);
-    alice_c
-        .register_agent(&RegisterAgentRequest {
-            name: "billing-bot".into(),
-            owner: None,
-            description: None,
-        })
-        .await
-        .unwrap();
     let scope = std::fs::read_to_string(examples().join("missions/billing-scope.cedar")).unwrap();
-    let created = alice_c
-        .create_mission(&CreateMissionRequest {
-            agent: "billing-bot".into(),
-            goal: "Reconcile November invoices".into(),
-            scope,
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: Some(budget),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let agent = MissionAgent::start(server.url(), &created.start_token)
-        .await
-        .unwrap();
-    // The enforcement point: a principal of its own.
-    let gw = admin_c
-        .create_principal("gateway", None)
-        .await
-        .unwrap()
-        .token
-        .token;
-    (
-        Client::new(server.url()).unwrap().with_token(&gw),
-        agent,
-        admin,
-    )
+    let plan = MissionPlan {
+        goal: "Reconcile November invoices".into(),
+        scope,
+        boundaries: String::new(),
+        budget,
+    };
+    let s = server.scenario(plan).await;
+    (s.gateway, s.agent, s.admin)
 }
 
 fn req(

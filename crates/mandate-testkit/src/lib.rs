@@ -11,6 +11,10 @@
     reason = "a test helper: failing loudly is its job"
 )]
 
+mod scenario;
+
+pub use scenario::{MissionPlan, Scenario};
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
