@@ -98,6 +98,12 @@ pub enum AuditCmd {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Retention: delete records through a signed checkpoint (export them first).
+    Prune {
+        /// The last sequence number to delete; must be a signed checkpoint.
+        #[arg(long)]
+        through: u64,
+    },
     /// Export records as JSON Lines from a sequence number (resumable).
     Export {
         #[arg(long, default_value_t = 0)]

@@ -200,6 +200,17 @@ async fn audit(
                 }
             }
         }
+        AuditCmd::Prune { through } => {
+            let r = client()?.audit_prune(through).await?;
+            if json {
+                output::json(&r)?;
+            } else {
+                println!(
+                    "pruned {} records through {through}; the log verifies from that checkpoint",
+                    r["deleted"]
+                );
+            }
+        }
         AuditCmd::Export { after, limit } => {
             print!("{}", client()?.audit_export(after, limit).await?);
         }

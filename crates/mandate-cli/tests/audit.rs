@@ -21,6 +21,7 @@ fn bin() -> &'static Path {
 struct World {
     admin: String,
     gw: Client,
+    gw_token: String,
     agent: MissionAgent,
 }
 
@@ -35,6 +36,7 @@ async fn world(server: &TestServer) -> World {
     World {
         admin: s.admin,
         gw: s.gateway,
+        gw_token: s.gateway_token,
         agent: s.agent,
     }
 }
@@ -302,5 +304,110 @@ async fn a_crash_under_load_loses_no_answered_decision() {
         "{} answered decisions are not in the log, e.g. {:?}",
         missing.len(),
         &missing[..missing.len().min(5)]
+    );
+}
+
+/// Retention: records exported and pruned through a signed checkpoint still
+/// leave a log that verifies; a prefix deleted without a recorded prune is
+/// tampering.
+#[tokio::test]
+async fn pruning_through_a_checkpoint_keeps_the_log_verifiable() {
+    let mut server = TestServer::start(bin(), None);
+    let w = world(&server).await;
+    for i in 0..5 {
+        w.gw.decide(&decide_req(
+            &w.agent,
+            "read",
+            &format!("inv-{i}"),
+            json!({ "billing": "nov" }),
+        ))
+        .await
+        .unwrap();
+    }
+    // A clean stop seals a checkpoint at the head.
+    assert!(server.restart());
+    let page = server
+        .cli(
+            Some(&w.admin),
+            &["audit", "list", "--limit", "1000", "--json"],
+        )
+        .json();
+    let head = page["records"].as_array().unwrap().last().unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+
+    let bad = server.cli(
+        Some(&w.admin),
+        &["audit", "prune", "--through", &(head - 1).to_string()],
+    );
+    assert!(
+        bad.stderr().contains("not a signed checkpoint"),
+        "{}",
+        bad.stderr()
+    );
+
+    let exported = server.cli(Some(&w.admin), &["audit", "export"]).success();
+    assert_eq!(exported.lines().count() as u64, head);
+    server
+        .cli(
+            Some(&w.admin),
+            &["audit", "prune", "--through", &head.to_string()],
+        )
+        .success();
+    // A fresh client: the old one's pooled connections died with the old process.
+    let gw = Client::new(server.url()).unwrap().with_token(&w.gw_token);
+    gw.decide(&decide_req(
+        &w.agent,
+        "read",
+        "after-prune",
+        json!({ "billing": "nov" }),
+    ))
+    .await
+    .unwrap();
+    let ok = server
+        .cli(Some(&w.admin), &["audit", "verify", "--json"])
+        .json();
+    assert_eq!(ok["first"].as_u64().unwrap(), head + 1, "{ok}");
+
+    // A second checkpoint (a restart), more records, a third (the stop);
+    // then an attacker deletes a prefix ending at the second, with no prune
+    // recorded: found, at sequence 1.
+    assert!(server.restart());
+    let gw = Client::new(server.url()).unwrap().with_token(&w.gw_token);
+    gw.decide(&decide_req(
+        &w.agent,
+        "read",
+        "after-restart",
+        json!({ "billing": "nov" }),
+    ))
+    .await
+    .unwrap();
+    assert!(server.stop());
+    let data = server.data_dir();
+    let offline = || server.cli(None, &["audit", "verify", "--data", data.to_str().unwrap()]);
+    assert!(offline().ok(), "{}", offline().stderr());
+    let last: u64 = {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\
+                 'select seq from audit_checkpoints order by seq desc limit 1 offset 1').fetchone()[0])",
+            ])
+            .arg(data.join("mandate.db"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    assert!(last > head + 1);
+    sqlite(
+        &data.join("mandate.db"),
+        &format!("DELETE FROM audit_events WHERE seq <= {last};"),
+    );
+    let out = offline();
+    assert!(!out.ok());
+    assert!(
+        out.stderr().contains("broken at sequence 1") && out.stderr().contains("no prune"),
+        "{}",
+        out.stderr()
     );
 }

@@ -260,6 +260,15 @@ impl Client {
         self.get(&format!("/v1/audit/{seq}/explain")).await
     }
 
+    /// Deletes audit records through a signed checkpoint, after export (admin).
+    pub async fn audit_prune(&self, through: u64) -> Result<serde_json::Value, ClientError> {
+        self.post(
+            "/v1/audit/prune",
+            &serde_json::json!({ "through": through }),
+        )
+        .await
+    }
+
     /// Verifies the audit chain on the server (admin).
     pub async fn audit_verify(&self) -> Result<serde_json::Value, ClientError> {
         self.get("/v1/audit/verify").await

@@ -179,6 +179,46 @@ impl ChainError {
     }
 }
 
+/// The record kind that marks a retention prune. Its body names the last
+/// pruned sequence number (`through`).
+pub const PRUNED_KIND: &str = "audit.pruned";
+
+/// Where verification of a stored log starts. A log whose first record is
+/// not 1 was pruned: it must start right after a signed checkpoint, and the
+/// log itself must record that prune (an `audit.pruned` record naming it),
+/// which nobody can add without breaking the chain. Otherwise the missing
+/// prefix is tampering, reported at sequence 1.
+pub fn chain_start(
+    first_seq: Option<u64>,
+    records_after: &[AuditRecord],
+    checkpoints: &[String],
+    jwks: &Jwks,
+    issuer: Option<&str>,
+) -> Result<ChainHead, ChainError> {
+    let Some(first) = first_seq.filter(|f| *f > 1) else {
+        return Ok(ChainHead::genesis());
+    };
+    let through = first - 1;
+    let missing =
+        |why: &str| ChainError::at(1, &format!("records 1..={through} are missing: {why}"));
+    let base = checkpoints
+        .iter()
+        .filter_map(|t| verify_checkpoint(t, jwks, issuer).ok())
+        .find(|c| c.seq == through)
+        .ok_or_else(|| missing("no signed checkpoint ends there"))?;
+    let recorded = records_after.iter().any(|r| {
+        r.kind == PRUNED_KIND
+            && r.body.get("through").and_then(serde_json::Value::as_u64) == Some(through)
+    });
+    if !recorded {
+        return Err(missing("the log records no prune through there"));
+    }
+    Ok(ChainHead {
+        seq: base.seq,
+        hash: base.head,
+    })
+}
+
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {

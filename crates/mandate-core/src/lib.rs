@@ -23,7 +23,7 @@ pub mod wire;
 
 pub use audit::{
     AuditRecord, CHECKPOINT_TYP, ChainError, ChainHead, ChainReport, CheckpointClaims, GENESIS,
-    chain_hash, sign_checkpoint, verify_chain, verify_checkpoint,
+    PRUNED_KIND, chain_hash, chain_start, sign_checkpoint, verify_chain, verify_checkpoint,
 };
 pub use b64::s256;
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};

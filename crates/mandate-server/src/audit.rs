@@ -238,3 +238,31 @@ impl Writer {
         }
     }
 }
+
+/// Verifies the stored log: from genesis, or from the signed checkpoint a
+/// recorded prune left (see `mandate_core::chain_start`). The outer error is
+/// the store's; the inner, the chain's.
+pub async fn verify_stored(
+    store: &dyn Store,
+    jwks: &mandate_core::Jwks,
+    issuer: Option<&str>,
+) -> Result<Result<mandate_core::ChainReport, mandate_core::ChainError>, mandate_store::StoreError>
+{
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_records(after, 5_000).await?;
+        let Some(last) = page.last().map(|r| r.seq) else {
+            break;
+        };
+        records.extend(page);
+        after = last;
+    }
+    let checkpoints = store.checkpoints().await?;
+    let first = records.first().map(|r| r.seq);
+    Ok(
+        mandate_core::chain_start(first, &records, &checkpoints, jwks, issuer).and_then(|start| {
+            mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer)
+        }),
+    )
+}

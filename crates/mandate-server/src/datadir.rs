@@ -183,23 +183,7 @@ pub async fn verify_audit(data_dir: &Path) -> Result<mandate_core::ChainReport, 
         )));
     }
     let data = DataDir::open(data_dir).await?;
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = data.store.audit_records(after, 5_000).await?;
-        let Some(last) = page.last().map(|r| r.seq) else {
-            break;
-        };
-        records.extend(page);
-        after = last;
-    }
-    let checkpoints = data.store.checkpoints().await?;
-    mandate_core::verify_chain(
-        mandate_core::ChainHead::genesis(),
-        records,
-        &checkpoints,
-        &data.key.jwks(),
-        None,
-    )
-    .map_err(|e| DataDirError::Other(e.to_string()))
+    crate::audit::verify_stored(data.store.as_ref(), &data.key.jwks(), None)
+        .await?
+        .map_err(|e| DataDirError::Other(e.to_string()))
 }

@@ -146,6 +146,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         value: &str,
     ) -> Result<Option<AuditRecord>, StoreError>;
     async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError>;
+    /// Deletes records up to and including `through` (retention, after
+    /// export). Returns how many were deleted. Checkpoints are kept.
+    async fn prune_audit(&self, through: u64) -> Result<u64, StoreError>;
     /// Every signed checkpoint, in order.
     async fn checkpoints(&self) -> Result<Vec<String>, StoreError>;
 

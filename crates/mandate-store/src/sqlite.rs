@@ -835,6 +835,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn prune_audit(&self, through: u64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM audit_events WHERE seq <= ?1")
+            .bind(i64::try_from(through).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn checkpoints(&self) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT token FROM audit_checkpoints ORDER BY seq")

@@ -25,6 +25,9 @@ pub struct Scenario {
     pub alice: String,
     /// The enforcement point's client (its own principal and token).
     pub gateway: Client,
+    /// The enforcement point's API token (to build a fresh client after a
+    /// restart: pooled connections to the old process are dead).
+    pub gateway_token: String,
     /// The agent, with its mission started.
     pub agent: MissionAgent,
 }
@@ -71,10 +74,12 @@ impl TestServer {
             .expect("gateway")
             .token
             .token;
+        let gateway = Client::new(self.url()).expect("client").with_token(&gw);
         Scenario {
             admin,
             alice,
-            gateway: Client::new(self.url()).expect("client").with_token(&gw),
+            gateway,
+            gateway_token: gw,
             agent,
         }
     }

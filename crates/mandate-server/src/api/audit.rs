@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mandate_core::{AuditRecord, ChainHead, verify_chain};
+use mandate_core::AuditRecord;
 use serde::{Deserialize, Serialize};
 
 use super::extract::Caller;
@@ -106,24 +106,7 @@ pub(super) async fn verify(
     caller: Caller,
 ) -> Result<Json<VerifyReport>, Problem> {
     caller.require_admin()?;
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = s.0.store.audit_records(after, PAGE).await?;
-        let Some(last) = page.last().map(|r| r.seq) else {
-            break;
-        };
-        records.extend(page);
-        after = last;
-    }
-    let checkpoints = s.0.store.checkpoints().await?;
-    match verify_chain(
-        ChainHead::genesis(),
-        records,
-        &checkpoints,
-        &s.0.jwks,
-        Some(&s.0.issuer),
-    ) {
+    match crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, Some(&s.0.issuer)).await? {
         Ok(r) => Ok(Json(VerifyReport {
             ok: true,
             first: r.first,
@@ -136,6 +119,58 @@ pub(super) async fn verify(
             e.to_string(),
         )),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PruneRequest {
+    /// The last sequence number to delete; must be a signed checkpoint.
+    through: u64,
+}
+
+/// Retention: deletes records up to a signed checkpoint, after the operator
+/// exported them. The prune is recorded in the log first, so verification
+/// can tell it from tampering and start from that checkpoint.
+pub(super) async fn prune(
+    State(s): State<AppState>,
+    caller: Caller,
+    super::extract::ApiJson(req): super::extract::ApiJson<PruneRequest>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.require_admin()?;
+    let PruneRequest { through } = req;
+    let checkpointed =
+        s.0.store
+            .checkpoints()
+            .await?
+            .iter()
+            .filter_map(|t| mandate_core::verify_checkpoint(t, &s.0.jwks, Some(&s.0.issuer)).ok())
+            .any(|c| c.seq == through);
+    if !checkpointed {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            format!("{through} is not a signed checkpoint; prune only through one"),
+        ));
+    }
+    // The log must verify before anything is deleted.
+    if let Err(e) =
+        crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, Some(&s.0.issuer)).await?
+    {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "audit_chain_broken",
+            e.to_string(),
+        ));
+    }
+    s.audit(
+        mandate_core::PRUNED_KIND,
+        serde_json::json!({ "through": through, "by": caller.principal.name.as_str() }),
+    )
+    .await?;
+    let deleted = s.0.store.prune_audit(through).await?;
+    tracing::warn!(through, deleted, by = %caller.principal.name, "audit log pruned");
+    Ok(Json(
+        serde_json::json!({ "through": through, "deleted": deleted }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
