@@ -106,7 +106,7 @@ pub(super) async fn verify(
     caller: Caller,
 ) -> Result<Json<VerifyReport>, Problem> {
     caller.require_admin()?;
-    match crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, Some(&s.0.issuer)).await? {
+    match crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
         Ok(r) => Ok(Json(VerifyReport {
             ok: true,
             first: r.first,
@@ -143,7 +143,7 @@ pub(super) async fn prune(
             .checkpoints()
             .await?
             .iter()
-            .filter_map(|t| mandate_core::verify_checkpoint(t, &s.0.jwks, Some(&s.0.issuer)).ok())
+            .filter_map(|t| mandate_core::verify_checkpoint(t, &s.0.jwks, None).ok())
             .any(|c| c.seq == through);
     if !checkpointed {
         return Err(Problem::bad_request(
@@ -152,9 +152,7 @@ pub(super) async fn prune(
         ));
     }
     // The log must verify before anything is deleted.
-    if let Err(e) =
-        crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, Some(&s.0.issuer)).await?
-    {
+    if let Err(e) = crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "audit_chain_broken",
