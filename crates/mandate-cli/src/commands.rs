@@ -144,20 +144,49 @@ async fn audit(
             if json {
                 output::json(&page)?;
             } else {
+                println!(
+                    "{:>6}  {:<20}  {:<17} {:<8} {:<10} {:<14} {:<36} DETAIL",
+                    "SEQ", "TIME", "KIND", "DECISION", "PRINCIPAL", "AGENT", "MISSION"
+                );
                 for r in page["records"].as_array().into_iter().flatten() {
                     let b = &r["body"];
                     let field = |k: &str| b[k].as_str().unwrap_or("-").to_owned();
+                    // What a reader wants next: for a decision, the action,
+                    // reason and policies; otherwise who did it, to what.
+                    let detail = if r["kind"] == "decision" {
+                        let policies: Vec<&str> = b["policies"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| p.as_str())
+                            .collect();
+                        format!(
+                            "{} → {} {}",
+                            field("action"),
+                            field("code"),
+                            policies.join(",")
+                        )
+                    } else {
+                        let by = b["by"]
+                            .as_str()
+                            .map(|by| format!("by {by}"))
+                            .unwrap_or_default();
+                        let target = b["target"]
+                            .as_str()
+                            .or(b["principal"].as_str())
+                            .unwrap_or_default();
+                        format!("{target} {by}").trim().to_owned()
+                    };
                     println!(
-                        "{:>6}  {}  {:<18} {:<9} {:<12} {:<16} {}",
+                        "{:>6}  {:<20}  {:<17} {:<8} {:<10} {:<14} {:<36} {}",
                         r["seq"],
                         when(r["time"].as_u64().unwrap_or(0)),
                         r["kind"].as_str().unwrap_or("?"),
                         field("decision"),
                         field("principal"),
                         field("agent"),
-                        b.get("action")
-                            .and_then(|a| a.as_str())
-                            .map_or_else(|| field("mission"), str::to_owned),
+                        field("mission"),
+                        detail,
                     );
                 }
                 if let Some(n) = page["next_after"].as_u64() {
@@ -186,7 +215,7 @@ async fn audit(
                 )?;
             } else {
                 println!(
-                    "audit chain intact: records {first}..={last}, {checkpoints} signed checkpoints"
+                    "audit chain intact: records {first}..={last}, signed checkpoints: {checkpoints}"
                 );
             }
         }

@@ -79,7 +79,7 @@ fn validate(dir: &Path, json: bool) -> anyhow::Result<()> {
                 }
                 let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 println!(
-                    "valid: {} policies ({}) in {} files, {} schema fragments",
+                    "valid: {} policies ({}) in {} files; schema fragments: {}",
                     ids.len(),
                     summary.join(", "),
                     loaded.files.len(),
