@@ -179,7 +179,7 @@ async fn audit(
                     };
                     println!(
                         "{:>6}  {:<20}  {:<17} {:<8} {:<10} {:<14} {:<36} {}",
-                        r["seq"],
+                        r["seq"].as_u64().unwrap_or(0),
                         when(r["time"].as_u64().unwrap_or(0)),
                         r["kind"].as_str().unwrap_or("?"),
                         field("decision"),

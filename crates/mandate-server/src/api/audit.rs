@@ -253,7 +253,11 @@ pub(super) async fn explain(
                 f("action")
             ));
         }
-        other => story.push(format!("#{seq} ({}): {other}.", when(record.time))),
+        other => story.push(format!(
+            "#{seq} ({}): {other}: {}.",
+            when(record.time),
+            record.body
+        )),
     }
     if let Some(mission) = b.get("mission").and_then(|v| v.as_str()) {
         if let Some(created) =
