@@ -23,7 +23,7 @@ use cedar_policy::{
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
-use crate::mission::{EndReason, Mission, MissionState, OutOfScope};
+use crate::mission::{Mission, OutOfScope};
 use crate::policy::{GrantSet, KindedSet, MissionPolicySet, OrgPolicies, PolicyKind};
 
 static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
@@ -207,27 +207,11 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
 /// budget left. Credential and key checks come before this, where the
 /// credential is presented.
 pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result<(), Outcome> {
-    match mission.state_at(now) {
-        (MissionState::Active, _) => {}
-        (MissionState::Ready, _) => {
-            return Err(Outcome::deny(
-                ReasonCode::MISSION_NOT_STARTED,
-                "the mission has not started",
-            ));
-        }
-        (MissionState::Ended, Some((EndReason::Revoked, _))) => {
-            return Err(Outcome::deny(
-                ReasonCode::REVOKED,
-                "the mission was revoked",
-            ));
-        }
-        (MissionState::Ended, _) => {
-            return Err(Outcome::deny(
-                ReasonCode::MISSION_ENDED,
-                "the mission has ended",
-            ));
-        }
-    }
+    // The codes are the credential refusal codes: `mission_not_started`,
+    // `revoked`, `mission_ended`.
+    mission
+        .check_active(now)
+        .map_err(|e| Outcome::deny(e.code(), e.to_string()))?;
     if budget_used >= mission.body.budget.requests {
         return Err(Outcome::deny(
             ReasonCode::BUDGET_EXHAUSTED,

@@ -271,6 +271,17 @@ impl Mission {
         }
     }
 
+    /// Refuses a mission that is not active at `now`, saying why: not
+    /// started, revoked, or ended (completed or past its TTL).
+    pub fn check_active(&self, now: UnixTime) -> Result<(), CredentialError> {
+        match self.state_at(now) {
+            (MissionState::Active, _) => Ok(()),
+            (MissionState::Ready, _) => Err(CredentialError::MissionNotStarted),
+            (MissionState::Ended, Some((EndReason::Revoked, _))) => Err(CredentialError::Revoked),
+            (MissionState::Ended, _) => Err(CredentialError::MissionEnded),
+        }
+    }
+
     /// State checks for a verified credential against this mission: same
     /// mission and body, active, bound to the same key.
     pub fn check_credential(
@@ -284,14 +295,7 @@ impl Mission {
         if claims.mission_s256 != self.s256 {
             return Err(CredentialError::MissionMismatch);
         }
-        match self.state_at(now) {
-            (MissionState::Ended, Some((EndReason::Revoked, _))) => {
-                return Err(CredentialError::Revoked);
-            }
-            (MissionState::Ended, _) => return Err(CredentialError::MissionEnded),
-            (MissionState::Ready, _) => return Err(CredentialError::MissionNotStarted),
-            (MissionState::Active, _) => {}
-        }
+        self.check_active(now)?;
         match self.jkt() {
             Some(jkt) if *jkt == claims.cnf.jkt => Ok(()),
             _ => Err(CredentialError::KeyMismatch),

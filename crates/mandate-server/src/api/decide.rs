@@ -5,7 +5,7 @@ use axum::extract::State;
 use mandate_core::wire::{DecideRequest, DecideResponse};
 use mandate_core::{
     ApprovalId, CredentialError, Decision, DecisionRequest, GrantSet, MissionId, Outcome,
-    ReasonCode, Trust, UnixTime, UnverifiedCredential, decide as engine_decide, state_check,
+    ReasonCode, Trust, UnixTime, decide as engine_decide, state_check,
 };
 use mandate_store::{Allowance, NewApproval};
 
@@ -14,7 +14,7 @@ use mandate_store::{Allowance, NewApproval};
 /// approver.
 const MAX_PENDING_APPROVALS: u32 = 100;
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, Caller, Presented, check_presented};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -83,6 +83,19 @@ struct Who {
     jkt: String,
 }
 
+impl Who {
+    fn of(c: &mandate_core::MissionClaims) -> Self {
+        Self {
+            principal: c.sub.to_string(),
+            agent: c.act.sub.to_string(),
+            mission: c.mission_id.to_string(),
+            mission_s256: c.mission_s256.clone(),
+            jti: c.jti.clone(),
+            jkt: c.cnf.jkt.to_string(),
+        }
+    }
+}
+
 async fn decide_inner(
     s: &AppState,
     caller: &Caller,
@@ -97,29 +110,13 @@ async fn decide_inner(
     let now = s.0.clock.now();
     // 1. The credential: signature and issuer, then the mission's state,
     //    then time.
-    let signed = match UnverifiedCredential::parse(credential)
-        .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
-    {
-        Ok(v) => v,
-        Err(e) => return Ok((refused(&e), None)),
+    let (claims, mission) = match check_presented(s, credential).await? {
+        Presented::Valid { claims, mission } => (claims, *mission),
+        Presented::Refused { error, claims } => {
+            return Ok((refused(&error), claims.as_ref().map(Who::of)));
+        }
     };
-    let Some(mission) = s.0.store.mission(&signed.claims.mission_id).await? else {
-        return Ok((refused(&CredentialError::UnknownMission), None));
-    };
-    let who = Who {
-        principal: signed.claims.sub.to_string(),
-        agent: signed.claims.act.sub.to_string(),
-        mission: signed.claims.mission_id.to_string(),
-        mission_s256: signed.claims.mission_s256.clone(),
-        jti: signed.claims.jti.clone(),
-        jkt: signed.claims.cnf.jkt.to_string(),
-    };
-    if let Err(e) = mission.check_credential(&signed.claims, now) {
-        return Ok((refused(&e), Some(who)));
-    }
-    if let Err(e) = signed.check_validity(now) {
-        return Ok((refused(&e), Some(who)));
-    }
+    let who = Who::of(&claims);
     let id = &mission.body.id;
     // 2. Mission state and budget.
     let used = s.0.store.budget_used(id).await?;

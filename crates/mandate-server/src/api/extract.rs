@@ -6,8 +6,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use mandate_core::{
-    ApiTokenId, Mission, MissionClaims, ProofError, ProofExpectations, SecretToken, TokenKind,
-    UnverifiedCredential, VerifiedProof, verify_proof,
+    ApiTokenId, CredentialError, Mission, MissionClaims, ProofError, ProofExpectations,
+    SecretToken, TokenKind, UnverifiedCredential, VerifiedProof, verify_proof,
 };
 use mandate_store::Principal;
 use serde::de::DeserializeOwned;
@@ -177,6 +177,60 @@ pub(crate) fn remember_proof(state: &AppState, proof: &VerifiedProof) -> Result<
     }
 }
 
+/// A presented mission credential after the checks every caller needs, in
+/// this order: signature and issuer, then the mission's state and key
+/// binding, then time (so a credential of an ended mission is refused as
+/// such, not as merely expired).
+pub(crate) enum Presented {
+    Valid {
+        claims: MissionClaims,
+        mission: Box<Mission>,
+    },
+    /// Refused. `claims` are set once the signature checked out: they are
+    /// authentic and may go into the audit log.
+    Refused {
+        error: CredentialError,
+        claims: Option<MissionClaims>,
+    },
+}
+
+/// Checks a presented mission credential. Store failures are errors (the
+/// caller denies); every other failure is a `Refused` with its reason.
+pub(crate) async fn check_presented(state: &AppState, token: &str) -> Result<Presented, Problem> {
+    let now = state.0.clock.now();
+    let signed = match UnverifiedCredential::parse(token)
+        .and_then(|u| u.verify_signature(&state.0.jwks, &state.0.issuer))
+    {
+        Ok(s) => s,
+        Err(error) => {
+            return Ok(Presented::Refused {
+                error,
+                claims: None,
+            });
+        }
+    };
+    let refused = |error, claims: &MissionClaims| {
+        Ok(Presented::Refused {
+            error,
+            claims: Some(claims.clone()),
+        })
+    };
+    let Some(mission) = state.0.store.mission(&signed.claims.mission_id).await? else {
+        return refused(CredentialError::UnknownMission, &signed.claims);
+    };
+    if let Err(e) = mission.check_credential(&signed.claims, now) {
+        return refused(e, &signed.claims);
+    }
+    let claims = signed.claims.clone();
+    match signed.check_validity(now) {
+        Ok(v) => Ok(Presented::Valid {
+            claims: v.claims,
+            mission: Box::new(mission),
+        }),
+        Err(e) => refused(e, &claims),
+    }
+}
+
 /// An agent acting under a mission: `Authorization: DPoP <credential>` and
 /// a `DPoP` proof by the mission key bound into that credential.
 ///
@@ -202,19 +256,10 @@ impl FromRequestParts<AppState> for MissionCaller {
                 unauthenticated("present the mission credential with `Authorization: DPoP`")
             })?
             .trim();
-        let now = state.0.clock.now();
-        // Signature and issuer first, then the mission's state, then time:
-        // a credential of an ended mission is refused as such, not as expired.
-        let signed = UnverifiedCredential::parse(credential)?
-            .verify_signature(&state.0.jwks, &state.0.issuer)?;
-        let mission = state
-            .0
-            .store
-            .mission(&signed.claims.mission_id)
-            .await?
-            .ok_or(mandate_core::CredentialError::UnknownMission)?;
-        mission.check_credential(&signed.claims, now)?;
-        let verified = signed.check_validity(now)?;
+        let (claims, mission) = match check_presented(state, credential).await? {
+            Presented::Valid { claims, mission } => (claims, *mission),
+            Presented::Refused { error, .. } => return Err(error.into()),
+        };
         // The API is not nested under a prefix, so the URI is the original one.
         let proof = verify_request_proof(
             state,
@@ -223,13 +268,10 @@ impl FromRequestParts<AppState> for MissionCaller {
             parts.uri.path(),
             Some(credential),
         )?;
-        if proof.jkt != verified.claims.cnf.jkt {
+        if proof.jkt != claims.cnf.jkt {
             return Err(ProofError::KeyMismatch.into());
         }
         remember_proof(state, &proof)?;
-        Ok(Self {
-            claims: verified.claims,
-            mission,
-        })
+        Ok(Self { claims, mission })
     }
 }

@@ -9,13 +9,14 @@ use mandate_core::wire::{
 use mandate_core::{
     AgentName, CredentialError, EndReason, Mission, MissionBody, MissionId, MissionPolicies,
     MissionSpec, MissionState, OutOfScope, ProofError, Role, SecretToken, Thumbprint, TokenKind,
-    UnverifiedCredential, issue_credential, mission_s256,
+    issue_credential, mission_s256,
 };
 use mandate_store::NewMission;
 use serde::Deserialize;
 
 use super::extract::{
-    ApiJson, Caller, MissionCaller, is_json, remember_proof, verify_request_proof,
+    ApiJson, Caller, MissionCaller, Presented, check_presented, is_json, remember_proof,
+    verify_request_proof,
 };
 use super::{
     DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, MAX_BODY_BYTES, free_text, mission_view,
@@ -278,14 +279,7 @@ pub(super) async fn refresh(
 ) -> Result<Json<CredentialResponse>, Problem> {
     let proof = verify_request_proof(&s, &headers, &method, uri.path(), None)?;
     let mission = load(&s, &id).await?;
-    match mission.state_at(s.0.clock.now()) {
-        (MissionState::Active, _) => {}
-        (MissionState::Ready, _) => return Err(CredentialError::MissionNotStarted.into()),
-        (MissionState::Ended, Some((EndReason::Revoked, _))) => {
-            return Err(CredentialError::Revoked.into());
-        }
-        (MissionState::Ended, _) => return Err(CredentialError::MissionEnded.into()),
-    }
+    mission.check_active(s.0.clock.now())?;
     if mission.jkt() != Some(&proof.jkt) {
         return Err(ProofError::KeyMismatch.into());
     }
@@ -390,28 +384,15 @@ pub(super) async fn introspect(
             mission_state: None,
         })
     };
-    // Signature, then mission state, then time (as for agent calls).
-    let signed = match UnverifiedCredential::parse(&req.credential)
-        .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
-    {
-        Ok(v) => v,
-        Err(e) => return Ok(inactive(e)),
-    };
-    let Some(mission) = s.0.store.mission(&signed.claims.mission_id).await? else {
-        return Ok(inactive(CredentialError::UnknownMission));
-    };
-    if let Err(e) = mission.check_credential(&signed.claims, now) {
-        return Ok(inactive(e));
-    }
-    let verified = match signed.check_validity(now) {
-        Ok(v) => v,
-        Err(e) => return Ok(inactive(e)),
+    let (claims, mission) = match check_presented(&s, &req.credential).await? {
+        Presented::Valid { claims, mission } => (claims, *mission),
+        Presented::Refused { error, .. } => return Ok(inactive(error)),
     };
     Ok(Json(IntrospectResponse {
         active: true,
         code: None,
         detail: None,
         mission_state: Some(mission.state_at(now).0),
-        claims: Some(verified.claims),
+        claims: Some(claims),
     }))
 }
