@@ -243,6 +243,7 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
                 resource: &case.resource,
                 context: &case.context,
                 trust: Trust::Signed,
+                required: Trust::Signed,
                 now: now.plus(1),
             },
         );

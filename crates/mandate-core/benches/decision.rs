@@ -208,6 +208,7 @@ fn decision(c: &mut Criterion) {
         resource: &res,
         context: &ctx,
         trust: Trust::Signed,
+        required: Trust::Signed,
         now: NOW.plus(1),
     };
     assert_eq!(decide(&org, &compiled, &grants, &req).code, "scope");

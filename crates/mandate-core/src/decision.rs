@@ -65,6 +65,12 @@ impl ReasonCode {
     pub const POLICY_ERROR: &'static str = "policy_error";
     pub const INVALID_REQUEST: &'static str = "invalid_request";
     pub const APPROVAL_QUEUE_FULL: &'static str = "approval_queue_full";
+    /// The call must be approved on its own (`@trust("approved")` or a
+    /// route that requires `approved`); only a single-use grant for this
+    /// very call covers it.
+    pub const STEP_UP: &'static str = "step_up";
+    /// The request is less trusted than the route or action requires.
+    pub const INSUFFICIENT_TRUST: &'static str = "insufficient_trust";
 }
 
 /// A decision and why.
@@ -80,6 +86,14 @@ pub struct Outcome {
     /// Human-readable detail (errors, for instance).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// On an escalation: who the matching policies name as approvers
+    /// (empty: the mission's principal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// On an escalation: only an approval of this very call, used once,
+    /// will do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_up: bool,
 }
 
 impl Outcome {
@@ -90,6 +104,8 @@ impl Outcome {
             policies,
             grant: None,
             detail: String::new(),
+            approvers: Vec::new(),
+            step_up: false,
         }
     }
 
@@ -163,7 +179,7 @@ impl ResourceRef {
     fn entity(&self) -> Result<Entity, String> {
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
         let attrs: Vec<(String, RestrictedExpression)> = match &self.kind {
-            ResourceKind::Resource { .. } => Vec::new(),
+            ResourceKind::Resource { id } => vec![("id".into(), s(id))],
             ResourceKind::Route { route, path } => {
                 vec![("route".into(), s(route)), ("path".into(), s(path))]
             }
@@ -188,6 +204,9 @@ pub struct DecisionRequest<'a> {
     /// Mandate's and may not be set here.
     pub context: &'a serde_json::Map<String, serde_json::Value>,
     pub trust: Trust,
+    /// The least trust the enforcement point requires (a route's level).
+    /// `Approved` makes every call a step-up.
+    pub required: Trust,
     pub now: UnixTime,
 }
 
@@ -310,6 +329,12 @@ struct Matched {
     escalate: Vec<String>,
     scope: Vec<String>,
     grant: Vec<String>,
+    /// A grant for exactly this call (policy id) and whether it is single-use.
+    exact: Option<(String, bool)>,
+    /// Whether only a single-use approval of this very call will do.
+    step_up: bool,
+    /// Approvers named by the matching escalate policies.
+    approvers: Vec<String>,
 }
 
 /// Decides a request. State checks ([`state_check`]) must have passed.
@@ -325,6 +350,16 @@ pub fn decide(
         Err(e) => return Outcome::deny(ReasonCode::INVALID_REQUEST, e),
     };
     let mut m = Matched::default();
+    if req.trust < req.required && req.required != Trust::Approved {
+        return Outcome::deny(
+            ReasonCode::INSUFFICIENT_TRUST,
+            format!(
+                "this needs trust `{}`; the request has `{}`",
+                req.required.as_str(),
+                req.trust.as_str()
+            ),
+        );
+    }
     for set in [&org.policies, &mission.0, &grants.0] {
         if set.is_empty() {
             continue;
@@ -337,6 +372,29 @@ pub fn decide(
             break;
         }
     }
+    if m.boundary.is_empty() && !grants.1.is_empty() {
+        // Exact grants: this very call, by digest.
+        match crate::grant::request_digest(req.action, req.resource, req.context) {
+            Ok(d) => {
+                for g in grants.1.iter().filter(|g| g.request_digest == d) {
+                    if m.exact.as_ref().is_none_or(|(_, once)| !once && g.once) {
+                        // Prefer a single-use grant: it satisfies a step-up.
+                        m.exact = Some((format!("grant/{}", g.id), g.once));
+                    }
+                }
+            }
+            Err(e) => return Outcome::deny(ReasonCode::INVALID_REQUEST, e),
+        }
+    }
+    for sets in [&org.policies, &mission.0] {
+        for id in &m.escalate {
+            if let Some(t) = sets.escalations.get(&PolicyId::new(id)) {
+                m.step_up |= t.step_up;
+                m.approvers.extend(t.approvers.iter().cloned());
+            }
+        }
+    }
+    m.step_up |= req.required == Trust::Approved;
     outcome(m, req.mission.body.out_of_scope)
 }
 
@@ -387,37 +445,62 @@ fn id_string(id: &PolicyId) -> String {
 }
 
 fn outcome(mut m: Matched, out_of_scope: OutOfScope) -> Outcome {
-    for v in [&mut m.boundary, &mut m.escalate, &mut m.scope, &mut m.grant] {
+    for v in [
+        &mut m.boundary,
+        &mut m.escalate,
+        &mut m.scope,
+        &mut m.grant,
+        &mut m.approvers,
+    ] {
         v.sort();
+        v.dedup();
     }
     if !m.boundary.is_empty() {
         return Outcome::new(Decision::Deny, ReasonCode::BOUNDARY, m.boundary);
     }
-    if !m.escalate.is_empty() {
-        if let Some(g) = m.grant.first().cloned() {
-            // A grant covers what would otherwise need asking.
-            let mut policies = m.grant;
-            policies.extend(m.escalate);
-            return Outcome {
-                grant: Some(g),
-                ..Outcome::new(Decision::Allow, ReasonCode::GRANT, policies)
-            };
+    let allowed_by = |g: String, mut also: Vec<String>| {
+        let mut policies = vec![g.clone()];
+        policies.append(&mut also);
+        Outcome {
+            grant: Some(g),
+            ..Outcome::new(Decision::Allow, ReasonCode::GRANT, policies)
         }
-        return Outcome::new(Decision::Escalate, ReasonCode::ESCALATION, m.escalate);
+    };
+    let escalate = |code: &str, policies: Vec<String>, m: &Matched| Outcome {
+        approvers: m.approvers.clone(),
+        step_up: m.step_up,
+        ..Outcome::new(Decision::Escalate, code, policies)
+    };
+    let negotiable =
+        !m.escalate.is_empty() || !m.scope.is_empty() || out_of_scope == OutOfScope::Escalate;
+    if m.step_up && negotiable {
+        // Only an approval of this very call, used once, will do; scope
+        // and broader grants do not count.
+        if let Some((g, true)) = m.exact.clone() {
+            return allowed_by(g, m.escalate);
+        }
+        return escalate(ReasonCode::STEP_UP, m.escalate.clone(), &m);
+    }
+    // A grant covers what would otherwise need asking: exact first.
+    let grant = m
+        .exact
+        .clone()
+        .map(|(g, _)| g)
+        .or_else(|| m.grant.first().cloned());
+    if !m.escalate.is_empty() {
+        if let Some(g) = grant {
+            return allowed_by(g, m.escalate);
+        }
+        return escalate(ReasonCode::ESCALATION, m.escalate.clone(), &m);
     }
     if !m.scope.is_empty() {
         return Outcome::new(Decision::Allow, ReasonCode::SCOPE, m.scope);
     }
     // Out of scope. Grants turn an Escalate into an Allow, never a Deny:
     // where the mission says out of scope is not negotiable, it is not.
-    match (out_of_scope, m.grant.first().cloned()) {
-        (OutOfScope::Escalate, Some(g)) => Outcome {
-            grant: Some(g),
-            ..Outcome::new(Decision::Allow, ReasonCode::GRANT, m.grant)
-        },
-        (OutOfScope::Escalate, None) => {
-            Outcome::new(Decision::Escalate, ReasonCode::OUT_OF_SCOPE, Vec::new())
-        }
+    match (out_of_scope, grant) {
+        (OutOfScope::Escalate, Some(g)) => allowed_by(g, Vec::new()),
+        (OutOfScope::Escalate, None) => escalate(ReasonCode::OUT_OF_SCOPE, Vec::new(), &m),
         (OutOfScope::Deny, _) => Outcome::new(Decision::Deny, ReasonCode::OUT_OF_SCOPE, Vec::new()),
     }
 }

@@ -158,6 +158,13 @@ random_id_type!(
     "approval"
 );
 
+random_id_type!(
+    /// A grant's id, `grt_` and 32 hex digits.
+    GrantId,
+    "grt_",
+    "grant"
+);
+
 /// What a principal may do on the authority itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

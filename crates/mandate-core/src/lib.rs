@@ -11,6 +11,7 @@ mod clock;
 mod credential;
 mod decision;
 mod error;
+mod grant;
 mod ids;
 mod jwk;
 mod keys;
@@ -36,7 +37,8 @@ pub use decision::{
     state_check,
 };
 pub use error::{CredentialError, InputError, KeyError, ProofError};
-pub use ids::{AgentName, ApiTokenId, ApprovalId, MissionId, PrincipalName, Role};
+pub use grant::{ExactGrant, GrantScope, pattern_policy, request_digest};
+pub use ids::{AgentName, ApiTokenId, ApprovalId, GrantId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
 pub use keys::{AuthorityKey, MissionKey};
 pub use mission::{
@@ -44,8 +46,8 @@ pub use mission::{
     MissionState, MissionStatus, OutOfScope, mission_s256,
 };
 pub use policy::{
-    BASE_SCHEMA, GrantSet, KindedSet, MissionPolicySet, OrgPolicies, PolicyDiagnostic, PolicyKind,
-    PolicySource, build_schema,
+    BASE_SCHEMA, EscalationTerms, GrantSet, KindedSet, MissionPolicySet, OrgPolicies,
+    PolicyDiagnostic, PolicyKind, PolicySource, build_schema,
 };
 pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};
 pub use random::{OsRandom, RandomError, SecureRandom};

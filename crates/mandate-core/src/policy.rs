@@ -86,6 +86,19 @@ impl std::fmt::Display for PolicyDiagnostic {
 pub struct KindedSet {
     pub(crate) set: PolicySet,
     pub(crate) kinds: HashMap<PolicyId, PolicyKind>,
+    /// What escalate policies say about their approval (absent: defaults).
+    pub(crate) escalations: HashMap<PolicyId, EscalationTerms>,
+}
+
+/// What an escalate policy says about the approval it asks for, from its
+/// annotations: `@approvers("alice, bob")` names who may approve (default:
+/// the mission's principal) and `@trust("approved")` demands that every
+/// matching call be approved on its own (a step-up: grants for the rest of
+/// the mission or for a pattern do not cover it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EscalationTerms {
+    pub approvers: Vec<String>,
+    pub step_up: bool,
 }
 
 impl KindedSet {
@@ -216,13 +229,56 @@ impl KindedSet {
             if self.kinds.contains_key(&id) {
                 return Err(diag(line, col, format!("duplicate policy id `{id}`")));
             }
+            let terms = escalation_terms(p, kind).map_err(|m| diag(line, col, m))?;
             self.set
                 .add(p.new_id(id.clone()))
                 .map_err(|e| diag(line, col, e.to_string()))?;
+            if let Some(t) = terms {
+                self.escalations.insert(id.clone(), t);
+            }
             self.kinds.insert(id, kind);
         }
         Ok(())
     }
+}
+
+/// Reads `@approvers` and `@trust`, which only escalate policies may carry.
+fn escalation_terms(p: &Policy, kind: PolicyKind) -> Result<Option<EscalationTerms>, String> {
+    let approvers = p.annotation("approvers");
+    let trust = p.annotation("trust");
+    if approvers.is_none() && trust.is_none() {
+        return Ok(None);
+    }
+    if kind != PolicyKind::Escalate {
+        return Err("`@approvers` and `@trust` belong on escalate policies only".into());
+    }
+    let step_up = match trust {
+        None => false,
+        Some("approved") => true,
+        Some(other) => {
+            return Err(format!(
+                "unknown `@trust(\"{other}\")` (only \"approved\": every call approved on its own)"
+            ));
+        }
+    };
+    let mut names = Vec::new();
+    for name in approvers.unwrap_or_default().split(',').map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        crate::ids::PrincipalName::try_from(name.to_owned())
+            .map_err(|e| format!("`@approvers`: {e}"))?;
+        names.push(name.to_owned());
+    }
+    if approvers.is_some() && names.is_empty() {
+        return Err("`@approvers` names no principal".into());
+    }
+    names.sort();
+    names.dedup();
+    Ok(Some(EscalationTerms {
+        approvers: names,
+        step_up,
+    }))
 }
 
 fn effect_word(e: Effect) -> &'static str {
@@ -467,7 +523,10 @@ impl MissionPolicySet {
 
 /// A mission's live grants (accumulated trust), compiled.
 #[derive(Debug, Clone, Default)]
-pub struct GrantSet(pub(crate) KindedSet);
+pub struct GrantSet(
+    pub(crate) KindedSet,
+    pub(crate) Vec<crate::grant::ExactGrant>,
+);
 
 impl GrantSet {
     /// Compiles grants: each exactly one `permit`, whose id is
@@ -512,12 +571,19 @@ impl GrantSet {
                 .map_err(|e| diag(e.to_string()))?;
             set.kinds.insert(gid, PolicyKind::Grant);
         }
-        Ok(Self(set))
+        Ok(Self(set, Vec::new()))
+    }
+
+    /// Adds grants that cover exactly one call each (by request digest).
+    #[must_use]
+    pub fn with_exact(mut self, exact: Vec<crate::grant::ExactGrant>) -> Self {
+        self.1 = exact;
+        self
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && self.1.is_empty()
     }
 }
 

@@ -142,6 +142,7 @@ impl Case<'_> {
                 resource: res,
                 context: &ctx,
                 trust: Trust::Signed,
+                required: Trust::Signed,
                 now: T0.plus(10),
             },
         )
@@ -613,4 +614,269 @@ proptest! {
         };
         prop_assert_eq!(with.decision, expected);
     }
+}
+
+/// Decides with exact grants (by request digest) beside Cedar grants.
+fn decide_with(
+    org: &OrgPolicies,
+    m: &mandate_core::Mission,
+    patterns: &[(&str, &str)],
+    exact: Vec<mandate_core::ExactGrant>,
+    required: Trust,
+    action: &str,
+    res: &ResourceRef,
+    context: &Value,
+) -> mandate_core::Outcome {
+    let compiled = MissionPolicySet::compile(m.body.id.as_str(), &m.body.policies, None).unwrap();
+    let grants = GrantSet::compile(patterns.iter().copied())
+        .unwrap()
+        .with_exact(exact);
+    decide(
+        org,
+        &compiled,
+        &grants,
+        &DecisionRequest {
+            mission: m,
+            budget_used: 0,
+            action,
+            resource: res,
+            context: context.as_object().unwrap(),
+            trust: Trust::Signed,
+            required,
+            now: T0.plus(10),
+        },
+    )
+}
+
+fn exact(
+    id: &str,
+    action: &str,
+    res: &ResourceRef,
+    ctx: &Value,
+    once: bool,
+) -> mandate_core::ExactGrant {
+    mandate_core::ExactGrant {
+        id: id.into(),
+        request_digest: mandate_core::request_digest(action, res, ctx.as_object().unwrap())
+            .unwrap(),
+        once,
+    }
+}
+
+#[test]
+fn an_exact_grant_covers_that_call_and_no_other() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Escalate));
+    let res = resource(&["billing"]);
+    let big = json!({"amount": 60_000});
+    let g = vec![exact("g1", "refund", &res, &big, false)];
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        g.clone(),
+        Trust::Signed,
+        "refund",
+        &res,
+        &big,
+    );
+    assert_eq!(
+        (out.decision, out.grant.as_deref()),
+        (Decision::Allow, Some("grant/g1"))
+    );
+    assert!(
+        out.policies
+            .contains(&"refunds.cedar/big-refunds".to_owned())
+    );
+    // One unit more is another call: it escalates again.
+    let other = json!({"amount": 60_001});
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        g.clone(),
+        Trust::Signed,
+        "refund",
+        &res,
+        &other,
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Escalate, "escalation")
+    );
+    // Never over a boundary.
+    let hr = resource(&["billing", "hr"]);
+    let g = vec![exact("g2", "refund", &hr, &big, true)];
+    let out = decide_with(&org, &m, &[], g, Trust::Signed, "refund", &hr, &big);
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "boundary")
+    );
+}
+
+#[test]
+fn a_step_up_needs_a_single_use_approval_of_the_very_call() {
+    let org = OrgPolicies::load(
+        &[src(
+            "actions.cedarschema",
+            "action wire appliesTo { principal: Agent, resource: [Resource, Route, Tool], \
+             context: { trust: String, time: Long, amount: Long } };",
+        )],
+        &[src(
+            "wires.cedar",
+            "@id(\"wires\") @kind(\"escalate\") @trust(\"approved\") @approvers(\"carol, bob\")\n\
+             permit(principal, action == Action::\"wire\", resource);",
+        )],
+    )
+    .unwrap();
+    let m = mission_under(&org, MissionPolicies::default(), OutOfScope::Escalate);
+    let res = resource(&[]);
+    let ctx = json!({"amount": 10});
+    let out = decide_with(&org, &m, &[], vec![], Trust::Signed, "wire", &res, &ctx);
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Escalate, "step_up")
+    );
+    assert!(out.step_up);
+    assert_eq!(out.approvers, vec!["bob".to_owned(), "carol".to_owned()]);
+    // A grant for the rest of the mission, or a pattern, does not satisfy it.
+    let mission_long = vec![exact("g-m", "wire", &res, &ctx, false)];
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        mission_long,
+        Trust::Signed,
+        "wire",
+        &res,
+        &ctx,
+    );
+    assert_eq!(out.decision, Decision::Escalate);
+    let pattern = [(
+        "g-p",
+        "permit(principal, action == Action::\"wire\", resource);",
+    )];
+    let out = decide_with(
+        &org,
+        &m,
+        &pattern,
+        vec![],
+        Trust::Signed,
+        "wire",
+        &res,
+        &ctx,
+    );
+    assert_eq!(out.decision, Decision::Escalate);
+    // A single-use approval of this very call does.
+    let once = vec![exact("g-1", "wire", &res, &ctx, true)];
+    let out = decide_with(&org, &m, &[], once, Trust::Signed, "wire", &res, &ctx);
+    assert_eq!(
+        (out.decision, out.grant.as_deref()),
+        (Decision::Allow, Some("grant/g-1"))
+    );
+}
+
+#[test]
+fn a_route_requiring_approved_turns_scope_into_a_step_up() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Deny));
+    let res = resource(&["billing"]);
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        vec![],
+        Trust::Approved,
+        "read",
+        &res,
+        &json!({}),
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Escalate, "step_up")
+    );
+    // Out of scope where the mission says deny stays a denial.
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        vec![],
+        Trust::Approved,
+        "write",
+        &res,
+        &json!({}),
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "out_of_scope")
+    );
+    // A level the request cannot reach denies outright.
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        vec![],
+        Trust::Attested,
+        "read",
+        &res,
+        &json!({}),
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "insufficient_trust")
+    );
+}
+
+#[test]
+fn a_pattern_grant_covers_its_prefix_only() {
+    let (org, m) = (org(), mission(billing_scope(), OutOfScope::Escalate));
+    let res = |id: &str| ResourceRef {
+        kind: ResourceKind::Resource { id: id.into() },
+        tags: BTreeMap::new(),
+    };
+    let text = mandate_core::pattern_policy("refund", &res("cust-42/inv-1"), "cust-42/").unwrap();
+    let g = [("gp", text.as_str())];
+    let big = json!({"amount": 70_000});
+    let out = decide_with(
+        &org,
+        &m,
+        &g,
+        vec![],
+        Trust::Signed,
+        "refund",
+        &res("cust-42/inv-9"),
+        &big,
+    );
+    assert_eq!(
+        (out.decision, out.grant.as_deref()),
+        (Decision::Allow, Some("grant/gp"))
+    );
+    let out = decide_with(
+        &org,
+        &m,
+        &g,
+        vec![],
+        Trust::Signed,
+        "refund",
+        &res("cust-43/inv-1"),
+        &big,
+    );
+    assert_eq!(out.decision, Decision::Escalate);
+}
+
+#[test]
+fn approval_annotations_belong_on_escalations_and_name_principals() {
+    let load = |text: &str| OrgPolicies::load(&[], &[src("p.cedar", text)]);
+    assert!(load("@approvers(\"bob\") permit(principal, action, resource);").is_err());
+    assert!(
+        load("@kind(\"escalate\") @trust(\"signed\") permit(principal, action, resource);")
+            .is_err()
+    );
+    assert!(
+        load("@kind(\"escalate\") @approvers(\" , \") permit(principal, action, resource);")
+            .is_err()
+    );
+    assert!(load("@kind(\"escalate\") @approvers(\"bob, Not A Name\") permit(principal, action, resource);").is_err());
+    assert!(
+        load("@kind(\"escalate\") @approvers(\"bob\") permit(principal, action, resource);")
+            .is_ok()
+    );
 }

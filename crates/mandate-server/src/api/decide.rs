@@ -162,6 +162,7 @@ async fn decide_inner(
             resource,
             context,
             trust: Trust::Signed,
+            required: Trust::Signed,
             now,
         },
     );
