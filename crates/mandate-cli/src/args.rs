@@ -58,6 +58,73 @@ pub enum Command {
     /// Read, verify and export the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Decide what escalated calls wait for: approve (creating a grant for
+    /// that mission only) or deny.
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// What waits for you: the pending requests you may decide.
+    List {
+        /// Every request you can see (yours to decide, your missions', or all
+        /// for an admin), not only those waiting for you.
+        #[arg(long)]
+        all: bool,
+        /// `pending` (default), `approved`, `denied`, `expired` or `all`.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        mission: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One request in full: the mission and goal, the exact call, the
+    /// agent's stated reason, who may decide.
+    Show {
+        id: String,
+        /// Wait up to this many seconds (≤ 60) for it to be decided.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Approve a request. The grant lives only as long as its mission.
+    Approve {
+        id: String,
+        /// `once`: this call, one time (default). `mission`: this exact call
+        /// for the rest of the mission. `pattern`: this action on resources
+        /// under --resource-prefix for the rest of the mission.
+        #[arg(long, value_enum, default_value_t = GrantScopeArg::Once)]
+        scope: GrantScopeArg,
+        /// For `pattern`: the resource id, route path or tool name prefix
+        /// the grant covers (must cover the approved call).
+        #[arg(long)]
+        resource_prefix: Option<String>,
+        /// For `mission` and `pattern`: at most this many uses.
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// For `mission` and `pattern`: the grant ends after this many seconds.
+        #[arg(long)]
+        expires_in: Option<u64>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a request; the waiting agent gets the refusal.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// End the whole mission as well.
+        #[arg(long)]
+        end_mission: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GrantScopeArg {
+    Once,
+    Mission,
+    Pattern,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +211,24 @@ pub struct DecideArgs {
     /// Request attributes as a JSON object, e.g. '{"amount":75000}'.
     #[arg(long, default_value = "{}")]
     pub context: String,
+    /// The agent's stated reason, shown to the approver if the call escalates.
+    #[arg(long)]
+    pub justification: Option<String>,
+    /// The least trust this call needs: `signed` (default), `attested`, or
+    /// `approved` (every call approved on its own).
+    #[arg(long, value_parser = parse_trust)]
+    pub required_trust: Option<mandate_core::Trust>,
+}
+
+fn parse_trust(s: &str) -> Result<mandate_core::Trust, String> {
+    match s {
+        "signed" => Ok(mandate_core::Trust::Signed),
+        "attested" => Ok(mandate_core::Trust::Attested),
+        "approved" => Ok(mandate_core::Trust::Approved),
+        other => Err(format!(
+            "unknown trust `{other}` (signed, attested or approved)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -99,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => crate::policy::run(cmd, client, json).await?,
         Command::Decide(a) => crate::policy::decide(client()?, a, json).await?,
         Command::Audit(cmd) => audit(client, cmd, json).await?,
+        Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
     }
     Ok(())
 }

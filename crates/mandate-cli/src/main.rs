@@ -1,5 +1,6 @@
 //! `mandate`: the authority server and its command line.
 
+mod approvals;
 mod args;
 mod commands;
 mod output;

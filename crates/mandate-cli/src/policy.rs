@@ -317,6 +317,8 @@ pub async fn decide(c: Client, a: DecideArgs, json: bool) -> anyhow::Result<()> 
             action: a.action,
             resource,
             context,
+            justification: a.justification,
+            required_trust: a.required_trust,
         })
         .await?;
     if json {
@@ -330,7 +332,7 @@ pub async fn decide(c: Client, a: DecideArgs, json: bool) -> anyhow::Result<()> 
             print!(" under grant {g}");
         }
         if let Some(id) = &r.approval_id {
-            print!("; approval {id} is pending");
+            print!("; approval {id} is pending (`mandate approvals show {id}`)");
         }
         println!();
     }

@@ -48,6 +48,8 @@ fn decide_req(agent: &MissionAgent, action: &str, id: &str, tags: Value) -> Deci
         resource: serde_json::from_value(json!({ "type": "Resource", "id": id, "tags": tags }))
             .unwrap(),
         context: serde_json::Map::new(),
+        justification: None,
+        required_trust: None,
     }
 }
 

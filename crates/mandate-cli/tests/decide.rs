@@ -67,6 +67,8 @@ fn req(
         action: action.into(),
         resource,
         context: context.as_object().unwrap().clone(),
+        justification: None,
+        required_trust: None,
     }
 }
 

@@ -1,7 +1,12 @@
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use std::time::Instant;
 
 use mandate_core::wire::{
-    Configuration, CredentialResponse, EndMissionRequest, MissionView, StartMissionRequest,
+    ApprovalView, Configuration, CredentialResponse, EndMissionRequest, MissionView,
+    StartMissionRequest,
 };
 use mandate_core::{Clock, MissionId, MissionKey, OsRandom, SecureRandom, SystemClock};
 use reqwest::{Method, RequestBuilder};
@@ -29,6 +34,15 @@ pub struct MissionAgent {
     mission: Option<MissionView>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn SecureRandom>,
+}
+
+/// What one try of a call came to (see [`MissionAgent::call_with_approval`]).
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// It went through (allowed, or refused for good: that is `T`'s to say).
+    Done(T),
+    /// It escalated: approval request `approval_id` waits for a person.
+    Escalated { approval_id: String },
 }
 
 /// A mission as saved to disk by [`MissionAgent::save`]. Holds the private
@@ -206,14 +220,96 @@ impl MissionAgent {
         self.client.send(rb).await
     }
 
+    /// Waits (long-polling) until approval request `id` of this mission is
+    /// decided or expires, or `max_wait` passes; returns it as it then is.
+    pub async fn wait_for_approval(
+        &mut self,
+        id: &str,
+        max_wait: Duration,
+    ) -> Result<ApprovalView, ClientError> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ClientError::Local(format!("`{id}` is not an approval id")));
+        }
+        let deadline = Instant::now() + max_wait;
+        loop {
+            self.fresh_credential().await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            // The authority holds a poll for at most a minute.
+            let wait = left.min(Duration::from_secs(50)).as_secs();
+            let path = format!("/v1/approvals/{id}");
+            let rb = self
+                .authorize_query(Method::GET, &path, &format!("?wait={wait}"))?
+                .timeout(Duration::from_secs(wait + 15));
+            let view: ApprovalView = self.client.send(rb).await?;
+            if view.status != "pending" || Instant::now() >= deadline {
+                return Ok(view);
+            }
+        }
+    }
+
+    /// Sends a call that may need approval, and if it escalates, waits for
+    /// the decision and sends it again: "send, and if escalated wait, then
+    /// retry". `call` gets a fresh credential each time and says whether
+    /// the call went through ([`Attempt::Done`]) or escalated. A denial,
+    /// an expiry, or no decision within `max_wait` is an error naming the
+    /// approval request.
+    pub async fn call_with_approval<T, F, Fut>(
+        &mut self,
+        max_wait: Duration,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Result<Attempt<T>, ClientError>>,
+    {
+        /// Approved, yet escalated again this many times (another caller
+        /// used a single-use grant first, say): give up.
+        const MAX_ROUNDS: usize = 5;
+        let deadline = Instant::now() + max_wait;
+        for _ in 0..MAX_ROUNDS {
+            let credential = self.fresh_credential().await?.to_owned();
+            let approval = match call(credential).await? {
+                Attempt::Done(t) => return Ok(t),
+                Attempt::Escalated { approval_id } => approval_id,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let view = self.wait_for_approval(&approval, left).await?;
+            match view.status.as_str() {
+                "approved" => {}
+                "denied" => {
+                    return Err(ClientError::ApprovalDenied {
+                        approval,
+                        reason: view.decision_reason,
+                    });
+                }
+                "expired" => return Err(ClientError::ApprovalExpired { approval }),
+                _ => return Err(ClientError::ApprovalPending { approval }),
+            }
+        }
+        Err(ClientError::Local(format!(
+            "the call escalated again after {MAX_ROUNDS} approvals"
+        )))
+    }
+
     /// A request to the authority carrying the credential and a fresh proof
     /// of possession. (Requests through the gateway will be signed with
     /// RFC 9421 instead; this is the seam where that slots in.)
     fn authorize(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+        self.authorize_query(method, path, "")
+    }
+
+    /// As [`Self::authorize`], with a query string (which a DPoP proof's
+    /// `htu` leaves out).
+    fn authorize_query(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+    ) -> Result<RequestBuilder, ClientError> {
         let proof = self.proof(method.as_str(), path, Some(&self.credential))?;
         Ok(self
             .client
-            .request(method, path)
+            .request(method, &format!("{path}{query}"))
             .header("Authorization", format!("DPoP {}", self.credential))
             .header("DPoP", proof))
     }

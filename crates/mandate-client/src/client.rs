@@ -2,11 +2,11 @@ use std::time::Duration;
 
 use mandate_core::Jwks;
 use mandate_core::wire::{
-    AgentView, Configuration, CreateMissionRequest, CreatePrincipalRequest, CreateTokenRequest,
-    CreatedMission, CreatedPrincipal, CreatedToken, DecideRequest, DecideResponse,
-    EndMissionRequest, IntrospectRequest, IntrospectResponse, MissionView, PoliciesView,
-    PrincipalView, ProblemDocument, RegisterAgentRequest, RevocationRequest, RevocationResponse,
-    TokenView,
+    AgentView, ApprovalView, ApproveRequest, Configuration, CreateMissionRequest,
+    CreatePrincipalRequest, CreateTokenRequest, CreatedMission, CreatedPrincipal, CreatedToken,
+    DecideRequest, DecideResponse, DenyRequest, EndMissionRequest, IntrospectRequest,
+    IntrospectResponse, MissionView, PoliciesView, PrincipalView, ProblemDocument,
+    RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
@@ -28,6 +28,19 @@ pub enum ClientError {
     Decode(String),
     #[error("{0}")]
     Local(String),
+    /// The call needed approval and a person refused it.
+    #[error("approval {approval} was denied{}", reason.as_deref().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default())]
+    ApprovalDenied {
+        approval: String,
+        reason: Option<String>,
+    },
+    /// The call needed approval and nobody decided in time.
+    #[error("approval {approval} expired without a decision")]
+    ApprovalExpired { approval: String },
+    /// Waiting for approval took longer than the caller allowed; the
+    /// request is still pending.
+    #[error("approval {approval} is still pending")]
+    ApprovalPending { approval: String },
 }
 
 impl ClientError {
@@ -230,6 +243,46 @@ impl Client {
     }
 
     /// The organisation policies the server runs (admin).
+    /// Approval requests: `query` like `status=pending&mine=true`.
+    pub async fn approvals(&self, query: &str) -> Result<Vec<ApprovalView>, ClientError> {
+        self.get(&format!("/v1/approvals?{query}")).await
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<ApprovalView, ClientError> {
+        self.get(&format!("/v1/approvals/{}", segment(id)?)).await
+    }
+
+    /// One approval request, waiting up to `wait_secs` (≤ 60) for a
+    /// pending one to be decided.
+    pub async fn approval_wait(
+        &self,
+        id: &str,
+        wait_secs: u64,
+    ) -> Result<ApprovalView, ClientError> {
+        let wait = wait_secs.min(60);
+        let rb = self
+            .request(
+                Method::GET,
+                &format!("/v1/approvals/{}?wait={wait}", segment(id)?),
+            )
+            .timeout(Duration::from_secs(wait + 15));
+        self.send(rb).await
+    }
+
+    pub async fn approve(
+        &self,
+        id: &str,
+        req: &ApproveRequest,
+    ) -> Result<ApprovalView, ClientError> {
+        self.post(&format!("/v1/approvals/{}/approve", segment(id)?), req)
+            .await
+    }
+
+    pub async fn deny(&self, id: &str, req: &DenyRequest) -> Result<ApprovalView, ClientError> {
+        self.post(&format!("/v1/approvals/{}/deny", segment(id)?), req)
+            .await
+    }
+
     pub async fn policies(&self) -> Result<PoliciesView, ClientError> {
         self.get("/v1/policies").await
     }

@@ -9,5 +9,5 @@
 mod agent;
 mod client;
 
-pub use agent::{MissionAgent, SavedMission};
+pub use agent::{Attempt, MissionAgent, SavedMission};
 pub use client::{Client, ClientError, fetch_jwks};

@@ -279,6 +279,14 @@ pub struct DecideRequest {
     /// Request attributes for policy (`context.*`).
     #[serde(default)]
     pub context: serde_json::Map<String, serde_json::Value>,
+    /// The agent's stated reason for the call, shown to the approver if the
+    /// call escalates (its claim, not a fact; at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// The least trust the enforcement point requires for this call (a
+    /// route's level); `approved` makes every call need its own approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_trust: Option<crate::decision::Trust>,
 }
 
 /// A decision with its reasons.
@@ -295,6 +303,9 @@ pub struct DecideResponse {
     pub grant: Option<String>,
     /// For `escalate`: the approval request to wait on.
     pub approval_id: Option<String>,
+    /// For `escalate`: where the agent polls (`GET`, `?wait=` seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_url: Option<String>,
     pub mission_id: Option<String>,
     /// Allowed requests counted so far, after this one.
     pub budget_used: Option<u64>,
@@ -311,4 +322,75 @@ pub struct PoliciesView {
     pub schema_fragments: Vec<String>,
     /// `(id, kind)` of every policy.
     pub policies: Vec<(String, String)>,
+}
+
+/// An approval request as the approver (or the waiting agent) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: String,
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub status: String,
+    pub mission_id: String,
+    pub mission_s256: String,
+    pub principal: String,
+    pub agent: String,
+    pub goal: String,
+    pub action: String,
+    pub resource: ResourceRef,
+    /// The call's attributes, as the policy saw them.
+    pub context: serde_json::Map<String, serde_json::Value>,
+    pub request_digest: String,
+    /// One line: what the call does.
+    pub summary: String,
+    /// The agent's stated reason (its claim).
+    pub justification: String,
+    /// Why it escalated: `escalation`, `out_of_scope` or `step_up`.
+    pub reason_code: String,
+    pub policies: Vec<String>,
+    /// Who may decide it.
+    pub approvers: Vec<String>,
+    /// Only "this call, once" may be granted.
+    pub step_up: bool,
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// How many identical escalations joined it.
+    pub hits: u64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<u64>,
+    pub decision_reason: Option<String>,
+    pub grant: Option<String>,
+    pub ended_mission: bool,
+}
+
+/// `POST /v1/approvals/{id}/approve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// `once` (default), `mission` or `pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::grant::GrantScope>,
+    /// For `pattern`: the resource id, route path or tool name prefix the
+    /// grant covers (it must cover the approved call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_prefix: Option<String>,
+    /// For `mission` and `pattern`: at most this many uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u64>,
+    /// For `mission` and `pattern`: the grant ends this many seconds from
+    /// now (it always ends with the mission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/approvals/{id}/deny`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Also end the mission now.
+    #[serde(default)]
+    pub end_mission: bool,
 }

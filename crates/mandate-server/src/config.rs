@@ -29,6 +29,42 @@ pub struct Config {
     /// How long an escalated request waits for a human (capped by the
     /// mission's end).
     pub approval_ttl_secs: u64,
+    /// Where approval notifications go, if anywhere.
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// The approval webhook: every new request, approval, denial and expiry is
+/// POSTed to `url` as a JWT signed by the authority key (verify it against
+/// `/.well-known/jwks.json`). Delivery retries with exponential backoff and
+/// never holds up a decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Attempts before a notification is given up (it stays in the outbox).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles on every failure up to `max_backoff_ms`.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_initial_backoff_ms() -> u64 {
+    1_000
+}
+fn default_max_backoff_ms() -> u64 {
+    300_000
+}
+fn default_timeout_ms() -> u64 {
+    5_000
 }
 
 /// The optional `mandate.toml`. Every key is optional.
@@ -43,6 +79,7 @@ struct FileConfig {
     approval_ttl_secs: Option<u64>,
     #[serde(default)]
     missions: FileMissionLimits,
+    webhook: Option<WebhookConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +169,7 @@ impl Config {
                 .or(fc.policies_dir)
                 .unwrap_or_else(|| data_dir.join("policies")),
             approval_ttl_secs: fc.approval_ttl_secs.unwrap_or(3_600),
+            webhook: fc.webhook,
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
@@ -149,6 +187,26 @@ impl Config {
                 "start_token_ttl_secs",
                 "must be 1..=86400".into(),
             ));
+        }
+        if let Some(w) = &config.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(ConfigError::Value(
+                    "webhook.url",
+                    format!("`{}` is not an http(s) URL", w.url),
+                ));
+            }
+            if w.max_attempts == 0
+                || w.initial_backoff_ms == 0
+                || w.initial_backoff_ms > w.max_backoff_ms
+                || w.timeout_ms == 0
+            {
+                return Err(ConfigError::Value(
+                    "webhook",
+                    "max_attempts, initial_backoff_ms and timeout_ms must be ≥ 1, \
+                     and initial_backoff_ms ≤ max_backoff_ms"
+                        .into(),
+                ));
+            }
         }
         let l = config.mission_limits;
         if l.min_ttl_secs == 0 || l.min_ttl_secs > l.max_ttl_secs {

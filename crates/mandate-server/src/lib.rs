@@ -2,6 +2,7 @@
 //! and the API routes. Domain logic lives in `mandate-core`.
 
 mod api;
+mod approvals;
 mod audit;
 mod config;
 mod datadir;
@@ -11,8 +12,9 @@ mod replay;
 mod state;
 
 pub use api::router;
+pub use approvals::WEBHOOK_TYP;
 pub use audit::{AuditLog, AuditWriter, CheckpointPolicy};
-pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, WebhookConfig};
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use problem::Problem;
@@ -100,6 +102,8 @@ pub async fn serve(
         );
     }
     spawn_reload_on_sighup(state.clone());
+    approvals::spawn_sweeper(state.clone());
+    approvals::spawn_webhook(state.clone());
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await

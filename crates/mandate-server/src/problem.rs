@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mandate_core::{CredentialError, InputError, ProofError};
-use mandate_store::{StartError, StoreError};
+use mandate_store::{ApprovalError, StartError, StoreError};
 use serde::Serialize;
 
 /// An API error, rendered as a problem document.
@@ -123,6 +123,24 @@ impl From<StartError> for Problem {
                 Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string())
             }
             StartError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ApprovalError> for Problem {
+    fn from(e: ApprovalError) -> Self {
+        match e {
+            ApprovalError::NotFound(_) => Self::not_found(e.to_string()),
+            ApprovalError::AlreadyDecided(_) => {
+                Self::new(StatusCode::CONFLICT, "approval_decided", e.to_string())
+            }
+            ApprovalError::Expired => {
+                Self::new(StatusCode::CONFLICT, "approval_expired", e.to_string())
+            }
+            ApprovalError::MissionNotActive => {
+                Self::new(StatusCode::CONFLICT, "mission_not_active", e.to_string())
+            }
+            ApprovalError::Store(s) => s.into(),
         }
     }
 }

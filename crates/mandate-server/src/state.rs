@@ -37,6 +37,14 @@ pub(crate) struct Inner {
     pub replay: ReplayCache,
     pub audit: crate::audit::AuditLog,
     pub policies_dir: PathBuf,
+    /// Bumped whenever an approval request changes, so long-polls wake.
+    pub approvals_changed: tokio::sync::watch::Sender<u64>,
+    /// Serializes approving and denying, so the audit event written
+    /// before the change always describes the change that happens.
+    pub approvals_lock: tokio::sync::Mutex<()>,
+    pub webhook: Option<crate::config::WebhookConfig>,
+    /// Wakes the webhook deliverer when a notification is queued.
+    pub webhook_wake: tokio::sync::Notify,
     /// The organisation's policies; swapped whole on reload.
     org: RwLock<Arc<OrgState>>,
     /// Serializes reloads so versions stay in order.
@@ -83,6 +91,10 @@ impl AppState {
             replay: ReplayCache::default(),
             audit,
             policies_dir: config.policies_dir.clone(),
+            approvals_changed: tokio::sync::watch::Sender::new(0),
+            approvals_lock: tokio::sync::Mutex::new(()),
+            webhook: config.webhook.clone(),
+            webhook_wake: tokio::sync::Notify::new(),
             org: RwLock::new(Arc::new(OrgState {
                 version: 1,
                 loaded: policies,

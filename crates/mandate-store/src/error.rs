@@ -45,3 +45,24 @@ impl From<sqlx::Error> for StartError {
         Self::Store(e.into())
     }
 }
+
+/// Why an approval could not be decided. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval request `{0}`")]
+    NotFound(String),
+    #[error("the approval request was already {0}")]
+    AlreadyDecided(&'static str),
+    #[error("the approval request expired")]
+    Expired,
+    #[error("the mission is no longer active")]
+    MissionNotActive,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ApprovalError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}

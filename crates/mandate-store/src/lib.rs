@@ -6,10 +6,11 @@ mod error;
 mod model;
 mod sqlite;
 
-pub use error::{StartError, StoreError};
+pub use error::{ApprovalError, StartError, StoreError};
 pub use model::{
-    Agent, Allowance, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation,
-    RevocationKind, RevocationSummary,
+    Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord,
+    NewApproval, NewGrant, NewMission, Principal, Resolution, Revocation, RevocationKind,
+    RevocationSummary, WebhookDelivery,
 };
 pub use sqlite::SqliteStore;
 
@@ -122,6 +123,50 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         a: &NewApproval,
         max_pending: u32,
     ) -> Result<Option<(String, bool)>, StoreError>;
+
+    /// One approval request.
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
+    /// Approval requests, newest first.
+    async fn approvals(&self, f: &ApprovalFilter) -> Result<Vec<ApprovalRecord>, StoreError>;
+    /// Approves (creating its grant) or denies (optionally ending the
+    /// mission) a pending request, atomically: only a request that is
+    /// pending, unexpired at `now`, of an active mission, is decided, and
+    /// of many concurrent decisions exactly one wins.
+    async fn resolve_approval(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        resolution: &Resolution,
+        now: UnixTime,
+    ) -> Result<ApprovalRecord, ApprovalError>;
+    /// Marks pending requests that expired, or whose mission ended, as
+    /// expired, and returns them.
+    async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    // --- webhook outbox ---
+
+    async fn enqueue_webhook(
+        &self,
+        event: &str,
+        payload: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Pending deliveries due at `now_ms`, oldest first.
+    async fn due_webhooks(
+        &self,
+        now_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Records a delivery attempt: delivered, retry at `retry_at_ms`, or
+    /// (with neither) given up.
+    async fn webhook_attempted(
+        &self,
+        id: i64,
+        delivered: bool,
+        retry_at_ms: Option<u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     // --- audit log ---
 

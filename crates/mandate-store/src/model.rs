@@ -1,5 +1,6 @@
 use mandate_core::{
-    AgentName, ApiTokenId, MissionBody, MissionId, PrincipalName, Role, TokenHash, UnixTime,
+    AgentName, ApiTokenId, GrantScope, MissionBody, MissionId, PrincipalName, Role, TokenHash,
+    UnixTime,
 };
 
 /// A principal: who delegates and approves.
@@ -96,8 +97,127 @@ pub struct RevocationSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRecord {
     pub id: String,
-    /// The Cedar `permit` text.
+    pub scope: GrantScope,
+    /// The Cedar `permit` text of a `pattern` grant (empty otherwise).
     pub policy: String,
+    /// The call a `once` or `mission` grant covers.
+    pub request_digest: Option<String>,
+}
+
+/// A grant to create with an approval.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub id: String,
+    pub scope: GrantScope,
+    pub policy: String,
+    pub request_digest: Option<String>,
+    pub max_uses: Option<u64>,
+    pub expires_at: Option<UnixTime>,
+}
+
+/// Where an approval request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalStatus {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "denied" => Some(Self::Denied),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// An approval request as stored, with its mission's principal, agent and
+/// goal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub mission: MissionId,
+    pub mission_s256: String,
+    pub principal: PrincipalName,
+    pub agent: AgentName,
+    pub goal: String,
+    pub request_digest: String,
+    pub action: String,
+    /// The resource as JSON.
+    pub resource: String,
+    /// The request's attributes, canonical JSON.
+    pub context: String,
+    pub context_digest: String,
+    pub reason_code: String,
+    pub policies: Vec<String>,
+    pub justification: String,
+    pub summary: String,
+    /// Who may approve; empty means the mission's principal.
+    pub approvers: Vec<String>,
+    pub step_up: bool,
+    pub status: ApprovalStatus,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// How many identical escalations joined this request.
+    pub hits: u64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<UnixTime>,
+    pub decision_reason: Option<String>,
+    pub grant: Option<String>,
+    pub ended_mission: bool,
+}
+
+impl ApprovalRecord {
+    /// Whether `who` may approve or deny it: a named approver, or the
+    /// mission's principal when none is named.
+    #[must_use]
+    pub fn may_be_decided_by(&self, who: &PrincipalName) -> bool {
+        if self.approvers.is_empty() {
+            &self.principal == who
+        } else {
+            self.approvers.iter().any(|a| a == who.as_str())
+        }
+    }
+}
+
+/// What an approver decided.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Approve(NewGrant),
+    Deny { end_mission: bool },
+}
+
+/// Which approvals to list.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalFilter {
+    pub status: Option<ApprovalStatus>,
+    pub mission: Option<MissionId>,
+    pub limit: u32,
+}
+
+/// A webhook notification waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub event: String,
+    pub payload: String,
+    pub attempts: u32,
 }
 
 /// An escalated request to record (or join, if an identical one waits).
@@ -116,6 +236,12 @@ pub struct NewApproval {
     pub reason_code: String,
     /// Ids of the policies that asked for it, as JSON.
     pub policies: String,
+    /// The agent's stated reason (its claim, shown as such).
+    pub justification: String,
+    /// A readable one-line summary of the call.
+    pub summary: String,
+    pub approvers: Vec<String>,
+    pub step_up: bool,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
 }

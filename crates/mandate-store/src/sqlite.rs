@@ -17,10 +17,11 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::model::{
-    Agent, Allowance, ApiToken, GrantRecord, NewApproval, NewMission, Principal, Revocation,
-    RevocationKind, RevocationSummary,
+    Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord,
+    NewApproval, NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary,
+    WebhookDelivery,
 };
-use crate::{StartError, Store, StoreError};
+use crate::{ApprovalError, StartError, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -259,6 +260,62 @@ const END_MISSIONS_OF_PRINCIPAL: &str = "UPDATE missions SET state = 'ended', \
      ended_at = MIN(expires_at, ?1), ended_by = ?3 \
      WHERE (principal = ?2 OR agent IN (SELECT name FROM agents WHERE owner = ?2)) \
        AND state != 'ended' RETURNING id";
+
+/// Approvals with their mission's principal, agent, goal and hash.
+macro_rules! approval_select {
+    () => {
+        "SELECT a.*, m.principal AS m_principal, m.agent AS m_agent, \
+         json_extract(m.body, '$.goal') AS m_goal, m.s256 AS m_s256 \
+         FROM approvals a JOIN missions m ON m.id = a.mission_id"
+    };
+}
+const APPROVAL_BY_ID: &str = concat!(approval_select!(), " WHERE a.id = ?1");
+
+fn approval_from_row(r: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
+    let list = |col: &str| -> Result<Vec<String>, StoreError> {
+        serde_json::from_str(&r.try_get::<String, _>(col)?).map_err(|e| corrupt(col, e))
+    };
+    Ok(ApprovalRecord {
+        id: r.try_get("id")?,
+        mission: r
+            .try_get::<String, _>("mission_id")?
+            .try_into()
+            .map_err(|e| corrupt("approval mission", e))?,
+        mission_s256: r.try_get("m_s256")?,
+        principal: r
+            .try_get::<String, _>("m_principal")?
+            .try_into()
+            .map_err(|e| corrupt("mission principal", e))?,
+        agent: r
+            .try_get::<String, _>("m_agent")?
+            .try_into()
+            .map_err(|e| corrupt("mission agent", e))?,
+        goal: r
+            .try_get::<Option<String>, _>("m_goal")?
+            .unwrap_or_default(),
+        request_digest: r.try_get("request_digest")?,
+        action: r.try_get("action")?,
+        resource: r.try_get("resource")?,
+        context: r.try_get("context")?,
+        context_digest: r.try_get("context_digest")?,
+        reason_code: r.try_get("reason_code")?,
+        policies: list("policies")?,
+        justification: r.try_get("justification")?,
+        summary: r.try_get("summary")?,
+        approvers: list("approvers")?,
+        step_up: r.try_get("step_up")?,
+        status: ApprovalStatus::parse(&r.try_get::<String, _>("status")?)
+            .ok_or_else(|| corrupt("approval status", "unknown"))?,
+        created_at: time(r.try_get("created_at")?),
+        expires_at: time(r.try_get("expires_at")?),
+        hits: u64::try_from(r.try_get::<i64, _>("hits")?).unwrap_or(0),
+        decided_by: r.try_get("decided_by")?,
+        decided_at: opt_time(r.try_get("decided_at")?),
+        decision_reason: r.try_get("decision_reason")?,
+        grant: r.try_get("grant_id")?,
+        ended_mission: r.try_get("ended_mission")?,
+    })
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -655,7 +712,8 @@ impl Store for SqliteStore {
         now: UnixTime,
     ) -> Result<Vec<GrantRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT g.id, g.policy FROM grants g JOIN missions m ON m.id = g.mission_id \
+            "SELECT g.id, g.policy, g.scope, g.request_digest FROM grants g \
+             JOIN missions m ON m.id = g.mission_id \
              WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
                AND (g.expires_at IS NULL OR g.expires_at > ?2) \
                AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
@@ -668,7 +726,12 @@ impl Store for SqliteStore {
             .map(|r| {
                 Ok(GrantRecord {
                     id: r.try_get("id")?,
+                    scope: r
+                        .try_get::<String, _>("scope")?
+                        .parse()
+                        .map_err(|e: String| corrupt("grant scope", e))?,
                     policy: r.try_get("policy")?,
+                    request_digest: r.try_get("request_digest")?,
                 })
             })
             .collect()
@@ -714,8 +777,9 @@ impl Store for SqliteStore {
         .await?;
         sqlx::query(
             "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context, \
-             context_digest, reason_code, policies, status, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
+             context_digest, reason_code, policies, status, created_at, expires_at, \
+             justification, summary, approvers, step_up) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?14, ?15)",
         )
         .bind(&a.id)
         .bind(a.mission.as_str())
@@ -728,10 +792,223 @@ impl Store for SqliteStore {
         .bind(&a.policies)
         .bind(secs(a.created_at))
         .bind(secs(a.expires_at))
+        .bind(&a.justification)
+        .bind(&a.summary)
+        .bind(serde_json::to_string(&a.approvers).map_err(|e| corrupt("approvers", e))?)
+        .bind(a.step_up)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Some((a.id.clone(), false)))
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let row = sqlx::query(APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn approvals(&self, f: &ApprovalFilter) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            approval_select!(),
+            " WHERE (?1 IS NULL OR a.status = ?1) \
+             AND (?2 IS NULL OR a.mission_id = ?2) \
+             ORDER BY a.created_at DESC, a.id LIMIT ?3"
+        ))
+        .bind(f.status.map(ApprovalStatus::as_str))
+        .bind(f.mission.as_ref().map(MissionId::as_str))
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn resolve_approval(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        resolution: &Resolution,
+        now: UnixTime,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(current) = row.as_ref().map(approval_from_row).transpose()? else {
+            return Err(ApprovalError::NotFound(id.to_owned()));
+        };
+        if current.status != ApprovalStatus::Pending && current.status != ApprovalStatus::Expired {
+            return Err(ApprovalError::AlreadyDecided(current.status.as_str()));
+        }
+        if current.status == ApprovalStatus::Expired || current.expires_at <= now {
+            return Err(ApprovalError::Expired);
+        }
+        let active: bool = sqlx::query_scalar(
+            "SELECT state = 'active' AND expires_at > ?2 FROM missions WHERE id = ?1",
+        )
+        .bind(current.mission.as_str())
+        .bind(secs(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        if !active {
+            return Err(ApprovalError::MissionNotActive);
+        }
+        let (status, grant, end) = match resolution {
+            Resolution::Approve(g) => ("approved", Some(g), false),
+            Resolution::Deny { end_mission } => ("denied", None, *end_mission),
+        };
+        let updated = sqlx::query(
+            "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4, \
+             decision_reason = ?5, grant_id = ?6, ended_mission = ?7 \
+             WHERE id = ?1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(by)
+        .bind(secs(now))
+        .bind(reason)
+        .bind(grant.map(|g| g.id.as_str()))
+        .bind(end)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(ApprovalError::AlreadyDecided("decided"));
+        }
+        if let Some(g) = grant {
+            sqlx::query(
+                "INSERT INTO grants (id, mission_id, policy, created_at, expires_at, max_uses, \
+                 scope, request_digest, approval_id, created_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .bind(&g.id)
+            .bind(current.mission.as_str())
+            .bind(&g.policy)
+            .bind(secs(now))
+            .bind(g.expires_at.map(secs))
+            .bind(g.max_uses.map(|u| i64::try_from(u).unwrap_or(i64::MAX)))
+            .bind(g.scope.as_str())
+            .bind(&g.request_digest)
+            .bind(id)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if end {
+            // Its other pending requests expire with it (the expiry sweep
+            // records and announces them).
+            end_missions(
+                &mut tx,
+                END_MISSION_BY_ID,
+                now,
+                current.mission.as_str(),
+                by,
+            )
+            .await?;
+        }
+        let row = sqlx::query(APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let decided = approval_from_row(&row)?;
+        tx.commit().await?;
+        Ok(decided)
+    }
+
+    async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE approvals SET status = 'expired', decided_at = ?1 \
+             WHERE status = 'pending' AND (expires_at <= ?1 OR mission_id IN \
+               (SELECT id FROM missions WHERE state != 'active' OR expires_at <= ?1)) \
+             RETURNING id",
+        )
+        .bind(secs(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let row = sqlx::query(APPROVAL_BY_ID)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            out.push(approval_from_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn enqueue_webhook(
+        &self,
+        event: &str,
+        payload: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO webhook_outbox (event, payload, created_ms, next_attempt_ms) \
+             VALUES (?1, ?2, ?3, ?3)",
+        )
+        .bind(event)
+        .bind(payload)
+        .bind(ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_webhooks(
+        &self,
+        now_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event, payload, attempts FROM webhook_outbox \
+             WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WebhookDelivery {
+                    id: r.try_get("id")?,
+                    event: r.try_get("event")?,
+                    payload: r.try_get("payload")?,
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn webhook_attempted(
+        &self,
+        id: i64,
+        delivered: bool,
+        retry_at_ms: Option<u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let state = match (delivered, retry_at_ms) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        };
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, state = ?2, \
+             next_attempt_ms = COALESCE(?3, next_attempt_ms), last_error = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(retry_at_ms.map(|m| i64::try_from(m).unwrap_or(i64::MAX)))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {

@@ -338,12 +338,74 @@ pub(super) async fn explain(
             f("code")
         ));
         if let Some(g) = b.get("grant").and_then(|v| v.as_str()) {
-            story.push(format!(
-                "It was allowed under grant {g}, created by an approval."
-            ));
+            let id = g.strip_prefix("grant/").unwrap_or(g);
+            match s
+                .0
+                .store
+                .audit_find("approval.approved", "grant", id)
+                .await?
+            {
+                Some(a) => {
+                    story.push(approved_story(&a, "It was allowed under"));
+                    related.push(a);
+                }
+                None => story.push(format!(
+                    "It was allowed under grant {id}, whose approval is not in the log (pruned?)."
+                )),
+            }
         }
         if let Some(a) = b.get("approval_id").and_then(|v| v.as_str()) {
-            story.push(format!("It asked for approval: request {a}."));
+            story.push(format!(
+                "It asked for approval: request {a}{}.",
+                match b.get("code").and_then(|v| v.as_str()) {
+                    Some("step_up") => ", which must approve this very call",
+                    _ => "",
+                }
+            ));
+            for kind in ["approval.approved", "approval.denied", "approval.expired"] {
+                if let Some(d) = s.0.store.audit_find(kind, "approval", a).await? {
+                    story.push(match kind {
+                        "approval.approved" => approved_story(&d, "It was then approved:"),
+                        "approval.denied" => format!(
+                            "It was then denied by `{}` in #{} ({}){}{}.",
+                            text(&d.body, "by"),
+                            d.seq,
+                            when(d.time),
+                            reason_part(&d.body),
+                            if d.body.get("end_mission") == Some(&serde_json::Value::Bool(true)) {
+                                ", ending the mission"
+                            } else {
+                                ""
+                            }
+                        ),
+                        _ => format!(
+                            "Nobody decided it; it expired in #{} ({}).",
+                            d.seq,
+                            when(d.time)
+                        ),
+                    });
+                    related.push(d);
+                }
+            }
+        }
+    }
+    if record.kind.starts_with("approval.") && record.kind != "approval.requested" {
+        if let Some(a) = b.get("approval").and_then(|v| v.as_str())
+            && let Some(r) =
+                s.0.store
+                    .audit_find("approval.requested", "approval", a)
+                    .await?
+        {
+            story.push(format!(
+                "The request was opened in #{} ({}): the agent's stated reason was \"{}\".",
+                r.seq,
+                when(r.time),
+                text(&r.body, "justification")
+            ));
+            related.push(r);
+        }
+        if record.kind == "approval.approved" {
+            story.push(approved_story(&record, "Approval:"));
         }
     }
     Ok(Json(Explanation {
@@ -353,4 +415,41 @@ pub(super) async fn explain(
         record,
         related,
     }))
+}
+
+fn text<'a>(b: &'a serde_json::Value, k: &str) -> &'a str {
+    b.get(k).and_then(|v| v.as_str()).unwrap_or("?")
+}
+
+fn reason_part(b: &serde_json::Value) -> String {
+    match b.get("reason").and_then(|v| v.as_str()) {
+        Some(r) if !r.is_empty() => format!(", saying \"{r}\""),
+        _ => String::new(),
+    }
+}
+
+/// "… grant G (scope), approved by P in #N (time) for approval A, saying …".
+fn approved_story(a: &AuditRecord, lead: &str) -> String {
+    let b = &a.body;
+    let terms = match text(b, "scope") {
+        "once" => "this call, once".to_owned(),
+        "mission" => "this exact call for the rest of the mission".to_owned(),
+        "pattern" => format!(
+            "`{}` on resources under `{}` for the rest of the mission",
+            text(b, "action"),
+            b.get("resource_prefix")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+        ),
+        other => other.to_owned(),
+    };
+    format!(
+        "{lead} grant {} ({terms}), approved by `{}` in #{} ({}) for approval request {}{}.",
+        text(b, "grant"),
+        text(b, "by"),
+        a.seq,
+        when(a.time),
+        text(b, "approval"),
+        reason_part(b)
+    )
 }

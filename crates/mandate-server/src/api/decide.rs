@@ -4,8 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use mandate_core::wire::{DecideRequest, DecideResponse};
 use mandate_core::{
-    ApprovalId, CredentialError, Decision, DecisionRequest, GrantSet, MissionId, Outcome,
-    ReasonCode, Trust, UnixTime, decide as engine_decide, state_check,
+    ApprovalId, CredentialError, Decision, DecisionRequest, ExactGrant, GrantScope, GrantSet,
+    Mission, MissionId, Outcome, ReasonCode, ResourceKind, ResourceRef, Trust, UnixTime,
+    decide as engine_decide, request_digest, state_check,
 };
 use mandate_store::{Allowance, NewApproval};
 
@@ -15,6 +16,7 @@ use mandate_store::{Allowance, NewApproval};
 const MAX_PENDING_APPROVALS: u32 = 100;
 
 use super::extract::{ApiJson, Caller, Presented, check_presented};
+use super::free_text;
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -25,6 +27,7 @@ fn response(o: Outcome, mission: Option<&MissionId>) -> DecideResponse {
         policies: o.policies,
         grant: o.grant,
         approval_id: None,
+        approval_url: None,
         mission_id: mission.map(ToString::to_string),
         budget_used: None,
         detail: o.detail,
@@ -106,7 +109,10 @@ async fn decide_inner(
         action,
         resource,
         context,
+        justification,
+        required_trust,
     } = req;
+    let justification = free_text("justification", justification.clone(), 1_000)?;
     let now = s.0.clock.now();
     // 1. The credential: signature and issuer, then the mission's state,
     //    then time.
@@ -123,7 +129,9 @@ async fn decide_inner(
     if let Err(o) = state_check(&mission, now, used) {
         return Ok((response(o, Some(id)), Some(who)));
     }
-    // 3. Policy: the organisation's, this mission's, its live grants.
+    // 3. Policy: the organisation's, this mission's, its live grants. A
+    //    grant used up by a concurrent call between deciding and counting
+    //    means deciding again without it.
     let org = s.org()?;
     let compiled = match s.mission_policies(&mission) {
         Ok(c) => c,
@@ -134,102 +142,98 @@ async fn decide_inner(
             ));
         }
     };
-    let grant_records = s.0.store.live_grants(id, now).await?;
-    let grants = match GrantSet::compile(
-        grant_records
-            .iter()
-            .map(|g| (g.id.as_str(), g.policy.as_str())),
-    ) {
-        Ok(g) => g,
-        Err(d) => {
-            return Ok((
-                response(
-                    Outcome::deny(ReasonCode::POLICY_ERROR, d.to_string()),
-                    Some(id),
-                ),
-                Some(who),
-            ));
-        }
-    };
-    let outcome = engine_decide(
-        &org.loaded.policies,
-        &compiled,
-        &grants,
-        &DecisionRequest {
-            mission: &mission,
-            budget_used: used,
-            action,
-            resource,
-            context,
-            trust: Trust::Signed,
-            required: Trust::Signed,
-            now,
-        },
-    );
-    let mut resp = response(outcome.clone(), Some(id));
-    match outcome.decision {
-        Decision::Allow => {
-            // 4. Budget (and the grant's uses) are counted per allowed
-            //    call, atomically; if either ran out meanwhile, deny.
-            let grant = outcome
-                .grant
-                .as_deref()
-                .and_then(|g| g.strip_prefix("grant/"));
-            match s
-                .0
-                .store
-                .consume_allowance(id, mission.body.budget.requests, grant, now)
-                .await?
-            {
-                Allowance::Counted(n) => resp.budget_used = Some(n),
-                Allowance::BudgetExhausted => {
-                    resp = response(
-                        Outcome::deny(
-                            ReasonCode::BUDGET_EXHAUSTED,
-                            "the mission's request budget is used up",
-                        ),
-                        Some(id),
-                    );
-                }
-                Allowance::GrantUnavailable => {
-                    resp = response(
-                        Outcome::deny(
-                            ReasonCode::POLICY_ERROR,
-                            "the grant that allowed this is no longer live",
-                        ),
-                        Some(id),
-                    );
-                }
+    let mut attempts = 0;
+    let (outcome, resp) = loop {
+        attempts += 1;
+        let grants = match live_grants(s, id, now).await? {
+            Ok(g) => g,
+            Err(detail) => {
+                return Ok((
+                    response(Outcome::deny(ReasonCode::POLICY_ERROR, detail), Some(id)),
+                    Some(who),
+                ));
             }
-        }
-        Decision::Escalate => {
-            match open_approval(
-                s,
-                id,
+        };
+        let outcome = engine_decide(
+            &org.loaded.policies,
+            &compiled,
+            &grants,
+            &DecisionRequest {
+                mission: &mission,
+                budget_used: used,
                 action,
                 resource,
                 context,
-                &outcome,
+                trust: Trust::Signed,
+                required: required_trust.unwrap_or(Trust::Signed),
                 now,
-                mission.expires_at(),
-            )
+            },
+        );
+        let mut resp = response(outcome.clone(), Some(id));
+        if outcome.decision != Decision::Allow {
+            break (outcome, resp);
+        }
+        // 4. Budget (and the grant's uses) are counted per allowed call,
+        //    atomically.
+        let grant = outcome
+            .grant
+            .as_deref()
+            .and_then(|g| g.strip_prefix("grant/"));
+        match s
+            .0
+            .store
+            .consume_allowance(id, mission.body.budget.requests, grant, now)
             .await?
-            {
-                Some(approval) => resp.approval_id = Some(approval),
-                None => {
-                    resp = response(
-                        Outcome::deny(
-                            ReasonCode::APPROVAL_QUEUE_FULL,
-                            format!(
-                                "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
-                            ),
-                        ),
-                        Some(id),
-                    );
-                }
+        {
+            Allowance::Counted(n) => {
+                resp.budget_used = Some(n);
+                break (outcome, resp);
+            }
+            Allowance::BudgetExhausted => {
+                let o = Outcome::deny(
+                    ReasonCode::BUDGET_EXHAUSTED,
+                    "the mission's request budget is used up",
+                );
+                break (o.clone(), response(o, Some(id)));
+            }
+            Allowance::GrantUnavailable if attempts < 3 => {}
+            Allowance::GrantUnavailable => {
+                let o = Outcome::deny(
+                    ReasonCode::POLICY_ERROR,
+                    "the grants of this mission keep changing; retry",
+                );
+                break (o.clone(), response(o, Some(id)));
             }
         }
-        Decision::Deny => {}
+    };
+    let mut resp = resp;
+    if outcome.decision == Decision::Escalate {
+        let ask = Ask {
+            mission: &mission,
+            action,
+            resource,
+            context,
+            outcome: &outcome,
+            justification,
+            now,
+        };
+        match open_approval(s, &ask).await? {
+            Some(approval) => {
+                resp.approval_url = Some(crate::approvals::poll_url(s, &approval));
+                resp.approval_id = Some(approval);
+            }
+            None => {
+                resp = response(
+                    Outcome::deny(
+                        ReasonCode::APPROVAL_QUEUE_FULL,
+                        format!(
+                            "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
+                        ),
+                    ),
+                    Some(id),
+                );
+            }
+        }
     }
     tracing::info!(
         mission = %id,
@@ -242,48 +246,104 @@ async fn decide_inner(
     Ok((resp, Some(who)))
 }
 
-/// Records the escalated request (or joins the identical pending one);
-/// `None` when the mission's approval queue is full.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces of one request"
-)]
-async fn open_approval(
+/// The mission's live grants, compiled; `Err` with a reason if one does
+/// not compile (the caller denies).
+async fn live_grants(
     s: &AppState,
-    mission: &MissionId,
-    action: &str,
-    resource: &mandate_core::ResourceRef,
-    context: &serde_json::Map<String, serde_json::Value>,
-    outcome: &Outcome,
+    id: &MissionId,
     now: UnixTime,
-    mission_end: UnixTime,
-) -> Result<Option<String>, Problem> {
-    let digest = |v: &serde_json::Value| -> Result<String, Problem> {
-        let bytes = serde_jcs::to_vec(v).map_err(|_| Problem::internal())?;
-        Ok(mandate_core::s256(&bytes))
+) -> Result<Result<GrantSet, String>, Problem> {
+    let records = s.0.store.live_grants(id, now).await?;
+    let mut exact = Vec::new();
+    let mut patterns = Vec::new();
+    for g in &records {
+        match (g.scope, &g.request_digest) {
+            (GrantScope::Pattern, _) => patterns.push((g.id.as_str(), g.policy.as_str())),
+            (scope, Some(d)) => exact.push(ExactGrant {
+                id: g.id.clone(),
+                request_digest: d.clone(),
+                once: scope == GrantScope::Once,
+            }),
+            (_, None) => return Ok(Err(format!("grant `{}` names no call", g.id))),
+        }
+    }
+    Ok(GrantSet::compile(patterns)
+        .map(|set| set.with_exact(exact))
+        .map_err(|d| d.to_string()))
+}
+
+/// An escalated call, as the approver will see it.
+struct Ask<'a> {
+    mission: &'a Mission,
+    action: &'a str,
+    resource: &'a ResourceRef,
+    context: &'a serde_json::Map<String, serde_json::Value>,
+    outcome: &'a Outcome,
+    justification: String,
+    now: UnixTime,
+}
+
+/// One line saying what the call does, for approvers.
+fn summary(ask: &Ask<'_>) -> String {
+    let target = match &ask.resource.kind {
+        ResourceKind::Resource { id } => format!("`{id}`"),
+        ResourceKind::Route { route, path } => format!("route `{route}` path `{path}`"),
+        ResourceKind::Tool { server, tool } => format!("tool `{tool}` of MCP server `{server}`"),
     };
-    let resource_json = serde_json::to_value(resource).map_err(|_| Problem::internal())?;
-    let context_json = serde_json::Value::Object(context.clone());
-    let request_digest = digest(
-        &serde_json::json!({ "action": action, "resource": resource_json, "context": context_json }),
-    )?;
+    let mut line = format!(
+        "agent `{}` wants to `{}` {target}",
+        ask.mission.body.agent, ask.action
+    );
+    if !ask.context.is_empty() {
+        line.push_str(" with ");
+        line.push_str(&serde_json::Value::Object(ask.context.clone()).to_string());
+    }
+    // One printable line, bounded.
+    let mut out: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if line.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+/// Records the escalated request (or joins the identical pending one);
+/// `None` when the mission's approval queue is full. A new request is
+/// durable in the audit log before anyone hears of it.
+async fn open_approval(s: &AppState, ask: &Ask<'_>) -> Result<Option<String>, Problem> {
+    let mission = &ask.mission.body.id;
+    let canonical = |v: &serde_json::Value| -> Result<Vec<u8>, Problem> {
+        serde_jcs::to_vec(v).map_err(|_| Problem::internal())
+    };
+    let resource_json = serde_json::to_value(ask.resource).map_err(|_| Problem::internal())?;
+    let context_json = serde_json::Value::Object(ask.context.clone());
+    let request_digest =
+        request_digest(ask.action, ask.resource, ask.context).map_err(|_| Problem::internal())?;
+    let context = canonical(&context_json)?;
     let approval = NewApproval {
         id: ApprovalId::generate(s.0.rng.as_ref())
             .map_err(|_| Problem::internal())?
             .to_string(),
         mission: mission.clone(),
-        request_digest,
-        action: action.to_owned(),
+        request_digest: request_digest.clone(),
+        action: ask.action.to_owned(),
         resource: resource_json.to_string(),
-        context: String::from_utf8(
-            serde_jcs::to_vec(&context_json).map_err(|_| Problem::internal())?,
-        )
-        .map_err(|_| Problem::internal())?,
-        context_digest: digest(&context_json)?,
-        reason_code: outcome.code.clone(),
-        policies: serde_json::to_string(&outcome.policies).map_err(|_| Problem::internal())?,
-        created_at: now,
-        expires_at: now.plus(s.0.approval_ttl_secs).min(mission_end),
+        context_digest: mandate_core::s256(&context),
+        context: String::from_utf8(context).map_err(|_| Problem::internal())?,
+        reason_code: ask.outcome.code.clone(),
+        policies: serde_json::to_string(&ask.outcome.policies).map_err(|_| Problem::internal())?,
+        justification: ask.justification.clone(),
+        summary: summary(ask),
+        approvers: ask.outcome.approvers.clone(),
+        step_up: ask.outcome.step_up,
+        created_at: ask.now,
+        expires_at: ask
+            .now
+            .plus(s.0.approval_ttl_secs)
+            .min(ask.mission.expires_at()),
     };
     let Some((id, joined)) =
         s.0.store
@@ -294,5 +354,30 @@ async fn open_approval(
         return Ok(None);
     };
     tracing::info!(mission = %mission, approval = %id, joined, "approval requested");
+    if !joined {
+        s.audit(
+            "approval.requested",
+            serde_json::json!({
+                "approval": &id,
+                "mission": mission.as_str(),
+                "mission_s256": &ask.mission.s256,
+                "principal": ask.mission.body.principal.as_str(),
+                "agent": ask.mission.body.agent.as_str(),
+                "action": ask.action,
+                "resource": resource_json,
+                "request_digest": request_digest,
+                "code": &ask.outcome.code,
+                "policies": &ask.outcome.policies,
+                "approvers": &approval.approvers,
+                "step_up": approval.step_up,
+                "justification": &approval.justification,
+                "expires_at": approval.expires_at.0,
+            }),
+        )
+        .await?;
+        if let Some(r) = s.0.store.approval(&id).await? {
+            crate::approvals::announce(s, "approval.requested", &r).await;
+        }
+    }
     Ok(Some(id))
 }

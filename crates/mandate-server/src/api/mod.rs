@@ -2,6 +2,7 @@
 //! store, and render views; errors become problems (see `problem.rs`).
 
 mod agents;
+mod approvals;
 mod audit;
 mod decide;
 mod extract;
@@ -57,6 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/credentials/introspect", post(missions::introspect))
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/decide", post(decide::decide))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export))

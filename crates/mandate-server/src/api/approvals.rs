@@ -1,0 +1,399 @@
+//! `/v1/approvals…`: what escalated calls wait for, and the humans who
+//! decide them.
+//!
+//! Only principals (API tokens) decide, and only those entitled: the
+//! approvers the escalating policy named, or else the mission's principal.
+//! An agent, which holds only a mission credential, can read its own
+//! mission's requests (to wait on them) and never decide one.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use mandate_core::wire::{ApprovalView, ApproveRequest, DenyRequest};
+use mandate_core::{GrantId, GrantScope, ResourceRef, Role, pattern_policy};
+use mandate_store::{ApprovalFilter, ApprovalRecord, ApprovalStatus, NewGrant, Resolution};
+use serde::Deserialize;
+
+use super::extract::{ApiJson, Caller, MissionCaller};
+use super::free_text;
+use crate::approvals::{announce, view};
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// Longest a long-poll waits.
+const MAX_WAIT_SECS: u64 = 60;
+/// Most requests one list returns.
+const MAX_LIST: u32 = 500;
+
+/// Who reads an approval: a principal, or the agent of its mission.
+pub(super) enum Reader {
+    Principal(Caller),
+    Agent(Box<MissionCaller>),
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let dpop = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("DPoP "));
+        if dpop {
+            Ok(Self::Agent(Box::new(
+                MissionCaller::from_request_parts(parts, state).await?,
+            )))
+        } else {
+            Ok(Self::Principal(
+                Caller::from_request_parts(parts, state).await?,
+            ))
+        }
+    }
+}
+
+/// Whether a principal may see a request: admins, the mission's
+/// principal, and its approvers.
+fn may_see(caller: &Caller, r: &ApprovalRecord) -> bool {
+    caller.principal.role == Role::Admin
+        || r.principal == caller.principal.name
+        || r.may_be_decided_by(&caller.principal.name)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// `pending` (default), `approved`, `denied`, `expired` or `all`.
+    status: Option<String>,
+    mission: Option<String>,
+    /// Only requests the caller may decide (default: true).
+    mine: Option<bool>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/approvals`: by default, the pending requests the caller may
+/// decide ("what waits for me").
+pub(super) async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ApprovalView>>, Problem> {
+    let status = match q.status.as_deref().unwrap_or("pending") {
+        "all" => None,
+        other => Some(ApprovalStatus::parse(other).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_request",
+                format!("unknown status `{other}` (pending, approved, denied, expired or all)"),
+            )
+        })?),
+    };
+    let mission = q
+        .mission
+        .map(mandate_core::MissionId::try_from)
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let mine = q.mine.unwrap_or(true);
+    // Filtering by who may see happens after the query; read generously so
+    // a page is full when it can be.
+    let records =
+        s.0.store
+            .approvals(&ApprovalFilter {
+                status,
+                mission,
+                limit: MAX_LIST,
+            })
+            .await?;
+    let mut out = Vec::new();
+    for r in records.iter().filter(|r| {
+        if mine {
+            r.may_be_decided_by(&caller.principal.name)
+        } else {
+            may_see(&caller, r)
+        }
+    }) {
+        if out.len() >= limit as usize {
+            break;
+        }
+        out.push(view(r)?);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ShowQuery {
+    /// Wait up to this many seconds (at most 60) for a pending request to
+    /// be decided.
+    wait: Option<u64>,
+}
+
+/// `GET /v1/approvals/{id}[?wait=N]`: one request; with `wait`, a
+/// long-poll that returns as soon as the request is decided or expires.
+pub(super) async fn show(
+    State(s): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Json<ApprovalView>, Problem> {
+    let not_found = || Problem::not_found(format!("no approval request `{id}`"));
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before the first read, so a decision in between wakes us.
+    let mut changed = s.0.approvals_changed.subscribe();
+    loop {
+        let r = s.0.store.approval(&id).await?.ok_or_else(not_found)?;
+        let visible = match &reader {
+            Reader::Principal(c) => may_see(c, &r),
+            Reader::Agent(a) => a.mission.body.id == r.mission,
+        };
+        if !visible {
+            // Do not confirm that someone else's request exists.
+            return Err(not_found());
+        }
+        let expired = r.status == ApprovalStatus::Pending && r.expires_at <= s.0.clock.now();
+        if r.status != ApprovalStatus::Pending || expired {
+            let mut v = view(&r)?;
+            if expired {
+                // The sweeper has not marked it yet; it is expired all the same.
+                v.status = ApprovalStatus::Expired.as_str().to_owned();
+            }
+            return Ok(Json(v));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Json(view(&r)?));
+        }
+        if tokio::time::timeout(deadline - now, changed.changed())
+            .await
+            .is_err()
+        {
+            return Ok(Json(view(&r)?));
+        }
+    }
+}
+
+/// Loads a request the caller is entitled to decide, still pending.
+async fn decidable(s: &AppState, caller: &Caller, id: &str) -> Result<ApprovalRecord, Problem> {
+    let r =
+        s.0.store
+            .approval(id)
+            .await?
+            .filter(|r| may_see(caller, r))
+            .ok_or_else(|| Problem::not_found(format!("no approval request `{id}`")))?;
+    if !r.may_be_decided_by(&caller.principal.name) {
+        let who = if r.approvers.is_empty() {
+            format!("the mission's principal, `{}`", r.principal)
+        } else {
+            r.approvers.join(", ")
+        };
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "not_an_approver",
+            format!("only {who} may decide this request"),
+        ));
+    }
+    if r.status != ApprovalStatus::Pending && r.status != ApprovalStatus::Expired {
+        return Err(mandate_store::ApprovalError::AlreadyDecided(r.status.as_str()).into());
+    }
+    if r.status == ApprovalStatus::Expired || r.expires_at <= s.0.clock.now() {
+        return Err(mandate_store::ApprovalError::Expired.into());
+    }
+    Ok(r)
+}
+
+/// The grant an approval creates, as the approver narrowed it.
+fn grant_for(s: &AppState, r: &ApprovalRecord, req: &ApproveRequest) -> Result<NewGrant, Problem> {
+    let bad = |m: String| Problem::bad_request("invalid_request", m);
+    let scope = req.scope.unwrap_or(GrantScope::Once);
+    if r.step_up && scope != GrantScope::Once {
+        return Err(Problem::bad_request(
+            "step_up_requires_once",
+            "this call must be approved on its own every time: only `once` may be granted",
+        ));
+    }
+    let now = s.0.clock.now();
+    let (policy, digest, max_uses) = match scope {
+        GrantScope::Once => {
+            if req.max_uses.is_some() || req.expires_in_secs.is_some() {
+                return Err(bad(
+                    "`once` is one use of this call; max uses and expiry apply to `mission` and `pattern`".into(),
+                ));
+            }
+            (String::new(), Some(r.request_digest.clone()), Some(1))
+        }
+        GrantScope::Mission => (String::new(), Some(r.request_digest.clone()), req.max_uses),
+        GrantScope::Pattern => {
+            let resource: ResourceRef =
+                serde_json::from_str(&r.resource).map_err(|_| Problem::internal())?;
+            let prefix = req.resource_prefix.as_deref().unwrap_or("");
+            if prefix.chars().any(char::is_control) || prefix.len() > 1_000 {
+                return Err(bad(
+                    "the resource prefix must be printable and at most 1,000 bytes".into(),
+                ));
+            }
+            let policy = pattern_policy(&r.action, &resource, prefix).map_err(bad)?;
+            (policy, None, req.max_uses)
+        }
+    };
+    if scope != GrantScope::Pattern && req.resource_prefix.is_some() {
+        return Err(bad(
+            "a resource prefix applies to `pattern` grants only".into()
+        ));
+    }
+    if max_uses == Some(0) {
+        return Err(bad("max uses must be at least 1".into()));
+    }
+    let expires_at = match req.expires_in_secs {
+        Some(0) => return Err(bad("the expiry must be at least 1 second".into())),
+        Some(secs) => Some(now.plus(secs)),
+        None => None,
+    };
+    Ok(NewGrant {
+        id: GrantId::generate(s.0.rng.as_ref())
+            .map_err(|_| Problem::internal())?
+            .to_string(),
+        scope,
+        policy,
+        request_digest: digest,
+        max_uses,
+        expires_at,
+    })
+}
+
+fn subject(r: &ApprovalRecord) -> serde_json::Value {
+    serde_json::json!({
+        "approval": r.id,
+        "mission": r.mission.as_str(),
+        "mission_s256": r.mission_s256,
+        "principal": r.principal.as_str(),
+        "agent": r.agent.as_str(),
+        "action": r.action,
+        "resource": serde_json::from_str::<serde_json::Value>(&r.resource).unwrap_or_default(),
+        "request_digest": r.request_digest,
+    })
+}
+
+/// Records that a decided approval could not be applied (the mission
+/// ended meanwhile, say), so the log never claims a grant that does not
+/// exist without saying so.
+async fn not_applied(s: &AppState, r: &ApprovalRecord, e: &Problem) {
+    let mut body = subject(r);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("code".into(), e.code.into());
+        o.insert("detail".into(), e.detail.clone().into());
+    }
+    let _ = s.audit("approval.not_applied", body).await;
+}
+
+/// `POST /v1/approvals/{id}/approve`: creates the grant the approver chose.
+pub(super) async fn approve(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ApproveRequest>,
+) -> Result<Json<ApprovalView>, Problem> {
+    let _one_at_a_time = s.0.approvals_lock.lock().await;
+    let r = decidable(&s, &caller, &id).await?;
+    let grant = grant_for(&s, &r, &req)?;
+    let reason = free_text("reason", req.reason.clone(), 500)?;
+    let by = caller.principal.name.to_string();
+    // INVARIANT: the approval is durable in the audit log before the grant
+    // exists.
+    let mut body = subject(&r);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("by".into(), by.clone().into());
+        o.insert("reason".into(), reason.clone().into());
+        o.insert("grant".into(), grant.id.clone().into());
+        o.insert("scope".into(), grant.scope.as_str().into());
+        o.insert("max_uses".into(), grant.max_uses.into());
+        o.insert("expires_at".into(), grant.expires_at.map(|t| t.0).into());
+        o.insert("resource_prefix".into(), req.resource_prefix.clone().into());
+        o.insert("step_up".into(), r.step_up.into());
+        if !grant.policy.is_empty() {
+            o.insert("policy".into(), grant.policy.clone().into());
+        }
+    }
+    s.audit("approval.approved", body).await?;
+    let decided = match s
+        .0
+        .store
+        .resolve_approval(
+            &id,
+            &by,
+            &reason,
+            &Resolution::Approve(grant),
+            s.0.clock.now(),
+        )
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let p = Problem::from(e);
+            not_applied(&s, &r, &p).await;
+            return Err(p);
+        }
+    };
+    tracing::info!(approval = %id, by = %by, grant = ?decided.grant, "approved");
+    announce(&s, "approval.approved", &decided).await;
+    Ok(Json(view(&decided)?))
+}
+
+/// `POST /v1/approvals/{id}/deny`: refuses, and optionally ends the mission.
+pub(super) async fn deny(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DenyRequest>,
+) -> Result<Json<ApprovalView>, Problem> {
+    let _one_at_a_time = s.0.approvals_lock.lock().await;
+    let r = decidable(&s, &caller, &id).await?;
+    let reason = free_text("reason", req.reason.clone(), 500)?;
+    let by = caller.principal.name.to_string();
+    let mut body = subject(&r);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("by".into(), by.clone().into());
+        o.insert("reason".into(), reason.clone().into());
+        o.insert("end_mission".into(), req.end_mission.into());
+    }
+    s.audit("approval.denied", body).await?;
+    let decided = match s
+        .0
+        .store
+        .resolve_approval(
+            &id,
+            &by,
+            &reason,
+            &Resolution::Deny {
+                end_mission: req.end_mission,
+            },
+            s.0.clock.now(),
+        )
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let p = Problem::from(e);
+            not_applied(&s, &r, &p).await;
+            return Err(p);
+        }
+    };
+    if req.end_mission {
+        s.audit(
+            "mission.ended",
+            serde_json::json!({
+                "mission": r.mission.as_str(),
+                "mission_s256": r.mission_s256,
+                "by": &by,
+                "reason": "revoked",
+                "approval": r.id,
+            }),
+        )
+        .await?;
+    }
+    tracing::info!(approval = %id, by = %by, end_mission = req.end_mission, "denied");
+    announce(&s, "approval.denied", &decided).await;
+    Ok(Json(view(&decided)?))
+}

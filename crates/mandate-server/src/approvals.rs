@@ -1,0 +1,274 @@
+//! Approval requests beyond the API: announcing changes (long-polls and the
+//! webhook), expiring requests nobody decided, and delivering webhook
+//! notifications.
+//!
+//! Notifications go through a durable outbox (`webhook_outbox`): a receiver
+//! that is down loses nothing and slows no decision; delivery retries with
+//! exponential backoff. Each POST carries a JWT (`typ: mandate-event+jwt`)
+//! signed by the authority key, with `aud` = the webhook URL and a `jti`
+//! that stays the same across retries of one notification, so a receiver
+//! verifies it against the JWKS and drops duplicates.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mandate_core::wire::ApprovalView;
+use mandate_store::ApprovalRecord;
+use serde::Serialize;
+
+use crate::config::WebhookConfig;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// The JWT type of a webhook notification.
+pub const WEBHOOK_TYP: &str = "mandate-event+jwt";
+
+/// How often undecided requests are checked for expiry.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Largest batch of notifications sent in one pass.
+const DELIVERY_BATCH: u32 = 32;
+
+/// Longest the deliverer sleeps between looks at the outbox (retries come
+/// due while it sleeps; new notifications wake it at once).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+pub(crate) fn view(r: &ApprovalRecord) -> Result<ApprovalView, Problem> {
+    let corrupt = |what: &str| {
+        tracing::error!(approval = %r.id, "stored approval has an unreadable {what}");
+        Problem::internal()
+    };
+    Ok(ApprovalView {
+        id: r.id.clone(),
+        status: r.status.as_str().to_owned(),
+        mission_id: r.mission.to_string(),
+        mission_s256: r.mission_s256.clone(),
+        principal: r.principal.to_string(),
+        agent: r.agent.to_string(),
+        goal: r.goal.clone(),
+        action: r.action.clone(),
+        resource: serde_json::from_str(&r.resource).map_err(|_| corrupt("resource"))?,
+        context: serde_json::from_str(&r.context).map_err(|_| corrupt("context"))?,
+        request_digest: r.request_digest.clone(),
+        summary: r.summary.clone(),
+        justification: r.justification.clone(),
+        reason_code: r.reason_code.clone(),
+        policies: r.policies.clone(),
+        approvers: if r.approvers.is_empty() {
+            vec![r.principal.to_string()]
+        } else {
+            r.approvers.clone()
+        },
+        step_up: r.step_up,
+        created_at: r.created_at.0,
+        expires_at: r.expires_at.0,
+        hits: r.hits,
+        decided_by: r.decided_by.clone(),
+        decided_at: r.decided_at.map(|t| t.0),
+        decision_reason: r.decision_reason.clone(),
+        grant: r.grant.clone(),
+        ended_mission: r.ended_mission,
+    })
+}
+
+/// Where an agent polls an approval.
+pub(crate) fn poll_url(state: &AppState, id: &str) -> String {
+    format!("{}/v1/approvals/{id}", state.0.issuer)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Tells waiting agents and the webhook that a request changed. Never
+/// fails the caller: a notification that cannot be queued is logged.
+pub(crate) async fn announce(state: &AppState, event: &str, record: &ApprovalRecord) {
+    state
+        .0
+        .approvals_changed
+        .send_modify(|v| *v = v.wrapping_add(1));
+    if state.0.webhook.is_none() {
+        return;
+    }
+    let payload = match view(record) {
+        Ok(v) => serde_json::json!({
+            "event": event,
+            "approval": v,
+            "approval_url": poll_url(state, &record.id),
+        }),
+        Err(_) => return,
+    };
+    match state
+        .0
+        .store
+        .enqueue_webhook(event, &payload.to_string(), now_ms())
+        .await
+    {
+        Ok(()) => state.0.webhook_wake.notify_one(),
+        Err(e) => {
+            tracing::error!(error = %e, approval = %record.id, "cannot queue a webhook notification")
+        }
+    }
+}
+
+/// Expires requests whose time ran out or whose mission ended, recording
+/// each in the audit log and announcing it.
+pub fn spawn_sweeper(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            let now = state.0.clock.now();
+            let expired = match state.0.store.expire_approvals(now).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot expire approval requests");
+                    continue;
+                }
+            };
+            for r in expired {
+                let _ = state
+                    .audit(
+                        "approval.expired",
+                        serde_json::json!({
+                            "approval": r.id,
+                            "mission": r.mission.as_str(),
+                            "mission_s256": r.mission_s256,
+                            "principal": r.principal.as_str(),
+                            "agent": r.agent.as_str(),
+                            "action": r.action,
+                            "request_digest": r.request_digest,
+                        }),
+                    )
+                    .await;
+                tracing::info!(approval = %r.id, mission = %r.mission, "approval request expired");
+                announce(&state, "approval.expired", &r).await;
+            }
+        }
+    });
+}
+
+#[derive(Serialize)]
+struct EventClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    event: &'a str,
+    data: serde_json::Value,
+}
+
+/// Delivers queued notifications to the webhook, oldest first, retrying
+/// failures with exponential backoff. Runs until the process ends.
+pub fn spawn_webhook(state: AppState) {
+    let Some(config) = state.0.webhook.clone() else {
+        return;
+    };
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client; notifications stay queued");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let wait = deliver_due(&state, &config, &client).await;
+            if !wait.is_zero() {
+                let _ = tokio::time::timeout(wait, state.0.webhook_wake.notified()).await;
+            }
+        }
+    });
+}
+
+/// One pass: sends what is due. Returns how long to wait before the next.
+async fn deliver_due(
+    state: &AppState,
+    config: &WebhookConfig,
+    client: &reqwest::Client,
+) -> Duration {
+    let due = match state.0.store.due_webhooks(now_ms(), DELIVERY_BATCH).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the webhook outbox");
+            return IDLE_LOOK;
+        }
+    };
+    let full = due.len() >= DELIVERY_BATCH as usize;
+    let mut soonest = IDLE_LOOK;
+    for d in due {
+        let result = send(state, config, client, &d).await;
+        let (delivered, retry, error) = match result {
+            Ok(()) => (true, None, None),
+            Err(e) => {
+                let attempts = d.attempts.saturating_add(1);
+                if attempts >= config.max_attempts {
+                    tracing::error!(event = %d.event, id = d.id, error = %e, "webhook notification given up");
+                    (false, None, Some(e))
+                } else {
+                    let backoff = config
+                        .initial_backoff_ms
+                        .saturating_mul(1u64 << d.attempts.min(30))
+                        .min(config.max_backoff_ms);
+                    tracing::warn!(event = %d.event, id = d.id, error = %e, retry_in_ms = backoff, "webhook delivery failed");
+                    soonest = soonest.min(Duration::from_millis(backoff));
+                    (false, Some(now_ms().saturating_add(backoff)), Some(e))
+                }
+            }
+        };
+        if let Err(e) = state
+            .0
+            .store
+            .webhook_attempted(d.id, delivered, retry, error.as_deref())
+            .await
+        {
+            tracing::error!(error = %e, "cannot record a webhook attempt");
+        }
+    }
+    // More may be waiting beyond a full batch: look again at once.
+    if full { Duration::ZERO } else { soonest }
+}
+
+async fn send(
+    state: &AppState,
+    config: &WebhookConfig,
+    client: &reqwest::Client,
+    d: &mandate_store::WebhookDelivery,
+) -> Result<(), String> {
+    let data: serde_json::Value =
+        serde_json::from_str(&d.payload).map_err(|e| format!("stored payload: {e}"))?;
+    let iat = state.0.clock.now().0;
+    let claims = EventClaims {
+        iss: &state.0.issuer,
+        aud: &config.url,
+        iat,
+        exp: iat + 300,
+        jti: format!("evt_{}", d.id),
+        event: &d.event,
+        data,
+    };
+    let jwt = state
+        .0
+        .key
+        .sign_jwt(WEBHOOK_TYP, &claims)
+        .map_err(|e| format!("signing: {e}"))?;
+    let resp = client
+        .post(&config.url)
+        .header("content-type", "application/jwt")
+        .body(jwt)
+        .send()
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("receiver answered {}", resp.status()))
+    }
+}
