@@ -4,7 +4,8 @@
 //!
 //! Notifications go through a durable outbox (`webhook_outbox`): a receiver
 //! that is down loses nothing and slows no decision; delivery retries with
-//! exponential backoff. Each POST carries a JWT (`typ: mandate-event+jwt`)
+//! exponential backoff, in order (a failing notification holds back later
+//! ones until it is delivered or given up). Each POST carries a JWT (`typ: mandate-event+jwt`)
 //! signed by the authority key, with `aud` = the webhook URL and a `jti`
 //! that stays the same across retries of one notification, so a receiver
 //! verifies it against the JWKS and drops duplicates.
@@ -188,24 +189,28 @@ pub fn spawn_webhook(state: AppState) {
     });
 }
 
-/// One pass: sends what is due. Returns how long to wait before the next.
+/// One pass: sends pending notifications in order, stopping at the first
+/// that is not yet due or fails (so a receiver sees them in the order they
+/// happened). Returns how long to wait before the next pass.
 async fn deliver_due(
     state: &AppState,
     config: &WebhookConfig,
     client: &reqwest::Client,
 ) -> Duration {
-    let due = match state.0.store.due_webhooks(now_ms(), DELIVERY_BATCH).await {
+    let pending = match state.0.store.pending_webhooks(DELIVERY_BATCH).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the webhook outbox");
             return IDLE_LOOK;
         }
     };
-    let full = due.len() >= DELIVERY_BATCH as usize;
-    let mut soonest = IDLE_LOOK;
-    for d in due {
-        let result = send(state, config, client, &d).await;
-        let (delivered, retry, error) = match result {
+    let full = pending.len() >= DELIVERY_BATCH as usize;
+    for d in pending {
+        let now = now_ms();
+        if d.next_attempt_ms > now {
+            return Duration::from_millis(d.next_attempt_ms - now).min(IDLE_LOOK);
+        }
+        let (delivered, retry, error) = match send(state, config, client, &d).await {
             Ok(()) => (true, None, None),
             Err(e) => {
                 let attempts = d.attempts.saturating_add(1);
@@ -218,7 +223,6 @@ async fn deliver_due(
                         .saturating_mul(1u64 << d.attempts.min(30))
                         .min(config.max_backoff_ms);
                     tracing::warn!(event = %d.event, id = d.id, error = %e, retry_in_ms = backoff, "webhook delivery failed");
-                    soonest = soonest.min(Duration::from_millis(backoff));
                     (false, Some(now_ms().saturating_add(backoff)), Some(e))
                 }
             }
@@ -230,10 +234,15 @@ async fn deliver_due(
             .await
         {
             tracing::error!(error = %e, "cannot record a webhook attempt");
+            return IDLE_LOOK;
+        }
+        if let Some(at) = retry {
+            // Later notifications wait for this one.
+            return Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_LOOK);
         }
     }
     // More may be waiting beyond a full batch: look again at once.
-    if full { Duration::ZERO } else { soonest }
+    if full { Duration::ZERO } else { IDLE_LOOK }
 }
 
 async fn send(

@@ -152,12 +152,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         payload: &str,
         now_ms: u64,
     ) -> Result<(), StoreError>;
-    /// Pending deliveries due at `now_ms`, oldest first.
-    async fn due_webhooks(
-        &self,
-        now_ms: u64,
-        limit: u32,
-    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// The oldest pending deliveries, in order (due or not).
+    async fn pending_webhooks(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError>;
     /// Records a delivery attempt: delivered, retry at `retry_at_ms`, or
     /// (with neither) given up.
     async fn webhook_attempted(

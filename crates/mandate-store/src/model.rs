@@ -218,6 +218,8 @@ pub struct WebhookDelivery {
     pub event: String,
     pub payload: String,
     pub attempts: u32,
+    /// When it may next be tried (milliseconds since the epoch).
+    pub next_attempt_ms: u64,
 }
 
 /// An escalated request to record (or join, if an identical one waits).

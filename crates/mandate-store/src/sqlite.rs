@@ -961,16 +961,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn due_webhooks(
-        &self,
-        now_ms: u64,
-        limit: u32,
-    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+    async fn pending_webhooks(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, event, payload, attempts FROM webhook_outbox \
-             WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, event, payload, attempts, next_attempt_ms FROM webhook_outbox \
+             WHERE state = 'pending' ORDER BY id LIMIT ?1",
         )
-        .bind(i64::try_from(now_ms).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -981,6 +976,8 @@ impl Store for SqliteStore {
                     event: r.try_get("event")?,
                     payload: r.try_get("payload")?,
                     attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                    next_attempt_ms: u64::try_from(r.try_get::<i64, _>("next_attempt_ms")?)
+                        .unwrap_or(0),
                 })
             })
             .collect()

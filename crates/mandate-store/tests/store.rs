@@ -336,6 +336,10 @@ async fn identical_escalations_join_and_the_queue_is_bounded() {
         context_digest: "c".into(),
         reason_code: "escalation".into(),
         policies: "[]".into(),
+        justification: String::new(),
+        summary: "refund".into(),
+        approvers: Vec::new(),
+        step_up: false,
         created_at: T0,
         expires_at: T0.plus(600),
     };
@@ -360,6 +364,88 @@ async fn identical_escalations_join_and_the_queue_is_bounded() {
         None,
         "the queue is full"
     );
+}
+
+#[tokio::test]
+async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission() {
+    use mandate_core::GrantScope;
+    use mandate_store::{ApprovalError, ApprovalStatus, NewApproval, NewGrant, Resolution};
+    let (_d, s) = store().await;
+    seed(s.as_ref()).await;
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    let open = |n: &str, expires: u64| NewApproval {
+        id: n.into(),
+        mission: id.clone(),
+        request_digest: format!("d-{n}"),
+        action: "refund".into(),
+        resource: "{}".into(),
+        context: "{}".into(),
+        context_digest: "c".into(),
+        reason_code: "escalation".into(),
+        policies: "[]".into(),
+        justification: "because".into(),
+        summary: "refund".into(),
+        approvers: vec!["carol".into()],
+        step_up: false,
+        created_at: T0,
+        expires_at: T0.plus(expires),
+    };
+    s.open_approval(&open("apr_a", 600), 10).await.unwrap();
+    s.open_approval(&open("apr_b", 5), 10).await.unwrap();
+    let now = T0.plus(2);
+    let grant = |g: &str| {
+        Resolution::Approve(NewGrant {
+            id: g.into(),
+            scope: GrantScope::Once,
+            policy: String::new(),
+            request_digest: Some("d-apr_a".into()),
+            max_uses: Some(1),
+            expires_at: None,
+        })
+    };
+    // Eight approvers at once: exactly one decision, one grant.
+    let mut racers = Vec::new();
+    for n in 0..8 {
+        let s = Arc::clone(&s);
+        let r = grant(&format!("grt_{n}"));
+        racers.push(tokio::spawn(async move {
+            s.resolve_approval("apr_a", "carol", "ok", &r, now).await
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(a) => {
+                won += 1;
+                assert_eq!(a.status, ApprovalStatus::Approved);
+                assert_eq!(a.decided_by.as_deref(), Some("carol"));
+            }
+            Err(ApprovalError::AlreadyDecided(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let live = s.live_grants(&id, now).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].request_digest.as_deref(), Some("d-apr_a"));
+    // An expired request cannot be decided, and the sweep marks it.
+    assert!(matches!(
+        s.resolve_approval("apr_b", "carol", "", &grant("grt_x"), T0.plus(6))
+            .await,
+        Err(ApprovalError::Expired)
+    ));
+    let swept = s.expire_approvals(T0.plus(6)).await.unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].id, "apr_b");
+    // Ending the mission kills its grants.
+    s.end_mission(&id, mandate_core::EndReason::Completed, "alice", now)
+        .await
+        .unwrap();
+    assert!(s.live_grants(&id, now).await.unwrap().is_empty());
 }
 
 /// The audit log in a real SQLite file: edits, deletions, reordering and
