@@ -225,17 +225,17 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
 /// State checks that come before any policy: the mission is active and has
 /// budget left. Credential and key checks come before this, where the
 /// credential is presented.
-pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result<(), Outcome> {
+pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result<(), Box<Outcome>> {
     // The codes are the credential refusal codes: `mission_not_started`,
     // `revoked`, `mission_ended`.
     mission
         .check_active(now)
-        .map_err(|e| Outcome::deny(e.code(), e.to_string()))?;
+        .map_err(|e| Box::new(Outcome::deny(e.code(), e.to_string())))?;
     if budget_used >= mission.body.budget.requests {
-        return Err(Outcome::deny(
+        return Err(Box::new(Outcome::deny(
             ReasonCode::BUDGET_EXHAUSTED,
             "the mission's request budget is used up",
-        ));
+        )));
     }
     Ok(())
 }
@@ -365,7 +365,7 @@ pub fn decide(
             continue;
         }
         if let Err(outcome) = evaluate(set, &request, &entities, &mut m) {
-            return outcome;
+            return *outcome;
         }
         if !m.boundary.is_empty() {
             // A boundary matched: nothing can override it.
@@ -403,7 +403,7 @@ fn evaluate(
     request: &Request,
     entities: &Entities,
     m: &mut Matched,
-) -> Result<(), Outcome> {
+) -> Result<(), Box<Outcome>> {
     let resp = AUTHORIZER.is_authorized(request, &set.set, entities);
     let diagnostics = resp.diagnostics();
     let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
@@ -417,10 +417,10 @@ fn evaluate(
                 }
             })
             .collect();
-        return Err(Outcome {
+        return Err(Box::new(Outcome {
             policies: ids,
             ..Outcome::deny(ReasonCode::POLICY_ERROR, errors.join("; "))
-        });
+        }));
     }
     for id in diagnostics.reason() {
         let target = match set.kind(id) {
@@ -429,10 +429,10 @@ fn evaluate(
             Some(PolicyKind::Scope) => &mut m.scope,
             Some(PolicyKind::Grant) => &mut m.grant,
             None => {
-                return Err(Outcome::deny(
+                return Err(Box::new(Outcome::deny(
                     ReasonCode::POLICY_ERROR,
                     format!("policy `{id}` has no kind"),
-                ));
+                )));
             }
         };
         target.push(id_string(id));

@@ -617,6 +617,10 @@ proptest! {
 }
 
 /// Decides with exact grants (by request digest) beside Cedar grants.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "test helper: one request, spelled out"
+)]
 fn decide_with(
     org: &OrgPolicies,
     m: &mandate_core::Mission,

@@ -127,7 +127,7 @@ async fn decide_inner(
     // 2. Mission state and budget.
     let used = s.0.store.budget_used(id).await?;
     if let Err(o) = state_check(&mission, now, used) {
-        return Ok((response(o, Some(id)), Some(who)));
+        return Ok((response(*o, Some(id)), Some(who)));
     }
     // 3. Policy: the organisation's, this mission's, its live grants. A
     //    grant used up by a concurrent call between deciding and counting
