@@ -283,7 +283,7 @@ fn the_policy_tools_validate_and_test_the_examples() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("valid: 3 policies (1 boundary, 2 escalate)")
+        String::from_utf8_lossy(&out.stdout).contains("valid: 4 policies (1 boundary, 3 escalate)")
     );
 
     let out = run(&[
@@ -293,7 +293,7 @@ fn the_policy_tools_validate_and_test_the_examples() {
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("7 ok, 0 failing"), "{stdout}");
+    assert!(stdout.contains("8 ok, 0 failing"), "{stdout}");
 
     // A typo is reported with its file, line and column, and fails.
     let bad = tempfile::tempdir().unwrap();
