@@ -12,6 +12,7 @@ mod credential;
 mod decision;
 mod error;
 mod grant;
+pub mod httpsig;
 mod ids;
 mod jwk;
 mod keys;
