@@ -34,6 +34,11 @@ pub struct Actor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     pub jkt: Thumbprint,
+    /// The mission public key itself, so an RFC 9421 verifier given the
+    /// credential in `Signature-Key` (scheme `jwt`) has the key the request
+    /// must be signed with. Its thumbprint is `jkt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<crate::jwk::Ed25519Jwk>,
 }
 
 /// The claims of a mission credential.
@@ -59,18 +64,24 @@ pub struct IssuedCredential {
     pub claims: MissionClaims,
 }
 
-/// Issues a credential for `mission` bound to the key `jkt`.
+/// Issues a credential for `mission` bound to the mission key `mission_key`.
 ///
 /// INVARIANT: `exp` ≤ the mission's `expires_at`; nothing is issued for a
 /// mission at or past its end.
 pub fn issue_credential(
     key: &AuthorityKey,
     mission: &Mission,
-    jkt: &Thumbprint,
+    mission_key: &crate::jwk::Ed25519Jwk,
     now: UnixTime,
     ttl_secs: u64,
     rng: &dyn SecureRandom,
 ) -> Result<IssuedCredential, KeyError> {
+    // Only the public key's defining members travel (RFC 7638 §3).
+    let public = mission_key
+        .public_bytes()
+        .ok_or_else(|| KeyError::Sign("the mission key is not an Ed25519 public key".into()))?;
+    let jwk = crate::jwk::Ed25519Jwk::from_public_bytes(&public);
+    let jkt = jwk.thumbprint();
     let end = mission.expires_at();
     if now >= end {
         return Err(KeyError::MissionExpired);
@@ -86,7 +97,10 @@ pub fn issue_credential(
         },
         mission_id: mission.body.id.clone(),
         mission_s256: mission.s256.clone(),
-        cnf: Confirmation { jkt: jkt.clone() },
+        cnf: Confirmation {
+            jkt,
+            jwk: Some(jwk),
+        },
         iat: now.0,
         exp: exp.0,
         jti: b64::encode(&jti),
@@ -215,6 +229,13 @@ impl UnverifiedCredential {
         if claims.exp <= claims.iat {
             return Err(CredentialError::Malformed("exp is not after iat".into()));
         }
+        if let Some(jwk) = &claims.cnf.jwk
+            && (jwk.public_bytes().is_none() || jwk.thumbprint() != claims.cnf.jkt)
+        {
+            return Err(CredentialError::Malformed(
+                "cnf.jwk is not the key of cnf.jkt".into(),
+            ));
+        }
         Ok(SignedCredential {
             token: self.token,
             claims,
@@ -317,7 +338,7 @@ mod tests {
         let issued = issue_credential(
             &authority,
             &m,
-            agent_key.thumbprint(),
+            agent_key.public_jwk(),
             UnixTime(1_010),
             300,
             &OsRandom,
@@ -343,7 +364,7 @@ mod tests {
         let tok = issue_credential(
             &authority,
             &m,
-            k.thumbprint(),
+            k.public_jwk(),
             UnixTime(1_000),
             300,
             &OsRandom,
@@ -398,7 +419,7 @@ mod tests {
         let c = issue_credential(
             &authority,
             &m,
-            k.thumbprint(),
+            k.public_jwk(),
             UnixTime(1_000),
             300,
             &OsRandom,
@@ -407,7 +428,7 @@ mod tests {
         let c2 = issue_credential(
             &authority,
             &m,
-            stranger.thumbprint(),
+            stranger.public_jwk(),
             UnixTime(1_000),
             300,
             &OsRandom,
@@ -452,7 +473,7 @@ mod tests {
             let k = MissionKey::generate(&OsRandom).unwrap();
             let m = mission(created, ttl, k.thumbprint());
             let now = UnixTime(created + offset);
-            match issue_credential(&authority, &m, k.thumbprint(), now, cred_ttl, &OsRandom) {
+            match issue_credential(&authority, &m, k.public_jwk(), now, cred_ttl, &OsRandom) {
                 Ok(c) => {
                     prop_assert!(now < m.expires_at());
                     prop_assert!(c.claims.exp <= m.body.expires_at);

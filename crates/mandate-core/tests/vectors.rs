@@ -86,7 +86,7 @@ fn generate() -> serde_json::Value {
     let issued = issue_credential(
         &authority,
         &mission,
-        mission_key.thumbprint(),
+        mission_key.public_jwk(),
         T0.plus(5),
         600,
         &rng,

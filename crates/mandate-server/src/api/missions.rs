@@ -8,7 +8,7 @@ use mandate_core::wire::{
 };
 use mandate_core::{
     AgentName, CredentialError, EndReason, Mission, MissionBody, MissionId, MissionPolicies,
-    MissionSpec, MissionState, OutOfScope, ProofError, Role, SecretToken, Thumbprint, TokenKind,
+    MissionSpec, MissionState, OutOfScope, ProofError, Role, SecretToken, TokenKind,
     issue_credential, mission_s256,
 };
 use mandate_store::NewMission;
@@ -190,13 +190,13 @@ pub(super) async fn show(
 async fn credential_for(
     s: &AppState,
     mission: &Mission,
-    jkt: &Thumbprint,
+    mission_key: &mandate_core::Ed25519Jwk,
 ) -> Result<CredentialResponse, Problem> {
     let now = s.0.clock.now();
     let issued = issue_credential(
         &s.0.key,
         mission,
-        jkt,
+        mission_key,
         now,
         s.0.credential_ttl_secs,
         s.0.rng.as_ref(),
@@ -264,7 +264,7 @@ pub(super) async fn start(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(credential_for(&s, &mission, &proof.jkt).await?),
+        Json(credential_for(&s, &mission, &proof.jwk).await?),
     ))
 }
 
@@ -284,7 +284,7 @@ pub(super) async fn refresh(
         return Err(ProofError::KeyMismatch.into());
     }
     remember_proof(&s, &proof)?;
-    Ok(Json(credential_for(&s, &mission, &proof.jkt).await?))
+    Ok(Json(credential_for(&s, &mission, &proof.jwk).await?))
 }
 
 /// Ends a mission: by its agent (`Authorization: DPoP` + proof) or by a
