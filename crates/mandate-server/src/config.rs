@@ -31,6 +31,8 @@ pub struct Config {
     pub approval_ttl_secs: u64,
     /// Where approval notifications go, if anywhere.
     pub webhook: Option<WebhookConfig>,
+    /// Gateway routes, served under `/gw/{name}/…`.
+    pub routes: Vec<crate::routes::Route>,
 }
 
 /// The approval webhook: every new request, approval, denial and expiry is
@@ -80,6 +82,8 @@ struct FileConfig {
     #[serde(default)]
     missions: FileMissionLimits,
     webhook: Option<WebhookConfig>,
+    #[serde(default)]
+    routes: Vec<crate::routes::RouteConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +174,7 @@ impl Config {
                 .unwrap_or_else(|| data_dir.join("policies")),
             approval_ttl_secs: fc.approval_ttl_secs.unwrap_or(3_600),
             webhook: fc.webhook,
+            routes: Vec::new(),
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
@@ -207,6 +212,18 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        let mut config = config;
+        for r in fc.routes {
+            let route = crate::routes::Route::new(r)
+                .map_err(|e| ConfigError::Value("routes", e.to_string()))?;
+            if config.routes.iter().any(|x| x.name() == route.name()) {
+                return Err(ConfigError::Value(
+                    "routes",
+                    format!("route `{}` is defined twice", route.name()),
+                ));
+            }
+            config.routes.push(route);
         }
         let l = config.mission_limits;
         if l.min_ttl_secs == 0 || l.min_ttl_secs > l.max_ttl_secs {

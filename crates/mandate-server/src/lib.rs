@@ -9,6 +9,7 @@ mod datadir;
 mod policies;
 mod problem;
 mod replay;
+mod routes;
 mod state;
 
 pub use api::router;
@@ -18,6 +19,7 @@ pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, WebhookC
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use problem::Problem;
+pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth};
 pub use state::AppState;
 
 use std::future::Future;

@@ -45,6 +45,10 @@ pub(crate) struct Inner {
     pub webhook: Option<crate::config::WebhookConfig>,
     /// Wakes the webhook deliverer when a notification is queued.
     pub webhook_wake: tokio::sync::Notify,
+    /// Gateway routes by name.
+    pub routes: HashMap<String, Arc<crate::routes::Route>>,
+    /// The client that forwards to upstreams (no redirects followed).
+    pub upstream: reqwest::Client,
     /// The organisation's policies; swapped whole on reload.
     org: RwLock<Arc<OrgState>>,
     /// Serializes reloads so versions stay in order.
@@ -95,6 +99,15 @@ impl AppState {
             approvals_lock: tokio::sync::Mutex::new(()),
             webhook: config.webhook.clone(),
             webhook_wake: tokio::sync::Notify::new(),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| (r.name().to_owned(), Arc::new(r.clone())))
+                .collect(),
+            upstream: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
             org: RwLock::new(Arc::new(OrgState {
                 version: 1,
                 loaded: policies,

@@ -47,15 +47,42 @@ pub(super) async fn decide(
     caller: Caller,
     ApiJson(req): ApiJson<DecideRequest>,
 ) -> Result<Json<DecideResponse>, Problem> {
-    let (resp, who) = decide_inner(&s, &caller, &req).await?;
+    let (resp, who, _permit) = decide_inner(&s, &caller, &req).await?;
     // INVARIANT: the decision is durable in the audit log before anyone
     // sees it; if it cannot be recorded, no decision is given.
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "enforcement_point".into(),
+        caller.principal.name.as_str().into(),
+    );
+    record_decision(
+        &s,
+        &req.action,
+        &req.resource,
+        &req.context,
+        &resp,
+        who.as_ref(),
+        extra,
+    )
+    .await?;
+    Ok(Json(resp))
+}
+
+/// Records a decision in the audit log and waits until it is durable.
+pub(crate) async fn record_decision(
+    s: &AppState,
+    action: &str,
+    resource: &ResourceRef,
+    context: &serde_json::Map<String, serde_json::Value>,
+    resp: &DecideResponse,
+    who: Option<&Who>,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<u64, Problem> {
     let context_digest =
-        mandate_core::s256(&serde_jcs::to_vec(&req.context).map_err(|_| Problem::internal())?);
+        mandate_core::s256(&serde_jcs::to_vec(context).map_err(|_| Problem::internal())?);
     let mut body = serde_json::json!({
-        "enforcement_point": caller.principal.name.as_str(),
-        "action": &req.action,
-        "resource": &req.resource,
+        "action": action,
+        "resource": resource,
         "context_digest": context_digest,
         "decision": resp.decision.as_str(),
         "code": &resp.code,
@@ -64,20 +91,29 @@ pub(super) async fn decide(
         "approval_id": &resp.approval_id,
         "budget_used": resp.budget_used,
     });
-    if let (Some(w), Some(obj)) = (who, body.as_object_mut()) {
-        obj.insert("principal".into(), w.principal.into());
-        obj.insert("agent".into(), w.agent.into());
-        obj.insert("mission".into(), w.mission.into());
-        obj.insert("mission_s256".into(), w.mission_s256.into());
-        obj.insert("credential".into(), w.jti.into());
-        obj.insert("jkt".into(), w.jkt.into());
+    if let Some(obj) = body.as_object_mut() {
+        obj.extend(extra);
+        if let Some(w) = who {
+            obj.insert("principal".into(), w.principal.clone().into());
+            obj.insert("agent".into(), w.agent.clone().into());
+            obj.insert("mission".into(), w.mission.clone().into());
+            obj.insert("mission_s256".into(), w.mission_s256.clone().into());
+            obj.insert("credential".into(), w.jti.clone().into());
+            obj.insert("jkt".into(), w.jkt.clone().into());
+        }
     }
-    s.audit("decision", body).await?;
-    Ok(Json(resp))
+    s.audit("decision", body).await
 }
 
+/// The right to forward one request: made only here, only for an Allow
+/// whose unit of budget (and grant use) was counted. Whoever forwards must
+/// hold one.
+#[derive(Debug)]
+pub(crate) struct Permit(());
+
 /// Who a decision was about, once the credential's signature checked out.
-struct Who {
+#[derive(Debug, Clone)]
+pub(crate) struct Who {
     principal: String,
     agent: String,
     mission: String,
@@ -87,7 +123,7 @@ struct Who {
 }
 
 impl Who {
-    fn of(c: &mandate_core::MissionClaims) -> Self {
+    pub(crate) fn of(c: &mandate_core::MissionClaims) -> Self {
         Self {
             principal: c.sub.to_string(),
             agent: c.act.sub.to_string(),
@@ -103,7 +139,7 @@ async fn decide_inner(
     s: &AppState,
     caller: &Caller,
     req: &DecideRequest,
-) -> Result<(DecideResponse, Option<Who>), Problem> {
+) -> Result<(DecideResponse, Option<Who>, Option<Permit>), Problem> {
     let DecideRequest {
         credential,
         action,
@@ -113,44 +149,82 @@ async fn decide_inner(
         required_trust,
     } = req;
     let justification = free_text("justification", justification.clone(), 1_000)?;
-    let now = s.0.clock.now();
     // 1. The credential: signature and issuer, then the mission's state,
     //    then time.
     let (claims, mission) = match check_presented(s, credential).await? {
         Presented::Valid { claims, mission } => (claims, *mission),
         Presented::Refused { error, claims } => {
-            return Ok((refused(&error), claims.as_ref().map(Who::of)));
+            return Ok((refused(&error), claims.as_ref().map(Who::of), None));
         }
     };
-    let who = Who::of(&claims);
+    let call = Call {
+        action,
+        resource,
+        context,
+        justification,
+        required: required_trust.unwrap_or(Trust::Signed),
+    };
+    let (resp, permit) =
+        decide_call(s, &caller.principal.name.to_string(), &mission, &call).await?;
+    Ok((resp, Some(Who::of(&claims)), permit))
+}
+
+/// One call to decide, after its credential checked out.
+pub(crate) struct Call<'a> {
+    pub action: &'a str,
+    pub resource: &'a ResourceRef,
+    pub context: &'a serde_json::Map<String, serde_json::Value>,
+    /// The agent's stated reason (already checked as free text).
+    pub justification: String,
+    pub required: Trust,
+}
+
+/// Decides a call of an agent whose credential (and, at the gateway,
+/// request signature) checked out: mission state and budget, then policy
+/// and grants; counts an allowed call; opens (or joins) the approval
+/// request of an escalated one. Returns a [`Permit`] only for an Allow.
+pub(crate) async fn decide_call(
+    s: &AppState,
+    by: &str,
+    mission: &Mission,
+    call: &Call<'_>,
+) -> Result<(DecideResponse, Option<Permit>), Problem> {
+    let Call {
+        action,
+        resource,
+        context,
+        ref justification,
+        required,
+    } = *call;
+    let now = s.0.clock.now();
     let id = &mission.body.id;
     // 2. Mission state and budget.
     let used = s.0.store.budget_used(id).await?;
-    if let Err(o) = state_check(&mission, now, used) {
-        return Ok((response(*o, Some(id)), Some(who)));
+    if let Err(o) = state_check(mission, now, used) {
+        return Ok((response(*o, Some(id)), None));
     }
     // 3. Policy: the organisation's, this mission's, its live grants. A
     //    grant used up by a concurrent call between deciding and counting
     //    means deciding again without it.
     let org = s.org()?;
-    let compiled = match s.mission_policies(&mission) {
+    let compiled = match s.mission_policies(mission) {
         Ok(c) => c,
         Err(p) => {
             return Ok((
                 response(Outcome::deny(ReasonCode::POLICY_ERROR, p.detail), Some(id)),
-                Some(who),
+                None,
             ));
         }
     };
     let mut attempts = 0;
-    let (outcome, resp) = loop {
+    let (outcome, resp, permit) = loop {
         attempts += 1;
         let grants = match live_grants(s, id, now).await? {
             Ok(g) => g,
             Err(detail) => {
                 return Ok((
                     response(Outcome::deny(ReasonCode::POLICY_ERROR, detail), Some(id)),
-                    Some(who),
+                    None,
                 ));
             }
         };
@@ -159,19 +233,19 @@ async fn decide_inner(
             &compiled,
             &grants,
             &DecisionRequest {
-                mission: &mission,
+                mission,
                 budget_used: used,
                 action,
                 resource,
                 context,
                 trust: Trust::Signed,
-                required: required_trust.unwrap_or(Trust::Signed),
+                required,
                 now,
             },
         );
         let mut resp = response(outcome.clone(), Some(id));
         if outcome.decision != Decision::Allow {
-            break (outcome, resp);
+            break (outcome, resp, None);
         }
         // 4. Budget (and the grant's uses) are counted per allowed call,
         //    atomically.
@@ -187,14 +261,14 @@ async fn decide_inner(
         {
             Allowance::Counted(n) => {
                 resp.budget_used = Some(n);
-                break (outcome, resp);
+                break (outcome, resp, Some(Permit(())));
             }
             Allowance::BudgetExhausted => {
                 let o = Outcome::deny(
                     ReasonCode::BUDGET_EXHAUSTED,
                     "the mission's request budget is used up",
                 );
-                break (o.clone(), response(o, Some(id)));
+                break (o.clone(), response(o, Some(id)), None);
             }
             Allowance::GrantUnavailable if attempts < 3 => {}
             Allowance::GrantUnavailable => {
@@ -202,19 +276,19 @@ async fn decide_inner(
                     ReasonCode::POLICY_ERROR,
                     "the grants of this mission keep changing; retry",
                 );
-                break (o.clone(), response(o, Some(id)));
+                break (o.clone(), response(o, Some(id)), None);
             }
         }
     };
     let mut resp = resp;
     if outcome.decision == Decision::Escalate {
         let ask = Ask {
-            mission: &mission,
+            mission,
             action,
             resource,
             context,
             outcome: &outcome,
-            justification,
+            justification: justification.clone(),
             now,
         };
         match open_approval(s, &ask).await? {
@@ -237,13 +311,13 @@ async fn decide_inner(
     }
     tracing::info!(
         mission = %id,
-        by = %caller.principal.name,
+        by = %by,
         action = %action,
         decision = resp.decision.as_str(),
         code = %resp.code,
         "decided"
     );
-    Ok((resp, Some(who)))
+    Ok((resp, permit))
 }
 
 /// The mission's live grants, compiled; `Err` with a reason if one does

@@ -6,6 +6,7 @@ mod approvals;
 mod audit;
 mod decide;
 mod extract;
+mod gateway;
 mod missions;
 mod policies;
 mod principals;
@@ -14,7 +15,7 @@ mod wellknown;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use mandate_core::wire::{AgentView, MissionView, PrincipalView, TokenView};
 use mandate_core::{Mission, MissionStatus, UnixTime};
 use mandate_store::{Agent, ApiToken, Principal};
@@ -71,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/policies/reload", post(policies::reload))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The gateway reads bodies itself, within each route's limit.
+        .route("/gw/{*rest}", any(gateway::handle))
         .with_state(state)
 }
 

@@ -1,0 +1,642 @@
+//! The HTTP enforcement gateway: `/gw/{route}/…`.
+//!
+//! Every request, in this order, and any failure refuses it:
+//! 1. the path is checked (ambiguous paths are refused, not normalised);
+//! 2. the body is read, up to the route's limit;
+//! 3. the RFC 9421 signature: one signature, its `Signature-Key` member
+//!    (scheme `jwt`) carrying the mission credential; the credential and the
+//!    mission (active, same key); the covered components Mandate requires;
+//!    `created` within 60 s; `Content-Digest` against the body; the
+//!    signature by the mission key bound into the credential; never seen
+//!    before (replay cache);
+//! 4. the request is mapped to a Cedar action, resource and context by the
+//!    route's rules, and decided (state, budget, policy, grants);
+//! 5. the decision is recorded in the audit log and is durable;
+//! 6. only then: Allow forwards (with a [`Permit`] only the decision engine
+//!    makes), Deny answers 403, Escalate answers 403 `approval_required`
+//!    with the approval request to wait on.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mandate_core::httpsig::{self, RequestParts};
+use mandate_core::wire::DecideResponse;
+use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trust, UnixTime};
+use serde::Serialize;
+
+use super::decide::{Call, Permit, Who, decide_call, record_decision};
+use super::extract::{Presented, check_presented};
+use super::free_text;
+use crate::problem::Problem;
+use crate::replay::Replay;
+use crate::routes::{MapError, Route, UpstreamAuth};
+use crate::state::AppState;
+
+/// The one signature label Mandate's agents use; any single label is
+/// accepted.
+const JUSTIFICATION_HEADER: &str = "mandate-justification";
+
+/// Lifetime of a token minted for an upstream (capped by the mission).
+const EXCHANGE_TTL_SECS: u64 = 300;
+
+/// Headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), the
+/// ones the gateway owns, and Mandate's own signature headers.
+const DROP_UPSTREAM: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "signature",
+    "signature-input",
+    "signature-key",
+    JUSTIFICATION_HEADER,
+];
+
+/// Headers never passed back from the upstream.
+const DROP_DOWNSTREAM: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
+    Problem::new(status, code, detail)
+}
+
+fn unauthorized(code: &'static str, detail: impl Into<String>) -> Problem {
+    problem(StatusCode::UNAUTHORIZED, code, detail)
+}
+
+/// `ANY /gw/{route}/…`.
+pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response {
+    match handle_inner(&s, req).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
+    let (parts, body) = req.into_parts();
+    let full_path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let rest = full_path
+        .strip_prefix("/gw/")
+        .ok_or_else(|| Problem::not_found("no such route"))?;
+    let (name, sub_path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let route = s.0.routes.get(name).cloned().ok_or_else(|| {
+        problem(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            format!("no route `{name}`"),
+        )
+    })?;
+    // 1. Path hygiene, before anything else looks at the request.
+    let ambiguous = |e: MapError| problem(StatusCode::BAD_REQUEST, "ambiguous_path", e.to_string());
+    crate::routes::check_path(sub_path).map_err(ambiguous)?;
+    if let Some(q) = &query {
+        crate::routes::check_query(q).map_err(ambiguous)?;
+    }
+    let headers = header_list(&parts.headers)?;
+    // 2. The body, within the route's limit.
+    let body = axum::body::to_bytes(body, route.max_body_bytes())
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", route.max_body_bytes()),
+            )
+        })?;
+    // 3. The signature, the credential and the key.
+    let authority = parts
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| problem(StatusCode::BAD_REQUEST, "invalid_request", "no Host header"))?
+        .to_owned();
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        scheme: s.0.issuer.split("://").next().unwrap_or("http"),
+        authority: &authority,
+        path: &full_path,
+        query: query.as_deref(),
+        headers: &headers,
+    };
+    let (claims, mission) = match verify(s, &request, &parts.headers, &body).await? {
+        Verified::Ok { claims, mission } => (claims, *mission),
+        Verified::Refused { problem, claims } => {
+            // A refusal of an authentic credential is an accountable event.
+            if let Some(c) = claims {
+                refusal_audit(s, &route, &request, &c, &problem).await?;
+            }
+            return Err(problem);
+        }
+    };
+    // 4. Map and decide.
+    let who = Who::of(&claims);
+    let mapped = match route.map(parts.method.as_str(), sub_path, &body) {
+        Ok(m) => m,
+        Err(e) => {
+            let p = match e {
+                MapError::AmbiguousPath(_) => ambiguous(e),
+                MapError::NoRule => problem(StatusCode::FORBIDDEN, "no_route_rule", e.to_string()),
+                MapError::Body(m) => problem(StatusCode::BAD_REQUEST, "invalid_request", m),
+            };
+            refusal_audit(s, &route, &request, &claims, &p).await?;
+            return Err(p);
+        }
+    };
+    let justification = parts
+        .headers
+        .get(JUSTIFICATION_HEADER)
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the justification is not text",
+            )
+        })?;
+    let call = Call {
+        action: &mapped.action,
+        resource: &mapped.resource,
+        context: &mapped.context,
+        justification: free_text("justification", justification, 1_000)?,
+        required: route.config.required_trust.unwrap_or(Trust::Signed),
+    };
+    let (resp, permit) = decide_call(s, "gateway", &mission, &call).await?;
+    // 5. INVARIANT: the decision is durable before anything is forwarded
+    //    or answered.
+    record_decision(
+        s,
+        &mapped.action,
+        &mapped.resource,
+        &mapped.context,
+        &resp,
+        Some(&who),
+        gateway_fields(&route, &request, &body),
+    )
+    .await?;
+    // 6. The effect.
+    match permit {
+        Some(permit) => {
+            forward(
+                s,
+                &route,
+                permit,
+                &parts,
+                sub_path,
+                query.as_deref(),
+                body,
+                &claims,
+                &mission,
+            )
+            .await
+        }
+        None => Ok(refusal(s, &resp)),
+    }
+}
+
+/// The request's headers as text; a header that is not text is refused.
+fn header_list(h: &HeaderMap) -> Result<Vec<(String, String)>, Problem> {
+    h.iter()
+        .map(|(k, v)| {
+            v.to_str()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+                .map_err(|_| {
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        format!("header `{k}` is not text"),
+                    )
+                })
+        })
+        .collect()
+}
+
+enum Verified {
+    Ok {
+        claims: MissionClaims,
+        mission: Box<Mission>,
+    },
+    Refused {
+        problem: Problem,
+        claims: Option<MissionClaims>,
+    },
+}
+
+fn single<'h>(h: &'h HeaderMap, name: &'static str) -> Result<&'h str, Problem> {
+    let mut all = h.get_all(name).iter();
+    let first = all.next().ok_or_else(|| {
+        unauthorized(
+            "signature_required",
+            format!("an RFC 9421 signature is required (`{name}` is missing)"),
+        )
+    })?;
+    if all.next().is_some() {
+        return Err(unauthorized(
+            "bad_signature_input",
+            format!("more than one `{name}` header"),
+        ));
+    }
+    first
+        .to_str()
+        .map_err(|_| unauthorized("bad_signature_input", format!("`{name}` is not text")))
+}
+
+async fn verify(
+    s: &AppState,
+    req: &RequestParts<'_>,
+    h: &HeaderMap,
+    body: &Bytes,
+) -> Result<Verified, Problem> {
+    let sig_err = |e: httpsig::HttpSigError| unauthorized("bad_signature_input", e.to_string());
+    let input = single(h, "signature-input")?;
+    let signature = single(h, "signature")?;
+    let key_header = single(h, "signature-key")?;
+    let labels = httpsig::signature_labels(input).map_err(sig_err)?;
+    let [label] = labels.as_slice() else {
+        return Err(unauthorized(
+            "bad_signature_input",
+            "exactly one signature is expected",
+        ));
+    };
+    let parsed = httpsig::parse_signature(input, signature, label).map_err(sig_err)?;
+    let credential = httpsig::signature_key_jwt(key_header, label).map_err(sig_err)?;
+    let (claims, mission) = match check_presented(s, &credential).await? {
+        Presented::Valid { claims, mission } => (claims, mission),
+        Presented::Refused { error, claims } => {
+            return Ok(Verified::Refused {
+                problem: error.into(),
+                claims,
+            });
+        }
+    };
+    let refused = |problem: Problem| {
+        Ok(Verified::Refused {
+            problem,
+            claims: Some(claims.clone()),
+        })
+    };
+    // What must be covered.
+    let covered = parsed.components();
+    let mut required = vec!["@method", "@authority", "@path", "signature-key"];
+    if req.query.is_some() {
+        required.push("@query");
+    }
+    if !body.is_empty() {
+        required.extend(["content-digest", "content-type"]);
+    }
+    if h.contains_key(JUSTIFICATION_HEADER) {
+        required.push(JUSTIFICATION_HEADER);
+    }
+    if let Some(missing) = required.iter().find(|c| !covered.iter().any(|x| x == *c)) {
+        return refused(unauthorized(
+            "signature_incomplete",
+            format!("the signature must cover `{missing}`"),
+        ));
+    }
+    // Fresh: `created` within the window; not past `expires`.
+    let now = s.0.clock.now();
+    let Some(created) = parsed
+        .int_param("created")
+        .and_then(|c| u64::try_from(c).ok())
+    else {
+        return refused(unauthorized(
+            "signature_incomplete",
+            "the signature has no `created`",
+        ));
+    };
+    if created.abs_diff(now.0) > FRESHNESS_WINDOW_SECS {
+        return refused(unauthorized(
+            "signature_stale",
+            format!("`created` must be within {FRESHNESS_WINDOW_SECS} s of now"),
+        ));
+    }
+    if let Some(exp) = parsed.int_param("expires")
+        && u64::try_from(exp).unwrap_or(0) <= now.0
+    {
+        return refused(unauthorized("signature_stale", "the signature expired"));
+    }
+    if !body.is_empty() {
+        let digest = single(h, "content-digest")
+            .map_err(|_| unauthorized("signature_incomplete", "a body needs `Content-Digest`"))?;
+        if let Err(e) = httpsig::check_content_digest(digest, body) {
+            return refused(unauthorized("bad_digest", e.to_string()));
+        }
+    }
+    // The key: the one bound into the credential, which is the mission's.
+    let Some(jwk) = &claims.cnf.jwk else {
+        return refused(unauthorized(
+            "bad_credential",
+            "the credential carries no mission key (`cnf.jwk`)",
+        ));
+    };
+    if let Err(e) = httpsig::verify_with_jwk(req, &parsed, jwk) {
+        return refused(unauthorized("bad_signature", e.to_string()));
+    }
+    // Once only.
+    let jti = mandate_core::s256(parsed.signature());
+    match s
+        .0
+        .replay
+        .check(&claims.cnf.jkt, &jti, UnixTime(created), now)
+    {
+        Replay::Fresh => {}
+        Replay::Seen => {
+            return refused(unauthorized(
+                "signature_replayed",
+                "this signature was used before",
+            ));
+        }
+        Replay::Full => {
+            return Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay_cache_full",
+                "too many signatures in flight; retry shortly",
+            ));
+        }
+    }
+    Ok(Verified::Ok { claims, mission })
+}
+
+/// What the audit record of a gateway request adds: where and what, by
+/// digest (never the body itself).
+fn gateway_fields(
+    route: &Route,
+    req: &RequestParts<'_>,
+    body: &Bytes,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("enforcement_point".into(), "gateway".into());
+    m.insert("route".into(), route.name().into());
+    m.insert("method".into(), req.method.into());
+    m.insert("path".into(), req.path.into());
+    if let Some(q) = req.query {
+        m.insert(
+            "query_digest".into(),
+            mandate_core::s256(q.as_bytes()).into(),
+        );
+    }
+    if !body.is_empty() {
+        m.insert("body_digest".into(), mandate_core::s256(body).into());
+    }
+    m
+}
+
+/// Records a refusal that happened before a decision (signature, mapping).
+async fn refusal_audit(
+    s: &AppState,
+    route: &Route,
+    req: &RequestParts<'_>,
+    claims: &MissionClaims,
+    p: &Problem,
+) -> Result<(), Problem> {
+    let resp = DecideResponse {
+        decision: Decision::Deny,
+        code: p.code.to_owned(),
+        policies: Vec::new(),
+        grant: None,
+        approval_id: None,
+        approval_url: None,
+        mission_id: Some(claims.mission_id.to_string()),
+        budget_used: None,
+        detail: p.detail.clone(),
+    };
+    let resource = mandate_core::ResourceRef {
+        kind: mandate_core::ResourceKind::Route {
+            route: route.name().to_owned(),
+            path: req.path.to_owned(),
+        },
+        tags: std::collections::BTreeMap::new(),
+    };
+    record_decision(
+        s,
+        "-",
+        &resource,
+        &serde_json::Map::new(),
+        &resp,
+        Some(&Who::of(claims)),
+        gateway_fields(route, req, &Bytes::new()),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Refusal<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'static str,
+    status: u16,
+    code: &'a str,
+    detail: String,
+    decision: &'static str,
+    policies: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_url: Option<&'a str>,
+}
+
+/// 403 for a denial, or 403 `approval_required` for an escalation (with
+/// the approval request to wait on, AAuth style).
+fn refusal(s: &AppState, resp: &DecideResponse) -> Response {
+    let escalated = resp.decision == Decision::Escalate && resp.approval_id.is_some();
+    let code: &str = if escalated {
+        "approval_required"
+    } else {
+        &resp.code
+    };
+    let detail = if escalated {
+        format!(
+            "this call needs approval ({}); wait on the approval request, then retry",
+            resp.code
+        )
+    } else if resp.detail.is_empty() {
+        format!("denied: {}", resp.code)
+    } else {
+        resp.detail.clone()
+    };
+    let body = Refusal {
+        type_: format!("urn:mandate:problem:{code}"),
+        title: "Forbidden",
+        status: 403,
+        code,
+        detail,
+        decision: resp.decision.as_str(),
+        policies: &resp.policies,
+        approval_id: resp.approval_id.as_deref(),
+        approval_url: resp.approval_url.as_deref(),
+    };
+    let mut r = (StatusCode::FORBIDDEN, axum::Json(&body)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let (true, Some(url)) = (escalated, resp.approval_url.as_deref()) {
+        if let Ok(v) = HeaderValue::from_str(&format!("requirement=approval; url=\"{url}\"")) {
+            h.insert("aauth-requirement", v);
+        }
+        h.insert("retry-after", HeaderValue::from_static("5"));
+    }
+    let _ = s;
+    r
+}
+
+#[derive(Serialize)]
+struct ExchangeClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    act: serde_json::Value,
+    mission_id: &'a str,
+    mission_s256: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+/// A token for this upstream alone: `sub` the principal, `act` the agent,
+/// `aud` the route's audience, at most five minutes and never past the
+/// mission.
+fn exchange_token(
+    s: &AppState,
+    route: &Route,
+    claims: &MissionClaims,
+    mission: &Mission,
+) -> Result<String, Problem> {
+    let now = s.0.clock.now();
+    let exp = now.plus(EXCHANGE_TTL_SECS).min(mission.expires_at());
+    let mut jti = [0u8; 16];
+    s.0.rng.fill(&mut jti).map_err(|_| Problem::internal())?;
+    let c = ExchangeClaims {
+        iss: &s.0.issuer,
+        sub: claims.sub.as_str(),
+        aud: route.audience(),
+        act: serde_json::json!({ "sub": claims.act.sub.as_str() }),
+        mission_id: claims.mission_id.as_str(),
+        mission_s256: &claims.mission_s256,
+        iat: now.0,
+        exp: exp.0,
+        jti: mandate_core::s256(&jti),
+    };
+    s.0.key.sign_jwt("at+jwt", &c).map_err(|e| {
+        tracing::error!(error = %e, "cannot mint an upstream token");
+        Problem::internal()
+    })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of one forwarded request"
+)]
+async fn forward(
+    s: &AppState,
+    route: &Arc<Route>,
+    _permit: Permit,
+    parts: &axum::http::request::Parts,
+    sub_path: &str,
+    query: Option<&str>,
+    body: Bytes,
+    claims: &MissionClaims,
+    mission: &Mission,
+) -> Result<Response, Problem> {
+    let mut url = format!("{}{sub_path}", route.upstream());
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    let mut out = reqwest::header::HeaderMap::new();
+    for (k, v) in &parts.headers {
+        if DROP_UPSTREAM.contains(&k.as_str()) {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
+            reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            out.append(k, v);
+        }
+    }
+    if route.config.auth == UpstreamAuth::TokenExchange {
+        let token = exchange_token(s, route, claims, mission)?;
+        let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Problem::internal())?;
+        out.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+        .map_err(|_| Problem::internal())?;
+    let sent =
+        s.0.upstream
+            .request(method, &url)
+            .headers(out)
+            .body(body)
+            .timeout(route.timeout())
+            .send()
+            .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(route = route.name(), error = %e, "upstream request failed");
+            return Err(if e.is_timeout() {
+                problem(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                )
+            } else {
+                problem(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the upstream could not be reached",
+                )
+            });
+        }
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if DROP_DOWNSTREAM.contains(&k.as_str()) {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_str().as_bytes()),
+            HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    let mut r = Response::new(Body::from_stream(resp.bytes_stream()));
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    Ok(r)
+}

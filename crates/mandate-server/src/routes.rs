@@ -1,0 +1,484 @@
+//! Gateway routes: configuration, path hygiene, and the mapping of an HTTP
+//! request to a Cedar action, resource and context.
+//!
+//! The path the policy sees is exactly the path the upstream gets. Paths
+//! that different parsers could read differently are refused, never
+//! normalised: dot segments (plain or percent-encoded), empty segments
+//! (`//`), encoded `/` or `\`, a raw `\`, NUL or other control characters,
+//! and percent-encodings that do not decode to UTF-8.
+
+use std::collections::BTreeMap;
+
+use mandate_core::{ResourceKind, ResourceRef, Trust};
+use serde::Deserialize;
+
+/// How the gateway authenticates to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamAuth {
+    /// No upstream credential.
+    Pass,
+    /// A short-lived JWT minted for this upstream alone (RFC 8693 shape).
+    TokenExchange,
+}
+
+/// One route as written in `mandate.toml` (`[[routes]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Served under `/gw/{name}/…`.
+    pub name: String,
+    /// Base URL of the upstream, e.g. `http://127.0.0.1:9001`.
+    pub upstream: String,
+    #[serde(default = "default_auth")]
+    pub auth: UpstreamAuth,
+    /// For `token_exchange`: the minted token's `aud` (default: `upstream`).
+    pub audience: Option<String>,
+    /// Labels, e.g. `untrusted_content`: Cedar resource tags (value `"true"`).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The least trust every call needs: `signed` (default), `attested` or
+    /// `approved` (each call approved on its own).
+    pub required_trust: Option<Trust>,
+    /// Largest request body (bytes); default 1 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Upstream timeout (milliseconds); default 30 s.
+    pub timeout_ms: Option<u64>,
+    /// How requests map to Cedar; the first rule that matches wins. A
+    /// request no rule matches is refused (`no_route_rule`).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_auth() -> UpstreamAuth {
+    UpstreamAuth::Pass
+}
+
+/// `method` + `path` template → `action`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// An HTTP method, or `*` for any.
+    pub method: String,
+    /// A template: literal segments, `{name}` for one segment, and a final
+    /// `{*name}` for the rest. Parameters become resource tags.
+    pub path: String,
+    /// The Cedar action, e.g. `read` or `refund`.
+    pub action: String,
+    /// Top-level fields of a JSON body that become the action's context
+    /// (e.g. `["amount"]`); the body must then be a JSON object with them.
+    #[serde(default)]
+    pub context_from_body: Vec<String>,
+}
+
+/// A route checked at start.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub config: RouteConfig,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    method: Option<String>,
+    segments: Vec<Segment>,
+    action: String,
+    context_from_body: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+/// A route that cannot be used. Start fails with it.
+#[derive(Debug, thiserror::Error)]
+#[error("route `{route}`: {message}")]
+pub struct RouteError {
+    pub route: String,
+    pub message: String,
+}
+
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Route {
+    /// Checks a route's configuration.
+    pub fn new(config: RouteConfig) -> Result<Self, RouteError> {
+        let err = |m: String| RouteError {
+            route: config.name.clone(),
+            message: m,
+        };
+        if !is_word(&config.name) {
+            return Err(err("the name must be letters, digits, `_` or `-`".into()));
+        }
+        let up = config.upstream.trim_end_matches('/');
+        if !(up.starts_with("http://") || up.starts_with("https://"))
+            || up.contains(['?', '#'])
+            || reqwest::Url::parse(up).is_err()
+        {
+            return Err(err(format!(
+                "upstream `{}` is not an http(s) base URL",
+                config.upstream
+            )));
+        }
+        if config.required_trust == Some(Trust::Attested) {
+            return Err(err(
+                "`attested` cannot be required yet (missions carry no attestation)".into(),
+            ));
+        }
+        if config.rules.is_empty() {
+            return Err(err("no `[[routes.rules]]`: nothing would be allowed".into()));
+        }
+        let mut rules = Vec::new();
+        for r in &config.rules {
+            let method = match r.method.as_str() {
+                "*" => None,
+                m if !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()) => {
+                    Some(m.to_owned())
+                }
+                m => return Err(err(format!("method `{m}` must be upper case, or `*`"))),
+            };
+            let Some(rest) = r.path.strip_prefix('/') else {
+                return Err(err(format!("path `{}` must start with `/`", r.path)));
+            };
+            let mut segments = Vec::new();
+            let parts: Vec<&str> = if rest.is_empty() {
+                Vec::new()
+            } else {
+                rest.split('/').collect()
+            };
+            for (i, p) in parts.iter().enumerate() {
+                let seg = if let Some(name) = p.strip_prefix("{*").and_then(|n| n.strip_suffix('}'))
+                {
+                    if i + 1 != parts.len() {
+                        return Err(err(format!("`{p}` must be the last segment")));
+                    }
+                    Segment::Rest(name.to_owned())
+                } else if let Some(name) = p.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+                    Segment::Param(name.to_owned())
+                } else {
+                    if check_segment(p).is_err() || p.contains(['{', '}']) {
+                        return Err(err(format!("path segment `{p}` is not a plain segment")));
+                    }
+                    Segment::Literal((*p).to_owned())
+                };
+                if let Segment::Param(n) | Segment::Rest(n) = &seg
+                    && !is_word(n)
+                {
+                    return Err(err(format!("parameter name `{n}` must be a word")));
+                }
+                segments.push(seg);
+            }
+            if !is_word(&r.action) {
+                return Err(err(format!("action `{}` must be a word", r.action)));
+            }
+            rules.push(Rule {
+                method,
+                segments,
+                action: r.action.clone(),
+                context_from_body: r.context_from_body.clone(),
+            });
+        }
+        Ok(Self { config, rules })
+    }
+
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    #[must_use]
+    pub fn upstream(&self) -> &str {
+        self.config.upstream.trim_end_matches('/')
+    }
+
+    #[must_use]
+    pub fn audience(&self) -> &str {
+        self.config.audience.as_deref().unwrap_or(self.upstream())
+    }
+
+    #[must_use]
+    pub fn max_body_bytes(&self) -> usize {
+        self.config.max_body_bytes.unwrap_or(1 << 20)
+    }
+
+    #[must_use]
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.timeout_ms.unwrap_or(30_000))
+    }
+
+    /// Maps a request (method, the path under the route, a JSON body) to
+    /// the Cedar action, resource and context.
+    pub fn map(&self, method: &str, path: &str, body: &[u8]) -> Result<Mapped, MapError> {
+        let segments: Vec<&str> = match path.strip_prefix('/') {
+            Some("") | None => Vec::new(),
+            Some(rest) => rest.split('/').collect(),
+        };
+        let decoded: Vec<String> = segments
+            .iter()
+            .map(|s| check_segment(s))
+            .collect::<Result<_, _>>()?;
+        for rule in &self.rules {
+            if rule.method.as_deref().is_some_and(|m| m != method) {
+                continue;
+            }
+            let Some(tags) = rule.matches(&decoded) else {
+                continue;
+            };
+            let mut tags = tags;
+            for l in &self.config.labels {
+                tags.insert(l.clone(), "true".into());
+            }
+            let mut context = serde_json::Map::new();
+            if !rule.context_from_body.is_empty() {
+                let v: serde_json::Value = serde_json::from_slice(body)
+                    .map_err(|_| MapError::Body("the body must be a JSON object".into()))?;
+                let obj = v
+                    .as_object()
+                    .ok_or_else(|| MapError::Body("the body must be a JSON object".into()))?;
+                for f in &rule.context_from_body {
+                    let value = obj
+                        .get(f)
+                        .ok_or_else(|| MapError::Body(format!("the body has no `{f}`")))?;
+                    context.insert(f.clone(), value.clone());
+                }
+            }
+            return Ok(Mapped {
+                action: rule.action.clone(),
+                resource: ResourceRef {
+                    kind: ResourceKind::Route {
+                        route: self.config.name.clone(),
+                        path: path.to_owned(),
+                    },
+                    tags,
+                },
+                context,
+            });
+        }
+        Err(MapError::NoRule)
+    }
+}
+
+impl Rule {
+    fn matches(&self, path: &[String]) -> Option<BTreeMap<String, String>> {
+        let mut tags = BTreeMap::new();
+        let mut i = 0;
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    if path.get(i) != Some(l) {
+                        return None;
+                    }
+                }
+                Segment::Param(n) => {
+                    tags.insert(n.clone(), path.get(i)?.clone());
+                }
+                Segment::Rest(n) => {
+                    let rest = path.get(i..)?;
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    tags.insert(n.clone(), rest.join("/"));
+                    return Some(tags);
+                }
+            }
+            i += 1;
+        }
+        (i == path.len()).then_some(tags)
+    }
+}
+
+/// A request mapped to Cedar.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    pub action: String,
+    pub resource: ResourceRef,
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a request cannot be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error("ambiguous path: {0}")]
+    AmbiguousPath(String),
+    #[error("no rule of this route matches the request")]
+    NoRule,
+    #[error("{0}")]
+    Body(String),
+}
+
+/// Checks one raw path segment and returns it percent-decoded. Refuses what
+/// another parser could read differently.
+fn check_segment(raw: &str) -> Result<String, MapError> {
+    let amb = |m: &str| MapError::AmbiguousPath(m.to_owned());
+    if raw.is_empty() {
+        return Err(amb("an empty segment (`//`)"));
+    }
+    if raw.contains(['\\', '\0']) || raw.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(amb("a backslash, space or control character"));
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw
+                .get(i + 1..i + 3)
+                .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+                .ok_or_else(|| amb("a malformed percent-encoding"))?;
+            let b = u8::from_str_radix(hex, 16).map_err(|_| amb("a malformed percent-encoding"))?;
+            if matches!(b, b'/' | b'\\' | b'.' | b'%') || b < 0x20 || b == 0x7f {
+                return Err(amb("an encoded `/`, `\\`, `.`, `%` or control character"));
+            }
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| amb("a segment that is not UTF-8"))?;
+    if s == "." || s == ".." {
+        return Err(amb("a dot segment"));
+    }
+    Ok(s)
+}
+
+/// Checks a whole raw path (under the route): every segment as
+/// [`Route::map`] would.
+pub fn check_path(raw: &str) -> Result<(), MapError> {
+    match raw.strip_prefix('/') {
+        Some("") => Ok(()),
+        Some(rest) => rest
+            .split('/')
+            .try_for_each(|s| check_segment(s).map(|_| ())),
+        None => Err(MapError::AmbiguousPath(
+            "the path must start with `/`".into(),
+        )),
+    }
+}
+
+/// Checks a raw query string: no control characters or spaces.
+pub fn check_query(raw: &str) -> Result<(), MapError> {
+    if raw.chars().any(|c| c.is_control() || c == ' ' || c == '#') {
+        return Err(MapError::AmbiguousPath(
+            "a control character, space or `#` in the query".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> Route {
+        Route::new(RouteConfig {
+            name: "billing".into(),
+            upstream: "http://127.0.0.1:9".into(),
+            auth: UpstreamAuth::Pass,
+            audience: None,
+            labels: vec!["untrusted_content".into()],
+            required_trust: None,
+            max_body_bytes: None,
+            timeout_ms: None,
+            rules: vec![
+                RuleConfig {
+                    method: "GET".into(),
+                    path: "/invoices/{id}".into(),
+                    action: "read".into(),
+                    context_from_body: vec![],
+                },
+                RuleConfig {
+                    method: "POST".into(),
+                    path: "/refunds/{id}".into(),
+                    action: "refund".into(),
+                    context_from_body: vec!["amount".into()],
+                },
+                RuleConfig {
+                    method: "*".into(),
+                    path: "/files/{*rest}".into(),
+                    action: "read".into(),
+                    context_from_body: vec![],
+                },
+            ],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn requests_map_to_actions_resources_and_context() {
+        let r = route();
+        let m = r.map("GET", "/invoices/inv%2D42", b"").unwrap();
+        assert_eq!(m.action, "read");
+        assert_eq!(
+            m.resource.tags.get("id").map(String::as_str),
+            Some("inv-42")
+        );
+        assert_eq!(
+            m.resource.tags.get("untrusted_content").map(String::as_str),
+            Some("true")
+        );
+        let m = r
+            .map("POST", "/refunds/7", br#"{"amount": 75000, "note": "x"}"#)
+            .unwrap();
+        assert_eq!((m.action.as_str(), m.context.len()), ("refund", 1));
+        assert!(matches!(
+            r.map("POST", "/refunds/7", b"{}"),
+            Err(MapError::Body(_))
+        ));
+        assert!(matches!(
+            r.map("DELETE", "/invoices/1", b""),
+            Err(MapError::NoRule)
+        ));
+        let m = r.map("PUT", "/files/a/b/c.txt", b"").unwrap();
+        assert_eq!(
+            m.resource.tags.get("rest").map(String::as_str),
+            Some("a/b/c.txt")
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused_not_normalised() {
+        let r = route();
+        for p in [
+            "/invoices/../hr/1",
+            "/invoices/%2e%2e/x",
+            "/invoices/%2E",
+            "/invoices/a%2fb",
+            "/invoices/a%5Cb",
+            "/invoices//1",
+            "/invoices/a\\b",
+            "/invoices/%00",
+            "/invoices/%ff",
+            "/invoices/%zz",
+            "/files/./x",
+            "/invoices/%252e",
+        ] {
+            assert!(
+                matches!(r.map("GET", p, b""), Err(MapError::AmbiguousPath(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_the_route_named() {
+        let mut c = route().config;
+        c.upstream = "ftp://x".into();
+        let e = Route::new(c).unwrap_err();
+        assert!(e.to_string().starts_with("route `billing`"), "{e}");
+        let mut c = route().config;
+        c.rules[0].path = "/a/{*rest}/b".into();
+        assert!(Route::new(c).is_err());
+        let mut c = route().config;
+        c.rules.clear();
+        assert!(Route::new(c).is_err());
+    }
+}
