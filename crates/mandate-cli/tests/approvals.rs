@@ -251,6 +251,15 @@ async fn an_escalated_call_waits_for_a_person_and_grants_die_with_the_mission() 
     let third = r.approval_id.unwrap();
     let out = server.cli(
         Some(&s.alice),
+        &["approvals", "approve", &third, "--scope", "pattern"],
+    );
+    assert!(
+        out.stderr().contains("needs a resource prefix"),
+        "{}",
+        out.stderr()
+    );
+    let out = server.cli(
+        Some(&s.alice),
         &[
             "approvals",
             "approve",

@@ -53,7 +53,9 @@ class H(BaseHTTPRequestHandler):
                                 options={"require": ["exp", "iat", "iss", "aud", "jti"]})
             rec = {"verified": True, "posts": seen["posts"], "jti": claims["jti"],
                    "event": claims["event"], "approval": claims["data"]["approval"]["id"],
-                   "status": claims["data"]["approval"]["status"]}
+                   "status": claims["data"]["approval"]["status"],
+                   "context": claims["data"]["approval"]["context"],
+                   "summary": claims["data"]["approval"]["summary"]}
             code = 200
         except Exception as e:
             rec, code = {"verified": False, "error": repr(e)}, 400
@@ -204,6 +206,9 @@ async fn signed_notifications_arrive_after_the_receiver_recovers() {
     // three refused posts.
     assert_eq!(got[0]["posts"], 4);
     assert_ne!(got[0]["jti"], got[1]["jti"]);
+    // The call's arguments stay in Mandate; the summary says what it is.
+    assert_eq!(got[0]["context"], json!({}));
+    assert!(got[0]["summary"].as_str().unwrap().contains("refund"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,7 +235,7 @@ impl MissionAgent {
             self.fresh_credential().await?;
             let left = deadline.saturating_duration_since(Instant::now());
             // The authority holds a poll for at most a minute.
-            let wait = left.min(Duration::from_secs(50)).as_secs();
+            let wait = left.min(Duration::from_secs(50)).as_secs().max(1);
             let path = format!("/v1/approvals/{id}");
             let rb = self
                 .authorize_query(Method::GET, &path, &format!("?wait={wait}"))?

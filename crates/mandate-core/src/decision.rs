@@ -13,7 +13,7 @@
 //! Only the policies that apply are evaluated: the organisation's, this
 //! mission's, and this mission's grants.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::LazyLock;
 
 use cedar_policy::{
@@ -71,6 +71,8 @@ impl ReasonCode {
     pub const STEP_UP: &'static str = "step_up";
     /// The request is less trusted than the route or action requires.
     pub const INSUFFICIENT_TRUST: &'static str = "insufficient_trust";
+    /// The escalate policies that matched name no approver in common.
+    pub const NO_APPROVER: &'static str = "no_approver";
 }
 
 /// A decision and why.
@@ -305,6 +307,16 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
             None,
         )
         .map_err(|e| e.to_string())?;
+    if let Some(k) = req
+        .context
+        .iter()
+        .find(|(_, v)| !exact_json(v))
+        .map(|(k, _)| k)
+    {
+        return Err(format!(
+            "`{k}` holds an integer beyond ±2^53, which JSON cannot carry exactly"
+        ));
+    }
     if req.context.contains_key("trust") || req.context.contains_key("time") {
         return Err("`trust` and `time` are set by Mandate, not by the request".into());
     }
@@ -372,28 +384,59 @@ pub fn decide(
             break;
         }
     }
+    // Who may approve. The organisation's escalate policies that name
+    // approvers decide (a decider must be named by each of them); if none
+    // does, the mission's principal. A mission's own `@approvers` can only
+    // narrow that, never add anyone.
+    let principal = req.mission.body.principal.to_string();
+    let mut org_named: Option<BTreeSet<String>> = None;
+    let mut mission_named: Vec<BTreeSet<String>> = Vec::new();
+    for id in &m.escalate {
+        let pid = PolicyId::new(id);
+        let (terms, from_org) = match org.policies.escalations.get(&pid) {
+            Some(t) => (Some(t), true),
+            None => (mission.0.escalations.get(&pid), false),
+        };
+        let Some(t) = terms else { continue };
+        m.step_up |= t.step_up;
+        if t.approvers.is_empty() {
+            continue;
+        }
+        let named: BTreeSet<String> = t.approvers.iter().cloned().collect();
+        if from_org {
+            org_named = Some(match org_named {
+                None => named,
+                Some(e) => e.intersection(&named).cloned().collect(),
+            });
+        } else {
+            mission_named.push(named);
+        }
+    }
+    let mut entitled = org_named.unwrap_or_else(|| BTreeSet::from([principal]));
+    for named in mission_named {
+        entitled = entitled.intersection(&named).cloned().collect();
+    }
+    // A grant covers only what its decider could have approved.
+    m.grant.retain(|g| grants.decided_by_one_of(g, &entitled));
     if m.boundary.is_empty() && !grants.1.is_empty() {
         // Exact grants: this very call, by digest.
         match crate::grant::request_digest(req.action, req.resource, req.context) {
             Ok(d) => {
                 for g in grants.1.iter().filter(|g| g.request_digest == d) {
+                    let id = format!("grant/{}", g.id);
+                    if !grants.decided_by_one_of(&id, &entitled) {
+                        continue;
+                    }
                     if m.exact.as_ref().is_none_or(|(_, once)| !once && g.once) {
                         // Prefer a single-use grant: it satisfies a step-up.
-                        m.exact = Some((format!("grant/{}", g.id), g.once));
+                        m.exact = Some((id, g.once));
                     }
                 }
             }
             Err(e) => return Outcome::deny(ReasonCode::INVALID_REQUEST, e),
         }
     }
-    for sets in [&org.policies, &mission.0] {
-        for id in &m.escalate {
-            if let Some(t) = sets.escalations.get(&PolicyId::new(id)) {
-                m.step_up |= t.step_up;
-                m.approvers.extend(t.approvers.iter().cloned());
-            }
-        }
-    }
+    m.approvers = entitled.into_iter().collect();
     m.step_up |= req.required == Trust::Approved;
     outcome(m, req.mission.body.out_of_scope)
 }
@@ -466,10 +509,20 @@ fn outcome(mut m: Matched, out_of_scope: OutOfScope) -> Outcome {
             ..Outcome::new(Decision::Allow, ReasonCode::GRANT, policies)
         }
     };
-    let escalate = |code: &str, policies: Vec<String>, m: &Matched| Outcome {
-        approvers: m.approvers.clone(),
-        step_up: m.step_up,
-        ..Outcome::new(Decision::Escalate, code, policies)
+    let escalate = |code: &str, policies: Vec<String>, m: &Matched| {
+        if m.approvers.is_empty() {
+            // The policies that ask name no approver in common: nobody
+            // could approve, so asking would only wait.
+            return Outcome {
+                detail: "the policies that ask for approval name no approver in common".into(),
+                ..Outcome::new(Decision::Deny, ReasonCode::NO_APPROVER, policies)
+            };
+        }
+        Outcome {
+            approvers: m.approvers.clone(),
+            step_up: m.step_up,
+            ..Outcome::new(Decision::Escalate, code, policies)
+        }
     };
     let negotiable =
         !m.escalate.is_empty() || !m.scope.is_empty() || out_of_scope == OutOfScope::Escalate;
@@ -502,5 +555,22 @@ fn outcome(mut m: Matched, out_of_scope: OutOfScope) -> Outcome {
         (OutOfScope::Escalate, Some(g)) => allowed_by(g, Vec::new()),
         (OutOfScope::Escalate, None) => escalate(ReasonCode::OUT_OF_SCOPE, Vec::new(), &m),
         (OutOfScope::Deny, _) => Outcome::new(Decision::Deny, ReasonCode::OUT_OF_SCOPE, Vec::new()),
+    }
+}
+
+/// Whether every integer in `v` is within ±(2^53 − 1), so that its JSON
+/// (and RFC 8785) form is exact and two different calls never share a
+/// request digest.
+fn exact_json(v: &serde_json::Value) -> bool {
+    const MAX: u64 = (1 << 53) - 1;
+    match v {
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u <= MAX,
+            (None, Some(i)) => i.unsigned_abs() <= MAX,
+            (None, None) => true,
+        },
+        serde_json::Value::Array(a) => a.iter().all(exact_json),
+        serde_json::Value::Object(o) => o.values().all(exact_json),
+        _ => true,
     }
 }

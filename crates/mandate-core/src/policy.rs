@@ -526,6 +526,10 @@ impl MissionPolicySet {
 pub struct GrantSet(
     pub(crate) KindedSet,
     pub(crate) Vec<crate::grant::ExactGrant>,
+    /// Who decided each grant (`grant/{id}` → principal), when known. With
+    /// deciders set, a grant covers only escalations its decider was
+    /// entitled to approve; a grant missing from the map covers nothing.
+    pub(crate) Option<std::collections::HashMap<String, String>>,
 );
 
 impl GrantSet {
@@ -571,7 +575,7 @@ impl GrantSet {
                 .map_err(|e| diag(e.to_string()))?;
             set.kinds.insert(gid, PolicyKind::Grant);
         }
-        Ok(Self(set, Vec::new()))
+        Ok(Self(set, Vec::new(), None))
     }
 
     /// Adds grants that cover exactly one call each (by request digest).
@@ -579,6 +583,31 @@ impl GrantSet {
     pub fn with_exact(mut self, exact: Vec<crate::grant::ExactGrant>) -> Self {
         self.1 = exact;
         self
+    }
+
+    /// Records who decided each grant, by grant id (without `grant/`).
+    #[must_use]
+    pub fn with_deciders(mut self, deciders: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.2 = Some(
+            deciders
+                .into_iter()
+                .map(|(id, by)| (format!("grant/{id}"), by))
+                .collect(),
+        );
+        self
+    }
+
+    /// Whether grant `policy_id` (`grant/{id}`) was decided by one of
+    /// `entitled`; always, when deciders are not tracked (offline tools).
+    pub(crate) fn decided_by_one_of(
+        &self,
+        policy_id: &str,
+        entitled: &std::collections::BTreeSet<String>,
+    ) -> bool {
+        match &self.2 {
+            None => true,
+            Some(m) => m.get(policy_id).is_some_and(|by| entitled.contains(by)),
+        }
     }
 
     #[must_use]

@@ -884,3 +884,116 @@ fn approval_annotations_belong_on_escalations_and_name_principals() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_mission_cannot_name_its_own_approvers_over_the_organisations() {
+    let org = OrgPolicies::load(
+        &[src(
+            "actions.cedarschema",
+            "action wire appliesTo { principal: Agent, resource: [Resource, Route, Tool], \
+             context: { trust: String, time: Long, amount: Long } };",
+        )],
+        &[src(
+            "wires.cedar",
+            "@id(\"wires\") @kind(\"escalate\") @approvers(\"treasurer\")\n\
+             permit(principal, action == Action::\"wire\", resource);",
+        )],
+    )
+    .unwrap();
+    // The mission's own escalation names its principal: a mission can only
+    // narrow the organisation's approvers, so nobody is left.
+    let m = mission_under(
+        &org,
+        MissionPolicies {
+            escalations:
+                "@approvers(\"alice\") permit(principal, action == Action::\"wire\", resource);"
+                    .into(),
+            ..MissionPolicies::default()
+        },
+        OutOfScope::Escalate,
+    );
+    let ctx = json!({"amount": 10});
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        vec![],
+        Trust::Signed,
+        "wire",
+        &resource(&[]),
+        &ctx,
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "no_approver")
+    );
+    // Without the mission's own rule, the treasurer decides.
+    let m = mission_under(&org, MissionPolicies::default(), OutOfScope::Escalate);
+    let out = decide_with(
+        &org,
+        &m,
+        &[],
+        vec![],
+        Trust::Signed,
+        "wire",
+        &resource(&[]),
+        &ctx,
+    );
+    assert_eq!(out.approvers, vec!["treasurer".to_owned()]);
+}
+
+#[test]
+fn a_grant_covers_only_what_its_decider_could_approve() {
+    let org = OrgPolicies::load(
+        &[src(
+            "actions.cedarschema",
+            "action refund appliesTo { principal: Agent, resource: [Resource, Route, Tool], \
+             context: { trust: String, time: Long, amount: Long } };",
+        )],
+        &[src(
+            "refunds.cedar",
+            "@id(\"big\") @kind(\"escalate\")\n\
+             permit(principal, action == Action::\"refund\", resource) when { context.amount > 50000 };\n\
+             @id(\"huge\") @kind(\"escalate\") @approvers(\"cfo\")\n\
+             permit(principal, action == Action::\"refund\", resource) when { context.amount > 1000000 };",
+        )],
+    )
+    .unwrap();
+    let m = mission_under(&org, MissionPolicies::default(), OutOfScope::Escalate);
+    let res = |id: &str| ResourceRef {
+        kind: ResourceKind::Resource { id: id.into() },
+        tags: BTreeMap::new(),
+    };
+    let text = mandate_core::pattern_policy("refund", &res("inv-1"), "inv-").unwrap();
+    let compiled = MissionPolicySet::compile(m.body.id.as_str(), &m.body.policies, None).unwrap();
+    let grants = GrantSet::compile([("gp", text.as_str())])
+        .unwrap()
+        .with_deciders([("gp".to_owned(), "alice".to_owned())]);
+    let run = |amount: i64| {
+        let ctx = json!({ "amount": amount });
+        decide(
+            &org,
+            &compiled,
+            &grants,
+            &DecisionRequest {
+                mission: &m,
+                budget_used: 0,
+                action: "refund",
+                resource: &res("inv-9"),
+                context: ctx.as_object().unwrap(),
+                trust: Trust::Signed,
+                required: Trust::Signed,
+                now: T0.plus(10),
+            },
+        )
+    };
+    // Alice's pattern covers what alice may approve…
+    assert_eq!(run(60_000).decision, Decision::Allow);
+    // …but not a refund only the CFO may approve: that one asks the CFO.
+    let huge = run(50_000_000);
+    assert_eq!(huge.decision, Decision::Escalate);
+    assert_eq!(huge.approvers, vec!["cfo".to_owned()]);
+    // Integers JSON cannot carry exactly are refused, so two calls never
+    // share a digest.
+    assert_eq!(run(1_234_567_890_123_456_789).code, "invalid_request");
+}

@@ -86,19 +86,23 @@ fn now_ms() -> u64 {
 /// Tells waiting agents and the webhook that a request changed. Never
 /// fails the caller: a notification that cannot be queued is logged.
 pub(crate) async fn announce(state: &AppState, event: &str, record: &ApprovalRecord) {
-    state
-        .0
-        .approvals_changed
-        .send_modify(|v| *v = v.wrapping_add(1));
+    // No receiver is fine: nobody is waiting.
+    let _ = state.0.approvals_changed.send(record.id.clone());
     if state.0.webhook.is_none() {
         return;
     }
     let payload = match view(record) {
-        Ok(v) => serde_json::json!({
-            "event": event,
-            "approval": v,
-            "approval_url": poll_url(state, &record.id),
-        }),
+        Ok(mut v) => {
+            // The call's arguments stay in Mandate (the summary and the link
+            // say what it is): a notification carries no request data
+            // beyond that, and stays small.
+            v.context.clear();
+            serde_json::json!({
+                "event": event,
+                "approval": v,
+                "approval_url": poll_url(state, &record.id),
+            })
+        }
         Err(_) => return,
     };
     match state
@@ -212,7 +216,11 @@ async fn deliver_due(
         }
         let (delivered, retry, error) = match send(state, config, client, &d).await {
             Ok(()) => (true, None, None),
-            Err(e) => {
+            Err(Failure::Permanent(e)) => {
+                tracing::error!(event = %d.event, id = d.id, error = %e, "webhook notification refused; given up");
+                (false, None, Some(e))
+            }
+            Err(Failure::Retry(e)) => {
                 let attempts = d.attempts.saturating_add(1);
                 if attempts >= config.max_attempts {
                     tracing::error!(event = %d.event, id = d.id, error = %e, "webhook notification given up");
@@ -250,9 +258,9 @@ async fn send(
     config: &WebhookConfig,
     client: &reqwest::Client,
     d: &mandate_store::WebhookDelivery,
-) -> Result<(), String> {
-    let data: serde_json::Value =
-        serde_json::from_str(&d.payload).map_err(|e| format!("stored payload: {e}"))?;
+) -> Result<(), Failure> {
+    let data: serde_json::Value = serde_json::from_str(&d.payload)
+        .map_err(|e| Failure::Permanent(format!("stored payload: {e}")))?;
     let iat = state.0.clock.now().0;
     let claims = EventClaims {
         iss: &state.0.issuer,
@@ -267,17 +275,32 @@ async fn send(
         .0
         .key
         .sign_jwt(WEBHOOK_TYP, &claims)
-        .map_err(|e| format!("signing: {e}"))?;
+        .map_err(|e| Failure::Retry(format!("signing: {e}")))?;
     let resp = client
         .post(&config.url)
         .header("content-type", "application/jwt")
         .body(jwt)
         .send()
         .await
-        .map_err(|e| format!("request: {e}"))?;
-    if resp.status().is_success() {
+        // The URL may hold a secret path: never in logs or the outbox.
+        .map_err(|e| Failure::Retry(format!("request: {}", e.without_url())))?;
+    let status = resp.status();
+    if status.is_success() {
         Ok(())
+    } else if status.is_client_error()
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+    {
+        // The receiver refuses this notification: retrying will not help,
+        // and it would hold back the ones behind it.
+        Err(Failure::Permanent(format!("receiver answered {status}")))
     } else {
-        Err(format!("receiver answered {}", resp.status()))
+        Err(Failure::Retry(format!("receiver answered {status}")))
     }
+}
+
+/// Why a delivery failed.
+enum Failure {
+    Retry(String),
+    Permanent(String),
 }

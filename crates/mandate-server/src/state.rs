@@ -37,8 +37,9 @@ pub(crate) struct Inner {
     pub replay: ReplayCache,
     pub audit: crate::audit::AuditLog,
     pub policies_dir: PathBuf,
-    /// Bumped whenever an approval request changes, so long-polls wake.
-    pub approvals_changed: tokio::sync::watch::Sender<u64>,
+    /// The id of every approval request that changes, so the long-polls
+    /// waiting on it (and only those) wake.
+    pub approvals_changed: tokio::sync::broadcast::Sender<String>,
     /// Serializes approving and denying, so the audit event written
     /// before the change always describes the change that happens.
     pub approvals_lock: tokio::sync::Mutex<()>,
@@ -95,7 +96,7 @@ impl AppState {
             replay: ReplayCache::default(),
             audit,
             policies_dir: config.policies_dir.clone(),
-            approvals_changed: tokio::sync::watch::Sender::new(0),
+            approvals_changed: tokio::sync::broadcast::Sender::new(1_024),
             approvals_lock: tokio::sync::Mutex::new(()),
             webhook: config.webhook.clone(),
             webhook_wake: tokio::sync::Notify::new(),

@@ -102,6 +102,8 @@ pub struct GrantRecord {
     pub policy: String,
     /// The call a `once` or `mission` grant covers.
     pub request_digest: Option<String>,
+    /// The principal whose approval created it.
+    pub created_by: String,
 }
 
 /// A grant to create with an approval.
@@ -208,6 +210,11 @@ pub enum Resolution {
 pub struct ApprovalFilter {
     pub status: Option<ApprovalStatus>,
     pub mission: Option<MissionId>,
+    /// Only requests this principal may decide.
+    pub decider: Option<String>,
+    /// Only requests this principal may see (as the mission's principal or
+    /// an approver). `None`: all (admins).
+    pub viewer: Option<String>,
     pub limit: u32,
 }
 

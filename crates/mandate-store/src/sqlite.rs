@@ -712,7 +712,7 @@ impl Store for SqliteStore {
         now: UnixTime,
     ) -> Result<Vec<GrantRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT g.id, g.policy, g.scope, g.request_digest FROM grants g \
+            "SELECT g.id, g.policy, g.scope, g.request_digest, g.created_by FROM grants g \
              JOIN missions m ON m.id = g.mission_id \
              WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
                AND (g.expires_at IS NULL OR g.expires_at > ?2) \
@@ -732,6 +732,7 @@ impl Store for SqliteStore {
                         .map_err(|e: String| corrupt("grant scope", e))?,
                     policy: r.try_get("policy")?,
                     request_digest: r.try_get("request_digest")?,
+                    created_by: r.try_get("created_by")?,
                 })
             })
             .collect()
@@ -815,11 +816,18 @@ impl Store for SqliteStore {
             approval_select!(),
             " WHERE (?1 IS NULL OR a.status = ?1) \
              AND (?2 IS NULL OR a.mission_id = ?2) \
+             AND (?4 IS NULL \
+                  OR EXISTS (SELECT 1 FROM json_each(a.approvers) WHERE value = ?4) \
+                  OR (a.approvers = '[]' AND m.principal = ?4)) \
+             AND (?5 IS NULL OR m.principal = ?5 \
+                  OR EXISTS (SELECT 1 FROM json_each(a.approvers) WHERE value = ?5)) \
              ORDER BY a.created_at DESC, a.id LIMIT ?3"
         ))
         .bind(f.status.map(ApprovalStatus::as_str))
         .bind(f.mission.as_ref().map(MissionId::as_str))
         .bind(i64::from(f.limit))
+        .bind(f.decider.as_deref())
+        .bind(f.viewer.as_deref())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(approval_from_row).collect()

@@ -96,29 +96,19 @@ pub(super) async fn list(
         .transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
     let mine = q.mine.unwrap_or(true);
-    // Filtering by who may see happens after the query; read generously so
-    // a page is full when it can be.
+    let me = caller.principal.name.to_string();
+    let admin = caller.principal.role == Role::Admin;
     let records =
         s.0.store
             .approvals(&ApprovalFilter {
                 status,
                 mission,
-                limit: MAX_LIST,
+                decider: mine.then(|| me.clone()),
+                viewer: (!mine && !admin).then_some(me),
+                limit,
             })
             .await?;
-    let mut out = Vec::new();
-    for r in records.iter().filter(|r| {
-        if mine {
-            r.may_be_decided_by(&caller.principal.name)
-        } else {
-            may_see(&caller, r)
-        }
-    }) {
-        if out.len() >= limit as usize {
-            break;
-        }
-        out.push(view(r)?);
-    }
+    let out = records.iter().map(view).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(out))
 }
 
@@ -166,10 +156,20 @@ pub(super) async fn show(
         if now >= deadline {
             return Ok(Json(view(&r)?));
         }
-        if tokio::time::timeout(deadline - now, changed.changed())
-            .await
-            .is_err()
-        {
+        // Sleep until this request changes (or the deadline). A lagging
+        // receiver re-reads: it may have missed this one.
+        let woke = tokio::time::timeout(deadline - now, async {
+            loop {
+                match changed.recv().await {
+                    Ok(changed_id) if changed_id == id => return true,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await;
+        if !matches!(woke, Ok(true)) {
             return Ok(Json(view(&r)?));
         }
     }
@@ -229,12 +229,26 @@ fn grant_for(s: &AppState, r: &ApprovalRecord, req: &ApproveRequest) -> Result<N
             let resource: ResourceRef =
                 serde_json::from_str(&r.resource).map_err(|_| Problem::internal())?;
             let prefix = req.resource_prefix.as_deref().unwrap_or("");
+            if prefix.is_empty() {
+                return Err(bad(
+                    "a pattern needs a resource prefix (`resource_prefix`): say what it covers"
+                        .into(),
+                ));
+            }
             if prefix.chars().any(char::is_control) || prefix.len() > 1_000 {
                 return Err(bad(
                     "the resource prefix must be printable and at most 1,000 bytes".into(),
                 ));
             }
             let policy = pattern_policy(&r.action, &resource, prefix).map_err(bad)?;
+            // It must compile as a grant, or it would break every decision
+            // of the mission.
+            mandate_core::GrantSet::compile([("check", policy.as_str())]).map_err(|d| {
+                bad(format!(
+                    "the pattern does not make a valid grant: {}",
+                    d.message
+                ))
+            })?;
             (policy, None, req.max_uses)
         }
     };

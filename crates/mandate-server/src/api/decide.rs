@@ -198,6 +198,19 @@ pub(crate) async fn decide_call(
     } = *call;
     let now = s.0.clock.now();
     let id = &mission.body.id;
+    // A route path that parsers could read differently is refused here too,
+    // so a grant's path prefix means what it says.
+    if let ResourceKind::Route { path, .. } = &resource.kind
+        && let Err(e) = crate::routes::check_path(path)
+    {
+        return Ok((
+            response(
+                Outcome::deny(ReasonCode::INVALID_REQUEST, e.to_string()),
+                Some(id),
+            ),
+            None,
+        ));
+    }
     // 2. Mission state and budget.
     let used = s.0.store.budget_used(id).await?;
     if let Err(o) = state_check(mission, now, used) {
@@ -328,6 +341,10 @@ async fn live_grants(
     now: UnixTime,
 ) -> Result<Result<GrantSet, String>, Problem> {
     let records = s.0.store.live_grants(id, now).await?;
+    let deciders: Vec<(String, String)> = records
+        .iter()
+        .map(|g| (g.id.clone(), g.created_by.clone()))
+        .collect();
     let mut exact = Vec::new();
     let mut patterns = Vec::new();
     for g in &records {
@@ -342,7 +359,7 @@ async fn live_grants(
         }
     }
     Ok(GrantSet::compile(patterns)
-        .map(|set| set.with_exact(exact))
+        .map(|set| set.with_exact(exact).with_deciders(deciders))
         .map_err(|d| d.to_string()))
 }
 
