@@ -291,6 +291,160 @@ impl MissionAgent {
         )))
     }
 
+    /// Sends a request through a Mandate gateway (`url` under
+    /// `/gw/{route}/…`), signed with the mission key (RFC 9421): the
+    /// credential rides in `Signature-Key` (scheme `jwt`), and the
+    /// signature covers the method, authority, path, query, the
+    /// `Signature-Key`, the body's `Content-Digest` and type, and the
+    /// justification if one is given. The credential is refreshed first if
+    /// it is about to expire.
+    pub async fn send_signed(
+        &mut self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        justification: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
+        let local = |m: String| ClientError::Local(m);
+        self.fresh_credential().await?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| local(format!("`{url}`: {e}")))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| local(format!("`{url}` has no host")))?;
+        let authority = match parsed.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let sig_key =
+            signature_key_header("sig", &self.credential).map_err(|e| local(e.to_string()))?;
+        let mut headers: Vec<(String, String)> = vec![("signature-key".into(), sig_key)];
+        let mut components = vec!["@method", "@authority", "@path"];
+        if parsed.query().is_some() {
+            components.push("@query");
+        }
+        components.push("signature-key");
+        if let Some((ctype, bytes)) = &body {
+            headers.push(("content-type".into(), (*ctype).to_owned()));
+            headers.push(("content-digest".into(), content_digest(bytes)));
+            components.extend(["content-type", "content-digest"]);
+        }
+        if let Some(j) = justification {
+            headers.push(("mandate-justification".into(), j.to_owned()));
+            components.push("mandate-justification");
+        }
+        let created = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
+        // Ed25519 is deterministic: without a nonce, the same call sent twice
+        // in one second would carry the same signature, and the gateway
+        // would refuse the second as a replay.
+        let mut nonce = [0u8; 16];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|e| local(e.to_string()))?;
+        let nonce = mandate_core::s256(&nonce);
+        let (input, signature) = self
+            .key
+            .sign_request(
+                &RequestParts {
+                    method,
+                    scheme: parsed.scheme(),
+                    authority: &authority,
+                    path: parsed.path(),
+                    query: parsed.query(),
+                    headers: &headers,
+                },
+                &SignSpec {
+                    label: "sig",
+                    components: &components,
+                    created,
+                    expires: None,
+                    keyid: None,
+                    nonce: Some(&nonce),
+                },
+            )
+            .map_err(|e| local(e.to_string()))?;
+        let method = Method::from_bytes(method.as_bytes()).map_err(|e| local(e.to_string()))?;
+        let mut rb = self.client.http().request(method, parsed.clone());
+        for (k, v) in &headers {
+            rb = rb.header(k, v);
+        }
+        rb = rb
+            .header("signature-input", input)
+            .header("signature", signature);
+        if let Some((_, bytes)) = body {
+            rb = rb.body(bytes);
+        }
+        rb.send().await.map_err(|e| ClientError::Http {
+            url: url.to_owned(),
+            source: e,
+        })
+    }
+
+    /// [`Self::send_signed`], and if the gateway answers that the call needs
+    /// approval (`403 approval_required`), waits for the decision (at most
+    /// `max_wait`) and sends it again. A denial, an expiry or no decision in
+    /// time is an error naming the approval request. Any other answer is
+    /// returned as it is.
+    pub async fn send_with_approval(
+        &mut self,
+        max_wait: Duration,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        justification: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        const MAX_ROUNDS: usize = 5;
+        let deadline = Instant::now() + max_wait;
+        for _ in 0..MAX_ROUNDS {
+            let resp = self
+                .send_signed(method, url, body.clone(), justification)
+                .await?;
+            if resp.status() != reqwest::StatusCode::FORBIDDEN {
+                return Ok(resp);
+            }
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+            let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let (Some("approval_required"), Some(approval)) = (
+                problem.get("code").and_then(|c| c.as_str()),
+                problem.get("approval_id").and_then(|c| c.as_str()),
+            ) else {
+                return Err(ClientError::Problem {
+                    status: 403,
+                    code: problem
+                        .get("code")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("forbidden")
+                        .to_owned(),
+                    detail: problem
+                        .get("detail")
+                        .and_then(|c| c.as_str())
+                        .unwrap_or("refused")
+                        .to_owned(),
+                });
+            };
+            let approval = approval.to_owned();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let view = self.wait_for_approval(&approval, left).await?;
+            match view.status.as_str() {
+                "approved" => {}
+                "denied" => {
+                    return Err(ClientError::ApprovalDenied {
+                        approval,
+                        reason: view.decision_reason,
+                    });
+                }
+                "expired" => return Err(ClientError::ApprovalExpired { approval }),
+                _ => return Err(ClientError::ApprovalPending { approval }),
+            }
+        }
+        Err(ClientError::Local(format!(
+            "the call escalated again after {MAX_ROUNDS} approvals"
+        )))
+    }
+
     /// A request to the authority carrying the credential and a fresh proof
     /// of possession. (Requests through the gateway will be signed with
     /// RFC 9421 instead; this is the seam where that slots in.)

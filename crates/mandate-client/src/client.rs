@@ -93,6 +93,11 @@ impl Client {
         self
     }
 
+    /// The underlying HTTP client (for signed gateway calls).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     #[must_use]
     pub fn base(&self) -> &str {
         &self.base

@@ -161,6 +161,16 @@ impl MissionKey {
         &self.0.thumbprint
     }
 
+    /// Signs an HTTP request (RFC 9421, Ed25519) with this key. Returns the
+    /// `Signature-Input` and `Signature` header values.
+    pub fn sign_request(
+        &self,
+        req: &crate::httpsig::RequestParts<'_>,
+        spec: &crate::httpsig::SignSpec<'_>,
+    ) -> Result<(String, String), crate::httpsig::HttpSigError> {
+        crate::httpsig::sign_ed25519(req, spec, &self.0.signing)
+    }
+
     /// Signs a JWS whose header carries this key's public JWK (as a DPoP
     /// proof does).
     pub(crate) fn sign_with_embedded_jwk<T: Serialize>(

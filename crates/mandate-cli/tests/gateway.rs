@@ -1,0 +1,670 @@
+//! End to end: the HTTP enforcement gateway on loopback, in front of a real
+//! upstream (an axum server in this test that records what reaches it).
+//! Signed calls by the client crate and by an independent RFC 9421
+//! implementation (Python `http-message-signatures`); denials, escalation
+//! and approval; token exchange verified by PyJWT; and the attacks a
+//! gateway must refuse before anything is forwarded.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mandate_client::{Client, MissionAgent};
+use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
+use mandate_core::wire::{ApproveRequest, CreateMissionRequest};
+use mandate_core::{MissionKey, OsRandom};
+use mandate_testkit::{MissionPlan, Scenario, TestServer};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies")
+}
+
+/// What reached the upstream.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// An upstream that records every request and answers with a small JSON.
+async fn upstream() -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let log = Arc::clone(&log);
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+            log.lock().unwrap().push(Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect(),
+                body,
+            });
+            axum::Json(json!({ "upstream": "ok", "path": parts.uri.path() }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+const SCOPE: &str = r#"
+@id("billing")
+permit(principal, action in [Action::"read", Action::"refund"], resource is Route)
+when { resource.route == "billing" };
+"#;
+
+async fn setup() -> (
+    TestServer,
+    tempfile::TempDir,
+    Scenario,
+    String,
+    Arc<Mutex<Vec<Seen>>>,
+) {
+    let (up, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "actions.cedarschema",
+        "hr-off-limits.cedar",
+        "refunds-escalate.cedar",
+    ] {
+        std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
+    }
+    let config = format!(
+        r#"policies_dir = {dir:?}
+
+[[routes]]
+name = "billing"
+upstream = "{up}"
+auth = "token_exchange"
+audience = "https://billing.example"
+max_body_bytes = 1024
+
+[[routes.rules]]
+method = "GET"
+path = "/invoices/{{id}}"
+action = "read"
+
+[[routes.rules]]
+method = "POST"
+path = "/refunds/{{id}}"
+action = "refund"
+context_from_body = ["amount"]
+
+[[routes]]
+name = "hr"
+upstream = "{up}"
+labels = ["hr"]
+
+[[routes.rules]]
+method = "*"
+path = "/{{*rest}}"
+action = "read"
+"#,
+        dir = dir.path().display().to_string()
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: SCOPE.into(),
+            boundaries: String::new(),
+            budget: 100,
+        })
+        .await;
+    let gw = format!("{}/gw", server.url());
+    (server, dir, s, gw, seen)
+}
+
+fn python() -> String {
+    std::env::var("MANDATE_TEST_PYTHON").expect(
+        "MANDATE_TEST_PYTHON must name a Python with PyJWT and http-message-signatures; run scripts/test.sh",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_call_is_forwarded_with_a_token_for_that_upstream_only() {
+    let (server, _dir, s, gw, seen) = setup().await;
+    let mut agent = s.agent;
+    let resp = agent
+        .send_signed(
+            "GET",
+            &format!("{gw}/billing/invoices/42?expand=lines"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["path"], "/invoices/42");
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].method.as_str(), got[0].uri.as_str()),
+        ("GET", "/invoices/42?expand=lines")
+    );
+    let header = |name: &str| {
+        got[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    // Mandate's own signature headers and the agent's credential never
+    // reach the upstream; the upstream gets a token of its own.
+    for h in ["signature", "signature-input", "signature-key"] {
+        assert_eq!(header(h), None, "{h} was forwarded");
+    }
+    let bearer = header("authorization").unwrap();
+    let token = bearer.strip_prefix("Bearer ").unwrap();
+    assert!(!token.contains(agent.credential()));
+    // An independent JWT library verifies it against the JWKS, for this
+    // audience, on behalf of alice, acted by the agent.
+    let script = r#"
+import json, sys, urllib.request, jwt
+issuer, token = sys.argv[1], sys.argv[2]
+jwks = json.load(urllib.request.urlopen(issuer + "/.well-known/jwks.json"))
+header = jwt.get_unverified_header(token)
+key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["EdDSA"], audience="https://billing.example",
+                    issuer=issuer, options={"require": ["exp", "iat", "iss", "sub", "aud", "jti"]})
+print(json.dumps(claims))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, server.url(), token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["act"]["sub"], "billing-bot");
+    assert_eq!(claims["mission_id"], agent.mission_id().to_string());
+    assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 300);
+    // A token minted for another audience is refused by the same library.
+    let wrong = std::process::Command::new(python())
+        .args([
+            "-c",
+            &script.replace("https://billing.example", "https://hr.example"),
+            server.url(),
+            token,
+        ])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boundaries_deny_escalations_wait_for_a_person_and_everything_is_audited() {
+    let (server, _dir, s, gw, seen) = setup().await;
+    let mut agent = s.agent;
+    // A boundary: HR records, whatever the mission says.
+    let resp = agent
+        .send_signed("GET", &format!("{gw}/hr/people/7"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["code"], "boundary");
+    assert_eq!(p["policies"], json!(["hr-off-limits.cedar/hr-records"]));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing may reach the upstream"
+    );
+    // An escalation: a refund over 50,000 waits for alice.
+    let url = format!("{gw}/billing/refunds/9");
+    let body = br#"{"amount": 75000}"#.to_vec();
+    let resp = agent
+        .send_signed(
+            "POST",
+            &url,
+            Some(("application/json", body.clone())),
+            Some("ACME was double-billed"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.headers()["aauth-requirement"]
+            .to_str()
+            .unwrap()
+            .starts_with("requirement=approval")
+    );
+    assert!(resp.headers().contains_key("retry-after"));
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["code"], "approval_required");
+    let approval = p["approval_id"].as_str().unwrap().to_owned();
+    let alice = Client::new(server.url()).unwrap().with_token(&s.alice);
+    let shown = alice.approval(&approval).await.unwrap();
+    assert_eq!(shown.justification, "ACME was double-billed");
+    assert_eq!(shown.context["amount"], 75_000);
+    // The agent waits and retries; alice approves meanwhile.
+    let approver = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        alice
+            .approve(&approval, &ApproveRequest::default())
+            .await
+            .unwrap();
+    });
+    let resp = agent
+        .send_with_approval(
+            Duration::from_secs(20),
+            "POST",
+            &url,
+            Some(("application/json", body)),
+            Some("ACME was double-billed"),
+        )
+        .await
+        .unwrap();
+    approver.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, br#"{"amount": 75000}"#);
+    assert!(
+        got[0]
+            .headers
+            .iter()
+            .all(|(k, _)| k != "mandate-justification")
+    );
+    // Every decision is in the log, with the route and method.
+    let log = server
+        .cli(
+            Some(&s.admin),
+            &[
+                "--json", "audit", "list", "--kind", "decision", "--limit", "100",
+            ],
+        )
+        .json();
+    let records = log["records"].as_array().unwrap();
+    let codes: Vec<&str> = records
+        .iter()
+        .map(|r| r["body"]["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"boundary") && codes.contains(&"escalation") && codes.contains(&"grant"),
+        "{codes:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["body"]["enforcement_point"] == "gateway")
+    );
+}
+
+/// Sends raw bytes to the server and returns the status line and body.
+fn raw(url: &str, request: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// Builds signed headers for a request as an attacker might: with a key,
+/// components and `created` of its choosing.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "test helper: every part of one signature"
+)]
+fn signed_headers(
+    key: &MissionKey,
+    credential: &str,
+    method: &str,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+    components: &[&str],
+    created: i64,
+) -> Vec<(String, String)> {
+    let mut h = vec![(
+        "signature-key".to_owned(),
+        signature_key_header("sig", credential).unwrap(),
+    )];
+    if !body.is_empty() {
+        h.push(("content-type".into(), "application/json".into()));
+        h.push(("content-digest".into(), content_digest(body)));
+    }
+    let (input, sig) = key
+        .sign_request(
+            &RequestParts {
+                method,
+                scheme: "http",
+                authority,
+                path,
+                query: None,
+                headers: &h,
+            },
+            &SignSpec {
+                label: "sig",
+                components,
+                created,
+                expires: None,
+                keyid: None,
+                nonce: None,
+            },
+        )
+        .unwrap();
+    h.push(("signature-input".into(), input));
+    h.push(("signature".into(), sig));
+    h
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_are_refused_before_anything_is_forwarded() {
+    let (server, _dir, s, _gw, seen) = setup().await;
+    let agent = s.agent;
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    let saved = agent.save().unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&saved).unwrap();
+    let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
+    let cred = agent.credential().to_owned();
+    // Path confusion, sent byte for byte (HTTP clients would normalise it).
+    for path in [
+        "/gw/billing/../hr/people/7",
+        "/gw/billing/%2e%2e/hr/people/7",
+        "/gw/billing/invoices%2f42",
+        "/gw/billing/invoices//42",
+        "/gw/billing/invoices/%5c42",
+    ] {
+        let (status, out) = raw(
+            server.url(),
+            &format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 400, "{path}: {out}");
+        assert!(out.contains("ambiguous_path"), "{path}: {out}");
+    }
+    let http = reqwest::Client::new();
+    let send =
+        |path: &str, headers: Vec<(String, String)>, body: Vec<u8>, method: reqwest::Method| {
+            let mut rb = http.request(method, format!("{}{path}", server.url()));
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            rb.body(body).send()
+        };
+    let path = "/gw/billing/refunds/9";
+    let body = br#"{"amount": 10}"#.to_vec();
+    let all = [
+        "@method",
+        "@authority",
+        "@path",
+        "signature-key",
+        "content-type",
+        "content-digest",
+    ];
+    let code = |v: Value| v["code"].as_str().unwrap_or("").to_owned();
+    // No signature at all.
+    let r = send(path, vec![], body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "signature_required".into())
+    );
+    // A tampered body.
+    let h = signed_headers(&key, &cred, "POST", &authority, path, &body, &all, now());
+    let r = send(
+        path,
+        h,
+        br#"{"amount": 99}"#.to_vec(),
+        reqwest::Method::POST,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "bad_digest".into())
+    );
+    // A stale `created`.
+    let h = signed_headers(
+        &key,
+        &cred,
+        "POST",
+        &authority,
+        path,
+        &body,
+        &all,
+        now() - 300,
+    );
+    let r = send(path, h, body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "signature_stale".into())
+    );
+    // A covered component missing.
+    let partial = [
+        "@method",
+        "@path",
+        "signature-key",
+        "content-type",
+        "content-digest",
+    ];
+    let h = signed_headers(
+        &key,
+        &cred,
+        "POST",
+        &authority,
+        path,
+        &body,
+        &partial,
+        now(),
+    );
+    let r = send(path, h, body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "signature_incomplete".into())
+    );
+    // Another key (a stolen credential without its disc).
+    let thief = MissionKey::generate(&OsRandom).unwrap();
+    let h = signed_headers(&thief, &cred, "POST", &authority, path, &body, &all, now());
+    let r = send(path, h, body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "bad_signature".into())
+    );
+    // Signed for one path, sent to another.
+    let h = signed_headers(
+        &key,
+        &cred,
+        "POST",
+        &authority,
+        "/gw/billing/refunds/8",
+        &body,
+        &all,
+        now(),
+    );
+    let r = send(path, h, body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "bad_signature".into())
+    );
+    // A good request goes through once; replayed, it is refused.
+    let mut h = signed_headers(&key, &cred, "POST", &authority, path, &body, &all, now());
+    // The agent tries to hand the upstream credentials of its own choosing.
+    h.push(("authorization".into(), "Bearer agent-chosen".into()));
+    h.push(("x-forwarded-for".into(), "10.0.0.1".into()));
+    let r = send(path, h.clone(), body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(path, h, body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "signature_replayed".into())
+    );
+    {
+        let got = seen.lock().unwrap();
+        assert_eq!(got.len(), 1, "only the one good request was forwarded");
+        let auth: Vec<_> = got[0]
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "authorization")
+            .collect();
+        assert_eq!(auth.len(), 1);
+        assert_ne!(auth[0].1, "Bearer agent-chosen");
+        assert!(got[0].headers.iter().all(|(k, _)| k != "x-forwarded-for"));
+    }
+    // An oversized body.
+    let big = vec![b'x'; 4096];
+    let h = signed_headers(&key, &cred, "POST", &authority, path, &big, &all, now());
+    let r = send(path, h, big, reqwest::Method::POST).await.unwrap();
+    assert_eq!(r.status(), 413);
+    // The credential of another mission, with that mission's key, for a
+    // request signed by this one's: refused.
+    let alice = Client::new(server.url()).unwrap().with_token(&s.alice);
+    let other = alice
+        .create_mission(&CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Something else".into(),
+            scope: SCOPE.into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: None,
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let other = MissionAgent::start(server.url(), &other.start_token)
+        .await
+        .unwrap();
+    let h = signed_headers(
+        &key,
+        other.credential(),
+        "POST",
+        &authority,
+        path,
+        &body,
+        &all,
+        now(),
+    );
+    let r = send(path, h, body.clone(), reqwest::Method::POST)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "bad_signature".into())
+    );
+    // The credential of an ended mission.
+    other.end(None).await.unwrap();
+    let saved = other.save().unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&saved).unwrap();
+    let other_key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
+    let h = signed_headers(
+        &other_key,
+        &saved.credential,
+        "POST",
+        &authority,
+        path,
+        &body,
+        &all,
+        now(),
+    );
+    let r = send(path, h, body, reqwest::Method::POST).await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), code(r.json().await.unwrap())),
+        (401, "mission_ended".into())
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_signed_by_an_independent_rfc_9421_implementation_passes() {
+    let (_server, _dir, s, gw, seen) = setup().await;
+    let saved = s.agent.save().unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&saved).unwrap();
+    let script = r#"
+import sys, base64, hashlib, requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from http_sf.compat import Dictionary
+from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
+url, pem, credential, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].encode()
+# PKCS#8 v2 (with the public key) is not read by every library; the seed
+# sits at the same place in v1 and v2.
+der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+key = Ed25519PrivateKey.from_private_bytes(der[16:48])
+class Keys(HTTPSignatureKeyResolver):
+    def resolve_private_key(self, key_id): return key
+    def resolve_public_key(self, key_id): return key.public_key()
+req = requests.Request("POST", url, data=body, headers={"Content-Type": "application/json"}).prepare()
+req.headers["Content-Digest"] = str(Dictionary({"sha-256": hashlib.sha256(req.body).digest()}))
+req.headers["Signature-Key"] = 'sig=jwt;jwt="%s"' % credential
+HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=Keys()).sign(
+    req, key_id="mission", label="sig",
+    covered_component_ids=("@method", "@authority", "@path", "signature-key", "content-type", "content-digest"))
+r = requests.Session().send(req)
+print(r.status_code)
+print(r.text)
+"#;
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            script,
+            &format!("{gw}/billing/refunds/3"),
+            saved.key_pem.as_str(),
+            &saved.credential,
+            r#"{"amount": 120}"#,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("200"), "{stdout}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
