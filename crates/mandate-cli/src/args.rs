@@ -62,6 +62,36 @@ pub enum Command {
     /// that mission only) or deny.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
+    /// Vault principals' secrets for password-only systems (admin). The
+    /// gateway injects them for a mission's principal after an Allow; the
+    /// agent never sees them.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCmd {
+    /// Store or rotate a secret. The secret itself is read from standard
+    /// input (never from the command line, where other users could see it).
+    Put {
+        /// A gateway route with `auth = "vault"`.
+        route: String,
+        /// Whose secret it is.
+        principal: String,
+        /// HTTP Basic: the username (the password comes from standard input).
+        #[arg(long, group = "kind")]
+        basic: Option<String>,
+        /// A bearer token (from standard input).
+        #[arg(long, group = "kind")]
+        bearer: bool,
+        /// A header of this name (its value from standard input).
+        #[arg(long, group = "kind")]
+        header: Option<String>,
+    },
+    /// What is stored (never the secrets).
+    List,
+    /// Remove a secret.
+    Delete { route: String, principal: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -100,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decide(a) => crate::policy::decide(client()?, a, json).await?,
         Command::Audit(cmd) => audit(client, cmd, json).await?,
         Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
+        Command::Vault(cmd) => vault(client()?, cmd, json).await?,
     }
     Ok(())
 }
@@ -405,6 +406,77 @@ fn read_policy(path: Option<&Path>) -> anyhow::Result<String> {
 }
 
 /// A secret given on the command line, or `-` for standard input.
+async fn vault(c: Client, cmd: crate::args::VaultCmd, json: bool) -> anyhow::Result<()> {
+    use crate::args::VaultCmd;
+    use mandate_core::VaultSecret;
+    match cmd {
+        VaultCmd::Put {
+            route,
+            principal,
+            basic,
+            bearer,
+            header,
+        } => {
+            let mut input = zeroize::Zeroizing::new(String::new());
+            std::io::stdin().read_to_string(&mut input)?;
+            let value = input.trim_end_matches(['\r', '\n']).to_owned();
+            let secret = match (basic, bearer, header) {
+                (Some(username), false, None) => VaultSecret::Basic {
+                    username,
+                    password: value,
+                },
+                (None, true, None) => VaultSecret::Bearer { token: value },
+                (None, false, Some(name)) => VaultSecret::Header { name, value },
+                _ => bail!("say what the secret is: --basic USER, --bearer, or --header NAME"),
+            };
+            let v = c.vault_put(&route, &principal, &secret).await?;
+            if json {
+                output::json(&v)?;
+            } else {
+                println!(
+                    "stored {} secret of {} for route {} (version {})",
+                    v.kind, v.principal, v.route, v.version
+                );
+            }
+        }
+        VaultCmd::List => {
+            let all = c.vault_list().await?;
+            if json {
+                output::json(&all)?;
+            } else if all.is_empty() {
+                println!("no secrets in the vault");
+            } else {
+                println!(
+                    "{:<20} {:<20} {:<7} {:>7}  UPDATED",
+                    "ROUTE", "PRINCIPAL", "KIND", "VERSION"
+                );
+                for v in &all {
+                    println!(
+                        "{:<20} {:<20} {:<7} {:>7}  {} by {}",
+                        v.route,
+                        v.principal,
+                        v.kind,
+                        v.version,
+                        output::when(v.updated_at),
+                        v.updated_by
+                    );
+                }
+            }
+        }
+        VaultCmd::Delete { route, principal } => {
+            c.vault_delete(&route, &principal).await?;
+            if json {
+                output::json(
+                    &serde_json::json!({ "deleted": true, "route": route, "principal": principal }),
+                )?;
+            } else {
+                println!("deleted the secret of {principal} for route {route}");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn arg_or_stdin(v: &str) -> anyhow::Result<String> {
     if v == "-" {
         let mut s = String::new();

@@ -668,3 +668,143 @@ print(r.text)
     assert!(stdout.starts_with("200"), "{stdout}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// Governed impersonation: alice's CRM password is vaulted; the agent's
+/// calls reach the CRM logged in as alice; the password appears in no
+/// response, log line, audit record or CLI output; revoking the mission
+/// stops it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vaulted_password_reaches_only_the_upstream() {
+    use base64::Engine as _;
+    const PASSWORD: &str = "S3cret-Passw0rd-4-CRM";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}"));
+    let (up, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["actions.cedarschema", "hr-off-limits.cedar"] {
+        std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
+    }
+    let config = format!(
+        "policies_dir = {:?}\n\n[[routes]]\nname = \"crm\"\nupstream = \"{up}\"\nauth = \"vault\"\n\n\
+         [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
+        dir.path().display().to_string()
+    );
+    let server = TestServer::start_logged(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Update the CRM notes".into(),
+            scope: "permit(principal, action == Action::\"read\", resource is Route) when { resource.route == \"crm\" };".into(),
+            boundaries: String::new(),
+            budget: 100,
+        })
+        .await;
+    let mut outputs = Vec::new();
+    // Before a secret is stored, the call is refused after its Allow.
+    let mut agent = s.agent;
+    let url = format!("{}/gw/crm/accounts/1", server.url());
+    let r = agent.send_signed("GET", &url, None, None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    outputs.push(r.text().await.unwrap());
+    // An admin vaults alice's password (from standard input).
+    let out = server.cli_with_input(
+        Some(&s.admin),
+        &["vault", "put", "crm", "alice", "--basic", "alice"],
+        PASSWORD,
+    );
+    outputs.push(out.success());
+    let out = server.cli(Some(&s.admin), &["vault", "list"]);
+    let listed = out.success();
+    assert!(
+        listed.contains("crm") && listed.contains("basic"),
+        "{listed}"
+    );
+    outputs.push(listed);
+    // The agent's call reaches the CRM as alice, even if it tries to send
+    // credentials of its own.
+    let r = agent.send_signed("GET", &url, None, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    outputs.push(r.text().await.unwrap());
+    {
+        let got = seen.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        let auth: Vec<_> = got[0]
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "authorization")
+            .collect();
+        assert_eq!(
+            auth,
+            vec![&("authorization".to_owned(), format!("Basic {encoded}"))]
+        );
+    }
+    // Rotation: a new password, version 2, used from the next call.
+    let out = server.cli_with_input(
+        Some(&s.admin),
+        &["vault", "put", "crm", "alice", "--basic", "alice"],
+        "rotated-Passw0rd",
+    );
+    assert!(out.success().contains("version 2"));
+    let r = agent.send_signed("GET", &url, None, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    outputs.push(r.text().await.unwrap());
+    // Every use is audited as an impersonation.
+    let log = server
+        .cli(
+            Some(&s.admin),
+            &["--json", "audit", "list", "--kind", "vault.used"],
+        )
+        .json();
+    let uses = log["records"].as_array().unwrap();
+    assert_eq!(uses.len(), 2);
+    let seq = uses[0]["seq"].as_u64().unwrap().to_string();
+    let story = server
+        .cli(Some(&s.admin), &["audit", "explain", &seq])
+        .success();
+    assert!(
+        story.contains("impersonation of `alice` on `crm` by agent `billing-bot`"),
+        "{story}"
+    );
+    outputs.push(story);
+    // Revoking the mission stops it at once, without touching the password.
+    let alice = Client::new(server.url()).unwrap().with_token(&s.alice);
+    alice
+        .revoke("mission", &agent.mission_id().to_string(), None)
+        .await
+        .unwrap();
+    let r = agent.send_signed("GET", &url, None, None).await;
+    let text = match r {
+        Ok(r) => {
+            assert_eq!(r.status(), 401);
+            r.text().await.unwrap()
+        }
+        Err(e) => e.to_string(),
+    };
+    outputs.push(text);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    // Nowhere but the upstream: responses, CLI output, the audit log, the
+    // server's debug log, the database file.
+    let export = server
+        .cli(Some(&s.admin), &["audit", "export", "--after", "0"])
+        .success();
+    outputs.push(export);
+    outputs.push(server.log());
+    assert!(!server.log().is_empty(), "the log was captured");
+    let db = std::fs::read(server.data_dir().join("mandate.db")).unwrap();
+    let wal = std::fs::read(server.data_dir().join("mandate.db-wal")).unwrap_or_default();
+    for needle in [PASSWORD, encoded.as_str(), "rotated-Passw0rd"] {
+        for (i, o) in outputs.iter().enumerate() {
+            assert!(!o.contains(needle), "output {i} leaks the secret:\n{o}");
+        }
+        for bytes in [&db, &wal] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "the database holds it in the clear"
+            );
+        }
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data_dir().join("vault.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}

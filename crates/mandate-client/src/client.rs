@@ -6,7 +6,7 @@ use mandate_core::wire::{
     CreatePrincipalRequest, CreateTokenRequest, CreatedMission, CreatedPrincipal, CreatedToken,
     DecideRequest, DecideResponse, DenyRequest, EndMissionRequest, IntrospectRequest,
     IntrospectResponse, MissionView, PoliciesView, PrincipalView, ProblemDocument,
-    RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView,
+    RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView, VaultView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
@@ -286,6 +286,39 @@ impl Client {
     pub async fn deny(&self, id: &str, req: &DenyRequest) -> Result<ApprovalView, ClientError> {
         self.post(&format!("/v1/approvals/{}/deny", segment(id)?), req)
             .await
+    }
+
+    /// Stores or rotates a principal's secret for a vault route (admin).
+    pub async fn vault_put(
+        &self,
+        route: &str,
+        principal: &str,
+        secret: &mandate_core::VaultSecret,
+    ) -> Result<VaultView, ClientError> {
+        let path = format!("/v1/vault/{}/{}", segment(route)?, segment(principal)?);
+        self.send(self.request(Method::PUT, &path).json(secret))
+            .await
+    }
+
+    pub async fn vault_list(&self) -> Result<Vec<VaultView>, ClientError> {
+        self.get("/v1/vault").await
+    }
+
+    pub async fn vault_delete(&self, route: &str, principal: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/vault/{}/{}", segment(route)?, segment(principal)?);
+        let resp = self
+            .request(Method::DELETE, &path)
+            .send()
+            .await
+            .map_err(|e| ClientError::Http {
+                url: self.base.clone(),
+                source: e,
+            })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            decode::<serde_json::Value>(resp).await.map(|_| ())
+        }
     }
 
     pub async fn policies(&self) -> Result<PoliciesView, ClientError> {

@@ -21,6 +21,7 @@ mod policy;
 mod proof;
 mod random;
 mod secret;
+mod vault;
 pub mod wire;
 
 pub use audit::{
@@ -53,6 +54,7 @@ pub use policy::{
 pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};
 pub use random::{OsRandom, RandomError, SecureRandom};
 pub use secret::{SecretToken, TokenHash, TokenKind};
+pub use vault::{Sealed, VaultError, VaultKey, VaultSecret};
 
 /// Clock skew and freshness window for proofs and signatures, in seconds.
 pub const FRESHNESS_WINDOW_SECS: u64 = 60;

@@ -362,6 +362,18 @@ pub struct ApprovalView {
     pub ended_mission: bool,
 }
 
+/// A vaulted secret's metadata (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultView {
+    pub route: String,
+    pub principal: String,
+    /// `basic`, `bearer` or `header`.
+    pub kind: String,
+    pub version: u64,
+    pub updated_at: u64,
+    pub updated_by: String,
+}
+
 /// `POST /v1/approvals/{id}/approve`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

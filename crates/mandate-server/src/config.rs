@@ -33,6 +33,9 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// Gateway routes, served under `/gw/{name}/…`.
     pub routes: Vec<crate::routes::Route>,
+    /// The vault's key file (kept apart from the database; default
+    /// `DATA/vault.key`, created on first start).
+    pub vault_key_file: PathBuf,
 }
 
 /// The approval webhook: every new request, approval, denial and expiry is
@@ -84,6 +87,7 @@ struct FileConfig {
     webhook: Option<WebhookConfig>,
     #[serde(default)]
     routes: Vec<crate::routes::RouteConfig>,
+    vault_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +179,10 @@ impl Config {
             approval_ttl_secs: fc.approval_ttl_secs.unwrap_or(3_600),
             webhook: fc.webhook,
             routes: Vec::new(),
+            vault_key_file: env("MANDATE_VAULT_KEY_FILE")
+                .map(PathBuf::from)
+                .or(fc.vault_key_file)
+                .unwrap_or_else(|| data_dir.join("vault.key")),
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),

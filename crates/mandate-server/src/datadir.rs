@@ -138,6 +138,39 @@ fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
     Ok(key)
 }
 
+/// Loads the vault key, creating it (mode 0600) if it does not exist. Like
+/// the authority key, it is refused if others can read it.
+pub fn load_or_create_vault_key(path: &Path) -> Result<mandate_core::VaultKey, DataDirError> {
+    use mandate_core::VaultKey;
+    let io = |e| DataDirError::Io(path.to_path_buf(), e);
+    if path.exists() {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io)?;
+        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.read_to_string(&mut text).map_err(io)?;
+        return VaultKey::from_text(&text)
+            .map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
+    }
+    let key = VaultKey::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(key.to_text().as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    tracing::info!(path = %path.display(), "created vault key");
+    Ok(key)
+}
+
 /// First-run bootstrap: creates the admin principal and returns its API
 /// token, which exists nowhere else (only its hash is stored). Refuses if
 /// the data dir already has principals.

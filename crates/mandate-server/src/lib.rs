@@ -71,6 +71,7 @@ pub async fn serve(
         .await
         .map_err(DataDirError::Store)?
         .is_empty();
+    let vault = datadir::load_or_create_vault_key(&config.vault_key_file)?;
     let key = Arc::new(data.key);
     let clock: Arc<dyn mandate_core::Clock> = Arc::new(SystemClock);
     let (audit, audit_writer) = AuditLog::spawn(
@@ -91,6 +92,7 @@ pub async fn serve(
         issuer.clone(),
         policies,
         audit,
+        vault,
     );
     // Printed on stdout, one line, so people and scripts can find the address.
     println!(

@@ -20,6 +20,9 @@ pub enum UpstreamAuth {
     Pass,
     /// A short-lived JWT minted for this upstream alone (RFC 8693 shape).
     TokenExchange,
+    /// Governed impersonation: the principal's vaulted secret for this
+    /// route, injected after an Allow.
+    Vault,
 }
 
 /// One route as written in `mandate.toml` (`[[routes]]`).

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub routes: HashMap<String, Arc<crate::routes::Route>>,
     /// The client that forwards to upstreams (no redirects followed).
     pub upstream: reqwest::Client,
+    /// Seals and opens vaulted secrets.
+    pub vault: mandate_core::VaultKey,
     /// The organisation's policies; swapped whole on reload.
     org: RwLock<Arc<OrgState>>,
     /// Serializes reloads so versions stay in order.
@@ -80,6 +82,7 @@ impl AppState {
         issuer: String,
         policies: LoadedPolicies,
         audit: crate::audit::AuditLog,
+        vault: mandate_core::VaultKey,
     ) -> Self {
         let jwks = key.jwks();
         Self(Arc::new(Inner {
@@ -109,6 +112,7 @@ impl AppState {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            vault,
             org: RwLock::new(Arc::new(OrgState {
                 version: 1,
                 loaded: policies,

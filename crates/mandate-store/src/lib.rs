@@ -10,7 +10,7 @@ pub use error::{ApprovalError, StartError, StoreError};
 pub use model::{
     Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord,
     NewApproval, NewGrant, NewMission, Principal, Resolution, Revocation, RevocationKind,
-    RevocationSummary, WebhookDelivery,
+    RevocationSummary, VaultRecord, WebhookDelivery,
 };
 pub use sqlite::SqliteStore;
 
@@ -143,6 +143,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks pending requests that expired, or whose mission ended, as
     /// expired, and returns them.
     async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    // --- vault ---
+
+    /// Stores (or rotates) a sealed secret. `expected_version` is the
+    /// version being replaced (`None`: there must be none); a concurrent
+    /// change makes this a conflict, and nothing changes.
+    async fn put_vault_secret(
+        &self,
+        rec: &VaultRecord,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError>;
+    async fn vault_secret(
+        &self,
+        principal: &PrincipalName,
+        route: &str,
+    ) -> Result<Option<VaultRecord>, StoreError>;
+    /// Every stored secret (sealed), for listing metadata.
+    async fn vault_secrets(&self) -> Result<Vec<VaultRecord>, StoreError>;
+    /// Returns whether there was one.
+    async fn delete_vault_secret(
+        &self,
+        principal: &PrincipalName,
+        route: &str,
+    ) -> Result<bool, StoreError>;
 
     // --- webhook outbox ---
 

@@ -218,6 +218,21 @@ pub struct ApprovalFilter {
     pub limit: u32,
 }
 
+/// A vaulted secret as stored: sealed, never in the clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRecord {
+    pub principal: PrincipalName,
+    pub route: String,
+    /// `basic`, `bearer` or `header`.
+    pub kind: String,
+    /// Bumped on every rotation; bound into the ciphertext.
+    pub version: u64,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    pub updated_at: UnixTime,
+    pub updated_by: String,
+}
+
 /// A webhook notification waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookDelivery {

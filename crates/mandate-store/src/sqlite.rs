@@ -19,7 +19,7 @@ use sqlx::{Row as _, Sqlite, Transaction};
 use crate::model::{
     Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord,
     NewApproval, NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary,
-    WebhookDelivery,
+    VaultRecord, WebhookDelivery,
 };
 use crate::{ApprovalError, StartError, Store, StoreError};
 
@@ -314,6 +314,22 @@ fn approval_from_row(r: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
         decision_reason: r.try_get("decision_reason")?,
         grant: r.try_get("grant_id")?,
         ended_mission: r.try_get("ended_mission")?,
+    })
+}
+
+fn vault_from_row(r: &SqliteRow) -> Result<VaultRecord, StoreError> {
+    Ok(VaultRecord {
+        principal: r
+            .try_get::<String, _>("principal")?
+            .try_into()
+            .map_err(|e| corrupt("vault principal", e))?,
+        route: r.try_get("route")?,
+        kind: r.try_get("kind")?,
+        version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+        nonce: r.try_get("nonce")?,
+        ciphertext: r.try_get("ciphertext")?,
+        updated_at: time(r.try_get("updated_at")?),
+        updated_by: r.try_get("updated_by")?,
     })
 }
 
@@ -948,6 +964,80 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn put_vault_secret(
+        &self,
+        rec: &VaultRecord,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        let changed = match expected_version {
+            None => sqlx::query(
+                "INSERT INTO vault_secrets (principal, route, kind, version, nonce, ciphertext, \
+                 updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (principal, route) DO NOTHING",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE vault_secrets SET kind = ?3, version = ?4, nonce = ?5, ciphertext = ?6, \
+                 updated_at = ?7, updated_by = ?8 \
+                 WHERE principal = ?1 AND route = ?2 AND version = ?9",
+            ),
+        }
+        .bind(rec.principal.as_str())
+        .bind(&rec.route)
+        .bind(&rec.kind)
+        .bind(v(rec.version))
+        .bind(&rec.nonce)
+        .bind(&rec.ciphertext)
+        .bind(secs(rec.updated_at))
+        .bind(&rec.updated_by)
+        .bind(expected_version.map(v))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "the secret of `{}` for `{}` changed meanwhile; retry",
+                rec.principal, rec.route
+            )))
+        }
+    }
+
+    async fn vault_secret(
+        &self,
+        principal: &PrincipalName,
+        route: &str,
+    ) -> Result<Option<VaultRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM vault_secrets WHERE principal = ?1 AND route = ?2")
+            .bind(principal.as_str())
+            .bind(route)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(vault_from_row).transpose()
+    }
+
+    async fn vault_secrets(&self) -> Result<Vec<VaultRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM vault_secrets ORDER BY route, principal")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(vault_from_row).collect()
+    }
+
+    async fn delete_vault_secret(
+        &self,
+        principal: &PrincipalName,
+        route: &str,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM vault_secrets WHERE principal = ?1 AND route = ?2")
+            .bind(principal.as_str())
+            .bind(route)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 
     async fn enqueue_webhook(

@@ -27,6 +27,8 @@ pub struct TestServer {
     bin: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Where the server's log goes, when captured (at `debug` level).
+    log: Option<PathBuf>,
     listen: String,
     url: String,
 }
@@ -50,6 +52,7 @@ impl TestServer {
             bin: bin.to_path_buf(),
             dir,
             child: None,
+            log: None,
             listen: "127.0.0.1:0".into(),
             url: String::new(),
         };
@@ -57,15 +60,66 @@ impl TestServer {
         s
     }
 
+    /// As [`Self::start`], with the server's log (at `debug`) captured for
+    /// [`Self::log`].
+    pub fn start_logged(bin: &Path, config: Option<&str>) -> Self {
+        let mut s = Self::start_stopped(bin, config);
+        s.log = Some(s.dir.path().join("server.log"));
+        s.spawn();
+        s
+    }
+
+    fn start_stopped(bin: &Path, config: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        if let Some(c) = config {
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&data)
+                .expect("data dir");
+            std::fs::write(data.join("mandate.toml"), c).expect("mandate.toml");
+        }
+        Self {
+            bin: bin.to_path_buf(),
+            dir,
+            child: None,
+            log: None,
+            listen: "127.0.0.1:0".into(),
+            url: String::new(),
+        }
+    }
+
+    /// The captured log so far (empty unless started with
+    /// [`Self::start_logged`]).
+    #[must_use]
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
     fn spawn(&mut self) {
+        let (level, stderr) = match &self.log {
+            Some(p) => (
+                "debug",
+                Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .expect("log file"),
+                ),
+            ),
+            None => ("warn", Stdio::inherit()),
+        };
         let mut child = Command::new(&self.bin)
             .args(["serve", "--listen", &self.listen, "--data"])
             .arg(self.data_dir())
-            .env("MANDATE_LOG", "warn")
+            .env("MANDATE_LOG", level)
             .env_remove("MANDATE_LISTEN")
             .env_remove("MANDATE_PUBLIC_URL")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn mandate serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -171,6 +225,12 @@ impl TestServer {
 
     /// Runs the CLI against this server, as the holder of `token`.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> CliOutput {
+        self.cli_with_input(token, args, "")
+    }
+
+    /// Runs the CLI with `input` on its standard input.
+    pub fn cli_with_input(&self, token: Option<&str>, args: &[&str], input: &str) -> CliOutput {
+        use std::io::Write as _;
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .env("MANDATE_SERVER", &self.url)
@@ -179,11 +239,17 @@ impl TestServer {
         if let Some(t) = token {
             cmd.env("MANDATE_TOKEN", t);
         }
-        CliOutput(
-            cmd.current_dir(self.dir.path())
-                .output()
-                .expect("run mandate"),
-        )
+        let mut child = cmd
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mandate");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("stdin");
+        }
+        CliOutput(child.wait_with_output().expect("run mandate"))
     }
 }
 

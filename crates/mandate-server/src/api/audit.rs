@@ -253,6 +253,15 @@ pub(super) async fn explain(
                 f("action")
             ));
         }
+        "vault.used" => story.push(format!(
+            "#{seq} ({}): impersonation of `{}` on `{}` by agent `{}` for mission {} (vaulted secret version {}).",
+            when(record.time),
+            f("principal"),
+            f("route"),
+            f("agent"),
+            f("mission"),
+            b.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0)
+        )),
         other => story.push(format!(
             "#{seq} ({}): {other}: {}.",
             when(record.time),

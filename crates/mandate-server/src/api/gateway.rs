@@ -555,6 +555,65 @@ fn exchange_token(
     })
 }
 
+/// Governed impersonation: opens the principal's vaulted secret for this
+/// route and records its use (durably) before it is used. The secret goes
+/// only into the upstream request.
+async fn impersonation(
+    s: &AppState,
+    route: &Route,
+    claims: &MissionClaims,
+) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), Problem> {
+    let Some(rec) = s.0.store.vault_secret(&claims.sub, route.name()).await? else {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "vault_secret_missing",
+            format!(
+                "no secret of `{}` is vaulted for route `{}`; an admin stores one with `mandate vault put`",
+                claims.sub,
+                route.name()
+            ),
+        ));
+    };
+    let secret = s
+        .0
+        .vault
+        .open(
+            &mandate_core::Sealed {
+                nonce: rec.nonce.clone(),
+                ciphertext: rec.ciphertext.clone(),
+            },
+            claims.sub.as_str(),
+            route.name(),
+            rec.version,
+        )
+        .map_err(|e| {
+            tracing::error!(route = route.name(), principal = %claims.sub, error = %e, "a vaulted secret does not open");
+            Problem::internal()
+        })?;
+    // INVARIANT: the impersonation is durable in the audit log before the
+    // secret leaves the vault.
+    s.audit(
+        "vault.used",
+        serde_json::json!({
+            "principal": claims.sub.as_str(),
+            "agent": claims.act.sub.as_str(),
+            "mission": claims.mission_id.as_str(),
+            "mission_s256": &claims.mission_s256,
+            "credential": &claims.jti,
+            "route": route.name(),
+            "kind": secret.kind(),
+            "version": rec.version,
+        }),
+    )
+    .await?;
+    let (name, value) = secret.header();
+    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Problem::internal())?;
+    let value =
+        reqwest::header::HeaderValue::from_str(value.as_str()).map_err(|_| Problem::internal())?;
+    Ok((name, value))
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; the pieces of one forwarded request"
@@ -587,11 +646,20 @@ async fn forward(
             out.append(k, v);
         }
     }
-    if route.config.auth == UpstreamAuth::TokenExchange {
-        let token = exchange_token(s, route, claims, mission)?;
-        let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Problem::internal())?;
-        out.insert(reqwest::header::AUTHORIZATION, v);
+    match route.config.auth {
+        UpstreamAuth::Pass => {}
+        UpstreamAuth::TokenExchange => {
+            let token = exchange_token(s, route, claims, mission)?;
+            let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Problem::internal())?;
+            out.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        UpstreamAuth::Vault => {
+            let (name, mut value) = impersonation(s, route, claims).await?;
+            value.set_sensitive(true);
+            // Replaces whatever the agent sent under that name.
+            out.insert(name, value);
+        }
     }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| Problem::internal())?;

@@ -11,6 +11,7 @@ mod missions;
 mod policies;
 mod principals;
 mod revocations;
+mod vault;
 mod wellknown;
 
 use axum::Router;
@@ -68,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/prune", post(audit::prune))
         .route("/v1/audit/{seq}/explain", get(audit::explain))
+        .route("/v1/vault", get(vault::list))
+        .route(
+            "/v1/vault/{route}/{principal}",
+            axum::routing::put(vault::put).delete(vault::delete),
+        )
         .route("/v1/policies", get(policies::list))
         .route("/v1/policies/reload", post(policies::reload))
         .fallback(|| async { Problem::not_found("no such endpoint") })
