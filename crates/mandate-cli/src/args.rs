@@ -62,11 +62,22 @@ pub enum Command {
     /// that mission only) or deny.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
+    /// The consultant story end to end, on loopback, in under a minute: an
+    /// authority, a gateway, three demo upstreams and a scripted agent.
+    Demo(DemoArgs),
     /// Vault principals' secrets for password-only systems (admin). The
     /// gateway injects them for a mission's principal after an Allow; the
     /// agent never sees them.
     #[command(subcommand)]
     Vault(VaultCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to keep the demo's data dir (must not exist; default: a new
+    /// directory under the system temp dir). Kept afterwards.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

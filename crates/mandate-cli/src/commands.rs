@@ -101,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(client, cmd, json).await?,
         Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
         Command::Vault(cmd) => vault(client()?, cmd, json).await?,
+        Command::Demo(a) => crate::demo::run(a.data).await?,
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod approvals;
 mod args;
 mod commands;
+mod demo;
 mod output;
 mod policy;
 
@@ -13,12 +14,18 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // The demo tells its own story; the server's info lines would bury it.
+    let default_level = if matches!(cli.command, args::Command::Demo(_)) {
+        "error"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .init();
     match commands::run(cli).await {

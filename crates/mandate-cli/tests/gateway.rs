@@ -808,3 +808,44 @@ async fn a_vaulted_password_reaches_only_the_upstream() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// `mandate demo` runs the whole consultant story on loopback and explains
+/// it from the audit log.
+#[test]
+fn the_demo_tells_the_consultant_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "Decision: allow (scope)",
+        "Decision: deny (boundary), determined by policies hr-off-limits.cedar/hr-records",
+        "Decision: escalate (escalation)",
+        "approved by `alice`",
+        "Decision: allow (grant)",
+        "impersonation of `alice` on `crm` by agent `consultant-bot`",
+        "\"crm\":\"logged in as alice\"",
+        "Decision: deny (revoked)",
+        "audit chain: intact",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // It refuses to reuse a directory.
+    let again = std::process::Command::new(bin())
+        .args(["demo", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}

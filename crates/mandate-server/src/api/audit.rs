@@ -245,13 +245,29 @@ pub(super) async fn explain(
                 .get("resource")
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            story.push(format!(
-                "#{seq} ({}): enforcement point `{}` asked whether agent `{}` may `{}` on {resource}.",
-                when(record.time),
-                f("enforcement_point"),
-                f("agent"),
-                f("action")
-            ));
+            if let (Some(method), Some(path)) = (
+                b.get("method").and_then(|v| v.as_str()),
+                b.get("path").and_then(|v| v.as_str()),
+            ) {
+                let what = match f("action").as_str() {
+                    "-" => String::new(),
+                    a => format!(": action `{a}` on {resource}"),
+                };
+                story.push(format!(
+                    "#{seq} ({}): agent `{}` called `{method} {path}` through the gateway (route `{}`){what}.",
+                    when(record.time),
+                    f("agent"),
+                    f("route"),
+                ));
+            } else {
+                story.push(format!(
+                    "#{seq} ({}): enforcement point `{}` asked whether agent `{}` may `{}` on {resource}.",
+                    when(record.time),
+                    f("enforcement_point"),
+                    f("agent"),
+                    f("action")
+                ));
+            }
         }
         "vault.used" => story.push(format!(
             "#{seq} ({}): impersonation of `{}` on `{}` by agent `{}` for mission {} (vaulted secret version {}).",
