@@ -849,3 +849,87 @@ fn the_demo_tells_the_consultant_story() {
         .unwrap();
     assert!(!again.status.success());
 }
+
+/// Crash under load through the gateway: every call whose answer the load
+/// client received has its decision in the log, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_under_gateway_load_loses_no_answered_decision() {
+    let (mut server, _dir, s, _gw, _seen) = setup().await;
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    let key = Arc::new(MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap());
+    let answered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (key, cred, authority, answered, stop) = (
+            Arc::clone(&key),
+            saved.credential.clone(),
+            authority.clone(),
+            Arc::clone(&answered),
+            Arc::clone(&stop),
+        );
+        let base = server.url().to_owned();
+        load.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 5_000 {
+                let id = format!("w{worker}-{i}");
+                let path = format!("/gw/billing/invoices/{id}");
+                let h = signed_headers(
+                    &key,
+                    &cred,
+                    "GET",
+                    &authority,
+                    &path,
+                    b"",
+                    &["@method", "@authority", "@path", "signature-key"],
+                    now(),
+                );
+                let mut rb = http.get(format!("{base}{path}"));
+                for (k, v) in h {
+                    rb = rb.header(k, v);
+                }
+                if let Ok(r) = rb.send().await
+                    && r.status() == 200
+                    && r.bytes().await.is_ok()
+                {
+                    answered.lock().unwrap().push(format!("/invoices/{id}"));
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.crash_and_restart();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(
+        answered.len() > 20,
+        "the load was too light to mean anything: {}",
+        answered.len()
+    );
+    eprintln!("{} gateway calls answered around the crash", answered.len());
+    let ok = server.cli(Some(&s.admin), &["audit", "verify"]).success();
+    assert!(ok.contains("audit chain intact"), "{ok}");
+    let export = server
+        .cli(Some(&s.admin), &["audit", "export", "--limit", "100000"])
+        .success();
+    let logged: std::collections::HashSet<String> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision" && r["body"]["decision"] == "allow")
+        .filter_map(|r| r["body"]["resource"]["path"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|p| !logged.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered calls are not in the log, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
