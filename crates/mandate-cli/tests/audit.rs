@@ -104,6 +104,9 @@ async fn every_step_is_recorded_verifies_and_tampering_is_named() {
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
+    // The first admin, made by `mandate init`, is the first record.
+    assert_eq!(records[0]["kind"], "principal.created");
+    assert_eq!(records[0]["body"]["by"], "mandate init");
     for k in [
         "principal.created",
         "token.created",
@@ -412,4 +415,27 @@ async fn pruning_through_a_checkpoint_keeps_the_log_verifiable() {
         "{}",
         out.stderr()
     );
+}
+
+/// The benchmark-only mode without fsync says so, loudly, where an operator
+/// looks; the default is durable.
+#[tokio::test]
+async fn the_non_durable_benchmark_mode_is_never_silent() {
+    let server = TestServer::start(bin(), Some("unsafe_non_durable_benchmark_mode = true\n"));
+    let health: Value = reqwest::get(format!("{}/healthz", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["durable"], false);
+    assert!(health["warning"].as_str().unwrap().contains("non-durable"));
+    let normal = TestServer::start(bin(), None);
+    let health: Value = reqwest::get(format!("{}/healthz", normal.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({ "status": "ok" }));
 }

@@ -192,38 +192,50 @@ impl Writer {
     }
 
     async fn commit(&mut self, group: Vec<Pending>) {
-        let mut head = self.head.clone();
-        let mut records: Vec<AuditRecord> = Vec::with_capacity(group.len());
         let mut chained = Vec::with_capacity(group.len());
+        // Events that cannot be chained fail alone.
         for p in group {
-            match head.append(p.time, p.kind, p.body.clone()) {
-                Ok(r) => {
-                    records.push(r);
-                    chained.push(p);
+            if let Err(e) = self.head.clone().append(p.time, p.kind, p.body.clone()) {
+                tracing::error!(error = %e, "cannot chain an audit event");
+                let _ = p.done.send(Err(()));
+            } else {
+                chained.push(p);
+            }
+        }
+        // Another writer (`mandate init` on the data dir) may have appended
+        // meanwhile: then re-read the head and chain the group again, once.
+        for attempt in 0..2 {
+            let mut head = self.head.clone();
+            let records: Result<Vec<AuditRecord>, _> = chained
+                .iter()
+                .map(|p| head.append(p.time, p.kind, p.body.clone()))
+                .collect();
+            let Ok(records) = records else { break };
+            match self.store.append_audit(&records).await {
+                Ok(()) => {
+                    self.head = head;
+                    for (p, r) in chained.into_iter().zip(&records) {
+                        let _ = p.done.send(Ok(r.seq));
+                    }
+                    return;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot chain an audit event");
-                    let _ = p.done.send(Err(()));
+                    // Re-read the head: the store is the truth.
+                    match self.store.audit_head().await {
+                        Ok(h) => self.head = h,
+                        Err(_) => break,
+                    }
+                    if attempt == 0 && matches!(e, mandate_store::StoreError::Conflict(_)) {
+                        tracing::warn!(error = %e, "the audit log moved under this writer; chaining again");
+                        continue;
+                    }
+                    tracing::error!(error = %e, "audit commit failed");
+                    break;
                 }
             }
         }
-        match self.store.append_audit(&records).await {
-            Ok(()) => {
-                self.head = head;
-                for (p, r) in chained.into_iter().zip(&records) {
-                    let _ = p.done.send(Ok(r.seq));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit commit failed");
-                for p in chained {
-                    let _ = p.done.send(Err(()));
-                }
-                // Re-read the head: the store is the truth.
-                if let Ok(h) = self.store.audit_head().await {
-                    self.head = h;
-                }
-            }
+        for p in chained {
+            let _ = p.done.send(Err(()));
         }
     }
 

@@ -36,6 +36,10 @@ pub struct Config {
     /// The vault's key file (kept apart from the database; default
     /// `DATA/vault.key`, created on first start).
     pub vault_key_file: PathBuf,
+    /// BENCHMARKS ONLY: no `fsync`, so a crash may lose decisions (and their
+    /// audit records) that were already answered. Named so nobody turns it
+    /// on by accident; the server says so loudly at start and in `/healthz`.
+    pub unsafe_non_durable_benchmark_mode: bool,
 }
 
 /// The approval webhook: every new request, approval, denial and expiry is
@@ -88,6 +92,8 @@ struct FileConfig {
     #[serde(default)]
     routes: Vec<crate::routes::RouteConfig>,
     vault_key_file: Option<PathBuf>,
+    #[serde(default)]
+    unsafe_non_durable_benchmark_mode: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +185,7 @@ impl Config {
             approval_ttl_secs: fc.approval_ttl_secs.unwrap_or(3_600),
             webhook: fc.webhook,
             routes: Vec::new(),
+            unsafe_non_durable_benchmark_mode: fc.unsafe_non_durable_benchmark_mode,
             vault_key_file: env("MANDATE_VAULT_KEY_FILE")
                 .map(PathBuf::from)
                 .or(fc.vault_key_file)

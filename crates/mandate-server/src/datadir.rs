@@ -53,6 +53,12 @@ pub enum DataDirError {
 impl DataDir {
     /// Opens `path`, creating the directory, database and key if missing.
     pub async fn open(path: &Path) -> Result<Self, DataDirError> {
+        Self::open_with(path, true).await
+    }
+
+    /// As [`Self::open`]; `durable = false` is the benchmark-only mode
+    /// without `fsync`.
+    pub async fn open_with(path: &Path, durable: bool) -> Result<Self, DataDirError> {
         let io = |e| DataDirError::Io(path.to_path_buf(), e);
         if path.exists() {
             let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
@@ -72,7 +78,7 @@ impl DataDir {
         let key = load_or_create_key(&path.join(KEY_FILE))?;
         let db = path.join(DB_FILE);
         private_db_files(&db)?;
-        let store = SqliteStore::open(&db).await?;
+        let store = SqliteStore::open_with(&db, durable).await?;
         Ok(Self {
             store: Arc::new(store),
             key,
@@ -202,7 +208,39 @@ pub async fn init_admin(
     {
         return Err(DataDirError::AlreadyInitialized);
     }
-    Ok((token, data.key.kid().to_owned()))
+    // The first admin is a lifecycle event like any other: recorded (and
+    // sealed by a checkpoint) before the token is shown.
+    let kid = data.key.kid().to_owned();
+    let key = std::sync::Arc::new(data.key);
+    let (log, writer) = crate::audit::AuditLog::spawn(
+        std::sync::Arc::clone(&data.store),
+        std::sync::Arc::clone(&key),
+        "urn:mandate:init".into(),
+        std::sync::Arc::new(SystemClock),
+        crate::audit::CheckpointPolicy::default(),
+    )
+    .await?;
+    let body = serde_json::json!({
+        "principal": admin.as_str(),
+        "role": "admin",
+        "by": "mandate init",
+    });
+    let recorded = log.record("principal.created", now.0, body.clone()).await;
+    let token_body = serde_json::json!({
+        "principal": admin.as_str(),
+        "token": record.id.as_str(),
+        "label": "bootstrap",
+        "by": "mandate init",
+    });
+    let recorded_token = log.record("token.created", now.0, token_body).await;
+    drop(log);
+    writer.shutdown().await;
+    if recorded.is_err() || recorded_token.is_err() {
+        return Err(DataDirError::Other(
+            "the admin was created but the audit log could not record it".into(),
+        ));
+    }
+    Ok((token, kid))
 }
 
 /// Verifies the audit log of a data dir offline (the server may be running

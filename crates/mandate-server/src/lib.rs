@@ -34,7 +34,9 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let data = DataDir::open(&config.data_dir).await?;
+    let durable = !config.unsafe_non_durable_benchmark_mode;
+    let data = DataDir::open_with(&config.data_dir, durable).await?;
+
     // The default policy directory lives in the data dir; make it, so an
     // operator can drop files in and reload.
     if !config.policies_dir.exists() && config.policies_dir.starts_with(&config.data_dir) {
@@ -99,6 +101,12 @@ pub async fn serve(
         "mandate listening on http://{local} (issuer {issuer}, data {})",
         config.data_dir.display()
     );
+    if !durable {
+        println!(
+            "WARNING: UNSAFE NON-DURABLE BENCHMARK MODE: no fsync; a crash loses answered decisions and their audit records. Never use this for real work."
+        );
+        tracing::warn!("unsafe non-durable benchmark mode: audit records are not fsynced");
+    }
     if !has_principals {
         println!(
             "no principals yet: run `mandate init --data {}` to create the first admin",

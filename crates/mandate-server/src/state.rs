@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub upstream: reqwest::Client,
     /// Seals and opens vaulted secrets.
     pub vault: mandate_core::VaultKey,
+    /// False only in the benchmark-only mode without `fsync`.
+    pub durable: bool,
     /// The organisation's policies; swapped whole on reload.
     org: RwLock<Arc<OrgState>>,
     /// Serializes reloads so versions stay in order.
@@ -113,6 +115,7 @@ impl AppState {
                 .build()
                 .unwrap_or_default(),
             vault,
+            durable: !config.unsafe_non_durable_benchmark_mode,
             org: RwLock::new(Arc::new(OrgState {
                 version: 1,
                 loaded: policies,

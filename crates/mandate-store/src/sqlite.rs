@@ -34,11 +34,22 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, true).await
+    }
+
+    /// As [`Self::open`]; `durable = false` turns off `fsync`
+    /// (`synchronous = OFF`): a crash may lose what was acknowledged. For
+    /// benchmarks only.
+    pub async fn open_with(path: &Path, durable: bool) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Off
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()

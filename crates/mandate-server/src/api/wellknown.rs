@@ -5,8 +5,16 @@ use mandate_core::{CREDENTIAL_TYP, Jwks};
 
 use crate::state::AppState;
 
-pub(super) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+pub(super) async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
+    if s.0.durable {
+        Json(serde_json::json!({ "status": "ok" }))
+    } else {
+        Json(serde_json::json!({
+            "status": "ok",
+            "durable": false,
+            "warning": "unsafe non-durable benchmark mode: a crash loses answered decisions",
+        }))
+    }
 }
 
 pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configuration> {
