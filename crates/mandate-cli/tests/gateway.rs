@@ -314,6 +314,31 @@ async fn boundaries_deny_escalations_wait_for_a_person_and_everything_is_audited
             .iter()
             .all(|r| r["body"]["enforcement_point"] == "gateway")
     );
+    // The approved refund, explained: who delegated, the goal, the policies,
+    // who approved, and the grant.
+    let refund = records
+        .iter()
+        .find(|r| r["body"]["code"] == "grant")
+        .unwrap();
+    let story = server
+        .cli(
+            Some(&s.admin),
+            &["audit", "explain", &refund["seq"].to_string()],
+        )
+        .success();
+    for want in [
+        "principal `alice`",
+        "Reconcile November invoices",
+        "refunds-escalate.cedar/big-refunds",
+        "approved by `alice`",
+        refund["body"]["grant"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("grant/"),
+        "POST /gw/billing/refunds/9",
+    ] {
+        assert!(story.contains(want), "missing {want:?} in:\n{story}");
+    }
 }
 
 /// Sends raw bytes to the server and returns the status line and body.
