@@ -39,7 +39,7 @@ pub async fn run(c: Client, cmd: ApprovalsCmd, json: bool) -> anyhow::Result<()>
             } else {
                 println!(
                     "{:<36} {:<8} {:<20} {:<16} SUMMARY",
-                    "ID", "STATUS", "EXPIRES", "MISSION PRINCIPAL"
+                    "ID", "STATUS", "EXPIRES", "PRINCIPAL"
                 );
                 for a in &list {
                     println!(

@@ -116,8 +116,10 @@ pub enum ApprovalsCmd {
         /// `pending` (default), `approved`, `denied`, `expired` or `all`.
         #[arg(long)]
         status: Option<String>,
+        /// Only this mission's requests.
         #[arg(long)]
         mission: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -147,12 +149,14 @@ pub enum ApprovalsCmd {
         /// For `mission` and `pattern`: the grant ends after this many seconds.
         #[arg(long)]
         expires_in: Option<u64>,
+        /// Why (recorded in the audit log and shown to the agent).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Deny a request; the waiting agent gets the refusal.
     Deny {
         id: String,
+        /// Why (recorded in the audit log and returned to the waiting agent).
         #[arg(long)]
         reason: Option<String>,
         /// End the whole mission as well.

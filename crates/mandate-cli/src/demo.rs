@@ -326,7 +326,9 @@ async fn story(base: &str, admin: &Client, password: &str) -> anyhow::Result<()>
             )
             .await
     });
-    println!("   the agent waits on the approval, then sends the refund again:");
+    println!(
+        "   the agent sends it with `send_with_approval`: its first try joins the pending\n   request (no second request for alice), it waits, and sends it again once approved:"
+    );
     let resp = agent
         .send_with_approval(
             Duration::from_secs(30),

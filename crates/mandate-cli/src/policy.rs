@@ -328,11 +328,14 @@ pub async fn decide(c: Client, a: DecideArgs, json: bool) -> anyhow::Result<()> 
         if !r.policies.is_empty() {
             print!(" by {}", r.policies.join(", "));
         }
-        if let Some(g) = &r.grant {
+        if let Some(g) = r.grant.as_ref().filter(|g| !r.policies.contains(g)) {
             print!(" under grant {g}");
         }
         if let Some(id) = &r.approval_id {
             print!("; approval {id} is pending (`mandate approvals show {id}`)");
+        }
+        if r.decision != mandate_core::Decision::Allow && !r.detail.is_empty() {
+            print!(": {}", r.detail);
         }
         println!();
     }

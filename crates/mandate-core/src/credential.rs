@@ -450,6 +450,7 @@ mod tests {
             reason: crate::EndReason::Revoked,
             at: UnixTime(1_100),
             jkt: None,
+            started_at: None,
         };
         assert_eq!(
             m.check_credential(&c.claims, UnixTime(1_101))

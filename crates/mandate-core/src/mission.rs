@@ -220,6 +220,8 @@ pub enum MissionStatus {
         reason: EndReason,
         at: UnixTime,
         jkt: Option<Thumbprint>,
+        /// When it had been started, if it ever was.
+        started_at: Option<UnixTime>,
     },
 }
 

@@ -452,6 +452,7 @@ fn state_checks_come_first() {
         reason: mandate_core::EndReason::Revoked,
         at: T0.plus(5),
         jkt: None,
+        started_at: Some(T0),
     };
     assert_eq!(state_check(&m, T0.plus(6), 0).unwrap_err().code, "revoked");
     m.status = MissionStatus::Ready;

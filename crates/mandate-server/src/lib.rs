@@ -101,6 +101,10 @@ pub async fn serve(
         "mandate listening on http://{local} (issuer {issuer}, data {})",
         config.data_dir.display()
     );
+    if !config.routes.is_empty() {
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name()).collect();
+        println!("gateway routes under /gw/: {}", names.join(", "));
+    }
     if !durable {
         println!(
             "WARNING: UNSAFE NON-DURABLE BENCHMARK MODE: no fsync; a crash loses answered decisions and their audit records. Never use this for real work."

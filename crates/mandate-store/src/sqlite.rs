@@ -166,6 +166,7 @@ fn mission_from_row(row: &SqliteRow) -> Result<Mission, StoreError> {
             .map_err(|()| corrupt("mission end reason", &id))?,
             at: time(row.try_get::<Option<i64>, _>("ended_at")?.unwrap_or(0)),
             jkt,
+            started_at: row.try_get::<Option<i64>, _>("started_at")?.map(time),
         },
         other => return Err(corrupt("mission state", other)),
     };

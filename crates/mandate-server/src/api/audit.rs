@@ -352,16 +352,15 @@ pub(super) async fn explain(
                     .collect()
             })
             .unwrap_or_default();
-        let by = if policies.is_empty() {
-            "no policy matched".to_owned()
+        let code = f("code");
+        let by = if !policies.is_empty() {
+            format!(", determined by policies {}", policies.join(", "))
+        } else if code == "out_of_scope" {
+            ": no policy matched, so the call was out of the mission's scope".to_owned()
         } else {
-            format!("policies {}", policies.join(", "))
+            ", before any policy was consulted".to_owned()
         };
-        story.push(format!(
-            "Decision: {} ({}), determined by {by}.",
-            f("decision"),
-            f("code")
-        ));
+        story.push(format!("Decision: {} ({code}){by}.", f("decision")));
         if let Some(g) = b.get("grant").and_then(|v| v.as_str()) {
             let id = g.strip_prefix("grant/").unwrap_or(g);
             match s

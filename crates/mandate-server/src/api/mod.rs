@@ -152,7 +152,8 @@ pub(crate) fn mission_view(m: &Mission, now: UnixTime) -> MissionView {
     let (state, ended) = m.state_at(now);
     let started_at = match &m.status {
         MissionStatus::Active { started_at, .. } => Some(started_at.0),
-        MissionStatus::Ready | MissionStatus::Ended { .. } => None,
+        MissionStatus::Ended { started_at, .. } => started_at.map(|t| t.0),
+        MissionStatus::Ready => None,
     };
     MissionView {
         id: m.body.id.to_string(),
