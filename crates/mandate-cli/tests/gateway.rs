@@ -958,3 +958,121 @@ async fn a_crash_under_gateway_load_loses_no_answered_decision() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// An approval covers the exact request: not the same call with another
+/// query, another body or another method; and what the gateway forwards
+/// carries no identity headers of the agent's choosing, no TRACE, and no
+/// upstream session back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_binds_the_exact_request_and_nothing_else_leaks() {
+    let (server, _dir, s, gw, seen) = setup().await;
+    let mut agent = s.agent;
+    let url = format!("{gw}/billing/refunds/9");
+    let body = br#"{"amount": 75000}"#.to_vec();
+    let json = "application/json";
+    let r = agent
+        .send_signed("POST", &url, Some((json, body.clone())), None)
+        .await
+        .unwrap();
+    let p: Value = r.json().await.unwrap();
+    let approval = p["approval_id"].as_str().unwrap().to_owned();
+    Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice)
+        .approve(&approval, &ApproveRequest::default())
+        .await
+        .unwrap();
+    // The approved amount, with an extra field or an extra query: not approved.
+    let extra = br#"{"amount": 75000, "to_account": "attacker"}"#.to_vec();
+    let r = agent
+        .send_signed("POST", &url, Some((json, extra)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = agent
+        .send_signed(
+            "POST",
+            &format!("{url}?account=attacker"),
+            Some((json, body.clone())),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The body read one way only: repeated keys are refused.
+    let twice = br#"{"amount": 10, "AMOUNT": 999999}"#.to_vec();
+    let r = agent
+        .send_signed("POST", &url, Some((json, twice)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(seen.lock().unwrap().is_empty());
+    // The exact request: approved.
+    let r = agent
+        .send_signed("POST", &url, Some((json, body)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // TRACE and lower-case methods never reach an upstream.
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    for method in ["TRACE", "CONNECT", "delete"] {
+        let (status, out) = raw(
+            server.url(),
+            &format!(
+                "{method} /gw/hr/people/1 HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert!(status == 405 || status == 400, "{method}: {out}");
+    }
+    // Identity and rewrite headers the agent sets are not forwarded.
+    let resp = agent
+        .send_signed("GET", &format!("{gw}/billing/invoices/1"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = {
+        let saved: mandate_client::SavedMission =
+            serde_json::from_str(&agent.save().unwrap()).unwrap();
+        let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
+        let mut h = signed_headers(
+            &key,
+            &saved.credential,
+            "GET",
+            &authority,
+            "/gw/billing/invoices/2",
+            b"",
+            &["@method", "@authority", "@path", "signature-key"],
+            now(),
+        );
+        for (k, v) in [
+            ("x-forwarded-user", "admin"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-remote-user", "root"),
+            ("connection", "x-custom"),
+            ("x-custom", "hop"),
+        ] {
+            h.push((k.to_owned(), v.to_owned()));
+        }
+        h
+    };
+    let mut rb = reqwest::Client::new().get(format!("{}/gw/billing/invoices/2", server.url()));
+    for (k, v) in h {
+        rb = rb.header(k, v);
+    }
+    assert_eq!(rb.send().await.unwrap().status(), 200);
+    let got = seen.lock().unwrap().clone();
+    let last = got.last().unwrap();
+    for name in [
+        "x-forwarded-user",
+        "x-original-url",
+        "x-http-method-override",
+        "x-remote-user",
+        "x-custom",
+    ] {
+        assert!(
+            last.headers.iter().all(|(k, _)| k != name),
+            "{name} was forwarded"
+        );
+    }
+}

@@ -76,6 +76,9 @@ impl Client {
     pub fn new(base: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // A redirect would resend the credential and signature (and, for
+            // 307/308, the body) to wherever an upstream points.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mandate-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Local(format!("cannot build an HTTP client: {e}")))?;

@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sfv::{BareItem, Dictionary, FieldType as _, InnerList, Item, ListEntry, Parser};
 
 /// A request as the verifier received it (or as the signer will send it).
@@ -68,12 +68,16 @@ pub struct ParsedSignature {
 }
 
 impl ParsedSignature {
-    /// The covered component identifiers, e.g. `"@method"`, `"content-type"`.
+    /// The covered component names that carry no parameters, e.g.
+    /// `@method`, `content-type`. A component with parameters
+    /// (`"signature-key";key="x"`) is something else and is not listed, so
+    /// a verifier that requires a component cannot be satisfied by it.
     #[must_use]
     pub fn components(&self) -> Vec<String> {
         self.inner
             .items
             .iter()
+            .filter(|i| i.params.is_empty())
             .filter_map(|i| i.bare_item.as_string().map(|s| s.as_str().to_owned()))
             .collect()
     }
@@ -304,7 +308,8 @@ pub fn verify_ed25519(
     let base = signature_base(req, sig)?;
     let signature =
         Signature::from_slice(&sig.signature).map_err(|_| HttpSigError::BadSignature)?;
-    key.verify(&base, &signature)
+    // Strict: refuses small-order keys and non-canonical signatures.
+    key.verify_strict(&base, &signature)
         .map_err(|_| HttpSigError::BadSignature)
 }
 

@@ -70,7 +70,9 @@ impl VaultSecret {
 
     /// Checks the secret can be sent as a header.
     pub fn validate(&self) -> Result<(), String> {
-        let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+        // Visible ASCII and spaces: what an HTTP header value can carry as is.
+        let printable =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c == ' ' || c.is_ascii_graphic());
         match self {
             Self::Basic { username, password } => {
                 if !printable(username) || username.contains(':') || !printable(password) {

@@ -73,6 +73,15 @@ pub async fn serve(
         .await
         .map_err(DataDirError::Store)?
         .is_empty();
+    // A vault key file configured elsewhere (a secrets mount, say) must be
+    // there: making a new one would silently orphan every stored secret.
+    if config.vault_key_file != config.data_dir.join("vault.key") && !config.vault_key_file.exists()
+    {
+        return Err(ServeError::DataDir(DataDirError::Other(format!(
+            "the vault key file `{}` does not exist (it is created only at its default place, DATA/vault.key)",
+            config.vault_key_file.display()
+        ))));
+    }
     let vault = datadir::load_or_create_vault_key(&config.vault_key_file)?;
     let key = Arc::new(data.key);
     let clock: Arc<dyn mandate_core::Clock> = Arc::new(SystemClock);

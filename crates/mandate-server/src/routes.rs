@@ -172,9 +172,11 @@ impl Route {
                     Segment::Literal((*p).to_owned())
                 };
                 if let Segment::Param(n) | Segment::Rest(n) = &seg
-                    && !is_word(n)
+                    && (!is_word(n) || n.starts_with("http_"))
                 {
-                    return Err(err(format!("parameter name `{n}` must be a word")));
+                    return Err(err(format!(
+                        "parameter name `{n}` must be a word not starting with `http_`"
+                    )));
                 }
                 segments.push(seg);
             }
@@ -219,6 +221,29 @@ impl Route {
     /// Maps a request (method, the path under the route, a JSON body) to
     /// the Cedar action, resource and context.
     pub fn map(&self, method: &str, path: &str, body: &[u8]) -> Result<Mapped, MapError> {
+        self.map_request(&HttpCall {
+            method,
+            path,
+            query: None,
+            content_type: Some("application/json"),
+            body,
+        })
+    }
+
+    /// Maps a request to the Cedar action, resource and context. Besides
+    /// path parameters and labels, the resource's tags bind the whole
+    /// request — `http_method`, and the SHA-256 of the query
+    /// (`http_query_s256`), content type (`http_content_type`) and body
+    /// (`http_body_s256`) when present — so an approval of "this call"
+    /// covers this exact request and no variant of it.
+    pub fn map_request(&self, call: &HttpCall<'_>) -> Result<Mapped, MapError> {
+        let HttpCall {
+            method,
+            path,
+            query,
+            content_type,
+            body,
+        } = *call;
         let segments: Vec<&str> = match path.strip_prefix('/') {
             Some("") | None => Vec::new(),
             Some(rest) => rest.split('/').collect(),
@@ -238,13 +263,30 @@ impl Route {
             for l in &self.config.labels {
                 tags.insert(l.clone(), "true".into());
             }
+            tags.insert("http_method".into(), method.to_owned());
+            if let Some(q) = query {
+                tags.insert("http_query_s256".into(), mandate_core::s256(q.as_bytes()));
+            }
+            if let Some(ct) = content_type {
+                tags.insert("http_content_type".into(), ct.to_owned());
+            }
+            if !body.is_empty() {
+                tags.insert("http_body_s256".into(), mandate_core::s256(body));
+            }
             let mut context = serde_json::Map::new();
             if !rule.context_from_body.is_empty() {
-                let v: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|_| MapError::Body("the body must be a JSON object".into()))?;
-                let obj = v
-                    .as_object()
-                    .ok_or_else(|| MapError::Body("the body must be a JSON object".into()))?;
+                // The policy must read the body as the upstream will: JSON
+                // by its content type, each key once (also case-insensitively).
+                let json = content_type
+                    .and_then(|c| c.split(';').next())
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+                if !json {
+                    return Err(MapError::Body(
+                        "this call's context comes from its body, which must be `application/json`"
+                            .into(),
+                    ));
+                }
+                let obj = unique_object(body)?;
                 for f in &rule.context_from_body {
                     let value = obj
                         .get(f)
@@ -297,6 +339,49 @@ impl Rule {
     }
 }
 
+/// A request as the gateway received it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub method: &'a str,
+    /// The path under the route, as sent.
+    pub path: &'a str,
+    /// The raw query, if any.
+    pub query: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Parses a JSON object whose keys are unique, also ignoring case (parsers
+/// differ on which duplicate wins, and some match keys case-insensitively).
+fn unique_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, MapError> {
+    use serde::de::{Deserializer as _, MapAccess, Visitor};
+    struct Unique;
+    impl<'de> Visitor<'de> for Unique {
+        type Value = Result<serde_json::Map<String, serde_json::Value>, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            let mut seen = std::collections::HashSet::new();
+            while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                if !seen.insert(k.to_lowercase()) {
+                    return Ok(Err(format!("the body repeats the key `{k}`")));
+                }
+                out.insert(k, v);
+            }
+            Ok(Ok(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = de
+        .deserialize_map(Unique)
+        .map_err(|_| MapError::Body("the body must be a JSON object".into()))?;
+    de.end()
+        .map_err(|_| MapError::Body("the body must be one JSON object".into()))?;
+    parsed.map_err(MapError::Body)
+}
+
 /// A request mapped to Cedar.
 #[derive(Debug, Clone)]
 pub struct Mapped {
@@ -323,8 +408,11 @@ fn check_segment(raw: &str) -> Result<String, MapError> {
     if raw.is_empty() {
         return Err(amb("an empty segment (`//`)"));
     }
-    if raw.contains(['\\', '\0']) || raw.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(amb("a backslash, space or control character"));
+    if raw.contains(['\\', '\0', ';']) || raw.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(amb("a backslash, `;`, space or control character"));
+    }
+    if !raw.is_ascii() {
+        return Err(amb("a character that is not percent-encoded ASCII"));
     }
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -336,8 +424,19 @@ fn check_segment(raw: &str) -> Result<String, MapError> {
                 .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
                 .ok_or_else(|| amb("a malformed percent-encoding"))?;
             let b = u8::from_str_radix(hex, 16).map_err(|_| amb("a malformed percent-encoding"))?;
-            if matches!(b, b'/' | b'\\' | b'.' | b'%') || b < 0x20 || b == 0x7f {
-                return Err(amb("an encoded `/`, `\\`, `.`, `%` or control character"));
+            if matches!(b, b'/' | b'\\' | b'.' | b'%' | b';') || b < 0x20 || b == 0x7f {
+                return Err(amb(
+                    "an encoded `/`, `\\`, `.`, `%`, `;` or control character",
+                ));
+            }
+            // Only one spelling per path: an unreserved character (RFC 3986
+            // §2.3) must not be encoded, and hex digits are upper case, so a
+            // policy on the path cannot be dodged by spelling it otherwise.
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+                return Err(amb("a percent-encoded letter, digit, `-`, `_` or `~`"));
+            }
+            if hex.chars().any(|c| c.is_ascii_lowercase()) {
+                return Err(amb("lower-case hex in a percent-encoding"));
             }
             out.push(b);
             i += 3;
@@ -418,11 +517,11 @@ mod tests {
     #[test]
     fn requests_map_to_actions_resources_and_context() {
         let r = route();
-        let m = r.map("GET", "/invoices/inv%2D42", b"").unwrap();
+        let m = r.map("GET", "/invoices/inv%2042", b"").unwrap();
         assert_eq!(m.action, "read");
         assert_eq!(
             m.resource.tags.get("id").map(String::as_str),
-            Some("inv-42")
+            Some("inv 42")
         );
         assert_eq!(
             m.resource.tags.get("untrusted_content").map(String::as_str),
@@ -448,6 +547,65 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_request_is_bound_and_the_body_read_one_way() {
+        let r = route();
+        let call = |query, ct, body: &'static [u8]| HttpCall {
+            method: "POST",
+            path: "/refunds/7",
+            query,
+            content_type: ct,
+            body,
+        };
+        let a = r
+            .map_request(&call(None, Some("application/json"), br#"{"amount": 1}"#))
+            .unwrap();
+        let b = r
+            .map_request(&call(
+                Some("to=attacker"),
+                Some("application/json"),
+                br#"{"amount": 1}"#,
+            ))
+            .unwrap();
+        let c = r
+            .map_request(&call(
+                None,
+                Some("application/json"),
+                br#"{"amount": 1, "to": "x"}"#,
+            ))
+            .unwrap();
+        // Same context, but not the same request: the resources differ.
+        assert_eq!(a.context, b.context);
+        assert_eq!(a.context, c.context);
+        assert_ne!(a.resource, b.resource);
+        assert_ne!(a.resource, c.resource);
+        for (ct, body) in [
+            (
+                Some("application/json"),
+                &br#"{"amount": 1, "amount": 999}"#[..],
+            ),
+            (
+                Some("application/json"),
+                &br#"{"amount": 1, "AMOUNT": 999}"#[..],
+            ),
+            (
+                Some("application/x-www-form-urlencoded"),
+                &br#"{"amount": 1}"#[..],
+            ),
+            (None, &br#"{"amount": 1}"#[..]),
+            (
+                Some("application/json"),
+                &br#"{"amount": 1} {"amount": 2}"#[..],
+            ),
+        ] {
+            assert!(
+                matches!(r.map_request(&call(None, ct, body)), Err(MapError::Body(_))),
+                "{ct:?} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
     fn ambiguous_paths_are_refused_not_normalised() {
         let r = route();
         for p in [
@@ -463,6 +621,11 @@ mod tests {
             "/invoices/%zz",
             "/files/./x",
             "/invoices/%252e",
+            "/invoices/%73ecret",
+            "/invoices/a%2ab",
+            "/files/..;/admin",
+            "/invoices/x;jsessionid=1",
+            "/invoices/café",
         ] {
             assert!(
                 matches!(r.map("GET", p, b""), Err(MapError::AmbiguousPath(_))),

@@ -48,8 +48,9 @@ pub(crate) struct Inner {
     pub webhook_wake: tokio::sync::Notify,
     /// Gateway routes by name.
     pub routes: HashMap<String, Arc<crate::routes::Route>>,
-    /// The client that forwards to upstreams (no redirects followed).
-    pub upstream: reqwest::Client,
+    /// The client that forwards to upstreams (no redirects, no proxy);
+    /// `None` if it could not be built (the gateway then refuses).
+    pub upstream: Option<reqwest::Client>,
     /// Seals and opens vaulted secrets.
     pub vault: mandate_core::VaultKey,
     /// False only in the benchmark-only mode without `fsync`.
@@ -87,6 +88,17 @@ impl AppState {
         vault: mandate_core::VaultKey,
     ) -> Self {
         let jwks = key.jwks();
+        // Forwarding: no redirects, and no proxy from the environment (a
+        // vaulted secret or a minted token must reach the upstream only).
+        // Should the client not build, the gateway refuses every request.
+        let upstream = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot build the upstream client; the gateway will refuse requests");
+            })
+            .ok();
         Self(Arc::new(Inner {
             store,
             key,
@@ -110,10 +122,7 @@ impl AppState {
                 .iter()
                 .map(|r| (r.name().to_owned(), Arc::new(r.clone())))
                 .collect(),
-            upstream: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            upstream,
             vault,
             durable: !config.unsafe_non_durable_benchmark_mode,
             org: RwLock::new(Arc::new(OrgState {

@@ -197,7 +197,6 @@ pub(crate) enum Presented {
 /// Checks a presented mission credential. Store failures are errors (the
 /// caller denies); every other failure is a `Refused` with its reason.
 pub(crate) async fn check_presented(state: &AppState, token: &str) -> Result<Presented, Problem> {
-    let now = state.0.clock.now();
     let signed = match UnverifiedCredential::parse(token)
         .and_then(|u| u.verify_signature(&state.0.jwks, &state.0.issuer))
     {
@@ -209,6 +208,17 @@ pub(crate) async fn check_presented(state: &AppState, token: &str) -> Result<Pre
             });
         }
     };
+    check_signed(state, signed).await
+}
+
+/// The second half of [`check_presented`], for a credential whose
+/// signature and issuer already checked out: the mission's state and key
+/// binding, then time.
+pub(crate) async fn check_signed(
+    state: &AppState,
+    signed: mandate_core::SignedCredential,
+) -> Result<Presented, Problem> {
+    let now = state.0.clock.now();
     let refused = |error, claims: &MissionClaims| {
         Ok(Presented::Refused {
             error,

@@ -28,7 +28,7 @@ use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trus
 use serde::Serialize;
 
 use super::decide::{Call, Permit, Who, decide_call, record_decision};
-use super::extract::{Presented, check_presented};
+use super::extract::{Presented, check_signed};
 use super::free_text;
 use crate::problem::Problem;
 use crate::replay::Replay;
@@ -38,6 +38,9 @@ use crate::state::AppState;
 /// The one signature label Mandate's agents use; any single label is
 /// accepted.
 const JUSTIFICATION_HEADER: &str = "mandate-justification";
+
+/// The methods the gateway forwards.
+const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Lifetime of a token minted for an upstream (capped by the mission).
 const EXCHANGE_TTL_SECS: u64 = 300;
@@ -63,14 +66,34 @@ const DROP_UPSTREAM: &[&str] = &[
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-rewrite-url",
+    "via",
     "signature",
     "signature-input",
     "signature-key",
     JUSTIFICATION_HEADER,
 ];
 
+/// Header name prefixes never forwarded: identities and rewrites an
+/// upstream might trust because they come from its proxy.
+const DROP_UPSTREAM_PREFIXES: &[&str] = &[
+    "x-forwarded-",
+    "x-original-",
+    "x-remote-",
+    "x-real-",
+    "x-auth-",
+    "x-user",
+];
+
 /// Headers never passed back from the upstream.
 const DROP_DOWNSTREAM: &[&str] = &[
+    // A session the upstream hands out would let the agent act outside the
+    // gateway (on a vault route: as the principal).
+    "set-cookie",
+    "authentication-info",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -116,6 +139,16 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             format!("no route `{name}`"),
         )
     })?;
+    // 0. Only the methods of RFC 9110 a client of an API sends, spelled
+    //    exactly: no TRACE (it would echo injected credentials back), no
+    //    CONNECT, no lower-case spellings an upstream might read otherwise.
+    if !ALLOWED_METHODS.contains(&parts.method.as_str()) {
+        return Err(problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("the gateway does not forward `{}`", parts.method),
+        ));
+    }
     // 1. Path hygiene, before anything else looks at the request.
     let ambiguous = |e: MapError| problem(StatusCode::BAD_REQUEST, "ambiguous_path", e.to_string());
     crate::routes::check_path(sub_path).map_err(ambiguous)?;
@@ -160,7 +193,17 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     };
     // 4. Map and decide.
     let who = Who::of(&claims);
-    let mapped = match route.map(parts.method.as_str(), sub_path, &body) {
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    let mapped = match route.map_request(&crate::routes::HttpCall {
+        method: parts.method.as_str(),
+        path: sub_path,
+        query: query.as_deref(),
+        content_type,
+        body: &body,
+    }) {
         Ok(m) => m,
         Err(e) => {
             let p = match e {
@@ -290,22 +333,22 @@ async fn verify(
     };
     let parsed = httpsig::parse_signature(input, signature, label).map_err(sig_err)?;
     let credential = httpsig::signature_key_jwt(key_header, label).map_err(sig_err)?;
-    let (claims, mission) = match check_presented(s, &credential).await? {
-        Presented::Valid { claims, mission } => (claims, mission),
-        Presented::Refused { error, claims } => {
-            return Ok(Verified::Refused {
-                problem: error.into(),
-                claims,
-            });
-        }
-    };
-    let refused = |problem: Problem| {
+    // The credential's own signature first: its claims are then authentic.
+    let signed = mandate_core::UnverifiedCredential::parse(&credential)
+        .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
+        .map_err(Problem::from)?;
+    let claims = signed.claims.clone();
+    // Until the request's signature verifies, the caller may not hold the
+    // mission key: refusals are answered, not recorded (a stolen credential
+    // must not be able to write to the audit log).
+    let unrecorded = |problem: Problem| {
         Ok(Verified::Refused {
             problem,
-            claims: Some(claims.clone()),
+            claims: None,
         })
     };
-    // What must be covered.
+    // What must be covered (exactly: a component with parameters is another
+    // component).
     let covered = parsed.components();
     let mut required = vec!["@method", "@authority", "@path", "signature-key"];
     if req.query.is_some() {
@@ -318,7 +361,7 @@ async fn verify(
         required.push(JUSTIFICATION_HEADER);
     }
     if let Some(missing) = required.iter().find(|c| !covered.iter().any(|x| x == *c)) {
-        return refused(unauthorized(
+        return unrecorded(unauthorized(
             "signature_incomplete",
             format!("the signature must cover `{missing}`"),
         ));
@@ -329,13 +372,13 @@ async fn verify(
         .int_param("created")
         .and_then(|c| u64::try_from(c).ok())
     else {
-        return refused(unauthorized(
+        return unrecorded(unauthorized(
             "signature_incomplete",
             "the signature has no `created`",
         ));
     };
     if created.abs_diff(now.0) > FRESHNESS_WINDOW_SECS {
-        return refused(unauthorized(
+        return unrecorded(unauthorized(
             "signature_stale",
             format!("`created` must be within {FRESHNESS_WINDOW_SECS} s of now"),
         ));
@@ -343,24 +386,25 @@ async fn verify(
     if let Some(exp) = parsed.int_param("expires")
         && u64::try_from(exp).unwrap_or(0) <= now.0
     {
-        return refused(unauthorized("signature_stale", "the signature expired"));
+        return unrecorded(unauthorized("signature_stale", "the signature expired"));
     }
     if !body.is_empty() {
         let digest = single(h, "content-digest")
             .map_err(|_| unauthorized("signature_incomplete", "a body needs `Content-Digest`"))?;
         if let Err(e) = httpsig::check_content_digest(digest, body) {
-            return refused(unauthorized("bad_digest", e.to_string()));
+            return unrecorded(unauthorized("bad_digest", e.to_string()));
         }
     }
-    // The key: the one bound into the credential, which is the mission's.
+    // The key: the one bound into the credential (checked against the
+    // mission's below).
     let Some(jwk) = &claims.cnf.jwk else {
-        return refused(unauthorized(
+        return unrecorded(unauthorized(
             "bad_credential",
             "the credential carries no mission key (`cnf.jwk`)",
         ));
     };
     if let Err(e) = httpsig::verify_with_jwk(req, &parsed, jwk) {
-        return refused(unauthorized("bad_signature", e.to_string()));
+        return unrecorded(unauthorized("bad_signature", e.to_string()));
     }
     // Once only.
     let jti = mandate_core::s256(parsed.signature());
@@ -371,7 +415,7 @@ async fn verify(
     {
         Replay::Fresh => {}
         Replay::Seen => {
-            return refused(unauthorized(
+            return unrecorded(unauthorized(
                 "signature_replayed",
                 "this signature was used before",
             ));
@@ -384,6 +428,17 @@ async fn verify(
             ));
         }
     }
+    // The holder of the mission key: now the mission's state (ended,
+    // revoked, another key bound) is an accountable refusal.
+    let (claims, mission) = match check_signed(s, signed).await? {
+        Presented::Valid { claims, mission } => (claims, mission),
+        Presented::Refused { error, claims } => {
+            return Ok(Verified::Refused {
+                problem: error.into(),
+                claims,
+            });
+        }
+    };
     Ok(Verified::Ok { claims, mission })
 }
 
@@ -635,8 +690,21 @@ async fn forward(
         url.push_str(q);
     }
     let mut out = reqwest::header::HeaderMap::new();
+    // Headers the agent's `Connection` header names are hop-by-hop too.
+    let connection_named: Vec<String> = parts
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
     for (k, v) in &parts.headers {
-        if DROP_UPSTREAM.contains(&k.as_str()) {
+        let name = k.as_str();
+        if DROP_UPSTREAM.contains(&name)
+            || DROP_UPSTREAM_PREFIXES.iter().any(|p| name.starts_with(p))
+            || connection_named.iter().any(|c| c == name)
+        {
             continue;
         }
         if let (Ok(k), Ok(v)) = (
@@ -663,14 +731,20 @@ async fn forward(
     }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| Problem::internal())?;
-    let sent =
-        s.0.upstream
-            .request(method, &url)
-            .headers(out)
-            .body(body)
-            .timeout(route.timeout())
-            .send()
-            .await;
+    let Some(client) = s.0.upstream.as_ref() else {
+        return Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            "the gateway cannot forward right now",
+        ));
+    };
+    let sent = client
+        .request(method, &url)
+        .headers(out)
+        .body(body)
+        .timeout(route.timeout())
+        .send()
+        .await;
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
