@@ -157,15 +157,27 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     }
     let headers = header_list(&parts.headers)?;
     // 2. The body, within the route's limit.
-    let body = axum::body::to_bytes(body, route.max_body_bytes())
-        .await
-        .map_err(|_| {
-            problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {} bytes", route.max_body_bytes()),
-            )
-        })?;
+    // A client that trickles its body holds a connection; it gets as long
+    // as the route gives its upstream.
+    let body = tokio::time::timeout(
+        route.timeout(),
+        axum::body::to_bytes(body, route.max_body_bytes()),
+    )
+    .await
+    .map_err(|_| {
+        problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )
+    })?
+    .map_err(|_| {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {} bytes", route.max_body_bytes()),
+        )
+    })?;
     // 3. The signature, the credential and the key.
     let authority = parts
         .headers
