@@ -36,6 +36,20 @@ pub struct MissionAgent {
     rng: Arc<dyn SecureRandom>,
 }
 
+/// `Ok` if the request was approved; otherwise the error that says how it
+/// ended (denied, expired, or still pending when the wait ran out).
+fn approved(approval: String, view: ApprovalView) -> Result<(), ClientError> {
+    match view.status.as_str() {
+        "approved" => Ok(()),
+        "denied" => Err(ClientError::ApprovalDenied {
+            approval,
+            reason: view.decision_reason,
+        }),
+        "expired" => Err(ClientError::ApprovalExpired { approval }),
+        _ => Err(ClientError::ApprovalPending { approval }),
+    }
+}
+
 /// What one try of a call came to (see [`MissionAgent::call_with_approval`]).
 #[derive(Debug)]
 pub enum Attempt<T> {
@@ -274,17 +288,7 @@ impl MissionAgent {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let view = self.wait_for_approval(&approval, left).await?;
-            match view.status.as_str() {
-                "approved" => {}
-                "denied" => {
-                    return Err(ClientError::ApprovalDenied {
-                        approval,
-                        reason: view.decision_reason,
-                    });
-                }
-                "expired" => return Err(ClientError::ApprovalExpired { approval }),
-                _ => return Err(ClientError::ApprovalPending { approval }),
-            }
+            approved(approval, view)?;
         }
         Err(ClientError::Local(format!(
             "the call escalated again after {MAX_ROUNDS} approvals"
@@ -428,17 +432,7 @@ impl MissionAgent {
             let approval = approval.to_owned();
             let left = deadline.saturating_duration_since(Instant::now());
             let view = self.wait_for_approval(&approval, left).await?;
-            match view.status.as_str() {
-                "approved" => {}
-                "denied" => {
-                    return Err(ClientError::ApprovalDenied {
-                        approval,
-                        reason: view.decision_reason,
-                    });
-                }
-                "expired" => return Err(ClientError::ApprovalExpired { approval }),
-                _ => return Err(ClientError::ApprovalPending { approval }),
-            }
+            approved(approval, view)?;
         }
         Err(ClientError::Local(format!(
             "the call escalated again after {MAX_ROUNDS} approvals"

@@ -135,18 +135,7 @@ pub fn spawn_sweeper(state: AppState) {
             };
             for r in expired {
                 let _ = state
-                    .audit(
-                        "approval.expired",
-                        serde_json::json!({
-                            "approval": r.id,
-                            "mission": r.mission.as_str(),
-                            "mission_s256": r.mission_s256,
-                            "principal": r.principal.as_str(),
-                            "agent": r.agent.as_str(),
-                            "action": r.action,
-                            "request_digest": r.request_digest,
-                        }),
-                    )
+                    .audit("approval.expired", crate::api::approval_subject(&r))
                     .await;
                 tracing::info!(approval = %r.id, mission = %r.mission, "approval request expired");
                 announce(&state, "approval.expired", &r).await;

@@ -108,38 +108,49 @@ fn private_db_files(db: &Path) -> Result<(), DataDirError> {
     Ok(())
 }
 
-fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
+/// Reads a private key file: opened without following a symlink, then the
+/// open file itself is checked (so what is checked is what is read), and
+/// refused if others may read it.
+fn read_key_file(path: &Path) -> Result<Zeroizing<String>, DataDirError> {
     let io = |e| DataDirError::Io(path.to_path_buf(), e);
-    if path.exists() {
-        // Open without following a symlink, then check the open file itself,
-        // so what is checked is what is read.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io)?;
-        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
-        }
-        let mut pem = Zeroizing::new(String::new());
-        file.read_to_string(&mut pem).map_err(io)?;
-        return AuthorityKey::from_pkcs8_pem(&pem)
-            .map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
     }
-    let key = AuthorityKey::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
-    let pem = key
-        .to_pkcs8_pem()
-        .map_err(|e| DataDirError::Other(e.to_string()))?;
-    // create_new: never overwrite a key another process just wrote.
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(io)?;
+    Ok(text)
+}
+
+/// Writes a new private key file, mode 0600; `create_new` never overwrites
+/// a key another process just wrote.
+fn write_key_file(path: &Path, text: &str) -> Result<(), DataDirError> {
+    let io = |e| DataDirError::Io(path.to_path_buf(), e);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    file.write_all(pem.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
+    if path.exists() {
+        return AuthorityKey::from_pkcs8_pem(&read_key_file(path)?)
+            .map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
+    }
+    let key = AuthorityKey::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| DataDirError::Other(e.to_string()))?;
+    write_key_file(path, &pem)?;
     tracing::info!(kid = key.kid(), "created authority key");
     Ok(key)
 }
@@ -148,31 +159,12 @@ fn load_or_create_key(path: &Path) -> Result<AuthorityKey, DataDirError> {
 /// the authority key, it is refused if others can read it.
 pub fn load_or_create_vault_key(path: &Path) -> Result<mandate_core::VaultKey, DataDirError> {
     use mandate_core::VaultKey;
-    let io = |e| DataDirError::Io(path.to_path_buf(), e);
     if path.exists() {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(io)?;
-        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(DataDirError::KeyPermissions(path.to_path_buf(), mode));
-        }
-        let mut text = Zeroizing::new(String::new());
-        file.read_to_string(&mut text).map_err(io)?;
-        return VaultKey::from_text(&text)
+        return VaultKey::from_text(&read_key_file(path)?)
             .map_err(|e| DataDirError::BadKey(path.to_path_buf(), e.to_string()));
     }
     let key = VaultKey::generate(&OsRandom).map_err(|e| DataDirError::Other(e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    file.write_all(key.to_text().as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    write_key_file(path, &key.to_text())?;
     tracing::info!(path = %path.display(), "created vault key");
     Ok(key)
 }

@@ -277,7 +277,8 @@ fn grant_for(s: &AppState, r: &ApprovalRecord, req: &ApproveRequest) -> Result<N
     })
 }
 
-fn subject(r: &ApprovalRecord) -> serde_json::Value {
+/// What every audit record about an approval request names.
+pub(crate) fn subject(r: &ApprovalRecord) -> serde_json::Value {
     serde_json::json!({
         "approval": r.id,
         "mission": r.mission.as_str(),
@@ -302,6 +303,39 @@ async fn not_applied(s: &AppState, r: &ApprovalRecord, e: &Problem) {
     let _ = s.audit("approval.not_applied", body).await;
 }
 
+/// Records a decision about `r` (durably), then stores it. If storing
+/// fails, records that too (`approval.not_applied`) and refuses.
+async fn record_then_resolve(
+    s: &AppState,
+    r: &ApprovalRecord,
+    kind: &'static str,
+    by: &str,
+    reason: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+    resolution: &Resolution,
+) -> Result<ApprovalRecord, Problem> {
+    let mut body = subject(r);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("by".into(), by.into());
+        o.insert("reason".into(), reason.into());
+        o.extend(extra);
+    }
+    s.audit(kind, body).await?;
+    match s
+        .0
+        .store
+        .resolve_approval(&r.id, by, reason, resolution, s.0.clock.now())
+        .await
+    {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            let p = Problem::from(e);
+            not_applied(s, r, &p).await;
+            Err(p)
+        }
+    }
+}
+
 /// `POST /v1/approvals/{id}/approve`: creates the grant the approver chose.
 pub(super) async fn approve(
     State(s): State<AppState>,
@@ -316,40 +350,26 @@ pub(super) async fn approve(
     let by = caller.principal.name.to_string();
     // INVARIANT: the approval is durable in the audit log before the grant
     // exists.
-    let mut body = subject(&r);
-    if let Some(o) = body.as_object_mut() {
-        o.insert("by".into(), by.clone().into());
-        o.insert("reason".into(), reason.clone().into());
-        o.insert("grant".into(), grant.id.clone().into());
-        o.insert("scope".into(), grant.scope.as_str().into());
-        o.insert("max_uses".into(), grant.max_uses.into());
-        o.insert("expires_at".into(), grant.expires_at.map(|t| t.0).into());
-        o.insert("resource_prefix".into(), req.resource_prefix.clone().into());
-        o.insert("step_up".into(), r.step_up.into());
-        if !grant.policy.is_empty() {
-            o.insert("policy".into(), grant.policy.clone().into());
-        }
+    let mut extra = serde_json::Map::new();
+    extra.insert("grant".into(), grant.id.clone().into());
+    extra.insert("scope".into(), grant.scope.as_str().into());
+    extra.insert("max_uses".into(), grant.max_uses.into());
+    extra.insert("expires_at".into(), grant.expires_at.map(|t| t.0).into());
+    extra.insert("resource_prefix".into(), req.resource_prefix.clone().into());
+    extra.insert("step_up".into(), r.step_up.into());
+    if !grant.policy.is_empty() {
+        extra.insert("policy".into(), grant.policy.clone().into());
     }
-    s.audit("approval.approved", body).await?;
-    let decided = match s
-        .0
-        .store
-        .resolve_approval(
-            &id,
-            &by,
-            &reason,
-            &Resolution::Approve(grant),
-            s.0.clock.now(),
-        )
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            let p = Problem::from(e);
-            not_applied(&s, &r, &p).await;
-            return Err(p);
-        }
-    };
+    let decided = record_then_resolve(
+        &s,
+        &r,
+        "approval.approved",
+        &by,
+        &reason,
+        extra,
+        &Resolution::Approve(grant),
+    )
+    .await?;
     tracing::info!(approval = %id, by = %by, grant = ?decided.grant, "approved");
     announce(&s, "approval.approved", &decided).await;
     Ok(Json(view(&decided)?))
@@ -366,34 +386,20 @@ pub(super) async fn deny(
     let r = decidable(&s, &caller, &id).await?;
     let reason = free_text("reason", req.reason.clone(), 500)?;
     let by = caller.principal.name.to_string();
-    let mut body = subject(&r);
-    if let Some(o) = body.as_object_mut() {
-        o.insert("by".into(), by.clone().into());
-        o.insert("reason".into(), reason.clone().into());
-        o.insert("end_mission".into(), req.end_mission.into());
-    }
-    s.audit("approval.denied", body).await?;
-    let decided = match s
-        .0
-        .store
-        .resolve_approval(
-            &id,
-            &by,
-            &reason,
-            &Resolution::Deny {
-                end_mission: req.end_mission,
-            },
-            s.0.clock.now(),
-        )
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            let p = Problem::from(e);
-            not_applied(&s, &r, &p).await;
-            return Err(p);
-        }
-    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("end_mission".into(), req.end_mission.into());
+    let decided = record_then_resolve(
+        &s,
+        &r,
+        "approval.denied",
+        &by,
+        &reason,
+        extra,
+        &Resolution::Deny {
+            end_mission: req.end_mission,
+        },
+    )
+    .await?;
     if req.end_mission {
         s.audit(
             "mission.ended",

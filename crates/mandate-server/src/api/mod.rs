@@ -24,6 +24,8 @@ use mandate_store::{Agent, ApiToken, Principal};
 use crate::problem::Problem;
 use crate::state::AppState;
 
+pub(crate) use approvals::subject as approval_subject;
+
 /// Largest request body the API accepts.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
