@@ -156,6 +156,17 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         crate::routes::check_query(q).map_err(ambiguous)?;
     }
     let headers = header_list(&parts.headers)?;
+    // One Host and one Content-Type: the signature covers the field's
+    // joined values, the policy reads one; they must be the same thing.
+    for name in ["host", "content-type"] {
+        if parts.headers.get_all(name).iter().count() > 1 {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("more than one `{name}` header"),
+            ));
+        }
+    }
     // 2. The body, within the route's limit.
     // A client that trickles its body holds a connection; it gets as long
     // as the route gives its upstream.
