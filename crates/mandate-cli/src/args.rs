@@ -387,6 +387,29 @@ pub enum MissionCmd {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Agent side: call through the gateway, signed with the mission key
+    /// (RFC 9421). Prints the status and the body; exits non-zero unless 2xx.
+    Call {
+        /// The mission state file written by `mission start`.
+        #[arg(long)]
+        state: PathBuf,
+        /// e.g. GET, POST.
+        method: String,
+        /// A gateway URL, e.g. http://127.0.0.1:7878/gw/billing/invoices/42.
+        url: String,
+        /// The body: a file, or `-` for standard input.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// Why the agent makes this call (shown to an approver).
+        #[arg(long)]
+        justification: Option<String>,
+        /// If the call needs approval, wait up to this many seconds for it,
+        /// then send it again.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
     /// Agent side: print the mission credential, refreshing it if it is about to expire.
     Credential {
         /// The mission state file written by `mission start`.

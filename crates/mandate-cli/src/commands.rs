@@ -626,6 +626,64 @@ async fn mission(
                 );
             }
         }
+        MissionCmd::Call {
+            state,
+            method,
+            url,
+            data,
+            content_type,
+            justification,
+            wait,
+        } => {
+            let mut agent = MissionAgent::load(&read_state(&state)?).await?;
+            let before = agent.credential().to_owned();
+            let body = match data {
+                None => None,
+                Some(p) if p.as_os_str() == "-" => {
+                    let mut b = Vec::new();
+                    std::io::stdin().read_to_end(&mut b)?;
+                    Some(b)
+                }
+                Some(p) => Some(
+                    std::fs::read(&p).with_context(|| format!("cannot read `{}`", p.display()))?,
+                ),
+            };
+            let body = body.map(|b| (content_type.as_str(), b));
+            let resp = match wait {
+                Some(secs) => {
+                    agent
+                        .send_with_approval(
+                            std::time::Duration::from_secs(secs),
+                            &method,
+                            &url,
+                            body,
+                            justification.as_deref(),
+                        )
+                        .await?
+                }
+                None => {
+                    agent
+                        .send_signed(&method, &url, body, justification.as_deref())
+                        .await?
+                }
+            };
+            if agent.credential() != before {
+                write_state(&state, &agent.save()?, false)?;
+            }
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if json {
+                let body = serde_json::from_str::<serde_json::Value>(&text)
+                    .unwrap_or(serde_json::Value::String(text));
+                output::json(&json!({ "status": status.as_u16(), "body": body }))?;
+            } else {
+                println!("{status}");
+                println!("{text}");
+            }
+            if !status.is_success() {
+                bail!("the gateway answered {status}");
+            }
+        }
         MissionCmd::Credential { state, refresh } => {
             let mut agent = MissionAgent::load(&read_state(&state)?).await?;
             let before = agent.credential().to_owned();

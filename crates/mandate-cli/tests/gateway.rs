@@ -1076,3 +1076,61 @@ async fn an_approval_binds_the_exact_request_and_nothing_else_leaks() {
         );
     }
 }
+
+/// The CLI signs gateway calls from a mission state file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_calls_through_the_gateway_with_the_mission_key() {
+    let (server, _dir, s, gw, seen) = setup().await;
+    let state = server.scratch().join("mission.json");
+    std::fs::write(&state, s.agent.save().unwrap().as_str()).unwrap();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let state = state.to_str().unwrap();
+    let ok = server
+        .cli(
+            None,
+            &[
+                "mission",
+                "call",
+                "--state",
+                state,
+                "GET",
+                &format!("{gw}/billing/invoices/42"),
+            ],
+        )
+        .success();
+    assert!(ok.starts_with("200 OK"), "{ok}");
+    assert!(ok.contains("/invoices/42"), "{ok}");
+    let body = server.scratch().join("refund.json");
+    std::fs::write(&body, r#"{"amount": 120}"#).unwrap();
+    let json = server
+        .cli(
+            None,
+            &[
+                "--json",
+                "mission",
+                "call",
+                "--state",
+                state,
+                "POST",
+                &format!("{gw}/billing/refunds/1"),
+                "--data",
+                body.to_str().unwrap(),
+            ],
+        )
+        .json();
+    assert_eq!(json["status"], 200);
+    let denied = server.cli(
+        None,
+        &[
+            "mission",
+            "call",
+            "--state",
+            state,
+            "GET",
+            &format!("{gw}/hr/people/1"),
+        ],
+    );
+    assert!(!denied.ok());
+    assert!(denied.stdout().contains("boundary"), "{}", denied.stdout());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
