@@ -286,7 +286,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             )
             .await
         }
-        None => Ok(refusal(s, &resp)),
+        None => Ok(refusal(&resp)),
     }
 }
 
@@ -546,7 +546,7 @@ struct Refusal<'a> {
 
 /// 403 for a denial, or 403 `approval_required` for an escalation (with
 /// the approval request to wait on, AAuth style).
-fn refusal(s: &AppState, resp: &DecideResponse) -> Response {
+fn refusal(resp: &DecideResponse) -> Response {
     let escalated = resp.decision == Decision::Escalate && resp.approval_id.is_some();
     let code: &str = if escalated {
         "approval_required"
@@ -586,7 +586,6 @@ fn refusal(s: &AppState, resp: &DecideResponse) -> Response {
         }
         h.insert("retry-after", HeaderValue::from_static("5"));
     }
-    let _ = s;
     r
 }
 
