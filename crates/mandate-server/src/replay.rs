@@ -10,11 +10,32 @@ use mandate_core::{FRESHNESS_WINDOW_SECS, Thumbprint, UnixTime};
 /// for proofs by keys bound to a mission, after the request was authorized,
 /// so filling the cache takes live mission keys.
 const MAX_ENTRIES: usize = 200_000;
+/// Most entries one key may hold, so one busy (or hostile) mission key
+/// cannot fill the cache for every other mission.
+const MAX_PER_KEY: usize = 20_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct ReplayCache {
     /// (key thumbprint, jti) → last second at which the proof is still fresh.
-    seen: Mutex<HashMap<(String, String), u64>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    entries: HashMap<(String, String), u64>,
+    /// Live entries per key thumbprint.
+    per_key: HashMap<String, usize>,
+}
+
+impl Seen {
+    /// Drops entries no longer fresh at `now`, and recounts.
+    fn prune(&mut self, now: u64) {
+        self.entries.retain(|_, until| *until >= now);
+        self.per_key.clear();
+        for (jkt, _) in self.entries.keys() {
+            *self.per_key.entry(jkt.clone()).or_default() += 1;
+        }
+    }
 }
 
 /// Whether a proof may be used.
@@ -41,18 +62,21 @@ impl ReplayCache {
         };
         let fresh_until = iat.0.saturating_add(FRESHNESS_WINDOW_SECS);
         let key = (jkt.as_str().to_owned(), jti.to_owned());
-        if let Some(until) = seen.get(&key)
+        if let Some(until) = seen.entries.get(&key)
             && *until >= now.0
         {
             return Replay::Seen;
         }
-        if seen.len() >= MAX_ENTRIES {
-            seen.retain(|_, until| *until >= now.0);
-            if seen.len() >= MAX_ENTRIES {
+        let of_key = |s: &Seen| s.per_key.get(jkt.as_str()).copied().unwrap_or(0);
+        if seen.entries.len() >= MAX_ENTRIES || of_key(&seen) >= MAX_PER_KEY {
+            seen.prune(now.0);
+            if seen.entries.len() >= MAX_ENTRIES || of_key(&seen) >= MAX_PER_KEY {
                 return Replay::Full;
             }
         }
-        seen.insert(key, fresh_until);
+        if seen.entries.insert(key, fresh_until).is_none() {
+            *seen.per_key.entry(jkt.as_str().to_owned()).or_default() += 1;
+        }
         Replay::Fresh
     }
 }
@@ -60,6 +84,24 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_key_cannot_fill_the_cache_for_the_others() {
+        let c = ReplayCache::default();
+        let busy =
+            Thumbprint::from_stored("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k".into()).unwrap();
+        let other =
+            Thumbprint::from_stored("9GcINWUVO0FtooSQkXxGrOTmiKW1WhWulP805YU2glM".into()).unwrap();
+        let now = UnixTime(1_000);
+        for i in 0..MAX_PER_KEY {
+            assert_eq!(c.check(&busy, &i.to_string(), now, now), Replay::Fresh);
+        }
+        assert_eq!(c.check(&busy, "one-more", now, now), Replay::Full);
+        assert_eq!(c.check(&other, "x", now, now), Replay::Fresh);
+        // Once its entries are stale, the busy key may go on.
+        let later = UnixTime(1_000 + FRESHNESS_WINDOW_SECS + 1);
+        assert_eq!(c.check(&busy, "one-more", later, later), Replay::Fresh);
+    }
 
     #[test]
     fn a_proof_is_fresh_once_for_as_long_as_it_could_be_accepted() {
