@@ -218,18 +218,6 @@ impl Route {
         std::time::Duration::from_millis(self.config.timeout_ms.unwrap_or(30_000))
     }
 
-    /// Maps a request (method, the path under the route, a JSON body) to
-    /// the Cedar action, resource and context.
-    pub fn map(&self, method: &str, path: &str, body: &[u8]) -> Result<Mapped, MapError> {
-        self.map_request(&HttpCall {
-            method,
-            path,
-            query: None,
-            content_type: Some("application/json"),
-            body,
-        })
-    }
-
     /// Maps a request to the Cedar action, resource and context. Besides
     /// path parameters and labels, the resource's tags bind the whole
     /// request — `http_method`, and the SHA-256 of the query
@@ -453,7 +441,7 @@ fn check_segment(raw: &str) -> Result<String, MapError> {
 }
 
 /// Checks a whole raw path (under the route): every segment as
-/// [`Route::map`] would.
+/// [`Route::map_request`] would.
 pub fn check_path(raw: &str) -> Result<(), MapError> {
     match raw.strip_prefix('/') {
         Some("") => Ok(()),
@@ -479,6 +467,19 @@ pub fn check_query(raw: &str) -> Result<(), MapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Route {
+        /// A JSON request without a query.
+        fn map(&self, method: &str, path: &str, body: &[u8]) -> Result<Mapped, MapError> {
+            self.map_request(&HttpCall {
+                method,
+                path,
+                query: None,
+                content_type: Some("application/json"),
+                body,
+            })
+        }
+    }
 
     fn route() -> Route {
         Route::new(RouteConfig {

@@ -83,12 +83,21 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// A text column parsed into its type (a name or an id); a value that does
+/// not parse is a corrupt row.
+fn typed<T>(row: &SqliteRow, column: &str, what: &str) -> Result<T, StoreError>
+where
+    T: TryFrom<String>,
+    T::Error: std::fmt::Display,
+{
+    row.try_get::<String, _>(column)?
+        .try_into()
+        .map_err(|e| corrupt(what, e))
+}
+
 fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
     Ok(Principal {
-        name: row
-            .try_get::<String, _>("name")?
-            .try_into()
-            .map_err(|e| corrupt("principal name", e))?,
+        name: typed(row, "name", "principal name")?,
         role: Role::from_str(&row.try_get::<String, _>("role")?)
             .map_err(|e| corrupt("principal role", e))?,
         created_at: time(row.try_get("created_at")?),
@@ -98,14 +107,8 @@ fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
 
 fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
     Ok(ApiToken {
-        id: row
-            .try_get::<String, _>("id")?
-            .try_into()
-            .map_err(|e| corrupt("token id", e))?,
-        principal: row
-            .try_get::<String, _>("principal")?
-            .try_into()
-            .map_err(|e| corrupt("token principal", e))?,
+        id: typed(row, "id", "token id")?,
+        principal: typed(row, "principal", "token principal")?,
         label: row.try_get("label")?,
         created_at: time(row.try_get("created_at")?),
         revoked_at: opt_time(row.try_get("revoked_at")?),
@@ -114,14 +117,8 @@ fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
 
 fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
     Ok(Agent {
-        name: row
-            .try_get::<String, _>("name")?
-            .try_into()
-            .map_err(|e| corrupt("agent name", e))?,
-        owner: row
-            .try_get::<String, _>("owner")?
-            .try_into()
-            .map_err(|e| corrupt("agent owner", e))?,
+        name: typed(row, "name", "agent name")?,
+        owner: typed(row, "owner", "agent owner")?,
         description: row.try_get("description")?,
         created_at: time(row.try_get("created_at")?),
         revoked_at: opt_time(row.try_get("revoked_at")?),
@@ -179,10 +176,7 @@ fn revocation_from_row(row: &SqliteRow) -> Result<Revocation, StoreError> {
         kind: RevocationKind::parse(&kind).ok_or_else(|| corrupt("revocation kind", &kind))?,
         target: row.try_get("target")?,
         reason: row.try_get("reason")?,
-        revoked_by: row
-            .try_get::<String, _>("revoked_by")?
-            .try_into()
-            .map_err(|e| corrupt("revoked_by", e))?,
+        revoked_by: typed(row, "revoked_by", "revoked_by")?,
         at: time(row.try_get("at")?),
     })
 }
@@ -289,19 +283,10 @@ fn approval_from_row(r: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
     };
     Ok(ApprovalRecord {
         id: r.try_get("id")?,
-        mission: r
-            .try_get::<String, _>("mission_id")?
-            .try_into()
-            .map_err(|e| corrupt("approval mission", e))?,
+        mission: typed(r, "mission_id", "approval mission")?,
         mission_s256: r.try_get("m_s256")?,
-        principal: r
-            .try_get::<String, _>("m_principal")?
-            .try_into()
-            .map_err(|e| corrupt("mission principal", e))?,
-        agent: r
-            .try_get::<String, _>("m_agent")?
-            .try_into()
-            .map_err(|e| corrupt("mission agent", e))?,
+        principal: typed(r, "m_principal", "mission principal")?,
+        agent: typed(r, "m_agent", "mission agent")?,
         goal: r
             .try_get::<Option<String>, _>("m_goal")?
             .unwrap_or_default(),
@@ -331,10 +316,7 @@ fn approval_from_row(r: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
 
 fn vault_from_row(r: &SqliteRow) -> Result<VaultRecord, StoreError> {
     Ok(VaultRecord {
-        principal: r
-            .try_get::<String, _>("principal")?
-            .try_into()
-            .map_err(|e| corrupt("vault principal", e))?,
+        principal: typed(r, "principal", "vault principal")?,
         route: r.try_get("route")?,
         kind: r.try_get("kind")?,
         version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),

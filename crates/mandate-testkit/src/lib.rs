@@ -40,22 +40,7 @@ impl TestServer {
     /// Starts `bin serve` on a fresh temp data dir, with `config` (TOML) as
     /// its `mandate.toml` if given.
     pub fn start(bin: &Path, config: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        if let Some(c) = config {
-            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-                .create(&data)
-                .expect("data dir");
-            std::fs::write(data.join("mandate.toml"), c).expect("mandate.toml");
-        }
-        let mut s = Self {
-            bin: bin.to_path_buf(),
-            dir,
-            child: None,
-            log: None,
-            listen: "127.0.0.1:0".into(),
-            url: String::new(),
-        };
+        let mut s = Self::start_stopped(bin, config);
         s.spawn();
         s
     }
