@@ -154,6 +154,12 @@ pub enum ResourceKind {
     Route { route: String, path: String },
     /// An MCP tool: `Tool::"{server}/{tool}"` with `server` and `tool`.
     Tool { server: String, tool: String },
+    /// An MCP resource: `McpResource::"{server}/{uri}"` with `server` and
+    /// `uri`.
+    McpResource { server: String, uri: String },
+    /// An MCP prompt: `Prompt::"{server}/{prompt}"` with `server` and
+    /// `prompt`.
+    Prompt { server: String, prompt: String },
 }
 
 /// The resource of a request, with its attributes (Cedar entity tags).
@@ -171,6 +177,8 @@ impl ResourceRef {
             ResourceKind::Resource { id } => ("Resource", id.clone()),
             ResourceKind::Route { route, path } => ("Route", format!("{route}{path}")),
             ResourceKind::Tool { server, tool } => ("Tool", format!("{server}/{tool}")),
+            ResourceKind::McpResource { server, uri } => ("McpResource", format!("{server}/{uri}")),
+            ResourceKind::Prompt { server, prompt } => ("Prompt", format!("{server}/{prompt}")),
         };
         Ok(EntityUid::from_type_name_and_id(
             type_name(ty)?,
@@ -187,6 +195,12 @@ impl ResourceRef {
             }
             ResourceKind::Tool { server, tool } => {
                 vec![("server".into(), s(server)), ("tool".into(), s(tool))]
+            }
+            ResourceKind::McpResource { server, uri } => {
+                vec![("server".into(), s(server)), ("uri".into(), s(uri))]
+            }
+            ResourceKind::Prompt { server, prompt } => {
+                vec![("server".into(), s(server)), ("prompt".into(), s(prompt))]
             }
         };
         let tags = self.tags.iter().map(|(k, v)| (k.clone(), s(v)));

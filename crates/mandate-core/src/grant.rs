@@ -89,6 +89,12 @@ pub fn pattern_policy(
         ResourceKind::Resource { id } => ("Resource", id, "id", None),
         ResourceKind::Route { route, path } => ("Route", path, "path", Some(eq("route", route))),
         ResourceKind::Tool { server, tool } => ("Tool", tool, "tool", Some(eq("server", server))),
+        ResourceKind::McpResource { server, uri } => {
+            ("McpResource", uri, "uri", Some(eq("server", server)))
+        }
+        ResourceKind::Prompt { server, prompt } => {
+            ("Prompt", prompt, "prompt", Some(eq("server", server)))
+        }
     };
     if !own.starts_with(prefix) {
         return Err(format!(

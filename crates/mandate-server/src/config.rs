@@ -33,6 +33,8 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// Gateway routes, served under `/gw/{name}/…`.
     pub routes: Vec<crate::routes::Route>,
+    /// Upstream MCP servers, served under `/mcp/{name}`.
+    pub mcp_servers: Vec<crate::mcp::McpServer>,
     /// The vault's key file (kept apart from the database; default
     /// `DATA/vault.key`, created on first start).
     pub vault_key_file: PathBuf,
@@ -91,6 +93,8 @@ struct FileConfig {
     webhook: Option<WebhookConfig>,
     #[serde(default)]
     routes: Vec<crate::routes::RouteConfig>,
+    #[serde(default)]
+    mcp_servers: Vec<crate::mcp::McpServerConfig>,
     vault_key_file: Option<PathBuf>,
     #[serde(default)]
     unsafe_non_durable_benchmark_mode: bool,
@@ -185,6 +189,7 @@ impl Config {
             approval_ttl_secs: fc.approval_ttl_secs.unwrap_or(3_600),
             webhook: fc.webhook,
             routes: Vec::new(),
+            mcp_servers: Vec::new(),
             unsafe_non_durable_benchmark_mode: fc.unsafe_non_durable_benchmark_mode,
             vault_key_file: env("MANDATE_VAULT_KEY_FILE")
                 .map(PathBuf::from)
@@ -239,6 +244,17 @@ impl Config {
                 ));
             }
             config.routes.push(route);
+        }
+        for m in fc.mcp_servers {
+            let server = crate::mcp::McpServer::new(m)
+                .map_err(|e| ConfigError::Value("mcp_servers", e.to_string()))?;
+            if config.mcp_servers.iter().any(|x| x.name() == server.name()) {
+                return Err(ConfigError::Value(
+                    "mcp_servers",
+                    format!("MCP server `{}` is defined twice", server.name()),
+                ));
+            }
+            config.mcp_servers.push(server);
         }
         let l = config.mission_limits;
         if l.min_ttl_secs == 0 || l.min_ttl_secs > l.max_ttl_secs {

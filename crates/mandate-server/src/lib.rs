@@ -6,6 +6,8 @@ mod approvals;
 mod audit;
 mod config;
 mod datadir;
+mod mcp;
+mod mcp_upstream;
 mod policies;
 mod problem;
 mod replay;
@@ -17,6 +19,7 @@ pub use approvals::WEBHOOK_TYP;
 pub use audit::{AuditLog, AuditWriter, CheckpointPolicy};
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, WebhookConfig};
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
+pub use mcp::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
 pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use problem::Problem;
 pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth};
@@ -114,6 +117,10 @@ pub async fn serve(
         let names: Vec<&str> = config.routes.iter().map(|r| r.name()).collect();
         println!("gateway routes under /gw/: {}", names.join(", "));
     }
+    if !config.mcp_servers.is_empty() {
+        let names: Vec<&str> = config.mcp_servers.iter().map(|r| r.name()).collect();
+        println!("MCP servers under /mcp/: {}", names.join(", "));
+    }
     if !durable {
         println!(
             "WARNING: UNSAFE NON-DURABLE BENCHMARK MODE: no fsync; a crash loses answered decisions and their audit records. Never use this for real work."
@@ -129,6 +136,7 @@ pub async fn serve(
     spawn_reload_on_sighup(state.clone());
     approvals::spawn_sweeper(state.clone());
     approvals::spawn_webhook(state.clone());
+    api::spawn_mcp_reaper(state.clone());
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await

@@ -48,6 +48,10 @@ pub(crate) struct Inner {
     pub webhook_wake: tokio::sync::Notify,
     /// Gateway routes by name.
     pub routes: HashMap<String, Arc<crate::routes::Route>>,
+    /// Upstream MCP servers by name.
+    pub mcp_servers: HashMap<String, Arc<crate::mcp::McpServer>>,
+    /// Open MCP sessions.
+    pub mcp: crate::api::McpSessions,
     /// The client that forwards to upstreams (no redirects, no proxy);
     /// `None` if it could not be built (the gateway then refuses).
     pub upstream: Option<reqwest::Client>,
@@ -122,6 +126,12 @@ impl AppState {
                 .iter()
                 .map(|r| (r.name().to_owned(), Arc::new(r.clone())))
                 .collect(),
+            mcp_servers: config
+                .mcp_servers
+                .iter()
+                .map(|m| (m.name().to_owned(), Arc::new(m.clone())))
+                .collect(),
+            mcp: crate::api::McpSessions::default(),
             upstream,
             vault,
             durable: !config.unsafe_non_durable_benchmark_mode,

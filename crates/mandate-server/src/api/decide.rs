@@ -333,6 +333,55 @@ pub(crate) async fn decide_call(
     Ok((resp, permit))
 }
 
+/// What each of `items` would get now, with no context, and with no
+/// effect: nothing counted, no approval opened, nothing recorded. For
+/// listings (the MCP gateway's `tools/list`), never for enforcement: every
+/// call is decided on its own. `Err` denies the whole listing.
+pub(crate) async fn preview(
+    s: &AppState,
+    mission: &Mission,
+    required: Trust,
+    items: &[(String, ResourceRef)],
+) -> Result<Vec<Outcome>, Problem> {
+    let now = s.0.clock.now();
+    let id = &mission.body.id;
+    let used = s.0.store.budget_used(id).await?;
+    if let Err(o) = state_check(mission, now, used) {
+        return Ok(vec![*o; items.len()]);
+    }
+    let org = s.org()?;
+    let denied = |detail: String| Outcome::deny(ReasonCode::POLICY_ERROR, detail);
+    let compiled = match s.mission_policies(mission) {
+        Ok(c) => c,
+        Err(p) => return Ok(vec![denied(p.detail); items.len()]),
+    };
+    let grants = match live_grants(s, id, now).await? {
+        Ok(g) => g,
+        Err(detail) => return Ok(vec![denied(detail); items.len()]),
+    };
+    let context = serde_json::Map::new();
+    Ok(items
+        .iter()
+        .map(|(action, resource)| {
+            engine_decide(
+                &org.loaded.policies,
+                &compiled,
+                &grants,
+                &DecisionRequest {
+                    mission,
+                    budget_used: used,
+                    action,
+                    resource,
+                    context: &context,
+                    trust: Trust::Signed,
+                    required,
+                    now,
+                },
+            )
+        })
+        .collect())
+}
+
 /// The mission's live grants, compiled; `Err` with a reason if one does
 /// not compile (the caller denies).
 async fn live_grants(
@@ -380,6 +429,12 @@ fn summary(ask: &Ask<'_>) -> String {
         ResourceKind::Resource { id } => format!("`{id}`"),
         ResourceKind::Route { route, path } => format!("route `{route}` path `{path}`"),
         ResourceKind::Tool { server, tool } => format!("tool `{tool}` of MCP server `{server}`"),
+        ResourceKind::McpResource { server, uri } => {
+            format!("resource `{uri}` of MCP server `{server}`")
+        }
+        ResourceKind::Prompt { server, prompt } => {
+            format!("prompt `{prompt}` of MCP server `{server}`")
+        }
     };
     let mut line = format!(
         "agent `{}` wants to `{}` {target}",

@@ -291,7 +291,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
 }
 
 /// The request's headers as text; a header that is not text is refused.
-fn header_list(h: &HeaderMap) -> Result<Vec<(String, String)>, Problem> {
+pub(super) fn header_list(h: &HeaderMap) -> Result<Vec<(String, String)>, Problem> {
     h.iter()
         .map(|(k, v)| {
             v.to_str()
@@ -307,7 +307,7 @@ fn header_list(h: &HeaderMap) -> Result<Vec<(String, String)>, Problem> {
         .collect()
 }
 
-enum Verified {
+pub(super) enum Verified {
     Ok {
         claims: MissionClaims,
         mission: Box<Mission>,
@@ -337,7 +337,7 @@ fn single<'h>(h: &'h HeaderMap, name: &'static str) -> Result<&'h str, Problem> 
         .map_err(|_| unauthorized("bad_signature_input", format!("`{name}` is not text")))
 }
 
-async fn verify(
+pub(super) async fn verify(
     s: &AppState,
     req: &RequestParts<'_>,
     h: &HeaderMap,
@@ -603,11 +603,11 @@ struct ExchangeClaims<'a> {
 }
 
 /// A token for this upstream alone: `sub` the principal, `act` the agent,
-/// `aud` the route's audience, at most five minutes and never past the
+/// `aud` the route's (or MCP server's) audience, at most five minutes and never past the
 /// mission.
-fn exchange_token(
+pub(super) fn exchange_token(
     s: &AppState,
-    route: &Route,
+    audience: &str,
     claims: &MissionClaims,
     mission: &Mission,
 ) -> Result<String, Problem> {
@@ -618,7 +618,7 @@ fn exchange_token(
     let c = ExchangeClaims {
         iss: &s.0.issuer,
         sub: claims.sub.as_str(),
-        aud: route.audience(),
+        aud: audience,
         act: serde_json::json!({ "sub": claims.act.sub.as_str() }),
         mission_id: claims.mission_id.as_str(),
         mission_s256: &claims.mission_s256,
@@ -739,7 +739,7 @@ async fn forward(
     match route.config.auth {
         UpstreamAuth::Pass => {}
         UpstreamAuth::TokenExchange => {
-            let token = exchange_token(s, route, claims, mission)?;
+            let token = exchange_token(s, route.audience(), claims, mission)?;
             let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Problem::internal())?;
             out.insert(reqwest::header::AUTHORIZATION, v);

@@ -7,6 +7,7 @@ mod audit;
 mod decide;
 mod extract;
 mod gateway;
+mod mcp;
 mod missions;
 mod policies;
 mod principals;
@@ -82,7 +83,16 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // The gateway reads bodies itself, within each route's limit.
         .route("/gw/{*rest}", any(gateway::handle))
+        // So does the MCP gateway, within each server's message limit.
+        .route("/mcp/{*rest}", any(mcp::handle))
         .with_state(state)
+}
+
+pub(crate) use mcp::McpSessions;
+
+/// Starts the task that closes the MCP sessions of ended missions.
+pub(crate) fn spawn_mcp_reaper(state: AppState) {
+    mcp::spawn_reaper(state);
 }
 
 /// Runs `f` on a thread of its own with a large stack. Cedar's parser

@@ -6,15 +6,17 @@ use mandate_core::{CREDENTIAL_TYP, Jwks};
 use crate::state::AppState;
 
 pub(super) async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
-    if s.0.durable {
-        Json(serde_json::json!({ "status": "ok" }))
-    } else {
-        Json(serde_json::json!({
-            "status": "ok",
-            "durable": false,
-            "warning": "unsafe non-durable benchmark mode: a crash loses answered decisions",
-        }))
+    let mut v = serde_json::json!({ "status": "ok" });
+    if !s.0.durable {
+        v["durable"] = false.into();
+        v["warning"] = "unsafe non-durable benchmark mode: a crash loses answered decisions".into();
     }
+    if !s.0.mcp_servers.is_empty() {
+        // Open MCP sessions and requests in flight through them.
+        let (sessions, in_flight) = s.0.mcp.counts();
+        v["mcp"] = serde_json::json!({ "sessions": sessions, "in_flight": in_flight });
+    }
+    Json(v)
 }
 
 pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configuration> {

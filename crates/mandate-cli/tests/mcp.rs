@@ -1,0 +1,509 @@
+//! End to end: the MCP gateway on loopback, between the official MCP
+//! Python SDK (the client, its HTTP requests RFC 9421-signed by an
+//! independent implementation) and real MCP servers over stdio: the
+//! reference `mcp-server-git` on a temporary repository, and a small server
+//! on the same SDK (`tests/mcp/server.py`) for progress, elicitation,
+//! cancellation and crashes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use mandate_testkit::{MissionPlan, Scenario, TestServer};
+use serde_json::{Value, json};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
+
+fn here() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp")
+}
+
+fn python() -> String {
+    std::env::var("MANDATE_TEST_PYTHON").expect(
+        "MANDATE_TEST_PYTHON must name a Python with the MCP SDK and mcp-server-git; run scripts/test.sh",
+    )
+}
+
+/// The scripted MCP client (`tests/mcp/client.py`).
+struct McpClient {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl McpClient {
+    fn connect(url: &str, s: &Scenario) -> (Self, Value) {
+        let saved: mandate_client::SavedMission =
+            serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+        Self::connect_as(url, &saved.key_pem, &saved.credential)
+    }
+
+    fn connect_as(url: &str, pem: &str, credential: &str) -> (Self, Value) {
+        let mut child = Command::new(python())
+            .arg(here().join("client.py"))
+            .args([url, pem, credential])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut c = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = c.read();
+        (c, ready)
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the MCP client ended");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn send(&mut self, cmd: Value) -> Value {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        self.stdin.flush().unwrap();
+        self.read()
+    }
+
+    fn call(&mut self, tool: &str, args: Value) -> Value {
+        let r = self.send(json!({"op": "call", "tool": tool, "args": args}));
+        r.get("result").cloned().unwrap_or(r)
+    }
+
+    fn exit(mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"op": "exit"}));
+        let _ = self.stdin.flush();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the MCP client failed: {status}");
+    }
+}
+
+fn text(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn audit(server: &TestServer, s: &Scenario, kind: &str) -> Vec<Value> {
+    let log = server
+        .cli(
+            Some(&s.admin),
+            &["--json", "audit", "list", "--kind", kind, "--limit", "500"],
+        )
+        .json();
+    log["records"].as_array().unwrap().clone()
+}
+
+fn health(server: &TestServer) -> Value {
+    let out = Command::new("curl")
+        .args(["-s", &format!("{}/healthz", server.url())])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const GIT_SCOPE: &str = r#"
+@id("read-repo")
+permit(principal, action == Action::"call_tool", resource is Tool)
+when { resource.server == "git" &&
+       ["git_log", "git_diff", "git_diff_staged", "git_diff_unstaged", "git_status"].contains(resource.tool) };
+"#;
+
+const GIT_BOUNDARY: &str = r#"
+@id("never-reset")
+forbid(principal, action, resource is Tool)
+when { resource.server == "git" && resource.tool == "git_reset" };
+"#;
+
+const COMMIT_ASKS: &str = r#"
+@id("commits-ask")
+@kind("escalate")
+permit(principal, action == Action::"call_tool", resource is Tool)
+when { resource.server == "git" && resource.tool == "git_commit" };
+"#;
+
+/// The reference git server: reading is in scope, committing asks first,
+/// resetting is a boundary. `tools/list` shows that; each call is decided,
+/// recorded and, when allowed, done on the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_reads_the_log_asks_before_committing_and_never_resets() {
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    run(r, &["init", "-q", "-b", "main"]);
+    run(r, &["config", "user.email", "dev@example.com"]);
+    run(r, &["config", "user.name", "Dev"]);
+    std::fs::write(r.join("README"), "first\n").unwrap();
+    run(r, &["add", "README"]);
+    run(r, &["commit", "-q", "-m", "first commit"]);
+    std::fs::write(r.join("README"), "first\nsecond\n").unwrap();
+    run(r, &["add", "README"]);
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("commits.cedar"), COMMIT_ASKS).unwrap();
+    let venv_bin = Path::new(&python()).parent().unwrap().to_path_buf();
+    let config = format!(
+        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"git\"\ncommand = {:?}\nargs = [\"--repository\", {:?}]\n",
+        policies.path().display().to_string(),
+        venv_bin.join("mcp-server-git").display().to_string(),
+        r.display().to_string(),
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Tidy up the README history".into(),
+            scope: GIT_SCOPE.into(),
+            boundaries: GIT_BOUNDARY.into(),
+            budget: 100,
+        })
+        .await;
+    let url = format!("{}/mcp/git", server.url());
+    let (mut c, ready) = McpClient::connect(&url, &s);
+    assert_eq!(ready["ready"], true, "{ready}");
+    let repo_path = r.display().to_string();
+
+    // tools/list: what the mission may use, and what it must ask for.
+    let listed = c.send(json!({"op": "list"}));
+    let tools = listed["tools"].as_array().unwrap();
+    let access = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["_meta"]["io.mandate/access"]["access"].clone())
+    };
+    assert_eq!(access("git_log"), Some(json!("allowed")), "{listed}");
+    assert_eq!(access("git_diff_staged"), Some(json!("allowed")));
+    assert_eq!(access("git_commit"), Some(json!("approval_required")));
+    assert_eq!(access("git_reset"), None, "a boundary is not shown");
+
+    // git_log works.
+    let log = c.call("git_log", json!({"repo_path": repo_path}));
+    assert_eq!(log["isError"], false, "{log}");
+    assert!(text(&log).contains("first commit"), "{log}");
+
+    // git_commit escalates: nothing is committed until a person approves.
+    let args = json!({"repo_path": repo_path, "message": "second line"});
+    let asked = c.call("git_commit", args.clone());
+    assert_eq!(asked["isError"], true, "{asked}");
+    let decision = &asked["_meta"]["io.mandate/decision"];
+    assert_eq!(decision["code"], "approval_required", "{asked}");
+    let approval = decision["approval_id"].as_str().unwrap().to_owned();
+    assert!(text(&asked).contains(&approval));
+    assert!(!run(r, &["log", "--oneline"]).contains("second line"));
+    // Approved for exactly this call; the same call then goes through.
+    server
+        .cli(Some(&s.alice), &["approvals", "approve", &approval])
+        .success();
+    let other = c.call(
+        "git_commit",
+        json!({"repo_path": repo_path, "message": "something else"}),
+    );
+    assert_eq!(
+        other["_meta"]["io.mandate/decision"]["code"], "approval_required",
+        "other arguments are another call: {other}"
+    );
+    let done = c.call("git_commit", args);
+    assert_eq!(done["isError"], false, "{done}");
+    assert!(text(&done).contains("committed"), "{done}");
+    assert!(run(r, &["log", "--oneline"]).contains("second line"));
+
+    // git_reset is a boundary: denied, with the policy, and the staged
+    // change stays staged.
+    std::fs::write(r.join("NOTES"), "staged\n").unwrap();
+    run(r, &["add", "NOTES"]);
+    let reset = c.call("git_reset", json!({"repo_path": repo_path}));
+    assert_eq!(reset["isError"], true, "{reset}");
+    assert_eq!(reset["_meta"]["io.mandate/decision"]["code"], "boundary");
+    assert!(text(&reset).contains("never-reset"), "{reset}");
+    assert!(run(r, &["diff", "--cached", "--name-only"]).contains("NOTES"));
+    c.exit();
+
+    // All of it in the audit log.
+    let decisions = audit(&server, &s, "decision");
+    let seen: Vec<(String, String, String)> = decisions
+        .iter()
+        .filter(|d| d["body"]["enforcement_point"] == "mcp")
+        .map(|d| {
+            let b = &d["body"];
+            (
+                b["resource"]["tool"].as_str().unwrap_or("-").to_owned(),
+                b["decision"].as_str().unwrap().to_owned(),
+                b["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("git_log", "allow", "scope"),
+        ("git_commit", "escalate", "escalation"),
+        ("git_commit", "allow", "grant"),
+        ("git_reset", "deny", "boundary"),
+    ] {
+        assert!(
+            seen.iter()
+                .any(|(t, d, c)| (t.as_str(), d.as_str(), c.as_str()) == want),
+            "{want:?} not in {seen:?}"
+        );
+    }
+    assert!(
+        decisions
+            .iter()
+            .filter(|d| d["body"]["enforcement_point"] == "mcp")
+            .all(|d| d["body"]["arguments_digest"].is_string() || d["body"]["decision"] == "deny")
+    );
+    let listed = audit(&server, &s, "mcp.listed");
+    assert!(listed.iter().any(|l| {
+        l["body"]["hidden"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("git_reset"))
+    }));
+    assert_eq!(audit(&server, &s, "mcp.session.opened").len(), 1);
+    let verify = server.cli(Some(&s.admin), &["audit", "verify"]);
+    assert!(verify.ok(), "{}", verify.stdout());
+}
+
+fn test_server_config(policies: &Path, extra: &str) -> String {
+    format!(
+        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\ncommand = {:?}\nargs = [{:?}]\nmax_message_bytes = 4096\n{extra}",
+        policies.display().to_string(),
+        python(),
+        here().join("server.py").display().to_string(),
+    )
+}
+
+const LAB_SCOPE: &str = r#"
+@id("lab-tools")
+permit(principal, action == Action::"call_tool", resource is Tool)
+when { resource.server == "lab" };
+@id("lab-notes")
+permit(principal, action == Action::"read_resource", resource is McpResource)
+when { resource.server == "lab" && resource.uri == "notes://public" };
+"#;
+
+async fn lab(extra: &str) -> (TestServer, tempfile::TempDir, Scenario, String) {
+    let policies = tempfile::tempdir().unwrap();
+    let server = TestServer::start(bin(), Some(&test_server_config(policies.path(), extra)));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Exercise the lab server".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: "@id(\"no-secrets\")\nforbid(principal, action, resource is McpResource) when { resource.uri == \"notes://secret\" };".into(),
+            budget: 200,
+        })
+        .await;
+    let url = format!("{}/mcp/lab", server.url());
+    (server, policies, s, url)
+}
+
+/// What MCP carries besides calls passes through: progress, the server's
+/// own requests (elicitation), cancellation; resources are decided like
+/// tools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_elicitation_cancellation_and_resources_pass_through() {
+    let (server, _p, s, url) = lab("").await;
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let r = c.send(json!({"op": "progress", "tool": "slow", "args": {"steps": 3, "delay": 0.05}}));
+    assert_eq!(text(&r["result"]), "done after 3 steps", "{r}");
+    assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
+    // The server asks the client (elicitation) in the middle of a call.
+    let asked = c.call("ask", json!({}));
+    assert_eq!(text(&asked), "hello alice", "{asked}");
+    // A call cancelled by the client leaves nothing in flight.
+    let cancelled = c.send(
+        json!({"op": "cancel", "tool": "slow", "args": {"steps": 100, "delay": 0.05}, "after": 0.5}),
+    );
+    assert_eq!(cancelled["cancelled"], true, "{cancelled}");
+    let mut in_flight = json!(null);
+    for _ in 0..50 {
+        in_flight = health(&server)["mcp"]["in_flight"].clone();
+        if in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_flight, 0);
+    assert_eq!(
+        text(&c.call("echo", json!({"text": "still here"}))),
+        "still here"
+    );
+    // Resources: the listing hides the boundary; reading is decided.
+    let listed = c.send(json!({"op": "resources"}));
+    let uris: Vec<&str> = listed["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, ["notes://public"], "{listed}");
+    let read = c.send(json!({"op": "read", "uri": "notes://public"}));
+    assert_eq!(
+        read["result"]["contents"][0]["text"], "public notes",
+        "{read}"
+    );
+    let secret = c.send(json!({"op": "read", "uri": "notes://secret"}));
+    assert_eq!(secret["error"]["code"], -32090, "{secret}");
+    assert_eq!(secret["error"]["data"]["code"], "boundary", "{secret}");
+    // A prompt out of scope: not shown to this mission's listing, and
+    // refused (out of scope escalates by default).
+    let prompt = c.send(json!({"op": "prompt", "name": "summary", "args": {"topic": "x"}}));
+    assert!(
+        prompt["error"]["code"] == -32091 || prompt["error"]["code"] == -32090,
+        "{prompt}"
+    );
+    c.exit();
+    assert_eq!(
+        health(&server)["mcp"]["sessions"],
+        0,
+        "the client's DELETE ends the session"
+    );
+}
+
+/// Malformed, unknown and oversized messages, and tools with path tricks
+/// or that were never listed, get clear JSON-RPC errors; nothing reaches
+/// the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_get_json_rpc_errors_and_nothing_is_forwarded() {
+    let (server, _p, s, url) = lab("").await;
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let raw =
+        |c: &mut McpClient, body: &str| c.send(json!({"op": "raw", "body": body, "session": true}));
+    let r = raw(&mut c, "{not json");
+    assert_eq!(
+        (r["status"].as_u64(), r["body"]["error"]["code"].as_i64()),
+        (Some(400), Some(-32700)),
+        "{r}"
+    );
+    let r = raw(&mut c, r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#);
+    assert_eq!(r["body"]["error"]["code"], -32600, "{r}");
+    let r = raw(
+        &mut c,
+        r#"{"jsonrpc":"2.0","id":7,"method":"debug/exec","params":{}}"#,
+    );
+    assert_eq!(
+        (
+            r["body"]["id"].as_i64(),
+            r["body"]["error"]["code"].as_i64()
+        ),
+        (Some(7), Some(-32601)),
+        "{r}"
+    );
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "x".repeat(5000)
+    );
+    let r = raw(&mut c, &big);
+    assert_eq!(r["status"], 413, "{r}");
+    for name in ["../hr/export", "lab/echo", "echo\u{0}", ".."] {
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": {}}});
+        let r = raw(&mut c, &body.to_string());
+        assert_eq!(r["body"]["error"]["code"], -32602, "{name}: {r}");
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "format_disk", "arguments": {}}});
+    let r = raw(&mut c, &body.to_string());
+    assert_eq!(r["body"]["error"]["code"], -32602, "{r}");
+    assert!(
+        r["body"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lists no tool"),
+        "{r}"
+    );
+    // Without the session, or with another mission's: no session.
+    let r = c.send(json!({"op": "raw", "body": json!({"jsonrpc":"2.0","id":11,"method":"tools/list"}).to_string(), "session": false}));
+    assert_eq!(r["status"], 400, "{r}");
+    // The session still works, and the server never saw any of it.
+    assert_eq!(text(&c.call("echo", json!({"text": "fine"}))), "fine");
+    let refusals: Vec<String> = audit(&server, &s, "decision")
+        .iter()
+        .filter(|d| d["body"]["decision"] == "deny")
+        .map(|d| d["body"]["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        refusals.iter().filter(|c| *c == "invalid_params").count() >= 4,
+        "{refusals:?}"
+    );
+    assert!(
+        refusals.contains(&"unknown_tool".to_owned()),
+        "{refusals:?}"
+    );
+    c.exit();
+}
+
+/// A crashed server is restarted (and the restart recorded); the session
+/// goes on. Ending the mission ends its sessions and their processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_server_is_restarted_and_an_ended_mission_stops_it() {
+    let (server, _p, s, url) = lab("").await;
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let first = text(&c.call("pid", json!({})));
+    let crashed = c.send(json!({"op": "call", "tool": "crash", "args": {}}));
+    assert!(
+        crashed["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("restarted"),
+        "{crashed}"
+    );
+    let mut second = String::new();
+    for _ in 0..50 {
+        let r = c.send(json!({"op": "call", "tool": "pid", "args": {}}));
+        if r["result"]["isError"] == false {
+            second = text(&r["result"]);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!second.is_empty() && second != first, "{first} → {second}");
+    let restarts = audit(&server, &s, "mcp.server.restarted");
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    // The mission ends: the session and its process go, at once.
+    let mission = s.agent.mission_id().to_string();
+    server
+        .cli(Some(&s.alice), &["mission", "end", &mission])
+        .success();
+    let proc = PathBuf::from(format!("/proc/{second}"));
+    for _ in 0..50 {
+        if !proc.exists() && health(&server)["mcp"]["sessions"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!proc.exists(), "the server process outlived its mission");
+    assert_eq!(health(&server)["mcp"]["sessions"], 0);
+    let closed = audit(&server, &s, "mcp.session.closed");
+    assert_eq!(
+        closed[0]["body"]["reason"], "the mission ended",
+        "{closed:?}"
+    );
+    // The client's closing DELETE is refused now: its mission is over.
+    let _ = writeln!(c.stdin, "{}", json!({"op": "exit"}));
+    let _ = c.stdin.flush();
+    let _ = c.child.wait();
+}

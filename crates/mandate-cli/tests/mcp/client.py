@@ -1,0 +1,159 @@
+"""A scripted MCP client for the gateway's tests: the official MCP Python SDK
+over streamable HTTP, each HTTP request RFC 9421-signed with the mission key
+by an independent implementation (http-message-signatures).
+
+usage: client.py URL KEY_PEM CREDENTIAL
+Reads one JSON command per line on stdin and prints one JSON answer per line:
+  {"op": "list"}                      tools (with Mandate's access marks)
+  {"op": "call", "tool": T, "args": {...}}
+  {"op": "progress", "tool": T, "args": {...}}   a call with a progress callback
+  {"op": "cancel", "tool": T, "args": {...}, "after": S}  cancel after S seconds
+  {"op": "resources"} / {"op": "read", "uri": U} / {"op": "prompt", "name": N, "args": {...}}
+  {"op": "raw", "body": "...", "session": true|false}  a raw signed POST
+  {"op": "session"}                   the session id
+  {"op": "exit"}
+"""
+import base64
+import hashlib
+import json
+import secrets
+import sys
+
+import anyio
+import httpx2
+import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver, algorithms
+from http_sf.compat import Dictionary
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+
+url, pem, credential = sys.argv[1], sys.argv[2], sys.argv[3]
+# PKCS#8 v2 (with the public key) is not read by every library; the seed
+# sits at the same place in v1 and v2.
+der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+key = Ed25519PrivateKey.from_private_bytes(der[16:48])
+
+
+class Keys(HTTPSignatureKeyResolver):
+    def resolve_private_key(self, key_id):
+        return key
+
+    def resolve_public_key(self, key_id):
+        return key.public_key()
+
+
+signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=Keys())
+seen_session = {"id": None}
+
+
+def sign_headers(method, target, body, content_type):
+    """The signature headers of one request, computed on a mirror of it."""
+    headers = {"Content-Type": content_type} if body else {}
+    req = requests.Request(method, target, data=body or None, headers=headers).prepare()
+    covered = ["@method", "@authority", "@path", "signature-key"]
+    if body:
+        req.headers["Content-Digest"] = str(Dictionary({"sha-256": hashlib.sha256(body).digest()}))
+        covered += ["content-type", "content-digest"]
+    req.headers["Signature-Key"] = 'sig=jwt;jwt="%s"' % credential
+    signer.sign(req, key_id="mission", label="sig", nonce=secrets.token_urlsafe(16),
+                covered_component_ids=tuple(covered))
+    return {k: req.headers[k] for k in ("Signature", "Signature-Input", "Signature-Key", "Content-Digest")
+            if k in req.headers}
+
+
+class MandateAuth(httpx2.Auth):
+    requires_request_body = True
+
+    async def async_auth_flow(self, request):
+        await request.aread()
+        body = request.content
+        for k, v in sign_headers(request.method, str(request.url), body,
+                                 request.headers.get("content-type", "application/json")).items():
+            request.headers[k] = v
+        response = yield request
+        sid = response.headers.get("mcp-session-id")
+        if sid:
+            seen_session["id"] = sid
+
+
+def dump(obj):
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return obj
+
+
+def out(v):
+    print(json.dumps(v), flush=True)
+
+
+async def elicit(context, params):
+    from mcp.types import ElicitResult
+    return ElicitResult(action="accept", content={"name": "alice"})
+
+
+async def run():
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with httpx2.AsyncClient(auth=MandateAuth(), timeout=timeout) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, elicitation_callback=elicit) as client:
+            out({"ready": True, "protocol_version": client.protocol_version})
+            stdin = anyio.wrap_file(sys.stdin)
+            async for line in stdin:
+                cmd = json.loads(line)
+                op = cmd["op"]
+                try:
+                    if op == "exit":
+                        break
+                    elif op == "list":
+                        tools = (await client.list_tools()).tools
+                        out({"tools": [dump(t) for t in tools]})
+                    elif op == "call":
+                        r = await client.call_tool(cmd["tool"], cmd.get("args") or {})
+                        out({"result": dump(r)})
+                    elif op == "progress":
+                        seen = []
+
+                        async def progress(p, total, message):
+                            seen.append([p, total, message])
+
+                        r = await client.call_tool(cmd["tool"], cmd.get("args") or {},
+                                                   progress_callback=progress)
+                        out({"result": dump(r), "progress": seen})
+                    elif op == "cancel":
+                        with anyio.move_on_after(cmd["after"]) as scope:
+                            await client.call_tool(cmd["tool"], cmd.get("args") or {})
+                        out({"cancelled": scope.cancelled_caught})
+                    elif op == "resources":
+                        r = await client.list_resources()
+                        out({"resources": [dump(x) for x in r.resources]})
+                    elif op == "read":
+                        r = await client.read_resource(cmd["uri"])
+                        out({"result": dump(r)})
+                    elif op == "prompt":
+                        r = await client.get_prompt(cmd["name"], cmd.get("args") or {})
+                        out({"result": dump(r)})
+                    elif op == "session":
+                        out({"session": seen_session["id"]})
+                    elif op == "raw":
+                        body = cmd["body"].encode()
+                        headers = {"Content-Type": "application/json",
+                                   "Accept": "application/json, text/event-stream"}
+                        if cmd.get("session"):
+                            headers["Mcp-Session-Id"] = seen_session["id"]
+                            headers["Mcp-Protocol-Version"] = client.protocol_version
+                        headers.update(sign_headers("POST", url, body, "application/json"))
+                        async with httpx2.AsyncClient(timeout=timeout) as raw:
+                            r = await raw.post(url, content=body, headers=headers)
+                        text = r.text
+                        if r.headers.get("content-type", "").startswith("text/event-stream"):
+                            data = [l[5:].strip() for l in text.splitlines() if l.startswith("data:")]
+                            text = data[-1] if data else ""
+                        out({"status": r.status_code, "body": json.loads(text) if text else None})
+                    else:
+                        out({"unknown": op})
+                except MCPError as e:
+                    out({"error": dump(e.error)})
+
+
+anyio.run(run)

@@ -1,0 +1,73 @@
+"""A small stdio MCP server for the gateway's tests, on the official MCP
+Python SDK: a trivial tool, a slow one that reports progress, one that asks
+the client (elicitation), one that crashes its process, a resource and a
+prompt."""
+import os
+import sys
+
+import anyio
+from pydantic import BaseModel
+from mcp.server.mcpserver import Context, MCPServer
+
+mcp = MCPServer("mandate-test-server")
+
+
+@mcp.tool()
+def echo(text: str) -> str:
+    """Echo the text back."""
+    return text
+
+
+@mcp.tool()
+async def slow(steps: int = 3, delay: float = 0.2, ctx: Context = None) -> str:
+    """Sleep `steps` times, reporting progress each step."""
+    for i in range(steps):
+        await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+        await anyio.sleep(delay)
+    return f"done after {steps} steps"
+
+
+class Answer(BaseModel):
+    name: str
+
+
+@mcp.tool()
+async def ask(ctx: Context) -> str:
+    """Ask the client for a name (elicitation)."""
+    r = await ctx.elicit("What is your name?", Answer)
+    return f"hello {getattr(r, 'data', None) and r.data.name}"
+
+
+@mcp.tool()
+def crash() -> str:
+    """Ends this server's process at once."""
+    sys.stdout.flush()
+    os._exit(3)
+
+
+@mcp.tool()
+def pid() -> str:
+    """This server's process id."""
+    return str(os.getpid())
+
+
+@mcp.resource("notes://public")
+def public_notes() -> str:
+    """Notes anyone may read."""
+    return "public notes"
+
+
+@mcp.resource("notes://secret")
+def secret_notes() -> str:
+    """Notes nobody may read."""
+    return "secret notes"
+
+
+@mcp.prompt()
+def summary(topic: str) -> str:
+    """Summarise a topic."""
+    return f"Summarise {topic}."
+
+
+if __name__ == "__main__":
+    mcp.run()

@@ -1,0 +1,524 @@
+//! MCP upstream servers: configuration, name hygiene, and the mapping of an
+//! MCP request (`tools/call`, `resources/read`, `prompts/get`) to a Cedar
+//! action, resource and context.
+//!
+//! The transport and the sessions live in `api/mcp.rs` and `mcp_upstream.rs`.
+
+use std::collections::BTreeMap;
+
+use mandate_core::{ResourceKind, ResourceRef, Trust};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::routes::UpstreamAuth;
+
+/// The protocol revisions the gateway speaks (see ADR 0007). Streamable
+/// HTTP exists from 2025-03-26; the messages the gateway inspects
+/// (`tools/*`, `resources/*`, `prompts/*`) have the same shape in all of
+/// them.
+pub const PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// Default Cedar actions.
+pub const CALL_TOOL: &str = "call_tool";
+pub const READ_RESOURCE: &str = "read_resource";
+pub const GET_PROMPT: &str = "get_prompt";
+
+/// One upstream MCP server as written in `mandate.toml` (`[[mcp_servers]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Served to agents at `/mcp/{name}`; the `server` of its tools.
+    pub name: String,
+    /// A local server: the program, launched over stdio, one process per
+    /// MCP session.
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment of the process. Nothing else of the gateway's
+    /// environment is passed on, besides `PATH`, `HOME` and `LANG`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A remote server: its streamable HTTP endpoint.
+    pub url: Option<String>,
+    /// For a remote server: `pass` (default) or `token_exchange`.
+    #[serde(default = "default_auth")]
+    pub auth: UpstreamAuth,
+    /// For `token_exchange`: the minted token's `aud` (default: `url`).
+    pub audience: Option<String>,
+    /// Labels: Cedar resource tags (value `"true"`) on every tool,
+    /// resource and prompt of this server.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The least trust every call needs (`approved`: each call approved).
+    pub required_trust: Option<Trust>,
+    /// Largest JSON-RPC message from the agent or the server (bytes);
+    /// default 1 MiB.
+    pub max_message_bytes: Option<usize>,
+    /// How long one request may take upstream (milliseconds); default 60 s.
+    pub timeout_ms: Option<u64>,
+    /// Record the arguments of each call in the audit log (default: only
+    /// their SHA-256).
+    #[serde(default)]
+    pub record_arguments: bool,
+    /// Most open MCP sessions (and, for a local server, processes) one
+    /// mission may have; default 4.
+    pub max_sessions_per_mission: Option<usize>,
+    /// Tools mapped to actions of their own (default: `call_tool`).
+    #[serde(default)]
+    pub tools: Vec<McpToolConfig>,
+}
+
+fn default_auth() -> UpstreamAuth {
+    UpstreamAuth::Pass
+}
+
+/// A tool with its own Cedar action, and the arguments policy sees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpToolConfig {
+    pub name: String,
+    /// The Cedar action, e.g. `refund` (declared in the organisation's
+    /// schema with the context below).
+    pub action: String,
+    /// Top-level arguments that become the action's context (e.g.
+    /// `["amount"]`); a call without them is refused.
+    #[serde(default)]
+    pub context_from_arguments: Vec<String>,
+}
+
+/// A server checked at start.
+#[derive(Debug, Clone)]
+pub struct McpServer {
+    pub config: McpServerConfig,
+}
+
+/// How the gateway reaches the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Stdio { command: String, args: Vec<String> },
+    Http { url: String },
+}
+
+/// A server that cannot be used. Start fails with it.
+#[derive(Debug, thiserror::Error)]
+#[error("MCP server `{server}`: {message}")]
+pub struct McpConfigError {
+    pub server: String,
+    pub message: String,
+}
+
+/// What an MCP request is decided as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    pub action: String,
+    pub resource: ResourceRef,
+    pub context: serde_json::Map<String, Value>,
+    /// SHA-256 of the RFC 8785 form of the arguments (`{}` if none).
+    pub arguments_s256: String,
+}
+
+/// Why an MCP request cannot be mapped: a JSON-RPC "invalid params".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MapError(pub String);
+
+/// Whether `name` is a tool or prompt name as MCP recommends it: 1 to 128
+/// characters of ASCII letters, digits, `_`, `-` and `.`, and not only
+/// dots. Anything else (a `/`, `..` tricks, spaces, control characters) is
+/// refused: the policy reads `server/name`, and it must mean one thing.
+#[must_use]
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.chars().all(|c| c == '.')
+}
+
+/// Whether `uri` may name a resource: 1 to 2,048 characters, no control
+/// characters or whitespace.
+#[must_use]
+pub fn valid_uri(uri: &str) -> bool {
+    (1..=2_048).contains(&uri.len()) && !uri.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+impl McpServer {
+    /// Checks a server's configuration.
+    pub fn new(config: McpServerConfig) -> Result<Self, McpConfigError> {
+        let err = |message: String| McpConfigError {
+            server: config.name.clone(),
+            message,
+        };
+        if !crate::routes::is_word(&config.name) {
+            return Err(err(
+                "the name must be letters, digits, `_` or `-` (it is a URL segment)".into(),
+            ));
+        }
+        match (&config.command, &config.url) {
+            (Some(c), None) if !c.trim().is_empty() => {}
+            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
+            (None, Some(u)) => return Err(err(format!("`url` `{u}` is not an http(s) URL"))),
+            _ => {
+                return Err(err(
+                    "give exactly one of `command` (a local stdio server) or `url` (a remote one)"
+                        .into(),
+                ));
+            }
+        }
+        match config.auth {
+            UpstreamAuth::Pass => {}
+            UpstreamAuth::TokenExchange if config.url.is_some() => {}
+            UpstreamAuth::TokenExchange => {
+                return Err(err(
+                    "`token_exchange` is for remote servers (`url`); a local one gets no token"
+                        .into(),
+                ));
+            }
+            UpstreamAuth::Vault => {
+                return Err(err(
+                    "`vault` is not supported for MCP servers; use `pass` or `token_exchange`"
+                        .into(),
+                ));
+            }
+        }
+        if config.max_message_bytes == Some(0)
+            || config.timeout_ms == Some(0)
+            || config.max_sessions_per_mission == Some(0)
+        {
+            return Err(err(
+                "max_message_bytes, timeout_ms and max_sessions_per_mission must be ≥ 1".into(),
+            ));
+        }
+        for l in &config.labels {
+            if !crate::routes::is_word(l) {
+                return Err(err(format!("label `{l}` must be a word")));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &config.tools {
+            if !valid_name(&t.name) {
+                return Err(err(format!(
+                    "tool name `{}` is not a valid MCP name",
+                    t.name
+                )));
+            }
+            if !seen.insert(t.name.as_str()) {
+                return Err(err(format!("tool `{}` is mapped twice", t.name)));
+            }
+            if !crate::routes::is_word(&t.action) {
+                return Err(err(format!(
+                    "tool `{}`: action `{}` must be a word",
+                    t.name, t.action
+                )));
+            }
+            for f in &t.context_from_arguments {
+                if f == "trust" || f == "time" || f.is_empty() {
+                    return Err(err(format!(
+                        "tool `{}`: `{f}` cannot come from the arguments",
+                        t.name
+                    )));
+                }
+            }
+        }
+        Ok(Self { config })
+    }
+
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    #[must_use]
+    pub fn transport(&self) -> Transport {
+        match (&self.config.command, &self.config.url) {
+            (Some(command), _) => Transport::Stdio {
+                command: command.clone(),
+                args: self.config.args.clone(),
+            },
+            (None, url) => Transport::Http {
+                url: url.clone().unwrap_or_default(),
+            },
+        }
+    }
+
+    #[must_use]
+    pub fn audience(&self) -> &str {
+        self.config
+            .audience
+            .as_deref()
+            .or(self.config.url.as_deref())
+            .unwrap_or(&self.config.name)
+    }
+
+    #[must_use]
+    pub fn max_message_bytes(&self) -> usize {
+        self.config.max_message_bytes.unwrap_or(1 << 20)
+    }
+
+    #[must_use]
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.timeout_ms.unwrap_or(60_000))
+    }
+
+    #[must_use]
+    pub fn max_sessions_per_mission(&self) -> usize {
+        self.config.max_sessions_per_mission.unwrap_or(4)
+    }
+
+    #[must_use]
+    pub fn required_trust(&self) -> Trust {
+        self.config.required_trust.unwrap_or(Trust::Signed)
+    }
+
+    fn tags(&self) -> BTreeMap<String, String> {
+        self.config
+            .labels
+            .iter()
+            .map(|l| (l.clone(), "true".to_owned()))
+            .collect()
+    }
+
+    fn tool_rule(&self, tool: &str) -> Option<&McpToolConfig> {
+        self.config.tools.iter().find(|t| t.name == tool)
+    }
+
+    /// The action and resource a tool is listed (and decided) as, without
+    /// arguments.
+    #[must_use]
+    pub fn tool_resource(&self, tool: &str) -> (String, ResourceRef) {
+        let action = self
+            .tool_rule(tool)
+            .map_or(CALL_TOOL, |r| r.action.as_str())
+            .to_owned();
+        let resource = ResourceRef {
+            kind: ResourceKind::Tool {
+                server: self.name().to_owned(),
+                tool: tool.to_owned(),
+            },
+            tags: self.tags(),
+        };
+        (action, resource)
+    }
+
+    /// A resource of this server, by URI.
+    #[must_use]
+    pub fn resource_ref(&self, uri: &str) -> (String, ResourceRef) {
+        let resource = ResourceRef {
+            kind: ResourceKind::McpResource {
+                server: self.name().to_owned(),
+                uri: uri.to_owned(),
+            },
+            tags: self.tags(),
+        };
+        (READ_RESOURCE.to_owned(), resource)
+    }
+
+    /// A prompt of this server, by name.
+    #[must_use]
+    pub fn prompt_ref(&self, prompt: &str) -> (String, ResourceRef) {
+        let resource = ResourceRef {
+            kind: ResourceKind::Prompt {
+                server: self.name().to_owned(),
+                prompt: prompt.to_owned(),
+            },
+            tags: self.tags(),
+        };
+        (GET_PROMPT.to_owned(), resource)
+    }
+
+    /// Maps a gated request to what policy decides. The resource's tags
+    /// bind the exact arguments (`mcp_arguments_s256`), so an approval of
+    /// "this call" covers these arguments and no others.
+    pub fn map(&self, method: &str, params: Option<&Value>) -> Result<Mapped, MapError> {
+        let params = match params {
+            None => &Value::Null,
+            Some(p) if p.is_object() => p,
+            Some(_) => return Err(MapError("`params` must be an object".into())),
+        };
+        let text = |field: &str| {
+            params
+                .get(field)
+                .and_then(Value::as_str)
+                .ok_or_else(|| MapError(format!("`params.{field}` must be a string")))
+        };
+        let arguments = match params.get("arguments") {
+            None | Some(Value::Null) => serde_json::Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(MapError("`params.arguments` must be an object".into())),
+        };
+        let arguments_s256 = mandate_core::s256(
+            &serde_jcs::to_vec(&arguments)
+                .map_err(|e| MapError(format!("the arguments cannot be canonicalised: {e}")))?,
+        );
+        let (action, mut resource, fields): (String, ResourceRef, &[String]) = match method {
+            "tools/call" => {
+                let name = text("name")?;
+                if !valid_name(name) {
+                    return Err(MapError(format!("`{name}` is not a valid tool name")));
+                }
+                let (action, resource) = self.tool_resource(name);
+                let fields = self
+                    .tool_rule(name)
+                    .map_or(&[][..], |r| r.context_from_arguments.as_slice());
+                (action, resource, fields)
+            }
+            "resources/read" => {
+                let uri = text("uri")?;
+                if !valid_uri(uri) {
+                    return Err(MapError("the resource URI is not acceptable".into()));
+                }
+                let (a, r) = self.resource_ref(uri);
+                (a, r, &[][..])
+            }
+            "prompts/get" => {
+                let name = text("name")?;
+                if !valid_name(name) {
+                    return Err(MapError(format!("`{name}` is not a valid prompt name")));
+                }
+                let (a, r) = self.prompt_ref(name);
+                (a, r, &[][..])
+            }
+            other => return Err(MapError(format!("`{other}` is not decided"))),
+        };
+        let mut context = serde_json::Map::new();
+        for f in fields {
+            let v = arguments
+                .get(f)
+                .ok_or_else(|| MapError(format!("the call needs the argument `{f}`")))?;
+            context.insert(f.clone(), v.clone());
+        }
+        resource
+            .tags
+            .insert("mcp_arguments_s256".into(), arguments_s256.clone());
+        Ok(Mapped {
+            action,
+            resource,
+            context,
+            arguments_s256,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+    use super::*;
+    use serde_json::json;
+
+    fn server(extra: &str) -> Result<McpServer, McpConfigError> {
+        let text = format!("name = \"billing\"\ncommand = \"billing-mcp\"\n{extra}");
+        McpServer::new(toml::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn tool_calls_map_to_actions_with_their_arguments_bound() {
+        let s = server(
+            "labels = [\"finance\"]\n[[tools]]\nname = \"refund\"\naction = \"refund\"\ncontext_from_arguments = [\"amount\"]\n",
+        )
+        .unwrap();
+        let m = s
+            .map(
+                "tools/call",
+                Some(&json!({"name": "refund", "arguments": {"amount": 120, "invoice": "7"}})),
+            )
+            .unwrap();
+        assert_eq!(m.action, "refund");
+        assert_eq!(
+            m.context,
+            json!({"amount": 120}).as_object().cloned().unwrap()
+        );
+        assert_eq!(m.resource.tags["finance"], "true");
+        // Other arguments change the binding, not the context.
+        let other = s
+            .map(
+                "tools/call",
+                Some(&json!({"name": "refund", "arguments": {"amount": 120, "invoice": "8"}})),
+            )
+            .unwrap();
+        assert_ne!(m.arguments_s256, other.arguments_s256);
+        assert_ne!(m.resource, other.resource);
+        // Unmapped tools are `call_tool`, arguments only bound.
+        let m = s
+            .map("tools/call", Some(&json!({"name": "lookup"})))
+            .unwrap();
+        assert_eq!(m.action, "call_tool");
+        assert!(m.context.is_empty());
+        // A mapped tool without its argument is refused.
+        assert!(
+            s.map(
+                "tools/call",
+                Some(&json!({"name": "refund", "arguments": {}}))
+            )
+            .is_err()
+        );
+        let r = s
+            .map("resources/read", Some(&json!({"uri": "file:///a.txt"})))
+            .unwrap();
+        assert_eq!(r.action, "read_resource");
+        let p = s
+            .map("prompts/get", Some(&json!({"name": "summary"})))
+            .unwrap();
+        assert_eq!(p.action, "get_prompt");
+    }
+
+    #[test]
+    fn names_with_path_tricks_are_refused() {
+        let s = server("").unwrap();
+        for bad in [
+            "../hr/export",
+            "git/reset",
+            "..",
+            "",
+            "a b",
+            "reset\u{0}",
+            "x\\y",
+            &"a".repeat(129),
+        ] {
+            assert!(
+                s.map("tools/call", Some(&json!({ "name": bad }))).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(
+            s.map("tools/call", Some(&json!({"name": "ok", "arguments": [1]})))
+                .is_err()
+        );
+        assert!(s.map("tools/call", Some(&json!("x"))).is_err());
+        assert!(
+            s.map("resources/read", Some(&json!({"uri": "file:///a b"})))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_the_server_named() {
+        for (extra, needle) in [
+            ("url = \"http://x\"", "exactly one"),
+            ("auth = \"vault\"", "vault"),
+            ("auth = \"token_exchange\"", "remote"),
+            ("max_message_bytes = 0", "≥ 1"),
+            (
+                "[[tools]]\nname = \"a/b\"\naction = \"read\"",
+                "not a valid MCP name",
+            ),
+            (
+                "[[tools]]\nname = \"a\"\naction = \"read\"\n[[tools]]\nname = \"a\"\naction = \"write\"",
+                "twice",
+            ),
+            (
+                "[[tools]]\nname = \"a\"\naction = \"read\"\ncontext_from_arguments = [\"trust\"]",
+                "cannot come",
+            ),
+        ] {
+            let e = server(extra).unwrap_err().to_string();
+            assert!(e.contains("billing") && e.contains(needle), "{extra}: {e}");
+        }
+        let e =
+            McpServer::new(toml::from_str("name = \"a/b\"\ncommand = \"x\"").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("URL segment"));
+    }
+}

@@ -1,0 +1,518 @@
+//! How the MCP gateway reaches an upstream server: a local process over
+//! stdio (launched, supervised and restarted by the gateway), or a remote
+//! one over streamable HTTP. Both take JSON-RPC messages on a channel and
+//! report what the server says as [`UpEvent`]s.
+//!
+//! Nothing of the agent's request reaches the upstream besides the JSON-RPC
+//! message itself: no header, no credential (MCP forbids token
+//! passthrough). A remote server gets, at most, a token minted for it.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch};
+
+use crate::mcp::{McpServer, Transport};
+
+/// What the upstream says.
+#[derive(Debug)]
+pub(crate) enum UpEvent {
+    /// A JSON-RPC message from the server.
+    Message(Value),
+    /// The local server stopped and was started again (the reason); what
+    /// was in flight is lost.
+    Restarted(String),
+    /// The server is gone for good (the reason); the session ends.
+    Gone(String),
+}
+
+/// Mints the bearer token for a remote server (`token_exchange`), if any.
+pub(crate) type Bearer = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Ids of the requests the gateway makes itself (a restarted server's
+/// `initialize`). Client requests are renumbered with integers, so these
+/// strings never collide with them.
+const OWN_ID_PREFIX: &str = "mandate-gateway-";
+
+/// Restarts allowed within [`RESTART_WINDOW`] before the session is given up.
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Starts the upstream of one session. Messages sent on the returned
+/// channel go to the server; `closed` (set to true) stops it (the process
+/// is killed).
+pub(crate) fn spawn(
+    server: Arc<McpServer>,
+    session: String,
+    events: mpsc::Sender<UpEvent>,
+    closed: watch::Receiver<bool>,
+    bearer: Option<Bearer>,
+) -> mpsc::Sender<Value> {
+    let (tx, rx) = mpsc::channel(64);
+    match server.transport() {
+        Transport::Stdio { command, args } => {
+            tokio::spawn(run_stdio(
+                server, session, command, args, rx, events, closed,
+            ));
+        }
+        Transport::Http { url } => {
+            tokio::spawn(run_http(server, url, rx, events, closed, bearer));
+        }
+    }
+    tx
+}
+
+fn own_request(v: &Value) -> bool {
+    v.get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| id.starts_with(OWN_ID_PREFIX))
+}
+
+/// Reads one line of at most `limit` bytes; `None` at the end.
+async fn read_line_limited<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let n = (&mut *r).take(cap).read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if buf.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "the server wrote a message larger than {limit} bytes"
+        )));
+    }
+    Ok(Some(buf))
+}
+
+/// A process of the server, its environment reduced to what it was given.
+fn start_process(
+    server: &McpServer,
+    command: &str,
+    args: &[String],
+) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(command);
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in ["PATH", "HOME", "LANG"] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.envs(&server.config.env);
+    cmd.spawn()
+}
+
+async fn run_stdio(
+    server: Arc<McpServer>,
+    session: String,
+    command: String,
+    args: Vec<String>,
+    mut rx: mpsc::Receiver<Value>,
+    events: mpsc::Sender<UpEvent>,
+    mut closed: watch::Receiver<bool>,
+) {
+    let limit = server.max_message_bytes();
+    // The client's `initialize`, replayed to a restarted server.
+    let mut init: Option<Value> = None;
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    let mut generation = 0u32;
+    loop {
+        let mut child = match start_process(&server, &command, &args) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(server = server.name(), error = %e, "cannot start the MCP server");
+                let _ = events
+                    .send(UpEvent::Gone(format!(
+                        "the server could not be started: {e}"
+                    )))
+                    .await;
+                return;
+            }
+        };
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = events
+                .send(UpEvent::Gone(
+                    "the server's pipes could not be opened".into(),
+                ))
+                .await;
+            return;
+        };
+        // What the server writes: its messages to the session; its log
+        // lines to ours (never to the agent).
+        let reader_events = events.clone();
+        let mut reader = tokio::spawn(async move {
+            let mut out = BufReader::new(stdout);
+            loop {
+                match read_line_limited(&mut out, limit).await {
+                    Ok(None) => return "the server closed its output".to_owned(),
+                    Err(e) => return e.to_string(),
+                    Ok(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => {}
+                    Ok(Some(line)) => match serde_json::from_slice::<Value>(&line) {
+                        Ok(v) if own_request(&v) => {}
+                        Ok(v) => {
+                            if reader_events.send(UpEvent::Message(v)).await.is_err() {
+                                return "the session ended".to_owned();
+                            }
+                        }
+                        Err(_) => {
+                            tracing::warn!("the MCP server wrote a line that is not JSON; ignored");
+                        }
+                    },
+                }
+            }
+        });
+        let name = server.name().to_owned();
+        let sid = session.clone();
+        tokio::spawn(async move {
+            let mut err = BufReader::new(stderr);
+            while let Ok(Some(line)) = read_line_limited(&mut err, 64 * 1024).await {
+                tracing::debug!(server = %name, session = %sid, "stderr: {}", String::from_utf8_lossy(&line));
+            }
+        });
+        if generation > 0
+            && let Some(i) = &init
+        {
+            let mut again = i.clone();
+            again["id"] = json!(format!("{OWN_ID_PREFIX}init-{generation}"));
+            let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            for m in [again, initialized] {
+                let _ = write_message(&mut stdin, &m).await;
+            }
+        }
+        let reason = loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(m) = msg else {
+                        let _ = child.kill().await;
+                        return;
+                    };
+                    if init.is_none() && m.get("method").and_then(Value::as_str) == Some("initialize") {
+                        init = Some(m.clone());
+                    }
+                    if let Err(e) = write_message(&mut stdin, &m).await {
+                        break format!("cannot write to the server: {e}");
+                    }
+                }
+                r = &mut reader => {
+                    break r.unwrap_or_else(|_| "the reader failed".to_owned());
+                }
+                _ = closed.changed() => {
+                    let _ = child.kill().await;
+                    return;
+                }
+            }
+        };
+        reader.abort();
+        let _ = child.kill().await;
+        let status = child
+            .wait()
+            .await
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let reason = format!("{reason} ({status})");
+        tracing::warn!(server = server.name(), session = %session, %reason, "the MCP server stopped");
+        let now = Instant::now();
+        restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        if restarts.len() >= MAX_RESTARTS {
+            let _ = events
+                .send(UpEvent::Gone(format!(
+                    "the server stopped {} times within {} s; last: {reason}",
+                    MAX_RESTARTS + 1,
+                    RESTART_WINDOW.as_secs()
+                )))
+                .await;
+            return;
+        }
+        restarts.push_back(now);
+        if events.send(UpEvent::Restarted(reason)).await.is_err() {
+            return;
+        }
+        generation += 1;
+        let backoff = Duration::from_millis(100 * (1 << restarts.len()));
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = closed.changed() => return,
+        }
+    }
+}
+
+async fn write_message(stdin: &mut tokio::process::ChildStdin, m: &Value) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stdin.write_all(&line).await?;
+    stdin.flush().await
+}
+
+/// A remote server's session state.
+#[derive(Default)]
+struct Remote {
+    session_id: Option<String>,
+    protocol_version: Option<String>,
+}
+
+async fn run_http(
+    server: Arc<McpServer>,
+    url: String,
+    mut rx: mpsc::Receiver<Value>,
+    events: mpsc::Sender<UpEvent>,
+    mut closed: watch::Receiver<bool>,
+    bearer: Option<Bearer>,
+) {
+    let Ok(client) = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+    else {
+        let _ = events
+            .send(UpEvent::Gone("cannot build an HTTP client".into()))
+            .await;
+        return;
+    };
+    let remote = Arc::new(Mutex::new(Remote::default()));
+    let ctx = Arc::new(HttpCtx {
+        client,
+        url,
+        remote,
+        events,
+        bearer,
+        limit: server.max_message_bytes(),
+        timeout: server.timeout(),
+    });
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = closed.changed() => None,
+        };
+        let Some(msg) = msg else { break };
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        if method.as_deref() == Some("initialize") {
+            // Its answer carries the session id every later request needs.
+            ctx.post(msg).await;
+        } else {
+            let c = Arc::clone(&ctx);
+            tokio::spawn(async move { c.post(msg).await });
+        }
+        if method.as_deref() == Some("notifications/initialized") && listener.is_none() {
+            let c = Arc::clone(&ctx);
+            listener = Some(tokio::spawn(async move { c.listen().await }));
+        }
+    }
+    if let Some(l) = listener {
+        l.abort();
+    }
+    // End the remote session.
+    let sid = ctx.remote.lock().ok().and_then(|r| r.session_id.clone());
+    if let Some(sid) = sid {
+        let _ = ctx
+            .request(reqwest::Method::DELETE)
+            .header("mcp-session-id", sid)
+            .send()
+            .await;
+    }
+}
+
+struct HttpCtx {
+    client: reqwest::Client,
+    url: String,
+    remote: Arc<Mutex<Remote>>,
+    events: mpsc::Sender<UpEvent>,
+    bearer: Option<Bearer>,
+    limit: usize,
+    timeout: Duration,
+}
+
+impl HttpCtx {
+    /// A request to the server with the headers it is owed, and nothing of
+    /// the agent's.
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut b = self.client.request(method, &self.url);
+        if let Ok(r) = self.remote.lock() {
+            if let Some(sid) = &r.session_id {
+                b = b.header("mcp-session-id", sid);
+            }
+            if let Some(v) = &r.protocol_version {
+                b = b.header("mcp-protocol-version", v);
+            }
+        }
+        if let Some(token) = self.bearer.as_ref().and_then(|f| f()) {
+            b = b.bearer_auth(token);
+        }
+        b
+    }
+
+    async fn emit(&self, v: Value) {
+        let _ = self.events.send(UpEvent::Message(v)).await;
+    }
+
+    /// Answers a request that the server could not answer.
+    async fn fail(&self, msg: &Value, detail: String) {
+        if let (Some(id), Some(_)) = (msg.get("id"), msg.get("method")) {
+            self.emit(json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": -32603, "message": detail},
+            }))
+            .await;
+        }
+    }
+
+    async fn post(&self, msg: Value) {
+        let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
+        let resp = self
+            .request(reqwest::Method::POST)
+            .header("accept", "application/json, text/event-stream")
+            .timeout(self.timeout)
+            .json(&msg)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "the remote MCP server cannot be reached");
+                return self
+                    .fail(&msg, "the MCP server cannot be reached".into())
+                    .await;
+            }
+        };
+        if is_init
+            && let Some(sid) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+            && let Ok(mut r) = self.remote.lock()
+        {
+            r.session_id = Some(sid.to_owned());
+        }
+        let status = resp.status();
+        if status == reqwest::StatusCode::ACCEPTED {
+            return;
+        }
+        if !status.is_success() {
+            return self
+                .fail(
+                    &msg,
+                    format!("the MCP server answered HTTP {}", status.as_u16()),
+                )
+                .await;
+        }
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if sse {
+            self.read_events(resp).await;
+        } else {
+            match read_limited(resp, self.limit).await {
+                Some(body) => match serde_json::from_slice::<Value>(&body) {
+                    Ok(Value::Array(all)) => {
+                        for v in all {
+                            self.message(v).await;
+                        }
+                    }
+                    Ok(v) => self.message(v).await,
+                    Err(_) => {
+                        self.fail(&msg, "the MCP server answered with invalid JSON".into())
+                            .await;
+                    }
+                },
+                None => {
+                    self.fail(&msg, "the MCP server's answer is too large".into())
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn message(&self, v: Value) {
+        if let Some(version) = v
+            .get("result")
+            .and_then(|r| r.get("protocolVersion"))
+            .and_then(Value::as_str)
+            && let Ok(mut r) = self.remote.lock()
+        {
+            r.protocol_version = Some(version.to_owned());
+        }
+        self.emit(v).await;
+    }
+
+    /// The server's own stream (`GET`), for what it sends unasked.
+    async fn listen(&self) {
+        let resp = self
+            .request(reqwest::Method::GET)
+            .header("accept", "text/event-stream")
+            .send()
+            .await;
+        if let Ok(r) = resp
+            && r.status().is_success()
+        {
+            self.read_events(r).await;
+        }
+    }
+
+    /// Server-sent events: each `data` is one JSON-RPC message.
+    async fn read_events(&self, mut resp: reqwest::Response) {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut data: Vec<u8> = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = buf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+                            self.message(v).await;
+                        }
+                        data.clear();
+                    }
+                } else if let Some(rest) = line.strip_prefix(b"data:") {
+                    if !data.is_empty() {
+                        data.push(b'\n');
+                    }
+                    data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+                }
+                if data.len() > self.limit {
+                    tracing::warn!("an event from the MCP server is too large; stream dropped");
+                    return;
+                }
+            }
+            if buf.len() > self.limit {
+                tracing::warn!("a line from the MCP server is too large; stream dropped");
+                return;
+            }
+        }
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            return None;
+        }
+    }
+    Some(body)
+}
