@@ -70,6 +70,23 @@ pub enum Command {
     /// agent never sees them.
     #[command(subcommand)]
     Vault(VaultCmd),
+    /// MCP helpers for agents.
+    #[command(subcommand)]
+    Mcp(McpCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCmd {
+    /// Agent side: a stdio MCP server that relays to the MCP gateway, each
+    /// request signed with the mission key. Point an MCP client that cannot
+    /// sign (one that launches stdio servers) at this command.
+    Bridge {
+        /// The mission state file written by `mission start`.
+        #[arg(long)]
+        state: PathBuf,
+        /// The MCP server's gateway URL, e.g. http://127.0.0.1:7878/mcp/git.
+        url: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use mandate_core::{Clock as _, PrincipalName, SystemClock, UnverifiedCredential}
 use serde_json::json;
 
 use crate::args::{
-    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, MissionCmd, OutOfScopeArg,
+    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, McpCmd, MissionCmd, OutOfScopeArg,
     PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
 };
 use crate::output::{self, when};
@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
         Command::Vault(cmd) => vault(client()?, cmd, json).await?,
         Command::Demo(a) => crate::demo::run(a.data).await?,
+        Command::Mcp(McpCmd::Bridge { state, url }) => crate::mcp_bridge::run(&state, url).await?,
     }
     Ok(())
 }
@@ -490,7 +491,7 @@ pub(crate) fn arg_or_stdin(v: &str) -> anyhow::Result<String> {
 
 /// Writes the mission state (it holds the private mission key) with mode
 /// 0600, via a temp file and rename so a crash never leaves half a key.
-fn write_state(path: &Path, text: &str, create_new: bool) -> anyhow::Result<()> {
+pub(crate) fn write_state(path: &Path, text: &str, create_new: bool) -> anyhow::Result<()> {
     if create_new && path.exists() {
         bail!(
             "`{}` already exists; refusing to overwrite a mission key",
@@ -511,7 +512,7 @@ fn write_state(path: &Path, text: &str, create_new: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn read_state(path: &Path) -> anyhow::Result<SavedMission> {
+pub(crate) fn read_state(path: &Path) -> anyhow::Result<SavedMission> {
     let text = zeroize::Zeroizing::new(
         fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?,
     );

@@ -4,6 +4,7 @@ mod approvals;
 mod args;
 mod commands;
 mod demo;
+mod mcp_bridge;
 mod output;
 mod policy;
 

@@ -47,9 +47,24 @@ impl McpClient {
     }
 
     fn connect_as(url: &str, pem: &str, credential: &str) -> (Self, Value) {
+        Self::spawn(&[url, pem, credential])
+    }
+
+    /// A client that cannot sign: it launches `mandate mcp bridge` as its
+    /// stdio server.
+    fn through_bridge(url: &str, state: &Path) -> (Self, Value) {
+        Self::spawn(&[
+            "--bridge",
+            bin().to_str().unwrap(),
+            state.to_str().unwrap(),
+            url,
+        ])
+    }
+
+    fn spawn(args: &[&str]) -> (Self, Value) {
         let mut child = Command::new(python())
             .arg(here().join("client.py"))
-            .args([url, pem, credential])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -327,7 +342,7 @@ async fn lab(extra: &str) -> (TestServer, tempfile::TempDir, Scenario, String) {
 /// tools.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_elicitation_cancellation_and_resources_pass_through() {
-    let (server, _p, s, url) = lab("").await;
+    let (server, _p, s, url) = lab("allow_elicitation = true").await;
     let (mut c, _) = McpClient::connect(&url, &s);
     let r = c.send(json!({"op": "progress", "tool": "slow", "args": {"steps": 3, "delay": 0.05}}));
     assert_eq!(text(&r["result"]), "done after 3 steps", "{r}");
@@ -506,4 +521,361 @@ async fn a_crashed_server_is_restarted_and_an_ended_mission_stops_it() {
     let _ = writeln!(c.stdin, "{}", json!({"op": "exit"}));
     let _ = c.stdin.flush();
     let _ = c.child.wait();
+}
+
+/// A remote server over streamable HTTP, behind `token_exchange`: it gets a
+/// short-lived token minted for it alone, never the agent's credential or
+/// signature, and the same decisions apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_server_gets_a_token_of_its_own_and_never_the_agents_credential() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut upstream = Command::new(python())
+        .arg(here().join("server.py"))
+        .args(["--http", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let policies = tempfile::tempdir().unwrap();
+    let config = format!(
+        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nauth = \"token_exchange\"\naudience = \"https://lab.example\"\n",
+        policies.path().display().to_string()
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Exercise the remote lab server".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: "@id(\"no-crash\")\nforbid(principal, action, resource is Tool) when { resource.tool == \"crash\" };".into(),
+            budget: 100,
+        })
+        .await;
+    let url = format!("{}/mcp/lab", server.url());
+    let (mut c, ready) = McpClient::connect(&url, &s);
+    assert_eq!(ready["ready"], true);
+    let listed = c.send(json!({"op": "list"}));
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"echo") && !names.contains(&"crash"),
+        "{names:?}"
+    );
+    assert_eq!(
+        text(&c.call("echo", json!({"text": "over http"}))),
+        "over http"
+    );
+    let denied = c.call("crash", json!({}));
+    assert_eq!(
+        denied["_meta"]["io.mandate/decision"]["code"], "boundary",
+        "{denied}"
+    );
+    let seen: Value = serde_json::from_str(&text(&c.call("headers", json!({})))).unwrap();
+    for h in [
+        "signature",
+        "signature-input",
+        "signature-key",
+        "content-digest",
+    ] {
+        assert!(seen.get(h).is_none(), "{h} reached the upstream: {seen}");
+    }
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    assert!(!seen.to_string().contains(&saved.credential));
+    let token = seen["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    // An independent JWT library verifies it against the JWKS.
+    let script = r#"
+import json, sys, urllib.request, jwt
+issuer, token = sys.argv[1], sys.argv[2]
+jwks = json.load(urllib.request.urlopen(issuer + "/.well-known/jwks.json"))
+key = next(k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(token)["kid"])
+claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["EdDSA"], audience="https://lab.example", issuer=issuer)
+print(json.dumps(claims))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, server.url(), &token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["act"]["sub"], "billing-bot");
+    assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 300);
+    c.exit();
+    upstream.kill().unwrap();
+    let _ = upstream.wait();
+}
+
+/// The server never gets the agent's roots (they would replace the
+/// operator's directory limits), and the agent cannot answer a request
+/// the server did not make; elicitation is off unless configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_cannot_hand_the_server_its_roots_or_unasked_answers() {
+    let (server, _p, s, url) = lab("").await;
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let roots = text(&c.call("roots", json!({})));
+    assert!(roots.starts_with("no roots"), "{roots}");
+    let asked = text(&c.call("ask", json!({})));
+    assert!(
+        !asked.contains("alice"),
+        "elicitation reached the agent: {asked}"
+    );
+    let r = c.send(json!({"op": "raw", "session": true,
+        "body": json!({"jsonrpc": "2.0", "id": 0, "result": {"roots": [{"uri": "file:///"}]}}).to_string()}));
+    assert_eq!(r["status"], 400, "{r}");
+    assert!(
+        r["body"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("asked nothing"),
+        "{r}"
+    );
+    let r = c.send(json!({"op": "raw", "session": true,
+        "body": json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}).to_string()}));
+    assert_eq!(r["body"]["error"]["code"], -32601, "{r}");
+    let r = c.send(json!({"op": "raw", "session": true,
+        "body": json!({"jsonrpc": "2.0", "id": 5, "method": "completion/complete", "params": {}}).to_string()}));
+    assert_eq!(r["body"]["error"]["code"], -32601, "{r}");
+    c.exit();
+    let refusals = audit(&server, &s, "decision");
+    assert!(
+        refusals
+            .iter()
+            .any(|d| d["body"]["code"] == "invalid_request")
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|d| d["body"]["code"] == "method_not_found")
+    );
+}
+
+/// Sessions belong to one mission and key; concurrent `initialize`s cannot
+/// exceed the limit (no process is started past it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
+    use mandate_core::MissionKey;
+    use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
+    let (server, _p, s, url) = lab("max_sessions_per_mission = 2").await;
+    let (mut a, _) = McpClient::connect(&url, &s);
+    let a_session = a.send(json!({"op": "session"}))["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Another mission of alice's, with its own agent key.
+    let alice = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice);
+    let m = alice
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Another task".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(50),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let other = mandate_client::MissionAgent::start(server.url(), &m.start_token)
+        .await
+        .unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&other.save().unwrap()).unwrap();
+    let (mut b, _) = McpClient::connect_as(&url, &saved.key_pem, &saved.credential);
+    let r = b.send(json!({"op": "raw", "session_id": a_session,
+        "body": json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string()}));
+    assert_eq!(r["status"], 404, "another mission's session: {r}");
+    b.exit();
+    let probes = audit(&server, &s, "decision");
+    assert!(
+        probes
+            .iter()
+            .any(|d| d["body"]["code"] == "unknown_session")
+    );
+    // The first mission has one session; ten more `initialize`s at once
+    // get exactly one more.
+    let key = MissionKey::from_pkcs8_pem(
+        &serde_json::from_str::<mandate_client::SavedMission>(&s.agent.save().unwrap())
+            .unwrap()
+            .key_pem,
+    )
+    .unwrap();
+    let cred = serde_json::from_str::<mandate_client::SavedMission>(&s.agent.save().unwrap())
+        .unwrap()
+        .credential;
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let body = json!({"jsonrpc": "2.0", "id": i, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "race", "version": "1"}}})
+        .to_string();
+        let mut h = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("content-digest".to_owned(), content_digest(body.as_bytes())),
+            (
+                "signature-key".to_owned(),
+                signature_key_header("sig", &cred).unwrap(),
+            ),
+        ];
+        let (input, sig) = key
+            .sign_request(
+                &RequestParts {
+                    method: "POST",
+                    scheme: "http",
+                    authority: &authority,
+                    path: "/mcp/lab",
+                    query: None,
+                    headers: &h,
+                },
+                &SignSpec {
+                    label: "sig",
+                    components: &[
+                        "@method",
+                        "@authority",
+                        "@path",
+                        "signature-key",
+                        "content-type",
+                        "content-digest",
+                    ],
+                    created: now,
+                    expires: None,
+                    keyid: None,
+                    nonce: None,
+                },
+            )
+            .unwrap();
+        h.push(("signature-input".into(), input));
+        h.push(("signature".into(), sig));
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rb = http
+                .post(&url)
+                .header("accept", "application/json, text/event-stream")
+                .body(body);
+            for (k, v) in h {
+                rb = rb.header(k, v);
+            }
+            rb.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 9, "{codes:?}");
+    assert_eq!(health(&server)["mcp"]["sessions"], 2);
+    a.exit();
+}
+
+/// A server started through a wrapper (a shell, `npx`, `uvx`) is stopped
+/// with everything it started when its session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_server_is_stopped_with_its_whole_process_group() {
+    let policies = tempfile::tempdir().unwrap();
+    let config = format!(
+        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\ncommand = \"sh\"\nargs = [\"-c\", \"'{}' '{}'; true\"]\n",
+        policies.path().display().to_string(),
+        python(),
+        here().join("server.py").display(),
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Exercise the wrapped lab server".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: String::new(),
+            budget: 50,
+        })
+        .await;
+    let (mut c, _) = McpClient::connect(&format!("{}/mcp/lab", server.url()), &s);
+    // Something the server started that would never notice it is done.
+    let pid = text(&c.call("sleeper", json!({})));
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc.exists(), "{pid}");
+    c.exit();
+    for _ in 0..50 {
+        if !proc.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!proc.exists(), "the wrapped server outlived its session");
+}
+
+/// A stock MCP client that cannot sign launches `mandate mcp bridge` as its
+/// stdio server: the bridge signs each request with the mission key, and
+/// the same decisions apply (listing, allowed, escalated, denied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cannot_sign_goes_through_the_bridge_with_the_same_decisions() {
+    let (server, _p, s, url) = lab("").await;
+    let state = server.scratch().join("mission.json");
+    std::fs::write(&state, s.agent.save().unwrap().as_bytes()).unwrap();
+    let (mut c, ready) = McpClient::through_bridge(&url, &state);
+    assert_eq!(ready["ready"], true, "{ready}");
+    let listed = c.send(json!({"op": "list"}));
+    assert!(
+        listed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo"),
+        "{listed}"
+    );
+    assert_eq!(text(&c.call("echo", json!({"text": "bridged"}))), "bridged");
+    let r = c.send(json!({"op": "progress", "tool": "slow", "args": {"steps": 2, "delay": 0.05}}));
+    assert_eq!(r["progress"].as_array().unwrap().len(), 2, "{r}");
+    let secret = c.send(json!({"op": "read", "uri": "notes://secret"}));
+    assert_eq!(secret["error"]["data"]["code"], "boundary", "{secret}");
+    c.exit();
+    for _ in 0..50 {
+        if health(&server)["mcp"]["sessions"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        health(&server)["mcp"]["sessions"],
+        0,
+        "the bridge ends its session"
+    );
+    let decisions = audit(&server, &s, "decision");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["body"]["enforcement_point"] == "mcp" && d["body"]["decision"] == "allow")
+    );
 }

@@ -309,6 +309,20 @@ impl MissionAgent {
         body: Option<(&str, Vec<u8>)>,
         justification: Option<&str>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_signed_with(method, url, body, justification, &[])
+            .await
+    }
+
+    /// [`Self::send_signed`] with more headers, each covered by the
+    /// signature (e.g. `Mcp-Session-Id` on the MCP gateway).
+    pub async fn send_signed_with(
+        &mut self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        justification: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<reqwest::Response, ClientError> {
         use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
         let local = |m: String| ClientError::Local(m);
         self.fresh_credential().await?;
@@ -337,6 +351,11 @@ impl MissionAgent {
             headers.push(("mandate-justification".into(), j.to_owned()));
             components.push("mandate-justification");
         }
+        for (k, v) in extra {
+            headers.push(((*k).to_ascii_lowercase(), (*v).to_owned()));
+        }
+        let extra_names: Vec<String> = extra.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        components.extend(extra_names.iter().map(String::as_str));
         let created = i64::try_from(self.clock.now().0).unwrap_or(i64::MAX);
         // Ed25519 is deterministic: without a nonce, the same call sent twice
         // in one second would carry the same signature, and the gateway

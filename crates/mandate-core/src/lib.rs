@@ -21,6 +21,7 @@ mod policy;
 mod proof;
 mod random;
 mod secret;
+pub mod sse;
 mod vault;
 pub mod wire;
 

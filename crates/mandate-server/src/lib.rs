@@ -137,6 +137,14 @@ pub async fn serve(
     approvals::spawn_sweeper(state.clone());
     approvals::spawn_webhook(state.clone());
     api::spawn_mcp_reaper(state.clone());
+    // No Nagle: a streamed answer (the MCP gateway's event streams) would
+    // otherwise wait on the client's delayed ACK, ~40 ms a message.
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await

@@ -38,6 +38,19 @@ pub struct McpServerConfig {
     /// environment is passed on, besides `PATH`, `HOME` and `LANG`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// For a local server: run it as this user and group (recommended: a
+    /// server with file or shell access running as the gateway's own user
+    /// could read the gateway's data directory, keys included).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// For a local server: let it ask the agent's client directly
+    /// (elicitation). Off by default: a server that asks "are you sure?"
+    /// would be answered by the governed agent itself.
+    #[serde(default)]
+    pub allow_elicitation: bool,
+    /// Most sessions open with this server at once, all missions together
+    /// (default 64).
+    pub max_sessions: Option<usize>,
     /// A remote server: its streamable HTTP endpoint.
     pub url: Option<String>,
     /// For a remote server: `pass` (default) or `token_exchange`.
@@ -135,11 +148,54 @@ pub fn valid_name(name: &str) -> bool {
         && !name.chars().all(|c| c == '.')
 }
 
-/// Whether `uri` may name a resource: 1 to 2,048 characters, no control
-/// characters or whitespace.
+/// Whether `uri` may name a resource: 1 to 2,048 characters in one
+/// spelling only, so that a policy on the URI (`resource.uri like
+/// "file:///srv/project/*"`) means what it says. Refused rather than
+/// normalised: a scheme not in lower case; a fragment; userinfo; an
+/// authority on `file:`; in the path, dot segments (plain or encoded),
+/// empty segments, encoded `/`, `\` or `.`, a raw `\`, and whatever else
+/// the gateway's path check refuses (see `routes::check_path`).
 #[must_use]
 pub fn valid_uri(uri: &str) -> bool {
-    (1..=2_048).contains(&uri.len()) && !uri.chars().any(|c| c.is_control() || c.is_whitespace())
+    if !(1..=2_048).contains(&uri.len()) || uri.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return false;
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let scheme_ok = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || rest.contains('#') {
+        return false;
+    }
+    let (hier, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    if query.is_some_and(|q| crate::routes::check_query(q).is_err()) {
+        return false;
+    }
+    let path = match hier.strip_prefix("//") {
+        Some(after) => {
+            let (authority, path) = after.find('/').map_or((after, ""), |i| after.split_at(i));
+            if authority.contains(['@', '%', '\\']) || (scheme == "file" && !authority.is_empty()) {
+                return false;
+            }
+            path
+        }
+        None => hier,
+    };
+    match path {
+        "" => true,
+        p if p.starts_with('/') => crate::routes::check_path(p).is_ok(),
+        p => crate::routes::check_path(&format!("/{p}")).is_ok(),
+    }
 }
 
 impl McpServer {
@@ -184,9 +240,16 @@ impl McpServer {
         if config.max_message_bytes == Some(0)
             || config.timeout_ms == Some(0)
             || config.max_sessions_per_mission == Some(0)
+            || config.max_sessions == Some(0)
         {
             return Err(err(
-                "max_message_bytes, timeout_ms and max_sessions_per_mission must be ≥ 1".into(),
+                "max_message_bytes, timeout_ms, max_sessions and max_sessions_per_mission must be ≥ 1"
+                    .into(),
+            ));
+        }
+        if config.url.is_some() && (config.uid.is_some() || config.gid.is_some()) {
+            return Err(err(
+                "`uid` and `gid` are for local servers (`command`)".into()
             ));
         }
         for l in &config.labels {
@@ -263,6 +326,11 @@ impl McpServer {
     #[must_use]
     pub fn max_sessions_per_mission(&self) -> usize {
         self.config.max_sessions_per_mission.unwrap_or(4)
+    }
+
+    #[must_use]
+    pub fn max_sessions(&self) -> usize {
+        self.config.max_sessions.unwrap_or(64)
     }
 
     #[must_use]
@@ -362,7 +430,7 @@ impl McpServer {
                     .map_or(&[][..], |r| r.context_from_arguments.as_slice());
                 (action, resource, fields)
             }
-            "resources/read" => {
+            "resources/read" | "resources/subscribe" => {
                 let uri = text("uri")?;
                 if !valid_uri(uri) {
                     return Err(MapError("the resource URI is not acceptable".into()));
@@ -390,6 +458,8 @@ impl McpServer {
         resource
             .tags
             .insert("mcp_arguments_s256".into(), arguments_s256.clone());
+        // Reading and subscribing are the same action, not the same call.
+        resource.tags.insert("mcp_method".into(), method.to_owned());
         Ok(Mapped {
             action,
             resource,
@@ -492,6 +562,36 @@ mod tests {
             s.map("resources/read", Some(&json!({"uri": "file:///a b"})))
                 .is_err()
         );
+        for bad in [
+            "file:///srv/project/../../etc/shadow",
+            "file:////etc/shadow",
+            "file://localhost/etc/shadow",
+            "FILE:///etc/shadow",
+            "file:///%65tc/shadow",
+            "file:///srv/project/..%2f..%2fetc/passwd",
+            "file:///srv/./x",
+            "file:///srv/x#frag",
+            "https://user@host/x",
+            "file:///srv\\x",
+            "no-scheme",
+        ] {
+            assert!(
+                s.map("resources/read", Some(&json!({ "uri": bad })))
+                    .is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        for good in [
+            "file:///srv/project/a.txt",
+            "notes://public",
+            "db://main/t?x=1",
+        ] {
+            assert!(
+                s.map("resources/read", Some(&json!({ "uri": good })))
+                    .is_ok(),
+                "{good:?} was refused"
+            );
+        }
     }
 
     #[test]

@@ -89,33 +89,103 @@ async fn read_line_limited<R: AsyncBufRead + Unpin>(
             buf.pop();
         }
     } else if buf.len() > limit {
-        return Err(std::io::Error::other(format!(
-            "the server wrote a message larger than {limit} bytes"
-        )));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the server wrote a message larger than {limit} bytes"),
+        ));
     }
     Ok(Some(buf))
 }
 
-/// A process of the server, its environment reduced to what it was given.
+/// A process of the server: in its own process group (so the whole tree
+/// can be stopped), in an empty working directory of its own, with an
+/// environment reduced to `PATH`, `LANG`, `HOME` (that directory) and what
+/// it was given, under the configured uid/gid if any.
 fn start_process(
     server: &McpServer,
     command: &str,
     args: &[String],
+    workdir: &std::path::Path,
 ) -> std::io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(args)
         .env_clear()
+        .current_dir(workdir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    for k in ["PATH", "HOME", "LANG"] {
+    for k in ["PATH", "LANG"] {
         if let Ok(v) = std::env::var(k) {
             cmd.env(k, v);
         }
     }
+    cmd.env("HOME", workdir);
     cmd.envs(&server.config.env);
+    if let Some(gid) = server.config.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = server.config.uid {
+        cmd.uid(uid);
+    }
     cmd.spawn()
+}
+
+/// Stops a server process and everything it started (its process group).
+async fn stop(child: &mut tokio::process::Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill().await;
+}
+
+/// What the writer of one process hands back when it stops: the channel
+/// (for the next process) and the client's `initialize` (to replay).
+struct Writer {
+    rx: mpsc::Receiver<Value>,
+    init: Option<Value>,
+    /// `None`: the session ended (the channel closed).
+    error: Option<String>,
+}
+
+/// Writes the session's messages to one process, until a write fails, the
+/// session ends, or `stop` fires.
+async fn write_loop(
+    mut rx: mpsc::Receiver<Value>,
+    mut init: Option<Value>,
+    mut stdin: tokio::process::ChildStdin,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Writer {
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => m,
+            _ = &mut stop => return Writer { rx, init, error: Some("stopped".into()) },
+        };
+        let Some(m) = m else {
+            return Writer {
+                rx,
+                init,
+                error: None,
+            };
+        };
+        if init.is_none() && m.get("method").and_then(Value::as_str) == Some("initialize") {
+            init = Some(m.clone());
+        }
+        // A write blocks while the process does not read; the supervisor
+        // can still kill it, which fails the write.
+        if let Err(e) = write_message(&mut stdin, &m).await {
+            return Writer {
+                rx,
+                init,
+                error: Some(format!("cannot write to the server: {e}")),
+            };
+        }
+    }
 }
 
 async fn run_stdio(
@@ -123,17 +193,27 @@ async fn run_stdio(
     session: String,
     command: String,
     args: Vec<String>,
-    mut rx: mpsc::Receiver<Value>,
+    rx: mpsc::Receiver<Value>,
     events: mpsc::Sender<UpEvent>,
     mut closed: watch::Receiver<bool>,
 ) {
     let limit = server.max_message_bytes();
+    let Ok(workdir) = tempfile::Builder::new().prefix("mandate-mcp-").tempdir() else {
+        let _ = events
+            .send(UpEvent::Gone(
+                "cannot make the server's working directory".into(),
+            ))
+            .await;
+        return;
+    };
+    let mut rx = Some(rx);
     // The client's `initialize`, replayed to a restarted server.
     let mut init: Option<Value> = None;
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     let mut generation = 0u32;
     loop {
-        let mut child = match start_process(&server, &command, &args) {
+        let Some(channel) = rx.take() else { return };
+        let mut child = match start_process(&server, &command, &args, workdir.path()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(server = server.name(), error = %e, "cannot start the MCP server");
@@ -148,6 +228,7 @@ async fn run_stdio(
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
+            stop(&mut child).await;
             let _ = events
                 .send(UpEvent::Gone(
                     "the server's pipes could not be opened".into(),
@@ -183,8 +264,15 @@ async fn run_stdio(
         let sid = session.clone();
         tokio::spawn(async move {
             let mut err = BufReader::new(stderr);
-            while let Ok(Some(line)) = read_line_limited(&mut err, 64 * 1024).await {
-                tracing::debug!(server = %name, session = %sid, "stderr: {}", String::from_utf8_lossy(&line));
+            loop {
+                match read_line_limited(&mut err, 64 * 1024).await {
+                    Ok(Some(line)) => {
+                        tracing::debug!(server = %name, session = %sid, "stderr: {}", String::from_utf8_lossy(&line));
+                    }
+                    // A line too long is skipped; the pipe stays drained.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                    Ok(None) | Err(_) => break,
+                }
             }
         });
         if generation > 0
@@ -197,31 +285,41 @@ async fn run_stdio(
                 let _ = write_message(&mut stdin, &m).await;
             }
         }
-        let reason = loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(m) = msg else {
-                        let _ = child.kill().await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let mut writer = tokio::spawn(write_loop(channel, init.take(), stdin, stop_rx));
+        let (reason, back) = tokio::select! {
+            r = &mut reader => {
+                let reason = r.unwrap_or_else(|_| "the reader failed".to_owned());
+                // The process is gone or going: kill it (a blocked write
+                // then fails) and take the channel back.
+                stop(&mut child).await;
+                let _ = stop_tx.send(());
+                (reason, writer.await.ok())
+            }
+            w = &mut writer => {
+                let w = w.ok();
+                match w.as_ref().map(|w| w.error.clone()) {
+                    Some(Some(e)) => (e, w),
+                    // The session ended (or the writer failed): stop.
+                    _ => {
+                        reader.abort();
+                        stop(&mut child).await;
                         return;
-                    };
-                    if init.is_none() && m.get("method").and_then(Value::as_str) == Some("initialize") {
-                        init = Some(m.clone());
-                    }
-                    if let Err(e) = write_message(&mut stdin, &m).await {
-                        break format!("cannot write to the server: {e}");
                     }
                 }
-                r = &mut reader => {
-                    break r.unwrap_or_else(|_| "the reader failed".to_owned());
-                }
-                _ = closed.changed() => {
-                    let _ = child.kill().await;
-                    return;
-                }
+            }
+            _ = closed.changed() => {
+                reader.abort();
+                writer.abort();
+                stop(&mut child).await;
+                return;
             }
         };
         reader.abort();
-        let _ = child.kill().await;
+        stop(&mut child).await;
+        let Some(back) = back else { return };
+        rx = Some(back.rx);
+        init = back.init;
         let status = child
             .wait()
             .await
@@ -320,12 +418,14 @@ async fn run_http(
     }
     // End the remote session.
     let sid = ctx.remote.lock().ok().and_then(|r| r.session_id.clone());
-    if let Some(sid) = sid {
-        let _ = ctx
-            .request(reqwest::Method::DELETE)
-            .header("mcp-session-id", sid)
-            .send()
-            .await;
+    if let Some(sid) = sid
+        && let Ok(token) = ctx.token()
+    {
+        let mut req = ctx.request(reqwest::Method::DELETE);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let _ = req.header("mcp-session-id", sid).send().await;
     }
 }
 
@@ -352,9 +452,6 @@ impl HttpCtx {
                 b = b.header("mcp-protocol-version", v);
             }
         }
-        if let Some(token) = self.bearer.as_ref().and_then(|f| f()) {
-            b = b.bearer_auth(token);
-        }
         b
     }
 
@@ -374,10 +471,27 @@ impl HttpCtx {
         }
     }
 
+    /// The token this server is owed, if it is owed one; `Err` if it
+    /// cannot be minted (the message is not sent).
+    fn token(&self) -> Result<Option<String>, ()> {
+        match &self.bearer {
+            None => Ok(None),
+            Some(f) => f().map(Some).ok_or(()),
+        }
+    }
+
     async fn post(&self, msg: Value) {
         let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
-        let resp = self
-            .request(reqwest::Method::POST)
+        let Ok(token) = self.token() else {
+            return self
+                .fail(&msg, "no token could be minted for the MCP server".into())
+                .await;
+        };
+        let mut req = self.request(reqwest::Method::POST);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
             .header("accept", "application/json, text/event-stream")
             .timeout(self.timeout)
             .json(&msg)
@@ -419,16 +533,16 @@ impl HttpCtx {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if sse {
-            self.read_events(resp).await;
+            self.read_events(resp, is_init).await;
         } else {
             match read_limited(resp, self.limit).await {
                 Some(body) => match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Array(all)) => {
                         for v in all {
-                            self.message(v).await;
+                            self.message(v, is_init).await;
                         }
                     }
-                    Ok(v) => self.message(v).await,
+                    Ok(v) => self.message(v, is_init).await,
                     Err(_) => {
                         self.fail(&msg, "the MCP server answered with invalid JSON".into())
                             .await;
@@ -442,7 +556,16 @@ impl HttpCtx {
         }
     }
 
-    async fn message(&self, v: Value) {
+    async fn message(&self, v: Value, is_init: bool) {
+        if is_init {
+            self.negotiated(&v);
+        }
+        self.emit(v).await;
+    }
+
+    /// The answer to `initialize`: its protocol revision goes on every
+    /// later request.
+    fn negotiated(&self, v: &Value) {
         if let Some(version) = v
             .get("result")
             .and_then(|r| r.get("protocolVersion"))
@@ -451,56 +574,35 @@ impl HttpCtx {
         {
             r.protocol_version = Some(version.to_owned());
         }
-        self.emit(v).await;
     }
 
     /// The server's own stream (`GET`), for what it sends unasked.
     async fn listen(&self) {
-        let resp = self
-            .request(reqwest::Method::GET)
-            .header("accept", "text/event-stream")
-            .send()
-            .await;
+        let Ok(token) = self.token() else { return };
+        let mut req = self.request(reqwest::Method::GET);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.header("accept", "text/event-stream").send().await;
         if let Ok(r) = resp
             && r.status().is_success()
         {
-            self.read_events(r).await;
+            self.read_events(r, false).await;
         }
     }
 
     /// Server-sent events: each `data` is one JSON-RPC message.
-    async fn read_events(&self, mut resp: reqwest::Response) {
-        let mut buf: Vec<u8> = Vec::new();
-        let mut data: Vec<u8> = Vec::new();
+    async fn read_events(&self, mut resp: reqwest::Response, is_init: bool) {
+        let mut decoder = mandate_core::sse::SseDecoder::new(self.limit);
         while let Ok(Some(chunk)) = resp.chunk().await {
-            buf.extend_from_slice(&chunk);
-            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = buf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.is_empty() {
-                    if !data.is_empty() {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&data) {
-                            self.message(v).await;
-                        }
-                        data.clear();
-                    }
-                } else if let Some(rest) = line.strip_prefix(b"data:") {
-                    if !data.is_empty() {
-                        data.push(b'\n');
-                    }
-                    data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
-                }
-                if data.len() > self.limit {
-                    tracing::warn!("an event from the MCP server is too large; stream dropped");
-                    return;
-                }
-            }
-            if buf.len() > self.limit {
-                tracing::warn!("a line from the MCP server is too large; stream dropped");
+            let Ok(events) = decoder.feed(&chunk) else {
+                tracing::warn!("an event from the MCP server is too large; stream dropped");
                 return;
+            };
+            for data in events {
+                if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+                    self.message(v, is_init).await;
+                }
             }
         }
     }

@@ -3,13 +3,14 @@ over streamable HTTP, each HTTP request RFC 9421-signed with the mission key
 by an independent implementation (http-message-signatures).
 
 usage: client.py URL KEY_PEM CREDENTIAL
+       client.py --bridge MANDATE STATE_FILE URL   (stdio, through `mandate mcp bridge`)
 Reads one JSON command per line on stdin and prints one JSON answer per line:
   {"op": "list"}                      tools (with Mandate's access marks)
   {"op": "call", "tool": T, "args": {...}}
   {"op": "progress", "tool": T, "args": {...}}   a call with a progress callback
   {"op": "cancel", "tool": T, "args": {...}, "after": S}  cancel after S seconds
   {"op": "resources"} / {"op": "read", "uri": U} / {"op": "prompt", "name": N, "args": {...}}
-  {"op": "raw", "body": "...", "session": true|false}  a raw signed POST
+  {"op": "raw", "body": "...", "session": true|false, "session_id": S}  a raw signed POST
   {"op": "session"}                   the session id
   {"op": "exit"}
 """
@@ -28,7 +29,13 @@ from http_sf.compat import Dictionary
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
-url, pem, credential = sys.argv[1], sys.argv[2], sys.argv[3]
+bridge = sys.argv[1] == "--bridge"
+if bridge:
+    mandate, state, url = sys.argv[2], sys.argv[3], sys.argv[4]
+    pem = json.load(open(state))["key_pem"]
+    credential = json.load(open(state))["credential"]
+else:
+    url, pem, credential = sys.argv[1], sys.argv[2], sys.argv[3]
 # PKCS#8 v2 (with the public key) is not read by every library; the seed
 # sits at the same place in v1 and v2.
 der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
@@ -47,11 +54,15 @@ signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=
 seen_session = {"id": None}
 
 
-def sign_headers(method, target, body, content_type):
+def sign_headers(method, target, body, content_type, session=None):
     """The signature headers of one request, computed on a mirror of it."""
     headers = {"Content-Type": content_type} if body else {}
+    if session:
+        headers["Mcp-Session-Id"] = session
     req = requests.Request(method, target, data=body or None, headers=headers).prepare()
     covered = ["@method", "@authority", "@path", "signature-key"]
+    if session:
+        covered.append("mcp-session-id")
     if body:
         req.headers["Content-Digest"] = str(Dictionary({"sha-256": hashlib.sha256(body).digest()}))
         covered += ["content-type", "content-digest"]
@@ -69,7 +80,8 @@ class MandateAuth(httpx2.Auth):
         await request.aread()
         body = request.content
         for k, v in sign_headers(request.method, str(request.url), body,
-                                 request.headers.get("content-type", "application/json")).items():
+                                 request.headers.get("content-type", "application/json"),
+                                 request.headers.get("mcp-session-id")).items():
             request.headers[k] = v
         response = yield request
         sid = response.headers.get("mcp-session-id")
@@ -92,11 +104,21 @@ async def elicit(context, params):
     return ElicitResult(action="accept", content={"name": "alice"})
 
 
+async def roots(context):
+    """This client would hand the server the whole filesystem."""
+    from mcp.types import ListRootsResult, Root
+    return ListRootsResult(roots=[Root(uri="file:///", name="everything")])
+
+
 async def run():
     timeout = httpx2.Timeout(30.0, read=300.0)
     async with httpx2.AsyncClient(auth=MandateAuth(), timeout=timeout) as http:
-        transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, elicitation_callback=elicit) as client:
+        if bridge:
+            from mcp import StdioServerParameters
+            transport = StdioServerParameters(command=mandate, args=["mcp", "bridge", "--state", state, url])
+        else:
+            transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, elicitation_callback=elicit, list_roots_callback=roots) as client:
             out({"ready": True, "protocol_version": client.protocol_version})
             stdin = anyio.wrap_file(sys.stdin)
             async for line in stdin:
@@ -139,10 +161,14 @@ async def run():
                         body = cmd["body"].encode()
                         headers = {"Content-Type": "application/json",
                                    "Accept": "application/json, text/event-stream"}
-                        if cmd.get("session"):
+                        if cmd.get("session_id"):
+                            headers["Mcp-Session-Id"] = cmd["session_id"]
+                            headers["Mcp-Protocol-Version"] = client.protocol_version
+                        elif cmd.get("session"):
                             headers["Mcp-Session-Id"] = seen_session["id"]
                             headers["Mcp-Protocol-Version"] = client.protocol_version
-                        headers.update(sign_headers("POST", url, body, "application/json"))
+                        headers.update(sign_headers("POST", url, body, "application/json",
+                                                    headers.get("Mcp-Session-Id")))
                         async with httpx2.AsyncClient(timeout=timeout) as raw:
                             r = await raw.post(url, content=body, headers=headers)
                         text = r.text

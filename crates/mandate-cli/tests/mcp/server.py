@@ -1,7 +1,10 @@
-"""A small stdio MCP server for the gateway's tests, on the official MCP
-Python SDK: a trivial tool, a slow one that reports progress, one that asks
-the client (elicitation), one that crashes its process, a resource and a
-prompt."""
+"""A small MCP server for the gateway's tests, on the official MCP Python
+SDK: a trivial tool, a slow one that reports progress, one that asks the
+client (elicitation), one that crashes its process, one that shows the HTTP
+headers it received, a resource and a prompt.
+
+usage: server.py                 (stdio)
+       server.py --http PORT     (streamable HTTP on 127.0.0.1:PORT/mcp)"""
 import os
 import sys
 
@@ -39,6 +42,16 @@ async def ask(ctx: Context) -> str:
 
 
 @mcp.tool()
+async def roots(ctx: Context) -> str:
+    """The client's roots, if it will say."""
+    try:
+        r = await ctx.session.list_roots()
+        return "roots: " + ", ".join(str(x.uri) for x in r.roots)
+    except Exception as e:  # noqa: BLE001 - the answer is the test's evidence
+        return f"no roots: {e}"
+
+
+@mcp.tool()
 def crash() -> str:
     """Ends this server's process at once."""
     sys.stdout.flush()
@@ -46,9 +59,25 @@ def crash() -> str:
 
 
 @mcp.tool()
+def sleeper() -> str:
+    """Starts a long `sleep` (which never reads stdin); its process id."""
+    import subprocess
+    p = subprocess.Popen(["sleep", "300"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return str(p.pid)
+
+
+@mcp.tool()
 def pid() -> str:
     """This server's process id."""
     return str(os.getpid())
+
+
+@mcp.tool()
+def headers(ctx: Context) -> str:
+    """The HTTP headers of this request (streamable HTTP only)."""
+    import json
+    return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()})
 
 
 @mcp.resource("notes://public")
@@ -70,4 +99,8 @@ def summary(topic: str) -> str:
 
 
 if __name__ == "__main__":
-    mcp.run()
+    if "--http" in sys.argv:
+        port = int(sys.argv[sys.argv.index("--http") + 1])
+        mcp.run(transport="streamable-http", host="127.0.0.1", port=port)
+    else:
+        mcp.run()

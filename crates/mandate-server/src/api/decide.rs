@@ -163,6 +163,7 @@ async fn decide_inner(
         context,
         justification,
         required: required_trust.unwrap_or(Trust::Signed),
+        arguments: None,
     };
     let (resp, permit) =
         decide_call(s, &caller.principal.name.to_string(), &mission, &call).await?;
@@ -177,6 +178,9 @@ pub(crate) struct Call<'a> {
     /// The agent's stated reason (already checked as free text).
     pub justification: String,
     pub required: Trust,
+    /// The call's arguments, shown to approvers (never in notifications)
+    /// when policy sees only some of them (an MCP tool call).
+    pub arguments: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Decides a call of an agent whose credential (and, at the gateway,
@@ -195,6 +199,7 @@ pub(crate) async fn decide_call(
         context,
         ref justification,
         required,
+        arguments,
     } = *call;
     let now = s.0.clock.now();
     let id = &mission.body.id;
@@ -206,6 +211,25 @@ pub(crate) async fn decide_call(
         return Ok((
             response(
                 Outcome::deny(ReasonCode::INVALID_REQUEST, e.to_string()),
+                Some(id),
+            ),
+            None,
+        ));
+    }
+    // Likewise an MCP resource URI or tool name with more than one reading.
+    let unclear = match &resource.kind {
+        ResourceKind::McpResource { uri, .. } => !crate::mcp::valid_uri(uri),
+        ResourceKind::Tool { tool, .. } => !crate::mcp::valid_name(tool),
+        ResourceKind::Prompt { prompt, .. } => !crate::mcp::valid_name(prompt),
+        _ => false,
+    };
+    if unclear {
+        return Ok((
+            response(
+                Outcome::deny(
+                    ReasonCode::INVALID_REQUEST,
+                    "the MCP resource, tool or prompt name has more than one reading",
+                ),
                 Some(id),
             ),
             None,
@@ -302,6 +326,7 @@ pub(crate) async fn decide_call(
             context,
             outcome: &outcome,
             justification: justification.clone(),
+            arguments,
             now,
         };
         match open_approval(s, &ask).await? {
@@ -420,6 +445,7 @@ struct Ask<'a> {
     context: &'a serde_json::Map<String, serde_json::Value>,
     outcome: &'a Outcome,
     justification: String,
+    arguments: Option<&'a serde_json::Map<String, serde_json::Value>>,
     now: UnixTime,
 }
 
@@ -465,7 +491,18 @@ async fn open_approval(s: &AppState, ask: &Ask<'_>) -> Result<Option<String>, Pr
         serde_jcs::to_vec(v).map_err(|_| Problem::internal())
     };
     let resource_json = serde_json::to_value(ask.resource).map_err(|_| Problem::internal())?;
-    let context_json = serde_json::Value::Object(ask.context.clone());
+    let mut shown = ask.context.clone();
+    if let Some(args) = ask.arguments {
+        // What the approver decides on: the whole call, bounded.
+        let text = serde_json::Value::Object(args.clone()).to_string();
+        let value = if text.len() <= 8 * 1024 {
+            serde_json::Value::Object(args.clone())
+        } else {
+            serde_json::json!({ "truncated": true, "bytes": text.len() })
+        };
+        shown.insert("mcp_arguments".into(), value);
+    }
+    let context_json = serde_json::Value::Object(shown);
     let request_digest =
         request_digest(ask.action, ask.resource, ask.context).map_err(|_| Problem::internal())?;
     let context = canonical(&context_json)?;

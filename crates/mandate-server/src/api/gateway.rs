@@ -204,7 +204,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query: query.as_deref(),
         headers: &headers,
     };
-    let (claims, mission) = match verify(s, &request, &parts.headers, &body).await? {
+    let (claims, mission) = match verify(s, &request, &parts.headers, &body, &[]).await? {
         Verified::Ok { claims, mission } => (claims, *mission),
         Verified::Refused { problem, claims } => {
             // A refusal of an authentic credential is an accountable event.
@@ -256,6 +256,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         context: &mapped.context,
         justification: free_text("justification", justification, 1_000)?,
         required: route.config.required_trust.unwrap_or(Trust::Signed),
+        arguments: None,
     };
     let (resp, permit) = decide_call(s, "gateway", &mission, &call).await?;
     // 5. INVARIANT: the decision is durable before anything is forwarded
@@ -342,6 +343,7 @@ pub(super) async fn verify(
     req: &RequestParts<'_>,
     h: &HeaderMap,
     body: &Bytes,
+    also_required: &[&'static str],
 ) -> Result<Verified, Problem> {
     let sig_err = |e: httpsig::HttpSigError| unauthorized("bad_signature_input", e.to_string());
     let input = single(h, "signature-input")?;
@@ -383,6 +385,7 @@ pub(super) async fn verify(
     if h.contains_key(JUSTIFICATION_HEADER) {
         required.push(JUSTIFICATION_HEADER);
     }
+    required.extend(also_required.iter().filter(|c| h.contains_key(**c)));
     if let Some(missing) = required.iter().find(|c| !covered.iter().any(|x| x == *c)) {
         return unrecorded(unauthorized(
             "signature_incomplete",

@@ -1,21 +1,24 @@
 //! The MCP enforcement gateway: `/mcp/{server}`, streamable HTTP.
 //!
 //! A JSON-RPC pass-through that inspects what it must: every HTTP request
-//! of the agent is RFC 9421-signed and verified as on the HTTP gateway;
-//! `tools/call`, `resources/read`, `resources/subscribe` and `prompts/get`
-//! are decided by mission policy and recorded before anything is
-//! forwarded; `tools/list`, `resources/list` and `prompts/list` answers
-//! show only what the mission may use or may ask for. Everything else the
-//! protocol carries (notifications, progress, cancellation, and the
-//! server's own requests: sampling, elicitation, roots, ping) passes
-//! through unchanged. Unknown methods are refused, never forwarded.
+//! of the agent is RFC 9421-signed and verified as on the HTTP gateway (the
+//! signature must also cover `Mcp-Session-Id`); `tools/call`,
+//! `resources/read`, `resources/subscribe` and `prompts/get` are decided by
+//! mission policy and recorded before anything is forwarded, and only with
+//! the decision's [`Permit`]; `tools/list`, `resources/list` and
+//! `prompts/list` answers show only what the mission may use or may ask
+//! for. Notifications, progress and cancellation pass through. The server
+//! may ask the agent's client for `ping` and `sampling/createMessage` (and
+//! `elicitation/create` where configured); it is never handed the client's
+//! roots (the operator's directory limits stay the operator's). Every other
+//! method, either way, is refused, never forwarded.
 //!
 //! One MCP session is one upstream session: for a local server, one
-//! process, started at `initialize` and killed when the session ends (the
-//! agent's `DELETE`, the mission's end, an idle hour, or a server that
-//! keeps crashing).
+//! process, started at `initialize` and stopped (with everything it
+//! started) when the session ends: the agent's `DELETE`, the mission's end,
+//! an idle hour, or a server that keeps crashing.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,9 +30,10 @@ use mandate_core::httpsig::RequestParts;
 use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, Mission, MissionClaims, MissionId, ReasonCode};
 use serde_json::{Value, json};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::decide::{Call, Who, decide_call, preview, record_decision};
+use super::decide::{Call, Permit, Who, decide_call, preview, record_decision};
 use super::gateway::{Verified, header_list, verify};
 use crate::mcp::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
@@ -37,20 +41,29 @@ use crate::problem::Problem;
 use crate::state::AppState;
 
 /// Requests an agent may send; anything else is refused (`-32601`).
+/// `completion/complete`, `resources/templates/list` and
+/// `logging/setLevel` are refused too: they would run server code on the
+/// agent's input (or widen what the server tells it) with no decision.
 const CLIENT_REQUESTS: &[&str] = &[
     "initialize",
     "ping",
     "tools/list",
     "tools/call",
     "resources/list",
-    "resources/templates/list",
     "resources/read",
     "resources/subscribe",
     "resources/unsubscribe",
     "prompts/list",
     "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
+];
+
+/// Of those, the ones decided by policy; they are forwarded only with a
+/// [`Permit`].
+const GATED: &[&str] = &[
+    "tools/call",
+    "resources/read",
+    "resources/subscribe",
+    "prompts/get",
 ];
 
 /// Notifications an agent may send.
@@ -58,13 +71,18 @@ const CLIENT_NOTIFICATIONS: &[&str] = &[
     "notifications/initialized",
     "notifications/cancelled",
     "notifications/progress",
-    "notifications/roots/list_changed",
 ];
 
 /// A session nobody used for this long is closed.
 const IDLE: Duration = Duration::from_secs(3_600);
-/// Server messages kept for an agent that has no stream open.
-const BACKLOG: usize = 256;
+/// Server messages kept for an agent that has no stream open, by count and
+/// by size.
+const BACKLOG: usize = 64;
+const BACKLOG_BYTES: usize = 4 << 20;
+/// Requests of one session in flight at once.
+const MAX_IN_FLIGHT: usize = 32;
+/// Requests of the server to the agent awaiting an answer.
+const MAX_SERVER_REQUESTS: usize = 32;
 /// Pages of `tools/list` the gateway reads itself, at most.
 const MAX_LIST_PAGES: usize = 20;
 
@@ -82,26 +100,56 @@ const APPROVAL_REQUIRED: i64 = -32091;
 /// Mandate's: the upstream did not answer in time.
 const TIMEOUT: i64 = -32092;
 
+#[derive(Debug, Default)]
+struct Registry {
+    sessions: HashMap<String, Arc<Session>>,
+    /// Sessions being opened, by (server, mission): counted against the
+    /// limits before their process starts.
+    opening: HashMap<(String, String), usize>,
+}
+
 /// The open MCP sessions.
 #[derive(Debug, Default)]
 pub(crate) struct McpSessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    reg: Mutex<Registry>,
+}
+
+/// A place for one session being opened; given back when dropped.
+struct Slot {
+    s: AppState,
+    key: (String, String),
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.s.0.mcp.reg.lock()
+            && let Some(n) = r.opening.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                r.opening.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl McpSessions {
     fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.map.lock().ok().and_then(|m| m.get(id).cloned())
+        self.reg
+            .lock()
+            .ok()
+            .and_then(|r| r.sessions.get(id).cloned())
     }
 
     fn all(&self) -> Vec<Arc<Session>> {
-        self.map
+        self.reg
             .lock()
-            .map(|m| m.values().cloned().collect())
+            .map(|r| r.sessions.values().cloned().collect())
             .unwrap_or_default()
     }
 
     fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.map.lock().ok().and_then(|mut m| m.remove(id))
+        self.reg.lock().ok().and_then(|mut r| r.sessions.remove(id))
     }
 
     /// Open sessions, and requests in flight through them.
@@ -114,12 +162,35 @@ impl McpSessions {
         (all.len(), pending)
     }
 
-    fn count(&self, server: &str, mission: &MissionId) -> usize {
-        self.map.lock().map_or(usize::MAX, |m| {
-            m.values()
-                .filter(|s| s.server.name() == server && &s.mission == mission)
-                .count()
-        })
+    /// Takes a place for a new session of `mission` with `server`, within
+    /// both limits, atomically (concurrent `initialize`s cannot all fit).
+    fn reserve(&self, s: &AppState, server: &McpServer, mission: &MissionId) -> Option<Slot> {
+        let mut r = self.reg.lock().ok()?;
+        let key = (server.name().to_owned(), mission.to_string());
+        let opening_all: usize = r
+            .opening
+            .iter()
+            .filter(|((srv, _), _)| srv == server.name())
+            .map(|(_, n)| *n)
+            .sum();
+        let open_all = r
+            .sessions
+            .values()
+            .filter(|x| x.server.name() == server.name())
+            .count();
+        let open_mine = r
+            .sessions
+            .values()
+            .filter(|x| x.server.name() == server.name() && &x.mission == mission)
+            .count();
+        let opening_mine = r.opening.get(&key).copied().unwrap_or(0);
+        if open_mine + opening_mine >= server.max_sessions_per_mission()
+            || open_all + opening_all >= server.max_sessions()
+        {
+            return None;
+        }
+        *r.opening.entry(key.clone()).or_insert(0) += 1;
+        Some(Slot { s: s.clone(), key })
     }
 }
 
@@ -137,10 +208,15 @@ struct SessionState {
     pending: HashMap<i64, Pending>,
     /// The agent's id (as JSON text) → the upstream's.
     by_client: HashMap<String, i64>,
+    /// Requests of the server to the agent, by id (JSON text): only their
+    /// answers are forwarded.
+    server_requests: HashSet<String>,
     /// The agent's `GET` stream, if open.
     listener: Option<mpsc::Sender<Value>>,
-    backlog: VecDeque<Value>,
-    /// Every tool name the server listed (shown or not).
+    backlog: VecDeque<(Value, usize)>,
+    backlog_bytes: usize,
+    /// Every tool name the server lists (shown or not), read by the
+    /// gateway itself; reset when the server restarts.
     tools: Option<BTreeSet<String>>,
     last_used: Option<Instant>,
 }
@@ -150,7 +226,6 @@ pub(crate) struct Session {
     server: Arc<McpServer>,
     mission: MissionId,
     jkt: String,
-    who: Who,
     out: mpsc::Sender<Value>,
     st: Mutex<SessionState>,
     closed: watch::Sender<bool>,
@@ -187,6 +262,22 @@ fn key(id: &Value) -> String {
     id.to_string()
 }
 
+/// A registered request: forgotten (and cancelled upstream, if it was
+/// sent) when dropped before its answer, whatever the path.
+struct InFlight {
+    x: Arc<Session>,
+    n: i64,
+    sent: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.x.forget(self.n).is_some() && self.sent {
+            self.x.cancel_upstream(self.n, "the request was abandoned");
+        }
+    }
+}
+
 impl Session {
     fn touch(&self) {
         if let Ok(mut st) = self.st.lock() {
@@ -198,20 +289,23 @@ impl Session {
         *self.closed.borrow()
     }
 
-    /// Renumbers a request of the agent and registers where its answer
-    /// goes; `None` if that id is already in flight.
+    /// Renumbers a request and registers where its answer goes. `Err`: the
+    /// id is already in flight, or too many are.
     fn register(
-        &self,
+        self: &Arc<Self>,
         client_id: &Value,
         progress: Option<Value>,
-    ) -> Option<(i64, mpsc::Receiver<Value>)> {
-        let mut st = self.st.lock().ok()?;
+    ) -> Result<(InFlight, mpsc::Receiver<Value>), &'static str> {
+        let mut st = self.st.lock().map_err(|_| "internal error")?;
         if st.by_client.contains_key(&key(client_id)) {
-            return None;
+            return Err("a request with this id is already in flight");
+        }
+        if st.pending.len() >= MAX_IN_FLIGHT {
+            return Err("too many requests in flight in this session");
         }
         st.next_id += 1;
         let n = st.next_id;
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(16);
         st.pending.insert(
             n,
             Pending {
@@ -221,7 +315,14 @@ impl Session {
             },
         );
         st.by_client.insert(key(client_id), n);
-        Some((n, rx))
+        Ok((
+            InFlight {
+                x: Arc::clone(self),
+                n,
+                sent: false,
+            },
+            rx,
+        ))
     }
 
     fn forget(&self, n: i64) -> Option<Pending> {
@@ -231,18 +332,25 @@ impl Session {
         Some(p)
     }
 
-    /// Gives up a request: forgotten here, cancelled upstream.
-    async fn cancel(&self, n: i64, reason: &str) {
-        if self.forget(n).is_some() {
-            let _ = self
-                .out
-                .send(json!({
-                    "jsonrpc": "2.0",
-                    "method": "notifications/cancelled",
-                    "params": {"requestId": n, "reason": reason},
-                }))
-                .await;
+    fn cancel_upstream(&self, n: i64, reason: &str) {
+        let _ = self.out.try_send(json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": n, "reason": reason},
+        }));
+    }
+
+    /// Sends a message to the server. A gated call needs its permit.
+    fn send_up(&self, msg: Value, permit: Option<Permit>) -> Result<(), &'static str> {
+        let method = msg.get("method").and_then(Value::as_str);
+        if method.is_some_and(|m| GATED.contains(&m)) && permit.is_none() {
+            tracing::error!("a gated MCP call reached the forwarder without a permit");
+            return Err("internal error");
         }
+        self.out.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => "the MCP server is busy; retry",
+            TrySendError::Closed(_) => "the MCP server is gone",
+        })
     }
 
     /// Answers every request in flight with an error.
@@ -250,6 +358,7 @@ impl Session {
         let pending: Vec<Pending> = match self.st.lock() {
             Ok(mut st) => {
                 st.by_client.clear();
+                st.server_requests.clear();
                 st.pending.drain().map(|(_, p)| p).collect()
             }
             Err(_) => Vec::new(),
@@ -261,11 +370,13 @@ impl Session {
     }
 
     /// A message from the server: an answer to its request, progress to
-    /// the request it belongs to, anything else to the agent's stream.
+    /// the request it belongs to, its own requests (those the agent may
+    /// answer) and notifications to the agent's stream.
     fn deliver(&self, mut v: Value) {
         let Ok(mut st) = self.st.lock() else { return };
-        let is_response = v.get("method").is_none() && v.get("id").is_some();
-        if is_response {
+        let method = v.get("method").and_then(Value::as_str).map(str::to_owned);
+        let Some(method) = method else {
+            // An answer to one of ours.
             let Some(n) = v.get("id").and_then(Value::as_i64) else {
                 return;
             };
@@ -275,8 +386,23 @@ impl Session {
                 let _ = p.tx.try_send(v);
             }
             return;
-        }
-        if v.get("method").and_then(Value::as_str) == Some("notifications/progress") {
+        };
+        if let Some(id) = v.get("id").cloned() {
+            // A request of the server to the agent.
+            let allowed = matches!(method.as_str(), "ping" | "sampling/createMessage")
+                || (method == "elicitation/create" && self.server.config.allow_elicitation);
+            if !allowed || st.server_requests.len() >= MAX_SERVER_REQUESTS {
+                drop(st);
+                let _ = self.out.try_send(rpc_error(
+                    &id,
+                    METHOD_NOT_FOUND,
+                    format!("`{method}` is not available through the Mandate gateway"),
+                    None,
+                ));
+                return;
+            }
+            st.server_requests.insert(key(&id));
+        } else if method == "notifications/progress" {
             let token = v.get("params").and_then(|p| p.get("progressToken"));
             if let Some(p) = st
                 .pending
@@ -286,6 +412,10 @@ impl Session {
             {
                 return;
             }
+        } else if method == "notifications/cancelled"
+            && let Some(r) = v.get("params").and_then(|p| p.get("requestId"))
+        {
+            st.server_requests.remove(&key(r));
         }
         if let Some(l) = &st.listener {
             if l.try_send(v.clone()).is_ok() {
@@ -298,11 +428,19 @@ impl Session {
         {
             return;
         }
-        if st.backlog.len() >= BACKLOG {
-            st.backlog.pop_front();
+        let size = v.to_string().len();
+        while !st.backlog.is_empty()
+            && (st.backlog.len() >= BACKLOG || st.backlog_bytes + size > BACKLOG_BYTES)
+        {
+            if let Some((_, n)) = st.backlog.pop_front() {
+                st.backlog_bytes = st.backlog_bytes.saturating_sub(n);
+            }
             tracing::warn!(session = %self.id, "MCP backlog full; the oldest server message was dropped");
         }
-        st.backlog.push_back(v);
+        if size <= BACKLOG_BYTES {
+            st.backlog_bytes += size;
+            st.backlog.push_back((v, size));
+        }
     }
 
     /// Ends the session: the upstream stops, everything in flight fails.
@@ -311,20 +449,25 @@ impl Session {
         self.fail_pending("the MCP session ended");
         if let Ok(mut st) = self.st.lock() {
             st.listener = None;
+            st.backlog.clear();
         }
     }
 
     /// A request the gateway makes itself (e.g. the tool list); the answer.
-    async fn ask(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, String> {
-        let own = json!(format!("mandate-internal-{}", rand_suffix()));
-        let (n, mut rx) = self
-            .register(&own, None)
-            .ok_or_else(|| "cannot register a request".to_owned())?;
-        let msg = json!({"jsonrpc": "2.0", "id": n, "method": method, "params": params});
-        if self.out.send(msg).await.is_err() {
-            self.forget(n);
-            return Err("the MCP server is gone".into());
-        }
+    /// Its id is an object, which no agent's id can be.
+    async fn ask(
+        self: &Arc<Self>,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let own =
+            json!({ "mandate-internal": NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) });
+        let (mut flight, mut rx) = self.register(&own, None).map_err(str::to_owned)?;
+        let msg = json!({"jsonrpc": "2.0", "id": flight.n, "method": method, "params": params});
+        self.send_up(msg, None).map_err(str::to_owned)?;
+        flight.sent = true;
         let answer = tokio::time::timeout(timeout, async {
             while let Some(m) = rx.recv().await {
                 if m.get("method").is_none() {
@@ -340,17 +483,9 @@ impl Session {
                 None => Err(format!("the MCP server refused `{method}`")),
             },
             Ok(None) => Err("the MCP server is gone".into()),
-            Err(_) => {
-                self.cancel(n, "timeout").await;
-                Err(format!("the MCP server did not answer `{method}` in time"))
-            }
+            Err(_) => Err(format!("the MCP server did not answer `{method}` in time")),
         }
     }
-}
-
-fn rand_suffix() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `/mcp/{server}`: `POST` a message, `GET` the server's stream, `DELETE`
@@ -395,6 +530,14 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             "the MCP endpoint takes POST, GET and DELETE",
         ));
     }
+    // Nothing is read before the request could be signed at all.
+    if !parts.headers.contains_key("signature") || !parts.headers.contains_key("signature-key") {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_required",
+            "an RFC 9421 signature is required",
+        ));
+    }
     let limit = server.max_message_bytes();
     let body = match tokio::time::timeout(
         Duration::from_secs(30),
@@ -419,22 +562,24 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             ));
         }
     };
-    // The signature, the credential and the key, as on the HTTP gateway.
+    // The signature, the credential and the key, as on the HTTP gateway;
+    // the session id, when sent, is covered too.
     let headers = header_list(&parts.headers)?;
+    if parts.headers.get_all("host").iter().count() > 1
+        || parts.headers.get_all("content-type").iter().count() > 1
+        || parts.headers.get_all("mcp-session-id").iter().count() > 1
+    {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "more than one Host, Content-Type or Mcp-Session-Id header",
+        ));
+    }
     let authority = parts
         .headers
         .get("host")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Problem::bad_request("invalid_request", "no Host header"))?
         .to_owned();
-    if parts.headers.get_all("host").iter().count() > 1
-        || parts.headers.get_all("content-type").iter().count() > 1
-    {
-        return Err(Problem::bad_request(
-            "invalid_request",
-            "more than one Host or Content-Type header",
-        ));
-    }
     let request = RequestParts {
         method: &method,
         scheme: s.0.issuer.split("://").next().unwrap_or("http"),
@@ -443,7 +588,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query: None,
         headers: &headers,
     };
-    let caller = match verify(s, &request, &parts.headers, &body).await? {
+    let caller = match verify(s, &request, &parts.headers, &body, &["mcp-session-id"]).await? {
         Verified::Ok { claims, mission } => Caller {
             claims,
             mission: *mission,
@@ -464,7 +609,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         None => None,
         Some(id) => {
             // Another mission's session (or another key's) does not exist
-            // for this caller.
+            // for this caller; the attempt is recorded.
             let found = s.0.mcp.get(id).filter(|x| {
                 x.mission == caller.claims.mission_id
                     && x.jkt == caller.claims.cnf.jkt.to_string()
@@ -474,11 +619,22 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             match found {
                 Some(x) => Some(x),
                 None => {
+                    let detail = "no such MCP session; initialize a new one";
+                    refusal(
+                        s,
+                        &server,
+                        Some(id),
+                        &caller.claims,
+                        &method,
+                        "unknown_session",
+                        detail,
+                    )
+                    .await?;
                     return Ok(rpc_reply(
                         StatusCode::NOT_FOUND,
                         &Value::Null,
                         INVALID_REQUEST,
-                        "no such MCP session; initialize a new one",
+                        detail,
                     ));
                 }
             }
@@ -487,27 +643,25 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     if let Some(x) = &session {
         x.touch();
     }
+    let need_session = || {
+        rpc_reply(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "`Mcp-Session-Id` is required",
+        )
+    };
     match method.as_str() {
         "DELETE" => {
             let Some(x) = session else {
-                return Ok(rpc_reply(
-                    StatusCode::BAD_REQUEST,
-                    &Value::Null,
-                    INVALID_REQUEST,
-                    "`Mcp-Session-Id` is required",
-                ));
+                return Ok(need_session());
             };
             end_session(s, &x, "ended by the agent").await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         "GET" => {
             let Some(x) = session else {
-                return Ok(rpc_reply(
-                    StatusCode::BAD_REQUEST,
-                    &Value::Null,
-                    INVALID_REQUEST,
-                    "`Mcp-Session-Id` is required",
-                ));
+                return Ok(need_session());
             };
             listen(&x)
         }
@@ -517,7 +671,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
 
 /// The agent's `GET` stream: what the server sends unasked.
 fn listen(x: &Arc<Session>) -> Result<Response, Problem> {
-    let (tx, rx) = mpsc::channel(BACKLOG);
+    let (tx, mut rx) = mpsc::channel(BACKLOG);
     {
         let mut st = x.st.lock().map_err(|_| Problem::internal())?;
         if st.listener.as_ref().is_some_and(|l| !l.is_closed()) {
@@ -528,30 +682,34 @@ fn listen(x: &Arc<Session>) -> Result<Response, Problem> {
                 "this session already has a stream open",
             ));
         }
-        while let Some(m) = st.backlog.pop_front() {
+        while let Some((m, _)) = st.backlog.pop_front() {
             let _ = tx.try_send(m);
         }
+        st.backlog_bytes = 0;
         st.listener = Some(tx);
     }
     let mut closed = x.closed.subscribe();
     let (out_tx, out_rx) = mpsc::channel::<Value>(BACKLOG);
-    let mut rx = rx;
     tokio::spawn(async move {
         loop {
+            let m = tokio::select! {
+                m = rx.recv() => m,
+                _ = closed.changed() => None,
+            };
+            let Some(m) = m else { break };
+            // A reader that stops reading does not hold this task past the
+            // session's end.
             tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => if out_tx.send(m).await.is_err() { break },
-                    None => break,
-                },
+                r = out_tx.send(m) => if r.is_err() { break },
                 _ = closed.changed() => break,
             }
         }
     });
-    Ok(sse(out_rx, None))
+    Ok(sse(out_rx))
 }
 
 /// An event stream of JSON-RPC messages.
-fn sse(rx: mpsc::Receiver<Value>, session: Option<&str>) -> Response {
+fn sse(rx: mpsc::Receiver<Value>) -> Response {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let m = rx.recv().await?;
         let event = format!("event: message\ndata: {m}\n\n");
@@ -564,9 +722,6 @@ fn sse(rx: mpsc::Receiver<Value>, session: Option<&str>) -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
-    if let Some(sid) = session.and_then(|v| HeaderValue::from_str(v).ok()) {
-        h.insert("mcp-session-id", sid);
-    }
     r
 }
 
@@ -577,121 +732,130 @@ async fn post(
     caller: Caller,
     body: &Bytes,
 ) -> Result<Response, Problem> {
+    let sid = session.as_ref().map(|x| x.id.clone());
+    // Refused before anything is forwarded, and recorded.
+    let refuse = |status: StatusCode, id: Value, code: i64, tag: &'static str, m: String| {
+        let (s, server, sid, claims) = (s, server, sid.clone(), &caller.claims);
+        async move {
+            refusal(s, server, sid.as_deref(), claims, "-", tag, &m).await?;
+            Ok::<_, Problem>(rpc_reply(status, &id, code, m))
+        }
+    };
     let msg: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            return Ok(rpc_reply(
+            return refuse(
                 StatusCode::BAD_REQUEST,
-                &Value::Null,
+                Value::Null,
                 PARSE_ERROR,
+                "invalid_json",
                 format!("not JSON: {e}"),
-            ));
+            )
+            .await;
         }
     };
-    if msg.is_array() {
-        return Ok(rpc_reply(
+    let invalid = |id: Option<&Value>, m: &str| {
+        refuse(
             StatusCode::BAD_REQUEST,
-            &Value::Null,
+            id.cloned().unwrap_or(Value::Null),
             INVALID_REQUEST,
+            "invalid_request",
+            m.to_owned(),
+        )
+    };
+    if msg.is_array() {
+        return invalid(
+            None,
             "JSON-RPC batches are not accepted; send one message per request",
-        ));
+        )
+        .await;
     }
     let Some(obj) = msg.as_object() else {
-        return Ok(rpc_reply(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            INVALID_REQUEST,
-            "a JSON-RPC message is an object",
-        ));
+        return invalid(None, "a JSON-RPC message is an object").await;
     };
     let id = obj.get("id").cloned();
-    let error_id = id.clone().unwrap_or(Value::Null);
-    let bad = |m: &str| {
-        Ok(rpc_reply(
-            StatusCode::BAD_REQUEST,
-            &error_id,
-            INVALID_REQUEST,
-            m.to_owned(),
-        ))
-    };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return bad("`jsonrpc` must be \"2.0\"");
+        return invalid(id.as_ref(), "`jsonrpc` must be \"2.0\"").await;
     }
     if let Some(i) = &id
         && !(i.is_string() || i.is_i64() || i.is_u64())
     {
-        return bad("`id` must be a string or an integer");
+        return invalid(None, "`id` must be a string or an integer").await;
     }
     let method = match obj.get("method") {
         None => None,
         Some(Value::String(m)) => Some(m.clone()),
-        Some(_) => return bad("`method` must be a string"),
+        Some(_) => return invalid(id.as_ref(), "`method` must be a string").await,
     };
     match (method, id) {
-        // An answer of the agent to a request of the server.
-        (None, Some(_)) => {
+        // An answer of the agent to a request of the server: only to one
+        // the server made.
+        (None, Some(id)) => {
             if !(obj.contains_key("result") || obj.contains_key("error")) {
-                return bad("a response needs `result` or `error`");
+                return invalid(Some(&id), "a response needs `result` or `error`").await;
             }
             let Some(x) = session else {
-                return bad("`Mcp-Session-Id` is required");
+                return invalid(Some(&id), "`Mcp-Session-Id` is required").await;
             };
-            if x.out.send(msg).await.is_err() {
-                return Ok(rpc_reply(
+            let asked =
+                x.st.lock()
+                    .is_ok_and(|mut st| st.server_requests.remove(&key(&id)));
+            if !asked {
+                return invalid(Some(&id), "the server asked nothing with this id").await;
+            }
+            match x.send_up(msg, None) {
+                Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+                Err(e) => Ok(rpc_reply(
                     StatusCode::BAD_GATEWAY,
                     &Value::Null,
                     INTERNAL_ERROR,
-                    "the MCP server is gone",
-                ));
+                    e,
+                )),
             }
-            Ok(StatusCode::ACCEPTED.into_response())
         }
-        (None, None) => bad("neither a request, a notification nor a response"),
-        (Some(m), None) => notification(session, &m, msg).await,
+        (None, None) => invalid(None, "neither a request, a notification nor a response").await,
+        (Some(m), None) => {
+            if !CLIENT_NOTIFICATIONS.contains(&m.as_str()) {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    METHOD_NOT_FOUND,
+                    "method_not_found",
+                    format!("`{m}` is not a notification the gateway forwards"),
+                )
+                .await;
+            }
+            let Some(x) = session else {
+                return invalid(None, "`Mcp-Session-Id` is required").await;
+            };
+            Ok(notification(&x, &m, msg))
+        }
         (Some(m), Some(id)) => {
             if !CLIENT_REQUESTS.contains(&m.as_str()) {
-                return Ok(rpc_reply(
+                return refuse(
                     StatusCode::OK,
-                    &id,
+                    id,
                     METHOD_NOT_FOUND,
+                    "method_not_found",
                     format!("`{m}` is not a method the gateway forwards"),
-                ));
+                )
+                .await;
             }
             if m == "initialize" {
                 if session.is_some() {
-                    return bad("this session is already initialized");
+                    return invalid(Some(&id), "this session is already initialized").await;
                 }
                 return initialize(s, server, &caller, id, msg).await;
             }
             let Some(x) = session else {
-                return bad("`Mcp-Session-Id` is required (initialize first)");
+                return invalid(Some(&id), "`Mcp-Session-Id` is required (initialize first)").await;
             };
             request(s, &x, &caller, id, &m, msg).await
         }
     }
 }
 
-async fn notification(
-    session: Option<Arc<Session>>,
-    method: &str,
-    mut msg: Value,
-) -> Result<Response, Problem> {
-    if !CLIENT_NOTIFICATIONS.contains(&method) {
-        return Ok(rpc_reply(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            METHOD_NOT_FOUND,
-            format!("`{method}` is not a notification the gateway forwards"),
-        ));
-    }
-    let Some(x) = session else {
-        return Ok(rpc_reply(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            INVALID_REQUEST,
-            "`Mcp-Session-Id` is required",
-        ));
-    };
+fn notification(x: &Arc<Session>, method: &str, mut msg: Value) -> Response {
     if method == "notifications/cancelled" {
         // The agent cancels its own request: renumbered, and forgotten here.
         let client_id = msg
@@ -704,20 +868,15 @@ async fn notification(
                 .ok()
                 .and_then(|st| st.by_client.get(&key(&client_id)).copied());
         let Some(n) = n else {
-            return Ok(StatusCode::ACCEPTED.into_response());
+            return StatusCode::ACCEPTED.into_response();
         };
         x.forget(n);
         msg["params"]["requestId"] = json!(n);
     }
-    if x.out.send(msg).await.is_err() {
-        return Ok(rpc_reply(
-            StatusCode::BAD_GATEWAY,
-            &Value::Null,
-            INTERNAL_ERROR,
-            "the MCP server is gone",
-        ));
+    match x.send_up(msg, None) {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => rpc_reply(StatusCode::BAD_GATEWAY, &Value::Null, INTERNAL_ERROR, e),
     }
-    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn initialize(
@@ -728,44 +887,71 @@ async fn initialize(
     mut msg: Value,
 ) -> Result<Response, Problem> {
     let mission = &caller.claims.mission_id;
-    if s.0.mcp.count(server.name(), mission) >= server.max_sessions_per_mission() {
+    let Some(slot) = s.0.mcp.reserve(s, server, mission) else {
+        let detail = format!(
+            "no more sessions with `{}` (at most {} per mission, {} in all); end one first",
+            server.name(),
+            server.max_sessions_per_mission(),
+            server.max_sessions()
+        );
+        refusal(
+            s,
+            server,
+            None,
+            &caller.claims,
+            "initialize",
+            "session_limit",
+            &detail,
+        )
+        .await?;
         return Ok(rpc_reply(
             StatusCode::TOO_MANY_REQUESTS,
             &id,
             INVALID_REQUEST,
-            format!(
-                "this mission already has {} sessions with `{}`; end one first",
-                server.max_sessions_per_mission(),
-                server.name()
-            ),
+            detail,
         ));
-    }
+    };
+    let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) else {
+        return Ok(rpc_reply(
+            StatusCode::OK,
+            &id,
+            INVALID_PARAMS,
+            "`initialize` needs `params`",
+        ));
+    };
     // A revision the gateway does not know is answered with the latest it
     // does; the agent then accepts it or disconnects (as MCP negotiates).
-    let asked = msg
-        .get("params")
-        .and_then(|p| p.get("protocolVersion"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    if !asked
-        .as_deref()
-        .is_some_and(|v| PROTOCOL_VERSIONS.contains(&v))
+    let asked = params.get("protocolVersion").and_then(Value::as_str);
+    if !asked.is_some_and(|v| PROTOCOL_VERSIONS.contains(&v)) {
+        let latest = PROTOCOL_VERSIONS.last().copied().unwrap_or("2025-11-25");
+        params.insert("protocolVersion".into(), json!(latest));
+    }
+    // What the server may ask of the agent's client: never its roots (they
+    // would replace the directory limits the operator configured), and
+    // elicitation only where configured.
+    if let Some(caps) = params
+        .get_mut("capabilities")
+        .and_then(Value::as_object_mut)
     {
-        let latest = PROTOCOL_VERSIONS.last().copied().unwrap_or("2025-06-18");
-        if msg.get("params").is_some_and(Value::is_object) {
-            msg["params"]["protocolVersion"] = json!(latest);
-        } else {
-            return Ok(rpc_reply(
-                StatusCode::OK,
-                &id,
-                INVALID_PARAMS,
-                "`initialize` needs `params`",
-            ));
+        caps.remove("roots");
+        if !server.config.allow_elicitation {
+            caps.remove("elicitation");
         }
     }
     let mut sid = [0u8; 24];
     s.0.rng.fill(&mut sid).map_err(|_| Problem::internal())?;
     let sid = mandate_core::s256(&sid);
+    let who = json!({
+        "server": server.name(),
+        "session": sid,
+        "principal": caller.claims.sub.as_str(),
+        "agent": caller.claims.act.sub.as_str(),
+        "mission": mission.as_str(),
+        "jkt": caller.claims.cnf.jkt.to_string(),
+    });
+    // INVARIANT: the start of a server (a process, a remote session) is
+    // recorded before it happens.
+    s.audit("mcp.session.opening", who.clone()).await?;
     let (events_tx, events_rx) = mpsc::channel(256);
     let (closed_tx, closed_rx) = watch::channel(false);
     let bearer = match server.config.auth {
@@ -790,25 +976,24 @@ async fn initialize(
         server: Arc::clone(server),
         mission: mission.clone(),
         jkt: caller.claims.cnf.jkt.to_string(),
-        who: Who::of(&caller.claims),
         out,
         st: Mutex::new(SessionState::default()),
         closed: closed_tx,
     });
     spawn_router(s.clone(), Arc::downgrade(&session), events_rx);
-    let Some((n, mut rx)) = session.register(&id, None) else {
-        return Err(Problem::internal());
-    };
-    msg["id"] = json!(n);
-    if session.out.send(msg).await.is_err() {
+    let failed = |detail: &str| {
         session.close();
-        return Ok(rpc_reply(
-            StatusCode::BAD_GATEWAY,
-            &id,
-            INTERNAL_ERROR,
-            "the MCP server could not be started",
-        ));
+        rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, detail)
+    };
+    let (mut flight, mut rx) = match session.register(&id, None) {
+        Ok(r) => r,
+        Err(e) => return Ok(failed(e)),
+    };
+    msg["id"] = json!(flight.n);
+    if session.send_up(msg, None).is_err() {
+        return Ok(failed("the MCP server could not be started"));
     }
+    flight.sent = true;
     let answer = tokio::time::timeout(server.timeout(), async {
         while let Some(m) = rx.recv().await {
             if m.get("method").is_none() {
@@ -818,57 +1003,35 @@ async fn initialize(
         None
     })
     .await;
-    let answer = match answer {
-        Ok(Some(a)) => a,
-        Ok(None) | Err(_) => {
-            session.close();
-            return Ok(rpc_reply(
-                StatusCode::BAD_GATEWAY,
-                &id,
-                INTERNAL_ERROR,
-                "the MCP server did not complete `initialize`",
-            ));
-        }
+    let Ok(Some(answer)) = answer else {
+        return Ok(failed("the MCP server did not complete `initialize`"));
     };
-    let version = answer
-        .get("result")
-        .and_then(|r| r.get("protocolVersion"))
-        .and_then(Value::as_str);
-    if answer.get("result").is_some() && !version.is_some_and(|v| PROTOCOL_VERSIONS.contains(&v)) {
-        session.close();
-        return Ok(rpc_reply(
-            StatusCode::BAD_GATEWAY,
-            &id,
-            INTERNAL_ERROR,
-            format!(
-                "the MCP server speaks protocol revision {:?}, which the gateway does not (it speaks {})",
-                version.unwrap_or("?"),
-                PROTOCOL_VERSIONS.join(", ")
-            ),
-        ));
-    }
     if answer.get("result").is_none() {
         session.close();
         return Ok(json_response(StatusCode::OK, &answer));
     }
-    let version = version.unwrap_or_default().to_owned();
-    if let Ok(mut m) = s.0.mcp.map.lock() {
-        m.insert(sid.clone(), Arc::clone(&session));
+    let version = answer
+        .get("result")
+        .and_then(|r| r.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(version) = version.filter(|v| PROTOCOL_VERSIONS.contains(&v.as_str())) else {
+        return Ok(failed(&format!(
+            "the MCP server speaks another protocol revision than the gateway ({})",
+            PROTOCOL_VERSIONS.join(", ")
+        )));
+    };
+    let mut opened = who;
+    opened["protocol_version"] = json!(version);
+    if let Err(p) = s.audit("mcp.session.opened", opened).await {
+        session.close();
+        return Err(p);
     }
+    if let Ok(mut r) = s.0.mcp.reg.lock() {
+        r.sessions.insert(sid.clone(), Arc::clone(&session));
+    }
+    drop(slot);
     session.touch();
-    s.audit(
-        "mcp.session.opened",
-        json!({
-            "server": server.name(),
-            "session": sid,
-            "protocol_version": version,
-            "principal": caller.claims.sub.as_str(),
-            "agent": caller.claims.act.sub.as_str(),
-            "mission": mission.as_str(),
-            "jkt": caller.claims.cnf.jkt.to_string(),
-        }),
-    )
-    .await?;
     let mut r = json_response(StatusCode::OK, &answer);
     if let Ok(v) = HeaderValue::from_str(&sid) {
         r.headers_mut().insert("mcp-session-id", v);
@@ -889,6 +1052,9 @@ fn spawn_router(
                 UpEvent::Message(v) => x.deliver(v),
                 UpEvent::Restarted(reason) => {
                     x.fail_pending("the MCP server stopped and was restarted; retry the request");
+                    if let Ok(mut st) = x.st.lock() {
+                        st.tools = None;
+                    }
                     let _ = s
                         .audit(
                             "mcp.server.restarted",
@@ -932,6 +1098,7 @@ async fn end_session(s: &AppState, x: &Arc<Session>, reason: &str) {
 pub(crate) fn spawn_reaper(s: AppState) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut failures: HashMap<String, u32> = HashMap::new();
         loop {
             tick.tick().await;
             for x in s.0.mcp.all() {
@@ -939,8 +1106,18 @@ pub(crate) fn spawn_reaper(s: AppState) {
                 let active = match s.0.store.mission(&x.mission).await {
                     Ok(Some(m)) => m.check_active(now).is_ok(),
                     Ok(None) => false,
-                    Err(_) => continue,
+                    Err(e) => {
+                        // A store that keeps failing closes the session.
+                        let n = failures.entry(x.id.clone()).or_insert(0);
+                        *n += 1;
+                        tracing::warn!(error = %e, session = %x.id, "cannot read a mission for its MCP session");
+                        if *n < 5 {
+                            continue;
+                        }
+                        false
+                    }
                 };
+                failures.remove(&x.id);
                 let idle =
                     x.st.lock()
                         .ok()
@@ -975,7 +1152,7 @@ async fn refusal(
         approval_url: None,
         mission_id: Some(claims.mission_id.to_string()),
         budget_used: None,
-        detail: detail.to_owned(),
+        detail: detail.chars().take(500).collect(),
     };
     let resource = mandate_core::ResourceRef {
         kind: mandate_core::ResourceKind::Tool {
@@ -1005,7 +1182,7 @@ async fn refusal(
 }
 
 /// The tools the server lists (all pages), read by the gateway itself.
-async fn known_tools(x: &Session) -> Result<BTreeSet<String>, String> {
+async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
     if let Some(t) = x.st.lock().ok().and_then(|st| st.tools.clone()) {
         return Ok(t);
     }
@@ -1045,66 +1222,63 @@ async fn request(
     method: &str,
     mut msg: Value,
 ) -> Result<Response, Problem> {
-    let gated = matches!(
-        method,
-        "tools/call" | "resources/read" | "resources/subscribe" | "prompts/get"
-    );
-    if gated {
-        let as_method = if method == "resources/subscribe" {
-            "resources/read"
-        } else {
-            method
+    let progress = msg
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("progressToken"))
+        .cloned();
+    // Registered first: a duplicate id is refused before any decision.
+    let (mut flight, mut rx) = match x.register(&id, progress) {
+        Ok(r) => r,
+        Err(e) => return Ok(rpc_reply(StatusCode::OK, &id, INVALID_REQUEST, e)),
+    };
+    let mut permit = None;
+    if GATED.contains(&method) {
+        let id = &id;
+        let refuse = |tag: &'static str, detail: String| async move {
+            refusal(
+                s,
+                &x.server,
+                Some(&x.id),
+                &caller.claims,
+                method,
+                tag,
+                &detail,
+            )
+            .await?;
+            Ok::<_, Problem>(rpc_reply(StatusCode::OK, id, INVALID_PARAMS, detail))
         };
-        let mapped = match x.server.map(as_method, msg.get("params")) {
+        let mapped = match x.server.map(method, msg.get("params")) {
             Ok(m) => m,
-            Err(e) => {
-                refusal(
-                    s,
-                    &x.server,
-                    Some(&x.id),
-                    &caller.claims,
-                    method,
-                    "invalid_params",
-                    &e.0,
-                )
-                .await?;
-                return Ok(rpc_reply(StatusCode::OK, &id, INVALID_PARAMS, e.0));
-            }
+            Err(e) => return refuse("invalid_params", e.0).await,
         };
         if method == "tools/call" {
             let tool = msg["params"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            let known = match known_tools(x).await {
-                Ok(k) => k,
-                Err(e) => {
-                    return Ok(rpc_reply(StatusCode::OK, &id, INTERNAL_ERROR, e));
+            match known_tools(x).await {
+                Ok(known) if known.contains(&tool) => {}
+                Ok(_) => {
+                    let detail = format!("the server `{}` lists no tool `{tool}`", x.server.name());
+                    return refuse("unknown_tool", detail).await;
                 }
-            };
-            if !known.contains(&tool) {
-                let detail = format!("the server `{}` lists no tool `{tool}`", x.server.name());
-                refusal(
-                    s,
-                    &x.server,
-                    Some(&x.id),
-                    &caller.claims,
-                    method,
-                    "unknown_tool",
-                    &detail,
-                )
-                .await?;
-                return Ok(rpc_reply(StatusCode::OK, &id, INVALID_PARAMS, detail));
+                Err(e) => return refuse("upstream_error", e).await,
             }
         }
+        let arguments = msg["params"]
+            .get("arguments")
+            .and_then(Value::as_object)
+            .cloned();
         let call = Call {
             action: &mapped.action,
             resource: &mapped.resource,
             context: &mapped.context,
             justification: String::new(),
             required: x.server.required_trust(),
+            arguments: arguments.as_ref(),
         };
-        let (resp, permit) = decide_call(s, "mcp", &caller.mission, &call).await?;
+        let (resp, p) = decide_call(s, "mcp", &caller.mission, &call).await?;
         let mut extra = serde_json::Map::new();
         extra.insert("enforcement_point".into(), "mcp".into());
         extra.insert("mcp_server".into(), x.server.name().into());
@@ -1117,7 +1291,7 @@ async fn request(
         if x.server.config.record_arguments {
             extra.insert(
                 "arguments".into(),
-                msg["params"].get("arguments").cloned().unwrap_or(json!({})),
+                arguments.map_or_else(|| json!({}), Value::Object),
             );
         }
         // INVARIANT: the decision is durable before anything is forwarded
@@ -1128,41 +1302,24 @@ async fn request(
             &mapped.resource,
             &mapped.context,
             &resp,
-            Some(&x.who),
+            Some(&Who::of(&caller.claims)),
             extra,
         )
         .await?;
-        if permit.is_none() {
-            return Ok(json_response(StatusCode::OK, &refused(&id, method, &resp)));
+        match p {
+            Some(p) => permit = Some(p),
+            None => return Ok(json_response(StatusCode::OK, &refused(id, method, &resp))),
         }
     }
-    let progress = msg
-        .get("params")
-        .and_then(|p| p.get("_meta"))
-        .and_then(|m| m.get("progressToken"))
-        .cloned();
-    let Some((n, mut rx)) = x.register(&id, progress) else {
-        return Ok(rpc_reply(
-            StatusCode::OK,
-            &id,
-            INVALID_REQUEST,
-            "a request with this id is already in flight",
-        ));
-    };
-    msg["id"] = json!(n);
-    if x.out.send(msg).await.is_err() {
-        x.forget(n);
-        return Ok(rpc_reply(
-            StatusCode::BAD_GATEWAY,
-            &id,
-            INTERNAL_ERROR,
-            "the MCP server is gone",
-        ));
+    msg["id"] = json!(flight.n);
+    if let Err(e) = x.send_up(msg, permit) {
+        return Ok(rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, e));
     }
+    flight.sent = true;
     // The answer streams back, with the progress and requests of the server
-    // that belong to it. A client that goes away cancels the request
-    // upstream; nothing stays pending.
-    let (out_tx, out_rx) = mpsc::channel::<Value>(64);
+    // that belong to it. A client that goes away (or stops reading) cancels
+    // the request upstream; nothing stays pending.
+    let (out_tx, out_rx) = mpsc::channel::<Value>(16);
     let (s2, x2, m2, method) = (
         s.clone(),
         Arc::clone(x),
@@ -1171,31 +1328,30 @@ async fn request(
     );
     let deadline = tokio::time::Instant::now() + x.server.timeout();
     tokio::spawn(async move {
+        let _flight = flight;
         loop {
             tokio::select! {
                 m = rx.recv() => {
                     let Some(m) = m else { break };
                     let last = m.get("method").is_none();
                     let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
-                    if out_tx.send(m).await.is_err() {
-                        x2.cancel(n, "the client went away").await;
-                        break;
+                    match tokio::time::timeout_at(deadline, out_tx.send(m)).await {
+                        Ok(Ok(())) if last => break,
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => break,
                     }
-                    if last { break }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    x2.cancel(n, "timeout").await;
-                    let _ = out_tx.send(rpc_error(&id, TIMEOUT, "the MCP server did not answer in time", None)).await;
+                    let _ = out_tx.try_send(rpc_error(&id, TIMEOUT, "the MCP server did not answer in time", None));
                     break;
                 }
-                () = out_tx.closed() => {
-                    x2.cancel(n, "the client went away").await;
-                    break;
-                }
+                () = out_tx.closed() => break,
             }
         }
+        // `_flight` drops here: if no answer came, the request is forgotten
+        // and cancelled upstream.
     });
-    Ok(sse(out_rx, None))
+    Ok(sse(out_rx))
 }
 
 /// The answer to a call that was not allowed: for `tools/call` a tool
@@ -1256,7 +1412,8 @@ type ItemKey = fn(&McpServer, &Value) -> Option<(String, String, mandate_core::R
 /// What a listing shows: what the mission may use (`allowed`) or may ask
 /// for (`approval_required`); a boundary or out-of-scope item is hidden. An
 /// item whose decision depends on the call's arguments shows as
-/// `decided_per_call`. Every call is decided on its own regardless.
+/// `decided_per_call`. Every call is decided on its own regardless. On
+/// any doubt (no list, an error), nothing is shown.
 async fn filter_listing(
     s: &AppState,
     x: &Arc<Session>,
@@ -1288,35 +1445,23 @@ async fn filter_listing(
         }),
         _ => return answer,
     };
-    let Some(items) = answer
-        .get_mut("result")
-        .and_then(|r| r.get_mut(field))
-        .and_then(Value::as_array_mut)
-    else {
+    let Some(result) = answer.get_mut("result").and_then(Value::as_object_mut) else {
         return answer;
     };
-    let all: Vec<Value> = std::mem::take(items);
+    let all: Vec<Value> = match result.remove(field) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    result.insert(field.into(), json!([]));
     let keyed: Vec<Option<(String, String, mandate_core::ResourceRef)>> =
         all.iter().map(|i| key_of(&x.server, i)).collect();
-    if method == "tools/list"
-        && let Ok(mut st) = x.st.lock()
-    {
-        let known = st.tools.get_or_insert_with(BTreeSet::new);
-        for (n, _, _) in keyed.iter().flatten() {
-            known.insert(n.clone());
-        }
-    }
     let asks: Vec<(String, mandate_core::ResourceRef)> = keyed
         .iter()
         .flatten()
         .map(|(_, a, r)| (a.clone(), r.clone()))
         .collect();
-    let outcomes = match preview(s, mission, x.server.required_trust(), &asks).await {
-        Ok(o) => o,
-        Err(_) => {
-            // Fail closed: nothing is shown.
-            return answer;
-        }
+    let Ok(outcomes) = preview(s, mission, x.server.required_trust(), &asks).await else {
+        return answer;
     };
     let mut outcomes = outcomes.into_iter();
     let (mut shown, mut approval, mut hidden) = (Vec::new(), Vec::new(), Vec::new());
@@ -1330,13 +1475,6 @@ async fn filter_listing(
         let access = match (o.decision, o.code.as_str()) {
             (Decision::Allow, _) => "allowed",
             (Decision::Escalate, _) => "approval_required",
-            (
-                Decision::Deny,
-                ReasonCode::BOUNDARY | ReasonCode::OUT_OF_SCOPE | ReasonCode::INSUFFICIENT_TRUST,
-            ) => {
-                hidden.push(json!(name));
-                continue;
-            }
             (Decision::Deny, ReasonCode::POLICY_ERROR | ReasonCode::INVALID_REQUEST) => {
                 "decided_per_call"
             }
@@ -1346,39 +1484,33 @@ async fn filter_listing(
             }
         };
         let mut item = item;
-        if let Some(obj) = item.as_object_mut() {
-            let meta = obj.entry("_meta").or_insert_with(|| json!({}));
-            if let Some(m) = meta.as_object_mut() {
-                m.insert(
-                    "io.mandate/access".into(),
-                    json!({ "access": access, "policies": o.policies }),
-                );
-            }
-            if access == "approval_required" {
-                let d = obj
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                obj.insert(
-                    "description".into(),
-                    json!(format!("[Needs approval before each use] {d}")),
-                );
-                approval.push(json!(name));
-            } else {
-                shown.push(json!(name));
-            }
+        let Some(obj) = item.as_object_mut() else {
+            continue;
+        };
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert(
+                "io.mandate/access".into(),
+                json!({ "access": access, "policies": o.policies }),
+            );
+        }
+        if access == "approval_required" {
+            let d = obj
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            obj.insert(
+                "description".into(),
+                json!(format!("[Needs approval before each use] {d}")),
+            );
+            approval.push(json!(name));
+        } else {
+            shown.push(json!(name));
         }
         kept.push(item);
     }
-    if let Some(items) = answer
-        .get_mut("result")
-        .and_then(|r| r.get_mut(field))
-        .and_then(Value::as_array_mut)
-    {
-        *items = kept;
-    }
-    let _ = s
+    let recorded = s
         .audit(
             "mcp.listed",
             json!({
@@ -1392,5 +1524,13 @@ async fn filter_listing(
             }),
         )
         .await;
+    if recorded.is_ok()
+        && let Some(items) = answer
+            .get_mut("result")
+            .and_then(|r| r.get_mut(field))
+            .and_then(Value::as_array_mut)
+    {
+        *items = kept;
+    }
     answer
 }

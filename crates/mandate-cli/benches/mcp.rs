@@ -1,0 +1,402 @@
+//! MCP gateway benchmark: latency of a trivial `tools/call` (`echo`) made
+//! directly to an MCP server and through the Mandate MCP gateway, in one
+//! run, on loopback, with one load generator.
+//!
+//! Run with `scripts/bench-mcp.sh` (it makes the Python venv with the MCP
+//! SDK). Two servers, both over streamable HTTP:
+//! - the official MCP Python SDK (`tests/mcp/server.py --http`): what an
+//!   MCP server costs in practice;
+//! - a minimal responder written here (axum; answers `initialize` and
+//!   `tools/call` with fixed JSON): the floor, to show the gateway's own
+//!   added latency.
+//!
+//! Through the gateway every request is RFC 9421-signed by the mission key
+//! (signed before the clock starts), verified, decided, recorded durably in
+//! the audit log, and forwarded.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    reason = "a benchmark harness: it reports on stdout and stops on any failure"
+)]
+
+use std::path::Path;
+
+use axum::response::IntoResponse as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mandate_client::{Client, MissionAgent};
+use mandate_core::MissionKey;
+use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
+use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
+use serde_json::{Value, json};
+
+const WARMUP: usize = 50;
+const SAMPLES: usize = 500;
+const ROUNDS: usize = 3;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn python() -> String {
+    std::env::var("MANDATE_TEST_PYTHON").expect("MANDATE_TEST_PYTHON: run scripts/bench-mcp.sh")
+}
+
+/// The Python SDK server over streamable HTTP.
+async fn python_server() -> (Proc, String) {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+    let child = Command::new(python())
+        .arg(script)
+        .args(["--http", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Proc(child), format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// The floor: answers `initialize`, `tools/list` and `tools/call` at once.
+async fn minimal_server() -> String {
+    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+        let m: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let Some(id) = m.get("id").cloned() else {
+            return axum::http::StatusCode::ACCEPTED.into_response();
+        };
+        let result = match m["method"].as_str() {
+            Some("initialize") => json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "floor", "version": "1"},
+            }),
+            Some("tools/list") => json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}),
+            _ => json!({"content": [{"type": "text", "text": m["params"]["arguments"]["text"]}], "isError": false}),
+        };
+        let body = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        (
+            axum::http::StatusCode::OK,
+            [("content-type", "application/json"), ("mcp-session-id", "floor")],
+            body,
+        )
+            .into_response()
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}/mcp")
+}
+
+/// A Mandate server with the two MCP servers, and a started mission.
+async fn mandate(dir: &Path, python_url: &str, floor_url: &str) -> (Proc, String, String, String) {
+    let bin = env!("CARGO_BIN_EXE_mandate");
+    let data = dir.join("mandate");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("mandate.toml"),
+        format!(
+            "[[mcp_servers]]\nname = \"py\"\nurl = \"{python_url}\"\n\n[[mcp_servers]]\nname = \"floor\"\nurl = \"{floor_url}\"\n"
+        ),
+    )
+    .unwrap();
+    let init = Command::new(bin)
+        .args(["init", "--json", "--data"])
+        .arg(&data)
+        .env("MANDATE_LOG", "error")
+        .output()
+        .unwrap();
+    let admin: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .env("MANDATE_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = Client::new(&base)
+        .unwrap()
+        .with_token(admin["token"].as_str().unwrap());
+    for _ in 0..200 {
+        if admin.health().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let alice = admin
+        .create_principal("alice", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let alice = Client::new(&base).unwrap().with_token(&alice);
+    alice
+        .register_agent(&RegisterAgentRequest {
+            name: "bench-bot".into(),
+            owner: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let m = alice
+        .create_mission(&CreateMissionRequest {
+            agent: "bench-bot".into(),
+            goal: "benchmark".into(),
+            scope: "permit(principal, action == Action::\"call_tool\", resource is Tool);".into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: Some(3_600),
+            budget: Some(1_000_000),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&agent.save().unwrap()).unwrap();
+    (
+        Proc(child),
+        base,
+        saved.key_pem.to_string(),
+        saved.credential,
+    )
+}
+
+/// A request ready to send: its body and headers.
+type Ready = (Vec<u8>, Vec<(String, String)>);
+
+/// Where the calls go, and how they are signed (through Mandate).
+struct Target {
+    url: String,
+    signer: Option<(MissionKey, String)>,
+}
+
+impl Target {
+    fn headers(&self, body: &[u8], session: Option<&str>) -> Vec<(String, String)> {
+        let mut h = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                "accept".to_owned(),
+                "application/json, text/event-stream".to_owned(),
+            ),
+        ];
+        if let Some(s) = session {
+            h.push(("mcp-session-id".into(), s.into()));
+            h.push(("mcp-protocol-version".into(), "2025-11-25".into()));
+        }
+        let Some((key, cred)) = &self.signer else {
+            return h;
+        };
+        let rest = self.url.trim_start_matches("http://");
+        let (authority, path) = rest.split_at(rest.find('/').unwrap());
+        h.push(("content-digest".into(), content_digest(body)));
+        h.push((
+            "signature-key".into(),
+            signature_key_header("sig", cred).unwrap(),
+        ));
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let (input, sig) = key
+            .sign_request(
+                &RequestParts {
+                    method: "POST",
+                    scheme: "http",
+                    authority,
+                    path,
+                    query: None,
+                    headers: &h,
+                },
+                &SignSpec {
+                    label: "sig",
+                    components: if session.is_some() {
+                        &[
+                            "@method",
+                            "@authority",
+                            "@path",
+                            "signature-key",
+                            "content-type",
+                            "content-digest",
+                            "mcp-session-id",
+                        ]
+                    } else {
+                        &[
+                            "@method",
+                            "@authority",
+                            "@path",
+                            "signature-key",
+                            "content-type",
+                            "content-digest",
+                        ]
+                    },
+                    created: now,
+                    expires: None,
+                    keyid: None,
+                    nonce: None,
+                },
+            )
+            .unwrap();
+        h.push(("signature-input".into(), input));
+        h.push(("signature".into(), sig));
+        h
+    }
+
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        body: Vec<u8>,
+        h: &[(String, String)],
+    ) -> (Option<String>, String) {
+        let mut rb = http.post(&self.url).body(body);
+        for (k, v) in h {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().await.unwrap();
+        assert!(resp.status().is_success(), "{} {}", self.url, resp.status());
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (sid, resp.text().await.unwrap())
+    }
+
+    /// Opens a session; its id.
+    async fn open(&self, http: &reqwest::Client) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}})
+        .to_string()
+        .into_bytes();
+        let h = self.headers(&init, None);
+        let (sid, _) = self.post(http, init, &h).await;
+        let sid = sid.unwrap();
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            .to_string()
+            .into_bytes();
+        let h = self.headers(&note, Some(&sid));
+        self.post(http, note, &h).await;
+        let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            .to_string()
+            .into_bytes();
+        let h = self.headers(&list, Some(&sid));
+        self.post(http, list, &h).await;
+        sid
+    }
+
+    /// `n` signed `tools/call` requests, ready to send.
+    fn calls(&self, sid: &str, from: usize, n: usize) -> Vec<Ready> {
+        (from..from + n)
+            .map(|i| {
+                let body = json!({"jsonrpc": "2.0", "id": i + 10, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "hi"}}})
+                .to_string()
+                .into_bytes();
+                let h = self.headers(&body, Some(sid));
+                (body, h)
+            })
+            .collect()
+    }
+}
+
+/// p50 and p99 of sequential `tools/call`s, in microseconds.
+async fn latency(t: &Target, round: usize) -> (f64, f64) {
+    let http = reqwest::Client::new();
+    let sid = t.open(&http).await;
+    let calls = t.calls(&sid, round * (WARMUP + SAMPLES), WARMUP + SAMPLES);
+    let mut d = Vec::with_capacity(SAMPLES);
+    for (i, (body, h)) in calls.into_iter().enumerate() {
+        let start = Instant::now();
+        let (_, text) = t.post(&http, body, &h).await;
+        if i >= WARMUP {
+            d.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        assert!(text.contains("hi"), "{text}");
+    }
+    d.sort_by(f64::total_cmp);
+    (d[d.len() / 2], d[d.len() * 99 / 100])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_py, py_url) = python_server().await;
+    let floor_url = minimal_server().await;
+    let (_mandate, base, key, cred) = mandate(dir.path(), &py_url, &floor_url).await;
+    let through = |name: &str| Target {
+        url: format!("{base}/mcp/{name}"),
+        signer: Some((MissionKey::from_pkcs8_pem(&key).unwrap(), cred.clone())),
+    };
+    let targets: Vec<(&str, Target)> = vec![
+        (
+            "Python SDK server, direct",
+            Target {
+                url: py_url.clone(),
+                signer: None,
+            },
+        ),
+        ("Python SDK server, through Mandate", through("py")),
+        (
+            "minimal server, direct",
+            Target {
+                url: floor_url.clone(),
+                signer: None,
+            },
+        ),
+        ("minimal server, through Mandate", through("floor")),
+    ];
+    let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+    for (name, t) in &targets {
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        for round in 0..ROUNDS {
+            let (a, b) = latency(t, round).await;
+            p50.push(a);
+            p99.push(b);
+        }
+        rows.push((name, median(p50), median(p99)));
+    }
+    println!("\nMCP tools/call latency (median of {ROUNDS} rounds of {SAMPLES} sequential calls):");
+    println!("| path | p50 | p99 |\n|---|---|---|");
+    for (name, p50, p99) in &rows {
+        println!("| {name} | {p50:.1} µs | {p99:.1} µs |");
+    }
+    let ratio = |direct: usize, via: usize| rows[via].1 / rows[direct].1;
+    println!(
+        "\nthrough Mandate / direct (p50): Python SDK server {:.2}× (goal ≤ 2×: {}); minimal server {:.2}× (added {:.0} µs)",
+        ratio(0, 1),
+        if ratio(0, 1) <= 2.0 { "met" } else { "not met" },
+        ratio(2, 3),
+        rows[3].1 - rows[2].1
+    );
+}

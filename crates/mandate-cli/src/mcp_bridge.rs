@@ -1,0 +1,211 @@
+//! `mandate mcp bridge`: lets an MCP client that cannot sign (any stock
+//! client that launches stdio servers) use the MCP gateway with full
+//! trust. The client launches the bridge as its "server"; the bridge
+//! forwards each JSON-RPC message to `/mcp/{server}`, RFC 9421-signed with
+//! the mission key (the same key and credential as `mandate mission
+//! call`), and writes what comes back to standard output. The key never
+//! leaves the machine the bridge runs on; no bearer token is involved.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use mandate_client::MissionAgent;
+use mandate_core::sse::SseDecoder;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::sync::mpsc;
+
+/// Largest message relayed either way.
+const LIMIT: usize = 16 << 20;
+
+struct Bridge {
+    agent: tokio::sync::Mutex<MissionAgent>,
+    url: String,
+    session: Mutex<Option<String>>,
+    out: mpsc::Sender<Vec<u8>>,
+}
+
+/// Runs the bridge until standard input ends; then ends the MCP session.
+pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
+    let saved = crate::commands::read_state(state)?;
+    let agent = MissionAgent::load(&saved)
+        .await
+        .context("cannot load the mission")?;
+    let before = agent.credential().to_owned();
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(mut line) = out_rx.recv().await {
+            line.push(b'\n');
+            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let b = Arc::new(Bridge {
+        agent: tokio::sync::Mutex::new(agent),
+        url,
+        session: Mutex::new(None),
+        out,
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut listening = false;
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > LIMIT {
+            b.say(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "message too large"}})).await;
+            continue;
+        }
+        let msg: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                b.say(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("not JSON: {e}")}})).await;
+                continue;
+            }
+        };
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let b2 = Arc::clone(&b);
+        if method.as_deref() == Some("initialize") {
+            // Its answer carries the session every later message needs.
+            b2.post(msg, line.into_bytes()).await;
+        } else {
+            tokio::spawn(async move { b2.post(msg, line.into_bytes()).await });
+        }
+        if method.as_deref() == Some("notifications/initialized") && !listening {
+            listening = true;
+            let b3 = Arc::clone(&b);
+            tokio::spawn(async move { b3.listen().await });
+        }
+    }
+    // The client is done: end the session, keep a refreshed credential.
+    let sid = b.session.lock().ok().and_then(|s| s.clone());
+    let mut agent = b.agent.lock().await;
+    if let Some(sid) = sid {
+        let _ = agent
+            .send_signed_with("DELETE", &b.url, None, None, &[("mcp-session-id", &sid)])
+            .await;
+    }
+    if agent.credential() != before {
+        crate::commands::write_state(state, &agent.save()?, false)?;
+    }
+    drop(agent);
+    drop(b);
+    let _ = writer.await;
+    Ok(())
+}
+
+impl Bridge {
+    async fn say(&self, v: Value) {
+        let _ = self.out.send(v.to_string().into_bytes()).await;
+    }
+
+    /// Answers a request of the client that could not be relayed.
+    async fn fail(&self, msg: &Value, message: String) {
+        if let (Some(id), Some(_)) = (msg.get("id"), msg.get("method")) {
+            self.say(
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": message}}),
+            )
+            .await;
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, mandate_client::ClientError> {
+        let sid = self.session.lock().ok().and_then(|s| s.clone());
+        let extra: Vec<(&str, &str)> = sid
+            .as_deref()
+            .map(|s| vec![("mcp-session-id", s)])
+            .unwrap_or_default();
+        self.agent
+            .lock()
+            .await
+            .send_signed_with(
+                method,
+                &self.url,
+                body.map(|b| ("application/json", b)),
+                None,
+                &extra,
+            )
+            .await
+    }
+
+    async fn post(&self, msg: Value, body: Vec<u8>) {
+        let resp = match self.send("POST", Some(body)).await {
+            Ok(r) => r,
+            Err(e) => return self.fail(&msg, format!("the Mandate gateway: {e}")).await,
+        };
+        if let Some(sid) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            && let Ok(mut s) = self.session.lock()
+        {
+            *s = Some(sid.to_owned());
+        }
+        let status = resp.status();
+        if status == reqwest::StatusCode::ACCEPTED {
+            return;
+        }
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if ctype.starts_with("text/event-stream") {
+            return self.relay(resp).await;
+        }
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<Value>(&text) {
+            // A JSON-RPC message (an answer, or the gateway's JSON-RPC error).
+            Ok(v) if v.get("jsonrpc").is_some() => self.say(v).await,
+            // A problem document (e.g. a refused signature).
+            Ok(v) => {
+                let why = format!(
+                    "the Mandate gateway refused the request ({} {}): {}",
+                    status.as_u16(),
+                    v["code"].as_str().unwrap_or("error"),
+                    v["detail"].as_str().unwrap_or_default()
+                );
+                self.fail(&msg, why).await;
+            }
+            Err(_) => {
+                self.fail(
+                    &msg,
+                    format!("the Mandate gateway answered HTTP {}", status.as_u16()),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Relays an event stream, message by message, as it comes.
+    async fn relay(&self, mut resp: reqwest::Response) {
+        let mut decoder = SseDecoder::new(LIMIT);
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let Ok(events) = decoder.feed(&chunk) else {
+                return;
+            };
+            for data in events {
+                if serde_json::from_slice::<Value>(&data).is_ok() {
+                    let _ = self.out.send(data).await;
+                }
+            }
+        }
+    }
+
+    /// What the server sends unasked (the session's `GET` stream).
+    async fn listen(&self) {
+        if let Ok(resp) = self.send("GET", None).await
+            && resp.status().is_success()
+        {
+            self.relay(resp).await;
+        }
+    }
+}
