@@ -20,37 +20,22 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+
+mod common;
+use common::{Proc, free_port};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mandate_client::{Client, MissionAgent};
 use mandate_core::MissionKey;
-use mandate_core::httpsig::{RequestParts, SignSpec, signature_key_header};
-use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
+use mandate_testkit::signed_headers;
 
 const WARMUP: usize = 300;
 const SAMPLES: usize = 2_000;
 const ROUNDS: usize = 3;
 const CONNECTIONS: usize = 32;
 const THROUGHPUT_SECS: u64 = 4;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn upstream() -> String {
     let app = axum::Router::new().fallback(|| async { "ok" });
@@ -101,76 +86,20 @@ fn nginx(dir: &Path, upstream: &str) -> Option<(Proc, String)> {
 
 /// A Mandate server with one route to `upstream`, and a started mission.
 async fn mandate(dir: &Path, upstream: &str, durable: bool) -> (Proc, String, MissionKey, String) {
-    let bin = env!("CARGO_BIN_EXE_mandate");
+    let config = format!(
+        "unsafe_non_durable_benchmark_mode = {}\n\n[[routes]]\nname = \"bench\"\nupstream = \"{upstream}\"\n\n\
+         [[routes.rules]]\nmethod = \"GET\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
+        !durable
+    );
     let data = dir.join(if durable { "durable" } else { "fast" });
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("mandate.toml"),
-        format!(
-            "unsafe_non_durable_benchmark_mode = {}\n\n[[routes]]\nname = \"bench\"\nupstream = \"{upstream}\"\n\n\
-             [[routes.rules]]\nmethod = \"GET\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
-            !durable
-        ),
+    let (proc, base, saved) = common::mandate(
+        &data,
+        &config,
+        "permit(principal, action == Action::\"read\", resource is Route);",
     )
-    .unwrap();
-    let init = Command::new(bin)
-        .args(["init", "--json", "--data"])
-        .arg(&data)
-        .env("MANDATE_LOG", "error")
-        .output()
-        .unwrap();
-    let admin: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(&data)
-        .env("MANDATE_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let admin = Client::new(&base)
-        .unwrap()
-        .with_token(admin["token"].as_str().unwrap());
-    for _ in 0..200 {
-        if admin.health().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let alice = admin
-        .create_principal("alice", None)
-        .await
-        .unwrap()
-        .token
-        .token;
-    let alice = Client::new(&base).unwrap().with_token(&alice);
-    alice
-        .register_agent(&RegisterAgentRequest {
-            name: "bench-bot".into(),
-            owner: None,
-            description: None,
-        })
-        .await
-        .unwrap();
-    let m = alice
-        .create_mission(&CreateMissionRequest {
-            agent: "bench-bot".into(),
-            goal: "benchmark".into(),
-            scope: "permit(principal, action == Action::\"read\", resource is Route);".into(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: Some(3_600),
-            budget: Some(1_000_000),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
-    let saved: mandate_client::SavedMission = serde_json::from_str(&agent.save().unwrap()).unwrap();
+    .await;
     let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
-    (Proc(child), base, key, saved.credential)
+    (proc, base, key, saved.credential)
 }
 
 /// A request ready to send: URL and headers.
@@ -185,45 +114,13 @@ fn requests(
     tag: &str,
 ) -> Vec<Ready> {
     let authority = base.trim_start_matches("http://");
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
     (0..n)
         .map(|i| {
             let path = format!("{prefix}/item/{tag}-{i}");
-            let mut h = Vec::new();
-            if let Some((key, cred)) = key {
-                h.push((
-                    "signature-key".to_owned(),
-                    signature_key_header("sig", cred).unwrap(),
-                ));
-                let (input, sig) = key
-                    .sign_request(
-                        &RequestParts {
-                            method: "GET",
-                            scheme: "http",
-                            authority,
-                            path: &path,
-                            query: None,
-                            headers: &h,
-                        },
-                        &SignSpec {
-                            label: "sig",
-                            components: &["@method", "@authority", "@path", "signature-key"],
-                            created: now,
-                            expires: None,
-                            keyid: None,
-                            nonce: None,
-                        },
-                    )
-                    .unwrap();
-                h.push(("signature-input".into(), input));
-                h.push(("signature".into(), sig));
-            }
+            let h = match key {
+                Some((key, cred)) => signed_headers(key, cred, "GET", authority, &path, None, &[]),
+                None => Vec::new(),
+            };
             (format!("{base}{path}"), h)
         })
         .collect()

@@ -25,34 +25,19 @@
 use std::path::Path;
 
 use axum::response::IntoResponse as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{Proc, free_port};
 use std::time::{Duration, Instant};
 
-use mandate_client::{Client, MissionAgent};
 use mandate_core::MissionKey;
-use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
-use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
+use mandate_testkit::signed_headers;
 use serde_json::{Value, json};
 
 const WARMUP: usize = 50;
 const SAMPLES: usize = 500;
 const ROUNDS: usize = 3;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn python() -> String {
     std::env::var("MANDATE_TEST_PYTHON").expect("MANDATE_TEST_PYTHON: run scripts/bench-mcp.sh")
@@ -110,78 +95,16 @@ async fn minimal_server() -> String {
 
 /// A Mandate server with the two MCP servers, and a started mission.
 async fn mandate(dir: &Path, python_url: &str, floor_url: &str) -> (Proc, String, String, String) {
-    let bin = env!("CARGO_BIN_EXE_mandate");
-    let data = dir.join("mandate");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("mandate.toml"),
-        format!(
-            "[[mcp_servers]]\nname = \"py\"\nurl = \"{python_url}\"\n\n[[mcp_servers]]\nname = \"floor\"\nurl = \"{floor_url}\"\n"
-        ),
+    let config = format!(
+        "[[mcp_servers]]\nname = \"py\"\nurl = \"{python_url}\"\n\n[[mcp_servers]]\nname = \"floor\"\nurl = \"{floor_url}\"\n"
+    );
+    let (proc, base, saved) = common::mandate(
+        &dir.join("mandate"),
+        &config,
+        "permit(principal, action == Action::\"call_tool\", resource is Tool);",
     )
-    .unwrap();
-    let init = Command::new(bin)
-        .args(["init", "--json", "--data"])
-        .arg(&data)
-        .env("MANDATE_LOG", "error")
-        .output()
-        .unwrap();
-    let admin: Value = serde_json::from_slice(&init.stdout).unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(&data)
-        .env("MANDATE_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let admin = Client::new(&base)
-        .unwrap()
-        .with_token(admin["token"].as_str().unwrap());
-    for _ in 0..200 {
-        if admin.health().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let alice = admin
-        .create_principal("alice", None)
-        .await
-        .unwrap()
-        .token
-        .token;
-    let alice = Client::new(&base).unwrap().with_token(&alice);
-    alice
-        .register_agent(&RegisterAgentRequest {
-            name: "bench-bot".into(),
-            owner: None,
-            description: None,
-        })
-        .await
-        .unwrap();
-    let m = alice
-        .create_mission(&CreateMissionRequest {
-            agent: "bench-bot".into(),
-            goal: "benchmark".into(),
-            scope: "permit(principal, action == Action::\"call_tool\", resource is Tool);".into(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: Some(3_600),
-            budget: Some(1_000_000),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
-    let saved: mandate_client::SavedMission = serde_json::from_str(&agent.save().unwrap()).unwrap();
-    (
-        Proc(child),
-        base,
-        saved.key_pem.to_string(),
-        saved.credential,
-    )
+    .await;
+    (proc, base, saved.key_pem.to_string(), saved.credential)
 }
 
 /// A request ready to send: its body and headers.
@@ -195,75 +118,38 @@ struct Target {
 
 impl Target {
     fn headers(&self, body: &[u8], session: Option<&str>) -> Vec<(String, String)> {
-        let mut h = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            (
-                "accept".to_owned(),
-                "application/json, text/event-stream".to_owned(),
-            ),
-        ];
-        if let Some(s) = session {
-            h.push(("mcp-session-id".into(), s.into()));
-            h.push(("mcp-protocol-version".into(), "2025-11-25".into()));
-        }
-        let Some((key, cred)) = &self.signer else {
-            return h;
-        };
-        let rest = self.url.trim_start_matches("http://");
-        let (authority, path) = rest.split_at(rest.find('/').unwrap());
-        h.push(("content-digest".into(), content_digest(body)));
-        h.push((
-            "signature-key".into(),
-            signature_key_header("sig", cred).unwrap(),
-        ));
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
-        .unwrap();
-        let (input, sig) = key
-            .sign_request(
-                &RequestParts {
-                    method: "POST",
-                    scheme: "http",
+        let mut h = match &self.signer {
+            None => {
+                let mut h = vec![("content-type".to_owned(), "application/json".to_owned())];
+                if let Some(s) = session {
+                    h.push(("mcp-session-id".into(), s.into()));
+                }
+                h
+            }
+            Some((key, cred)) => {
+                let rest = self.url.trim_start_matches("http://");
+                let (authority, path) = rest.split_at(rest.find('/').unwrap());
+                let extra: Vec<(&str, &str)> = session
+                    .map(|s| vec![("mcp-session-id", s)])
+                    .unwrap_or_default();
+                signed_headers(
+                    key,
+                    cred,
+                    "POST",
                     authority,
                     path,
-                    query: None,
-                    headers: &h,
-                },
-                &SignSpec {
-                    label: "sig",
-                    components: if session.is_some() {
-                        &[
-                            "@method",
-                            "@authority",
-                            "@path",
-                            "signature-key",
-                            "content-type",
-                            "content-digest",
-                            "mcp-session-id",
-                        ]
-                    } else {
-                        &[
-                            "@method",
-                            "@authority",
-                            "@path",
-                            "signature-key",
-                            "content-type",
-                            "content-digest",
-                        ]
-                    },
-                    created: now,
-                    expires: None,
-                    keyid: None,
-                    nonce: None,
-                },
-            )
-            .unwrap();
-        h.push(("signature-input".into(), input));
-        h.push(("signature".into(), sig));
+                    Some(("application/json", body)),
+                    &extra,
+                )
+            }
+        };
+        h.push((
+            "accept".to_owned(),
+            "application/json, text/event-stream".to_owned(),
+        ));
+        if session.is_some() {
+            h.push(("mcp-protocol-version".into(), "2025-11-25".into()));
+        }
         h
     }
 

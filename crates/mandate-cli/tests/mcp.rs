@@ -676,7 +676,6 @@ async fn the_agent_cannot_hand_the_server_its_roots_or_unasked_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
     use mandate_core::MissionKey;
-    use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
     let (server, _p, s, url) = lab("max_sessions_per_mission = 2").await;
     let (mut a, _) = McpClient::connect(&url, &s);
     let a_session = a.send(json!({"op": "session"}))["session"]
@@ -717,23 +716,10 @@ async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
     );
     // The first mission has one session; ten more `initialize`s at once
     // get exactly one more.
-    let key = MissionKey::from_pkcs8_pem(
-        &serde_json::from_str::<mandate_client::SavedMission>(&s.agent.save().unwrap())
-            .unwrap()
-            .key_pem,
-    )
-    .unwrap();
-    let cred = serde_json::from_str::<mandate_client::SavedMission>(&s.agent.save().unwrap())
-        .unwrap()
-        .credential;
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
     let authority = server.url().trim_start_matches("http://").to_owned();
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -741,43 +727,15 @@ async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
             "protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "race", "version": "1"}}})
         .to_string();
-        let mut h = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("content-digest".to_owned(), content_digest(body.as_bytes())),
-            (
-                "signature-key".to_owned(),
-                signature_key_header("sig", &cred).unwrap(),
-            ),
-        ];
-        let (input, sig) = key
-            .sign_request(
-                &RequestParts {
-                    method: "POST",
-                    scheme: "http",
-                    authority: &authority,
-                    path: "/mcp/lab",
-                    query: None,
-                    headers: &h,
-                },
-                &SignSpec {
-                    label: "sig",
-                    components: &[
-                        "@method",
-                        "@authority",
-                        "@path",
-                        "signature-key",
-                        "content-type",
-                        "content-digest",
-                    ],
-                    created: now,
-                    expires: None,
-                    keyid: None,
-                    nonce: None,
-                },
-            )
-            .unwrap();
-        h.push(("signature-input".into(), input));
-        h.push(("signature".into(), sig));
+        let h = mandate_testkit::signed_headers(
+            &key,
+            &saved.credential,
+            "POST",
+            &authority,
+            "/mcp/lab",
+            Some(("application/json", body.as_bytes())),
+            &[],
+        );
         let (http, url) = (http.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let mut rb = http

@@ -12,8 +12,10 @@
 )]
 
 mod scenario;
+mod signing;
 
 pub use scenario::{MissionPlan, Scenario};
+pub use signing::signed_headers;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,94 @@
+//! What the benchmarks share: a free port, a child process stopped on drop,
+//! and a Mandate server started from the release binary with one mission
+//! started.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mandate_client::{Client, MissionAgent, SavedMission};
+use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process, killed when dropped.
+pub struct Proc(pub Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Mandate server on `data` with `config` as its `mandate.toml`, alice,
+/// her agent `bench-bot`, and a started mission with `scope` (budget
+/// 1,000,000, one hour): the server, its base URL, the mission's saved
+/// state (key and credential).
+pub async fn mandate(data: &Path, config: &str, scope: &str) -> (Proc, String, SavedMission) {
+    let bin = env!("CARGO_BIN_EXE_mandate");
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::write(data.join("mandate.toml"), config).unwrap();
+    let init = Command::new(bin)
+        .args(["init", "--json", "--data"])
+        .arg(data)
+        .env("MANDATE_LOG", "error")
+        .output()
+        .unwrap();
+    let admin: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .env("MANDATE_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = Client::new(&base)
+        .unwrap()
+        .with_token(admin["token"].as_str().unwrap());
+    for _ in 0..200 {
+        if admin.health().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let alice = admin
+        .create_principal("alice", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let alice = Client::new(&base).unwrap().with_token(&alice);
+    alice
+        .register_agent(&RegisterAgentRequest {
+            name: "bench-bot".into(),
+            owner: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let m = alice
+        .create_mission(&CreateMissionRequest {
+            agent: "bench-bot".into(),
+            goal: "benchmark".into(),
+            scope: scope.into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: Some(3_600),
+            budget: Some(1_000_000),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
+    let saved: SavedMission = serde_json::from_str(&agent.save().unwrap()).unwrap();
+    (Proc(child), base, saved)
+}
