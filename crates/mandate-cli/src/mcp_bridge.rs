@@ -29,6 +29,18 @@ struct Bridge {
 /// Runs the bridge until standard input ends; then ends the MCP session.
 pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
     let saved = crate::commands::read_state(state)?;
+    // The credential goes only to the authority it came from.
+    let origin = |u: &str| {
+        reqwest::Url::parse(u)
+            .map(|u| u.origin())
+            .map_err(|e| anyhow::anyhow!("`{u}`: {e}"))
+    };
+    if origin(&url)? != origin(&saved.server)? {
+        anyhow::bail!(
+            "`{url}` is not on the mission's authority ({}); the bridge sends the credential nowhere else",
+            saved.server
+        );
+    }
     let agent = MissionAgent::load(&saved)
         .await
         .context("cannot load the mission")?;
@@ -50,7 +62,7 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
         out,
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut listening = false;
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
@@ -67,18 +79,29 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
             }
         };
         let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        // Signed here, in the order the client wrote them; sent apart.
+        let request = match b.sign("POST", Some(line.into_bytes())).await {
+            Ok(r) => r,
+            Err(e) => {
+                b.fail(&msg, format!("cannot sign for the Mandate gateway: {e}"))
+                    .await;
+                continue;
+            }
+        };
         let b2 = Arc::clone(&b);
         if method.as_deref() == Some("initialize") {
             // Its answer carries the session every later message needs.
-            b2.post(msg, line.into_bytes()).await;
+            b2.post(msg, request).await;
         } else {
-            tokio::spawn(async move { b2.post(msg, line.into_bytes()).await });
+            tokio::spawn(async move { b2.post(msg, request).await });
         }
-        if method.as_deref() == Some("notifications/initialized") && !listening {
-            listening = true;
+        if method.as_deref() == Some("notifications/initialized") && listener.is_none() {
             let b3 = Arc::clone(&b);
-            tokio::spawn(async move { b3.listen().await });
+            listener = Some(tokio::spawn(async move { b3.listen().await }));
         }
+    }
+    if let Some(l) = listener {
+        l.abort();
     }
     // The client is done: end the session, keep a refreshed credential.
     let sid = b.session.lock().ok().and_then(|s| s.clone());
@@ -93,7 +116,7 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
     }
     drop(agent);
     drop(b);
-    let _ = writer.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     Ok(())
 }
 
@@ -112,11 +135,13 @@ impl Bridge {
         }
     }
 
-    async fn send(
+    /// A request to the gateway, signed with the mission key (and covering
+    /// the session id once there is one); the agent is held only to sign.
+    async fn sign(
         &self,
         method: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<reqwest::Response, mandate_client::ClientError> {
+    ) -> Result<reqwest::RequestBuilder, mandate_client::ClientError> {
         let sid = self.session.lock().ok().and_then(|s| s.clone());
         let extra: Vec<(&str, &str)> = sid
             .as_deref()
@@ -125,7 +150,7 @@ impl Bridge {
         self.agent
             .lock()
             .await
-            .send_signed_with(
+            .signed_request(
                 method,
                 &self.url,
                 body.map(|b| ("application/json", b)),
@@ -135,11 +160,22 @@ impl Bridge {
             .await
     }
 
-    async fn post(&self, msg: Value, body: Vec<u8>) {
-        let resp = match self.send("POST", Some(body)).await {
+    async fn post(&self, msg: Value, request: reqwest::RequestBuilder) {
+        let resp = match request
+            .header("accept", "application/json, text/event-stream")
+            .send()
+            .await
+        {
             Ok(r) => r,
             Err(e) => return self.fail(&msg, format!("the Mandate gateway: {e}")).await,
         };
+        if resp.status() == reqwest::StatusCode::NOT_FOUND
+            && let Ok(mut s) = self.session.lock()
+        {
+            // The session is gone (ended, or its mission): the client must
+            // initialize again.
+            *s = None;
+        }
         if let Some(sid) = resp
             .headers()
             .get("mcp-session-id")
@@ -164,7 +200,17 @@ impl Bridge {
         let text = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<Value>(&text) {
             // A JSON-RPC message (an answer, or the gateway's JSON-RPC error).
-            Ok(v) if v.get("jsonrpc").is_some() => self.say(v).await,
+            Ok(v) if v.get("jsonrpc").is_some() && v.get("id").is_some_and(|i| !i.is_null()) => {
+                self.say(v).await;
+            }
+            // The gateway's error for the message as a whole: for its id.
+            Ok(v) if v.get("jsonrpc").is_some() => {
+                let why = v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("refused")
+                    .to_owned();
+                self.fail(&msg, format!("the Mandate gateway: {why}")).await;
+            }
             // A problem document (e.g. a refused signature).
             Ok(v) => {
                 let why = format!(
@@ -193,8 +239,9 @@ impl Bridge {
                 return;
             };
             for data in events {
-                if serde_json::from_slice::<Value>(&data).is_ok() {
-                    let _ = self.out.send(data).await;
+                // Re-serialised: one message, one line.
+                if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+                    let _ = self.out.send(v.to_string().into_bytes()).await;
                 }
             }
         }
@@ -202,7 +249,10 @@ impl Bridge {
 
     /// What the server sends unasked (the session's `GET` stream).
     async fn listen(&self) {
-        if let Ok(resp) = self.send("GET", None).await
+        let Ok(request) = self.sign("GET", None).await else {
+            return;
+        };
+        if let Ok(resp) = request.header("accept", "text/event-stream").send().await
             && resp.status().is_success()
         {
             self.relay(resp).await;

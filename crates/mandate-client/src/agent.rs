@@ -323,6 +323,27 @@ impl MissionAgent {
         justification: Option<&str>,
         extra: &[(&str, &str)],
     ) -> Result<reqwest::Response, ClientError> {
+        self.signed_request(method, url, body, justification, extra)
+            .await?
+            .send()
+            .await
+            .map_err(|e| ClientError::Http {
+                url: url.to_owned(),
+                source: e,
+            })
+    }
+
+    /// The request [`Self::send_signed_with`] sends, signed (the credential
+    /// refreshed first if needed) but not sent: the caller sends it, and
+    /// need not hold the agent meanwhile.
+    pub async fn signed_request(
+        &mut self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        justification: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
         let local = |m: String| ClientError::Local(m);
         self.fresh_credential().await?;
@@ -397,10 +418,7 @@ impl MissionAgent {
         if let Some((_, bytes)) = body {
             rb = rb.body(bytes);
         }
-        rb.send().await.map_err(|e| ClientError::Http {
-            url: url.to_owned(),
-            source: e,
-        })
+        Ok(rb)
     }
 
     /// [`Self::send_signed`], and if the gateway answers that the call needs

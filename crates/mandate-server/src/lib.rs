@@ -145,6 +145,13 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    // On shutdown, MCP sessions end first: their event streams would
+    // otherwise hold the graceful drain open, and their servers must stop.
+    let closing = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.0.mcp.close_all();
+    };
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await

@@ -178,13 +178,27 @@ pub fn valid_uri(uri: &str) -> bool {
         Some((h, q)) => (h, Some(q)),
         None => (rest, None),
     };
-    if query.is_some_and(|q| crate::routes::check_query(q).is_err()) {
+    // A query that could be read as more path (`?/../../etc`) is refused;
+    // a `file:` URI has none.
+    if query.is_some_and(|q| {
+        scheme == "file"
+            || q.is_empty()
+            || q.contains(['/', '\\'])
+            || crate::routes::check_query(q).is_err()
+    }) {
+        return false;
+    }
+    // `file:` in one spelling only: `file:///path`.
+    if scheme == "file" && !hier.starts_with("///") {
         return false;
     }
     let path = match hier.strip_prefix("//") {
         Some(after) => {
             let (authority, path) = after.find('/').map_or((after, ""), |i| after.split_at(i));
-            if authority.contains(['@', '%', '\\']) || (scheme == "file" && !authority.is_empty()) {
+            let canonical = authority.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
+            });
+            if !canonical || (scheme == "file" && !authority.is_empty()) {
                 return false;
             }
             path
@@ -574,6 +588,13 @@ mod tests {
             "https://user@host/x",
             "file:///srv\\x",
             "no-scheme",
+            "file:/etc/shadow",
+            "file:etc/shadow",
+            "file:",
+            "file:///etc/shadow?",
+            "file:///srv/project/x?/../../../etc/shadow",
+            "notes://PUBLIC",
+            "notes://host:443/x",
         ] {
             assert!(
                 s.map("resources/read", Some(&json!({ "uri": bad })))

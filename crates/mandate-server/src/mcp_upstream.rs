@@ -153,18 +153,25 @@ struct Writer {
     error: Option<String>,
 }
 
-/// Writes the session's messages to one process, until a write fails, the
-/// session ends, or `stop` fires.
+/// Writes `first` (a restarted server's `initialize` replay), then the
+/// session's messages, to one process, until a write fails, the session
+/// ends, or `stop` fires (also in the middle of a write the process does
+/// not read).
 async fn write_loop(
     mut rx: mpsc::Receiver<Value>,
     mut init: Option<Value>,
+    first: Vec<Value>,
     mut stdin: tokio::process::ChildStdin,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Writer {
+    let mut queue: VecDeque<Value> = first.into();
     loop {
-        let m = tokio::select! {
-            m = rx.recv() => m,
-            _ = &mut stop => return Writer { rx, init, error: Some("stopped".into()) },
+        let m = match queue.pop_front() {
+            Some(m) => Some(m),
+            None => tokio::select! {
+                m = rx.recv() => m,
+                _ = &mut stop => return Writer { rx, init, error: Some("stopped".into()) },
+            },
         };
         let Some(m) = m else {
             return Writer {
@@ -176,14 +183,33 @@ async fn write_loop(
         if init.is_none() && m.get("method").and_then(Value::as_str) == Some("initialize") {
             init = Some(m.clone());
         }
-        // A write blocks while the process does not read; the supervisor
-        // can still kill it, which fails the write.
-        if let Err(e) = write_message(&mut stdin, &m).await {
+        let written = tokio::select! {
+            r = write_message(&mut stdin, &m) => r,
+            _ = &mut stop => return Writer { rx, init, error: Some("stopped".into()) },
+        };
+        if let Err(e) = written {
             return Writer {
                 rx,
                 init,
                 error: Some(format!("cannot write to the server: {e}")),
             };
+        }
+    }
+}
+
+/// Answers, as the server would have, every request still queued for a
+/// server that stopped: it was never sent, and must not be sent to the
+/// next process after its caller was told it failed.
+async fn discard_queued(rx: &mut mpsc::Receiver<Value>, events: &mpsc::Sender<UpEvent>) {
+    while let Ok(m) = rx.try_recv() {
+        if let (Some(id), Some(_)) = (m.get("id"), m.get("method")) {
+            let _ = events
+                .send(UpEvent::Message(json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": -32603, "message": "the MCP server stopped before this request was sent; retry"},
+                })))
+                .await;
         }
     }
 }
@@ -206,6 +232,18 @@ async fn run_stdio(
             .await;
         return;
     };
+    // A server run as another user must be able to enter its directory.
+    if (server.config.uid.is_some() || server.config.gid.is_some())
+        && let Err(e) =
+            std::os::unix::fs::chown(workdir.path(), server.config.uid, server.config.gid)
+    {
+        let _ = events
+            .send(UpEvent::Gone(format!(
+                "cannot give the server's working directory to its user: {e}"
+            )))
+            .await;
+        return;
+    }
     let mut rx = Some(rx);
     // The client's `initialize`, replayed to a restarted server.
     let mut init: Option<Value> = None;
@@ -225,7 +263,7 @@ async fn run_stdio(
                 return;
             }
         };
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             stop(&mut child).await;
@@ -275,18 +313,17 @@ async fn run_stdio(
                 }
             }
         });
+        let mut first = Vec::new();
         if generation > 0
             && let Some(i) = &init
         {
             let mut again = i.clone();
             again["id"] = json!(format!("{OWN_ID_PREFIX}init-{generation}"));
-            let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-            for m in [again, initialized] {
-                let _ = write_message(&mut stdin, &m).await;
-            }
+            first.push(again);
+            first.push(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let mut writer = tokio::spawn(write_loop(channel, init.take(), stdin, stop_rx));
+        let mut writer = tokio::spawn(write_loop(channel, init.take(), first, stdin, stop_rx));
         let (reason, back) = tokio::select! {
             r = &mut reader => {
                 let reason = r.unwrap_or_else(|_| "the reader failed".to_owned());
@@ -294,16 +331,29 @@ async fn run_stdio(
                 // then fails) and take the channel back.
                 stop(&mut child).await;
                 let _ = stop_tx.send(());
-                (reason, writer.await.ok())
+                let back = match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+                    Ok(w) => w.ok(),
+                    Err(_) => {
+                        writer.abort();
+                        None
+                    }
+                };
+                (reason, back)
             }
             w = &mut writer => {
                 let w = w.ok();
                 match w.as_ref().map(|w| w.error.clone()) {
                     Some(Some(e)) => (e, w),
-                    // The session ended (or the writer failed): stop.
-                    _ => {
+                    Some(None) => {
+                        // The session ended.
                         reader.abort();
                         stop(&mut child).await;
+                        return;
+                    }
+                    None => {
+                        reader.abort();
+                        stop(&mut child).await;
+                        let _ = events.send(UpEvent::Gone("the writer failed".into())).await;
                         return;
                     }
                 }
@@ -317,7 +367,15 @@ async fn run_stdio(
         };
         reader.abort();
         stop(&mut child).await;
-        let Some(back) = back else { return };
+        let Some(mut back) = back else {
+            let _ = events
+                .send(UpEvent::Gone(format!(
+                    "{reason}; the server could not be stopped cleanly"
+                )))
+                .await;
+            return;
+        };
+        discard_queued(&mut back.rx, &events).await;
         rx = Some(back.rx);
         init = back.init;
         let status = child

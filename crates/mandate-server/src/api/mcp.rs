@@ -152,6 +152,17 @@ impl McpSessions {
         self.reg.lock().ok().and_then(|mut r| r.sessions.remove(id))
     }
 
+    /// Ends every session (the server is shutting down): their processes
+    /// stop and their streams end.
+    pub(crate) fn close_all(&self) {
+        for x in self.all() {
+            x.close();
+        }
+        if let Ok(mut r) = self.reg.lock() {
+            r.sessions.clear();
+        }
+    }
+
     /// Open sessions, and requests in flight through them.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let all = self.all();
@@ -197,9 +208,12 @@ impl McpSessions {
 /// One request in flight upstream, renumbered.
 struct Pending {
     client_id: Value,
-    /// Where its answer (and its progress) goes.
+    /// Where its answer (and its progress) goes. One place is always kept
+    /// for the answer.
     tx: mpsc::Sender<Value>,
     progress: Option<Value>,
+    /// The gateway's own request: nothing else is routed to it.
+    internal: bool,
 }
 
 #[derive(Default)]
@@ -312,6 +326,7 @@ impl Session {
                 client_id: client_id.clone(),
                 tx,
                 progress,
+                internal: client_id.is_object(),
             },
         );
         st.by_client.insert(key(client_id), n);
@@ -338,6 +353,25 @@ impl Session {
             "method": "notifications/cancelled",
             "params": {"requestId": n, "reason": reason},
         }));
+    }
+
+    /// Sends a registered request to the server, only if it is still
+    /// awaited: one that was failed (the server restarted) or cancelled
+    /// meanwhile is not sent. A gated call needs its permit.
+    fn send_request(
+        &self,
+        flight: &mut InFlight,
+        msg: Value,
+        permit: Option<Permit>,
+    ) -> Result<(), &'static str> {
+        let st = self.st.lock().map_err(|_| "internal error")?;
+        if !st.pending.contains_key(&flight.n) {
+            return Err("the request was cancelled or its server restarted; retry");
+        }
+        self.send_up(msg, permit)?;
+        flight.sent = true;
+        drop(st);
+        Ok(())
     }
 
     /// Sends a message to the server. A gated call needs its permit.
@@ -408,10 +442,15 @@ impl Session {
                 .pending
                 .values()
                 .find(|p| p.progress.is_some() && p.progress.as_ref() == token)
-                && p.tx.try_send(v.clone()).is_ok()
             {
+                // Progress never takes the answer's place.
+                if p.tx.capacity() > 1 {
+                    let _ = p.tx.try_send(v);
+                }
                 return;
             }
+        } else if method == "notifications/tools/list_changed" {
+            st.tools = None;
         } else if method == "notifications/cancelled"
             && let Some(r) = v.get("params").and_then(|p| p.get("requestId"))
         {
@@ -423,7 +462,10 @@ impl Session {
             }
             st.listener = None;
         }
-        if let Some(p) = st.pending.values().next()
+        if let Some(p) = st
+            .pending
+            .values()
+            .find(|p| !p.internal && p.tx.capacity() > 1)
             && p.tx.try_send(v.clone()).is_ok()
         {
             return;
@@ -466,8 +508,8 @@ impl Session {
             json!({ "mandate-internal": NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) });
         let (mut flight, mut rx) = self.register(&own, None).map_err(str::to_owned)?;
         let msg = json!({"jsonrpc": "2.0", "id": flight.n, "method": method, "params": params});
-        self.send_up(msg, None).map_err(str::to_owned)?;
-        flight.sent = true;
+        self.send_request(&mut flight, msg, None)
+            .map_err(str::to_owned)?;
         let answer = tokio::time::timeout(timeout, async {
             while let Some(m) = rx.recv().await {
                 if m.get("method").is_none() {
@@ -695,6 +737,7 @@ fn listen(x: &Arc<Session>) -> Result<Response, Problem> {
             let m = tokio::select! {
                 m = rx.recv() => m,
                 _ = closed.changed() => None,
+                () = out_tx.closed() => None,
             };
             let Some(m) = m else { break };
             // A reader that stops reading does not hold this task past the
@@ -861,6 +904,7 @@ fn notification(x: &Arc<Session>, method: &str, mut msg: Value) -> Response {
         let client_id = msg
             .get("params")
             .and_then(|p| p.get("requestId"))
+            .filter(|r| r.is_string() || r.is_i64() || r.is_u64())
             .cloned()
             .unwrap_or(Value::Null);
         let n =
@@ -990,10 +1034,9 @@ async fn initialize(
         Err(e) => return Ok(failed(e)),
     };
     msg["id"] = json!(flight.n);
-    if session.send_up(msg, None).is_err() {
+    if session.send_request(&mut flight, msg, None).is_err() {
         return Ok(failed("the MCP server could not be started"));
     }
-    flight.sent = true;
     let answer = tokio::time::timeout(server.timeout(), async {
         while let Some(m) = rx.recv().await {
             if m.get("method").is_none() {
@@ -1027,7 +1070,13 @@ async fn initialize(
         session.close();
         return Err(p);
     }
-    if let Ok(mut r) = s.0.mcp.reg.lock() {
+    {
+        let mut r = s.0.mcp.reg.lock().map_err(|_| Problem::internal())?;
+        // A server that went away meanwhile: no session.
+        if session.is_closed() {
+            drop(r);
+            return Ok(failed("the MCP server stopped during `initialize`"));
+        }
         r.sessions.insert(sid.clone(), Arc::clone(&session));
     }
     drop(slot);
@@ -1312,10 +1361,9 @@ async fn request(
         }
     }
     msg["id"] = json!(flight.n);
-    if let Err(e) = x.send_up(msg, permit) {
+    if let Err(e) = x.send_request(&mut flight, msg, permit) {
         return Ok(rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, e));
     }
-    flight.sent = true;
     // The answer streams back, with the progress and requests of the server
     // that belong to it. A client that goes away (or stops reading) cancels
     // the request upstream; nothing stays pending.
