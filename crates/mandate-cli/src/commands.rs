@@ -164,8 +164,15 @@ async fn audit(
                             .flatten()
                             .filter_map(|p| p.as_str())
                             .collect();
+                        // What it was done to: a route's path, a tool, a
+                        // resource URI, a prompt, an id.
+                        let res = &b["resource"];
+                        let on = ["path", "tool", "uri", "prompt", "id"]
+                            .iter()
+                            .find_map(|k| res[*k].as_str())
+                            .unwrap_or("-");
                         format!(
-                            "{} → {} {}",
+                            "{} {on} → {} {}",
                             field("action"),
                             field("code"),
                             policies.join(",")

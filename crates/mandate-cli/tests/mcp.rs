@@ -837,3 +837,38 @@ async fn a_client_that_cannot_sign_goes_through_the_bridge_with_the_same_decisio
             .any(|d| d["body"]["enforcement_point"] == "mcp" && d["body"]["decision"] == "allow")
     );
 }
+
+/// A server that cannot work stops `mandate serve` at start, named: a tool
+/// mapped to an undeclared action, a program that does not exist, a
+/// remote-only setting on a local server.
+#[test]
+fn a_server_that_cannot_work_stops_the_start_naming_it() {
+    for (config, needle) in [
+        (
+            "[[mcp_servers]]\nname = \"git\"\ncommand = \"sh\"\n[[mcp_servers.tools]]\nname = \"git_commit\"\naction = \"commit\"\n",
+            "action `commit`",
+        ),
+        (
+            "[[mcp_servers]]\nname = \"git\"\ncommand = \"/nonexistent/mcp-server-git\"\n",
+            "does not exist",
+        ),
+        (
+            "[[mcp_servers]]\nname = \"git\"\ncommand = \"sh\"\naudience = \"x\"\n",
+            "`audience`",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mandate.toml"), config).unwrap();
+        let out = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{config}");
+        assert!(
+            err.contains("`git`") && err.contains(needle),
+            "{config}: {err}"
+        );
+    }
+}

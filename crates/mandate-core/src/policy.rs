@@ -398,6 +398,12 @@ fn actions_of(
 }
 
 impl OrgPolicies {
+    /// Whether the schema declares the action `name`.
+    #[must_use]
+    pub fn declares_action(&self, name: &str) -> bool {
+        self.action_names.contains(name)
+    }
+
     /// Base schema, no policies.
     pub fn empty() -> Result<Self, PolicyDiagnostic> {
         let schema = build_schema(&[])?;

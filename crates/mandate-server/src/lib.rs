@@ -60,6 +60,7 @@ pub async fn serve(
                 .join("\n"),
         )
     })?;
+    check_mcp_servers(&config, &policies.policies).map_err(ServeError::Config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
@@ -198,6 +199,41 @@ fn spawn_reload_on_sighup(state: AppState) {
     });
 }
 
+/// What can only be checked once the policies are loaded: every action an
+/// MCP tool is mapped to is declared, and every local server's program can
+/// be found. (A wrong one would otherwise surface as denials, or as
+/// sessions that end at once.)
+fn check_mcp_servers(config: &Config, org: &mandate_core::OrgPolicies) -> Result<(), String> {
+    for server in &config.mcp_servers {
+        for t in &server.config.tools {
+            if !org.declares_action(&t.action) {
+                return Err(format!(
+                    "MCP server `{}`: tool `{}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
+                    server.name(),
+                    t.name,
+                    t.action
+                ));
+            }
+        }
+        if let Some(command) = &server.config.command {
+            let found = if command.contains('/') {
+                std::path::Path::new(command).is_file()
+            } else {
+                std::env::var_os("PATH").is_some_and(|path| {
+                    std::env::split_paths(&path).any(|dir| dir.join(command).is_file())
+                })
+            };
+            if !found {
+                return Err(format!(
+                    "MCP server `{}`: the program `{command}` does not exist (or is not on PATH)",
+                    server.name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -207,6 +243,8 @@ pub enum ServeError {
     Bind(String, std::io::Error),
     #[error("the policies do not load:\n{0}")]
     Policies(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("server error: {0}")]
     Io(std::io::Error),
 }

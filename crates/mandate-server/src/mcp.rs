@@ -266,6 +266,11 @@ impl McpServer {
                 "`uid` and `gid` are for local servers (`command`)".into()
             ));
         }
+        if config.command.is_some() && config.audience.is_some() {
+            return Err(err(
+                "`audience` is for remote servers with `token_exchange`".into(),
+            ));
+        }
         for l in &config.labels {
             if !crate::routes::is_word(l) {
                 return Err(err(format!("label `{l}` must be a word")));

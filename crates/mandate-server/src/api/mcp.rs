@@ -776,15 +776,24 @@ async fn post(
     body: &Bytes,
 ) -> Result<Response, Problem> {
     let sid = session.as_ref().map(|x| x.id.clone());
+    let parsed = serde_json::from_slice::<Value>(body);
+    // The method a refused message named, for the record (bounded).
+    let named: String = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("method"))
+        .and_then(Value::as_str)
+        .map_or_else(|| "-".to_owned(), |m| m.chars().take(64).collect());
     // Refused before anything is forwarded, and recorded.
     let refuse = |status: StatusCode, id: Value, code: i64, tag: &'static str, m: String| {
-        let (s, server, sid, claims) = (s, server, sid.clone(), &caller.claims);
+        let (s, server, sid, claims, named) =
+            (s, server, sid.clone(), &caller.claims, named.as_str());
         async move {
-            refusal(s, server, sid.as_deref(), claims, "-", tag, &m).await?;
+            refusal(s, server, sid.as_deref(), claims, named, tag, &m).await?;
             Ok::<_, Problem>(rpc_reply(status, &id, code, m))
         }
     };
-    let msg: Value = match serde_json::from_slice(body) {
+    let msg: Value = match parsed {
         Ok(v) => v,
         Err(e) => {
             return refuse(
@@ -1417,7 +1426,7 @@ fn refused(id: &Value, method: &str, resp: &DecideResponse) -> Value {
     });
     let text = if escalated {
         format!(
-            "Mandate: this call needs approval ({}). Approval request {} is pending; poll {} and retry the same call once it is approved.",
+            "Mandate: this call needs a person's approval ({}). Approval request {} is pending (an approver runs `mandate approvals approve` on it; the mission's agent may poll {}). Send the same call again once it is approved.",
             resp.code,
             resp.approval_id.as_deref().unwrap_or("?"),
             resp.approval_url.as_deref().unwrap_or("?"),
@@ -1539,7 +1548,7 @@ async fn filter_listing(
         if let Some(m) = meta.as_object_mut() {
             m.insert(
                 "io.mandate/access".into(),
-                json!({ "access": access, "policies": o.policies }),
+                json!({ "access": access, "reason": o.code, "policies": o.policies }),
             );
         }
         if access == "approval_required" {
