@@ -872,3 +872,58 @@ fn a_server_that_cannot_work_stops_the_start_naming_it() {
         );
     }
 }
+
+/// Policy reads a tool's arguments: `refund` is mapped to the `refund`
+/// action with `amount` in its context, so refunds over 50,000 escalate
+/// (the organisation's `big-refunds`) while small ones go through; the
+/// approval is for these exact arguments, which the approver sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reads_tool_arguments_and_big_refunds_escalate() {
+    let policies = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    for f in ["actions.cedarschema", "refunds-escalate.cedar"] {
+        std::fs::copy(examples.join(f), policies.path().join(f)).unwrap();
+    }
+    let extra = "[[mcp_servers.tools]]\nname = \"refund\"\naction = \"refund\"\ncontext_from_arguments = [\"amount\"]\n";
+    let server = TestServer::start(bin(), Some(&test_server_config(policies.path(), extra)));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Refund double-billed invoices".into(),
+            scope: "permit(principal, action == Action::\"refund\", resource is Tool) when { resource.server == \"lab\" };".into(),
+            boundaries: String::new(),
+            budget: 50,
+        })
+        .await;
+    let (mut c, _) = McpClient::connect(&format!("{}/mcp/lab", server.url()), &s);
+    let listed = c.send(json!({"op": "list"}));
+    let refund = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "refund")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        refund["_meta"]["io.mandate/access"]["access"], "decided_per_call",
+        "{refund}"
+    );
+    let small = c.call("refund", json!({"invoice": "7", "amount": 120}));
+    assert_eq!(text(&small), "refunded 120 on 7", "{small}");
+    let big = c.call("refund", json!({"invoice": "8", "amount": 60000}));
+    let decision = &big["_meta"]["io.mandate/decision"];
+    assert_eq!(decision["code"], "approval_required", "{big}");
+    assert!(
+        decision["policies"].to_string().contains("big-refunds"),
+        "{big}"
+    );
+    let approval = decision["approval_id"].as_str().unwrap().to_owned();
+    let shown = server
+        .cli(Some(&s.alice), &["--json", "approvals", "show", &approval])
+        .json();
+    assert_eq!(shown["context"]["amount"], 60000, "{shown}");
+    assert_eq!(shown["context"]["mcp_arguments"]["invoice"], "8", "{shown}");
+    // A call without the argument policy needs is refused, not forwarded.
+    let missing = c.send(json!({"op": "call", "tool": "refund", "args": {"invoice": "9"}}));
+    assert_eq!(missing["error"]["code"], -32602, "{missing}");
+    c.exit();
+}

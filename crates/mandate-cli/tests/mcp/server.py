@@ -59,6 +59,12 @@ def crash() -> str:
 
 
 @mcp.tool()
+def refund(invoice: str, amount: int) -> str:
+    """Refund `amount` on an invoice."""
+    return f"refunded {amount} on {invoice}"
+
+
+@mcp.tool()
 def sleeper() -> str:
     """Starts a long `sleep` (which never reads stdin); its process id."""
     import subprocess
