@@ -84,8 +84,11 @@ fn nginx(dir: &Path, upstream: &str) -> Option<(Proc, String)> {
     Some((Proc(child), format!("http://127.0.0.1:{port}")))
 }
 
-/// A Mandate server with one route to `upstream`, and a started mission.
-async fn mandate(dir: &Path, upstream: &str, durable: bool) -> (Proc, String, MissionKey, String) {
+/// Missions the load is spread over (see `common::mandate`).
+const MISSIONS: usize = 8;
+
+/// A Mandate server with one route to `upstream`, and started missions.
+async fn mandate(dir: &Path, upstream: &str, durable: bool) -> (Proc, String, Vec<Signer>) {
     let config = format!(
         "unsafe_non_durable_benchmark_mode = {}\n\n[[routes]]\nname = \"bench\"\nupstream = \"{upstream}\"\n\n\
          [[routes.rules]]\nmethod = \"GET\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
@@ -96,30 +99,39 @@ async fn mandate(dir: &Path, upstream: &str, durable: bool) -> (Proc, String, Mi
         &data,
         &config,
         "permit(principal, action == Action::\"read\", resource is Route);",
+        MISSIONS,
     )
     .await;
-    let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
-    (proc, base, key, saved.credential)
+    let signers = saved
+        .into_iter()
+        .map(|m| {
+            (
+                MissionKey::from_pkcs8_pem(&m.key_pem).unwrap(),
+                m.credential,
+            )
+        })
+        .collect();
+    (proc, base, signers)
 }
+
+/// A mission key and its credential.
+type Signer = (MissionKey, String);
 
 /// A request ready to send: URL and headers.
 type Ready = (String, Vec<(String, String)>);
 
-/// `n` requests to `base`; signed for the gateway when `key` is given.
-fn requests(
-    base: &str,
-    prefix: &str,
-    n: usize,
-    key: Option<(&MissionKey, &str)>,
-    tag: &str,
-) -> Vec<Ready> {
+/// `n` requests to `base`; signed for the gateway by `signers` in turn
+/// when there are any.
+fn requests(base: &str, prefix: &str, n: usize, signers: &[Signer], tag: &str) -> Vec<Ready> {
     let authority = base.trim_start_matches("http://");
     (0..n)
         .map(|i| {
             let path = format!("{prefix}/item/{tag}-{i}");
-            let h = match key {
-                Some((key, cred)) => signed_headers(key, cred, "GET", authority, &path, None, &[]),
-                None => Vec::new(),
+            let h = if signers.is_empty() {
+                Vec::new()
+            } else {
+                let (key, cred) = &signers[i % signers.len()];
+                signed_headers(key, cred, "GET", authority, &path, None, &[])
             };
             (format!("{base}{path}"), h)
         })
@@ -191,42 +203,38 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let up = upstream().await;
     let nginx = nginx(dir.path(), &up);
-    let (_durable, gw, key, cred) = mandate(dir.path(), &up, true).await;
-    let (_fast, gw_fast, key_fast, cred_fast) = mandate(dir.path(), &up, false).await;
-    type Target<'a> = (&'a str, String, Option<(&'a MissionKey, &'a str)>, &'a str);
-    let mut targets: Vec<Target<'_>> = vec![("direct", up.clone(), None, "")];
+    let (_durable, gw, signers) = mandate(dir.path(), &up, true).await;
+    let (_fast, gw_fast, signers_fast) = mandate(dir.path(), &up, false).await;
+    type Target<'a> = (&'a str, String, &'a [Signer], &'a str);
+    let mut targets: Vec<Target<'_>> = vec![("direct", up.clone(), &[], "")];
     if let Some((_, base)) = &nginx {
-        targets.push(("nginx proxy_pass", base.clone(), None, ""));
+        targets.push(("nginx proxy_pass", base.clone(), &[], ""));
     }
     targets.push((
         "mandate gateway (durable audit)",
         gw.clone(),
-        Some((&key, &cred)),
+        &signers,
         "/gw/bench",
     ));
     targets.push((
         "mandate gateway (unsafe non-durable mode)",
         gw_fast.clone(),
-        Some((&key_fast, &cred_fast)),
+        &signers_fast,
         "/gw/bench",
     ));
     let mut results = Vec::new();
-    for (name, base, signer, prefix) in &targets {
+    for (name, base, signers, prefix) in &targets {
         let mut p50s = Vec::new();
         let mut p99s = Vec::new();
         let mut rps = Vec::new();
         for round in 0..ROUNDS {
-            let reqs = requests(
-                base,
-                prefix,
-                WARMUP + SAMPLES,
-                *signer,
-                &format!("l{round}"),
-            );
+            // Sequential latency: one mission, as one agent would.
+            let one = &signers[..signers.len().min(1)];
+            let reqs = requests(base, prefix, WARMUP + SAMPLES, one, &format!("l{round}"));
             let (p50, p99) = latency(&reqs).await;
             p50s.push(p50);
             p99s.push(p99);
-            let reqs = requests(base, prefix, 60_000, *signer, &format!("t{round}"));
+            let reqs = requests(base, prefix, 60_000, signers, &format!("t{round}"));
             rps.push(throughput(reqs).await);
         }
         let r = (median(p50s), median(p99s), median(rps));

@@ -98,13 +98,15 @@ async fn mandate(dir: &Path, python_url: &str, floor_url: &str) -> (Proc, String
     let config = format!(
         "[[mcp_servers]]\nname = \"py\"\nurl = \"{python_url}\"\n\n[[mcp_servers]]\nname = \"floor\"\nurl = \"{floor_url}\"\n"
     );
-    let (proc, base, saved) = common::mandate(
+    let (proc, base, mut saved) = common::mandate(
         &dir.join("mandate"),
         &config,
         "permit(principal, action == Action::\"call_tool\", resource is Tool);",
+        1,
     )
     .await;
-    (proc, base, saved.key_pem.to_string(), saved.credential)
+    let m = saved.remove(0);
+    (proc, base, m.key_pem.to_string(), m.credential)
 }
 
 /// A request ready to send: its body and headers.

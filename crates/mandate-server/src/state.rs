@@ -52,6 +52,11 @@ pub(crate) struct Inner {
     pub mcp_servers: HashMap<String, Arc<crate::mcp::McpServer>>,
     /// Open MCP sessions.
     pub mcp: crate::api::McpSessions,
+    /// Credentials whose signature verified, by their compact form (a
+    /// signature check is a pure function of the token and the JWKS, which
+    /// does not change while the server runs). Expiry, the mission's state
+    /// and revocation are checked on every use regardless.
+    verified: Mutex<HashMap<String, mandate_core::SignedCredential>>,
     /// The client that forwards to upstreams (no redirects, no proxy);
     /// `None` if it could not be built (the gateway then refuses).
     pub upstream: Option<reqwest::Client>,
@@ -132,6 +137,7 @@ impl AppState {
                 .map(|m| (m.name().to_owned(), Arc::new(m.clone())))
                 .collect(),
             mcp: crate::api::McpSessions::default(),
+            verified: Mutex::new(HashMap::new()),
             upstream,
             vault,
             durable: !config.unsafe_non_durable_benchmark_mode,
@@ -142,6 +148,34 @@ impl AppState {
             reload_lock: Mutex::new(()),
             missions: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// A credential's signature and issuer checked, or remembered as
+    /// checked.
+    pub(crate) fn verified_credential(
+        &self,
+        token: &str,
+    ) -> Result<mandate_core::SignedCredential, mandate_core::CredentialError> {
+        /// Remembered at most; past it the memory starts over.
+        const MAX: usize = 4_096;
+        if let Some(c) = self
+            .0
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(token).cloned())
+        {
+            return Ok(c);
+        }
+        let signed = mandate_core::UnverifiedCredential::parse(token)
+            .and_then(|u| u.verify_signature(&self.0.jwks, &self.0.issuer))?;
+        if let Ok(mut m) = self.0.verified.lock() {
+            if m.len() >= MAX {
+                m.clear();
+            }
+            m.insert(token.to_owned(), signed.clone());
+        }
+        Ok(signed)
     }
 
     /// The current organisation policies.

@@ -101,6 +101,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// budget is left and the mission is active) and, if a grant allowed
     /// it, one use of that grant (only if it is still live). Both or
     /// neither.
+    ///
+    /// The count may become durable only with the store's next durable
+    /// write: the caller must record the decision durably (the audit log)
+    /// before acting on it. A crash in between loses a count for a request
+    /// that was never answered.
     async fn consume_allowance(
         &self,
         id: &MissionId,

@@ -29,6 +29,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// For counting allowances only: commits without an `fsync` of their
+    /// own (`synchronous = NORMAL`). See [`Store::consume_allowance`].
+    counter: SqlitePool,
 }
 
 impl SqliteStore {
@@ -54,10 +57,22 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        // In WAL mode an fsync of the log makes every frame before it
+        // durable: a count committed here becomes durable with the next
+        // synchronous commit (the decision's audit record), before anyone
+        // acts on it.
+        let counter = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.synchronous(if durable {
+                SqliteSynchronous::Normal
+            } else {
+                SqliteSynchronous::Off
+            }))
+            .await?;
+        Ok(Self { pool, counter })
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -66,6 +81,11 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
+
+/// One unit of a mission's budget, only while some is left and the
+/// mission is active; the count after it.
+const COUNT_ONE: &str = "UPDATE missions SET requests_used = requests_used + 1 \
+     WHERE id = ?1 AND state = 'active' AND requests_used < ?2 RETURNING requests_used";
 
 fn secs(t: UnixTime) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
@@ -683,32 +703,39 @@ impl Store for SqliteStore {
         // two happen in one transaction, so concurrent allowed requests never
         // exceed the budget or a grant's uses, and never spend one without
         // the other.
-        let mut tx = self.write_tx().await?;
-        if let Some(g) = grant {
-            let used = sqlx::query(
-                "UPDATE grants SET uses = uses + 1 \
+        let Some(g) = grant else {
+            // One statement: atomic without a transaction around it.
+            let used: Option<i64> = sqlx::query_scalar(COUNT_ONE)
+                .bind(id.as_str())
+                .bind(i64::try_from(budget).unwrap_or(i64::MAX))
+                .fetch_optional(&self.counter)
+                .await?;
+            return Ok(match used {
+                Some(n) => Allowance::Counted(u64::try_from(n).unwrap_or(0)),
+                None => Allowance::BudgetExhausted,
+            });
+        };
+        let mut tx = self.counter.begin_with("BEGIN IMMEDIATE").await?;
+        let uses = sqlx::query(
+            "UPDATE grants SET uses = uses + 1 \
                  WHERE id = ?1 AND mission_id = ?2 AND revoked_at IS NULL \
                    AND (expires_at IS NULL OR expires_at > ?3) \
                    AND (max_uses IS NULL OR uses < max_uses)",
-            )
-            .bind(g)
-            .bind(id.as_str())
-            .bind(secs(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if used == 0 {
-                return Ok(Allowance::GrantUnavailable);
-            }
-        }
-        let used: Option<i64> = sqlx::query_scalar(
-            "UPDATE missions SET requests_used = requests_used + 1 \
-             WHERE id = ?1 AND state = 'active' AND requests_used < ?2 RETURNING requests_used",
         )
+        .bind(g)
         .bind(id.as_str())
-        .bind(i64::try_from(budget).unwrap_or(i64::MAX))
-        .fetch_optional(&mut *tx)
-        .await?;
+        .bind(secs(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if uses == 0 {
+            return Ok(Allowance::GrantUnavailable);
+        }
+        let used: Option<i64> = sqlx::query_scalar(COUNT_ONE)
+            .bind(id.as_str())
+            .bind(i64::try_from(budget).unwrap_or(i64::MAX))
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(used) = used else {
             return Ok(Allowance::BudgetExhausted);
         };

@@ -27,10 +27,17 @@ impl Drop for Proc {
 }
 
 /// A Mandate server on `data` with `config` as its `mandate.toml`, alice,
-/// her agent `bench-bot`, and a started mission with `scope` (budget
-/// 1,000,000, one hour): the server, its base URL, the mission's saved
-/// state (key and credential).
-pub async fn mandate(data: &Path, config: &str, scope: &str) -> (Proc, String, SavedMission) {
+/// her agent `bench-bot`, and `missions` started missions with `scope`
+/// (budget 1,000,000, one hour): the server, its base URL, the missions'
+/// saved states (key and credential). (One mission key may have at most
+/// 20,000 signatures in the replay cache at once, about 330 a second
+/// sustained; a throughput run spreads its load over several.)
+pub async fn mandate(
+    data: &Path,
+    config: &str,
+    scope: &str,
+    missions: usize,
+) -> (Proc, String, Vec<SavedMission>) {
     let bin = env!("CARGO_BIN_EXE_mandate");
     std::fs::create_dir_all(data).unwrap();
     std::fs::write(data.join("mandate.toml"), config).unwrap();
@@ -75,20 +82,23 @@ pub async fn mandate(data: &Path, config: &str, scope: &str) -> (Proc, String, S
         })
         .await
         .unwrap();
-    let m = alice
-        .create_mission(&CreateMissionRequest {
-            agent: "bench-bot".into(),
-            goal: "benchmark".into(),
-            scope: scope.into(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: Some(3_600),
-            budget: Some(1_000_000),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
-    let saved: SavedMission = serde_json::from_str(&agent.save().unwrap()).unwrap();
+    let mut saved = Vec::new();
+    for _ in 0..missions {
+        let m = alice
+            .create_mission(&CreateMissionRequest {
+                agent: "bench-bot".into(),
+                goal: "benchmark".into(),
+                scope: scope.into(),
+                boundaries: String::new(),
+                escalations: String::new(),
+                ttl_seconds: Some(3_600),
+                budget: Some(1_000_000),
+                out_of_scope: None,
+            })
+            .await
+            .unwrap();
+        let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
+        saved.push(serde_json::from_str(&agent.save().unwrap()).unwrap());
+    }
     (Proc(child), base, saved)
 }

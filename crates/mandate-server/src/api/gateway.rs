@@ -359,9 +359,7 @@ pub(super) async fn verify(
     let parsed = httpsig::parse_signature(input, signature, label).map_err(sig_err)?;
     let credential = httpsig::signature_key_jwt(key_header, label).map_err(sig_err)?;
     // The credential's own signature first: its claims are then authentic.
-    let signed = mandate_core::UnverifiedCredential::parse(&credential)
-        .and_then(|u| u.verify_signature(&s.0.jwks, &s.0.issuer))
-        .map_err(Problem::from)?;
+    let signed = s.verified_credential(&credential).map_err(Problem::from)?;
     let claims = signed.claims.clone();
     // Until the request's signature verifies, the caller may not hold the
     // mission key: refusals are answered, not recorded (a stolen credential
