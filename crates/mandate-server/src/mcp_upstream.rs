@@ -477,12 +477,8 @@ async fn run_http(
     // End the remote session.
     let sid = ctx.remote.lock().ok().and_then(|r| r.session_id.clone());
     if let Some(sid) = sid
-        && let Ok(token) = ctx.token()
+        && let Ok(req) = ctx.request(reqwest::Method::DELETE)
     {
-        let mut req = ctx.request(reqwest::Method::DELETE);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
         let _ = req.header("mcp-session-id", sid).send().await;
     }
 }
@@ -498,10 +494,15 @@ struct HttpCtx {
 }
 
 impl HttpCtx {
-    /// A request to the server with the headers it is owed, and nothing of
-    /// the agent's.
-    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+    /// A request to the server with the headers it is owed (its session,
+    /// its protocol revision, the token minted for it), and nothing of the
+    /// agent's. `Err` if it is owed a token that cannot be minted: then
+    /// nothing is sent.
+    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, ()> {
         let mut b = self.client.request(method, &self.url);
+        if let Some(mint) = &self.bearer {
+            b = b.bearer_auth(mint().ok_or(())?);
+        }
         if let Ok(r) = self.remote.lock() {
             if let Some(sid) = &r.session_id {
                 b = b.header("mcp-session-id", sid);
@@ -510,7 +511,7 @@ impl HttpCtx {
                 b = b.header("mcp-protocol-version", v);
             }
         }
-        b
+        Ok(b)
     }
 
     async fn emit(&self, v: Value) {
@@ -529,26 +530,13 @@ impl HttpCtx {
         }
     }
 
-    /// The token this server is owed, if it is owed one; `Err` if it
-    /// cannot be minted (the message is not sent).
-    fn token(&self) -> Result<Option<String>, ()> {
-        match &self.bearer {
-            None => Ok(None),
-            Some(f) => f().map(Some).ok_or(()),
-        }
-    }
-
     async fn post(&self, msg: Value) {
         let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
-        let Ok(token) = self.token() else {
+        let Ok(req) = self.request(reqwest::Method::POST) else {
             return self
                 .fail(&msg, "no token could be minted for the MCP server".into())
                 .await;
         };
-        let mut req = self.request(reqwest::Method::POST);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
         let resp = req
             .header("accept", "application/json, text/event-stream")
             .timeout(self.timeout)
@@ -636,11 +624,9 @@ impl HttpCtx {
 
     /// The server's own stream (`GET`), for what it sends unasked.
     async fn listen(&self) {
-        let Ok(token) = self.token() else { return };
-        let mut req = self.request(reqwest::Method::GET);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let Ok(req) = self.request(reqwest::Method::GET) else {
+            return;
+        };
         let resp = req.header("accept", "text/event-stream").send().await;
         if let Ok(r) = resp
             && r.status().is_success()

@@ -105,6 +105,34 @@ pub(crate) async fn record_decision(
     s.audit("decision", body).await
 }
 
+/// Records a refusal that came before any decision (a signature, a
+/// mapping, a malformed message) of a caller whose credential is authentic:
+/// a denial with `code` on `resource`, no action, no policies.
+pub(crate) async fn record_refusal(
+    s: &AppState,
+    resource: &ResourceRef,
+    claims: &mandate_core::MissionClaims,
+    code: &str,
+    detail: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Problem> {
+    let resp = response(
+        Outcome::deny(code, detail.chars().take(500).collect::<String>()),
+        Some(&claims.mission_id),
+    );
+    record_decision(
+        s,
+        "-",
+        resource,
+        &serde_json::Map::new(),
+        &resp,
+        Some(&Who::of(claims)),
+        extra,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The right to forward one request: made only here, only for an Allow
 /// whose unit of budget (and grant use) was counted. Whoever forwards must
 /// hold one.

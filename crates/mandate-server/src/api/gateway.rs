@@ -27,7 +27,7 @@ use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trust, UnixTime};
 use serde::Serialize;
 
-use super::decide::{Call, Permit, Who, decide_call, record_decision};
+use super::decide::{Call, Permit, Who, decide_call, record_decision, record_refusal};
 use super::extract::{Presented, check_signed};
 use super::free_text;
 use crate::problem::Problem;
@@ -498,17 +498,6 @@ async fn refusal_audit(
     claims: &MissionClaims,
     p: &Problem,
 ) -> Result<(), Problem> {
-    let resp = DecideResponse {
-        decision: Decision::Deny,
-        code: p.code.to_owned(),
-        policies: Vec::new(),
-        grant: None,
-        approval_id: None,
-        approval_url: None,
-        mission_id: Some(claims.mission_id.to_string()),
-        budget_used: None,
-        detail: p.detail.clone(),
-    };
     let resource = mandate_core::ResourceRef {
         kind: mandate_core::ResourceKind::Route {
             route: route.name().to_owned(),
@@ -516,17 +505,8 @@ async fn refusal_audit(
         },
         tags: std::collections::BTreeMap::new(),
     };
-    record_decision(
-        s,
-        "-",
-        &resource,
-        &serde_json::Map::new(),
-        &resp,
-        Some(&Who::of(claims)),
-        gateway_fields(route, req, &Bytes::new()),
-    )
-    .await?;
-    Ok(())
+    let extra = gateway_fields(route, req, &Bytes::new());
+    record_refusal(s, &resource, claims, p.code, &p.detail, extra).await
 }
 
 #[derive(Serialize)]

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::decide::{Call, Permit, Who, decide_call, preview, record_decision};
+use super::decide::{Call, Permit, Who, decide_call, preview, record_decision, record_refusal};
 use super::gateway::{Verified, header_list, verify};
 use crate::mcp::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
@@ -510,16 +510,7 @@ impl Session {
         let msg = json!({"jsonrpc": "2.0", "id": flight.n, "method": method, "params": params});
         self.send_request(&mut flight, msg, None)
             .map_err(str::to_owned)?;
-        let answer = tokio::time::timeout(timeout, async {
-            while let Some(m) = rx.recv().await {
-                if m.get("method").is_none() {
-                    return Some(m);
-                }
-            }
-            None
-        })
-        .await;
-        match answer {
+        match answer_within(&mut rx, timeout).await {
             Ok(Some(m)) => match m.get("result") {
                 Some(r) => Ok(r.clone()),
                 None => Err(format!("the MCP server refused `{method}`")),
@@ -1046,16 +1037,7 @@ async fn initialize(
     if session.send_request(&mut flight, msg, None).is_err() {
         return Ok(failed("the MCP server could not be started"));
     }
-    let answer = tokio::time::timeout(server.timeout(), async {
-        while let Some(m) = rx.recv().await {
-            if m.get("method").is_none() {
-                return Some(m);
-            }
-        }
-        None
-    })
-    .await;
-    let Ok(Some(answer)) = answer else {
+    let Ok(Some(answer)) = answer_within(&mut rx, server.timeout()).await else {
         return Ok(failed("the MCP server did not complete `initialize`"));
     };
     if answer.get("result").is_none() {
@@ -1201,17 +1183,6 @@ async fn refusal(
     code: &str,
     detail: &str,
 ) -> Result<(), Problem> {
-    let resp = DecideResponse {
-        decision: Decision::Deny,
-        code: code.to_owned(),
-        policies: Vec::new(),
-        grant: None,
-        approval_id: None,
-        approval_url: None,
-        mission_id: Some(claims.mission_id.to_string()),
-        budget_used: None,
-        detail: detail.chars().take(500).collect(),
-    };
     let resource = mandate_core::ResourceRef {
         kind: mandate_core::ResourceKind::Tool {
             server: server.name().to_owned(),
@@ -1226,17 +1197,24 @@ async fn refusal(
     if let Some(sid) = session {
         extra.insert("mcp_session".into(), sid.into());
     }
-    record_decision(
-        s,
-        "-",
-        &resource,
-        &serde_json::Map::new(),
-        &resp,
-        Some(&Who::of(claims)),
-        extra,
-    )
-    .await?;
-    Ok(())
+    record_refusal(s, &resource, claims, code, detail, extra).await
+}
+
+/// The first answer (a message without `method`) on `rx` within `timeout`:
+/// `Ok(None)` if the channel closed first, `Err` if time ran out.
+async fn answer_within(
+    rx: &mut mpsc::Receiver<Value>,
+    timeout: Duration,
+) -> Result<Option<Value>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(timeout, async {
+        while let Some(m) = rx.recv().await {
+            if m.get("method").is_none() {
+                return Some(m);
+            }
+        }
+        None
+    })
+    .await
 }
 
 /// The tools the server lists (all pages), read by the gateway itself.
