@@ -85,7 +85,7 @@ fn nginx(dir: &Path, upstream: &str) -> Option<(Proc, String)> {
 }
 
 /// Missions the load is spread over (see `common::mandate`).
-const MISSIONS: usize = 8;
+const MISSIONS: usize = 32;
 
 /// A Mandate server with one route to `upstream`, and started missions.
 async fn mandate(dir: &Path, upstream: &str, durable: bool) -> (Proc, String, Vec<Signer>) {

@@ -1,21 +1,31 @@
-//! The audit writer: one task owns the chain head, takes events from every
-//! handler, and commits them in groups (one transaction, one sync, for all
-//! events waiting). A handler awaits its event's commit before it answers,
-//! so an event is durable before its effect is seen.
+//! The audit writer: group commit without a writer thread. A handler
+//! queues its event, and whoever finds the writer free commits everything
+//! queued — its own event and those of handlers that arrived meanwhile — in
+//! one transaction with one sync, then hands each its result. A handler
+//! awaits its event's commit before it answers, so an event is durable
+//! before its effect is seen. An event alone is committed by its own
+//! handler, with no hand-off to another thread.
+//!
+//! An allowed call is counted (budget, grant use) in the same transaction
+//! as its decision's record: both are durable, or neither is (ADR 0009).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mandate_core::{AuditRecord, AuthorityKey, ChainHead, Clock, sign_checkpoint};
-use mandate_store::Store;
-use tokio::sync::{mpsc, oneshot};
+use mandate_core::{AuthorityKey, ChainHead, Clock, MissionId, UnixTime, sign_checkpoint};
+use mandate_store::{Allowance, AuditSink, Store};
+use tokio::sync::oneshot;
 
 use crate::problem::Problem;
 
 /// Most events committed in one group.
 const MAX_GROUP: usize = 1_024;
-/// Events waiting for the writer before handlers wait for room.
+/// Most events waiting; past it, events are refused (fail closed).
 const QUEUE: usize = 8_192;
+/// Groups one handler commits for others before a task of its own takes
+/// over, so no handler waits long on others' events.
+const ROUNDS: usize = 2;
 
 /// When checkpoints are signed.
 #[derive(Debug, Clone, Copy)]
@@ -35,32 +45,36 @@ impl Default for CheckpointPolicy {
     }
 }
 
+/// An allowed call, to be counted before its decision is recorded.
+#[derive(Debug)]
+pub(crate) struct Count {
+    pub mission: MissionId,
+    pub budget: u64,
+    pub grant: Option<String>,
+    pub now: UnixTime,
+}
+
+/// Makes a decision's record from what counting its call found; `None`
+/// records nothing (the caller decides again).
+pub(crate) type Settle = Box<dyn FnOnce(Allowance) -> Option<serde_json::Value> + Send>;
+
+enum Entry {
+    Body(serde_json::Value),
+    Counted { count: Count, settle: Settle },
+}
+
+/// What the writer did with an event.
+#[derive(Debug)]
+struct Recorded {
+    seq: Option<u64>,
+    allowance: Option<Allowance>,
+}
+
 struct Pending {
     time: u64,
     kind: &'static str,
-    body: serde_json::Value,
-    done: oneshot::Sender<Result<u64, ()>>,
-}
-
-/// The running writer task, for a clean stop.
-#[derive(Debug)]
-pub struct AuditWriter {
-    stop: oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl AuditWriter {
-    /// Commits what is queued, signs a last checkpoint, and stops.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.handle.await;
-    }
-}
-
-/// A handle to the audit writer. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AuditLog {
-    tx: mpsc::Sender<Pending>,
+    entry: Entry,
+    done: oneshot::Sender<Result<Recorded, ()>>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -71,8 +85,63 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Held while a group is committed.
+    writer: Mutex<Writer>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    closed: bool,
+}
+
+/// The periodic checkpoint task, for a clean stop.
+#[derive(Debug)]
+pub struct AuditWriter {
+    shared: Arc<Shared>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl AuditWriter {
+    /// Refuses new events, commits what is queued, signs a last
+    /// checkpoint, and stops.
+    pub async fn shutdown(self) {
+        self.ticker.abort();
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closed = true;
+        }
+        let shared = self.shared;
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(mut w) = shared.writer.lock() else {
+                return;
+            };
+            let rest: Vec<Pending> = shared
+                .queue
+                .lock()
+                .map(|mut q| q.pending.drain(..).collect())
+                .unwrap_or_default();
+            if !rest.is_empty() {
+                w.commit(rest);
+            }
+            if w.head.seq > w.last_checkpoint {
+                w.checkpoint();
+            }
+        })
+        .await;
+    }
+}
+
+/// A handle to the audit log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
 impl AuditLog {
-    /// Starts the writer on the store's current head.
+    /// Opens the writer on the store's current head.
     pub async fn spawn(
         store: Arc<dyn Store>,
         key: Arc<AuthorityKey>,
@@ -80,16 +149,16 @@ impl AuditLog {
         clock: Arc<dyn Clock>,
         policy: CheckpointPolicy,
     ) -> Result<(Self, AuditWriter), mandate_store::StoreError> {
-        let head = store.audit_head().await?;
+        let mut sink = store.audit_sink()?;
+        let head = sink.head()?;
         let last_checkpoint = store
             .checkpoints()
             .await?
             .last()
             .and_then(|t| mandate_core::verify_checkpoint(t, &key.jwks(), None).ok())
             .map_or(0, |c| c.seq);
-        let (tx, rx) = mpsc::channel(QUEUE);
         let mut writer = Writer {
-            store,
+            sink,
             key,
             issuer,
             clock,
@@ -99,11 +168,63 @@ impl AuditLog {
         };
         // Seal records a crash left after the last checkpoint.
         if writer.head.seq > writer.last_checkpoint {
-            writer.checkpoint().await;
+            writer.checkpoint();
         }
-        let (stop, stopped) = oneshot::channel();
-        let handle = tokio::spawn(writer.run(rx, stopped));
-        Ok((Self { tx }, AuditWriter { stop, handle }))
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            writer: Mutex::new(writer),
+        });
+        // Checkpoints after a quiet spell.
+        let ticker = {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(policy.secs.max(1)));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let shared = Arc::clone(&shared);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(mut w) = shared.writer.lock()
+                            && w.head.seq > w.last_checkpoint
+                        {
+                            w.checkpoint();
+                        }
+                    })
+                    .await;
+                }
+            })
+        };
+        Ok((
+            Self {
+                shared: Arc::clone(&shared),
+            },
+            AuditWriter { shared, ticker },
+        ))
+    }
+
+    async fn submit(
+        &self,
+        time: u64,
+        kind: &'static str,
+        entry: Entry,
+    ) -> Result<Recorded, Problem> {
+        let (done, wait) = oneshot::channel();
+        {
+            let mut q = self.shared.queue.lock().map_err(|_| audit_down())?;
+            if q.closed || q.pending.len() >= QUEUE {
+                return Err(audit_down());
+            }
+            q.pending.push_back(Pending {
+                time,
+                kind,
+                entry,
+                done,
+            });
+        }
+        drain(&self.shared);
+        wait.await
+            .map_err(|_| audit_down())?
+            .map_err(|()| audit_down())
     }
 
     /// Records an event and waits until it is durable. Returns its sequence
@@ -114,19 +235,78 @@ impl AuditLog {
         time: u64,
         body: serde_json::Value,
     ) -> Result<u64, Problem> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Pending {
-                time,
-                kind,
-                body,
-                done,
-            })
-            .await
-            .map_err(|_| audit_down())?;
-        wait.await
-            .map_err(|_| audit_down())?
-            .map_err(|()| audit_down())
+        self.submit(time, kind, Entry::Body(body))
+            .await?
+            .seq
+            .ok_or_else(audit_down)
+    }
+
+    /// Counts an allowed call and records its decision, made by `settle`
+    /// from what counting found, in one transaction; waits until both are
+    /// durable. Returns what counting found and the record's sequence
+    /// number (`None` if `settle` recorded nothing).
+    pub(crate) async fn record_counted(
+        &self,
+        kind: &'static str,
+        time: u64,
+        count: Count,
+        settle: Settle,
+    ) -> Result<(Allowance, Option<u64>), Problem> {
+        let r = self
+            .submit(time, kind, Entry::Counted { count, settle })
+            .await?;
+        Ok((r.allowance.ok_or_else(audit_down)?, r.seq))
+    }
+}
+
+/// Commits what is queued if the writer is free; if it is not, whoever
+/// holds it commits the queue before letting go.
+///
+/// INVARIANT: every queued event is committed. An event is queued before
+/// its handler tries the writer; a holder looks at the queue again after
+/// letting go, and commits (or hands over to a task) while it is not empty.
+fn drain(shared: &Arc<Shared>) {
+    loop {
+        for _ in 0..ROUNDS {
+            let Ok(mut w) = shared.writer.try_lock() else {
+                return;
+            };
+            let group: Vec<Pending> = match shared.queue.lock() {
+                Ok(mut q) => {
+                    let n = q.pending.len().min(MAX_GROUP);
+                    q.pending.drain(..n).collect()
+                }
+                Err(_) => return,
+            };
+            if !group.is_empty() {
+                blocking(|| {
+                    w.commit(group);
+                    if w.head.seq >= w.last_checkpoint + w.policy.every {
+                        w.checkpoint();
+                    }
+                });
+            }
+            drop(w);
+            if shared.queue.lock().map_or(true, |q| q.pending.is_empty()) {
+                return;
+            }
+        }
+        // Others' events are left: a task of their own takes over (outside
+        // a runtime, this caller goes on).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = Arc::clone(shared);
+            rt.spawn(async move { drain(&shared) });
+            return;
+        }
+    }
+}
+
+/// Runs a commit (it waits for the disk) without holding up the runtime's
+/// other tasks.
+fn blocking(f: impl FnOnce()) {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -139,8 +319,9 @@ fn audit_down() -> Problem {
     )
 }
 
+#[derive(Debug)]
 struct Writer {
-    store: Arc<dyn Store>,
+    sink: Box<dyn AuditSink>,
     key: Arc<AuthorityKey>,
     issuer: String,
     clock: Arc<dyn Clock>,
@@ -150,99 +331,106 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, mut stopped: oneshot::Receiver<()>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(self.policy.secs.max(1)));
-        loop {
-            tokio::select! {
-                _ = &mut stopped => {
-                    let mut rest = Vec::new();
-                    while let Ok(p) = rx.try_recv() {
-                        rest.push(p);
-                    }
-                    if !rest.is_empty() {
-                        self.commit(rest).await;
-                    }
-                    break;
+    /// Commits a group in one transaction. A plain event that cannot be
+    /// chained fails alone; any other failure fails the whole group, and
+    /// nothing of it (no record, no count) is kept.
+    fn commit(&mut self, group: Vec<Pending>) {
+        let stored = match self.sink.begin() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "audit commit failed");
+                for p in group {
+                    let _ = p.done.send(Err(()));
                 }
-                first = rx.recv() => {
-                    let Some(first) = first else { break };
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(p) => group.push(p),
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit(group).await;
-                    if self.head.seq >= self.last_checkpoint + self.policy.every {
-                        self.checkpoint().await;
-                    }
-                }
-                _ = tick.tick() => {
-                    if self.head.seq > self.last_checkpoint {
-                        self.checkpoint().await;
-                    }
-                }
+                return;
             }
+        };
+        if stored != self.head {
+            // Another writer (`mandate init` on the data dir) appended
+            // meanwhile: the store is the truth.
+            tracing::warn!("the audit log moved under this writer; chaining on its head");
+            self.head = stored;
         }
-        // Stopping: seal what was written.
-        if self.head.seq > self.last_checkpoint {
-            self.checkpoint().await;
-        }
-    }
-
-    async fn commit(&mut self, group: Vec<Pending>) {
-        let mut chained = Vec::with_capacity(group.len());
-        // Events that cannot be chained fail alone.
+        let mut head = self.head.clone();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut failed = false;
         for p in group {
-            if let Err(e) = self.head.clone().append(p.time, p.kind, p.body.clone()) {
-                tracing::error!(error = %e, "cannot chain an audit event");
-                let _ = p.done.send(Err(()));
-            } else {
-                chained.push(p);
+            if failed {
+                outcomes.push((p.done, None));
+                continue;
             }
-        }
-        // Another writer (`mandate init` on the data dir) may have appended
-        // meanwhile: then re-read the head and chain the group again, once.
-        for attempt in 0..2 {
-            let mut head = self.head.clone();
-            let records: Result<Vec<AuditRecord>, _> = chained
-                .iter()
-                .map(|p| head.append(p.time, p.kind, p.body.clone()))
-                .collect();
-            let Ok(records) = records else { break };
-            match self.store.append_audit(&records).await {
-                Ok(()) => {
-                    self.head = head;
-                    for (p, r) in chained.into_iter().zip(&records) {
-                        let _ = p.done.send(Ok(r.seq));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    // Re-read the head: the store is the truth.
-                    match self.store.audit_head().await {
-                        Ok(h) => self.head = h,
-                        Err(_) => break,
-                    }
-                    if attempt == 0 && matches!(e, mandate_store::StoreError::Conflict(_)) {
-                        tracing::warn!(error = %e, "the audit log moved under this writer; chaining again");
+            let (body, allowance) = match p.entry {
+                Entry::Body(b) => (Some(b), None),
+                Entry::Counted { count, settle } => match self.sink.count(
+                    &count.mission,
+                    count.budget,
+                    count.grant.as_deref(),
+                    count.now,
+                ) {
+                    Ok(a) => (settle(a), Some(a)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot count an allowed call");
+                        failed = true;
+                        outcomes.push((p.done, None));
                         continue;
                     }
-                    tracing::error!(error = %e, "audit commit failed");
-                    break;
+                },
+            };
+            let Some(body) = body else {
+                outcomes.push((
+                    p.done,
+                    Some(Recorded {
+                        seq: None,
+                        allowance,
+                    }),
+                ));
+                continue;
+            };
+            let record = match head.append(p.time, p.kind, body) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot chain an audit event");
+                    // A count without its record must not be kept.
+                    failed |= allowance.is_some();
+                    outcomes.push((p.done, None));
+                    continue;
                 }
+            };
+            if let Err(e) = self.sink.append(&record) {
+                tracing::error!(error = %e, "cannot append an audit event");
+                failed = true;
+                outcomes.push((p.done, None));
+                continue;
             }
+            outcomes.push((
+                p.done,
+                Some(Recorded {
+                    seq: Some(record.seq),
+                    allowance,
+                }),
+            ));
         }
-        for p in chained {
-            let _ = p.done.send(Err(()));
+        if !failed && let Err(e) = self.sink.commit() {
+            tracing::error!(error = %e, "audit commit failed");
+            failed = true;
+        }
+        if failed {
+            self.sink.rollback();
+            for (done, _) in outcomes {
+                let _ = done.send(Err(()));
+            }
+            return;
+        }
+        self.head = head;
+        for (done, r) in outcomes {
+            let _ = done.send(r.ok_or(()));
         }
     }
 
-    async fn checkpoint(&mut self) {
+    fn checkpoint(&mut self) {
         let now = self.clock.now().0;
         match sign_checkpoint(&self.key, &self.issuer, &self.head, now) {
-            Ok(token) => match self.store.add_checkpoint(self.head.seq, &token).await {
+            Ok(token) => match self.sink.add_checkpoint(self.head.seq, &token) {
                 Ok(()) => self.last_checkpoint = self.head.seq,
                 Err(e) => tracing::error!(error = %e, "cannot store an audit checkpoint"),
             },

@@ -56,7 +56,7 @@ pub(crate) struct Inner {
     /// signature check is a pure function of the token and the JWKS, which
     /// does not change while the server runs). Expiry, the mission's state
     /// and revocation are checked on every use regardless.
-    verified: Mutex<HashMap<String, mandate_core::SignedCredential>>,
+    verified: Mutex<HashMap<String, Verified>>,
     /// The client that forwards to upstreams (no redirects, no proxy);
     /// `None` if it could not be built (the gateway then refuses).
     pub upstream: Option<reqwest::Client>,
@@ -155,7 +155,7 @@ impl AppState {
     pub(crate) fn verified_credential(
         &self,
         token: &str,
-    ) -> Result<mandate_core::SignedCredential, mandate_core::CredentialError> {
+    ) -> Result<Verified, mandate_core::CredentialError> {
         /// Remembered at most; past it the memory starts over.
         const MAX: usize = 4_096;
         if let Some(c) = self
@@ -169,13 +169,22 @@ impl AppState {
         }
         let signed = mandate_core::UnverifiedCredential::parse(token)
             .and_then(|u| u.verify_signature(&self.0.jwks, &self.0.issuer))?;
+        // The bound key, decoded once (a point decompression).
+        let key = signed
+            .claims
+            .cnf
+            .jwk
+            .as_ref()
+            .and_then(mandate_core::Ed25519Jwk::public_bytes)
+            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok());
+        let verified = Verified { signed, key };
         if let Ok(mut m) = self.0.verified.lock() {
             if m.len() >= MAX {
                 m.clear();
             }
-            m.insert(token.to_owned(), signed.clone());
+            m.insert(token.to_owned(), verified.clone());
         }
-        Ok(signed)
+        Ok(verified)
     }
 
     /// The current organisation policies.
@@ -254,4 +263,12 @@ impl AppState {
         cache.insert(key, Arc::clone(&compiled));
         Ok(compiled)
     }
+}
+
+/// A mission credential whose signature checked out, and the mission key
+/// bound into it (`cnf.jwk`), if it carries a valid one.
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    pub signed: mandate_core::SignedCredential,
+    pub key: Option<ed25519_dalek::VerifyingKey>,
 }

@@ -56,6 +56,7 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(10));
 
     let mut head = ChainHead::genesis();
+    let mut sink = store.audit_sink().unwrap();
     g.throughput(Throughput::Elements(100));
     g.bench_function("mandate_group_100", |b| {
         b.iter(|| {
@@ -65,7 +66,11 @@ fn bench(c: &mut Criterion) {
                         .unwrap()
                 })
                 .collect();
-            rt.block_on(store.append_audit(&records)).unwrap();
+            sink.begin().unwrap();
+            for r in &records {
+                sink.append(r).unwrap();
+            }
+            sink.commit().unwrap();
         });
     });
 

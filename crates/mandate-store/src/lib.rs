@@ -2,6 +2,7 @@
 //! implementation ([`SqliteStore`]). PostgreSQL comes later behind the same
 //! trait; the shared test suite in `tests/` is written against the trait.
 
+mod direct;
 mod error;
 mod model;
 mod sqlite;
@@ -97,22 +98,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Allowed requests counted against a mission's budget so far.
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;
-    /// Counts one allowed request, atomically: one unit of budget (only if
-    /// budget is left and the mission is active) and, if a grant allowed
-    /// it, one use of that grant (only if it is still live). Both or
-    /// neither.
-    ///
-    /// The count may become durable only with the store's next durable
-    /// write: the caller must record the decision durably (the audit log)
-    /// before acting on it. A crash in between loses a count for a request
-    /// that was never answered.
-    async fn consume_allowance(
-        &self,
-        id: &MissionId,
-        budget: u64,
-        grant: Option<&str>,
-        now: UnixTime,
-    ) -> Result<Allowance, StoreError>;
     /// The mission's grants that are live at `now` (not expired, revoked or
     /// used up).
     async fn live_grants(
@@ -197,9 +182,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The last record's sequence number and hash (genesis if empty).
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
-    /// Appends chained records in one transaction (group commit: one sync
-    /// for the batch). The first must follow the stored head.
-    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// The audit writer's own connection: where records are appended and
+    /// allowed calls counted, in one transaction per group (see
+    /// [`AuditSink`]). One writer at a time; its methods block, so it
+    /// belongs on a thread of its own.
+    fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError>;
     /// Records after `after_seq`, in order, at most `limit`.
     async fn audit_records(
         &self,
@@ -229,4 +216,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// hold), in one transaction.
     async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError>;
     async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError>;
+}
+
+/// The audit writer's connection. Each group of records is one
+/// transaction: [`begin`](Self::begin), then for each entry its
+/// [`count`](Self::count) (allowed calls) and [`append`](Self::append), then
+/// [`commit`](Self::commit), durable on return (one sync for the group), or
+/// [`rollback`](Self::rollback). A count and the record of its decision are
+/// durable together or not at all.
+pub trait AuditSink: Send + std::fmt::Debug {
+    /// The last record's sequence number and hash (genesis if empty).
+    fn head(&mut self) -> Result<ChainHead, StoreError>;
+    /// Opens the group's write transaction; returns the stored head, which
+    /// the group's first record must follow (another process, such as
+    /// `mandate init`, may have appended).
+    fn begin(&mut self) -> Result<ChainHead, StoreError>;
+    /// Counts one allowed call, inside the open transaction, atomically:
+    /// one unit of budget (only if budget is left and the mission is active
+    /// and unexpired) and, if a grant allowed it, one use of that grant
+    /// (only if it is still live). Both or neither.
+    fn count(
+        &mut self,
+        id: &MissionId,
+        budget: u64,
+        grant: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Allowance, StoreError>;
+    /// Appends one chained record inside the open transaction.
+    fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Commits the group; durable on return.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Undoes the open transaction, if any.
+    fn rollback(&mut self);
+    /// Stores a signed checkpoint (its own transaction).
+    fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError>;
 }

@@ -275,8 +275,10 @@ pub struct NewApproval {
 pub enum Allowance {
     /// Counted; the mission's new budget count.
     Counted(u64),
-    /// The budget was used up (or the mission ended) in the meantime.
+    /// The budget was used up in the meantime.
     BudgetExhausted,
+    /// The mission ended (or expired) in the meantime.
+    MissionEnded,
     /// The grant that allowed it expired, was revoked or used up meanwhile.
     GrantUnavailable,
 }

@@ -1,8 +1,9 @@
 //! The embedded SQLite store: one file in the data dir, WAL journal,
 //! `synchronous = FULL`, foreign keys on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,12 +17,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
+use crate::direct::{Columns, Readers, SqliteAuditSink};
 use crate::model::{
-    Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord,
-    NewApproval, NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary,
-    VaultRecord, WebhookDelivery,
+    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord, NewApproval,
+    NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
+    WebhookDelivery,
 };
-use crate::{ApprovalError, StartError, Store, StoreError};
+use crate::{ApprovalError, AuditSink, StartError, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -29,9 +31,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// For counting allowances only: commits without an `fsync` of their
-    /// own (`synchronous = NORMAL`). See [`Store::consume_allowance`].
-    counter: SqlitePool,
+    /// Connections for the decision path's point reads (see `direct`).
+    readers: Arc<Readers>,
+    checked: Arc<CheckedBodies>,
+    path: PathBuf,
+    durable: bool,
 }
 
 impl SqliteStore {
@@ -60,19 +64,14 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        // In WAL mode an fsync of the log makes every frame before it
-        // durable: a count committed here becomes durable with the next
-        // synchronous commit (the decision's audit record), before anyone
-        // acts on it.
-        let counter = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.synchronous(if durable {
-                SqliteSynchronous::Normal
-            } else {
-                SqliteSynchronous::Off
-            }))
-            .await?;
-        Ok(Self { pool, counter })
+        let readers = Arc::new(Readers::open(path, 4)?);
+        Ok(Self {
+            pool,
+            readers,
+            checked: Arc::default(),
+            path: path.to_path_buf(),
+            durable,
+        })
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -81,11 +80,6 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
-
-/// One unit of a mission's budget, only while some is left and the
-/// mission is active; the count after it.
-const COUNT_ONE: &str = "UPDATE missions SET requests_used = requests_used + 1 \
-     WHERE id = ?1 AND state = 'active' AND requests_used < ?2 RETURNING requests_used";
 
 fn secs(t: UnixTime) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
@@ -113,6 +107,21 @@ where
     row.try_get::<String, _>(column)?
         .try_into()
         .map_err(|e| corrupt(what, e))
+}
+
+impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
 }
 
 fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
@@ -147,43 +156,87 @@ fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
 
 /// Rebuilds a mission, refusing a row whose body no longer hashes to its
 /// `s256` or disagrees with its indexed columns.
-fn mission_from_row(row: &SqliteRow) -> Result<Mission, StoreError> {
-    let id: String = row.try_get("id")?;
-    let body_text: String = row.try_get("body")?;
-    let body: MissionBody = serde_json::from_str(&body_text)
-        .map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
-    let s256: String = row.try_get("s256")?;
-    let computed = mission_s256(&body).map_err(|e| corrupt("mission body", e))?;
-    if computed != s256
-        || body.id.as_str() != id
-        || body.principal.as_str() != row.try_get::<String, _>("principal")?
-        || body.agent.as_str() != row.try_get::<String, _>("agent")?
-        || i64::try_from(body.expires_at).ok() != Some(row.try_get::<i64, _>("expires_at")?)
+fn mission_from_row(row: &impl Columns) -> Result<Mission, StoreError> {
+    mission_from_row_with(row, None)
+}
+
+/// Mission bodies whose stored text was already parsed and found to hash
+/// to their `s256`, by that `s256`: an unchanged text is not parsed and
+/// hashed again (a changed one is, and must match).
+#[derive(Debug, Default)]
+struct CheckedBodies(std::sync::Mutex<std::collections::HashMap<String, (String, MissionBody)>>);
+
+impl CheckedBodies {
+    /// Remembered at most; past it the memory starts over.
+    const MAX: usize = 4_096;
+
+    fn get(&self, s256: &str, text: &str) -> Option<MissionBody> {
+        let m = self.0.lock().ok()?;
+        m.get(s256)
+            .filter(|(t, _)| t == text)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn put(&self, s256: String, text: String, body: MissionBody) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::MAX {
+                m.clear();
+            }
+            m.insert(s256, (text, body));
+        }
+    }
+}
+
+fn mission_from_row_with(
+    row: &impl Columns,
+    checked: Option<&CheckedBodies>,
+) -> Result<Mission, StoreError> {
+    let id = row.text("id")?;
+    let body_text = row.text("body")?;
+    let s256 = row.text("s256")?;
+    let body = match checked.and_then(|c| c.get(&s256, &body_text)) {
+        Some(body) => body,
+        None => {
+            let body: MissionBody = serde_json::from_str(&body_text)
+                .map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
+            let computed = mission_s256(&body).map_err(|e| corrupt("mission body", e))?;
+            if computed != s256 {
+                return Err(StoreError::Corrupt(format!(
+                    "mission `{id}` does not match its mission_s256"
+                )));
+            }
+            if let Some(c) = checked {
+                c.put(s256.clone(), body_text, body.clone());
+            }
+            body
+        }
+    };
+    if body.id.as_str() != id
+        || body.principal.as_str() != row.text("principal")?
+        || body.agent.as_str() != row.text("agent")?
+        || i64::try_from(body.expires_at).ok() != Some(row.int("expires_at")?)
     {
         return Err(StoreError::Corrupt(format!(
             "mission `{id}` does not match its mission_s256"
         )));
     }
     let jkt = row
-        .try_get::<Option<String>, _>("jkt")?
+        .opt_text("jkt")?
         .map(|s| Thumbprint::from_stored(s).ok_or_else(|| corrupt("mission jkt", &id)))
         .transpose()?;
-    let state: String = row.try_get("state")?;
+    let state = row.text("state")?;
     let status = match state.as_str() {
         "ready" => MissionStatus::Ready,
         "active" => MissionStatus::Active {
             jkt: jkt.ok_or_else(|| corrupt("active mission without a key", &id))?,
-            started_at: time(row.try_get::<Option<i64>, _>("started_at")?.unwrap_or(0)),
+            started_at: time(row.opt_int("started_at")?.unwrap_or(0)),
         },
         "ended" => MissionStatus::Ended {
-            reason: EndReason::from_str(
-                &row.try_get::<Option<String>, _>("end_reason")?
-                    .unwrap_or_default(),
-            )
-            .map_err(|()| corrupt("mission end reason", &id))?,
-            at: time(row.try_get::<Option<i64>, _>("ended_at")?.unwrap_or(0)),
+            reason: EndReason::from_str(&row.opt_text("end_reason")?.unwrap_or_default())
+                .map_err(|()| corrupt("mission end reason", &id))?,
+            at: time(row.opt_int("ended_at")?.unwrap_or(0)),
             jkt,
-            started_at: row.try_get::<Option<i64>, _>("started_at")?.map(time),
+            started_at: row.opt_int("started_at")?.map(time),
         },
         other => return Err(corrupt("mission state", other)),
     };
@@ -568,13 +621,13 @@ impl Store for SqliteStore {
     }
 
     async fn mission(&self, id: &MissionId) -> Result<Option<Mission>, StoreError> {
-        sqlx::query("SELECT * FROM missions WHERE id = ?1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(mission_from_row)
-            .transpose()
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT * FROM missions WHERE id = ?1")?;
+            let mut rows = stmt.query([id.as_str()])?;
+            rows.next()?
+                .map(|r| mission_from_row_with(r, Some(&self.checked)))
+                .transpose()
+        })
     }
 
     async fn missions(
@@ -683,64 +736,16 @@ impl Store for SqliteStore {
     }
 
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError> {
-        let used: Option<i64> =
-            sqlx::query_scalar("SELECT requests_used FROM missions WHERE id = ?1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let used: Option<i64> = self.readers.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT requests_used FROM missions WHERE id = ?1")?;
+            let mut rows = stmt.query([id.as_str()])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
+        })?;
         used.map(|u| u64::try_from(u).unwrap_or(0))
             .ok_or_else(|| StoreError::NotFound(format!("mission `{id}`")))
-    }
-
-    async fn consume_allowance(
-        &self,
-        id: &MissionId,
-        budget: u64,
-        grant: Option<&str>,
-        now: UnixTime,
-    ) -> Result<Allowance, StoreError> {
-        // INVARIANT: each check and its increment are one statement, and the
-        // two happen in one transaction, so concurrent allowed requests never
-        // exceed the budget or a grant's uses, and never spend one without
-        // the other.
-        let Some(g) = grant else {
-            // One statement: atomic without a transaction around it.
-            let used: Option<i64> = sqlx::query_scalar(COUNT_ONE)
-                .bind(id.as_str())
-                .bind(i64::try_from(budget).unwrap_or(i64::MAX))
-                .fetch_optional(&self.counter)
-                .await?;
-            return Ok(match used {
-                Some(n) => Allowance::Counted(u64::try_from(n).unwrap_or(0)),
-                None => Allowance::BudgetExhausted,
-            });
-        };
-        let mut tx = self.counter.begin_with("BEGIN IMMEDIATE").await?;
-        let uses = sqlx::query(
-            "UPDATE grants SET uses = uses + 1 \
-                 WHERE id = ?1 AND mission_id = ?2 AND revoked_at IS NULL \
-                   AND (expires_at IS NULL OR expires_at > ?3) \
-                   AND (max_uses IS NULL OR uses < max_uses)",
-        )
-        .bind(g)
-        .bind(id.as_str())
-        .bind(secs(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if uses == 0 {
-            return Ok(Allowance::GrantUnavailable);
-        }
-        let used: Option<i64> = sqlx::query_scalar(COUNT_ONE)
-            .bind(id.as_str())
-            .bind(i64::try_from(budget).unwrap_or(i64::MAX))
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(used) = used else {
-            return Ok(Allowance::BudgetExhausted);
-        };
-        tx.commit().await?;
-        Ok(Allowance::Counted(u64::try_from(used).unwrap_or(0)))
     }
 
     async fn live_grants(
@@ -748,31 +753,30 @@ impl Store for SqliteStore {
         id: &MissionId,
         now: UnixTime,
     ) -> Result<Vec<GrantRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT g.id, g.policy, g.scope, g.request_digest, g.created_by FROM grants g \
-             JOIN missions m ON m.id = g.mission_id \
-             WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
-               AND (g.expires_at IS NULL OR g.expires_at > ?2) \
-               AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
-        )
-        .bind(id.as_str())
-        .bind(secs(now))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(GrantRecord {
-                    id: r.try_get("id")?,
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT g.id, g.policy, g.scope, g.request_digest, g.created_by FROM grants g \
+                 JOIN missions m ON m.id = g.mission_id \
+                 WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
+                   AND (g.expires_at IS NULL OR g.expires_at > ?2) \
+                   AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
+            )?;
+            let mut rows = stmt.query(rusqlite::params![id.as_str(), secs(now)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(GrantRecord {
+                    id: r.get("id")?,
                     scope: r
-                        .try_get::<String, _>("scope")?
+                        .get::<_, String>("scope")?
                         .parse()
                         .map_err(|e: String| corrupt("grant scope", e))?,
-                    policy: r.try_get("policy")?,
-                    request_digest: r.try_get("request_digest")?,
-                    created_by: r.try_get("created_by")?,
-                })
-            })
-            .collect()
+                    policy: r.get("policy")?,
+                    request_digest: r.get("request_digest")?,
+                    created_by: r.get("created_by")?,
+                });
+            }
+            Ok(out)
+        })
     }
 
     async fn open_approval(
@@ -1140,36 +1144,8 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let Some(first) = records.first() else {
-            return Ok(());
-        };
-        let mut tx = self.write_tx().await?;
-        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_events")
-            .fetch_one(&mut *tx)
-            .await?;
-        let expected = u64::try_from(last.unwrap_or(0)).unwrap_or(0) + 1;
-        if first.seq != expected {
-            return Err(StoreError::Conflict(format!(
-                "audit append at {} but the log ends at {}",
-                first.seq,
-                expected - 1
-            )));
-        }
-        for r in records {
-            let body = serde_jcs::to_string(&r.body)
-                .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?;
-            sqlx::query("INSERT INTO audit_events (seq, time, kind, body, hash) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .bind(i64::try_from(r.seq).unwrap_or(i64::MAX))
-                .bind(i64::try_from(r.time).unwrap_or(i64::MAX))
-                .bind(&r.kind)
-                .bind(body)
-                .bind(&r.hash)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
+        Ok(Box::new(SqliteAuditSink::open(&self.path, self.durable)?))
     }
 
     async fn audit_records(

@@ -289,34 +289,65 @@ async fn allowances_count_budget_and_grant_uses_together() {
     assert_eq!(s.live_grants(&id, T0.plus(2)).await.unwrap().len(), 1);
 
     let now = T0.plus(2);
-    assert_eq!(
-        s.consume_allowance(&id, 3, Some("once"), now)
-            .await
-            .unwrap(),
-        Allowance::Counted(1)
-    );
+    // Counted as the audit writer counts: inside its group's transaction.
+    let mut sink = s.audit_sink().unwrap();
+    let mut count = |budget: u64, grant: Option<&str>, at: UnixTime| {
+        sink.begin().unwrap();
+        let a = sink.count(&id, budget, grant, at).unwrap();
+        sink.commit().unwrap();
+        a
+    };
+    assert_eq!(count(3, Some("once"), now), Allowance::Counted(1));
     // The single-use grant is spent: it is no longer live, and a second use
     // fails without spending budget.
     assert!(s.live_grants(&id, now).await.unwrap().is_empty());
-    assert_eq!(
-        s.consume_allowance(&id, 3, Some("once"), now)
-            .await
-            .unwrap(),
-        Allowance::GrantUnavailable
-    );
+    assert_eq!(count(3, Some("once"), now), Allowance::GrantUnavailable);
     assert_eq!(s.budget_used(&id).await.unwrap(), 1);
+    assert_eq!(count(3, None, now), Allowance::Counted(2));
+    assert_eq!(count(3, None, now), Allowance::Counted(3));
+    assert_eq!(count(3, None, now), Allowance::BudgetExhausted);
+    assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+    // A grant's use is undone with a budget unit that could not be counted.
+    sqlx::query(
+        "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
+         VALUES ('twice', ?1, 'permit(principal, action, resource);', 0, 2)",
+    )
+    .bind(id.as_str())
+    .execute(&raw)
+    .await
+    .unwrap();
+    assert_eq!(count(3, Some("twice"), now), Allowance::BudgetExhausted);
+    assert_eq!(s.live_grants(&id, now).await.unwrap().len(), 1);
+    let uses: i64 = sqlx::query_scalar("SELECT uses FROM grants WHERE id = 'twice'")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(uses, 0);
+    // A count in a group that is rolled back is not kept.
+    let mut sink = s.audit_sink().unwrap();
+    sink.begin().unwrap();
     assert_eq!(
-        s.consume_allowance(&id, 3, None, now).await.unwrap(),
-        Allowance::Counted(2)
+        sink.count(&id, 10, None, now).unwrap(),
+        Allowance::Counted(4)
     );
+    sink.rollback();
+    assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+    // Past its expiry, or once ended, the mission's calls are not counted.
+    sink.begin().unwrap();
     assert_eq!(
-        s.consume_allowance(&id, 3, None, now).await.unwrap(),
-        Allowance::Counted(3)
+        sink.count(&id, 10, None, T0.plus(1_000_000)).unwrap(),
+        Allowance::MissionEnded
     );
+    sink.commit().unwrap();
+    s.end_mission(&id, mandate_core::EndReason::Completed, "alice", now)
+        .await
+        .unwrap();
+    sink.begin().unwrap();
     assert_eq!(
-        s.consume_allowance(&id, 3, None, now).await.unwrap(),
-        Allowance::BudgetExhausted
+        sink.count(&id, 10, None, now).unwrap(),
+        Allowance::MissionEnded
     );
+    sink.commit().unwrap();
     assert_eq!(s.budget_used(&id).await.unwrap(), 3);
 }
 
@@ -461,6 +492,7 @@ async fn audit_tampering_in_the_database_file_is_found() {
         let s = SqliteStore::open(&path).await.unwrap();
         let mut head = s.audit_head().await.unwrap();
         assert_eq!(head, ChainHead::genesis());
+        let mut previous = head.clone();
         // Two batches (group commits) of ten, a checkpoint after each.
         for batch in 0..2u64 {
             let records: Vec<_> = (0..10u64)
@@ -469,19 +501,29 @@ async fn audit_tampering_in_the_database_file_is_found() {
                     head.append(1_000 + batch * 10 + i, "decision", body).unwrap()
                 })
                 .collect();
-            s.append_audit(&records).await.unwrap();
+            let mut sink = s.audit_sink().unwrap();
+            assert_eq!(sink.begin().unwrap(), previous);
+            for r in &records {
+                sink.append(r).unwrap();
+            }
+            sink.commit().unwrap();
+            previous = head.clone();
             s.add_checkpoint(head.seq, &sign_checkpoint(&key, ISS, &head, 2_000).unwrap())
                 .await
                 .unwrap();
         }
         assert_eq!(s.audit_head().await.unwrap(), head);
-        // A batch that does not follow the head is refused.
+        // A record that does not follow the head is refused, and nothing
+        // of its group is kept.
         let mut stale = ChainHead::genesis();
         let r = stale.append(1, "decision", serde_json::json!({})).unwrap();
+        let mut sink = s.audit_sink().unwrap();
+        sink.begin().unwrap();
         assert!(matches!(
-            s.append_audit(&[r]).await.unwrap_err(),
+            sink.append(&r).unwrap_err(),
             StoreError::Conflict(_)
         ));
+        sink.rollback();
     }
     let verify = || async {
         let s = SqliteStore::open(&path).await.unwrap();

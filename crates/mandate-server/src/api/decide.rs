@@ -47,7 +47,6 @@ pub(super) async fn decide(
     caller: Caller,
     ApiJson(req): ApiJson<DecideRequest>,
 ) -> Result<Json<DecideResponse>, Problem> {
-    let (resp, who, _permit) = decide_inner(&s, &caller, &req).await?;
     // INVARIANT: the decision is durable in the audit log before anyone
     // sees it; if it cannot be recorded, no decision is given.
     let mut extra = serde_json::Map::new();
@@ -55,17 +54,48 @@ pub(super) async fn decide(
         "enforcement_point".into(),
         caller.principal.name.as_str().into(),
     );
-    record_decision(
-        &s,
-        &req.action,
-        &req.resource,
-        &req.context,
-        &resp,
-        who.as_ref(),
-        extra,
-    )
-    .await?;
-    Ok(Json(resp))
+    Ok(Json(decide_inner(&s, &caller, &req, extra).await?))
+}
+
+/// A decision's audit record.
+fn decision_body(
+    action: &str,
+    resource: &ResourceRef,
+    context: &serde_json::Map<String, serde_json::Value>,
+    resp: &DecideResponse,
+    who: Option<&Who>,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Problem> {
+    let context_digest =
+        mandate_core::s256(&serde_jcs::to_vec(context).map_err(|_| Problem::internal())?);
+    let mut body = serde_json::Map::new();
+    body.insert("action".into(), action.into());
+    body.insert(
+        "resource".into(),
+        serde_json::to_value(resource).map_err(|_| Problem::internal())?,
+    );
+    body.insert("context_digest".into(), context_digest.into());
+    set_outcome(&mut body, resp);
+    body.extend(extra);
+    if let Some(w) = who {
+        body.insert("principal".into(), w.principal.clone().into());
+        body.insert("agent".into(), w.agent.clone().into());
+        body.insert("mission".into(), w.mission.clone().into());
+        body.insert("mission_s256".into(), w.mission_s256.clone().into());
+        body.insert("credential".into(), w.jti.clone().into());
+        body.insert("jkt".into(), w.jkt.clone().into());
+    }
+    Ok(body)
+}
+
+/// The outcome's fields of a decision's audit record.
+fn set_outcome(body: &mut serde_json::Map<String, serde_json::Value>, resp: &DecideResponse) {
+    body.insert("decision".into(), resp.decision.as_str().into());
+    body.insert("code".into(), resp.code.clone().into());
+    body.insert("policies".into(), resp.policies.clone().into());
+    body.insert("grant".into(), resp.grant.clone().into());
+    body.insert("approval_id".into(), resp.approval_id.clone().into());
+    body.insert("budget_used".into(), resp.budget_used.into());
 }
 
 /// Records a decision in the audit log and waits until it is durable.
@@ -78,31 +108,8 @@ pub(crate) async fn record_decision(
     who: Option<&Who>,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<u64, Problem> {
-    let context_digest =
-        mandate_core::s256(&serde_jcs::to_vec(context).map_err(|_| Problem::internal())?);
-    let mut body = serde_json::json!({
-        "action": action,
-        "resource": resource,
-        "context_digest": context_digest,
-        "decision": resp.decision.as_str(),
-        "code": &resp.code,
-        "policies": &resp.policies,
-        "grant": &resp.grant,
-        "approval_id": &resp.approval_id,
-        "budget_used": resp.budget_used,
-    });
-    if let Some(obj) = body.as_object_mut() {
-        obj.extend(extra);
-        if let Some(w) = who {
-            obj.insert("principal".into(), w.principal.clone().into());
-            obj.insert("agent".into(), w.agent.clone().into());
-            obj.insert("mission".into(), w.mission.clone().into());
-            obj.insert("mission_s256".into(), w.mission_s256.clone().into());
-            obj.insert("credential".into(), w.jti.clone().into());
-            obj.insert("jkt".into(), w.jkt.clone().into());
-        }
-    }
-    s.audit("decision", body).await
+    let body = decision_body(action, resource, context, resp, who, extra)?;
+    s.audit("decision", serde_json::Value::Object(body)).await
 }
 
 /// Records a refusal that came before any decision (a signature, a
@@ -167,7 +174,8 @@ async fn decide_inner(
     s: &AppState,
     caller: &Caller,
     req: &DecideRequest,
-) -> Result<(DecideResponse, Option<Who>, Option<Permit>), Problem> {
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<DecideResponse, Problem> {
     let DecideRequest {
         credential,
         action,
@@ -182,7 +190,10 @@ async fn decide_inner(
     let (claims, mission) = match check_presented(s, credential).await? {
         Presented::Valid { claims, mission } => (claims, *mission),
         Presented::Refused { error, claims } => {
-            return Ok((refused(&error), claims.as_ref().map(Who::of), None));
+            let resp = refused(&error);
+            let who = claims.as_ref().map(Who::of);
+            record_decision(s, action, resource, context, &resp, who.as_ref(), extra).await?;
+            return Ok(resp);
         }
     };
     let call = Call {
@@ -193,9 +204,17 @@ async fn decide_inner(
         required: required_trust.unwrap_or(Trust::Signed),
         arguments: None,
     };
-    let (resp, permit) =
-        decide_call(s, &caller.principal.name.to_string(), &mission, &call).await?;
-    Ok((resp, Some(Who::of(&claims)), permit))
+    // The enforcement point forwards; here nothing is.
+    let (resp, _permit) = decide_and_record(
+        s,
+        &caller.principal.name.to_string(),
+        &mission,
+        &call,
+        &Who::of(&claims),
+        extra,
+    )
+    .await?;
+    Ok(resp)
 }
 
 /// One call to decide, after its credential checked out.
@@ -212,15 +231,86 @@ pub(crate) struct Call<'a> {
 }
 
 /// Decides a call of an agent whose credential (and, at the gateway,
-/// request signature) checked out: mission state and budget, then policy
-/// and grants; counts an allowed call; opens (or joins) the approval
-/// request of an escalated one. Returns a [`Permit`] only for an Allow.
-pub(crate) async fn decide_call(
+/// request signature) checked out — mission state and budget, then policy
+/// and grants — and records the decision, durably, before returning it.
+/// An allowed call is counted (budget, grant use) in the same transaction
+/// as its record; an escalated one opens (or joins) its approval request.
+/// Returns a [`Permit`] only for an Allow that was counted and recorded.
+pub(crate) async fn decide_and_record(
     s: &AppState,
     by: &str,
     mission: &Mission,
     call: &Call<'_>,
+    who: &Who,
+    extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(DecideResponse, Option<Permit>), Problem> {
+    let (resp, permit) = match decide_call(s, mission, call, who, &extra).await? {
+        Decided::Recorded(resp, permit) => (resp, permit),
+        Decided::Unrecorded(resp) => {
+            record_decision(
+                s,
+                call.action,
+                call.resource,
+                call.context,
+                &resp,
+                Some(who),
+                extra,
+            )
+            .await?;
+            (resp, None)
+        }
+    };
+    tracing::info!(
+        mission = %mission.body.id,
+        by = %by,
+        action = %call.action,
+        decision = resp.decision.as_str(),
+        code = %resp.code,
+        "decided"
+    );
+    Ok((resp, permit))
+}
+
+/// A decision, and whether it is in the audit log yet.
+enum Decided {
+    /// Counted and recorded (an Allow, or what counting turned it into).
+    Recorded(DecideResponse, Option<Permit>),
+    /// Still to be recorded; no effect on the budget.
+    Unrecorded(DecideResponse),
+}
+
+/// What an allowed call's record says once counting found `a`; `None`
+/// when the grant it relied on is gone (nothing is recorded, the call is
+/// decided again).
+fn settled(allowed: &DecideResponse, a: Allowance) -> Option<DecideResponse> {
+    let deny = |o: Outcome| DecideResponse {
+        mission_id: allowed.mission_id.clone(),
+        ..response(o, None)
+    };
+    match a {
+        Allowance::Counted(n) => Some(DecideResponse {
+            budget_used: Some(n),
+            ..allowed.clone()
+        }),
+        Allowance::BudgetExhausted => Some(deny(Outcome::deny(
+            ReasonCode::BUDGET_EXHAUSTED,
+            "the mission's request budget is used up",
+        ))),
+        Allowance::MissionEnded => Some(deny(Outcome::deny(
+            ReasonCode::MISSION_ENDED,
+            "the mission ended",
+        ))),
+        Allowance::GrantUnavailable => None,
+    }
+}
+
+async fn decide_call(
+    s: &AppState,
+    mission: &Mission,
+    call: &Call<'_>,
+    who: &Who,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Decided, Problem> {
     let Call {
         action,
         resource,
@@ -231,18 +321,18 @@ pub(crate) async fn decide_call(
     } = *call;
     let now = s.0.clock.now();
     let id = &mission.body.id;
+    let deny = |code: &str, detail: String| {
+        Ok(Decided::Unrecorded(response(
+            Outcome::deny(code, detail),
+            Some(id),
+        )))
+    };
     // A route path that parsers could read differently is refused here too,
     // so a grant's path prefix means what it says.
     if let ResourceKind::Route { path, .. } = &resource.kind
         && let Err(e) = crate::routes::check_path(path)
     {
-        return Ok((
-            response(
-                Outcome::deny(ReasonCode::INVALID_REQUEST, e.to_string()),
-                Some(id),
-            ),
-            None,
-        ));
+        return deny(ReasonCode::INVALID_REQUEST, e.to_string());
     }
     // Likewise an MCP resource URI or tool name with more than one reading.
     let unclear = match &resource.kind {
@@ -252,21 +342,16 @@ pub(crate) async fn decide_call(
         _ => false,
     };
     if unclear {
-        return Ok((
-            response(
-                Outcome::deny(
-                    ReasonCode::INVALID_REQUEST,
-                    "the MCP resource, tool or prompt name has more than one reading",
-                ),
-                Some(id),
-            ),
-            None,
-        ));
+        return deny(
+            ReasonCode::INVALID_REQUEST,
+            "the MCP resource, tool or prompt name has more than one reading".into(),
+        );
     }
-    // 2. Mission state and budget.
+    // 2. Mission state and budget (checked again, authoritatively, when an
+    //    allowed call is counted).
     let used = s.0.store.budget_used(id).await?;
     if let Err(o) = state_check(mission, now, used) {
-        return Ok((response(*o, Some(id)), None));
+        return Ok(Decided::Unrecorded(response(*o, Some(id))));
     }
     // 3. Policy: the organisation's, this mission's, its live grants. A
     //    grant used up by a concurrent call between deciding and counting
@@ -274,24 +359,12 @@ pub(crate) async fn decide_call(
     let org = s.org()?;
     let compiled = match s.mission_policies(mission) {
         Ok(c) => c,
-        Err(p) => {
-            return Ok((
-                response(Outcome::deny(ReasonCode::POLICY_ERROR, p.detail), Some(id)),
-                None,
-            ));
-        }
+        Err(p) => return deny(ReasonCode::POLICY_ERROR, p.detail),
     };
-    let mut attempts = 0;
-    let (outcome, resp, permit) = loop {
-        attempts += 1;
+    for _ in 0..3 {
         let grants = match live_grants(s, id, now).await? {
             Ok(g) => g,
-            Err(detail) => {
-                return Ok((
-                    response(Outcome::deny(ReasonCode::POLICY_ERROR, detail), Some(id)),
-                    None,
-                ));
-            }
+            Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
         };
         let outcome = engine_decide(
             &org.loaded.policies,
@@ -309,81 +382,71 @@ pub(crate) async fn decide_call(
             },
         );
         let mut resp = response(outcome.clone(), Some(id));
-        if outcome.decision != Decision::Allow {
-            break (outcome, resp, None);
+        match outcome.decision {
+            Decision::Allow => {}
+            Decision::Escalate => {
+                let ask = Ask {
+                    mission,
+                    action,
+                    resource,
+                    context,
+                    outcome: &outcome,
+                    justification: justification.clone(),
+                    arguments,
+                    now,
+                };
+                return Ok(Decided::Unrecorded(match open_approval(s, &ask).await? {
+                    Some(approval) => {
+                        resp.approval_url = Some(crate::approvals::poll_url(s, &approval));
+                        resp.approval_id = Some(approval);
+                        resp
+                    }
+                    None => response(
+                        Outcome::deny(
+                            ReasonCode::APPROVAL_QUEUE_FULL,
+                            format!(
+                                "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
+                            ),
+                        ),
+                        Some(id),
+                    ),
+                }));
+            }
+            Decision::Deny => return Ok(Decided::Unrecorded(resp)),
         }
-        // 4. Budget (and the grant's uses) are counted per allowed call,
-        //    atomically.
-        let grant = outcome
-            .grant
-            .as_deref()
-            .and_then(|g| g.strip_prefix("grant/"));
-        match s
-            .0
-            .store
-            .consume_allowance(id, mission.body.budget.requests, grant, now)
-            .await?
-        {
-            Allowance::Counted(n) => {
-                resp.budget_used = Some(n);
-                break (outcome, resp, Some(Permit(())));
-            }
-            Allowance::BudgetExhausted => {
-                let o = Outcome::deny(
-                    ReasonCode::BUDGET_EXHAUSTED,
-                    "the mission's request budget is used up",
-                );
-                break (o.clone(), response(o, Some(id)), None);
-            }
-            Allowance::GrantUnavailable if attempts < 3 => {}
-            Allowance::GrantUnavailable => {
-                let o = Outcome::deny(
-                    ReasonCode::POLICY_ERROR,
-                    "the grants of this mission keep changing; retry",
-                );
-                break (o.clone(), response(o, Some(id)), None);
-            }
-        }
-    };
-    let mut resp = resp;
-    if outcome.decision == Decision::Escalate {
-        let ask = Ask {
-            mission,
-            action,
-            resource,
-            context,
-            outcome: &outcome,
-            justification: justification.clone(),
-            arguments,
+        // 4. An allowed call's budget (and grant use) is counted in the
+        //    transaction that records its decision: both durable, or
+        //    neither, before anything is forwarded.
+        let mut body = decision_body(action, resource, context, &resp, Some(who), extra.clone())?;
+        let allowed = resp.clone();
+        let settle: crate::audit::Settle = Box::new(move |a| {
+            let r = settled(&allowed, a)?;
+            set_outcome(&mut body, &r);
+            Some(serde_json::Value::Object(body))
+        });
+        let count = crate::audit::Count {
+            mission: id.clone(),
+            budget: mission.body.budget.requests,
+            grant: outcome
+                .grant
+                .as_deref()
+                .and_then(|g| g.strip_prefix("grant/"))
+                .map(str::to_owned),
             now,
         };
-        match open_approval(s, &ask).await? {
-            Some(approval) => {
-                resp.approval_url = Some(crate::approvals::poll_url(s, &approval));
-                resp.approval_id = Some(approval);
-            }
-            None => {
-                resp = response(
-                    Outcome::deny(
-                        ReasonCode::APPROVAL_QUEUE_FULL,
-                        format!(
-                            "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
-                        ),
-                    ),
-                    Some(id),
-                );
-            }
+        let (a, _) =
+            s.0.audit
+                .record_counted("decision", now.0, count, settle)
+                .await?;
+        if let Some(r) = settled(&resp, a) {
+            let permit = matches!(a, Allowance::Counted(_)).then_some(Permit(()));
+            return Ok(Decided::Recorded(r, permit));
         }
     }
-    tracing::info!(
-        mission = %id,
-        by = %by,
-        action = %action,
-        decision = resp.decision.as_str(),
-        code = %resp.code,
-        "decided"
-    );
-    Ok((resp, permit))
+    deny(
+        ReasonCode::POLICY_ERROR,
+        "the grants of this mission keep changing; retry".into(),
+    )
 }
 
 /// What each of `items` would get now, with no context, and with no

@@ -27,7 +27,7 @@ use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trust, UnixTime};
 use serde::Serialize;
 
-use super::decide::{Call, Permit, Who, decide_call, record_decision, record_refusal};
+use super::decide::{Call, Permit, Who, decide_and_record, record_refusal};
 use super::extract::{Presented, check_signed};
 use super::free_text;
 use crate::problem::Problem;
@@ -258,16 +258,14 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         required: route.config.required_trust.unwrap_or(Trust::Signed),
         arguments: None,
     };
-    let (resp, permit) = decide_call(s, "gateway", &mission, &call).await?;
     // 5. INVARIANT: the decision is durable before anything is forwarded
     //    or answered.
-    record_decision(
+    let (resp, permit) = decide_and_record(
         s,
-        &mapped.action,
-        &mapped.resource,
-        &mapped.context,
-        &resp,
-        Some(&who),
+        "gateway",
+        &mission,
+        &call,
+        &who,
         gateway_fields(&route, &request, &body),
     )
     .await?;
@@ -359,7 +357,8 @@ pub(super) async fn verify(
     let parsed = httpsig::parse_signature(input, signature, label).map_err(sig_err)?;
     let credential = httpsig::signature_key_jwt(key_header, label).map_err(sig_err)?;
     // The credential's own signature first: its claims are then authentic.
-    let signed = s.verified_credential(&credential).map_err(Problem::from)?;
+    let crate::state::Verified { signed, key } =
+        s.verified_credential(&credential).map_err(Problem::from)?;
     let claims = signed.claims.clone();
     // Until the request's signature verifies, the caller may not hold the
     // mission key: refusals are answered, not recorded (a stolen credential
@@ -421,13 +420,19 @@ pub(super) async fn verify(
     }
     // The key: the one bound into the credential (checked against the
     // mission's below).
-    let Some(jwk) = &claims.cnf.jwk else {
+    if claims.cnf.jwk.is_none() {
         return unrecorded(unauthorized(
             "bad_credential",
             "the credential carries no mission key (`cnf.jwk`)",
         ));
+    }
+    let Some(key) = key else {
+        return unrecorded(unauthorized(
+            "bad_signature",
+            httpsig::HttpSigError::BadSignature.to_string(),
+        ));
     };
-    if let Err(e) = httpsig::verify_with_jwk(req, &parsed, jwk) {
+    if let Err(e) = httpsig::verify_ed25519(req, &parsed, &key) {
         return unrecorded(unauthorized("bad_signature", e.to_string()));
     }
     // Once only.

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::decide::{Call, Permit, Who, decide_call, preview, record_decision, record_refusal};
+use super::decide::{Call, Permit, Who, decide_and_record, preview, record_refusal};
 use super::gateway::{Verified, header_list, verify};
 use crate::mcp::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
@@ -1314,7 +1314,6 @@ async fn request(
             required: x.server.required_trust(),
             arguments: arguments.as_ref(),
         };
-        let (resp, p) = decide_call(s, "mcp", &caller.mission, &call).await?;
         let mut extra = serde_json::Map::new();
         extra.insert("enforcement_point".into(), "mcp".into());
         extra.insert("mcp_server".into(), x.server.name().into());
@@ -1327,18 +1326,17 @@ async fn request(
         if x.server.config.record_arguments {
             extra.insert(
                 "arguments".into(),
-                arguments.map_or_else(|| json!({}), Value::Object),
+                arguments.clone().map_or_else(|| json!({}), Value::Object),
             );
         }
         // INVARIANT: the decision is durable before anything is forwarded
         // or answered.
-        record_decision(
+        let (resp, p) = decide_and_record(
             s,
-            &mapped.action,
-            &mapped.resource,
-            &mapped.context,
-            &resp,
-            Some(&Who::of(&caller.claims)),
+            "mcp",
+            &caller.mission,
+            &call,
+            &Who::of(&caller.claims),
             extra,
         )
         .await?;
