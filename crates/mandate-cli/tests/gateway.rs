@@ -959,6 +959,91 @@ async fn a_crash_under_gateway_load_loses_no_answered_decision() {
     );
 }
 
+/// Racing calls spend the budget exactly: each allowed call is counted in
+/// the transaction that records its decision, so of 130 concurrent calls on
+/// a budget of 100, exactly 100 reach the upstream, each with its own
+/// count in the log, and 30 are refused as `budget_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_calls_spend_the_budget_exactly_and_each_count_is_recorded() {
+    let (server, _dir, s, _gw, seen) = setup().await;
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    let key = Arc::new(MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap());
+    let mut calls = Vec::new();
+    for i in 0..130 {
+        let (key, cred, authority) = (
+            Arc::clone(&key),
+            saved.credential.clone(),
+            authority.clone(),
+        );
+        let base = server.url().to_owned();
+        calls.push(tokio::spawn(async move {
+            let path = format!("/gw/billing/invoices/race-{i}");
+            let h = signed_headers(
+                &key,
+                &cred,
+                "GET",
+                &authority,
+                &path,
+                b"",
+                &["@method", "@authority", "@path", "signature-key"],
+                now(),
+            );
+            let mut rb = reqwest::Client::new().get(format!("{base}{path}"));
+            for (k, v) in h {
+                rb = rb.header(k, v);
+            }
+            let r = rb.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body)
+        }));
+    }
+    let mut allowed = 0;
+    let mut exhausted = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            (200, _) => allowed += 1,
+            (403, b) if b["code"] == "budget_exhausted" => exhausted += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((allowed, exhausted), (100, 30));
+    let forwarded = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.uri.starts_with("/invoices/race-"))
+        .count();
+    assert_eq!(forwarded, 100);
+    let export = server
+        .cli(Some(&s.admin), &["audit", "export", "--limit", "100000"])
+        .success();
+    let decisions: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| r["body"].clone())
+        .collect();
+    let mut counts: Vec<u64> = decisions
+        .iter()
+        .filter(|b| b["decision"] == "allow")
+        .map(|b| b["budget_used"].as_u64().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=100).collect::<Vec<u64>>());
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|b| b["decision"] == "deny" && b["code"] == "budget_exhausted")
+            .count(),
+        30
+    );
+    let ok = server.cli(Some(&s.admin), &["audit", "verify"]).success();
+    assert!(ok.contains("audit chain intact"), "{ok}");
+}
+
 /// An approval covers the exact request: not the same call with another
 /// query, another body or another method; and what the gateway forwards
 /// carries no identity headers of the agent's choosing, no TRACE, and no
