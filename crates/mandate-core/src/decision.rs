@@ -334,15 +334,28 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
     if req.context.contains_key("trust") || req.context.contains_key("time") {
         return Err("`trust` and `time` are set by Mandate, not by the request".into());
     }
-    let mut ctx = req.context.clone();
-    ctx.insert("trust".into(), req.trust.as_str().into());
-    ctx.insert("time".into(), req.now.0.into());
     // Typed by the action's declared context, and the request checked
     // against what the action applies to.
     let action = uid("Action", req.action)?;
     let schema = org.schema();
-    let context = Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
-        .map_err(|e| e.to_string())?;
+    let context = if req.context.is_empty() {
+        // Only what Mandate sets: a string and a long, checked against the
+        // schema with the request below; no JSON to interpret.
+        Context::from_pairs([
+            (
+                "trust".to_owned(),
+                RestrictedExpression::new_string(req.trust.as_str().to_owned()),
+            ),
+            ("time".to_owned(), long(req.now.0)),
+        ])
+        .map_err(|e| e.to_string())?
+    } else {
+        let mut ctx = req.context.clone();
+        ctx.insert("trust".into(), req.trust.as_str().into());
+        ctx.insert("time".into(), req.now.0.into());
+        Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
+            .map_err(|e| e.to_string())?
+    };
     let request = Request::new(agent, action, resource_uid, context, Some(schema))
         .map_err(|e| e.to_string())?;
     Ok((request, entities))

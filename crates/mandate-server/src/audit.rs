@@ -115,7 +115,7 @@ impl AuditWriter {
         }
         let shared = self.shared;
         let _ = tokio::task::spawn_blocking(move || {
-            let Ok(mut w) = shared.writer.lock() else {
+            let Some(mut w) = acquire(&shared, true) else {
                 return;
             };
             let rest: Vec<Pending> = shared
@@ -165,6 +165,7 @@ impl AuditLog {
             policy,
             last_checkpoint,
             head,
+            broken: false,
         };
         // Seal records a crash left after the last checkpoint.
         if writer.head.seq > writer.last_checkpoint {
@@ -184,11 +185,14 @@ impl AuditLog {
                     tick.tick().await;
                     let shared = Arc::clone(&shared);
                     let _ = tokio::task::spawn_blocking(move || {
-                        if let Ok(mut w) = shared.writer.lock()
+                        if let Some(mut w) = acquire(&shared, true)
                             && w.head.seq > w.last_checkpoint
                         {
                             w.checkpoint();
                         }
+                        // Events queued while this held the writer are
+                        // committed now, not with the next event.
+                        drain(&shared);
                     })
                     .await;
                 }
@@ -268,7 +272,7 @@ impl AuditLog {
 fn drain(shared: &Arc<Shared>) {
     loop {
         for _ in 0..ROUNDS {
-            let Ok(mut w) = shared.writer.try_lock() else {
+            let Some(mut w) = acquire(shared, false) else {
                 return;
             };
             let group: Vec<Pending> = match shared.queue.lock() {
@@ -301,6 +305,35 @@ fn drain(shared: &Arc<Shared>) {
     }
 }
 
+/// The writer, waiting for it or not (`None` if another holds it). A
+/// writer left poisoned by a panic mid-commit is taken back: its open
+/// transaction is rolled back (the group's handlers were refused when
+/// their channels dropped) and its head was not moved.
+///
+/// INVARIANT: whoever takes the writer with `wait` calls [`drain`] after
+/// letting go, so nothing queued meanwhile waits for a later event.
+fn acquire(shared: &Shared, wait: bool) -> Option<std::sync::MutexGuard<'_, Writer>> {
+    let taken = if wait {
+        shared
+            .writer
+            .lock()
+            .map_err(std::sync::TryLockError::Poisoned)
+    } else {
+        shared.writer.try_lock()
+    };
+    match taken {
+        Ok(w) => Some(w),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+        Err(std::sync::TryLockError::Poisoned(p)) => {
+            tracing::error!("an audit commit panicked; its group was refused and rolled back");
+            let mut w = p.into_inner();
+            w.sink.rollback();
+            shared.writer.clear_poison();
+            Some(w)
+        }
+    }
+}
+
 /// Runs a commit (it waits for the disk) without holding up the runtime's
 /// other tasks.
 fn blocking(f: impl FnOnce()) {
@@ -328,6 +361,10 @@ struct Writer {
     policy: CheckpointPolicy,
     head: ChainHead,
     last_checkpoint: u64,
+    /// Set when a commit failed: what it wrote may still be in the WAL, so
+    /// this writer's head can no longer be trusted. Every later event is
+    /// refused until a restart reads the head again.
+    broken: bool,
 }
 
 impl Writer {
@@ -335,6 +372,12 @@ impl Writer {
     /// chained fails alone; any other failure fails the whole group, and
     /// nothing of it (no record, no count) is kept.
     fn commit(&mut self, group: Vec<Pending>) {
+        if self.broken {
+            for p in group {
+                let _ = p.done.send(Err(()));
+            }
+            return;
+        }
         let stored = match self.sink.begin() {
             Ok(h) => h,
             Err(e) => {
@@ -361,11 +404,13 @@ impl Writer {
             }
             let (body, allowance) = match p.entry {
                 Entry::Body(b) => (Some(b), None),
+                // Expiry is judged at the commit, not when the call was
+                // decided.
                 Entry::Counted { count, settle } => match self.sink.count(
                     &count.mission,
                     count.budget,
                     count.grant.as_deref(),
-                    count.now,
+                    count.now.max(self.clock.now()),
                 ) {
                     Ok(a) => (settle(a), Some(a)),
                     Err(e) => {
@@ -377,13 +422,20 @@ impl Writer {
                 },
             };
             let Some(body) = body else {
-                outcomes.push((
-                    p.done,
-                    Some(Recorded {
-                        seq: None,
-                        allowance,
-                    }),
-                ));
+                if matches!(allowance, Some(Allowance::Counted(_))) {
+                    // A count is never kept without its record.
+                    tracing::error!("an allowed call was counted but not recorded");
+                    failed = true;
+                    outcomes.push((p.done, None));
+                } else {
+                    outcomes.push((
+                        p.done,
+                        Some(Recorded {
+                            seq: None,
+                            allowance,
+                        }),
+                    ));
+                }
                 continue;
             };
             let record = match head.append(p.time, p.kind, body) {
@@ -411,7 +463,11 @@ impl Writer {
             ));
         }
         if !failed && let Err(e) = self.sink.commit() {
-            tracing::error!(error = %e, "audit commit failed");
+            tracing::error!(
+                error = %e,
+                "audit commit failed; refusing every event until a restart"
+            );
+            self.broken = true;
             failed = true;
         }
         if failed {
@@ -468,4 +524,92 @@ pub async fn verify_stored(
             mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer)
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::*;
+    use mandate_core::{OsRandom, SystemClock};
+    use mandate_store::SqliteStore;
+
+    async fn log(dir: &std::path::Path, secs: u64) -> (Arc<dyn Store>, AuditLog, AuditWriter) {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.join("mandate.db")).await.unwrap());
+        let key = Arc::new(AuthorityKey::generate(&OsRandom).unwrap());
+        let (log, writer) = AuditLog::spawn(
+            Arc::clone(&store),
+            key,
+            "urn:test".into(),
+            Arc::new(SystemClock),
+            CheckpointPolicy { every: 1_000, secs },
+        )
+        .await
+        .unwrap();
+        (store, log, writer)
+    }
+
+    /// A checkpoint signed on a quiet tick holds the writer; an event
+    /// queued meanwhile is committed then, not left for the next event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_queued_during_a_checkpoint_are_not_stranded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log, writer) = log(dir.path(), 1).await;
+        let until = std::time::Instant::now() + Duration::from_millis(3_500);
+        let mut n = 0u64;
+        while std::time::Instant::now() < until {
+            let seq = tokio::time::timeout(
+                Duration::from_secs(2),
+                log.record("test.event", 1, serde_json::json!({ "n": n })),
+            )
+            .await
+            .expect("an event waited past a checkpoint")
+            .unwrap();
+            n += 1;
+            assert_eq!(seq, n);
+        }
+        writer.shutdown().await;
+        assert!(!store.checkpoints().await.unwrap().is_empty());
+    }
+
+    /// Concurrent events each get their own place in the chain, and the
+    /// stored log verifies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_events_form_one_verifiable_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log, writer) = log(dir.path(), 60).await;
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..50 {
+                    let body = serde_json::json!({ "task": t, "i": i });
+                    seqs.push(log.record("test.event", 1, body).await.unwrap());
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        writer.shutdown().await;
+        // After shutdown, events are refused rather than left waiting.
+        assert!(
+            log.record("test.event", 1, serde_json::json!({}))
+                .await
+                .is_err()
+        );
+        let key_jwks = store.checkpoints().await.unwrap();
+        assert!(!key_jwks.is_empty());
+        let records = store.audit_records(0, 10_000).await.unwrap();
+        assert_eq!(records.len(), 800);
+    }
 }

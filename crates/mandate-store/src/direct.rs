@@ -11,8 +11,8 @@
 //! kept by one SQLite library in the process.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mandate_core::{AuditRecord, ChainHead, MissionId, UnixTime};
@@ -135,18 +135,58 @@ const USE_GRANT: &str = "UPDATE grants SET uses = uses + 1 \
        AND (expires_at IS NULL OR expires_at > ?3) \
        AND (max_uses IS NULL OR uses < max_uses)";
 
+/// Writes through the pool that are waiting for the write lock. Under
+/// gateway load the audit sink commits group after group, and SQLite's
+/// busy handler (which sleeps and polls) would let a revocation or an
+/// approval wait for seconds; the sink stands aside while one waits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WritersWaiting(Arc<AtomicUsize>);
+
+/// One waiting writer, until dropped.
+#[derive(Debug)]
+pub(crate) struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl WritersWaiting {
+    /// Marks a writer as waiting until the returned guard drops (hold it
+    /// until the write lock is taken).
+    pub(crate) fn enter(&self) -> Waiting {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Waiting(Arc::clone(&self.0))
+    }
+
+    /// Waits, at most `limit`, until no writer is waiting.
+    fn stand_aside(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.0.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
 /// The audit writer's connection. Not shared: one thread owns it.
 #[derive(Debug)]
 pub(crate) struct SqliteAuditSink {
     conn: Connection,
+    waiting: WritersWaiting,
     /// The sequence number the open transaction's next record must have.
     next: Option<u64>,
 }
 
 impl SqliteAuditSink {
-    pub(crate) fn open(path: &Path, durable: bool) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        path: &Path,
+        durable: bool,
+        waiting: WritersWaiting,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             conn: open(path, durable, false)?,
+            waiting,
             next: None,
         })
     }
@@ -186,6 +226,9 @@ impl AuditSink for SqliteAuditSink {
     }
 
     fn begin(&mut self) -> Result<ChainHead, StoreError> {
+        // Another write waiting for the lock goes first (bounded: the
+        // audit log must not stall behind a stuck one).
+        self.waiting.stand_aside(Duration::from_millis(250));
         // IMMEDIATE takes the write lock up front: the head read next stays
         // the head until this transaction ends.
         self.conn.execute_batch("BEGIN IMMEDIATE")?;

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use crate::direct::{Columns, Readers, SqliteAuditSink};
+use crate::direct::{Columns, Readers, SqliteAuditSink, WritersWaiting};
 use crate::model::{
     Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord, NewApproval,
     NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
@@ -34,6 +34,9 @@ pub struct SqliteStore {
     /// Connections for the decision path's point reads (see `direct`).
     readers: Arc<Readers>,
     checked: Arc<CheckedBodies>,
+    /// Writes through the pool waiting for the write lock; the audit sink
+    /// lets them go first (see `direct::WritersWaiting`).
+    waiting: WritersWaiting,
     path: PathBuf,
     durable: bool,
 }
@@ -69,6 +72,7 @@ impl SqliteStore {
             pool,
             readers,
             checked: Arc::default(),
+            waiting: WritersWaiting::default(),
             path: path.to_path_buf(),
             durable,
         })
@@ -77,6 +81,7 @@ impl SqliteStore {
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // IMMEDIATE takes the write lock up front, so two writers never
         // deadlock upgrading a read lock.
+        let _first = self.waiting.enter();
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
@@ -693,6 +698,7 @@ impl Store for SqliteStore {
         by: &str,
         now: UnixTime,
     ) -> Result<Mission, StoreError> {
+        let _first = self.waiting.enter();
         let row = sqlx::query(
             "UPDATE missions SET state = 'ended', end_reason = ?2, ended_at = ?3, ended_by = ?4 \
              WHERE id = ?1 AND state != 'ended' RETURNING *",
@@ -1145,7 +1151,11 @@ impl Store for SqliteStore {
     }
 
     fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
-        Ok(Box::new(SqliteAuditSink::open(&self.path, self.durable)?))
+        Ok(Box::new(SqliteAuditSink::open(
+            &self.path,
+            self.durable,
+            self.waiting.clone(),
+        )?))
     }
 
     async fn audit_records(

@@ -434,12 +434,14 @@ async fn decide_call(
                 .map(str::to_owned),
             now,
         };
-        let (a, _) =
+        let (a, seq) =
             s.0.audit
                 .record_counted("decision", now.0, count, settle)
                 .await?;
         if let Some(r) = settled(&resp, a) {
-            let permit = matches!(a, Allowance::Counted(_)).then_some(Permit(()));
+            // Only a counted call whose record is durable is forwarded.
+            let permit =
+                (matches!(a, Allowance::Counted(_)) && seq.is_some()).then_some(Permit(()));
             return Ok(Decided::Recorded(r, permit));
         }
     }
