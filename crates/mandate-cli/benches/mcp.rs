@@ -166,17 +166,20 @@ impl Target {
             rb = rb.header(k, v);
         }
         let resp = rb.send().await.unwrap();
-        assert!(resp.status().is_success(), "{} {}", self.url, resp.status());
+        let status = resp.status();
         let sid = resp
             .headers()
             .get("mcp-session-id")
             .map(|v| v.to_str().unwrap().to_owned());
-        (sid, resp.text().await.unwrap())
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{} {status}: {text}", self.url);
+        (sid, text)
     }
 
-    /// Opens a session; its id.
-    async fn open(&self, http: &reqwest::Client) -> String {
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    /// Opens a session; its id. Each round's `initialize` is its own
+    /// request (a signature identical to an earlier one is a replay).
+    async fn open(&self, http: &reqwest::Client, round: usize) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": format!("init-{round}"), "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "bench", "version": "1"}}})
         .to_string()
@@ -215,7 +218,7 @@ impl Target {
 /// p50 and p99 of sequential `tools/call`s, in microseconds.
 async fn latency(t: &Target, round: usize) -> (f64, f64) {
     let http = reqwest::Client::new();
-    let sid = t.open(&http).await;
+    let sid = t.open(&http, round).await;
     let calls = t.calls(&sid, round * (WARMUP + SAMPLES), WARMUP + SAMPLES);
     let mut d = Vec::with_capacity(SAMPLES);
     for (i, (body, h)) in calls.into_iter().enumerate() {
