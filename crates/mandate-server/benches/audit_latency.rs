@@ -4,8 +4,8 @@
 //! `cargo bench -p mandate-server --bench audit_latency`
 //!
 //! - `record_one`: `AuditLog::record` of a decision-sized event with no other
-//!   traffic, so the group is that one event: chain, commit and sync, and
-//!   the round trip through the writer task.
+//!   traffic, so the group is that one event, committed by its caller:
+//!   chain, commit and sync.
 //! - `raw_commit_one`: one plain INSERT in its own transaction.
 //!
 //! Goal: `record_one` ≤ `raw_commit_one` + 0.5 ms at the median.
