@@ -1044,6 +1044,104 @@ async fn racing_calls_spend_the_budget_exactly_and_each_count_is_recorded() {
     assert!(ok.contains("audit chain intact"), "{ok}");
 }
 
+/// Revocation under gateway load: the revocation (a write through the
+/// store's pool) is not starved by the audit log's back-to-back group
+/// commits, and once it has returned nothing more reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_under_gateway_load_takes_effect_at_once() {
+    let (server, _dir, s, _gw, seen) = setup().await;
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    let key = Arc::new(MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let revoked_at: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+    // Answers to requests sent after the revocation returned.
+    let late: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let mut load = Vec::new();
+    for worker in 0..16 {
+        let (key, cred, authority) = (
+            Arc::clone(&key),
+            saved.credential.clone(),
+            authority.clone(),
+        );
+        let (stop, revoked_at, late) = (
+            Arc::clone(&stop),
+            Arc::clone(&revoked_at),
+            Arc::clone(&late),
+        );
+        let base = server.url().to_owned();
+        load.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let path = format!("/gw/billing/invoices/load-{worker}-{i}");
+                i += 1;
+                let h = signed_headers(
+                    &key,
+                    &cred,
+                    "GET",
+                    &authority,
+                    &path,
+                    b"",
+                    &["@method", "@authority", "@path", "signature-key"],
+                    now(),
+                );
+                let sent_after = revoked_at.lock().unwrap().is_some();
+                let mut rb = http.get(format!("{base}{path}"));
+                for (k, v) in h {
+                    rb = rb.header(k, v);
+                }
+                let Ok(r) = rb.send().await else { continue };
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                if sent_after {
+                    let code = body["code"].as_str().unwrap_or("").to_owned();
+                    late.lock().unwrap().push((status, code));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let admin = Client::new(server.url()).unwrap().with_token(&s.admin);
+    let t = std::time::Instant::now();
+    admin
+        .revoke("mission", s.agent.mission_id().as_str(), Some("stop now"))
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    *revoked_at.lock().unwrap() = Some(std::time::Instant::now());
+    // Calls committed before the revocation may still be on their way.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let forwarded = seen.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert!(
+        took < Duration::from_secs(5),
+        "the revocation waited {took:?} behind the audit log"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        forwarded,
+        "forwarded after revocation"
+    );
+    let late = late.lock().unwrap().clone();
+    assert!(
+        late.len() > 10,
+        "too little load after the revocation: {}",
+        late.len()
+    );
+    assert!(
+        late.iter()
+            .all(|(status, code)| *status == 401 && code == "revoked"),
+        "{:?}",
+        &late[..late.len().min(5)]
+    );
+}
+
 /// An approval covers the exact request: not the same call with another
 /// query, another body or another method; and what the gateway forwards
 /// carries no identity headers of the agent's choosing, no TRACE, and no
