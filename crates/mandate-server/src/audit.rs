@@ -10,6 +10,7 @@
 //! as its decision's record: both are durable, or neither is (ADR 0009).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +91,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Held while a group is committed.
     writer: Mutex<Writer>,
+    /// Set (for good) when a commit failed; see [`Writer::broken`].
+    broken: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -165,7 +168,7 @@ impl AuditLog {
             policy,
             last_checkpoint,
             head,
-            broken: false,
+            broken: Arc::new(AtomicBool::new(false)),
         };
         // Seal records a crash left after the last checkpoint.
         if writer.head.seq > writer.last_checkpoint {
@@ -173,6 +176,7 @@ impl AuditLog {
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            broken: Arc::clone(&writer.broken),
             writer: Mutex::new(writer),
         });
         // Checkpoints after a quiet spell.
@@ -229,6 +233,12 @@ impl AuditLog {
         wait.await
             .map_err(|_| audit_down())?
             .map_err(|()| audit_down())
+    }
+
+    /// Whether the log still takes events: `false` once a commit failed
+    /// (every event is then refused until a restart).
+    pub fn healthy(&self) -> bool {
+        !self.shared.broken.load(Ordering::Acquire)
     }
 
     /// Records an event and waits until it is durable. Returns its sequence
@@ -364,7 +374,7 @@ struct Writer {
     /// Set when a commit failed: what it wrote may still be in the WAL, so
     /// this writer's head can no longer be trusted. Every later event is
     /// refused until a restart reads the head again.
-    broken: bool,
+    broken: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -372,7 +382,7 @@ impl Writer {
     /// chained fails alone; any other failure fails the whole group, and
     /// nothing of it (no record, no count) is kept.
     fn commit(&mut self, group: Vec<Pending>) {
-        if self.broken {
+        if self.broken.load(Ordering::Acquire) {
             for p in group {
                 let _ = p.done.send(Err(()));
             }
@@ -467,7 +477,7 @@ impl Writer {
                 error = %e,
                 "audit commit failed; refusing every event until a restart"
             );
-            self.broken = true;
+            self.broken.store(true, Ordering::Release);
             failed = true;
         }
         if failed {
@@ -574,6 +584,113 @@ mod tests {
         }
         writer.shutdown().await;
         assert!(!store.checkpoints().await.unwrap().is_empty());
+    }
+
+    /// The store's sink, except that its commits fail once told to: a disk
+    /// failure, which cannot be produced for real here.
+    #[derive(Debug)]
+    struct FailingCommits {
+        inner: Box<dyn AuditSink>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl AuditSink for FailingCommits {
+        fn head(&mut self) -> Result<ChainHead, mandate_store::StoreError> {
+            self.inner.head()
+        }
+        fn begin(&mut self) -> Result<ChainHead, mandate_store::StoreError> {
+            self.inner.begin()
+        }
+        fn count(
+            &mut self,
+            id: &MissionId,
+            budget: u64,
+            grant: Option<&str>,
+            now: UnixTime,
+        ) -> Result<Allowance, mandate_store::StoreError> {
+            self.inner.count(id, budget, grant, now)
+        }
+        fn append(
+            &mut self,
+            r: &mandate_core::AuditRecord,
+        ) -> Result<(), mandate_store::StoreError> {
+            self.inner.append(r)
+        }
+        fn commit(&mut self) -> Result<(), mandate_store::StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(mandate_store::StoreError::Backend("disk I/O error".into()));
+            }
+            self.inner.commit()
+        }
+        fn rollback(&mut self) {
+            self.inner.rollback();
+        }
+        fn add_checkpoint(
+            &mut self,
+            seq: u64,
+            token: &str,
+        ) -> Result<(), mandate_store::StoreError> {
+            self.inner.add_checkpoint(seq, token)
+        }
+    }
+
+    /// After a failed commit nothing of its group is kept, every later
+    /// event is refused (not chained on a head that may be wrong), and the
+    /// log says it is unhealthy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_refuses_everything_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("mandate.db"))
+                .await
+                .unwrap(),
+        );
+        let fail = Arc::new(AtomicBool::new(false));
+        let mut sink: Box<dyn AuditSink> = Box::new(FailingCommits {
+            inner: store.audit_sink().unwrap(),
+            fail: Arc::clone(&fail),
+        });
+        let head = sink.head().unwrap();
+        let broken = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            sink,
+            key: Arc::new(AuthorityKey::generate(&OsRandom).unwrap()),
+            issuer: "urn:test".into(),
+            clock: Arc::new(SystemClock),
+            policy: CheckpointPolicy::default(),
+            head,
+            last_checkpoint: 0,
+            broken: Arc::clone(&broken),
+        };
+        let log = AuditLog {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                writer: Mutex::new(writer),
+                broken,
+            }),
+        };
+        assert_eq!(
+            log.record("test.event", 1, serde_json::json!({}))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(log.healthy());
+        fail.store(true, Ordering::SeqCst);
+        assert!(
+            log.record("test.event", 1, serde_json::json!({}))
+                .await
+                .is_err()
+        );
+        assert!(!log.healthy());
+        // The disk is back, but the writer stays refused until a restart.
+        fail.store(false, Ordering::SeqCst);
+        assert!(
+            log.record("test.event", 1, serde_json::json!({}))
+                .await
+                .is_err()
+        );
+        assert_eq!(store.audit_records(0, 100).await.unwrap().len(), 1);
     }
 
     /// Concurrent events each get their own place in the chain, and the

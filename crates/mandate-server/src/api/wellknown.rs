@@ -5,8 +5,17 @@ use mandate_core::{CREDENTIAL_TYP, Jwks};
 
 use crate::state::AppState;
 
-pub(super) async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
+pub(super) async fn healthz(
+    State(s): State<AppState>,
+) -> (axum::http::StatusCode, Json<serde_json::Value>) {
     let mut v = serde_json::json!({ "status": "ok" });
+    let mut status = axum::http::StatusCode::OK;
+    if !s.0.audit.healthy() {
+        // Every decision is refused: a restart reads the log's head again.
+        status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        v["status"] = "failing".into();
+        v["audit"] = "an audit commit failed; every decision is refused until a restart".into();
+    }
     if !s.0.durable {
         v["durable"] = false.into();
         v["warning"] = "unsafe non-durable benchmark mode: a crash loses answered decisions".into();
@@ -16,7 +25,7 @@ pub(super) async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value
         let (sessions, in_flight) = s.0.mcp.counts();
         v["mcp"] = serde_json::json!({ "sessions": sessions, "in_flight": in_flight });
     }
-    Json(v)
+    (status, Json(v))
 }
 
 pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configuration> {
