@@ -321,7 +321,8 @@ fn drain(shared: &Arc<Shared>) {
 /// their channels dropped) and its head was not moved.
 ///
 /// INVARIANT: whoever takes the writer with `wait` calls [`drain`] after
-/// letting go, so nothing queued meanwhile waits for a later event.
+/// letting go (shutdown instead closes the queue first and commits all of
+/// it), so nothing queued meanwhile waits for a later event.
 fn acquire(shared: &Shared, wait: bool) -> Option<std::sync::MutexGuard<'_, Writer>> {
     let taken = if wait {
         shared
