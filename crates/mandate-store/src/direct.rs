@@ -138,7 +138,7 @@ const USE_GRANT: &str = "UPDATE grants SET uses = uses + 1 \
 /// Writes through the pool that are waiting for the write lock. Under
 /// gateway load the audit sink commits group after group, and SQLite's
 /// busy handler (which sleeps and polls) would let a revocation or an
-/// approval wait for seconds; the sink stands aside while one waits.
+/// approval wait long, or time out; the sink stands aside while one waits.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WritersWaiting(Arc<AtomicUsize>);
 
@@ -169,7 +169,8 @@ impl WritersWaiting {
     }
 }
 
-/// The audit writer's connection. Not shared: one thread owns it.
+/// The audit writer's connection. Used by one holder at a time (whoever
+/// holds the server's audit writer).
 #[derive(Debug)]
 pub(crate) struct SqliteAuditSink {
     conn: Connection,
