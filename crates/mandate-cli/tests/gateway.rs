@@ -406,6 +406,32 @@ fn signed_headers(
     h
 }
 
+/// A GET of `path` (under `/gw/`), signed now by the mission key over what
+/// the gateway requires of a request without a body.
+fn signed_get(
+    http: &reqwest::Client,
+    base: &str,
+    authority: &str,
+    key: &MissionKey,
+    credential: &str,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    let h = signed_headers(
+        key,
+        credential,
+        "GET",
+        authority,
+        path,
+        b"",
+        &["@method", "@authority", "@path", "signature-key"],
+        now(),
+    );
+    h.into_iter()
+        .fold(http.get(format!("{base}{path}")), |rb, (k, v)| {
+            rb.header(k, v)
+        })
+}
+
 fn now() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
@@ -902,20 +928,7 @@ async fn a_crash_under_gateway_load_loses_no_answered_decision() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 5_000 {
                 let id = format!("w{worker}-{i}");
                 let path = format!("/gw/billing/invoices/{id}");
-                let h = signed_headers(
-                    &key,
-                    &cred,
-                    "GET",
-                    &authority,
-                    &path,
-                    b"",
-                    &["@method", "@authority", "@path", "signature-key"],
-                    now(),
-                );
-                let mut rb = http.get(format!("{base}{path}"));
-                for (k, v) in h {
-                    rb = rb.header(k, v);
-                }
+                let rb = signed_get(&http, &base, &authority, &key, &cred, &path);
                 if let Ok(r) = rb.send().await
                     && r.status() == 200
                     && r.bytes().await.is_ok()
@@ -980,20 +993,8 @@ async fn racing_calls_spend_the_budget_exactly_and_each_count_is_recorded() {
         let base = server.url().to_owned();
         calls.push(tokio::spawn(async move {
             let path = format!("/gw/billing/invoices/race-{i}");
-            let h = signed_headers(
-                &key,
-                &cred,
-                "GET",
-                &authority,
-                &path,
-                b"",
-                &["@method", "@authority", "@path", "signature-key"],
-                now(),
-            );
-            let mut rb = reqwest::Client::new().get(format!("{base}{path}"));
-            for (k, v) in h {
-                rb = rb.header(k, v);
-            }
+            let http = reqwest::Client::new();
+            let rb = signed_get(&http, &base, &authority, &key, &cred, &path);
             let r = rb.send().await.unwrap();
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap();
@@ -1077,21 +1078,8 @@ async fn a_revocation_under_gateway_load_takes_effect_at_once() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let path = format!("/gw/billing/invoices/load-{worker}-{i}");
                 i += 1;
-                let h = signed_headers(
-                    &key,
-                    &cred,
-                    "GET",
-                    &authority,
-                    &path,
-                    b"",
-                    &["@method", "@authority", "@path", "signature-key"],
-                    now(),
-                );
                 let sent_after = revoked_at.lock().unwrap().is_some();
-                let mut rb = http.get(format!("{base}{path}"));
-                for (k, v) in h {
-                    rb = rb.header(k, v);
-                }
+                let rb = signed_get(&http, &base, &authority, &key, &cred, &path);
                 let Ok(r) = rb.send().await else { continue };
                 let status = r.status().as_u16();
                 let body: Value = r.json().await.unwrap_or(Value::Null);
