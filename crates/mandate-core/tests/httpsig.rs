@@ -7,6 +7,8 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+
 use base64::Engine as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use mandate_core::httpsig::{
@@ -14,26 +16,13 @@ use mandate_core::httpsig::{
     sign_ed25519, signature_base, verify_ed25519,
 };
 
-/// RFC 9421 Appendix B.1.4, `test-key-ed25519` (JWK `d` and `x`).
+/// RFC 9421 Appendix B.1.4, `test-key-ed25519`.
 fn rfc_key() -> (SigningKey, VerifyingKey) {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let d: [u8; 32] = b64
-        .decode("n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let x: [u8; 32] = b64
-        .decode("JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let sk = SigningKey::from_bytes(&d);
-    assert_eq!(
-        sk.verifying_key().to_bytes(),
-        x,
-        "the JWK's d and x belong together"
-    );
-    (sk, VerifyingKey::from_bytes(&x).unwrap())
+    let (d, x) = common::rfc_key_bytes();
+    (
+        SigningKey::from_bytes(&d),
+        VerifyingKey::from_bytes(&x).unwrap(),
+    )
 }
 
 /// RFC 9421 Appendix B.2: the test request.

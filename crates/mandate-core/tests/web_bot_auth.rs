@@ -27,9 +27,10 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+
 use std::time::Duration;
 
-use base64::Engine as _;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use indexmap::IndexMap;
 use mandate_core::httpsig::{
@@ -47,29 +48,6 @@ use web_bot_auth::message_signatures::{
 
 const LABEL: &str = "sig1";
 const KEYID: &str = "test-key-ed25519";
-
-/// RFC 9421 Appendix B.1.4, `test-key-ed25519`, as raw bytes: Mandate uses
-/// ed25519-dalek 3 and `web-bot-auth` ed25519-dalek 2, so the key crosses
-/// over as its 32-byte secret and public halves.
-fn rfc_key() -> ([u8; 32], [u8; 32]) {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let d: [u8; 32] = b64
-        .decode("n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let x: [u8; 32] = b64
-        .decode("JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    assert_eq!(
-        SigningKey::from_bytes(&d).verifying_key().to_bytes(),
-        x,
-        "the JWK's d and x belong together"
-    );
-    (d, x)
-}
 
 fn mandate_public(x: &[u8; 32]) -> VerifyingKey {
     VerifyingKey::from_bytes(x).unwrap()
@@ -224,7 +202,7 @@ fn wba_verify(request: &Request, ring: &KeyRing) -> Result<(), ImplementationErr
 
 #[test]
 fn web_bot_auth_signature_verifies_with_mandate_and_tampering_is_refused() {
-    let (d, x) = rfc_key();
+    let (d, x) = common::rfc_key_bytes();
     let mut request = Request::new();
 
     let signer = MessageSigner {
@@ -293,7 +271,7 @@ fn web_bot_auth_signature_verifies_with_mandate_and_tampering_is_refused() {
 
 #[test]
 fn mandate_signature_verifies_with_web_bot_auth_and_tampering_is_refused() {
-    let (d, x) = rfc_key();
+    let (d, x) = common::rfc_key_bytes();
     let mut request = Request::new();
 
     let spec = SignSpec {
