@@ -313,20 +313,6 @@ pub fn verify_ed25519(
         .map_err(|_| HttpSigError::BadSignature)
 }
 
-/// Verifies an Ed25519 signature with the key of a JWK (the mission key
-/// from a credential's `cnf.jwk`).
-pub fn verify_with_jwk(
-    req: &RequestParts<'_>,
-    sig: &ParsedSignature,
-    jwk: &crate::jwk::Ed25519Jwk,
-) -> Result<(), HttpSigError> {
-    let key = jwk
-        .public_bytes()
-        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
-        .ok_or(HttpSigError::BadSignature)?;
-    verify_ed25519(req, sig, &key)
-}
-
 /// What to sign: covered components (identifiers such as `@method` or
 /// `content-type`) and parameters in the order given.
 #[derive(Debug, Clone)]

@@ -67,6 +67,14 @@ impl Ed25519Jwk {
         b64::decode(&self.x)?.try_into().ok()
     }
 
+    /// The Ed25519 verifying key, if this JWK is a well-formed Ed25519
+    /// public key (a point decompression: worth keeping once done).
+    #[must_use]
+    pub fn verifying_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
+        self.public_bytes()
+            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+    }
+
     /// RFC 7638 thumbprint: SHA-256 over the required members (`crv`, `kty`,
     /// `x`) in the RFC 8785 canonical form (lexicographic, no whitespace),
     /// which is exactly the form RFC 7638 §3 prescribes.

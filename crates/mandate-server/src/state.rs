@@ -175,8 +175,7 @@ impl AppState {
             .cnf
             .jwk
             .as_ref()
-            .and_then(mandate_core::Ed25519Jwk::public_bytes)
-            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok());
+            .and_then(mandate_core::Ed25519Jwk::verifying_key);
         let verified = Verified { signed, key };
         if let Ok(mut m) = self.0.verified.lock() {
             if m.len() >= MAX {

@@ -1138,16 +1138,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            None => Ok(ChainHead::genesis()),
-            Some(r) => Ok(ChainHead {
-                seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-                hash: r.try_get("hash")?,
-            }),
-        }
+        self.readers.with(crate::direct::audit_head)
     }
 
     fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
