@@ -2,6 +2,13 @@
 //! and the API routes. Domain logic lives in `mandate-core`.
 
 mod api;
+/// For the gateway benchmark only (feature `unsafe-bench-forwarding-only`):
+/// the forwarding layer without authorization. Never routed by `mandate
+/// serve`.
+#[cfg(feature = "unsafe-bench-forwarding-only")]
+pub mod bench {
+    pub use crate::api::serve_forwarding_only;
+}
 mod approvals;
 mod audit;
 mod config;

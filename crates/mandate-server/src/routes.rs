@@ -79,6 +79,8 @@ pub struct RuleConfig {
 pub struct Route {
     pub config: RouteConfig,
     rules: Vec<Rule>,
+    /// The upstream base URL, parsed once.
+    base: reqwest::Url,
 }
 
 #[derive(Debug, Clone)]
@@ -121,15 +123,19 @@ impl Route {
             return Err(err("the name must be letters, digits, `_` or `-`".into()));
         }
         let up = config.upstream.trim_end_matches('/');
-        if !(up.starts_with("http://") || up.starts_with("https://"))
-            || up.contains(['?', '#'])
-            || reqwest::Url::parse(up).is_err()
-        {
-            return Err(err(format!(
-                "upstream `{}` is not an http(s) base URL",
-                config.upstream
-            )));
-        }
+        let base = reqwest::Url::parse(up)
+            .ok()
+            .filter(|_| {
+                (up.starts_with("http://") || up.starts_with("https://"))
+                    && !up.contains(['?', '#', '\\'])
+                    && !up.chars().any(|c| c.is_whitespace() || c.is_control())
+            })
+            .ok_or_else(|| {
+                err(format!(
+                    "upstream `{}` is not an http(s) base URL",
+                    config.upstream
+                ))
+            })?;
         if config.required_trust == Some(Trust::Attested) {
             return Err(err(
                 "`attested` cannot be required yet (missions carry no attestation)".into(),
@@ -190,7 +196,11 @@ impl Route {
                 context_from_body: r.context_from_body.clone(),
             });
         }
-        Ok(Self { config, rules })
+        Ok(Self {
+            config,
+            rules,
+            base,
+        })
     }
 
     #[must_use]
@@ -201,6 +211,12 @@ impl Route {
     #[must_use]
     pub fn upstream(&self) -> &str {
         self.config.upstream.trim_end_matches('/')
+    }
+
+    /// The upstream base URL, parsed.
+    #[must_use]
+    pub fn base_url(&self) -> &reqwest::Url {
+        &self.base
     }
 
     #[must_use]
@@ -641,6 +657,18 @@ mod tests {
         c.upstream = "ftp://x".into();
         let e = Route::new(c).unwrap_err();
         assert!(e.to_string().starts_with("route `billing`"), "{e}");
+        // A base the URL parser would read otherwise than it is written
+        // (trimmed space, backslash as `/`) is refused.
+        for up in [
+            "http://h/v1 ",
+            "http://h/v1\\",
+            "http://h/v 1",
+            "http://h\\v1",
+        ] {
+            let mut c = route().config;
+            c.upstream = up.into();
+            assert!(Route::new(c).is_err(), "{up}");
+        }
         let mut c = route().config;
         c.rules[0].path = "/a/{*rest}/b".into();
         assert!(Route::new(c).is_err());

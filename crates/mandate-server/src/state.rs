@@ -97,13 +97,8 @@ impl AppState {
         vault: mandate_core::VaultKey,
     ) -> Self {
         let jwks = key.jwks();
-        // Forwarding: no redirects, and no proxy from the environment (a
-        // vaulted secret or a minted token must reach the upstream only).
         // Should the client not build, the gateway refuses every request.
-        let upstream = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
+        let upstream = upstream_client()
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot build the upstream client; the gateway will refuse requests");
             })
@@ -270,4 +265,14 @@ impl AppState {
 pub(crate) struct Verified {
     pub signed: mandate_core::SignedCredential,
     pub key: Option<ed25519_dalek::VerifyingKey>,
+}
+
+/// The gateway's client for upstreams: no redirects, and no proxy from the
+/// environment (a vaulted secret or a minted token must reach the upstream
+/// only).
+pub(crate) fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mandate_core::httpsig::{self, RequestParts};
 use mandate_core::wire::DecideResponse;
@@ -139,56 +139,9 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             format!("no route `{name}`"),
         )
     })?;
-    // 0. Only the methods of RFC 9110 a client of an API sends, spelled
-    //    exactly: no TRACE (it would echo injected credentials back), no
-    //    CONNECT, no lower-case spellings an upstream might read otherwise.
-    if !ALLOWED_METHODS.contains(&parts.method.as_str()) {
-        return Err(problem(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("the gateway does not forward `{}`", parts.method),
-        ));
-    }
-    // 1. Path hygiene, before anything else looks at the request.
-    let ambiguous = |e: MapError| problem(StatusCode::BAD_REQUEST, "ambiguous_path", e.to_string());
-    crate::routes::check_path(sub_path).map_err(ambiguous)?;
-    if let Some(q) = &query {
-        crate::routes::check_query(q).map_err(ambiguous)?;
-    }
-    let headers = header_list(&parts.headers)?;
-    // One Host and one Content-Type: the signature covers the field's
-    // joined values, the policy reads one; they must be the same thing.
-    for name in ["host", "content-type"] {
-        if parts.headers.get_all(name).iter().count() > 1 {
-            return Err(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("more than one `{name}` header"),
-            ));
-        }
-    }
-    // 2. The body, within the route's limit.
-    // A client that trickles its body holds a connection; it gets as long
-    // as the route gives its upstream.
-    let body = tokio::time::timeout(
-        route.timeout(),
-        axum::body::to_bytes(body, route.max_body_bytes()),
-    )
-    .await
-    .map_err(|_| {
-        problem(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the request body did not arrive in time",
-        )
-    })?
-    .map_err(|_| {
-        problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than {} bytes", route.max_body_bytes()),
-        )
-    })?;
+    // 0–2. Method, path, headers and body.
+    let headers = request_checks(&parts, sub_path, query.as_deref())?;
+    let body = read_body(body, route.max_body_bytes(), route.timeout()).await?;
     // 3. The signature, the credential and the key.
     let authority = parts
         .headers
@@ -287,6 +240,73 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         }
         None => Ok(refusal(&resp)),
     }
+}
+
+/// The checks before anything reads a request: its method, its path and
+/// query, its headers as text, one Host and one Content-Type. Returns the
+/// headers as text.
+fn request_checks(
+    parts: &axum::http::request::Parts,
+    sub_path: &str,
+    query: Option<&str>,
+) -> Result<Vec<(String, String)>, Problem> {
+    // 0. Only the methods of RFC 9110 a client of an API sends, spelled
+    //    exactly: no TRACE (it would echo injected credentials back), no
+    //    CONNECT, no lower-case spellings an upstream might read otherwise.
+    if !ALLOWED_METHODS.contains(&parts.method.as_str()) {
+        return Err(problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("the gateway does not forward `{}`", parts.method),
+        ));
+    }
+    // 1. Path hygiene, before anything else looks at the request.
+    crate::routes::check_path(sub_path).map_err(ambiguous)?;
+    if let Some(q) = query {
+        crate::routes::check_query(q).map_err(ambiguous)?;
+    }
+    let headers = header_list(&parts.headers)?;
+    // One Host and one Content-Type: the signature covers the field's
+    // joined values, the policy reads one; they must be the same thing.
+    for name in ["host", "content-type"] {
+        if parts.headers.get_all(name).iter().count() > 1 {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("more than one `{name}` header"),
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+fn ambiguous(e: MapError) -> Problem {
+    problem(StatusCode::BAD_REQUEST, "ambiguous_path", e.to_string())
+}
+
+/// The body, within the route's limit. A client that trickles its body
+/// holds a connection; it gets as long as the route gives its upstream.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Problem> {
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            )
+        })?
+        .map_err(|_| {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            )
+        })
 }
 
 /// The request's headers as text; a header that is not text is refused.
@@ -692,11 +712,75 @@ async fn forward(
     claims: &MissionClaims,
     mission: &Mission,
 ) -> Result<Response, Problem> {
-    let mut url = format!("{}{sub_path}", route.upstream());
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
+    // Checked first: a vaulted secret is opened (and its use recorded)
+    // only for a request that will be sent.
+    let Some(client) = s.0.upstream.as_ref() else {
+        return Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            "the gateway cannot forward right now",
+        ));
+    };
+    let credential = match route.config.auth {
+        UpstreamAuth::Pass => None,
+        UpstreamAuth::TokenExchange => {
+            let token = exchange_token(s, route.audience(), claims, mission)?;
+            let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Problem::internal())?;
+            Some((reqwest::header::AUTHORIZATION, v))
+        }
+        UpstreamAuth::Vault => {
+            let (name, mut value) = impersonation(s, route, claims).await?;
+            value.set_sensitive(true);
+            Some((name, value))
+        }
+    };
+    let target = Upstream {
+        client,
+        route: route.name(),
+        base: route.base_url(),
+        timeout: route.timeout(),
+    };
+    proxy(&target, parts, sub_path, query, body, credential).await
+}
+
+/// The upstream URL of a request: the base's path, then the request's path
+/// and query. They go through the same parser as the whole URL would (only
+/// the host is not parsed again); `sub_path` and `query` passed the
+/// gateway's ambiguity checks.
+fn upstream_url(base: &reqwest::Url, sub_path: &str, query: Option<&str>) -> reqwest::Url {
+    let mut url = base.clone();
+    let base_path = base.path().trim_end_matches('/');
+    url.set_path(&format!("{base_path}{sub_path}"));
+    url.set_query(query);
+    url
+}
+
+/// Where a request is forwarded: the upstream client, the route's name
+/// (for logs), its base URL and its timeout.
+struct Upstream<'a> {
+    client: &'a reqwest::Client,
+    route: &'a str,
+    base: &'a reqwest::Url,
+    timeout: std::time::Duration,
+}
+
+/// The forwarding itself, with the gateway's hygiene: hop-by-hop and
+/// gateway-owned headers dropped both ways, `credential` (the upstream
+/// auth, if any) set over whatever the agent sent under that name, the
+/// answer streamed back, a timeout, and upstream failures answered without
+/// their details. Whether to forward at all is the caller's: [`forward`],
+/// which holds a [`Permit`], and the forwarding-layer benchmark (feature
+/// `unsafe-bench-forwarding-only`) are its only callers.
+async fn proxy(
+    target: &Upstream<'_>,
+    parts: &axum::http::request::Parts,
+    sub_path: &str,
+    query: Option<&str>,
+    body: Bytes,
+    credential: Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+) -> Result<Response, Problem> {
+    let url = upstream_url(target.base, sub_path, query);
     let mut out = reqwest::header::HeaderMap::new();
     // Headers the agent's `Connection` header names are hop-by-hop too.
     let connection_named: Vec<String> = parts
@@ -715,48 +799,26 @@ async fn forward(
         {
             continue;
         }
-        if let (Ok(k), Ok(v)) = (
-            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
-            reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
-        ) {
-            out.append(k, v);
-        }
+        out.append(k.clone(), v.clone());
     }
-    match route.config.auth {
-        UpstreamAuth::Pass => {}
-        UpstreamAuth::TokenExchange => {
-            let token = exchange_token(s, route.audience(), claims, mission)?;
-            let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| Problem::internal())?;
-            out.insert(reqwest::header::AUTHORIZATION, v);
-        }
-        UpstreamAuth::Vault => {
-            let (name, mut value) = impersonation(s, route, claims).await?;
-            value.set_sensitive(true);
-            // Replaces whatever the agent sent under that name.
-            out.insert(name, value);
-        }
+    if let Some((name, value)) = credential {
+        // Replaces whatever the agent sent under that name.
+        out.insert(name, value);
     }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| Problem::internal())?;
-    let Some(client) = s.0.upstream.as_ref() else {
-        return Err(problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream_unavailable",
-            "the gateway cannot forward right now",
-        ));
-    };
-    let sent = client
-        .request(method, &url)
+    let sent = target
+        .client
+        .request(method, url)
         .headers(out)
         .body(body)
-        .timeout(route.timeout())
+        .timeout(target.timeout)
         .send()
         .await;
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(route = route.name(), error = %e, "upstream request failed");
+            tracing::warn!(route = target.route, error = %e, "upstream request failed");
             return Err(if e.is_timeout() {
                 problem(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -775,18 +837,122 @@ async fn forward(
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::new();
     for (k, v) in resp.headers() {
-        if DROP_DOWNSTREAM.contains(&k.as_str()) {
-            continue;
-        }
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_str().as_bytes()),
-            HeaderValue::from_bytes(v.as_bytes()),
-        ) {
-            headers.append(k, v);
+        if !DROP_DOWNSTREAM.contains(&k.as_str()) {
+            headers.append(k.clone(), v.clone());
         }
     }
     let mut r = Response::new(Body::from_stream(resp.bytes_stream()));
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     Ok(r)
+}
+
+/// The forwarding layer alone, for the gateway benchmark's pass-through
+/// row: the gateway's method, path and body checks and [`proxy`], with no
+/// signature, decision or audit, so the cost of forwarding can be set beside
+/// nginx's. Built only with the `unsafe-bench-forwarding-only` feature
+/// (the benchmarks' own dependency); `mandate serve` has no such route.
+#[cfg(feature = "unsafe-bench-forwarding-only")]
+pub async fn serve_forwarding_only(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let client = crate::state::upstream_client().map_err(std::io::Error::other)?;
+    let upstream = reqwest::Url::parse(&upstream).map_err(std::io::Error::other)?;
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let result = async {
+                let path = parts.uri.path();
+                request_checks(&parts, path, parts.uri.query())?;
+                let body = read_body(body, 1 << 20, std::time::Duration::from_secs(30)).await?;
+                let target = Upstream {
+                    client: &client,
+                    route: "forwarding-only",
+                    base: &upstream,
+                    timeout: std::time::Duration::from_secs(30),
+                };
+                proxy(&target, &parts, path, parts.uri.query(), body, None).await
+            }
+            .await;
+            result.unwrap_or_else(IntoResponse::into_response)
+        }
+    });
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_url;
+
+    /// The parsed base with the request's path and query set gives the URL
+    /// that parsing the whole string did before (the base is stored
+    /// without a trailing `/`).
+    #[test]
+    fn the_upstream_url_is_the_base_then_the_request() {
+        let cases = [
+            ("http://127.0.0.1:8080", "/", None),
+            (
+                "http://127.0.0.1:8080",
+                "/invoices/42",
+                Some("limit=5&q=a%20b"),
+            ),
+            ("http://api.example:9/v1", "/", None),
+            ("http://api.example:9/v1", "/x/%41/y", Some("a='b'")),
+            (
+                "https://api.example/v1/sub%20dir",
+                "/it%C3%A9m",
+                Some("q=%E2%9C%93"),
+            ),
+            ("https://api.example/a/b/c", "/", Some("")),
+        ];
+        for (base, path, query) in cases {
+            let mut whole = format!("{base}{path}");
+            if let Some(q) = query {
+                whole.push('?');
+                whole.push_str(q);
+            }
+            let expected = reqwest::Url::parse(&whole).unwrap();
+            let got = upstream_url(&reqwest::Url::parse(base).unwrap(), path, query);
+            assert_eq!(
+                got.as_str(),
+                expected.as_str(),
+                "{base} + {path} + {query:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// The same, for any path and query the gateway's checks let
+        /// through.
+        #[test]
+        fn any_checked_request_gets_the_url_a_whole_parse_gives(
+            path in "(/[a-zA-Z0-9._~%!$&'()*+,;=:@ \\\\é-]{0,6}){1,4}",
+            query in proptest::option::of("[a-zA-Z0-9._~%!$&'()*+,;=:@/?\"<> é#-]{0,12}"),
+            base in proptest::sample::select(vec![
+                "http://127.0.0.1:8080",
+                "http://api.example/v1",
+                "https://api.example/v1/sub%20dir",
+                "http://[::1]:9/a/b",
+            ]),
+        ) {
+            proptest::prop_assume!(crate::routes::check_path(&path).is_ok());
+            proptest::prop_assume!(
+                query.as_deref().is_none_or(|q| crate::routes::check_query(q).is_ok())
+            );
+            let mut whole = format!("{base}{path}");
+            if let Some(q) = &query {
+                whole.push('?');
+                whole.push_str(q);
+            }
+            let expected = reqwest::Url::parse(&whole).unwrap();
+            let got = upstream_url(&reqwest::Url::parse(base).unwrap(), &path, query.as_deref());
+            proptest::prop_assert_eq!(got.as_str(), expected.as_str());
+        }
+    }
 }

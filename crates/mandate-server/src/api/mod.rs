@@ -88,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[cfg(feature = "unsafe-bench-forwarding-only")]
+pub use gateway::serve_forwarding_only;
 pub(crate) use mcp::McpSessions;
 
 /// Starts the task that closes the MCP sessions of ended missions.
