@@ -10,6 +10,13 @@
 //! decided, and recorded in the audit log before it is forwarded. Requests
 //! are signed before the clock starts: what is measured is the gateway,
 //! not the load generator's signing.
+//!
+//! Also measured (ADR 0010): the gateway's forwarding layer alone (this
+//! binary run again as that server), the full path's floor (nginx's hop,
+//! one Ed25519 verification, the smallest Cedar decision and one
+//! `fdatasync`, each timed in this process), and each Mandate process's
+//! CPU per request. `MANDATE_BENCH_ONLY=text` runs only the targets whose
+//! name holds `text`.
 
 #![allow(
     clippy::unwrap_used,
