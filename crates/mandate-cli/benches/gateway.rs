@@ -457,15 +457,9 @@ fn ed25519_verify_us(signer: &Signer, authority: &str) -> f64 {
         query: None,
         headers: &h,
     };
-    let mut d: Vec<f64> = (0..2_000)
-        .map(|_| {
-            let t = Instant::now();
-            httpsig::verify_ed25519(&req, &parsed, &key).unwrap();
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    d.sort_by(f64::total_cmp);
-    d[d.len() / 2]
+    median_us(2_000, |_| {
+        httpsig::verify_ed25519(&req, &parsed, &key).unwrap()
+    })
 }
 
 /// Median time of the smallest Cedar decision of the benchmark route's
@@ -480,28 +474,22 @@ fn bare_cedar_us() -> f64 {
     let authorizer = Authorizer::new();
     let principal = EntityUid::from_str("Agent::\"bench-bot\"").unwrap();
     let action = EntityUid::from_str("Action::\"read\"").unwrap();
-    let mut d: Vec<f64> = (0..2_000)
-        .map(|i| {
-            let t = Instant::now();
-            let resource = EntityUid::from_type_name_and_id(
-                "Route".parse().unwrap(),
-                cedar_policy::EntityId::new(format!("bench/item/{i}")),
-            );
-            let request = Request::new(
-                principal.clone(),
-                action.clone(),
-                resource,
-                Context::empty(),
-                None,
-            )
-            .unwrap();
-            let r = authorizer.is_authorized(&request, &policies, &Entities::empty());
-            assert_eq!(r.decision(), cedar_policy::Decision::Allow);
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    d.sort_by(f64::total_cmp);
-    d[d.len() / 2]
+    median_us(2_000, |i| {
+        let resource = EntityUid::from_type_name_and_id(
+            "Route".parse().unwrap(),
+            cedar_policy::EntityId::new(format!("bench/item/{i}")),
+        );
+        let request = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource,
+            Context::empty(),
+            None,
+        )
+        .unwrap();
+        let r = authorizer.is_authorized(&request, &policies, &Entities::empty());
+        assert_eq!(r.decision(), cedar_policy::Decision::Allow);
+    })
 }
 
 /// Median time of a 4 KiB append and `fdatasync` in `dir`, in microseconds.
@@ -509,14 +497,22 @@ fn fdatasync_us(dir: &Path) -> f64 {
     use std::io::Write as _;
     let mut f = std::fs::File::create(dir.join("sync-probe")).unwrap();
     let page = [7u8; 4096];
-    let mut d: Vec<f64> = (0..500)
-        .map(|_| {
-            let t = Instant::now();
-            f.write_all(&page).unwrap();
-            f.sync_data().unwrap();
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    d.sort_by(f64::total_cmp);
-    d[d.len() / 2]
+    median_us(500, |_| {
+        f.write_all(&page).unwrap();
+        f.sync_data().unwrap();
+    })
+}
+
+/// Median time of `n` calls of `f` (given the call's index), in
+/// microseconds.
+fn median_us(n: usize, mut f: impl FnMut(usize)) -> f64 {
+    median(
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect(),
+    )
 }
