@@ -93,12 +93,27 @@ async fn every_step_is_recorded_verifies_and_tampering_is_named() {
         .await
         .unwrap();
 
-    let page = server
-        .cli(
-            Some(&w.admin),
-            &["audit", "list", "--limit", "100", "--json"],
-        )
-        .json();
+    // The revoked mission's pending approval request (the escalated write)
+    // is expired by the sweeper within a second, and recorded; wait for it,
+    // so that nothing is appended between this listing and the export.
+    let mut page = Value::Null;
+    for _ in 0..100 {
+        page = server
+            .cli(
+                Some(&w.admin),
+                &["audit", "list", "--limit", "100", "--json"],
+            )
+            .json();
+        if page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "approval.expired")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let records = page["records"].as_array().unwrap();
     let kinds: Vec<&str> = records
         .iter()
@@ -116,6 +131,7 @@ async fn every_step_is_recorded_verifies_and_tampering_is_named() {
         "credential.issued",
         "decision",
         "revocation",
+        "approval.expired",
     ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
