@@ -17,6 +17,7 @@ mod ids;
 mod jwk;
 mod keys;
 mod mission;
+pub mod names;
 mod policy;
 mod proof;
 mod random;

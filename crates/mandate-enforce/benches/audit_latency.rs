@@ -1,7 +1,7 @@
 //! The latency a request pays for its audit event, beside one raw SQLite
 //! commit with the same durability settings, in the same run.
 //!
-//! `cargo bench -p mandate-server --bench audit_latency`
+//! `cargo bench -p mandate-enforce --bench audit_latency`
 //!
 //! - `record_one`: `AuditLog::record` of a decision-sized event with no other
 //!   traffic, so the group is that one event, committed by its caller:
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mandate_core::{AuthorityKey, OsRandom, SystemClock};
-use mandate_server::{AuditLog, CheckpointPolicy};
+use mandate_enforce::{AuditLog, CheckpointPolicy};
 use mandate_store::SqliteStore;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 

@@ -18,7 +18,7 @@ use mandate_core::{AuthorityKey, ChainHead, Clock, MissionId, UnixTime, sign_che
 use mandate_store::{Allowance, AuditSink, Store};
 use tokio::sync::oneshot;
 
-use crate::problem::Problem;
+use crate::error::EnforceError;
 
 /// Most events committed in one group.
 const MAX_GROUP: usize = 1_024;
@@ -215,7 +215,7 @@ impl AuditLog {
         time: u64,
         kind: &'static str,
         entry: Entry,
-    ) -> Result<Recorded, Problem> {
+    ) -> Result<Recorded, EnforceError> {
         let (done, wait) = oneshot::channel();
         {
             let mut q = self.shared.queue.lock().map_err(|_| audit_down())?;
@@ -248,7 +248,7 @@ impl AuditLog {
         kind: &'static str,
         time: u64,
         body: serde_json::Value,
-    ) -> Result<u64, Problem> {
+    ) -> Result<u64, EnforceError> {
         self.submit(time, kind, Entry::Body(body))
             .await?
             .seq
@@ -265,7 +265,7 @@ impl AuditLog {
         time: u64,
         count: Count,
         settle: Settle,
-    ) -> Result<(Allowance, Option<u64>), Problem> {
+    ) -> Result<(Allowance, Option<u64>), EnforceError> {
         let r = self
             .submit(time, kind, Entry::Counted { count, settle })
             .await?;
@@ -354,13 +354,9 @@ fn blocking(f: impl FnOnce()) {
     }
 }
 
-fn audit_down() -> Problem {
+fn audit_down() -> EnforceError {
     tracing::error!("the audit log could not record an event; refusing to proceed");
-    Problem::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "audit_unavailable",
-        "the audit log could not record this; nothing was done",
-    )
+    EnforceError::AuditUnavailable
 }
 
 #[derive(Debug)]

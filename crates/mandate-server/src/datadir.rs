@@ -204,12 +204,12 @@ pub async fn init_admin(
     // sealed by a checkpoint) before the token is shown.
     let kid = data.key.kid().to_owned();
     let key = std::sync::Arc::new(data.key);
-    let (log, writer) = crate::audit::AuditLog::spawn(
+    let (log, writer) = mandate_enforce::AuditLog::spawn(
         std::sync::Arc::clone(&data.store),
         std::sync::Arc::clone(&key),
         "urn:mandate:init".into(),
         std::sync::Arc::new(SystemClock),
-        crate::audit::CheckpointPolicy::default(),
+        mandate_enforce::CheckpointPolicy::default(),
     )
     .await?;
     let body = serde_json::json!({
@@ -246,7 +246,7 @@ pub async fn verify_audit(data_dir: &Path) -> Result<mandate_core::ChainReport, 
         )));
     }
     let data = DataDir::open(data_dir).await?;
-    crate::audit::verify_stored(data.store.as_ref(), &data.key.jwks(), None)
+    mandate_enforce::verify_stored(data.store.as_ref(), &data.key.jwks(), None)
         .await?
         .map_err(|e| DataDirError::Other(e.to_string()))
 }

@@ -10,12 +10,10 @@ pub mod bench {
     pub use crate::api::serve_forwarding_only;
 }
 mod approvals;
-mod audit;
 mod config;
 mod datadir;
 mod mcp;
 mod mcp_upstream;
-mod policies;
 mod problem;
 mod replay;
 mod routes;
@@ -23,11 +21,12 @@ mod state;
 
 pub use api::router;
 pub use approvals::WEBHOOK_TYP;
-pub use audit::{AuditLog, AuditWriter, CheckpointPolicy};
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, WebhookConfig};
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
+pub use mandate_enforce::{
+    AuditLog, AuditWriter, CheckpointPolicy, LoadedPolicies, Missing, load_dir,
+};
 pub use mcp::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
-pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use problem::Problem;
 pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth};
 pub use state::AppState;

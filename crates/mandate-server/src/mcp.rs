@@ -135,83 +135,6 @@ pub struct Mapped {
 #[error("{0}")]
 pub struct MapError(pub String);
 
-/// Whether `name` is a tool or prompt name as MCP recommends it: 1 to 128
-/// characters of ASCII letters, digits, `_`, `-` and `.`, and not only
-/// dots. Anything else (a `/`, `..` tricks, spaces, control characters) is
-/// refused: the policy reads `server/name`, and it must mean one thing.
-#[must_use]
-pub fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        && !name.chars().all(|c| c == '.')
-}
-
-/// Whether `uri` may name a resource: 1 to 2,048 characters in one
-/// spelling only, so that a policy on the URI (`resource.uri like
-/// "file:///srv/project/*"`) means what it says. Refused rather than
-/// normalised: a scheme not in lower case; a fragment; userinfo; an
-/// authority on `file:`; in the path, dot segments (plain or encoded),
-/// empty segments, encoded `/`, `\` or `.`, a raw `\`, and whatever else
-/// the gateway's path check refuses (see `routes::check_path`).
-#[must_use]
-pub fn valid_uri(uri: &str) -> bool {
-    if !(1..=2_048).contains(&uri.len()) || uri.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return false;
-    }
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return false;
-    };
-    let scheme_ok = scheme
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
-    if !scheme_ok || rest.contains('#') {
-        return false;
-    }
-    let (hier, query) = match rest.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (rest, None),
-    };
-    // A query that could be read as more path (`?/../../etc`) is refused;
-    // a `file:` URI has none.
-    if query.is_some_and(|q| {
-        scheme == "file"
-            || q.is_empty()
-            || q.contains(['/', '\\'])
-            || crate::routes::check_query(q).is_err()
-    }) {
-        return false;
-    }
-    // `file:` in one spelling only: `file:///path`.
-    if scheme == "file" && !hier.starts_with("///") {
-        return false;
-    }
-    let path = match hier.strip_prefix("//") {
-        Some(after) => {
-            let (authority, path) = after.find('/').map_or((after, ""), |i| after.split_at(i));
-            let canonical = authority.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
-            });
-            if !canonical || (scheme == "file" && !authority.is_empty()) {
-                return false;
-            }
-            path
-        }
-        None => hier,
-    };
-    match path {
-        "" => true,
-        p if p.starts_with('/') => crate::routes::check_path(p).is_ok(),
-        p => crate::routes::check_path(&format!("/{p}")).is_ok(),
-    }
-}
-
 impl McpServer {
     /// Checks a server's configuration.
     pub fn new(config: McpServerConfig) -> Result<Self, McpConfigError> {
@@ -278,7 +201,7 @@ impl McpServer {
         }
         let mut seen = std::collections::BTreeSet::new();
         for t in &config.tools {
-            if !valid_name(&t.name) {
+            if !mandate_core::names::valid_name(&t.name) {
                 return Err(err(format!(
                     "tool name `{}` is not a valid MCP name",
                     t.name
@@ -440,7 +363,7 @@ impl McpServer {
         let (action, mut resource, fields): (String, ResourceRef, &[String]) = match method {
             "tools/call" => {
                 let name = text("name")?;
-                if !valid_name(name) {
+                if !mandate_core::names::valid_name(name) {
                     return Err(MapError(format!("`{name}` is not a valid tool name")));
                 }
                 let (action, resource) = self.tool_resource(name);
@@ -451,7 +374,7 @@ impl McpServer {
             }
             "resources/read" | "resources/subscribe" => {
                 let uri = text("uri")?;
-                if !valid_uri(uri) {
+                if !mandate_core::names::valid_uri(uri) {
                     return Err(MapError("the resource URI is not acceptable".into()));
                 }
                 let (a, r) = self.resource_ref(uri);
@@ -459,7 +382,7 @@ impl McpServer {
             }
             "prompts/get" => {
                 let name = text("name")?;
-                if !valid_name(name) {
+                if !mandate_core::names::valid_name(name) {
                     return Err(MapError(format!("`{name}` is not a valid prompt name")));
                 }
                 let (a, r) = self.prompt_ref(name);

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mandate_core::{CredentialError, InputError, ProofError};
+use mandate_enforce::EnforceError;
 use mandate_store::{ApprovalError, StartError, StoreError};
 use serde::Serialize;
 
@@ -99,6 +100,23 @@ impl From<StoreError> for Problem {
             StoreError::Conflict(msg) => Self::new(StatusCode::CONFLICT, "conflict", msg),
             StoreError::Corrupt(_) | StoreError::Backend(_) => {
                 tracing::error!(error = %e, "store failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<EnforceError> for Problem {
+    fn from(e: EnforceError) -> Self {
+        match e {
+            EnforceError::AuditUnavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                e.to_string(),
+            ),
+            EnforceError::Store(s) => s.into(),
+            EnforceError::Internal(what) => {
+                tracing::error!(what, "enforcement pipeline failure");
                 Self::internal()
             }
         }

@@ -7,6 +7,7 @@
 //! (`//`), encoded `/` or `\`, a raw `\`, NUL or other control characters,
 //! and percent-encodings that do not decode to UTF-8.
 
+use mandate_core::names;
 use std::collections::BTreeMap;
 
 use mandate_core::{ResourceKind, ResourceRef, Trust};
@@ -405,79 +406,27 @@ pub enum MapError {
     Body(String),
 }
 
-/// Checks one raw path segment and returns it percent-decoded. Refuses what
-/// another parser could read differently.
+/// Checks one raw path segment and returns it percent-decoded (see
+/// [`mandate_core::names`]).
 fn check_segment(raw: &str) -> Result<String, MapError> {
-    let amb = |m: &str| MapError::AmbiguousPath(m.to_owned());
-    if raw.is_empty() {
-        return Err(amb("an empty segment (`//`)"));
-    }
-    if raw.contains(['\\', '\0', ';']) || raw.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(amb("a backslash, `;`, space or control character"));
-    }
-    if !raw.is_ascii() {
-        return Err(amb("a character that is not percent-encoded ASCII"));
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = raw
-                .get(i + 1..i + 3)
-                .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
-                .ok_or_else(|| amb("a malformed percent-encoding"))?;
-            let b = u8::from_str_radix(hex, 16).map_err(|_| amb("a malformed percent-encoding"))?;
-            if matches!(b, b'/' | b'\\' | b'.' | b'%' | b';') || b < 0x20 || b == 0x7f {
-                return Err(amb(
-                    "an encoded `/`, `\\`, `.`, `%`, `;` or control character",
-                ));
-            }
-            // Only one spelling per path: an unreserved character (RFC 3986
-            // §2.3) must not be encoded, and hex digits are upper case, so a
-            // policy on the path cannot be dodged by spelling it otherwise.
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
-                return Err(amb("a percent-encoded letter, digit, `-`, `_` or `~`"));
-            }
-            if hex.chars().any(|c| c.is_ascii_lowercase()) {
-                return Err(amb("lower-case hex in a percent-encoding"));
-            }
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let s = String::from_utf8(out).map_err(|_| amb("a segment that is not UTF-8"))?;
-    if s == "." || s == ".." {
-        return Err(amb("a dot segment"));
-    }
-    Ok(s)
+    names::check_segment(raw).map_err(MapError::from)
 }
 
 /// Checks a whole raw path (under the route): every segment as
 /// [`Route::map_request`] would.
 pub fn check_path(raw: &str) -> Result<(), MapError> {
-    match raw.strip_prefix('/') {
-        Some("") => Ok(()),
-        Some(rest) => rest
-            .split('/')
-            .try_for_each(|s| check_segment(s).map(|_| ())),
-        None => Err(MapError::AmbiguousPath(
-            "the path must start with `/`".into(),
-        )),
-    }
+    names::check_path(raw).map_err(MapError::from)
 }
 
 /// Checks a raw query string: no control characters or spaces.
 pub fn check_query(raw: &str) -> Result<(), MapError> {
-    if raw.chars().any(|c| c.is_control() || c == ' ' || c == '#') {
-        return Err(MapError::AmbiguousPath(
-            "a control character, space or `#` in the query".into(),
-        ));
+    names::check_query(raw).map_err(MapError::from)
+}
+
+impl From<names::Ambiguous> for MapError {
+    fn from(e: names::Ambiguous) -> Self {
+        Self::AmbiguousPath(e.0)
     }
-    Ok(())
 }
 
 #[cfg(test)]

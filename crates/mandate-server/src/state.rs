@@ -1,22 +1,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use mandate_core::{
-    AuthorityKey, Clock, Jwks, Mission, MissionLimits, MissionPolicySet, PolicyDiagnostic,
-    SecureRandom,
-};
+use mandate_core::{AuthorityKey, Clock, Jwks, MissionLimits, PolicyDiagnostic, SecureRandom};
+use mandate_enforce::{AuditLog, Enforcer, LoadedPolicies, OrgState};
 use mandate_store::Store;
 
 use crate::config::Config;
-use crate::policies::{LoadedPolicies, Missing, load_dir};
 use crate::replay::ReplayCache;
-
-/// Compiled mission policy sets kept in memory. Past this, the cache is
-/// cleared and refilled on demand (compiling a mission's policies is cheap
-/// next to the requests it serves; the bound keeps memory flat however many
-/// missions run).
-const MISSION_CACHE_MAX: usize = 100_000;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -32,10 +23,10 @@ pub(crate) struct Inner {
     pub issuer: String,
     pub credential_ttl_secs: u64,
     pub start_token_ttl_secs: u64,
-    pub approval_ttl_secs: u64,
     pub mission_limits: MissionLimits,
     pub replay: ReplayCache,
-    pub audit: crate::audit::AuditLog,
+    /// The enforcement pipeline; it owns the audit log and the policies.
+    pub enforcer: Enforcer,
     pub policies_dir: PathBuf,
     /// The id of every approval request that changes, so the long-polls
     /// waiting on it (and only those) wake.
@@ -64,18 +55,6 @@ pub(crate) struct Inner {
     pub vault: mandate_core::VaultKey,
     /// False only in the benchmark-only mode without `fsync`.
     pub durable: bool,
-    /// The organisation's policies; swapped whole on reload.
-    org: RwLock<Arc<OrgState>>,
-    /// Serializes reloads so versions stay in order.
-    reload_lock: Mutex<()>,
-    missions: Mutex<HashMap<String, Arc<MissionPolicySet>>>,
-}
-
-/// One loaded generation of the organisation's policies.
-#[derive(Debug)]
-pub(crate) struct OrgState {
-    pub version: u64,
-    pub loaded: LoadedPolicies,
 }
 
 impl AppState {
@@ -93,7 +72,7 @@ impl AppState {
         config: &Config,
         issuer: String,
         policies: LoadedPolicies,
-        audit: crate::audit::AuditLog,
+        audit: AuditLog,
         vault: mandate_core::VaultKey,
     ) -> Self {
         let jwks = key.jwks();
@@ -103,6 +82,14 @@ impl AppState {
                 tracing::error!(error = %e, "cannot build the upstream client; the gateway will refuse requests");
             })
             .ok();
+        let enforcer = Enforcer::new(
+            Arc::clone(&store),
+            audit,
+            Arc::clone(&clock),
+            Arc::clone(&rng),
+            config.approval_ttl_secs,
+            policies,
+        );
         Self(Arc::new(Inner {
             store,
             key,
@@ -112,10 +99,9 @@ impl AppState {
             issuer,
             credential_ttl_secs: config.credential_ttl_secs,
             start_token_ttl_secs: config.start_token_ttl_secs,
-            approval_ttl_secs: config.approval_ttl_secs,
             mission_limits: config.mission_limits,
             replay: ReplayCache::default(),
-            audit,
+            enforcer,
             policies_dir: config.policies_dir.clone(),
             approvals_changed: tokio::sync::broadcast::Sender::new(1_024),
             approvals_lock: tokio::sync::Mutex::new(()),
@@ -136,12 +122,6 @@ impl AppState {
             upstream,
             vault,
             durable: !config.unsafe_non_durable_benchmark_mode,
-            org: RwLock::new(Arc::new(OrgState {
-                version: 1,
-                loaded: policies,
-            })),
-            reload_lock: Mutex::new(()),
-            missions: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -183,38 +163,13 @@ impl AppState {
 
     /// The current organisation policies.
     pub(crate) fn org(&self) -> Result<Arc<OrgState>, crate::Problem> {
-        self.0
-            .org
-            .read()
-            .map(|g| Arc::clone(&g))
-            .map_err(|_| crate::Problem::internal())
+        Ok(self.0.enforcer.org()?)
     }
 
     /// Reloads the policy directory. A set that fails to load or validate
     /// is rejected whole and the running one stays.
     pub fn reload_policies(&self) -> Result<u64, Vec<PolicyDiagnostic>> {
-        let internal = |m: &str| {
-            vec![PolicyDiagnostic {
-                source: "server".into(),
-                line: 1,
-                col: 1,
-                message: m.into(),
-            }]
-        };
-        let _serial = self
-            .0
-            .reload_lock
-            .lock()
-            .map_err(|_| internal("reload lock poisoned"))?;
-        let loaded = load_dir(&self.0.policies_dir, Missing::Error)?;
-        let mut org = self
-            .0
-            .org
-            .write()
-            .map_err(|_| internal("policy lock poisoned"))?;
-        let version = org.version + 1;
-        *org = Arc::new(OrgState { version, loaded });
-        Ok(version)
+        self.0.enforcer.reload(&self.0.policies_dir)
     }
 
     /// Records an audit event and waits until it is durable.
@@ -223,39 +178,7 @@ impl AppState {
         kind: &'static str,
         body: serde_json::Value,
     ) -> Result<u64, crate::Problem> {
-        self.0.audit.record(kind, self.0.clock.now().0, body).await
-    }
-
-    /// A mission's compiled policies, compiled once and cached.
-    pub(crate) fn mission_policies(
-        &self,
-        m: &Mission,
-    ) -> Result<Arc<MissionPolicySet>, crate::Problem> {
-        let key = m.s256.clone();
-        if let Some(hit) = self
-            .0
-            .missions
-            .lock()
-            .map_err(|_| crate::Problem::internal())?
-            .get(&key)
-        {
-            return Ok(Arc::clone(hit));
-        }
-        let compiled = Arc::new(MissionPolicySet::compile(
-            m.body.id.as_str(),
-            &m.body.policies,
-            None,
-        )?);
-        let mut cache = self
-            .0
-            .missions
-            .lock()
-            .map_err(|_| crate::Problem::internal())?;
-        if cache.len() >= MISSION_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, Arc::clone(&compiled));
-        Ok(compiled)
+        Ok(self.0.enforcer.record(kind, body).await?)
     }
 }
 

@@ -106,7 +106,7 @@ pub(super) async fn verify(
     caller: Caller,
 ) -> Result<Json<VerifyReport>, Problem> {
     caller.require_admin()?;
-    match crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
+    match mandate_enforce::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
         Ok(r) => Ok(Json(VerifyReport {
             ok: true,
             first: r.first,
@@ -152,7 +152,7 @@ pub(super) async fn prune(
         ));
     }
     // The log must verify before anything is deleted.
-    if let Err(e) = crate::audit::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
+    if let Err(e) = mandate_enforce::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "audit_chain_broken",

@@ -12,9 +12,10 @@
 //! 4. the request is mapped to a Cedar action, resource and context by the
 //!    route's rules, and decided (state, budget, policy, grants);
 //! 5. the decision is recorded in the audit log and is durable;
-//! 6. only then: Allow forwards (with a [`Permit`] only the decision engine
-//!    makes), Deny answers 403, Escalate answers 403 `approval_required`
-//!    with the approval request to wait on.
+//! 6. only then: Allow forwards the request that was decided, which comes
+//!    back from the enforcement pipeline inside its [`Permit`]; Deny answers
+//!    403, Escalate answers 403 `approval_required` with the approval
+//!    request to wait on.
 
 use std::sync::Arc;
 
@@ -27,7 +28,9 @@ use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trust, UnixTime};
 use serde::Serialize;
 
-use super::decide::{Call, Permit, Who, decide_and_record, record_refusal};
+use mandate_enforce::{Call, Permit, Who};
+
+use super::decide::{enforce, record_refusal};
 use super::extract::{Presented, check_signed};
 use super::free_text;
 use crate::problem::Problem;
@@ -212,34 +215,30 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         arguments: None,
     };
     // 5. INVARIANT: the decision is durable before anything is forwarded
-    //    or answered.
-    let (resp, permit) = decide_and_record(
-        s,
-        "gateway",
-        &mission,
-        &call,
-        &who,
-        gateway_fields(&route, &request, &body),
-    )
-    .await?;
+    //    or answered. The request goes into the pipeline and comes back
+    //    only inside the permit of an Allow.
+    let extra = gateway_fields(&route, &request, &body);
+    let outbound = Outbound {
+        parts,
+        sub_path: sub_path.to_owned(),
+        query,
+        body,
+    };
+    let (resp, permit) = enforce(s, "gateway", &mission, &call, &who, extra, outbound).await?;
     // 6. The effect.
     match permit {
-        Some(permit) => {
-            forward(
-                s,
-                &route,
-                permit,
-                &parts,
-                sub_path,
-                query.as_deref(),
-                body,
-                &claims,
-                &mission,
-            )
-            .await
-        }
+        Some(permit) => forward(s, &route, permit, &claims, &mission).await,
         None => Ok(refusal(&resp)),
     }
+}
+
+/// A request as the gateway decided it: what a [`Permit`] lets it send.
+#[derive(Debug)]
+struct Outbound {
+    parts: axum::http::request::Parts,
+    sub_path: String,
+    query: Option<String>,
+    body: Bytes,
 }
 
 /// The checks before anything reads a request: its method, its path and
@@ -697,18 +696,12 @@ async fn impersonation(
     Ok((name, value))
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces of one forwarded request"
-)]
+/// Sends the request `permit` was given for, with the route's upstream
+/// auth. The only caller of [`proxy`] in `mandate serve`.
 async fn forward(
     s: &AppState,
     route: &Arc<Route>,
-    _permit: Permit,
-    parts: &axum::http::request::Parts,
-    sub_path: &str,
-    query: Option<&str>,
-    body: Bytes,
+    permit: Permit<Outbound>,
     claims: &MissionClaims,
     mission: &Mission,
 ) -> Result<Response, Problem> {
@@ -741,7 +734,21 @@ async fn forward(
         base: route.base_url(),
         timeout: route.timeout(),
     };
-    proxy(&target, parts, sub_path, query, body, credential).await
+    let Outbound {
+        parts,
+        sub_path,
+        query,
+        body,
+    } = permit.into_request();
+    proxy(
+        &target,
+        &parts,
+        &sub_path,
+        query.as_deref(),
+        body,
+        credential,
+    )
+    .await
 }
 
 /// The upstream URL of a request: the base's path, then the request's path

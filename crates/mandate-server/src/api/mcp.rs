@@ -33,7 +33,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use super::decide::{Call, Permit, Who, decide_and_record, preview, record_refusal};
+use mandate_enforce::{Call, Permit, Who};
+
+use super::decide::{enforce, preview, record_refusal};
 use super::gateway::{Verified, header_list, verify};
 use crate::mcp::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
@@ -65,6 +67,14 @@ const GATED: &[&str] = &[
     "resources/subscribe",
     "prompts/get",
 ];
+
+/// A message for the server: a gated call only inside the [`Permit`] its
+/// decision gave it.
+#[derive(Debug)]
+enum Outbound {
+    Gated(Permit<Value>),
+    Ungated(Value),
+}
 
 /// Notifications an agent may send.
 const CLIENT_NOTIFICATIONS: &[&str] = &[
@@ -358,29 +368,31 @@ impl Session {
     /// Sends a registered request to the server, only if it is still
     /// awaited: one that was failed (the server restarted) or cancelled
     /// meanwhile is not sent. A gated call needs its permit.
-    fn send_request(
-        &self,
-        flight: &mut InFlight,
-        msg: Value,
-        permit: Option<Permit>,
-    ) -> Result<(), &'static str> {
+    fn send_request(&self, flight: &mut InFlight, msg: Outbound) -> Result<(), &'static str> {
         let st = self.st.lock().map_err(|_| "internal error")?;
         if !st.pending.contains_key(&flight.n) {
             return Err("the request was cancelled or its server restarted; retry");
         }
-        self.send_up(msg, permit)?;
+        self.send_up(msg)?;
         flight.sent = true;
         drop(st);
         Ok(())
     }
 
-    /// Sends a message to the server. A gated call needs its permit.
-    fn send_up(&self, msg: Value, permit: Option<Permit>) -> Result<(), &'static str> {
-        let method = msg.get("method").and_then(Value::as_str);
-        if method.is_some_and(|m| GATED.contains(&m)) && permit.is_none() {
-            tracing::error!("a gated MCP call reached the forwarder without a permit");
-            return Err("internal error");
-        }
+    /// Sends a message to the server. A gated call goes only as the
+    /// message its permit was given for.
+    fn send_up(&self, msg: Outbound) -> Result<(), &'static str> {
+        let msg = match msg {
+            Outbound::Gated(permit) => permit.into_request(),
+            Outbound::Ungated(msg) => {
+                let method = msg.get("method").and_then(Value::as_str);
+                if method.is_some_and(|m| GATED.contains(&m)) {
+                    tracing::error!("a gated MCP call reached the forwarder without a permit");
+                    return Err("internal error");
+                }
+                msg
+            }
+        };
         self.out.try_send(msg).map_err(|e| match e {
             TrySendError::Full(_) => "the MCP server is busy; retry",
             TrySendError::Closed(_) => "the MCP server is gone",
@@ -508,7 +520,7 @@ impl Session {
             json!({ "mandate-internal": NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) });
         let (mut flight, mut rx) = self.register(&own, None).map_err(str::to_owned)?;
         let msg = json!({"jsonrpc": "2.0", "id": flight.n, "method": method, "params": params});
-        self.send_request(&mut flight, msg, None)
+        self.send_request(&mut flight, Outbound::Ungated(msg))
             .map_err(str::to_owned)?;
         match answer_within(&mut rx, timeout).await {
             Ok(Some(m)) => match m.get("result") {
@@ -846,7 +858,7 @@ async fn post(
             if !asked {
                 return invalid(Some(&id), "the server asked nothing with this id").await;
             }
-            match x.send_up(msg, None) {
+            match x.send_up(Outbound::Ungated(msg)) {
                 Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
                 Err(e) => Ok(rpc_reply(
                     StatusCode::BAD_GATEWAY,
@@ -917,7 +929,7 @@ fn notification(x: &Arc<Session>, method: &str, mut msg: Value) -> Response {
         x.forget(n);
         msg["params"]["requestId"] = json!(n);
     }
-    match x.send_up(msg, None) {
+    match x.send_up(Outbound::Ungated(msg)) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => rpc_reply(StatusCode::BAD_GATEWAY, &Value::Null, INTERNAL_ERROR, e),
     }
@@ -1034,7 +1046,10 @@ async fn initialize(
         Err(e) => return Ok(failed(e)),
     };
     msg["id"] = json!(flight.n);
-    if session.send_request(&mut flight, msg, None).is_err() {
+    if session
+        .send_request(&mut flight, Outbound::Ungated(msg))
+        .is_err()
+    {
         return Ok(failed("the MCP server could not be started"));
     }
     let Ok(Some(answer)) = answer_within(&mut rx, server.timeout()).await else {
@@ -1268,8 +1283,8 @@ async fn request(
         Ok(r) => r,
         Err(e) => return Ok(rpc_reply(StatusCode::OK, &id, INVALID_REQUEST, e)),
     };
-    let mut permit = None;
-    if GATED.contains(&method) {
+    msg["id"] = json!(flight.n);
+    let outbound = if GATED.contains(&method) {
         let id = &id;
         let refuse = |tag: &'static str, detail: String| async move {
             refusal(
@@ -1330,23 +1345,26 @@ async fn request(
             );
         }
         // INVARIANT: the decision is durable before anything is forwarded
-        // or answered.
-        let (resp, p) = decide_and_record(
+        // or answered. The message goes into the pipeline and comes back
+        // only inside the permit of an Allow.
+        let (resp, permit) = enforce(
             s,
             "mcp",
             &caller.mission,
             &call,
             &Who::of(&caller.claims),
             extra,
+            msg,
         )
         .await?;
-        match p {
-            Some(p) => permit = Some(p),
+        match permit {
+            Some(p) => Outbound::Gated(p),
             None => return Ok(json_response(StatusCode::OK, &refused(id, method, &resp))),
         }
-    }
-    msg["id"] = json!(flight.n);
-    if let Err(e) = x.send_request(&mut flight, msg, permit) {
+    } else {
+        Outbound::Ungated(msg)
+    };
+    if let Err(e) = x.send_request(&mut flight, outbound) {
         return Ok(rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, e));
     }
     // The answer streams back, with the progress and requests of the server
@@ -1457,21 +1475,21 @@ async fn filter_listing(
     let (field, key_of): (&str, ItemKey) = match method {
         "tools/list" => ("tools", |srv, item| {
             let n = item.get("name")?.as_str()?;
-            crate::mcp::valid_name(n).then(|| {
+            mandate_core::names::valid_name(n).then(|| {
                 let (a, r) = srv.tool_resource(n);
                 (n.to_owned(), a, r)
             })
         }),
         "prompts/list" => ("prompts", |srv, item| {
             let n = item.get("name")?.as_str()?;
-            crate::mcp::valid_name(n).then(|| {
+            mandate_core::names::valid_name(n).then(|| {
                 let (a, r) = srv.prompt_ref(n);
                 (n.to_owned(), a, r)
             })
         }),
         "resources/list" => ("resources", |srv, item| {
             let u = item.get("uri")?.as_str()?;
-            crate::mcp::valid_uri(u).then(|| {
+            mandate_core::names::valid_uri(u).then(|| {
                 let (a, r) = srv.resource_ref(u);
                 (u.to_owned(), a, r)
             })

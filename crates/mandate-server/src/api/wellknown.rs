@@ -10,7 +10,7 @@ pub(super) async fn healthz(
 ) -> (axum::http::StatusCode, Json<serde_json::Value>) {
     let mut v = serde_json::json!({ "status": "ok" });
     let mut status = axum::http::StatusCode::OK;
-    if !s.0.audit.healthy() {
+    if !s.0.enforcer.audit_log().healthy() {
         // Every decision is refused: a restart reads the log's head again.
         status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
         v["status"] = "failing".into();

@@ -1,0 +1,637 @@
+//! The pipeline every governed call takes once its credential (and, at a
+//! gateway, its request signature) checked out: names → state → policy and
+//! grants → escalate or count → durable record → [`Permit`].
+//!
+//! The three front doors (`/v1/decide`, `/gw/…`, `/mcp/…`) parse their
+//! protocol into a [`Call`], hand it here with the request they would
+//! forward, and map the [`Decided`] back to their protocol.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use mandate_core::wire::DecideResponse;
+use mandate_core::{
+    Clock, Decision, DecisionRequest, ExactGrant, GrantScope, GrantSet, Mission, MissionClaims,
+    MissionId, MissionPolicySet, Outcome, PolicyDiagnostic, ReasonCode, ResourceKind, ResourceRef,
+    SecureRandom, Trust, UnixTime, decide as engine_decide, names, state_check,
+};
+use mandate_store::{Allowance, ApprovalRecord, Store};
+
+use crate::error::EnforceError;
+use crate::escalate::{Ask, MAX_PENDING_APPROVALS, open_approval};
+use crate::permit::Permit;
+use crate::policies::{LoadedPolicies, Missing, load_dir};
+use crate::record::{AuditLog, Count, Settle};
+
+/// Compiled mission policy sets kept in memory. Past this, the cache is
+/// cleared and refilled on demand (compiling a mission's policies is cheap
+/// next to the requests it serves; the bound keeps memory flat however many
+/// missions run).
+const MISSION_CACHE_MAX: usize = 100_000;
+
+/// A JSON object: a call's context, a record's extra fields.
+type Map = serde_json::Map<String, serde_json::Value>;
+
+/// The pipeline and what it holds: the store, the audit log, the
+/// organisation's policies and the missions' compiled policies.
+#[derive(Debug)]
+pub struct Enforcer {
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn SecureRandom>,
+    approval_ttl_secs: u64,
+    /// The organisation's policies; swapped whole on reload.
+    org: RwLock<Arc<OrgState>>,
+    /// Serializes reloads so versions stay in order.
+    reload_lock: Mutex<()>,
+    missions: Mutex<HashMap<String, Arc<MissionPolicySet>>>,
+}
+
+/// One loaded generation of the organisation's policies.
+#[derive(Debug)]
+pub struct OrgState {
+    pub version: u64,
+    pub loaded: LoadedPolicies,
+}
+
+/// One call to decide, after its credential checked out.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub action: &'a str,
+    pub resource: &'a ResourceRef,
+    pub context: &'a Map,
+    /// The agent's stated reason (already checked as free text).
+    pub justification: String,
+    pub required: Trust,
+    /// The call's arguments, shown to approvers (never in notifications)
+    /// when policy sees only some of them (an MCP tool call).
+    pub arguments: Option<&'a Map>,
+}
+
+/// Who a decision was about, once the credential's signature checked out.
+#[derive(Debug, Clone)]
+pub struct Who {
+    principal: String,
+    agent: String,
+    mission: String,
+    mission_s256: String,
+    jti: String,
+    jkt: String,
+}
+
+impl Who {
+    #[must_use]
+    pub fn of(c: &MissionClaims) -> Self {
+        Self {
+            principal: c.sub.to_string(),
+            agent: c.act.sub.to_string(),
+            mission: c.mission_id.to_string(),
+            mission_s256: c.mission_s256.clone(),
+            jti: c.jti.clone(),
+            jkt: c.cnf.jkt.to_string(),
+        }
+    }
+}
+
+/// A recorded decision and what it allows.
+#[derive(Debug)]
+pub struct Decided<T> {
+    /// The decision as recorded (an escalation's `approval_url` is the
+    /// front door's to fill in).
+    pub response: DecideResponse,
+    /// The right to forward the request: only for an Allow that was counted
+    /// and recorded.
+    pub permit: Option<Permit<T>>,
+    /// The approval request this call opened (not one it joined), for the
+    /// front door to announce.
+    pub opened: Option<Box<ApprovalRecord>>,
+}
+
+/// A decision before it is recorded, or once it is.
+enum Step {
+    /// Counted and recorded (an Allow, or what counting turned it into),
+    /// with the record's sequence number if the call may go ahead.
+    Recorded(DecideResponse, Option<u64>),
+    /// Still to be recorded; no effect on the budget.
+    Unrecorded(DecideResponse, Option<Box<ApprovalRecord>>),
+}
+
+fn response(o: Outcome, mission: Option<&MissionId>) -> DecideResponse {
+    DecideResponse {
+        decision: o.decision,
+        code: o.code,
+        policies: o.policies,
+        grant: o.grant,
+        approval_id: None,
+        approval_url: None,
+        mission_id: mission.map(ToString::to_string),
+        budget_used: None,
+        detail: o.detail,
+    }
+}
+
+/// A denial before any policy ran (a credential refused, say).
+#[must_use]
+pub fn denial(
+    code: &str,
+    detail: impl Into<String>,
+    mission: Option<&MissionId>,
+) -> DecideResponse {
+    response(Outcome::deny(code, detail), mission)
+}
+
+/// A decision's audit record.
+fn decision_body(
+    action: &str,
+    resource: &ResourceRef,
+    context: &Map,
+    resp: &DecideResponse,
+    who: Option<&Who>,
+    extra: Map,
+) -> Result<Map, EnforceError> {
+    let context_digest = mandate_core::s256(
+        &serde_jcs::to_vec(context).map_err(|_| EnforceError::Internal("context digest"))?,
+    );
+    let mut body = serde_json::Map::new();
+    body.insert("action".into(), action.into());
+    body.insert(
+        "resource".into(),
+        serde_json::to_value(resource).map_err(|_| EnforceError::Internal("resource"))?,
+    );
+    body.insert("context_digest".into(), context_digest.into());
+    set_outcome(&mut body, resp);
+    body.extend(extra);
+    if let Some(w) = who {
+        body.insert("principal".into(), w.principal.clone().into());
+        body.insert("agent".into(), w.agent.clone().into());
+        body.insert("mission".into(), w.mission.clone().into());
+        body.insert("mission_s256".into(), w.mission_s256.clone().into());
+        body.insert("credential".into(), w.jti.clone().into());
+        body.insert("jkt".into(), w.jkt.clone().into());
+    }
+    Ok(body)
+}
+
+/// The outcome's fields of a decision's audit record.
+fn set_outcome(body: &mut Map, resp: &DecideResponse) {
+    body.insert("decision".into(), resp.decision.as_str().into());
+    body.insert("code".into(), resp.code.clone().into());
+    body.insert("policies".into(), resp.policies.clone().into());
+    body.insert("grant".into(), resp.grant.clone().into());
+    body.insert("approval_id".into(), resp.approval_id.clone().into());
+    body.insert("budget_used".into(), resp.budget_used.into());
+}
+
+/// What an allowed call's record says once counting found `a`; `None`
+/// when the grant it relied on is gone (nothing is recorded, the call is
+/// decided again).
+fn settled(allowed: &DecideResponse, a: Allowance) -> Option<DecideResponse> {
+    let deny = |o: Outcome| DecideResponse {
+        mission_id: allowed.mission_id.clone(),
+        ..response(o, None)
+    };
+    match a {
+        Allowance::Counted(n) => Some(DecideResponse {
+            budget_used: Some(n),
+            ..allowed.clone()
+        }),
+        Allowance::BudgetExhausted => Some(deny(Outcome::deny(
+            ReasonCode::BUDGET_EXHAUSTED,
+            "the mission's request budget is used up",
+        ))),
+        Allowance::MissionEnded => Some(deny(Outcome::deny(
+            ReasonCode::MISSION_ENDED,
+            "the mission ended",
+        ))),
+        Allowance::GrantUnavailable => None,
+    }
+}
+
+/// Why a resource's name cannot be decided on: it has more than one
+/// reading, so a policy or a grant's prefix on it would not mean what it
+/// says.
+fn unclear_name(resource: &ResourceRef) -> Option<String> {
+    match &resource.kind {
+        ResourceKind::Route { path, .. } => names::check_path(path).err().map(|e| e.0),
+        ResourceKind::McpResource { uri, .. } => (!names::valid_uri(uri)).then(unclear_mcp),
+        ResourceKind::Tool { tool, .. } => (!names::valid_name(tool)).then(unclear_mcp),
+        ResourceKind::Prompt { prompt, .. } => (!names::valid_name(prompt)).then(unclear_mcp),
+        ResourceKind::Resource { .. } => None,
+    }
+}
+
+fn unclear_mcp() -> String {
+    "the MCP resource, tool or prompt name has more than one reading".into()
+}
+
+impl Enforcer {
+    /// Wires the pipeline. Time and randomness are injected so tests can
+    /// fix them.
+    #[must_use]
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn SecureRandom>,
+        approval_ttl_secs: u64,
+        policies: LoadedPolicies,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            clock,
+            rng,
+            approval_ttl_secs,
+            org: RwLock::new(Arc::new(OrgState {
+                version: 1,
+                loaded: policies,
+            })),
+            reload_lock: Mutex::new(()),
+            missions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The audit log the pipeline records in.
+    #[must_use]
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Records an event (not a decision) and waits until it is durable.
+    pub async fn record(
+        &self,
+        kind: &'static str,
+        body: serde_json::Value,
+    ) -> Result<u64, EnforceError> {
+        self.audit.record(kind, self.clock.now().0, body).await
+    }
+
+    /// The current organisation policies.
+    pub fn org(&self) -> Result<Arc<OrgState>, EnforceError> {
+        self.org
+            .read()
+            .map(|g| Arc::clone(&g))
+            .map_err(|_| EnforceError::Internal("policy lock poisoned"))
+    }
+
+    /// Reloads the organisation's policies from `dir`. A set that fails to
+    /// load or validate is rejected whole and the running one stays.
+    pub fn reload(&self, dir: &Path) -> Result<u64, Vec<PolicyDiagnostic>> {
+        let internal = |m: &str| {
+            vec![PolicyDiagnostic {
+                source: "server".into(),
+                line: 1,
+                col: 1,
+                message: m.into(),
+            }]
+        };
+        let _serial = self
+            .reload_lock
+            .lock()
+            .map_err(|_| internal("reload lock poisoned"))?;
+        let loaded = load_dir(dir, Missing::Error)?;
+        let mut org = self
+            .org
+            .write()
+            .map_err(|_| internal("policy lock poisoned"))?;
+        let version = org.version + 1;
+        *org = Arc::new(OrgState { version, loaded });
+        Ok(version)
+    }
+
+    /// A mission's compiled policies, compiled once and cached; `Err` with
+    /// why they do not compile (the caller denies).
+    fn mission_policies(&self, m: &Mission) -> Result<Arc<MissionPolicySet>, String> {
+        let poisoned = || "the mission policy cache is poisoned".to_owned();
+        if let Some(hit) = self.missions.lock().map_err(|_| poisoned())?.get(&m.s256) {
+            return Ok(Arc::clone(hit));
+        }
+        let compiled = Arc::new(
+            MissionPolicySet::compile(m.body.id.as_str(), &m.body.policies, None)
+                .map_err(|e| e.to_string())?,
+        );
+        let mut cache = self.missions.lock().map_err(|_| poisoned())?;
+        if cache.len() >= MISSION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(m.s256.clone(), Arc::clone(&compiled));
+        Ok(compiled)
+    }
+
+    /// Records a decision in the audit log and waits until it is durable.
+    pub async fn record_decision(
+        &self,
+        action: &str,
+        resource: &ResourceRef,
+        context: &Map,
+        resp: &DecideResponse,
+        who: Option<&Who>,
+        extra: Map,
+    ) -> Result<u64, EnforceError> {
+        let body = decision_body(action, resource, context, resp, who, extra)?;
+        self.record("decision", serde_json::Value::Object(body))
+            .await
+    }
+
+    /// Records a refusal that came before any decision (a signature, a
+    /// mapping, a malformed message) of a caller whose credential is
+    /// authentic: a denial with `code` on `resource`, no action, no
+    /// policies.
+    pub async fn record_refusal(
+        &self,
+        resource: &ResourceRef,
+        claims: &MissionClaims,
+        code: &str,
+        detail: &str,
+        extra: Map,
+    ) -> Result<(), EnforceError> {
+        let resp = denial(
+            code,
+            detail.chars().take(500).collect::<String>(),
+            Some(&claims.mission_id),
+        );
+        self.record_decision(
+            "-",
+            resource,
+            &serde_json::Map::new(),
+            &resp,
+            Some(&Who::of(claims)),
+            extra,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Decides a call of an agent whose credential (and, at the gateway,
+    /// request signature) checked out — names, mission state and budget,
+    /// then policy and grants — and records the decision, durably, before
+    /// returning it. An allowed call is counted (budget, grant use) in the
+    /// same transaction as its record; an escalated one opens (or joins)
+    /// its approval request. `request` is what the front door would
+    /// forward: it comes back inside a [`Permit`] only for an Allow that
+    /// was counted and recorded, and is dropped otherwise.
+    pub async fn decide<T>(
+        &self,
+        by: &str,
+        mission: &Mission,
+        call: &Call<'_>,
+        who: &Who,
+        extra: Map,
+        request: T,
+    ) -> Result<Decided<T>, EnforceError> {
+        let (response, permit, opened) = match self.decide_call(mission, call, who, &extra).await? {
+            Step::Recorded(resp, seq) => {
+                let permit = seq.map(|seq| Permit::mint(request, seq, mission.body.id.clone()));
+                (resp, permit, None)
+            }
+            Step::Unrecorded(resp, opened) => {
+                self.record_decision(
+                    call.action,
+                    call.resource,
+                    call.context,
+                    &resp,
+                    Some(who),
+                    extra,
+                )
+                .await?;
+                (resp, None, opened)
+            }
+        };
+        tracing::info!(
+            mission = %mission.body.id,
+            by = %by,
+            action = %call.action,
+            decision = response.decision.as_str(),
+            code = %response.code,
+            "decided"
+        );
+        Ok(Decided {
+            response,
+            permit,
+            opened,
+        })
+    }
+
+    async fn decide_call(
+        &self,
+        mission: &Mission,
+        call: &Call<'_>,
+        who: &Who,
+        extra: &Map,
+    ) -> Result<Step, EnforceError> {
+        let Call {
+            action,
+            resource,
+            context,
+            ref justification,
+            required,
+            arguments,
+        } = *call;
+        let now = self.clock.now();
+        let id = &mission.body.id;
+        let deny = |code: &str, detail: String| {
+            Ok(Step::Unrecorded(
+                response(Outcome::deny(code, detail), Some(id)),
+                None,
+            ))
+        };
+        // 1. A name parsers could read differently is refused here too, so
+        //    a grant's path prefix means what it says.
+        if let Some(detail) = unclear_name(resource) {
+            return deny(ReasonCode::INVALID_REQUEST, detail);
+        }
+        // 2. Mission state and budget (checked again, authoritatively, when
+        //    an allowed call is counted).
+        let used = self.store.budget_used(id).await?;
+        if let Err(o) = state_check(mission, now, used) {
+            return Ok(Step::Unrecorded(response(*o, Some(id)), None));
+        }
+        // 3. Policy: the organisation's, this mission's, its live grants. A
+        //    grant used up by a concurrent call between deciding and
+        //    counting means deciding again without it.
+        let org = self.org()?;
+        let compiled = match self.mission_policies(mission) {
+            Ok(c) => c,
+            Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
+        };
+        for _ in 0..3 {
+            let grants = match self.live_grants(id, now).await? {
+                Ok(g) => g,
+                Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
+            };
+            let outcome = engine_decide(
+                &org.loaded.policies,
+                &compiled,
+                &grants,
+                &DecisionRequest {
+                    mission,
+                    budget_used: used,
+                    action,
+                    resource,
+                    context,
+                    trust: Trust::Signed,
+                    required,
+                    now,
+                },
+            );
+            let mut resp = response(outcome.clone(), Some(id));
+            match outcome.decision {
+                Decision::Allow => {}
+                Decision::Escalate => {
+                    let ask = Ask {
+                        mission,
+                        action,
+                        resource,
+                        context,
+                        outcome: &outcome,
+                        justification: justification.clone(),
+                        arguments,
+                        now,
+                    };
+                    let opened = open_approval(
+                        self.store.as_ref(),
+                        &self.audit,
+                        self.rng.as_ref(),
+                        self.approval_ttl_secs,
+                        &ask,
+                    )
+                    .await?;
+                    return Ok(match opened {
+                        Some((approval, opened)) => {
+                            resp.approval_id = Some(approval);
+                            Step::Unrecorded(resp, opened)
+                        }
+                        None => Step::Unrecorded(
+                            response(
+                                Outcome::deny(
+                                    ReasonCode::APPROVAL_QUEUE_FULL,
+                                    format!(
+                                        "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
+                                    ),
+                                ),
+                                Some(id),
+                            ),
+                            None,
+                        ),
+                    });
+                }
+                Decision::Deny => return Ok(Step::Unrecorded(resp, None)),
+            }
+            // 4. An allowed call's budget (and grant use) is counted in the
+            //    transaction that records its decision: both durable, or
+            //    neither, before anything is forwarded.
+            let mut body =
+                decision_body(action, resource, context, &resp, Some(who), extra.clone())?;
+            let allowed = resp.clone();
+            let settle: Settle = Box::new(move |a| {
+                let r = settled(&allowed, a)?;
+                set_outcome(&mut body, &r);
+                Some(serde_json::Value::Object(body))
+            });
+            let count = Count {
+                mission: id.clone(),
+                budget: mission.body.budget.requests,
+                grant: outcome
+                    .grant
+                    .as_deref()
+                    .and_then(|g| g.strip_prefix("grant/"))
+                    .map(str::to_owned),
+                now,
+            };
+            let (a, seq) = self
+                .audit
+                .record_counted("decision", now.0, count, settle)
+                .await?;
+            if let Some(r) = settled(&resp, a) {
+                // 5. Only a counted call whose record is durable goes ahead.
+                let go = seq.filter(|_| matches!(a, Allowance::Counted(_)));
+                return Ok(Step::Recorded(r, go));
+            }
+        }
+        deny(
+            ReasonCode::POLICY_ERROR,
+            "the grants of this mission keep changing; retry".into(),
+        )
+    }
+
+    /// What each of `items` would get now, with no context, and with no
+    /// effect: nothing counted, no approval opened, nothing recorded. For
+    /// listings (the MCP gateway's `tools/list`), never for enforcement:
+    /// every call is decided on its own. `Err` denies the whole listing.
+    pub async fn preview(
+        &self,
+        mission: &Mission,
+        required: Trust,
+        items: &[(String, ResourceRef)],
+    ) -> Result<Vec<Outcome>, EnforceError> {
+        let now = self.clock.now();
+        let id = &mission.body.id;
+        let used = self.store.budget_used(id).await?;
+        if let Err(o) = state_check(mission, now, used) {
+            return Ok(vec![*o; items.len()]);
+        }
+        let org = self.org()?;
+        let denied = |detail: String| Outcome::deny(ReasonCode::POLICY_ERROR, detail);
+        let compiled = match self.mission_policies(mission) {
+            Ok(c) => c,
+            Err(detail) => return Ok(vec![denied(detail); items.len()]),
+        };
+        let grants = match self.live_grants(id, now).await? {
+            Ok(g) => g,
+            Err(detail) => return Ok(vec![denied(detail); items.len()]),
+        };
+        let context = serde_json::Map::new();
+        Ok(items
+            .iter()
+            .map(|(action, resource)| {
+                engine_decide(
+                    &org.loaded.policies,
+                    &compiled,
+                    &grants,
+                    &DecisionRequest {
+                        mission,
+                        budget_used: used,
+                        action,
+                        resource,
+                        context: &context,
+                        trust: Trust::Signed,
+                        required,
+                        now,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The mission's live grants, compiled; `Err` with a reason if one does
+    /// not compile (the caller denies).
+    async fn live_grants(
+        &self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Result<GrantSet, String>, EnforceError> {
+        let records = self.store.live_grants(id, now).await?;
+        let deciders: Vec<(String, String)> = records
+            .iter()
+            .map(|g| (g.id.clone(), g.created_by.clone()))
+            .collect();
+        let mut exact = Vec::new();
+        let mut patterns = Vec::new();
+        for g in &records {
+            match (g.scope, &g.request_digest) {
+                (GrantScope::Pattern, _) => patterns.push((g.id.as_str(), g.policy.as_str())),
+                (scope, Some(d)) => exact.push(ExactGrant {
+                    id: g.id.clone(),
+                    request_digest: d.clone(),
+                    once: scope == GrantScope::Once,
+                }),
+                (_, None) => return Ok(Err(format!("grant `{}` names no call", g.id))),
+            }
+        }
+        Ok(GrantSet::compile(patterns)
+            .map(|set| set.with_exact(exact).with_deciders(deciders))
+            .map_err(|d| d.to_string()))
+    }
+}
