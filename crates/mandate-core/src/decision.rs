@@ -171,17 +171,31 @@ pub struct ResourceRef {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The resource entity types, one per [`ResourceKind`].
+const RESOURCE_TYPES: [&str; 5] = ["Resource", "Route", "Tool", "McpResource", "Prompt"];
+
 impl ResourceRef {
+    /// The Cedar entity type's name.
+    fn type_str(&self) -> &'static str {
+        match &self.kind {
+            ResourceKind::Resource { .. } => "Resource",
+            ResourceKind::Route { .. } => "Route",
+            ResourceKind::Tool { .. } => "Tool",
+            ResourceKind::McpResource { .. } => "McpResource",
+            ResourceKind::Prompt { .. } => "Prompt",
+        }
+    }
+
     fn uid(&self) -> Result<EntityUid, String> {
-        let (ty, id) = match &self.kind {
-            ResourceKind::Resource { id } => ("Resource", id.clone()),
-            ResourceKind::Route { route, path } => ("Route", format!("{route}{path}")),
-            ResourceKind::Tool { server, tool } => ("Tool", format!("{server}/{tool}")),
-            ResourceKind::McpResource { server, uri } => ("McpResource", format!("{server}/{uri}")),
-            ResourceKind::Prompt { server, prompt } => ("Prompt", format!("{server}/{prompt}")),
+        let id = match &self.kind {
+            ResourceKind::Resource { id } => id.clone(),
+            ResourceKind::Route { route, path } => format!("{route}{path}"),
+            ResourceKind::Tool { server, tool } => format!("{server}/{tool}"),
+            ResourceKind::McpResource { server, uri } => format!("{server}/{uri}"),
+            ResourceKind::Prompt { server, prompt } => format!("{server}/{prompt}"),
         };
         Ok(EntityUid::from_type_name_and_id(
-            type_name(ty)?,
+            type_name(self.type_str())?,
             EntityId::new(id),
         ))
     }
@@ -226,9 +240,83 @@ pub struct DecisionRequest<'a> {
     pub now: UnixTime,
 }
 
+/// The entity type names Mandate builds requests from, parsed once.
+static TYPE_NAMES: LazyLock<Vec<(&'static str, Result<EntityTypeName, String>)>> =
+    LazyLock::new(|| {
+        ["User", "Mission", "Agent", "Action"]
+            .into_iter()
+            .chain(RESOURCE_TYPES)
+            .map(|s| {
+                let parsed = s
+                    .parse()
+                    .map_err(|e: cedar_policy::ParseErrors| e.to_string());
+                (s, parsed)
+            })
+            .collect()
+    });
+
 fn type_name(s: &str) -> Result<EntityTypeName, String> {
-    s.parse()
-        .map_err(|e: cedar_policy::ParseErrors| e.to_string())
+    match TYPE_NAMES.iter().find(|(name, _)| *name == s) {
+        Some((_, parsed)) => parsed.clone(),
+        None => s
+            .parse()
+            .map_err(|e: cedar_policy::ParseErrors| e.to_string()),
+    }
+}
+
+/// A declared action, prepared once when the organisation's policies load:
+/// its entity (with its groups, transitively closed, so that `action in
+/// Action::"group"` means what it says) and the resource types for which a
+/// request carrying only Mandate's own context (`trust`, `time`) was
+/// checked against the schema then. Such requests need no schema check per
+/// call; any other request is checked against the schema when it is built.
+#[derive(Debug, Clone)]
+pub(crate) struct ActionShape {
+    uid: EntityUid,
+    entity: Entity,
+    bare_context_ok: Vec<&'static str>,
+}
+
+impl ActionShape {
+    pub(crate) fn new(schema: &cedar_policy::Schema, action: EntityUid, entity: Entity) -> Self {
+        let bare_context_ok = RESOURCE_TYPES
+            .into_iter()
+            .filter(|ty| {
+                let request = bare_context(Trust::Signed, UnixTime(0)).and_then(|context| {
+                    Request::new(
+                        uid("Agent", "")?,
+                        action.clone(),
+                        uid(ty, "")?,
+                        context,
+                        Some(schema),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+                request.is_ok()
+            })
+            .collect();
+        Self {
+            uid: action,
+            entity,
+            bare_context_ok,
+        }
+    }
+}
+
+/// The context Mandate sets on every request: the trust level and the
+/// time, typed directly (no JSON to interpret).
+fn bare_context(trust: Trust, now: UnixTime) -> Result<Context, String> {
+    Context::from_pairs([
+        (
+            "trust".to_owned(),
+            RestrictedExpression::new_string(trust.as_str().to_owned()),
+        ),
+        (
+            "time".to_owned(),
+            RestrictedExpression::new_long(i64::try_from(now.0).unwrap_or(i64::MAX)),
+        ),
+    ])
+    .map_err(|e| e.to_string())
 }
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
@@ -259,9 +347,9 @@ pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result
 fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entities), String> {
     // Only declared actions: an unknown one would match no group and could
     // slip past a boundary written over a group.
-    if !org.action_names.contains(req.action) {
+    let Some(shape) = org.actions.get(req.action) else {
         return Err(format!("unknown action `{}`", req.action));
-    }
+    };
     let body = &req.mission.body;
     let user = uid("User", body.principal.as_str())?;
     let mission = uid("Mission", body.id.as_str())?;
@@ -307,20 +395,19 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
     .map_err(|e| e.to_string())?;
     let resource = req.resource.entity()?;
     let resource_uid = req.resource.uid()?;
-    // The schema's action entities carry the action groups.
-    let entities = org
-        .action_entities
-        .clone()
-        .add_entities(
-            [
-                Entity::new_no_attrs(user, HashSet::new()),
-                mission_entity,
-                agent_entity,
-                resource,
-            ],
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+    // The action's own entity carries its groups; policies can read no
+    // other action.
+    let entities = Entities::from_entities(
+        [
+            shape.entity.clone(),
+            Entity::new_no_attrs(user, HashSet::new()),
+            mission_entity,
+            agent_entity,
+            resource,
+        ],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     if let Some(k) = req
         .context
         .iter()
@@ -336,28 +423,26 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
     }
     // Typed by the action's declared context, and the request checked
     // against what the action applies to.
-    let action = uid("Action", req.action)?;
+    let action = shape.uid.clone();
     let schema = org.schema();
-    let context = if req.context.is_empty() {
-        // Only what Mandate sets: a string and a long, checked against the
-        // schema with the request below; no JSON to interpret.
-        Context::from_pairs([
-            (
-                "trust".to_owned(),
-                RestrictedExpression::new_string(req.trust.as_str().to_owned()),
-            ),
-            ("time".to_owned(), long(req.now.0)),
-        ])
-        .map_err(|e| e.to_string())?
+    let (context, checked) = if req.context.is_empty() {
+        // Only what Mandate sets: a string and a long. Its shape was
+        // checked against the schema at load for this action and resource
+        // type; otherwise it is checked with the request below.
+        let checked = shape.bare_context_ok.contains(&req.resource.type_str());
+        (bare_context(req.trust, req.now)?, checked)
     } else {
         let mut ctx = req.context.clone();
         ctx.insert("trust".into(), req.trust.as_str().into());
         ctx.insert("time".into(), req.now.0.into());
-        Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
-            .map_err(|e| e.to_string())?
+        let context =
+            Context::from_json_value(serde_json::Value::Object(ctx), Some((schema, &action)))
+                .map_err(|e| e.to_string())?;
+        (context, false)
     };
-    let request = Request::new(agent, action, resource_uid, context, Some(schema))
-        .map_err(|e| e.to_string())?;
+    let schema = (!checked).then_some(schema);
+    let request =
+        Request::new(agent, action, resource_uid, context, schema).map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 

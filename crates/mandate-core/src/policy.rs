@@ -365,25 +365,25 @@ fn validate(
 pub struct OrgPolicies {
     pub(crate) policies: KindedSet,
     schema: Schema,
-    /// The schema's action entities (with their groups), added to every
-    /// request so `action in Action::"group"` means what it says.
-    pub(crate) action_entities: cedar_policy::Entities,
-    /// Names of the declared actions; any other action is refused.
-    pub(crate) action_names: std::collections::HashSet<String>,
+    /// The declared actions by name; any other action is refused.
+    pub(crate) actions: std::collections::HashMap<String, crate::decision::ActionShape>,
 }
 
-/// The action entities and names a schema declares. Namespaced actions are
-/// refused: requests name actions by their bare name.
+/// The actions a schema declares, each prepared once for every request
+/// that names it. Namespaced actions are refused: requests name actions by
+/// their bare name.
 fn actions_of(
     schema: &Schema,
-) -> Result<(cedar_policy::Entities, std::collections::HashSet<String>), PolicyDiagnostic> {
+) -> Result<std::collections::HashMap<String, crate::decision::ActionShape>, PolicyDiagnostic> {
     let diag = |message: String| PolicyDiagnostic {
         source: "schema".into(),
         line: 1,
         col: 1,
         message,
     };
-    let mut names = std::collections::HashSet::new();
+    // The schema's action entities carry their groups, transitively closed.
+    let entities = schema.action_entities().map_err(|e| diag(e.to_string()))?;
+    let mut actions = std::collections::HashMap::new();
     for uid in schema.actions() {
         let ty = uid.type_name();
         if !ty.namespace().is_empty() {
@@ -391,28 +391,33 @@ fn actions_of(
                 "action `{uid}` is in a namespace; declare actions without one"
             )));
         }
-        names.insert(uid.id().unescaped().to_owned());
+        let entity = entities
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| diag(format!("action `{uid}` has no entity")))?;
+        actions.insert(
+            uid.id().unescaped().to_owned(),
+            crate::decision::ActionShape::new(schema, uid.clone(), entity),
+        );
     }
-    let entities = schema.action_entities().map_err(|e| diag(e.to_string()))?;
-    Ok((entities, names))
+    Ok(actions)
 }
 
 impl OrgPolicies {
     /// Whether the schema declares the action `name`.
     #[must_use]
     pub fn declares_action(&self, name: &str) -> bool {
-        self.action_names.contains(name)
+        self.actions.contains_key(name)
     }
 
     /// Base schema, no policies.
     pub fn empty() -> Result<Self, PolicyDiagnostic> {
         let schema = build_schema(&[])?;
-        let (action_entities, action_names) = actions_of(&schema)?;
+        let actions = actions_of(&schema)?;
         Ok(Self {
             policies: KindedSet::default(),
             schema,
-            action_entities,
-            action_names,
+            actions,
         })
     }
 
@@ -434,12 +439,11 @@ impl OrgPolicies {
         }
         let refs: Vec<&PolicySource> = policies.iter().collect();
         validate(&set, &schema, &refs)?;
-        let (action_entities, action_names) = actions_of(&schema).map_err(|d| vec![d])?;
+        let actions = actions_of(&schema).map_err(|d| vec![d])?;
         Ok(Self {
             policies: set,
             schema,
-            action_entities,
-            action_names,
+            actions,
         })
     }
 
