@@ -402,8 +402,13 @@ fn boundaries_over_action_groups_hold() {
     let org = OrgPolicies::load(
         &[src(
             "actions.cedarschema",
-            "action dangerous; action delete_repo in [dangerous] appliesTo { principal: Agent, \
-             resource: [Resource, Route, Tool], context: { trust: String, time: Long } };",
+            "action dangerous; action destructive in [dangerous]; \
+             action delete_repo in [dangerous] appliesTo { principal: Agent, \
+             resource: [Resource, Route, Tool], context: { trust: String, time: Long } }; \
+             action wipe_disk in [destructive] appliesTo { principal: Agent, \
+             resource: [Resource], context: { trust: String, time: Long } }; \
+             action pay appliesTo { principal: Agent, resource: [Resource], \
+             context: { trust: String, time: Long, amount: Long } };",
         )],
         &[src(
             "danger.cedar",
@@ -430,9 +435,40 @@ fn boundaries_over_action_groups_hold() {
         (Decision::Deny, "boundary")
     );
     assert_eq!(out.policies, vec!["danger.cedar/no-danger".to_owned()]);
+    // A group of a group: the boundary reaches it too.
+    let out = case.decide("wipe_disk", &resource(&[]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "boundary")
+    );
     assert_eq!(
         case.decide("read", &resource(&[]), json!({})).decision,
         Decision::Allow
+    );
+    // An action that needs more context than Mandate's own is refused
+    // without it, and decided with it.
+    let out = case.decide("pay", &resource(&[]), json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "invalid_request")
+    );
+    assert_eq!(
+        case.decide("pay", &resource(&[]), json!({ "amount": 5 }))
+            .decision,
+        Decision::Allow
+    );
+    // A resource type the action does not apply to is refused.
+    let tool = ResourceRef {
+        kind: ResourceKind::Tool {
+            server: "git".into(),
+            tool: "wipe".into(),
+        },
+        tags: BTreeMap::new(),
+    };
+    let out = case.decide("wipe_disk", &tool, json!({}));
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "invalid_request")
     );
 }
 
