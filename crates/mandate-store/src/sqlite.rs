@@ -129,13 +129,15 @@ impl Columns for SqliteRow {
     }
 }
 
-fn principal_from_row(row: &SqliteRow) -> Result<Principal, StoreError> {
+fn principal_from_row(row: &impl Columns) -> Result<Principal, StoreError> {
     Ok(Principal {
-        name: typed(row, "name", "principal name")?,
-        role: Role::from_str(&row.try_get::<String, _>("role")?)
-            .map_err(|e| corrupt("principal role", e))?,
-        created_at: time(row.try_get("created_at")?),
-        revoked_at: opt_time(row.try_get("revoked_at")?),
+        name: row
+            .text("name")?
+            .try_into()
+            .map_err(|e| corrupt("principal name", e))?,
+        role: Role::from_str(&row.text("role")?).map_err(|e| corrupt("principal role", e))?,
+        created_at: time(row.int("created_at")?),
+        revoked_at: opt_time(row.opt_int("revoked_at")?),
     })
 }
 
@@ -489,21 +491,24 @@ impl Store for SqliteStore {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<(Principal, ApiTokenId)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT p.*, t.id AS token_id FROM api_tokens t JOIN principals p ON p.name = t.principal \
-             WHERE t.hash = ?1 AND t.revoked_at IS NULL AND p.revoked_at IS NULL",
-        )
-        .bind(hash.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let id: String = r.try_get("token_id")?;
-            Ok((
-                principal_from_row(&r)?,
-                ApiTokenId::try_from(id).map_err(|e| corrupt("token id", e))?,
-            ))
+        // Read on every API call (`/v1/decide` included): a point read on
+        // a direct connection, like the decision path's (ADR 0009).
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT p.*, t.id AS token_id FROM api_tokens t JOIN principals p ON p.name = t.principal \
+                 WHERE t.hash = ?1 AND t.revoked_at IS NULL AND p.revoked_at IS NULL",
+            )?;
+            let mut rows = stmt.query([hash.as_str()])?;
+            rows.next()?
+                .map(|r| {
+                    Ok((
+                        principal_from_row(r)?,
+                        ApiTokenId::try_from(r.text("token_id")?)
+                            .map_err(|e| corrupt("token id", e))?,
+                    ))
+                })
+                .transpose()
         })
-        .transpose()
     }
 
     async fn api_tokens(&self, principal: &PrincipalName) -> Result<Vec<ApiToken>, StoreError> {

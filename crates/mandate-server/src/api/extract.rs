@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use mandate_core::{
     ApiTokenId, CredentialError, Mission, MissionClaims, ProofError, ProofExpectations,
-    SecretToken, TokenKind, UnverifiedCredential, VerifiedProof, verify_proof,
+    SecretToken, TokenKind, VerifiedProof, verify_proof,
 };
 use mandate_store::Principal;
 use serde::de::DeserializeOwned;
@@ -197,10 +197,11 @@ pub(crate) enum Presented {
 /// Checks a presented mission credential. Store failures are errors (the
 /// caller denies); every other failure is a `Refused` with its reason.
 pub(crate) async fn check_presented(state: &AppState, token: &str) -> Result<Presented, Problem> {
-    let signed = match UnverifiedCredential::parse(token)
-        .and_then(|u| u.verify_signature(&state.0.jwks, &state.0.issuer))
-    {
-        Ok(s) => s,
+    // The signature and issuer, verified once per credential and then
+    // remembered (a pure function of the token and the JWKS); state, key
+    // binding and time are checked below on every use.
+    let signed = match state.verified_credential(token) {
+        Ok(v) => v.signed,
         Err(error) => {
             return Ok(Presented::Refused {
                 error,
