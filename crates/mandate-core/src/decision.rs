@@ -265,20 +265,20 @@ fn type_name(s: &str) -> Result<EntityTypeName, String> {
 }
 
 /// A declared action, prepared once when the organisation's policies load:
-/// its entity (with its groups, transitively closed, so that `action in
-/// Action::"group"` means what it says) and the resource types for which a
-/// request carrying only Mandate's own context (`trust`, `time`) was
-/// checked against the schema then. Such requests need no schema check per
-/// call; any other request is checked against the schema when it is built.
+/// its uid and the resource types for which a request carrying only
+/// Mandate's own context (`trust`, `time`) was checked against the schema
+/// then. Request validation looks at types only (the principal's and the
+/// resource's entity types, the context's attribute types), which are the
+/// same for every such request, so these need no schema check per call;
+/// any other request is checked against the schema when it is built.
 #[derive(Debug, Clone)]
 pub(crate) struct ActionShape {
     uid: EntityUid,
-    entity: Entity,
     bare_context_ok: Vec<&'static str>,
 }
 
 impl ActionShape {
-    pub(crate) fn new(schema: &cedar_policy::Schema, action: EntityUid, entity: Entity) -> Self {
+    pub(crate) fn new(schema: &cedar_policy::Schema, action: EntityUid) -> Self {
         let bare_context_ok = RESOURCE_TYPES
             .into_iter()
             .filter(|ty| {
@@ -297,7 +297,6 @@ impl ActionShape {
             .collect();
         Self {
             uid: action,
-            entity,
             bare_context_ok,
         }
     }
@@ -395,19 +394,21 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
     .map_err(|e| e.to_string())?;
     let resource = req.resource.entity()?;
     let resource_uid = req.resource.uid()?;
-    // The action's own entity carries its groups; policies can read no
-    // other action.
-    let entities = Entities::from_entities(
-        [
-            shape.entity.clone(),
-            Entity::new_no_attrs(user, HashSet::new()),
-            mission_entity,
-            agent_entity,
-            resource,
-        ],
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    // The schema's action entities carry the action groups; a condition
+    // may read any action's, not only the request's own.
+    let entities = org
+        .action_entities
+        .clone()
+        .add_entities(
+            [
+                Entity::new_no_attrs(user, HashSet::new()),
+                mission_entity,
+                agent_entity,
+                resource,
+            ],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
     if let Some(k) = req
         .context
         .iter()

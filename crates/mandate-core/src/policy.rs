@@ -365,6 +365,11 @@ fn validate(
 pub struct OrgPolicies {
     pub(crate) policies: KindedSet,
     schema: Schema,
+    /// The schema's action entities (with their groups, transitively
+    /// closed), added to every request so that `action in
+    /// Action::"group"`, and a condition on any other action's groups, mean
+    /// what they say.
+    pub(crate) action_entities: cedar_policy::Entities,
     /// The declared actions by name; any other action is refused.
     pub(crate) actions: std::collections::HashMap<String, crate::decision::ActionShape>,
 }
@@ -372,9 +377,12 @@ pub struct OrgPolicies {
 /// The actions a schema declares, each prepared once for every request
 /// that names it. Namespaced actions are refused: requests name actions by
 /// their bare name.
-fn actions_of(
-    schema: &Schema,
-) -> Result<std::collections::HashMap<String, crate::decision::ActionShape>, PolicyDiagnostic> {
+type Actions = (
+    cedar_policy::Entities,
+    std::collections::HashMap<String, crate::decision::ActionShape>,
+);
+
+fn actions_of(schema: &Schema) -> Result<Actions, PolicyDiagnostic> {
     let diag = |message: String| PolicyDiagnostic {
         source: "schema".into(),
         line: 1,
@@ -391,16 +399,12 @@ fn actions_of(
                 "action `{uid}` is in a namespace; declare actions without one"
             )));
         }
-        let entity = entities
-            .get(uid)
-            .cloned()
-            .ok_or_else(|| diag(format!("action `{uid}` has no entity")))?;
         actions.insert(
             uid.id().unescaped().to_owned(),
-            crate::decision::ActionShape::new(schema, uid.clone(), entity),
+            crate::decision::ActionShape::new(schema, uid.clone()),
         );
     }
-    Ok(actions)
+    Ok((entities, actions))
 }
 
 impl OrgPolicies {
@@ -413,10 +417,11 @@ impl OrgPolicies {
     /// Base schema, no policies.
     pub fn empty() -> Result<Self, PolicyDiagnostic> {
         let schema = build_schema(&[])?;
-        let actions = actions_of(&schema)?;
+        let (action_entities, actions) = actions_of(&schema)?;
         Ok(Self {
             policies: KindedSet::default(),
             schema,
+            action_entities,
             actions,
         })
     }
@@ -439,10 +444,11 @@ impl OrgPolicies {
         }
         let refs: Vec<&PolicySource> = policies.iter().collect();
         validate(&set, &schema, &refs)?;
-        let actions = actions_of(&schema).map_err(|d| vec![d])?;
+        let (action_entities, actions) = actions_of(&schema).map_err(|d| vec![d])?;
         Ok(Self {
             policies: set,
             schema,
+            action_entities,
             actions,
         })
     }

@@ -3,9 +3,10 @@
 use mandate_core::{
     ApprovalId, Mission, Outcome, ResourceKind, ResourceRef, SecureRandom, UnixTime, request_digest,
 };
-use mandate_store::{ApprovalRecord, NewApproval, Store};
+use mandate_store::{NewApproval, Store};
 
 use crate::error::EnforceError;
+use crate::pipeline::Opened;
 use crate::record::AuditLog;
 
 /// Most approval requests one mission may have waiting. Past it, further
@@ -58,17 +59,18 @@ fn summary(ask: &Ask<'_>) -> String {
     out
 }
 
-/// Records the escalated request (or joins the identical pending one).
-/// Returns its id, with the record if this call opened it (for the front
-/// door to announce); `None` when the mission's approval queue is full. A
-/// new request is durable in the audit log before anyone hears of it.
+/// Records the escalated request (or joins the identical pending one) and
+/// returns its id; `None` when the mission's approval queue is full. A new
+/// request is durable in the audit log before anyone hears of it; then it
+/// goes to `opened`, to be announced.
 pub(crate) async fn open_approval(
     store: &dyn Store,
     audit: &AuditLog,
     rng: &dyn SecureRandom,
     ttl_secs: u64,
+    opened: &Opened,
     ask: &Ask<'_>,
-) -> Result<Option<(String, Option<Box<ApprovalRecord>>)>, EnforceError> {
+) -> Result<Option<String>, EnforceError> {
     let internal = EnforceError::Internal;
     let mission = &ask.mission.body.id;
     let canonical = |v: &serde_json::Value| -> Result<Vec<u8>, EnforceError> {
@@ -119,7 +121,7 @@ pub(crate) async fn open_approval(
     };
     tracing::info!(mission = %mission, approval = %id, joined, "approval requested");
     if joined {
-        return Ok(Some((id, None)));
+        return Ok(Some(id));
     }
     audit
         .record(
@@ -143,6 +145,10 @@ pub(crate) async fn open_approval(
             }),
         )
         .await?;
-    let opened = store.approval(&id).await?.map(Box::new);
-    Ok(Some((id, opened)))
+    if let Some(r) = store.approval(&id).await?
+        && opened.send(r).is_err()
+    {
+        tracing::error!(approval = %id, "nobody announces opened approval requests");
+    }
+    Ok(Some(id))
 }

@@ -23,6 +23,6 @@ mod record;
 
 pub use error::EnforceError;
 pub use permit::Permit;
-pub use pipeline::{Call, Decided, Enforcer, OrgState, Who, denial};
+pub use pipeline::{Call, Decided, Enforcer, Opened, OrgState, Who, denial};
 pub use policies::{LoadedPolicies, Missing, load_dir};
 pub use record::{AuditLog, AuditWriter, CheckpointPolicy, verify_stored};

@@ -47,7 +47,16 @@ pub struct Enforcer {
     /// Serializes reloads so versions stay in order.
     reload_lock: Mutex<()>,
     missions: Mutex<HashMap<String, Arc<MissionPolicySet>>>,
+    /// Where each approval request the pipeline opens goes once its
+    /// `approval.requested` record is durable, for the front door to
+    /// announce (wake waiters, queue the webhook).
+    opened: Opened,
 }
+
+/// The sending half of the channel of opened approval requests. Unbounded:
+/// a mission has at most [`MAX_PENDING_APPROVALS`] waiting, and each is
+/// sent once.
+pub type Opened = tokio::sync::mpsc::UnboundedSender<ApprovalRecord>;
 
 /// One loaded generation of the organisation's policies.
 #[derive(Debug)]
@@ -104,9 +113,6 @@ pub struct Decided<T> {
     /// The right to forward the request: only for an Allow that was counted
     /// and recorded.
     pub permit: Option<Permit<T>>,
-    /// The approval request this call opened (not one it joined), for the
-    /// front door to announce.
-    pub opened: Option<Box<ApprovalRecord>>,
 }
 
 /// A decision before it is recorded, or once it is.
@@ -115,7 +121,7 @@ enum Step {
     /// with the record's sequence number if the call may go ahead.
     Recorded(DecideResponse, Option<u64>),
     /// Still to be recorded; no effect on the budget.
-    Unrecorded(DecideResponse, Option<Box<ApprovalRecord>>),
+    Unrecorded(DecideResponse),
 }
 
 fn response(o: Outcome, mission: Option<&MissionId>) -> DecideResponse {
@@ -214,7 +220,9 @@ fn settled(allowed: &DecideResponse, a: Allowance) -> Option<DecideResponse> {
 /// says.
 fn unclear_name(resource: &ResourceRef) -> Option<String> {
     match &resource.kind {
-        ResourceKind::Route { path, .. } => names::check_path(path).err().map(|e| e.0),
+        ResourceKind::Route { path, .. } => names::check_path(path)
+            .err()
+            .map(|e| format!("ambiguous path: {}", e.0)),
         ResourceKind::McpResource { uri, .. } => (!names::valid_uri(uri)).then(unclear_mcp),
         ResourceKind::Tool { tool, .. } => (!names::valid_name(tool)).then(unclear_mcp),
         ResourceKind::Prompt { prompt, .. } => (!names::valid_name(prompt)).then(unclear_mcp),
@@ -237,6 +245,7 @@ impl Enforcer {
         rng: Arc<dyn SecureRandom>,
         approval_ttl_secs: u64,
         policies: LoadedPolicies,
+        opened: Opened,
     ) -> Self {
         Self {
             store,
@@ -250,6 +259,7 @@ impl Enforcer {
             })),
             reload_lock: Mutex::new(()),
             missions: Mutex::new(HashMap::new()),
+            opened,
         }
     }
 
@@ -381,12 +391,12 @@ impl Enforcer {
         extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
-        let (response, permit, opened) = match self.decide_call(mission, call, who, &extra).await? {
+        let (response, permit) = match self.decide_call(mission, call, who, &extra).await? {
             Step::Recorded(resp, seq) => {
                 let permit = seq.map(|seq| Permit::mint(request, seq, mission.body.id.clone()));
-                (resp, permit, None)
+                (resp, permit)
             }
-            Step::Unrecorded(resp, opened) => {
+            Step::Unrecorded(resp) => {
                 self.record_decision(
                     call.action,
                     call.resource,
@@ -396,7 +406,7 @@ impl Enforcer {
                     extra,
                 )
                 .await?;
-                (resp, None, opened)
+                (resp, None)
             }
         };
         tracing::info!(
@@ -407,11 +417,7 @@ impl Enforcer {
             code = %response.code,
             "decided"
         );
-        Ok(Decided {
-            response,
-            permit,
-            opened,
-        })
+        Ok(Decided { response, permit })
     }
 
     async fn decide_call(
@@ -432,10 +438,10 @@ impl Enforcer {
         let now = self.clock.now();
         let id = &mission.body.id;
         let deny = |code: &str, detail: String| {
-            Ok(Step::Unrecorded(
-                response(Outcome::deny(code, detail), Some(id)),
-                None,
-            ))
+            Ok(Step::Unrecorded(response(
+                Outcome::deny(code, detail),
+                Some(id),
+            )))
         };
         // 1. A name parsers could read differently is refused here too, so
         //    a grant's path prefix means what it says.
@@ -446,7 +452,7 @@ impl Enforcer {
         //    an allowed call is counted).
         let used = self.store.budget_used(id).await?;
         if let Err(o) = state_check(mission, now, used) {
-            return Ok(Step::Unrecorded(response(*o, Some(id)), None));
+            return Ok(Step::Unrecorded(response(*o, Some(id))));
         }
         // 3. Policy: the organisation's, this mission's, its live grants. A
         //    grant used up by a concurrent call between deciding and
@@ -495,29 +501,27 @@ impl Enforcer {
                         &self.audit,
                         self.rng.as_ref(),
                         self.approval_ttl_secs,
+                        &self.opened,
                         &ask,
                     )
                     .await?;
                     return Ok(match opened {
-                        Some((approval, opened)) => {
+                        Some(approval) => {
                             resp.approval_id = Some(approval);
-                            Step::Unrecorded(resp, opened)
+                            Step::Unrecorded(resp)
                         }
-                        None => Step::Unrecorded(
-                            response(
-                                Outcome::deny(
-                                    ReasonCode::APPROVAL_QUEUE_FULL,
-                                    format!(
-                                        "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
-                                    ),
+                        None => Step::Unrecorded(response(
+                            Outcome::deny(
+                                ReasonCode::APPROVAL_QUEUE_FULL,
+                                format!(
+                                    "the mission already has {MAX_PENDING_APPROVALS} requests waiting for approval"
                                 ),
-                                Some(id),
                             ),
-                            None,
-                        ),
+                            Some(id),
+                        )),
                     });
                 }
-                Decision::Deny => return Ok(Step::Unrecorded(resp, None)),
+                Decision::Deny => return Ok(Step::Unrecorded(resp)),
             }
             // 4. An allowed call's budget (and grant use) is counted in the
             //    transaction that records its decision: both durable, or

@@ -118,6 +118,20 @@ pub(crate) async fn announce(state: &AppState, event: &str, record: &ApprovalRec
     }
 }
 
+/// Announces each approval request the enforcement pipeline opens (it
+/// sends them once their `approval.requested` record is durable, before
+/// the escalation's own decision is recorded).
+pub fn spawn_announcer(state: AppState) {
+    let Some(mut opened) = state.0.opened.lock().ok().and_then(|mut o| o.take()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while let Some(r) = opened.recv().await {
+            announce(&state, "approval.requested", &r).await;
+        }
+    });
+}
+
 /// Expires requests whose time ran out or whose mission ended, recording
 /// each in the audit log and announcing it.
 pub fn spawn_sweeper(state: AppState) {

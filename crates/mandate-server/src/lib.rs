@@ -141,6 +141,7 @@ pub async fn serve(
         );
     }
     spawn_reload_on_sighup(state.clone());
+    approvals::spawn_announcer(state.clone());
     approvals::spawn_sweeper(state.clone());
     approvals::spawn_webhook(state.clone());
     api::spawn_mcp_reaper(state.clone());

@@ -55,6 +55,9 @@ pub(crate) struct Inner {
     pub vault: mandate_core::VaultKey,
     /// False only in the benchmark-only mode without `fsync`.
     pub durable: bool,
+    /// The approval requests the pipeline opens, until the announcer
+    /// takes them ([`crate::approvals::spawn_announcer`]).
+    pub opened: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<mandate_store::ApprovalRecord>>>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
                 tracing::error!(error = %e, "cannot build the upstream client; the gateway will refuse requests");
             })
             .ok();
+        let (opened, opened_rx) = tokio::sync::mpsc::unbounded_channel();
         let enforcer = Enforcer::new(
             Arc::clone(&store),
             audit,
@@ -89,6 +93,7 @@ impl AppState {
             Arc::clone(&rng),
             config.approval_ttl_secs,
             policies,
+            opened,
         );
         Self(Arc::new(Inner {
             store,
@@ -122,6 +127,7 @@ impl AppState {
             upstream,
             vault,
             durable: !config.unsafe_non_durable_benchmark_mode,
+            opened: Mutex::new(Some(opened_rx)),
         }))
     }
 

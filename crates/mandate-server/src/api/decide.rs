@@ -1,7 +1,6 @@
 //! `POST /v1/decide`: the decision for an external enforcement point, and
 //! the glue every front door shares around the enforcement pipeline
-//! (`mandate_enforce`): the approval URL and the announcement of an
-//! approval request, which are HTTP's.
+//! (`mandate_enforce`): the approval URL, which is HTTP's.
 
 use axum::Json;
 use axum::extract::State;
@@ -85,8 +84,9 @@ async fn decide_inner(
 
 /// Runs a call through the enforcement pipeline (decided, counted and
 /// durably recorded there) and completes its answer for HTTP: an
-/// escalation gets the URL to wait on, and a new approval request is
-/// announced. `request` comes back inside the [`Permit`] only for an Allow.
+/// escalation gets the URL to wait on (a new approval request is announced
+/// by [`crate::approvals::spawn_announcer`]). `request` comes back inside
+/// the [`Permit`] only for an Allow.
 pub(crate) async fn enforce<T>(
     s: &AppState,
     by: &str,
@@ -103,9 +103,6 @@ pub(crate) async fn enforce<T>(
     let mut resp = decided.response;
     if let Some(approval) = &resp.approval_id {
         resp.approval_url = Some(crate::approvals::poll_url(s, approval));
-    }
-    if let Some(r) = &decided.opened {
-        crate::approvals::announce(s, "approval.requested", r).await;
     }
     Ok((resp, decided.permit))
 }
