@@ -340,6 +340,7 @@ async fn harness() {
         targets.retain(|t| t.0 == "direct" || t.0.contains(only.as_str()));
     }
     let mut results = Vec::new();
+    let mut cpus = Vec::new();
     for (name, base, signers, prefix, pid) in &targets {
         let mut p50s = Vec::new();
         let mut p99s = Vec::new();
@@ -369,15 +370,15 @@ async fn harness() {
             "{name:<44} p50 {:>8.1} µs  p99 {:>8.1} µs  {:>8.0} req/s @{CONNECTIONS}",
             r.0, r.1, r.2
         );
-        if !cpu.0.is_empty() {
+        let cpu = (!cpu.0.is_empty()).then(|| (median(cpu.0), median(cpu.1)));
+        if let Some((seq, par)) = cpu {
             println!(
-                "{:<44} CPU per request: {:.0} µs sequential, {:.0} µs at {CONNECTIONS} connections",
-                "",
-                median(cpu.0),
-                median(cpu.1)
+                "{:<44} CPU per request: {seq:.0} µs sequential, {par:.0} µs at {CONNECTIONS} connections",
+                ""
             );
         }
         results.push((*name, r));
+        cpus.push((*name, cpu));
     }
     let direct = results[0].1;
     println!("\nadded p50 over a direct call (median of {ROUNDS} rounds):");
@@ -397,9 +398,10 @@ async fn harness() {
     let cedar = bare_cedar_us();
     let sync = fdatasync_us(dir.path());
     println!(
-        "\nin this process: one Ed25519 verification (RFC 9421, this benchmark's request) {ed25519:.1} µs; one bare Cedar decision {cedar:.1} µs; one 4 KiB write + fdatasync {sync:.1} µs"
+        "\nin this process: one Ed25519 verification (RFC 9421, this benchmark's request) {ed25519:.1} µs; one bare Cedar decision {cedar:.1} µs; one 4 KiB write in place + fdatasync {sync:.1} µs"
     );
     let find = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.1);
+    let cpu_of = |n: &str| cpus.iter().find(|c| c.0 == n).and_then(|c| c.1);
     if let (Some(ng), Some(fwd), Some(full), Some(fast), None) = (
         find("nginx proxy_pass"),
         find("mandate forwarding layer alone (no checks)"),
@@ -409,33 +411,41 @@ async fn harness() {
     ) {
         let ng_added = ng.0 - direct.0;
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-        println!("\ngoals (issue: gateway benchmark):");
+        let floor = ng_added + ed25519 + cedar + sync;
+        let added = full.0 - direct.0;
+        println!("\ngoals (issue 14, enforcement pipeline):");
         println!(
-            "  pass-through (the forwarding layer) added p50 ≤ 1.5× nginx's: {:.1} ≤ {:.1} → {}",
+            "  full path added p50 ≤ 1.5× its floor (nginx's hop + one verification + one bare Cedar decision + one fdatasync = {floor:.1}): {added:.1} ≤ {:.1} → {} (gap {:+.1} µs)",
+            1.5 * floor,
+            verdict(added <= 1.5 * floor),
+            added - 1.5 * floor
+        );
+        println!(
+            "    for reference: forwarding layer alone +{:.1} µs, without the sync +{:.1} µs",
             fwd.0 - direct.0,
-            1.5 * ng_added,
-            verdict(fwd.0 - direct.0 <= 1.5 * ng_added)
-        );
-        println!(
-            "  full path added p50 ≤ nginx added p50 + 150 µs: {:.1} ≤ {:.1} → {}",
-            full.0 - direct.0,
-            ng_added + 150.0,
-            verdict(full.0 - direct.0 <= ng_added + 150.0)
-        );
-        println!(
-            "    its floor here (nginx's hop + one verification + one bare Cedar decision + one fdatasync): {:.1}",
-            ng_added + ed25519 + cedar + sync
-        );
-        println!(
-            "    (for reference, without the sync: {:.1})",
             fast.0 - direct.0
         );
         println!(
-            "  throughput @{CONNECTIONS} ≥ 0.3× nginx's: {:.0} ≥ {:.0} → {}",
+            "  throughput @{CONNECTIONS} ≥ 0.25× nginx's: {:.0} ≥ {:.0} → {} ({:.2}×)",
             full.2,
-            0.3 * ng.2,
-            verdict(full.2 >= 0.3 * ng.2)
+            0.25 * ng.2,
+            verdict(full.2 >= 0.25 * ng.2),
+            full.2 / ng.2
         );
+        if let (Some(gw_cpu), Some(fwd_cpu)) = (
+            cpu_of("mandate gateway (durable audit)"),
+            cpu_of("mandate forwarding layer alone (no checks)"),
+        ) {
+            // CPU time from /proc/PID/stat (10 ms ticks), sequential phase.
+            let allowance = 2.0 * (ed25519 + cedar + fwd_cpu.0);
+            println!(
+                "  CPU per request (sequential, CPU time) ≤ 2× (Ed25519 + bare Cedar + forwarding layer's {:.0}): {:.0} ≤ {allowance:.0} → {} (gap {:+.0} µs)",
+                fwd_cpu.0,
+                gw_cpu.0,
+                verdict(gw_cpu.0 <= allowance),
+                gw_cpu.0 - allowance
+            );
+        }
     }
 }
 
@@ -493,12 +503,23 @@ fn bare_cedar_us() -> f64 {
 }
 
 /// Median time of a 4 KiB append and `fdatasync` in `dir`, in microseconds.
+///
+/// The write is in place, in a preallocated file: what SQLite's WAL pays
+/// once it has wrapped (data only). An append would also make the file
+/// system commit the file's new size (on ext4 a journal commit, shared with
+/// every other process's metadata), which here took from 0.1 to 4 ms and
+/// would put the floor out of reach of any measurement.
 fn fdatasync_us(dir: &Path) -> f64 {
-    use std::io::Write as _;
-    let mut f = std::fs::File::create(dir.join("sync-probe")).unwrap();
+    use std::os::unix::fs::FileExt as _;
+    const PAGES: u64 = 256;
+    let f = std::fs::File::create(dir.join("sync-probe")).unwrap();
     let page = [7u8; 4096];
-    median_us(500, |_| {
-        f.write_all(&page).unwrap();
+    for i in 0..PAGES {
+        f.write_all_at(&page, i * 4096).unwrap();
+    }
+    f.sync_all().unwrap();
+    median_us(500, |i| {
+        f.write_all_at(&page, (i as u64 % PAGES) * 4096).unwrap();
         f.sync_data().unwrap();
     })
 }
