@@ -472,6 +472,171 @@ fn boundaries_over_action_groups_hold() {
     );
 }
 
+/// The schema of the action-group tests: a group of a group, and actions
+/// that belong to them.
+const GROUPS: &str = "action dangerous; action destructive in [dangerous]; \
+    action delete_repo in [dangerous] appliesTo { principal: Agent, \
+    resource: [Resource, Route, Tool], context: { trust: String, time: Long } }; \
+    action wipe_disk in [destructive] appliesTo { principal: Agent, \
+    resource: [Resource], context: { trust: String, time: Long } };";
+
+/// `read` on a plain resource under `org_policy` and a mission `scope`,
+/// with out of scope denied.
+fn decide_read_under(org_policy: Option<&str>, scope: &str) -> mandate_core::Outcome {
+    let policies: Vec<PolicySource> = org_policy
+        .map(|p| src("org.cedar", p))
+        .into_iter()
+        .collect();
+    let org = OrgPolicies::load(&[src("groups.cedarschema", GROUPS)], &policies).unwrap();
+    let m = mission_under(
+        &org,
+        MissionPolicies {
+            scope: scope.into(),
+            ..Default::default()
+        },
+        OutOfScope::Deny,
+    );
+    Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    }
+    .decide("read", &resource(&[]), json!({}))
+}
+
+/// A condition may read the groups of an action other than the request's
+/// own: every declared action is in the store, with its groups.
+#[test]
+fn a_condition_on_another_actions_groups_holds() {
+    let all = "permit(principal, action, resource);";
+    let out = decide_read_under(
+        Some(
+            "@id(\"kill-switch\") forbid(principal, action, resource) when { Action::\"wipe_disk\" in Action::\"dangerous\" };",
+        ),
+        all,
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "boundary"),
+        "{out:?}"
+    );
+    let out = decide_read_under(
+        Some(
+            "@id(\"k\") forbid(principal, action, resource) when { action == Action::\"read\" && Action::\"wipe_disk\" in [Action::\"destructive\"] };",
+        ),
+        all,
+    );
+    assert_eq!(out.decision, Decision::Deny, "{out:?}");
+    let out = decide_read_under(
+        Some(
+            "@id(\"ask\") @kind(\"escalate\") permit(principal, action == Action::\"read\", resource) when { Action::\"wipe_disk\" in Action::\"dangerous\" };",
+        ),
+        all,
+    );
+    assert_eq!(out.decision, Decision::Escalate, "{out:?}");
+    let out = decide_read_under(
+        None,
+        "permit(principal, action, resource) unless { Action::\"wipe_disk\" in Action::\"dangerous\" };",
+    );
+    assert_eq!(
+        (out.decision, out.code.as_str()),
+        (Decision::Deny, "out_of_scope"),
+        "{out:?}"
+    );
+}
+
+/// Group actions (no `appliesTo`) and resource types an action does not
+/// apply to are refused before any policy.
+#[test]
+fn requests_that_do_not_fit_the_schema_are_refused() {
+    let org = OrgPolicies::load(&[src("groups.cedarschema", GROUPS)], &[]).unwrap();
+    let m = mission_under(
+        &org,
+        MissionPolicies {
+            scope: "permit(principal, action, resource);".into(),
+            ..Default::default()
+        },
+        OutOfScope::Deny,
+    );
+    let case = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    };
+    let mcp = ResourceRef {
+        kind: ResourceKind::McpResource {
+            server: "s".into(),
+            uri: "u".into(),
+        },
+        tags: BTreeMap::new(),
+    };
+    for (action, res) in [
+        ("dangerous", resource(&[])),
+        ("destructive", resource(&[])),
+        ("read", mcp),
+    ] {
+        let out = case.decide(action, &res, json!({}));
+        assert_eq!(
+            (out.decision, out.code.as_str()),
+            (Decision::Deny, "invalid_request"),
+            "{action}: {out:?}"
+        );
+    }
+}
+
+/// An action in two groups, and optional context attributes: typed by the
+/// schema per call, whatever Mandate checked at load.
+#[test]
+fn several_groups_and_optional_context() {
+    let org = OrgPolicies::load(
+        &[src(
+            "a.cedarschema",
+            "action g1; action g2; action top; action mid in [top]; \
+             action x in [g1, g2, mid] appliesTo { principal: Agent, resource: [Resource], \
+             context: { trust: String, time: Long, note?: String } };",
+        )],
+        &[src(
+            "b.cedar",
+            "@id(\"k2\") forbid(principal, action in Action::\"g2\", resource) when { !(context has note) };\n\
+             @id(\"k3\") forbid(principal, action in Action::\"top\", resource) when { context has note && context.note == \"x\" };",
+        )],
+    )
+    .unwrap();
+    let m = mission_under(
+        &org,
+        MissionPolicies {
+            scope: "permit(principal, action, resource);".into(),
+            ..Default::default()
+        },
+        OutOfScope::Deny,
+    );
+    let case = Case {
+        org: &org,
+        mission: &m,
+        grants: &[],
+    };
+    let code = |ctx: Value| {
+        let out = case.decide("x", &resource(&[]), ctx);
+        (out.decision, out.code)
+    };
+    assert_eq!(code(json!({})), (Decision::Deny, "boundary".into()));
+    assert_eq!(
+        code(json!({ "note": "x" })),
+        (Decision::Deny, "boundary".into())
+    );
+    assert_eq!(
+        code(json!({ "note": "y" })),
+        (Decision::Allow, "scope".into())
+    );
+    for bad in [
+        json!({ "note": 5 }),
+        json!({ "trust": "approved" }),
+        json!({ "extra": 1 }),
+    ] {
+        assert_eq!(code(bad), (Decision::Deny, "invalid_request".into()));
+    }
+}
+
 #[test]
 fn state_checks_come_first() {
     let mut m = mission(billing_scope(), OutOfScope::Escalate);
