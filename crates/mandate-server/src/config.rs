@@ -34,7 +34,7 @@ pub struct Config {
     /// Gateway routes, served under `/gw/{name}/…`.
     pub routes: Vec<crate::routes::Route>,
     /// Upstream MCP servers, served under `/mcp/{name}`.
-    pub mcp_servers: Vec<crate::mcp::McpServer>,
+    pub mcp_servers: Vec<crate::mcp_servers::McpServer>,
     /// The vault's key file (kept apart from the database; default
     /// `DATA/vault.key`, created on first start).
     pub vault_key_file: PathBuf,
@@ -94,7 +94,7 @@ struct FileConfig {
     #[serde(default)]
     routes: Vec<crate::routes::RouteConfig>,
     #[serde(default)]
-    mcp_servers: Vec<crate::mcp::McpServerConfig>,
+    mcp_servers: Vec<crate::mcp_servers::McpServerConfig>,
     vault_key_file: Option<PathBuf>,
     #[serde(default)]
     unsafe_non_durable_benchmark_mode: bool,
@@ -246,7 +246,7 @@ impl Config {
             config.routes.push(route);
         }
         for m in fc.mcp_servers {
-            let server = crate::mcp::McpServer::new(m)
+            let server = crate::mcp_servers::McpServer::new(m)
                 .map_err(|e| ConfigError::Value("mcp_servers", e.to_string()))?;
             if config.mcp_servers.iter().any(|x| x.name() == server.name()) {
                 return Err(ConfigError::Value(

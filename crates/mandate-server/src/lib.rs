@@ -9,10 +9,10 @@ mod api;
 pub mod bench {
     pub use crate::api::serve_forwarding_only;
 }
-mod approvals;
+mod approval_notices;
 mod config;
 mod datadir;
-mod mcp;
+mod mcp_servers;
 mod mcp_upstream;
 mod problem;
 mod replay;
@@ -20,13 +20,13 @@ mod routes;
 mod state;
 
 pub use api::router;
-pub use approvals::WEBHOOK_TYP;
+pub use approval_notices::WEBHOOK_TYP;
 pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, WebhookConfig};
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
     AuditLog, AuditWriter, CheckpointPolicy, LoadedPolicies, Missing, load_dir,
 };
-pub use mcp::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
+pub use mcp_servers::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
 pub use problem::Problem;
 pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth};
 pub use state::AppState;
@@ -141,9 +141,9 @@ pub async fn serve(
         );
     }
     spawn_reload_on_sighup(state.clone());
-    approvals::spawn_announcer(state.clone());
-    approvals::spawn_sweeper(state.clone());
-    approvals::spawn_webhook(state.clone());
+    approval_notices::spawn_announcer(state.clone());
+    approval_notices::spawn_sweeper(state.clone());
+    approval_notices::spawn_webhook(state.clone());
     api::spawn_mcp_reaper(state.clone());
     // No Nagle: a streamed answer (the MCP gateway's event streams) would
     // otherwise wait on the client's delayed ACK, ~40 ms a message.

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
-use crate::mcp::{McpServer, Transport};
+use crate::mcp_servers::{McpServer, Transport};
 
 /// What the upstream says.
 #[derive(Debug)]

@@ -40,7 +40,7 @@ pub(crate) struct Inner {
     /// Gateway routes by name.
     pub routes: HashMap<String, Arc<crate::routes::Route>>,
     /// Upstream MCP servers by name.
-    pub mcp_servers: HashMap<String, Arc<crate::mcp::McpServer>>,
+    pub mcp_servers: HashMap<String, Arc<crate::mcp_servers::McpServer>>,
     /// Open MCP sessions.
     pub mcp: crate::api::McpSessions,
     /// Credentials whose signature verified, by their compact form (a
@@ -56,7 +56,7 @@ pub(crate) struct Inner {
     /// False only in the benchmark-only mode without `fsync`.
     pub durable: bool,
     /// The approval requests the pipeline opens, until the announcer
-    /// takes them ([`crate::approvals::spawn_announcer`]).
+    /// takes them ([`crate::approval_notices::spawn_announcer`]).
     pub opened: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<mandate_store::ApprovalRecord>>>,
 }
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::extract::{ApiJson, Caller, MissionCaller};
 use super::free_text;
-use crate::approvals::{announce, view};
+use crate::approval_notices::{announce, view};
 use crate::problem::Problem;
 use crate::state::AppState;
 

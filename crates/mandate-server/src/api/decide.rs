@@ -85,7 +85,7 @@ async fn decide_inner(
 /// Runs a call through the enforcement pipeline (decided, counted and
 /// durably recorded there) and completes its answer for HTTP: an
 /// escalation gets the URL to wait on (a new approval request is announced
-/// by [`crate::approvals::spawn_announcer`]). `request` comes back inside
+/// by [`crate::approval_notices::spawn_announcer`]). `request` comes back inside
 /// the [`Permit`] only for an Allow.
 pub(crate) async fn enforce<T>(
     s: &AppState,
@@ -102,7 +102,7 @@ pub(crate) async fn enforce<T>(
             .await?;
     let mut resp = decided.response;
     if let Some(approval) = &resp.approval_id {
-        resp.approval_url = Some(crate::approvals::poll_url(s, approval));
+        resp.approval_url = Some(crate::approval_notices::poll_url(s, approval));
     }
     Ok((resp, decided.permit))
 }

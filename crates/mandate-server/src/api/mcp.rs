@@ -37,7 +37,7 @@ use mandate_enforce::{Call, Permit, Who};
 
 use super::decide::{enforce, preview, record_refusal};
 use super::gateway::{Verified, header_list, verify};
-use crate::mcp::{McpServer, PROTOCOL_VERSIONS};
+use crate::mcp_servers::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
 use crate::problem::Problem;
 use crate::state::AppState;
