@@ -416,14 +416,7 @@ fn boundaries_over_action_groups_hold() {
         )],
     )
     .unwrap();
-    let m = mission_under(
-        &org,
-        MissionPolicies {
-            scope: "permit(principal, action, resource);".into(),
-            ..Default::default()
-        },
-        OutOfScope::Escalate,
-    );
+    let m = mission_under(&org, scope_all(), OutOfScope::Escalate);
     let case = Case {
         org: &org,
         mission: &m,
@@ -470,6 +463,14 @@ fn boundaries_over_action_groups_hold() {
         (out.decision, out.code.as_str()),
         (Decision::Deny, "invalid_request")
     );
+}
+
+/// A mission scope that permits everything (boundaries still apply).
+fn scope_all() -> MissionPolicies {
+    MissionPolicies {
+        scope: "permit(principal, action, resource);".into(),
+        ..Default::default()
+    }
 }
 
 /// The schema of the action-group tests: a group of a group, and actions
@@ -550,14 +551,7 @@ fn a_condition_on_another_actions_groups_holds() {
 #[test]
 fn requests_that_do_not_fit_the_schema_are_refused() {
     let org = OrgPolicies::load(&[src("groups.cedarschema", GROUPS)], &[]).unwrap();
-    let m = mission_under(
-        &org,
-        MissionPolicies {
-            scope: "permit(principal, action, resource);".into(),
-            ..Default::default()
-        },
-        OutOfScope::Deny,
-    );
+    let m = mission_under(&org, scope_all(), OutOfScope::Deny);
     let case = Case {
         org: &org,
         mission: &m,
@@ -602,14 +596,7 @@ fn several_groups_and_optional_context() {
         )],
     )
     .unwrap();
-    let m = mission_under(
-        &org,
-        MissionPolicies {
-            scope: "permit(principal, action, resource);".into(),
-            ..Default::default()
-        },
-        OutOfScope::Deny,
-    );
+    let m = mission_under(&org, scope_all(), OutOfScope::Deny);
     let case = Case {
         org: &org,
         mission: &m,
