@@ -221,11 +221,17 @@ pub enum AuditCmd {
     },
     /// Explain one record: who delegated, which mission and goal, which credential, key and policies.
     Explain { seq: u64 },
-    /// Verify the hash chain and the signed checkpoints; names the first bad sequence.
+    /// Verify the hash chain, the signed checkpoints and their cadence; names the first bad sequence.
     Verify {
-        /// Verify a data dir directly, without the server.
+        /// Verify a data dir directly, without the server (its checkpoint file included).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Also check the log against checkpoints kept elsewhere (a copy of the
+        /// checkpoint file, a witness's or monitor's copy: one checkpoint per
+        /// line). Against a server, the log and its checkpoints are fetched and
+        /// verified here, not by the server. Repeatable.
+        #[arg(long = "checkpoints", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
     },
     /// Retention: delete records through a signed checkpoint (export them first).
     Prune {

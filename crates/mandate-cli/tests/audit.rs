@@ -455,3 +455,242 @@ async fn the_non_durable_benchmark_mode_is_never_silent() {
         .unwrap();
     assert_eq!(health, json!({ "status": "ok" }));
 }
+
+/// Rows of `sql` (one JSON array per row), read with Python's sqlite3.
+fn sqlite_rows(db: &Path, sql: &str) -> Vec<Value> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); [print(json.dumps(list(r))) for r in c.execute(sys.argv[2])]"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Recomputes every record's chain hash from genesis, as a database writer
+/// with no key can: the chain alone then looks intact.
+fn rechain(db: &Path) {
+    let mut prev = mandate_core::GENESIS.to_owned();
+    let mut sql = String::new();
+    for row in sqlite_rows(
+        db,
+        "SELECT seq, time, kind, body FROM audit_events ORDER BY seq",
+    ) {
+        let (seq, time) = (row[0].as_u64().unwrap(), row[1].as_u64().unwrap());
+        let body: Value = serde_json::from_str(row[3].as_str().unwrap()).unwrap();
+        let hash =
+            mandate_core::chain_hash(&prev, seq, time, row[2].as_str().unwrap(), &body).unwrap();
+        sql.push_str(&format!(
+            "UPDATE audit_events SET hash = '{hash}' WHERE seq = {seq};"
+        ));
+        prev = hash;
+    }
+    sqlite(db, &sql);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `mandate serve` on `data`: whether it started (it is then stopped), and
+/// what it said on stderr if it did not.
+fn try_serve(data: &Path) -> (bool, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("mandate listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (started, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The forged history of issue 15, on a copy of a real data dir: delete the
+/// checkpoints, edit a decision from deny to allow, re-chain the later
+/// hashes. Verification names the break (with or without the checkpoint
+/// file), a server refuses to start on it and signs nothing over it, and a
+/// cut tail is caught by the checkpoint file.
+#[tokio::test]
+async fn a_database_writer_cannot_rewrite_the_log_undetected() {
+    let mut server = TestServer::start(bin(), None);
+    let w = world(&server).await;
+    w.gw.decide(&decide_req(
+        &w.agent,
+        "read",
+        "invoice-1",
+        json!({ "billing": "nov" }),
+    ))
+    .await
+    .unwrap();
+    let denied =
+        w.gw.decide(&decide_req(&w.agent, "delete", "invoice-1", json!({})))
+            .await
+            .unwrap();
+    assert_eq!(denied.decision, mandate_core::Decision::Deny);
+    let checkpoints = Client::new(server.url())
+        .unwrap()
+        .with_token(&w.gw_token)
+        .audit_checkpoints(0)
+        .await
+        .unwrap();
+    // Any principal (here the enforcement point's) reads the checkpoints:
+    // the genesis one, the one `mandate init` sealed, and so on.
+    assert!(
+        checkpoints["checkpoints"].as_array().unwrap().len() >= 2,
+        "{checkpoints}"
+    );
+    assert!(server.stop());
+    let data = server.data_dir();
+    let kept = data.join("audit-checkpoints.log");
+    assert!(std::fs::read_to_string(&kept).unwrap().lines().count() >= 2);
+    let verify = |dir: &Path, extra: &[&Path]| {
+        let mut args = vec!["audit", "verify", "--data", dir.to_str().unwrap()];
+        for e in extra {
+            args.extend(["--checkpoints", e.to_str().unwrap()]);
+        }
+        server.cli(None, &args)
+    };
+    assert!(verify(&data, &[]).ok(), "{}", verify(&data, &[]).stderr());
+
+    let forge = |name: &str| {
+        let copy = server.scratch().join(name);
+        copy_dir(&data, &copy);
+        let db = copy.join("mandate.db");
+        sqlite(
+            &db,
+            "DELETE FROM audit_checkpoints; UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE kind = 'decision';",
+        );
+        rechain(&db);
+        copy
+    };
+
+    // The chain alone is consistent again, but a log with records and no
+    // checkpoint is itself a break…
+    let forged = forge("forged-a");
+    std::fs::remove_file(forged.join("audit-checkpoints.log")).unwrap();
+    let out = verify(&forged, &[]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr().contains("no signed checkpoint covers the log"),
+        "{}",
+        out.stderr()
+    );
+    // …and the checkpoints kept outside the database disagree with it.
+    let out = verify(&forged, &[&kept]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr()
+            .contains("does not match the signed checkpoint"),
+        "{}",
+        out.stderr()
+    );
+
+    // With the data dir's own checkpoint file in place, verification and
+    // the server both refuse, and no checkpoint is signed over the forgery.
+    let forged = forge("forged-b");
+    let out = verify(&forged, &[]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr()
+            .contains("does not match the signed checkpoint"),
+        "{}",
+        out.stderr()
+    );
+    let (started, said) = try_serve(&forged);
+    assert!(!started, "a server started on a forged log");
+    assert!(said.contains("the audit log does not verify"), "{said}");
+    assert!(
+        said.contains("does not match its checkpoint in the checkpoint file"),
+        "{said}"
+    );
+    let db = forged.join("mandate.db");
+    assert_eq!(
+        sqlite_rows(&db, "SELECT count(*) FROM audit_checkpoints")[0][0],
+        0
+    );
+
+    // Checkpoints deleted and the tail cut off: the file still covers it.
+    let cut = server.scratch().join("cut");
+    copy_dir(&data, &cut);
+    let db = cut.join("mandate.db");
+    sqlite(
+        &db,
+        "DELETE FROM audit_checkpoints; DELETE FROM audit_events WHERE seq > (SELECT max(seq) - 3 FROM audit_events);",
+    );
+    let out = verify(&cut, &[]);
+    assert!(!out.ok());
+    assert!(out.stderr().contains("truncated"), "{}", out.stderr());
+    let (started, said) = try_serve(&cut);
+    assert!(!started);
+    assert!(said.contains("records were removed"), "{said}");
+
+    // The untouched data dir still verifies and serves.
+    assert!(verify(&data, &[&kept]).ok());
+    assert!(try_serve(&data).0);
+}
+
+/// A rewrite under a running server: the writer finds its head changed in
+/// the database and refuses every event (fail closed) rather than chain on
+/// or sign over it.
+#[tokio::test]
+async fn a_rewrite_under_a_running_server_stops_the_log() {
+    let server = TestServer::start(bin(), None);
+    let w = world(&server).await;
+    w.gw.decide(&decide_req(&w.agent, "delete", "invoice-1", json!({})))
+        .await
+        .unwrap();
+    let db = server.data_dir().join("mandate.db");
+    sqlite(
+        &db,
+        "UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE kind = 'decision';",
+    );
+    rechain(&db);
+    let err =
+        w.gw.decide(&decide_req(
+            &w.agent,
+            "read",
+            "invoice-1",
+            json!({ "billing": "nov" }),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("audit_unavailable"), "{err}");
+    let health: Value = reqwest::get(format!("{}/healthz", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "failing", "{health}");
+}

@@ -368,6 +368,13 @@ impl Client {
         self.get("/v1/audit/verify").await
     }
 
+    /// Signed audit checkpoints after `after` (any principal): a page of
+    /// `{checkpoints: [{seq, checkpoint}], next_after?}`.
+    pub async fn audit_checkpoints(&self, after: u64) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/v1/audit/checkpoints?after={after}"))
+            .await
+    }
+
     /// Audit records after `after`, as JSON Lines (admin).
     pub async fn audit_export(&self, after: u64, limit: u32) -> Result<String, ClientError> {
         let rb = self.request(

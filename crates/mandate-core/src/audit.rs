@@ -7,8 +7,13 @@
 //! ```
 //!
 //! Editing, deleting or reordering a record breaks the chain at that record.
-//! Cutting records off the end is caught up to the last signed checkpoint,
-//! which is why checkpoints are written every N records or T seconds.
+//! Cutting records off the end is caught up to the last signed checkpoint.
+//! Checkpoints come at a fixed cadence, which each one states (`every` N
+//! records, at each multiple of N, and `secs` after a record at the
+//! latest), so a checkpoint that is missing is itself a break: a database
+//! writer who removes checkpoints to re-chain edited records is caught
+//! unless the edit is younger than N records and T seconds, and checkpoints
+//! kept outside the database (the checkpoint file, monitors) catch that too.
 //! Verification can start from a signed checkpoint instead of genesis, so
 //! old records can be exported and pruned.
 
@@ -122,20 +127,49 @@ pub struct CheckpointClaims {
     /// The chain hash through `seq`.
     pub head: String,
     pub iat: u64,
+    /// The cadence its signer keeps: a checkpoint at every multiple of
+    /// `every`. Absent in checkpoints signed before the cadence was fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+    /// …and one at most `secs` seconds after any record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secs: Option<u64>,
 }
 
-/// Signs a checkpoint of `head` with the authority key.
+/// The cadence of checkpoints: one at every multiple of `every` (the record
+/// with that sequence number) and one at most `secs` seconds after any
+/// record. Each checkpoint states it, so verification can tell a missing
+/// checkpoint from one that was never due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub every: u64,
+    pub secs: u64,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Self {
+            every: 1_000,
+            secs: 60,
+        }
+    }
+}
+
+/// Signs a checkpoint of `head` with the authority key, stating `cadence`.
 pub fn sign_checkpoint(
     key: &AuthorityKey,
     issuer: &str,
     head: &ChainHead,
     now: u64,
+    cadence: Cadence,
 ) -> Result<String, KeyError> {
     let claims = CheckpointClaims {
         iss: issuer.to_owned(),
         seq: head.seq,
         head: head.hash.clone(),
         iat: now,
+        every: Some(cadence.every),
+        secs: Some(cadence.secs),
     };
     key.sign_jwt(CHECKPOINT_TYP, &claims)
 }
@@ -232,12 +266,21 @@ pub struct ChainReport {
 /// a signed checkpoint from which older records were pruned), against the
 /// signed `checkpoints` (and their issuer, if given). Names the first
 /// sequence number that fails.
+///
+/// Besides each record's hash and each checkpoint's head, the cadence the
+/// checkpoints state must hold: a log with records has a checkpoint; no
+/// multiple of a checkpoint's `every` passes without one; and, given `now`
+/// (Unix seconds), no record older than twice the stated `secs` (plus a
+/// few seconds' slack) is left after the last checkpoint. A missing
+/// checkpoint is how a database writer who re-chained edited records would
+/// hide them.
 pub fn verify_chain<I>(
     start: ChainHead,
     records: I,
     checkpoints: &[String],
     jwks: &Jwks,
     issuer: Option<&str>,
+    now: Option<u64>,
 ) -> Result<ChainReport, ChainError>
 where
     I: IntoIterator<Item = AuditRecord>,
@@ -249,8 +292,11 @@ where
         marks.push(c);
     }
     marks.sort_by_key(|c| c.seq);
+    marks.dedup_by(|a, b| a.seq == b.seq && a.head == b.head);
     let mut head = start.clone();
     let first = start.seq + 1;
+    // The first record after the last checkpoint seen so far: its time.
+    let mut unsealed_since: Option<(u64, u64)> = None;
     for r in records {
         let expected = head.seq + 1;
         if r.seq != expected {
@@ -269,13 +315,20 @@ where
                 "the record does not match its hash (edited or reordered)",
             ));
         }
-        if let Some(m) = marks.iter().find(|m| m.seq == r.seq)
-            && m.head != hash
-        {
-            return Err(ChainError::at(
-                r.seq,
-                "the chain does not match the signed checkpoint",
-            ));
+        let mut sealed = false;
+        for m in marks.iter().filter(|m| m.seq == r.seq) {
+            if m.head != hash {
+                return Err(ChainError::at(
+                    r.seq,
+                    "the chain does not match the signed checkpoint",
+                ));
+            }
+            sealed = true;
+        }
+        if sealed {
+            unsealed_since = None;
+        } else if unsealed_since.is_none() {
+            unsealed_since = Some((r.seq, r.time));
         }
         head = ChainHead { seq: r.seq, hash };
     }
@@ -289,6 +342,7 @@ where
             ),
         ));
     }
+    check_cadence(&start, &head, &marks, unsealed_since, now)?;
     let covered = marks
         .iter()
         .filter(|m| m.seq > start.seq && m.seq <= head.seq)
@@ -299,6 +353,73 @@ where
         checkpoints: covered,
         head,
     })
+}
+
+/// Slack on the time rule, for a commit and a clock tick.
+const SEAL_SLACK_SECS: u64 = 5;
+
+/// The cadence rules of [`verify_chain`], over the checkpoints in
+/// `start..=head` (sorted by sequence number).
+fn check_cadence(
+    start: &ChainHead,
+    head: &ChainHead,
+    marks: &[CheckpointClaims],
+    unsealed_since: Option<(u64, u64)>,
+    now: Option<u64>,
+) -> Result<(), ChainError> {
+    let within: Vec<&CheckpointClaims> = marks
+        .iter()
+        .filter(|m| m.seq >= start.seq && m.seq <= head.seq)
+        .collect();
+    let Some(last) = within.last() else {
+        if head.seq > start.seq {
+            return Err(ChainError::at(
+                start.seq + 1,
+                "no signed checkpoint covers the log (its checkpoints were removed)",
+            ));
+        }
+        return Ok(());
+    };
+    let missing = |seq: u64, every: u64| {
+        ChainError::at(
+            seq,
+            &format!(
+                "no signed checkpoint at {seq}, where one is due every {every} records (one was removed)"
+            ),
+        )
+    };
+    // No multiple of a checkpoint's `every` lies between it and the one
+    // before (each checkpoint vouches for the stretch it closes).
+    let mut prev = start.seq;
+    for m in within.iter().filter(|m| m.seq > start.seq) {
+        if let Some(every) = m.every.filter(|e| *e > 0) {
+            let due = (prev / every + 1) * every;
+            if due < m.seq {
+                return Err(missing(due, every));
+            }
+        }
+        prev = m.seq;
+    }
+    // The stretch after the last checkpoint is bound by its cadence.
+    if let Some(every) = last.every.filter(|e| *e > 0) {
+        let due = (last.seq / every + 1) * every;
+        if due <= head.seq {
+            return Err(missing(due, every));
+        }
+    }
+    if let (Some(now), Some(secs), Some((seq, time))) = (now, last.secs, unsealed_since) {
+        let limit = secs.saturating_mul(2).saturating_add(SEAL_SLACK_SECS);
+        if time.saturating_add(limit) < now {
+            return Err(ChainError::at(
+                seq,
+                &format!(
+                    "records from {seq} on are {}s old and no signed checkpoint covers them, where one is due within {secs}s (one was removed, or the server stopped without sealing them: start it to verify and seal them)",
+                    now - time
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -330,11 +451,18 @@ mod tests {
             hash: records[4].hash.clone(),
         };
         let cps = vec![
-            sign_checkpoint(&key, ISS, &mid, 1).unwrap(),
-            sign_checkpoint(&key, ISS, &head, 2).unwrap(),
+            sign_checkpoint(&key, ISS, &mid, 1, Cadence::default()).unwrap(),
+            sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap(),
         ];
-        let report =
-            verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS)).unwrap();
+        let report = verify_chain(
+            ChainHead::genesis(),
+            records,
+            &cps,
+            &key.jwks(),
+            Some(ISS),
+            None,
+        )
+        .unwrap();
         assert_eq!((report.first, report.last, report.checkpoints), (1, 10, 2));
     }
 
@@ -342,9 +470,9 @@ mod tests {
     fn edits_deletions_reorders_and_truncation_name_the_sequence() {
         let key = AuthorityKey::generate(&OsRandom).unwrap();
         let (records, head) = log(10);
-        let cps = vec![sign_checkpoint(&key, ISS, &head, 2).unwrap()];
+        let cps = vec![sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap()];
         let verify = |r: Vec<AuditRecord>| {
-            verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), Some(ISS))
+            verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), Some(ISS), None)
         };
 
         let mut edited = records.clone();
@@ -389,15 +517,90 @@ mod tests {
             hash: records[5].hash.clone(),
         };
         let cps = vec![
-            sign_checkpoint(&key, ISS, &mid, 1).unwrap(),
-            sign_checkpoint(&key, ISS, &head, 2).unwrap(),
+            sign_checkpoint(&key, ISS, &mid, 1, Cadence::default()).unwrap(),
+            sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap(),
         ];
         let kept = records[6..].to_vec();
-        let report = verify_chain(mid, kept, &cps, &key.jwks(), Some(ISS)).unwrap();
+        let report = verify_chain(mid, kept, &cps, &key.jwks(), Some(ISS), None).unwrap();
         assert_eq!((report.first, report.last), (7, 10));
         // A checkpoint signed by another key is refused.
         let other = AuthorityKey::generate(&OsRandom).unwrap();
-        let bad = vec![sign_checkpoint(&other, ISS, &head, 3).unwrap()];
-        assert!(verify_chain(ChainHead::genesis(), records, &bad, &key.jwks(), Some(ISS)).is_err());
+        let bad = vec![sign_checkpoint(&other, ISS, &head, 3, Cadence::default()).unwrap()];
+        assert!(
+            verify_chain(
+                ChainHead::genesis(),
+                records,
+                &bad,
+                &key.jwks(),
+                Some(ISS),
+                None
+            )
+            .is_err()
+        );
+    }
+
+    fn head_at(records: &[AuditRecord], seq: u64) -> ChainHead {
+        ChainHead {
+            seq,
+            hash: records[usize::try_from(seq).unwrap() - 1].hash.clone(),
+        }
+    }
+
+    const EVERY_4: Cadence = Cadence { every: 4, secs: 60 };
+
+    #[test]
+    fn a_checkpoint_missing_from_the_cadence_is_a_break() {
+        let key = AuthorityKey::generate(&OsRandom).unwrap();
+        let (records, _) = log(10);
+        let at = |seq| sign_checkpoint(&key, ISS, &head_at(&records, seq), 1, EVERY_4).unwrap();
+        let verify = |cps: &[String], n: usize| {
+            verify_chain(
+                ChainHead::genesis(),
+                records[..n].to_vec(),
+                cps,
+                &key.jwks(),
+                Some(ISS),
+                None,
+            )
+        };
+        // Every 4th record sealed, and a quiet-spell checkpoint at 10.
+        assert!(verify(&[at(4), at(8), at(10)], 10).is_ok());
+        // The tail after the last checkpoint may be shorter than the cadence.
+        assert!(verify(&[at(4), at(8)], 10).is_ok());
+        // A removed checkpoint, in the middle or at the end.
+        let err = verify(&[at(4), at(10)], 10).unwrap_err();
+        assert_eq!(err.seq, 8);
+        assert!(err.reason.contains("every 4 records"), "{err}");
+        assert_eq!(verify(&[at(4)], 10).unwrap_err().seq, 8);
+        // No checkpoint at all over a log with records.
+        let err = verify(&[], 3).unwrap_err();
+        assert_eq!(err.seq, 1);
+        assert!(err.reason.contains("no signed checkpoint"), "{err}");
+    }
+
+    #[test]
+    fn records_left_unsealed_past_the_time_cadence_are_a_break() {
+        let key = AuthorityKey::generate(&OsRandom).unwrap();
+        // Records at 1_001..=1_010 (see `log`); checkpoint at 4 only.
+        let (records, _) = log(6);
+        let cps = vec![sign_checkpoint(&key, ISS, &head_at(&records, 4), 1, EVERY_4).unwrap()];
+        let verify = |now| {
+            verify_chain(
+                ChainHead::genesis(),
+                records.clone(),
+                &cps,
+                &key.jwks(),
+                Some(ISS),
+                Some(now),
+            )
+        };
+        // Record 5 is from 1_005: within 2 × 60 s + slack it may wait.
+        assert!(verify(1_005 + 120).is_ok());
+        let err = verify(1_005 + 200).unwrap_err();
+        assert_eq!(err.seq, 5);
+        assert!(
+            err.reason.contains("no signed checkpoint covers them"),
+            "{err}"
+        );
     }
 }

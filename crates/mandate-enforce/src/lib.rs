@@ -14,6 +14,7 @@
 //! budget in the same transaction that made its decision durable in the
 //! audit log ([`AuditLog`], group commit).
 
+mod checkpoints;
 mod error;
 mod escalate;
 mod permit;
@@ -21,8 +22,9 @@ mod pipeline;
 mod policies;
 mod record;
 
+pub use checkpoints::{CheckpointFileError, KeptCheckpoint, read_checkpoint_file};
 pub use error::EnforceError;
 pub use permit::Permit;
 pub use pipeline::{Call, Decided, Enforcer, Opened, OrgState, Who, denial};
 pub use policies::{LoadedPolicies, Missing, load_dir};
-pub use record::{AuditLog, AuditWriter, CheckpointPolicy, verify_stored};
+pub use record::{AuditLog, AuditOpenError, AuditWriter, CheckpointPolicy, verify_stored};

@@ -10,14 +10,19 @@
 //! as its decision's record: both are durable, or neither is (ADR 0009).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mandate_core::{AuthorityKey, ChainHead, Clock, MissionId, UnixTime, sign_checkpoint};
-use mandate_store::{Allowance, AuditSink, Store};
-use tokio::sync::oneshot;
+use mandate_core::{
+    AuditRecord, AuthorityKey, Cadence, ChainHead, Clock, MissionId, UnixTime, chain_hash,
+    sign_checkpoint,
+};
+use mandate_store::{Allowance, AuditSink, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoints::{CheckpointFile, CheckpointFileError, read_checkpoint_file};
 use crate::error::EnforceError;
 
 /// Most events committed in one group.
@@ -28,22 +33,34 @@ const QUEUE: usize = 8_192;
 /// over, so no handler waits long on others' events.
 const ROUNDS: usize = 2;
 
-/// When checkpoints are signed.
-#[derive(Debug, Clone, Copy)]
+/// When checkpoints are signed, and where they go besides the database.
+#[derive(Debug, Clone, Default)]
 pub struct CheckpointPolicy {
-    /// After this many records…
-    pub every: u64,
-    /// …or this many seconds, whichever comes first (if anything was written).
-    pub secs: u64,
+    /// A checkpoint at every multiple of `every` (committed with that
+    /// record), and one `secs` after a record at the latest.
+    pub cadence: Cadence,
+    /// The append-only checkpoint file (see [`crate::read_checkpoint_file`]);
+    /// `None` keeps checkpoints in the database only.
+    pub file: Option<PathBuf>,
+    /// Each new checkpoint is also sent here (the server's witness webhook).
+    pub witness: Option<mpsc::UnboundedSender<String>>,
 }
 
-impl Default for CheckpointPolicy {
-    fn default() -> Self {
-        Self {
-            every: 1_000,
-            secs: 60,
-        }
-    }
+/// Why the audit log could not be opened. The writer signs nothing over a
+/// log it could not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    File(#[from] CheckpointFileError),
+    #[error("cannot append to the checkpoint file `{0}`: {1}")]
+    FileWrite(PathBuf, std::io::Error),
+    /// The stored log does not agree with its checkpoints.
+    #[error(
+        "the audit log does not verify, so no checkpoint will be signed over it: {0}. Nothing was changed; see `mandate audit verify --data DIR` and docs/audit.md (tamper evidence)"
+    )]
+    Broken(String),
 }
 
 /// An allowed call, to be counted before its decision is recorded.
@@ -129,8 +146,9 @@ impl AuditWriter {
             if !rest.is_empty() {
                 w.commit(rest);
             }
-            if w.head.seq > w.last_checkpoint {
-                w.checkpoint();
+            if w.head.seq > w.sealed {
+                let target = w.head.clone();
+                w.seal_now(target);
             }
         })
         .await;
@@ -144,35 +162,88 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens the writer on the store's current head.
+    /// Opens the writer on the store's current head, after verifying the
+    /// stored log from the last checkpoint kept outside the database (the
+    /// checkpoint file), or from its start if there is none: it never signs
+    /// a checkpoint over records it has not checked. Records a crash left
+    /// after the last checkpoint are sealed now; an empty log gets a
+    /// checkpoint of its genesis, so a log with records and no checkpoint
+    /// is always a break.
     pub async fn spawn(
         store: Arc<dyn Store>,
         key: Arc<AuthorityKey>,
         issuer: String,
         clock: Arc<dyn Clock>,
         policy: CheckpointPolicy,
-    ) -> Result<(Self, AuditWriter), mandate_store::StoreError> {
+    ) -> Result<(Self, AuditWriter), AuditOpenError> {
         let mut sink = store.audit_sink()?;
         let head = sink.head()?;
-        let last_checkpoint = store
-            .checkpoints()
-            .await?
-            .last()
-            .and_then(|t| mandate_core::verify_checkpoint(t, &key.jwks(), None).ok())
-            .map_or(0, |c| c.seq);
+        let jwks = key.jwks();
+        let kept = match &policy.file {
+            Some(path) => read_checkpoint_file(path, &jwks)?,
+            None => Vec::new(),
+        };
+        let stored = store.checkpoints().await?;
+        let verified = verify_on_open(store.as_ref(), &jwks, &head, &kept, &stored).await?;
+        let mut file = match &policy.file {
+            Some(path) => Some(
+                CheckpointFile::open(path)
+                    .map_err(|e| AuditOpenError::FileWrite(path.clone(), e))?,
+            ),
+            None => None,
+        };
+        // The file and the database each get the checkpoints only the other
+        // has (a crash between the two writes, or a file started late).
+        let in_file: std::collections::HashSet<u64> = kept.iter().map(|c| c.claims.seq).collect();
+        if let Some(f) = &mut file {
+            if kept.is_empty() && head.seq > 0 {
+                tracing::warn!(
+                    file = %f.path().display(),
+                    "the checkpoint file is missing or empty; the whole log was verified and the file starts again from the database's checkpoints"
+                );
+            }
+            for c in &verified.checkpoints {
+                if !in_file.contains(&c.seq) {
+                    f.append(&c.token)
+                        .map_err(|e| AuditOpenError::FileWrite(f.path().to_owned(), e))?;
+                }
+            }
+        }
+        let in_db: std::collections::HashSet<u64> = verified
+            .checkpoints
+            .iter()
+            .filter(|c| c.in_db)
+            .map(|c| c.seq)
+            .collect();
+        for c in &kept {
+            if !in_db.contains(&c.claims.seq) && c.claims.seq <= head.seq {
+                sink.add_checkpoint(c.claims.seq, &c.token)?;
+            }
+        }
+        let sealed = verified.sealed;
+        let cadence = policy.cadence;
         let mut writer = Writer {
             sink,
             key,
             issuer,
             clock,
-            policy,
-            last_checkpoint,
+            cadence,
+            file,
+            witness: policy.witness,
+            sealed: sealed.as_ref().map_or(0, |h| h.seq),
+            vouched: head.clone(),
             head,
             broken: Arc::new(AtomicBool::new(false)),
         };
-        // Seal records a crash left after the last checkpoint.
-        if writer.head.seq > writer.last_checkpoint {
-            writer.checkpoint();
+        // Seal records a crash left after the last checkpoint (or the
+        // genesis of an empty log).
+        if sealed.is_none_or(|s| s.seq < writer.head.seq) {
+            let target = writer.head.clone();
+            if !writer.seal_now(target) {
+                return Err(AuditOpenError::Broken(
+                    "the log could not be sealed (see the error above)".into(),
+                ));
+            }
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -183,16 +254,17 @@ impl AuditLog {
         let ticker = {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(policy.secs.max(1)));
+                let mut tick = tokio::time::interval(Duration::from_secs(cadence.secs.max(1)));
                 tick.tick().await;
                 loop {
                     tick.tick().await;
                     let shared = Arc::clone(&shared);
                     let _ = tokio::task::spawn_blocking(move || {
                         if let Some(mut w) = acquire(&shared, true)
-                            && w.head.seq > w.last_checkpoint
+                            && w.head.seq > w.sealed
                         {
-                            w.checkpoint();
+                            let target = w.head.clone();
+                            w.seal_now(target);
                         }
                         // Events queued while this held the writer are
                         // committed now, not with the next event.
@@ -293,12 +365,7 @@ fn drain(shared: &Arc<Shared>) {
                 Err(_) => return,
             };
             if !group.is_empty() {
-                blocking(|| {
-                    w.commit(group);
-                    if w.head.seq >= w.last_checkpoint + w.policy.every {
-                        w.checkpoint();
-                    }
-                });
+                blocking(|| w.commit(group));
             }
             drop(w);
             if shared.queue.lock().map_or(true, |q| q.pending.is_empty()) {
@@ -365,9 +432,15 @@ struct Writer {
     key: Arc<AuthorityKey>,
     issuer: String,
     clock: Arc<dyn Clock>,
-    policy: CheckpointPolicy,
+    cadence: Cadence,
+    file: Option<CheckpointFile>,
+    witness: Option<mpsc::UnboundedSender<String>>,
     head: ChainHead,
-    last_checkpoint: u64,
+    /// The last checkpoint's sequence number.
+    sealed: u64,
+    /// How far the stored log was read back (or verified on open) and
+    /// found as this writer wrote it.
+    vouched: ChainHead,
     /// Set when a commit failed: what it wrote may still be in the WAL, so
     /// this writer's head can no longer be trusted. Every later event is
     /// refused until a restart reads the head again.
@@ -396,11 +469,28 @@ impl Writer {
             }
         };
         if stored != self.head {
+            if stored.seq <= self.head.seq {
+                // Records this writer committed are gone or changed.
+                tracing::error!(
+                    writer = self.head.seq,
+                    stored = stored.seq,
+                    "the audit log was cut or rewritten in the database under this writer; refusing every event until a restart verifies it"
+                );
+                self.broken.store(true, Ordering::Release);
+                self.sink.rollback();
+                for p in group {
+                    let _ = p.done.send(Err(()));
+                }
+                return;
+            }
             // Another writer (`mandate init` on the data dir) appended
-            // meanwhile: the store is the truth.
+            // meanwhile; what it wrote is read back before the next
+            // checkpoint vouches for it.
             tracing::warn!("the audit log moved under this writer; chaining on its head");
             self.head = stored;
         }
+        let vouched = self.vouched.clone();
+        let mut sealed = Vec::new();
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut failed = false;
@@ -461,6 +551,21 @@ impl Writer {
                 outcomes.push((p.done, None));
                 continue;
             }
+            // A checkpoint due at this record is committed with it.
+            if self.cadence.every > 0 && record.seq % self.cadence.every == 0 {
+                let at = ChainHead {
+                    seq: record.seq,
+                    hash: record.hash.clone(),
+                };
+                match self.seal(&at) {
+                    Some(token) => sealed.push((at.seq, token)),
+                    None => {
+                        failed = true;
+                        outcomes.push((p.done, None));
+                        continue;
+                    }
+                }
+            }
             outcomes.push((
                 p.done,
                 Some(Recorded {
@@ -479,32 +584,266 @@ impl Writer {
         }
         if failed {
             self.sink.rollback();
+            self.vouched = vouched;
             for (done, _) in outcomes {
                 let _ = done.send(Err(()));
             }
             return;
         }
         self.head = head;
+        // The records are durable; a checkpoint file that cannot take their
+        // checkpoint refuses what comes next, not these.
+        self.publish(sealed);
         for (done, r) in outcomes {
             let _ = done.send(r.ok_or(()));
         }
     }
 
-    fn checkpoint(&mut self) {
-        let now = self.clock.now().0;
-        match sign_checkpoint(&self.key, &self.issuer, &self.head, now) {
-            Ok(token) => match self.sink.add_checkpoint(self.head.seq, &token) {
-                Ok(()) => self.last_checkpoint = self.head.seq,
-                Err(e) => tracing::error!(error = %e, "cannot store an audit checkpoint"),
-            },
-            Err(e) => tracing::error!(error = %e, "cannot sign an audit checkpoint"),
+    /// Reads back the stored records after `vouched` through `target` and
+    /// checks that they chain to `target`'s hash: nothing is signed that the
+    /// database does not hold exactly as written.
+    fn read_back(&mut self, target: &ChainHead) -> Result<(), String> {
+        let mut at = self.vouched.clone();
+        while at.seq < target.seq {
+            let page = self
+                .sink
+                .records(at.seq, 1_000)
+                .map_err(|e| format!("cannot read the log back: {e}"))?;
+            if page.is_empty() {
+                return Err(format!("records after {} are missing", at.seq));
+            }
+            for r in page {
+                if r.seq > target.seq {
+                    break;
+                }
+                if r.seq != at.seq + 1 {
+                    return Err(format!("record {} is missing", at.seq + 1));
+                }
+                let hash = chain_hash(&at.hash, r.seq, r.time, &r.kind, &r.body)
+                    .map_err(|e| e.to_string())?;
+                if hash != r.hash {
+                    return Err(format!("record {} was changed", r.seq));
+                }
+                at = ChainHead { seq: r.seq, hash };
+            }
+        }
+        if at != *target {
+            return Err(format!(
+                "the stored chain through {} does not end where this writer's does",
+                target.seq
+            ));
+        }
+        self.vouched = at;
+        Ok(())
+    }
+
+    /// Signs a checkpoint of `target` once the stored log reads back as
+    /// written, and stores it (inside the open transaction, if any). `None`
+    /// leaves the writer refusing every event until a restart.
+    fn seal(&mut self, target: &ChainHead) -> Option<String> {
+        if let Err(why) = self.read_back(target) {
+            tracing::error!(
+                seq = target.seq,
+                "the audit log was changed in the database ({why}); no checkpoint is signed over it, and every event is refused until a restart verifies the log"
+            );
+            self.broken.store(true, Ordering::Release);
+            return None;
+        }
+        let token = match sign_checkpoint(
+            &self.key,
+            &self.issuer,
+            target,
+            self.clock.now().0,
+            self.cadence,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an audit checkpoint; refusing every event");
+                self.broken.store(true, Ordering::Release);
+                return None;
+            }
+        };
+        if let Err(e) = self.sink.add_checkpoint(target.seq, &token) {
+            tracing::error!(error = %e, "cannot store an audit checkpoint; refusing every event");
+            self.broken.store(true, Ordering::Release);
+            return None;
+        }
+        Some(token)
+    }
+
+    /// Sends committed checkpoints out of the database: to the checkpoint
+    /// file (synced) and to the witness.
+    fn publish(&mut self, sealed: Vec<(u64, String)>) -> bool {
+        for (seq, token) in sealed {
+            if let Some(f) = &mut self.file
+                && let Err(e) = f.append(&token)
+            {
+                tracing::error!(
+                    error = %e,
+                    file = %f.path().display(),
+                    "cannot append to the checkpoint file; refusing every event until a restart"
+                );
+                self.broken.store(true, Ordering::Release);
+                return false;
+            }
+            if let Some(w) = &self.witness {
+                let _ = w.send(token);
+            }
+            self.sealed = seq;
+        }
+        true
+    }
+
+    /// Seals `target` outside a group: at the start, after a quiet spell,
+    /// at the stop.
+    fn seal_now(&mut self, target: ChainHead) -> bool {
+        if self.broken.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.seal(&target) {
+            Some(token) => self.publish(vec![(target.seq, token)]),
+            None => false,
         }
     }
 }
 
+/// A checkpoint found consistent with the stored log on open.
+struct OpenCheckpoint {
+    seq: u64,
+    token: String,
+    in_db: bool,
+}
+
+/// What opening verified.
+struct Opened {
+    /// Every checkpoint from the database and the file, in order.
+    checkpoints: Vec<OpenCheckpoint>,
+    /// The latest checkpoint within the log.
+    sealed: Option<ChainHead>,
+}
+
+/// Verifies the stored log before the writer signs anything over it: from
+/// the last checkpoint kept in the file (which the database must agree
+/// with), or, with no such checkpoint, the whole log from its start.
+async fn verify_on_open(
+    store: &dyn Store,
+    jwks: &mandate_core::Jwks,
+    head: &ChainHead,
+    kept: &[crate::checkpoints::KeptCheckpoint],
+    stored: &[String],
+) -> Result<Opened, AuditOpenError> {
+    let broken = |why: String| AuditOpenError::Broken(why);
+    let mut all: Vec<(mandate_core::CheckpointClaims, OpenCheckpoint)> = Vec::new();
+    for token in stored {
+        let c = mandate_core::verify_checkpoint(token, jwks, None)
+            .map_err(|e| broken(format!("a checkpoint in the database does not verify: {e}")))?;
+        all.push((
+            c.clone(),
+            OpenCheckpoint {
+                seq: c.seq,
+                token: token.clone(),
+                in_db: true,
+            },
+        ));
+    }
+    for k in kept {
+        if !all
+            .iter()
+            .any(|(c, _)| c.seq == k.claims.seq && c.head == k.claims.head)
+        {
+            all.push((
+                k.claims.clone(),
+                OpenCheckpoint {
+                    seq: k.claims.seq,
+                    token: k.token.clone(),
+                    in_db: false,
+                },
+            ));
+        }
+    }
+    all.sort_by_key(|(c, _)| c.seq);
+    let tokens: Vec<String> = all.iter().map(|(_, o)| o.token.clone()).collect();
+    let start = match kept.last() {
+        Some(anchor) => {
+            let a = &anchor.claims;
+            if a.seq > head.seq {
+                return Err(broken(format!(
+                    "the log ends at record {} but the checkpoint file holds a checkpoint of record {} (records were removed)",
+                    head.seq, a.seq
+                )));
+            }
+            if a.seq > 0 {
+                match store.audit_record(a.seq).await? {
+                    Some(r) if r.hash != a.head => {
+                        return Err(broken(format!(
+                            "record {} does not match its checkpoint in the checkpoint file (the log was rewritten)",
+                            a.seq
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Pruned through it, or deleted.
+                        let first = store.audit_records(0, 1).await?.first().map(|r| r.seq);
+                        if first.is_some_and(|f| f <= a.seq) {
+                            return Err(broken(format!(
+                                "record {} is missing (the checkpoint file holds its checkpoint)",
+                                a.seq
+                            )));
+                        }
+                    }
+                }
+            }
+            Some(ChainHead {
+                seq: a.seq,
+                hash: a.head.clone(),
+            })
+        }
+        None => None,
+    };
+    let records = read_all(store, start.as_ref().map_or(0, |s| s.seq)).await?;
+    let start = match start {
+        Some(s) => s,
+        None => {
+            let first = records.first().map(|r| r.seq);
+            mandate_core::chain_start(first, &records, &tokens, jwks, None)
+                .map_err(|e| broken(e.to_string()))?
+        }
+    };
+    mandate_core::verify_chain(start, records, &tokens, jwks, None, None)
+        .map_err(|e| broken(e.to_string()))?;
+    let sealed = all
+        .iter()
+        .rev()
+        .find(|(c, _)| c.seq <= head.seq)
+        .map(|(c, _)| ChainHead {
+            seq: c.seq,
+            hash: c.head.clone(),
+        });
+    Ok(Opened {
+        checkpoints: all.into_iter().map(|(_, o)| o).collect(),
+        sealed,
+    })
+}
+
+/// Every stored record after `after`, in order.
+async fn read_all(store: &dyn Store, mut after: u64) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut records = Vec::new();
+    loop {
+        let page = store.audit_records(after, 5_000).await?;
+        let Some(last) = page.last().map(|r| r.seq) else {
+            return Ok(records);
+        };
+        records.extend(page);
+        after = last;
+    }
+}
+
 /// Verifies the stored log: from genesis, or from the signed checkpoint a
-/// recorded prune left (see `mandate_core::chain_start`). The outer error is
-/// the store's; the inner, the chain's.
+/// recorded prune left (see `mandate_core::chain_start`), against the
+/// checkpoints in the database and `kept` (checkpoints kept elsewhere: the
+/// checkpoint file, a monitor's copy), and, given `now`, the time cadence
+/// (see `mandate_core::verify_chain`). The outer error is the store's; the
+/// inner, the chain's.
 ///
 /// The server passes no issuer: the authority key is the trust anchor, and
 /// a changed `public_url` must not make older checkpoints look forged.
@@ -512,23 +851,30 @@ pub async fn verify_stored(
     store: &dyn Store,
     jwks: &mandate_core::Jwks,
     issuer: Option<&str>,
-) -> Result<Result<mandate_core::ChainReport, mandate_core::ChainError>, mandate_store::StoreError>
-{
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_records(after, 5_000).await?;
-        let Some(last) = page.last().map(|r| r.seq) else {
-            break;
-        };
-        records.extend(page);
-        after = last;
-    }
-    let checkpoints = store.checkpoints().await?;
+    kept: &[String],
+    now: Option<u64>,
+) -> Result<Result<mandate_core::ChainReport, mandate_core::ChainError>, StoreError> {
+    // A live log grows while it is read: checkpoints signed after the
+    // records were read may cover records that were not, and are left out
+    // (those that existed before are not: they show a cut).
+    let before: std::collections::HashSet<String> =
+        store.checkpoints().await?.into_iter().collect();
+    let records = read_all(store, 0).await?;
+    let end = records.last().map_or(0, |r| r.seq);
+    let mut checkpoints: Vec<String> = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .filter(|t| {
+            before.contains(t)
+                || mandate_core::verify_checkpoint(t, jwks, issuer).map_or(true, |c| c.seq <= end)
+        })
+        .collect();
+    checkpoints.extend(kept.iter().cloned());
     let first = records.first().map(|r| r.seq);
     Ok(
         mandate_core::chain_start(first, &records, &checkpoints, jwks, issuer).and_then(|start| {
-            mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer)
+            mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer, now)
         }),
     )
 }
@@ -553,7 +899,10 @@ mod tests {
             key,
             "urn:test".into(),
             Arc::new(SystemClock),
-            CheckpointPolicy { every: 1_000, secs },
+            CheckpointPolicy {
+                cadence: Cadence { every: 1_000, secs },
+                ..CheckpointPolicy::default()
+            },
         )
         .await
         .unwrap();
@@ -629,6 +978,13 @@ mod tests {
         ) -> Result<(), mandate_store::StoreError> {
             self.inner.add_checkpoint(seq, token)
         }
+        fn records(
+            &mut self,
+            after: u64,
+            limit: u32,
+        ) -> Result<Vec<mandate_core::AuditRecord>, mandate_store::StoreError> {
+            self.inner.records(after, limit)
+        }
     }
 
     /// After a failed commit nothing of its group is kept, every later
@@ -654,9 +1010,12 @@ mod tests {
             key: Arc::new(AuthorityKey::generate(&OsRandom).unwrap()),
             issuer: "urn:test".into(),
             clock: Arc::new(SystemClock),
-            policy: CheckpointPolicy::default(),
+            cadence: Cadence::default(),
+            file: None,
+            witness: None,
+            vouched: head.clone(),
             head,
-            last_checkpoint: 0,
+            sealed: 0,
             broken: Arc::clone(&broken),
         };
         let log = AuditLog {

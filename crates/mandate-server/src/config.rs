@@ -42,6 +42,36 @@ pub struct Config {
     /// audit records) that were already answered. Named so nobody turns it
     /// on by accident; the server says so loudly at start and in `/healthz`.
     pub unsafe_non_durable_benchmark_mode: bool,
+    /// Audit checkpoints: their cadence and where they go besides the
+    /// database.
+    pub audit: AuditConfig,
+}
+
+/// Where the audit log's signed checkpoints go, and how often they come
+/// (ADR 0012).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// A checkpoint at every multiple of `every` records and at most `secs`
+    /// seconds after any record.
+    pub cadence: mandate_core::Cadence,
+    /// The append-only checkpoint file (default `DATA/audit-checkpoints.log`);
+    /// put it on another disk or a write-once mount to keep it from whoever
+    /// can write the database.
+    pub checkpoint_file: PathBuf,
+    /// An optional witness: every checkpoint is POSTed here as it is signed.
+    pub witness: Option<WebhookConfig>,
+}
+
+/// The name of the checkpoint file in the data dir.
+pub const CHECKPOINT_FILE: &str = "audit-checkpoints.log";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    checkpoint_every: Option<u64>,
+    checkpoint_secs: Option<u64>,
+    checkpoint_file: Option<PathBuf>,
+    witness: Option<WebhookConfig>,
 }
 
 /// The approval webhook: every new request, approval, denial and expiry is
@@ -98,6 +128,8 @@ struct FileConfig {
     vault_key_file: Option<PathBuf>,
     #[serde(default)]
     unsafe_non_durable_benchmark_mode: bool,
+    #[serde(default)]
+    audit: FileAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +227,23 @@ impl Config {
                 .map(PathBuf::from)
                 .or(fc.vault_key_file)
                 .unwrap_or_else(|| data_dir.join("vault.key")),
+            audit: AuditConfig {
+                cadence: mandate_core::Cadence {
+                    every: fc
+                        .audit
+                        .checkpoint_every
+                        .unwrap_or(mandate_core::Cadence::default().every),
+                    secs: fc
+                        .audit
+                        .checkpoint_secs
+                        .unwrap_or(mandate_core::Cadence::default().secs),
+                },
+                checkpoint_file: fc
+                    .audit
+                    .checkpoint_file
+                    .unwrap_or_else(|| data_dir.join(CHECKPOINT_FILE)),
+                witness: fc.audit.witness,
+            },
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
@@ -214,24 +263,17 @@ impl Config {
             ));
         }
         if let Some(w) = &config.webhook {
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(ConfigError::Value(
-                    "webhook.url",
-                    format!("`{}` is not an http(s) URL", w.url),
-                ));
-            }
-            if w.max_attempts == 0
-                || w.initial_backoff_ms == 0
-                || w.initial_backoff_ms > w.max_backoff_ms
-                || w.timeout_ms == 0
-            {
-                return Err(ConfigError::Value(
-                    "webhook",
-                    "max_attempts, initial_backoff_ms and timeout_ms must be ≥ 1, \
-                     and initial_backoff_ms ≤ max_backoff_ms"
-                        .into(),
-                ));
-            }
+            check_webhook("webhook", w)?;
+        }
+        if let Some(w) = &config.audit.witness {
+            check_webhook("audit.witness", w)?;
+        }
+        let c = config.audit.cadence;
+        if !(1..=100_000).contains(&c.every) || !(1..=3_600).contains(&c.secs) {
+            return Err(ConfigError::Value(
+                "audit",
+                "checkpoint_every must be 1..=100000 and checkpoint_secs 1..=3600".into(),
+            ));
         }
         let mut config = config;
         for r in fc.routes {
@@ -265,4 +307,26 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+fn check_webhook(name: &'static str, w: &WebhookConfig) -> Result<(), ConfigError> {
+    if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+        return Err(ConfigError::Value(
+            name,
+            format!("`url` = `{}` is not an http(s) URL", w.url),
+        ));
+    }
+    if w.max_attempts == 0
+        || w.initial_backoff_ms == 0
+        || w.initial_backoff_ms > w.max_backoff_ms
+        || w.timeout_ms == 0
+    {
+        return Err(ConfigError::Value(
+            name,
+            "max_attempts, initial_backoff_ms and timeout_ms must be ≥ 1, \
+             and initial_backoff_ms ≤ max_backoff_ms"
+                .into(),
+        ));
+    }
+    Ok(())
 }

@@ -193,15 +193,9 @@ pub async fn init_admin(
         created_at: now,
         revoked_at: None,
     };
-    if !data
-        .store
-        .bootstrap_admin(&principal, &record, &token.hash())
-        .await?
-    {
-        return Err(DataDirError::AlreadyInitialized);
-    }
-    // The first admin is a lifecycle event like any other: recorded (and
-    // sealed by a checkpoint) before the token is shown.
+    // The log is opened (and verified) before anything changes: the first
+    // admin is a lifecycle event like any other, recorded (and sealed by a
+    // checkpoint) before the token is shown.
     let kid = data.key.kid().to_owned();
     let key = std::sync::Arc::new(data.key);
     let (log, writer) = mandate_enforce::AuditLog::spawn(
@@ -209,9 +203,22 @@ pub async fn init_admin(
         std::sync::Arc::clone(&key),
         "urn:mandate:init".into(),
         std::sync::Arc::new(SystemClock),
-        mandate_enforce::CheckpointPolicy::default(),
+        mandate_enforce::CheckpointPolicy {
+            file: Some(data_dir.join(crate::config::CHECKPOINT_FILE)),
+            ..mandate_enforce::CheckpointPolicy::default()
+        },
     )
-    .await?;
+    .await
+    .map_err(|e| DataDirError::Other(e.to_string()))?;
+    let created = data
+        .store
+        .bootstrap_admin(&principal, &record, &token.hash())
+        .await;
+    if !matches!(created, Ok(true)) {
+        drop(log);
+        writer.shutdown().await;
+        return Err(created.map_or_else(DataDirError::Store, |_| DataDirError::AlreadyInitialized));
+    }
     let body = serde_json::json!({
         "principal": admin.as_str(),
         "role": "admin",
@@ -236,9 +243,15 @@ pub async fn init_admin(
 }
 
 /// Verifies the audit log of a data dir offline (the server may be running
-/// or not): the chain, and the checkpoints' signatures by this data dir's
-/// authority key. Names the first bad sequence number.
-pub async fn verify_audit(data_dir: &Path) -> Result<mandate_core::ChainReport, DataDirError> {
+/// or not): the chain, the checkpoints' signatures by this data dir's
+/// authority key, their cadence, and agreement with the checkpoints kept
+/// outside the database — the data dir's checkpoint file and each of
+/// `checkpoint_files` (copies kept elsewhere, which must exist). Names the
+/// first bad sequence number.
+pub async fn verify_audit(
+    data_dir: &Path,
+    checkpoint_files: &[PathBuf],
+) -> Result<mandate_core::ChainReport, DataDirError> {
     if !data_dir.join(DB_FILE).exists() {
         return Err(DataDirError::Other(format!(
             "`{}` has no Mandate database",
@@ -246,7 +259,29 @@ pub async fn verify_audit(data_dir: &Path) -> Result<mandate_core::ChainReport, 
         )));
     }
     let data = DataDir::open(data_dir).await?;
-    mandate_enforce::verify_stored(data.store.as_ref(), &data.key.jwks(), None)
-        .await?
-        .map_err(|e| DataDirError::Other(e.to_string()))
+    let jwks = data.key.jwks();
+    let mut kept = Vec::new();
+    let own = data_dir.join(crate::config::CHECKPOINT_FILE);
+    for (path, must_exist) in
+        std::iter::once((&own, false)).chain(checkpoint_files.iter().map(|p| (p, true)))
+    {
+        if must_exist && !path.exists() {
+            return Err(DataDirError::Other(format!(
+                "the checkpoint file `{}` does not exist",
+                path.display()
+            )));
+        }
+        let read = mandate_enforce::read_checkpoint_file(path, &jwks)
+            .map_err(|e| DataDirError::Other(e.to_string()))?;
+        kept.extend(read.into_iter().map(|c| c.token));
+    }
+    mandate_enforce::verify_stored(
+        data.store.as_ref(),
+        &jwks,
+        None,
+        &kept,
+        Some(SystemClock.now().0),
+    )
+    .await?
+    .map_err(|e| DataDirError::Other(e.to_string()))
 }

@@ -10,6 +10,7 @@ pub mod bench {
     pub use crate::api::serve_forwarding_only;
 }
 mod approval_notices;
+mod audit_witness;
 mod config;
 mod datadir;
 mod mcp_servers;
@@ -21,10 +22,14 @@ mod state;
 
 pub use api::router;
 pub use approval_notices::WEBHOOK_TYP;
-pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, WebhookConfig};
+pub use config::{
+    AuditConfig, CHECKPOINT_FILE, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
+    WebhookConfig,
+};
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
     AuditLog, AuditWriter, CheckpointPolicy, LoadedPolicies, Missing, load_dir,
+    read_checkpoint_file,
 };
 pub use mcp_servers::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
 pub use problem::Problem;
@@ -95,15 +100,26 @@ pub async fn serve(
     let vault = datadir::load_or_create_vault_key(&config.vault_key_file)?;
     let key = Arc::new(data.key);
     let clock: Arc<dyn mandate_core::Clock> = Arc::new(SystemClock);
+    let witness = config
+        .audit
+        .witness
+        .clone()
+        .map(audit_witness::spawn)
+        .transpose()
+        .map_err(ServeError::Config)?;
     let (audit, audit_writer) = AuditLog::spawn(
         Arc::clone(&data.store),
         Arc::clone(&key),
         issuer.clone(),
         Arc::clone(&clock),
-        CheckpointPolicy::default(),
+        CheckpointPolicy {
+            cadence: config.audit.cadence,
+            file: Some(config.audit.checkpoint_file.clone()),
+            witness,
+        },
     )
     .await
-    .map_err(DataDirError::Store)?;
+    .map_err(ServeError::Audit)?;
     let state = AppState::new(
         data.store,
         key,
@@ -252,6 +268,8 @@ pub enum ServeError {
     Policies(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Audit(#[from] mandate_enforce::AuditOpenError),
     #[error("server error: {0}")]
     Io(std::io::Error),
 }

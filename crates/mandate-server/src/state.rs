@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub webhook: Option<crate::config::WebhookConfig>,
     /// Wakes the webhook deliverer when a notification is queued.
     pub webhook_wake: tokio::sync::Notify,
+    /// The checkpoint file, read by `/v1/audit/verify` beside the database.
+    pub checkpoint_file: PathBuf,
     /// Gateway routes by name.
     pub routes: HashMap<String, Arc<crate::routes::Route>>,
     /// Upstream MCP servers by name.
@@ -112,6 +114,7 @@ impl AppState {
             approvals_lock: tokio::sync::Mutex::new(()),
             webhook: config.webhook.clone(),
             webhook_wake: tokio::sync::Notify::new(),
+            checkpoint_file: config.audit.checkpoint_file.clone(),
             routes: config
                 .routes
                 .iter()

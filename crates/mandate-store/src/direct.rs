@@ -315,4 +315,25 @@ impl AuditSink for SqliteAuditSink {
             .execute(params![int(seq), token])?;
         Ok(())
     }
+
+    fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![int(after), i64::from(limit)])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let body: String = r.get(3)?;
+            out.push(AuditRecord {
+                seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                time: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                kind: r.get(2)?,
+                // A body that no longer parses is kept as a string, so the
+                // check names its sequence number.
+                body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                hash: r.get(4)?,
+            });
+        }
+        Ok(out)
+    }
 }

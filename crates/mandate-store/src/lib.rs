@@ -248,6 +248,12 @@ pub trait AuditSink: Send + std::fmt::Debug {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Undoes the open transaction, if any.
     fn rollback(&mut self);
-    /// Stores a signed checkpoint (its own transaction).
+    /// Stores a signed checkpoint: inside the open transaction if there is
+    /// one (a checkpoint due within a group is committed with it), else in
+    /// its own.
     fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError>;
+    /// Up to `limit` records after `after`, in order, as stored now (inside
+    /// the open transaction, if any): the writer reads back what it is about
+    /// to seal.
+    fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -483,7 +483,7 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission() {
 /// truncation made directly in the file are found, and named by sequence.
 #[tokio::test]
 async fn audit_tampering_in_the_database_file_is_found() {
-    use mandate_core::{AuthorityKey, ChainHead, sign_checkpoint, verify_chain};
+    use mandate_core::{AuthorityKey, Cadence, ChainHead, sign_checkpoint, verify_chain};
     const ISS: &str = "https://mandate.example";
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
@@ -508,9 +508,12 @@ async fn audit_tampering_in_the_database_file_is_found() {
             }
             sink.commit().unwrap();
             previous = head.clone();
-            s.add_checkpoint(head.seq, &sign_checkpoint(&key, ISS, &head, 2_000).unwrap())
-                .await
-                .unwrap();
+            s.add_checkpoint(
+                head.seq,
+                &sign_checkpoint(&key, ISS, &head, 2_000, Cadence::default()).unwrap(),
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(s.audit_head().await.unwrap(), head);
         // A record that does not follow the head is refused, and nothing
@@ -529,7 +532,14 @@ async fn audit_tampering_in_the_database_file_is_found() {
         let s = SqliteStore::open(&path).await.unwrap();
         let records = s.audit_records(0, 1_000).await.unwrap();
         let cps = s.checkpoints().await.unwrap();
-        verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS))
+        verify_chain(
+            ChainHead::genesis(),
+            records,
+            &cps,
+            &key.jwks(),
+            Some(ISS),
+            None,
+        )
     };
     assert_eq!(verify().await.unwrap().last, 20);
     let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))

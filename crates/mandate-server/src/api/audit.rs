@@ -106,7 +106,7 @@ pub(super) async fn verify(
     caller: Caller,
 ) -> Result<Json<VerifyReport>, Problem> {
     caller.require_admin()?;
-    match mandate_enforce::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
+    match verify_live(&s).await? {
         Ok(r) => Ok(Json(VerifyReport {
             ok: true,
             first: r.first,
@@ -119,6 +119,83 @@ pub(super) async fn verify(
             e.to_string(),
         )),
     }
+}
+
+/// The stored log against its checkpoints, those in the checkpoint file
+/// included, and the time cadence as of now.
+async fn verify_live(
+    s: &AppState,
+) -> Result<Result<mandate_core::ChainReport, mandate_core::ChainError>, Problem> {
+    let kept = mandate_enforce::read_checkpoint_file(&s.0.checkpoint_file, &s.0.jwks)
+        .map_err(|e| Problem::new(StatusCode::CONFLICT, "audit_chain_broken", e.to_string()))?
+        .into_iter()
+        .map(|c| c.token)
+        .collect::<Vec<_>>();
+    Ok(mandate_enforce::verify_stored(
+        s.0.store.as_ref(),
+        &s.0.jwks,
+        None,
+        &kept,
+        Some(s.0.clock.now().0),
+    )
+    .await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckpointsQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct CheckpointEntry {
+    seq: u64,
+    /// The signed checkpoint (a JWS, `typ` `mandate-checkpoint+jwt`);
+    /// verify it against `/.well-known/jwks.json`.
+    checkpoint: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct CheckpointsPage {
+    checkpoints: Vec<CheckpointEntry>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<u64>,
+}
+
+/// The signed checkpoints after `after` (at most `limit`, default 1,000),
+/// for monitors that keep their own copy: any principal may read them (they
+/// say how many records there are and commit to their hashes, nothing
+/// more).
+pub(super) async fn checkpoints(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<CheckpointsQuery>,
+) -> Result<Json<CheckpointsPage>, Problem> {
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000) as usize;
+    let mut out: Vec<CheckpointEntry> = Vec::new();
+    for token in s.0.store.checkpoints().await? {
+        // Only what this authority signed; the database is not trusted.
+        let Ok(c) = mandate_core::verify_checkpoint(&token, &s.0.jwks, None) else {
+            continue;
+        };
+        // `after = 0` (the default) starts with the genesis checkpoint.
+        if c.seq > after || (after == 0 && c.seq == 0) {
+            out.push(CheckpointEntry {
+                seq: c.seq,
+                checkpoint: token,
+            });
+        }
+    }
+    out.sort_by_key(|c| c.seq);
+    let next_after = (out.len() > limit).then(|| out[limit - 1].seq);
+    out.truncate(limit);
+    Ok(Json(CheckpointsPage {
+        checkpoints: out,
+        next_after,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +229,7 @@ pub(super) async fn prune(
         ));
     }
     // The log must verify before anything is deleted.
-    if let Err(e) = mandate_enforce::verify_stored(s.0.store.as_ref(), &s.0.jwks, None).await? {
+    if let Err(e) = verify_live(&s).await? {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "audit_chain_broken",

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/checkpoints", get(audit::checkpoints))
         .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/prune", post(audit::prune))
         .route("/v1/audit/{seq}/explain", get(audit::explain))
