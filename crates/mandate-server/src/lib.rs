@@ -12,6 +12,7 @@ pub mod bench {
 mod approval_notices;
 mod config;
 mod datadir;
+mod header_policy;
 mod mcp_servers;
 mod mcp_upstream;
 mod problem;

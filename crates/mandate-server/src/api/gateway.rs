@@ -33,6 +33,7 @@ use mandate_enforce::{Call, Permit, Who};
 use super::decide::{enforce, record_refusal};
 use super::extract::{Presented, check_signed};
 use super::free_text;
+use crate::header_policy::{self, Withheld};
 use crate::problem::Problem;
 use crate::replay::Replay;
 use crate::routes::{MapError, Route, UpstreamAuth};
@@ -47,66 +48,6 @@ const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELET
 
 /// Lifetime of a token minted for an upstream (capped by the mission).
 const EXCHANGE_TTL_SECS: u64 = 300;
-
-/// Headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), the
-/// ones the gateway owns, and Mandate's own signature headers.
-const DROP_UPSTREAM: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "authorization",
-    "cookie",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-rewrite-url",
-    "via",
-    "signature",
-    "signature-input",
-    "signature-key",
-    JUSTIFICATION_HEADER,
-];
-
-/// Header name prefixes never forwarded: identities and rewrites an
-/// upstream might trust because they come from its proxy.
-const DROP_UPSTREAM_PREFIXES: &[&str] = &[
-    "x-forwarded-",
-    "x-original-",
-    "x-remote-",
-    "x-real-",
-    "x-auth-",
-    "x-user",
-];
-
-/// Headers never passed back from the upstream.
-const DROP_DOWNSTREAM: &[&str] = &[
-    // A session the upstream hands out would let the agent act outside the
-    // gateway (on a vault route: as the principal).
-    "set-cookie",
-    "authentication-info",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
 
 fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
     Problem::new(status, code, detail)
@@ -733,6 +674,7 @@ async fn forward(
         route: route.name(),
         base: route.base_url(),
         timeout: route.timeout(),
+        forward_headers: route.forward_headers(),
     };
     let Outbound {
         parts,
@@ -763,22 +705,28 @@ fn upstream_url(base: &reqwest::Url, sub_path: &str, query: Option<&str>) -> req
     url
 }
 
-/// Where a request is forwarded: the upstream client, the route's name
-/// (for logs), its base URL and its timeout.
+/// Where a request is forwarded and how: the upstream client, the route's
+/// name (for logs), its base URL, its timeout and the client-address
+/// headers it forwards.
 struct Upstream<'a> {
     client: &'a reqwest::Client,
     route: &'a str,
     base: &'a reqwest::Url,
     timeout: std::time::Duration,
+    forward_headers: &'a [axum::http::HeaderName],
 }
 
-/// The forwarding itself, with the gateway's hygiene: hop-by-hop and
-/// gateway-owned headers dropped both ways, `credential` (the upstream
-/// auth, if any) set over whatever the agent sent under that name, the
-/// answer streamed back, a timeout, and upstream failures answered without
-/// their details. Whether to forward at all is the caller's: [`forward`],
-/// which holds a [`Permit`], and the forwarding-layer benchmark (feature
-/// `unsafe-bench-forwarding-only`) are its only callers.
+/// The forwarding itself, with the gateway's header policy
+/// ([`header_policy`]): hop-by-hop, gateway-owned, rewrite, identity and
+/// client-address headers withheld from the upstream (the route's
+/// `forward_headers` excepted), `credential` (the upstream auth, if any)
+/// set over whatever the agent sent under that name; the answer streamed
+/// back without hop-by-hop, session, proxy-instructing and
+/// implementation-revealing headers; a timeout; upstream failures
+/// answered without their details. Whether to forward at all is the caller's:
+/// [`forward`], which holds a [`Permit`], and the forwarding-layer
+/// benchmark (feature `unsafe-bench-forwarding-only`) are its only
+/// callers.
 async fn proxy(
     target: &Upstream<'_>,
     parts: &axum::http::request::Parts,
@@ -800,10 +748,12 @@ async fn proxy(
         .collect();
     for (k, v) in &parts.headers {
         let name = k.as_str();
-        if DROP_UPSTREAM.contains(&name)
-            || DROP_UPSTREAM_PREFIXES.iter().any(|p| name.starts_with(p))
-            || connection_named.iter().any(|c| c == name)
-        {
+        let forwarded = match header_policy::withheld(name) {
+            None => true,
+            Some(Withheld::ClientAddress) => target.forward_headers.contains(k),
+            Some(_) => false,
+        };
+        if !forwarded || connection_named.iter().any(|c| c == name) {
             continue;
         }
         out.append(k.clone(), v.clone());
@@ -844,7 +794,7 @@ async fn proxy(
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::new();
     for (k, v) in resp.headers() {
-        if !DROP_DOWNSTREAM.contains(&k.as_str()) {
+        if !header_policy::strip_downstream(k.as_str()) {
             headers.append(k.clone(), v.clone());
         }
     }
@@ -880,6 +830,7 @@ pub async fn serve_forwarding_only(
                     route: "forwarding-only",
                     base: &upstream,
                     timeout: std::time::Duration::from_secs(30),
+                    forward_headers: &[],
                 };
                 proxy(&target, &parts, path, parts.uri.query(), body, None).await
             }
