@@ -29,7 +29,7 @@ pub use mandate_enforce::{
 };
 pub use mcp_servers::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
 pub use problem::Problem;
-pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth};
+pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth, UpstreamErrors};
 pub use state::AppState;
 
 use std::future::Future;

@@ -26,6 +26,19 @@ pub enum UpstreamAuth {
     Vault,
 }
 
+/// What the agent gets when the upstream answers 5xx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamErrors {
+    /// `502 upstream_error`, naming the route and the upstream's status,
+    /// with nothing of the upstream's body or headers (the server log
+    /// gets a summary).
+    #[default]
+    Mask,
+    /// The answer as the upstream gave it (headers still filtered).
+    Pass,
+}
+
 /// One route as written in `mandate.toml` (`[[routes]]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +67,9 @@ pub struct RouteConfig {
     /// `header_policy`).
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// What the agent gets when the upstream answers 5xx (default `mask`).
+    #[serde(default)]
+    pub upstream_errors: UpstreamErrors,
     /// How requests map to Cedar; the first rule that matches wins. A
     /// request no rule matches is refused (`no_route_rule`).
     #[serde(default)]
@@ -479,6 +495,7 @@ mod tests {
             max_body_bytes: None,
             timeout_ms: None,
             forward_headers: vec![],
+            upstream_errors: UpstreamErrors::Mask,
             rules: vec![
                 RuleConfig {
                     method: "GET".into(),

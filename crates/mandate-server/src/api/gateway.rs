@@ -36,7 +36,7 @@ use super::free_text;
 use crate::header_policy::{self, Withheld};
 use crate::problem::Problem;
 use crate::replay::Replay;
-use crate::routes::{MapError, Route, UpstreamAuth};
+use crate::routes::{MapError, Route, UpstreamAuth, UpstreamErrors};
 use crate::state::AppState;
 
 /// The one signature label Mandate's agents use; any single label is
@@ -675,6 +675,8 @@ async fn forward(
         base: route.base_url(),
         timeout: route.timeout(),
         forward_headers: route.forward_headers(),
+        errors: route.config.upstream_errors,
+        seq: Some(permit.seq()),
     };
     let Outbound {
         parts,
@@ -706,14 +708,17 @@ fn upstream_url(base: &reqwest::Url, sub_path: &str, query: Option<&str>) -> req
 }
 
 /// Where a request is forwarded and how: the upstream client, the route's
-/// name (for logs), its base URL, its timeout and the client-address
-/// headers it forwards.
+/// name (for logs and the masked error), its base URL, its timeout, the
+/// client-address headers it forwards, what its 5xx answers become, and
+/// the audit record of the decision (for the log).
 struct Upstream<'a> {
     client: &'a reqwest::Client,
     route: &'a str,
     base: &'a reqwest::Url,
     timeout: std::time::Duration,
     forward_headers: &'a [axum::http::HeaderName],
+    errors: UpstreamErrors,
+    seq: Option<u64>,
 }
 
 /// The forwarding itself, with the gateway's header policy
@@ -723,7 +728,8 @@ struct Upstream<'a> {
 /// set over whatever the agent sent under that name; the answer streamed
 /// back without hop-by-hop, session, proxy-instructing and
 /// implementation-revealing headers; a timeout; upstream failures
-/// answered without their details. Whether to forward at all is the caller's:
+/// answered without their details, and 5xx answers masked unless the
+/// route passes them. Whether to forward at all is the caller's:
 /// [`forward`], which holds a [`Permit`], and the forwarding-layer
 /// benchmark (feature `unsafe-bench-forwarding-only`) are its only
 /// callers.
@@ -792,6 +798,9 @@ async fn proxy(
         }
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_server_error() && target.errors == UpstreamErrors::Mask {
+        return Err(masked(target, &resp));
+    }
     let mut headers = HeaderMap::new();
     for (k, v) in resp.headers() {
         if !header_policy::strip_downstream(k.as_str()) {
@@ -802,6 +811,54 @@ async fn proxy(
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     Ok(r)
+}
+
+/// A 5xx answer of the upstream, masked (`upstream_errors = "mask"`): the
+/// agent learns the route and the status; the server log gets a summary
+/// with nothing of the body or of header values (a stack trace or a
+/// configuration dump may hold secrets); the answer is dropped unread.
+fn masked(target: &Upstream<'_>, resp: &reqwest::Response) -> Problem {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    // The media type only, short and printable.
+    let content_type: String = h
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(64)
+        .collect();
+    let mut names = String::new();
+    for k in h.keys() {
+        if names.len() + k.as_str().len() > 256 {
+            names.push_str(" …");
+            break;
+        }
+        if !names.is_empty() {
+            names.push(' ');
+        }
+        names.push_str(k.as_str());
+    }
+    tracing::warn!(
+        route = target.route,
+        audit_seq = target.seq,
+        status,
+        content_type,
+        content_length = resp.content_length(),
+        headers = names,
+        "the upstream answered with a server error; masked for the agent"
+    );
+    problem(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!(
+            "the upstream of route `{}` answered {status}; its answer is withheld",
+            target.route
+        ),
+    )
 }
 
 /// The forwarding layer alone, for the gateway benchmark's pass-through
@@ -831,6 +888,8 @@ pub async fn serve_forwarding_only(
                     base: &upstream,
                     timeout: std::time::Duration::from_secs(30),
                     forward_headers: &[],
+                    errors: UpstreamErrors::Mask,
+                    seq: None,
                 };
                 proxy(&target, &parts, path, parts.uri.query(), body, None).await
             }
