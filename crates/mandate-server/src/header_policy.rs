@@ -515,4 +515,28 @@ mod tests {
             assert!(!strip_downstream(n), "{n}");
         }
     }
+
+    /// docs/gateway.md names every header and family the gateway withholds
+    /// or strips, so an operator reads the lists that run.
+    #[test]
+    fn the_gateway_docs_list_every_header() {
+        let doc = include_str!("../../../docs/gateway.md").to_ascii_lowercase();
+        let mut missing = Vec::new();
+        for n in all_exact().into_iter().chain(DOWNSTREAM.iter().copied()) {
+            if !doc.contains(&format!("`{n}`")) {
+                missing.push(n.to_owned());
+            }
+        }
+        for p in IDENTITY_PREFIXES
+            .iter()
+            .chain(REWRITE_PREFIXES)
+            .chain(PROXY_FAMILY_PREFIXES)
+            .chain(DOWNSTREAM_PREFIXES)
+        {
+            if !doc.contains(&format!("`{p}*`")) {
+                missing.push(format!("{p}*"));
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/gateway.md: {missing:?}");
+    }
 }
