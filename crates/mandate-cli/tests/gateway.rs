@@ -1305,3 +1305,340 @@ async fn the_cli_calls_through_the_gateway_with_the_mission_key() {
     assert!(denied.stdout().contains("boundary"), "{}", denied.stdout());
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+/// A route of `[[routes]]` TOML to `up`, mapping every request to `read`,
+/// with `extra` settings.
+fn read_route(name: &str, up: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"{name}\"\nupstream = \"{up}\"\n{extra}\n\n\
+         [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n\n"
+    )
+}
+
+/// A gateway (its log captured) in front of `routes`, and a mission that
+/// may `read` on any route.
+async fn gateway_with(routes: &str) -> (TestServer, tempfile::TempDir, Scenario) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples().join("actions.cedarschema"),
+        dir.path().join("actions.cedarschema"),
+    )
+    .unwrap();
+    let config = format!(
+        "policies_dir = {:?}\n\n{routes}",
+        dir.path().display().to_string()
+    );
+    let server = TestServer::start_logged(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: "permit(principal, action == Action::\"read\", resource is Route);".into(),
+            boundaries: String::new(),
+            budget: 100,
+        })
+        .await;
+    (server, dir, s)
+}
+
+/// A GET of `path` signed by the scenario's agent, with `extra` headers
+/// (outside the signature, as a client or an attacker adds them).
+async fn get_with(
+    server: &TestServer,
+    s: &Scenario,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
+    let authority = server.url().trim_start_matches("http://");
+    let rb = signed_get(
+        &reqwest::Client::new(),
+        server.url(),
+        authority,
+        &key,
+        &saved.credential,
+        path,
+    );
+    extra
+        .iter()
+        .fold(rb, |rb, (k, v)| rb.header(*k, *v))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Headers that claim where the client connects from, as the agent might
+/// send them to get past an upstream's address checks.
+const CLIENT_ADDRESS: &[&str] = &[
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "x-originating-ip",
+    "x-host",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "akamai-origin-hop",
+    "x-proxyuser-ip",
+    "x-true-client-ip",
+    "x-envoy-external-address",
+    "x-original-forwarded-for",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-remote-addr",
+    "forwarded",
+    "via",
+];
+
+/// Identities an authenticating proxy asserts, and internal markers an
+/// upstream trusts from its proxy: never the agent's to send.
+const NEVER_FORWARDED: &[&str] = &[
+    "remote-user",
+    "x-ssl-client-cert",
+    "cf-access-authenticated-user-email",
+    "x-amzn-oidc-identity",
+    "x-goog-authenticated-user-email",
+    "x-ms-client-principal-name",
+    "x-middleware-subrequest",
+    "x-envoy-original-path",
+];
+
+/// No upstream sees a client-address header the agent sends, unless its
+/// route forwards that one by name; identities and internal markers reach
+/// none; ordinary headers still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_reach_an_upstream_only_where_named_and_identities_never() {
+    let (up, seen) = upstream().await;
+    let routes = format!(
+        "{}{}",
+        read_route("billing", &up, ""),
+        read_route(
+            "geo",
+            &up,
+            "forward_headers = [\"X-Client-IP\", \"forwarded\"]"
+        )
+    );
+    let (server, _dir, s) = gateway_with(&routes).await;
+    let mut extra: Vec<(&str, &str)> = CLIENT_ADDRESS.iter().map(|h| (*h, "203.0.113.7")).collect();
+    extra.extend(NEVER_FORWARDED.iter().map(|h| (*h, "admin")));
+    extra.push(("x-request-id", "req-7"));
+    let value = |seen: &Seen, name: &str| {
+        seen.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let r = get_with(&server, &s, "/gw/billing/invoices/7", &extra).await;
+    assert_eq!(r.status(), 200);
+    let r = get_with(&server, &s, "/gw/geo/invoices/7", &extra).await;
+    assert_eq!(r.status(), 200);
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    let (billing, geo) = (&got[0], &got[1]);
+    for h in CLIENT_ADDRESS.iter().chain(NEVER_FORWARDED) {
+        assert_eq!(value(billing, h), None, "{h} reached billing");
+    }
+    for h in CLIENT_ADDRESS
+        .iter()
+        .chain(NEVER_FORWARDED)
+        .filter(|h| !["x-client-ip", "forwarded"].contains(h))
+    {
+        assert_eq!(value(geo, h), None, "{h} reached geo");
+    }
+    for (seen, where_) in [(billing, "billing"), (geo, "geo")] {
+        assert_eq!(
+            value(seen, "x-request-id").as_deref(),
+            Some("req-7"),
+            "{where_}"
+        );
+    }
+    assert_eq!(value(geo, "x-client-ip").as_deref(), Some("203.0.113.7"));
+    assert_eq!(value(geo, "forwarded").as_deref(), Some("203.0.113.7"));
+}
+
+/// A password an upstream's stack trace gives away.
+const LEAKED: &str = "db-Passw0rd-from-the-trace";
+
+/// An upstream with a debugging mind: `/boom` answers 500 with a stack
+/// trace holding a password, `/missing` 404, anything else 200; every
+/// answer names its software, versions and debugging aids.
+async fn leaky_upstream() -> String {
+    use axum::http::StatusCode;
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        let (status, body) = match uri.path() {
+            "/boom" => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Traceback (most recent call last):\n  File \"/srv/billing/app.py\", line 42, in charge\n    \
+                     db.connect(host=\"10.0.0.5\", password=\"{LEAKED}\")\n\
+                     psycopg2.OperationalError: FATAL: password authentication failed\n"
+                ),
+            ),
+            "/missing" => (
+                StatusCode::NOT_FOUND,
+                r#"{"error": "no invoice 7"}"#.to_owned(),
+            ),
+            _ => (StatusCode::OK, r#"{"ok": true}"#.to_owned()),
+        };
+        (
+            status,
+            [
+                ("server", "Apache/2.4.1 (Ubuntu)"),
+                ("x-powered-by", "PHP/5.6.40"),
+                ("x-aspnet-version", "4.0.30319"),
+                ("x-debug-token", "a1b2c3"),
+                ("x-debug-token-link", "http://10.0.0.5/_profiler/a1b2c3"),
+                ("x-backend-server", "billing-7.internal"),
+                ("x-request-id", "req-9"),
+            ],
+            body,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Response headers that say what the upstream runs and how to debug it.
+const REVEALING: &[&str] = &[
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "x-debug-token",
+    "x-debug-token-link",
+    "x-backend-server",
+];
+
+/// An upstream's 5xx reaches the agent as `502 upstream_error` naming the
+/// route and the status, with nothing of the upstream's answer; its 4xx
+/// and 2xx answers pass, and no answer carries the upstream's software or
+/// debugging headers. A route with `upstream_errors = "pass"` passes the
+/// 5xx body. The masked call is on the record as allowed, and the server
+/// log says what was masked without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_failure_reaches_the_agent_masked_unless_its_route_passes_it() {
+    let up = leaky_upstream().await;
+    let routes = format!(
+        "{}{}",
+        read_route("billing", &up, ""),
+        read_route("billing-raw", &up, "upstream_errors = \"pass\"")
+    );
+    let (server, _dir, s) = gateway_with(&routes).await;
+    let revealing = |r: &reqwest::Response| -> Vec<String> {
+        REVEALING
+            .iter()
+            .filter(|h| r.headers().contains_key(**h))
+            .map(|h| (*h).to_owned())
+            .collect()
+    };
+    // Masked.
+    let r = get_with(&server, &s, "/gw/billing/boom", &[]).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(revealing(&r), Vec::<String>::new());
+    assert!(!r.headers().contains_key("x-request-id"));
+    let text = r.text().await.unwrap();
+    let p: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(p["code"], "upstream_error");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`billing`") && detail.contains("500"),
+        "{detail}"
+    );
+    for leak in [LEAKED, "Traceback", "10.0.0.5", "psycopg2"] {
+        assert!(!text.contains(leak), "{leak} reached the agent: {text}");
+    }
+    // Passed: the body as the upstream gave it, its headers filtered.
+    let r = get_with(&server, &s, "/gw/billing-raw/boom", &[]).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(revealing(&r), Vec::<String>::new());
+    assert_eq!(r.headers()["x-request-id"], "req-9");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("Traceback") && text.contains(LEAKED),
+        "{text}"
+    );
+    // 4xx and 2xx answers pass on a masking route, filtered.
+    for (path, status, body) in [
+        ("/gw/billing/missing", 404, "no invoice 7"),
+        ("/gw/billing/invoices/7", 200, "\"ok\""),
+    ] {
+        let r = get_with(&server, &s, path, &[]).await;
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(revealing(&r), Vec::<String>::new(), "{path}");
+        assert_eq!(r.headers()["x-request-id"], "req-9", "{path}");
+        assert!(r.text().await.unwrap().contains(body), "{path}");
+    }
+    // The masked call was allowed and recorded before it was forwarded;
+    // the log names its record, the route and the status, not the trace.
+    let log = server
+        .cli(
+            Some(&s.admin),
+            &[
+                "--json", "audit", "list", "--kind", "decision", "--limit", "100",
+            ],
+        )
+        .json();
+    let record = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["body"]["path"] == "/gw/billing/boom")
+        .unwrap()
+        .clone();
+    assert_eq!(record["body"]["decision"], "allow");
+    let logged = server.log();
+    let masked = logged
+        .lines()
+        .find(|l| l.contains("masked"))
+        .unwrap_or_else(|| panic!("no masked line in:\n{logged}"));
+    for want in [
+        format!("audit_seq={}", record["seq"]),
+        "status=500".to_owned(),
+        "billing".to_owned(),
+    ] {
+        assert!(masked.contains(&want), "{want} missing: {masked}");
+    }
+    for leak in [LEAKED, "Traceback", "a1b2c3"] {
+        assert!(!logged.contains(leak), "the server log holds {leak}");
+    }
+}
+
+/// A route that would forward a header the gateway must keep (hop-by-hop,
+/// its own, a rewrite, an identity, or one forwarded anyway) stops the
+/// start with a message naming the route, the header and why.
+#[test]
+fn a_route_forwarding_a_header_it_may_not_stops_the_start() {
+    for (header, why) in [
+        ("authorization", "the gateway owns it"),
+        ("Signature-Input", "the gateway owns it"),
+        ("host", "the gateway owns it"),
+        ("connection", "hop-by-hop"),
+        ("x-http-method-override", "other than what was decided"),
+        ("x-forwarded-user", "identity"),
+        ("accept", "forwarded anyway"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = read_route(
+            "billing",
+            "http://127.0.0.1:9",
+            &format!("forward_headers = [\"x-client-ip\", \"{header}\"]"),
+        );
+        std::fs::write(dir.path().join("mandate.toml"), &config).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{header}: it started");
+        assert!(
+            err.contains("route `billing`")
+                && err.contains(&format!("`{header}`"))
+                && err.contains(why),
+            "{header}: {err}"
+        );
+    }
+}

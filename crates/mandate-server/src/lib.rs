@@ -13,6 +13,7 @@ mod approval_notices;
 mod audit_witness;
 mod config;
 mod datadir;
+mod header_policy;
 mod mcp_servers;
 mod mcp_upstream;
 mod problem;
@@ -33,7 +34,7 @@ pub use mandate_enforce::{
 };
 pub use mcp_servers::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
 pub use problem::Problem;
-pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth};
+pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth, UpstreamErrors};
 pub use state::AppState;
 
 use std::future::Future;

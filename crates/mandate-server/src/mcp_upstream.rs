@@ -6,6 +6,10 @@
 //! Nothing of the agent's request reaches the upstream besides the JSON-RPC
 //! message itself: no header, no credential (MCP forbids token
 //! passthrough). A remote server gets, at most, a token minted for it.
+//! Nothing of a remote server's HTTP answer reaches the agent besides its
+//! JSON-RPC messages: no header, and an HTTP error status becomes a
+//! JSON-RPC error naming only the status. So the HTTP gateway's header
+//! policy (`header_policy`, ADR 0014) has nothing to act on here.
 
 use std::collections::VecDeque;
 use std::process::Stdio;

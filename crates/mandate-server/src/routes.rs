@@ -26,6 +26,19 @@ pub enum UpstreamAuth {
     Vault,
 }
 
+/// What the agent gets when the upstream answers 5xx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamErrors {
+    /// `502 upstream_error`, naming the route and the upstream's status,
+    /// with nothing of the upstream's body or headers (the server log
+    /// gets a summary).
+    #[default]
+    Mask,
+    /// The answer as the upstream gave it (headers still filtered).
+    Pass,
+}
+
 /// One route as written in `mandate.toml` (`[[routes]]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +61,15 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<usize>,
     /// Upstream timeout (milliseconds); default 30 s.
     pub timeout_ms: Option<u64>,
+    /// Client-address headers (`x-client-ip`, `x-forwarded-for`, …) the
+    /// agent's requests may carry to this upstream; every other one is
+    /// withheld. Only client-address headers may be listed (see
+    /// `header_policy`).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// What the agent gets when the upstream answers 5xx (default `mask`).
+    #[serde(default)]
+    pub upstream_errors: UpstreamErrors,
     /// How requests map to Cedar; the first rule that matches wins. A
     /// request no rule matches is refused (`no_route_rule`).
     #[serde(default)]
@@ -82,6 +104,8 @@ pub struct Route {
     rules: Vec<Rule>,
     /// The upstream base URL, parsed once.
     base: reqwest::Url,
+    /// `forward_headers`, checked and parsed.
+    forward_headers: Vec<axum::http::HeaderName>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +169,13 @@ impl Route {
         if config.rules.is_empty() {
             return Err(err("no `[[routes.rules]]`: nothing would be allowed".into()));
         }
+        let mut forward_headers = Vec::new();
+        for name in &config.forward_headers {
+            let h = crate::header_policy::forwardable(name).map_err(err)?;
+            if !forward_headers.contains(&h) {
+                forward_headers.push(h);
+            }
+        }
         let mut rules = Vec::new();
         for r in &config.rules {
             let method = match r.method.as_str() {
@@ -201,6 +232,7 @@ impl Route {
             config,
             rules,
             base,
+            forward_headers,
         })
     }
 
@@ -223,6 +255,12 @@ impl Route {
     #[must_use]
     pub fn audience(&self) -> &str {
         self.config.audience.as_deref().unwrap_or(self.upstream())
+    }
+
+    /// The client-address headers this route forwards.
+    #[must_use]
+    pub fn forward_headers(&self) -> &[axum::http::HeaderName] {
+        &self.forward_headers
     }
 
     #[must_use]
@@ -456,6 +494,8 @@ mod tests {
             required_trust: None,
             max_body_bytes: None,
             timeout_ms: None,
+            forward_headers: vec![],
+            upstream_errors: UpstreamErrors::Mask,
             rules: vec![
                 RuleConfig {
                     method: "GET".into(),
@@ -624,5 +664,32 @@ mod tests {
         let mut c = route().config;
         c.rules.clear();
         assert!(Route::new(c).is_err());
+    }
+
+    #[test]
+    fn a_route_forwards_only_client_address_headers_it_names() {
+        let mut c = route().config;
+        c.forward_headers = vec!["X-Client-IP".into(), "x-client-ip".into(), "via".into()];
+        let r = Route::new(c).unwrap();
+        let names: Vec<&str> = r.forward_headers().iter().map(|h| h.as_str()).collect();
+        assert_eq!(names, ["x-client-ip", "via"]);
+        for (name, why) in [
+            ("authorization", "the gateway owns it"),
+            ("signature", "the gateway owns it"),
+            ("host", "the gateway owns it"),
+            ("content-length", "the gateway owns it"),
+            ("transfer-encoding", "hop-by-hop"),
+            ("x-http-method-override", "other than what was decided"),
+            ("x-remote-user", "identity"),
+            ("content-type", "forwarded anyway"),
+        ] {
+            let mut c = route().config;
+            c.forward_headers = vec![name.into()];
+            let e = Route::new(c).unwrap_err().to_string();
+            assert!(
+                e.starts_with("route `billing`: `") && e.contains(name) && e.contains(why),
+                "{e}"
+            );
+        }
     }
 }

@@ -33,9 +33,10 @@ use mandate_enforce::{Call, Permit, Who};
 use super::decide::{enforce, record_refusal};
 use super::extract::{Presented, check_signed};
 use super::free_text;
+use crate::header_policy::{self, Withheld};
 use crate::problem::Problem;
 use crate::replay::Replay;
-use crate::routes::{MapError, Route, UpstreamAuth};
+use crate::routes::{MapError, Route, UpstreamAuth, UpstreamErrors};
 use crate::state::AppState;
 
 /// The one signature label Mandate's agents use; any single label is
@@ -47,66 +48,6 @@ const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELET
 
 /// Lifetime of a token minted for an upstream (capped by the mission).
 const EXCHANGE_TTL_SECS: u64 = 300;
-
-/// Headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), the
-/// ones the gateway owns, and Mandate's own signature headers.
-const DROP_UPSTREAM: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "authorization",
-    "cookie",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-rewrite-url",
-    "via",
-    "signature",
-    "signature-input",
-    "signature-key",
-    JUSTIFICATION_HEADER,
-];
-
-/// Header name prefixes never forwarded: identities and rewrites an
-/// upstream might trust because they come from its proxy.
-const DROP_UPSTREAM_PREFIXES: &[&str] = &[
-    "x-forwarded-",
-    "x-original-",
-    "x-remote-",
-    "x-real-",
-    "x-auth-",
-    "x-user",
-];
-
-/// Headers never passed back from the upstream.
-const DROP_DOWNSTREAM: &[&str] = &[
-    // A session the upstream hands out would let the agent act outside the
-    // gateway (on a vault route: as the principal).
-    "set-cookie",
-    "authentication-info",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
 
 fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
     Problem::new(status, code, detail)
@@ -733,6 +674,9 @@ async fn forward(
         route: route.name(),
         base: route.base_url(),
         timeout: route.timeout(),
+        forward_headers: route.forward_headers(),
+        errors: route.config.upstream_errors,
+        seq: Some(permit.seq()),
     };
     let Outbound {
         parts,
@@ -763,22 +707,32 @@ fn upstream_url(base: &reqwest::Url, sub_path: &str, query: Option<&str>) -> req
     url
 }
 
-/// Where a request is forwarded: the upstream client, the route's name
-/// (for logs), its base URL and its timeout.
+/// Where a request is forwarded and how: the upstream client, the route's
+/// name (for logs and the masked error), its base URL, its timeout, the
+/// client-address headers it forwards, what its 5xx answers become, and
+/// the audit record of the decision (for the log).
 struct Upstream<'a> {
     client: &'a reqwest::Client,
     route: &'a str,
     base: &'a reqwest::Url,
     timeout: std::time::Duration,
+    forward_headers: &'a [axum::http::HeaderName],
+    errors: UpstreamErrors,
+    seq: Option<u64>,
 }
 
-/// The forwarding itself, with the gateway's hygiene: hop-by-hop and
-/// gateway-owned headers dropped both ways, `credential` (the upstream
-/// auth, if any) set over whatever the agent sent under that name, the
-/// answer streamed back, a timeout, and upstream failures answered without
-/// their details. Whether to forward at all is the caller's: [`forward`],
-/// which holds a [`Permit`], and the forwarding-layer benchmark (feature
-/// `unsafe-bench-forwarding-only`) are its only callers.
+/// The forwarding itself, with the gateway's header policy
+/// ([`header_policy`]): hop-by-hop, gateway-owned, rewrite, identity and
+/// client-address headers withheld from the upstream (the route's
+/// `forward_headers` excepted), `credential` (the upstream auth, if any)
+/// set over whatever the agent sent under that name; the answer streamed
+/// back without hop-by-hop, session, proxy-instructing and
+/// implementation-revealing headers; a timeout; upstream failures
+/// answered without their details, and 5xx answers masked unless the
+/// route passes them. Whether to forward at all is the caller's:
+/// [`forward`], which holds a [`Permit`], and the forwarding-layer
+/// benchmark (feature `unsafe-bench-forwarding-only`) are its only
+/// callers.
 async fn proxy(
     target: &Upstream<'_>,
     parts: &axum::http::request::Parts,
@@ -800,10 +754,12 @@ async fn proxy(
         .collect();
     for (k, v) in &parts.headers {
         let name = k.as_str();
-        if DROP_UPSTREAM.contains(&name)
-            || DROP_UPSTREAM_PREFIXES.iter().any(|p| name.starts_with(p))
-            || connection_named.iter().any(|c| c == name)
-        {
+        let forwarded = match header_policy::withheld(name) {
+            None => true,
+            Some(Withheld::ClientAddress) => target.forward_headers.contains(k),
+            Some(_) => false,
+        };
+        if !forwarded || connection_named.iter().any(|c| c == name) {
             continue;
         }
         out.append(k.clone(), v.clone());
@@ -842,9 +798,12 @@ async fn proxy(
         }
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if status.is_server_error() && target.errors == UpstreamErrors::Mask {
+        return Err(masked(target, &resp));
+    }
     let mut headers = HeaderMap::new();
     for (k, v) in resp.headers() {
-        if !DROP_DOWNSTREAM.contains(&k.as_str()) {
+        if !header_policy::strip_downstream(k.as_str()) {
             headers.append(k.clone(), v.clone());
         }
     }
@@ -852,6 +811,54 @@ async fn proxy(
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     Ok(r)
+}
+
+/// A 5xx answer of the upstream, masked (`upstream_errors = "mask"`): the
+/// agent learns the route and the status; the server log gets a summary
+/// with nothing of the body or of header values (a stack trace or a
+/// configuration dump may hold secrets); the answer is dropped unread.
+fn masked(target: &Upstream<'_>, resp: &reqwest::Response) -> Problem {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    // The media type only, short and printable.
+    let content_type: String = h
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(64)
+        .collect();
+    let mut names = String::new();
+    for k in h.keys() {
+        if names.len() + k.as_str().len() > 256 {
+            names.push_str(" …");
+            break;
+        }
+        if !names.is_empty() {
+            names.push(' ');
+        }
+        names.push_str(k.as_str());
+    }
+    tracing::warn!(
+        route = target.route,
+        audit_seq = target.seq,
+        status,
+        content_type,
+        content_length = resp.content_length(),
+        headers = names,
+        "the upstream answered with a server error; masked for the agent"
+    );
+    problem(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        format!(
+            "the upstream of route `{}` answered {status}; its answer is withheld",
+            target.route
+        ),
+    )
 }
 
 /// The forwarding layer alone, for the gateway benchmark's pass-through
@@ -880,6 +887,9 @@ pub async fn serve_forwarding_only(
                     route: "forwarding-only",
                     base: &upstream,
                     timeout: std::time::Duration::from_secs(30),
+                    forward_headers: &[],
+                    errors: UpstreamErrors::Mask,
+                    seq: None,
                 };
                 proxy(&target, &parts, path, parts.uri.query(), body, None).await
             }
