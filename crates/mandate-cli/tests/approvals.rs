@@ -459,6 +459,27 @@ async fn denials_refusals_and_expiry_change_nothing_they_should_not() {
     let out = server.cli(Some(&bob), &["approvals", "approve", &id]);
     assert!(!out.ok());
     assert!(out.stderr().contains("not_found"), "{}", out.stderr());
+    // Both refused attempts are on the record: who tried, on which
+    // request, and why.
+    let refused = server
+        .cli(
+            Some(&s.admin),
+            &["--json", "audit", "list", "--kind", "approval.refused"],
+        )
+        .json();
+    let refused = refused["records"].as_array().unwrap();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    let by_agent = &refused[0]["body"];
+    assert_eq!(by_agent["approval"], id.as_str());
+    assert_eq!(by_agent["attempt"], "approve");
+    assert_eq!(
+        by_agent["by_agent"]["mission"],
+        side.mission_id().to_string()
+    );
+    assert_eq!(by_agent["code"], "unauthenticated");
+    assert_eq!(refused[1]["body"]["by"], "bob");
+    assert_eq!(refused[1]["body"]["code"], "not_found");
+    assert_eq!(refused[1]["body"]["action"], by_agent["action"]);
     assert!(
         server
             .cli(Some(&bob), &["approvals", "list", "--all"])

@@ -694,3 +694,112 @@ async fn a_rewrite_under_a_running_server_stops_the_log() {
         .unwrap();
     assert_eq!(health["status"], "failing", "{health}");
 }
+
+/// A witness (`[audit.witness]`) receives each checkpoint as it is signed,
+/// at the configured cadence, and its copy is one a log can be verified
+/// against: the server's log checks out against it, a rewritten one does
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_keeps_its_own_copy_of_the_checkpoints() {
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/witness",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push(v["checkpoint"].as_str().unwrap().to_owned());
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = format!(
+        "[audit]\ncheckpoint_every = 4\ncheckpoint_secs = 1\n\n[audit.witness]\nurl = \"http://{addr}/witness\"\n"
+    );
+    let mut server = TestServer::start(bin(), Some(&config));
+    let w = world(&server).await;
+    for i in 0..6 {
+        w.gw.decide(&decide_req(
+            &w.agent,
+            "read",
+            &format!("invoice-{i}"),
+            json!({ "billing": "nov" }),
+        ))
+        .await
+        .unwrap();
+    }
+    // Every fourth record is sealed at once; the rest within a second.
+    let head = || {
+        let page = server
+            .cli(
+                Some(&w.admin),
+                &["audit", "list", "--limit", "1000", "--json"],
+            )
+            .json();
+        page["records"].as_array().unwrap().last().unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let last = head();
+    let jwks = w.gw.jwks().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let witnessed = loop {
+        let seqs: Vec<u64> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| mandate_core::verify_checkpoint(t, &jwks, None).unwrap().seq)
+            .collect();
+        if seqs.contains(&last) {
+            break seqs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not witnessed: {seqs:?}, head {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(witnessed.iter().any(|s| s % 4 == 0), "{witnessed:?}");
+    let copy = server.scratch().join("witnessed.log");
+    std::fs::write(&copy, got.lock().unwrap().join("\n")).unwrap();
+    // Against the running server, verified by the CLI itself.
+    let out = server.cli(
+        Some(&w.admin),
+        &["audit", "verify", "--checkpoints", copy.to_str().unwrap()],
+    );
+    assert!(out.ok(), "{}", out.stderr());
+    // Offline, after a rewrite with the data dir's own file gone: the
+    // witness's copy names the break.
+    assert!(server.stop());
+    let data = server.data_dir();
+    std::fs::remove_file(data.join("audit-checkpoints.log")).unwrap();
+    let db = data.join("mandate.db");
+    sqlite(
+        &db,
+        "DELETE FROM audit_checkpoints; UPDATE audit_events SET body = replace(body, 'invoice-1', 'invoice-X');",
+    );
+    rechain(&db);
+    let out = server.cli(
+        None,
+        &[
+            "audit",
+            "verify",
+            "--data",
+            data.to_str().unwrap(),
+            "--checkpoints",
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.ok());
+    assert!(
+        out.stderr()
+            .contains("does not match the signed checkpoint"),
+        "{}",
+        out.stderr()
+    );
+}

@@ -588,13 +588,34 @@ async fn attacks_are_refused_before_anything_is_forwarded() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = send(path, h, body.clone(), reqwest::Method::POST)
-        .await
-        .unwrap();
-    assert_eq!(
-        (r.status().as_u16(), code(r.json().await.unwrap())),
-        (401, "signature_replayed".into())
-    );
+    for _ in 0..3 {
+        let r = send(path, h.clone(), body.clone(), reqwest::Method::POST)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status().as_u16(), code(r.json().await.unwrap())),
+            (401, "signature_replayed".into())
+        );
+    }
+    // The replayed signature verified, so the replay is on the record —
+    // once, however often it is tried.
+    let decisions = server
+        .cli(
+            Some(&s.admin),
+            &[
+                "--json", "audit", "list", "--kind", "decision", "--limit", "1000",
+            ],
+        )
+        .json();
+    let replays: Vec<&Value> = decisions["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["body"]["code"] == "signature_replayed")
+        .collect();
+    assert_eq!(replays.len(), 1, "{decisions}");
+    assert_eq!(replays[0]["body"]["decision"], "deny");
+    assert_eq!(replays[0]["body"]["path"], path);
     {
         let got = seen.lock().unwrap();
         assert_eq!(got.len(), 1, "only the one good request was forwarded");

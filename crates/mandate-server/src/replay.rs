@@ -16,13 +16,14 @@ const MAX_PER_KEY: usize = 20_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct ReplayCache {
-    /// (key thumbprint, jti) → last second at which the proof is still fresh.
+    /// (key thumbprint, jti) → last second at which the proof is still
+    /// fresh, and whether a replay of it was seen.
     seen: Mutex<Seen>,
 }
 
 #[derive(Debug, Default)]
 struct Seen {
-    entries: HashMap<(String, String), u64>,
+    entries: HashMap<(String, String), (u64, bool)>,
     /// Live entries per key thumbprint.
     per_key: HashMap<String, usize>,
 }
@@ -30,7 +31,7 @@ struct Seen {
 impl Seen {
     /// Drops entries no longer fresh at `now`, and recounts.
     fn prune(&mut self, now: u64) {
-        self.entries.retain(|_, until| *until >= now);
+        self.entries.retain(|_, (until, _)| *until >= now);
         self.per_key.clear();
         for (jkt, _) in self.entries.keys() {
             *self.per_key.entry(jkt.clone()).or_default() += 1;
@@ -42,7 +43,11 @@ impl Seen {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Replay {
     Fresh,
-    Seen,
+    /// Used before; `first` on its first replay only, so whoever replays a
+    /// captured request is recorded once per request, not once per try.
+    Seen {
+        first: bool,
+    },
     Full,
 }
 
@@ -62,10 +67,12 @@ impl ReplayCache {
         };
         let fresh_until = iat.0.saturating_add(FRESHNESS_WINDOW_SECS);
         let key = (jkt.as_str().to_owned(), jti.to_owned());
-        if let Some(until) = seen.entries.get(&key)
+        if let Some((until, replayed)) = seen.entries.get_mut(&key)
             && *until >= now.0
         {
-            return Replay::Seen;
+            let first = !*replayed;
+            *replayed = true;
+            return Replay::Seen { first };
         }
         let of_key = |s: &Seen| s.per_key.get(jkt.as_str()).copied().unwrap_or(0);
         if seen.entries.len() >= MAX_ENTRIES || of_key(&seen) >= MAX_PER_KEY {
@@ -74,7 +81,7 @@ impl ReplayCache {
                 return Replay::Full;
             }
         }
-        if seen.entries.insert(key, fresh_until).is_none() {
+        if seen.entries.insert(key, (fresh_until, false)).is_none() {
             *seen.per_key.entry(jkt.as_str().to_owned()).or_default() += 1;
         }
         Replay::Fresh
@@ -110,11 +117,14 @@ mod tests {
             Thumbprint::from_stored("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k".into()).unwrap();
         let iat = UnixTime(1_000);
         assert_eq!(c.check(&k, "a", iat, UnixTime(1_000)), Replay::Fresh);
-        assert_eq!(c.check(&k, "a", iat, UnixTime(1_030)), Replay::Seen);
+        assert_eq!(
+            c.check(&k, "a", iat, UnixTime(1_030)),
+            Replay::Seen { first: true }
+        );
         // The last second at which the proof passes the freshness check.
         assert_eq!(
             c.check(&k, "a", iat, UnixTime(1_000 + FRESHNESS_WINDOW_SECS)),
-            Replay::Seen
+            Replay::Seen { first: false }
         );
         assert_eq!(c.check(&k, "b", iat, UnixTime(1_030)), Replay::Fresh);
         // A proof made at iat + 60 (accepted until iat + 120) stays seen to the end.
@@ -122,7 +132,7 @@ mod tests {
         assert_eq!(c.check(&k, "c", late, UnixTime(1_000)), Replay::Fresh);
         assert_eq!(
             c.check(&k, "c", late, UnixTime(1_000 + 2 * FRESHNESS_WINDOW_SECS)),
-            Replay::Seen
+            Replay::Seen { first: true }
         );
     }
 }

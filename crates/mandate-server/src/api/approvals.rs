@@ -336,16 +336,110 @@ async fn record_then_resolve(
     }
 }
 
+/// Records a refused attempt to decide approval request `id` (who tried,
+/// which request, why), then answers the refusal. Recorded when the request
+/// exists or the caller is known (an API token's principal, or an agent
+/// whose mission credential verifies, as when an agent tries to approve its
+/// own escalation): an anonymous try at an id that does not exist leaves
+/// nothing to attach a record to, and must not be a way to fill the log.
+async fn refused(
+    s: &AppState,
+    attempt: &'static str,
+    id: &str,
+    caller: Option<&Caller>,
+    headers: &axum::http::HeaderMap,
+    p: Problem,
+) -> Problem {
+    // Nothing can be recorded while the log refuses records.
+    if p.code == "audit_unavailable" {
+        return p;
+    }
+    let request = s.0.store.approval(id).await.ok().flatten();
+    let agent = if caller.is_some() {
+        None
+    } else {
+        presented_credential(s, headers)
+    };
+    if request.is_none() && caller.is_none() && agent.is_none() {
+        return p;
+    }
+    let mut body = request
+        .as_ref()
+        .map_or_else(|| serde_json::json!({ "approval": id }), subject);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("attempt".into(), attempt.into());
+        o.insert("code".into(), p.code.into());
+        o.insert("detail".into(), p.detail.clone().into());
+        match (caller, &agent) {
+            (Some(c), _) => {
+                o.insert("by".into(), c.principal.name.as_str().into());
+            }
+            (None, Some(claims)) => {
+                o.insert(
+                    "by_agent".into(),
+                    serde_json::json!({
+                        "agent": claims.act.sub.as_str(),
+                        "mission": claims.mission_id.as_str(),
+                        "principal": claims.sub.as_str(),
+                        "credential": claims.jti,
+                    }),
+                );
+            }
+            (None, None) => {
+                o.insert("by".into(), serde_json::Value::Null);
+            }
+        }
+    }
+    tracing::warn!(approval = %id, attempt, code = p.code, "approval attempt refused");
+    if let Err(e) = s.audit("approval.refused", body).await {
+        return e;
+    }
+    p
+}
+
+/// The claims of a mission credential presented as the bearer, if its
+/// signature verifies: an agent is then accountable for what it tried.
+fn presented_credential(
+    s: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Option<mandate_core::MissionClaims> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("DPoP "))?
+        .trim();
+    s.verified_credential(token).ok().map(|v| v.signed.claims)
+}
+
 /// `POST /v1/approvals/{id}/approve`: creates the grant the approver chose.
+/// Every refused attempt is recorded ([`refused`]).
 pub(super) async fn approve(
     State(s): State<AppState>,
-    caller: Caller,
+    headers: axum::http::HeaderMap,
+    caller: Result<Caller, Problem>,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<ApproveRequest>,
+    req: Result<ApiJson<ApproveRequest>, Problem>,
+) -> Result<Json<ApprovalView>, Problem> {
+    let out = match (&caller, req) {
+        (Ok(c), Ok(ApiJson(req))) => approve_as(&s, c, &id, req).await,
+        (Err(p), _) => Err(p.clone()),
+        (_, Err(p)) => Err(p),
+    };
+    match out {
+        Ok(v) => Ok(v),
+        Err(p) => Err(refused(&s, "approve", &id, caller.as_ref().ok(), &headers, p).await),
+    }
+}
+
+async fn approve_as(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    req: ApproveRequest,
 ) -> Result<Json<ApprovalView>, Problem> {
     let _one_at_a_time = s.0.approvals_lock.lock().await;
-    let r = decidable(&s, &caller, &id).await?;
-    let grant = grant_for(&s, &r, &req)?;
+    let r = decidable(s, caller, id).await?;
+    let grant = grant_for(s, &r, &req)?;
     let reason = free_text("reason", req.reason.clone(), 500)?;
     let by = caller.principal.name.to_string();
     // INVARIANT: the approval is durable in the audit log before the grant
@@ -361,7 +455,7 @@ pub(super) async fn approve(
         extra.insert("policy".into(), grant.policy.clone().into());
     }
     let decided = record_then_resolve(
-        &s,
+        s,
         &r,
         "approval.approved",
         &by,
@@ -371,25 +465,44 @@ pub(super) async fn approve(
     )
     .await?;
     tracing::info!(approval = %id, by = %by, grant = ?decided.grant, "approved");
-    announce(&s, "approval.approved", &decided).await;
+    announce(s, "approval.approved", &decided).await;
     Ok(Json(view(&decided)?))
 }
 
 /// `POST /v1/approvals/{id}/deny`: refuses, and optionally ends the mission.
+/// Every refused attempt is recorded ([`refused`]).
 pub(super) async fn deny(
     State(s): State<AppState>,
-    caller: Caller,
+    headers: axum::http::HeaderMap,
+    caller: Result<Caller, Problem>,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<DenyRequest>,
+    req: Result<ApiJson<DenyRequest>, Problem>,
+) -> Result<Json<ApprovalView>, Problem> {
+    let out = match (&caller, req) {
+        (Ok(c), Ok(ApiJson(req))) => deny_as(&s, c, &id, req).await,
+        (Err(p), _) => Err(p.clone()),
+        (_, Err(p)) => Err(p),
+    };
+    match out {
+        Ok(v) => Ok(v),
+        Err(p) => Err(refused(&s, "deny", &id, caller.as_ref().ok(), &headers, p).await),
+    }
+}
+
+async fn deny_as(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    req: DenyRequest,
 ) -> Result<Json<ApprovalView>, Problem> {
     let _one_at_a_time = s.0.approvals_lock.lock().await;
-    let r = decidable(&s, &caller, &id).await?;
+    let r = decidable(s, caller, id).await?;
     let reason = free_text("reason", req.reason.clone(), 500)?;
     let by = caller.principal.name.to_string();
     let mut extra = serde_json::Map::new();
     extra.insert("end_mission".into(), req.end_mission.into());
     let decided = record_then_resolve(
-        &s,
+        s,
         &r,
         "approval.denied",
         &by,
@@ -414,6 +527,6 @@ pub(super) async fn deny(
         .await?;
     }
     tracing::info!(approval = %id, by = %by, end_mission = req.end_mission, "denied");
-    announce(&s, "approval.denied", &decided).await;
+    announce(s, "approval.denied", &decided).await;
     Ok(Json(view(&decided)?))
 }

@@ -168,7 +168,7 @@ pub(crate) fn remember_proof(state: &AppState, proof: &VerifiedProof) -> Result<
         .check(&proof.jkt, &proof.jti, proof.iat, state.0.clock.now())
     {
         Replay::Fresh => Ok(()),
-        Replay::Seen => Err(ProofError::Replayed.into()),
+        Replay::Seen { .. } => Err(ProofError::Replayed.into()),
         Replay::Full => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "replay_cache_full",

@@ -403,11 +403,14 @@ pub(super) async fn verify(
         .check(&claims.cnf.jkt, &jti, UnixTime(created), now)
     {
         Replay::Fresh => {}
-        Replay::Seen => {
-            return unrecorded(unauthorized(
-                "signature_replayed",
-                "this signature was used before",
-            ));
+        Replay::Seen { first } => {
+            let problem = unauthorized("signature_replayed", "this signature was used before");
+            // The signature verified: whoever replays it is accountable, once
+            // per signature (each later try is only answered).
+            return Ok(Verified::Refused {
+                problem,
+                claims: first.then_some(claims),
+            });
         }
         Replay::Full => {
             return Err(problem(
