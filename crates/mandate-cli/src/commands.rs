@@ -325,7 +325,7 @@ async fn verify_fetched(
 /// states.
 async fn fetch_checkpoints(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
     let mut out = Vec::new();
-    let mut after = 0;
+    let mut after = None;
     loop {
         let page = c.audit_checkpoints(after).await?;
         for cp in page["checkpoints"].as_array().into_iter().flatten() {
@@ -334,7 +334,7 @@ async fn fetch_checkpoints(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
             }
         }
         match page["next_after"].as_u64() {
-            Some(n) => after = n,
+            Some(n) => after = Some(n),
             None => return Ok(out),
         }
     }

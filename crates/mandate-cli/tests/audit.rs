@@ -561,7 +561,7 @@ async fn a_database_writer_cannot_rewrite_the_log_undetected() {
     let checkpoints = Client::new(server.url())
         .unwrap()
         .with_token(&w.gw_token)
-        .audit_checkpoints(0)
+        .audit_checkpoints(None)
         .await
         .unwrap();
     // Any principal (here the enforcement point's) reads the checkpoints:

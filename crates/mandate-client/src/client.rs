@@ -368,11 +368,20 @@ impl Client {
         self.get("/v1/audit/verify").await
     }
 
-    /// Signed audit checkpoints after `after` (any principal): a page of
-    /// `{checkpoints: [{seq, checkpoint}], next_after?}`.
-    pub async fn audit_checkpoints(&self, after: u64) -> Result<serde_json::Value, ClientError> {
-        self.get(&format!("/v1/audit/checkpoints?after={after}"))
-            .await
+    /// Signed audit checkpoints (any principal): from the first (the
+    /// genesis one), or after `after`; a page of `{checkpoints: [{seq,
+    /// checkpoint}], next_after?}`.
+    pub async fn audit_checkpoints(
+        &self,
+        after: Option<u64>,
+    ) -> Result<serde_json::Value, ClientError> {
+        match after {
+            Some(after) => {
+                self.get(&format!("/v1/audit/checkpoints?after={after}"))
+                    .await
+            }
+            None => self.get("/v1/audit/checkpoints").await,
+        }
     }
 
     /// Audit records after `after`, as JSON Lines (admin).

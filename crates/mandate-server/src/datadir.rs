@@ -193,6 +193,9 @@ pub async fn init_admin(
         created_at: now,
         revoked_at: None,
     };
+    if !data.store.principals().await?.is_empty() {
+        return Err(DataDirError::AlreadyInitialized);
+    }
     // The log is opened (and verified) before anything changes: the first
     // admin is a lifecycle event like any other, recorded (and sealed by a
     // checkpoint) before the token is shown.

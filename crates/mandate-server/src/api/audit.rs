@@ -164,7 +164,8 @@ pub(super) struct CheckpointsPage {
     next_after: Option<u64>,
 }
 
-/// The signed checkpoints after `after` (at most `limit`, default 1,000),
+/// The signed checkpoints after `after` (from the first, the genesis one,
+/// without it; at most `limit`, default 1,000),
 /// for monitors that keep their own copy: any principal may read them (they
 /// say how many records there are and commit to their hashes, nothing
 /// more).
@@ -181,8 +182,8 @@ pub(super) async fn checkpoints(
         let Ok(c) = mandate_core::verify_checkpoint(&token, &s.0.jwks, None) else {
             continue;
         };
-        // `after = 0` (the default) starts with the genesis checkpoint.
-        if c.seq > after || (after == 0 && c.seq == 0) {
+        // Without `after`, the list starts with the genesis checkpoint.
+        if c.seq > after || (q.after.is_none() && c.seq == 0) {
             out.push(CheckpointEntry {
                 seq: c.seq,
                 checkpoint: token,
