@@ -281,29 +281,21 @@ async fn verify_fetched(
                 .map(|k| k.token),
         );
     }
-    // Checkpoints before and after the records: one signed while they are
-    // read may cover records not read (it would look like a cut), and is
-    // left out; one due at a record read is in the second reading.
+    // A live log grows while it is read: the checkpoints listed after the
+    // records end with the head's seal, which covers every record read;
+    // the records up to it are read, newer ones left out.
     let before = fetch_checkpoints(c).await?;
-    let mut records: Vec<mandate_core::AuditRecord> = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = c.audit_export(after, 10_000).await?;
-        let before = records.len();
-        for line in page.lines().filter(|l| !l.trim().is_empty()) {
-            records.push(
-                serde_json::from_str(line)
-                    .context("the export holds a line that is not an audit record")?,
-            );
-        }
-        match records.last() {
-            Some(r) if records.len() > before => after = r.seq,
-            _ => break,
-        }
+    let mut records = fetch_records(c, 0, u64::MAX).await?;
+    let listed = fetch_checkpoints(c).await?;
+    let read = records.last().map_or(0, |r| r.seq);
+    if let Some(newest) = listed.iter().map(|(seq, _)| *seq).max()
+        && newest > read
+    {
+        records.extend(fetch_records(c, read, newest).await?);
     }
     let end = records.last().map_or(0, |r| r.seq);
     let mut checkpoints: Vec<String> = before.into_iter().map(|(_, t)| t).collect();
-    for (seq, t) in fetch_checkpoints(c).await? {
+    for (seq, t) in listed {
         if seq <= end && !checkpoints.contains(&t) {
             checkpoints.push(t);
         }
@@ -317,8 +309,32 @@ async fn verify_fetched(
         &checkpoints,
         &jwks,
         None,
-        Some(SystemClock.now().0),
     )?)
+}
+
+/// The records after `after`, through `through`, by export.
+async fn fetch_records(
+    c: &Client,
+    mut after: u64,
+    through: u64,
+) -> anyhow::Result<Vec<mandate_core::AuditRecord>> {
+    let mut records: Vec<mandate_core::AuditRecord> = Vec::new();
+    while after < through {
+        let page = c.audit_export(after, 10_000).await?;
+        let before = records.len();
+        for line in page.lines().filter(|l| !l.trim().is_empty()) {
+            let r: mandate_core::AuditRecord = serde_json::from_str(line)
+                .context("the export holds a line that is not an audit record")?;
+            if r.seq <= through {
+                records.push(r);
+            }
+        }
+        match records.last() {
+            Some(r) if records.len() > before => after = r.seq,
+            _ => break,
+        }
+    }
+    Ok(records)
 }
 
 /// Every signed checkpoint the server lists, with the sequence number it

@@ -427,7 +427,8 @@ async fn pruning_through_a_checkpoint_keeps_the_log_verifiable() {
     let out = offline();
     assert!(!out.ok());
     assert!(
-        out.stderr().contains("broken at sequence 1") && out.stderr().contains("no prune"),
+        out.stderr().contains("broken at sequence 1")
+            && out.stderr().contains("no signed checkpoint states a prune"),
         "{}",
         out.stderr()
     );
@@ -589,20 +590,20 @@ async fn a_database_writer_cannot_rewrite_the_log_undetected() {
         let db = copy.join("mandate.db");
         sqlite(
             &db,
-            "DELETE FROM audit_checkpoints; UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE kind = 'decision';",
+            "DELETE FROM audit_checkpoints; DELETE FROM audit_seal; UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE kind = 'decision';",
         );
         rechain(&db);
         copy
     };
 
-    // The chain alone is consistent again, but a log with records and no
-    // checkpoint is itself a break…
+    // The chain alone is consistent again, but records no signed checkpoint
+    // covers are themselves a break (each commit is sealed)…
     let forged = forge("forged-a");
     std::fs::remove_file(forged.join("audit-checkpoints.log")).unwrap();
     let out = verify(&forged, &[]);
     assert!(!out.ok());
     assert!(
-        out.stderr().contains("no signed checkpoint covers the log"),
+        out.stderr().contains("not covered by a signed checkpoint"),
         "{}",
         out.stderr()
     );
@@ -646,7 +647,7 @@ async fn a_database_writer_cannot_rewrite_the_log_undetected() {
     let db = cut.join("mandate.db");
     sqlite(
         &db,
-        "DELETE FROM audit_checkpoints; DELETE FROM audit_events WHERE seq > (SELECT max(seq) - 3 FROM audit_events);",
+        "DELETE FROM audit_checkpoints; DELETE FROM audit_seal; DELETE FROM audit_events WHERE seq > (SELECT max(seq) - 3 FROM audit_events);",
     );
     let out = verify(&cut, &[]);
     assert!(!out.ok());
@@ -781,7 +782,7 @@ async fn a_witness_keeps_its_own_copy_of_the_checkpoints() {
     let db = data.join("mandate.db");
     sqlite(
         &db,
-        "DELETE FROM audit_checkpoints; UPDATE audit_events SET body = replace(body, 'invoice-1', 'invoice-X');",
+        "DELETE FROM audit_checkpoints; DELETE FROM audit_seal; UPDATE audit_events SET body = replace(body, 'invoice-1', 'invoice-X');",
     );
     rechain(&db);
     let out = server.cli(
@@ -802,4 +803,91 @@ async fn a_witness_keeps_its_own_copy_of_the_checkpoints() {
         "{}",
         out.stderr()
     );
+}
+
+/// Appends a record chained on the stored head, as a database writer with
+/// no key can.
+fn append_forged(db: &Path, kind: &str, body: &Value) -> u64 {
+    let head = &sqlite_rows(
+        db,
+        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+    )[0];
+    let seq = head[0].as_u64().unwrap() + 1;
+    let time = 2_000_000_000;
+    let hash = mandate_core::chain_hash(head[1].as_str().unwrap(), seq, time, kind, body).unwrap();
+    let text = serde_json::to_string(body).unwrap();
+    sqlite(
+        db,
+        &format!(
+            "INSERT INTO audit_events (seq, time, kind, body, hash) VALUES ({seq}, {time}, '{kind}', '{text}', '{hash}');"
+        ),
+    );
+    seq
+}
+
+/// Records added without the authority key — a forged approval appended
+/// under a running server, a forged prune record on a stopped one — are
+/// never sealed: the running server refuses every event, verification
+/// names them, and no server starts on them.
+#[tokio::test]
+async fn records_added_without_the_key_are_never_sealed() {
+    let mut server = TestServer::start(bin(), None);
+    let w = world(&server).await;
+    w.gw.decide(&decide_req(&w.agent, "delete", "invoice-1", json!({})))
+        .await
+        .unwrap();
+    let data = server.data_dir();
+    let copy = server.scratch().join("before");
+    // A copy while it runs (every commit is sealed, so the copy is too).
+    copy_dir(&data, &copy);
+    let db = data.join("mandate.db");
+    let forged = append_forged(
+        &db,
+        "approval.approved",
+        &json!({ "approval": "apr_00000000000000000000000000000000", "by": "admin" }),
+    );
+    let err =
+        w.gw.decide(&decide_req(
+            &w.agent,
+            "read",
+            "invoice-1",
+            json!({ "billing": "nov" }),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("audit_unavailable"), "{err}");
+    assert!(server.stop());
+    let out = server.cli(None, &["audit", "verify", "--data", data.to_str().unwrap()]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr()
+            .contains(&format!("records {forged}..={forged} are not covered")),
+        "{}",
+        out.stderr()
+    );
+    let (started, said) = try_serve(&data);
+    assert!(!started);
+    assert!(
+        said.contains("not covered by a signed checkpoint"),
+        "{said}"
+    );
+
+    // A prune record anyone can write, and the prefix deleted: only a
+    // signed checkpoint stating the prune excuses a missing prefix.
+    let db = copy.join("mandate.db");
+    assert!(
+        server
+            .cli(None, &["audit", "verify", "--data", copy.to_str().unwrap()])
+            .ok()
+    );
+    append_forged(&db, "audit.pruned", &json!({ "through": 3, "by": "admin" }));
+    sqlite(&db, "DELETE FROM audit_events WHERE seq <= 3;");
+    let out = server.cli(None, &["audit", "verify", "--data", copy.to_str().unwrap()]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr().contains("records 1..=3 are missing"),
+        "{}",
+        out.stderr()
+    );
+    assert!(!try_serve(&copy).0);
 }

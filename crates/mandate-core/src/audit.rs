@@ -134,6 +134,11 @@ pub struct CheckpointClaims {
     /// …and one at most `secs` seconds after any record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secs: Option<u64>,
+    /// Set on the checkpoint of a retention prune: records up to this
+    /// sequence number were deleted on purpose. Only a signed statement can
+    /// excuse a missing prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_through: Option<u64>,
 }
 
 /// The cadence of checkpoints: one at every multiple of `every` (the record
@@ -163,15 +168,26 @@ pub fn sign_checkpoint(
     now: u64,
     cadence: Cadence,
 ) -> Result<String, KeyError> {
-    let claims = CheckpointClaims {
-        iss: issuer.to_owned(),
-        seq: head.seq,
-        head: head.hash.clone(),
-        iat: now,
-        every: Some(cadence.every),
-        secs: Some(cadence.secs),
-    };
-    key.sign_jwt(CHECKPOINT_TYP, &claims)
+    sign_checkpoint_claims(
+        key,
+        &CheckpointClaims {
+            iss: issuer.to_owned(),
+            seq: head.seq,
+            head: head.hash.clone(),
+            iat: now,
+            every: Some(cadence.every),
+            secs: Some(cadence.secs),
+            pruned_through: None,
+        },
+    )
+}
+
+/// Signs a checkpoint saying exactly `claims` (a prune's, say).
+pub fn sign_checkpoint_claims(
+    key: &AuthorityKey,
+    claims: &CheckpointClaims,
+) -> Result<String, KeyError> {
+    key.sign_jwt(CHECKPOINT_TYP, claims)
 }
 
 /// Verifies a checkpoint's signature and, if given, its issuer.
@@ -218,10 +234,10 @@ impl ChainError {
 pub const PRUNED_KIND: &str = "audit.pruned";
 
 /// Where verification of a stored log starts. A log whose first record is
-/// not 1 was pruned: it must start right after a signed checkpoint, and the
-/// log itself must record that prune (an `audit.pruned` record naming it),
-/// which nobody can add without breaking the chain. Otherwise the missing
-/// prefix is tampering, reported at sequence 1.
+/// not 1 was pruned: it must start right after a signed checkpoint, a
+/// signed checkpoint must state that prune (`pruned_through`), and the log
+/// must record it (an `audit.pruned` record naming it). Otherwise the
+/// missing prefix is tampering, reported at sequence 1.
 pub fn chain_start(
     first_seq: Option<u64>,
     records_after: &[AuditRecord],
@@ -235,11 +251,18 @@ pub fn chain_start(
     let through = first - 1;
     let missing =
         |why: &str| ChainError::at(1, &format!("records 1..={through} are missing: {why}"));
-    let base = checkpoints
+    let signed: Vec<CheckpointClaims> = checkpoints
         .iter()
         .filter_map(|t| verify_checkpoint(t, jwks, issuer).ok())
+        .collect();
+    let base = signed
+        .iter()
         .find(|c| c.seq == through)
+        .cloned()
         .ok_or_else(|| missing("no signed checkpoint ends there"))?;
+    if !signed.iter().any(|c| c.pruned_through == Some(through)) {
+        return Err(missing("no signed checkpoint states a prune through there"));
+    }
     let recorded = records_after.iter().any(|r| {
         r.kind == PRUNED_KIND
             && r.body.get("through").and_then(serde_json::Value::as_u64) == Some(through)
@@ -267,20 +290,19 @@ pub struct ChainReport {
 /// signed `checkpoints` (and their issuer, if given). Names the first
 /// sequence number that fails.
 ///
-/// Besides each record's hash and each checkpoint's head, the cadence the
-/// checkpoints state must hold: a log with records has a checkpoint; no
-/// multiple of a checkpoint's `every` passes without one; and, given `now`
-/// (Unix seconds), no record older than twice the stated `secs` (plus a
-/// few seconds' slack) is left after the last checkpoint. A missing
-/// checkpoint is how a database writer who re-chained edited records would
-/// hide them.
+/// Besides each record's hash and each checkpoint's head:
+/// - every record is covered by a signed checkpoint: each commit is sealed
+///   (the head's seal), so records after the last checkpoint were added, or
+///   their seal removed, by someone without the authority key;
+/// - no multiple of the stated `every` passes without a checkpoint (judged,
+///   between two checkpoints, by the larger cadence of the two, so a change
+///   of cadence is not taken for a removal).
 pub fn verify_chain<I>(
     start: ChainHead,
     records: I,
     checkpoints: &[String],
     jwks: &Jwks,
     issuer: Option<&str>,
-    now: Option<u64>,
 ) -> Result<ChainReport, ChainError>
 where
     I: IntoIterator<Item = AuditRecord>,
@@ -292,11 +314,8 @@ where
         marks.push(c);
     }
     marks.sort_by_key(|c| c.seq);
-    marks.dedup_by(|a, b| a.seq == b.seq && a.head == b.head);
     let mut head = start.clone();
     let first = start.seq + 1;
-    // The first record after the last checkpoint seen so far: its time.
-    let mut unsealed_since: Option<(u64, u64)> = None;
     for r in records {
         let expected = head.seq + 1;
         if r.seq != expected {
@@ -315,20 +334,11 @@ where
                 "the record does not match its hash (edited or reordered)",
             ));
         }
-        let mut sealed = false;
-        for m in marks.iter().filter(|m| m.seq == r.seq) {
-            if m.head != hash {
-                return Err(ChainError::at(
-                    r.seq,
-                    "the chain does not match the signed checkpoint",
-                ));
-            }
-            sealed = true;
-        }
-        if sealed {
-            unsealed_since = None;
-        } else if unsealed_since.is_none() {
-            unsealed_since = Some((r.seq, r.time));
+        if marks.iter().any(|m| m.seq == r.seq && m.head != hash) {
+            return Err(ChainError::at(
+                r.seq,
+                "the chain does not match the signed checkpoint",
+            ));
         }
         head = ChainHead { seq: r.seq, hash };
     }
@@ -342,7 +352,7 @@ where
             ),
         ));
     }
-    check_cadence(&start, &head, &marks, unsealed_since, now)?;
+    check_cadence(&start, &head, &marks)?;
     let covered = marks
         .iter()
         .filter(|m| m.seq > start.seq && m.seq <= head.seq)
@@ -355,69 +365,53 @@ where
     })
 }
 
-/// Slack on the time rule, for a commit and a clock tick.
-const SEAL_SLACK_SECS: u64 = 5;
-
-/// The cadence rules of [`verify_chain`], over the checkpoints in
-/// `start..=head` (sorted by sequence number).
+/// The coverage and cadence rules of [`verify_chain`], over the checkpoints
+/// in `start..=head` (sorted by sequence number).
 fn check_cadence(
     start: &ChainHead,
     head: &ChainHead,
     marks: &[CheckpointClaims],
-    unsealed_since: Option<(u64, u64)>,
-    now: Option<u64>,
 ) -> Result<(), ChainError> {
     let within: Vec<&CheckpointClaims> = marks
         .iter()
         .filter(|m| m.seq >= start.seq && m.seq <= head.seq)
         .collect();
-    let Some(last) = within.last() else {
-        if head.seq > start.seq {
-            return Err(ChainError::at(
-                start.seq + 1,
-                "no signed checkpoint covers the log (its checkpoints were removed)",
-            ));
-        }
-        return Ok(());
-    };
-    let missing = |seq: u64, every: u64| {
-        ChainError::at(
-            seq,
+    let sealed = within.last().map_or(start.seq, |m| m.seq);
+    if sealed < head.seq {
+        return Err(ChainError::at(
+            sealed.max(start.seq) + 1,
             &format!(
-                "no signed checkpoint at {seq}, where one is due every {every} records (one was removed)"
+                "records {}..={} are not covered by a signed checkpoint (each commit is sealed: they were added, or their seal removed, without the authority key)",
+                sealed.max(start.seq) + 1,
+                head.seq
             ),
-        )
-    };
-    // No multiple of a checkpoint's `every` lies between it and the one
-    // before (each checkpoint vouches for the stretch it closes).
-    let mut prev = start.seq;
+        ));
+    }
+    // No multiple of the cadence lies strictly between two checkpoints.
+    let mut prev: (u64, Option<u64>) = (
+        start.seq,
+        within
+            .iter()
+            .find(|m| m.seq == start.seq)
+            .and_then(|m| m.every),
+    );
     for m in within.iter().filter(|m| m.seq > start.seq) {
-        if let Some(every) = m.every.filter(|e| *e > 0) {
-            let due = (prev / every + 1) * every;
+        let every = match (prev.1, m.every) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(every) = every.filter(|e| *e > 0) {
+            let due = (prev.0 / every + 1) * every;
             if due < m.seq {
-                return Err(missing(due, every));
+                return Err(ChainError::at(
+                    due,
+                    &format!(
+                        "no signed checkpoint at {due}, where one is due every {every} records (one was removed)"
+                    ),
+                ));
             }
         }
-        prev = m.seq;
-    }
-    // The stretch after the last checkpoint is bound by its cadence.
-    if let Some(every) = last.every.filter(|e| *e > 0) {
-        let due = (last.seq / every + 1) * every;
-        if due <= head.seq {
-            return Err(missing(due, every));
-        }
-    }
-    if let (Some(now), Some(secs), Some((seq, time))) = (now, last.secs, unsealed_since) {
-        let limit = secs.saturating_mul(2).saturating_add(SEAL_SLACK_SECS);
-        if time.saturating_add(limit) < now {
-            return Err(ChainError::at(
-                seq,
-                &format!(
-                    "records from {seq} on are {}s old and no signed checkpoint covers them, where one is due within {secs}s (one was removed, or the server stopped without sealing them: start it to verify and seal them)",
-                    now - time
-                ),
-            ));
-        }
+        prev = (m.seq, m.every);
     }
     Ok(())
 }
@@ -454,15 +448,8 @@ mod tests {
             sign_checkpoint(&key, ISS, &mid, 1, Cadence::default()).unwrap(),
             sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap(),
         ];
-        let report = verify_chain(
-            ChainHead::genesis(),
-            records,
-            &cps,
-            &key.jwks(),
-            Some(ISS),
-            None,
-        )
-        .unwrap();
+        let report =
+            verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS)).unwrap();
         assert_eq!((report.first, report.last, report.checkpoints), (1, 10, 2));
     }
 
@@ -472,7 +459,7 @@ mod tests {
         let (records, head) = log(10);
         let cps = vec![sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap()];
         let verify = |r: Vec<AuditRecord>| {
-            verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), Some(ISS), None)
+            verify_chain(ChainHead::genesis(), r, &cps, &key.jwks(), Some(ISS))
         };
 
         let mut edited = records.clone();
@@ -521,21 +508,13 @@ mod tests {
             sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap(),
         ];
         let kept = records[6..].to_vec();
-        let report = verify_chain(mid, kept, &cps, &key.jwks(), Some(ISS), None).unwrap();
+        let report = verify_chain(mid, kept, &cps, &key.jwks(), Some(ISS)).unwrap();
         assert_eq!((report.first, report.last), (7, 10));
         // A checkpoint signed by another key is refused.
         let other = AuthorityKey::generate(&OsRandom).unwrap();
         let bad = vec![sign_checkpoint(&other, ISS, &head, 3, Cadence::default()).unwrap()];
         assert!(
-            verify_chain(
-                ChainHead::genesis(),
-                records,
-                &bad,
-                &key.jwks(),
-                Some(ISS),
-                None
-            )
-            .is_err()
+            verify_chain(ChainHead::genesis(), records, &bad, &key.jwks(), Some(ISS),).is_err()
         );
     }
 
@@ -546,13 +525,14 @@ mod tests {
         }
     }
 
-    const EVERY_4: Cadence = Cadence { every: 4, secs: 60 };
-
     #[test]
     fn a_checkpoint_missing_from_the_cadence_is_a_break() {
         let key = AuthorityKey::generate(&OsRandom).unwrap();
         let (records, _) = log(10);
-        let at = |seq| sign_checkpoint(&key, ISS, &head_at(&records, seq), 1, EVERY_4).unwrap();
+        let at = |seq, every| {
+            let c = Cadence { every, secs: 60 };
+            sign_checkpoint(&key, ISS, &head_at(&records, seq), 1, c).unwrap()
+        };
         let verify = |cps: &[String], n: usize| {
             verify_chain(
                 ChainHead::genesis(),
@@ -560,47 +540,68 @@ mod tests {
                 cps,
                 &key.jwks(),
                 Some(ISS),
-                None,
             )
         };
-        // Every 4th record sealed, and a quiet-spell checkpoint at 10.
-        assert!(verify(&[at(4), at(8), at(10)], 10).is_ok());
-        // The tail after the last checkpoint may be shorter than the cadence.
-        assert!(verify(&[at(4), at(8)], 10).is_ok());
-        // A removed checkpoint, in the middle or at the end.
-        let err = verify(&[at(4), at(10)], 10).unwrap_err();
+        // Every 4th record sealed, and the head (each commit's seal) at 10.
+        assert!(verify(&[at(4, 4), at(8, 4), at(10, 4)], 10).is_ok());
+        // A removed checkpoint, in the middle.
+        let err = verify(&[at(4, 4), at(10, 4)], 10).unwrap_err();
         assert_eq!(err.seq, 8);
         assert!(err.reason.contains("every 4 records"), "{err}");
-        assert_eq!(verify(&[at(4)], 10).unwrap_err().seq, 8);
+        // A cadence raised after a restart is not taken for a removal.
+        assert!(verify(&[at(4, 4), at(10, 1_000)], 10).is_ok());
+        // Records after the last checkpoint: added, or their seal removed.
+        let err = verify(&[at(4, 4), at(8, 4)], 10).unwrap_err();
+        assert_eq!(err.seq, 9);
+        assert!(
+            err.reason.contains("records 9..=10 are not covered"),
+            "{err}"
+        );
         // No checkpoint at all over a log with records.
         let err = verify(&[], 3).unwrap_err();
         assert_eq!(err.seq, 1);
-        assert!(err.reason.contains("no signed checkpoint"), "{err}");
+        assert!(
+            err.reason.contains("not covered by a signed checkpoint"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn records_left_unsealed_past_the_time_cadence_are_a_break() {
+    fn only_a_signed_prune_excuses_a_missing_prefix() {
         let key = AuthorityKey::generate(&OsRandom).unwrap();
-        // Records at 1_001..=1_010 (see `log`); checkpoint at 4 only.
-        let (records, _) = log(6);
-        let cps = vec![sign_checkpoint(&key, ISS, &head_at(&records, 4), 1, EVERY_4).unwrap()];
-        let verify = |now| {
-            verify_chain(
-                ChainHead::genesis(),
-                records.clone(),
-                &cps,
-                &key.jwks(),
-                Some(ISS),
-                Some(now),
-            )
-        };
-        // Record 5 is from 1_005: within 2 × 60 s + slack it may wait.
-        assert!(verify(1_005 + 120).is_ok());
-        let err = verify(1_005 + 200).unwrap_err();
-        assert_eq!(err.seq, 5);
+        let mut head = ChainHead::genesis();
+        let mut records: Vec<AuditRecord> = (1..=4)
+            .map(|i| head.append(i, "decision", json!({ "i": i })).unwrap())
+            .collect();
+        records.push(
+            head.append(5, PRUNED_KIND, json!({ "through": 4 }))
+                .unwrap(),
+        );
+        let base = head_at(&records, 4);
+        let plain = sign_checkpoint(&key, ISS, &base, 1, Cadence::default()).unwrap();
+        let sealed = sign_checkpoint(&key, ISS, &head, 2, Cadence::default()).unwrap();
+        let prune = sign_checkpoint_claims(
+            &key,
+            &CheckpointClaims {
+                iss: ISS.into(),
+                seq: head.seq,
+                head: head.hash.clone(),
+                iat: 2,
+                every: Some(1_000),
+                secs: Some(60),
+                pruned_through: Some(4),
+            },
+        )
+        .unwrap();
+        let kept = records[4..].to_vec();
+        let start = |cps: &[String]| chain_start(Some(5), &kept, cps, &key.jwks(), Some(ISS));
+        // The `audit.pruned` record alone is anyone's to write.
+        let err = start(&[plain.clone(), sealed]).unwrap_err();
         assert!(
-            err.reason.contains("no signed checkpoint covers them"),
+            err.reason.contains("no signed checkpoint states a prune"),
             "{err}"
         );
+        let from = start(&[plain.clone(), prune.clone()]).unwrap();
+        assert!(verify_chain(from, kept, &[plain, prune], &key.jwks(), Some(ISS)).is_ok());
     }
 }

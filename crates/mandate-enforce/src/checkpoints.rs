@@ -24,7 +24,7 @@ pub enum CheckpointFileError {
     #[error("cannot read the checkpoint file `{0}`: {1}")]
     Io(PathBuf, std::io::Error),
     #[error(
-        "line {line} of the checkpoint file `{path}` is not a checkpoint signed by this authority: {why}"
+        "line {line} of the checkpoint file `{path}` is not a checkpoint signed by this authority's key ({why})"
     )]
     Bad {
         path: PathBuf,
@@ -93,9 +93,13 @@ pub(crate) struct CheckpointFile {
 }
 
 impl CheckpointFile {
-    /// Opens (or creates, mode 0600) `path` for appending; a line a crash
-    /// cut short is ended first, so the next checkpoint starts its own.
+    /// Opens (or creates, mode 0600) `path` for appending. A last line a
+    /// crash cut short (no newline ends it) is cut off, so the file reads
+    /// as whole lines again.
     pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+        use std::io::{Seek as _, SeekFrom};
+        /// Longer than any checkpoint line.
+        const TAIL: u64 = 8_192;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -104,12 +108,27 @@ impl CheckpointFile {
             .open(path)?;
         let len = file.metadata()?.len();
         if len > 0 {
-            use std::io::{Seek as _, SeekFrom};
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1))?;
-            file.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n")?;
+            let from = len.saturating_sub(TAIL);
+            let mut tail = Vec::new();
+            file.seek(SeekFrom::Start(from))?;
+            file.read_to_end(&mut tail)?;
+            if tail.last() != Some(&b'\n') {
+                let keep = match tail.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => from + i as u64 + 1,
+                    None if from == 0 => 0,
+                    // Not a file of checkpoint lines: left for reading to
+                    // name it.
+                    None => len,
+                };
+                if keep < len {
+                    tracing::warn!(
+                        file = %path.display(),
+                        cut = len - keep,
+                        "the checkpoint file ended in a line cut short (a crash while it was written); cutting it off"
+                    );
+                    file.set_len(keep)?;
+                    file.sync_data()?;
+                }
             }
         }
         Ok(Self {

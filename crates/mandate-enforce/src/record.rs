@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use mandate_core::{
     AuditRecord, AuthorityKey, Cadence, ChainHead, Clock, MissionId, UnixTime, chain_hash,
-    sign_checkpoint,
 };
 use mandate_store::{Allowance, AuditSink, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -78,7 +77,17 @@ pub(crate) type Settle = Box<dyn FnOnce(Allowance) -> Option<serde_json::Value> 
 
 enum Entry {
     Body(serde_json::Value),
-    Counted { count: Count, settle: Settle },
+    Counted {
+        count: Count,
+        settle: Settle,
+    },
+    /// A retention prune's record, committed with a checkpoint that states
+    /// the prune (`pruned_through`): only that signature excuses the
+    /// missing prefix later.
+    Prune {
+        body: serde_json::Value,
+        through: u64,
+    },
 }
 
 /// What the writer did with an event.
@@ -183,7 +192,8 @@ impl AuditLog {
             Some(path) => read_checkpoint_file(path, &jwks)?,
             None => Vec::new(),
         };
-        let stored = store.checkpoints().await?;
+        let mut stored = store.checkpoints().await?;
+        stored.extend(store.head_seal().await?);
         let verified = verify_on_open(store.as_ref(), &jwks, &head, &kept, &stored).await?;
         let mut file = match &policy.file {
             Some(path) => Some(
@@ -224,6 +234,7 @@ impl AuditLog {
         let cadence = policy.cadence;
         let mut writer = Writer {
             sink,
+            jwks,
             key,
             issuer,
             clock,
@@ -235,8 +246,10 @@ impl AuditLog {
             head,
             broken: Arc::new(AtomicBool::new(false)),
         };
-        // Seal records a crash left after the last checkpoint (or the
-        // genesis of an empty log).
+        // Every record is covered (the log verified), but the last cadence
+        // checkpoint may be older than the head's seal: one now, so the
+        // file and the witness hold the head. An empty log gets one of its
+        // genesis.
         if sealed.is_none_or(|s| s.seq < writer.head.seq) {
             let target = writer.head.clone();
             if !writer.seal_now(target) {
@@ -325,6 +338,25 @@ impl AuditLog {
             .await?
             .seq
             .ok_or_else(audit_down)
+    }
+
+    /// Records a retention prune through `through` with a checkpoint that
+    /// states it (`pruned_through`), in one transaction, and waits until
+    /// both are durable.
+    pub async fn record_prune(
+        &self,
+        time: u64,
+        through: u64,
+        body: serde_json::Value,
+    ) -> Result<u64, EnforceError> {
+        self.submit(
+            time,
+            mandate_core::PRUNED_KIND,
+            Entry::Prune { body, through },
+        )
+        .await?
+        .seq
+        .ok_or_else(audit_down)
     }
 
     /// Counts an allowed call and records its decision, made by `settle`
@@ -432,6 +464,7 @@ struct Writer {
     key: Arc<AuthorityKey>,
     issuer: String,
     clock: Arc<dyn Clock>,
+    jwks: mandate_core::Jwks,
     cadence: Cadence,
     file: Option<CheckpointFile>,
     witness: Option<mpsc::UnboundedSender<String>>,
@@ -484,9 +517,27 @@ impl Writer {
                 return;
             }
             // Another writer (`mandate init` on the data dir) appended
-            // meanwhile; what it wrote is read back before the next
-            // checkpoint vouches for it.
-            tracing::warn!("the audit log moved under this writer; chaining on its head");
+            // meanwhile. Each commit is sealed, so what it wrote carries a
+            // checkpoint signed with the authority key at its head; records
+            // without one were written without the key.
+            if let Err(why) = self.adopt(&stored) {
+                tracing::error!(
+                    writer = self.head.seq,
+                    stored = stored.seq,
+                    "records were added to the audit log without the authority key ({why}); refusing every event until a restart verifies the log"
+                );
+                self.broken.store(true, Ordering::Release);
+                self.sink.rollback();
+                for p in group {
+                    let _ = p.done.send(Err(()));
+                }
+                return;
+            }
+            tracing::info!(
+                from = self.head.seq,
+                to = stored.seq,
+                "another writer sealed records in the audit log; chaining after them"
+            );
             self.head = stored;
         }
         let vouched = self.vouched.clone();
@@ -499,8 +550,13 @@ impl Writer {
                 outcomes.push((p.done, None));
                 continue;
             }
+            let mut prune = None;
             let (body, allowance) = match p.entry {
                 Entry::Body(b) => (Some(b), None),
+                Entry::Prune { body, through } => {
+                    prune = Some(through);
+                    (Some(body), None)
+                }
                 // Expiry is judged at the commit, not when the call was
                 // decided.
                 Entry::Counted { count, settle } => match self.sink.count(
@@ -551,13 +607,17 @@ impl Writer {
                 outcomes.push((p.done, None));
                 continue;
             }
-            // A checkpoint due at this record is committed with it.
-            if self.cadence.every > 0 && record.seq % self.cadence.every == 0 {
+            // A checkpoint due at this record (or stating a prune) is
+            // committed with it.
+            if prune.is_some() || self.cadence.every > 0 && record.seq % self.cadence.every == 0 {
                 let at = ChainHead {
                     seq: record.seq,
                     hash: record.hash.clone(),
                 };
-                match self.seal(&at) {
+                match self
+                    .sign_over(&at, prune)
+                    .and_then(|token| self.store_checkpoint(at.seq, &token).then_some(token))
+                {
                     Some(token) => sealed.push((at.seq, token)),
                     None => {
                         failed = true;
@@ -573,6 +633,25 @@ impl Writer {
                     allowance,
                 }),
             ));
+        }
+        // The group's head is sealed in its own transaction: no committed
+        // record is ever outside a signed checkpoint.
+        if !failed && head.seq > self.head.seq {
+            let signed = match sealed.last() {
+                Some((seq, token)) if *seq == head.seq => Some(token.clone()),
+                _ => self.sign_over(&head, None),
+            };
+            failed = match signed {
+                Some(token) => match self.sink.seal_head(head.seq, &token) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store the audit log's seal; refusing every event");
+                        self.broken.store(true, Ordering::Release);
+                        true
+                    }
+                },
+                None => true,
+            };
         }
         if !failed && let Err(e) = self.sink.commit() {
             tracing::error!(
@@ -637,10 +716,30 @@ impl Writer {
         Ok(())
     }
 
-    /// Signs a checkpoint of `target` once the stored log reads back as
-    /// written, and stores it (inside the open transaction, if any). `None`
-    /// leaves the writer refusing every event until a restart.
-    fn seal(&mut self, target: &ChainHead) -> Option<String> {
+    /// Takes on a head another writer committed: it must be sealed by a
+    /// checkpoint signed with the authority key, and chain from this
+    /// writer's head.
+    fn adopt(&mut self, stored: &ChainHead) -> Result<(), String> {
+        let token = self
+            .sink
+            .head_seal()
+            .map_err(|e| format!("cannot read the seal: {e}"))?
+            .ok_or("no seal")?;
+        let c = mandate_core::verify_checkpoint(&token, &self.jwks, None)
+            .map_err(|e| format!("the seal does not verify: {e}"))?;
+        if c.seq != stored.seq || c.head != stored.hash {
+            return Err(format!(
+                "the seal covers {}, not the head {}",
+                c.seq, stored.seq
+            ));
+        }
+        self.read_back(stored)
+    }
+
+    /// Signs a checkpoint of `target` (stating a prune, if given) once the
+    /// stored log reads back as written. `None` leaves the writer refusing
+    /// every event until a restart.
+    fn sign_over(&mut self, target: &ChainHead, pruned_through: Option<u64>) -> Option<String> {
         if let Err(why) = self.read_back(target) {
             tracing::error!(
                 seq = target.seq,
@@ -649,26 +748,33 @@ impl Writer {
             self.broken.store(true, Ordering::Release);
             return None;
         }
-        let token = match sign_checkpoint(
-            &self.key,
-            &self.issuer,
-            target,
-            self.clock.now().0,
-            self.cadence,
-        ) {
-            Ok(t) => t,
+        let claims = mandate_core::CheckpointClaims {
+            iss: self.issuer.clone(),
+            seq: target.seq,
+            head: target.hash.clone(),
+            iat: self.clock.now().0,
+            every: Some(self.cadence.every),
+            secs: Some(self.cadence.secs),
+            pruned_through,
+        };
+        match mandate_core::sign_checkpoint_claims(&self.key, &claims) {
+            Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an audit checkpoint; refusing every event");
                 self.broken.store(true, Ordering::Release);
-                return None;
+                None
             }
-        };
-        if let Err(e) = self.sink.add_checkpoint(target.seq, &token) {
+        }
+    }
+
+    /// Stores a checkpoint (inside the open transaction, if any).
+    fn store_checkpoint(&mut self, seq: u64, token: &str) -> bool {
+        if let Err(e) = self.sink.add_checkpoint(seq, token) {
             tracing::error!(error = %e, "cannot store an audit checkpoint; refusing every event");
             self.broken.store(true, Ordering::Release);
-            return None;
+            return false;
         }
-        Some(token)
+        true
     }
 
     /// Sends committed checkpoints out of the database: to the checkpoint
@@ -700,9 +806,11 @@ impl Writer {
         if self.broken.load(Ordering::Acquire) {
             return false;
         }
-        match self.seal(&target) {
-            Some(token) => self.publish(vec![(target.seq, token)]),
-            None => false,
+        match self.sign_over(&target, None) {
+            Some(token) if self.store_checkpoint(target.seq, &token) => {
+                self.publish(vec![(target.seq, token)])
+            }
+            _ => false,
         }
     }
 }
@@ -809,7 +917,7 @@ async fn verify_on_open(
                 .map_err(|e| broken(e.to_string()))?
         }
     };
-    mandate_core::verify_chain(start, records, &tokens, jwks, None, None)
+    mandate_core::verify_chain(start, records, &tokens, jwks, None)
         .map_err(|e| broken(e.to_string()))?;
     let sealed = all
         .iter()
@@ -840,10 +948,9 @@ async fn read_all(store: &dyn Store, mut after: u64) -> Result<Vec<AuditRecord>,
 
 /// Verifies the stored log: from genesis, or from the signed checkpoint a
 /// recorded prune left (see `mandate_core::chain_start`), against the
-/// checkpoints in the database and `kept` (checkpoints kept elsewhere: the
-/// checkpoint file, a monitor's copy), and, given `now`, the time cadence
-/// (see `mandate_core::verify_chain`). The outer error is the store's; the
-/// inner, the chain's.
+/// checkpoints in the database, the head's seal, and `kept` (checkpoints
+/// kept elsewhere: the checkpoint file, a monitor's copy). The outer error
+/// is the store's; the inner, the chain's.
 ///
 /// The server passes no issuer: the authority key is the trust anchor, and
 /// a changed `public_url` must not make older checkpoints look forged.
@@ -852,29 +959,44 @@ pub async fn verify_stored(
     jwks: &mandate_core::Jwks,
     issuer: Option<&str>,
     kept: &[String],
-    now: Option<u64>,
 ) -> Result<Result<mandate_core::ChainReport, mandate_core::ChainError>, StoreError> {
-    // A live log grows while it is read: checkpoints signed after the
-    // records were read may cover records that were not, and are left out
-    // (those that existed before are not: they show a cut).
-    let before: std::collections::HashSet<String> =
-        store.checkpoints().await?.into_iter().collect();
-    let records = read_all(store, 0).await?;
+    // A live log grows while it is read. Each commit replaces the head's
+    // seal in its own transaction, so the seal read after the records
+    // covers all of them (unless some were added without the key); the
+    // records up to it are read, newer ones are left for the next time.
+    let mut checkpoints = store.checkpoints().await?;
+    let mut records = read_all(store, 0).await?;
+    let read = records.last().map_or(0, |r| r.seq);
+    if let Some(seal) = store.head_seal().await? {
+        if let Ok(c) = mandate_core::verify_checkpoint(&seal, jwks, issuer)
+            && c.seq > read
+        {
+            let mut after = read;
+            while after < c.seq {
+                let page = store.audit_records(after, 5_000).await?;
+                let Some(last) = page.last().map(|r| r.seq) else {
+                    break;
+                };
+                records.extend(page.into_iter().filter(|r| r.seq <= c.seq));
+                after = last;
+            }
+        }
+        checkpoints.push(seal);
+    }
+    // Checkpoints signed since the first reading, within what was read.
     let end = records.last().map_or(0, |r| r.seq);
-    let mut checkpoints: Vec<String> = store
-        .checkpoints()
-        .await?
-        .into_iter()
-        .filter(|t| {
-            before.contains(t)
-                || mandate_core::verify_checkpoint(t, jwks, issuer).map_or(true, |c| c.seq <= end)
-        })
-        .collect();
+    for t in store.checkpoints().await? {
+        if !checkpoints.contains(&t)
+            && mandate_core::verify_checkpoint(&t, jwks, issuer).map_or(true, |c| c.seq <= end)
+        {
+            checkpoints.push(t);
+        }
+    }
     checkpoints.extend(kept.iter().cloned());
     let first = records.first().map(|r| r.seq);
     Ok(
         mandate_core::chain_start(first, &records, &checkpoints, jwks, issuer).and_then(|start| {
-            mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer, now)
+            mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer)
         }),
     )
 }
@@ -985,6 +1107,12 @@ mod tests {
         ) -> Result<Vec<mandate_core::AuditRecord>, mandate_store::StoreError> {
             self.inner.records(after, limit)
         }
+        fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), mandate_store::StoreError> {
+            self.inner.seal_head(seq, token)
+        }
+        fn head_seal(&mut self) -> Result<Option<String>, mandate_store::StoreError> {
+            self.inner.head_seal()
+        }
     }
 
     /// After a failed commit nothing of its group is kept, every later
@@ -1005,9 +1133,11 @@ mod tests {
         });
         let head = sink.head().unwrap();
         let broken = Arc::new(AtomicBool::new(false));
+        let key = Arc::new(AuthorityKey::generate(&OsRandom).unwrap());
         let writer = Writer {
             sink,
-            key: Arc::new(AuthorityKey::generate(&OsRandom).unwrap()),
+            jwks: key.jwks(),
+            key,
             issuer: "urn:test".into(),
             clock: Arc::new(SystemClock),
             cadence: Cadence::default(),

@@ -206,9 +206,13 @@ pub async fn init_admin(
         std::sync::Arc::clone(&key),
         "urn:mandate:init".into(),
         std::sync::Arc::new(SystemClock),
-        mandate_enforce::CheckpointPolicy {
-            file: Some(data_dir.join(crate::config::CHECKPOINT_FILE)),
-            ..mandate_enforce::CheckpointPolicy::default()
+        {
+            let audit = audit_config(data_dir)?;
+            mandate_enforce::CheckpointPolicy {
+                cadence: audit.cadence,
+                file: Some(audit.checkpoint_file),
+                witness: None,
+            }
         },
     )
     .await
@@ -261,12 +265,16 @@ pub async fn verify_audit(
             data_dir.display()
         )));
     }
+    let audit = audit_config(data_dir)?;
     let data = DataDir::open(data_dir).await?;
     let jwks = data.key.jwks();
     let mut kept = Vec::new();
-    let own = data_dir.join(crate::config::CHECKPOINT_FILE);
+    // The configured checkpoint file must be there, unless it is the default
+    // one (a data dir from before it existed has none).
+    let own = audit.checkpoint_file;
+    let configured = own != data_dir.join(crate::config::CHECKPOINT_FILE);
     for (path, must_exist) in
-        std::iter::once((&own, false)).chain(checkpoint_files.iter().map(|p| (p, true)))
+        std::iter::once((&own, configured)).chain(checkpoint_files.iter().map(|p| (p, true)))
     {
         if must_exist && !path.exists() {
             return Err(DataDirError::Other(format!(
@@ -278,13 +286,15 @@ pub async fn verify_audit(
             .map_err(|e| DataDirError::Other(e.to_string()))?;
         kept.extend(read.into_iter().map(|c| c.token));
     }
-    mandate_enforce::verify_stored(
-        data.store.as_ref(),
-        &jwks,
-        None,
-        &kept,
-        Some(SystemClock.now().0),
-    )
-    .await?
-    .map_err(|e| DataDirError::Other(e.to_string()))
+    mandate_enforce::verify_stored(data.store.as_ref(), &jwks, None, &kept)
+        .await?
+        .map_err(|e| DataDirError::Other(e.to_string()))
+}
+
+/// The audit settings of the data dir's `mandate.toml` (where its
+/// checkpoint file is, the cadence), or the defaults without one.
+fn audit_config(data_dir: &Path) -> Result<crate::config::AuditConfig, DataDirError> {
+    crate::Config::load(data_dir, None, None)
+        .map(|c| c.audit)
+        .map_err(|e| DataDirError::Other(format!("cannot read the configuration: {e}")))
 }

@@ -39,6 +39,9 @@ pub(crate) struct Inner {
     pub webhook_wake: tokio::sync::Notify,
     /// The checkpoint file, read by `/v1/audit/verify` beside the database.
     pub checkpoint_file: PathBuf,
+    /// Unidentified refused approval attempts already recorded, by request
+    /// and kind of attempt (see `api::approvals`).
+    anonymous_refusals: Mutex<std::collections::HashSet<(String, &'static str)>>,
     /// Gateway routes by name.
     pub routes: HashMap<String, Arc<crate::routes::Route>>,
     /// Upstream MCP servers by name.
@@ -115,6 +118,7 @@ impl AppState {
             webhook: config.webhook.clone(),
             webhook_wake: tokio::sync::Notify::new(),
             checkpoint_file: config.audit.checkpoint_file.clone(),
+            anonymous_refusals: Mutex::new(std::collections::HashSet::new()),
             routes: config
                 .routes
                 .iter()
@@ -182,6 +186,20 @@ impl AppState {
     }
 
     /// Records an audit event and waits until it is durable.
+    /// Whether an unidentified refused attempt on approval request `id` is
+    /// the first of its kind (and so to be recorded). Remembers at most
+    /// 10,000; past that it starts over.
+    pub(crate) fn first_anonymous_refusal(&self, id: &str, attempt: &'static str) -> bool {
+        const MAX: usize = 10_000;
+        let Ok(mut seen) = self.0.anonymous_refusals.lock() else {
+            return false;
+        };
+        if seen.len() >= MAX {
+            seen.clear();
+        }
+        seen.insert((id.to_owned(), attempt))
+    }
+
     pub(crate) async fn audit(
         &self,
         kind: &'static str,

@@ -311,9 +311,35 @@ impl AuditSink for SqliteAuditSink {
 
     fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached("INSERT INTO audit_checkpoints (seq, token) VALUES (?1, ?2)")?
+            .prepare_cached(
+                // A row already at `seq` (put there by whoever can write the
+                // database) must not stop the log: the signed one replaces it.
+                "INSERT INTO audit_checkpoints (seq, token) VALUES (?1, ?2) \
+                 ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
+            )?
             .execute(params![int(seq), token])?;
         Ok(())
+    }
+
+    fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit_seal (id, seq, token) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token",
+            )?
+            .execute(params![int(seq), token])?;
+        Ok(())
+    }
+
+    fn head_seal(&mut self) -> Result<Option<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT token FROM audit_seal WHERE id = 1")?;
+        let mut rows = stmt.query([])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
     }
 
     fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {

@@ -208,6 +208,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn prune_audit(&self, through: u64) -> Result<u64, StoreError>;
     /// Every signed checkpoint, in order.
     async fn checkpoints(&self) -> Result<Vec<String>, StoreError>;
+    /// The seal of the log's head (a signed checkpoint of the last record,
+    /// replaced by each commit), if any.
+    async fn head_seal(&self) -> Result<Option<String>, StoreError>;
 
     // --- revocation ---
 
@@ -256,4 +259,8 @@ pub trait AuditSink: Send + std::fmt::Debug {
     /// the open transaction, if any): the writer reads back what it is about
     /// to seal.
     fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Replaces the seal of the head (inside the open transaction, if any).
+    fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), StoreError>;
+    /// The seal of the head, as stored now.
+    fn head_seal(&mut self) -> Result<Option<String>, StoreError>;
 }

@@ -1202,11 +1202,14 @@ impl Store for SqliteStore {
     }
 
     async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_checkpoints (seq, token) VALUES (?1, ?2)")
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .bind(token)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, token) VALUES (?1, ?2) \
+             ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
+        )
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -1216,6 +1219,14 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    async fn head_seal(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM audit_seal WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn checkpoints(&self) -> Result<Vec<String>, StoreError> {

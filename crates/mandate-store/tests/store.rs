@@ -532,14 +532,7 @@ async fn audit_tampering_in_the_database_file_is_found() {
         let s = SqliteStore::open(&path).await.unwrap();
         let records = s.audit_records(0, 1_000).await.unwrap();
         let cps = s.checkpoints().await.unwrap();
-        verify_chain(
-            ChainHead::genesis(),
-            records,
-            &cps,
-            &key.jwks(),
-            Some(ISS),
-            None,
-        )
+        verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS))
     };
     assert_eq!(verify().await.unwrap().last, 20);
     let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))

@@ -337,11 +337,15 @@ async fn record_then_resolve(
 }
 
 /// Records a refused attempt to decide approval request `id` (who tried,
-/// which request, why), then answers the refusal. Recorded when the request
-/// exists or the caller is known (an API token's principal, or an agent
-/// whose mission credential verifies, as when an agent tries to approve its
-/// own escalation): an anonymous try at an id that does not exist leaves
-/// nothing to attach a record to, and must not be a way to fill the log.
+/// which request, why), then answers the refusal.
+///
+/// Who tried: a principal by API token, or an agent whose live mission
+/// credential comes with a proof of its mission key (as when an agent tries
+/// to approve its own escalation). Those are recorded every time: they are
+/// accountable. An attempt nobody can be held to (no token, a bad one, a
+/// credential without its key's proof) is recorded once per request and
+/// kind of attempt, and only on a request that exists, so it cannot be a
+/// way to fill the log.
 async fn refused(
     s: &AppState,
     attempt: &'static str,
@@ -354,18 +358,24 @@ async fn refused(
     if p.code == "audit_unavailable" {
         return p;
     }
-    let request = s.0.store.approval(id).await.ok().flatten();
-    let agent = if caller.is_some() {
-        None
+    let valid_id = id.parse::<mandate_core::ApprovalId>().is_ok();
+    let request = if valid_id {
+        s.0.store.approval(id).await.ok().flatten()
     } else {
-        presented_credential(s, headers)
+        None
     };
-    if request.is_none() && caller.is_none() && agent.is_none() {
+    let agent = match caller {
+        Some(_) => None,
+        None => presented_agent(s, headers, attempt, id).await,
+    };
+    let known = caller.is_some() || agent.is_some();
+    if !known && (request.is_none() || !s.first_anonymous_refusal(id, attempt)) {
         return p;
     }
-    let mut body = request
-        .as_ref()
-        .map_or_else(|| serde_json::json!({ "approval": id }), subject);
+    let mut body = request.as_ref().map_or_else(
+        || serde_json::json!({ "approval": if valid_id { id } else { "(not an approval id)" } }),
+        subject,
+    );
     if let Some(o) = body.as_object_mut() {
         o.insert("attempt".into(), attempt.into());
         o.insert("code".into(), p.code.into());
@@ -386,6 +396,7 @@ async fn refused(
                 );
             }
             (None, None) => {
+                // Unidentified: recorded once for this request.
                 o.insert("by".into(), serde_json::Value::Null);
             }
         }
@@ -397,18 +408,34 @@ async fn refused(
     p
 }
 
-/// The claims of a mission credential presented as the bearer, if its
-/// signature verifies: an agent is then accountable for what it tried.
-fn presented_credential(
+/// The agent behind a presented mission credential, if it is live (its
+/// mission active, the credential unexpired and unrevoked) and the request
+/// carries a `DPoP` proof of the mission key bound into it.
+async fn presented_agent(
     s: &AppState,
     headers: &axum::http::HeaderMap,
+    attempt: &str,
+    id: &str,
 ) -> Option<mandate_core::MissionClaims> {
     let auth = headers.get("authorization")?.to_str().ok()?;
     let token = auth
         .strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("DPoP "))?
         .trim();
-    s.verified_credential(token).ok().map(|v| v.signed.claims)
+    let claims = match super::extract::check_presented(s, token).await.ok()? {
+        super::extract::Presented::Valid { claims, .. } => claims,
+        super::extract::Presented::Refused { .. } => return None,
+    };
+    let path = format!("/v1/approvals/{id}/{attempt}");
+    let proof = super::extract::verify_request_proof(
+        s,
+        headers,
+        &axum::http::Method::POST,
+        &path,
+        Some(token),
+    )
+    .ok()?;
+    (proof.jkt == claims.cnf.jkt).then_some(claims)
 }
 
 /// `POST /v1/approvals/{id}/approve`: creates the grant the approver chose.

@@ -131,14 +131,7 @@ async fn verify_live(
         .into_iter()
         .map(|c| c.token)
         .collect::<Vec<_>>();
-    Ok(mandate_enforce::verify_stored(
-        s.0.store.as_ref(),
-        &s.0.jwks,
-        None,
-        &kept,
-        Some(s.0.clock.now().0),
-    )
-    .await?)
+    Ok(mandate_enforce::verify_stored(s.0.store.as_ref(), &s.0.jwks, None, &kept).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +183,17 @@ pub(super) async fn checkpoints(
             });
         }
     }
+    // Last, the seal of the head (each commit's checkpoint).
+    if let Some(seal) = s.0.store.head_seal().await?
+        && let Ok(c) = mandate_core::verify_checkpoint(&seal, &s.0.jwks, None)
+        && c.seq > after
+        && !out.iter().any(|e| e.seq == c.seq)
+    {
+        out.push(CheckpointEntry {
+            seq: c.seq,
+            checkpoint: seal,
+        });
+    }
     out.sort_by_key(|c| c.seq);
     let next_after = (out.len() > limit).then(|| out[limit - 1].seq);
     out.truncate(limit);
@@ -237,11 +241,16 @@ pub(super) async fn prune(
             e.to_string(),
         ));
     }
-    s.audit(
-        mandate_core::PRUNED_KIND,
-        serde_json::json!({ "through": through, "by": caller.principal.name.as_str() }),
-    )
-    .await?;
+    // The prune is recorded with a checkpoint that states it: only that
+    // signature excuses the missing prefix later.
+    s.0.enforcer
+        .audit_log()
+        .record_prune(
+            s.0.clock.now().0,
+            through,
+            serde_json::json!({ "through": through, "by": caller.principal.name.as_str() }),
+        )
+        .await?;
     let deleted = s.0.store.prune_audit(through).await?;
     tracing::warn!(through, deleted, by = %caller.principal.name, "audit log pruned");
     Ok(Json(
