@@ -25,7 +25,7 @@ pub use api::router;
 pub use approval_notices::WEBHOOK_TYP;
 pub use config::{
     AuditConfig, CHECKPOINT_FILE, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
-    WebhookConfig,
+    ServerConfig, WebhookConfig,
 };
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
