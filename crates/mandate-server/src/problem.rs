@@ -8,6 +8,8 @@ use mandate_enforce::EnforceError;
 use mandate_store::{ApprovalError, StartError, StoreError};
 use serde::Serialize;
 
+use crate::edge::EdgeRefusal;
+
 /// An API error, rendered as a problem document.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -72,6 +74,23 @@ impl IntoResponse for Problem {
             );
         }
         resp
+    }
+}
+
+impl From<EdgeRefusal> for Problem {
+    fn from(e: EdgeRefusal) -> Self {
+        let (status, code) = match e {
+            EdgeRefusal::Malformed => (StatusCode::BAD_REQUEST, "malformed_request"),
+            EdgeRefusal::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+            ),
+            EdgeRefusal::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            EdgeRefusal::TooManyFromAddress | EdgeRefusal::TooManyConnections => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
+            }
+        };
+        Self::new(status, code, e.to_string())
     }
 }
 
