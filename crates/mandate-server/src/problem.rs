@@ -80,6 +80,15 @@ impl IntoResponse for Problem {
 impl From<EdgeRefusal> for Problem {
     fn from(e: EdgeRefusal) -> Self {
         let (status, code) = match e {
+            EdgeRefusal::AmbiguousFraming => (StatusCode::BAD_REQUEST, "ambiguous_framing"),
+            EdgeRefusal::UnsupportedTransferEncoding => {
+                (StatusCode::BAD_REQUEST, "unsupported_transfer_encoding")
+            }
+            EdgeRefusal::ForeignAuthority => (StatusCode::BAD_REQUEST, "foreign_authority"),
+            EdgeRefusal::InvalidRequestTarget => {
+                (StatusCode::BAD_REQUEST, "invalid_request_target")
+            }
+            EdgeRefusal::InvalidHost => (StatusCode::BAD_REQUEST, "invalid_host"),
             EdgeRefusal::Malformed => (StatusCode::BAD_REQUEST, "malformed_request"),
             EdgeRefusal::HeadTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -86,6 +86,11 @@ pub fn router(state: AppState) -> Router {
         .route("/gw/{*rest}", any(gateway::handle))
         // So does the MCP gateway, within each server's message limit.
         .route("/mcp/{*rest}", any(mcp::handle))
+        // Last, so it wraps every route and the fallback: nothing is
+        // routed before the framing checks.
+        .layer(axum::middleware::from_fn(
+            crate::edge::framing::strict_framing,
+        ))
         .with_state(state)
 }
 

@@ -1,5 +1,5 @@
 //! One connection as the edge watches it: where it is between requests,
-//! its timeouts, and hyper's own error answers.
+//! its timeouts, the framing scan, and hyper's own error answers.
 //!
 //! hyper's `header_read_timeout` starts when hyper begins waiting for a
 //! head (at the accept, and again as soon as a response is written), so it
@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::EdgeRefusal;
+use super::scan::HeadScanner;
 
 /// Where a connection is between requests (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,7 @@ pub(super) struct Activity {
 #[derive(Debug)]
 struct State {
     phase: Phase,
+    ambiguous_framing: bool,
 }
 
 impl Activity {
@@ -69,6 +71,7 @@ impl Activity {
         Self {
             state: Mutex::new(State {
                 phase: Phase::Head { since: now },
+                ambiguous_framing: false,
             }),
         }
     }
@@ -81,6 +84,12 @@ impl Activity {
     /// finish, and closes the others at once).
     pub(super) fn busy(&self) -> bool {
         self.with(|s| matches!(s.phase, Phase::Busy { .. }))
+    }
+
+    /// Whether a head with both `Content-Length` and `Transfer-Encoding`
+    /// has crossed this connection.
+    pub(super) fn ambiguous_framing(&self) -> bool {
+        self.with(|s| s.ambiguous_framing)
     }
 
     /// hyper called the service: a request head was read in full.
@@ -174,14 +183,15 @@ pub(super) struct Timeouts {
     pub(super) idle: Duration,
 }
 
-/// The socket as hyper sees it: reads under the phase's deadline; hyper's
-/// own error answers rewritten.
+/// The socket as hyper sees it: reads under the phase's deadline and
+/// through the framing scan; hyper's own error answers rewritten.
 #[derive(Debug)]
 pub(super) struct Watched {
     tcp: TcpStream,
     activity: Arc<Activity>,
     timeouts: Timeouts,
     sleep: Pin<Box<Sleep>>,
+    scanner: HeadScanner,
     /// hyper's own answer to a request it could not parse, as we send it.
     own_answer: Option<Rewrite>,
 }
@@ -199,6 +209,7 @@ impl Watched {
             activity,
             timeouts,
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            scanner: HeadScanner::new(),
             own_answer: None,
         }
     }
@@ -280,8 +291,16 @@ impl AsyncRead for Watched {
         this.poll_deadline(cx)?;
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
+        if let Some(got) = buf.filled().get(before..).filter(|b| !b.is_empty()) {
             this.activity.bytes_read(Instant::now());
+            // INVARIANT: hyper parses only bytes that went through here,
+            // so a flagged head is known before its request is served.
+            if !this.scanner.flagged() {
+                this.scanner.feed(got);
+                if this.scanner.flagged() {
+                    this.activity.with(|s| s.ambiguous_framing = true);
+                }
+            }
         }
         Poll::Ready(Ok(()))
     }

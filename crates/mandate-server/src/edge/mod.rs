@@ -6,13 +6,16 @@
 //!   answered `503` problem+json at once (a single non-blocking write) and
 //!   closed; refusals are counted in a log line.
 //! - Each connection is served by hyper's HTTP/1 server on a socket that
-//!   keeps the header-read and idle timeouts ([`conn`]) and rewrites
-//!   hyper's own empty error answers as problem+json.
+//!   keeps the header-read and idle timeouts ([`conn`]), scans for heads
+//!   with two framings ([`scan`]), and rewrites hyper's own empty error
+//!   answers as problem+json.
 //! - On shutdown: stop accepting; close idle and half-read connections at
 //!   once; let requests in flight finish (no new request on their
 //!   connections); at the deadline, close whatever is left.
 
 mod conn;
+pub(crate) mod framing;
+mod scan;
 mod slots;
 
 use std::convert::Infallible;
@@ -42,6 +45,18 @@ use slots::{Cap, Slot, Slots};
 /// and code in `problem.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum EdgeRefusal {
+    #[error("the request carries both `Content-Length` and `Transfer-Encoding`")]
+    AmbiguousFraming,
+    #[error("`Transfer-Encoding` must be exactly `chunked`")]
+    UnsupportedTransferEncoding,
+    #[error("the request target names another authority than the `Host` header")]
+    ForeignAuthority,
+    #[error(
+        "the request target must be a path, or an http(s) URL naming the `Host` header's authority"
+    )]
+    InvalidRequestTarget,
+    #[error("an HTTP/1.1 request carries exactly one `Host` header")]
+    InvalidHost,
     #[error("the request is not valid HTTP/1.1")]
     Malformed,
     #[error("the request's header section is too large")]
@@ -52,6 +67,15 @@ pub(crate) enum EdgeRefusal {
     TooManyFromAddress,
     #[error("too many connections; retry later")]
     TooManyConnections,
+}
+
+/// What the edge knows about a request's connection, for the framing
+/// checks (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionFacts {
+    /// A head with both `Content-Length` and `Transfer-Encoding` crossed
+    /// this connection (hyper drops one of the two before we see it).
+    pub ambiguous_framing: bool,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains
@@ -135,7 +159,10 @@ async fn connection(
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let in_flight = activity.begin();
-            let req = req.map(axum::body::Body::new);
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectionFacts {
+                ambiguous_framing: activity.ambiguous_framing(),
+            });
             let call = router.clone().oneshot(req);
             async move {
                 let response = call.await.unwrap_or_else(|never| match never {});
