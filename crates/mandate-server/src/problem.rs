@@ -50,6 +50,20 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
+    /// No route for this path (the router's fallback).
+    pub(crate) fn no_such_endpoint() -> Self {
+        Self::not_found("no such endpoint")
+    }
+
+    /// The path exists, the method does not (the routes' fallback).
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take this method (see `Allow`)",
+        )
+    }
+
     pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
