@@ -400,6 +400,23 @@ async fn progress_elicitation_cancellation_and_resources_pass_through() {
     );
 }
 
+/// A long answer is not an idle connection: a tool call that keeps its
+/// answer (and the session's event stream) silent for longer than the
+/// edge's header-read and idle timeouts still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_answer_outlives_the_idle_and_header_timeouts() {
+    let (_server, _p, s, url) =
+        lab("\n[server]\nheader_read_timeout_secs = 1\nidle_timeout_secs = 1\n").await;
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let r = c.call("slow", json!({"steps": 1, "delay": 3.0}));
+    assert_eq!(text(&r), "done after 1 steps", "{r}");
+    assert_eq!(
+        text(&c.call("echo", json!({"text": "still here"}))),
+        "still here"
+    );
+    c.exit();
+}
+
 /// Malformed, unknown and oversized messages, and tools with path tricks
 /// or that were never listed, get clear JSON-RPC errors; nothing reaches
 /// the server.

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mandate_core::MissionLimits;
 use serde::Deserialize;
@@ -35,6 +36,8 @@ pub struct Config {
     pub routes: Vec<crate::routes::Route>,
     /// Upstream MCP servers, served under `/mcp/{name}`.
     pub mcp_servers: Vec<crate::mcp_servers::McpServer>,
+    /// The HTTP edge: timeouts, connection caps, the shutdown deadline.
+    pub server: ServerConfig,
     /// The vault's key file (kept apart from the database; default
     /// `DATA/vault.key`, created on first start).
     pub vault_key_file: PathBuf,
@@ -108,6 +111,99 @@ fn default_timeout_ms() -> u64 {
     5_000
 }
 
+/// The HTTP edge (`[server]` in `mandate.toml`): how long a client may take
+/// and how many connections it may hold. See ADR 0013.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// From the first byte of a request head (or from the accept, for a
+    /// new connection) until the head is complete.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Open connections, all clients together.
+    pub max_connections: usize,
+    /// Open connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// How long in-flight requests get to finish after a shutdown signal,
+    /// before every connection is closed.
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1_024,
+            max_connections_per_ip: 256,
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[server]` as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    shutdown_deadline_secs: Option<u64>,
+}
+
+impl TryFrom<FileServer> for ServerConfig {
+    type Error = ConfigError;
+
+    fn try_from(f: FileServer) -> Result<Self, ConfigError> {
+        let FileServer {
+            header_read_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
+            max_connections_per_ip,
+            shutdown_deadline_secs,
+        } = f;
+        let d = Self::default();
+        let secs = |name: &'static str, v: Option<u64>, default: Duration| match v {
+            None => Ok(default),
+            Some(s @ 1..=3_600) => Ok(Duration::from_secs(s)),
+            Some(_) => Err(ConfigError::Value(name, "must be 1..=3600 seconds".into())),
+        };
+        let server = Self {
+            header_read_timeout: secs(
+                "server.header_read_timeout_secs",
+                header_read_timeout_secs,
+                d.header_read_timeout,
+            )?,
+            idle_timeout: secs(
+                "server.idle_timeout_secs",
+                idle_timeout_secs,
+                d.idle_timeout,
+            )?,
+            max_connections: max_connections.unwrap_or(d.max_connections),
+            max_connections_per_ip: max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
+            shutdown_deadline: secs(
+                "server.shutdown_deadline_secs",
+                shutdown_deadline_secs,
+                d.shutdown_deadline,
+            )?,
+        };
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            return Err(ConfigError::Value(
+                "server.max_connections",
+                "must be 1..=1000000".into(),
+            ));
+        }
+        if !(1..=server.max_connections).contains(&server.max_connections_per_ip) {
+            return Err(ConfigError::Value(
+                "server.max_connections_per_ip",
+                "must be ≥ 1 and ≤ server.max_connections".into(),
+            ));
+        }
+        Ok(server)
+    }
+}
+
 /// The optional `mandate.toml`. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +222,8 @@ struct FileConfig {
     #[serde(default)]
     mcp_servers: Vec<crate::mcp_servers::McpServerConfig>,
     vault_key_file: Option<PathBuf>,
+    #[serde(default)]
+    server: FileServer,
     #[serde(default)]
     unsafe_non_durable_benchmark_mode: bool,
     #[serde(default)]
@@ -222,6 +320,7 @@ impl Config {
             webhook: fc.webhook,
             routes: Vec::new(),
             mcp_servers: Vec::new(),
+            server: ServerConfig::try_from(fc.server)?,
             unsafe_non_durable_benchmark_mode: fc.unsafe_non_durable_benchmark_mode,
             vault_key_file: env("MANDATE_VAULT_KEY_FILE")
                 .map(PathBuf::from)

@@ -13,6 +13,7 @@ mod approval_notices;
 mod audit_witness;
 mod config;
 mod datadir;
+mod edge;
 mod header_policy;
 mod mcp_servers;
 mod mcp_upstream;
@@ -25,7 +26,7 @@ pub use api::router;
 pub use approval_notices::WEBHOOK_TYP;
 pub use config::{
     AuditConfig, CHECKPOINT_FILE, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
-    WebhookConfig,
+    ServerConfig, WebhookConfig,
 };
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
@@ -162,14 +163,6 @@ pub async fn serve(
     approval_notices::spawn_sweeper(state.clone());
     approval_notices::spawn_webhook(state.clone());
     api::spawn_mcp_reaper(state.clone());
-    // No Nagle: a streamed answer (the MCP gateway's event streams) would
-    // otherwise wait on the client's delayed ACK, ~40 ms a message.
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     // On shutdown, MCP sessions end first: their event streams would
     // otherwise hold the graceful drain open, and their servers must stop.
     let closing = state.clone();
@@ -177,8 +170,7 @@ pub async fn serve(
         shutdown.await;
         closing.0.mcp.close_all();
     };
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
+    edge::serve(listener, router(state.clone()), config.server, shutdown)
         .await
         .map_err(ServeError::Io)?;
     // Let the audit writer commit what is queued and seal the log.

@@ -8,6 +8,8 @@ use mandate_enforce::EnforceError;
 use mandate_store::{ApprovalError, StartError, StoreError};
 use serde::Serialize;
 
+use crate::edge::EdgeRefusal;
+
 /// An API error, rendered as a problem document.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -48,6 +50,20 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
+    /// No route for this path (the router's fallback).
+    pub(crate) fn no_such_endpoint() -> Self {
+        Self::not_found("no such endpoint")
+    }
+
+    /// The path exists, the method does not (the routes' fallback).
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take this method (see `Allow`)",
+        )
+    }
+
     pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +88,32 @@ impl IntoResponse for Problem {
             );
         }
         resp
+    }
+}
+
+impl From<EdgeRefusal> for Problem {
+    fn from(e: EdgeRefusal) -> Self {
+        let (status, code) = match e {
+            EdgeRefusal::AmbiguousFraming => (StatusCode::BAD_REQUEST, "ambiguous_framing"),
+            EdgeRefusal::UnsupportedTransferEncoding => {
+                (StatusCode::BAD_REQUEST, "unsupported_transfer_encoding")
+            }
+            EdgeRefusal::ForeignAuthority => (StatusCode::BAD_REQUEST, "foreign_authority"),
+            EdgeRefusal::InvalidRequestTarget => {
+                (StatusCode::BAD_REQUEST, "invalid_request_target")
+            }
+            EdgeRefusal::InvalidHost => (StatusCode::BAD_REQUEST, "invalid_host"),
+            EdgeRefusal::Malformed => (StatusCode::BAD_REQUEST, "malformed_request"),
+            EdgeRefusal::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+            ),
+            EdgeRefusal::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            EdgeRefusal::TooManyFromAddress | EdgeRefusal::TooManyConnections => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
+            }
+        };
+        Self::new(status, code, e.to_string())
     }
 }
 

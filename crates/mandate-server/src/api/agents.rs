@@ -1,11 +1,11 @@
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_core::wire::{AgentView, RegisterAgentRequest};
 use mandate_core::{AgentName, PrincipalName, Role};
 use mandate_store::Agent;
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use super::{agent_view, free_text};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -70,7 +70,7 @@ pub(super) async fn list(
 pub(super) async fn show(
     State(s): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AgentView>, Problem> {
     let name: AgentName = name.try_into()?;
     let agent =

@@ -1,13 +1,13 @@
 //! `/v1/audit…`: reading, verifying and exporting the audit log (admin).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mandate_core::AuditRecord;
 use serde::{Deserialize, Serialize};
 
-use super::extract::Caller;
+use super::extract::{ApiPath, ApiQuery, Caller};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -61,7 +61,7 @@ fn matches(r: &AuditRecord, q: &ListQuery) -> bool {
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListPage>, Problem> {
     caller.require_admin()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
@@ -165,7 +165,7 @@ pub(super) struct CheckpointsPage {
 pub(super) async fn checkpoints(
     State(s): State<AppState>,
     _caller: Caller,
-    Query(q): Query<CheckpointsQuery>,
+    ApiQuery(q): ApiQuery<CheckpointsQuery>,
 ) -> Result<Json<CheckpointsPage>, Problem> {
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000) as usize;
@@ -270,7 +270,7 @@ pub(super) struct ExportQuery {
 pub(super) async fn export(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ExportQuery>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, Problem> {
     caller.require_admin()?;
     let records =
@@ -314,7 +314,7 @@ fn when(t: u64) -> String {
 pub(super) async fn explain(
     State(s): State<AppState>,
     caller: Caller,
-    axum::extract::Path(seq): axum::extract::Path<u64>,
+    ApiPath(seq): ApiPath<u64>,
 ) -> Result<Json<Explanation>, Problem> {
     caller.require_admin()?;
     let record =

@@ -1,16 +1,21 @@
-//! Request extractors: JSON bodies, principals (API tokens), and missions
-//! (credential + proof of possession). Every failure is a refusal.
+//! Request extractors: JSON bodies, query strings, path parameters,
+//! principals (API tokens), and missions (credential + proof of
+//! possession). Every failure is a refusal, as problem+json; a refusal
+//! names the field that is wrong, never what was sent (which may be a
+//! secret) nor the parser's own words.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use mandate_core::{
     ApiTokenId, CredentialError, Mission, MissionClaims, ProofError, ProofExpectations,
     SecretToken, TokenKind, VerifiedProof, verify_proof,
 };
 use mandate_store::Principal;
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
 use crate::problem::Problem;
 use crate::replay::Replay;
@@ -52,9 +57,209 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 Problem::bad_request("invalid_body", e.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| Problem::bad_request("invalid_json", format!("invalid request body: {e}")))
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| json_problem(e.inner(), Some(e.path())))?;
+        de.end().map_err(|e| json_problem(&e, None))?;
+        Ok(ApiJson(value))
+    }
+}
+
+fn json_problem(e: &serde_json::Error, path: Option<&serde_path_to_error::Path>) -> Problem {
+    use serde_json::error::Category;
+    let detail = match e.classify() {
+        Category::Data => what_is_wrong(Document::Body, path, &e.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    };
+    Problem::bad_request("invalid_json", detail)
+}
+
+/// The last word on the API's own errors: an answer one of axum's own
+/// extractors made (plain text, which may repeat the value sent) becomes a
+/// problem that repeats nothing. The routes use [`ApiJson`], [`ApiQuery`]
+/// and [`ApiPath`], which say which field is wrong; this catches a route
+/// that does not. (Not applied to the gateways, whose answers may be an
+/// upstream's.)
+pub(crate) async fn plain_rejections_as_problems(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !status.is_client_error() {
+        return resp;
+    }
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(status, "payload_too_large", "the body is too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "unsupported_media_type",
+            "the body must be `application/json`",
+        ),
+        _ => Problem::new(
+            status,
+            "invalid_request",
+            "the request is not valid for this endpoint",
+        ),
+    }
+    .into_response()
+}
+
+/// A query string, decoded into `T` (unknown parameters are refused where
+/// `T` says so).
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                Problem::bad_request(
+                    "invalid_query",
+                    what_is_wrong(Document::Query, Some(e.path()), &e.inner().to_string()),
+                )
+            })
+    }
+}
+
+/// Path parameters, decoded into `T`.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        use axum::extract::path::{ErrorKind, Path};
+        use axum::extract::rejection::PathRejection;
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let detail = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => {
+                        format!("the path parameter `{}` is not valid", safe_name(key))
+                    }
+                    _ => "a path parameter is not valid".to_owned(),
+                };
+                Err(Problem::bad_request("invalid_path", detail))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "path parameters missing for a route");
+                Err(Problem::internal())
+            }
+        }
+    }
+}
+
+/// A document a caller sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Document {
+    Body,
+    Query,
+}
+
+/// What is wrong with a decoded document, from serde's message: the kind
+/// of mistake and where, without the submitted value (serde's
+/// `invalid type: integer 987654321123, expected a string`) or the list of
+/// accepted values (`unknown variant …, expected one of …`).
+fn what_is_wrong(doc: Document, path: Option<&serde_path_to_error::Path>, message: &str) -> String {
+    let (whole, member) = match doc {
+        Document::Body => ("the body", "field"),
+        Document::Query => ("the query string", "parameter"),
+    };
+    let segments: Vec<&Segment> = path.map(|p| p.iter().collect()).unwrap_or_default();
+    let unknown = message.starts_with("unknown field");
+    // The path of an unknown field ends in the caller's own made-up name,
+    // which is not repeated: name the object that has it.
+    let at = match segments.split_last() {
+        Some((Segment::Map { .. }, parent)) if unknown => path_text(parent),
+        _ => path_text(&segments),
+    };
+    let nested = at.as_ref().filter(|_| doc == Document::Body);
+    // serde's own field names are `&'static str`s of the request type.
+    let named = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(safe_name)
+    };
+    if let Some(name) = named("missing field `") {
+        return match nested {
+            Some(p) => format!("`{p}` lacks the field `{name}`"),
+            None => format!("{whole} lacks the {member} `{name}`"),
+        };
+    }
+    if let Some(name) = named("duplicate field `") {
+        return format!("the {member} `{name}` appears more than once");
+    }
+    if unknown {
+        return match nested {
+            Some(p) => format!("`{p}` has a field this endpoint does not take"),
+            None => format!("{whole} has a {member} this endpoint does not take"),
+        };
+    }
+    let what = if message.starts_with("invalid type") {
+        "has the wrong type"
+    } else if message.starts_with("unknown variant") {
+        "is not one of the accepted values"
+    } else if message.starts_with("invalid length") {
+        "has the wrong number of items"
+    } else {
+        "is not valid"
+    };
+    match at {
+        Some(p) => format!("`{p}` {what}"),
+        // Inside an internally tagged enum serde keeps no path.
+        None => format!("a value in {whole} {what}"),
+    }
+}
+
+/// The path to the wrong field (`a.b[2]`), or `None` at the top.
+fn path_text(segments: &[&Segment]) -> Option<String> {
+    let mut out = String::new();
+    for seg in segments {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&safe_name(key));
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A field name as the request type spells it; anything else (a key of a
+/// submitted map, say) is not repeated.
+fn safe_name(name: &str) -> String {
+    let ours = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ours {
+        name.to_owned()
+    } else {
+        "…".to_owned()
     }
 }
 
@@ -284,5 +489,107 @@ impl FromRequestParts<AppState> for MissionCaller {
         }
         remember_proof(state, &proof)?;
         Ok(Self { claims, mission })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiJson, ApiQuery};
+    use axum::body::Body;
+    use axum::extract::{FromRequest as _, FromRequestParts as _, Request};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only decoded")]
+    struct Wire {
+        name: String,
+        limit: Option<u32>,
+        mode: Option<Mode>,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Mode {
+        Fast,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only decoded")]
+    struct Inner {
+        secret: String,
+    }
+
+    async fn body(json: &str) -> String {
+        let req = Request::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(json.to_owned()))
+            .unwrap();
+        match ApiJson::<Wire>::from_request(req, &()).await {
+            Ok(_) => String::new(),
+            Err(p) => p.detail,
+        }
+    }
+
+    async fn query(q: &str) -> String {
+        let (mut parts, ()) = Request::builder()
+            .uri(format!("/x?{q}"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        match ApiQuery::<Wire>::from_request_parts(&mut parts, &()).await {
+            Ok(_) => String::new(),
+            Err(p) => p.detail,
+        }
+    }
+
+    #[tokio::test]
+    async fn details_name_the_field_and_never_the_value() {
+        for (json, want) in [
+            (r#"{"name": 987654321123}"#, "`name` has the wrong type"),
+            (
+                r#"{"name": "a", "mode": "slow987"}"#,
+                "`mode` is not one of the accepted values",
+            ),
+            (
+                r#"{"name": "a", "inner": {"secret": 987}}"#,
+                "`inner.secret` has the wrong type",
+            ),
+            (
+                r#"{"name": "a", "inner": {"secret": "s", "x987": 1}}"#,
+                "`inner` has a field this endpoint does not take",
+            ),
+            (
+                r#"{"name": "a", "other987": 1}"#,
+                "the body has a field this endpoint does not take",
+            ),
+            (r#"{"limit": 1}"#, "the body lacks the field `name`"),
+            (
+                r#"{"name": "a", "limit": 98765432109}"#,
+                "`limit` is not valid",
+            ),
+            (
+                r#"{"name": "a"987"#,
+                "the body is not valid JSON (line 1, column 13)",
+            ),
+        ] {
+            assert_eq!(body(json).await, want, "{json}");
+        }
+        for (q, want) in [
+            ("name=a&limit=x987", "`limit` is not valid"),
+            (
+                "name=a&mode=slow987",
+                "`mode` is not one of the accepted values",
+            ),
+            (
+                "name=a&other987=1",
+                "the query string has a parameter this endpoint does not take",
+            ),
+            ("limit=1", "the query string lacks the parameter `name`"),
+        ] {
+            assert_eq!(query(q).await, want, "{q}");
+        }
     }
 }

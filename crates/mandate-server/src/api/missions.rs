@@ -1,6 +1,6 @@
 use axum::Json;
 use axum::body::to_bytes;
-use axum::extract::{FromRequestParts as _, Path, Query, Request, State};
+use axum::extract::{FromRequestParts as _, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use mandate_core::wire::{
     CreateMissionRequest, CreatedMission, CredentialResponse, EndMissionRequest, IntrospectRequest,
@@ -15,8 +15,8 @@ use mandate_store::NewMission;
 use serde::Deserialize;
 
 use super::extract::{
-    ApiJson, Caller, MissionCaller, Presented, check_presented, is_json, remember_proof,
-    verify_request_proof,
+    ApiJson, ApiPath, ApiQuery, Caller, MissionCaller, Presented, check_presented, is_json,
+    remember_proof, verify_request_proof,
 };
 use super::{
     DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, MAX_BODY_BYTES, free_text, mission_view,
@@ -159,7 +159,7 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<MissionView>>, Problem> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
     let only = (caller.principal.role != Role::Admin).then_some(&caller.principal.name);
@@ -177,7 +177,7 @@ pub(super) async fn list(
 pub(super) async fn show(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MissionView>, Problem> {
     let mission = load(&s, &id).await?;
     if !may_manage(&s, &caller, &mission).await? {
@@ -272,7 +272,7 @@ pub(super) async fn start(
 /// mission key bound at start.
 pub(super) async fn refresh(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -291,7 +291,7 @@ pub(super) async fn refresh(
 /// principal who may manage it (`Authorization: Bearer`).
 pub(super) async fn end(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     req: Request,
 ) -> Result<Json<MissionView>, Problem> {
     let (mut parts, body) = req.into_parts();

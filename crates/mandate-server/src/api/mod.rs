@@ -80,12 +80,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/policies", get(policies::list))
         .route("/v1/policies/reload", post(policies::reload))
-        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .fallback(|| async { Problem::no_such_endpoint() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(
+            extract::plain_rejections_as_problems,
+        ))
         // The gateway reads bodies itself, within each route's limit.
         .route("/gw/{*rest}", any(gateway::handle))
         // So does the MCP gateway, within each server's message limit.
         .route("/mcp/{*rest}", any(mcp::handle))
+        // After every route: it applies to the routes registered so far.
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        // Last, so it wraps every route and both fallbacks: nothing is
+        // routed before the framing checks.
+        .layer(axum::middleware::from_fn(
+            crate::edge::framing::strict_framing,
+        ))
         .with_state(state)
 }
 

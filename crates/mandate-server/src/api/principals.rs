@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_core::wire::{
     CreatePrincipalRequest, CreateTokenRequest, CreatedPrincipal, CreatedToken, PrincipalView,
@@ -9,7 +9,7 @@ use mandate_core::{ApiTokenId, PrincipalName, Role, SecretToken, TokenKind};
 use mandate_store::{ApiToken, Principal};
 use serde::Deserialize;
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiQuery, Caller};
 use super::{free_text, principal_view, token_view};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -139,7 +139,7 @@ pub(super) struct TokensQuery {
 pub(super) async fn list_tokens(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<TokensQuery>,
+    ApiQuery(q): ApiQuery<TokensQuery>,
 ) -> Result<Json<Vec<TokenView>>, Problem> {
     let who = subject(&caller, q.principal)?;
     Ok(Json(

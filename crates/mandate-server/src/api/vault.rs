@@ -3,13 +3,13 @@
 //! response, log line or audit record carries it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_core::wire::VaultView;
 use mandate_core::{PrincipalName, VaultSecret};
 use mandate_store::VaultRecord;
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use crate::problem::Problem;
 use crate::routes::UpstreamAuth;
 use crate::state::AppState;
@@ -29,7 +29,7 @@ fn view(r: &VaultRecord) -> VaultView {
 pub(super) async fn put(
     State(s): State<AppState>,
     caller: Caller,
-    Path((route, principal)): Path<(String, String)>,
+    ApiPath((route, principal)): ApiPath<(String, String)>,
     ApiJson(secret): ApiJson<VaultSecret>,
 ) -> Result<Json<VaultView>, Problem> {
     caller.require_admin()?;
@@ -116,7 +116,7 @@ pub(super) async fn list(
 pub(super) async fn delete(
     State(s): State<AppState>,
     caller: Caller,
-    Path((route, principal)): Path<(String, String)>,
+    ApiPath((route, principal)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     caller.require_admin()?;
     let principal = PrincipalName::try_from(principal)?;
