@@ -7,13 +7,13 @@
 //! ```
 //!
 //! Editing, deleting or reordering a record breaks the chain at that record.
-//! Cutting records off the end is caught up to the last signed checkpoint.
-//! Checkpoints come at a fixed cadence, which each one states (`every` N
-//! records, at each multiple of N, and `secs` after a record at the
-//! latest), so a checkpoint that is missing is itself a break: a database
-//! writer who removes checkpoints to re-chain edited records is caught
-//! unless the edit is younger than N records and T seconds, and checkpoints
-//! kept outside the database (the checkpoint file, monitors) catch that too.
+//! Every commit is sealed (a checkpoint of its last record, signed in the
+//! same transaction), so records no checkpoint covers were added, or their
+//! seal removed, without the key. Checkpoints that leave the database come
+//! at a fixed cadence each one states (`every` N records, at each multiple
+//! of N, and `secs` after a record at the latest), so one missing from
+//! that cadence is a break too; cutting records off the end is caught up to
+//! the last checkpoint kept outside the database (ADR 0012).
 //! Verification can start from a signed checkpoint instead of genesis, so
 //! old records can be exported and pruned.
 
