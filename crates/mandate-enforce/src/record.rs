@@ -540,7 +540,6 @@ impl Writer {
             );
             self.head = stored;
         }
-        let vouched = self.vouched.clone();
         let mut sealed = Vec::new();
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(group.len());
@@ -615,7 +614,7 @@ impl Writer {
                     hash: record.hash.clone(),
                 };
                 match self
-                    .sign_over(&at, prune)
+                    .sign(&at, prune)
                     .and_then(|token| self.store_checkpoint(at.seq, &token).then_some(token))
                 {
                     Some(token) => sealed.push((at.seq, token)),
@@ -639,7 +638,7 @@ impl Writer {
         if !failed && head.seq > self.head.seq {
             let signed = match sealed.last() {
                 Some((seq, token)) if *seq == head.seq => Some(token.clone()),
-                _ => self.sign_over(&head, None),
+                _ => self.sign(&head, None),
             };
             failed = match signed {
                 Some(token) => match self.sink.seal_head(head.seq, &token) {
@@ -663,12 +662,14 @@ impl Writer {
         }
         if failed {
             self.sink.rollback();
-            self.vouched = vouched;
             for (done, _) in outcomes {
                 let _ = done.send(Err(()));
             }
             return;
         }
+        // What this writer appended in its own write transaction (the head
+        // was checked on `begin`) is vouched for without reading it back.
+        self.vouched = head.clone();
         self.head = head;
         // The records are durable; a checkpoint file that cannot take their
         // checkpoint refuses what comes next, not these.
@@ -736,10 +737,10 @@ impl Writer {
         self.read_back(stored)
     }
 
-    /// Signs a checkpoint of `target` (stating a prune, if given) once the
-    /// stored log reads back as written. `None` leaves the writer refusing
-    /// every event until a restart.
-    fn sign_over(&mut self, target: &ChainHead, pruned_through: Option<u64>) -> Option<String> {
+    /// Signs a checkpoint of `target` once the stored log reads back as
+    /// written. `None` leaves the writer refusing every event until a
+    /// restart.
+    fn sign_over(&mut self, target: &ChainHead) -> Option<String> {
         if let Err(why) = self.read_back(target) {
             tracing::error!(
                 seq = target.seq,
@@ -748,6 +749,13 @@ impl Writer {
             self.broken.store(true, Ordering::Release);
             return None;
         }
+        self.sign(target, None)
+    }
+
+    /// Signs a checkpoint of `target` (stating a prune, if given), which this
+    /// writer appended itself or has read back. `None` leaves the writer
+    /// refusing every event until a restart.
+    fn sign(&mut self, target: &ChainHead, pruned_through: Option<u64>) -> Option<String> {
         let claims = mandate_core::CheckpointClaims {
             iss: self.issuer.clone(),
             seq: target.seq,
@@ -806,7 +814,7 @@ impl Writer {
         if self.broken.load(Ordering::Acquire) {
             return false;
         }
-        match self.sign_over(&target, None) {
+        match self.sign_over(&target) {
             Some(token) if self.store_checkpoint(target.seq, &token) => {
                 self.publish(vec![(target.seq, token)])
             }
