@@ -596,6 +596,42 @@ fn every_error_is_a_problem_that_names_the_field_not_the_value() {
             assert!(!detail.contains(leak), "{body}: {detail}");
         }
     }
+    // A value the domain refuses, or an object that does not exist: the
+    // detail says what is wrong, not what was sent.
+    for (method, target, body, status) in [
+        (
+            "POST",
+            "/v1/principals",
+            Some(r#"{"name":"bob","role":"chief987"}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/principals",
+            Some(r#"{"name":"Bob<987>"}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/revocations",
+            Some(r#"{"kind":"everything987","id":"x"}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/revocations",
+            Some(r#"{"kind":"agent","id":"ghost987"}"#),
+            404,
+        ),
+        ("GET", "/v1/agents/ghost987", None, 404),
+        ("GET", "/v1/missions/msn_987", None, 400),
+        ("GET", "/v1/approvals/apr_987", None, 404),
+    ] {
+        let r = call(method, target, body);
+        assert_eq!(r.status, status, "{target} {body:?}: {}", r.text());
+        let detail = r.problem()["detail"].as_str().unwrap().to_owned();
+        assert!(!detail.contains("987"), "{target} {body:?}: {detail}");
+    }
     // An unknown path, a method a path does not take.
     let r = call("GET", "/v1/nowhere", None);
     assert_eq!((r.status, r.code()), (404, "not_found".into()));

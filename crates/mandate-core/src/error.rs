@@ -30,6 +30,31 @@ pub enum InputError {
 }
 
 impl InputError {
+    /// What is wrong, without repeating the value that was sent (for an
+    /// answer over the wire; the `Display` form, which names it, is for the
+    /// CLI and logs). A policy's message keeps Cedar's pointer into the
+    /// text, which its author needs to fix it.
+    #[must_use]
+    pub fn detail(&self) -> String {
+        match self {
+            Self::BadName { kind, .. } => format!(
+                "not a valid {kind} name (1-64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit)"
+            ),
+            Self::BadId { kind, .. } => format!("not a valid {kind} id"),
+            Self::BadRole(_) => "not a role (expected `admin` or `member`)".into(),
+            Self::BadTtl { min, max, .. } => {
+                format!("ttl must be between {min} and {max} seconds")
+            }
+            Self::BadBudget { max, .. } => {
+                format!("the request budget must be between 1 and {max}")
+            }
+            Self::BadOutOfScope(_) => {
+                "not an out-of-scope mode (expected `escalate` or `deny`)".into()
+            }
+            Self::BadGoal | Self::BadPolicy { .. } => self.to_string(),
+        }
+    }
+
     /// Stable problem code.
     #[must_use]
     pub fn code(&self) -> &'static str {

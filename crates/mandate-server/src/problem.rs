@@ -119,7 +119,8 @@ impl From<EdgeRefusal> for Problem {
 
 impl From<InputError> for Problem {
     fn from(e: InputError) -> Self {
-        Self::bad_request(e.code(), e.to_string())
+        // Never the submitted value (see `InputError::detail`).
+        Self::bad_request(e.code(), e.detail())
     }
 }
 

@@ -77,9 +77,9 @@ pub(super) async fn show(
         s.0.store
             .agent(&name)
             .await?
-            .ok_or_else(|| Problem::not_found(format!("agent `{name}` not found")))?;
+            .ok_or_else(|| Problem::not_found("no such agent"))?;
     if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
-        return Err(Problem::not_found(format!("agent `{name}` not found")));
+        return Err(Problem::not_found("no such agent"));
     }
     Ok(Json(agent_view(&agent)))
 }

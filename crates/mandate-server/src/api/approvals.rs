@@ -128,7 +128,7 @@ pub(super) async fn show(
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> Result<Json<ApprovalView>, Problem> {
-    let not_found = || Problem::not_found(format!("no approval request `{id}`"));
+    let not_found = || Problem::not_found("no such approval request");
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before the first read, so a decision in between wakes us.
@@ -182,7 +182,7 @@ async fn decidable(s: &AppState, caller: &Caller, id: &str) -> Result<ApprovalRe
             .approval(id)
             .await?
             .filter(|r| may_see(caller, r))
-            .ok_or_else(|| Problem::not_found(format!("no approval request `{id}`")))?;
+            .ok_or_else(|| Problem::not_found("no such approval request"))?;
     if !r.may_be_decided_by(&caller.principal.name) {
         let who = if r.approvers.is_empty() {
             format!("the mission's principal, `{}`", r.principal)

@@ -44,7 +44,7 @@ async fn load(s: &AppState, id: &str) -> Result<Mission, Problem> {
     s.0.store
         .mission(&id)
         .await?
-        .ok_or_else(|| Problem::not_found(format!("mission `{id}` not found")))
+        .ok_or_else(|| Problem::not_found("no such mission"))
 }
 
 pub(super) async fn create(
@@ -67,7 +67,7 @@ pub(super) async fn create(
         s.0.store
             .agent(&agent_name)
             .await?
-            .ok_or_else(|| Problem::not_found(format!("agent `{agent_name}` not found")))?;
+            .ok_or_else(|| Problem::not_found("no such agent"))?;
     if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
         return Err(Problem::forbidden(format!(
             "`{agent_name}` is not your agent"
@@ -181,7 +181,7 @@ pub(super) async fn show(
 ) -> Result<Json<MissionView>, Problem> {
     let mission = load(&s, &id).await?;
     if !may_manage(&s, &caller, &mission).await? {
-        return Err(Problem::not_found(format!("mission `{id}` not found")));
+        return Err(Problem::not_found("no such mission"));
     }
     Ok(Json(mission_view(&mission, s.0.clock.now())))
 }
@@ -332,7 +332,7 @@ pub(super) async fn end(
         let caller = Caller::from_request_parts(&mut parts, &s).await?;
         let mission = load(&s, &id).await?;
         if !may_manage(&s, &caller, &mission).await? {
-            return Err(Problem::not_found(format!("mission `{id}` not found")));
+            return Err(Problem::not_found("no such mission"));
         }
         (mission, format!("principal:{}", caller.principal.name))
     };

@@ -24,13 +24,13 @@ pub(super) async fn revoke(
     let kind = RevocationKind::parse(&kind).ok_or_else(|| {
         Problem::bad_request(
             "invalid_request",
-            format!("`{kind}` is not revocable (mission, agent, principal or token)"),
+            "`kind` must be `mission`, `agent`, `principal` or `token`",
         )
     })?;
     let reason = free_text("reason", reason, 500)?;
     let me = &caller.principal.name;
     let admin = caller.principal.role == Role::Admin;
-    let not_found = || Problem::not_found(format!("{} `{id}` not found", kind.as_str()));
+    let not_found = || Problem::not_found(format!("no such {}", kind.as_str()));
     // Normalize the target and check the caller may revoke it. Members get
     // `not_found` for what is not theirs, as for reads.
     let target = match kind {

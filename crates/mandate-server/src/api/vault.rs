@@ -33,13 +33,10 @@ pub(super) async fn put(
     ApiJson(secret): ApiJson<VaultSecret>,
 ) -> Result<Json<VaultView>, Problem> {
     caller.require_admin()?;
-    let r = s.0.routes.get(&route).ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown_route",
-            format!("no route `{route}`"),
-        )
-    })?;
+    let r =
+        s.0.routes
+            .get(&route)
+            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown_route", "no such route"))?;
     if r.config.auth != UpstreamAuth::Vault {
         return Err(Problem::bad_request(
             "invalid_request",
@@ -121,9 +118,7 @@ pub(super) async fn delete(
     caller.require_admin()?;
     let principal = PrincipalName::try_from(principal)?;
     if !s.0.store.delete_vault_secret(&principal, &route).await? {
-        return Err(Problem::not_found(format!(
-            "no secret of `{principal}` for `{route}`"
-        )));
+        return Err(Problem::not_found("no such vaulted secret"));
     }
     s.audit(
         "vault.deleted",
