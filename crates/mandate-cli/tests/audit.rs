@@ -656,6 +656,18 @@ async fn a_database_writer_cannot_rewrite_the_log_undetected() {
     assert!(!started);
     assert!(said.contains("records were removed"), "{said}");
 
+    // The oldest records deleted, nothing else touched: no signed prune
+    // excuses it, so no server starts on it either.
+    let headless = server.scratch().join("headless");
+    copy_dir(&data, &headless);
+    sqlite(
+        &headless.join("mandate.db"),
+        "DELETE FROM audit_events WHERE seq <= 2;",
+    );
+    let (started, said) = try_serve(&headless);
+    assert!(!started);
+    assert!(said.contains("records 1..=2 are missing"), "{said}");
+
     // The untouched data dir still verifies and serves.
     assert!(verify(&data, &[&kept]).ok());
     assert!(try_serve(&data).0);

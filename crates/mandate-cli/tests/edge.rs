@@ -247,6 +247,39 @@ fn a_client_that_sends_its_head_slowly_or_not_at_all_is_cut_off() {
     assert_eq!(ok.response().status, 200);
 }
 
+/// A complete head and then a body that never comes: the request is
+/// refused once the header-read timeout passes again, and a body declared
+/// larger than the API takes is refused before anything is read.
+#[test]
+fn a_body_that_trickles_or_never_comes_does_not_hold_the_connection() {
+    let server = start("header_read_timeout_secs = 2\nidle_timeout_secs = 60");
+    let addr = addr(&server);
+    let mut c = Conn::open(&addr);
+    let started = std::time::Instant::now();
+    c.send(
+        "POST /v1/credentials/introspect HTTP/1.1\r\nHost: mandate\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    );
+    let r = c.response();
+    assert_eq!((r.status, r.code()), (408, "body_timeout".into()));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut c = Conn::open(&addr);
+    let started = std::time::Instant::now();
+    c.send(
+        "POST /v1/credentials/introspect HTTP/1.1\r\nHost: mandate\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n",
+    );
+    let r = c.response();
+    assert_eq!((r.status, r.code()), (413, "payload_too_large".into()));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn an_idle_keep_alive_connection_is_closed() {
     let server = start("header_read_timeout_secs = 30\nidle_timeout_secs = 1");

@@ -888,25 +888,52 @@ async fn verify_on_open(
                     head.seq, a.seq
                 )));
             }
+            // Records before the anchor are bound by its hash; they may be
+            // missing only through a prune a checkpoint states.
+            let first = store.audit_records(0, 1).await?.first().map(|r| r.seq);
+            if let Some(f) = first.filter(|f| *f > 1) {
+                let through = f - 1;
+                let stated = all.iter().any(|(c, _)| c.pruned_through == Some(through))
+                    && all.iter().any(|(c, _)| c.seq == through);
+                if !stated {
+                    return Err(broken(format!(
+                        "records 1..={through} are missing and no signed checkpoint states a prune through there"
+                    )));
+                }
+            }
             if a.seq > 0 {
                 match store.audit_record(a.seq).await? {
-                    Some(r) if r.hash != a.head => {
-                        return Err(broken(format!(
-                            "record {} does not match its checkpoint in the checkpoint file (the log was rewritten)",
-                            a.seq
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        // Pruned through it, or deleted.
-                        let first = store.audit_records(0, 1).await?.first().map(|r| r.seq);
-                        if first.is_some_and(|f| f <= a.seq) {
+                    Some(r) => {
+                        // The anchor record itself, recomputed from its
+                        // content and the hash before it.
+                        let prev = if a.seq == 1 {
+                            Some(mandate_core::GENESIS.to_owned())
+                        } else {
+                            match store.audit_record(a.seq - 1).await? {
+                                Some(p) => Some(p.hash),
+                                None => all
+                                    .iter()
+                                    .find(|(c, _)| c.seq == a.seq - 1)
+                                    .map(|(c, _)| c.head.clone()),
+                            }
+                        };
+                        let recomputed = prev
+                            .map(|p| mandate_core::chain_hash(&p, r.seq, r.time, &r.kind, &r.body));
+                        if r.hash != a.head || !matches!(recomputed, Some(Ok(h)) if h == a.head) {
                             return Err(broken(format!(
-                                "record {} is missing (the checkpoint file holds its checkpoint)",
+                                "record {} does not match its checkpoint in the checkpoint file (the log was rewritten)",
                                 a.seq
                             )));
                         }
                     }
+                    None if first.is_some_and(|f| f <= a.seq) => {
+                        return Err(broken(format!(
+                            "record {} is missing (the checkpoint file holds its checkpoint)",
+                            a.seq
+                        )));
+                    }
+                    // Pruned through it (checked above).
+                    None => {}
                 }
             }
             Some(ChainHead {

@@ -122,6 +122,13 @@ pub async fn serve(
     )
     .await
     .map_err(ServeError::Audit)?;
+    if config.audit.checkpoint_file.starts_with(&config.data_dir) && config.audit.witness.is_none()
+    {
+        tracing::info!(
+            file = %config.audit.checkpoint_file.display(),
+            "audit checkpoints are kept in the data dir: they hold against whoever can write the database alone, not against whoever can write this directory; keep a copy elsewhere too (`[audit] checkpoint_file` on another mount, or `[audit.witness]`)"
+        );
+    }
     let state = AppState::new(
         data.store,
         key,

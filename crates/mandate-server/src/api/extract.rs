@@ -46,17 +46,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "the body must be `application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the body is too large",
-                )
-            } else {
-                Problem::bad_request("invalid_body", e.body_text())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de)
             .map_err(|e| json_problem(e.inner(), Some(e.path())))?;
@@ -65,7 +55,56 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn json_problem(e: &serde_json::Error, path: Option<&serde_path_to_error::Path>) -> Problem {
+/// How long a request body may take to arrive, once its head is in, when
+/// the edge does not say ([`crate::edge::ConnectionFacts`] carries the
+/// configured header-read timeout). Past it the request is refused (`408
+/// body_timeout`): a client that sends a head and then trickles, or stops,
+/// must not hold its connection (the edge's own timeouts stop while a
+/// request is being served, ADR 0013).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the body is too large",
+    )
+}
+
+/// The request's body, within the API's size limit (a declared length over
+/// it is refused before anything is read) and [`BODY_READ_TIMEOUT`].
+pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > super::MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let limit = req
+        .extensions()
+        .get::<crate::edge::ConnectionFacts>()
+        .map_or(BODY_READ_TIMEOUT, |f| f.body_read_timeout);
+    match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body did not arrive within {} s", limit.as_secs()),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Ok(Err(_)) => Err(Problem::bad_request(
+            "invalid_body",
+            "the body could not be read",
+        )),
+    }
+}
+
+pub(crate) fn json_problem(
+    e: &serde_json::Error,
+    path: Option<&serde_path_to_error::Path>,
+) -> Problem {
     use serde_json::error::Category;
     let detail = match e.classify() {
         Category::Data => what_is_wrong(Document::Body, path, &e.to_string()),

@@ -1,5 +1,4 @@
 use axum::Json;
-use axum::body::to_bytes;
 use axum::extract::{FromRequestParts as _, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use mandate_core::wire::{
@@ -19,8 +18,7 @@ use super::extract::{
     remember_proof, verify_request_proof,
 };
 use super::{
-    DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, MAX_BODY_BYTES, free_text, mission_view,
-    on_large_stack,
+    DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, free_text, mission_view, on_large_stack,
 };
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -295,19 +293,13 @@ pub(super) async fn end(
     req: Request,
 ) -> Result<Json<MissionView>, Problem> {
     let (mut parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the body is too large",
-        )
-    })?;
+    let bytes =
+        super::extract::read_body(axum::extract::Request::from_parts(parts.clone(), body), &s)
+            .await?;
     let EndMissionRequest { reason } = if bytes.is_empty() {
         EndMissionRequest::default()
     } else if is_json(&parts.headers) {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Problem::bad_request("invalid_json", format!("invalid request body: {e}"))
-        })?
+        serde_json::from_slice(&bytes).map_err(|e| super::extract::json_problem(&e, None))?
     } else {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

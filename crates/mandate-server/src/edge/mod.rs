@@ -76,6 +76,11 @@ pub(crate) struct ConnectionFacts {
     /// A head with both `Content-Length` and `Transfer-Encoding` crossed
     /// this connection (hyper drops one of the two before we see it).
     pub ambiguous_framing: bool,
+    /// How long the request's body may take to arrive once it is being
+    /// served (the header-read timeout again: the client's part of a
+    /// request is its head and its body). The edge's own timeouts stop
+    /// while a request is served, so whoever reads a body keeps this one.
+    pub body_read_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains
@@ -162,6 +167,7 @@ async fn connection(
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectionFacts {
                 ambiguous_framing: activity.ambiguous_framing(),
+                body_read_timeout: timeouts.header_read,
             });
             let call = router.clone().oneshot(req);
             async move {
