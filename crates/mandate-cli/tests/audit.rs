@@ -53,9 +53,14 @@ fn decide_req(agent: &MissionAgent, action: &str, id: &str, tags: Value) -> Deci
     }
 }
 
-fn sqlite(db: &Path, sql: &str) {
+/// Runs `program` with Python's sqlite3 on `db` (`c`, the connection) and
+/// `sql` (`sys.argv[2]`); returns what it printed.
+fn python_sqlite(db: &Path, program: &str, sql: &str) -> String {
     let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .args([
+            "-c",
+            &format!("import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); {program}"),
+        ])
         .arg(db)
         .arg(sql)
         .output()
@@ -65,6 +70,11 @@ fn sqlite(db: &Path, sql: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sqlite(db: &Path, sql: &str) {
+    python_sqlite(db, "c.executescript(sys.argv[2]); c.commit()", sql);
 }
 
 #[tokio::test]
@@ -459,22 +469,14 @@ async fn the_non_durable_benchmark_mode_is_never_silent() {
 
 /// Rows of `sql` (one JSON array per row), read with Python's sqlite3.
 fn sqlite_rows(db: &Path, sql: &str) -> Vec<Value> {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); [print(json.dumps(list(r))) for r in c.execute(sys.argv[2])]"])
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    python_sqlite(
+        db,
+        "[print(json.dumps(list(r))) for r in c.execute(sys.argv[2])]",
+        sql,
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
 }
 
 /// Recomputes every record's chain hash from genesis, as a database writer

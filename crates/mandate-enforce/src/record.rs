@@ -509,11 +509,7 @@ impl Writer {
                     stored = stored.seq,
                     "the audit log was cut or rewritten in the database under this writer; refusing every event until a restart verifies it"
                 );
-                self.broken.store(true, Ordering::Release);
-                self.sink.rollback();
-                for p in group {
-                    let _ = p.done.send(Err(()));
-                }
+                self.stop(group);
                 return;
             }
             // Another writer (`mandate init` on the data dir) appended
@@ -526,11 +522,7 @@ impl Writer {
                     stored = stored.seq,
                     "records were added to the audit log without the authority key ({why}); refusing every event until a restart verifies the log"
                 );
-                self.broken.store(true, Ordering::Release);
-                self.sink.rollback();
-                for p in group {
-                    let _ = p.done.send(Err(()));
-                }
+                self.stop(group);
                 return;
             }
             tracing::info!(
@@ -715,6 +707,16 @@ impl Writer {
         }
         self.vouched = at;
         Ok(())
+    }
+
+    /// Stops the log: `group` and every later event are refused, and what
+    /// the open transaction holds is undone.
+    fn stop(&mut self, group: Vec<Pending>) {
+        self.broken.store(true, Ordering::Release);
+        self.sink.rollback();
+        for p in group {
+            let _ = p.done.send(Err(()));
+        }
     }
 
     /// Takes on a head another writer committed: it must be sealed by a
