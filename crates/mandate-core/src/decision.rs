@@ -164,11 +164,40 @@ pub enum ResourceKind {
 
 /// The resource of a request, with its attributes (Cedar entity tags).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TaggedResource")]
 pub struct ResourceRef {
     #[serde(flatten)]
     pub kind: ResourceKind,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+/// A [`ResourceRef`] as read, before its `type` is known to be a name:
+/// serde takes an internally tagged enum's tag also as the variant's
+/// index, so `"type": 0` would be read as `Resource`.
+#[derive(Deserialize)]
+struct TaggedResource {
+    #[serde(flatten)]
+    kind: ResourceKind,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    /// The raw `type`, seen again only to check it is a string.
+    #[serde(flatten)]
+    raw: BTreeMap<String, serde_json::Value>,
+}
+
+impl TryFrom<TaggedResource> for ResourceRef {
+    type Error = &'static str;
+
+    fn try_from(t: TaggedResource) -> Result<Self, &'static str> {
+        if !t.raw.get("type").is_some_and(serde_json::Value::is_string) {
+            return Err("the resource `type` must be a string");
+        }
+        Ok(Self {
+            kind: t.kind,
+            tags: t.tags,
+        })
+    }
 }
 
 /// The resource entity types, one per [`ResourceKind`].

@@ -1186,3 +1186,20 @@ fn a_grant_covers_only_what_its_decider_could_approve() {
     // share a digest.
     assert_eq!(run(1_234_567_890_123_456_789).code, "invalid_request");
 }
+
+#[test]
+fn a_resource_is_read_by_its_type_name_only() {
+    let read = |v: serde_json::Value| serde_json::from_value::<ResourceRef>(v);
+    let tool =
+        read(json!({"type": "Tool", "server": "git", "tool": "log", "tags": {"a": "b"}})).unwrap();
+    assert_eq!(
+        serde_json::to_value(&tool).unwrap(),
+        json!({"type": "Tool", "server": "git", "tool": "log", "tags": {"a": "b"}})
+    );
+    assert!(read(json!({"type": "Resource", "id": "x"})).is_ok());
+    // serde would take a number as the variant's index.
+    assert!(read(json!({"type": 0, "id": "x"})).is_err());
+    assert!(read(json!({"type": 2, "server": "git", "tool": "log"})).is_err());
+    assert!(read(json!({"id": "x"})).is_err());
+    assert!(read(json!({"type": "Resource", "id": "x", "other": 1})).is_err());
+}
