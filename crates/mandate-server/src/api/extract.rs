@@ -47,12 +47,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             ));
         }
         let bytes = read_body(req, state).await?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| json_problem(e.inner(), Some(e.path())))?;
-        de.end().map_err(|e| json_problem(&e, None))?;
-        Ok(ApiJson(value))
+        json_object(&bytes).map(ApiJson)
     }
+}
+
+/// A request body that must be a JSON object, decoded into `T`. (serde
+/// would also read a struct from an array of its fields, `[null, null]`.)
+pub(crate) fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Problem::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| json_problem(e.inner(), Some(e.path())))?;
+    de.end().map_err(|e| json_problem(&e, None))?;
+    Ok(value)
 }
 
 /// How long a request body may take to arrive, once its head is in, when
@@ -613,6 +625,8 @@ mod tests {
                 r#"{"name": "a"987"#,
                 "the body is not valid JSON (line 1, column 13)",
             ),
+            // serde would read a struct from an array of its fields.
+            (r#"["a", 1, null, null]"#, "the body must be a JSON object"),
         ] {
             assert_eq!(body(json).await, want, "{json}");
         }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::extract::{
     ApiJson, ApiPath, ApiQuery, Caller, MissionCaller, Presented, check_presented, is_json,
-    remember_proof, verify_request_proof,
+    json_object, remember_proof, verify_request_proof,
 };
 use super::{
     DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, free_text, mission_view, on_large_stack,
@@ -296,10 +296,10 @@ pub(super) async fn end(
     let bytes =
         super::extract::read_body(axum::extract::Request::from_parts(parts.clone(), body), &s)
             .await?;
-    let EndMissionRequest { reason } = if bytes.is_empty() {
+    let EndMissionRequest { reason } = if bytes.is_empty() || bytes.trim_ascii() == b"null" {
         EndMissionRequest::default()
     } else if is_json(&parts.headers) {
-        serde_json::from_slice(&bytes).map_err(|e| super::extract::json_problem(&e, None))?
+        json_object(&bytes)?
     } else {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
