@@ -26,12 +26,14 @@ const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 
 /// The actor: who acts on the subject's behalf (RFC 8693 `act`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Actor {
     pub sub: AgentName,
 }
 
 /// Key confirmation (RFC 7800 `cnf`) by thumbprint (RFC 9449 `jkt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Confirmation {
     pub jkt: Thumbprint,
     /// The mission public key itself, so an RFC 9421 verifier given the
@@ -43,6 +45,7 @@ pub struct Confirmation {
 
 /// The claims of a mission credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissionClaims {
     pub iss: String,
     /// The principal who delegated the mission.

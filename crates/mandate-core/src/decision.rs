@@ -31,6 +31,7 @@ static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
 /// The three outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Decision {
     Allow,
     Deny,
@@ -124,6 +125,7 @@ impl Outcome {
 /// How much the request is trusted, from weakest to strongest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Trust {
     /// Signed by the mission key.
     Signed,

@@ -21,6 +21,7 @@ use crate::decision::{ResourceKind, ResourceRef};
 /// How far an approval reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GrantScope {
     /// This call, once.
     Once,

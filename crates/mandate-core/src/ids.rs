@@ -27,8 +27,29 @@ fn check_name(kind: &'static str, s: &str) -> Result<(), InputError> {
     }
 }
 
+/// The OpenAPI schema of a newtype that serde reads and writes as a string
+/// (`try_from = "String"`): a string of the shape `TryFrom` accepts.
+macro_rules! openapi_string {
+    ($name:ident, $pattern:expr) => {
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        openapi_string!($name, "^[a-z0-9][a-z0-9._-]{0,63}$");
+
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -83,6 +104,8 @@ name_type!(
 
 macro_rules! random_id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        openapi_string!($name, concat!("^", $prefix, "[0-9a-f]{32}$"));
+
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -168,6 +191,7 @@ random_id_type!(
 /// What a principal may do on the authority itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Manages principals, all agents and missions, and revokes anything.
     Admin,

@@ -7,6 +7,7 @@ use crate::b64;
 
 /// A public Ed25519 key as a JWK (RFC 8037: `kty` `OKP`, `crv` `Ed25519`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ed25519Jwk {
     pub kty: String,
     pub crv: String,
@@ -23,6 +24,7 @@ pub struct Ed25519Jwk {
 /// An RFC 7638 JWK thumbprint with SHA-256, base64url: the `jkt` in `cnf`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Thumbprint(String);
 
 impl Thumbprint {
@@ -94,6 +96,7 @@ impl Ed25519Jwk {
 /// A JSON Web Key Set (RFC 7517 §5). Only Ed25519 keys are usable here;
 /// other keys in a set fetched from elsewhere are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Jwks {
     pub keys: Vec<Ed25519Jwk>,
 }

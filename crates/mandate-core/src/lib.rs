@@ -18,6 +18,8 @@ mod jwk;
 mod keys;
 mod mission;
 pub mod names;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod policy;
 mod proof;
 mod random;

@@ -19,6 +19,7 @@ pub(crate) const MAX_GOAL_CHARS: usize = 4000;
 /// What happens to a request that no policy matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OutOfScope {
     /// Ask a human (the default: out of scope is negotiable).
     #[default]
@@ -40,6 +41,7 @@ impl FromStr for OutOfScope {
 
 /// The three kinds of mission policy, as Cedar text.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissionPolicies {
     /// `permit` policies: what the mission may do.
     pub scope: String,
@@ -173,6 +175,7 @@ pub fn mission_s256(body: &MissionBody) -> Result<String, InputError> {
 /// Why a mission ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EndReason {
     /// Ended by its agent or principal: the task is done.
     Completed,
@@ -228,6 +231,7 @@ pub enum MissionStatus {
 /// The effective state at a given time (TTL expiry applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MissionState {
     Ready,
     Active,

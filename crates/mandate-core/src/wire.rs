@@ -11,13 +11,18 @@ use crate::mission::{EndReason, MissionPolicies, MissionState, OutOfScope};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatePrincipalRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::PrincipalName))]
     pub name: String,
+    /// `member` (default) or `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::Role>))]
     pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PrincipalView {
     pub name: String,
     pub role: String,
@@ -26,6 +31,7 @@ pub struct PrincipalView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedPrincipal {
     pub principal: PrincipalView,
     pub token: CreatedToken,
@@ -33,9 +39,11 @@ pub struct CreatedPrincipal {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
     /// Whose token; the caller's own if absent. Only admins name others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::PrincipalName>))]
     pub principal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -43,6 +51,7 @@ pub struct CreateTokenRequest {
 
 /// A new API token. `token` is shown this once and stored only hashed.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     pub id: String,
     pub principal: String,
@@ -51,6 +60,7 @@ pub struct CreatedToken {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     pub id: String,
     pub principal: String,
@@ -61,16 +71,20 @@ pub struct TokenView {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterAgentRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::AgentName))]
     pub name: String,
     /// The owning principal; the caller if absent. Only admins name others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::PrincipalName>))]
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentView {
     pub name: String,
     pub owner: String,
@@ -81,7 +95,9 @@ pub struct AgentView {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateMissionRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::AgentName))]
     pub agent: String,
     pub goal: String,
     /// Cedar `permit` policies: the mission's scope.
@@ -101,10 +117,12 @@ pub struct CreateMissionRequest {
     pub budget: Option<u64>,
     /// `escalate` (default) or `deny`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OutOfScope>))]
     pub out_of_scope: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissionView {
     pub id: String,
     pub principal: String,
@@ -126,6 +144,7 @@ pub struct MissionView {
 
 /// A created mission. `start_token` is shown this once.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedMission {
     pub mission: MissionView,
     pub start_token: String,
@@ -134,11 +153,13 @@ pub struct CreatedMission {
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartMissionRequest {
     pub start_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CredentialResponse {
     /// The mission credential (a JWT, `typ` `mandate-mission+jwt`).
     pub credential: String,
@@ -148,6 +169,7 @@ pub struct CredentialResponse {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndMissionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -155,6 +177,7 @@ pub struct EndMissionRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevocationRequest {
     /// `mission`, `agent`, `principal` or `token`.
     pub kind: String,
@@ -165,6 +188,7 @@ pub struct RevocationRequest {
 
 /// What a revocation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevocationResponse {
     pub kind: String,
     pub id: String,
@@ -176,6 +200,7 @@ pub struct RevocationResponse {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntrospectRequest {
     pub credential: String,
 }
@@ -183,6 +208,7 @@ pub struct IntrospectRequest {
 /// Whether a credential is usable now (RFC 7662 style). When it is not,
 /// `code` says why (`mission_ended`, `revoked`, `credential_expired`, …).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntrospectResponse {
     pub active: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +223,7 @@ pub struct IntrospectResponse {
 
 /// `GET /.well-known/mandate-configuration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Configuration {
     pub issuer: String,
     pub jwks_uri: String,
@@ -213,6 +240,7 @@ pub struct Configuration {
 
 /// An RFC 9457 problem document as the client reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProblemDocument {
     #[serde(default)]
     pub code: String,
@@ -270,6 +298,7 @@ mod tests {
 /// `resource` now?
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecideRequest {
     /// The agent's mission credential (the enforcement point has checked
     /// the request's signature by the mission key).
@@ -277,6 +306,7 @@ pub struct DecideRequest {
     pub action: String,
     pub resource: ResourceRef,
     /// Request attributes for policy (`context.*`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(default)]
     pub context: serde_json::Map<String, serde_json::Value>,
     /// The agent's stated reason for the call, shown to the approver if the
@@ -291,6 +321,7 @@ pub struct DecideRequest {
 
 /// A decision with its reasons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecideResponse {
     pub decision: Decision,
     /// Stable reason code: `scope`, `grant`, `boundary`, `escalation`,
@@ -315,17 +346,20 @@ pub struct DecideResponse {
 
 /// The organisation's policies as loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PoliciesView {
     /// Increases with every successful load.
     pub version: u64,
     pub dir: String,
     pub schema_fragments: Vec<String>,
     /// `(id, kind)` of every policy.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub policies: Vec<(String, String)>,
 }
 
 /// An approval request as the approver (or the waiting agent) sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalView {
     pub id: String,
     /// `pending`, `approved`, `denied` or `expired`.
@@ -338,6 +372,7 @@ pub struct ApprovalView {
     pub action: String,
     pub resource: ResourceRef,
     /// The call's attributes, as the policy saw them.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub context: serde_json::Map<String, serde_json::Value>,
     pub request_digest: String,
     /// One line: what the call does.
@@ -364,6 +399,7 @@ pub struct ApprovalView {
 
 /// A vaulted secret's metadata (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VaultView {
     pub route: String,
     pub principal: String,
@@ -377,6 +413,7 @@ pub struct VaultView {
 /// `POST /v1/approvals/{id}/approve`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApproveRequest {
     /// `once` (default), `mission` or `pattern`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -399,6 +436,7 @@ pub struct ApproveRequest {
 /// `POST /v1/approvals/{id}/deny`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DenyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
