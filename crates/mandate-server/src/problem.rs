@@ -10,14 +10,19 @@ use serde::Serialize;
 
 use crate::edge::EdgeRefusal;
 
-/// An API error, rendered as a problem document.
-#[derive(Debug, Clone, Serialize)]
+/// An API error, rendered as a problem document (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `urn:mandate:problem:{code}`.
     #[serde(rename = "type")]
     pub type_: String,
+    /// The status's reason phrase.
     pub title: String,
+    /// The HTTP status.
     pub status: u16,
+    /// What is wrong, for a person; never a submitted value.
     pub detail: String,
+    /// Stable: what a program matches on (see `docs/api.md`).
     pub code: &'static str,
     /// Every problem found, where there are several (e.g. policy errors
     /// as `file:line:col: message`).

@@ -6,6 +6,7 @@ use mandate_core::{AgentName, PrincipalName, Role};
 use mandate_store::Agent;
 
 use super::extract::{ApiJson, ApiPath, Caller};
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use super::{agent_view, free_text};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -14,6 +15,18 @@ const MAX_DESCRIPTION_CHARS: usize = 1_000;
 
 /// Registers an agent. It gets no permission of any kind: only missions
 /// delegated to it, while they run, give it authority.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    operation_id = "register_agent",
+    tag = "agents",
+    security(("api_token" = [])),
+    request_body = RegisterAgentRequest,
+    responses(
+        (status = 201, description = "Registered.", body = AgentView),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn register(
     State(s): State<AppState>,
     caller: Caller,
@@ -52,6 +65,15 @@ pub(super) async fn register(
     Ok((StatusCode::CREATED, Json(agent_view(&agent))))
 }
 
+/// The caller's agents (admins: all).
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    operation_id = "list_agents",
+    tag = "agents",
+    security(("api_token" = [])),
+    responses((status = 200, description = "The agents.", body = Vec<AgentView>), Always, Unauthorized),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -67,6 +89,16 @@ pub(super) async fn list(
     ))
 }
 
+/// One agent, if the caller owns it (admins: any).
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{name}",
+    operation_id = "show_agent",
+    tag = "agents",
+    security(("api_token" = [])),
+    params(("name" = AgentName, Path, description = "The agent's name.")),
+    responses((status = 200, description = "The agent.", body = AgentView), Always, Unauthorized, NotFound),
+)]
 pub(super) async fn show(
     State(s): State<AppState>,
     caller: Caller,

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::extract::{ApiJson, Caller, MissionCaller};
 use super::free_text;
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use crate::approval_notices::{announce, view};
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -63,19 +64,32 @@ fn may_see(caller: &Caller, r: &ApprovalRecord) -> bool {
         || r.may_be_decided_by(&caller.principal.name)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     /// `pending` (default), `approved`, `denied`, `expired` or `all`.
     status: Option<String>,
+    /// Only this mission's requests.
+    #[param(value_type = Option<mandate_core::MissionId>)]
     mission: Option<String>,
     /// Only requests the caller may decide (default: true).
     mine: Option<bool>,
+    /// At most this many (default 100, at most 500).
     limit: Option<u32>,
 }
 
 /// `GET /v1/approvals`: by default, the pending requests the caller may
 /// decide ("what waits for me").
+#[utoipa::path(
+    get,
+    path = "/v1/approvals",
+    operation_id = "list_approvals",
+    tag = "approvals",
+    security(("api_token" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "The approval requests.", body = Vec<ApprovalView>), Always, Unauthorized),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -112,7 +126,8 @@ pub(super) async fn list(
     Ok(Json(out))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ShowQuery {
     /// Wait up to this many seconds (at most 60) for a pending request to
@@ -122,6 +137,15 @@ pub(super) struct ShowQuery {
 
 /// `GET /v1/approvals/{id}[?wait=N]`: one request; with `wait`, a
 /// long-poll that returns as soon as the request is decided or expires.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/{id}",
+    operation_id = "show_approval",
+    tag = "approvals",
+    security(("api_token" = []), ("mission_credential" = [], "dpop_proof" = [])),
+    params(("id" = String, Path, description = "The approval request's id (`apr_…`)."), ShowQuery),
+    responses((status = 200, description = "The request.", body = ApprovalView), Always, Unauthorized, NotFound),
+)]
 pub(super) async fn show(
     State(s): State<AppState>,
     reader: Reader,
@@ -440,6 +464,19 @@ async fn presented_agent(
 
 /// `POST /v1/approvals/{id}/approve`: creates the grant the approver chose.
 /// Every refused attempt is recorded ([`refused`]).
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/approve",
+    operation_id = "approve",
+    tag = "approvals",
+    security(("api_token" = [])),
+    params(("id" = String, Path, description = "The approval request's id (`apr_…`).")),
+    request_body = ApproveRequest,
+    responses(
+        (status = 200, description = "Approved; the grant is made.", body = ApprovalView),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn approve(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -498,6 +535,19 @@ async fn approve_as(
 
 /// `POST /v1/approvals/{id}/deny`: refuses, and optionally ends the mission.
 /// Every refused attempt is recorded ([`refused`]).
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/deny",
+    operation_id = "deny",
+    tag = "approvals",
+    security(("api_token" = [])),
+    params(("id" = String, Path, description = "The approval request's id (`apr_…`).")),
+    request_body = DenyRequest,
+    responses(
+        (status = 200, description = "Denied.", body = ApprovalView),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn deny(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,

@@ -8,30 +8,39 @@ use mandate_core::AuditRecord;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiPath, ApiQuery, Caller};
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use crate::problem::Problem;
 use crate::state::AppState;
 
 /// Records read per store call.
 const PAGE: u32 = 5_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     /// Records after this sequence number (0: from the start).
     after: Option<u64>,
+    /// At most this many (default 100, at most 1,000).
     limit: Option<u32>,
+    /// Only records naming this mission.
     mission: Option<String>,
+    /// Only records of this kind (`decision`, `mission.created`, …).
     kind: Option<String>,
+    /// Only decisions of this outcome (`allow`, `deny`, `escalate`).
     decision: Option<String>,
+    /// Only records naming this principal.
     principal: Option<String>,
+    /// Only records naming this agent.
     agent: Option<String>,
+    /// Only records of this action.
     action: Option<String>,
     /// Unix seconds, inclusive.
     since: Option<u64>,
     until: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct ListPage {
     records: Vec<AuditRecord>,
     /// Pass as `after` for the next page; absent at the end of the log.
@@ -58,6 +67,16 @@ fn matches(r: &AuditRecord, q: &ListQuery) -> bool {
         && q.until.is_none_or(|t| r.time <= t)
 }
 
+/// Audit records in order, filtered (admin).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    security(("api_token" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "A page of records.", body = ListPage), Always, Unauthorized, Forbidden),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -91,7 +110,7 @@ pub(super) async fn list(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct VerifyReport {
     ok: bool,
     first: u64,
@@ -101,6 +120,17 @@ pub(super) struct VerifyReport {
 
 /// Verifies the whole chain against the signed checkpoints; `409
 /// audit_chain_broken` names the first sequence number that fails.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    operation_id = "verify_audit",
+    tag = "audit",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "The chain verifies.", body = VerifyReport),
+        Always, Unauthorized, Forbidden, Conflict,
+    ),
+)]
 pub(super) async fn verify(
     State(s): State<AppState>,
     caller: Caller,
@@ -134,14 +164,18 @@ async fn verify_live(
     Ok(mandate_enforce::verify_stored(s.0.store.as_ref(), &s.0.jwks, None, &kept).await?)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CheckpointsQuery {
+    /// Checkpoints after this sequence number; without it, from the
+    /// genesis checkpoint.
     after: Option<u64>,
+    /// At most this many (default 1,000, at most 10,000).
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct CheckpointEntry {
     seq: u64,
     /// The signed checkpoint (a JWS, `typ` `mandate-checkpoint+jwt`);
@@ -149,7 +183,7 @@ pub(super) struct CheckpointEntry {
     checkpoint: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct CheckpointsPage {
     checkpoints: Vec<CheckpointEntry>,
     /// Pass as `after` for the next page; absent on the last.
@@ -162,6 +196,15 @@ pub(super) struct CheckpointsPage {
 /// for monitors that keep their own copy: any principal may read them (they
 /// say how many records there are and commit to their hashes, nothing
 /// more).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoints",
+    operation_id = "list_checkpoints",
+    tag = "audit",
+    security(("api_token" = [])),
+    params(CheckpointsQuery),
+    responses((status = 200, description = "A page of signed checkpoints.", body = CheckpointsPage), Always, Unauthorized),
+)]
 pub(super) async fn checkpoints(
     State(s): State<AppState>,
     _caller: Caller,
@@ -203,7 +246,7 @@ pub(super) async fn checkpoints(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PruneRequest {
     /// The last sequence number to delete; must be a signed checkpoint.
@@ -213,11 +256,23 @@ pub(super) struct PruneRequest {
 /// Retention: deletes records up to a signed checkpoint, after the operator
 /// exported them. The prune is recorded in the log first, so verification
 /// can tell it from tampering and start from that checkpoint.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/prune",
+    operation_id = "prune_audit",
+    tag = "audit",
+    security(("api_token" = [])),
+    request_body = PruneRequest,
+    responses(
+        (status = 200, description = "Pruned.", body = PruneReport),
+        Always, Unauthorized, Forbidden, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn prune(
     State(s): State<AppState>,
     caller: Caller,
     super::extract::ApiJson(req): super::extract::ApiJson<PruneRequest>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<PruneReport>, Problem> {
     caller.require_admin()?;
     let PruneRequest { through } = req;
     let checkpointed =
@@ -253,20 +308,42 @@ pub(super) async fn prune(
         .await?;
     let deleted = s.0.store.prune_audit(through).await?;
     tracing::warn!(through, deleted, by = %caller.principal.name, "audit log pruned");
-    Ok(Json(
-        serde_json::json!({ "through": through, "deleted": deleted }),
-    ))
+    Ok(Json(PruneReport { through, deleted }))
 }
 
-#[derive(Debug, Deserialize)]
+/// What a prune deleted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct PruneReport {
+    /// The last sequence number deleted.
+    through: u64,
+    /// How many records were deleted.
+    deleted: u64,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ExportQuery {
+    /// Records after this sequence number (0: from the start).
     after: Option<u64>,
+    /// At most this many (default 10,000, at most 100,000).
     limit: Option<u32>,
 }
 
 /// JSON Lines from `after`, at most `limit` (default 10,000) records; to
 /// resume, pass the last `seq` received as `after`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    operation_id = "export_audit",
+    tag = "audit",
+    security(("api_token" = [])),
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "One `AuditRecord` per line.", content_type = "application/x-ndjson", body = String),
+        Always, Unauthorized, Forbidden,
+    ),
+)]
 pub(super) async fn export(
     State(s): State<AppState>,
     caller: Caller,
@@ -293,7 +370,7 @@ pub(super) async fn export(
     Ok(resp)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Explanation {
     seq: u64,
     kind: String,
@@ -311,6 +388,18 @@ fn when(t: u64) -> String {
 /// The provenance of one record: who delegated, which mission and goal,
 /// which credential and key, which policies decided, which grant or
 /// approval.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/{seq}/explain",
+    operation_id = "explain_audit_record",
+    tag = "audit",
+    security(("api_token" = [])),
+    params(("seq" = u64, Path, description = "The record's sequence number.")),
+    responses(
+        (status = 200, description = "The record's provenance.", body = Explanation),
+        Always, Unauthorized, Forbidden, NotFound,
+    ),
+)]
 pub(super) async fn explain(
     State(s): State<AppState>,
     caller: Caller,

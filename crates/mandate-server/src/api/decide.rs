@@ -10,6 +10,7 @@ use mandate_enforce::{Call, Permit, Who, denial};
 
 use super::extract::{ApiJson, Caller, Presented, check_presented};
 use super::free_text;
+use super::openapi::{Always, JsonBody, Unauthorized};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -17,6 +18,18 @@ use crate::state::AppState;
 /// `resource` now. The caller is an enforcement point authenticated with an
 /// API token; the decision comes back as data (HTTP 200), with a stable
 /// reason code for every denial. Any error on the way denies.
+#[utoipa::path(
+    post,
+    path = "/v1/decide",
+    operation_id = "decide",
+    tag = "decisions",
+    security(("api_token" = [])),
+    request_body = DecideRequest,
+    responses(
+        (status = 200, description = "The decision, with its reason code (a denial is an answer, not an error).", body = DecideResponse),
+        Always, Unauthorized, JsonBody,
+    ),
+)]
 pub(super) async fn decide(
     State(s): State<AppState>,
     caller: Caller,

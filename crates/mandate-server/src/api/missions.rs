@@ -17,6 +17,7 @@ use super::extract::{
     ApiJson, ApiPath, ApiQuery, Caller, MissionCaller, Presented, check_presented, is_json,
     json_object, remember_proof, verify_request_proof,
 };
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use super::{
     DEFAULT_MISSION_BUDGET, DEFAULT_MISSION_TTL_SECS, free_text, mission_view, on_large_stack,
 };
@@ -45,6 +46,20 @@ async fn load(s: &AppState, id: &str) -> Result<Mission, Problem> {
         .ok_or_else(|| Problem::not_found("no such mission"))
 }
 
+/// Creates a mission for one of the caller's agents (admins: any) and
+/// returns it with a one-time `start_token`.
+#[utoipa::path(
+    post,
+    path = "/v1/missions",
+    operation_id = "create_mission",
+    tag = "missions",
+    security(("api_token" = [])),
+    request_body = CreateMissionRequest,
+    responses(
+        (status = 201, description = "Created; `start_token` is shown this once.", body = CreatedMission),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -148,12 +163,24 @@ pub(super) async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
+    /// At most this many (default 100, at most 1,000).
     limit: Option<u32>,
 }
 
+/// The missions the caller delegated (admins: all), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/missions",
+    operation_id = "list_missions",
+    tag = "missions",
+    security(("api_token" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "The missions.", body = Vec<MissionView>), Always, Unauthorized),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -172,6 +199,21 @@ pub(super) async fn list(
     ))
 }
 
+/// One mission, for its principal, its agent's owner, or an admin.
+#[utoipa::path(
+    get,
+    path = "/v1/missions/{id}",
+    operation_id = "show_mission",
+    tag = "missions",
+    security(("api_token" = [])),
+    params(("id" = MissionId, Path, description = "The mission's id.")),
+    responses(
+        (status = 200, description = "The mission.", body = MissionView),
+        (status = 405, description = "`GET /v1/missions/start`: `start` is no mission id but the start endpoint, which takes `POST` only.",
+            body = Problem, content_type = "application/problem+json"),
+        Always, Unauthorized, NotFound,
+    ),
+)]
 pub(super) async fn show(
     State(s): State<AppState>,
     caller: Caller,
@@ -234,6 +276,18 @@ async fn credential_for(
 
 /// The identity disc: the agent presents the start token and proves it
 /// holds a fresh mission key; the key is bound and a credential issued.
+#[utoipa::path(
+    post,
+    path = "/v1/missions/start",
+    operation_id = "start_mission",
+    tag = "missions",
+    security(("dpop_proof" = [])),
+    request_body = StartMissionRequest,
+    responses(
+        (status = 201, description = "Started: the mission key is bound and a credential issued.", body = CredentialResponse),
+        Always, Unauthorized, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn start(
     State(s): State<AppState>,
     method: Method,
@@ -268,6 +322,18 @@ pub(super) async fn start(
 
 /// A fresh credential for a running mission, by proof of possession of the
 /// mission key bound at start.
+#[utoipa::path(
+    post,
+    path = "/v1/missions/{id}/credential",
+    operation_id = "refresh_credential",
+    tag = "missions",
+    security(("dpop_proof" = [])),
+    params(("id" = MissionId, Path, description = "The mission's id.")),
+    responses(
+        (status = 200, description = "A fresh credential.", body = CredentialResponse),
+        Always, Unauthorized, NotFound,
+    ),
+)]
 pub(super) async fn refresh(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -287,6 +353,19 @@ pub(super) async fn refresh(
 
 /// Ends a mission: by its agent (`Authorization: DPoP` + proof) or by a
 /// principal who may manage it (`Authorization: Bearer`).
+#[utoipa::path(
+    post,
+    path = "/v1/missions/{id}/end",
+    operation_id = "end_mission",
+    tag = "missions",
+    security(("api_token" = []), ("mission_credential" = [], "dpop_proof" = [])),
+    params(("id" = MissionId, Path, description = "The mission's id.")),
+    request_body(content = Option<EndMissionRequest>, description = "Optional; an empty body is no reason."),
+    responses(
+        (status = 200, description = "Ended (`completed`).", body = MissionView),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn end(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -356,12 +435,31 @@ pub(super) async fn end(
 }
 
 /// The calling agent's own mission.
+#[utoipa::path(
+    get,
+    path = "/v1/mission",
+    operation_id = "current_mission",
+    tag = "missions",
+    security(("mission_credential" = [], "dpop_proof" = [])),
+    responses((status = 200, description = "The caller's mission.", body = MissionView), Always, Unauthorized),
+)]
 pub(super) async fn current(State(s): State<AppState>, caller: MissionCaller) -> Json<MissionView> {
     Json(mission_view(&caller.mission, s.0.clock.now()))
 }
 
 /// For relying parties: is this credential usable right now (signature,
 /// expiry, and the live state of its mission)?
+#[utoipa::path(
+    post,
+    path = "/v1/credentials/introspect",
+    operation_id = "introspect",
+    tag = "missions",
+    request_body = IntrospectRequest,
+    responses(
+        (status = 200, description = "Whether the credential is usable now, and if not why.", body = IntrospectResponse),
+        Always, JsonBody,
+    ),
+)]
 pub(super) async fn introspect(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<IntrospectRequest>,

@@ -9,18 +9,24 @@ mod extract;
 mod gateway;
 mod mcp;
 mod missions;
+mod openapi;
 mod policies;
 mod principals;
 mod revocations;
 mod vault;
 mod wellknown;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::any;
+use axum::{Extension, Router};
 use mandate_core::wire::{AgentView, MissionView, PrincipalView, TokenView};
 use mandate_core::{Mission, MissionStatus, UnixTime};
 use mandate_store::{Agent, ApiToken, Principal};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -34,53 +40,50 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 const DEFAULT_MISSION_TTL_SECS: u64 = 3_600;
 const DEFAULT_MISSION_BUDGET: u64 = 1_000;
 
+/// The routes of the authority API, each with its entry in the OpenAPI
+/// document: `routes!` registers a handler with axum and its
+/// `#[utoipa::path]` with the document in one step.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(openapi::document))
+        .routes(routes!(wellknown::healthz))
+        .routes(routes!(wellknown::configuration))
+        .routes(routes!(wellknown::jwks))
+        .routes(routes!(principals::whoami))
+        .routes(routes!(principals::create, principals::list))
+        .routes(routes!(principals::create_token, principals::list_tokens))
+        .routes(routes!(agents::register, agents::list))
+        .routes(routes!(agents::show))
+        .routes(routes!(missions::create, missions::list))
+        .routes(routes!(missions::start))
+        .routes(routes!(missions::show))
+        .routes(routes!(missions::refresh))
+        .routes(routes!(missions::end))
+        .routes(routes!(missions::current))
+        .routes(routes!(missions::introspect))
+        .routes(routes!(revocations::revoke))
+        .routes(routes!(decide::decide))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::show))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::deny))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::checkpoints))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::prune))
+        .routes(routes!(audit::explain))
+        .routes(routes!(vault::list))
+        .routes(routes!(vault::put, vault::delete))
+        .routes(routes!(policies::list))
+        .routes(routes!(policies::reload))
+}
+
 /// All routes of the authority.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(wellknown::healthz))
-        .route(
-            "/.well-known/mandate-configuration",
-            get(wellknown::configuration),
-        )
-        .route("/.well-known/jwks.json", get(wellknown::jwks))
-        .route("/v1/whoami", get(principals::whoami))
-        .route(
-            "/v1/principals",
-            post(principals::create).get(principals::list),
-        )
-        .route(
-            "/v1/tokens",
-            post(principals::create_token).get(principals::list_tokens),
-        )
-        .route("/v1/agents", post(agents::register).get(agents::list))
-        .route("/v1/agents/{name}", get(agents::show))
-        .route("/v1/missions", post(missions::create).get(missions::list))
-        .route("/v1/missions/start", post(missions::start))
-        .route("/v1/missions/{id}", get(missions::show))
-        .route("/v1/missions/{id}/credential", post(missions::refresh))
-        .route("/v1/missions/{id}/end", post(missions::end))
-        .route("/v1/mission", get(missions::current))
-        .route("/v1/credentials/introspect", post(missions::introspect))
-        .route("/v1/revocations", post(revocations::revoke))
-        .route("/v1/decide", post(decide::decide))
-        .route("/v1/approvals", get(approvals::list))
-        .route("/v1/approvals/{id}", get(approvals::show))
-        .route("/v1/approvals/{id}/approve", post(approvals::approve))
-        .route("/v1/approvals/{id}/deny", post(approvals::deny))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/audit/checkpoints", get(audit::checkpoints))
-        .route("/v1/audit/export", get(audit::export))
-        .route("/v1/audit/prune", post(audit::prune))
-        .route("/v1/audit/{seq}/explain", get(audit::explain))
-        .route("/v1/vault", get(vault::list))
-        .route(
-            "/v1/vault/{route}/{principal}",
-            axum::routing::put(vault::put).delete(vault::delete),
-        )
-        .route("/v1/policies", get(policies::list))
-        .route("/v1/policies/reload", post(policies::reload))
-        .fallback(|| async { Problem::no_such_endpoint() })
+    let (api, document) = api_routes().split_for_parts();
+    api.fallback(|| async { Problem::no_such_endpoint() })
+        .layer(Extension(openapi::Document(Arc::new(document))))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(
             extract::plain_rejections_as_problems,

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use mandate_core::wire::PoliciesView;
 
 use super::extract::Caller;
+use super::openapi::{Always, Forbidden, Unauthorized, Unprocessable};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -24,6 +25,15 @@ fn view(s: &AppState) -> Result<PoliciesView, Problem> {
     })
 }
 
+/// The organisation policies the server runs (admin).
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    operation_id = "list_policies",
+    tag = "policies",
+    security(("api_token" = [])),
+    responses((status = 200, description = "The loaded policies.", body = PoliciesView), Always, Unauthorized, Forbidden),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -34,6 +44,17 @@ pub(super) async fn list(
 
 /// Reloads the policy directory atomically: a set that fails validation is
 /// rejected (with every error, `file:line:col`) and the running one stays.
+#[utoipa::path(
+    post,
+    path = "/v1/policies/reload",
+    operation_id = "reload_policies",
+    tag = "policies",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "Reloaded.", body = PoliciesView),
+        Always, Unauthorized, Forbidden, Unprocessable,
+    ),
+)]
 pub(super) async fn reload(
     State(s): State<AppState>,
     caller: Caller,

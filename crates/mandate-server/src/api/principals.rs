@@ -10,12 +10,22 @@ use mandate_store::{ApiToken, Principal};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use super::{free_text, principal_view, token_view};
 use crate::problem::Problem;
 use crate::state::AppState;
 
 const MAX_LABEL_CHARS: usize = 200;
 
+/// The caller.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    operation_id = "whoami",
+    tag = "principals",
+    security(("api_token" = [])),
+    responses((status = 200, description = "The caller.", body = PrincipalView), Always, Unauthorized),
+)]
 pub(super) async fn whoami(caller: Caller) -> Json<PrincipalView> {
     Json(principal_view(&caller.principal))
 }
@@ -56,6 +66,20 @@ async fn issue_token(
     })
 }
 
+/// Creates a principal (`member` by default); the answer carries their
+/// first API token, shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/principals",
+    operation_id = "create_principal",
+    tag = "principals",
+    security(("api_token" = [])),
+    request_body = CreatePrincipalRequest,
+    responses(
+        (status = 201, description = "Created, with the first API token.", body = CreatedPrincipal),
+        Always, Unauthorized, Forbidden, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -90,6 +114,15 @@ pub(super) async fn create(
     ))
 }
 
+/// All principals (admin).
+#[utoipa::path(
+    get,
+    path = "/v1/principals",
+    operation_id = "list_principals",
+    tag = "principals",
+    security(("api_token" = [])),
+    responses((status = 200, description = "All principals.", body = Vec<PrincipalView>), Always, Unauthorized, Forbidden),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -119,6 +152,19 @@ fn subject(caller: &Caller, named: Option<String>) -> Result<PrincipalName, Prob
     }
 }
 
+/// A new API token for the caller (admins: for anyone), shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "create_token",
+    tag = "principals",
+    security(("api_token" = [])),
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "The new token, shown this once.", body = CreatedToken),
+        Always, Unauthorized, Forbidden, NotFound, JsonBody,
+    ),
+)]
 pub(super) async fn create_token(
     State(s): State<AppState>,
     caller: Caller,
@@ -130,12 +176,25 @@ pub(super) async fn create_token(
     Ok((StatusCode::CREATED, Json(token)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TokensQuery {
+    /// Whose tokens; the caller's own if absent (admins name others).
+    #[param(value_type = Option<PrincipalName>)]
     principal: Option<String>,
 }
 
+/// Token records (never the secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    operation_id = "list_tokens",
+    tag = "principals",
+    security(("api_token" = [])),
+    params(TokensQuery),
+    responses((status = 200, description = "The tokens.", body = Vec<TokenView>), Always, Unauthorized, Forbidden),
+)]
 pub(super) async fn list_tokens(
     State(s): State<AppState>,
     caller: Caller,

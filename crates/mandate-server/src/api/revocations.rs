@@ -6,6 +6,7 @@ use mandate_store::{Revocation, RevocationKind, RevocationSummary};
 
 use super::extract::{ApiJson, Caller};
 use super::free_text;
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -15,6 +16,18 @@ use crate::state::AppState;
 ///
 /// Admins revoke anything. Members revoke their own missions (as principal
 /// or agent owner), their own agents, their own tokens, and themselves.
+#[utoipa::path(
+    post,
+    path = "/v1/revocations",
+    operation_id = "revoke",
+    tag = "revocations",
+    security(("api_token" = [])),
+    request_body = RevocationRequest,
+    responses(
+        (status = 200, description = "What the revocation ended.", body = RevocationResponse),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn revoke(
     State(s): State<AppState>,
     caller: Caller,

@@ -10,6 +10,7 @@ use mandate_core::{PrincipalName, VaultSecret};
 use mandate_store::VaultRecord;
 
 use super::extract::{ApiJson, ApiPath, Caller};
+use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use crate::problem::Problem;
 use crate::routes::UpstreamAuth;
 use crate::state::AppState;
@@ -26,6 +27,22 @@ fn view(r: &VaultRecord) -> VaultView {
 }
 
 /// `PUT /v1/vault/{route}/{principal}`: stores or rotates a secret.
+#[utoipa::path(
+    put,
+    path = "/v1/vault/{route}/{principal}",
+    operation_id = "put_vault_secret",
+    tag = "vault",
+    security(("api_token" = [])),
+    params(
+        ("route" = String, Path, description = "A gateway route with `auth = \"vault\"`."),
+        ("principal" = PrincipalName, Path, description = "Whose secret."),
+    ),
+    request_body = VaultSecret,
+    responses(
+        (status = 200, description = "Stored; its metadata (never the secret).", body = VaultView),
+        Always, Unauthorized, Forbidden, NotFound, Conflict, JsonBody,
+    ),
+)]
 pub(super) async fn put(
     State(s): State<AppState>,
     caller: Caller,
@@ -99,6 +116,14 @@ pub(super) async fn put(
 }
 
 /// `GET /v1/vault`: what is stored (metadata only).
+#[utoipa::path(
+    get,
+    path = "/v1/vault",
+    operation_id = "list_vault_secrets",
+    tag = "vault",
+    security(("api_token" = [])),
+    responses((status = 200, description = "The secrets' metadata.", body = Vec<VaultView>), Always, Unauthorized, Forbidden),
+)]
 pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
@@ -110,6 +135,21 @@ pub(super) async fn list(
 }
 
 /// `DELETE /v1/vault/{route}/{principal}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/vault/{route}/{principal}",
+    operation_id = "delete_vault_secret",
+    tag = "vault",
+    security(("api_token" = [])),
+    params(
+        ("route" = String, Path, description = "The gateway route."),
+        ("principal" = PrincipalName, Path, description = "Whose secret."),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        Always, Unauthorized, Forbidden, NotFound,
+    ),
+)]
 pub(super) async fn delete(
     State(s): State<AppState>,
     caller: Caller,

@@ -2,32 +2,87 @@ use axum::Json;
 use axum::extract::State;
 use mandate_core::wire::Configuration;
 use mandate_core::{CREDENTIAL_TYP, Jwks};
+use serde::Serialize;
 
+use super::openapi::{Always, Edge};
+use crate::problem::Problem;
 use crate::state::AppState;
 
-pub(super) async fn healthz(
-    State(s): State<AppState>,
-) -> (axum::http::StatusCode, Json<serde_json::Value>) {
-    let mut v = serde_json::json!({ "status": "ok" });
+/// `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
+    /// `ok`, or `failing` once an audit commit failed.
+    status: &'static str,
+    /// Why it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit: Option<&'static str>,
+    /// `false` in the unsafe non-durable benchmark mode (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<&'static str>,
+    /// With MCP servers configured: open sessions and requests in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp: Option<McpCounts>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct McpCounts {
+    sessions: usize,
+    in_flight: usize,
+}
+
+/// Whether the authority can decide: `503` once an audit commit failed
+/// (every decision is then refused until a restart).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Up.", body = Health),
+        (status = 503, description = "An audit commit failed (`Health`), or too many connections (`Problem`).",
+            content((Health = "application/json"), (Problem = "application/problem+json"))),
+        Edge,
+    ),
+)]
+pub(super) async fn healthz(State(s): State<AppState>) -> (axum::http::StatusCode, Json<Health>) {
+    let mut h = Health {
+        status: "ok",
+        audit: None,
+        durable: None,
+        warning: None,
+        mcp: None,
+    };
     let mut status = axum::http::StatusCode::OK;
     if !s.0.enforcer.audit_log().healthy() {
         // Every decision is refused: a restart reads the log's head again.
         status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-        v["status"] = "failing".into();
-        v["audit"] = "an audit commit failed; every decision is refused until a restart".into();
+        h.status = "failing";
+        h.audit = Some("an audit commit failed; every decision is refused until a restart");
     }
     if !s.0.durable {
-        v["durable"] = false.into();
-        v["warning"] = "unsafe non-durable benchmark mode: a crash loses answered decisions".into();
+        h.durable = Some(false);
+        h.warning = Some("unsafe non-durable benchmark mode: a crash loses answered decisions");
     }
     if !s.0.mcp_servers.is_empty() {
-        // Open MCP sessions and requests in flight through them.
         let (sessions, in_flight) = s.0.mcp.counts();
-        v["mcp"] = serde_json::json!({ "sessions": sessions, "in_flight": in_flight });
+        h.mcp = Some(McpCounts {
+            sessions,
+            in_flight,
+        });
     }
-    (status, Json(v))
+    (status, Json(h))
 }
 
+/// The authority's metadata: issuer, endpoints, algorithms.
+#[utoipa::path(
+    get,
+    path = "/.well-known/mandate-configuration",
+    operation_id = "configuration",
+    tag = "meta",
+    responses((status = 200, description = "The authority's metadata.", body = Configuration), Always),
+)]
 pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configuration> {
     let iss = &s.0.issuer;
     Json(Configuration {
@@ -45,6 +100,14 @@ pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configurati
     })
 }
 
+/// The authority's public keys (Ed25519, `kid` = RFC 7638 thumbprint).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    operation_id = "jwks",
+    tag = "meta",
+    responses((status = 200, description = "The JWKS.", body = Jwks), Always),
+)]
 pub(super) async fn jwks(State(s): State<AppState>) -> Json<Jwks> {
     Json(s.0.jwks.clone())
 }
