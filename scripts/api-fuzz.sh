@@ -24,7 +24,7 @@
 # grant whose terms do not fit together.
 #
 # Extra arguments go to `schemathesis run` (e.g. `--max-examples 200` or
-# `--seed 7`). Environment: API_FUZZ_EXAMPLES (default 25) and
+# `--seed 7`). Environment: API_FUZZ_EXAMPLES (default 50) and
 # API_FUZZ_SEED (default 20240601); MANDATE_FUZZ_VENV to use another venv;
 # API_FUZZ_REPORT_DIR to keep the JUnit report (default: a temp dir, kept
 # only when the run fails).
@@ -33,7 +33,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 schemathesis_version=4.32.5
 venv="${MANDATE_FUZZ_VENV:-$CARGO_TARGET_DIR/api-fuzz-venv}"
-examples="${API_FUZZ_EXAMPLES:-25}"
+examples="${API_FUZZ_EXAMPLES:-50}"
 seed="${API_FUZZ_SEED:-20240601}"
 
 if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $schemathesis_version" ]; then
