@@ -7,6 +7,8 @@
 //!   traffic, so the group is that one event, committed by its caller:
 //!   chain, commit and sync.
 //! - `raw_commit_one`: one plain INSERT in its own transaction.
+//! - `seal_one`: signing the checkpoint that seals a commit (ADR 0012), the
+//!   CPU each commit adds to `record_one` beside its read-back and row.
 //!
 //! Goal: `record_one` ≤ `raw_commit_one` + 0.5 ms at the median.
 
@@ -73,6 +75,23 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(log.record("decision", 1_800_000_000, body()))
                 .unwrap()
+        });
+    });
+    let key = AuthorityKey::generate(&OsRandom).unwrap();
+    let head = mandate_core::ChainHead {
+        seq: 1_234_567,
+        hash: mandate_core::GENESIS.to_owned(),
+    };
+    g.bench_function("seal_one", |b| {
+        b.iter(|| {
+            mandate_core::sign_checkpoint(
+                &key,
+                "https://mandate.example",
+                &head,
+                1_800_000_000,
+                mandate_core::Cadence::default(),
+            )
+            .unwrap()
         });
     });
     g.bench_function("raw_commit_one", |b| {
