@@ -21,9 +21,8 @@
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
 use mandate_core::httpsig::{
-    RequestParts, SignSpec, check_content_digest, content_digest, parse_signature,
-    sign_ed25519, signature_base, signature_key_header, signature_key_jwt, signature_labels,
-    verify_ed25519,
+    RequestParts, SignSpec, check_content_digest, content_digest, parse_signature, sign_ed25519,
+    signature_base, signature_key_header, signature_key_jwt, signature_labels, verify_ed25519,
 };
 
 /// At most this many labels of one input are tried.
@@ -41,7 +40,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let fields: Option<Vec<&str>> = (0..7).map(|_| line()).collect();
     let Some(fields) = fields else { return };
-    let [input, signature, signature_key, digest, method, authority, target] = fields[..] else {
+    let [
+        input,
+        signature,
+        signature_key,
+        digest,
+        method,
+        authority,
+        target,
+    ] = fields[..]
+    else {
         return;
     };
     let mut headers = Vec::new();
@@ -50,7 +58,9 @@ fuzz_target!(|data: &[u8]| {
         if l.is_empty() {
             break;
         }
-        let Some((name, value)) = l.split_once(':') else { return };
+        let Some((name, value)) = l.split_once(':') else {
+            return;
+        };
         headers.push((name.to_owned(), value.trim_start().to_owned()));
     }
     let body = rest;
@@ -79,13 +89,19 @@ fuzz_target!(|data: &[u8]| {
             let header = signature_key_header(label, &jwt);
             // A label the parser read is one the writer can write.
             let header = header.expect("a parsed Signature-Key member can be written");
-            assert_eq!(signature_key_jwt(&header, label).as_deref(), Ok(jwt.as_str()));
+            assert_eq!(
+                signature_key_jwt(&header, label).as_deref(),
+                Ok(jwt.as_str())
+            );
         }
         let Ok(parsed) = parse_signature(input, signature, label) else {
             continue;
         };
         assert_eq!(parsed.label, label);
-        assert!(labels.iter().any(|l| l == label), "`{label}` is not a label of the input");
+        assert!(
+            labels.iter().any(|l| l == label),
+            "`{label}` is not a label of the input"
+        );
         let components = parsed.components();
         if let Ok(base) = signature_base(&req, &parsed) {
             let base = String::from_utf8(base).expect("a signature base is text");
@@ -95,11 +111,18 @@ fuzz_target!(|data: &[u8]| {
                 .filter(|l| l.starts_with("\"@signature-params\": "))
                 .count();
             assert_eq!(params, 1, "{base:?}");
-            assert!(lines.last().is_some_and(|l| l.starts_with("\"@signature-params\": ")));
+            assert!(
+                lines
+                    .last()
+                    .is_some_and(|l| l.starts_with("\"@signature-params\": "))
+            );
             assert!(components.len() < lines.len());
             for c in &components {
                 let id = format!("\"{c}\": ");
-                assert!(lines.iter().any(|l| l.starts_with(&id)), "{c} not in {base:?}");
+                assert!(
+                    lines.iter().any(|l| l.starts_with(&id)),
+                    "{c} not in {base:?}"
+                );
             }
         }
         assert!(

@@ -19,7 +19,12 @@ use mandate_core::mcp_message::{
 };
 use serde_json::Value;
 
-const GATED: &[&str] = &["tools/call", "resources/read", "resources/subscribe", "prompts/get"];
+const GATED: &[&str] = &[
+    "tools/call",
+    "resources/read",
+    "resources/subscribe",
+    "prompts/get",
+];
 
 fn usable_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()

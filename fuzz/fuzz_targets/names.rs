@@ -42,7 +42,8 @@ fn assert_one_reading(raw: &str) {
     assert!(!raw.is_empty(), "an empty segment in an accepted path");
     assert!(raw.is_ascii(), "raw non-ASCII in {raw:?}");
     assert!(
-        !raw.chars().any(|c| c.is_control() || matches!(c, ' ' | '\\' | ';')),
+        !raw.chars()
+            .any(|c| c.is_control() || matches!(c, ' ' | '\\' | ';')),
         "a raw control character, space, `\\` or `;` in {raw:?}"
     );
     let lower = raw.to_ascii_lowercase();
@@ -52,7 +53,10 @@ fn assert_one_reading(raw: &str) {
     for (i, _) in raw.match_indices('%') {
         let hex = raw.get(i + 1..i + 3).unwrap_or_default();
         assert!(
-            hex.len() == 2 && hex.bytes().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h)),
+            hex.len() == 2
+                && hex
+                    .bytes()
+                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h)),
             "not two upper-case hex digits after `%` in {raw:?}"
         );
         let byte = decode(&raw[i..i + 3]).map(String::into_bytes);
@@ -79,7 +83,9 @@ fn assert_one_reading(raw: &str) {
 }
 
 fn assert_path(p: &str) {
-    let rest = p.strip_prefix('/').expect("an accepted path starts with `/`");
+    let rest = p
+        .strip_prefix('/')
+        .expect("an accepted path starts with `/`");
     if !rest.is_empty() {
         rest.split('/').for_each(assert_one_reading);
     }
@@ -105,12 +111,18 @@ fuzz_target!(|data: &[u8]| {
     }
     if valid_name(s) {
         assert!((1..=128).contains(&s.len()));
-        assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
+        assert!(
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        );
         assert!(!s.chars().all(|c| c == '.'));
     }
     if valid_uri(s) {
         assert!((1..=2_048).contains(&s.len()));
-        assert!(!s.chars().any(|c| c.is_control() || c.is_whitespace() || c == '#'));
+        assert!(
+            !s.chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == '#')
+        );
         let (scheme, rest) = s.split_once(':').expect("a scheme");
         assert!(scheme.starts_with(|c: char| c.is_ascii_lowercase()));
         assert!(scheme.chars().all(|c| {
