@@ -16,6 +16,7 @@ pub mod httpsig;
 mod ids;
 mod jwk;
 mod keys;
+pub mod mcp_message;
 mod mission;
 pub mod names;
 #[cfg(feature = "openapi")]

@@ -54,6 +54,13 @@ pub fn check_segment(raw: &str) -> Result<String, Ambiguous> {
         }
     }
     let s = String::from_utf8(out).map_err(|_| amb("a segment that is not UTF-8"))?;
+    // The C1 controls (U+0080 to U+009F) are encoded in two bytes, neither
+    // of them a control byte: checked on the decoded text.
+    if s.chars().any(char::is_control) {
+        return Err(amb(
+            "an encoded `/`, `\\`, `.`, `%`, `;` or control character",
+        ));
+    }
     if s == "." || s == ".." {
         return Err(amb("a dot segment"));
     }
@@ -153,5 +160,30 @@ pub fn valid_uri(uri: &str) -> bool {
         "" => true,
         p if p.starts_with('/') => check_path(p).is_ok(),
         p => check_path(&format!("/{p}")).is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `names` fuzz target: U+009A, percent-encoded as UTF-8,
+    /// passed as a path segment although encoded control characters are
+    /// refused.
+    #[test]
+    fn encoded_c1_control_characters_are_refused() {
+        assert!(check_path("/[%C2%9A/f9").is_err());
+        for c in ['\u{80}', '\u{85}', '\u{9f}'] {
+            let mut buf = [0u8; 4];
+            let encoded: String = c
+                .encode_utf8(&mut buf)
+                .bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect();
+            assert!(check_segment(&encoded).is_err(), "{encoded}");
+            assert!(!valid_uri(&format!("file:///srv/{encoded}")), "{encoded}");
+        }
+        // The first character after them is not a control: it still passes.
+        assert_eq!(check_segment("%C2%A0").as_deref(), Ok("\u{a0}"));
     }
 }

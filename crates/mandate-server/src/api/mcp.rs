@@ -27,6 +27,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mandate_core::httpsig::RequestParts;
+use mandate_core::mcp_message::{ClientMessage, MessageKind, Refusal, parse_client_message};
 use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, Mission, MissionClaims, MissionId, ReasonCode};
 use serde_json::{Value, json};
@@ -42,25 +43,9 @@ use crate::mcp_upstream::{self, UpEvent};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-/// Requests an agent may send; anything else is refused (`-32601`).
-/// `completion/complete`, `resources/templates/list` and
-/// `logging/setLevel` are refused too: they would run server code on the
-/// agent's input (or widen what the server tells it) with no decision.
-const CLIENT_REQUESTS: &[&str] = &[
-    "initialize",
-    "ping",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-];
-
-/// Of those, the ones decided by policy; they are forwarded only with a
-/// [`Permit`].
+/// Of the requests an agent may send
+/// ([`CLIENT_REQUESTS`](mandate_core::mcp_message::CLIENT_REQUESTS)), the
+/// ones decided by policy; they are forwarded only with a [`Permit`].
 const GATED: &[&str] = &[
     "tools/call",
     "resources/read",
@@ -75,13 +60,6 @@ enum Outbound {
     Gated(Permit<Value>),
     Ungated(Value),
 }
-
-/// Notifications an agent may send.
-const CLIENT_NOTIFICATIONS: &[&str] = &[
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-];
 
 /// A session nobody used for this long is closed.
 const IDLE: Duration = Duration::from_secs(3_600);
@@ -779,76 +757,62 @@ async fn post(
     body: &Bytes,
 ) -> Result<Response, Problem> {
     let sid = session.as_ref().map(|x| x.id.clone());
-    let parsed = serde_json::from_slice::<Value>(body);
-    // The method a refused message named, for the record (bounded).
-    let named: String = parsed
-        .as_ref()
-        .ok()
-        .and_then(|v| v.get("method"))
-        .and_then(Value::as_str)
-        .map_or_else(|| "-".to_owned(), |m| m.chars().take(64).collect());
-    // Refused before anything is forwarded, and recorded.
-    let refuse = |status: StatusCode, id: Value, code: i64, tag: &'static str, m: String| {
+    // Parsed and classified before anything else (mandate-core); what is
+    // refused there is refused before anything is forwarded, and recorded.
+    let msg = match parse_client_message(body) {
+        Ok(m) => m,
+        Err(r) => {
+            let (status, code, tag) = match r.reason {
+                Refusal::NotJson => (StatusCode::BAD_REQUEST, PARSE_ERROR, "invalid_json"),
+                Refusal::Invalid => (StatusCode::BAD_REQUEST, INVALID_REQUEST, "invalid_request"),
+                Refusal::UnknownRequest => (StatusCode::OK, METHOD_NOT_FOUND, "method_not_found"),
+                Refusal::UnknownNotification => (
+                    StatusCode::BAD_REQUEST,
+                    METHOD_NOT_FOUND,
+                    "method_not_found",
+                ),
+            };
+            refusal(
+                s,
+                server,
+                sid.as_deref(),
+                &caller.claims,
+                &r.named,
+                tag,
+                &r.detail,
+            )
+            .await?;
+            return Ok(rpc_reply(status, &r.id, code, r.detail));
+        }
+    };
+    let ClientMessage {
+        kind,
+        message: msg,
+        named,
+    } = msg;
+    // Refused for want of a session: recorded too.
+    let invalid = |id: Option<&Value>, m: &str| {
         let (s, server, sid, claims, named) =
             (s, server, sid.clone(), &caller.claims, named.as_str());
+        let (id, m) = (id.cloned().unwrap_or(Value::Null), m.to_owned());
         async move {
-            refusal(s, server, sid.as_deref(), claims, named, tag, &m).await?;
-            Ok::<_, Problem>(rpc_reply(status, &id, code, m))
-        }
-    };
-    let msg: Value = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                PARSE_ERROR,
-                "invalid_json",
-                format!("not JSON: {e}"),
+            refusal(
+                s,
+                server,
+                sid.as_deref(),
+                claims,
+                named,
+                "invalid_request",
+                &m,
             )
-            .await;
+            .await?;
+            Ok::<_, Problem>(rpc_reply(StatusCode::BAD_REQUEST, &id, INVALID_REQUEST, m))
         }
     };
-    let invalid = |id: Option<&Value>, m: &str| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            id.cloned().unwrap_or(Value::Null),
-            INVALID_REQUEST,
-            "invalid_request",
-            m.to_owned(),
-        )
-    };
-    if msg.is_array() {
-        return invalid(
-            None,
-            "JSON-RPC batches are not accepted; send one message per request",
-        )
-        .await;
-    }
-    let Some(obj) = msg.as_object() else {
-        return invalid(None, "a JSON-RPC message is an object").await;
-    };
-    let id = obj.get("id").cloned();
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return invalid(id.as_ref(), "`jsonrpc` must be \"2.0\"").await;
-    }
-    if let Some(i) = &id
-        && !(i.is_string() || i.is_i64() || i.is_u64())
-    {
-        return invalid(None, "`id` must be a string or an integer").await;
-    }
-    let method = match obj.get("method") {
-        None => None,
-        Some(Value::String(m)) => Some(m.clone()),
-        Some(_) => return invalid(id.as_ref(), "`method` must be a string").await,
-    };
-    match (method, id) {
+    match kind {
         // An answer of the agent to a request of the server: only to one
         // the server made.
-        (None, Some(id)) => {
-            if !(obj.contains_key("result") || obj.contains_key("error")) {
-                return invalid(Some(&id), "a response needs `result` or `error`").await;
-            }
+        MessageKind::Response { id } => {
             let Some(x) = session else {
                 return invalid(Some(&id), "`Mcp-Session-Id` is required").await;
             };
@@ -868,34 +832,13 @@ async fn post(
                 )),
             }
         }
-        (None, None) => invalid(None, "neither a request, a notification nor a response").await,
-        (Some(m), None) => {
-            if !CLIENT_NOTIFICATIONS.contains(&m.as_str()) {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    Value::Null,
-                    METHOD_NOT_FOUND,
-                    "method_not_found",
-                    format!("`{m}` is not a notification the gateway forwards"),
-                )
-                .await;
-            }
+        MessageKind::Notification { method: m } => {
             let Some(x) = session else {
                 return invalid(None, "`Mcp-Session-Id` is required").await;
             };
             Ok(notification(&x, &m, msg))
         }
-        (Some(m), Some(id)) => {
-            if !CLIENT_REQUESTS.contains(&m.as_str()) {
-                return refuse(
-                    StatusCode::OK,
-                    id,
-                    METHOD_NOT_FOUND,
-                    "method_not_found",
-                    format!("`{m}` is not a method the gateway forwards"),
-                )
-                .await;
-            }
+        MessageKind::Request { id, method: m } => {
             if m == "initialize" {
                 if session.is_some() {
                     return invalid(Some(&id), "this session is already initialized").await;
