@@ -581,7 +581,7 @@ print(json.dumps(claims))
 async fn a_proof_cannot_be_replayed() {
     use mandate_core::{Clock as _, OsRandom, SystemClock};
     let server = TestServer::start(bin(), None);
-    let (_admin, alice) = setup(&server);
+    let (admin, alice) = setup(&server);
     let (_, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
     let agent = MissionAgent::start(server.url(), &start_token)
         .await
@@ -609,6 +609,22 @@ async fn a_proof_cannot_be_replayed() {
     assert_eq!(again.status(), 401);
     let p: Value = again.json().await.unwrap();
     assert_eq!(p["code"], "proof_replayed");
+    // The replayed proof verified with the mission key: the replay is on
+    // the record, once however often it is tried.
+    assert_eq!(send().await.unwrap().status(), 401);
+    let replays = server
+        .cli(
+            Some(&admin),
+            &["--json", "audit", "list", "--kind", "proof.replayed"],
+        )
+        .json();
+    let replays = replays["records"].as_array().unwrap();
+    assert_eq!(replays.len(), 1, "{replays:?}");
+    assert_eq!(replays[0]["body"]["path"], "/v1/mission");
+    assert_eq!(
+        replays[0]["body"]["mission"],
+        agent.mission_id().to_string()
+    );
     // Another key's proof with this credential is refused.
     let stranger = mandate_core::MissionKey::generate(&OsRandom).unwrap();
     let forged = stranger

@@ -241,6 +241,23 @@ fn a_client_that_sends_its_head_slowly_or_not_at_all_is_cut_off() {
         sent < 20,
         "a client trickling its head was kept for {sent} s"
     );
+    // A head pipelined behind an answered request is held to the
+    // header-read timeout (2 s here), not the idle one (60 s).
+    let mut pipelined = Conn::open(&addr);
+    pipelined.send(
+        "GET /healthz HTTP/1.1\r\nHost: mandate\r\n\r\nGET /healthz HTTP/1.1\r\nX-Slow: 1\r\n",
+    );
+    assert_eq!(pipelined.response().status, 200);
+    let answered = std::time::Instant::now();
+    assert!(
+        pipelined.closed_silently(),
+        "a pipelined half head was kept"
+    );
+    assert!(
+        answered.elapsed() < Duration::from_secs(6),
+        "a pipelined half head was kept {:?}",
+        answered.elapsed()
+    );
     // A client that sends its head in time is served as before.
     let mut ok = Conn::open(&addr);
     ok.send("GET /healthz HTTP/1.1\r\nHost: mandate\r\n\r\n");

@@ -415,16 +415,43 @@ pub(crate) fn verify_request_proof(
 }
 
 /// Records an authorized request's proof as used; refuses a proof that was
-/// used before. Only proofs by keys bound to a mission get here, so an
-/// outsider cannot fill the cache.
-pub(crate) fn remember_proof(state: &AppState, proof: &VerifiedProof) -> Result<(), Problem> {
+/// used before. Only proofs by keys bound to `mission` get here, so an
+/// outsider cannot fill the cache. A replayed proof verified with the
+/// mission key, so the replay is on the record (`proof.replayed`), once
+/// per proof: later tries are only answered.
+pub(crate) async fn remember_proof(
+    state: &AppState,
+    proof: &VerifiedProof,
+    mission: &mandate_core::Mission,
+    method: &Method,
+    path: &str,
+) -> Result<(), Problem> {
     match state
         .0
         .replay
         .check(&proof.jkt, &proof.jti, proof.iat, state.0.clock.now())
     {
         Replay::Fresh => Ok(()),
-        Replay::Seen { .. } => Err(ProofError::Replayed.into()),
+        Replay::Seen { first } => {
+            if first {
+                state
+                    .audit(
+                        "proof.replayed",
+                        serde_json::json!({
+                            "mission": mission.body.id.as_str(),
+                            "mission_s256": mission.s256,
+                            "principal": mission.body.principal.as_str(),
+                            "agent": mission.body.agent.as_str(),
+                            "jkt": proof.jkt.as_str(),
+                            "proof": proof.jti,
+                            "method": method.as_str(),
+                            "path": path,
+                        }),
+                    )
+                    .await?;
+            }
+            Err(ProofError::Replayed.into())
+        }
         Replay::Full => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "replay_cache_full",
@@ -538,7 +565,7 @@ impl FromRequestParts<AppState> for MissionCaller {
         if proof.jkt != claims.cnf.jkt {
             return Err(ProofError::KeyMismatch.into());
         }
-        remember_proof(state, &proof)?;
+        remember_proof(state, &proof, &mission, &parts.method, parts.uri.path()).await?;
         Ok(Self { claims, mission })
     }
 }

@@ -347,7 +347,7 @@ pub(super) async fn refresh(
     if mission.jkt() != Some(&proof.jkt) {
         return Err(ProofError::KeyMismatch.into());
     }
-    remember_proof(&s, &proof)?;
+    remember_proof(&s, &proof, &mission, &method, uri.path()).await?;
     Ok(Json(credential_for(&s, &mission, &proof.jwk).await?))
 }
 

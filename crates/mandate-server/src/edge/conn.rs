@@ -121,10 +121,17 @@ impl Activity {
         });
     }
 
-    fn flushed(&self, now: Instant) {
+    /// The last answer is out. With the next request's head already begun
+    /// (pipelined behind it, read before it was served), that head is due
+    /// within the header-read timeout from now, not the idle one.
+    fn flushed(&self, now: Instant, head_begun: bool) {
         self.with(|s| {
             if s.phase == (Phase::Busy { requests: 0 }) {
-                s.phase = Phase::Idle { since: now };
+                s.phase = if head_begun {
+                    Phase::Head { since: now }
+                } else {
+                    Phase::Idle { since: now }
+                };
             }
         });
     }
@@ -346,7 +353,8 @@ impl AsyncWrite for Watched {
         ready!(Pin::new(&mut this.tcp).poll_flush(cx))?;
         // hyper flushes after it has written everything it queued: an
         // answer whose body is done is now out in full.
-        this.activity.flushed(Instant::now());
+        this.activity
+            .flushed(Instant::now(), this.scanner.in_head());
         // hyper may not read again before the client sends something: the
         // idle deadline must wake the connection by itself. (A deadline
         // already passed fails the next read.)

@@ -62,6 +62,12 @@ impl HeadScanner {
         self.flagged
     }
 
+    /// Whether a head has begun (a request line was read) and not ended:
+    /// bytes of the next request, pipelined behind the one being answered.
+    pub(super) fn in_head(&self) -> bool {
+        self.request_line
+    }
+
     /// Feeds the next bytes of the stream.
     pub(super) fn feed(&mut self, bytes: &[u8]) {
         if self.flagged {
