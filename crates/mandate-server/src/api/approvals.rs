@@ -432,6 +432,29 @@ async fn refused(
     p
 }
 
+/// An attempt to decide approval request `id` (`kind`: `approve` or
+/// `deny`): `act` runs once the caller and the body are known, and any
+/// refusal, theirs or its own, is recorded by [`refused`].
+async fn attempt<R>(
+    s: &AppState,
+    kind: &'static str,
+    id: &str,
+    headers: &axum::http::HeaderMap,
+    caller: Result<Caller, Problem>,
+    req: Result<ApiJson<R>, Problem>,
+    act: impl AsyncFnOnce(&Caller, R) -> Result<Json<ApprovalView>, Problem>,
+) -> Result<Json<ApprovalView>, Problem> {
+    let out = match (&caller, req) {
+        (Ok(c), Ok(ApiJson(req))) => act(c, req).await,
+        (Err(p), _) => Err(p.clone()),
+        (_, Err(p)) => Err(p),
+    };
+    match out {
+        Ok(v) => Ok(v),
+        Err(p) => Err(refused(s, kind, id, caller.as_ref().ok(), headers, p).await),
+    }
+}
+
 /// The agent behind a presented mission credential, if it is live (its
 /// mission active, the credential unexpired and unrevoked) and the request
 /// carries a `DPoP` proof of the mission key bound into it.
@@ -484,15 +507,8 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     req: Result<ApiJson<ApproveRequest>, Problem>,
 ) -> Result<Json<ApprovalView>, Problem> {
-    let out = match (&caller, req) {
-        (Ok(c), Ok(ApiJson(req))) => approve_as(&s, c, &id, req).await,
-        (Err(p), _) => Err(p.clone()),
-        (_, Err(p)) => Err(p),
-    };
-    match out {
-        Ok(v) => Ok(v),
-        Err(p) => Err(refused(&s, "approve", &id, caller.as_ref().ok(), &headers, p).await),
-    }
+    let act = async |c: &Caller, r| approve_as(&s, c, &id, r).await;
+    attempt(&s, "approve", &id, &headers, caller, req, act).await
 }
 
 async fn approve_as(
@@ -555,15 +571,8 @@ pub(super) async fn deny(
     Path(id): Path<String>,
     req: Result<ApiJson<DenyRequest>, Problem>,
 ) -> Result<Json<ApprovalView>, Problem> {
-    let out = match (&caller, req) {
-        (Ok(c), Ok(ApiJson(req))) => deny_as(&s, c, &id, req).await,
-        (Err(p), _) => Err(p.clone()),
-        (_, Err(p)) => Err(p),
-    };
-    match out {
-        Ok(v) => Ok(v),
-        Err(p) => Err(refused(&s, "deny", &id, caller.as_ref().ok(), &headers, p).await),
-    }
+    let act = async |c: &Caller, r| deny_as(&s, c, &id, r).await;
+    attempt(&s, "deny", &id, &headers, caller, req, act).await
 }
 
 async fn deny_as(
