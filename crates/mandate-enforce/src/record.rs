@@ -1150,6 +1150,13 @@ mod tests {
         fn head_seal(&mut self) -> Result<Option<String>, mandate_store::StoreError> {
             self.inner.head_seal()
         }
+        fn claim(
+            &mut self,
+            key: &str,
+            expires: UnixTime,
+        ) -> Result<bool, mandate_store::StoreError> {
+            self.inner.claim(key, expires)
+        }
     }
 
     /// After a failed commit nothing of its group is kept, every later

@@ -15,24 +15,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mandate_core::{AuditRecord, ChainHead, MissionId, UnixTime};
+use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, UnixTime};
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::model::Allowance;
+use crate::rows::{CLAIM, ClaimSweep, Columns, SWEEP_CLAIMS, int, secs};
 use crate::{AuditSink, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Backend(e.to_string())
     }
-}
-
-/// A row's columns by name, from either library.
-pub(crate) trait Columns {
-    fn text(&self, column: &str) -> Result<String, StoreError>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
-    fn int(&self, column: &str) -> Result<i64, StoreError>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
 }
 
 impl Columns for rusqlite::Row<'_> {
@@ -46,6 +39,9 @@ impl Columns for rusqlite::Row<'_> {
         Ok(self.get(column)?)
     }
     fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
         Ok(self.get(column)?)
     }
 }
@@ -99,14 +95,6 @@ impl Readers {
             .map_err(|_| StoreError::Backend("a read connection was poisoned".into()))?;
         f(&conn)
     }
-}
-
-fn secs(t: UnixTime) -> i64 {
-    i64::try_from(t.0).unwrap_or(i64::MAX)
-}
-
-fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The last record's sequence number and hash (genesis if empty).
@@ -177,6 +165,7 @@ pub(crate) struct SqliteAuditSink {
     waiting: WritersWaiting,
     /// The sequence number the open transaction's next record must have.
     next: Option<u64>,
+    sweep: ClaimSweep,
 }
 
 impl SqliteAuditSink {
@@ -189,6 +178,7 @@ impl SqliteAuditSink {
             conn: open(path, durable, false)?,
             waiting,
             next: None,
+            sweep: ClaimSweep::default(),
         })
     }
 
@@ -340,6 +330,20 @@ impl AuditSink for SqliteAuditSink {
             Some(r) => Some(r.get(0)?),
             None => None,
         })
+    }
+
+    fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
+        let now = SystemClock.now();
+        if self.sweep.due(now) {
+            self.conn
+                .prepare_cached(SWEEP_CLAIMS)?
+                .execute(params![secs(now)])?;
+        }
+        let n = self
+            .conn
+            .prepare_cached(CLAIM)?
+            .execute(params![key, secs(expires), secs(now)])?;
+        Ok(n == 1)
     }
 
     fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {

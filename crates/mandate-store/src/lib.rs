@@ -1,10 +1,14 @@
 //! Storage for Mandate: one [`Store`] trait, with an embedded SQLite
-//! implementation ([`SqliteStore`]). PostgreSQL comes later behind the same
-//! trait; the shared test suite in `tests/` is written against the trait.
+//! implementation ([`SqliteStore`], one node, the default) and a
+//! PostgreSQL one ([`PostgresStore`], for several nodes sharing one
+//! database). The shared test suite in `tests/` runs against both.
 
 mod direct;
 mod error;
 mod model;
+mod pg_audit;
+mod postgres;
+mod rows;
 mod sqlite;
 
 pub use error::{ApprovalError, StartError, StoreError};
@@ -13,6 +17,7 @@ pub use model::{
     NewApproval, NewGrant, NewMission, Principal, Resolution, Revocation, RevocationKind,
     RevocationSummary, VaultRecord, WebhookDelivery,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -20,6 +25,23 @@ use mandate_core::{
     AgentName, ApiTokenId, AuditRecord, ChainHead, EndReason, Mission, MissionId, PrincipalName,
     Thumbprint, TokenHash, UnixTime,
 };
+
+/// A change committed by another process sharing the database, as
+/// [`Store::subscribe`] delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An approval request was opened, joined, decided or expired.
+    Approval(String),
+    /// A mission ended (or was ended by a decision).
+    Mission(MissionId),
+    /// Something was revoked: a mission, an agent, a principal or a token.
+    Revoked,
+    /// The policies were reloaded.
+    Policies,
+    /// Notices may have been missed (the connection that receives them was
+    /// lost and is back, or a receiver lagged): re-read everything cached.
+    Lost,
+}
 
 /// Everything Mandate keeps. Implementations must make each method atomic:
 /// a failed call changes nothing.
@@ -219,6 +241,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// hold), in one transaction.
     async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError>;
     async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError>;
+
+    // --- change notifications ---
+
+    /// Changes committed by other processes sharing this database, as they
+    /// commit; `None` for a store no other process shares (SQLite).
+    ///
+    /// A receiver that lags (`RecvError::Lagged`) has missed changes and
+    /// must treat that as [`Change::Lost`].
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
+    /// Tells the other processes (no-op on SQLite).
+    async fn announce(&self, change: &Change) -> Result<(), StoreError>;
 }
 
 /// The audit writer's connection. Each group of records is one
@@ -263,4 +296,11 @@ pub trait AuditSink: Send + std::fmt::Debug {
     fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), StoreError>;
     /// The seal of the head, as stored now.
     fn head_seal(&mut self) -> Result<Option<String>, StoreError>;
+    /// Records, inside the open transaction, that the signed request with
+    /// this `key` (a hex digest the caller computes) was used, until
+    /// `expires`. Returns `false`, changing nothing and leaving the
+    /// transaction usable, if the key is already recorded and has not
+    /// expired (by the wall clock): a replay, whichever process recorded
+    /// it first. Expired claims are deleted now and then.
+    fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError>;
 }

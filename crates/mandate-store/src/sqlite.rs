@@ -2,14 +2,13 @@
 //! `synchronous = FULL`, foreign keys on.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mandate_core::{
-    AgentName, ApiTokenId, AuditRecord, ChainHead, EndReason, Mission, MissionBody, MissionId,
-    MissionStatus, PrincipalName, Role, Thumbprint, TokenHash, UnixTime, mission_s256,
+    AgentName, ApiTokenId, AuditRecord, ChainHead, EndReason, Mission, MissionId, PrincipalName,
+    Thumbprint, TokenHash, UnixTime,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,13 +16,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
-use crate::direct::{Columns, Readers, SqliteAuditSink, WritersWaiting};
+use crate::direct::{Readers, SqliteAuditSink, WritersWaiting};
 use crate::model::{
     Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord, NewApproval,
     NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
     WebhookDelivery,
 };
-use crate::{ApprovalError, AuditSink, StartError, Store, StoreError};
+use crate::rows::{
+    CheckedBodies, Columns, agent_from_row, approval_from_row, audit_from_row, corrupt,
+    grant_from_row, is_unique_violation, mission_from_row, mission_from_row_with,
+    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
+    webhook_from_row,
+};
+use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -86,34 +91,6 @@ impl SqliteStore {
     }
 }
 
-fn secs(t: UnixTime) -> i64 {
-    i64::try_from(t.0).unwrap_or(i64::MAX)
-}
-
-fn time(v: i64) -> UnixTime {
-    UnixTime(u64::try_from(v).unwrap_or(0))
-}
-
-fn opt_time(v: Option<i64>) -> Option<UnixTime> {
-    v.map(time)
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-/// A text column parsed into its type (a name or an id); a value that does
-/// not parse is a corrupt row.
-fn typed<T>(row: &SqliteRow, column: &str, what: &str) -> Result<T, StoreError>
-where
-    T: TryFrom<String>,
-    T::Error: std::fmt::Display,
-{
-    row.try_get::<String, _>(column)?
-        .try_into()
-        .map_err(|e| corrupt(what, e))
-}
-
 impl Columns for SqliteRow {
     fn text(&self, column: &str) -> Result<String, StoreError> {
         Ok(self.try_get(column)?)
@@ -127,155 +104,12 @@ impl Columns for SqliteRow {
     fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
         Ok(self.try_get(column)?)
     }
-}
-
-fn principal_from_row(row: &impl Columns) -> Result<Principal, StoreError> {
-    Ok(Principal {
-        name: row
-            .text("name")?
-            .try_into()
-            .map_err(|e| corrupt("principal name", e))?,
-        role: Role::from_str(&row.text("role")?).map_err(|e| corrupt("principal role", e))?,
-        created_at: time(row.int("created_at")?),
-        revoked_at: opt_time(row.opt_int("revoked_at")?),
-    })
-}
-
-fn token_from_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
-    Ok(ApiToken {
-        id: typed(row, "id", "token id")?,
-        principal: typed(row, "principal", "token principal")?,
-        label: row.try_get("label")?,
-        created_at: time(row.try_get("created_at")?),
-        revoked_at: opt_time(row.try_get("revoked_at")?),
-    })
-}
-
-fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
-    Ok(Agent {
-        name: typed(row, "name", "agent name")?,
-        owner: typed(row, "owner", "agent owner")?,
-        description: row.try_get("description")?,
-        created_at: time(row.try_get("created_at")?),
-        revoked_at: opt_time(row.try_get("revoked_at")?),
-    })
-}
-
-/// Rebuilds a mission, refusing a row whose body no longer hashes to its
-/// `s256` or disagrees with its indexed columns.
-fn mission_from_row(row: &impl Columns) -> Result<Mission, StoreError> {
-    mission_from_row_with(row, None)
-}
-
-/// Mission bodies whose stored text was already parsed and found to hash
-/// to their `s256`, by that `s256`: an unchanged text is not parsed and
-/// hashed again (a changed one is, and must match).
-#[derive(Debug, Default)]
-struct CheckedBodies(std::sync::Mutex<std::collections::HashMap<String, (String, MissionBody)>>);
-
-impl CheckedBodies {
-    /// Remembered at most; past it the memory starts over.
-    const MAX: usize = 4_096;
-
-    fn get(&self, s256: &str, text: &str) -> Option<MissionBody> {
-        let m = self.0.lock().ok()?;
-        m.get(s256)
-            .filter(|(t, _)| t == text)
-            .map(|(_, b)| b.clone())
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(column)?)
     }
-
-    fn put(&self, s256: String, text: String, body: MissionBody) {
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= Self::MAX {
-                m.clear();
-            }
-            m.insert(s256, (text, body));
-        }
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        Ok(self.try_get(column)?)
     }
-}
-
-fn mission_from_row_with(
-    row: &impl Columns,
-    checked: Option<&CheckedBodies>,
-) -> Result<Mission, StoreError> {
-    let id = row.text("id")?;
-    let body_text = row.text("body")?;
-    let s256 = row.text("s256")?;
-    let body = match checked.and_then(|c| c.get(&s256, &body_text)) {
-        Some(body) => body,
-        None => {
-            let body: MissionBody = serde_json::from_str(&body_text)
-                .map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
-            let computed = mission_s256(&body).map_err(|e| corrupt("mission body", e))?;
-            if computed != s256 {
-                return Err(StoreError::Corrupt(format!(
-                    "mission `{id}` does not match its mission_s256"
-                )));
-            }
-            if let Some(c) = checked {
-                c.put(s256.clone(), body_text, body.clone());
-            }
-            body
-        }
-    };
-    if body.id.as_str() != id
-        || body.principal.as_str() != row.text("principal")?
-        || body.agent.as_str() != row.text("agent")?
-        || i64::try_from(body.expires_at).ok() != Some(row.int("expires_at")?)
-    {
-        return Err(StoreError::Corrupt(format!(
-            "mission `{id}` does not match its mission_s256"
-        )));
-    }
-    let jkt = row
-        .opt_text("jkt")?
-        .map(|s| Thumbprint::from_stored(s).ok_or_else(|| corrupt("mission jkt", &id)))
-        .transpose()?;
-    let state = row.text("state")?;
-    let status = match state.as_str() {
-        "ready" => MissionStatus::Ready,
-        "active" => MissionStatus::Active {
-            jkt: jkt.ok_or_else(|| corrupt("active mission without a key", &id))?,
-            started_at: time(row.opt_int("started_at")?.unwrap_or(0)),
-        },
-        "ended" => MissionStatus::Ended {
-            reason: EndReason::from_str(&row.opt_text("end_reason")?.unwrap_or_default())
-                .map_err(|()| corrupt("mission end reason", &id))?,
-            at: time(row.opt_int("ended_at")?.unwrap_or(0)),
-            jkt,
-            started_at: row.opt_int("started_at")?.map(time),
-        },
-        other => return Err(corrupt("mission state", other)),
-    };
-    Ok(Mission { body, s256, status })
-}
-
-fn revocation_from_row(row: &SqliteRow) -> Result<Revocation, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    Ok(Revocation {
-        kind: RevocationKind::parse(&kind).ok_or_else(|| corrupt("revocation kind", &kind))?,
-        target: row.try_get("target")?,
-        reason: row.try_get("reason")?,
-        revoked_by: typed(row, "revoked_by", "revoked_by")?,
-        at: time(row.try_get("at")?),
-    })
-}
-
-fn audit_from_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
-    let body: String = r.try_get("body")?;
-    Ok(AuditRecord {
-        seq: u64::try_from(r.try_get::<i64, _>("seq")?).unwrap_or(0),
-        time: u64::try_from(r.try_get::<i64, _>("time")?).unwrap_or(0),
-        kind: r.try_get("kind")?,
-        // A body that no longer parses is still returned (as a string), so
-        // verification names its sequence number.
-        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        hash: r.try_get("hash")?,
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 async fn insert_token(
@@ -356,56 +190,6 @@ macro_rules! approval_select {
     };
 }
 const APPROVAL_BY_ID: &str = concat!(approval_select!(), " WHERE a.id = ?1");
-
-fn approval_from_row(r: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
-    let list = |col: &str| -> Result<Vec<String>, StoreError> {
-        serde_json::from_str(&r.try_get::<String, _>(col)?).map_err(|e| corrupt(col, e))
-    };
-    Ok(ApprovalRecord {
-        id: r.try_get("id")?,
-        mission: typed(r, "mission_id", "approval mission")?,
-        mission_s256: r.try_get("m_s256")?,
-        principal: typed(r, "m_principal", "mission principal")?,
-        agent: typed(r, "m_agent", "mission agent")?,
-        goal: r
-            .try_get::<Option<String>, _>("m_goal")?
-            .unwrap_or_default(),
-        request_digest: r.try_get("request_digest")?,
-        action: r.try_get("action")?,
-        resource: r.try_get("resource")?,
-        context: r.try_get("context")?,
-        context_digest: r.try_get("context_digest")?,
-        reason_code: r.try_get("reason_code")?,
-        policies: list("policies")?,
-        justification: r.try_get("justification")?,
-        summary: r.try_get("summary")?,
-        approvers: list("approvers")?,
-        step_up: r.try_get("step_up")?,
-        status: ApprovalStatus::parse(&r.try_get::<String, _>("status")?)
-            .ok_or_else(|| corrupt("approval status", "unknown"))?,
-        created_at: time(r.try_get("created_at")?),
-        expires_at: time(r.try_get("expires_at")?),
-        hits: u64::try_from(r.try_get::<i64, _>("hits")?).unwrap_or(0),
-        decided_by: r.try_get("decided_by")?,
-        decided_at: opt_time(r.try_get("decided_at")?),
-        decision_reason: r.try_get("decision_reason")?,
-        grant: r.try_get("grant_id")?,
-        ended_mission: r.try_get("ended_mission")?,
-    })
-}
-
-fn vault_from_row(r: &SqliteRow) -> Result<VaultRecord, StoreError> {
-    Ok(VaultRecord {
-        principal: typed(r, "principal", "vault principal")?,
-        route: r.try_get("route")?,
-        kind: r.try_get("kind")?,
-        version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
-        nonce: r.try_get("nonce")?,
-        ciphertext: r.try_get("ciphertext")?,
-        updated_at: time(r.try_get("updated_at")?),
-        updated_by: r.try_get("updated_by")?,
-    })
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -775,16 +559,7 @@ impl Store for SqliteStore {
             let mut rows = stmt.query(rusqlite::params![id.as_str(), secs(now)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push(GrantRecord {
-                    id: r.get("id")?,
-                    scope: r
-                        .get::<_, String>("scope")?
-                        .parse()
-                        .map_err(|e: String| corrupt("grant scope", e))?,
-                    policy: r.get("policy")?,
-                    request_digest: r.get("request_digest")?,
-                    created_by: r.get("created_by")?,
-                });
+                out.push(grant_from_row(r)?);
             }
             Ok(out)
         })
@@ -1103,18 +878,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(WebhookDelivery {
-                    id: r.try_get("id")?,
-                    event: r.try_get("event")?,
-                    payload: r.try_get("payload")?,
-                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-                    next_attempt_ms: u64::try_from(r.try_get::<i64, _>("next_attempt_ms")?)
-                        .unwrap_or(0),
-                })
-            })
-            .collect()
+        rows.iter().map(webhook_from_row).collect()
     }
 
     async fn webhook_attempted(
@@ -1340,6 +1104,14 @@ impl Store for SqliteStore {
         summary.missions.sort();
         summary.agents.sort();
         Ok(summary)
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
+    async fn announce(&self, _change: &Change) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError> {

@@ -1,0 +1,537 @@
+//! The audit writer's connection on PostgreSQL.
+//!
+//! [`AuditSink`] is synchronous, and is called from `block_in_place` on a
+//! multi-threaded runtime but also straight from a current-thread
+//! runtime's own thread, where blocking on a future panics. So the sink
+//! owns an OS thread of its own, holding one `PgConnection` and a
+//! current-thread runtime; each method sends a command over a channel and
+//! waits for the reply (a blocking receive is fine anywhere). Dropping the
+//! sink ends the thread, rolling back any open transaction.
+//!
+//! Several nodes append to one chain: [`AuditSink::begin`] takes the
+//! writers' advisory lock inside its transaction before it reads the head,
+//! so groups from different processes follow one another.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, UnixTime};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection as _, Row as _};
+
+use crate::model::Allowance;
+use crate::rows::{CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_from_row, int, secs};
+use crate::{AuditSink, StoreError};
+
+type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
+
+/// What the connection's thread is asked to do.
+enum Command {
+    Head(Reply<ChainHead>),
+    Begin(Reply<ChainHead>),
+    Count {
+        id: MissionId,
+        budget: u64,
+        grant: Option<String>,
+        now: UnixTime,
+        reply: Reply<Allowance>,
+    },
+    Append(AuditRecord, Reply<()>),
+    Commit(Reply<()>),
+    Rollback(Reply<()>),
+    AddCheckpoint(u64, String, Reply<()>),
+    Records(u64, u32, Reply<Vec<AuditRecord>>),
+    SealHead(u64, String, Reply<()>),
+    HeadSeal(Reply<Option<String>>),
+    Claim(String, UnixTime, Reply<bool>),
+}
+
+/// The PostgreSQL [`AuditSink`]: a handle on the thread that owns the
+/// connection.
+#[derive(Debug)]
+pub(crate) struct PgAuditSink {
+    commands: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn gone() -> StoreError {
+    StoreError::Backend("the audit connection's thread has stopped".into())
+}
+
+impl PgAuditSink {
+    /// Starts the thread and connects; returns once connected (or failed).
+    pub(crate) fn open(options: PgConnectOptions, lock: i64) -> Result<Self, StoreError> {
+        let (commands, inbox) = mpsc::channel::<Command>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), StoreError>>(1);
+        let thread = std::thread::Builder::new()
+            .name("mandate-audit-pg".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StoreError::Backend(format!(
+                            "cannot start the audit connection's runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                let conn = match rt.block_on(PgConnection::connect_with(&options)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let mut worker = Worker {
+                    conn,
+                    options,
+                    lock,
+                    next: None,
+                    tx: TxState::None,
+                    sweep: ClaimSweep::default(),
+                };
+                while let Ok(cmd) = inbox.recv() {
+                    rt.block_on(worker.handle(cmd));
+                }
+                rt.block_on(worker.close());
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the audit thread: {e}")))?;
+        let sink = Self {
+            commands: Some(commands),
+            thread: Some(thread),
+        };
+        ready_rx.recv().map_err(|_| gone())??;
+        Ok(sink)
+    }
+
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.commands
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(make(tx))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for PgAuditSink {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; it rolls back and
+        // closes the connection.
+        self.commands = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl AuditSink for PgAuditSink {
+    fn head(&mut self) -> Result<ChainHead, StoreError> {
+        self.call(Command::Head)
+    }
+
+    fn begin(&mut self) -> Result<ChainHead, StoreError> {
+        self.call(Command::Begin)
+    }
+
+    fn count(
+        &mut self,
+        id: &MissionId,
+        budget: u64,
+        grant: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Allowance, StoreError> {
+        self.call(|reply| Command::Count {
+            id: id.clone(),
+            budget,
+            grant: grant.map(str::to_owned),
+            now,
+            reply,
+        })
+    }
+
+    fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.call(|r| Command::Append(record.clone(), r))
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.call(Command::Commit)
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.call(Command::Rollback);
+    }
+
+    fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
+        self.call(|r| Command::AddCheckpoint(seq, token.to_owned(), r))
+    }
+
+    fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.call(|r| Command::Records(after, limit, r))
+    }
+
+    fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
+        self.call(|r| Command::SealHead(seq, token.to_owned(), r))
+    }
+
+    fn head_seal(&mut self) -> Result<Option<String>, StoreError> {
+        self.call(Command::HeadSeal)
+    }
+
+    fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
+        self.call(|r| Command::Claim(key.to_owned(), expires, r))
+    }
+}
+
+/// Where the connection's transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxState {
+    None,
+    Open,
+    /// A statement failed inside it: PostgreSQL has aborted it, and a
+    /// `COMMIT` would quietly roll back, so commit must fail instead.
+    Failed,
+}
+
+/// One unit of a mission's budget, only while the mission is active, has
+/// not expired and has budget left; the count after it.
+const COUNT_ONE: &str = "UPDATE missions SET requests_used = requests_used + 1 \
+     WHERE id = $1 AND state = 'active' AND expires_at > $3 AND requests_used < $2 \
+     RETURNING requests_used";
+
+/// One use of a grant, only while it is live.
+const USE_GRANT: &str = "UPDATE grants SET uses = uses + 1 \
+     WHERE id = $1 AND mission_id = $2 AND revoked_at IS NULL \
+       AND (expires_at IS NULL OR expires_at > $3) \
+       AND (max_uses IS NULL OR uses < max_uses)";
+
+const HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+
+/// The connection's thread.
+struct Worker {
+    conn: PgConnection,
+    options: PgConnectOptions,
+    lock: i64,
+    /// The sequence number the open transaction's next record must have.
+    next: Option<u64>,
+    tx: TxState,
+    sweep: ClaimSweep,
+}
+
+impl Worker {
+    async fn handle(&mut self, cmd: Command) {
+        // A reply nobody waits for any more is dropped.
+        match cmd {
+            Command::Head(r) => {
+                let v = self.head().await;
+                let _ = r.send(v);
+            }
+            Command::Begin(r) => {
+                let v = self.begin().await;
+                let _ = r.send(v);
+            }
+            Command::Count {
+                id,
+                budget,
+                grant,
+                now,
+                reply,
+            } => {
+                let v = self.count(&id, budget, grant.as_deref(), now).await;
+                let v = self.watch(v);
+                let _ = reply.send(v);
+            }
+            Command::Append(rec, r) => {
+                let v = self.append(&rec).await;
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
+            Command::Commit(r) => {
+                let v = self.commit().await;
+                let _ = r.send(v);
+            }
+            Command::Rollback(r) => {
+                self.rollback().await;
+                let _ = r.send(Ok(()));
+            }
+            Command::AddCheckpoint(seq, token, r) => {
+                let v = sqlx::query(
+                    "INSERT INTO audit_checkpoints (seq, token) VALUES ($1, $2) \
+                     ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
+                )
+                .bind(int(seq))
+                .bind(token)
+                .execute(&mut self.conn)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from);
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
+            Command::Records(after, limit, r) => {
+                let v = self.records(after, limit).await;
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
+            Command::SealHead(seq, token, r) => {
+                let v = sqlx::query(
+                    "INSERT INTO audit_seal (id, seq, token) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token",
+                )
+                .bind(int(seq))
+                .bind(token)
+                .execute(&mut self.conn)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from);
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
+            Command::HeadSeal(r) => {
+                let v = sqlx::query_scalar("SELECT token FROM audit_seal WHERE id = 1")
+                    .fetch_optional(&mut self.conn)
+                    .await
+                    .map_err(StoreError::from);
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
+            Command::Claim(key, expires, r) => {
+                let v = self.claim(&key, expires).await;
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
+        }
+    }
+
+    /// Marks the open transaction failed if `v` is an error.
+    fn watch<T>(&mut self, v: Result<T, StoreError>) -> Result<T, StoreError> {
+        if v.is_err() && self.tx == TxState::Open {
+            self.tx = TxState::Failed;
+        }
+        v
+    }
+
+    async fn head(&mut self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query(HEAD).fetch_optional(&mut self.conn).await?;
+        Ok(match row {
+            None => ChainHead::genesis(),
+            Some(r) => ChainHead {
+                seq: u64::try_from(r.int("seq")?).unwrap_or(0),
+                hash: r.text("hash")?,
+            },
+        })
+    }
+
+    async fn begin(&mut self) -> Result<ChainHead, StoreError> {
+        if self.tx != TxState::None {
+            return Err(StoreError::Conflict(
+                "an audit group is already open on this connection".into(),
+            ));
+        }
+        if sqlx::raw_sql("BEGIN")
+            .execute(&mut self.conn)
+            .await
+            .is_err()
+        {
+            // Nothing is in flight: a connection lost since the last group
+            // is replaced once.
+            self.conn = PgConnection::connect_with(&self.options).await?;
+            sqlx::raw_sql("BEGIN").execute(&mut self.conn).await?;
+        }
+        self.tx = TxState::Open;
+        // INVARIANT: the lock is taken before the head is read, so the
+        // head stays the head until this transaction ends, whichever node
+        // appends next.
+        let head = async {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(self.lock)
+                .execute(&mut self.conn)
+                .await?;
+            self.head().await
+        }
+        .await;
+        match head {
+            Ok(h) => {
+                self.next = Some(h.seq + 1);
+                Ok(h)
+            }
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn count_budget(
+        &mut self,
+        id: &MissionId,
+        budget: u64,
+        now: UnixTime,
+    ) -> Result<Option<u64>, StoreError> {
+        let used: Option<i64> = sqlx::query_scalar(COUNT_ONE)
+            .bind(id.as_str())
+            .bind(int(budget))
+            .bind(secs(now))
+            .fetch_optional(&mut self.conn)
+            .await?;
+        Ok(used.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// Why a mission's budget could not be counted.
+    async fn not_counted(
+        &mut self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Allowance, StoreError> {
+        let row = sqlx::query("SELECT state, expires_at FROM missions WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut self.conn)
+            .await?;
+        Ok(match row {
+            Some(r)
+                if r.try_get::<String, _>(0)? == "active"
+                    && r.try_get::<i64, _>(1)? > secs(now) =>
+            {
+                Allowance::BudgetExhausted
+            }
+            _ => Allowance::MissionEnded,
+        })
+    }
+
+    async fn count(
+        &mut self,
+        id: &MissionId,
+        budget: u64,
+        grant: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Allowance, StoreError> {
+        // INVARIANT: each check and its increment are one statement (a
+        // concurrent writer's update is waited for and the condition
+        // re-checked), and a grant's use and the budget unit are kept or
+        // undone together.
+        let Some(g) = grant else {
+            return match self.count_budget(id, budget, now).await? {
+                Some(n) => Ok(Allowance::Counted(n)),
+                None => self.not_counted(id, now).await,
+            };
+        };
+        sqlx::raw_sql("SAVEPOINT allowance")
+            .execute(&mut self.conn)
+            .await?;
+        let uses = sqlx::query(USE_GRANT)
+            .bind(g)
+            .bind(id.as_str())
+            .bind(secs(now))
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+        if uses == 0 {
+            sqlx::raw_sql("RELEASE SAVEPOINT allowance")
+                .execute(&mut self.conn)
+                .await?;
+            return Ok(Allowance::GrantUnavailable);
+        }
+        if let Some(n) = self.count_budget(id, budget, now).await? {
+            sqlx::raw_sql("RELEASE SAVEPOINT allowance")
+                .execute(&mut self.conn)
+                .await?;
+            return Ok(Allowance::Counted(n));
+        }
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT allowance; RELEASE SAVEPOINT allowance")
+            .execute(&mut self.conn)
+            .await?;
+        self.not_counted(id, now).await
+    }
+
+    async fn append(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
+        let Some(next) = self.next.filter(|n| *n == r.seq) else {
+            return Err(StoreError::Conflict(format!(
+                "audit append at {} but the log's next record is {:?}",
+                r.seq, self.next
+            )));
+        };
+        let body = serde_jcs::to_string(&r.body)
+            .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?;
+        sqlx::query(
+            "INSERT INTO audit_events (seq, time, kind, body, hash) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(int(r.seq))
+        .bind(int(r.time))
+        .bind(&r.kind)
+        .bind(body)
+        .bind(&r.hash)
+        .execute(&mut self.conn)
+        .await?;
+        self.next = Some(next + 1);
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        self.next = None;
+        match self.tx {
+            TxState::None => Err(StoreError::Conflict("no audit group is open".into())),
+            TxState::Failed => {
+                self.rollback().await;
+                Err(StoreError::Backend(
+                    "the audit group failed and was rolled back".into(),
+                ))
+            }
+            TxState::Open => {
+                // With `synchronous_commit` as the server has it (on by
+                // default): durable on return.
+                let done = sqlx::raw_sql("COMMIT").execute(&mut self.conn).await;
+                self.tx = TxState::None;
+                done.map(|_| ()).map_err(StoreError::from)
+            }
+        }
+    }
+
+    async fn rollback(&mut self) {
+        self.next = None;
+        if self.tx != TxState::None {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+            self.tx = TxState::None;
+        }
+    }
+
+    async fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(int(after))
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.conn)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
+        let now = SystemClock.now();
+        if self.sweep.due(now) {
+            sqlx::query(SWEEP_CLAIMS)
+                .bind(secs(now))
+                .execute(&mut self.conn)
+                .await?;
+        }
+        // INVARIANT: ON CONFLICT, never a unique violation, which would
+        // abort the group's transaction.
+        let n = sqlx::query(CLAIM)
+            .bind(key)
+            .bind(secs(expires))
+            .bind(secs(now))
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn close(mut self) {
+        self.rollback().await;
+        let _ = self.conn.close().await;
+    }
+}

@@ -1,0 +1,1432 @@
+//! The PostgreSQL store, for several Mandate nodes sharing one database.
+//!
+//! Every guarantee of the SQLite store holds across processes:
+//! - transactions that read before they write (bootstrap, approvals,
+//!   revocations, a mission's end, creations that check liveness) take
+//!   one transaction-scoped advisory lock first, the same one the audit
+//!   writer takes for its group ([`WRITER_LOCK`]): they serialise as
+//!   SQLite's single writer does, across every node, and cannot deadlock
+//!   with a group's counts;
+//! - single statements that check and change a row at once (a start
+//!   token consumed, a vault version bumped) rely on PostgreSQL's row
+//!   lock and re-check under READ COMMITTED: of concurrent ones exactly one
+//!   matches;
+//! - transactions that change an approval, end a mission or revoke
+//!   anything also `pg_notify` the other nodes, so the notice is sent iff
+//!   the change commits (see [`Change`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mandate_core::{
+    AgentName, ApiTokenId, AuditRecord, ChainHead, EndReason, Mission, MissionId, OsRandom,
+    PrincipalName, SecureRandom as _, Thumbprint, TokenHash, UnixTime,
+};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Postgres, Row as _, Transaction};
+use tokio::sync::broadcast;
+
+use crate::model::{
+    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord, NewApproval,
+    NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
+    WebhookDelivery,
+};
+use crate::pg_audit::PgAuditSink;
+use crate::rows::{
+    CheckedBodies, Columns, agent_from_row, approval_from_row, audit_from_row, corrupt,
+    grant_from_row, int, is_unique_violation, mission_from_row, mission_from_row_with,
+    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
+    webhook_from_row,
+};
+use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The notification channel of a store in the default schema; a store in
+/// its own schema uses `mandate_changes:<schema>`, so deployments (and
+/// tests) in different schemas of one database do not hear each other.
+const CHANNEL: &str = "mandate_changes";
+
+/// Changes a store keeps for a slow subscriber before it lags.
+const CHANGES_BUFFERED: usize = 1_024;
+
+/// The advisory lock every writing transaction and every audit group takes
+/// first (in the default schema; a schema gets its own key, see
+/// [`lock_key`]). One writer at a time, as on SQLite.
+pub(crate) const WRITER_LOCK: &str = "mandate.writer";
+
+/// A fixed 64-bit key for an advisory lock: FNV-1a of its name.
+fn lock_key(name: &str, schema: Option<&str>) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = name.bytes().chain(
+        schema
+            .into_iter()
+            .flat_map(|s| std::iter::once(b':').chain(s.bytes())),
+    );
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// PostgreSQL implementation of [`Store`]. Cloning shares the pool and the
+/// change listener.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// For the audit sink's own connection.
+    options: PgConnectOptions,
+    /// Key of the writers' advisory lock (see [`WRITER_LOCK`]).
+    writer_lock: i64,
+    checked: Arc<CheckedBodies>,
+    changes: Arc<Changes>,
+}
+
+/// This store's side of the change notices.
+#[derive(Debug)]
+struct Changes {
+    channel: String,
+    /// Random per store instance: a store skips its own notices.
+    origin: String,
+    sender: broadcast::Sender<Change>,
+    /// The listener task, stopped when the last clone of the store goes.
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects (a pool) to the database at `url`
+    /// (`postgres://user@host:port/db`), runs the migrations, and starts
+    /// listening for other nodes' changes. Migrations take PostgreSQL's
+    /// advisory lock, so several nodes starting together are safe. Must be
+    /// called inside a Tokio runtime (the listener is a task on it).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
+        Self::start(options, None).await
+    }
+
+    /// As [`Self::connect`], with every table in `schema` (created if
+    /// missing): every connection's `search_path` is set to it. The name
+    /// must be lowercase ASCII letters, digits and `_`, starting with a
+    /// letter, at most 40 characters.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let valid = schema.len() <= 40
+            && schema.starts_with(|c: char| c.is_ascii_lowercase())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !schema.starts_with("pg_");
+        if !valid {
+            return Err(StoreError::Backend(format!(
+                "invalid schema name `{schema}`: use lowercase letters, digits and `_`"
+            )));
+        }
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
+        let mut conn = PgConnection::connect_with(&options).await?;
+        // The name was checked above: it needs no quoting.
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
+        match created {
+            Ok(_) => {}
+            // Two nodes creating it at once: one wins, the other finds it.
+            Err(e) if is_unique_violation(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Self::start(options.options([("search_path", schema)]), Some(schema)).await
+    }
+
+    async fn start(options: PgConnectOptions, schema: Option<&str>) -> Result<Self, StoreError> {
+        // Migrations on a connection of their own, closed afterwards: the
+        // migrator's session lock cannot outlive a failed run on a pooled
+        // connection.
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let migrated = MIGRATOR.run(&mut conn).await;
+        let _ = conn.close().await;
+        migrated?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let channel = match schema {
+            Some(s) => format!("{CHANNEL}:{s}"),
+            None => CHANNEL.to_owned(),
+        };
+        let mut origin = [0u8; 8];
+        OsRandom
+            .fill(&mut origin)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let origin: String = origin.iter().map(|b| format!("{b:02x}")).collect();
+        // The listener has a pool of its own (one connection, kept open),
+        // so it never takes a connection from the store's.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options.clone().application_name("mandate-listener"));
+        // Listening before `connect` returns: nothing committed after it is
+        // missed.
+        let listener = listen(&listen_pool, &channel).await?;
+        let (sender, _) = broadcast::channel(CHANGES_BUFFERED);
+        let task = tokio::spawn(relay(
+            listen_pool,
+            listener,
+            channel.clone(),
+            origin.clone(),
+            sender.clone(),
+        ));
+        Ok(Self {
+            pool,
+            options,
+            writer_lock: lock_key(WRITER_LOCK, schema),
+            checked: Arc::default(),
+            changes: Arc::new(Changes {
+                channel,
+                origin,
+                sender,
+                listener: task.abort_handle(),
+            }),
+        })
+    }
+
+    /// A transaction that holds the writers' lock (see the module doc).
+    async fn write_tx(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.writer_lock)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Queues `change` for the other nodes; sent when `tx` commits.
+    async fn notify(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.changes.channel)
+            .bind(encode(&self.changes.origin, change))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `<origin> <kind>[ <argument>]`.
+fn encode(origin: &str, change: &Change) -> String {
+    match change {
+        Change::Approval(id) => format!("{origin} approval {id}"),
+        Change::Mission(id) => format!("{origin} mission {id}"),
+        Change::Revoked => format!("{origin} revoked"),
+        Change::Policies => format!("{origin} policies"),
+        Change::Lost => format!("{origin} lost"),
+    }
+}
+
+/// The change in a payload, unless it is this store's own (`origin`) or
+/// not understood (ignored: a newer node may send kinds this one does not
+/// know).
+fn decode(payload: &str, origin: &str) -> Option<Change> {
+    let mut parts = payload.splitn(3, ' ');
+    let from = parts.next()?;
+    if from == origin {
+        return None;
+    }
+    let kind = parts.next()?;
+    let arg = parts.next();
+    match (kind, arg) {
+        ("approval", Some(id)) if !id.is_empty() => Some(Change::Approval(id.to_owned())),
+        ("mission", Some(id)) => MissionId::try_from(id.to_owned()).ok().map(Change::Mission),
+        ("revoked", None) => Some(Change::Revoked),
+        ("policies", None) => Some(Change::Policies),
+        ("lost", None) => Some(Change::Lost),
+        _ => None,
+    }
+}
+
+async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, StoreError> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// Receives notices and broadcasts the changes; on a lost connection,
+/// reconnects (backing off up to 5 s) and then broadcasts [`Change::Lost`],
+/// so subscribers re-read what a missed notice may have changed.
+async fn relay(
+    pool: PgPool,
+    mut listener: PgListener,
+    channel: String,
+    origin: String,
+    sender: broadcast::Sender<Change>,
+) {
+    loop {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if let Some(change) = decode(n.payload(), &origin) {
+                        // No subscriber is not an error.
+                        let _ = sender.send(change);
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("lost the connection that receives other nodes' changes");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("lost the connection that receives other nodes' changes: {e}");
+                    break;
+                }
+            }
+        }
+        drop(listener);
+        let mut backoff = Duration::from_millis(50);
+        listener = loop {
+            tokio::time::sleep(backoff).await;
+            match listen(&pool, &channel).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    tracing::warn!("cannot listen for other nodes' changes yet: {e}");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let _ = sender.send(Change::Lost);
+    }
+}
+
+impl Columns for PgRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+async fn insert_token(
+    tx: &mut Transaction<'static, Postgres>,
+    t: &ApiToken,
+    hash: &TokenHash,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO api_tokens (id, principal, hash, label, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(t.id.as_str())
+        .bind(t.principal.as_str())
+        .bind(hash.as_str())
+        .bind(&t.label)
+        .bind(secs(t.created_at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_revocation(
+    tx: &mut Transaction<'static, Postgres>,
+    rev: &Revocation,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO revocations (kind, target, reason, revoked_by, at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(rev.kind.as_str())
+        .bind(&rev.target)
+        .bind(&rev.reason)
+        .bind(rev.revoked_by.as_str())
+        .bind(secs(rev.at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Ends every live mission matched by `sql` (which binds `$1` = now,
+/// `$2` = the target and `$3` = who), recording TTL-expired ones as expired.
+async fn end_missions(
+    tx: &mut Transaction<'static, Postgres>,
+    sql: &'static str,
+    now: UnixTime,
+    target: &str,
+    by: &str,
+) -> Result<Vec<MissionId>, StoreError> {
+    let rows = sqlx::query(sql)
+        .bind(secs(now))
+        .bind(target)
+        .bind(by)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("id")
+                .map_err(StoreError::from)
+                .and_then(|s| MissionId::try_from(s).map_err(|e| corrupt("mission id", e)))
+        })
+        .collect()
+}
+
+const END_MISSION_BY_ID: &str = "UPDATE missions SET state = 'ended', \
+     end_reason = CASE WHEN expires_at <= $1 THEN 'expired' ELSE 'revoked' END, \
+     ended_at = LEAST(expires_at, $1), ended_by = $3 \
+     WHERE id = $2 AND state != 'ended' RETURNING id";
+const END_MISSIONS_OF_AGENT: &str = "UPDATE missions SET state = 'ended', \
+     end_reason = CASE WHEN expires_at <= $1 THEN 'expired' ELSE 'revoked' END, \
+     ended_at = LEAST(expires_at, $1), ended_by = $3 \
+     WHERE agent = $2 AND state != 'ended' RETURNING id";
+const END_MISSIONS_OF_PRINCIPAL: &str = "UPDATE missions SET state = 'ended', \
+     end_reason = CASE WHEN expires_at <= $1 THEN 'expired' ELSE 'revoked' END, \
+     ended_at = LEAST(expires_at, $1), ended_by = $3 \
+     WHERE (principal = $2 OR agent IN (SELECT name FROM agents WHERE owner = $2)) \
+       AND state != 'ended' RETURNING id";
+
+/// Approvals with their mission's principal, agent, goal and hash.
+macro_rules! approval_select {
+    () => {
+        "SELECT a.*, m.principal AS m_principal, m.agent AS m_agent, \
+         (m.body::json ->> 'goal') AS m_goal, m.s256 AS m_s256 \
+         FROM approvals a JOIN missions m ON m.id = a.mission_id"
+    };
+}
+const APPROVAL_BY_ID: &str = concat!(approval_select!(), " WHERE a.id = $1");
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn bootstrap_admin(
+        &self,
+        admin: &Principal,
+        token: &ApiToken,
+        hash: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM principals")
+            .fetch_one(&mut *tx)
+            .await?;
+        if count > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO principals (name, role, created_at) VALUES ($1, $2, $3)")
+            .bind(admin.name.as_str())
+            .bind(admin.role.as_str())
+            .bind(secs(admin.created_at))
+            .execute(&mut *tx)
+            .await?;
+        insert_token(&mut tx, token, hash).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn create_principal(&self, p: &Principal) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO principals (name, role, created_at) VALUES ($1, $2, $3)")
+            .bind(p.name.as_str())
+            .bind(p.role.as_str())
+            .bind(secs(p.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("principal `{}` already exists", p.name))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn principal(&self, name: &PrincipalName) -> Result<Option<Principal>, StoreError> {
+        sqlx::query("SELECT * FROM principals WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(principal_from_row)
+            .transpose()
+    }
+
+    async fn principals(&self) -> Result<Vec<Principal>, StoreError> {
+        sqlx::query("SELECT * FROM principals ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(principal_from_row)
+            .collect()
+    }
+
+    async fn create_api_token(&self, token: &ApiToken, hash: &TokenHash) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM principals WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(token.principal.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "principal `{}`",
+                token.principal
+            )));
+        }
+        insert_token(&mut tx, token, hash).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn principal_by_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(Principal, ApiTokenId)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.*, t.id AS token_id FROM api_tokens t JOIN principals p ON p.name = t.principal \
+             WHERE t.hash = $1 AND t.revoked_at IS NULL AND p.revoked_at IS NULL",
+        )
+        .bind(hash.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                principal_from_row(&r)?,
+                ApiTokenId::try_from(r.text("token_id")?).map_err(|e| corrupt("token id", e))?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn api_tokens(&self, principal: &PrincipalName) -> Result<Vec<ApiToken>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens WHERE principal = $1 ORDER BY created_at, id")
+            .bind(principal.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn revoke_api_token(
+        &self,
+        id: &ApiTokenId,
+        rev: &Revocation,
+    ) -> Result<ApiToken, StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(secs(rev.at))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("token `{id}`")))?;
+        insert_revocation(&mut tx, rev).await?;
+        self.notify(&mut tx, &Change::Revoked).await?;
+        tx.commit().await?;
+        token_from_row(&row)
+    }
+
+    async fn create_agent(&self, a: &Agent) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM principals WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(a.owner.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound(format!("principal `{}`", a.owner)));
+        }
+        sqlx::query(
+            "INSERT INTO agents (name, owner, description, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(a.name.as_str())
+        .bind(a.owner.as_str())
+        .bind(&a.description)
+        .bind(secs(a.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("agent `{}` already exists", a.name))
+            } else {
+                e.into()
+            }
+        })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError> {
+        sqlx::query("SELECT * FROM agents WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError> {
+        sqlx::query("SELECT * FROM agents WHERE $1::TEXT IS NULL OR owner = $1 ORDER BY name")
+            .bind(owner.map(PrincipalName::as_str))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+
+    async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError> {
+        let body = serde_jcs::to_string(&m.body)
+            .map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
+        let mut tx = self.write_tx().await?;
+        // The agent and principal must still be live when the mission lands.
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM agents a JOIN principals p ON p.name = $2 \
+             WHERE a.name = $1 AND a.revoked_at IS NULL AND p.revoked_at IS NULL",
+        )
+        .bind(m.body.agent.as_str())
+        .bind(m.body.principal.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "live agent `{}`",
+                m.body.agent
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
+             start_token_hash, start_token_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', $8, $9)",
+        )
+        .bind(m.body.id.as_str())
+        .bind(m.body.principal.as_str())
+        .bind(m.body.agent.as_str())
+        .bind(body)
+        .bind(&m.s256)
+        .bind(int(m.body.created_at))
+        .bind(int(m.body.expires_at))
+        .bind(m.start_token.as_str())
+        .bind(secs(m.start_token_expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mission(&self, id: &MissionId) -> Result<Option<Mission>, StoreError> {
+        sqlx::query("SELECT * FROM missions WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| mission_from_row_with(&r, Some(&self.checked)))
+            .transpose()
+    }
+
+    async fn missions(
+        &self,
+        principal: Option<&PrincipalName>,
+        limit: u32,
+    ) -> Result<Vec<Mission>, StoreError> {
+        sqlx::query("SELECT * FROM missions WHERE $1::TEXT IS NULL OR principal = $1 ORDER BY created_at DESC, id LIMIT $2")
+            .bind(principal.map(PrincipalName::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(mission_from_row)
+            .collect()
+    }
+
+    async fn start_mission(
+        &self,
+        token: &TokenHash,
+        jkt: &Thumbprint,
+        now: UnixTime,
+    ) -> Result<Mission, StartError> {
+        // INVARIANT: one UPDATE both checks and consumes the token. A
+        // concurrent start (from any node) waits on the row's lock, then
+        // re-checks the condition on the updated row, which no longer
+        // matches: exactly one succeeds.
+        let started = sqlx::query(
+            "UPDATE missions SET state = 'active', jkt = $2, started_at = $3, start_token_used_at = $3 \
+             WHERE start_token_hash = $1 AND start_token_used_at IS NULL AND state = 'ready' \
+               AND start_token_expires_at > $3 AND expires_at > $3 RETURNING *",
+        )
+        .bind(token.as_str())
+        .bind(jkt.as_str())
+        .bind(secs(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = started {
+            return Ok(mission_from_row(&row)?);
+        }
+        let row = sqlx::query("SELECT * FROM missions WHERE start_token_hash = $1")
+            .bind(token.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StartError::Unknown)?;
+        let used: Option<i64> = row.try_get("start_token_used_at")?;
+        let state: String = row.try_get("state")?;
+        let token_exp: i64 = row.try_get("start_token_expires_at")?;
+        let mission_exp: i64 = row.try_get("expires_at")?;
+        Err(if used.is_some() {
+            StartError::Used
+        } else if state == "ended" || mission_exp <= secs(now) {
+            StartError::MissionEnded
+        } else if token_exp <= secs(now) {
+            StartError::Expired
+        } else {
+            StartError::Unknown
+        })
+    }
+
+    async fn end_mission(
+        &self,
+        id: &MissionId,
+        reason: EndReason,
+        by: &str,
+        now: UnixTime,
+    ) -> Result<Mission, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "UPDATE missions SET state = 'ended', end_reason = $2, ended_at = $3, ended_by = $4 \
+             WHERE id = $1 AND state != 'ended' RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(reason.as_str())
+        .bind(secs(now))
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match row {
+            Some(r) => {
+                let ended = mission_from_row(&r)?;
+                self.notify(&mut tx, &Change::Mission(id.clone())).await?;
+                tx.commit().await?;
+                Ok(ended)
+            }
+            None => {
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT 1::BIGINT FROM missions WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match exists {
+                    Some(_) => Err(StoreError::Conflict(format!(
+                        "mission `{id}` has already ended"
+                    ))),
+                    None => Err(StoreError::NotFound(format!("mission `{id}`"))),
+                }
+            }
+        }
+    }
+
+    async fn record_credential(
+        &self,
+        jti: &str,
+        mission: &MissionId,
+        jkt: &Thumbprint,
+        iat: UnixTime,
+        exp: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credentials (jti, mission_id, jkt, iat, exp) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(jti)
+        .bind(mission.as_str())
+        .bind(jkt.as_str())
+        .bind(secs(iat))
+        .bind(secs(exp))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError> {
+        let used: Option<i64> =
+            sqlx::query_scalar("SELECT requests_used FROM missions WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        used.map(|u| u64::try_from(u).unwrap_or(0))
+            .ok_or_else(|| StoreError::NotFound(format!("mission `{id}`")))
+    }
+
+    async fn live_grants(
+        &self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        sqlx::query(
+            "SELECT g.id, g.policy, g.scope, g.request_digest, g.created_by FROM grants g \
+             JOIN missions m ON m.id = g.mission_id \
+             WHERE g.mission_id = $1 AND m.state = 'active' AND g.revoked_at IS NULL \
+               AND (g.expires_at IS NULL OR g.expires_at > $2) \
+               AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
+        )
+        .bind(id.as_str())
+        .bind(secs(now))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(grant_from_row)
+        .collect()
+    }
+
+    async fn open_approval(
+        &self,
+        a: &NewApproval,
+        max_pending: u32,
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let existing: Option<String> = sqlx::query_scalar(
+            "UPDATE approvals SET hits = hits + 1 \
+             WHERE mission_id = $1 AND request_digest = $2 AND status = 'pending' AND expires_at > $3 RETURNING id",
+        )
+        .bind(a.mission.as_str())
+        .bind(&a.request_digest)
+        .bind(secs(a.created_at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = existing {
+            self.notify(&mut tx, &Change::Approval(id.clone())).await?;
+            tx.commit().await?;
+            return Ok(Some((id, true)));
+        }
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE mission_id = $1 AND status = 'pending' AND expires_at > $2",
+        )
+        .bind(a.mission.as_str())
+        .bind(secs(a.created_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending >= i64::from(max_pending) {
+            return Ok(None);
+        }
+        // A pending one past its expiry no longer blocks a new request.
+        let stale: Vec<String> = sqlx::query_scalar(
+            "UPDATE approvals SET status = 'expired' \
+             WHERE mission_id = $1 AND request_digest = $2 AND status = 'pending' RETURNING id",
+        )
+        .bind(a.mission.as_str())
+        .bind(&a.request_digest)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context, \
+             context_digest, reason_code, policies, status, created_at, expires_at, \
+             justification, summary, approvers, step_up) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&a.id)
+        .bind(a.mission.as_str())
+        .bind(&a.request_digest)
+        .bind(&a.action)
+        .bind(&a.resource)
+        .bind(&a.context)
+        .bind(&a.context_digest)
+        .bind(&a.reason_code)
+        .bind(&a.policies)
+        .bind(secs(a.created_at))
+        .bind(secs(a.expires_at))
+        .bind(&a.justification)
+        .bind(&a.summary)
+        .bind(serde_json::to_string(&a.approvers).map_err(|e| corrupt("approvers", e))?)
+        .bind(i64::from(a.step_up))
+        .execute(&mut *tx)
+        .await?;
+        for id in stale.iter().chain(std::iter::once(&a.id)) {
+            self.notify(&mut tx, &Change::Approval(id.clone())).await?;
+        }
+        tx.commit().await?;
+        Ok(Some((a.id.clone(), false)))
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let row = sqlx::query(APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn approvals(&self, f: &ApprovalFilter) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            approval_select!(),
+            " WHERE ($1::TEXT IS NULL OR a.status = $1) \
+             AND ($2::TEXT IS NULL OR a.mission_id = $2) \
+             AND ($4::TEXT IS NULL \
+                  OR EXISTS (SELECT 1 FROM json_array_elements_text(a.approvers::json) v WHERE v = $4) \
+                  OR (a.approvers = '[]' AND m.principal = $4)) \
+             AND ($5::TEXT IS NULL OR m.principal = $5 \
+                  OR EXISTS (SELECT 1 FROM json_array_elements_text(a.approvers::json) v WHERE v = $5)) \
+             ORDER BY a.created_at DESC, a.id LIMIT $3"
+        ))
+        .bind(f.status.map(ApprovalStatus::as_str))
+        .bind(f.mission.as_ref().map(MissionId::as_str))
+        .bind(i64::from(f.limit))
+        .bind(f.decider.as_deref())
+        .bind(f.viewer.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn resolve_approval(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        resolution: &Resolution,
+        now: UnixTime,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(current) = row.as_ref().map(approval_from_row).transpose()? else {
+            return Err(ApprovalError::NotFound(id.to_owned()));
+        };
+        if current.status != ApprovalStatus::Pending && current.status != ApprovalStatus::Expired {
+            return Err(ApprovalError::AlreadyDecided(current.status.as_str()));
+        }
+        if current.status == ApprovalStatus::Expired || current.expires_at <= now {
+            return Err(ApprovalError::Expired);
+        }
+        let active: bool = sqlx::query_scalar(
+            "SELECT state = 'active' AND expires_at > $2 FROM missions WHERE id = $1",
+        )
+        .bind(current.mission.as_str())
+        .bind(secs(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        if !active {
+            return Err(ApprovalError::MissionNotActive);
+        }
+        let (status, grant, end) = match resolution {
+            Resolution::Approve(g) => ("approved", Some(g), false),
+            Resolution::Deny { end_mission } => ("denied", None, *end_mission),
+        };
+        let updated = sqlx::query(
+            "UPDATE approvals SET status = $2, decided_by = $3, decided_at = $4, \
+             decision_reason = $5, grant_id = $6, ended_mission = $7 \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(by)
+        .bind(secs(now))
+        .bind(reason)
+        .bind(grant.map(|g| g.id.as_str()))
+        .bind(i64::from(end))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(ApprovalError::AlreadyDecided("decided"));
+        }
+        if let Some(g) = grant {
+            sqlx::query(
+                "INSERT INTO grants (id, mission_id, policy, created_at, expires_at, max_uses, \
+                 scope, request_digest, approval_id, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&g.id)
+            .bind(current.mission.as_str())
+            .bind(&g.policy)
+            .bind(secs(now))
+            .bind(g.expires_at.map(secs))
+            .bind(g.max_uses.map(int))
+            .bind(g.scope.as_str())
+            .bind(&g.request_digest)
+            .bind(id)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if end {
+            // Its other pending requests expire with it (the expiry sweep
+            // records and announces them).
+            end_missions(
+                &mut tx,
+                END_MISSION_BY_ID,
+                now,
+                current.mission.as_str(),
+                by,
+            )
+            .await?;
+            self.notify(&mut tx, &Change::Mission(current.mission.clone()))
+                .await?;
+        }
+        let row = sqlx::query(APPROVAL_BY_ID)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let decided = approval_from_row(&row)?;
+        self.notify(&mut tx, &Change::Approval(id.to_owned()))
+            .await?;
+        tx.commit().await?;
+        Ok(decided)
+    }
+
+    async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE approvals SET status = 'expired', decided_at = $1 \
+             WHERE status = 'pending' AND (expires_at <= $1 OR mission_id IN \
+               (SELECT id FROM missions WHERE state != 'active' OR expires_at <= $1)) \
+             RETURNING id",
+        )
+        .bind(secs(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let row = sqlx::query(APPROVAL_BY_ID)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            out.push(approval_from_row(&row)?);
+            self.notify(&mut tx, &Change::Approval(id.clone())).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn put_vault_secret(
+        &self,
+        rec: &VaultRecord,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let changed = match expected_version {
+            None => sqlx::query(
+                "INSERT INTO vault_secrets (principal, route, kind, version, nonce, ciphertext, \
+                 updated_at, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (principal, route) DO NOTHING",
+            )
+            .bind(rec.principal.as_str())
+            .bind(&rec.route)
+            .bind(&rec.kind)
+            .bind(int(rec.version))
+            .bind(&rec.nonce)
+            .bind(&rec.ciphertext)
+            .bind(secs(rec.updated_at))
+            .bind(&rec.updated_by),
+            Some(expected) => sqlx::query(
+                "UPDATE vault_secrets SET kind = $3, version = $4, nonce = $5, ciphertext = $6, \
+                 updated_at = $7, updated_by = $8 \
+                 WHERE principal = $1 AND route = $2 AND version = $9",
+            )
+            .bind(rec.principal.as_str())
+            .bind(&rec.route)
+            .bind(&rec.kind)
+            .bind(int(rec.version))
+            .bind(&rec.nonce)
+            .bind(&rec.ciphertext)
+            .bind(secs(rec.updated_at))
+            .bind(&rec.updated_by)
+            .bind(int(expected)),
+        }
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "the secret of `{}` for `{}` changed meanwhile; retry",
+                rec.principal, rec.route
+            )))
+        }
+    }
+
+    async fn vault_secret(
+        &self,
+        principal: &PrincipalName,
+        route: &str,
+    ) -> Result<Option<VaultRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM vault_secrets WHERE principal = $1 AND route = $2")
+            .bind(principal.as_str())
+            .bind(route)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(vault_from_row).transpose()
+    }
+
+    async fn vault_secrets(&self) -> Result<Vec<VaultRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM vault_secrets ORDER BY route, principal")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(vault_from_row).collect()
+    }
+
+    async fn delete_vault_secret(
+        &self,
+        principal: &PrincipalName,
+        route: &str,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM vault_secrets WHERE principal = $1 AND route = $2")
+            .bind(principal.as_str())
+            .bind(route)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn enqueue_webhook(
+        &self,
+        event: &str,
+        payload: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_outbox (event, payload, created_ms, next_attempt_ms) \
+             VALUES ($1, $2, $3, $3)",
+        )
+        .bind(event)
+        .bind(payload)
+        .bind(int(now_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_webhooks(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError> {
+        sqlx::query(
+            "SELECT id, event, payload, attempts, next_attempt_ms FROM webhook_outbox \
+             WHERE state = 'pending' ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(webhook_from_row)
+        .collect()
+    }
+
+    async fn webhook_attempted(
+        &self,
+        id: i64,
+        delivered: bool,
+        retry_at_ms: Option<u64>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let state = match (delivered, retry_at_ms) {
+            (true, _) => "delivered",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        };
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, state = $2, \
+             next_attempt_ms = COALESCE($3, next_attempt_ms), last_error = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(retry_at_ms.map(int))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => ChainHead::genesis(),
+            Some(r) => ChainHead {
+                seq: u64::try_from(r.int("seq")?).unwrap_or(0),
+                hash: r.text("hash")?,
+            },
+        })
+    }
+
+    fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
+        Ok(Box::new(PgAuditSink::open(
+            self.options.clone(),
+            self.writer_lock,
+        )?))
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(int(after_seq))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM audit_events WHERE seq = $1")
+            .bind(int(seq))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(audit_from_row).transpose()
+    }
+
+    async fn audit_find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        // Bodies are stored as RFC 8785 JSON, so a string field appears
+        // exactly as `"field":"value"`; the match is confirmed on the parsed
+        // body below.
+        let quote =
+            |v: &str| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()));
+        let needle = format!("{}:{}", quote(field)?, quote(value)?);
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE kind = $1 AND strpos(body, $2) > 0 ORDER BY seq LIMIT 16")
+            .bind(kind)
+            .bind(needle)
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &rows {
+            let rec = audit_from_row(r)?;
+            if rec.body.get(field).and_then(|v| v.as_str()) == Some(value) {
+                return Ok(Some(rec));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn add_checkpoint(&self, seq: u64, token: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, token) VALUES ($1, $2) \
+             ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
+        )
+        .bind(int(seq))
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn prune_audit(&self, through: u64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM audit_events WHERE seq <= $1")
+            .bind(int(through))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn head_seal(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM audit_seal WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM audit_checkpoints ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let by = format!("revocation by {}", rev.revoked_by);
+        let mut summary = RevocationSummary::default();
+        let exists = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(rev.target.clone());
+        match rev.kind {
+            RevocationKind::Mission => {
+                if exists("SELECT 1::BIGINT FROM missions WHERE id = $1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!("mission `{}`", rev.target)));
+                }
+                summary.missions =
+                    end_missions(&mut tx, END_MISSION_BY_ID, rev.at, &rev.target, &by).await?;
+            }
+            RevocationKind::Agent => {
+                if exists("SELECT 1::BIGINT FROM agents WHERE name = $1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!("agent `{}`", rev.target)));
+                }
+                let n = sqlx::query(
+                    "UPDATE agents SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+                )
+                .bind(secs(rev.at))
+                .bind(&rev.target)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    summary.agents.push(
+                        rev.target
+                            .clone()
+                            .try_into()
+                            .map_err(|e| corrupt("agent name", e))?,
+                    );
+                }
+                summary.missions =
+                    end_missions(&mut tx, END_MISSIONS_OF_AGENT, rev.at, &rev.target, &by).await?;
+            }
+            RevocationKind::Principal => {
+                if exists("SELECT 1::BIGINT FROM principals WHERE name = $1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!("principal `{}`", rev.target)));
+                }
+                // Missions first: the agents' owner link is what finds them.
+                summary.missions =
+                    end_missions(&mut tx, END_MISSIONS_OF_PRINCIPAL, rev.at, &rev.target, &by)
+                        .await?;
+                let n = sqlx::query(
+                    "UPDATE principals SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+                )
+                .bind(secs(rev.at))
+                .bind(&rev.target)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    summary.principals.push(
+                        rev.target
+                            .clone()
+                            .try_into()
+                            .map_err(|e| corrupt("principal name", e))?,
+                    );
+                }
+                summary.tokens = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE principal = $2 AND revoked_at IS NULL")
+                    .bind(secs(rev.at))
+                    .bind(&rev.target)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let agents = sqlx::query(
+                    "UPDATE agents SET revoked_at = $1 WHERE owner = $2 AND revoked_at IS NULL RETURNING name",
+                )
+                .bind(secs(rev.at))
+                .bind(&rev.target)
+                .fetch_all(&mut *tx)
+                .await?;
+                for a in &agents {
+                    let name: String = a.try_get("name")?;
+                    summary
+                        .agents
+                        .push(AgentName::try_from(name).map_err(|e| corrupt("agent name", e))?);
+                }
+            }
+            RevocationKind::Token => {
+                return Err(StoreError::Conflict(
+                    "tokens are revoked with revoke_api_token".into(),
+                ));
+            }
+        }
+        insert_revocation(&mut tx, rev).await?;
+        self.notify(&mut tx, &Change::Revoked).await?;
+        tx.commit().await?;
+        summary.missions.sort();
+        summary.agents.sort();
+        Ok(summary)
+    }
+
+    async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError> {
+        sqlx::query("SELECT * FROM revocations ORDER BY seq DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(revocation_from_row)
+            .collect()
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.changes.sender.subscribe())
+    }
+
+    async fn announce(&self, change: &Change) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.changes.channel)
+            .bind(encode(&self.changes.origin, change))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_a_store_skips_its_own() {
+        let id = MissionId::try_from("msn_0123456789abcdef".to_owned());
+        let mut changes = vec![
+            Change::Approval("apr_1".into()),
+            Change::Revoked,
+            Change::Policies,
+            Change::Lost,
+        ];
+        if let Ok(id) = id {
+            changes.push(Change::Mission(id));
+        }
+        for c in changes {
+            let p = encode("aaaa", &c);
+            assert_eq!(decode(&p, "bbbb"), Some(c.clone()));
+            assert_eq!(decode(&p, "aaaa"), None);
+        }
+        for unknown in [
+            "",
+            "x",
+            "x grants g",
+            "x revoked extra",
+            "x approval",
+            "x mission !",
+        ] {
+            assert_eq!(decode(unknown, "y"), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn lock_keys_are_fixed_and_per_schema() {
+        assert_eq!(lock_key(WRITER_LOCK, None), lock_key(WRITER_LOCK, None));
+        assert_ne!(
+            lock_key(WRITER_LOCK, None),
+            lock_key(WRITER_LOCK, Some("a"))
+        );
+        assert_ne!(
+            lock_key(WRITER_LOCK, Some("a")),
+            lock_key(WRITER_LOCK, Some("b"))
+        );
+    }
+}

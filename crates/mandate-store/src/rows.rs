@@ -1,0 +1,320 @@
+//! Rows to model types, once for every backend: each backend reads its
+//! rows through [`Columns`], so a stored value is checked the same way
+//! (a name that does not parse, a mission body that no longer hashes to
+//! its `s256`: corrupt, refused) whichever database holds it.
+
+use std::str::FromStr as _;
+
+use mandate_core::{
+    AuditRecord, EndReason, Mission, MissionBody, MissionStatus, Role, Thumbprint, UnixTime,
+    mission_s256,
+};
+
+use crate::StoreError;
+use crate::model::{
+    Agent, ApiToken, ApprovalRecord, ApprovalStatus, GrantRecord, Principal, Revocation,
+    RevocationKind, VaultRecord, WebhookDelivery,
+};
+
+/// A row's columns by name, from any of the database libraries.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+    /// A 0/1 integer column (SQLite has no boolean type; PostgreSQL keeps
+    /// the same BIGINT column).
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        Ok(self.int(column)? != 0)
+    }
+}
+
+pub(crate) fn secs(t: UnixTime) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn time(v: i64) -> UnixTime {
+    UnixTime(u64::try_from(v).unwrap_or(0))
+}
+
+pub(crate) fn opt_time(v: Option<i64>) -> Option<UnixTime> {
+    v.map(time)
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A text column parsed into its type (a name or an id); a value that does
+/// not parse is a corrupt row.
+pub(crate) fn typed<T>(row: &impl Columns, column: &str, what: &str) -> Result<T, StoreError>
+where
+    T: TryFrom<String>,
+    T::Error: std::fmt::Display,
+{
+    row.text(column)?.try_into().map_err(|e| corrupt(what, e))
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+pub(crate) fn principal_from_row(row: &impl Columns) -> Result<Principal, StoreError> {
+    Ok(Principal {
+        name: typed(row, "name", "principal name")?,
+        role: Role::from_str(&row.text("role")?).map_err(|e| corrupt("principal role", e))?,
+        created_at: time(row.int("created_at")?),
+        revoked_at: opt_time(row.opt_int("revoked_at")?),
+    })
+}
+
+pub(crate) fn token_from_row(row: &impl Columns) -> Result<ApiToken, StoreError> {
+    Ok(ApiToken {
+        id: typed(row, "id", "token id")?,
+        principal: typed(row, "principal", "token principal")?,
+        label: row.text("label")?,
+        created_at: time(row.int("created_at")?),
+        revoked_at: opt_time(row.opt_int("revoked_at")?),
+    })
+}
+
+pub(crate) fn agent_from_row(row: &impl Columns) -> Result<Agent, StoreError> {
+    Ok(Agent {
+        name: typed(row, "name", "agent name")?,
+        owner: typed(row, "owner", "agent owner")?,
+        description: row.text("description")?,
+        created_at: time(row.int("created_at")?),
+        revoked_at: opt_time(row.opt_int("revoked_at")?),
+    })
+}
+
+/// Rebuilds a mission, refusing a row whose body no longer hashes to its
+/// `s256` or disagrees with its indexed columns.
+pub(crate) fn mission_from_row(row: &impl Columns) -> Result<Mission, StoreError> {
+    mission_from_row_with(row, None)
+}
+
+/// Mission bodies whose stored text was already parsed and found to hash
+/// to their `s256`, by that `s256`: an unchanged text is not parsed and
+/// hashed again (a changed one is, and must match).
+#[derive(Debug, Default)]
+pub(crate) struct CheckedBodies(
+    std::sync::Mutex<std::collections::HashMap<String, (String, MissionBody)>>,
+);
+
+impl CheckedBodies {
+    /// Remembered at most; past it the memory starts over.
+    const MAX: usize = 4_096;
+
+    fn get(&self, s256: &str, text: &str) -> Option<MissionBody> {
+        let m = self.0.lock().ok()?;
+        m.get(s256)
+            .filter(|(t, _)| t == text)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn put(&self, s256: String, text: String, body: MissionBody) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= Self::MAX {
+                m.clear();
+            }
+            m.insert(s256, (text, body));
+        }
+    }
+}
+
+pub(crate) fn mission_from_row_with(
+    row: &impl Columns,
+    checked: Option<&CheckedBodies>,
+) -> Result<Mission, StoreError> {
+    let id = row.text("id")?;
+    let body_text = row.text("body")?;
+    let s256 = row.text("s256")?;
+    let body = match checked.and_then(|c| c.get(&s256, &body_text)) {
+        Some(body) => body,
+        None => {
+            let body: MissionBody = serde_json::from_str(&body_text)
+                .map_err(|e| corrupt(&format!("mission `{id}` body"), e))?;
+            let computed = mission_s256(&body).map_err(|e| corrupt("mission body", e))?;
+            if computed != s256 {
+                return Err(StoreError::Corrupt(format!(
+                    "mission `{id}` does not match its mission_s256"
+                )));
+            }
+            if let Some(c) = checked {
+                c.put(s256.clone(), body_text, body.clone());
+            }
+            body
+        }
+    };
+    if body.id.as_str() != id
+        || body.principal.as_str() != row.text("principal")?
+        || body.agent.as_str() != row.text("agent")?
+        || i64::try_from(body.expires_at).ok() != Some(row.int("expires_at")?)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "mission `{id}` does not match its mission_s256"
+        )));
+    }
+    let jkt = row
+        .opt_text("jkt")?
+        .map(|s| Thumbprint::from_stored(s).ok_or_else(|| corrupt("mission jkt", &id)))
+        .transpose()?;
+    let state = row.text("state")?;
+    let status = match state.as_str() {
+        "ready" => MissionStatus::Ready,
+        "active" => MissionStatus::Active {
+            jkt: jkt.ok_or_else(|| corrupt("active mission without a key", &id))?,
+            started_at: time(row.opt_int("started_at")?.unwrap_or(0)),
+        },
+        "ended" => MissionStatus::Ended {
+            reason: EndReason::from_str(&row.opt_text("end_reason")?.unwrap_or_default())
+                .map_err(|()| corrupt("mission end reason", &id))?,
+            at: time(row.opt_int("ended_at")?.unwrap_or(0)),
+            jkt,
+            started_at: row.opt_int("started_at")?.map(time),
+        },
+        other => return Err(corrupt("mission state", other)),
+    };
+    Ok(Mission { body, s256, status })
+}
+
+pub(crate) fn revocation_from_row(row: &impl Columns) -> Result<Revocation, StoreError> {
+    let kind = row.text("kind")?;
+    Ok(Revocation {
+        kind: RevocationKind::parse(&kind).ok_or_else(|| corrupt("revocation kind", &kind))?,
+        target: row.text("target")?,
+        reason: row.text("reason")?,
+        revoked_by: typed(row, "revoked_by", "revoked_by")?,
+        at: time(row.int("at")?),
+    })
+}
+
+pub(crate) fn audit_from_row(r: &impl Columns) -> Result<AuditRecord, StoreError> {
+    let body = r.text("body")?;
+    Ok(AuditRecord {
+        seq: u64::try_from(r.int("seq")?).unwrap_or(0),
+        time: u64::try_from(r.int("time")?).unwrap_or(0),
+        kind: r.text("kind")?,
+        // A body that no longer parses is still returned (as a string), so
+        // verification names its sequence number.
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        hash: r.text("hash")?,
+    })
+}
+
+/// An approval with its mission's principal (`m_principal`), agent
+/// (`m_agent`), goal (`m_goal`) and hash (`m_s256`).
+pub(crate) fn approval_from_row(r: &impl Columns) -> Result<ApprovalRecord, StoreError> {
+    let list = |col: &str| -> Result<Vec<String>, StoreError> {
+        serde_json::from_str(&r.text(col)?).map_err(|e| corrupt(col, e))
+    };
+    Ok(ApprovalRecord {
+        id: r.text("id")?,
+        mission: typed(r, "mission_id", "approval mission")?,
+        mission_s256: r.text("m_s256")?,
+        principal: typed(r, "m_principal", "mission principal")?,
+        agent: typed(r, "m_agent", "mission agent")?,
+        goal: r.opt_text("m_goal")?.unwrap_or_default(),
+        request_digest: r.text("request_digest")?,
+        action: r.text("action")?,
+        resource: r.text("resource")?,
+        context: r.text("context")?,
+        context_digest: r.text("context_digest")?,
+        reason_code: r.text("reason_code")?,
+        policies: list("policies")?,
+        justification: r.text("justification")?,
+        summary: r.text("summary")?,
+        approvers: list("approvers")?,
+        step_up: r.flag("step_up")?,
+        status: ApprovalStatus::parse(&r.text("status")?)
+            .ok_or_else(|| corrupt("approval status", "unknown"))?,
+        created_at: time(r.int("created_at")?),
+        expires_at: time(r.int("expires_at")?),
+        hits: u64::try_from(r.int("hits")?).unwrap_or(0),
+        decided_by: r.opt_text("decided_by")?,
+        decided_at: opt_time(r.opt_int("decided_at")?),
+        decision_reason: r.opt_text("decision_reason")?,
+        grant: r.opt_text("grant_id")?,
+        ended_mission: r.flag("ended_mission")?,
+    })
+}
+
+pub(crate) fn vault_from_row(r: &impl Columns) -> Result<VaultRecord, StoreError> {
+    Ok(VaultRecord {
+        principal: typed(r, "principal", "vault principal")?,
+        route: r.text("route")?,
+        kind: r.text("kind")?,
+        version: u64::try_from(r.int("version")?).unwrap_or(0),
+        nonce: r.bytes("nonce")?,
+        ciphertext: r.bytes("ciphertext")?,
+        updated_at: time(r.int("updated_at")?),
+        updated_by: r.text("updated_by")?,
+    })
+}
+
+/// A live grant (`id`, `policy`, `scope`, `request_digest`, `created_by`).
+pub(crate) fn grant_from_row(r: &impl Columns) -> Result<GrantRecord, StoreError> {
+    Ok(GrantRecord {
+        id: r.text("id")?,
+        scope: r
+            .text("scope")?
+            .parse()
+            .map_err(|e: String| corrupt("grant scope", e))?,
+        policy: r.text("policy")?,
+        request_digest: r.opt_text("request_digest")?,
+        created_by: r.text("created_by")?,
+    })
+}
+
+pub(crate) fn webhook_from_row(r: &impl Columns) -> Result<WebhookDelivery, StoreError> {
+    Ok(WebhookDelivery {
+        id: r.int("id")?,
+        event: r.text("event")?,
+        payload: r.text("payload")?,
+        attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_ms: u64::try_from(r.int("next_attempt_ms")?).unwrap_or(0),
+    })
+}
+
+/// Records a replay claim unless a live one holds the key (SQLite and
+/// PostgreSQL alike; `$1` key, `$2` expires, `$3` now). No unique violation
+/// can happen, so a refused claim leaves a PostgreSQL transaction usable.
+pub(crate) const CLAIM: &str = "INSERT INTO claims (key, expires) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE claims.expires <= $3";
+
+/// Deletes expired replay claims (`$1` now).
+pub(crate) const SWEEP_CLAIMS: &str = "DELETE FROM claims WHERE expires <= $1";
+
+/// When an audit sink deletes expired replay claims: with the first claim,
+/// then after a minute or after 1,024 claims, whichever comes first.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimSweep {
+    calls: u32,
+    last: u64,
+}
+
+impl ClaimSweep {
+    const EVERY_CALLS: u32 = 1_024;
+    const EVERY_SECS: u64 = 60;
+
+    /// Whether to sweep with this claim, made at `now`.
+    pub(crate) fn due(&mut self, now: UnixTime) -> bool {
+        self.calls = self.calls.saturating_add(1);
+        if self.last == 0
+            || self.calls >= Self::EVERY_CALLS
+            || now.0 >= self.last.saturating_add(Self::EVERY_SECS)
+        {
+            self.calls = 0;
+            self.last = now.0.max(1);
+            true
+        } else {
+            false
+        }
+    }
+}
