@@ -231,6 +231,14 @@ impl PostgresStore {
     }
 }
 
+/// Rolls `tx` back now, rather than when its connection is next returned
+/// to the pool (the writers' lock is released at once), and returns `r`.
+async fn undo<T, E>(tx: Transaction<'static, Postgres>, r: Result<T, E>) -> Result<T, E> {
+    // A failed rollback means a broken connection, which the pool drops.
+    let _ = tx.rollback().await;
+    r
+}
+
 /// `<origin> <kind>[ <argument>]`.
 fn encode(origin: &str, change: &Change) -> String {
     match change {
@@ -424,7 +432,7 @@ impl Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await?;
         if count > 0 {
-            return Ok(false);
+            return undo(tx, Ok(false)).await;
         }
         sqlx::query("INSERT INTO principals (name, role, created_at) VALUES ($1, $2, $3)")
             .bind(admin.name.as_str())
@@ -482,10 +490,8 @@ impl Store for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         if live.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "principal `{}`",
-                token.principal
-            )));
+            let e = StoreError::NotFound(format!("principal `{}`", token.principal));
+            return undo(tx, Err(e)).await;
         }
         insert_token(&mut tx, token, hash).await?;
         tx.commit().await?;
@@ -553,9 +559,10 @@ impl Store for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         if live.is_none() {
-            return Err(StoreError::NotFound(format!("principal `{}`", a.owner)));
+            let e = StoreError::NotFound(format!("principal `{}`", a.owner));
+            return undo(tx, Err(e)).await;
         }
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO agents (name, owner, description, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(a.name.as_str())
@@ -563,14 +570,15 @@ impl Store for PostgresStore {
         .bind(&a.description)
         .bind(secs(a.created_at))
         .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
+        .await;
+        if let Err(e) = inserted {
+            let e = if is_unique_violation(&e) {
                 StoreError::Conflict(format!("agent `{}` already exists", a.name))
             } else {
                 e.into()
-            }
-        })?;
+            };
+            return undo(tx, Err(e)).await;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -609,10 +617,8 @@ impl Store for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         if live.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "live agent `{}`",
-                m.body.agent
-            )));
+            let e = StoreError::NotFound(format!("live agent `{}`", m.body.agent));
+            return undo(tx, Err(e)).await;
         }
         sqlx::query(
             "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
@@ -731,12 +737,11 @@ impl Store for PostgresStore {
                         .bind(id.as_str())
                         .fetch_optional(&mut *tx)
                         .await?;
-                match exists {
-                    Some(_) => Err(StoreError::Conflict(format!(
-                        "mission `{id}` has already ended"
-                    ))),
-                    None => Err(StoreError::NotFound(format!("mission `{id}`"))),
-                }
+                let e = match exists {
+                    Some(_) => StoreError::Conflict(format!("mission `{id}` has already ended")),
+                    None => StoreError::NotFound(format!("mission `{id}`")),
+                };
+                undo(tx, Err(e)).await
             }
         }
     }
@@ -821,7 +826,7 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         if pending >= i64::from(max_pending) {
-            return Ok(None);
+            return undo(tx, Ok(None)).await;
         }
         // A pending one past its expiry no longer blocks a new request.
         let stale: Vec<String> = sqlx::query_scalar(
@@ -906,13 +911,14 @@ impl Store for PostgresStore {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(current) = row.as_ref().map(approval_from_row).transpose()? else {
-            return Err(ApprovalError::NotFound(id.to_owned()));
+            return undo(tx, Err(ApprovalError::NotFound(id.to_owned()))).await;
         };
         if current.status != ApprovalStatus::Pending && current.status != ApprovalStatus::Expired {
-            return Err(ApprovalError::AlreadyDecided(current.status.as_str()));
+            let e = ApprovalError::AlreadyDecided(current.status.as_str());
+            return undo(tx, Err(e)).await;
         }
         if current.status == ApprovalStatus::Expired || current.expires_at <= now {
-            return Err(ApprovalError::Expired);
+            return undo(tx, Err(ApprovalError::Expired)).await;
         }
         let active: bool = sqlx::query_scalar(
             "SELECT state = 'active' AND expires_at > $2 FROM missions WHERE id = $1",
@@ -922,7 +928,7 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await?;
         if !active {
-            return Err(ApprovalError::MissionNotActive);
+            return undo(tx, Err(ApprovalError::MissionNotActive)).await;
         }
         let (status, grant, end) = match resolution {
             Resolution::Approve(g) => ("approved", Some(g), false),
@@ -944,7 +950,7 @@ impl Store for PostgresStore {
         .await?
         .rows_affected();
         if updated != 1 {
-            return Err(ApprovalError::AlreadyDecided("decided"));
+            return undo(tx, Err(ApprovalError::AlreadyDecided("decided"))).await;
         }
         if let Some(g) = grant {
             sqlx::query(
@@ -1266,7 +1272,8 @@ impl Store for PostgresStore {
                     .await?
                     .is_none()
                 {
-                    return Err(StoreError::NotFound(format!("mission `{}`", rev.target)));
+                    let e = StoreError::NotFound(format!("mission `{}`", rev.target));
+                    return undo(tx, Err(e)).await;
                 }
                 summary.missions =
                     end_missions(&mut tx, END_MISSION_BY_ID, rev.at, &rev.target, &by).await?;
@@ -1277,7 +1284,8 @@ impl Store for PostgresStore {
                     .await?
                     .is_none()
                 {
-                    return Err(StoreError::NotFound(format!("agent `{}`", rev.target)));
+                    let e = StoreError::NotFound(format!("agent `{}`", rev.target));
+                    return undo(tx, Err(e)).await;
                 }
                 let n = sqlx::query(
                     "UPDATE agents SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
@@ -1304,7 +1312,8 @@ impl Store for PostgresStore {
                     .await?
                     .is_none()
                 {
-                    return Err(StoreError::NotFound(format!("principal `{}`", rev.target)));
+                    let e = StoreError::NotFound(format!("principal `{}`", rev.target));
+                    return undo(tx, Err(e)).await;
                 }
                 // Missions first: the agents' owner link is what finds them.
                 summary.missions =
@@ -1347,9 +1356,8 @@ impl Store for PostgresStore {
                 }
             }
             RevocationKind::Token => {
-                return Err(StoreError::Conflict(
-                    "tokens are revoked with revoke_api_token".into(),
-                ));
+                let e = StoreError::Conflict("tokens are revoked with revoke_api_token".into());
+                return undo(tx, Err(e)).await;
             }
         }
         insert_revocation(&mut tx, rev).await?;
