@@ -1,32 +1,227 @@
-//! The store's behaviour through the `Store` trait, on a real SQLite file.
-//! Written against `dyn Store` so the PostgreSQL store can run the same suite.
+//! The store's behaviour through the `Store` trait, on both backends: each
+//! test runs once on a real SQLite file and once on PostgreSQL (in a fresh
+//! schema of its own, dropped at the end). PostgreSQL is found at
+//! `MANDATE_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); if it cannot be reached the
+//! PostgreSQL tests fail, they are never skipped.
 
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::panic,
     reason = "test code: a failed unwrap is a failed test"
 )]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use mandate_core::{
     MissionBody, MissionId, MissionKey, MissionLimits, MissionPolicies, MissionSpec, MissionState,
     OsRandom, OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
 };
 use mandate_store::{
-    Agent, ApiToken, NewMission, Principal, Revocation, RevocationKind, SqliteStore, StartError,
-    Store, StoreError,
+    Agent, ApiToken, NewMission, PostgresStore, Principal, Revocation, RevocationKind, SqliteStore,
+    StartError, Store, StoreError,
 };
 
 const T0: UnixTime = UnixTime(1_700_000_000);
 
-async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("mandate.db"))
-        .await
-        .unwrap();
-    (dir, Arc::new(s))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
+
+fn pg_url() -> String {
+    std::env::var("MANDATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh database of one backend: a SQLite file in a temp dir, or a
+/// PostgreSQL schema of its own (dropped when this is dropped).
+struct Db {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    schema: String,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl Db {
+    async fn new(backend: Backend) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!(
+            "t_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut db = Self {
+            backend,
+            dir: tempfile::tempdir().unwrap(),
+            schema,
+            store: None,
+        };
+        db.store = Some(db.open().await);
+        db
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mandate.db")
+    }
+
+    /// The test's store.
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(self.store.as_ref().unwrap())
+    }
+
+    /// Another store on the same database: on PostgreSQL, another node.
+    async fn open(&self) -> Arc<dyn Store> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(SqliteStore::open(&self.path()).await.unwrap()),
+            Backend::Postgres => Arc::new(self.open_pg().await),
+        }
+    }
+
+    async fn open_pg(&self) -> PostgresStore {
+        let url = pg_url();
+        PostgresStore::connect_in_schema(&url, &self.schema)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {url} cannot be reached ({e}): start it, or point \
+                     MANDATE_TEST_DATABASE_URL at one; these tests do not skip"
+                )
+            })
+    }
+
+    /// Drops the test's store and opens the database again.
+    async fn reopen(&mut self) {
+        self.store = None;
+        self.store = Some(self.open().await);
+    }
+
+    /// Runs raw SQL on the database behind the store's back (`$1`… bind
+    /// `args`, as text).
+    async fn exec(&self, sql: &str, args: &[&str]) -> u64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.path().display()))
+                    .await
+                    .unwrap();
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                for a in args {
+                    q = q.bind(*a);
+                }
+                let n = q.execute(&raw).await.unwrap().rows_affected();
+                raw.close().await;
+                n
+            }
+            Backend::Postgres => {
+                let mut raw = self.raw_pg().await;
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(&mut raw).await.unwrap().rows_affected()
+            }
+        }
+    }
+
+    /// One integer from raw SQL.
+    async fn scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.path().display()))
+                    .await
+                    .unwrap();
+                let v = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&raw)
+                    .await
+                    .unwrap();
+                raw.close().await;
+                v
+            }
+            Backend::Postgres => {
+                let mut raw = self.raw_pg().await;
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut raw)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    async fn raw_pg(&self) -> sqlx::PgConnection {
+        use sqlx::Connection as _;
+        let options: sqlx::postgres::PgConnectOptions = pg_url().parse().unwrap();
+        sqlx::PgConnection::connect_with(&options.options([("search_path", self.schema.as_str())]))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.store = None;
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let schema = self.schema.clone();
+        // Dropped on a thread of its own: this may run inside a runtime.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let options: sqlx::postgres::PgConnectOptions = pg_url().parse().unwrap();
+                if let Ok(mut c) = sqlx::PgConnection::connect_with(&options).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Each named test, once per backend: `name::sqlite` and `name::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Db::new(super::Backend::Sqlite).await).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Db::new(super::Backend::Postgres).await).await;
+            }
+        }
+    )*};
+}
+
+both!(
+    bootstrap_happens_once,
+    a_start_token_starts_exactly_one_mission_under_a_race,
+    start_tokens_expire_and_unknown_ones_are_refused,
+    revoking_a_principal_cascades_to_tokens_agents_and_missions,
+    a_mission_body_edited_in_the_database_is_refused,
+    allowances_count_budget_and_grant_uses_together,
+    identical_escalations_join_and_the_queue_is_bounded,
+    an_approval_is_decided_once_and_its_grant_dies_with_the_mission,
+    audit_tampering_in_the_database_is_found,
+    a_replayed_key_is_claimed_once,
+);
 
 fn principal(name: &str, role: Role) -> Principal {
     Principal {
@@ -89,9 +284,8 @@ async fn new_mission(s: &dyn Store, principal: &str, agent: &str) -> (MissionId,
     (id, token)
 }
 
-#[tokio::test]
-async fn bootstrap_happens_once() {
-    let (_d, s) = store().await;
+async fn bootstrap_happens_once(db: Db) {
+    let s = db.store();
     let tok = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
     let record = ApiToken {
         id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
@@ -126,9 +320,8 @@ async fn bootstrap_happens_once() {
     ));
 }
 
-#[tokio::test]
-async fn a_start_token_starts_exactly_one_mission_under_a_race() {
-    let (_d, s) = store().await;
+async fn a_start_token_starts_exactly_one_mission_under_a_race(db: Db) {
+    let s = db.store();
     seed(s.as_ref()).await;
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
     let mut tasks = Vec::new();
@@ -156,9 +349,8 @@ async fn a_start_token_starts_exactly_one_mission_under_a_race() {
     assert_eq!(m.jkt(), Some(&winners[0]));
 }
 
-#[tokio::test]
-async fn start_tokens_expire_and_unknown_ones_are_refused() {
-    let (_d, s) = store().await;
+async fn start_tokens_expire_and_unknown_ones_are_refused(db: Db) {
+    let s = db.store();
     seed(s.as_ref()).await;
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
     let key = MissionKey::generate(&OsRandom).unwrap();
@@ -180,9 +372,8 @@ async fn start_tokens_expire_and_unknown_ones_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn revoking_a_principal_cascades_to_tokens_agents_and_missions() {
-    let (_d, s) = store().await;
+async fn revoking_a_principal_cascades_to_tokens_agents_and_missions(db: Db) {
+    let s = db.store();
     seed(s.as_ref()).await;
     let (alice_m, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
     // bob delegates to alice's agent: ends too when alice goes, as her agent does.
@@ -237,55 +428,39 @@ async fn revoking_a_principal_cascades_to_tokens_agents_and_missions() {
     assert_eq!(s.revocations(10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_mission_body_edited_in_the_database_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mandate.db");
-    let s = SqliteStore::open(&path).await.unwrap();
-    seed(&s).await;
-    let (id, _) = new_mission(&s, "alice", "bot-a").await;
+async fn a_mission_body_edited_in_the_database_is_refused(mut db: Db) {
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let (id, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
     drop(s);
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query(
+    db.reopen().await;
+    db.exec(
         "UPDATE missions SET body = replace(body, 'reconcile invoices', 'wire all the money')",
+        &[],
     )
-    .execute(&raw)
-    .await
-    .unwrap();
-    raw.close().await;
-    let s = SqliteStore::open(&path).await.unwrap();
+    .await;
     assert!(matches!(
-        s.mission(&id).await.unwrap_err(),
+        db.store().mission(&id).await.unwrap_err(),
         StoreError::Corrupt(_)
     ));
 }
 
-#[tokio::test]
-async fn allowances_count_budget_and_grant_uses_together() {
+async fn allowances_count_budget_and_grant_uses_together(db: Db) {
     use mandate_store::Allowance;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mandate.db");
-    let s = SqliteStore::open(&path).await.unwrap();
-    seed(&s).await;
-    let (id, token) = new_mission(&s, "alice", "bot-a").await;
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
     let key = MissionKey::generate(&OsRandom).unwrap();
     s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
         .await
         .unwrap();
     // Grants are created by approvals; here, directly.
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query(
+    db.exec(
         "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
-         VALUES ('once', ?1, 'permit(principal, action, resource);', 0, 1)",
+         VALUES ('once', $1, 'permit(principal, action, resource);', 0, 1)",
+        &[id.as_str()],
     )
-    .bind(id.as_str())
-    .execute(&raw)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(s.live_grants(&id, T0.plus(2)).await.unwrap().len(), 1);
 
     let now = T0.plus(2);
@@ -308,21 +483,19 @@ async fn allowances_count_budget_and_grant_uses_together() {
     assert_eq!(count(3, None, now), Allowance::BudgetExhausted);
     assert_eq!(s.budget_used(&id).await.unwrap(), 3);
     // A grant's use is undone with a budget unit that could not be counted.
-    sqlx::query(
+    db.exec(
         "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
-         VALUES ('twice', ?1, 'permit(principal, action, resource);', 0, 2)",
+         VALUES ('twice', $1, 'permit(principal, action, resource);', 0, 2)",
+        &[id.as_str()],
     )
-    .bind(id.as_str())
-    .execute(&raw)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(count(3, Some("twice"), now), Allowance::BudgetExhausted);
     assert_eq!(s.live_grants(&id, now).await.unwrap().len(), 1);
-    let uses: i64 = sqlx::query_scalar("SELECT uses FROM grants WHERE id = 'twice'")
-        .fetch_one(&raw)
-        .await
-        .unwrap();
-    assert_eq!(uses, 0);
+    assert_eq!(
+        db.scalar("SELECT uses FROM grants WHERE id = 'twice'")
+            .await,
+        0
+    );
     // A count in a group that is rolled back is not kept.
     let mut sink = s.audit_sink().unwrap();
     sink.begin().unwrap();
@@ -351,10 +524,9 @@ async fn allowances_count_budget_and_grant_uses_together() {
     assert_eq!(s.budget_used(&id).await.unwrap(), 3);
 }
 
-#[tokio::test]
-async fn identical_escalations_join_and_the_queue_is_bounded() {
+async fn identical_escalations_join_and_the_queue_is_bounded(db: Db) {
     use mandate_store::NewApproval;
-    let (_d, s) = store().await;
+    let s = db.store();
     seed(s.as_ref()).await;
     let (id, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
     let approval = |n: u32| NewApproval {
@@ -397,11 +569,10 @@ async fn identical_escalations_join_and_the_queue_is_bounded() {
     );
 }
 
-#[tokio::test]
-async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission() {
+async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db) {
     use mandate_core::GrantScope;
     use mandate_store::{ApprovalError, ApprovalStatus, NewApproval, NewGrant, Resolution};
-    let (_d, s) = store().await;
+    let s = db.store();
     seed(s.as_ref()).await;
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
     let key = MissionKey::generate(&OsRandom).unwrap();
@@ -479,17 +650,14 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission() {
     assert!(s.live_grants(&id, now).await.unwrap().is_empty());
 }
 
-/// The audit log in a real SQLite file: edits, deletions, reordering and
-/// truncation made directly in the file are found, and named by sequence.
-#[tokio::test]
-async fn audit_tampering_in_the_database_file_is_found() {
+/// The audit log in a real database: edits, deletions, reordering and
+/// truncation made directly in it are found, and named by sequence.
+async fn audit_tampering_in_the_database_is_found(mut db: Db) {
     use mandate_core::{AuthorityKey, Cadence, ChainHead, sign_checkpoint, verify_chain};
     const ISS: &str = "https://mandate.example";
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mandate.db");
     let key = AuthorityKey::generate(&OsRandom).unwrap();
     {
-        let s = SqliteStore::open(&path).await.unwrap();
+        let s = db.store();
         let mut head = s.audit_head().await.unwrap();
         assert_eq!(head, ChainHead::genesis());
         let mut previous = head.clone();
@@ -528,20 +696,15 @@ async fn audit_tampering_in_the_database_file_is_found() {
         ));
         sink.rollback();
     }
+    db.reopen().await;
     let verify = || async {
-        let s = SqliteStore::open(&path).await.unwrap();
+        let s = db.open().await;
         let records = s.audit_records(0, 1_000).await.unwrap();
         let cps = s.checkpoints().await.unwrap();
         verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS))
     };
     assert_eq!(verify().await.unwrap().last, 20);
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let exec = |sql: &'static str| {
-        let raw = raw.clone();
-        async move { sqlx::query(sql).execute(&raw).await.unwrap() }
-    };
+    let exec = |sql: &'static str| db.exec(sql, &[]);
 
     // Edit a body.
     exec("UPDATE audit_events SET body = replace(body, '\"allow\"', '\"deny\"') WHERE seq = 7")
@@ -570,4 +733,308 @@ async fn audit_tampering_in_the_database_file_is_found() {
     let err = verify().await.unwrap_err();
     assert_eq!(err.seq, 15);
     assert!(err.reason.contains("truncated"), "{err}");
+}
+
+fn wall_clock() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
+/// A signed request's key is claimed once, by whichever writer (node)
+/// comes first; a refused claim leaves the group usable; a claim undone
+/// with its group, or expired, does not block the key.
+async fn a_replayed_key_is_claimed_once(db: Db) {
+    let other = db.open().await;
+    let s = db.store();
+    let mut a = s.audit_sink().unwrap();
+    let mut b = other.audit_sink().unwrap();
+    let later = wall_clock().plus(300);
+
+    let mut head = a.begin().unwrap();
+    assert!(a.claim("k1", later).unwrap());
+    a.append(
+        &head
+            .append(1, "decision", serde_json::json!({"n": 1}))
+            .unwrap(),
+    )
+    .unwrap();
+    a.commit().unwrap();
+
+    // The second writer is refused, and its group still commits.
+    let mut head = b.begin().unwrap();
+    assert!(!b.claim("k1", later).unwrap());
+    assert!(b.claim("k2", later).unwrap());
+    b.append(
+        &head
+            .append(2, "decision", serde_json::json!({"n": 2}))
+            .unwrap(),
+    )
+    .unwrap();
+    b.commit().unwrap();
+    assert_eq!(s.audit_head().await.unwrap(), head);
+
+    // So is the first writer, for the other's key.
+    a.begin().unwrap();
+    assert!(!a.claim("k2", later).unwrap());
+    a.commit().unwrap();
+
+    // A claim rolled back with its group is not kept.
+    a.begin().unwrap();
+    assert!(a.claim("k3", later).unwrap());
+    a.rollback();
+    b.begin().unwrap();
+    assert!(b.claim("k3", later).unwrap());
+    b.commit().unwrap();
+
+    // An expired claim no longer blocks its key.
+    a.begin().unwrap();
+    assert!(a.claim("k4", UnixTime(wall_clock().0 - 1)).unwrap());
+    a.commit().unwrap();
+    b.begin().unwrap();
+    assert!(b.claim("k4", later).unwrap());
+    assert!(!b.claim("k4", later).unwrap());
+    b.commit().unwrap();
+}
+
+// --- PostgreSQL only: several nodes on one database ---
+
+async fn two_nodes() -> (Db, Arc<dyn Store>, Arc<dyn Store>) {
+    let db = Db::new(Backend::Postgres).await;
+    let a = db.store();
+    let b = db.open().await;
+    (db, a, b)
+}
+
+/// Two nodes race one start token: exactly one start wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_nodes_race_one_start_token() {
+    let (_db, a, b) = two_nodes().await;
+    seed(a.as_ref()).await;
+    for _ in 0..5 {
+        let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
+        let mut tasks = Vec::new();
+        for n in 0..8 {
+            let s = if n % 2 == 0 { a.clone() } else { b.clone() };
+            let hash = token.hash();
+            tasks.push(tokio::spawn(async move {
+                let key = MissionKey::generate(&OsRandom).unwrap();
+                s.start_mission(&hash, key.thumbprint(), T0.plus(5))
+                    .await
+                    .map(|_| key.thumbprint().clone())
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(jkt) => winners.push(jkt),
+                Err(StartError::Used) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert_eq!(
+            b.mission(&id).await.unwrap().unwrap().jkt(),
+            Some(&winners[0])
+        );
+    }
+}
+
+/// Two nodes' audit writers count one budget of 10 at once, on two
+/// threads: exactly 10 calls are allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_writers_spend_a_budget_exactly() {
+    use mandate_store::Allowance;
+    let (_db, a, b) = two_nodes().await;
+    seed(a.as_ref()).await;
+    let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    a.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    let mut threads = Vec::new();
+    for s in [a.clone(), b.clone()] {
+        let mut sink = s.audit_sink().unwrap();
+        let id = id.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut counted = Vec::new();
+            for _ in 0..15 {
+                sink.begin().unwrap();
+                // Two calls per group, as a group commit has several.
+                for _ in 0..2 {
+                    if let Allowance::Counted(n) = sink.count(&id, 10, None, T0.plus(2)).unwrap() {
+                        counted.push(n);
+                    }
+                }
+                sink.commit().unwrap();
+            }
+            counted
+        }));
+    }
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    assert_eq!(b.budget_used(&id).await.unwrap(), 10);
+}
+
+/// Two nodes' audit writers append groups at once: each group follows the
+/// other's last record (`begin` returns it), and the result is one chain
+/// that verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_writers_append_one_chain() {
+    use mandate_core::{AuthorityKey, Cadence, ChainHead, sign_checkpoint, verify_chain};
+    const ISS: &str = "https://mandate.example";
+    let (_db, a, b) = two_nodes().await;
+
+    // Alternately: each begin returns the other's head.
+    let mut sa = a.audit_sink().unwrap();
+    let mut sb = b.audit_sink().unwrap();
+    let mut expected = ChainHead::genesis();
+    for round in 0..3u64 {
+        for (node, sink) in [("a", &mut sa), ("b", &mut sb)] {
+            let mut head = sink.begin().unwrap();
+            assert_eq!(head, expected, "round {round}, node {node}");
+            for i in 0..3 {
+                let r = head
+                    .append(round, "decision", serde_json::json!({"node": node, "i": i}))
+                    .unwrap();
+                sink.append(&r).unwrap();
+            }
+            sink.commit().unwrap();
+            expected = head;
+        }
+    }
+
+    // At once, from two threads.
+    let mut threads = Vec::new();
+    for (node, mut sink) in [("a", sa), ("b", sb)] {
+        threads.push(std::thread::spawn(move || {
+            for g in 0..20u64 {
+                let mut head = sink.begin().unwrap();
+                for i in 0..3 {
+                    let r = head
+                        .append(
+                            10 + g,
+                            "decision",
+                            serde_json::json!({"node": node, "i": i}),
+                        )
+                        .unwrap();
+                    sink.append(&r).unwrap();
+                }
+                sink.commit().unwrap();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let head = a.audit_head().await.unwrap();
+    assert_eq!(head.seq, 18 + 120);
+    let key = AuthorityKey::generate(&OsRandom).unwrap();
+    a.add_checkpoint(
+        head.seq,
+        &sign_checkpoint(&key, ISS, &head, 2_000, Cadence::default()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let records = b.audit_records(0, 1_000).await.unwrap();
+    let cps = b.checkpoints().await.unwrap();
+    let report = verify_chain(ChainHead::genesis(), records, &cps, &key.jwks(), Some(ISS)).unwrap();
+    assert_eq!(report.last, head.seq);
+}
+
+async fn next_change(
+    rx: &mut tokio::sync::broadcast::Receiver<mandate_store::Change>,
+) -> mandate_store::Change {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no change arrived within 10 s")
+        .unwrap()
+}
+
+/// A revocation on node A reaches node B's subscribers, not A's own; a
+/// revocation that fails (and so does not commit) is not announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_reach_the_other_node_only() {
+    use mandate_store::Change;
+    let (_db, a, b) = two_nodes().await;
+    let mut on_a = a.subscribe().unwrap();
+    let mut on_b = b.subscribe().unwrap();
+    seed(a.as_ref()).await;
+    let (id, _) = new_mission(a.as_ref(), "alice", "bot-a").await;
+    let revoke = |target: &str| Revocation {
+        kind: RevocationKind::Mission,
+        target: target.into(),
+        reason: "test".into(),
+        revoked_by: "bob".parse().unwrap(),
+        at: T0.plus(10),
+    };
+    a.revoke(&revoke(id.as_str())).await.unwrap();
+    assert_eq!(next_change(&mut on_b).await, Change::Revoked);
+
+    // Refused (no such mission): rolled back, nothing sent.
+    assert!(matches!(
+        a.revoke(&revoke("msn_none")).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    b.announce(&Change::Policies).await.unwrap();
+    // A's first notice is B's: its own revocation never came back to it.
+    assert_eq!(next_change(&mut on_a).await, Change::Policies);
+    a.announce(&Change::Approval("apr_1".into())).await.unwrap();
+    // B's next is that one: the refused revocation sent nothing.
+    assert_eq!(
+        next_change(&mut on_b).await,
+        Change::Approval("apr_1".into())
+    );
+
+    // Ending a mission is announced with its id.
+    let (id2, _) = new_mission(a.as_ref(), "alice", "bot-a").await;
+    b.end_mission(
+        &id2,
+        mandate_core::EndReason::Completed,
+        "alice",
+        T0.plus(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_change(&mut on_a).await, Change::Mission(id2));
+    // Nothing else is waiting on either side.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(on_a.try_recv().is_err());
+    assert!(on_b.try_recv().is_err());
+}
+
+/// When the connection that receives notices is killed, subscribers are
+/// told `Lost` once it is back, and changes flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lost_listener_says_lost_and_recovers() {
+    use mandate_store::Change;
+    let (db, a, b) = two_nodes().await;
+    let mut on_b = b.subscribe().unwrap();
+    let killed = db
+        .scalar(&format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN %' AND query LIKE '%{}%'",
+            db.schema
+        ))
+        .await;
+    assert_eq!(killed, 2, "both nodes' listeners");
+    assert_eq!(next_change(&mut on_b).await, Change::Lost);
+    a.announce(&Change::Policies).await.unwrap();
+    assert_eq!(next_change(&mut on_b).await, Change::Policies);
+}
+
+/// SQLite has no other process to hear from.
+#[tokio::test]
+async fn sqlite_has_no_change_feed() {
+    let db = Db::new(Backend::Sqlite).await;
+    let s = db.store();
+    assert!(s.subscribe().is_none());
+    s.announce(&mandate_store::Change::Revoked).await.unwrap();
 }
