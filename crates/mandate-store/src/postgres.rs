@@ -152,11 +152,15 @@ impl PostgresStore {
 
     async fn start(options: PgConnectOptions, schema: Option<&str>) -> Result<Self, StoreError> {
         // Migrations on a connection of their own, closed afterwards: the
-        // migrator's session lock cannot outlive a failed run on a pooled
-        // connection.
-        let mut conn = PgConnection::connect_with(&options).await?;
-        let migrated = MIGRATOR.run(&mut conn).await;
-        let _ = conn.close().await;
+        // migrator's session lock cannot outlive a failed run on a
+        // connection the store goes on using.
+        let once = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let migrated = MIGRATOR.run(&once).await;
+        once.close().await;
         migrated?;
 
         let pool = PgPoolOptions::new()

@@ -1038,3 +1038,50 @@ async fn sqlite_has_no_change_feed() {
     assert!(s.subscribe().is_none());
     s.announce(&mandate_store::Change::Revoked).await.unwrap();
 }
+
+/// Several nodes starting at once on an empty schema: each connects, the
+/// migrations run once (under the migrator's advisory lock), and all see
+/// one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_starting_together_migrate_once() {
+    // A schema nobody has created yet: every node creates and migrates it.
+    let mut db = Db::new(Backend::Postgres).await;
+    db.store = None;
+    db.schema = format!("{}_fresh", db.schema);
+    let schema = db.schema.clone();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let schema = schema.clone();
+            tokio::spawn(async move { PostgresStore::connect_in_schema(&pg_url(), &schema).await })
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for s in starts {
+        nodes.push(s.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .await,
+        7
+    );
+    nodes[0]
+        .create_principal(&principal("alice", Role::Member))
+        .await
+        .unwrap();
+    assert_eq!(nodes[3].principals().await.unwrap().len(), 1);
+    drop(nodes);
+    // The first schema is left behind by the swap above: drop it too.
+    let first = schema.trim_end_matches("_fresh").to_owned();
+    db.exec(&format!("DROP SCHEMA {first} CASCADE"), &[]).await;
+}
+
+/// A schema name that would need quoting (or inject SQL) is refused.
+#[tokio::test]
+async fn postgres_refuses_a_schema_name_that_is_not_plain() {
+    for bad in ["", "Caps", "1st", "a-b", "a; DROP TABLE x", "pg_catalog"] {
+        assert!(
+            PostgresStore::connect_in_schema(&pg_url(), bad).await.is_err(),
+            "{bad}"
+        );
+    }
+}
