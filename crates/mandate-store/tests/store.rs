@@ -221,6 +221,11 @@ both!(
     an_approval_is_decided_once_and_its_grant_dies_with_the_mission,
     audit_tampering_in_the_database_is_found,
     a_replayed_key_is_claimed_once,
+    vault_secrets_change_only_from_the_version_they_replace,
+    approvals_are_listed_to_who_may_see_and_decide_them,
+    webhooks_wait_in_order_until_delivered_or_given_up,
+    audit_records_are_found_by_a_body_field,
+    a_revoked_api_token_no_longer_authenticates,
 );
 
 fn principal(name: &str, role: Role) -> Principal {
@@ -1080,8 +1085,274 @@ async fn postgres_nodes_starting_together_migrate_once() {
 async fn postgres_refuses_a_schema_name_that_is_not_plain() {
     for bad in ["", "Caps", "1st", "a-b", "a; DROP TABLE x", "pg_catalog"] {
         assert!(
-            PostgresStore::connect_in_schema(&pg_url(), bad).await.is_err(),
+            PostgresStore::connect_in_schema(&pg_url(), bad)
+                .await
+                .is_err(),
             "{bad}"
         );
     }
+}
+
+async fn vault_secrets_change_only_from_the_version_they_replace(db: Db) {
+    use mandate_store::VaultRecord;
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let rec = |version: u64, byte: u8| VaultRecord {
+        principal: "alice".parse().unwrap(),
+        route: "payments".into(),
+        kind: "bearer".into(),
+        version,
+        nonce: vec![byte; 12],
+        ciphertext: vec![0, byte, 255, 7],
+        updated_at: T0,
+        updated_by: "alice".into(),
+    };
+    s.put_vault_secret(&rec(1, 1), None).await.unwrap();
+    assert!(matches!(
+        s.put_vault_secret(&rec(1, 9), None).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    s.put_vault_secret(&rec(2, 2), Some(1)).await.unwrap();
+    // A writer that read version 1 lost the race.
+    assert!(matches!(
+        s.put_vault_secret(&rec(2, 3), Some(1)).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let alice = "alice".parse().unwrap();
+    assert_eq!(
+        s.vault_secret(&alice, "payments").await.unwrap(),
+        Some(rec(2, 2))
+    );
+    assert_eq!(s.vault_secrets().await.unwrap(), vec![rec(2, 2)]);
+    assert!(s.delete_vault_secret(&alice, "payments").await.unwrap());
+    assert!(!s.delete_vault_secret(&alice, "payments").await.unwrap());
+    assert_eq!(s.vault_secret(&alice, "payments").await.unwrap(), None);
+}
+
+async fn approvals_are_listed_to_who_may_see_and_decide_them(db: Db) {
+    use mandate_store::{ApprovalFilter, ApprovalStatus, NewApproval};
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let (id, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let open = |n: &str, approvers: &[&str], at: u64| NewApproval {
+        id: n.into(),
+        mission: id.clone(),
+        request_digest: format!("d-{n}"),
+        action: "refund".into(),
+        resource: "{}".into(),
+        context: "{}".into(),
+        context_digest: "c".into(),
+        reason_code: "escalation".into(),
+        policies: "[\"p1\"]".into(),
+        justification: String::new(),
+        summary: "refund".into(),
+        approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
+        step_up: approvers.is_empty(),
+        created_at: T0.plus(at),
+        expires_at: T0.plus(600),
+    };
+    s.open_approval(&open("apr_own", &[], 1), 10).await.unwrap();
+    s.open_approval(&open("apr_carol", &["carol", "dave"], 2), 10)
+        .await
+        .unwrap();
+    let list = |f: ApprovalFilter| {
+        let s = Arc::clone(&s);
+        async move {
+            s.approvals(&ApprovalFilter { limit: 10, ..f })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(ApprovalFilter::default()).await,
+        ["apr_carol", "apr_own"],
+        "newest first"
+    );
+    let who = |p: &str| Some(p.to_owned());
+    assert_eq!(
+        list(ApprovalFilter {
+            decider: who("alice"),
+            ..Default::default()
+        })
+        .await,
+        ["apr_own"]
+    );
+    assert_eq!(
+        list(ApprovalFilter {
+            decider: who("dave"),
+            ..Default::default()
+        })
+        .await,
+        ["apr_carol"]
+    );
+    assert_eq!(
+        list(ApprovalFilter {
+            viewer: who("alice"),
+            ..Default::default()
+        })
+        .await,
+        ["apr_carol", "apr_own"]
+    );
+    assert!(
+        list(ApprovalFilter {
+            viewer: who("bob"),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        list(ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            mission: Some(id.clone()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2
+    );
+    let a = s.approval("apr_own").await.unwrap().unwrap();
+    assert_eq!(a.goal, "reconcile invoices");
+    assert_eq!(a.policies, ["p1"]);
+    assert!(a.step_up);
+    assert!(!a.ended_mission);
+    assert_eq!(a.principal.as_str(), "alice");
+    assert!(s.approval("apr_none").await.unwrap().is_none());
+}
+
+async fn webhooks_wait_in_order_until_delivered_or_given_up(db: Db) {
+    let s = db.store();
+    for (n, event) in ["approval.requested", "approval.decided", "mission.ended"]
+        .iter()
+        .enumerate()
+    {
+        s.enqueue_webhook(event, "{}", 1_000 + n as u64)
+            .await
+            .unwrap();
+    }
+    let pending = s.pending_webhooks(10).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    assert_eq!(pending[0].event, "approval.requested");
+    assert_eq!(pending[0].next_attempt_ms, 1_000);
+    s.webhook_attempted(pending[0].id, true, None, None)
+        .await
+        .unwrap();
+    s.webhook_attempted(pending[1].id, false, Some(9_000), Some("503"))
+        .await
+        .unwrap();
+    s.webhook_attempted(pending[2].id, false, None, Some("gone"))
+        .await
+        .unwrap();
+    let left = s.pending_webhooks(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event, "approval.decided");
+    assert_eq!(left[0].attempts, 1);
+    assert_eq!(left[0].next_attempt_ms, 9_000);
+}
+
+async fn audit_records_are_found_by_a_body_field(db: Db) {
+    use mandate_core::ChainHead;
+    let s = db.store();
+    let mut sink = s.audit_sink().unwrap();
+    let mut head = sink.begin().unwrap();
+    assert_eq!(head, ChainHead::genesis());
+    for (kind, approval) in [
+        ("approval.opened", "apr_1"),
+        ("approval.opened", "apr_2"),
+        ("approval.decided", "apr_1"),
+    ] {
+        let r = head
+            .append(
+                1,
+                kind,
+                serde_json::json!({ "approval": approval, "note": "x" }),
+            )
+            .unwrap();
+        sink.append(&r).unwrap();
+    }
+    sink.seal_head(head.seq, "seal-token").unwrap();
+    sink.commit().unwrap();
+    assert_eq!(sink.head().unwrap(), head);
+    assert_eq!(sink.head_seal().unwrap().as_deref(), Some("seal-token"));
+    assert_eq!(s.head_seal().await.unwrap().as_deref(), Some("seal-token"));
+    assert_eq!(sink.records(1, 10).unwrap().len(), 2);
+    let found = s
+        .audit_find("approval.opened", "approval", "apr_2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.seq, 2);
+    assert_eq!(
+        s.audit_find("approval.decided", "approval", "apr_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        3
+    );
+    assert!(
+        s.audit_find("approval.decided", "approval", "apr_2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.audit_record(2).await.unwrap().unwrap(), found);
+    assert_eq!(s.prune_audit(1).await.unwrap(), 1);
+    assert_eq!(s.audit_records(0, 10).await.unwrap().len(), 2);
+}
+
+async fn a_revoked_api_token_no_longer_authenticates(db: Db) {
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let tok = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    let rec = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        principal: "alice".parse().unwrap(),
+        label: "laptop".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    s.create_api_token(&rec, &tok.hash()).await.unwrap();
+    let (p, id) = s.principal_by_token(&tok.hash()).await.unwrap().unwrap();
+    assert_eq!(p.name.as_str(), "alice");
+    assert_eq!(id, rec.id);
+    let revoked = s
+        .revoke_api_token(
+            &rec.id,
+            &Revocation {
+                kind: RevocationKind::Token,
+                target: rec.id.to_string(),
+                reason: "lost laptop".into(),
+                revoked_by: "alice".parse().unwrap(),
+                at: T0.plus(5),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0.plus(5)));
+    assert!(s.principal_by_token(&tok.hash()).await.unwrap().is_none());
+    assert_eq!(
+        s.api_tokens(&"alice".parse().unwrap()).await.unwrap(),
+        vec![revoked]
+    );
+    // A token for a principal that does not exist is refused.
+    let stray = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        principal: "zed".parse().unwrap(),
+        ..rec
+    };
+    assert!(matches!(
+        s.create_api_token(
+            &stray,
+            &SecretToken::generate(TokenKind::Api, &OsRandom)
+                .unwrap()
+                .hash()
+        )
+        .await
+        .unwrap_err(),
+        StoreError::NotFound(_)
+    ));
 }
