@@ -25,6 +25,23 @@ use crate::{AuditSink, StoreError};
 
 type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
 
+/// The writer's connection, durable on commit: a server (or role, or
+/// database) set to `synchronous_commit = off` would acknowledge a commit
+/// before it is on disk, so this session turns it back on. Stronger
+/// settings (`remote_write`, `remote_apply`) are kept.
+async fn connect(options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    let mode: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&mut conn)
+        .await?;
+    if mode == "off" {
+        sqlx::raw_sql("SET synchronous_commit = on")
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
 /// What the connection's thread is asked to do.
 enum Command {
     Head(Reply<ChainHead>),
@@ -78,10 +95,10 @@ impl PgAuditSink {
                         return;
                     }
                 };
-                let conn = match rt.block_on(PgConnection::connect_with(&options)) {
+                let conn = match rt.block_on(connect(&options)) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
@@ -340,7 +357,7 @@ impl Worker {
         {
             // Nothing is in flight: a connection lost since the last group
             // is replaced once.
-            self.conn = PgConnection::connect_with(&self.options).await?;
+            self.conn = connect(&self.options).await?;
             sqlx::raw_sql("BEGIN").execute(&mut self.conn).await?;
         }
         self.tx = TxState::Open;
@@ -482,8 +499,8 @@ impl Worker {
                 ))
             }
             TxState::Open => {
-                // With `synchronous_commit` as the server has it (on by
-                // default): durable on return.
+                // `synchronous_commit` is at least `on` (see `connect`):
+                // durable on return.
                 let done = sqlx::raw_sql("COMMIT").execute(&mut self.conn).await;
                 self.tx = TxState::None;
                 done.map(|_| ()).map_err(StoreError::from)
