@@ -189,13 +189,14 @@ impl PostgresStore {
         // missed.
         let listener = listen(&listen_pool, &channel).await?;
         let (sender, _) = broadcast::channel(CHANGES_BUFFERED);
-        let task = tokio::spawn(relay(
+        let relay = Relay {
             listen_pool,
-            listener,
-            channel.clone(),
-            origin.clone(),
-            sender.clone(),
-        ));
+            pool: pool.clone(),
+            channel: channel.clone(),
+            origin: origin.clone(),
+            sender: sender.clone(),
+        };
+        let task = tokio::spawn(relay.run(listener));
         Ok(Self {
             pool,
             options,
@@ -281,48 +282,96 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, StoreError> 
     Ok(listener)
 }
 
-/// Receives notices and broadcasts the changes; on a lost connection,
-/// reconnects (backing off up to 5 s) and then broadcasts [`Change::Lost`],
-/// so subscribers re-read what a missed notice may have changed.
-async fn relay(
+/// How often the listener's connection is checked: a notice of its own
+/// must come back within this long, or the connection is taken as lost
+/// (a connection that died silently, with no error, would otherwise miss
+/// every notice).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The listener task's parts.
+struct Relay {
+    /// The listener's own pool (one connection).
+    listen_pool: PgPool,
+    /// The store's pool, to send heartbeats.
     pool: PgPool,
-    mut listener: PgListener,
     channel: String,
     origin: String,
     sender: broadcast::Sender<Change>,
-) {
-    loop {
+}
+
+impl Relay {
+    /// Receives notices and broadcasts the changes; on a lost connection,
+    /// reconnects (backing off up to 5 s) and then broadcasts
+    /// [`Change::Lost`], so subscribers re-read what a missed notice may
+    /// have changed.
+    async fn run(self, mut listener: PgListener) {
+        let mut beats = 0u64;
         loop {
-            match listener.try_recv().await {
-                Ok(Some(n)) => {
-                    if let Some(change) = decode(n.payload(), &origin) {
-                        // No subscriber is not an error.
-                        let _ = sender.send(change);
+            self.receive(&mut listener, &mut beats).await;
+            drop(listener);
+            let mut backoff = Duration::from_millis(50);
+            listener = loop {
+                tokio::time::sleep(backoff).await;
+                match listen(&self.listen_pool, &self.channel).await {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        tracing::warn!("cannot listen for other nodes' changes yet: {e}");
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
-                Ok(None) => {
-                    tracing::warn!("lost the connection that receives other nodes' changes");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!("lost the connection that receives other nodes' changes: {e}");
-                    break;
+            };
+            let _ = self.sender.send(Change::Lost);
+        }
+    }
+
+    /// Relays notices until the connection is lost.
+    async fn receive(&self, listener: &mut PgListener, beats: &mut u64) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The heartbeat sent and not yet received back.
+        let mut waiting: Option<String> = None;
+        loop {
+            tokio::select! {
+                // Cancel-safe: a notice is never half read when the tick wins.
+                received = listener.try_recv() => match received {
+                    Ok(Some(n)) => {
+                        if waiting.as_deref() == Some(n.payload()) {
+                            waiting = None;
+                        } else if let Some(change) = decode(n.payload(), &self.origin) {
+                            // No subscriber is not an error.
+                            let _ = self.sender.send(change);
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!("lost the connection that receives other nodes' changes");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("lost the connection that receives other nodes' changes: {e}");
+                        return;
+                    }
+                },
+                _ = tick.tick() => {
+                    if waiting.is_some() {
+                        tracing::warn!(
+                            "the connection that receives other nodes' changes stopped answering"
+                        );
+                        return;
+                    }
+                    *beats += 1;
+                    let beat = format!("{} heartbeat {beats}", self.origin);
+                    let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&self.channel)
+                        .bind(&beat)
+                        .execute(&self.pool)
+                        .await;
+                    // Unsent (the database is away): checked at the next tick.
+                    if sent.is_ok() {
+                        waiting = Some(beat);
+                    }
                 }
             }
         }
-        drop(listener);
-        let mut backoff = Duration::from_millis(50);
-        listener = loop {
-            tokio::time::sleep(backoff).await;
-            match listen(&pool, &channel).await {
-                Ok(l) => break l,
-                Err(e) => {
-                    tracing::warn!("cannot listen for other nodes' changes yet: {e}");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        let _ = sender.send(Change::Lost);
     }
 }
 
