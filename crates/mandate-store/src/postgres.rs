@@ -73,7 +73,7 @@ fn lock_key(name: &str, schema: Option<&str>) -> i64 {
 
 /// PostgreSQL implementation of [`Store`]. Cloning shares the pool and the
 /// change listener.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     /// For the audit sink's own connection.
@@ -82,6 +82,17 @@ pub struct PostgresStore {
     writer_lock: i64,
     checked: Arc<CheckedBodies>,
     changes: Arc<Changes>,
+}
+
+/// Written by hand: the connect options hold the database password.
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("channel", &self.changes.channel)
+            .field("origin", &self.changes.origin)
+            .field("connections", &self.pool.size())
+            .finish_non_exhaustive()
+    }
 }
 
 /// This store's side of the change notices.

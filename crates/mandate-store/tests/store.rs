@@ -1080,6 +1080,23 @@ async fn postgres_nodes_starting_together_migrate_once() {
     db.exec(&format!("DROP SCHEMA {first} CASCADE"), &[]).await;
 }
 
+/// A store's debug output does not show the database password.
+#[tokio::test]
+async fn postgres_debug_output_hides_the_password() {
+    let db = Db::new(Backend::Postgres).await;
+    let url = pg_url().replacen(
+        "postgres://postgres@",
+        "postgres://postgres:hunter2secret@",
+        1,
+    );
+    let s = PostgresStore::connect_in_schema(&url, &db.schema)
+        .await
+        .unwrap();
+    let shown = format!("{s:?} {:?}", s.audit_sink().unwrap());
+    assert!(shown.contains("PostgresStore"), "{shown}");
+    assert!(!shown.contains("hunter2secret"), "{shown}");
+}
+
 /// A schema name that would need quoting (or inject SQL) is refused.
 #[tokio::test]
 async fn postgres_refuses_a_schema_name_that_is_not_plain() {
