@@ -1373,3 +1373,28 @@ async fn a_revoked_api_token_no_longer_authenticates(db: Db) {
         StoreError::NotFound(_)
     ));
 }
+
+/// A statement that fails inside an audit group (PostgreSQL refuses a NUL
+/// in text) fails the group: `commit` says so rather than letting
+/// PostgreSQL quietly roll back, and nothing of the group is kept. The
+/// next group starts afresh.
+#[tokio::test]
+async fn postgres_a_failed_statement_fails_the_whole_group() {
+    use mandate_core::ChainHead;
+    let db = Db::new(Backend::Postgres).await;
+    let s = db.store();
+    let mut sink = s.audit_sink().unwrap();
+    let mut head = sink.begin().unwrap();
+    let fine = head.append(1, "decision", serde_json::json!({})).unwrap();
+    sink.append(&fine).unwrap();
+    let bad = head.append(1, "bad\0kind", serde_json::json!({})).unwrap();
+    assert!(sink.append(&bad).is_err());
+    assert!(sink.commit().is_err());
+    assert_eq!(s.audit_head().await.unwrap(), ChainHead::genesis());
+    let mut head = sink.begin().unwrap();
+    assert_eq!(head, ChainHead::genesis());
+    sink.append(&head.append(1, "decision", serde_json::json!({})).unwrap())
+        .unwrap();
+    sink.commit().unwrap();
+    assert_eq!(s.audit_head().await.unwrap(), head);
+}
