@@ -116,8 +116,8 @@ impl PostgresStore {
     /// Connects (a pool) to the database at `url`
     /// (`postgres://user@host:port/db`), runs the migrations, and starts
     /// listening for other nodes' changes. Migrations take PostgreSQL's
-    /// advisory lock, so several nodes starting together are safe. Must be
-    /// called inside a Tokio runtime (the listener is a task on it).
+    /// advisory lock, so several nodes starting together are safe. Runs in
+    /// a Tokio runtime, where the listener stays as a task.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url
             .parse()
@@ -207,7 +207,10 @@ impl PostgresStore {
             origin: origin.clone(),
             sender: sender.clone(),
         };
-        let task = tokio::spawn(relay.run(listener));
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Backend("the PostgreSQL store needs a Tokio runtime".into())
+        })?;
+        let task = runtime.spawn(relay.run(listener));
         Ok(Self {
             pool,
             options,
