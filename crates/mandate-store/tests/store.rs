@@ -1398,3 +1398,62 @@ async fn postgres_a_failed_statement_fails_the_whole_group() {
     sink.commit().unwrap();
     assert_eq!(s.audit_head().await.unwrap(), head);
 }
+
+/// Approvers on two nodes decide one request at once: exactly one
+/// decision, one grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_nodes_decide_an_approval_once() {
+    use mandate_core::GrantScope;
+    use mandate_store::{ApprovalError, NewApproval, NewGrant, Resolution};
+    let (_db, a, b) = two_nodes().await;
+    seed(a.as_ref()).await;
+    let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    a.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    let approval = NewApproval {
+        id: "apr_x".into(),
+        mission: id.clone(),
+        request_digest: "d".into(),
+        action: "refund".into(),
+        resource: "{}".into(),
+        context: "{}".into(),
+        context_digest: "c".into(),
+        reason_code: "escalation".into(),
+        policies: "[]".into(),
+        justification: String::new(),
+        summary: "refund".into(),
+        approvers: Vec::new(),
+        step_up: false,
+        created_at: T0,
+        expires_at: T0.plus(600),
+    };
+    a.open_approval(&approval, 10).await.unwrap();
+    let mut racers = Vec::new();
+    for n in 0..8 {
+        let s = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let r = Resolution::Approve(NewGrant {
+            id: format!("grt_{n}"),
+            scope: GrantScope::Once,
+            policy: String::new(),
+            request_digest: Some("d".into()),
+            max_uses: Some(1),
+            expires_at: None,
+        });
+        racers.push(tokio::spawn(async move {
+            s.resolve_approval("apr_x", "alice", "ok", &r, T0.plus(2))
+                .await
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(ApprovalError::AlreadyDecided(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(b.live_grants(&id, T0.plus(2)).await.unwrap().len(), 1);
+}
