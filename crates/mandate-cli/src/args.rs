@@ -316,6 +316,10 @@ pub struct ServeArgs {
     /// Configuration file [default: DATA/mandate.toml if present].
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// PostgreSQL URL, for several nodes on one database [default: the
+    /// embedded SQLite file DATA/mandate.db, or `database_url` in mandate.toml].
+    #[arg(long, env = "MANDATE_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +329,10 @@ pub struct InitArgs {
     /// Name of the first admin principal.
     #[arg(long, default_value = "admin")]
     pub admin: String,
+    /// PostgreSQL URL [default: the embedded SQLite file DATA/mandate.db,
+    /// or `database_url` in mandate.toml].
+    #[arg(long, env = "MANDATE_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

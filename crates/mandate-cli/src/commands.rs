@@ -30,12 +30,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Serve(a) => {
-            let config = mandate_server::Config::load(&a.data.data, a.config.as_deref(), a.listen)?;
+            let mut config =
+                mandate_server::Config::load(&a.data.data, a.config.as_deref(), a.listen)?;
+            if let Some(url) = a.database {
+                mandate_server::check_database_url(&url)?;
+                config.database_url = Some(url);
+            }
             mandate_server::serve(config, shutdown_signal()).await?;
         }
         Command::Init(a) => {
             let admin: PrincipalName = a.admin.parse()?;
-            let (token, kid) = mandate_server::init_admin(&a.data.data, &admin).await?;
+            let (token, kid) =
+                mandate_server::init_admin(&a.data.data, &admin, a.database.as_deref()).await?;
             if json {
                 output::json(
                     &json!({ "principal": admin.as_str(), "role": "admin", "token": token.expose(), "authority_kid": kid }),

@@ -207,7 +207,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
 
     // The authority, with its gateway.
     let admin_name: mandate_core::PrincipalName = "admin".parse()?;
-    let (admin_token, _) = mandate_server::init_admin(&data, &admin_name).await?;
+    let (admin_token, _) = mandate_server::init_admin(&data, &admin_name, None).await?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()

@@ -191,6 +191,13 @@ pub fn sign_checkpoint_claims(
     key.sign_jwt(CHECKPOINT_TYP, claims)
 }
 
+/// The key id a checkpoint names, unverified (to say which key signed a
+/// log when it is not this one).
+#[must_use]
+pub fn checkpoint_kid(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid)
+}
+
 /// Verifies a checkpoint's signature and, if given, its issuer.
 pub fn verify_checkpoint(
     token: &str,

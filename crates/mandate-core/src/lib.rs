@@ -31,8 +31,8 @@ pub mod wire;
 
 pub use audit::{
     AuditRecord, CHECKPOINT_TYP, Cadence, ChainError, ChainHead, ChainReport, CheckpointClaims,
-    GENESIS, PRUNED_KIND, chain_hash, chain_start, sign_checkpoint, sign_checkpoint_claims,
-    verify_chain, verify_checkpoint,
+    GENESIS, PRUNED_KIND, chain_hash, chain_start, checkpoint_kid, sign_checkpoint,
+    sign_checkpoint_claims, verify_chain, verify_checkpoint,
 };
 pub use b64::s256;
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};

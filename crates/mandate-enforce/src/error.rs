@@ -12,6 +12,11 @@ pub enum EnforceError {
     /// stopped): nothing was decided, counted or forwarded.
     #[error("the audit log could not record this; nothing was done")]
     AuditUnavailable,
+    /// The request's signature was used before, on this node or another
+    /// sharing the database: nothing of it was done, and the replay is on
+    /// the record.
+    #[error("this signature was used before")]
+    Replayed,
     /// The store failed on the way to a decision.
     #[error(transparent)]
     Store(#[from] StoreError),

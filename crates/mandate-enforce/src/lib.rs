@@ -27,4 +27,4 @@ pub use error::EnforceError;
 pub use permit::Permit;
 pub use pipeline::{Call, Decided, Enforcer, Opened, OrgState, Who, denial};
 pub use policies::{LoadedPolicies, Missing, load_dir};
-pub use record::{AuditLog, AuditOpenError, AuditWriter, CheckpointPolicy, verify_stored};
+pub use record::{AuditLog, AuditOpenError, AuditWriter, CheckpointPolicy, Claim, verify_stored};

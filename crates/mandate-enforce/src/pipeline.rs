@@ -22,6 +22,7 @@ use crate::error::EnforceError;
 use crate::escalate::{Ask, MAX_PENDING_APPROVALS, open_approval};
 use crate::permit::Permit;
 use crate::policies::{LoadedPolicies, Missing, load_dir};
+use crate::record::Claim;
 use crate::record::{AuditLog, Count, Settle};
 
 /// Compiled mission policy sets kept in memory. Past this, the cache is
@@ -77,6 +78,9 @@ pub struct Call<'a> {
     /// The call's arguments, shown to approvers (never in notifications)
     /// when policy sees only some of them (an MCP tool call).
     pub arguments: Option<&'a Map>,
+    /// The signed request's single use, claimed with its decision's record
+    /// (`None` where nothing signed it once: a preview, an internal call).
+    pub claim: Option<Claim>,
 }
 
 /// Who a decision was about, once the credential's signature checked out.
@@ -391,32 +395,80 @@ impl Enforcer {
         extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
-        let (response, permit) = match self.decide_call(mission, call, who, &extra).await? {
-            Step::Recorded(resp, seq) => {
-                let permit = seq.map(|seq| Permit::mint(request, seq, mission.body.id.clone()));
-                (resp, permit)
-            }
-            Step::Unrecorded(resp) => {
+        // A replay's refusal is recorded with what the call was about.
+        let about = call.claim.as_ref().map(|_| extra.clone());
+        match self.decide_once(mission, call, who, extra, request).await {
+            Err(EnforceError::Replayed) => {
+                let resp = denial(
+                    "signature_replayed",
+                    "this signature was used before",
+                    Some(&mission.body.id),
+                );
+                tracing::info!(mission = %mission.body.id, by = %by, action = %call.action, "replayed signature refused");
                 self.record_decision(
                     call.action,
                     call.resource,
                     call.context,
                     &resp,
                     Some(who),
-                    extra,
+                    about.unwrap_or_default(),
                 )
                 .await?;
+                Err(EnforceError::Replayed)
+            }
+            Err(e) => Err(e),
+            Ok(decided) => {
+                tracing::info!(
+                    mission = %mission.body.id,
+                    by = %by,
+                    action = %call.action,
+                    decision = decided.response.decision.as_str(),
+                    code = %decided.response.code,
+                    "decided"
+                );
+                Ok(decided)
+            }
+        }
+    }
+
+    async fn decide_once<T>(
+        &self,
+        mission: &Mission,
+        call: &Call<'_>,
+        who: &Who,
+        extra: Map,
+        request: T,
+    ) -> Result<Decided<T>, EnforceError> {
+        // Taken by the first record this call makes.
+        let mut claim = call.claim.clone();
+        let (response, permit) = match self
+            .decide_call(mission, call, who, &extra, &mut claim)
+            .await?
+        {
+            Step::Recorded(resp, seq) => {
+                let permit = seq.map(|seq| Permit::mint(request, seq, mission.body.id.clone()));
+                (resp, permit)
+            }
+            Step::Unrecorded(resp) => {
+                let body = decision_body(
+                    call.action,
+                    call.resource,
+                    call.context,
+                    &resp,
+                    Some(who),
+                    extra,
+                )?;
+                self.audit
+                    .record_claimed(
+                        "decision",
+                        self.clock.now().0,
+                        serde_json::Value::Object(body),
+                        claim,
+                    )
+                    .await?;
                 (resp, None)
             }
         };
-        tracing::info!(
-            mission = %mission.body.id,
-            by = %by,
-            action = %call.action,
-            decision = response.decision.as_str(),
-            code = %response.code,
-            "decided"
-        );
         Ok(Decided { response, permit })
     }
 
@@ -426,6 +478,7 @@ impl Enforcer {
         call: &Call<'_>,
         who: &Who,
         extra: &Map,
+        claim: &mut Option<Claim>,
     ) -> Result<Step, EnforceError> {
         let Call {
             action,
@@ -434,6 +487,7 @@ impl Enforcer {
             ref justification,
             required,
             arguments,
+            claim: _,
         } = *call;
         let now = self.clock.now();
         let id = &mission.body.id;
@@ -546,7 +600,7 @@ impl Enforcer {
             };
             let (a, seq) = self
                 .audit
-                .record_counted("decision", now.0, count, settle)
+                .record_counted("decision", now.0, count, settle, claim.take())
                 .await?;
             if let Some(r) = settled(&resp, a) {
                 // 5. Only a counted call whose record is durable goes ahead.

@@ -71,6 +71,17 @@ pub(crate) struct Count {
     pub now: UnixTime,
 }
 
+/// A signed request's single use, claimed in the transaction that records
+/// its decision: a signature replayed to another node on the same database
+/// finds the claim there and is refused (ADR 0017). One claim per request;
+/// `key` is a digest of the signing key and the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub key: String,
+    /// When the signature stops being fresh anyway; the claim may go then.
+    pub expires: UnixTime,
+}
+
 /// Makes a decision's record from what counting its call found; `None`
 /// records nothing (the caller decides again).
 pub(crate) type Settle = Box<dyn FnOnce(Allowance) -> Option<serde_json::Value> + Send>;
@@ -95,12 +106,15 @@ enum Entry {
 struct Recorded {
     seq: Option<u64>,
     allowance: Option<Allowance>,
+    /// The entry's claim was already taken: nothing of it was done.
+    replayed: bool,
 }
 
 struct Pending {
     time: u64,
     kind: &'static str,
     entry: Entry,
+    claim: Option<Claim>,
     done: oneshot::Sender<Result<Recorded, ()>>,
 }
 
@@ -274,6 +288,7 @@ impl AuditLog {
                     let shared = Arc::clone(&shared);
                     let _ = tokio::task::spawn_blocking(move || {
                         if let Some(mut w) = acquire(&shared, true)
+                            && w.follow()
                             && w.head.seq > w.sealed
                         {
                             let target = w.head.clone();
@@ -300,6 +315,7 @@ impl AuditLog {
         time: u64,
         kind: &'static str,
         entry: Entry,
+        claim: Option<Claim>,
     ) -> Result<Recorded, EnforceError> {
         let (done, wait) = oneshot::channel();
         {
@@ -311,13 +327,19 @@ impl AuditLog {
                 time,
                 kind,
                 entry,
+                claim,
                 done,
             });
         }
         drain(&self.shared);
-        wait.await
+        let r = wait
+            .await
             .map_err(|_| audit_down())?
-            .map_err(|()| audit_down())
+            .map_err(|()| audit_down())?;
+        if r.replayed {
+            return Err(EnforceError::Replayed);
+        }
+        Ok(r)
     }
 
     /// Whether the log still takes events: `false` once a commit failed
@@ -334,7 +356,20 @@ impl AuditLog {
         time: u64,
         body: serde_json::Value,
     ) -> Result<u64, EnforceError> {
-        self.submit(time, kind, Entry::Body(body))
+        self.record_claimed(kind, time, body, None).await
+    }
+
+    /// As [`Self::record`], claiming a signed request's single use in the
+    /// same transaction: [`EnforceError::Replayed`], with nothing recorded,
+    /// if the claim was taken before.
+    pub(crate) async fn record_claimed(
+        &self,
+        kind: &'static str,
+        time: u64,
+        body: serde_json::Value,
+        claim: Option<Claim>,
+    ) -> Result<u64, EnforceError> {
+        self.submit(time, kind, Entry::Body(body), claim)
             .await?
             .seq
             .ok_or_else(audit_down)
@@ -353,6 +388,7 @@ impl AuditLog {
             time,
             mandate_core::PRUNED_KIND,
             Entry::Prune { body, through },
+            None,
         )
         .await?
         .seq
@@ -362,16 +398,20 @@ impl AuditLog {
     /// Counts an allowed call and records its decision, made by `settle`
     /// from what counting found, in one transaction; waits until both are
     /// durable. Returns what counting found and the record's sequence
-    /// number (`None` if `settle` recorded nothing).
+    /// number (`None` if `settle` recorded nothing). A `claim` is taken
+    /// first, in the same transaction ([`EnforceError::Replayed`], with
+    /// nothing counted or recorded, if it was taken before); it stays taken
+    /// even when `settle` records nothing.
     pub(crate) async fn record_counted(
         &self,
         kind: &'static str,
         time: u64,
         count: Count,
         settle: Settle,
+        claim: Option<Claim>,
     ) -> Result<(Allowance, Option<u64>), EnforceError> {
         let r = self
-            .submit(time, kind, Entry::Counted { count, settle })
+            .submit(time, kind, Entry::Counted { count, settle }, claim)
             .await?;
         Ok((r.allowance.ok_or_else(audit_down)?, r.seq))
     }
@@ -525,7 +565,7 @@ impl Writer {
                 self.stop(group);
                 return;
             }
-            tracing::info!(
+            tracing::debug!(
                 from = self.head.seq,
                 to = stored.seq,
                 "another writer sealed records in the audit log; chaining after them"
@@ -540,6 +580,30 @@ impl Writer {
             if failed {
                 outcomes.push((p.done, None));
                 continue;
+            }
+            // A signed request is used once, across every writer on this
+            // database: its claim is taken before anything of it is done.
+            if let Some(c) = &p.claim {
+                match self.sink.claim(&c.key, c.expires) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        outcomes.push((
+                            p.done,
+                            Some(Recorded {
+                                seq: None,
+                                allowance: None,
+                                replayed: true,
+                            }),
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim a signed request's use");
+                        failed = true;
+                        outcomes.push((p.done, None));
+                        continue;
+                    }
+                }
             }
             let mut prune = None;
             let (body, allowance) = match p.entry {
@@ -577,6 +641,7 @@ impl Writer {
                         Some(Recorded {
                             seq: None,
                             allowance,
+                            replayed: false,
                         }),
                     ));
                 }
@@ -622,6 +687,7 @@ impl Writer {
                 Some(Recorded {
                     seq: Some(record.seq),
                     allowance,
+                    replayed: false,
                 }),
             ));
         }
@@ -717,6 +783,41 @@ impl Writer {
         for p in group {
             let _ = p.done.send(Err(()));
         }
+    }
+
+    /// Takes on what other writers (other nodes on the database) sealed
+    /// after this writer's head, so a periodic checkpoint covers their
+    /// records too, even if they stopped. Reads the head and its seal in a
+    /// write transaction, so they belong together. `false` if the writer
+    /// must not sign now.
+    fn follow(&mut self) -> bool {
+        if self.broken.load(Ordering::Acquire) {
+            return false;
+        }
+        let stored = match self.sink.begin() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the audit log's head; no checkpoint this time");
+                return false;
+            }
+        };
+        let mut ok = true;
+        if stored.seq > self.head.seq {
+            match self.adopt(&stored) {
+                Ok(()) => self.head = stored,
+                Err(why) => {
+                    tracing::error!(
+                        writer = self.head.seq,
+                        stored = stored.seq,
+                        "records were added to the audit log without the authority key ({why}); refusing every event until a restart verifies the log"
+                    );
+                    self.broken.store(true, Ordering::Release);
+                    ok = false;
+                }
+            }
+        }
+        self.sink.rollback();
+        ok
     }
 
     /// Takes on a head another writer committed: it must be sealed by a

@@ -33,6 +33,10 @@ const DELIVERY_BATCH: u32 = 32;
 /// due while it sleeps; new notifications wake it at once).
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
+/// How often a node whose turn it is not asks again (another node
+/// delivers; if it stops, this one takes over within this time).
+const OTHER_NODE_LOOK: Duration = Duration::from_secs(2);
+
 pub(crate) fn view(r: &ApprovalRecord) -> Result<ApprovalView, Problem> {
     let corrupt = |what: &str| {
         tracing::error!(approval = %r.id, "stored approval has an unreadable {what}");
@@ -188,6 +192,19 @@ pub fn spawn_webhook(state: AppState) {
     };
     tokio::spawn(async move {
         loop {
+            // With several nodes, one delivers at a time (in order, once).
+            match state.0.store.outbox_turn().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::time::sleep(OTHER_NODE_LOOK).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take the webhook outbox; notifications stay queued");
+                    tokio::time::sleep(OTHER_NODE_LOOK).await;
+                    continue;
+                }
+            }
             let wait = deliver_due(&state, &config, &client).await;
             if !wait.is_zero() {
                 let _ = tokio::time::timeout(wait, state.0.webhook_wake.notified()).await;

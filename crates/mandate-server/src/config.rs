@@ -16,6 +16,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`) for several nodes sharing one
+    /// database (ADR 0017); `None` is the embedded SQLite file
+    /// `DATA/mandate.db`. From `--database`, `MANDATE_DATABASE_URL` or
+    /// `database_url` in `mandate.toml`.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     /// The issuer URL, as agents and relying parties reach this authority.
     /// Defaults to `http://{listen address}`.
@@ -208,6 +213,7 @@ impl TryFrom<FileServer> for ServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    database_url: Option<String>,
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     credential_ttl_secs: Option<u64>,
@@ -236,6 +242,44 @@ struct FileMissionLimits {
     min_ttl_secs: Option<u64>,
     max_ttl_secs: Option<u64>,
     max_budget: Option<u64>,
+}
+
+/// A database URL Mandate can use: PostgreSQL's (SQLite needs none).
+pub fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(ConfigError::Value(
+            "database_url",
+            format!(
+                "`{}` is not a PostgreSQL URL (postgres://…); leave it unset for the embedded SQLite database",
+                redact_url(url)
+            ),
+        ))
+    }
+}
+
+/// A database URL without its password, for messages and logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!(
+                "{scheme}://{user}@{host}{}",
+                tail.split('?').next().unwrap_or("")
+            )
+        }
+        None => format!(
+            "{scheme}://{authority}{}",
+            tail.split('?').next().unwrap_or("")
+        ),
+    }
 }
 
 /// A configuration that cannot be used.
@@ -302,9 +346,14 @@ impl Config {
                 format!("`{u}` is not an http(s) URL"),
             ));
         }
+        let database_url = env("MANDATE_DATABASE_URL").or(fc.database_url);
+        if let Some(u) = &database_url {
+            check_database_url(u)?;
+        }
         let defaults = MissionLimits::default();
         let config = Self {
             data_dir: data_dir.to_path_buf(),
+            database_url,
             listen: listen
                 .or(env_listen)
                 .or(fc.listen)

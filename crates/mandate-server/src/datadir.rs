@@ -1,9 +1,11 @@
 //! The data dir: the SQLite database and the authority key, created on
-//! first start.
+//! first start. With a PostgreSQL database (`--database postgres://…`,
+//! ADR 0017) the data dir keeps the keys, the configuration, the policies
+//! and this node's checkpoint file; the records are in PostgreSQL.
 //!
 //! ```text
 //! {data}/            mode 0700
-//!   mandate.db       the embedded database (WAL)
+//!   mandate.db       the embedded database (WAL), without PostgreSQL
 //!   authority.key    Ed25519 private key, PKCS#8 PEM, mode 0600
 //!   mandate.toml     optional configuration
 //! ```
@@ -18,7 +20,7 @@ use mandate_core::{
     ApiTokenId, AuthorityKey, Clock, OsRandom, PrincipalName, Role, SecretToken, SystemClock,
     TokenKind,
 };
-use mandate_store::{ApiToken, Principal, SqliteStore, Store, StoreError};
+use mandate_store::{ApiToken, PostgresStore, Principal, SqliteStore, Store, StoreError};
 use zeroize::Zeroizing;
 
 const KEY_FILE: &str = "authority.key";
@@ -51,14 +53,22 @@ pub enum DataDirError {
 }
 
 impl DataDir {
-    /// Opens `path`, creating the directory, database and key if missing.
+    /// Opens `path`, creating the directory, database and key if missing,
+    /// on the database its configuration names (`MANDATE_DATABASE_URL` or
+    /// `database_url` in its `mandate.toml`), else on its SQLite file.
     pub async fn open(path: &Path) -> Result<Self, DataDirError> {
-        Self::open_with(path, true).await
+        let database = configured_database(path)?;
+        Self::open_with(path, true, database.as_deref()).await
     }
 
-    /// As [`Self::open`]; `durable = false` is the benchmark-only mode
-    /// without `fsync`.
-    pub async fn open_with(path: &Path, durable: bool) -> Result<Self, DataDirError> {
+    /// As [`Self::open`], on `database` (a PostgreSQL URL), or on the data
+    /// dir's SQLite file if `None`; `durable = false` is the
+    /// benchmark-only mode without `fsync` (SQLite only).
+    pub async fn open_with(
+        path: &Path,
+        durable: bool,
+        database: Option<&str>,
+    ) -> Result<Self, DataDirError> {
         let io = |e| DataDirError::Io(path.to_path_buf(), e);
         if path.exists() {
             let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
@@ -76,14 +86,51 @@ impl DataDir {
                 .map_err(io)?;
         }
         let key = load_or_create_key(&path.join(KEY_FILE))?;
-        let db = path.join(DB_FILE);
-        private_db_files(&db)?;
-        let store = SqliteStore::open_with(&db, durable).await?;
-        Ok(Self {
-            store: Arc::new(store),
-            key,
-        })
+        let store: Arc<dyn Store> = match database {
+            Some(url) => {
+                crate::config::check_database_url(url)
+                    .map_err(|e| DataDirError::Other(e.to_string()))?;
+                let store = PostgresStore::connect(url).await.map_err(|e| {
+                    DataDirError::Other(format!(
+                        "cannot use the database {}: {e}",
+                        crate::config::redact_url(url)
+                    ))
+                })?;
+                Arc::new(store)
+            }
+            None => {
+                let db = path.join(DB_FILE);
+                private_db_files(&db)?;
+                Arc::new(SqliteStore::open_with(&db, durable).await?)
+            }
+        };
+        check_same_key(store.as_ref(), &key).await?;
+        Ok(Self { store, key })
     }
+}
+
+/// The database a data dir's configuration names, if any.
+fn configured_database(data_dir: &Path) -> Result<Option<String>, DataDirError> {
+    crate::Config::load(data_dir, None, None)
+        .map(|c| c.database_url)
+        .map_err(|e| DataDirError::Other(format!("cannot read the configuration: {e}")))
+}
+
+/// Every node on one database signs with one authority key (ADR 0017): a
+/// data dir with another key would sign checkpoints nobody else verifies,
+/// so it is refused before anything is written, with what to do.
+async fn check_same_key(store: &dyn Store, key: &AuthorityKey) -> Result<(), DataDirError> {
+    let Some(seal) = store.head_seal().await? else {
+        return Ok(());
+    };
+    let kid = mandate_core::checkpoint_kid(&seal).unwrap_or_default();
+    if kid == key.kid() {
+        return Ok(());
+    }
+    Err(DataDirError::Other(format!(
+        "this data dir's authority key ({}) is not the key that signs this database's audit log ({kid}): every node on one database needs the same `authority.key` (and `vault.key`); copy them from the data dir of the node that created the database (docs/scale-out.md)",
+        key.kid()
+    )))
 }
 
 /// The database holds token hashes and policies: make it (and so the WAL
@@ -175,8 +222,13 @@ pub fn load_or_create_vault_key(path: &Path) -> Result<mandate_core::VaultKey, D
 pub async fn init_admin(
     data_dir: &Path,
     admin: &PrincipalName,
+    database: Option<&str>,
 ) -> Result<(SecretToken, String), DataDirError> {
-    let data = DataDir::open(data_dir).await?;
+    let database = match database {
+        Some(d) => Some(d.to_owned()),
+        None => configured_database(data_dir)?,
+    };
+    let data = DataDir::open_with(data_dir, true, database.as_deref()).await?;
     let now = SystemClock.now();
     let token = SecretToken::generate(TokenKind::Api, &OsRandom)
         .map_err(|e| DataDirError::Other(e.to_string()))?;
@@ -259,7 +311,7 @@ pub async fn verify_audit(
     data_dir: &Path,
     checkpoint_files: &[PathBuf],
 ) -> Result<mandate_core::ChainReport, DataDirError> {
-    if !data_dir.join(DB_FILE).exists() {
+    if configured_database(data_dir)?.is_none() && !data_dir.join(DB_FILE).exists() {
         return Err(DataDirError::Other(format!(
             "`{}` has no Mandate database",
             data_dir.display()

@@ -11,6 +11,7 @@ pub mod bench {
 }
 mod approval_notices;
 mod audit_witness;
+mod changes;
 mod config;
 mod datadir;
 mod edge;
@@ -26,7 +27,7 @@ pub use api::router;
 pub use approval_notices::WEBHOOK_TYP;
 pub use config::{
     AuditConfig, CHECKPOINT_FILE, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
-    ServerConfig, WebhookConfig,
+    ServerConfig, WebhookConfig, check_database_url, redact_url,
 };
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
@@ -51,7 +52,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let durable = !config.unsafe_non_durable_benchmark_mode;
-    let data = DataDir::open_with(&config.data_dir, durable).await?;
+    let data =
+        DataDir::open_with(&config.data_dir, durable, config.database_url.as_deref()).await?;
+    if !durable && config.database_url.is_some() {
+        tracing::warn!(
+            "the non-durable benchmark mode applies to SQLite only; PostgreSQL commits as configured"
+        );
+    }
 
     // The default policy directory lives in the data dir; make it, so an
     // operator can drop files in and reload.
@@ -141,8 +148,12 @@ pub async fn serve(
         vault,
     );
     // Printed on stdout, one line, so people and scripts can find the address.
+    let database = config
+        .database_url
+        .as_deref()
+        .map_or_else(|| "SQLite in the data dir".to_owned(), config::redact_url);
     println!(
-        "mandate listening on http://{local} (issuer {issuer}, data {})",
+        "mandate listening on http://{local} (issuer {issuer}, data {}, database {database})",
         config.data_dir.display()
     );
     if !config.routes.is_empty() {
@@ -166,6 +177,7 @@ pub async fn serve(
         );
     }
     spawn_reload_on_sighup(state.clone());
+    changes::spawn_listener(state.clone());
     approval_notices::spawn_announcer(state.clone());
     approval_notices::spawn_sweeper(state.clone());
     approval_notices::spawn_webhook(state.clone());
@@ -205,6 +217,7 @@ fn spawn_reload_on_sighup(state: AppState) {
             match state.reload_policies() {
                 Ok(v) => {
                     tracing::info!(version = v, "policies reloaded (SIGHUP)");
+                    changes::announce_reload(&state).await;
                     let _ = state
                         .audit(
                             "policy.reloaded",

@@ -162,6 +162,11 @@ impl From<EnforceError> for Problem {
                 "audit_unavailable",
                 e.to_string(),
             ),
+            EnforceError::Replayed => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "signature_replayed",
+                e.to_string(),
+            ),
             EnforceError::Store(s) => s.into(),
             EnforceError::Internal(what) => {
                 tracing::error!(what, "enforcement pipeline failure");

@@ -48,6 +48,9 @@ pub(crate) struct Inner {
     pub mcp_servers: HashMap<String, Arc<crate::mcp_servers::McpServer>>,
     /// Open MCP sessions.
     pub mcp: crate::api::McpSessions,
+    /// This process's name among the nodes on one database: random per
+    /// start, the prefix of the MCP sessions it holds.
+    pub node: String,
     /// Credentials whose signature verified, by their compact form (a
     /// signature check is a pure function of the token and the JWKS, which
     /// does not change while the server runs). Expiry, the mission's state
@@ -63,6 +66,16 @@ pub(crate) struct Inner {
     /// The approval requests the pipeline opens, until the announcer
     /// takes them ([`crate::approval_notices::spawn_announcer`]).
     pub opened: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<mandate_store::ApprovalRecord>>>,
+}
+
+/// Eight hex digits, random (a fixed name if no randomness is to be had:
+/// it only routes messages, it guards nothing).
+fn node_name(rng: &dyn SecureRandom) -> String {
+    let mut b = [0u8; 4];
+    if rng.fill(&mut b).is_err() {
+        return "node".into();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl AppState {
@@ -91,6 +104,7 @@ impl AppState {
             })
             .ok();
         let (opened, opened_rx) = tokio::sync::mpsc::unbounded_channel();
+        let node = node_name(rng.as_ref());
         let enforcer = Enforcer::new(
             Arc::clone(&store),
             audit,
@@ -130,6 +144,7 @@ impl AppState {
                 .map(|m| (m.name().to_owned(), Arc::new(m.clone())))
                 .collect(),
             mcp: crate::api::McpSessions::default(),
+            node,
             verified: Mutex::new(HashMap::new()),
             upstream,
             vault,

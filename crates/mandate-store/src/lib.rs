@@ -252,6 +252,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
     /// Tells the other processes (no-op on SQLite).
     async fn announce(&self, change: &Change) -> Result<(), StoreError>;
+
+    /// Whether this process delivers the webhook outbox now, so one process
+    /// at a time sends each notification, in order: always on a store no
+    /// other process shares; on a shared one, whichever process holds the
+    /// deliverer's lock (it keeps it until it stops, then another takes it
+    /// on its next try).
+    async fn outbox_turn(&self) -> Result<bool, StoreError>;
 }
 
 /// The audit writer's connection. Each group of records is one

@@ -55,6 +55,8 @@ const CHANGES_BUFFERED: usize = 1_024;
 /// first (in the default schema; a schema gets its own key, see
 /// [`lock_key`]). One writer at a time, as on SQLite.
 pub(crate) const WRITER_LOCK: &str = "mandate.writer";
+/// The session lock of the process that delivers the webhook outbox.
+const OUTBOX_LOCK: &str = "mandate.outbox";
 
 /// A fixed 64-bit key for an advisory lock: FNV-1a of its name.
 fn lock_key(name: &str, schema: Option<&str>) -> i64 {
@@ -80,6 +82,10 @@ pub struct PostgresStore {
     options: PgConnectOptions,
     /// Key of the writers' advisory lock (see [`WRITER_LOCK`]).
     writer_lock: i64,
+    /// Key of the outbox deliverer's session lock, and the connection that
+    /// holds it once taken.
+    outbox_lock: i64,
+    outbox: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     checked: Arc<CheckedBodies>,
     changes: Arc<Changes>,
 }
@@ -171,8 +177,17 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await?;
         let migrated = MIGRATOR.run(&once).await;
+        // A URL may choose the schema itself (`options=-c search_path=…`):
+        // its notices and its lock are then that schema's, as with
+        // `connect_in_schema`, so deployments sharing a database keep apart.
+        let current: Result<Option<String>, sqlx::Error> =
+            sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(&once)
+                .await;
         once.close().await;
         migrated?;
+        let current = current?;
+        let schema = schema.or_else(|| current.as_deref().filter(|s| *s != "public"));
 
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -215,6 +230,8 @@ impl PostgresStore {
             pool,
             options,
             writer_lock: lock_key(WRITER_LOCK, schema),
+            outbox_lock: lock_key(OUTBOX_LOCK, schema),
+            outbox: Arc::default(),
             checked: Arc::default(),
             changes: Arc::new(Changes {
                 channel,
@@ -1456,6 +1473,30 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn outbox_turn(&self) -> Result<bool, StoreError> {
+        let mut held = self.outbox.lock().await;
+        // Still holding it: the lock lives as long as its connection.
+        if let Some(conn) = held.as_mut() {
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                return Ok(true);
+            }
+            *held = None;
+        }
+        let mut conn =
+            PgConnection::connect_with(&self.options.clone().application_name("mandate-outbox"))
+                .await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(self.outbox_lock)
+            .fetch_one(&mut conn)
+            .await?;
+        if taken {
+            *held = Some(conn);
+        } else {
+            let _ = conn.close().await;
+        }
+        Ok(taken)
     }
 }
 

@@ -1114,6 +1114,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn outbox_turn(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError> {
         sqlx::query("SELECT * FROM revocations ORDER BY seq DESC LIMIT ?1")
             .bind(i64::from(limit))

@@ -56,6 +56,35 @@ impl TestServer {
         s
     }
 
+    /// Starts a node of a deployment of several on one database: `bin
+    /// serve` on `listen`, on a fresh data dir with `config` (which names
+    /// the shared database), its log captured. A node after the first gets
+    /// a copy of `first`'s authority and vault keys, as an operator
+    /// provisions one (docs/scale-out.md).
+    pub fn start_node(bin: &Path, config: &str, listen: &str, first: Option<&Self>) -> Self {
+        let mut s = Self::start_stopped(bin, Some(config));
+        if let Some(first) = first {
+            for key in ["authority.key", "vault.key"] {
+                let to = s.data_dir().join(key);
+                std::fs::copy(first.data_dir().join(key), &to).expect("copy a key");
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .expect("key mode");
+            }
+        }
+        s.listen = listen.to_owned();
+        s.log = Some(s.dir.path().join("server.log"));
+        s.spawn();
+        s
+    }
+
+    /// Kills the server with SIGKILL and leaves it stopped.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn start_stopped(bin: &Path, config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");

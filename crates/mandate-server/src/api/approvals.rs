@@ -185,7 +185,11 @@ pub(super) async fn show(
         let woke = tokio::time::timeout(deadline - now, async {
             loop {
                 match changed.recv().await {
-                    Ok(changed_id) if changed_id == id => return true,
+                    Ok(changed_id)
+                        if changed_id == id || changed_id == crate::changes::EVERY_APPROVAL =>
+                    {
+                        return true;
+                    }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,

@@ -80,6 +80,9 @@ async fn decide_inner(
         justification,
         required: required_trust.unwrap_or(Trust::Signed),
         arguments: None,
+        // The enforcement point answers for the request's freshness; this
+        // call is authenticated by its API token, not a mission signature.
+        claim: None,
     };
     // The enforcement point forwards; here nothing is.
     let (resp, _permit) = enforce(

@@ -28,7 +28,7 @@ use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trust, UnixTime};
 use serde::Serialize;
 
-use mandate_enforce::{Call, Permit, Who};
+use mandate_enforce::{Call, Claim, Permit, Who};
 
 use super::decide::{enforce, record_refusal};
 use super::extract::{Presented, check_signed};
@@ -101,8 +101,12 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query: query.as_deref(),
         headers: &headers,
     };
-    let (claims, mission) = match verify(s, &request, &parts.headers, &body, &[]).await? {
-        Verified::Ok { claims, mission } => (claims, *mission),
+    let (claims, mission, claim) = match verify(s, &request, &parts.headers, &body, &[]).await? {
+        Verified::Ok {
+            claims,
+            mission,
+            claim,
+        } => (claims, *mission, claim),
         Verified::Refused { problem, claims } => {
             // A refusal of an authentic credential is an accountable event.
             if let Some(c) = claims {
@@ -154,6 +158,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         justification: free_text("justification", justification, 1_000)?,
         required: route.config.required_trust.unwrap_or(Trust::Signed),
         arguments: None,
+        claim: Some(claim),
     };
     // 5. INVARIANT: the decision is durable before anything is forwarded
     //    or answered. The request goes into the pipeline and comes back
@@ -270,6 +275,8 @@ pub(super) enum Verified {
     Ok {
         claims: MissionClaims,
         mission: Box<Mission>,
+        /// The signature's single use, claimed with the decision's record.
+        claim: Claim,
     },
     Refused {
         problem: Problem,
@@ -395,8 +402,13 @@ pub(super) async fn verify(
     if let Err(e) = httpsig::verify_ed25519(req, &parsed, &key) {
         return unrecorded(unauthorized("bad_signature", e.to_string()));
     }
-    // Once only.
+    // Once only: here, and (claimed with the decision's record) on every
+    // node sharing the database.
     let jti = mandate_core::s256(parsed.signature());
+    let claim = Claim {
+        key: mandate_core::s256(format!("{}:{jti}", claims.cnf.jkt.as_str()).as_bytes()),
+        expires: UnixTime(created.saturating_add(mandate_core::FRESHNESS_WINDOW_SECS)),
+    };
     match s
         .0
         .replay
@@ -431,7 +443,11 @@ pub(super) async fn verify(
             });
         }
     };
-    Ok(Verified::Ok { claims, mission })
+    Ok(Verified::Ok {
+        claims,
+        mission,
+        claim,
+    })
 }
 
 /// What the audit record of a gateway request adds: where and what, by

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-use mandate_enforce::{Call, Permit, Who};
+use mandate_enforce::{Call, Claim, Permit, Who};
 
 use super::decide::{enforce, preview, record_refusal};
 use super::gateway::{Verified, header_list, verify};
@@ -523,6 +523,9 @@ pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response 
 struct Caller {
     claims: MissionClaims,
     mission: Mission,
+    /// The request signature's single use, claimed with a decision's
+    /// record.
+    claim: Claim,
 }
 
 async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
@@ -612,9 +615,14 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         headers: &headers,
     };
     let caller = match verify(s, &request, &parts.headers, &body, &["mcp-session-id"]).await? {
-        Verified::Ok { claims, mission } => Caller {
+        Verified::Ok {
+            claims,
+            mission,
+            claim,
+        } => Caller {
             claims,
             mission: *mission,
+            claim,
         },
         Verified::Refused { problem, claims } => {
             if let Some(c) = claims {
@@ -642,7 +650,12 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             match found {
                 Some(x) => Some(x),
                 None => {
-                    let detail = "no such MCP session; initialize a new one";
+                    let elsewhere = id.split_once('.').is_some_and(|(node, _)| node != s.0.node);
+                    let detail = if elsewhere {
+                        "this MCP session is held by another node of this authority (or has ended): a load balancer must send every request with one `Mcp-Session-Id` to the node that answered its `initialize`; otherwise initialize a new one"
+                    } else {
+                        "no such MCP session; initialize a new one"
+                    };
                     refusal(
                         s,
                         &server,
@@ -939,7 +952,9 @@ async fn initialize(
     }
     let mut sid = [0u8; 24];
     s.0.rng.fill(&mut sid).map_err(|_| Problem::internal())?;
-    let sid = mandate_core::s256(&sid);
+    // The node that holds the session names it, so another node can say
+    // where it lives (ADR 0017).
+    let sid = format!("{}.{}", s.0.node, mandate_core::s256(&sid));
     let who = json!({
         "server": server.name(),
         "session": sid,
@@ -1271,6 +1286,7 @@ async fn request(
             justification: String::new(),
             required: x.server.required_trust(),
             arguments: arguments.as_ref(),
+            claim: Some(caller.claim.clone()),
         };
         let mut extra = serde_json::Map::new();
         extra.insert("enforcement_point".into(), "mcp".into());

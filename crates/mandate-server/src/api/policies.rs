@@ -65,6 +65,7 @@ pub(super) async fn reload(
     match result {
         Ok(version) => {
             tracing::info!(version, by = %caller.principal.name, "policies reloaded");
+            crate::changes::announce_reload(&s).await;
             s.audit(
                 "policy.reloaded",
                 serde_json::json!({ "version": version, "by": caller.principal.name.as_str() }),

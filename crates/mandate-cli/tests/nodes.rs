@@ -1,0 +1,478 @@
+//! End to end: three `mandate serve` nodes on one PostgreSQL database, as
+//! an operator runs them behind a load balancer (ADR 0017,
+//! docs/scale-out.md). What one node does holds on the others: a
+//! revocation, an approval, a budget, a signature's single use, the audit
+//! log; and a node that dies loses nothing a client saw.
+//!
+//! Needs the PostgreSQL this machine runs (`MANDATE_TEST_DATABASE_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/test`); each test works in a
+//! schema of its own, dropped at the end. Without PostgreSQL the tests fail,
+//! saying so.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mandate_client::{Client, MissionAgent};
+use mandate_core::wire::{ApproveRequest, CreateMissionRequest, DecideRequest};
+use mandate_core::{Decision, ResourceRef};
+use mandate_testkit::TestServer;
+use serde_json::json;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies")
+}
+
+fn database_url() -> String {
+    std::env::var("MANDATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("psql is needed for these tests: {e}"));
+    assert!(
+        out.status.success(),
+        "PostgreSQL at {} is needed for these tests (see docs/scale-out.md): {}",
+        database_url(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A schema of its own for one test, dropped when it ends.
+struct Schema(String);
+
+impl Schema {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("nodes_{}_{nanos}", std::process::id());
+        psql(&format!("CREATE SCHEMA {name}"));
+        Self(name)
+    }
+
+    /// The database URL whose connections work in this schema.
+    fn url(&self) -> String {
+        let base = database_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-c%20search_path%3D{}", self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                &database_url(),
+                "-qc",
+                &format!("DROP SCHEMA {} CASCADE", self.0),
+            ])
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream that answers every request with a small JSON, counting them.
+async fn upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    let app = axum::Router::new().fallback(move || {
+        let count = Arc::clone(&count);
+        async move {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            axum::Json(json!({ "upstream": "ok" }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+/// Three nodes on one schema, one issuer (node 1's address stands for the
+/// load balancer's), one policy directory, one route to `upstream`.
+struct Deployment {
+    nodes: Vec<TestServer>,
+    admin: String,
+    alice: String,
+    gateway: String,
+    _policies: tempfile::TempDir,
+    schema: Schema,
+}
+
+async fn deployment(upstream: &str) -> Deployment {
+    let schema = Schema::new();
+    let policies = tempfile::tempdir().unwrap();
+    for f in [
+        "actions.cedarschema",
+        "hr-off-limits.cedar",
+        "refunds-escalate.cedar",
+        "wires-step-up.cedar",
+    ] {
+        std::fs::copy(examples().join(f), policies.path().join(f)).unwrap();
+    }
+    let first = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "database_url = {:?}\npublic_url = \"http://{first}\"\npolicies_dir = {:?}\n\n\
+         [[routes]]\nname = \"echo\"\nupstream = \"{upstream}\"\n\n\
+         [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
+        schema.url(),
+        policies.path().display().to_string(),
+    );
+    let n1 = TestServer::start_node(bin(), &config, &first, None);
+    let admin = n1.init_admin();
+    let n2 = TestServer::start_node(bin(), &config, "127.0.0.1:0", Some(&n1));
+    let n3 = TestServer::start_node(bin(), &config, "127.0.0.1:0", Some(&n1));
+    let admin_c = Client::new(n1.url()).unwrap().with_token(&admin);
+    let alice = admin_c
+        .create_principal("alice", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let gateway = admin_c
+        .create_principal("gateway", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    Client::new(n2.url())
+        .unwrap()
+        .with_token(&alice)
+        .register_agent(&mandate_core::wire::RegisterAgentRequest {
+            name: "billing-bot".into(),
+            owner: None,
+            description: None,
+        })
+        .await
+        .unwrap();
+    Deployment {
+        nodes: vec![n1, n2, n3],
+        admin,
+        alice,
+        gateway,
+        _policies: policies,
+        schema,
+    }
+}
+
+impl Deployment {
+    fn client(&self, node: usize, token: &str) -> Client {
+        Client::new(self.nodes[node].url())
+            .unwrap()
+            .with_token(token)
+    }
+
+    /// A started mission of alice's agent that may read any route and
+    /// refund invoices (escalated above the example policy's threshold).
+    async fn mission(&self, budget: u64) -> MissionAgent {
+        let scope = format!(
+            "{}\npermit(principal, action == Action::\"read\", resource is Route);",
+            std::fs::read_to_string(examples().join("missions/billing-scope.cedar")).unwrap()
+        );
+        let m = self
+            .client(1, &self.alice)
+            .create_mission(&CreateMissionRequest {
+                agent: "billing-bot".into(),
+                goal: "Reconcile November invoices".into(),
+                scope,
+                boundaries: String::new(),
+                escalations: String::new(),
+                ttl_seconds: None,
+                budget: Some(budget),
+                out_of_scope: None,
+            })
+            .await
+            .unwrap();
+        // Agents reach the deployment at its public URL (node 1 here).
+        MissionAgent::start(self.nodes[0].url(), &m.start_token)
+            .await
+            .unwrap()
+    }
+}
+
+/// A GET of `/gw/echo/{what}` on `node`, signed by `agent`.
+async fn signed_get(
+    agent: &mut MissionAgent,
+    d: &Deployment,
+    node: usize,
+    what: &str,
+) -> reqwest::Request {
+    agent
+        .signed_request(
+            "GET",
+            &format!("{}/gw/echo/{what}", d.nodes[node].url()),
+            None,
+            None,
+            &[],
+        )
+        .await
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+async fn problem_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, body["code"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_holds_on_another_at_once() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let mut agent = d.mission(100).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .execute(signed_get(&mut agent, &d, 2, "before").await)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "allowed on node 3 before the revocation");
+
+    d.client(0, &d.admin)
+        .revoke(
+            "mission",
+            agent.mission_id().as_str(),
+            Some("stolen laptop"),
+        )
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    // Node 3 never heard of the revocation directly: it reads the
+    // mission's state on each request.
+    let mut waited = Duration::ZERO;
+    loop {
+        let r = http
+            .execute(signed_get(&mut agent, &d, 2, "after").await)
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            let (status, code) = problem_code(r).await;
+            assert_eq!((status, code.as_str()), (401, "revoked"));
+            break;
+        }
+        waited = revoked.elapsed();
+        assert!(waited < Duration::from_secs(1), "still allowed after 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "revocation on node 1 refused on node 3 after {} ms",
+        revoked.elapsed().as_millis()
+    );
+    assert!(waited < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_on_one_node_wakes_a_wait_on_another() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let agent = d.mission(100).await;
+    let gw = d.client(0, &d.gateway);
+    let invoice: ResourceRef = serde_json::from_value(
+        json!({"type": "Resource", "id": "inv-7", "tags": {"billing": "nov"}}),
+    )
+    .unwrap();
+    let call = DecideRequest {
+        credential: agent.credential().to_owned(),
+        action: "refund".into(),
+        resource: invoice,
+        context: json!({ "amount": 80_000 }).as_object().unwrap().clone(),
+        justification: Some("customer ACME was double-billed".into()),
+        required_trust: None,
+    };
+    let r = gw.decide(&call).await.unwrap();
+    assert_eq!(r.decision, Decision::Escalate);
+    let id = r.approval_id.unwrap();
+
+    // Someone waits on node 3; alice approves on node 2.
+    let waiter = d.client(2, &d.admin);
+    let wait_id = id.clone();
+    let waiting = tokio::spawn(async move {
+        let v = waiter.approval_wait(&wait_id, 30).await.unwrap();
+        (v.status, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.client(1, &d.alice)
+        .approve(&id, &ApproveRequest::default())
+        .await
+        .unwrap();
+    let approved = Instant::now();
+    let (status, woke) = waiting.await.unwrap();
+    assert_eq!(status, "approved");
+    let took = woke.saturating_duration_since(approved);
+    println!(
+        "approval on node 2 woke the wait on node 3 after {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(1), "woke after {took:?}");
+    // And the call now goes ahead on node 3, once.
+    let r = d.client(2, &d.gateway).decide(&call).await.unwrap();
+    assert_eq!(r.decision, Decision::Allow, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_spread_over_three_nodes_is_spent_exactly() {
+    let (up, forwarded) = upstream().await;
+    let d = deployment(&up).await;
+    let mut agent = d.mission(30).await;
+    let mut requests = Vec::new();
+    for i in 0..60 {
+        requests.push(signed_get(&mut agent, &d, i % 3, &format!("r{i}")).await);
+    }
+    let http = reqwest::Client::new();
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|req| {
+            let http = http.clone();
+            tokio::spawn(async move { problem_code(http.execute(req).await.unwrap()).await })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _) => allowed += 1,
+            (403, code) => assert_eq!(code, "budget_exhausted"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(allowed, 30, "a budget of 30 over three nodes");
+    assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_used_on_one_node_is_refused_on_another() {
+    let (up, forwarded) = upstream().await;
+    let d = deployment(&up).await;
+    let mut agent = d.mission(100).await;
+    let http = reqwest::Client::new();
+    let req = signed_get(&mut agent, &d, 0, "once").await;
+    let replay = reqwest::Request::try_clone(&req).unwrap();
+    let authority = d.nodes[0].url().trim_start_matches("http://").to_owned();
+    assert_eq!(http.execute(req).await.unwrap().status(), 200);
+    // The same bytes to node 2, for the same authority (behind a load
+    // balancer every node answers one name).
+    let mut to_node2 = replay;
+    *to_node2.url_mut() = format!("{}/gw/echo/once", d.nodes[1].url())
+        .parse()
+        .unwrap();
+    to_node2
+        .headers_mut()
+        .insert("host", authority.parse().unwrap());
+    let (status, code) = problem_code(http.execute(to_node2).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (401, "signature_replayed"));
+    assert_eq!(
+        forwarded.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the replay reached no upstream"
+    );
+    // The replay is on the record, as node 2 refused it.
+    let audit = d
+        .client(2, &d.admin)
+        .audit(&format!(
+            "mission={}&decision=deny",
+            agent.mission_id().as_str()
+        ))
+        .await
+        .unwrap();
+    let replays = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["body"]["code"] == "signature_replayed")
+        .count();
+    assert_eq!(replays, 1, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_no_decision_and_the_log_verifies() {
+    let (up, _) = upstream().await;
+    let mut d = deployment(&up).await;
+    let mut agent = d.mission(100_000).await;
+    let mut requests = Vec::new();
+    for i in 0..300 {
+        requests.push((
+            i % 3,
+            signed_get(&mut agent, &d, i % 3, &format!("k{i}")).await,
+        ));
+    }
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for (node, req) in requests {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http.execute(req).await.ok()?;
+            (r.status() == 200).then_some(node)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    d.nodes[1].kill();
+    let mut seen = 0;
+    for t in tasks {
+        if t.await.unwrap().is_some() {
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no request got through");
+    // Every allowed call a client saw is in the audit log.
+    let audit = d
+        .client(0, &d.admin)
+        .audit(&format!(
+            "mission={}&decision=allow&limit=1000",
+            agent.mission_id().as_str()
+        ))
+        .await
+        .unwrap();
+    let recorded = audit["records"].as_array().map_or(0, Vec::len);
+    assert!(
+        recorded >= seen,
+        "{seen} answers were allowed, {recorded} recorded"
+    );
+    // The other nodes keep answering, and the log verifies, offline, from
+    // each surviving node's data dir.
+    let r = http
+        .execute(signed_get(&mut agent, &d, 2, "after").await)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for node in [0, 2] {
+        let out = d.nodes[node].cli(
+            None,
+            &[
+                "audit",
+                "verify",
+                "--data",
+                d.nodes[node].data_dir().to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.ok(),
+            "audit verify on node {}: {}{}",
+            node + 1,
+            out.stdout(),
+            out.stderr()
+        );
+    }
+    let _ = &d.schema;
+}

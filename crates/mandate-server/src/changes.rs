@@ -1,0 +1,80 @@
+//! What other nodes on the same database changed, applied here (ADR 0017).
+//!
+//! A node keeps little that another node can change: each decision reads
+//! its mission's state, budget and grants from the store, so a revocation
+//! on one node holds on every other at its next request. What a node does
+//! keep is woken or reloaded here: long-polls waiting on an approval, and
+//! the organisation's policies (each node reloads its own policy directory,
+//! which an operator keeps the same on every node). After a lost
+//! notification connection everything is woken and reloaded, since a
+//! notice may have been missed.
+
+use mandate_store::Change;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::state::AppState;
+
+/// Wakes every approval long-poll (they re-read their request).
+pub(crate) const EVERY_APPROVAL: &str = "*";
+
+/// Applies other nodes' changes as they commit, for as long as the server
+/// runs; nothing to do on a store no other process shares.
+pub(crate) fn spawn_listener(state: AppState) {
+    let Some(mut changes) = state.0.store.subscribe() else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(Change::Approval(id)) => {
+                    let _ = state.0.approvals_changed.send(id);
+                }
+                Ok(Change::Policies) => reload(&state, "another node reloaded them").await,
+                Ok(Change::Lost) | Err(RecvError::Lagged(_)) => {
+                    tracing::warn!(
+                        "notices from other nodes may have been missed; waking every approval wait and reloading the policies"
+                    );
+                    let _ = state.0.approvals_changed.send(EVERY_APPROVAL.to_owned());
+                    reload(&state, "notices from other nodes were missed").await;
+                }
+                // Each decision reads the mission's state from the store:
+                // nothing here holds it.
+                Ok(Change::Mission(_) | Change::Revoked) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Reloads this node's policy directory because of another node; a set
+/// that does not load is logged and the running one stays (as on SIGHUP).
+async fn reload(state: &AppState, why: &'static str) {
+    let s = state.clone();
+    let reloaded = crate::api::on_large_stack(move || s.reload_policies()).await;
+    match reloaded {
+        Ok(Ok(version)) => {
+            tracing::info!(version, why, "policies reloaded");
+            let _ = state
+                .audit(
+                    "policy.reloaded",
+                    serde_json::json!({ "version": version, "by": "node notice", "why": why }),
+                )
+                .await;
+        }
+        Ok(Err(diags)) => {
+            for d in diags {
+                tracing::error!(why, "policy reload rejected, keeping the running set: {d}");
+            }
+        }
+        Err(_) => tracing::error!(why, "the policy reload could not run"),
+    }
+}
+
+/// Tells the other nodes that this node's policies were reloaded, so they
+/// reload theirs. A notice that cannot be sent is logged: the reload here
+/// stands, and the other nodes keep their set until told again.
+pub(crate) async fn announce_reload(state: &AppState) {
+    if let Err(e) = state.0.store.announce(&Change::Policies).await {
+        tracing::error!(error = %e, "the other nodes could not be told of this policy reload; reload them too (`mandate policy reload` on each, or SIGHUP)");
+    }
+}
