@@ -1663,3 +1663,43 @@ fn a_route_forwarding_a_header_it_may_not_stops_the_start() {
         );
     }
 }
+
+/// A signature's single use is claimed with its decision's record, so it
+/// holds across a restart, when the in-memory replay cache starts empty
+/// (ADR 0017): the same signed request, captured and sent again after the
+/// server came back, is refused and reaches no upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_used_before_a_restart_is_refused_after_it() {
+    let (up, seen) = upstream().await;
+    let (mut server, _dir, s) = gateway_with(&read_route("billing", &up, "")).await;
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+    let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    let http = reqwest::Client::new();
+    let captured = signed_get(
+        &http,
+        server.url(),
+        &authority,
+        &key,
+        &saved.credential,
+        "/gw/billing/invoices/7",
+    )
+    .build()
+    .unwrap();
+    let replay = captured.try_clone().unwrap();
+    assert_eq!(http.execute(captured).await.unwrap().status(), 200);
+    assert!(server.restart(), "the server stopped cleanly");
+    let r = reqwest::Client::new().execute(replay).await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("signature_replayed"))
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the replay reached no upstream"
+    );
+}

@@ -114,6 +114,8 @@ async fn upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
 /// load balancer's), one policy directory, one route to `upstream`.
 struct Deployment {
     nodes: Vec<TestServer>,
+    /// Every node's `mandate.toml`.
+    config: String,
     admin: String,
     alice: String,
     gateway: String,
@@ -136,6 +138,8 @@ async fn deployment(upstream: &str) -> Deployment {
     let config = format!(
         "database_url = {:?}\npublic_url = \"http://{first}\"\npolicies_dir = {:?}\n\n\
          [[routes]]\nname = \"echo\"\nupstream = \"{upstream}\"\n\n\
+         [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n\n\
+         [[routes]]\nname = \"crm\"\nupstream = \"{upstream}\"\nauth = \"vault\"\n\n\
          [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
         schema.url(),
         policies.path().display().to_string(),
@@ -169,6 +173,7 @@ async fn deployment(upstream: &str) -> Deployment {
         .unwrap();
     Deployment {
         nodes: vec![n1, n2, n3],
+        config,
         admin,
         alice,
         gateway,
@@ -475,4 +480,68 @@ async fn a_node_killed_under_load_loses_no_decision_and_the_log_verifies() {
         );
     }
     let _ = &d.schema;
+}
+
+/// `mandate serve` on a fresh data dir with `config` and the given keys
+/// copied from `from`; its exit status and standard error, once it stops
+/// (within 30 s).
+fn serve_refused(config: &str, from: &TestServer, keys: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(data.join("mandate.toml"), config).unwrap();
+    for key in keys {
+        std::fs::copy(from.data_dir().join(key), data.join(key)).unwrap();
+    }
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("MANDATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.success(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a node with the wrong keys kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_deployments_keys_refuses_to_start() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    // Its own, new authority key: it would sign what no node verifies.
+    let (ok, err) = serve_refused(&d.config, &d.nodes[0], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("authority key") && err.contains("authority.key"),
+        "{err}"
+    );
+    // The authority key but not the vault key, once a secret is stored: it
+    // would make a vault key of its own and open nothing.
+    d.nodes[0]
+        .cli_with_input(
+            Some(&d.admin),
+            &["vault", "put", "crm", "alice", "--bearer"],
+            "s3cret-token\n",
+        )
+        .success();
+    let (ok, err) = serve_refused(&d.config, &d.nodes[0], &["authority.key"]);
+    assert!(!ok);
+    assert!(
+        err.contains("vault key") && err.contains("vault.key"),
+        "{err}"
+    );
+    // With both, a node starts (as `deployment` showed for nodes 2 and 3).
 }

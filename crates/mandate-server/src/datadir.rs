@@ -216,6 +216,35 @@ pub fn load_or_create_vault_key(path: &Path) -> Result<mandate_core::VaultKey, D
     Ok(key)
 }
 
+/// The vault key must open what the database holds (a node given another
+/// key, or a new one made because the file was not copied, would fail
+/// every impersonation and seal secrets no other node can open): one
+/// stored secret is opened at start, and a key that does not open it is
+/// refused with what to do.
+pub async fn check_vault_key(
+    store: &dyn Store,
+    vault: &mandate_core::VaultKey,
+    path: &Path,
+) -> Result<(), DataDirError> {
+    let Some(rec) = store.vault_secrets().await?.into_iter().next() else {
+        return Ok(());
+    };
+    let sealed = mandate_core::Sealed {
+        nonce: rec.nonce.clone(),
+        ciphertext: rec.ciphertext.clone(),
+    };
+    if vault
+        .open(&sealed, rec.principal.as_str(), &rec.route, rec.version)
+        .is_ok()
+    {
+        return Ok(());
+    }
+    Err(DataDirError::Other(format!(
+        "the vault key `{}` does not open the secrets this database holds: every node on one database needs the same `vault.key` (copy it from the node that stored them, docs/scale-out.md); nothing was changed",
+        path.display()
+    )))
+}
+
 /// First-run bootstrap: creates the admin principal and returns its API
 /// token, which exists nowhere else (only its hash is stored). Refuses if
 /// the data dir already has principals.

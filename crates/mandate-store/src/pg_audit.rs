@@ -8,6 +8,13 @@
 //! waits for the reply (a blocking receive is fine anywhere). Dropping the
 //! sink ends the thread, rolling back any open transaction.
 //!
+//! Records appended in a group, and the group's seal, are kept by the
+//! handle and written with the group's `COMMIT`, in one command and one
+//! multi-row `INSERT` (or before anything that reads them back): a
+//! statement, a thread hop and a network round trip per record would
+//! otherwise bound a node's throughput. A write that fails fails the
+//! commit.
+//!
 //! Several nodes append to one chain: [`AuditSink::begin`] takes the
 //! writers' advisory lock inside its transaction before it reads the head,
 //! so groups from different processes follow one another.
@@ -53,12 +60,13 @@ enum Command {
         now: UnixTime,
         reply: Reply<Allowance>,
     },
-    Append(AuditRecord, Reply<()>),
-    Commit(Reply<()>),
+    /// Writes appended records and the seal, in the open transaction.
+    Write(Pending, Reply<()>),
+    /// Writes what is pending, then commits.
+    Commit(Pending, Reply<()>),
     Rollback(Reply<()>),
     AddCheckpoint(u64, String, Reply<()>),
     Records(u64, u32, Reply<Vec<AuditRecord>>),
-    SealHead(u64, String, Reply<()>),
     HeadSeal(Reply<Option<String>>),
     Claim(String, UnixTime, Reply<bool>),
 }
@@ -69,6 +77,21 @@ enum Command {
 pub(crate) struct PgAuditSink {
     commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
+    /// Appended in the open group, not yet written.
+    pending: Pending,
+}
+
+/// What a group has appended and sealed but not yet written.
+#[derive(Debug, Default)]
+struct Pending {
+    records: Vec<AuditRecord>,
+    seal: Option<(u64, String)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.seal.is_none()
+    }
 }
 
 fn gone() -> StoreError {
@@ -120,6 +143,7 @@ impl PgAuditSink {
         let sink = Self {
             commands: Some(commands),
             thread: Some(thread),
+            pending: Pending::default(),
         };
         ready_rx.recv().map_err(|_| gone())??;
         Ok(sink)
@@ -133,6 +157,15 @@ impl PgAuditSink {
             .send(make(tx))
             .map_err(|_| gone())?;
         rx.recv().map_err(|_| gone())?
+    }
+
+    /// Writes what is pending before a command that reads it back.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.call(|r| Command::Write(pending, r))
     }
 }
 
@@ -149,10 +182,12 @@ impl Drop for PgAuditSink {
 
 impl AuditSink for PgAuditSink {
     fn head(&mut self) -> Result<ChainHead, StoreError> {
+        self.flush()?;
         self.call(Command::Head)
     }
 
     fn begin(&mut self) -> Result<ChainHead, StoreError> {
+        self.pending = Pending::default();
         self.call(Command::Begin)
     }
 
@@ -173,14 +208,17 @@ impl AuditSink for PgAuditSink {
     }
 
     fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
-        self.call(|r| Command::Append(record.clone(), r))
+        self.pending.records.push(record.clone());
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.call(Command::Commit)
+        let pending = std::mem::take(&mut self.pending);
+        self.call(|r| Command::Commit(pending, r))
     }
 
     fn rollback(&mut self) {
+        self.pending = Pending::default();
         let _ = self.call(Command::Rollback);
     }
 
@@ -189,14 +227,17 @@ impl AuditSink for PgAuditSink {
     }
 
     fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.flush()?;
         self.call(|r| Command::Records(after, limit, r))
     }
 
     fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
-        self.call(|r| Command::SealHead(seq, token.to_owned(), r))
+        self.pending.seal = Some((seq, token.to_owned()));
+        Ok(())
     }
 
     fn head_seal(&mut self) -> Result<Option<String>, StoreError> {
+        self.flush()?;
         self.call(Command::HeadSeal)
     }
 
@@ -263,12 +304,16 @@ impl Worker {
                 let v = self.watch(v);
                 let _ = reply.send(v);
             }
-            Command::Append(rec, r) => {
-                let v = self.append(&rec).await;
+            Command::Write(pending, r) => {
+                let v = self.write(pending).await;
                 let v = self.watch(v);
                 let _ = r.send(v);
             }
-            Command::Commit(r) => {
+            Command::Commit(pending, r) => {
+                let v = self.write(pending).await;
+                // A failed write leaves the transaction failed: the commit
+                // then rolls back and fails.
+                let _ = self.watch(v);
                 let v = self.commit().await;
                 let _ = r.send(v);
             }
@@ -292,20 +337,6 @@ impl Worker {
             }
             Command::Records(after, limit, r) => {
                 let v = self.records(after, limit).await;
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::SealHead(seq, token, r) => {
-                let v = sqlx::query(
-                    "INSERT INTO audit_seal (id, seq, token) VALUES (1, $1, $2) \
-                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token",
-                )
-                .bind(int(seq))
-                .bind(token)
-                .execute(&mut self.conn)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from);
                 let v = self.watch(v);
                 let _ = r.send(v);
             }
@@ -465,26 +496,61 @@ impl Worker {
         self.not_counted(id, now).await
     }
 
-    async fn append(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
-        let Some(next) = self.next.filter(|n| *n == r.seq) else {
-            return Err(StoreError::Conflict(format!(
-                "audit append at {} but the log's next record is {:?}",
-                r.seq, self.next
-            )));
-        };
-        let body = serde_jcs::to_string(&r.body)
-            .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?;
-        sqlx::query(
-            "INSERT INTO audit_events (seq, time, kind, body, hash) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(int(r.seq))
-        .bind(int(r.time))
-        .bind(&r.kind)
-        .bind(body)
-        .bind(&r.hash)
-        .execute(&mut self.conn)
-        .await?;
-        self.next = Some(next + 1);
+    /// Appends the group's records (one statement) and stores its seal.
+    async fn write(&mut self, pending: Pending) -> Result<(), StoreError> {
+        if !pending.records.is_empty() {
+            let mut next = self
+                .next
+                .ok_or_else(|| StoreError::Conflict("audit append without an open group".into()))?;
+            let n = pending.records.len();
+            let (mut seqs, mut times, mut kinds, mut bodies, mut hashes) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for r in pending.records {
+                if r.seq != next {
+                    return Err(StoreError::Conflict(format!(
+                        "audit append at {} but the log's next record is {next}",
+                        r.seq
+                    )));
+                }
+                next += 1;
+                seqs.push(int(r.seq));
+                times.push(int(r.time));
+                bodies.push(
+                    serde_jcs::to_string(&r.body).map_err(|e| {
+                        StoreError::Backend(format!("cannot encode audit body: {e}"))
+                    })?,
+                );
+                kinds.push(r.kind);
+                hashes.push(r.hash);
+            }
+            sqlx::query(
+                "INSERT INTO audit_events (seq, time, kind, body, hash) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])",
+            )
+            .bind(seqs)
+            .bind(times)
+            .bind(kinds)
+            .bind(bodies)
+            .bind(hashes)
+            .execute(&mut self.conn)
+            .await?;
+            self.next = Some(next);
+        }
+        if let Some((seq, token)) = pending.seal {
+            sqlx::query(
+                "INSERT INTO audit_seal (id, seq, token) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token",
+            )
+            .bind(int(seq))
+            .bind(token)
+            .execute(&mut self.conn)
+            .await?;
+        }
         Ok(())
     }
 

@@ -689,17 +689,21 @@ async fn audit_tampering_in_the_database_is_found(mut db: Db) {
             .unwrap();
         }
         assert_eq!(s.audit_head().await.unwrap(), head);
-        // A record that does not follow the head is refused, and nothing
-        // of its group is kept.
+        // A record that does not follow the head is refused — when it is
+        // appended, or (PostgreSQL writes a group's records with its
+        // commit) when its group commits — and nothing of its group is kept.
         let mut stale = ChainHead::genesis();
         let r = stale.append(1, "decision", serde_json::json!({})).unwrap();
         let mut sink = s.audit_sink().unwrap();
         sink.begin().unwrap();
-        assert!(matches!(
-            sink.append(&r).unwrap_err(),
-            StoreError::Conflict(_)
-        ));
-        sink.rollback();
+        match sink.append(&r) {
+            Err(e) => {
+                assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+                sink.rollback();
+            }
+            Ok(()) => assert!(sink.commit().is_err()),
+        }
+        assert_eq!(s.audit_head().await.unwrap(), head);
     }
     db.reopen().await;
     let verify = || async {
@@ -1377,7 +1381,8 @@ async fn a_revoked_api_token_no_longer_authenticates(db: Db) {
 /// A statement that fails inside an audit group (PostgreSQL refuses a NUL
 /// in text) fails the group: `commit` says so rather than letting
 /// PostgreSQL quietly roll back, and nothing of the group is kept. The
-/// next group starts afresh.
+/// next group starts afresh. Records are written with the commit, or when
+/// the group reads them back, whichever comes first.
 #[tokio::test]
 async fn postgres_a_failed_statement_fails_the_whole_group() {
     use mandate_core::ChainHead;
@@ -1388,7 +1393,16 @@ async fn postgres_a_failed_statement_fails_the_whole_group() {
     let fine = head.append(1, "decision", serde_json::json!({})).unwrap();
     sink.append(&fine).unwrap();
     let bad = head.append(1, "bad\0kind", serde_json::json!({})).unwrap();
-    assert!(sink.append(&bad).is_err());
+    sink.append(&bad).unwrap();
+    assert!(sink.records(0, 10).is_err(), "the read-back writes them");
+    assert!(sink.commit().is_err());
+    assert_eq!(s.audit_head().await.unwrap(), ChainHead::genesis());
+    // The same, found only at the commit.
+    let mut head = sink.begin().unwrap();
+    sink.append(&head.append(1, "decision", serde_json::json!({})).unwrap())
+        .unwrap();
+    sink.append(&head.append(1, "bad\0kind", serde_json::json!({})).unwrap())
+        .unwrap();
     assert!(sink.commit().is_err());
     assert_eq!(s.audit_head().await.unwrap(), ChainHead::genesis());
     let mut head = sink.begin().unwrap();

@@ -32,12 +32,25 @@ impl Drop for Proc {
 /// saved states (key and credential). (One mission key may have at most
 /// 20,000 signatures in the replay cache at once, about 330 a second
 /// sustained; a throughput run spreads its load over several.)
+#[allow(dead_code, reason = "not every benchmark uses this form")]
 pub async fn mandate(
     data: &Path,
     config: &str,
     scope: &str,
     missions: usize,
 ) -> (Proc, String, Vec<SavedMission>) {
+    let (proc, base, saved, _) = mandate_with_admin(data, config, scope, missions).await;
+    (proc, base, saved)
+}
+
+/// As [`mandate`], with the admin's API token as well.
+#[allow(dead_code, reason = "not every benchmark asks the admin")]
+pub async fn mandate_with_admin(
+    data: &Path,
+    config: &str,
+    scope: &str,
+    missions: usize,
+) -> (Proc, String, Vec<SavedMission>, String) {
     let bin = env!("CARGO_BIN_EXE_mandate");
     std::fs::create_dir_all(data).unwrap();
     std::fs::write(data.join("mandate.toml"), config).unwrap();
@@ -58,9 +71,8 @@ pub async fn mandate(
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let admin = Client::new(&base)
-        .unwrap()
-        .with_token(admin["token"].as_str().unwrap());
+    let admin_token = admin["token"].as_str().unwrap().to_owned();
+    let admin = Client::new(&base).unwrap().with_token(&admin_token);
     for _ in 0..200 {
         if admin.health().await.is_ok() {
             break;
@@ -100,5 +112,5 @@ pub async fn mandate(
         let agent = MissionAgent::start(&base, &m.start_token).await.unwrap();
         saved.push(serde_json::from_str(&agent.save().unwrap()).unwrap());
     }
-    (Proc(child), base, saved)
+    (Proc(child), base, saved, admin_token)
 }
