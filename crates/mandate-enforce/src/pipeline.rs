@@ -22,8 +22,7 @@ use crate::error::EnforceError;
 use crate::escalate::{Ask, MAX_PENDING_APPROVALS, open_approval};
 use crate::permit::Permit;
 use crate::policies::{LoadedPolicies, Missing, load_dir};
-use crate::record::Claim;
-use crate::record::{AuditLog, Count, Settle};
+use crate::record::{AuditLog, Claim, Count, Settle};
 
 /// Compiled mission policy sets kept in memory. Past this, the cache is
 /// cleared and refilled on demand (compiling a mission's policies is cheap

@@ -575,35 +575,31 @@ impl Writer {
         let mut sealed = Vec::new();
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(group.len());
-        let mut failed = false;
-        for p in group {
+        // A signed request is used once, across every writer on this
+        // database: the group's claims are taken first, together, before
+        // anything of their entries is done.
+        let (claimed, mut failed) = match self.claim_all(&group) {
+            Ok(c) => (c, false),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim signed requests' use");
+                (vec![false; group.len()], true)
+            }
+        };
+        for (p, fresh) in group.into_iter().zip(claimed) {
             if failed {
                 outcomes.push((p.done, None));
                 continue;
             }
-            // A signed request is used once, across every writer on this
-            // database: its claim is taken before anything of it is done.
-            if let Some(c) = &p.claim {
-                match self.sink.claim(&c.key, c.expires) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        outcomes.push((
-                            p.done,
-                            Some(Recorded {
-                                seq: None,
-                                allowance: None,
-                                replayed: true,
-                            }),
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot claim a signed request's use");
-                        failed = true;
-                        outcomes.push((p.done, None));
-                        continue;
-                    }
-                }
+            if !fresh {
+                outcomes.push((
+                    p.done,
+                    Some(Recorded {
+                        seq: None,
+                        allowance: None,
+                        replayed: true,
+                    }),
+                ));
+                continue;
             }
             let mut prune = None;
             let (body, allowance) = match p.entry {
@@ -735,6 +731,44 @@ impl Writer {
         for (done, r) in outcomes {
             let _ = done.send(r.ok_or(()));
         }
+    }
+
+    /// Takes the claims of `group`'s entries in one call: for each entry,
+    /// whether it may go on (`true` for an entry without a claim). A key
+    /// twice in the group is a replay the second time.
+    fn claim_all(&mut self, group: &[Pending]) -> Result<Vec<bool>, StoreError> {
+        let mut keys: Vec<(&str, UnixTime)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // Per entry: None (no claim), Some(None) (a repeat), Some(Some(i)).
+        let slots: Vec<Option<Option<usize>>> = group
+            .iter()
+            .map(|p| {
+                p.claim.as_ref().map(|c| {
+                    seen.insert(c.key.as_str()).then(|| {
+                        keys.push((c.key.as_str(), c.expires));
+                        keys.len() - 1
+                    })
+                })
+            })
+            .collect();
+        let taken = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.sink.claim_all(&keys)?
+        };
+        if taken.len() != keys.len() {
+            return Err(StoreError::Backend(
+                "the store answered a different number of claims".into(),
+            ));
+        }
+        Ok(slots
+            .into_iter()
+            .map(|slot| match slot {
+                None => true,
+                Some(None) => false,
+                Some(Some(i)) => taken[i],
+            })
+            .collect())
     }
 
     /// Reads back the stored records after `vouched` through `target` and

@@ -310,4 +310,12 @@ pub trait AuditSink: Send + std::fmt::Debug {
     /// expired (by the wall clock): a replay, whichever process recorded
     /// it first. Expired claims are deleted now and then.
     fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError>;
+    /// [`Self::claim`] for each of `claims` (distinct keys), in order, in
+    /// the open transaction; a store may do them in one statement.
+    fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {
+        claims
+            .iter()
+            .map(|(key, expires)| self.claim(key, *expires))
+            .collect()
+    }
 }

@@ -69,6 +69,7 @@ enum Command {
     Records(u64, u32, Reply<Vec<AuditRecord>>),
     HeadSeal(Reply<Option<String>>),
     Claim(String, UnixTime, Reply<bool>),
+    ClaimAll(Vec<(String, UnixTime)>, Reply<Vec<bool>>),
 }
 
 /// The PostgreSQL [`AuditSink`]: a handle on the thread that owns the
@@ -244,6 +245,11 @@ impl AuditSink for PgAuditSink {
     fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
         self.call(|r| Command::Claim(key.to_owned(), expires, r))
     }
+
+    fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {
+        let claims = claims.iter().map(|(k, e)| ((*k).to_owned(), *e)).collect();
+        self.call(|r| Command::ClaimAll(claims, r))
+    }
 }
 
 /// Where the connection's transaction stands.
@@ -353,6 +359,11 @@ impl Worker {
                 let v = self.watch(v);
                 let _ = r.send(v);
             }
+            Command::ClaimAll(claims, r) => {
+                let v = self.claim_all(claims).await;
+                let v = self.watch(v);
+                let _ = r.send(v);
+            }
         }
     }
 
@@ -394,13 +405,22 @@ impl Worker {
         self.tx = TxState::Open;
         // INVARIANT: the lock is taken before the head is read, so the
         // head stays the head until this transaction ends, whichever node
-        // appends next.
+        // appends next. Both in one round trip (the key is a number).
         let head = async {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(self.lock)
-                .execute(&mut self.conn)
-                .await?;
-            self.head().await
+            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_advisory_xact_lock({}); {HEAD}",
+                self.lock
+            )))
+            .fetch_all(&mut self.conn)
+            .await?;
+            // The lock's row has one void column; the head's has two.
+            Ok::<_, StoreError>(match rows.iter().find(|r| r.len() == 2) {
+                None => ChainHead::genesis(),
+                Some(r) => ChainHead {
+                    seq: u64::try_from(r.int("seq")?).unwrap_or(0),
+                    hash: r.text("hash")?,
+                },
+            })
         }
         .await;
         match head {
@@ -611,6 +631,38 @@ impl Worker {
             .await?
             .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Every claim in one statement: the keys it inserted (or took over
+    /// from an expired claim) come back; the others were replays.
+    async fn claim_all(
+        &mut self,
+        claims: Vec<(String, UnixTime)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let now = SystemClock.now();
+        if self.sweep.due(now) {
+            sqlx::query(SWEEP_CLAIMS)
+                .bind(secs(now))
+                .execute(&mut self.conn)
+                .await?;
+        }
+        let (keys, expires): (Vec<String>, Vec<i64>) =
+            claims.into_iter().map(|(k, e)| (k, secs(e))).unzip();
+        // INVARIANT: the keys are distinct (one row is never affected
+        // twice) and ON CONFLICT never raises, so the group goes on.
+        let taken: std::collections::HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO claims (key, expires) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+             ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE claims.expires <= $3 \
+             RETURNING key",
+        )
+        .bind(&keys)
+        .bind(&expires)
+        .bind(secs(now))
+        .fetch_all(&mut self.conn)
+        .await?
+        .into_iter()
+        .collect();
+        Ok(keys.iter().map(|k| taken.contains(k)).collect())
     }
 
     async fn close(mut self) {

@@ -807,6 +807,25 @@ async fn a_replayed_key_is_claimed_once(db: Db) {
     assert!(b.claim("k4", later).unwrap());
     assert!(!b.claim("k4", later).unwrap());
     b.commit().unwrap();
+
+    // Many at once (a group's claims): the same answers, in order, and a
+    // replay among fresh keys does not spoil them.
+    a.begin().unwrap();
+    assert_eq!(
+        a.claim_all(&[("k5", later), ("k1", later), ("k6", later)])
+            .unwrap(),
+        [true, false, true]
+    );
+    a.commit().unwrap();
+    b.begin().unwrap();
+    assert_eq!(
+        b.claim_all(&[("k6", later), ("k7", later)]).unwrap(),
+        [false, true]
+    );
+    b.rollback();
+    b.begin().unwrap();
+    assert_eq!(b.claim_all(&[("k7", later)]).unwrap(), [true]);
+    b.commit().unwrap();
 }
 
 // --- PostgreSQL only: several nodes on one database ---
