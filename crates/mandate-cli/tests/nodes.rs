@@ -51,6 +51,20 @@ fn psql(sql: &str) {
     );
 }
 
+/// The single value `sql` selects.
+fn psql_value(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A schema of its own for one test, dropped when it ends.
 struct Schema(String);
 
@@ -475,4 +489,46 @@ async fn a_node_killed_under_load_loses_no_decision_and_the_log_verifies() {
         );
     }
     let _ = &d.schema;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_notices_is_one_reload_a_second_and_real_ones_still_arrive() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let count = || {
+        psql_value(&format!(
+            "SELECT count(*) FROM {}.audit_events WHERE kind = 'policy.reloaded'",
+            d.schema.0
+        ))
+        .parse::<u64>()
+        .unwrap()
+    };
+    let before = count();
+    // Anyone who can connect to the database may NOTIFY on the channel:
+    // a thousand notices, half of them claiming lost notices.
+    psql(&format!(
+        "SELECT count(pg_notify('mandate_changes:{0}', 'forged' || g || ' policies')), \
+                count(pg_notify('mandate_changes:{0}', 'forged' || g || ' lost')) \
+         FROM generate_series(1, 500) g",
+        d.schema.0
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reloads = count() - before;
+    println!("a thousand notices made {reloads} reloads on three nodes");
+    assert!(
+        reloads <= 9,
+        "{reloads} policy reloads (and audit records) for one burst of notices"
+    );
+    // A real reload on node 1 still reaches node 3 within about a second.
+    let node3 = d.client(2, &d.admin);
+    let was = node3.policies().await.unwrap().version;
+    d.client(0, &d.admin).reload_policies().await.unwrap();
+    let t = Instant::now();
+    while node3.policies().await.unwrap().version == was {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "node 3 did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
