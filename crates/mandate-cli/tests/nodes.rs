@@ -136,6 +136,11 @@ struct Deployment {
 }
 
 async fn deployment(upstream: &str) -> Deployment {
+    deployment_with(upstream, "").await
+}
+
+/// As [`deployment`], with `extra` appended to every node's configuration.
+async fn deployment_with(upstream: &str, extra: &str) -> Deployment {
     let schema = Schema::new();
     let policies = tempfile::tempdir().unwrap();
     for f in [
@@ -153,7 +158,7 @@ async fn deployment(upstream: &str) -> Deployment {
          [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
         schema.url(),
         policies.path().display().to_string(),
-    );
+    ) + extra;
     let n1 = TestServer::start_node(bin(), &config, &first, None);
     let admin = n1.init_admin();
     let n2 = TestServer::start_node(bin(), &config, "127.0.0.1:0", Some(&n1));
@@ -531,4 +536,73 @@ async fn a_flood_of_notices_is_one_reload_a_second_and_real_ones_still_arrive() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_initialize_replayed_to_another_node_opens_no_session() {
+    let python = std::env::var("MANDATE_TEST_PYTHON")
+        .expect("MANDATE_TEST_PYTHON must name a Python with the MCP SDK; run scripts/test.sh");
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+    let (up, _) = upstream().await;
+    let d = deployment_with(
+        &up,
+        &format!(
+            "\n[[mcp_servers]]\nname = \"lab\"\ncommand = {python:?}\nargs = [{:?}]\n",
+            server.display().to_string()
+        ),
+    )
+    .await;
+    let mut agent = d.mission(100).await;
+    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}"#;
+    let req = agent
+        .signed_request(
+            "POST",
+            &format!("{}/mcp/lab", d.nodes[0].url()),
+            Some(("application/json", init.to_vec())),
+            None,
+            &[],
+        )
+        .await
+        .unwrap()
+        .header("accept", "application/json, text/event-stream")
+        .build()
+        .unwrap();
+    let replay = reqwest::Request::try_clone(&req).unwrap();
+    let http = reqwest::Client::new();
+    let r = http.execute(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("mcp-session-id"));
+    // The same bytes to node 2, for the same authority.
+    let authority = d.nodes[0].url().trim_start_matches("http://").to_owned();
+    let mut to_node2 = replay;
+    *to_node2.url_mut() = format!("{}/mcp/lab", d.nodes[1].url()).parse().unwrap();
+    to_node2
+        .headers_mut()
+        .insert("host", authority.parse().unwrap());
+    let r = http.execute(to_node2).await.unwrap();
+    assert!(
+        !r.headers().contains_key("mcp-session-id"),
+        "a replayed initialize opened a session on node 2"
+    );
+    assert_eq!(
+        problem_code(r).await,
+        (401, "signature_replayed".to_owned())
+    );
+    // One session was opened (and one server started), and the replay is
+    // on the record.
+    let audit = d
+        .client(2, &d.admin)
+        .audit(&format!("mission={}", agent.mission_id().as_str()))
+        .await
+        .unwrap();
+    let records = audit["records"].as_array().unwrap();
+    let kinds = |k: &str| records.iter().filter(|r| r["kind"] == k).count();
+    assert_eq!(kinds("mcp.session.opening"), 1, "{audit}");
+    assert_eq!(kinds("mcp.session.opened"), 1, "{audit}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["body"]["code"] == "signature_replayed"),
+        "{audit}"
+    );
 }
