@@ -606,3 +606,54 @@ async fn an_mcp_initialize_replayed_to_another_node_opens_no_session() {
         "{audit}"
     );
 }
+
+/// `mandate serve` on `data` with `config`, which must refuse to start:
+/// its standard error.
+fn refused_start(data: &Path, config: &str) -> String {
+    std::fs::write(data.join("mandate.toml"), config).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("MANDATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a node with another authority key started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_node_with_another_authority_key_is_refused_before_and_after_init() {
+    let schema = Schema::new();
+    let first = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "database_url = {:?}\npublic_url = \"http://{first}\"\n",
+        schema.url()
+    );
+    let n1 = TestServer::start_node(bin(), &config, &first, None);
+    // Node 1 runs on an empty log (nobody ran `mandate init` yet); a node
+    // whose keys were not copied is refused, saying why.
+    for step in ["before init", "after init"] {
+        let other = tempfile::tempdir().unwrap();
+        let err = refused_start(other.path(), &config);
+        assert!(
+            err.contains("is not the key that signs this database's audit log")
+                && err.contains("authority.key"),
+            "{step}: {err}"
+        );
+        if step == "before init" {
+            n1.init_admin();
+        }
+    }
+}

@@ -120,8 +120,14 @@ fn configured_database(data_dir: &Path) -> Result<Option<String>, DataDirError> 
 /// data dir with another key would sign checkpoints nobody else verifies,
 /// so it is refused before anything is written, with what to do.
 async fn check_same_key(store: &dyn Store, key: &AuthorityKey) -> Result<(), DataDirError> {
-    let Some(seal) = store.head_seal().await? else {
-        return Ok(());
+    let seal = match store.head_seal().await? {
+        Some(seal) => seal,
+        // An empty log has no seal yet, but a node that started on it
+        // stored a checkpoint of it, signed with the database's key.
+        None => match store.checkpoints().await?.pop() {
+            Some(checkpoint) => checkpoint,
+            None => return Ok(()),
+        },
     };
     let kid = mandate_core::checkpoint_kid(&seal).unwrap_or_default();
     if kid == key.kid() {
