@@ -657,3 +657,70 @@ fn a_node_with_another_authority_key_is_refused_before_and_after_init() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_used_on_one_node_is_refused_on_another() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let agent = d.mission(100).await;
+    let credential = agent.credential().to_owned();
+    let proof = |method: &str, path: &str, token: Option<&str>| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // Proofs name the issuer's URL (node 1's here), whichever node
+        // the load balancer picks.
+        agent
+            .key()
+            .proof(
+                method,
+                &format!("{}{path}", d.nodes[0].url()),
+                token,
+                mandate_core::UnixTime(now),
+                &mandate_core::OsRandom,
+            )
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    // The agent reads its mission on node 1; the same request to node 2.
+    let read = proof("GET", "/v1/mission", Some(&credential));
+    for (node, expected) in [(0, (200, "")), (1, (401, "proof_replayed"))] {
+        let r = http
+            .get(format!("{}/v1/mission", d.nodes[node].url()))
+            .header("authorization", format!("DPoP {credential}"))
+            .header("dpop", &read)
+            .send()
+            .await
+            .unwrap();
+        let (status, code) = problem_code(r).await;
+        assert_eq!((status, code.as_str()), expected, "node {}", node + 1);
+    }
+    // A credential refresh on node 1, replayed to node 3 for another
+    // credential.
+    let path = format!("/v1/missions/{}/credential", agent.mission_id().as_str());
+    let refresh = proof("POST", &path, None);
+    for (node, expected) in [(0, (200, "")), (2, (401, "proof_replayed"))] {
+        let r = http
+            .post(format!("{}{path}", d.nodes[node].url()))
+            .header("dpop", &refresh)
+            .send()
+            .await
+            .unwrap();
+        let (status, code) = problem_code(r).await;
+        assert_eq!((status, code.as_str()), expected, "node {}", node + 1);
+    }
+    // Both replays are on the record.
+    let audit = d
+        .client(1, &d.admin)
+        .audit(&format!("mission={}", agent.mission_id().as_str()))
+        .await
+        .unwrap();
+    let replays = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "proof.replayed")
+        .count();
+    assert_eq!(replays, 2, "{audit}");
+}

@@ -34,10 +34,10 @@ use crate::model::{
 };
 use crate::pg_audit::PgAuditSink;
 use crate::rows::{
-    CheckedBodies, Columns, agent_from_row, approval_from_row, audit_from_row, corrupt,
-    grant_from_row, int, is_unique_violation, mission_from_row, mission_from_row_with,
-    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
-    webhook_from_row,
+    CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row, approval_from_row,
+    audit_from_row, corrupt, grant_from_row, int, is_unique_violation, mission_from_row,
+    mission_from_row_with, principal_from_row, revocation_from_row, secs, token_from_row,
+    vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
 
@@ -87,6 +87,8 @@ pub struct PostgresStore {
     outbox_lock: i64,
     outbox: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     checked: Arc<CheckedBodies>,
+    /// When [`Store::claim`] next deletes expired claims.
+    claim_sweep: Arc<std::sync::Mutex<ClaimSweep>>,
     changes: Arc<Changes>,
 }
 
@@ -233,6 +235,7 @@ impl PostgresStore {
             outbox_lock: lock_key(OUTBOX_LOCK, schema),
             outbox: Arc::default(),
             checked: Arc::default(),
+            claim_sweep: Arc::default(),
             changes: Arc::new(Changes {
                 channel,
                 origin,
@@ -1326,6 +1329,25 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    async fn claim(&self, key: &str, expires: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let sweep = self.claim_sweep.lock().is_ok_and(|mut s| s.due(now));
+        if sweep {
+            sqlx::query(SWEEP_CLAIMS)
+                .bind(secs(now))
+                .execute(&self.pool)
+                .await?;
+        }
+        // INVARIANT: ON CONFLICT, never a unique violation.
+        let n = sqlx::query(CLAIM)
+            .bind(key)
+            .bind(secs(expires))
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     async fn head_seal(&self) -> Result<Option<String>, StoreError> {

@@ -221,6 +221,7 @@ both!(
     an_approval_is_decided_once_and_its_grant_dies_with_the_mission,
     audit_tampering_in_the_database_is_found,
     a_replayed_key_is_claimed_once,
+    a_proof_is_claimed_once_outside_the_audit_groups,
     vault_secrets_change_only_from_the_version_they_replace,
     approvals_are_listed_to_who_may_see_and_decide_them,
     webhooks_wait_in_order_until_delivered_or_given_up,
@@ -803,6 +804,28 @@ async fn a_replayed_key_is_claimed_once(db: Db) {
     assert!(b.claim("k4", later).unwrap());
     assert!(!b.claim("k4", later).unwrap());
     b.commit().unwrap();
+}
+
+/// A proof's single use taken outside an audit group (`Store::claim`): once
+/// across stores on one database (and across a reopen), shared with the
+/// audit groups' claims, free again once expired.
+async fn a_proof_is_claimed_once_outside_the_audit_groups(db: Db) {
+    let s = db.store();
+    let other = db.open().await;
+    let now = wall_clock();
+    let later = now.plus(60);
+    assert!(s.claim("p1", later, now).await.unwrap());
+    assert!(!s.claim("p1", later, now).await.unwrap());
+    assert!(!other.claim("p1", later, now).await.unwrap());
+    // The same table as the audit groups' claims.
+    let mut sink = other.audit_sink().unwrap();
+    sink.begin().unwrap();
+    assert!(!sink.claim("p1", later).unwrap());
+    assert!(sink.claim("p2", later).unwrap());
+    sink.commit().unwrap();
+    assert!(!s.claim("p2", later, now).await.unwrap());
+    // Once expired, the key is free again.
+    assert!(s.claim("p1", later.plus(60), later).await.unwrap());
 }
 
 // --- PostgreSQL only: several nodes on one database ---
