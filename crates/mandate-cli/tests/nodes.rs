@@ -724,3 +724,52 @@ async fn a_dpop_proof_used_on_one_node_is_refused_on_another() {
         .count();
     assert_eq!(replays, 2, "{audit}");
 }
+
+#[test]
+fn a_node_named_its_database_by_the_environment_is_verified_the_same_way() {
+    let schema = Schema::new();
+    // The database from the environment, as an operator might name it.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("n1");
+    let started = std::process::Command::new(bin())
+        .args(["init", "--data"])
+        .arg(&dir)
+        .env("MANDATE_DATABASE_URL", schema.url())
+        .env("MANDATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    // Without the variable, `audit verify --data` says what it needs;
+    // with it, it verifies.
+    let verify = |env: Option<&str>| {
+        let mut c = std::process::Command::new(bin());
+        c.args(["audit", "verify", "--data"])
+            .arg(&dir)
+            .env("MANDATE_LOG", "warn")
+            .env_remove("MANDATE_DATABASE_URL");
+        if let Some(url) = env {
+            c.env("MANDATE_DATABASE_URL", url);
+        }
+        c.output().unwrap()
+    };
+    let out = verify(None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MANDATE_DATABASE_URL"), "{err}");
+    let out = verify(Some(&schema.url()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the help says to keep a password off the command line.
+    let help = std::process::Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("process list"));
+}

@@ -318,8 +318,15 @@ pub async fn verify_audit(
     checkpoint_files: &[PathBuf],
 ) -> Result<mandate_core::ChainReport, DataDirError> {
     if configured_database(data_dir)?.is_none() && !data_dir.join(DB_FILE).exists() {
+        // A node on PostgreSQL whose database was named by the flag or the
+        // environment has a key here but no database file.
+        let hint = if data_dir.join(KEY_FILE).exists() {
+            ": for a node on PostgreSQL, name its database as `mandate serve` got it (`MANDATE_DATABASE_URL`, or `database_url` in DATA/mandate.toml)"
+        } else {
+            ""
+        };
         return Err(DataDirError::Other(format!(
-            "`{}` has no Mandate database",
+            "`{}` has no Mandate database{hint}",
             data_dir.display()
         )));
     }
