@@ -773,3 +773,70 @@ fn a_node_named_its_database_by_the_environment_is_verified_the_same_way() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("process list"));
 }
+
+/// The key of the writers' advisory lock in `schema` (FNV-1a of its name,
+/// as the store computes it).
+fn writers_lock(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("mandate.writer:{schema}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_inside_its_audit_commit_does_not_stop_the_others() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let mut agent = d.mission(100).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .execute(signed_get(&mut agent, &d, 0, "before").await)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Hold the writers' lock for a moment, so node 2's next commit waits
+    // for it inside its transaction; freeze node 2 meanwhile. Its session
+    // then gets the lock and sits on it, as a node paused mid-commit does.
+    let held = std::thread::spawn({
+        let (url, key) = (d.schema.url(), writers_lock(&d.schema.0));
+        move || {
+            std::process::Command::new("psql")
+                .args([
+                    &url,
+                    "-qc",
+                    &format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock({key}); SELECT pg_sleep(2); COMMIT;"
+                    ),
+                ])
+                .output()
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to_node2 = signed_get(&mut agent, &d, 1, "frozen").await;
+    let frozen = tokio::spawn({
+        let http = http.clone();
+        async move { http.execute(to_node2).await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    d.nodes[1].signal("STOP");
+    assert!(held.join().unwrap().status.success());
+    // Node 1 goes on deciding, within the time PostgreSQL gives a session
+    // idle in a transaction.
+    let t = Instant::now();
+    let after = signed_get(&mut agent, &d, 0, "after").await;
+    let r = tokio::time::timeout(Duration::from_secs(30), http.execute(after)).await;
+    d.nodes[1].signal("CONT");
+    let took = t.elapsed();
+    let status = r.map(|r| r.map(|r| r.status().as_u16()));
+    assert!(
+        matches!(status, Ok(Ok(200))),
+        "node 1 after {took:?}: {status:?}"
+    );
+    println!("node 1 decided {} ms after node 2 froze", took.as_millis());
+    // Node 2's call was not allowed through.
+    let frozen = frozen.await.unwrap().map(|s| s.as_u16());
+    assert_ne!(frozen.as_ref().ok(), Some(&200), "{frozen:?}");
+}

@@ -55,6 +55,11 @@ const CHANGES_BUFFERED: usize = 1_024;
 /// first (in the default schema; a schema gets its own key, see
 /// [`lock_key`]). One writer at a time, as on SQLite.
 pub(crate) const WRITER_LOCK: &str = "mandate.writer";
+/// How long a session of the store may sit idle inside a transaction
+/// before PostgreSQL ends it (see [`PostgresStore::connect`]). Every
+/// transaction of the store runs its statements back to back, for
+/// milliseconds.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 /// The session lock of the process that delivers the webhook outbox.
 const OUTBOX_LOCK: &str = "mandate.outbox";
 
@@ -190,6 +195,16 @@ impl PostgresStore {
         migrated?;
         let current = current?;
         let schema = schema.or_else(|| current.as_deref().filter(|s| *s != "public"));
+        // A node that stops while its transaction holds the writers' lock
+        // (a frozen or paused process, a network path that died without a
+        // reset) must not stop every other node with it: PostgreSQL ends a
+        // session idle this long inside a transaction, which releases its
+        // locks. That node's next statement then fails, and its audit
+        // writer refuses events until a restart, as after any failed commit.
+        let options = options.options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]);
 
         let pool = PgPoolOptions::new()
             .max_connections(8)
