@@ -444,6 +444,9 @@ pub(crate) async fn remember_proof(
             if state.0.store.claim(&key, expires, now).await? {
                 return Ok(());
             }
+            // Used on another node (or before a restart): remembered here
+            // as replayed too, so later tries are only answered.
+            let _ = state.0.replay.check(&proof.jkt, &proof.jti, proof.iat, now);
             true
         }
         Replay::Seen { first } => first,
