@@ -223,7 +223,7 @@ pub enum AuditCmd {
     Explain { seq: u64 },
     /// Verify the hash chain, the signed checkpoints and their cadence; names the first bad sequence.
     Verify {
-        /// Verify a data dir directly, without the server (its checkpoint file included).
+        /// Verify a data dir directly, without the server (its checkpoint file included; a node on PostgreSQL reads the database from DATA/mandate.toml or MANDATE_DATABASE_URL).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Also check the log against checkpoints kept elsewhere (a copy of the
@@ -316,8 +316,10 @@ pub struct ServeArgs {
     /// Configuration file [default: DATA/mandate.toml if present].
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// PostgreSQL URL, for several nodes on one database [default: the
-    /// embedded SQLite file DATA/mandate.db, or `database_url` in mandate.toml].
+    /// PostgreSQL URL, for several nodes on one database; with a password,
+    /// prefer the environment variable or mandate.toml to the flag, which
+    /// other users can read in the process list [default: the embedded
+    /// SQLite file DATA/mandate.db, or `database_url` in mandate.toml].
     #[arg(long, env = "MANDATE_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
 }
@@ -329,8 +331,10 @@ pub struct InitArgs {
     /// Name of the first admin principal.
     #[arg(long, default_value = "admin")]
     pub admin: String,
-    /// PostgreSQL URL [default: the embedded SQLite file DATA/mandate.db,
-    /// or `database_url` in mandate.toml].
+    /// PostgreSQL URL; with a password, prefer the environment variable or
+    /// mandate.toml to the flag, which other users can read in the process
+    /// list [default: the embedded SQLite file DATA/mandate.db, or
+    /// `database_url` in mandate.toml].
     #[arg(long, env = "MANDATE_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
 }

@@ -51,6 +51,20 @@ fn psql(sql: &str) {
     );
 }
 
+/// The single value `sql` selects.
+fn psql_value(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A schema of its own for one test, dropped when it ends.
 struct Schema(String);
 
@@ -114,16 +128,21 @@ async fn upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
 /// load balancer's), one policy directory, one route to `upstream`.
 struct Deployment {
     nodes: Vec<TestServer>,
-    /// Every node's `mandate.toml`.
-    config: String,
     admin: String,
     alice: String,
     gateway: String,
     _policies: tempfile::TempDir,
     schema: Schema,
+    /// Every node's `mandate.toml`.
+    config: String,
 }
 
 async fn deployment(upstream: &str) -> Deployment {
+    deployment_with(upstream, "").await
+}
+
+/// As [`deployment`], with `extra` appended to every node's configuration.
+async fn deployment_with(upstream: &str, extra: &str) -> Deployment {
     let schema = Schema::new();
     let policies = tempfile::tempdir().unwrap();
     for f in [
@@ -138,12 +157,10 @@ async fn deployment(upstream: &str) -> Deployment {
     let config = format!(
         "database_url = {:?}\npublic_url = \"http://{first}\"\npolicies_dir = {:?}\n\n\
          [[routes]]\nname = \"echo\"\nupstream = \"{upstream}\"\n\n\
-         [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n\n\
-         [[routes]]\nname = \"crm\"\nupstream = \"{upstream}\"\nauth = \"vault\"\n\n\
          [[routes.rules]]\nmethod = \"*\"\npath = \"/{{*rest}}\"\naction = \"read\"\n",
         schema.url(),
         policies.path().display().to_string(),
-    );
+    ) + extra;
     let n1 = TestServer::start_node(bin(), &config, &first, None);
     let admin = n1.init_admin();
     let n2 = TestServer::start_node(bin(), &config, "127.0.0.1:0", Some(&n1));
@@ -173,12 +190,12 @@ async fn deployment(upstream: &str) -> Deployment {
         .unwrap();
     Deployment {
         nodes: vec![n1, n2, n3],
-        config,
         admin,
         alice,
         gateway,
         _policies: policies,
         schema,
+        config,
     }
 }
 
@@ -482,54 +499,364 @@ async fn a_node_killed_under_load_loses_no_decision_and_the_log_verifies() {
     let _ = &d.schema;
 }
 
-/// `mandate serve` on a fresh data dir with `config` and the given keys
-/// copied from `from`; its exit status and standard error, once it stops
-/// (within 30 s).
-fn serve_refused(config: &str, from: &TestServer, keys: &[&str]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::write(data.join("mandate.toml"), config).unwrap();
-    for key in keys {
-        std::fs::copy(from.data_dir().join(key), data.join(key)).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_notices_is_one_reload_a_second_and_real_ones_still_arrive() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let count = || {
+        psql_value(&format!(
+            "SELECT count(*) FROM {}.audit_events WHERE kind = 'policy.reloaded'",
+            d.schema.0
+        ))
+        .parse::<u64>()
+        .unwrap()
+    };
+    let before = count();
+    // Anyone who can connect to the database may NOTIFY on the channel:
+    // a thousand notices, half of them claiming lost notices.
+    psql(&format!(
+        "SELECT count(pg_notify('mandate_changes:{0}', 'forged' || g || ' policies')), \
+                count(pg_notify('mandate_changes:{0}', 'forged' || g || ' lost')) \
+         FROM generate_series(1, 500) g",
+        d.schema.0
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reloads = count() - before;
+    println!("a thousand notices made {reloads} reloads on three nodes");
+    assert!(
+        reloads <= 9,
+        "{reloads} policy reloads (and audit records) for one burst of notices"
+    );
+    // A real reload on node 1 still reaches node 3 within about a second.
+    let node3 = d.client(2, &d.admin);
+    let was = node3.policies().await.unwrap().version;
+    d.client(0, &d.admin).reload_policies().await.unwrap();
+    let t = Instant::now();
+    while node3.policies().await.unwrap().version == was {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "node 3 did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_initialize_replayed_to_another_node_opens_no_session() {
+    let python = std::env::var("MANDATE_TEST_PYTHON")
+        .expect("MANDATE_TEST_PYTHON must name a Python with the MCP SDK; run scripts/test.sh");
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+    let (up, _) = upstream().await;
+    let d = deployment_with(
+        &up,
+        &format!(
+            "\n[[mcp_servers]]\nname = \"lab\"\ncommand = {python:?}\nargs = [{:?}]\n",
+            server.display().to_string()
+        ),
+    )
+    .await;
+    let mut agent = d.mission(100).await;
+    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}"#;
+    let req = agent
+        .signed_request(
+            "POST",
+            &format!("{}/mcp/lab", d.nodes[0].url()),
+            Some(("application/json", init.to_vec())),
+            None,
+            &[],
+        )
+        .await
+        .unwrap()
+        .header("accept", "application/json, text/event-stream")
+        .build()
+        .unwrap();
+    let replay = reqwest::Request::try_clone(&req).unwrap();
+    let http = reqwest::Client::new();
+    let r = http.execute(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("mcp-session-id"));
+    // The same bytes to node 2, for the same authority.
+    let authority = d.nodes[0].url().trim_start_matches("http://").to_owned();
+    let mut to_node2 = replay;
+    *to_node2.url_mut() = format!("{}/mcp/lab", d.nodes[1].url()).parse().unwrap();
+    to_node2
+        .headers_mut()
+        .insert("host", authority.parse().unwrap());
+    let r = http.execute(to_node2).await.unwrap();
+    assert!(
+        !r.headers().contains_key("mcp-session-id"),
+        "a replayed initialize opened a session on node 2"
+    );
+    assert_eq!(
+        problem_code(r).await,
+        (401, "signature_replayed".to_owned())
+    );
+    // One session was opened (and one server started), and the replay is
+    // on the record.
+    let audit = d
+        .client(2, &d.admin)
+        .audit(&format!("mission={}", agent.mission_id().as_str()))
+        .await
+        .unwrap();
+    let records = audit["records"].as_array().unwrap();
+    let kinds = |k: &str| records.iter().filter(|r| r["kind"] == k).count();
+    assert_eq!(kinds("mcp.session.opening"), 1, "{audit}");
+    assert_eq!(kinds("mcp.session.opened"), 1, "{audit}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["body"]["code"] == "signature_replayed"),
+        "{audit}"
+    );
+}
+
+/// `mandate serve` on `data` with `config`, which must refuse to start:
+/// its standard error.
+fn refused_start(data: &Path, config: &str) -> String {
+    std::fs::write(data.join("mandate.toml"), config).unwrap();
     let mut child = std::process::Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
+        .arg(data)
         .env("MANDATE_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.success(), err);
-        }
-        if Instant::now() > deadline {
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(15) {
             let _ = child.kill();
-            panic!("a node with the wrong keys kept running");
+            let _ = child.wait();
+            panic!("a node with another authority key started");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_node_with_another_authority_key_is_refused_before_and_after_init() {
+    let schema = Schema::new();
+    let first = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "database_url = {:?}\npublic_url = \"http://{first}\"\n",
+        schema.url()
+    );
+    let n1 = TestServer::start_node(bin(), &config, &first, None);
+    // Node 1 runs on an empty log (nobody ran `mandate init` yet); a node
+    // whose keys were not copied is refused, saying why.
+    for step in ["before init", "after init"] {
+        let other = tempfile::tempdir().unwrap();
+        let err = refused_start(other.path(), &config);
+        assert!(
+            err.contains("is not the key that signs this database's audit log")
+                && err.contains("authority.key"),
+            "{step}: {err}"
+        );
+        if step == "before init" {
+            n1.init_admin();
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_without_the_deployments_keys_refuses_to_start() {
+async fn a_dpop_proof_used_on_one_node_is_refused_on_another() {
     let (up, _) = upstream().await;
     let d = deployment(&up).await;
-    // Its own, new authority key: it would sign what no node verifies.
-    let (ok, err) = serve_refused(&d.config, &d.nodes[0], &[]);
-    assert!(!ok);
+    let agent = d.mission(100).await;
+    let credential = agent.credential().to_owned();
+    let proof = |method: &str, path: &str, token: Option<&str>| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // Proofs name the issuer's URL (node 1's here), whichever node
+        // the load balancer picks.
+        agent
+            .key()
+            .proof(
+                method,
+                &format!("{}{path}", d.nodes[0].url()),
+                token,
+                mandate_core::UnixTime(now),
+                &mandate_core::OsRandom,
+            )
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    // The agent reads its mission on node 1; the same request to node 2.
+    let read = proof("GET", "/v1/mission", Some(&credential));
+    for (node, expected) in [
+        (0, (200, "")),
+        (1, (401, "proof_replayed")),
+        (1, (401, "proof_replayed")),
+    ] {
+        let r = http
+            .get(format!("{}/v1/mission", d.nodes[node].url()))
+            .header("authorization", format!("DPoP {credential}"))
+            .header("dpop", &read)
+            .send()
+            .await
+            .unwrap();
+        let (status, code) = problem_code(r).await;
+        assert_eq!((status, code.as_str()), expected, "node {}", node + 1);
+    }
+    // A credential refresh on node 1, replayed to node 3 for another
+    // credential.
+    let path = format!("/v1/missions/{}/credential", agent.mission_id().as_str());
+    let refresh = proof("POST", &path, None);
+    for (node, expected) in [(0, (200, "")), (2, (401, "proof_replayed"))] {
+        let r = http
+            .post(format!("{}{path}", d.nodes[node].url()))
+            .header("dpop", &refresh)
+            .send()
+            .await
+            .unwrap();
+        let (status, code) = problem_code(r).await;
+        assert_eq!((status, code.as_str()), expected, "node {}", node + 1);
+    }
+    // Both replays are on the record.
+    let audit = d
+        .client(1, &d.admin)
+        .audit(&format!("mission={}", agent.mission_id().as_str()))
+        .await
+        .unwrap();
+    let replays = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "proof.replayed")
+        .count();
+    assert_eq!(replays, 2, "{audit}");
+}
+
+#[test]
+fn a_node_named_its_database_by_the_environment_is_verified_the_same_way() {
+    let schema = Schema::new();
+    // The database from the environment, as an operator might name it.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("n1");
+    let started = std::process::Command::new(bin())
+        .args(["init", "--data"])
+        .arg(&dir)
+        .env("MANDATE_DATABASE_URL", schema.url())
+        .env("MANDATE_LOG", "warn")
+        .output()
+        .unwrap();
     assert!(
-        err.contains("authority key") && err.contains("authority.key"),
-        "{err}"
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
     );
-    // The authority key but not the vault key, once a secret is stored: it
-    // would make a vault key of its own and open nothing.
+    // Without the variable, `audit verify --data` says what it needs;
+    // with it, it verifies.
+    let verify = |env: Option<&str>| {
+        let mut c = std::process::Command::new(bin());
+        c.args(["audit", "verify", "--data"])
+            .arg(&dir)
+            .env("MANDATE_LOG", "warn")
+            .env_remove("MANDATE_DATABASE_URL");
+        if let Some(url) = env {
+            c.env("MANDATE_DATABASE_URL", url);
+        }
+        c.output().unwrap()
+    };
+    let out = verify(None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MANDATE_DATABASE_URL"), "{err}");
+    let out = verify(Some(&schema.url()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the help says to keep a password off the command line.
+    let help = std::process::Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("process list"));
+}
+
+/// The key of the writers' advisory lock in `schema` (FNV-1a of its name,
+/// as the store computes it).
+fn writers_lock(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("mandate.writer:{schema}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_inside_its_audit_commit_does_not_stop_the_others() {
+    let (up, _) = upstream().await;
+    let d = deployment(&up).await;
+    let mut agent = d.mission(100).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .execute(signed_get(&mut agent, &d, 0, "before").await)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Hold the writers' lock for a moment, so node 2's next commit waits
+    // for it inside its transaction; freeze node 2 meanwhile. Its session
+    // then gets the lock and sits on it, as a node paused mid-commit does.
+    let held = std::thread::spawn({
+        let (url, key) = (d.schema.url(), writers_lock(&d.schema.0));
+        move || {
+            std::process::Command::new("psql")
+                .args([
+                    &url,
+                    "-qc",
+                    &format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock({key}); SELECT pg_sleep(2); COMMIT;"
+                    ),
+                ])
+                .output()
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to_node2 = signed_get(&mut agent, &d, 1, "frozen").await;
+    let frozen = tokio::spawn({
+        let http = http.clone();
+        async move { http.execute(to_node2).await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    d.nodes[1].signal("STOP");
+    assert!(held.join().unwrap().status.success());
+    // Node 1 goes on deciding, within the time PostgreSQL gives a session
+    // idle in a transaction.
+    let t = Instant::now();
+    let after = signed_get(&mut agent, &d, 0, "after").await;
+    let r = tokio::time::timeout(Duration::from_secs(30), http.execute(after)).await;
+    d.nodes[1].signal("CONT");
+    let took = t.elapsed();
+    let status = r.map(|r| r.map(|r| r.status().as_u16()));
+    assert!(
+        matches!(status, Ok(Ok(200))),
+        "node 1 after {took:?}: {status:?}"
+    );
+    println!("node 1 decided {} ms after node 2 froze", took.as_millis());
+    // Node 2's call was not allowed through.
+    let frozen = frozen.await.unwrap().map(|s| s.as_u16());
+    assert_ne!(frozen.as_ref().ok(), Some(&200), "{frozen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_deployments_vault_key_refuses_to_start() {
+    let (up, _) = upstream().await;
+    let d = deployment_with(
+        &up,
+        "\n[[routes]]\nname = \"crm\"\nupstream = \"http://127.0.0.1:9\"\nauth = \"vault\"\n\n\
+         [[routes.rules]]\nmethod = \"*\"\npath = \"/{*rest}\"\naction = \"read\"\n",
+    )
+    .await;
     d.nodes[0]
         .cli_with_input(
             Some(&d.admin),
@@ -537,11 +864,19 @@ async fn a_node_without_the_deployments_keys_refuses_to_start() {
             "s3cret-token\n",
         )
         .success();
-    let (ok, err) = serve_refused(&d.config, &d.nodes[0], &["authority.key"]);
-    assert!(!ok);
-    assert!(
-        err.contains("vault key") && err.contains("vault.key"),
-        "{err}"
-    );
-    // With both, a node starts (as `deployment` showed for nodes 2 and 3).
+    // The authority key but not the vault key: it would make a vault key
+    // of its own, open none of the stored secrets, and seal new ones no
+    // other node can open.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(
+        d.nodes[0].data_dir().join("authority.key"),
+        data.join("authority.key"),
+    )
+    .unwrap();
+    let err = refused_start(&data, &d.config);
+    assert!(err.contains("vault key") && err.contains("vault.key"), "{err}");
+    // With it, a node starts (as `deployment` shows for nodes 2 and 3).
 }

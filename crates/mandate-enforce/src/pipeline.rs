@@ -281,6 +281,21 @@ impl Enforcer {
         self.audit.record(kind, self.clock.now().0, body).await
     }
 
+    /// As [`Self::record`], taking a signed request's single use in the
+    /// same transaction: [`EnforceError::Replayed`], with nothing recorded,
+    /// if it was taken before (on any node sharing the database, or before
+    /// a restart).
+    pub async fn record_claimed(
+        &self,
+        kind: &'static str,
+        body: serde_json::Value,
+        claim: Claim,
+    ) -> Result<u64, EnforceError> {
+        self.audit
+            .record_claimed(kind, self.clock.now().0, body, Some(claim))
+            .await
+    }
+
     /// The current organisation policies.
     pub fn org(&self) -> Result<Arc<OrgState>, EnforceError> {
         self.org

@@ -120,8 +120,14 @@ fn configured_database(data_dir: &Path) -> Result<Option<String>, DataDirError> 
 /// data dir with another key would sign checkpoints nobody else verifies,
 /// so it is refused before anything is written, with what to do.
 async fn check_same_key(store: &dyn Store, key: &AuthorityKey) -> Result<(), DataDirError> {
-    let Some(seal) = store.head_seal().await? else {
-        return Ok(());
+    let seal = match store.head_seal().await? {
+        Some(seal) => seal,
+        // An empty log has no seal yet, but a node that started on it
+        // stored a checkpoint of it, signed with the database's key.
+        None => match store.checkpoints().await?.pop() {
+            Some(checkpoint) => checkpoint,
+            None => return Ok(()),
+        },
     };
     let kid = mandate_core::checkpoint_kid(&seal).unwrap_or_default();
     if kid == key.kid() {
@@ -341,8 +347,15 @@ pub async fn verify_audit(
     checkpoint_files: &[PathBuf],
 ) -> Result<mandate_core::ChainReport, DataDirError> {
     if configured_database(data_dir)?.is_none() && !data_dir.join(DB_FILE).exists() {
+        // A node on PostgreSQL whose database was named by the flag or the
+        // environment has a key here but no database file.
+        let hint = if data_dir.join(KEY_FILE).exists() {
+            ": for a node on PostgreSQL, name its database as `mandate serve` got it (`MANDATE_DATABASE_URL`, or `database_url` in DATA/mandate.toml)"
+        } else {
+            ""
+        };
         return Err(DataDirError::Other(format!(
-            "`{}` has no Mandate database",
+            "`{}` has no Mandate database{hint}",
             data_dir.display()
         )));
     }

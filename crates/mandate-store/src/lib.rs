@@ -234,6 +234,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// replaced by each commit), if any.
     async fn head_seal(&self) -> Result<Option<String>, StoreError>;
 
+    /// Takes a signed request's single use where no audit record goes with
+    /// it (a DPoP proof on the authority API), across every node on the
+    /// database and across restarts: `true` if taken now, `false` if a
+    /// claim on `key` that has not expired at `now` holds it. The claims
+    /// the audit groups take ([`AuditSink::claim`]) share the table.
+    async fn claim(&self, key: &str, expires: UnixTime, now: UnixTime) -> Result<bool, StoreError>;
+
     // --- revocation ---
 
     /// Revokes a mission, an agent (and its missions) or a principal (its

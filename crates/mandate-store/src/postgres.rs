@@ -34,10 +34,10 @@ use crate::model::{
 };
 use crate::pg_audit::PgAuditSink;
 use crate::rows::{
-    CheckedBodies, Columns, agent_from_row, approval_from_row, audit_from_row, corrupt,
-    grant_from_row, int, is_unique_violation, mission_from_row, mission_from_row_with,
-    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
-    webhook_from_row,
+    CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row, approval_from_row,
+    audit_from_row, corrupt, grant_from_row, int, is_unique_violation, mission_from_row,
+    mission_from_row_with, principal_from_row, revocation_from_row, secs, token_from_row,
+    vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
 
@@ -55,6 +55,11 @@ const CHANGES_BUFFERED: usize = 1_024;
 /// first (in the default schema; a schema gets its own key, see
 /// [`lock_key`]). One writer at a time, as on SQLite.
 pub(crate) const WRITER_LOCK: &str = "mandate.writer";
+/// How long a session of the store may sit idle inside a transaction
+/// before PostgreSQL ends it (see [`PostgresStore::connect`]). Every
+/// transaction of the store runs its statements back to back, for
+/// milliseconds.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 /// The session lock of the process that delivers the webhook outbox.
 const OUTBOX_LOCK: &str = "mandate.outbox";
 
@@ -87,6 +92,8 @@ pub struct PostgresStore {
     outbox_lock: i64,
     outbox: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     checked: Arc<CheckedBodies>,
+    /// When [`Store::claim`] next deletes expired claims.
+    claim_sweep: Arc<std::sync::Mutex<ClaimSweep>>,
     changes: Arc<Changes>,
 }
 
@@ -188,6 +195,16 @@ impl PostgresStore {
         migrated?;
         let current = current?;
         let schema = schema.or_else(|| current.as_deref().filter(|s| *s != "public"));
+        // A node that stops while its transaction holds the writers' lock
+        // (a frozen or paused process, a network path that died without a
+        // reset) must not stop every other node with it: PostgreSQL ends a
+        // session idle this long inside a transaction, which releases its
+        // locks. That node's next statement then fails, and its audit
+        // writer refuses events until a restart, as after any failed commit.
+        let options = options.options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]);
 
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -233,6 +250,7 @@ impl PostgresStore {
             outbox_lock: lock_key(OUTBOX_LOCK, schema),
             outbox: Arc::default(),
             checked: Arc::default(),
+            claim_sweep: Arc::default(),
             changes: Arc::new(Changes {
                 channel,
                 origin,
@@ -1326,6 +1344,25 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    async fn claim(&self, key: &str, expires: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let sweep = self.claim_sweep.lock().is_ok_and(|mut s| s.due(now));
+        if sweep {
+            sqlx::query(SWEEP_CLAIMS)
+                .bind(secs(now))
+                .execute(&self.pool)
+                .await?;
+        }
+        // INVARIANT: ON CONFLICT, never a unique violation.
+        let n = sqlx::query(CLAIM)
+            .bind(key)
+            .bind(secs(expires))
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     async fn head_seal(&self) -> Result<Option<String>, StoreError> {

@@ -288,8 +288,11 @@ pub(crate) fn webhook_from_row(r: &impl Columns) -> Result<WebhookDelivery, Stor
 pub(crate) const CLAIM: &str = "INSERT INTO claims (key, expires) VALUES ($1, $2) \
      ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE claims.expires <= $3";
 
-/// Deletes expired replay claims (`$1` now).
-pub(crate) const SWEEP_CLAIMS: &str = "DELETE FROM claims WHERE expires <= $1";
+/// Deletes replay claims (`$1` now) expired for a freshness window
+/// (60 s) already: each node judges expiry by its own clock, so a node
+/// whose clock runs ahead must not delete a claim that a node whose clock
+/// runs behind still relies on (it would accept the replay).
+pub(crate) const SWEEP_CLAIMS: &str = "DELETE FROM claims WHERE expires <= $1 - 60";
 
 /// When an audit sink deletes expired replay claims: with the first claim,
 /// then after a minute or after 1,024 claims, whichever comes first.

@@ -23,10 +23,10 @@ use crate::model::{
     WebhookDelivery,
 };
 use crate::rows::{
-    CheckedBodies, Columns, agent_from_row, approval_from_row, audit_from_row, corrupt,
-    grant_from_row, is_unique_violation, mission_from_row, mission_from_row_with,
-    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
-    webhook_from_row,
+    CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row, approval_from_row,
+    audit_from_row, corrupt, grant_from_row, is_unique_violation, mission_from_row,
+    mission_from_row_with, principal_from_row, revocation_from_row, secs, token_from_row,
+    vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
 
@@ -39,6 +39,8 @@ pub struct SqliteStore {
     /// Connections for the decision path's point reads (see `direct`).
     readers: Arc<Readers>,
     checked: Arc<CheckedBodies>,
+    /// When [`Store::claim`] next deletes expired claims.
+    claim_sweep: Arc<std::sync::Mutex<ClaimSweep>>,
     /// Writes through the pool waiting for the write lock; the audit sink
     /// lets them go first (see `direct::WritersWaiting`).
     waiting: WritersWaiting,
@@ -77,6 +79,7 @@ impl SqliteStore {
             pool,
             readers,
             checked: Arc::default(),
+            claim_sweep: Arc::default(),
             waiting: WritersWaiting::default(),
             path: path.to_path_buf(),
             durable,
@@ -983,6 +986,25 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    async fn claim(&self, key: &str, expires: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let _first = self.waiting.enter();
+        let sweep = self.claim_sweep.lock().is_ok_and(|mut s| s.due(now));
+        if sweep {
+            sqlx::query(SWEEP_CLAIMS)
+                .bind(secs(now))
+                .execute(&self.pool)
+                .await?;
+        }
+        let n = sqlx::query(CLAIM)
+            .bind(key)
+            .bind(secs(expires))
+            .bind(secs(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     async fn head_seal(&self) -> Result<Option<String>, StoreError> {

@@ -221,6 +221,8 @@ both!(
     an_approval_is_decided_once_and_its_grant_dies_with_the_mission,
     audit_tampering_in_the_database_is_found,
     a_replayed_key_is_claimed_once,
+    a_proof_is_claimed_once_outside_the_audit_groups,
+    a_claim_outlives_a_sweep_by_a_node_whose_clock_runs_ahead,
     vault_secrets_change_only_from_the_version_they_replace,
     approvals_are_listed_to_who_may_see_and_decide_them,
     webhooks_wait_in_order_until_delivered_or_given_up,
@@ -826,6 +828,48 @@ async fn a_replayed_key_is_claimed_once(db: Db) {
     b.begin().unwrap();
     assert_eq!(b.claim_all(&[("k7", later)]).unwrap(), [true]);
     b.commit().unwrap();
+}
+
+/// A proof's single use taken outside an audit group (`Store::claim`): once
+/// across stores on one database (and across a reopen), shared with the
+/// audit groups' claims, free again once expired.
+async fn a_proof_is_claimed_once_outside_the_audit_groups(db: Db) {
+    let s = db.store();
+    let other = db.open().await;
+    let now = wall_clock();
+    let later = now.plus(60);
+    assert!(s.claim("p1", later, now).await.unwrap());
+    assert!(!s.claim("p1", later, now).await.unwrap());
+    assert!(!other.claim("p1", later, now).await.unwrap());
+    // The same table as the audit groups' claims.
+    let mut sink = other.audit_sink().unwrap();
+    sink.begin().unwrap();
+    assert!(!sink.claim("p1", later).unwrap());
+    assert!(sink.claim("p2", later).unwrap());
+    sink.commit().unwrap();
+    assert!(!s.claim("p2", later, now).await.unwrap());
+    // Once expired, the key is free again.
+    assert!(s.claim("p1", later.plus(60), later).await.unwrap());
+}
+
+/// Nodes judge a claim's expiry by their own clocks: a node whose clock
+/// runs 90 s ahead sweeping expired claims leaves the ones that a node on
+/// time still relies on.
+async fn a_claim_outlives_a_sweep_by_a_node_whose_clock_runs_ahead(db: Db) {
+    let on_time = db.store();
+    let ahead = db.open().await;
+    let t = wall_clock();
+    assert!(on_time.claim("skewed", t.plus(60), t).await.unwrap());
+    // The other node's first claim sweeps what it takes for expired.
+    assert!(ahead.claim("other", t.plus(150), t.plus(90)).await.unwrap());
+    // 30 s later on the node on time, the proof is still fresh there: its
+    // replay must still be refused.
+    assert!(
+        !on_time
+            .claim("skewed", t.plus(60), t.plus(30))
+            .await
+            .unwrap()
+    );
 }
 
 // --- PostgreSQL only: several nodes on one database ---

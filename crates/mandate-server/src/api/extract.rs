@@ -415,10 +415,12 @@ pub(crate) fn verify_request_proof(
 }
 
 /// Records an authorized request's proof as used; refuses a proof that was
-/// used before. Only proofs by keys bound to `mission` get here, so an
-/// outsider cannot fill the cache. A replayed proof verified with the
-/// mission key, so the replay is on the record (`proof.replayed`), once
-/// per proof: later tries are only answered.
+/// used before, here or on any node sharing the database (a claim in the
+/// store), before a restart too. Only proofs by keys bound to `mission`
+/// get here, so an outsider cannot fill the cache. A replayed proof
+/// verified with the mission key, so the replay is on the record
+/// (`proof.replayed`), once per proof and node: later tries are only
+/// answered.
 pub(crate) async fn remember_proof(
     state: &AppState,
     proof: &VerifiedProof,
@@ -426,38 +428,54 @@ pub(crate) async fn remember_proof(
     method: &Method,
     path: &str,
 ) -> Result<(), Problem> {
-    match state
-        .0
-        .replay
-        .check(&proof.jkt, &proof.jti, proof.iat, state.0.clock.now())
-    {
-        Replay::Fresh => Ok(()),
-        Replay::Seen { first } => {
-            if first {
-                state
-                    .audit(
-                        "proof.replayed",
-                        serde_json::json!({
-                            "mission": mission.body.id.as_str(),
-                            "mission_s256": mission.s256,
-                            "principal": mission.body.principal.as_str(),
-                            "agent": mission.body.agent.as_str(),
-                            "jkt": proof.jkt.as_str(),
-                            "proof": proof.jti,
-                            "method": method.as_str(),
-                            "path": path,
-                        }),
-                    )
-                    .await?;
+    let now = state.0.clock.now();
+    let first = match state.0.replay.check(&proof.jkt, &proof.jti, proof.iat, now) {
+        Replay::Fresh => {
+            // New here; once only on every node sharing the database, and
+            // across a restart, too.
+            let key =
+                mandate_core::s256(format!("dpop:{}:{}", proof.jkt.as_str(), proof.jti).as_bytes());
+            let expires = mandate_core::UnixTime(
+                proof
+                    .iat
+                    .0
+                    .saturating_add(mandate_core::FRESHNESS_WINDOW_SECS),
+            );
+            if state.0.store.claim(&key, expires, now).await? {
+                return Ok(());
             }
-            Err(ProofError::Replayed.into())
+            // Used on another node (or before a restart): remembered here
+            // as replayed too, so later tries are only answered.
+            let _ = state.0.replay.check(&proof.jkt, &proof.jti, proof.iat, now);
+            true
         }
-        Replay::Full => Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "replay_cache_full",
-            "too many proofs in flight; retry shortly",
-        )),
+        Replay::Seen { first } => first,
+        Replay::Full => {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay_cache_full",
+                "too many proofs in flight; retry shortly",
+            ));
+        }
+    };
+    if first {
+        state
+            .audit(
+                "proof.replayed",
+                serde_json::json!({
+                    "mission": mission.body.id.as_str(),
+                    "mission_s256": mission.s256,
+                    "principal": mission.body.principal.as_str(),
+                    "agent": mission.body.agent.as_str(),
+                    "jkt": proof.jkt.as_str(),
+                    "proof": proof.jti,
+                    "method": method.as_str(),
+                    "path": path,
+                }),
+            )
+            .await?;
     }
+    Err(ProofError::Replayed.into())
 }
 
 /// A presented mission credential after the checks every caller needs, in

@@ -964,8 +964,31 @@ async fn initialize(
         "jkt": caller.claims.cnf.jkt.to_string(),
     });
     // INVARIANT: the start of a server (a process, a remote session) is
-    // recorded before it happens.
-    s.audit("mcp.session.opening", who.clone()).await?;
+    // recorded before it happens, with the request's single use: a
+    // replayed `initialize` opens nothing on another node either.
+    match s
+        .0
+        .enforcer
+        .record_claimed("mcp.session.opening", who.clone(), caller.claim.clone())
+        .await
+    {
+        Ok(_) => {}
+        Err(e @ mandate_enforce::EnforceError::Replayed) => {
+            let p = Problem::from(e);
+            refusal(
+                s,
+                server,
+                None,
+                &caller.claims,
+                "initialize",
+                p.code,
+                &p.detail,
+            )
+            .await?;
+            return Err(p);
+        }
+        Err(e) => return Err(e.into()),
+    }
     let (events_tx, events_rx) = mpsc::channel(256);
     let (closed_tx, closed_rx) = watch::channel(false);
     let bearer = match server.config.auth {
