@@ -877,6 +877,9 @@ async fn a_node_without_the_deployments_vault_key_refuses_to_start() {
     )
     .unwrap();
     let err = refused_start(&data, &d.config);
-    assert!(err.contains("vault key") && err.contains("vault.key"), "{err}");
+    assert!(
+        err.contains("vault key") && err.contains("vault.key"),
+        "{err}"
+    );
     // With it, a node starts (as `deployment` shows for nodes 2 and 3).
 }

@@ -234,6 +234,11 @@ async fn deliver_due(
         if d.next_attempt_ms > now {
             return Duration::from_millis(d.next_attempt_ms - now).min(IDLE_LOOK);
         }
+        // Still this node's turn (another node may have taken the outbox
+        // if this one lost its database connection): one delivery at a time.
+        if !matches!(state.0.store.outbox_turn().await, Ok(true)) {
+            return OTHER_NODE_LOOK;
+        }
         let (delivered, retry, error) = match send(state, config, client, &d).await {
             Ok(()) => (true, None, None),
             Err(Failure::Permanent(e)) => {
