@@ -20,7 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection as _, Row as _};
 
 use crate::model::Allowance;
-use crate::rows::{CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_from_row, int, secs};
+use crate::rows::{
+    CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_columns, audit_from_row, int, secs,
+};
 use crate::{AuditSink, StoreError};
 
 type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
@@ -474,14 +476,21 @@ impl Worker {
         };
         let body = serde_jcs::to_string(&r.body)
             .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?;
+        let [mission, principal, agent, action, decision] = audit_columns(&r.body);
         sqlx::query(
-            "INSERT INTO audit_events (seq, time, kind, body, hash) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO audit_events (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(int(r.seq))
         .bind(int(r.time))
         .bind(&r.kind)
         .bind(body)
         .bind(&r.hash)
+        .bind(mission)
+        .bind(principal)
+        .bind(agent)
+        .bind(action)
+        .bind(decision)
         .execute(&mut self.conn)
         .await?;
         self.next = Some(next + 1);
