@@ -321,7 +321,13 @@ fn database_url() -> String {
 
 fn psql(sql: &str) {
     let ok = Command::new("psql")
-        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qc", &format!("SET client_min_messages = warning; {sql}")])
+        .args([
+            &database_url(),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &format!("SET client_min_messages = warning; {sql}"),
+        ])
         .status()
         .unwrap()
         .success();

@@ -227,6 +227,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The first record, up to `through`, whose filter columns (kept beside
+    /// the body for [`audit_query`](Self::audit_query)) disagree with its
+    /// body. The columns are not hash-chained: verification calls this so
+    /// that a column changed behind the log's back, which would hide a
+    /// record from a filtered list, is a break like an edited body.
+    async fn audit_columns_mismatch(&self, through: u64) -> Result<Option<u64>, StoreError>;
     /// The first record of `kind` whose body has `field` equal to `value`;
     /// with `mission`, only among the records of that mission (their body's
     /// `mission`), which an index answers for any kind but `decision`.

@@ -345,6 +345,15 @@ pub(crate) enum Bind {
 /// the rows come in `seq` order from the index and the `LIMIT` stops the
 /// walk; `agent` with `action` has an index of its own.
 ///
+/// With several filters, one leads (the first of mission, agent, principal,
+/// action, decision, kind: the most selective first) and the others are
+/// checked on the rows its index yields. `demote` spells a comparison that
+/// the database must not answer with an index (SQLite's unary `+`: without
+/// statistics SQLite may otherwise walk the `decision` index for
+/// `mission=&decision=`); PostgreSQL chooses from its statistics. `since`
+/// and `until` are checked on the rows (a time range alone walks the log
+/// in `seq` order from `after`).
+///
 /// INVARIANT: the SQL holds only fixed column names, operators and
 /// placeholders; every value the caller gave is bound, never spliced (the
 /// backends pass it to `sqlx::AssertSqlSafe` on that ground).
@@ -353,22 +362,31 @@ pub(crate) fn audit_query_sql(
     after: u64,
     limit: u32,
     placeholder: impl Fn(usize) -> String,
+    demote: bool,
 ) -> (String, Vec<Bind>) {
     let mut sql = String::from("SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > ");
     let mut binds = vec![Bind::Int(int(after))];
     sql.push_str(&placeholder(1));
+    // In order of selectivity: the first one present leads.
     let text = [
-        ("kind", &f.kind),
         ("mission", &f.mission),
-        ("principal", &f.principal),
         ("agent", &f.agent),
+        ("principal", &f.principal),
         ("action", &f.action),
         ("decision", &f.decision),
+        ("kind", &f.kind),
     ];
+    let lead = text.iter().find(|(_, v)| v.is_some()).map(|(c, _)| *c);
     for (column, value) in text {
         if let Some(v) = value {
+            // `agent` leading takes `action` with it: (agent, action, seq).
+            let indexed = Some(column) == lead || (column == "action" && lead == Some("agent"));
+            let prefix = if demote && !indexed { "+" } else { "" };
             binds.push(Bind::Text(v.clone()));
-            sql.push_str(&format!(" AND {column} = {}", placeholder(binds.len())));
+            sql.push_str(&format!(
+                " AND {prefix}{column} = {}",
+                placeholder(binds.len())
+            ));
         }
     }
     for (op, value) in [(">=", f.since), ("<=", f.until)] {
@@ -412,4 +430,18 @@ pub(crate) fn audit_find_sql(
     }
     sql.push_str(" ORDER BY seq LIMIT 16");
     Ok((sql, binds))
+}
+
+/// The SQL of [`Store::audit_columns_mismatch`](crate::Store::audit_columns_mismatch):
+/// `derived(field)` is the backend's expression for the body's string field
+/// (NULL when absent or not a string); `?1`/`$1` is `through`.
+pub(crate) fn audit_mismatch_sql(placeholder: &str, derived: impl Fn(&str) -> String) -> String {
+    let differs: Vec<String> = AUDIT_COLUMNS
+        .iter()
+        .map(|c| format!("{c} IS DISTINCT FROM ({})", derived(c)))
+        .collect();
+    format!(
+        "SELECT seq FROM audit_events WHERE seq <= {placeholder} AND ({}) ORDER BY seq LIMIT 1",
+        differs.join(" OR ")
+    )
 }

@@ -24,9 +24,9 @@ use crate::model::{
 };
 use crate::rows::{
     Bind, CheckedBodies, Columns, agent_from_row, approval_from_row, audit_find_sql,
-    audit_from_row, audit_query_sql, corrupt, grant_from_row, is_unique_violation,
-    mission_from_row, mission_from_row_with, principal_from_row, revocation_from_row, secs,
-    token_from_row, vault_from_row, webhook_from_row,
+    audit_from_row, audit_mismatch_sql, audit_query_sql, corrupt, grant_from_row,
+    is_unique_violation, mission_from_row, mission_from_row_with, principal_from_row,
+    revocation_from_row, secs, token_from_row, vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
 
@@ -945,11 +945,24 @@ impl Store for SqliteStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (sql, binds) = audit_query_sql(filter, after, limit, |n| format!("?{n}"));
+        let (sql, binds) = audit_query_sql(filter, after, limit, |n| format!("?{n}"), true);
         let rows = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_columns_mismatch(&self, through: u64) -> Result<Option<u64>, StoreError> {
+        let sql = audit_mismatch_sql("?1", |c| {
+            format!(
+                "CASE WHEN json_valid(body) AND json_type(body, '$.{c}') = 'text' THEN json_extract(body, '$.{c}') END"
+            )
+        });
+        let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(i64::try_from(through).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(seq.map(|s| u64::try_from(s).unwrap_or(0)))
     }
 
     async fn audit_find(

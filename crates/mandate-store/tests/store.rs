@@ -227,6 +227,7 @@ both!(
     audit_records_are_found_by_a_body_field,
     a_revoked_api_token_no_longer_authenticates,
     audit_filters_answer_what_a_scan_of_the_log_answers,
+    a_filter_column_changed_behind_the_log_is_found,
     audit_find_within_a_mission_finds_what_the_whole_log_finds,
     migration_0008_fills_the_columns_of_a_log_written_before_it,
 );
@@ -1678,6 +1679,59 @@ async fn audit_filters_answer_what_a_scan_of_the_log_answers(db: Db) {
     let records = varied_log(300);
     append_all(s.as_ref(), &records);
     assert_queries_match_scan(s.as_ref(), &records).await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), None);
+}
+
+async fn a_filter_column_changed_behind_the_log_is_found(db: Db) {
+    let s = db.store();
+    let records = varied_log(300);
+    append_all(s.as_ref(), &records);
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), None);
+    // Moved to another mission (the record would vanish from its own).
+    db.exec(
+        "UPDATE audit_events SET mission = 'msn_z' WHERE seq = 42",
+        &[],
+    )
+    .await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), Some(42));
+    assert_eq!(s.audit_columns_mismatch(41).await.unwrap(), None);
+    db.exec(
+        "UPDATE audit_events SET mission = $1 WHERE seq = 42",
+        &[records[41].body["mission"].as_str().unwrap()],
+    )
+    .await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), None);
+    // Cleared, and set where the body has none.
+    let decided = records
+        .iter()
+        .find(|r| r.seq > 100 && r.body.get("decision").and_then(|v| v.as_str()).is_some())
+        .unwrap()
+        .seq;
+    db.exec(
+        &format!("UPDATE audit_events SET decision = NULL WHERE seq = {decided}"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        s.audit_columns_mismatch(u64::MAX).await.unwrap(),
+        Some(decided)
+    );
+    db.exec(
+        &format!("UPDATE audit_events SET decision = $1 WHERE seq = {decided}"),
+        &[
+            records[usize::try_from(decided).unwrap() - 1].body["decision"]
+                .as_str()
+                .unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(records[0].body.get("mission"), None);
+    db.exec(
+        "UPDATE audit_events SET mission = 'msn_a' WHERE seq = 1",
+        &[],
+    )
+    .await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), Some(1));
 }
 
 async fn audit_find_within_a_mission_finds_what_the_whole_log_finds(db: Db) {
@@ -1732,7 +1786,6 @@ async fn migration_0008_fills_the_columns_of_a_log_written_before_it(mut db: Db)
         "action",
         "agent_action",
         "decision",
-        "time",
         "related",
     ] {
         db.exec(&format!("DROP INDEX audit_events_{index}"), &[])

@@ -47,7 +47,6 @@ CREATE INDEX audit_events_agent     ON audit_events(agent, seq)     WHERE agent 
 CREATE INDEX audit_events_action    ON audit_events(action, seq)    WHERE action IS NOT NULL;
 CREATE INDEX audit_events_agent_action ON audit_events(agent, action, seq) WHERE agent IS NOT NULL;
 CREATE INDEX audit_events_decision  ON audit_events(decision, seq)  WHERE decision IS NOT NULL;
-CREATE INDEX audit_events_time      ON audit_events(time, seq);
 -- What explain looks up: a mission's records other than its decisions
 -- (its creation, credentials, approvals), a small fraction of the log.
 CREATE INDEX audit_events_related   ON audit_events(mission, kind, seq) WHERE kind <> 'decision';
