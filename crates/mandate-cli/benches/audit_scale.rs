@@ -166,7 +166,7 @@ impl Workload {
                 }),
             ));
         }
-        if n % 250 == 0 {
+        if n.is_multiple_of(250) {
             out.push(("credential.issued", serde_json::json!({
                 "mission": id, "mission_s256": s256, "principal": p, "agent": a,
                 "credential": credential, "jkt": jkt, "iat": 1_800_000_000u64, "exp": 1_800_000_600u64,
@@ -181,7 +181,7 @@ impl Workload {
             _ => ("allow", "scope"),
         };
         let mut body = serde_json::json!({
-            "enforcement_point": if i % 3 == 0 { "billing-service" } else { "gateway" },
+            "enforcement_point": if i.is_multiple_of(3) { "billing-service" } else { "gateway" },
             "principal": p, "agent": a, "mission": id, "mission_s256": s256,
             "credential": credential, "jkt": jkt, "action": action,
             "resource": { "type": "Invoice", "id": format!("inv-{}", mix(i) % 1_000_000), "tags": { "account": format!("acct-{m}") } },
@@ -190,7 +190,7 @@ impl Workload {
             "grant": null, "approval_id": null, "budget_used": n,
         });
         let o = body.as_object_mut().unwrap();
-        if i % 3 != 0 {
+        if !i.is_multiple_of(3) {
             o.insert("route".into(), "billing".into());
             o.insert("method".into(), "POST".into());
             o.insert(
@@ -216,7 +216,7 @@ impl Workload {
                 "the customer was charged twice".into(),
             );
             out.push(("approval.requested", requested));
-            if self.approvals % 4 != 0 {
+            if !self.approvals.is_multiple_of(4) {
                 let mut approved = subject;
                 let ao = approved.as_object_mut().unwrap();
                 ao.insert("by".into(), p.into());
@@ -277,7 +277,7 @@ impl Filler {
                 .unwrap();
             self.time += 1;
             self.sink.append(&r).unwrap();
-            if r.seq % 1_000 == 0 {
+            if r.seq.is_multiple_of(1_000) {
                 let token = self.checkpoint();
                 self.sink.add_checkpoint(r.seq, &token).unwrap();
                 lines.push(token);
