@@ -58,6 +58,11 @@ pub(crate) fn open(path: &Path, durable: bool, read_only: bool) -> Result<Connec
     conn.pragma_update(None, "foreign_keys", true)?;
     if read_only {
         conn.pragma_update(None, "query_only", true)?;
+    } else {
+        // The audit writer walks eight indexes per record (ADR 0018): on a
+        // large log their upper levels no longer fit SQLite's default 2 MB
+        // page cache, and every append would read them again.
+        conn.pragma_update(None, "cache_size", -65_536)?;
     }
     Ok(conn)
 }
