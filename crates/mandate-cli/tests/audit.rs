@@ -241,13 +241,34 @@ async fn every_step_is_recorded_verifies_and_tampering_is_named() {
     let verify = || server.cli(None, &["audit", "verify", "--data", data.to_str().unwrap()]);
     assert!(verify().ok(), "{}", verify().stderr());
 
+    // A filter column changed behind the log's back (it would hide the
+    // denial from `--decision deny`) is a break, though the body is intact.
+    let deny_seq = decisions[1]["seq"].as_u64().unwrap();
+    sqlite(
+        &db,
+        &format!("UPDATE audit_events SET decision = 'allow' WHERE seq = {deny_seq};"),
+    );
+    let out = verify();
+    assert!(!out.ok());
+    assert!(
+        out.stderr().contains(&format!(
+            "broken at sequence {deny_seq}: the record's filter columns"
+        )),
+        "{}",
+        out.stderr()
+    );
+    sqlite(
+        &db,
+        &format!("UPDATE audit_events SET decision = 'deny' WHERE seq = {deny_seq};"),
+    );
+    assert!(verify().ok(), "{}", verify().stderr());
+
     sqlite(
         &db,
         "UPDATE audit_events SET body = replace(body, '\"deny\"', '\"allow\"') WHERE kind = 'decision';",
     );
     let out = verify();
     assert!(!out.ok());
-    let deny_seq = decisions[1]["seq"].as_u64().unwrap();
     assert!(
         out.stderr()
             .contains(&format!("broken at sequence {deny_seq}")),

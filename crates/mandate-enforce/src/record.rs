@@ -1166,11 +1166,20 @@ pub async fn verify_stored(
     }
     checkpoints.extend(kept.iter().cloned());
     let first = records.first().map(|r| r.seq);
-    Ok(
-        mandate_core::chain_start(first, &records, &checkpoints, jwks, issuer).and_then(|start| {
-            mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer)
-        }),
-    )
+    let verdict = mandate_core::chain_start(first, &records, &checkpoints, jwks, issuer)
+        .and_then(|start| mandate_core::verify_chain(start, records, &checkpoints, jwks, issuer));
+    // The filter columns beside each body (ADR 0018) are not chained: one
+    // changed behind the log's back would hide a record from a filtered
+    // list, so it is a break too.
+    if let Ok(report) = &verdict
+        && let Some(seq) = store.audit_columns_mismatch(report.last).await?
+    {
+        return Ok(Err(mandate_core::ChainError {
+            seq,
+            reason: "the record's filter columns (mission, principal, agent, action, decision) do not match its body: they were changed behind the log's back, and filtered lists would misreport it".into(),
+        }));
+    }
+    Ok(verdict)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, U
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::model::Allowance;
-use crate::rows::{CLAIM, ClaimSweep, Columns, SWEEP_CLAIMS, int, secs};
+use crate::rows::{CLAIM, ClaimSweep, Columns, SWEEP_CLAIMS, audit_columns, int, secs};
 use crate::{AuditSink, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
@@ -58,6 +58,11 @@ pub(crate) fn open(path: &Path, durable: bool, read_only: bool) -> Result<Connec
     conn.pragma_update(None, "foreign_keys", true)?;
     if read_only {
         conn.pragma_update(None, "query_only", true)?;
+    } else {
+        // The audit writer walks eight indexes per record (ADR 0018): on a
+        // large log their upper levels no longer fit SQLite's default 2 MB
+        // page cache, and every append would read them again.
+        conn.pragma_update(None, "cache_size", -65_536)?;
     }
     Ok(conn)
 }
@@ -277,11 +282,13 @@ impl AuditSink for SqliteAuditSink {
         };
         let body = serde_jcs::to_string(&r.body)
             .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?;
+        let [mission, principal, agent, action, decision] = audit_columns(&r.body);
         self.conn
             .prepare_cached(
-                "INSERT INTO audit_events (seq, time, kind, body, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO audit_events (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
-            .execute(params![int(r.seq), int(r.time), r.kind, body, r.hash])?;
+            .execute(params![int(r.seq), int(r.time), r.kind, body, r.hash, mission, principal, agent, action, decision])?;
         self.next = Some(next + 1);
         Ok(())
     }

@@ -13,9 +13,9 @@ mod sqlite;
 
 pub use error::{ApprovalError, StartError, StoreError};
 pub use model::{
-    Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord,
-    NewApproval, NewGrant, NewMission, Principal, Resolution, Revocation, RevocationKind,
-    RevocationSummary, VaultRecord, WebhookDelivery,
+    Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter,
+    GrantRecord, NewApproval, NewGrant, NewMission, Principal, Resolution, Revocation,
+    RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -217,10 +217,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// One record by sequence number.
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
-    /// The first record of `kind` whose body has `field` equal to `value`.
+    /// Records after `after`, in order, at most `limit`, that pass `filter`
+    /// (as [`AuditFilter::matches`] defines it). Answered from the indexed
+    /// columns that each append fills from the record's body, so a page costs
+    /// about as much whatever the size of the log.
+    async fn audit_query(
+        &self,
+        filter: &AuditFilter,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The first record, up to `through`, whose filter columns (kept beside
+    /// the body for [`audit_query`](Self::audit_query)) disagree with its
+    /// body. The columns are not hash-chained: verification calls this so
+    /// that a column changed behind the log's back, which would hide a
+    /// record from a filtered list, is a break like an edited body.
+    async fn audit_columns_mismatch(&self, through: u64) -> Result<Option<u64>, StoreError>;
+    /// The first record of `kind` whose body has `field` equal to `value`;
+    /// with `mission`, only among the records of that mission (their body's
+    /// `mission`), which an index answers for any kind but `decision`.
     async fn audit_find(
         &self,
         kind: &str,
+        mission: Option<&str>,
         field: &str,
         value: &str,
     ) -> Result<Option<AuditRecord>, StoreError>;

@@ -282,3 +282,43 @@ pub enum Allowance {
     /// The grant that allowed it expired, was revoked or used up meanwhile.
     GrantUnavailable,
 }
+
+/// Which audit records to list ([`Store::audit_query`](crate::Store::audit_query)).
+/// Every field that is set must hold; `None` matches anything. The string
+/// fields compare against the record body's string field of the same name
+/// (`kind` against the record's kind); a body whose field is missing or not
+/// a string does not match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub kind: Option<String>,
+    pub mission: Option<String>,
+    pub principal: Option<String>,
+    pub agent: Option<String>,
+    pub action: Option<String>,
+    /// `allow`, `deny` or `escalate` (the body's `decision`).
+    pub decision: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<u64>,
+    /// Unix seconds, inclusive.
+    pub until: Option<u64>,
+}
+
+impl AuditFilter {
+    /// Whether `r` passes the filter: the definition the indexed queries of
+    /// every backend must agree with (the store tests check they do).
+    #[must_use]
+    pub fn matches(&self, r: &mandate_core::AuditRecord) -> bool {
+        let field = |k: &str| r.body.get(k).and_then(|v| v.as_str());
+        let eq = |want: &Option<String>, got: Option<&str>| {
+            want.as_deref().is_none_or(|w| got == Some(w))
+        };
+        eq(&self.kind, Some(r.kind.as_str()))
+            && eq(&self.mission, field("mission"))
+            && eq(&self.principal, field("principal"))
+            && eq(&self.agent, field("agent"))
+            && eq(&self.action, field("action"))
+            && eq(&self.decision, field("decision"))
+            && self.since.is_none_or(|t| r.time >= t)
+            && self.until.is_none_or(|t| r.time <= t)
+    }
+}

@@ -27,7 +27,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection as _, Row as _};
 
 use crate::model::Allowance;
-use crate::rows::{CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_from_row, int, secs};
+use crate::rows::{
+    CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_columns, audit_from_row, int, secs,
+};
 use crate::{AuditSink, StoreError};
 
 type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
@@ -530,6 +532,8 @@ impl Worker {
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
             );
+            // The filter columns (ADR 0018), from each body.
+            let mut columns: [Vec<Option<String>>; 5] = Default::default();
             for r in pending.records {
                 if r.seq != next {
                     return Err(StoreError::Conflict(format!(
@@ -538,6 +542,9 @@ impl Worker {
                     )));
                 }
                 next += 1;
+                for (column, value) in columns.iter_mut().zip(audit_columns(&r.body)) {
+                    column.push(value.map(str::to_owned));
+                }
                 seqs.push(int(r.seq));
                 times.push(int(r.time));
                 bodies.push(
@@ -548,15 +555,23 @@ impl Worker {
                 kinds.push(r.kind);
                 hashes.push(r.hash);
             }
+            let [mission, principal, agent, action, decision] = columns;
             sqlx::query(
-                "INSERT INTO audit_events (seq, time, kind, body, hash) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])",
+                "INSERT INTO audit_events \
+                 (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
             )
             .bind(seqs)
             .bind(times)
             .bind(kinds)
             .bind(bodies)
             .bind(hashes)
+            .bind(mission)
+            .bind(principal)
+            .bind(agent)
+            .bind(action)
+            .bind(decision)
             .execute(&mut self.conn)
             .await?;
             self.next = Some(next);

@@ -12,8 +12,8 @@ use mandate_core::{
 
 use crate::StoreError;
 use crate::model::{
-    Agent, ApiToken, ApprovalRecord, ApprovalStatus, GrantRecord, Principal, Revocation,
-    RevocationKind, VaultRecord, WebhookDelivery,
+    Agent, ApiToken, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord, Principal,
+    Revocation, RevocationKind, VaultRecord, WebhookDelivery,
 };
 
 /// A row's columns by name, from any of the database libraries.
@@ -320,4 +320,131 @@ impl ClaimSweep {
             false
         }
     }
+}
+
+/// The fields of a record body that are kept beside it as columns, so the
+/// audit log's filters are answered by indexes (migration 0008). Each is
+/// the body's string field of that name, or `NULL` when the body has none
+/// (or it is not a string), exactly as [`AuditFilter::matches`] reads it.
+/// The body stays the chained text; these columns are derived from it and
+/// are not covered by the hash chain (verification reads only the body).
+pub(crate) const AUDIT_COLUMNS: [&str; 5] = ["mission", "principal", "agent", "action", "decision"];
+
+/// [`AUDIT_COLUMNS`] of one body, in that order.
+pub(crate) fn audit_columns(body: &serde_json::Value) -> [Option<&str>; 5] {
+    AUDIT_COLUMNS.map(|k| body.get(k).and_then(|v| v.as_str()))
+}
+
+/// A value bound to an audit query.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The SQL of [`Store::audit_query`](crate::Store::audit_query) for both
+/// backends: `placeholder(n)` spells the n-th parameter (`?n` or `$n`).
+/// Each equality filter is a column with an index that ends in `seq`, so
+/// the rows come in `seq` order from the index and the `LIMIT` stops the
+/// walk; `agent` with `action` has an index of its own.
+///
+/// With several filters, one leads (the first of mission, agent, principal,
+/// action, decision, kind: the most selective first) and the others are
+/// checked on the rows its index yields. `demote` spells a comparison that
+/// the database must not answer with an index (SQLite's unary `+`: without
+/// statistics SQLite may otherwise walk the `decision` index for
+/// `mission=&decision=`); PostgreSQL chooses from its statistics. `since`
+/// and `until` are checked on the rows (a time range alone walks the log
+/// in `seq` order from `after`).
+///
+/// INVARIANT: the SQL holds only fixed column names, operators and
+/// placeholders; every value the caller gave is bound, never spliced (the
+/// backends pass it to `sqlx::AssertSqlSafe` on that ground).
+pub(crate) fn audit_query_sql(
+    f: &AuditFilter,
+    after: u64,
+    limit: u32,
+    placeholder: impl Fn(usize) -> String,
+    demote: bool,
+) -> (String, Vec<Bind>) {
+    let mut sql = String::from("SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > ");
+    let mut binds = vec![Bind::Int(int(after))];
+    sql.push_str(&placeholder(1));
+    // In order of selectivity: the first one present leads.
+    let text = [
+        ("mission", &f.mission),
+        ("agent", &f.agent),
+        ("principal", &f.principal),
+        ("action", &f.action),
+        ("decision", &f.decision),
+        ("kind", &f.kind),
+    ];
+    let lead = text.iter().find(|(_, v)| v.is_some()).map(|(c, _)| *c);
+    for (column, value) in text {
+        if let Some(v) = value {
+            // `agent` leading takes `action` with it: (agent, action, seq).
+            let indexed = Some(column) == lead || (column == "action" && lead == Some("agent"));
+            let prefix = if demote && !indexed { "+" } else { "" };
+            binds.push(Bind::Text(v.clone()));
+            sql.push_str(&format!(
+                " AND {prefix}{column} = {}",
+                placeholder(binds.len())
+            ));
+        }
+    }
+    for (op, value) in [(">=", f.since), ("<=", f.until)] {
+        if let Some(t) = value {
+            binds.push(Bind::Int(int(t)));
+            sql.push_str(&format!(" AND time {op} {}", placeholder(binds.len())));
+        }
+    }
+    binds.push(Bind::Int(i64::from(limit)));
+    sql.push_str(&format!(" ORDER BY seq LIMIT {}", placeholder(binds.len())));
+    (sql, binds)
+}
+
+/// The SQL of [`Store::audit_find`](crate::Store::audit_find): the first
+/// records of `kind` whose canonical body contains `"field":"value"` (the
+/// caller confirms the match on the parsed body). Within a mission, it
+/// walks the small index of the log's records other than decisions.
+pub(crate) fn audit_find_sql(
+    kind: &str,
+    mission: Option<&str>,
+    field: &str,
+    value: &str,
+    placeholder: impl Fn(usize) -> String,
+    contains: &str,
+) -> Result<(String, Vec<Bind>), StoreError> {
+    let quote = |v: &str| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()));
+    let needle = format!("{}:{}", quote(field)?, quote(value)?);
+    let mut binds = vec![Bind::Text(kind.to_owned()), Bind::Text(needle)];
+    let mut sql = format!(
+        "SELECT seq, time, kind, body, hash FROM audit_events WHERE kind = {} AND {contains}(body, {}) > 0",
+        placeholder(1),
+        placeholder(2)
+    );
+    if let Some(m) = mission {
+        binds.push(Bind::Text(m.to_owned()));
+        sql.push_str(&format!(" AND mission = {}", placeholder(3)));
+        if kind != "decision" {
+            // Spelled out so both databases may use the partial index.
+            sql.push_str(" AND kind <> 'decision'");
+        }
+    }
+    sql.push_str(" ORDER BY seq LIMIT 16");
+    Ok((sql, binds))
+}
+
+/// The SQL of [`Store::audit_columns_mismatch`](crate::Store::audit_columns_mismatch):
+/// `derived(field)` is the backend's expression for the body's string field
+/// (NULL when absent or not a string); `?1`/`$1` is `through`.
+pub(crate) fn audit_mismatch_sql(placeholder: &str, derived: impl Fn(&str) -> String) -> String {
+    let differs: Vec<String> = AUDIT_COLUMNS
+        .iter()
+        .map(|c| format!("{c} IS DISTINCT FROM ({})", derived(c)))
+        .collect();
+    format!(
+        "SELECT seq FROM audit_events WHERE seq <= {placeholder} AND ({}) ORDER BY seq LIMIT 1",
+        differs.join(" OR ")
+    )
 }

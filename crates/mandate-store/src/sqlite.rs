@@ -18,15 +18,16 @@ use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::direct::{Readers, SqliteAuditSink, WritersWaiting};
 use crate::model::{
-    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, GrantRecord, NewApproval,
-    NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
-    WebhookDelivery,
+    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord,
+    NewApproval, NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary,
+    VaultRecord, WebhookDelivery,
 };
 use crate::rows::{
-    CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row, approval_from_row,
-    audit_from_row, corrupt, grant_from_row, is_unique_violation, mission_from_row,
-    mission_from_row_with, principal_from_row, revocation_from_row, secs, token_from_row,
-    vault_from_row, webhook_from_row,
+    Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
+    approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
+    corrupt, grant_from_row, is_unique_violation, mission_from_row, mission_from_row_with,
+    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
+    webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
 
@@ -942,21 +943,45 @@ impl Store for SqliteStore {
         row.as_ref().map(audit_from_row).transpose()
     }
 
+    async fn audit_query(
+        &self,
+        filter: &AuditFilter,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let (sql, binds) = audit_query_sql(filter, after, limit, |n| format!("?{n}"), true);
+        let rows = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_columns_mismatch(&self, through: u64) -> Result<Option<u64>, StoreError> {
+        let sql = audit_mismatch_sql("?1", |c| {
+            format!(
+                "CASE WHEN json_valid(body) AND json_type(body, '$.{c}') = 'text' THEN json_extract(body, '$.{c}') END"
+            )
+        });
+        let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(i64::try_from(through).unwrap_or(i64::MAX))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(seq.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+
     async fn audit_find(
         &self,
         kind: &str,
+        mission: Option<&str>,
         field: &str,
         value: &str,
     ) -> Result<Option<AuditRecord>, StoreError> {
         // Bodies are stored as RFC 8785 JSON, so a string field appears
         // exactly as `"field":"value"`; the match is confirmed on the parsed
         // body below.
-        let quote =
-            |v: &str| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string()));
-        let needle = format!("{}:{}", quote(field)?, quote(value)?);
-        let rows = sqlx::query("SELECT * FROM audit_events WHERE kind = ?1 AND instr(body, ?2) > 0 ORDER BY seq LIMIT 16")
-            .bind(kind)
-            .bind(needle)
+        let (sql, binds) =
+            audit_find_sql(kind, mission, field, value, |n| format!("?{n}"), "instr")?;
+        let rows = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
             .fetch_all(&self.pool)
             .await?;
         for r in &rows {
@@ -1149,4 +1174,18 @@ impl Store for SqliteStore {
             .map(revocation_from_row)
             .collect()
     }
+}
+
+/// Binds an audit query's values in order.
+fn bound<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Text(t) => q.bind(t),
+            Bind::Int(i) => q.bind(i),
+        };
+    }
+    q
 }

@@ -228,6 +228,10 @@ both!(
     webhooks_wait_in_order_until_delivered_or_given_up,
     audit_records_are_found_by_a_body_field,
     a_revoked_api_token_no_longer_authenticates,
+    audit_filters_answer_what_a_scan_of_the_log_answers,
+    a_filter_column_changed_behind_the_log_is_found,
+    audit_find_within_a_mission_finds_what_the_whole_log_finds,
+    migration_0008_fills_the_columns_of_a_log_written_before_it,
 );
 
 fn principal(name: &str, role: Role) -> Principal {
@@ -1134,7 +1138,7 @@ async fn postgres_nodes_starting_together_migrate_once() {
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
             .await,
-        7
+        8
     );
     nodes[0]
         .create_principal(&principal("alice", Role::Member))
@@ -1364,13 +1368,13 @@ async fn audit_records_are_found_by_a_body_field(db: Db) {
     assert_eq!(s.head_seal().await.unwrap().as_deref(), Some("seal-token"));
     assert_eq!(sink.records(1, 10).unwrap().len(), 2);
     let found = s
-        .audit_find("approval.opened", "approval", "apr_2")
+        .audit_find("approval.opened", None, "approval", "apr_2")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(found.seq, 2);
     assert_eq!(
-        s.audit_find("approval.decided", "approval", "apr_1")
+        s.audit_find("approval.decided", None, "approval", "apr_1")
             .await
             .unwrap()
             .unwrap()
@@ -1378,7 +1382,7 @@ async fn audit_records_are_found_by_a_body_field(db: Db) {
         3
     );
     assert!(
-        s.audit_find("approval.decided", "approval", "apr_2")
+        s.audit_find("approval.decided", None, "approval", "apr_2")
             .await
             .unwrap()
             .is_none()
@@ -1533,4 +1537,390 @@ async fn postgres_two_nodes_decide_an_approval_once() {
     }
     assert_eq!(won, 1);
     assert_eq!(b.live_grants(&id, T0.plus(2)).await.unwrap().len(), 1);
+}
+
+/// A varied log: decisions and other kinds over a few missions, principals,
+/// agents and actions, with times that go back now and then (another
+/// node's clock), fields missing, and fields that are not strings.
+fn varied_log(n: u64) -> Vec<mandate_core::AuditRecord> {
+    let mut head = mandate_core::ChainHead::genesis();
+    let pick =
+        |i: u64, k: u64, xs: &[&'static str]| xs[((i * k + i / 7) % xs.len() as u64) as usize];
+    (0..n)
+        .map(|i| {
+            let kind = pick(
+                i,
+                3,
+                &[
+                    "decision",
+                    "decision",
+                    "decision",
+                    "mission.created",
+                    "credential.issued",
+                    "approval.requested",
+                    "revocation",
+                ],
+            );
+            let mut body = serde_json::json!({
+                "mission": pick(i, 5, &["msn_a", "msn_b", "msn_c"]),
+                "principal": pick(i, 11, &["alice", "bob"]),
+                "agent": pick(i, 13, &["billing-bot", "ops-bot", "x"]),
+                "action": pick(i, 17, &["read", "write", "refund", "-"]),
+                "n": i,
+            });
+            let o = body.as_object_mut().unwrap();
+            if kind == "decision" {
+                o.insert(
+                    "decision".into(),
+                    pick(i, 19, &["allow", "deny", "escalate"]).into(),
+                );
+            }
+            match i % 23 {
+                0 => {
+                    o.remove("mission");
+                }
+                1 => {
+                    o.insert(
+                        "agent".into(),
+                        serde_json::json!({ "agent": "billing-bot" }),
+                    );
+                }
+                2 => {
+                    o.insert("decision".into(), serde_json::json!(null));
+                }
+                3 => {
+                    o.insert("action".into(), serde_json::json!(["read"]));
+                }
+                4 => {
+                    o.remove("principal");
+                    o.insert(
+                        "resource".into(),
+                        serde_json::json!({ "mission": "msn_a", "principal": "alice" }),
+                    );
+                }
+                _ => {}
+            }
+            let time = 1_700_000_000 + i - if i % 10 == 9 { 5 } else { 0 };
+            head.append(time, kind, body).unwrap()
+        })
+        .collect()
+}
+
+/// Appends `records` through the store's own audit sink, in groups.
+fn append_all(s: &dyn Store, records: &[mandate_core::AuditRecord]) {
+    let mut sink = s.audit_sink().unwrap();
+    for group in records.chunks(50) {
+        sink.begin().unwrap();
+        for r in group {
+            sink.append(r).unwrap();
+        }
+        sink.commit().unwrap();
+    }
+}
+
+/// Filters worth asking: each field alone, the pairs operators use, and
+/// values that match nothing.
+fn filters() -> Vec<mandate_store::AuditFilter> {
+    use mandate_store::AuditFilter;
+    let t = |v: &str| Some(v.to_owned());
+    let mut out = vec![AuditFilter::default()];
+    for m in ["msn_a", "msn_c", "msn_none"] {
+        out.push(AuditFilter {
+            mission: t(m),
+            ..Default::default()
+        });
+        out.push(AuditFilter {
+            mission: t(m),
+            decision: t("deny"),
+            ..Default::default()
+        });
+    }
+    for k in ["decision", "revocation", "approval.requested", "nothing"] {
+        out.push(AuditFilter {
+            kind: t(k),
+            ..Default::default()
+        });
+    }
+    for d in ["allow", "deny", "escalate"] {
+        out.push(AuditFilter {
+            decision: t(d),
+            ..Default::default()
+        });
+    }
+    for p in ["alice", "bob"] {
+        out.push(AuditFilter {
+            principal: t(p),
+            ..Default::default()
+        });
+    }
+    for (a, act) in [("billing-bot", "refund"), ("ops-bot", "read"), ("x", "-")] {
+        out.push(AuditFilter {
+            agent: t(a),
+            ..Default::default()
+        });
+        out.push(AuditFilter {
+            action: t(act),
+            ..Default::default()
+        });
+        out.push(AuditFilter {
+            agent: t(a),
+            action: t(act),
+            ..Default::default()
+        });
+    }
+    out.push(AuditFilter {
+        since: Some(1_700_000_100),
+        until: Some(1_700_000_180),
+        ..Default::default()
+    });
+    out.push(AuditFilter {
+        since: Some(1_700_000_250),
+        ..Default::default()
+    });
+    out.push(AuditFilter {
+        until: Some(1_700_000_020),
+        decision: t("allow"),
+        ..Default::default()
+    });
+    out.push(AuditFilter {
+        kind: t("decision"),
+        mission: t("msn_b"),
+        principal: t("alice"),
+        agent: t("ops-bot"),
+        action: t("write"),
+        decision: t("escalate"),
+        since: Some(1_700_000_010),
+        until: Some(1_700_000_290),
+    });
+    out
+}
+
+/// Every filter, read a page at a time through `audit_query`, against
+/// what the old scan (`AuditFilter::matches` over every record) returns.
+async fn assert_queries_match_scan(s: &dyn Store, records: &[mandate_core::AuditRecord]) {
+    for f in filters() {
+        let want: Vec<u64> = records
+            .iter()
+            .filter(|r| f.matches(r))
+            .map(|r| r.seq)
+            .collect();
+        let all: Vec<u64> = s
+            .audit_query(&f, 0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(all, want, "{f:?}");
+        // Paged by 7 from `after`, as `/v1/audit` pages.
+        let mut paged = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = s.audit_query(&f, after, 7).await.unwrap();
+            assert!(page.len() <= 7);
+            paged.extend(page.iter().map(|r| r.seq));
+            match page.last() {
+                Some(r) if page.len() == 7 => after = r.seq,
+                _ => break,
+            }
+        }
+        assert_eq!(paged, want, "paged: {f:?}");
+        // From the middle of the log.
+        let mid: Vec<u64> = want.iter().copied().filter(|&q| q > 150).take(5).collect();
+        let got: Vec<u64> = s
+            .audit_query(&f, 150, 5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(got, mid, "after 150: {f:?}");
+    }
+    // The records come back whole, as stored.
+    let f = mandate_store::AuditFilter {
+        mission: Some("msn_a".into()),
+        ..Default::default()
+    };
+    let got = s.audit_query(&f, 0, 3).await.unwrap();
+    let want: Vec<_> = records
+        .iter()
+        .filter(|r| f.matches(r))
+        .take(3)
+        .cloned()
+        .collect();
+    assert_eq!(got, want);
+}
+
+async fn audit_filters_answer_what_a_scan_of_the_log_answers(db: Db) {
+    let s = db.store();
+    let records = varied_log(300);
+    append_all(s.as_ref(), &records);
+    assert_queries_match_scan(s.as_ref(), &records).await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), None);
+}
+
+async fn a_filter_column_changed_behind_the_log_is_found(db: Db) {
+    let s = db.store();
+    let records = varied_log(300);
+    append_all(s.as_ref(), &records);
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), None);
+    // Moved to another mission (the record would vanish from its own).
+    db.exec(
+        "UPDATE audit_events SET mission = 'msn_z' WHERE seq = 42",
+        &[],
+    )
+    .await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), Some(42));
+    assert_eq!(s.audit_columns_mismatch(41).await.unwrap(), None);
+    db.exec(
+        "UPDATE audit_events SET mission = $1 WHERE seq = 42",
+        &[records[41].body["mission"].as_str().unwrap()],
+    )
+    .await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), None);
+    // Cleared, and set where the body has none.
+    let decided = records
+        .iter()
+        .find(|r| r.seq > 100 && r.body.get("decision").and_then(|v| v.as_str()).is_some())
+        .unwrap()
+        .seq;
+    db.exec(
+        &format!("UPDATE audit_events SET decision = NULL WHERE seq = {decided}"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        s.audit_columns_mismatch(u64::MAX).await.unwrap(),
+        Some(decided)
+    );
+    db.exec(
+        &format!("UPDATE audit_events SET decision = $1 WHERE seq = {decided}"),
+        &[
+            records[usize::try_from(decided).unwrap() - 1].body["decision"]
+                .as_str()
+                .unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(records[0].body.get("mission"), None);
+    db.exec(
+        "UPDATE audit_events SET mission = 'msn_a' WHERE seq = 1",
+        &[],
+    )
+    .await;
+    assert_eq!(s.audit_columns_mismatch(u64::MAX).await.unwrap(), Some(1));
+}
+
+async fn audit_find_within_a_mission_finds_what_the_whole_log_finds(db: Db) {
+    let s = db.store();
+    let records = varied_log(300);
+    append_all(s.as_ref(), &records);
+    for (kind, field) in [
+        ("mission.created", "mission"),
+        ("credential.issued", "n"),
+        ("approval.requested", "agent"),
+        ("revocation", "principal"),
+    ] {
+        for r in records.iter().filter(|r| r.kind == kind) {
+            let Some(value) = r.body.get(field).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let mission = r.body.get("mission").and_then(|v| v.as_str());
+            let anywhere = s.audit_find(kind, None, field, value).await.unwrap();
+            let within = s.audit_find(kind, mission, field, value).await.unwrap();
+            let first = records.iter().find(|x| {
+                x.kind == kind
+                    && x.body.get(field).and_then(|v| v.as_str()) == Some(value)
+                    && mission
+                        .is_none_or(|m| x.body.get("mission").and_then(|v| v.as_str()) == Some(m))
+            });
+            assert_eq!(
+                within.as_ref(),
+                first,
+                "{kind} {field}={value} in {mission:?}"
+            );
+            assert!(anywhere.is_some_and(|a| a.seq <= r.seq));
+        }
+    }
+    assert!(
+        s.audit_find("mission.created", Some("msn_none"), "mission", "msn_a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn migration_0008_fills_the_columns_of_a_log_written_before_it(mut db: Db) {
+    let records = varied_log(300);
+    append_all(db.store().as_ref(), &records);
+    // Back to the schema before 0008: no columns, no indexes, the
+    // migration not applied.
+    for index in [
+        "kind",
+        "mission",
+        "principal",
+        "agent",
+        "action",
+        "agent_action",
+        "decision",
+        "related",
+    ] {
+        db.exec(&format!("DROP INDEX audit_events_{index}"), &[])
+            .await;
+    }
+    for column in ["mission", "principal", "agent", "action", "decision"] {
+        db.exec(
+            &format!("ALTER TABLE audit_events DROP COLUMN {column}"),
+            &[],
+        )
+        .await;
+    }
+    assert_eq!(
+        db.exec("DELETE FROM _sqlx_migrations WHERE version = 8", &[])
+            .await,
+        1
+    );
+    // A tampered body that is not JSON: the migration leaves it NULL
+    // rather than failing the start (verification reports it).
+    db.exec(
+        "UPDATE audit_events SET body = '{not json' WHERE seq = 299",
+        &[],
+    )
+    .await;
+    db.reopen().await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM _sqlx_migrations WHERE version = 8")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM audit_events WHERE seq = 299 AND mission IS NULL")
+            .await,
+        1
+    );
+    // What a scan saw before: the tampered body read back as a string,
+    // matching no field.
+    let mut records = records;
+    records[298].body = serde_json::Value::String("{not json".into());
+    let s = db.store();
+    let stored = s.audit_records(0, 1_000).await.unwrap();
+    assert_eq!(stored, records);
+    assert_queries_match_scan(s.as_ref(), &records).await;
+    // And the sink goes on filling them after the migration.
+    let mut head = s.audit_head().await.unwrap();
+    let more = vec![
+        head.append(
+            1_800_000_000,
+            "decision",
+            serde_json::json!({ "mission": "msn_a", "decision": "deny" }),
+        )
+        .unwrap(),
+    ];
+    append_all(s.as_ref(), &more);
+    let f = mandate_store::AuditFilter {
+        mission: Some("msn_a".into()),
+        decision: Some("deny".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.audit_query(&f, 300, 10).await.unwrap(), more);
 }
