@@ -32,6 +32,7 @@ use common::{Proc, free_port};
 use mandate_client::{Client, MissionAgent};
 use mandate_core::MissionKey;
 use mandate_core::wire::{CreateMissionRequest, DecideRequest};
+use mandate_testkit::postgres::Schema;
 use mandate_testkit::signed_headers;
 
 #[global_allocator]
@@ -46,51 +47,6 @@ const MISSIONS: usize = 32;
 const PROPAGATION_SAMPLES: usize = 50;
 
 const SCOPE: &str = "permit(principal, action == Action::\"read\", resource is Route);";
-
-fn database_url() -> String {
-    std::env::var("MANDATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "PostgreSQL at {}: {}",
-        database_url(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Schema(String);
-impl Schema {
-    fn new() -> Self {
-        let name = format!("bench_nodes_{}", std::process::id());
-        psql(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        ));
-        Self(name)
-    }
-    fn url(&self) -> String {
-        let base = database_url();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{sep}options=-c%20search_path%3D{}", self.0)
-    }
-}
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                &database_url(),
-                "-qc",
-                &format!("DROP SCHEMA {} CASCADE", self.0),
-            ])
-            .output();
-    }
-}
 
 async fn upstream() -> String {
     let app = axum::Router::new().fallback(|| async { "ok" });
@@ -327,7 +283,7 @@ fn main() {
 
 async fn harness() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = Schema::new();
+    let schema = Schema::new("bench_nodes");
     let up = upstream().await;
     let sqlite = target(
         "sqlite",

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use mandate_client::{Client, MissionAgent};
 use mandate_core::wire::{ApproveRequest, CreateMissionRequest, DecideRequest};
 use mandate_core::{Decision, ResourceRef};
-use mandate_testkit::TestServer;
+use mandate_testkit::postgres::{Schema, psql, psql_value};
+use mandate_testkit::{TestServer, free_port};
 use serde_json::json;
 
 fn bin() -> &'static Path {
@@ -31,80 +32,6 @@ fn bin() -> &'static Path {
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies")
-}
-
-fn database_url() -> String {
-    std::env::var("MANDATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn psql(sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .unwrap_or_else(|e| panic!("psql is needed for these tests: {e}"));
-    assert!(
-        out.status.success(),
-        "PostgreSQL at {} is needed for these tests (see docs/scale-out.md): {}",
-        database_url(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The single value `sql` selects.
-fn psql_value(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A schema of its own for one test, dropped when it ends.
-struct Schema(String);
-
-impl Schema {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("nodes_{}_{nanos}", std::process::id());
-        psql(&format!("CREATE SCHEMA {name}"));
-        Self(name)
-    }
-
-    /// The database URL whose connections work in this schema.
-    fn url(&self) -> String {
-        let base = database_url();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{sep}options=-c%20search_path%3D{}", self.0)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args([
-                &database_url(),
-                "-qc",
-                &format!("DROP SCHEMA {} CASCADE", self.0),
-            ])
-            .output();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An upstream that answers every request with a small JSON, counting them.
@@ -143,7 +70,7 @@ async fn deployment(upstream: &str) -> Deployment {
 
 /// As [`deployment`], with `extra` appended to every node's configuration.
 async fn deployment_with(upstream: &str, extra: &str) -> Deployment {
-    let schema = Schema::new();
+    let schema = Schema::new("nodes");
     let policies = tempfile::tempdir().unwrap();
     for f in [
         "actions.cedarschema",
@@ -506,7 +433,7 @@ async fn a_flood_of_notices_is_one_reload_a_second_and_real_ones_still_arrive() 
     let count = || {
         psql_value(&format!(
             "SELECT count(*) FROM {}.audit_events WHERE kind = 'policy.reloaded'",
-            d.schema.0
+            d.schema.name()
         ))
         .parse::<u64>()
         .unwrap()
@@ -518,7 +445,7 @@ async fn a_flood_of_notices_is_one_reload_a_second_and_real_ones_still_arrive() 
         "SELECT count(pg_notify('mandate_changes:{0}', 'forged' || g || ' policies')), \
                 count(pg_notify('mandate_changes:{0}', 'forged' || g || ' lost')) \
          FROM generate_series(1, 500) g",
-        d.schema.0
+        d.schema.name()
     ));
     tokio::time::sleep(Duration::from_secs(4)).await;
     let reloads = count() - before;
@@ -638,7 +565,7 @@ fn refused_start(data: &Path, config: &str) -> String {
 
 #[test]
 fn a_node_with_another_authority_key_is_refused_before_and_after_init() {
-    let schema = Schema::new();
+    let schema = Schema::new("nodes");
     let first = format!("127.0.0.1:{}", free_port());
     let config = format!(
         "database_url = {:?}\npublic_url = \"http://{first}\"\n",
@@ -734,7 +661,7 @@ async fn a_dpop_proof_used_on_one_node_is_refused_on_another() {
 
 #[test]
 fn a_node_named_its_database_by_the_environment_is_verified_the_same_way() {
-    let schema = Schema::new();
+    let schema = Schema::new("nodes");
     // The database from the environment, as an operator might name it.
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("n1");
@@ -807,7 +734,7 @@ async fn a_node_frozen_inside_its_audit_commit_does_not_stop_the_others() {
     // for it inside its transaction; freeze node 2 meanwhile. Its session
     // then gets the lock and sits on it, as a node paused mid-commit does.
     let held = std::thread::spawn({
-        let (url, key) = (d.schema.url(), writers_lock(&d.schema.0));
+        let (url, key) = (d.schema.url(), writers_lock(d.schema.name()));
         move || {
             std::process::Command::new("psql")
                 .args([

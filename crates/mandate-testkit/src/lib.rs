@@ -11,6 +11,7 @@
     reason = "a test helper: failing loudly is its job"
 )]
 
+pub mod postgres;
 mod scenario;
 mod signing;
 
@@ -22,6 +23,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// A loopback port free now (the kernel's pick), for a server to listen on.
+///
+/// # Panics
+/// If no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
 
 /// A `mandate serve` process on a temp data dir.
 #[derive(Debug)]

@@ -9,13 +9,7 @@ use std::time::Duration;
 use mandate_client::{Client, MissionAgent, SavedMission};
 use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use mandate_testkit::free_port;
 
 /// A child process, killed when dropped.
 pub struct Proc(pub Child);
