@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 mod common;
-use common::{Proc, free_port};
+use common::{Proc, free_port, median, upstream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,14 +51,6 @@ const SAMPLES: usize = 2_000;
 const ROUNDS: usize = 3;
 const CONNECTIONS: usize = 32;
 const THROUGHPUT_SECS: u64 = 4;
-
-async fn upstream() -> String {
-    let app = axum::Router::new().fallback(|| async { "ok" });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
-}
 
 /// nginx, asked to stop when dropped: killing its master outright would
 /// leave its worker running.
@@ -268,11 +260,6 @@ fn cpu_secs(pid: u32) -> f64 {
             .unwrap_or(100.0)
     });
     ticks / hz
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

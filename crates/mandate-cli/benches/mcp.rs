@@ -28,7 +28,7 @@ use axum::response::IntoResponse as _;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{Proc, free_port};
+use common::{Proc, free_port, median};
 use std::time::{Duration, Instant};
 
 use mandate_core::MissionKey;
@@ -231,11 +231,6 @@ async fn latency(t: &Target, round: usize) -> (f64, f64) {
     }
     d.sort_by(f64::total_cmp);
     (d[d.len() / 2], d[d.len() * 99 / 100])
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

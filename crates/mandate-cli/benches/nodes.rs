@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Proc, free_port};
+use common::{Proc, free_port, median, upstream};
 
 use mandate_client::{Client, MissionAgent};
 use mandate_core::MissionKey;
@@ -47,14 +47,6 @@ const MISSIONS: usize = 32;
 const PROPAGATION_SAMPLES: usize = 50;
 
 const SCOPE: &str = "permit(principal, action == Action::\"read\", resource is Route);";
-
-async fn upstream() -> String {
-    let app = axum::Router::new().fallback(|| async { "ok" });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
-}
 
 fn config(upstream: &str, database: Option<&str>, public_url: Option<&str>) -> String {
     let mut c = String::new();
@@ -260,11 +252,6 @@ async fn commit_floors(pg_url: &str, dir: &Path) -> (f64, f64) {
         d.push(t.elapsed().as_secs_f64() * 1e6);
     }
     (pg_floor, median(d))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn percentile(mut v: Vec<f64>, p: usize) -> f64 {

@@ -11,6 +11,23 @@ use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
 
 pub use mandate_testkit::free_port;
 
+/// The middle value (the upper one of an even count).
+#[allow(dead_code, reason = "not every benchmark takes medians")]
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// An upstream that answers `ok` to everything, on loopback.
+#[allow(dead_code, reason = "not every benchmark forwards")]
+pub async fn upstream() -> String {
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
 /// A child process, killed when dropped.
 pub struct Proc(pub Child);
 impl Drop for Proc {
