@@ -552,25 +552,12 @@ impl Writer {
                 self.stop(group);
                 return;
             }
-            // Another writer (`mandate init` on the data dir) appended
-            // meanwhile. Each commit is sealed, so what it wrote carries a
-            // checkpoint signed with the authority key at its head; records
-            // without one were written without the key.
-            if let Err(why) = self.adopt(&stored) {
-                tracing::error!(
-                    writer = self.head.seq,
-                    stored = stored.seq,
-                    "records were added to the audit log without the authority key ({why}); refusing every event until a restart verifies the log"
-                );
+            // Another writer (another node, `mandate init` on the data dir)
+            // appended meanwhile.
+            if !self.take_on(stored) {
                 self.stop(group);
                 return;
             }
-            tracing::debug!(
-                from = self.head.seq,
-                to = stored.seq,
-                "another writer sealed records in the audit log; chaining after them"
-            );
-            self.head = stored;
         }
         let mut sealed = Vec::new();
         let mut head = self.head.clone();
@@ -835,23 +822,33 @@ impl Writer {
                 return false;
             }
         };
-        let mut ok = true;
-        if stored.seq > self.head.seq {
-            match self.adopt(&stored) {
-                Ok(()) => self.head = stored,
-                Err(why) => {
-                    tracing::error!(
-                        writer = self.head.seq,
-                        stored = stored.seq,
-                        "records were added to the audit log without the authority key ({why}); refusing every event until a restart verifies the log"
-                    );
-                    self.broken.store(true, Ordering::Release);
-                    ok = false;
-                }
-            }
-        }
+        let ok = stored.seq <= self.head.seq || self.take_on(stored);
         self.sink.rollback();
         ok
+    }
+
+    /// Chains after records another writer committed past this writer's
+    /// head. Each commit is sealed, so what it wrote carries a checkpoint
+    /// signed with the authority key at its head; records without one were
+    /// written without the key, and then this writer stops (`false`):
+    /// every event is refused until a restart verifies the log.
+    fn take_on(&mut self, stored: ChainHead) -> bool {
+        if let Err(why) = self.adopt(&stored) {
+            tracing::error!(
+                writer = self.head.seq,
+                stored = stored.seq,
+                "records were added to the audit log without the authority key ({why}); refusing every event until a restart verifies the log"
+            );
+            self.broken.store(true, Ordering::Release);
+            return false;
+        }
+        tracing::debug!(
+            from = self.head.seq,
+            to = stored.seq,
+            "another writer sealed records in the audit log; chaining after them"
+        );
+        self.head = stored;
+        true
     }
 
     /// Takes on a head another writer committed: it must be sealed by a
