@@ -51,7 +51,7 @@ pub(crate) fn spawn_listener(state: AppState) {
                         if o.wake_all {
                             let _ = state.0.approvals_changed.send(EVERY_APPROVAL.to_owned());
                         }
-                        reload(&state, o.why).await;
+                        reload(&state, Reload::Notice(o.why)).await;
                         next = tokio::time::Instant::now() + RELOAD_GAP;
                         continue;
                     }
@@ -89,27 +89,46 @@ pub(crate) fn spawn_listener(state: AppState) {
     });
 }
 
-/// Reloads this node's policy directory because of another node; a set
-/// that does not load is logged and the running one stays (as on SIGHUP).
-async fn reload(state: &AppState, why: &'static str) {
+/// Why the policies are reloaded outside a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reload {
+    /// The operator sent SIGHUP: the other nodes are told.
+    Sighup,
+    /// Another node's notice, and what it said.
+    Notice(&'static str),
+}
+
+/// Reloads this node's policy directory outside a request (SIGHUP, another
+/// node's notice). A set that does not load is logged and the running one
+/// stays; a loaded one is recorded as `policy.reloaded`, and after SIGHUP
+/// announced to the other nodes.
+pub(crate) async fn reload(state: &AppState, cause: Reload) {
     let s = state.clone();
     let reloaded = crate::api::on_large_stack(move || s.reload_policies()).await;
     match reloaded {
         Ok(Ok(version)) => {
-            tracing::info!(version, why, "policies reloaded");
-            let _ = state
-                .audit(
-                    "policy.reloaded",
-                    serde_json::json!({ "version": version, "by": "node notice", "why": why }),
-                )
-                .await;
+            let body = match cause {
+                Reload::Sighup => {
+                    tracing::info!(version, "policies reloaded (SIGHUP)");
+                    announce_reload(state).await;
+                    serde_json::json!({ "version": version, "by": "SIGHUP" })
+                }
+                Reload::Notice(why) => {
+                    tracing::info!(version, why, "policies reloaded");
+                    serde_json::json!({ "version": version, "by": "node notice", "why": why })
+                }
+            };
+            let _ = state.audit("policy.reloaded", body).await;
         }
         Ok(Err(diags)) => {
             for d in diags {
-                tracing::error!(why, "policy reload rejected, keeping the running set: {d}");
+                tracing::error!(
+                    ?cause,
+                    "policy reload rejected, keeping the running set: {d}"
+                );
             }
         }
-        Err(_) => tracing::error!(why, "the policy reload could not run"),
+        Err(_) => tracing::error!(?cause, "the policy reload could not run"),
     }
 }
 

@@ -215,23 +215,7 @@ fn spawn_reload_on_sighup(state: AppState) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match state.reload_policies() {
-                Ok(v) => {
-                    tracing::info!(version = v, "policies reloaded (SIGHUP)");
-                    changes::announce_reload(&state).await;
-                    let _ = state
-                        .audit(
-                            "policy.reloaded",
-                            serde_json::json!({ "version": v, "by": "SIGHUP" }),
-                        )
-                        .await;
-                }
-                Err(diags) => {
-                    for d in diags {
-                        tracing::error!("policy reload rejected, keeping the running set: {d}");
-                    }
-                }
-            }
+            changes::reload(&state, changes::Reload::Sighup).await;
         }
     });
 }
