@@ -57,7 +57,7 @@ impl DataDir {
     /// on the database its configuration names (`MANDATE_DATABASE_URL` or
     /// `database_url` in its `mandate.toml`), else on its SQLite file.
     pub async fn open(path: &Path) -> Result<Self, DataDirError> {
-        let database = configured_database(path)?;
+        let database = data_dir_config(path)?.database_url;
         Self::open_with(path, true, database.as_deref()).await
     }
 
@@ -109,10 +109,10 @@ impl DataDir {
     }
 }
 
-/// The database a data dir's configuration names, if any.
-fn configured_database(data_dir: &Path) -> Result<Option<String>, DataDirError> {
+/// The configuration of a data dir (its `mandate.toml` and the
+/// environment): its database, where its checkpoint file is, the cadence.
+fn data_dir_config(data_dir: &Path) -> Result<crate::Config, DataDirError> {
     crate::Config::load(data_dir, None, None)
-        .map(|c| c.database_url)
         .map_err(|e| DataDirError::Other(format!("cannot read the configuration: {e}")))
 }
 
@@ -259,11 +259,9 @@ pub async fn init_admin(
     admin: &PrincipalName,
     database: Option<&str>,
 ) -> Result<(SecretToken, String), DataDirError> {
-    let database = match database {
-        Some(d) => Some(d.to_owned()),
-        None => configured_database(data_dir)?,
-    };
-    let data = DataDir::open_with(data_dir, true, database.as_deref()).await?;
+    let config = data_dir_config(data_dir)?;
+    let database = database.or(config.database_url.as_deref());
+    let data = DataDir::open_with(data_dir, true, database).await?;
     let now = SystemClock.now();
     let token = SecretToken::generate(TokenKind::Api, &OsRandom)
         .map_err(|e| DataDirError::Other(e.to_string()))?;
@@ -294,7 +292,7 @@ pub async fn init_admin(
         "urn:mandate:init".into(),
         std::sync::Arc::new(SystemClock),
         {
-            let audit = audit_config(data_dir)?;
+            let audit = config.audit;
             mandate_enforce::CheckpointPolicy {
                 cadence: audit.cadence,
                 file: Some(audit.checkpoint_file),
@@ -346,7 +344,8 @@ pub async fn verify_audit(
     data_dir: &Path,
     checkpoint_files: &[PathBuf],
 ) -> Result<mandate_core::ChainReport, DataDirError> {
-    if configured_database(data_dir)?.is_none() && !data_dir.join(DB_FILE).exists() {
+    let config = data_dir_config(data_dir)?;
+    if config.database_url.is_none() && !data_dir.join(DB_FILE).exists() {
         // A node on PostgreSQL whose database was named by the flag or the
         // environment has a key here but no database file.
         let hint = if data_dir.join(KEY_FILE).exists() {
@@ -359,13 +358,12 @@ pub async fn verify_audit(
             data_dir.display()
         )));
     }
-    let audit = audit_config(data_dir)?;
-    let data = DataDir::open(data_dir).await?;
+    let data = DataDir::open_with(data_dir, true, config.database_url.as_deref()).await?;
     let jwks = data.key.jwks();
     let mut kept = Vec::new();
     // The configured checkpoint file must be there, unless it is the default
     // one (a data dir from before it existed has none).
-    let own = audit.checkpoint_file;
+    let own = config.audit.checkpoint_file;
     let configured = own != data_dir.join(crate::config::CHECKPOINT_FILE);
     for (path, must_exist) in
         std::iter::once((&own, configured)).chain(checkpoint_files.iter().map(|p| (p, true)))
@@ -383,12 +381,4 @@ pub async fn verify_audit(
     mandate_enforce::verify_stored(data.store.as_ref(), &jwks, None, &kept)
         .await?
         .map_err(|e| DataDirError::Other(e.to_string()))
-}
-
-/// The audit settings of the data dir's `mandate.toml` (where its
-/// checkpoint file is, the cadence), or the defaults without one.
-fn audit_config(data_dir: &Path) -> Result<crate::config::AuditConfig, DataDirError> {
-    crate::Config::load(data_dir, None, None)
-        .map(|c| c.audit)
-        .map_err(|e| DataDirError::Other(format!("cannot read the configuration: {e}")))
 }
