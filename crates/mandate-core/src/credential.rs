@@ -29,6 +29,11 @@ const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Actor {
     pub sub: AgentName,
+    /// The prior actor, for a delegated mission: the agent that delegated
+    /// to `sub` (RFC 8693 §4.1: the current actor outermost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub act: Option<Box<Actor>>,
 }
 
 /// Key confirmation (RFC 7800 `cnf`) by thumbprint (RFC 9449 `jkt`).
@@ -58,6 +63,13 @@ pub struct MissionClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// For a delegated mission: its ancestors, root first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<crate::delegation::ChainHop>,
+    /// For a delegated mission: base64url(SHA-256) of each delegation link,
+    /// root first (link *i* is the one `chain[i]` signed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// A credential just issued: the compact JWT and what it says.
@@ -79,6 +91,50 @@ pub fn issue_credential(
     ttl_secs: u64,
     rng: &dyn SecureRandom,
 ) -> Result<IssuedCredential, KeyError> {
+    issue_chained_credential(
+        key,
+        mission,
+        mission_key,
+        now,
+        ttl_secs,
+        rng,
+        Vec::new(),
+        Vec::new(),
+    )
+}
+
+/// As [`issue_credential`], for a delegated mission: the credential also
+/// carries its ancestors (`chain`, root first), the digests of the links
+/// that delegated each hop, and the nested `act` of every agent in it.
+///
+/// INVARIANT: `chain` holds one hop per ancestor the mission's body names,
+/// in the same order, and `links` one digest per hop.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one credential, every part named"
+)]
+pub fn issue_chained_credential(
+    key: &AuthorityKey,
+    mission: &Mission,
+    mission_key: &crate::jwk::Ed25519Jwk,
+    now: UnixTime,
+    ttl_secs: u64,
+    rng: &dyn SecureRandom,
+    chain: Vec<crate::delegation::ChainHop>,
+    links: Vec<String>,
+) -> Result<IssuedCredential, KeyError> {
+    let ancestors = &mission.body.ancestors;
+    if chain.len() != ancestors.len()
+        || links.len() != ancestors.len()
+        || chain
+            .iter()
+            .zip(ancestors)
+            .any(|(h, a)| h.mission_id != a.id || h.mission_s256 != a.s256)
+    {
+        return Err(KeyError::Sign(
+            "the chain does not match the mission's ancestors".into(),
+        ));
+    }
     // Only the public key's defining members travel (RFC 7638 §3).
     let public = mission_key
         .public_bytes()
@@ -95,9 +151,7 @@ pub fn issue_credential(
     let claims = MissionClaims {
         iss: mission.body.iss.clone(),
         sub: mission.body.principal.clone(),
-        act: Actor {
-            sub: mission.body.agent.clone(),
-        },
+        act: crate::delegation::nested_actor(&mission.body.agent, &chain),
         mission_id: mission.body.id.clone(),
         mission_s256: mission.s256.clone(),
         cnf: Confirmation {
@@ -107,6 +161,8 @@ pub fn issue_credential(
         iat: now.0,
         exp: exp.0,
         jti: b64::encode(&jti),
+        chain,
+        links,
     };
     let token = key.sign_jwt(CREDENTIAL_TYP, &claims)?;
     Ok(IssuedCredential { token, claims })

@@ -97,6 +97,40 @@ pub struct Outcome {
     /// will do.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub step_up: bool,
+    /// For a delegated mission: the ancestor whose policy stopped or
+    /// escalated the call (none when the mission's own policy or the
+    /// organisation's decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<Hop>,
+}
+
+/// A hop of a delegation chain, as a decision names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Hop {
+    /// 1 for the root mission.
+    pub depth: u32,
+    pub mission: String,
+    pub agent: String,
+}
+
+impl Hop {
+    fn of(m: &Mission) -> Self {
+        Self {
+            depth: m.body.depth(),
+            mission: m.body.id.to_string(),
+            agent: m.body.agent.to_string(),
+        }
+    }
+}
+
+/// An ancestor of the deciding mission, root first, with its compiled
+/// policies and its budget count (for `principal.mission.budget_used`).
+#[derive(Debug, Clone, Copy)]
+pub struct Ancestor<'a> {
+    pub mission: &'a Mission,
+    pub policies: &'a MissionPolicySet,
+    pub budget_used: u64,
 }
 
 impl Outcome {
@@ -109,6 +143,7 @@ impl Outcome {
             detail: String::new(),
             approvers: Vec::new(),
             step_up: false,
+            hop: None,
         }
     }
 
@@ -374,17 +409,16 @@ pub fn state_check(mission: &Mission, now: UnixTime, budget_used: u64) -> Result
     Ok(())
 }
 
-fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entities), String> {
-    // Only declared actions: an unknown one would match no group and could
-    // slip past a boundary written over a group.
-    let Some(shape) = org.actions.get(req.action) else {
-        return Err(format!("unknown action `{}`", req.action));
-    };
-    let body = &req.mission.body;
-    let user = uid("User", body.principal.as_str())?;
+/// The `Mission` and `Agent` entities of one hop.
+fn hop_entities(
+    m: &Mission,
+    user: &EntityUid,
+    budget_used: u64,
+) -> Result<(EntityUid, [Entity; 2]), String> {
+    let body = &m.body;
     let mission = uid("Mission", body.id.as_str())?;
     let agent = uid("Agent", body.agent.as_str())?;
-    let started_at = match &req.mission.status {
+    let started_at = match &m.status {
         crate::mission::MissionStatus::Active { started_at, .. } => started_at.0,
         _ => body.created_at,
     };
@@ -403,7 +437,7 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
             ("tags".to_owned(), RestrictedExpression::new_set([])),
             ("attested".to_owned(), RestrictedExpression::new_bool(false)),
             ("budget".to_owned(), long(body.budget.requests)),
-            ("budget_used".to_owned(), long(req.budget_used)),
+            ("budget_used".to_owned(), long(budget_used)),
             ("started_at".to_owned(), long(started_at)),
             ("expires_at".to_owned(), long(body.expires_at)),
         ]
@@ -423,22 +457,50 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
         HashSet::new(),
     )
     .map_err(|e| e.to_string())?;
+    Ok((agent, [mission_entity, agent_entity]))
+}
+
+/// The request (the deciding mission's agent as principal), one request
+/// per ancestor (its agent as principal: "would this hop be allowed the
+/// call"), and the entities all of them read.
+type Built = (Request, Vec<Request>, Entities);
+
+fn build(
+    org: &OrgPolicies,
+    req: &DecisionRequest<'_>,
+    ancestors: &[Ancestor<'_>],
+) -> Result<Built, String> {
+    // Only declared actions: an unknown one would match no group and could
+    // slip past a boundary written over a group.
+    let Some(shape) = org.actions.get(req.action) else {
+        return Err(format!("unknown action `{}`", req.action));
+    };
+    let user = uid("User", req.mission.body.principal.as_str())?;
+    let (agent, [mission_entity, agent_entity]) =
+        hop_entities(req.mission, &user, req.budget_used)?;
     let resource = req.resource.entity()?;
     let resource_uid = req.resource.uid()?;
+    let mut all = vec![
+        Entity::new_no_attrs(user.clone(), HashSet::new()),
+        mission_entity,
+        agent_entity,
+        resource,
+    ];
+    let mut hop_agents = Vec::with_capacity(ancestors.len());
+    for a in ancestors {
+        if a.mission.body.principal != req.mission.body.principal {
+            return Err("an ancestor belongs to another principal".into());
+        }
+        let (hop_agent, entities) = hop_entities(a.mission, &user, a.budget_used)?;
+        hop_agents.push(hop_agent);
+        all.extend(entities);
+    }
     // The schema's action entities carry the action groups; a condition
     // may read any action's, not only the request's own.
     let entities = org
         .action_entities
         .clone()
-        .add_entities(
-            [
-                Entity::new_no_attrs(user, HashSet::new()),
-                mission_entity,
-                agent_entity,
-                resource,
-            ],
-            None,
-        )
+        .add_entities(all, None)
         .map_err(|e| e.to_string())?;
     if let Some(k) = req
         .context
@@ -473,9 +535,24 @@ fn build(org: &OrgPolicies, req: &DecisionRequest<'_>) -> Result<(Request, Entit
         (context, false)
     };
     let schema = (!checked).then_some(schema);
+    // Every hop's principal is an `Agent`, so one schema check covers them
+    // all; the hops' requests are built unchecked after it.
+    let hops = hop_agents
+        .into_iter()
+        .map(|a| {
+            Request::new(
+                a,
+                action.clone(),
+                resource_uid.clone(),
+                context.clone(),
+                None,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let request =
         Request::new(agent, action, resource_uid, context, schema).map_err(|e| e.to_string())?;
-    Ok((request, entities))
+    Ok((request, hops, entities))
 }
 
 /// What matched, by kind.
@@ -501,7 +578,29 @@ pub fn decide(
     grants: &GrantSet,
     req: &DecisionRequest<'_>,
 ) -> Outcome {
-    let (request, entities) = match build(org, req) {
+    decide_chain(org, &[], mission, grants, req)
+}
+
+/// Decides a request of a delegated mission: the conjunction of the
+/// mission's own decision and what each ancestor (root first) would decide
+/// for the same call, as that ancestor's agent, under its own policies and
+/// the organisation's. A boundary at any hop denies; an escalation at any
+/// hop escalates; a hop whose scope does not cover the call makes it out
+/// of scope, decided by that hop's `out_of_scope` (so a parent that says
+/// `deny` cannot be talked past by its child). Only the deciding mission's
+/// grants count: a person's approval for this child is the one way past a
+/// parent's scope, never past a boundary. State checks must have passed
+/// for the mission; ancestors end with their descendants (the store's
+/// invariant), so a live mission has live ancestors.
+#[must_use]
+pub fn decide_chain(
+    org: &OrgPolicies,
+    ancestors: &[Ancestor<'_>],
+    mission: &MissionPolicySet,
+    grants: &GrantSet,
+    req: &DecisionRequest<'_>,
+) -> Outcome {
+    let (request, hop_requests, entities) = match build(org, req, ancestors) {
         Ok(built) => built,
         Err(e) => return Outcome::deny(ReasonCode::INVALID_REQUEST, e),
     };
@@ -528,6 +627,62 @@ pub fn decide(
             break;
         }
     }
+    // The ancestors, each as its own agent: the organisation's policies
+    // that depend on who acts, and the ancestor's own.
+    let mut first_hop: Option<Hop> = None;
+    let mut ancestor_out_of_scope = false;
+    if m.boundary.is_empty() {
+        // Org scope policies that answer alike for every hop and matched
+        // for the mission match for each ancestor too.
+        let org_scope_for_all = m.scope.iter().any(|id| {
+            let pid = PolicyId::new(id);
+            org.policies.kind(&pid) == Some(PolicyKind::Scope) && org.per_hop.kind(&pid).is_none()
+        });
+        for (a, hop_request) in ancestors.iter().zip(&hop_requests) {
+            let mut h = Matched::default();
+            for set in [&org.per_hop, &a.policies.0] {
+                if set.is_empty() {
+                    continue;
+                }
+                if let Err(mut outcome) = evaluate(set, hop_request, &entities, &mut h) {
+                    outcome.hop = Some(Hop::of(a.mission));
+                    return *outcome;
+                }
+            }
+            if !h.boundary.is_empty() {
+                h.boundary.sort();
+                h.boundary.dedup();
+                return Outcome {
+                    hop: Some(Hop::of(a.mission)),
+                    detail: format!(
+                        "a boundary of ancestor mission `{}` (depth {}) forbids it",
+                        a.mission.body.id,
+                        a.mission.body.depth()
+                    ),
+                    ..Outcome::new(Decision::Deny, ReasonCode::BOUNDARY, h.boundary)
+                };
+            }
+            let in_scope = org_scope_for_all || !h.scope.is_empty();
+            if !in_scope && h.escalate.is_empty() {
+                if a.mission.body.out_of_scope == OutOfScope::Deny {
+                    return Outcome {
+                        hop: Some(Hop::of(a.mission)),
+                        detail: format!(
+                            "outside the scope of ancestor mission `{}` (depth {}), which does not negotiate",
+                            a.mission.body.id,
+                            a.mission.body.depth()
+                        ),
+                        ..Outcome::new(Decision::Deny, ReasonCode::OUT_OF_SCOPE, Vec::new())
+                    };
+                }
+                ancestor_out_of_scope = true;
+            }
+            if (!in_scope || !h.escalate.is_empty()) && first_hop.is_none() {
+                first_hop = Some(Hop::of(a.mission));
+            }
+            m.escalate.append(&mut h.escalate);
+        }
+    }
     // Who may approve. The organisation's escalate policies that name
     // approvers decide (a decider must be named by each of them); if none
     // does, the mission's principal. A mission's own `@approvers` can only
@@ -539,7 +694,14 @@ pub fn decide(
         let pid = PolicyId::new(id);
         let (terms, from_org) = match org.policies.escalations.get(&pid) {
             Some(t) => (Some(t), true),
-            None => (mission.0.escalations.get(&pid), false),
+            None => (
+                mission.0.escalations.get(&pid).or_else(|| {
+                    ancestors
+                        .iter()
+                        .find_map(|a| a.policies.0.escalations.get(&pid))
+                }),
+                false,
+            ),
         };
         let Some(t) = terms else { continue };
         m.step_up |= t.step_up;
@@ -582,7 +744,22 @@ pub fn decide(
     }
     m.approvers = entitled.into_iter().collect();
     m.step_up |= req.required == Trust::Approved;
-    outcome(m, req.mission.body.out_of_scope)
+    let mut mode = req.mission.body.out_of_scope;
+    if ancestor_out_of_scope {
+        // An ancestor's scope does not cover the call (and it negotiates):
+        // the call is out of scope for the chain, whatever the mission's
+        // own scope says; the mission's own mode applies only where the
+        // mission itself is out of scope.
+        if !m.scope.is_empty() {
+            mode = OutOfScope::Escalate;
+        }
+        m.scope.clear();
+    }
+    let mut decided = outcome(m, mode);
+    if decided.decision != Decision::Allow || decided.grant.is_some() {
+        decided.hop = first_hop;
+    }
+    decided
 }
 
 fn evaluate(

@@ -46,9 +46,28 @@ macro_rules! openapi_string {
     };
 }
 
+/// An agent's name: a registered agent's name, or an ephemeral sub-agent's,
+/// `label@mission-id` (the label its delegator gave it and the id of the
+/// one mission it exists for). The `@` form can never be registered, so an
+/// ephemeral sub-agent never shares a name with a registered agent.
+fn check_agent_name(kind: &'static str, s: &str) -> Result<(), InputError> {
+    match s.split_once('@') {
+        None => check_name(kind, s),
+        Some((label, mission)) => {
+            if label.len() > 32 || MissionId::try_from(mission.to_owned()).is_err() {
+                return Err(InputError::BadName {
+                    kind,
+                    value: s.chars().take(80).collect(),
+                });
+            }
+            check_name(kind, label)
+        }
+    }
+}
+
 macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
-        openapi_string!($name, "^[a-z0-9][a-z0-9._-]{0,63}$");
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:ident, $pattern:literal) => {
+        openapi_string!($name, $pattern);
 
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,7 +84,7 @@ macro_rules! name_type {
         impl TryFrom<String> for $name {
             type Error = InputError;
             fn try_from(s: String) -> Result<Self, InputError> {
-                check_name($kind, &s)?;
+                $check($kind, &s)?;
                 Ok(Self(s))
             }
         }
@@ -94,13 +113,34 @@ macro_rules! name_type {
 name_type!(
     /// A principal's name, e.g. `alice`: who delegates. `User::"alice"` in Cedar.
     PrincipalName,
-    "principal"
+    "principal",
+    check_name,
+    "^[a-z0-9][a-z0-9._-]{0,63}$"
 );
 name_type!(
-    /// A registered agent's name, e.g. `billing-bot`.
+    /// An agent's name: a registered agent's, e.g. `billing-bot`, or an
+    /// ephemeral sub-agent's, e.g. `summarizer@msn_…` (see
+    /// [`AgentName::is_ephemeral`]).
     AgentName,
-    "agent"
+    "agent",
+    check_agent_name,
+    "^[a-z0-9][a-z0-9._-]{0,63}(@msn_[0-9a-f]{32})?$"
 );
+
+impl AgentName {
+    /// Whether this names an ephemeral sub-agent (`label@mission-id`): an
+    /// identity that exists only for that one mission, whose only proof is
+    /// the mission key; never registered, never a delegation's target.
+    #[must_use]
+    pub fn is_ephemeral(&self) -> bool {
+        self.0.contains('@')
+    }
+
+    /// The name of an ephemeral sub-agent labelled `label` for `mission`.
+    pub fn ephemeral(label: &str, mission: &MissionId) -> Result<Self, InputError> {
+        Self::try_from(format!("{label}@{mission}"))
+    }
+}
 
 macro_rules! random_id_type {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {

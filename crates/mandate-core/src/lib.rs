@@ -10,6 +10,7 @@ mod b64;
 mod clock;
 mod credential;
 mod decision;
+mod delegation;
 mod error;
 mod grant;
 pub mod httpsig;
@@ -38,11 +39,16 @@ pub use b64::s256;
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{
     Actor, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims, SignedCredential,
-    UnverifiedCredential, VerifiedCredential, issue_credential,
+    UnverifiedCredential, VerifiedCredential, issue_chained_credential, issue_credential,
 };
 pub use decision::{
-    Decision, DecisionRequest, Outcome, ReasonCode, ResourceKind, ResourceRef, Trust, decide,
-    state_check,
+    Ancestor, Decision, DecisionRequest, Hop, Outcome, ReasonCode, ResourceKind, ResourceRef,
+    Trust, decide, decide_chain, state_check,
+};
+pub use delegation::{
+    ChainHop, DEFAULT_MAX_DEPTH, DelegationChainError, DelegationError, LINK_TYP, LinkClaims,
+    LinkParty, MissionRef, VerifiedChain, VerifiedHop, link_digest, nested_actor,
+    verify_delegation_chain, verify_link,
 };
 pub use error::{CredentialError, InputError, KeyError, ProofError};
 pub use grant::{ExactGrant, GrantScope, pattern_policy, request_digest};
@@ -50,8 +56,8 @@ pub use ids::{AgentName, ApiTokenId, ApprovalId, GrantId, MissionId, PrincipalNa
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
 pub use keys::{AuthorityKey, MissionKey};
 pub use mission::{
-    Budget, EndReason, Mission, MissionBody, MissionLimits, MissionPolicies, MissionSpec,
-    MissionState, MissionStatus, OutOfScope, mission_s256,
+    Budget, ChildSpec, EndReason, Mission, MissionBody, MissionLimits, MissionPolicies,
+    MissionSpec, MissionState, MissionStatus, OutOfScope, mission_s256,
 };
 pub use policy::{
     BASE_SCHEMA, EscalationTerms, GrantSet, KindedSet, MissionPolicySet, OrgPolicies,

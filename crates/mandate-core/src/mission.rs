@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::b64;
 use crate::clock::UnixTime;
 use crate::credential::MissionClaims;
+use crate::delegation::MissionRef;
 use crate::error::{CredentialError, InputError};
 use crate::ids::{AgentName, MissionId, PrincipalName};
 use crate::jwk::Thumbprint;
@@ -104,9 +105,102 @@ pub struct MissionBody {
     pub out_of_scope: OutOfScope,
     pub created_at: u64,
     pub expires_at: u64,
+    /// For a delegated mission: its ancestors, root first (the last is its
+    /// parent). Empty for a mission a principal delegated directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<MissionRef>,
+}
+
+/// What a running mission asks to delegate to a sub-agent.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    /// The child's agent and policies, TTL and budget. The principal is the
+    /// parent's.
+    pub spec: MissionSpec,
+    /// Whether `spec.agent` is an ephemeral sub-agent the parent names.
+    pub ephemeral: bool,
 }
 
 impl MissionBody {
+    /// How deep in its chain the mission sits: a principal's own mission
+    /// is 1.
+    #[must_use]
+    pub fn depth(&self) -> u32 {
+        u32::try_from(self.ancestors.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
+    /// The mission this one was delegated from, if any.
+    #[must_use]
+    pub fn parent(&self) -> Option<&MissionRef> {
+        self.ancestors.last()
+    }
+
+    /// Checks a child mission against its running parent and fixes its
+    /// body. Only narrowing is accepted: the child ends no later than the
+    /// parent, spends at most `budget_left` (what the parent has not used
+    /// or carved out before), is no deeper than `max_depth`, and acts as
+    /// an agent not already in the chain. `chain_agents` are the agents of
+    /// the parent's ancestors and the parent.
+    #[expect(clippy::too_many_arguments, reason = "each bound is its own input")]
+    pub fn delegated(
+        child: ChildSpec,
+        id: MissionId,
+        parent: &Mission,
+        chain_agents: &[AgentName],
+        budget_left: u64,
+        now: UnixTime,
+        limits: MissionLimits,
+        max_depth: u32,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<Self, crate::delegation::DelegationError> {
+        use crate::delegation::DelegationError;
+        let ChildSpec { spec, ephemeral } = child;
+        if spec.agent.is_ephemeral() != ephemeral {
+            return Err(DelegationError::EphemeralTarget(spec.agent));
+        }
+        let depth = parent.body.depth().saturating_add(1);
+        if depth > max_depth {
+            return Err(DelegationError::TooDeep {
+                max: max_depth,
+                got: depth,
+            });
+        }
+        if spec.agent == parent.body.agent || chain_agents.contains(&spec.agent) {
+            return Err(DelegationError::AgentInChain(spec.agent));
+        }
+        let left = parent.body.expires_at.saturating_sub(now.0);
+        if spec.ttl_secs > left {
+            return Err(DelegationError::TtlWidens {
+                max: left,
+                got: spec.ttl_secs,
+            });
+        }
+        if spec.budget > budget_left {
+            return Err(DelegationError::BudgetWidens {
+                max: budget_left,
+                got: spec.budget,
+            });
+        }
+        let mut body = Self::new(
+            spec,
+            id,
+            &parent.body.iss,
+            parent.body.principal.clone(),
+            now,
+            limits,
+            schema,
+        )
+        .map_err(|e| DelegationError::BadProposal(e.to_string()))?;
+        body.ancestors = parent.body.ancestors.clone();
+        body.ancestors.push(MissionRef {
+            id: parent.body.id.clone(),
+            s256: parent.s256.clone(),
+        });
+        Ok(body)
+    }
+
     /// Checks a spec against `limits` and Cedar, and fixes the body.
     /// `schema`, when given, validates the policies against it.
     pub fn new(
@@ -159,6 +253,7 @@ impl MissionBody {
             out_of_scope,
             created_at: now.0,
             expires_at: now.plus(ttl_secs).0,
+            ancestors: Vec::new(),
         })
     }
 }

@@ -135,6 +135,48 @@ impl KindedSet {
         self.kinds.get(id).copied()
     }
 
+    /// The subset whose answer may depend on the principal: a principal
+    /// constraint in the scope, or the `principal` variable anywhere in a
+    /// condition (read from the policy's JSON form). A policy that cannot
+    /// be read that way counts as dependent.
+    fn principal_dependent(&self) -> Result<Self, PolicyDiagnostic> {
+        fn mentions_principal(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Object(o) => o.iter().any(|(k, v)| {
+                    (k == "Var" && v.as_str() == Some("principal")) || mentions_principal(v)
+                }),
+                serde_json::Value::Array(a) => a.iter().any(mentions_principal),
+                _ => false,
+            }
+        }
+        let mut out = Self::default();
+        for p in self.set.policies() {
+            let dependent = !matches!(
+                p.principal_constraint(),
+                cedar_policy::PrincipalConstraint::Any
+            ) || p.to_json().map_or(true, |j| {
+                j.get("conditions").is_some_and(mentions_principal)
+            });
+            if !dependent {
+                continue;
+            }
+            let id = p.id().clone();
+            out.set.add(p.clone()).map_err(|e| PolicyDiagnostic {
+                source: "policies".into(),
+                line: 1,
+                col: 1,
+                message: e.to_string(),
+            })?;
+            if let Some(k) = self.kinds.get(&id) {
+                out.kinds.insert(id.clone(), *k);
+            }
+            if let Some(t) = self.escalations.get(&id) {
+                out.escalations.insert(id, t.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Parses `source` into this set. `default` is the kind of policies
     /// without a `@kind`; `required` (if given) is the only kind allowed.
     fn add_source(
@@ -364,6 +406,11 @@ fn validate(
 #[derive(Debug, Clone)]
 pub struct OrgPolicies {
     pub(crate) policies: KindedSet,
+    /// The policies whose answer may depend on who acts (a principal
+    /// constraint, or `principal` in a condition): the ones a delegated
+    /// call re-evaluates as each ancestor in its chain. Every other policy
+    /// answers the same for every hop, so it is evaluated once.
+    pub(crate) per_hop: KindedSet,
     schema: Schema,
     /// The schema's action entities (with their groups, transitively
     /// closed), added to every request so that `action in
@@ -420,6 +467,7 @@ impl OrgPolicies {
         let (action_entities, actions) = actions_of(&schema)?;
         Ok(Self {
             policies: KindedSet::default(),
+            per_hop: KindedSet::default(),
             schema,
             action_entities,
             actions,
@@ -445,8 +493,10 @@ impl OrgPolicies {
         let refs: Vec<&PolicySource> = policies.iter().collect();
         validate(&set, &schema, &refs)?;
         let (action_entities, actions) = actions_of(&schema).map_err(|d| vec![d])?;
+        let per_hop = set.principal_dependent().map_err(|d| vec![d])?;
         Ok(Self {
             policies: set,
+            per_hop,
             schema,
             action_entities,
             actions,

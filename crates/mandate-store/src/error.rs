@@ -66,3 +66,24 @@ impl From<sqlx::Error> for ApprovalError {
         Self::Store(e.into())
     }
 }
+
+/// Why a child mission could not be delegated. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    #[error("the parent mission is not active")]
+    ParentNotActive,
+    #[error("the parent mission is bound to another key")]
+    KeyMismatch,
+    #[error("the parent has {left} requests left to delegate; {asked} were asked")]
+    BudgetWidens { left: u64, asked: u64 },
+    #[error("no live agent `{0}` of the mission's principal")]
+    NoSuchAgent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for DelegateError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}

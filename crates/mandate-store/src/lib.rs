@@ -11,11 +11,11 @@ mod postgres;
 mod rows;
 mod sqlite;
 
-pub use error::{ApprovalError, StartError, StoreError};
+pub use error::{ApprovalError, DelegateError, StartError, StoreError};
 pub use model::{
     Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter,
-    GrantRecord, NewApproval, NewGrant, NewMission, Principal, Resolution, Revocation,
-    RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
+    GrantRecord, NewApproval, NewDelegation, NewGrant, NewMission, Principal, Resolution,
+    Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -98,7 +98,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         jkt: &Thumbprint,
         now: UnixTime,
     ) -> Result<Mission, StartError>;
+    /// Stores a child mission delegated by a running parent, with the link
+    /// its parent signed, atomically: the parent must be active, unexpired
+    /// at `now` and still bound to `parent_jkt`; the child's budget is
+    /// carved out of what the parent has left (the parent's count grows by
+    /// it, so of racing delegations only those that fit succeed); the
+    /// child's agent must be a live agent of the same principal, or, for
+    /// an ephemeral sub-agent (`label@mission`), is recorded as one (never
+    /// listed among the registered agents).
+    async fn delegate(&self, d: &NewDelegation) -> Result<(), DelegateError> {
+        let _ = d;
+        Err(StoreError::Backend("delegation is not implemented by this store".into()).into())
+    }
+    /// The link that delegated `child`, as its parent presented it.
+    async fn delegation_link(&self, child: &MissionId) -> Result<Option<String>, StoreError> {
+        let _ = child;
+        Err(StoreError::Backend(
+            "delegation is not implemented by this store".into(),
+        ))
+    }
+    /// A mission and every mission delegated below it, parents before
+    /// their children.
+    async fn mission_tree(&self, root: &MissionId) -> Result<Vec<Mission>, StoreError> {
+        let _ = root;
+        Err(StoreError::Backend(
+            "delegation is not implemented by this store".into(),
+        ))
+    }
     /// Ends a mission that has not ended. Returns the mission as it now is.
+    ///
+    /// INVARIANT (here and in [`Self::revoke`]): ending a mission ends every
+    /// mission delegated below it in the same transaction, so a live
+    /// mission always has live ancestors.
     async fn end_mission(
         &self,
         id: &MissionId,

@@ -42,6 +42,22 @@ pub struct NewMission {
     pub start_token_expires_at: UnixTime,
 }
 
+/// A child mission to store (see [`Store::delegate`](crate::Store::delegate)).
+/// Its body's last ancestor is the parent.
+#[derive(Debug, Clone)]
+pub struct NewDelegation {
+    pub mission: NewMission,
+    /// The key the parent must still be bound to: the one that proved the
+    /// request and signed the link.
+    pub parent_jkt: mandate_core::Thumbprint,
+    /// The parent's budget (from its immutable body).
+    pub parent_budget: u64,
+    /// The delegation link (a JWS signed by the parent's mission key), as
+    /// presented.
+    pub link: String,
+    pub now: UnixTime,
+}
+
 /// What can be revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationKind {
