@@ -445,6 +445,19 @@ pub enum MissionCmd {
         #[arg(long)]
         wait: Option<u64>,
     },
+    /// Agent side: delegate part of this mission to a sub-agent (a child
+    /// mission that can only narrow this one); prints the child's one-time
+    /// start token.
+    Delegate(DelegateArgs),
+    /// Show a mission and every mission delegated below it, with states.
+    Tree { id: String },
+    /// Agent side: print this mission's credential and delegation links as
+    /// JSON, for `mandate credential verify --chain`.
+    Chain {
+        /// The mission state file written by `mission start`.
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Agent side: print the mission credential, refreshing it if it is about to expire.
     Credential {
         /// The mission state file written by `mission start`.
@@ -484,6 +497,45 @@ pub struct CreateMissionArgs {
     pub out_of_scope: OutOfScopeArg,
 }
 
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// The parent mission's state file (written by `mission start`).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// A registered agent of the same principal.
+    #[arg(
+        long,
+        required_unless_present = "ephemeral",
+        conflicts_with = "ephemeral"
+    )]
+    pub agent: Option<String>,
+    /// Or an ephemeral sub-agent, by a label (it becomes `label@<child mission>`).
+    #[arg(long)]
+    pub ephemeral: Option<String>,
+    /// What the child is for, in words.
+    #[arg(long)]
+    pub goal: String,
+    /// Cedar file with `permit` policies: the child's scope (the parent's
+    /// and every ancestor's policies apply as well).
+    #[arg(long)]
+    pub scope: Option<PathBuf>,
+    /// Cedar file with extra `forbid` policies.
+    #[arg(long)]
+    pub boundaries: Option<PathBuf>,
+    /// Cedar file with extra escalation rules.
+    #[arg(long)]
+    pub escalations: Option<PathBuf>,
+    /// Lifetime, e.g. `15m` [default: what is left of the parent's, at most 1h].
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Allowed requests, carved out of what the parent has left.
+    #[arg(long)]
+    pub budget: u64,
+    /// What happens outside the child's scope.
+    #[arg(long, value_enum, default_value = "escalate")]
+    pub out_of_scope: OutOfScopeArg,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutOfScopeArg {
     Escalate,
@@ -509,10 +561,16 @@ pub enum RevokeKind {
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialCmd {
-    /// Verify a credential offline: signature, issuer, expiry, key binding claims.
+    /// Verify a credential offline: signature, issuer, expiry, key binding
+    /// claims; with `--chain`, every delegation link of its chain as well.
     Verify {
         /// The credential, or `-` for standard input.
-        credential: String,
+        #[arg(required_unless_present = "chain", conflicts_with = "chain")]
+        credential: Option<String>,
+        /// A credential with its delegation links, as `mandate mission
+        /// chain` prints them (a file, or `-` for standard input).
+        #[arg(long)]
+        chain: Option<String>,
         /// JWKS as a URL (`http(s)://…`) or a file.
         #[arg(long)]
         jwks: String,

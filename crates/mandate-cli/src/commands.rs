@@ -5,13 +5,17 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use mandate_client::{Client, ClientError, MissionAgent, SavedMission, fetch_jwks};
-use mandate_core::wire::{CreateMissionRequest, CreateTokenRequest, RegisterAgentRequest};
-use mandate_core::{Clock as _, PrincipalName, SystemClock, UnverifiedCredential};
+use mandate_core::wire::{
+    ChainBundle, CreateMissionRequest, CreateTokenRequest, DelegateRequest, RegisterAgentRequest,
+};
+use mandate_core::{
+    Clock as _, DelegationChainError, PrincipalName, SystemClock, verify_delegation_chain,
+};
 use serde_json::json;
 
 use crate::args::{
-    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, McpCmd, MissionCmd, OutOfScopeArg,
-    PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
+    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, DelegateArgs, McpCmd, MissionCmd,
+    OutOfScopeArg, PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
 };
 use crate::output::{self, when};
 
@@ -796,6 +800,32 @@ async fn mission(
                 bail!("the gateway answered {status}");
             }
         }
+        MissionCmd::Delegate(a) => delegate(a, json).await?,
+        MissionCmd::Tree { id } => {
+            let tree = client()?.mission_tree(&id).await?;
+            if json {
+                output::json(&tree)?
+            } else {
+                for m in &tree {
+                    let indent =
+                        "  ".repeat(usize::try_from(m.depth.saturating_sub(1)).unwrap_or(0));
+                    println!("{indent}{}", output::mission_line(m));
+                }
+            }
+        }
+        MissionCmd::Chain { state } => {
+            let mut agent = MissionAgent::load(&read_state(&state)?).await?;
+            let before = agent.credential().to_owned();
+            agent.fresh_credential().await?;
+            if agent.credential() != before {
+                write_state(&state, &agent.save()?, false)?;
+            }
+            let chain = agent.chain().await?;
+            output::json(&ChainBundle {
+                credential: agent.credential().to_owned(),
+                links: chain.links,
+            })?;
+        }
         MissionCmd::Credential { state, refresh } => {
             let mut agent = MissionAgent::load(&read_state(&state)?).await?;
             let before = agent.credential().to_owned();
@@ -875,14 +905,71 @@ async fn create_mission(c: Client, a: CreateMissionArgs, json: bool) -> anyhow::
     Ok(())
 }
 
+async fn delegate(a: DelegateArgs, json: bool) -> anyhow::Result<()> {
+    let agent = MissionAgent::load(&read_state(&a.state)?).await?;
+    let req = DelegateRequest {
+        agent: a.agent,
+        ephemeral: a.ephemeral,
+        goal: a.goal,
+        scope: read_policy(a.scope.as_deref())?,
+        boundaries: read_policy(a.boundaries.as_deref())?,
+        escalations: read_policy(a.escalations.as_deref())?,
+        ttl_seconds: a.ttl.as_deref().map(parse_duration).transpose()?,
+        budget: a.budget,
+        out_of_scope: Some(match a.out_of_scope {
+            OutOfScopeArg::Escalate => "escalate".into(),
+            OutOfScopeArg::Deny => "deny".into(),
+        }),
+    };
+    let created = agent.delegate(&req).await?;
+    if json {
+        output::json(&created)?;
+    } else {
+        let m = &created.mission;
+        println!(
+            "delegated mission {} to `{}` (depth {}, budget {}, expires {})",
+            m.id,
+            m.agent,
+            m.depth,
+            m.budget,
+            when(m.expires_at)
+        );
+        println!("parent {}", agent.mission_id());
+        println!("mission_s256 {}", m.mission_s256);
+        println!(
+            "\nstart token (single use, valid until {}); hand it to the sub-agent:\n",
+            when(created.start_token_expires_at)
+        );
+        println!("  {}\n", created.start_token);
+    }
+    Ok(())
+}
+
 async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         CredentialCmd::Verify {
             credential,
+            chain,
             jwks,
             issuer,
         } => {
-            let credential = arg_or_stdin(&credential)?;
+            let bundle = match (credential, chain) {
+                (Some(c), _) => ChainBundle {
+                    credential: arg_or_stdin(&c)?,
+                    links: Vec::new(),
+                },
+                (None, Some(f)) => {
+                    let text = if f == "-" {
+                        arg_or_stdin("-")?
+                    } else {
+                        fs::read_to_string(&f).with_context(|| format!("cannot read `{f}`"))?
+                    };
+                    serde_json::from_str(&text).map_err(|e| {
+                        anyhow!("`{f}` is not a chain (`mandate mission chain` prints one): {e}")
+                    })?
+                }
+                (None, None) => bail!("give a credential or --chain"),
+            };
             let (keys, default_issuer) = if jwks.starts_with("http://")
                 || jwks.starts_with("https://")
             {
@@ -903,12 +990,25 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
             let issuer = issuer
                 .or(default_issuer)
                 .ok_or_else(|| anyhow!("give --issuer: it cannot be inferred from `{jwks}`"))?;
-            let verified = UnverifiedCredential::parse(&credential)
-                .and_then(|u| u.verify(&keys, &issuer, SystemClock.now()))
-                .map_err(|e| anyhow!("credential refused: {e} ({})", e.code()))?;
+            let verified = verify_delegation_chain(
+                &bundle.credential,
+                &bundle.links,
+                &keys,
+                &issuer,
+                SystemClock.now(),
+            )
+            .map_err(|e| match e {
+                DelegationChainError::Credential(e) => {
+                    anyhow!("credential refused: {e} ({})", e.code())
+                }
+                DelegationChainError::LinkCount { .. } if bundle.links.is_empty() => anyhow!(
+                    "chain refused: {e}; a delegated mission's credential is verified with its links (`mandate mission chain` prints both) (bad_chain)"
+                ),
+                e => anyhow!("chain refused: {e} ({})", e.code()),
+            })?;
             let c = &verified.claims;
             if json {
-                output::json(&json!({ "valid": true, "claims": c }))?;
+                output::json(&json!({ "valid": true, "claims": c, "chain": verified.hops }))?;
             } else {
                 println!("valid mission credential (signature, issuer, expiry checked offline)");
                 println!("  issuer        {}", c.iss);
@@ -919,6 +1019,29 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                 println!("  key (jkt)     {}", c.cnf.jkt);
                 println!("  issued        {}", when(c.iat));
                 println!("  expires       {}", when(c.exp));
+                if verified.hops.len() > 1 {
+                    println!(
+                        "  chain         {} hops, every link signed by its parent's mission key:",
+                        verified.hops.len()
+                    );
+                    println!("    {} delegated to", c.sub);
+                    for h in &verified.hops {
+                        let by = h
+                            .link
+                            .as_ref()
+                            .map(|l| {
+                                format!(
+                                    ", delegated by `{}` (key {})",
+                                    l.parent.agent, l.parent_jkt
+                                )
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "    {}. `{}` on mission {}{by}",
+                            h.depth, h.agent, h.mission_id
+                        );
+                    }
+                }
                 println!(
                     "(offline: revocation and mission end are not visible; use `mandate credential introspect`)"
                 );

@@ -5,8 +5,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use mandate_core::wire::{
-    ApprovalView, Configuration, CredentialResponse, EndMissionRequest, MissionView,
-    StartMissionRequest,
+    ApprovalView, ChainView, CommitDelegation, Configuration, CreatedMission, CredentialResponse,
+    DelegateRequest, DelegationProposal, EndMissionRequest, MissionView, StartMissionRequest,
 };
 use mandate_core::{Clock, MissionId, MissionKey, OsRandom, SecureRandom, SystemClock};
 use reqwest::{Method, RequestBuilder};
@@ -220,6 +220,60 @@ impl MissionAgent {
     /// The mission as the authority sees it now, asked with the credential.
     pub async fn mission(&self) -> Result<MissionView, ClientError> {
         let rb = self.authorize(Method::GET, "/v1/mission")?;
+        self.client.send(rb).await
+    }
+
+    /// Delegates part of this mission to a sub-agent, as a child mission:
+    /// asks the authority for the child's body (checked to only narrow this
+    /// mission), checks the link claims bind this mission and that body,
+    /// signs them with this mission's key, and commits. Returns the child,
+    /// with the one-time start token its agent starts it with.
+    pub async fn delegate(&self, req: &DelegateRequest) -> Result<CreatedMission, ClientError> {
+        let proposal: DelegationProposal = {
+            let rb = self
+                .authorize(Method::POST, "/v1/mission/delegations/proposal")?
+                .json(req);
+            self.client.send(rb).await?
+        };
+        let DelegationProposal {
+            mission,
+            mission_s256,
+            link,
+        } = proposal;
+        // Sign only what binds this mission to the body we commit.
+        let s256 =
+            mandate_core::mission_s256(&mission).map_err(|e| ClientError::Decode(e.to_string()))?;
+        if s256 != mission_s256
+            || link.parent.mission_id != self.mission_id
+            || link.parent_jkt != *self.key.thumbprint()
+            || link.child.mission_id != mission.id
+            || link.child.mission_s256 != s256
+            || link.child.agent != mission.agent
+            || link.exp != mission.expires_at
+            || mission.parent().map(|p| &p.id) != Some(&self.mission_id)
+        {
+            return Err(ClientError::Decode(
+                "the proposal does not bind this mission to the child it describes".into(),
+            ));
+        }
+        let signed = self
+            .key
+            .sign_link(link, self.clock.now(), self.rng.as_ref())
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let rb = self
+            .authorize(Method::POST, "/v1/mission/delegations")?
+            .json(&CommitDelegation {
+                mission,
+                link: signed,
+            });
+        self.client.send(rb).await
+    }
+
+    /// This mission's delegation links, root first (empty for a mission a
+    /// principal delegated directly): with the credential, what an offline
+    /// verifier needs.
+    pub async fn chain(&self) -> Result<ChainView, ClientError> {
+        let rb = self.authorize(Method::GET, "/v1/mission/chain")?;
         self.client.send(rb).await
     }
 

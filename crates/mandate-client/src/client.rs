@@ -218,6 +218,12 @@ impl Client {
         self.get(&format!("/v1/missions/{}", segment(id)?)).await
     }
 
+    /// A mission and every mission delegated below it, parents first.
+    pub async fn mission_tree(&self, id: &str) -> Result<Vec<MissionView>, ClientError> {
+        self.get(&format!("/v1/missions/{}/tree", segment(id)?))
+            .await
+    }
+
     /// Ends a mission as a principal who may manage it.
     pub async fn end_mission(
         &self,

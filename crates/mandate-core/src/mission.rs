@@ -58,6 +58,8 @@ pub struct MissionLimits {
     pub min_ttl_secs: u64,
     pub max_ttl_secs: u64,
     pub max_budget: u64,
+    /// How many missions deep a delegation chain may grow (the root is 1).
+    pub max_depth: u32,
 }
 
 impl Default for MissionLimits {
@@ -66,6 +68,7 @@ impl Default for MissionLimits {
             min_ttl_secs: 60,
             max_ttl_secs: 7 * 24 * 3600,
             max_budget: 1_000_000,
+            max_depth: crate::delegation::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -152,9 +155,9 @@ impl MissionBody {
         budget_left: u64,
         now: UnixTime,
         limits: MissionLimits,
-        max_depth: u32,
         schema: Option<&cedar_policy::Schema>,
     ) -> Result<Self, crate::delegation::DelegationError> {
+        let max_depth = limits.max_depth;
         use crate::delegation::DelegationError;
         let ChildSpec { spec, ephemeral } = child;
         if spec.agent.is_ephemeral() != ephemeral {

@@ -140,6 +140,98 @@ pub struct MissionView {
     pub end_reason: Option<EndReason>,
     /// Thumbprint of the bound mission key, once started.
     pub jkt: Option<String>,
+    /// The mission this one was delegated from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Its depth in its delegation chain: 1 for a principal's own mission.
+    #[serde(default = "one")]
+    pub depth: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A running mission's request to delegate part of itself to a sub-agent
+/// (`POST /v1/mission/delegations/proposal`). Name exactly one of `agent`
+/// and `ephemeral`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DelegateRequest {
+    /// A registered agent of the same principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Or an ephemeral sub-agent: a label; its name becomes
+    /// `label@<child mission id>`, and its identity is its mission key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<String>,
+    pub goal: String,
+    /// Cedar `permit` policies: the child's scope (within the parent's:
+    /// every ancestor's policies apply to the child as well).
+    #[serde(default)]
+    pub scope: String,
+    /// Extra Cedar `forbid` policies.
+    #[serde(default)]
+    pub boundaries: String,
+    /// Extra rules that say "ask first".
+    #[serde(default)]
+    pub escalations: String,
+    /// The child's lifetime; at most what is left of the parent's (the
+    /// default, capped at 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Allowed requests, carved out of what the parent has left.
+    pub budget: u64,
+    /// `escalate` (default) or `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OutOfScope>))]
+    pub out_of_scope: Option<String>,
+}
+
+/// What the authority would delegate, for the parent to sign: the child's
+/// body, its hash, and the link claims that bind it to the parent. Nothing
+/// is stored until the parent commits the body with the signed link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DelegationProposal {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub mission: crate::MissionBody,
+    pub mission_s256: String,
+    /// Sign these (with a fresh `jti` and `iat`) with the parent's mission
+    /// key, as a JWS of `typ` `mandate-link+jwt` with the public key in the
+    /// `jwk` header.
+    pub link: crate::LinkClaims,
+}
+
+/// A proposal committed with the parent's signed link
+/// (`POST /v1/mission/delegations`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommitDelegation {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub mission: crate::MissionBody,
+    pub link: String,
+}
+
+/// The caller's delegation chain, to present with its credential for
+/// offline verification: the links, root first (link *i* was signed by
+/// hop *i* to delegate hop *i + 1*). Empty for a principal's own mission.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChainView {
+    pub links: Vec<String>,
+}
+
+/// A credential and its chain, as `mandate credential verify --chain`
+/// reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainBundle {
+    pub credential: String,
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// A created mission. `start_token` is shown this once.
@@ -342,6 +434,10 @@ pub struct DecideResponse {
     pub budget_used: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// For a delegated mission: the ancestor whose policy stopped or
+    /// escalated the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<crate::Hop>,
 }
 
 /// The organisation's policies as loaded.

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use mandate_core::wire::DecideResponse;
 use mandate_core::{
-    Clock, Decision, DecisionRequest, ExactGrant, GrantScope, GrantSet, Mission, MissionClaims,
-    MissionId, MissionPolicySet, Outcome, PolicyDiagnostic, ReasonCode, ResourceKind, ResourceRef,
-    SecureRandom, Trust, UnixTime, decide as engine_decide, names, state_check,
+    Ancestor, Clock, Decision, DecisionRequest, ExactGrant, GrantScope, GrantSet, Mission,
+    MissionClaims, MissionId, MissionPolicySet, Outcome, PolicyDiagnostic, ReasonCode,
+    ResourceKind, ResourceRef, SecureRandom, Trust, UnixTime, decide_chain, names, state_check,
 };
 use mandate_store::{Allowance, ApprovalRecord, Store};
 
@@ -47,6 +47,10 @@ pub struct Enforcer {
     /// Serializes reloads so versions stay in order.
     reload_lock: Mutex<()>,
     missions: Mutex<HashMap<String, Arc<MissionPolicySet>>>,
+    /// Ancestor missions of delegated missions, by body hash: their bodies
+    /// are immutable, so what was read once holds (their state is not
+    /// kept: an ancestor ends with its descendants, in the store).
+    ancestors: Mutex<HashMap<String, Arc<Mission>>>,
     /// Where each approval request the pipeline opens goes once its
     /// `approval.requested` record is durable, for the front door to
     /// announce (wake waiters, queue the webhook).
@@ -91,6 +95,9 @@ pub struct Who {
     mission_s256: String,
     jti: String,
     jkt: String,
+    /// For a delegated mission: its ancestors, root first, as the
+    /// credential names them (mission, agent, key).
+    chain: Vec<serde_json::Value>,
 }
 
 impl Who {
@@ -103,6 +110,17 @@ impl Who {
             mission_s256: c.mission_s256.clone(),
             jti: c.jti.clone(),
             jkt: c.cnf.jkt.to_string(),
+            chain: c
+                .chain
+                .iter()
+                .zip(&c.links)
+                .map(|(h, link)| {
+                    serde_json::json!({
+                        "mission": h.mission_id.as_str(), "agent": h.agent.as_str(),
+                        "jkt": h.jkt.as_str(), "link": link,
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -138,7 +156,22 @@ fn response(o: Outcome, mission: Option<&MissionId>) -> DecideResponse {
         mission_id: mission.map(ToString::to_string),
         budget_used: None,
         detail: o.detail,
+        hop: o.hop,
     }
+}
+
+/// An ancestor as [`Enforcer::ancestors`] loads it.
+type Loaded = (Arc<Mission>, Arc<MissionPolicySet>, u64);
+
+fn as_ancestors(loaded: &[Loaded]) -> Vec<Ancestor<'_>> {
+    loaded
+        .iter()
+        .map(|(m, p, used)| Ancestor {
+            mission: m,
+            policies: p,
+            budget_used: *used,
+        })
+        .collect()
 }
 
 /// A denial before any policy ran (a credential refused, say).
@@ -179,6 +212,11 @@ fn decision_body(
         body.insert("mission_s256".into(), w.mission_s256.clone().into());
         body.insert("credential".into(), w.jti.clone().into());
         body.insert("jkt".into(), w.jkt.clone().into());
+        if !w.chain.is_empty() {
+            // Who delegated to whom, root first; each entry's `link` is
+            // the digest of the link that hop signed to delegate the next.
+            body.insert("chain".into(), w.chain.clone().into());
+        }
     }
     Ok(body)
 }
@@ -191,6 +229,17 @@ fn set_outcome(body: &mut Map, resp: &DecideResponse) {
     body.insert("grant".into(), resp.grant.clone().into());
     body.insert("approval_id".into(), resp.approval_id.clone().into());
     body.insert("budget_used".into(), resp.budget_used.into());
+    match &resp.hop {
+        Some(hop) => {
+            body.insert(
+                "hop".into(),
+                serde_json::to_value(hop).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        None => {
+            body.remove("hop");
+        }
+    }
 }
 
 /// What an allowed call's record says once counting found `a`; `None`
@@ -262,6 +311,7 @@ impl Enforcer {
             })),
             reload_lock: Mutex::new(()),
             missions: Mutex::new(HashMap::new()),
+            ancestors: Mutex::new(HashMap::new()),
             opened,
         }
     }
@@ -346,6 +396,56 @@ impl Enforcer {
         }
         cache.insert(m.s256.clone(), Arc::clone(&compiled));
         Ok(compiled)
+    }
+
+    /// A delegated mission's ancestors, root first, each with its compiled
+    /// policies and budget count; `Ok(Err(why))` when one cannot be read or
+    /// no longer matches the hash the mission's body names (the caller
+    /// denies).
+    async fn ancestors(
+        &self,
+        mission: &Mission,
+    ) -> Result<Result<Vec<Loaded>, String>, EnforceError> {
+        let mut out = Vec::with_capacity(mission.body.ancestors.len());
+        for r in &mission.body.ancestors {
+            let cached = self
+                .ancestors
+                .lock()
+                .map_err(|_| EnforceError::Internal("ancestor cache poisoned"))?
+                .get(&r.s256)
+                .cloned();
+            let m = match cached {
+                Some(m) => m,
+                None => {
+                    let Some(m) = self.store.mission(&r.id).await? else {
+                        return Ok(Err(format!("ancestor mission `{}` is unknown", r.id)));
+                    };
+                    if m.s256 != r.s256 {
+                        return Ok(Err(format!(
+                            "ancestor mission `{}` does not match its hash",
+                            r.id
+                        )));
+                    }
+                    let m = Arc::new(m);
+                    let mut cache = self
+                        .ancestors
+                        .lock()
+                        .map_err(|_| EnforceError::Internal("ancestor cache poisoned"))?;
+                    if cache.len() >= MISSION_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(r.s256.clone(), Arc::clone(&m));
+                    m
+                }
+            };
+            let compiled = match self.mission_policies(&m) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(format!("ancestor mission `{}`: {e}", r.id))),
+            };
+            let used = self.store.budget_used(&r.id).await?;
+            out.push((m, compiled, used));
+        }
+        Ok(Ok(out))
     }
 
     /// Records a decision in the audit log and waits until it is durable.
@@ -530,13 +630,20 @@ impl Enforcer {
             Ok(c) => c,
             Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
         };
+        // A delegated mission: every ancestor's policy applies as well.
+        let loaded = match self.ancestors(mission).await? {
+            Ok(a) => a,
+            Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
+        };
+        let ancestors = as_ancestors(&loaded);
         for _ in 0..3 {
             let grants = match self.live_grants(id, now).await? {
                 Ok(g) => g,
                 Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
             };
-            let outcome = engine_decide(
+            let outcome = decide_chain(
                 &org.loaded.policies,
+                &ancestors,
                 &compiled,
                 &grants,
                 &DecisionRequest {
@@ -654,12 +761,18 @@ impl Enforcer {
             Ok(g) => g,
             Err(detail) => return Ok(vec![denied(detail); items.len()]),
         };
+        let loaded = match self.ancestors(mission).await? {
+            Ok(a) => a,
+            Err(detail) => return Ok(vec![denied(detail); items.len()]),
+        };
+        let ancestors = as_ancestors(&loaded);
         let context = serde_json::Map::new();
         Ok(items
             .iter()
             .map(|(action, resource)| {
-                engine_decide(
+                decide_chain(
                     &org.loaded.policies,
+                    &ancestors,
                     &compiled,
                     &grants,
                     &DecisionRequest {

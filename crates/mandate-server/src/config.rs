@@ -242,6 +242,7 @@ struct FileMissionLimits {
     min_ttl_secs: Option<u64>,
     max_ttl_secs: Option<u64>,
     max_budget: Option<u64>,
+    max_delegation_depth: Option<u32>,
 }
 
 /// A database URL Mandate can use: PostgreSQL's (SQLite needs none).
@@ -396,6 +397,10 @@ impl Config {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
                 max_budget: fc.missions.max_budget.unwrap_or(defaults.max_budget),
+                max_depth: fc
+                    .missions
+                    .max_delegation_depth
+                    .unwrap_or(defaults.max_depth),
             },
         };
         if !(1..=86_400).contains(&config.credential_ttl_secs) {
@@ -451,6 +456,12 @@ impl Config {
             return Err(ConfigError::Value(
                 "missions.min_ttl_secs",
                 "must be ≥ 1 and ≤ max_ttl_secs".into(),
+            ));
+        }
+        if !(1..=16).contains(&l.max_depth) {
+            return Err(ConfigError::Value(
+                "missions.max_delegation_depth",
+                "must be between 1 (no delegation) and 16".into(),
             ));
         }
         Ok(config)

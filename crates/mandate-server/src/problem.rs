@@ -176,6 +176,35 @@ impl From<EnforceError> for Problem {
     }
 }
 
+impl From<mandate_core::DelegationError> for Problem {
+    fn from(e: mandate_core::DelegationError) -> Self {
+        use mandate_core::DelegationError as D;
+        let status = match e {
+            D::TtlWidens { .. } | D::BudgetWidens { .. } | D::TooDeep { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            D::AgentInChain(_) => StatusCode::CONFLICT,
+            D::EphemeralTarget(_) | D::BadLink(_) | D::BadProposal(_) => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<mandate_store::DelegateError> for Problem {
+    fn from(e: mandate_store::DelegateError) -> Self {
+        use mandate_store::DelegateError as D;
+        match e {
+            D::ParentNotActive => Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string()),
+            D::KeyMismatch => Self::new(StatusCode::UNAUTHORIZED, "key_mismatch", e.to_string()),
+            D::BudgetWidens { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "delegation_widens", e.to_string())
+            }
+            D::NoSuchAgent(_) => Self::not_found(e.to_string()),
+            D::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<StartError> for Problem {
     fn from(e: StartError) -> Self {
         match e {

@@ -38,6 +38,12 @@ pub(super) async fn register(
         description,
     } = req;
     let name: AgentName = name.try_into()?;
+    if name.is_ephemeral() {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "`label@mission` names an ephemeral sub-agent, which is never registered",
+        ));
+    }
     let owner: PrincipalName = match owner {
         Some(o) => o.try_into()?,
         None => caller.principal.name.clone(),

@@ -559,7 +559,7 @@ struct ExchangeClaims<'a> {
     iss: &'a str,
     sub: &'a str,
     aud: &'a str,
-    act: serde_json::Value,
+    act: &'a mandate_core::Actor,
     mission_id: &'a str,
     mission_s256: &'a str,
     iat: u64,
@@ -567,7 +567,8 @@ struct ExchangeClaims<'a> {
     jti: String,
 }
 
-/// A token for this upstream alone: `sub` the principal, `act` the agent,
+/// A token for this upstream alone: `sub` the principal, `act` the agent
+/// (nesting the agents that delegated to it, for a delegated mission),
 /// `aud` the route's (or MCP server's) audience, at most five minutes and never past the
 /// mission.
 pub(super) fn exchange_token(
@@ -584,7 +585,9 @@ pub(super) fn exchange_token(
         iss: &s.0.issuer,
         sub: claims.sub.as_str(),
         aud: audience,
-        act: serde_json::json!({ "sub": claims.act.sub.as_str() }),
+        // The whole chain of actors, the current one outermost (RFC 8693
+        // §4.1), as the credential carries it.
+        act: &claims.act,
         mission_id: claims.mission_id.as_str(),
         mission_s256: &claims.mission_s256,
         iat: now.0,

@@ -8,7 +8,7 @@ use mandate_core::wire::{
 use mandate_core::{
     AgentName, CredentialError, EndReason, Mission, MissionBody, MissionId, MissionPolicies,
     MissionSpec, MissionState, OutOfScope, ProofError, Role, SecretToken, TokenKind,
-    issue_credential, mission_s256,
+    issue_chained_credential, mission_s256,
 };
 use mandate_store::NewMission;
 use serde::Deserialize;
@@ -233,13 +233,17 @@ async fn credential_for(
     mission_key: &mandate_core::Ed25519Jwk,
 ) -> Result<CredentialResponse, Problem> {
     let now = s.0.clock.now();
-    let issued = issue_credential(
+    // A delegated mission's credential names its chain.
+    let (chain, links) = super::delegations::chain_of(s, mission).await?;
+    let issued = issue_chained_credential(
         &s.0.key,
         mission,
         mission_key,
         now,
         s.0.credential_ttl_secs,
         s.0.rng.as_ref(),
+        chain,
+        links,
     )
     .map_err(|e| match e {
         mandate_core::KeyError::MissionExpired => CredentialError::MissionEnded.into(),
@@ -264,6 +268,7 @@ async fn credential_for(
         serde_json::json!({
             "mission": c.mission_id.as_str(), "mission_s256": &c.mission_s256, "principal": c.sub.as_str(),
             "agent": c.act.sub.as_str(), "credential": &c.jti, "jkt": c.cnf.jkt.as_str(), "iat": c.iat, "exp": c.exp,
+            "depth": mission.body.depth(), "links": &c.links,
         }),
     )
     .await?;

@@ -5,6 +5,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod decide;
+mod delegations;
 mod extract;
 mod gateway;
 mod mcp;
@@ -61,6 +62,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(missions::end))
         .routes(routes!(missions::current))
         .routes(routes!(missions::introspect))
+        .routes(routes!(delegations::propose))
+        .routes(routes!(delegations::commit))
+        .routes(routes!(delegations::chain))
+        .routes(routes!(delegations::tree))
         .routes(routes!(revocations::revoke))
         .routes(routes!(decide::decide))
         .routes(routes!(approvals::list))
@@ -199,5 +204,7 @@ pub(crate) fn mission_view(m: &Mission, now: UnixTime) -> MissionView {
         ended_at: ended.map(|(_, at)| at.0),
         end_reason: ended.map(|(r, _)| r),
         jkt: m.jkt().map(ToString::to_string),
+        parent: m.body.parent().map(|p| p.id.to_string()),
+        depth: m.body.depth(),
     }
 }
