@@ -631,7 +631,13 @@ pub fn decide_chain(
     // that depend on who acts, and the ancestor's own.
     let mut first_hop: Option<Hop> = None;
     let mut ancestor_out_of_scope = false;
-    if m.boundary.is_empty() {
+    // A mission out of its own scope that does not negotiate is denied
+    // whatever its ancestors say: their escalations do not make it
+    // negotiable.
+    let negotiable = !m.escalate.is_empty()
+        || !m.scope.is_empty()
+        || req.mission.body.out_of_scope == OutOfScope::Escalate;
+    if m.boundary.is_empty() && negotiable {
         // Org scope policies that answer alike for every hop and matched
         // for the mission match for each ancestor too.
         let org_scope_for_all = m.scope.iter().any(|id| {
