@@ -328,7 +328,10 @@ fn organisation_policy_about_an_agent_holds_for_whatever_it_delegates_to() {
     // The intern may not delete; its helper may not do it for it.
     let o = decide_at(&org, &[&a, &b], &GrantSet::default(), "delete", &doc(&[]));
     assert_eq!(o.decision, Decision::Deny, "{o:?}");
-    assert_eq!(o.policies, vec!["interns.cedar/interns-never-delete".to_owned()]);
+    assert_eq!(
+        o.policies,
+        vec!["interns.cedar/interns-never-delete".to_owned()]
+    );
     assert_eq!(o.hop.unwrap().agent, "intern");
     // The helper on a mission of its own is not bound by it.
     let own = root(

@@ -464,41 +464,113 @@ pub(super) async fn explain(
         )),
     }
     if let Some(mission) = b.get("mission").and_then(|v| v.as_str()) {
+        // A delegated mission: each hop up to the root, with its link.
+        let mut current = mission.to_owned();
+        let mut depth_guard = 0;
+        while let Some(d) =
+            s.0.store
+                .audit_find("mission.delegated", Some(&current), "mission", &current)
+                .await?
+        {
+            let c = &d.body;
+            let g = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+            let n = |k: &str| c.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            if current == mission {
+                story.push(format!(
+                    "The agent acted for principal `{}` under mission {mission}, \"{}\" (depth {}), which agent `{}` delegated to `{}` from its own mission {} in #{} ({}); it ends at t={}.",
+                    g("principal"),
+                    g("goal"),
+                    n("depth"),
+                    g("by"),
+                    g("agent"),
+                    g("parent"),
+                    d.seq,
+                    when(d.time),
+                    n("expires_at")
+                ));
+                story.push(
+                    if c.get("mission_s256") == b.get("mission_s256") || b.get("mission_s256").is_none() {
+                        format!("The mission body hash {} is the one delegated.", g("mission_s256"))
+                    } else {
+                        format!(
+                            "WARNING: the mission body hash {} differs from the one delegated ({}).",
+                            f("mission_s256"),
+                            g("mission_s256")
+                        )
+                    },
+                );
+            } else {
+                story.push(format!(
+                    "Mission {current}, \"{}\" (depth {}), was itself delegated by agent `{}` to `{}` from mission {} in #{} ({}).",
+                    g("goal"),
+                    n("depth"),
+                    g("by"),
+                    g("agent"),
+                    g("parent"),
+                    d.seq,
+                    when(d.time)
+                ));
+            }
+            story.push(format!(
+                "  Link {} (depth {}) was signed by the mission key {} of `{}`.",
+                g("link"),
+                n("depth"),
+                g("signed_by"),
+                g("by")
+            ));
+            current = g("parent");
+            related.push(d);
+            depth_guard += 1;
+            if depth_guard > 16 {
+                break;
+            }
+        }
         if let Some(created) =
             s.0.store
-                .audit_find("mission.created", Some(mission), "mission", mission)
+                .audit_find("mission.created", Some(&current), "mission", &current)
                 .await?
         {
             let c = &created.body;
             let g = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-            story.push(format!(
-                "The agent acted for principal `{}` under mission {mission}, \"{}\", which `{}` delegated to `{}` in #{} ({}); it ends at t={}.",
-                g("principal"),
-                g("goal"),
-                g("principal"),
-                g("agent"),
-                created.seq,
-                when(created.time),
-                c.get("expires_at").and_then(serde_json::Value::as_u64).unwrap_or(0)
-            ));
-            let same =
-                c.get("mission_s256") == b.get("mission_s256") || b.get("mission_s256").is_none();
-            story.push(if same {
-                format!(
-                    "The mission body hash {} is the one delegated.",
-                    g("mission_s256")
-                )
+            if current == mission {
+                story.push(format!(
+                    "The agent acted for principal `{}` under mission {mission}, \"{}\", which `{}` delegated to `{}` in #{} ({}); it ends at t={}.",
+                    g("principal"),
+                    g("goal"),
+                    g("principal"),
+                    g("agent"),
+                    created.seq,
+                    when(created.time),
+                    c.get("expires_at").and_then(serde_json::Value::as_u64).unwrap_or(0)
+                ));
+                let same = c.get("mission_s256") == b.get("mission_s256")
+                    || b.get("mission_s256").is_none();
+                story.push(if same {
+                    format!(
+                        "The mission body hash {} is the one delegated.",
+                        g("mission_s256")
+                    )
+                } else {
+                    format!(
+                        "WARNING: the mission body hash {} differs from the one delegated ({}).",
+                        f("mission_s256"),
+                        g("mission_s256")
+                    )
+                });
             } else {
-                format!(
-                    "WARNING: the mission body hash {} differs from the one delegated ({}).",
-                    f("mission_s256"),
-                    g("mission_s256")
-                )
-            });
+                story.push(format!(
+                    "The chain starts at mission {current}, \"{}\", which `{}` delegated to `{}` in #{} ({}).",
+                    g("goal"),
+                    g("principal"),
+                    g("agent"),
+                    created.seq,
+                    when(created.time)
+                ));
+            }
             related.push(created);
         } else {
             story.push(format!(
-                "Mission {mission}: its creation is not in the log (pruned?)."
+                "Mission {current}: its creation is not in the log (pruned?)."
             ));
         }
     }
@@ -540,6 +612,27 @@ pub(super) async fn explain(
             ", before any policy was consulted".to_owned()
         };
         story.push(format!("Decision: {} ({code}){by}.", f("decision")));
+        if let Some(hop) = b.get("hop") {
+            let h = |k: &str| {
+                hop.get(k)
+                    .map(|v| v.to_string().trim_matches('"').to_owned())
+                    .unwrap_or_default()
+            };
+            story.push(format!(
+                "It was decided by the policy of ancestor mission {} (agent `{}`, depth {}): every hop of a chain must allow a call.",
+                h("mission"),
+                h("agent"),
+                h("depth")
+            ));
+        } else if f("decision") == "allow"
+            && b.get("chain")
+                .is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            story.push(
+                "Every ancestor in the chain would have allowed it as well (each hop's policy was evaluated)."
+                    .to_owned(),
+            );
+        }
         if let Some(g) = b.get("grant").and_then(|v| v.as_str()) {
             let id = g.strip_prefix("grant/").unwrap_or(g);
             match s
