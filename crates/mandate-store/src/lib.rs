@@ -118,7 +118,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// INVARIANT (here and in [`Self::revoke`]): ending a mission ends every
     /// mission delegated below it in the same transaction, so a live
-    /// mission always has live ancestors.
+    /// mission always has live ancestors. Those below end `revoked` under
+    /// a revoked mission, else `completed` (or `expired`, at their expiry,
+    /// if it came first), ended by `ancestor <id> ended`.
     async fn end_mission(
         &self,
         id: &MissionId,

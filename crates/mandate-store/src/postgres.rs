@@ -36,9 +36,9 @@ use crate::pg_audit::PgAuditSink;
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
-    corrupt, delegation_refusal, ephemeral_description, grant_from_row, int, is_unique_violation,
-    mission_from_row, mission_from_row_with, parent_of, principal_from_row, revocation_from_row,
-    secs, token_from_row, vault_from_row, webhook_from_row,
+    cascade_reason, corrupt, delegation_refusal, ephemeral_description, grant_from_row, int,
+    is_unique_violation, mission_from_row, mission_from_row_with, parent_of, principal_from_row,
+    revocation_from_row, secs, token_from_row, vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
 
@@ -527,6 +527,49 @@ async fn end_missions(
         .collect()
 }
 
+/// Ends every mission delegated below `roots` (at any depth) that has not
+/// ended, with `reason` (or as expired, at its expiry, if its TTL ran out
+/// first), each recorded as ended by the root it descends from. Returns
+/// their ids.
+///
+/// INVARIANT: every path that ends a mission calls this with it, in the
+/// same transaction, so a live mission always has live ancestors.
+async fn end_descendants(
+    tx: &mut Transaction<'static, Postgres>,
+    roots: &[MissionId],
+    reason: EndReason,
+    now: UnixTime,
+) -> Result<Vec<MissionId>, StoreError> {
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let roots: Vec<&str> = roots.iter().map(MissionId::as_str).collect();
+    let rows = sqlx::query(
+        "WITH RECURSIVE below(id, root) AS ( \
+             SELECT id, parent_id FROM missions WHERE parent_id = ANY($1::TEXT[]) \
+             UNION \
+             SELECT m.id, b.root FROM missions m JOIN below b ON m.parent_id = b.id) \
+         UPDATE missions m SET state = 'ended', \
+             end_reason = CASE WHEN m.expires_at <= $2 THEN 'expired' ELSE $3 END, \
+             ended_at = LEAST(m.expires_at, $2), \
+             ended_by = 'ancestor ' || b.root || ' ended' \
+         FROM (SELECT DISTINCT ON (id) id, root FROM below ORDER BY id, root) b \
+         WHERE m.id = b.id AND m.state != 'ended' RETURNING m.id",
+    )
+    .bind(roots)
+    .bind(secs(now))
+    .bind(cascade_reason(reason))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("id")
+                .map_err(StoreError::from)
+                .and_then(|s| MissionId::try_from(s).map_err(|e| corrupt("mission id", e)))
+        })
+        .collect()
+}
+
 const END_MISSION_BY_ID: &str = "UPDATE missions SET state = 'ended', \
      end_reason = CASE WHEN expires_at <= $1 THEN 'expired' ELSE 'revoked' END, \
      ended_at = LEAST(expires_at, $1), ended_by = $3 \
@@ -969,7 +1012,10 @@ impl Store for PostgresStore {
         match row {
             Some(r) => {
                 let ended = mission_from_row(&r)?;
-                self.notify(&mut tx, &Change::Mission(id.clone())).await?;
+                let below = end_descendants(&mut tx, std::slice::from_ref(id), reason, now).await?;
+                for m in std::iter::once(id).chain(&below) {
+                    self.notify(&mut tx, &Change::Mission(m.clone())).await?;
+                }
                 tx.commit().await?;
                 Ok(ended)
             }
@@ -1215,8 +1261,8 @@ impl Store for PostgresStore {
         }
         if end {
             // Its other pending requests expire with it (the expiry sweep
-            // records and announces them).
-            end_missions(
+            // records and announces them); the missions below it end too.
+            let ended = end_missions(
                 &mut tx,
                 END_MISSION_BY_ID,
                 now,
@@ -1224,8 +1270,10 @@ impl Store for PostgresStore {
                 by,
             )
             .await?;
-            self.notify(&mut tx, &Change::Mission(current.mission.clone()))
-                .await?;
+            let below = end_descendants(&mut tx, &ended, EndReason::Revoked, now).await?;
+            for m in std::iter::once(&current.mission).chain(&below) {
+                self.notify(&mut tx, &Change::Mission(m.clone())).await?;
+            }
         }
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1645,6 +1693,9 @@ impl Store for PostgresStore {
                 return undo(tx, Err(e)).await;
             }
         }
+        // The missions delegated below those it ended end with them.
+        let below = end_descendants(&mut tx, &summary.missions, EndReason::Revoked, rev.at).await?;
+        summary.missions.extend(below);
         insert_revocation(&mut tx, rev).await?;
         self.notify(&mut tx, &Change::Revoked).await?;
         tx.commit().await?;

@@ -184,6 +184,16 @@ pub(crate) fn mission_from_row_with(
     Ok(Mission { body, s256, status })
 }
 
+/// The end reason of a mission ended because an ancestor ended: revoked
+/// under a revoked ancestor, otherwise completed (the work it was part of
+/// is over).
+pub(crate) fn cascade_reason(ancestor: EndReason) -> &'static str {
+    match ancestor {
+        EndReason::Revoked => "revoked",
+        EndReason::Completed | EndReason::Expired => "completed",
+    }
+}
+
 /// The description an ephemeral sub-agent is recorded with.
 pub(crate) fn ephemeral_description(parent: &MissionId) -> String {
     format!("ephemeral sub-agent of mission {parent}")

@@ -25,9 +25,9 @@ use crate::model::{
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
-    corrupt, delegation_refusal, ephemeral_description, grant_from_row, int, is_unique_violation,
-    mission_from_row, mission_from_row_with, parent_of, principal_from_row, revocation_from_row,
-    secs, token_from_row, vault_from_row, webhook_from_row,
+    cascade_reason, corrupt, delegation_refusal, ephemeral_description, grant_from_row, int,
+    is_unique_violation, mission_from_row, mission_from_row_with, parent_of, principal_from_row,
+    revocation_from_row, secs, token_from_row, vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
 
@@ -191,6 +191,49 @@ async fn end_missions(
         .bind(by)
         .fetch_all(&mut **tx)
         .await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("id")
+                .map_err(StoreError::from)
+                .and_then(|s| MissionId::try_from(s).map_err(|e| corrupt("mission id", e)))
+        })
+        .collect()
+}
+
+/// Ends every mission delegated below `roots` (at any depth) that has not
+/// ended, with `reason` (or as expired, at its expiry, if its TTL ran out
+/// first), each recorded as ended by the root it descends from. Returns
+/// their ids.
+///
+/// INVARIANT: every path that ends a mission calls this with it, in the
+/// same transaction, so a live mission always has live ancestors.
+async fn end_descendants(
+    tx: &mut Transaction<'static, Sqlite>,
+    roots: &[MissionId],
+    reason: EndReason,
+    now: UnixTime,
+) -> Result<Vec<MissionId>, StoreError> {
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let roots: Vec<&str> = roots.iter().map(MissionId::as_str).collect();
+    let roots = serde_json::to_string(&roots).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let rows = sqlx::query(
+        "WITH RECURSIVE below(id, root) AS ( \
+             SELECT id, parent_id FROM missions WHERE parent_id IN (SELECT value FROM json_each(?1)) \
+             UNION \
+             SELECT m.id, b.root FROM missions m JOIN below b ON m.parent_id = b.id) \
+         UPDATE missions SET state = 'ended', \
+             end_reason = CASE WHEN expires_at <= ?2 THEN 'expired' ELSE ?3 END, \
+             ended_at = MIN(expires_at, ?2), \
+             ended_by = 'ancestor ' || (SELECT root FROM below WHERE below.id = missions.id LIMIT 1) || ' ended' \
+         WHERE id IN (SELECT id FROM below) AND state != 'ended' RETURNING id",
+    )
+    .bind(roots)
+    .bind(secs(now))
+    .bind(cascade_reason(reason))
+    .fetch_all(&mut **tx)
+    .await?;
     rows.iter()
         .map(|r| {
             r.try_get::<String, _>("id")
@@ -624,7 +667,9 @@ impl Store for SqliteStore {
         by: &str,
         now: UnixTime,
     ) -> Result<Mission, StoreError> {
-        let _first = self.waiting.enter();
+        // One transaction: the mission and every mission below it end
+        // together.
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE missions SET state = 'ended', end_reason = ?2, ended_at = ?3, ended_by = ?4 \
              WHERE id = ?1 AND state != 'ended' RETURNING *",
@@ -633,17 +678,22 @@ impl Store for SqliteStore {
         .bind(reason.as_str())
         .bind(secs(now))
         .bind(by)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        match row {
-            Some(r) => mission_from_row(&r),
-            None => match self.mission(id).await? {
-                Some(_) => Err(StoreError::Conflict(format!(
-                    "mission `{id}` has already ended"
-                ))),
-                None => Err(StoreError::NotFound(format!("mission `{id}`"))),
-            },
-        }
+        let Some(row) = row else {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM missions WHERE id = ?1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match exists {
+                Some(_) => StoreError::Conflict(format!("mission `{id}` has already ended")),
+                None => StoreError::NotFound(format!("mission `{id}`")),
+            });
+        };
+        let ended = mission_from_row(&row)?;
+        end_descendants(&mut tx, std::slice::from_ref(id), reason, now).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     async fn record_credential(
@@ -872,8 +922,8 @@ impl Store for SqliteStore {
         }
         if end {
             // Its other pending requests expire with it (the expiry sweep
-            // records and announces them).
-            end_missions(
+            // records and announces them); the missions below it end too.
+            let ended = end_missions(
                 &mut tx,
                 END_MISSION_BY_ID,
                 now,
@@ -881,6 +931,7 @@ impl Store for SqliteStore {
                 by,
             )
             .await?;
+            end_descendants(&mut tx, &ended, EndReason::Revoked, now).await?;
         }
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1279,6 +1330,9 @@ impl Store for SqliteStore {
                 ));
             }
         }
+        // The missions delegated below those it ended end with them.
+        let below = end_descendants(&mut tx, &summary.missions, EndReason::Revoked, rev.at).await?;
+        summary.missions.extend(below);
         insert_revocation(&mut tx, rev).await?;
         tx.commit().await?;
         summary.missions.sort();
