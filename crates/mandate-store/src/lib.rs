@@ -105,31 +105,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// it, so of racing delegations only those that fit succeed); the
     /// child's agent must be a live agent of the same principal, or, for
     /// an ephemeral sub-agent (`label@mission`), is recorded as one (never
-    /// listed among the registered agents).
-    async fn delegate(&self, d: &NewDelegation) -> Result<(), DelegateError> {
-        let _ = d;
-        Err(StoreError::Backend("delegation is not implemented by this store".into()).into())
-    }
+    /// listed among the registered agents). The child's body must name the
+    /// parent as stored (its `s256`), share its principal and end no later
+    /// (else a [`StoreError::Conflict`]).
+    async fn delegate(&self, d: &NewDelegation) -> Result<(), DelegateError>;
     /// The link that delegated `child`, as its parent presented it.
-    async fn delegation_link(&self, child: &MissionId) -> Result<Option<String>, StoreError> {
-        let _ = child;
-        Err(StoreError::Backend(
-            "delegation is not implemented by this store".into(),
-        ))
-    }
+    async fn delegation_link(&self, child: &MissionId) -> Result<Option<String>, StoreError>;
     /// A mission and every mission delegated below it, parents before
-    /// their children.
-    async fn mission_tree(&self, root: &MissionId) -> Result<Vec<Mission>, StoreError> {
-        let _ = root;
-        Err(StoreError::Backend(
-            "delegation is not implemented by this store".into(),
-        ))
-    }
+    /// their children (empty if there is no such mission).
+    async fn mission_tree(&self, root: &MissionId) -> Result<Vec<Mission>, StoreError>;
     /// Ends a mission that has not ended. Returns the mission as it now is.
     ///
     /// INVARIANT (here and in [`Self::revoke`]): ending a mission ends every
     /// mission delegated below it in the same transaction, so a live
-    /// mission always has live ancestors.
+    /// mission always has live ancestors. Those below end `revoked` under
+    /// a revoked mission, else `completed` (or `expired`, at their expiry,
+    /// if it came first), ended by `ancestor <id> ended`.
     async fn end_mission(
         &self,
         id: &MissionId,

@@ -29,18 +29,18 @@ use tokio::sync::broadcast;
 
 use crate::model::{
     Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord,
-    NewApproval, NewMission, Principal, Resolution, Revocation, RevocationKind, RevocationSummary,
-    VaultRecord, WebhookDelivery,
+    NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation, RevocationKind,
+    RevocationSummary, VaultRecord, WebhookDelivery,
 };
 use crate::pg_audit::PgAuditSink;
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
-    corrupt, grant_from_row, int, is_unique_violation, mission_from_row, mission_from_row_with,
-    principal_from_row, revocation_from_row, secs, token_from_row, vault_from_row,
-    webhook_from_row,
+    cascade_reason, corrupt, delegation_refusal, ephemeral_description, grant_from_row, int,
+    is_unique_violation, mission_from_row, mission_from_row_with, parent_of, principal_from_row,
+    revocation_from_row, secs, token_from_row, vault_from_row, webhook_from_row,
 };
-use crate::{ApprovalError, AuditSink, Change, StartError, Store, StoreError};
+use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -474,6 +474,35 @@ async fn insert_revocation(
     Ok(())
 }
 
+/// Inserts a mission, ready to start with its start token; `parent` for a
+/// delegated child.
+async fn insert_mission(
+    tx: &mut Transaction<'static, Postgres>,
+    m: &NewMission,
+    parent: Option<&MissionId>,
+) -> Result<(), StoreError> {
+    let body = serde_jcs::to_string(&m.body)
+        .map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
+    sqlx::query(
+        "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
+         start_token_hash, start_token_expires_at, parent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', $8, $9, $10)",
+    )
+    .bind(m.body.id.as_str())
+    .bind(m.body.principal.as_str())
+    .bind(m.body.agent.as_str())
+    .bind(body)
+    .bind(&m.s256)
+    .bind(int(m.body.created_at))
+    .bind(int(m.body.expires_at))
+    .bind(m.start_token.as_str())
+    .bind(secs(m.start_token_expires_at))
+    .bind(parent.map(MissionId::as_str))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Ends every live mission matched by `sql` (which binds `$1` = now,
 /// `$2` = the target and `$3` = who), recording TTL-expired ones as expired.
 async fn end_missions(
@@ -489,6 +518,49 @@ async fn end_missions(
         .bind(by)
         .fetch_all(&mut **tx)
         .await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get::<String, _>("id")
+                .map_err(StoreError::from)
+                .and_then(|s| MissionId::try_from(s).map_err(|e| corrupt("mission id", e)))
+        })
+        .collect()
+}
+
+/// Ends every mission delegated below `roots` (at any depth) that has not
+/// ended, with `reason` (or as expired, at its expiry, if its TTL ran out
+/// first), each recorded as ended by the root it descends from. Returns
+/// their ids.
+///
+/// INVARIANT: every path that ends a mission calls this with it, in the
+/// same transaction, so a live mission always has live ancestors.
+async fn end_descendants(
+    tx: &mut Transaction<'static, Postgres>,
+    roots: &[MissionId],
+    reason: EndReason,
+    now: UnixTime,
+) -> Result<Vec<MissionId>, StoreError> {
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let roots: Vec<&str> = roots.iter().map(MissionId::as_str).collect();
+    let rows = sqlx::query(
+        "WITH RECURSIVE below(id, root) AS ( \
+             SELECT id, parent_id FROM missions WHERE parent_id = ANY($1::TEXT[]) \
+             UNION \
+             SELECT m.id, b.root FROM missions m JOIN below b ON m.parent_id = b.id) \
+         UPDATE missions m SET state = 'ended', \
+             end_reason = CASE WHEN m.expires_at <= $2 THEN 'expired' ELSE $3 END, \
+             ended_at = LEAST(m.expires_at, $2), \
+             ended_by = 'ancestor ' || b.root || ' ended' \
+         FROM (SELECT DISTINCT ON (id) id, root FROM below ORDER BY id, root) b \
+         WHERE m.id = b.id AND m.state != 'ended' RETURNING m.id",
+    )
+    .bind(roots)
+    .bind(secs(now))
+    .bind(cascade_reason(reason))
+    .fetch_all(&mut **tx)
+    .await?;
     rows.iter()
         .map(|r| {
             r.try_get::<String, _>("id")
@@ -697,23 +769,26 @@ impl Store for PostgresStore {
     }
 
     async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError> {
-        sqlx::query("SELECT * FROM agents WHERE $1::TEXT IS NULL OR owner = $1 ORDER BY name")
-            .bind(owner.map(PrincipalName::as_str))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(agent_from_row)
-            .collect()
+        sqlx::query(
+            "SELECT * FROM agents WHERE ephemeral_of IS NULL AND ($1::TEXT IS NULL OR owner = $1) \
+             ORDER BY name",
+        )
+        .bind(owner.map(PrincipalName::as_str))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(agent_from_row)
+        .collect()
     }
 
     async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError> {
-        let body = serde_jcs::to_string(&m.body)
-            .map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
         let mut tx = self.write_tx().await?;
-        // The agent and principal must still be live when the mission lands.
+        // The agent and principal must still be live when the mission lands;
+        // an ephemeral sub-agent exists for its one mission only.
         let live: Option<i64> = sqlx::query_scalar(
             "SELECT 1::BIGINT FROM agents a JOIN principals p ON p.name = $2 \
-             WHERE a.name = $1 AND a.revoked_at IS NULL AND p.revoked_at IS NULL",
+             WHERE a.name = $1 AND a.revoked_at IS NULL AND a.ephemeral_of IS NULL \
+               AND p.revoked_at IS NULL",
         )
         .bind(m.body.agent.as_str())
         .bind(m.body.principal.as_str())
@@ -723,21 +798,7 @@ impl Store for PostgresStore {
             let e = StoreError::NotFound(format!("live agent `{}`", m.body.agent));
             return undo(tx, Err(e)).await;
         }
-        sqlx::query(
-            "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
-             start_token_hash, start_token_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', $8, $9)",
-        )
-        .bind(m.body.id.as_str())
-        .bind(m.body.principal.as_str())
-        .bind(m.body.agent.as_str())
-        .bind(body)
-        .bind(&m.s256)
-        .bind(int(m.body.created_at))
-        .bind(int(m.body.expires_at))
-        .bind(m.start_token.as_str())
-        .bind(secs(m.start_token_expires_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_mission(&mut tx, m, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -809,6 +870,127 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn delegate(&self, d: &NewDelegation) -> Result<(), DelegateError> {
+        let child = &d.mission.body;
+        let parent = parent_of(d)?;
+        // The writers' lock orders this with the audit groups' counts of the
+        // parent's budget and with every other delegation, on every node.
+        let mut tx = self.write_tx().await?;
+        // INVARIANT: one UPDATE checks the parent and carves the child's
+        // budget out of what it has left, so delegations (racing or not)
+        // never take more than the parent has.
+        let carved: Option<i64> = sqlx::query_scalar(
+            "UPDATE missions SET requests_used = requests_used + $2 \
+             WHERE id = $1 AND state = 'active' AND expires_at > $3 AND jkt = $4 \
+               AND requests_used + $2 <= $5 AND s256 = $6 AND principal = $7 AND expires_at >= $8 \
+             RETURNING requests_used",
+        )
+        .bind(parent.id.as_str())
+        .bind(int(child.budget.requests))
+        .bind(secs(d.now))
+        .bind(d.parent_jkt.as_str())
+        .bind(int(d.parent_budget))
+        .bind(&parent.s256)
+        .bind(child.principal.as_str())
+        .bind(int(child.expires_at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if carved.is_none() {
+            let row = sqlx::query("SELECT * FROM missions WHERE id = $1")
+                .bind(parent.id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let e = delegation_refusal(row.as_ref(), d, parent)?;
+            return undo(tx, Err(e)).await;
+        }
+        if child.agent.is_ephemeral() {
+            // Recorded for this one mission; never listed, never the agent
+            // of another mission.
+            let live: Option<i64> = sqlx::query_scalar(
+                "SELECT 1::BIGINT FROM principals WHERE name = $1 AND revoked_at IS NULL",
+            )
+            .bind(child.principal.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if live.is_none() {
+                let e = DelegateError::NoSuchAgent(child.agent.to_string());
+                return undo(tx, Err(e)).await;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO agents (name, owner, description, created_at, ephemeral_of) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(child.agent.as_str())
+            .bind(child.principal.as_str())
+            .bind(ephemeral_description(&parent.id))
+            .bind(secs(d.now))
+            .bind(child.id.as_str())
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                let e = if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("agent `{}` already exists", child.agent))
+                } else {
+                    e.into()
+                };
+                return undo(tx, Err(e.into())).await;
+            }
+        } else {
+            let live: Option<i64> = sqlx::query_scalar(
+                "SELECT 1::BIGINT FROM agents a JOIN principals p ON p.name = a.owner \
+                 WHERE a.name = $1 AND a.owner = $2 AND a.revoked_at IS NULL \
+                   AND a.ephemeral_of IS NULL AND p.revoked_at IS NULL",
+            )
+            .bind(child.agent.as_str())
+            .bind(child.principal.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if live.is_none() {
+                let e = DelegateError::NoSuchAgent(child.agent.to_string());
+                return undo(tx, Err(e)).await;
+            }
+        }
+        insert_mission(&mut tx, &d.mission, Some(&parent.id)).await?;
+        sqlx::query(
+            "INSERT INTO delegation_links (child_id, parent_id, link, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(child.id.as_str())
+        .bind(parent.id.as_str())
+        .bind(&d.link)
+        .bind(secs(d.now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delegation_link(&self, child: &MissionId) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT link FROM delegation_links WHERE child_id = $1")
+                .bind(child.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn mission_tree(&self, root: &MissionId) -> Result<Vec<Mission>, StoreError> {
+        sqlx::query(
+            "WITH RECURSIVE tree(id, depth) AS ( \
+                 SELECT id, 0 FROM missions WHERE id = $1 \
+                 UNION ALL \
+                 SELECT m.id, t.depth + 1 FROM missions m JOIN tree t ON m.parent_id = t.id) \
+             SELECT m.* FROM tree t JOIN missions m ON m.id = t.id \
+             ORDER BY t.depth, m.created_at, m.id",
+        )
+        .bind(root.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| mission_from_row_with(r, Some(&self.checked)))
+        .collect()
+    }
+
     async fn end_mission(
         &self,
         id: &MissionId,
@@ -830,7 +1012,10 @@ impl Store for PostgresStore {
         match row {
             Some(r) => {
                 let ended = mission_from_row(&r)?;
-                self.notify(&mut tx, &Change::Mission(id.clone())).await?;
+                let below = end_descendants(&mut tx, std::slice::from_ref(id), reason, now).await?;
+                for m in std::iter::once(id).chain(&below) {
+                    self.notify(&mut tx, &Change::Mission(m.clone())).await?;
+                }
                 tx.commit().await?;
                 Ok(ended)
             }
@@ -1076,8 +1261,8 @@ impl Store for PostgresStore {
         }
         if end {
             // Its other pending requests expire with it (the expiry sweep
-            // records and announces them).
-            end_missions(
+            // records and announces them); the missions below it end too.
+            let ended = end_missions(
                 &mut tx,
                 END_MISSION_BY_ID,
                 now,
@@ -1085,8 +1270,10 @@ impl Store for PostgresStore {
                 by,
             )
             .await?;
-            self.notify(&mut tx, &Change::Mission(current.mission.clone()))
-                .await?;
+            let below = end_descendants(&mut tx, &ended, EndReason::Revoked, now).await?;
+            for m in std::iter::once(&current.mission).chain(&below) {
+                self.notify(&mut tx, &Change::Mission(m.clone())).await?;
+            }
         }
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1506,6 +1693,9 @@ impl Store for PostgresStore {
                 return undo(tx, Err(e)).await;
             }
         }
+        // The missions delegated below those it ended end with them.
+        let below = end_descendants(&mut tx, &summary.missions, EndReason::Revoked, rev.at).await?;
+        summary.missions.extend(below);
         insert_revocation(&mut tx, rev).await?;
         self.notify(&mut tx, &Change::Revoked).await?;
         tx.commit().await?;

@@ -6,15 +6,15 @@
 use std::str::FromStr as _;
 
 use mandate_core::{
-    AuditRecord, EndReason, Mission, MissionBody, MissionStatus, Role, Thumbprint, UnixTime,
-    mission_s256,
+    AuditRecord, EndReason, Mission, MissionBody, MissionId, MissionRef, MissionStatus, Role,
+    Thumbprint, UnixTime, mission_s256,
 };
 
-use crate::StoreError;
 use crate::model::{
-    Agent, ApiToken, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord, Principal,
-    Revocation, RevocationKind, VaultRecord, WebhookDelivery,
+    Agent, ApiToken, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord, NewDelegation,
+    Principal, Revocation, RevocationKind, VaultRecord, WebhookDelivery,
 };
+use crate::{DelegateError, StoreError};
 
 /// A row's columns by name, from any of the database libraries.
 pub(crate) trait Columns {
@@ -182,6 +182,69 @@ pub(crate) fn mission_from_row_with(
         other => return Err(corrupt("mission state", other)),
     };
     Ok(Mission { body, s256, status })
+}
+
+/// The end reason of a mission ended because an ancestor ended: revoked
+/// under a revoked ancestor, otherwise completed (the work it was part of
+/// is over).
+pub(crate) fn cascade_reason(ancestor: EndReason) -> &'static str {
+    match ancestor {
+        EndReason::Revoked => "revoked",
+        EndReason::Completed | EndReason::Expired => "completed",
+    }
+}
+
+/// The description an ephemeral sub-agent is recorded with.
+pub(crate) fn ephemeral_description(parent: &MissionId) -> String {
+    format!("ephemeral sub-agent of mission {parent}")
+}
+
+/// The parent a child mission's body names (its last ancestor).
+pub(crate) fn parent_of(d: &NewDelegation) -> Result<&MissionRef, StoreError> {
+    d.mission.body.parent().ok_or_else(|| {
+        StoreError::Backend(format!(
+            "mission `{}` names no parent: only a child mission is delegated",
+            d.mission.body.id
+        ))
+    })
+}
+
+/// Why a delegation's carve-out matched no parent: `parent` is the parent's
+/// row as the refusing transaction reads it (`state`, `expires_at`, `jkt`,
+/// `s256`, `principal`, `requests_used`), if there is one.
+pub(crate) fn delegation_refusal(
+    parent: Option<&impl Columns>,
+    d: &NewDelegation,
+    parent_ref: &MissionRef,
+) -> Result<DelegateError, StoreError> {
+    let Some(row) = parent else {
+        return Ok(StoreError::NotFound(format!("parent mission `{}`", parent_ref.id)).into());
+    };
+    let child = &d.mission.body;
+    let expires_at = row.int("expires_at")?;
+    if row.text("state")? != "active" || expires_at <= secs(d.now) {
+        return Ok(DelegateError::ParentNotActive);
+    }
+    if row.opt_text("jkt")?.as_deref() != Some(d.parent_jkt.as_str()) {
+        return Ok(DelegateError::KeyMismatch);
+    }
+    // The child's body must name the parent as stored, share its principal
+    // and end no later: the store does not rely on its caller for that.
+    if row.text("s256")? != parent_ref.s256
+        || row.text("principal")? != child.principal.as_str()
+        || expires_at < int(child.expires_at)
+    {
+        return Ok(StoreError::Conflict(format!(
+            "mission `{}` does not narrow its parent `{}` as stored",
+            child.id, parent_ref.id
+        ))
+        .into());
+    }
+    let used = u64::try_from(row.int("requests_used")?).unwrap_or(0);
+    Ok(DelegateError::BudgetWidens {
+        left: d.parent_budget.saturating_sub(used),
+        asked: child.budget.requests,
+    })
 }
 
 pub(crate) fn revocation_from_row(row: &impl Columns) -> Result<Revocation, StoreError> {

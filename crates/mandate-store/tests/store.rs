@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mandate_core::{
-    MissionBody, MissionId, MissionKey, MissionLimits, MissionPolicies, MissionSpec, MissionState,
-    OsRandom, OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
+    AgentName, ChildSpec, DEFAULT_MAX_DEPTH, EndReason, MissionBody, MissionId, MissionKey,
+    MissionLimits, MissionPolicies, MissionRef, MissionSpec, MissionState, MissionStatus, OsRandom,
+    OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
 };
 use mandate_store::{
-    Agent, ApiToken, NewMission, PostgresStore, Principal, Revocation, RevocationKind, SqliteStore,
-    StartError, Store, StoreError,
+    Agent, ApiToken, DelegateError, NewDelegation, NewMission, PostgresStore, Principal,
+    Revocation, RevocationKind, SqliteStore, StartError, Store, StoreError,
 };
 
 const T0: UnixTime = UnixTime(1_700_000_000);
@@ -232,6 +233,13 @@ both!(
     a_filter_column_changed_behind_the_log_is_found,
     audit_find_within_a_mission_finds_what_the_whole_log_finds,
     migration_0008_fills_the_columns_of_a_log_written_before_it,
+    a_delegated_child_is_stored_under_its_running_parent,
+    a_refused_delegation_changes_nothing,
+    racing_delegations_take_no_more_than_the_parent_has,
+    ending_a_mission_ends_every_mission_below_it,
+    revoking_a_mission_or_agent_ends_the_missions_below_theirs,
+    an_ephemeral_sub_agent_exists_for_its_one_mission,
+    a_denial_that_ends_a_mission_ends_the_missions_below_it,
 );
 
 fn principal(name: &str, role: Role) -> Principal {
@@ -1135,10 +1143,14 @@ async fn postgres_nodes_starting_together_migrate_once() {
     for s in starts {
         nodes.push(s.await.unwrap().unwrap());
     }
+    // Each migration once.
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
             .await,
-        8
+        i64::try_from(migrations).unwrap()
     );
     nodes[0]
         .create_principal(&principal("alice", Role::Member))
@@ -1923,4 +1935,498 @@ async fn migration_0008_fills_the_columns_of_a_log_written_before_it(mut db: Db)
         ..Default::default()
     };
     assert_eq!(s.audit_query(&f, 300, 10).await.unwrap(), more);
+}
+
+// --- delegation ---
+
+/// Alice's agents for chains (an agent acts at most once in a chain).
+async fn seed_chain(s: &dyn Store) {
+    seed(s).await;
+    for agent in ["bot-c", "bot-d"] {
+        s.create_agent(&Agent {
+            name: agent.parse().unwrap(),
+            owner: "alice".parse().unwrap(),
+            description: String::new(),
+            created_at: T0,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Starts a ready mission at `T0 + 1` with a new key.
+async fn start(s: &dyn Store, token: &SecretToken) -> MissionKey {
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    key
+}
+
+/// A principal's mission for alice's `bot-a`, started: its id and key.
+async fn running_root(s: &dyn Store) -> (MissionId, MissionKey) {
+    let (id, token) = new_mission(s, "alice", "bot-a").await;
+    (id, start(s, &token).await)
+}
+
+/// A child delegation of `parent` (as stored) to `agent`, at `T0 + 2`:
+/// the parent's key proves it. Built as the authority builds it, except
+/// that what the parent has left is not checked here (the store must).
+async fn child_of(
+    s: &dyn Store,
+    parent: &MissionId,
+    parent_key: &MissionKey,
+    agent: &str,
+    budget: u64,
+    ttl_secs: u64,
+) -> (NewDelegation, SecretToken) {
+    let parent = s.mission(parent).await.unwrap().unwrap();
+    let id = MissionId::generate(&OsRandom).unwrap();
+    let agent: AgentName = if agent.contains('@') {
+        AgentName::ephemeral(agent.trim_end_matches('@'), &id).unwrap()
+    } else {
+        agent.parse().unwrap()
+    };
+    let body = MissionBody::delegated(
+        ChildSpec {
+            ephemeral: agent.is_ephemeral(),
+            spec: MissionSpec {
+                agent,
+                goal: "check one invoice".into(),
+                policies: MissionPolicies::default(),
+                ttl_secs,
+                budget,
+                out_of_scope: OutOfScope::Escalate,
+            },
+        },
+        id,
+        &parent,
+        &[],
+        u64::MAX,
+        T0.plus(2),
+        MissionLimits::default(),
+        DEFAULT_MAX_DEPTH,
+        None,
+    )
+    .unwrap();
+    let token = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();
+    let s256 = mission_s256(&body).unwrap();
+    let d = NewDelegation {
+        mission: NewMission {
+            body,
+            s256,
+            start_token: token.hash(),
+            start_token_expires_at: T0.plus(600),
+        },
+        parent_jkt: parent_key.thumbprint().clone(),
+        parent_budget: parent.body.budget.requests,
+        link: format!("link-to-{}", parent.body.id),
+        now: T0.plus(2),
+    };
+    (d, token)
+}
+
+/// Delegates `budget` of `parent` to `agent` (`label@` for an ephemeral
+/// sub-agent) and starts the child: its id and key.
+async fn running_child(
+    s: &dyn Store,
+    parent: &MissionId,
+    parent_key: &MissionKey,
+    agent: &str,
+    budget: u64,
+) -> (MissionId, MissionKey) {
+    let (d, token) = child_of(s, parent, parent_key, agent, budget, 600).await;
+    s.delegate(&d).await.unwrap();
+    (d.mission.body.id.clone(), start(s, &token).await)
+}
+
+async fn ended_as(s: &dyn Store, id: &MissionId) -> Option<EndReason> {
+    match s.mission(id).await.unwrap().unwrap().status {
+        MissionStatus::Ended { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+async fn a_delegated_child_is_stored_under_its_running_parent(db: Db) {
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    let (root, root_key) = running_root(s.as_ref()).await;
+    let (d, token) = child_of(s.as_ref(), &root, &root_key, "bot-c", 4, 600).await;
+    s.delegate(&d).await.unwrap();
+    let child = d.mission.body.id.clone();
+
+    let stored = s.mission(&child).await.unwrap().unwrap();
+    assert_eq!(stored.status, MissionStatus::Ready);
+    assert_eq!(stored.body.parent().unwrap().id, root);
+    assert_eq!(stored.s256, d.mission.s256);
+    assert_eq!(
+        s.delegation_link(&child).await.unwrap().as_deref(),
+        Some(d.link.as_str())
+    );
+    assert_eq!(s.delegation_link(&root).await.unwrap(), None);
+    // The child's budget is carved out of the parent's.
+    assert_eq!(s.budget_used(&root).await.unwrap(), 4);
+    assert_eq!(s.budget_used(&child).await.unwrap(), 0);
+
+    // The child delegates in turn, once started with its own start token.
+    let child_key = start(s.as_ref(), &token).await;
+    let (grandchild, _) = running_child(s.as_ref(), &child, &child_key, "bot-d", 2).await;
+    assert_eq!(s.budget_used(&child).await.unwrap(), 2);
+    assert_eq!(s.budget_used(&root).await.unwrap(), 4);
+    // A mission of its own beside the chain is not part of it.
+    new_mission(s.as_ref(), "alice", "bot-a").await;
+
+    let tree: Vec<MissionId> = s
+        .mission_tree(&root)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body.id)
+        .collect();
+    assert_eq!(tree, vec![root.clone(), child.clone(), grandchild.clone()]);
+    let below: Vec<MissionId> = s
+        .mission_tree(&child)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body.id)
+        .collect();
+    assert_eq!(below, vec![child, grandchild]);
+    let unknown = MissionId::generate(&OsRandom).unwrap();
+    assert!(s.mission_tree(&unknown).await.unwrap().is_empty());
+}
+
+async fn a_refused_delegation_changes_nothing(db: Db) {
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    let (root, root_key) = running_root(s.as_ref()).await;
+    // Three of the parent's ten are taken already.
+    running_child(s.as_ref(), &root, &root_key, "bot-d", 3).await;
+    let unchanged = |d: NewDelegation| {
+        let s = s.clone();
+        let root = root.clone();
+        async move {
+            let child = d.mission.body.id.clone();
+            assert_eq!(s.budget_used(&root).await.unwrap(), 3);
+            assert!(s.mission(&child).await.unwrap().is_none());
+            assert!(s.delegation_link(&child).await.unwrap().is_none());
+            assert_eq!(s.mission_tree(&root).await.unwrap().len(), 2);
+        }
+    };
+
+    // More than the parent has left: how much is left is said.
+    let (d, _) = child_of(s.as_ref(), &root, &root_key, "bot-c", 8, 600).await;
+    match s.delegate(&d).await {
+        Err(DelegateError::BudgetWidens { left: 7, asked: 8 }) => {}
+        other => panic!("expected BudgetWidens {{ left: 7, asked: 8 }}, got {other:?}"),
+    }
+    unchanged(d).await;
+
+    // Proved with a key the parent is not bound to.
+    let stranger = MissionKey::generate(&OsRandom).unwrap();
+    let (mut d, _) = child_of(s.as_ref(), &root, &root_key, "bot-c", 1, 600).await;
+    d.parent_jkt = stranger.thumbprint().clone();
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::KeyMismatch)
+    ));
+    unchanged(d).await;
+
+    // Another principal's agent; an ephemeral sub-agent already recorded
+    // for another mission; a revoked agent; a registered name recorded as
+    // an ephemeral sub-agent's.
+    let (d, _) = child_of(s.as_ref(), &root, &root_key, "bot-b", 1, 600).await;
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::NoSuchAgent(a)) if a == "bot-b"
+    ));
+    unchanged(d).await;
+    let (first, _) = child_of(s.as_ref(), &root, &root_key, "helper@", 1, 600).await;
+    s.delegate(&first).await.unwrap();
+    let (mut d, _) = child_of(s.as_ref(), &root, &root_key, "bot-c", 1, 600).await;
+    d.mission.body.agent = first.mission.body.agent.clone();
+    d.mission.s256 = mission_s256(&d.mission.body).unwrap();
+    let before = s.agent(&first.mission.body.agent).await.unwrap();
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::Store(StoreError::Conflict(_)))
+    ));
+    assert_eq!(s.agent(&first.mission.body.agent).await.unwrap(), before);
+    assert!(s.mission(&d.mission.body.id).await.unwrap().is_none());
+    assert_eq!(s.budget_used(&root).await.unwrap(), 4);
+    s.revoke(&Revocation {
+        kind: RevocationKind::Agent,
+        target: "bot-c".into(),
+        reason: "retired".into(),
+        revoked_by: "alice".parse().unwrap(),
+        at: T0.plus(2),
+    })
+    .await
+    .unwrap();
+    let (d, _) = child_of(s.as_ref(), &root, &root_key, "bot-c", 1, 600).await;
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::NoSuchAgent(a)) if a == "bot-c"
+    ));
+    assert_eq!(s.budget_used(&root).await.unwrap(), 4);
+    assert!(s.mission(&d.mission.body.id).await.unwrap().is_none());
+    db.exec(
+        "UPDATE agents SET ephemeral_of = $1 WHERE name = 'bot-d'",
+        &[first.mission.body.id.as_str()],
+    )
+    .await;
+    let (d, _) = child_of(s.as_ref(), &root, &root_key, "bot-d", 1, 600).await;
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::NoSuchAgent(a)) if a == "bot-d"
+    ));
+    assert_eq!(s.budget_used(&root).await.unwrap(), 4);
+    assert!(s.mission(&d.mission.body.id).await.unwrap().is_none());
+
+    // A parent that has not started, or has ended, delegates nothing.
+    let (ready, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let (mut d, _) = child_of(s.as_ref(), &root, &root_key, "helper@", 1, 600).await;
+    let ready_body = s.mission(&ready).await.unwrap().unwrap();
+    d.mission.body.ancestors = vec![MissionRef {
+        id: ready.clone(),
+        s256: ready_body.s256,
+    }];
+    d.mission.s256 = mission_s256(&d.mission.body).unwrap();
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::ParentNotActive)
+    ));
+    assert_eq!(s.budget_used(&ready).await.unwrap(), 0);
+    assert!(s.mission(&d.mission.body.id).await.unwrap().is_none());
+    assert!(s.agent(&d.mission.body.agent).await.unwrap().is_none());
+    s.end_mission(&root, EndReason::Completed, "alice", T0.plus(3))
+        .await
+        .unwrap();
+    let (d, _) = child_of(s.as_ref(), &root, &root_key, "helper@", 1, 600).await;
+    assert!(matches!(
+        s.delegate(&d).await,
+        Err(DelegateError::ParentNotActive)
+    ));
+    assert_eq!(s.budget_used(&root).await.unwrap(), 4);
+    assert!(s.mission(&d.mission.body.id).await.unwrap().is_none());
+    assert!(s.agent(&d.mission.body.agent).await.unwrap().is_none());
+}
+
+async fn racing_delegations_take_no_more_than_the_parent_has(db: Db) {
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    // The parent's budget is 10: three children of 3 fit, a fourth does not.
+    let (root, root_key) = running_root(s.as_ref()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (d, _) = child_of(s.as_ref(), &root, &root_key, "bot-c", 3, 600).await;
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.delegate(&d).await }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(DelegateError::BudgetWidens { left: 1, asked: 3 }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(stored, 3);
+    assert_eq!(s.budget_used(&root).await.unwrap(), 9);
+    assert_eq!(s.mission_tree(&root).await.unwrap().len(), 4);
+}
+
+async fn ending_a_mission_ends_every_mission_below_it(db: Db) {
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    let (root, root_key) = running_root(s.as_ref()).await;
+    let (child, child_key) = running_child(s.as_ref(), &root, &root_key, "bot-c", 4).await;
+    let (grandchild, _) = running_child(s.as_ref(), &child, &child_key, "bot-d", 2).await;
+    // A child whose TTL ran out before its root ended: recorded as expired,
+    // at its expiry.
+    let (d, _) = child_of(s.as_ref(), &root, &root_key, "helper@", 1, 60).await;
+    s.delegate(&d).await.unwrap();
+    let short = d.mission.body.id.clone();
+    let at = T0.plus(100);
+
+    let ended = s
+        .end_mission(&root, EndReason::Completed, "alice", at)
+        .await
+        .unwrap();
+    assert_eq!(ended.state_at(at).0, MissionState::Ended);
+    for id in [&child, &grandchild] {
+        let m = s.mission(id).await.unwrap().unwrap();
+        assert_eq!(
+            m.state_at(at),
+            (MissionState::Ended, Some((EndReason::Completed, at)))
+        );
+    }
+    let m = s.mission(&short).await.unwrap().unwrap();
+    assert_eq!(
+        m.state_at(at),
+        (MissionState::Ended, Some((EndReason::Expired, T0.plus(62))))
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT COUNT(*) FROM missions WHERE ended_by = 'ancestor {root} ended'"
+        ))
+        .await,
+        3
+    );
+    // Below a revoked mission, they are revoked.
+    let (other, other_key) = running_root(s.as_ref()).await;
+    let (under, _) = running_child(s.as_ref(), &other, &other_key, "bot-c", 1).await;
+    s.end_mission(&other, EndReason::Revoked, "alice", at)
+        .await
+        .unwrap();
+    assert_eq!(ended_as(s.as_ref(), &under).await, Some(EndReason::Revoked));
+}
+
+async fn revoking_a_mission_or_agent_ends_the_missions_below_theirs(db: Db) {
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    let (root, root_key) = running_root(s.as_ref()).await;
+    let (middle, middle_key) = running_child(s.as_ref(), &root, &root_key, "bot-c", 4).await;
+    let (below, _) = running_child(s.as_ref(), &middle, &middle_key, "bot-d", 2).await;
+    let (sibling, _) = running_child(s.as_ref(), &root, &root_key, "helper@", 1).await;
+
+    let summary = s
+        .revoke(&Revocation {
+            kind: RevocationKind::Mission,
+            target: middle.to_string(),
+            reason: "went astray".into(),
+            revoked_by: "alice".parse().unwrap(),
+            at: T0.plus(10),
+        })
+        .await
+        .unwrap();
+    let mut expected = vec![middle.clone(), below.clone()];
+    expected.sort();
+    assert_eq!(summary.missions, expected);
+    for id in [&middle, &below] {
+        assert_eq!(ended_as(s.as_ref(), id).await, Some(EndReason::Revoked));
+    }
+    for id in [&root, &sibling] {
+        assert_eq!(ended_as(s.as_ref(), id).await, None);
+    }
+
+    // Revoking an agent ends its missions and every mission below them.
+    let (middle, middle_key) = running_child(s.as_ref(), &root, &root_key, "bot-c", 2).await;
+    let (below, below_key) = running_child(s.as_ref(), &middle, &middle_key, "bot-d", 1).await;
+    let (deepest, _) = running_child(s.as_ref(), &below, &below_key, "helper@", 1).await;
+    let summary = s
+        .revoke(&Revocation {
+            kind: RevocationKind::Agent,
+            target: "bot-c".into(),
+            reason: "compromised".into(),
+            revoked_by: "alice".parse().unwrap(),
+            at: T0.plus(20),
+        })
+        .await
+        .unwrap();
+    let mut expected = vec![middle.clone(), below.clone(), deepest.clone()];
+    expected.sort();
+    assert_eq!(summary.missions, expected);
+    for id in [&middle, &below, &deepest] {
+        assert_eq!(ended_as(s.as_ref(), id).await, Some(EndReason::Revoked));
+    }
+    for id in [&root, &sibling] {
+        assert_eq!(ended_as(s.as_ref(), id).await, None);
+    }
+}
+
+async fn an_ephemeral_sub_agent_exists_for_its_one_mission(db: Db) {
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    let (root, root_key) = running_root(s.as_ref()).await;
+    let (child, _) = running_child(s.as_ref(), &root, &root_key, "summarizer@", 2).await;
+    let name = s.mission(&child).await.unwrap().unwrap().body.agent;
+    assert!(name.is_ephemeral());
+
+    let found = s.agent(&name).await.unwrap().unwrap();
+    assert_eq!(found.owner.as_str(), "alice");
+    assert_eq!(
+        found.description,
+        format!("ephemeral sub-agent of mission {root}")
+    );
+    // Not among the registered agents.
+    for owner in [None, Some(&"alice".parse().unwrap())] {
+        let listed = s.agents(owner).await.unwrap();
+        assert!(listed.iter().all(|a| a.name != name));
+        assert!(listed.iter().any(|a| a.name.as_str() == "bot-c"));
+    }
+    // No other mission can be created for it.
+    let id = MissionId::generate(&OsRandom).unwrap();
+    let body = MissionBody::new(
+        MissionSpec {
+            agent: name.clone(),
+            goal: "anything else".into(),
+            policies: MissionPolicies::default(),
+            ttl_secs: 3_600,
+            budget: 10,
+            out_of_scope: OutOfScope::Escalate,
+        },
+        id.clone(),
+        "http://issuer.test",
+        "alice".parse().unwrap(),
+        T0,
+        MissionLimits::default(),
+        None,
+    )
+    .unwrap();
+    let token = SecretToken::generate(TokenKind::Start, &OsRandom).unwrap();
+    let s256 = mission_s256(&body).unwrap();
+    assert!(matches!(
+        s.create_mission(&NewMission {
+            body,
+            s256,
+            start_token: token.hash(),
+            start_token_expires_at: T0.plus(600),
+        })
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.mission(&id).await.unwrap().is_none());
+}
+
+async fn a_denial_that_ends_a_mission_ends_the_missions_below_it(db: Db) {
+    use mandate_store::{NewApproval, Resolution};
+    let s = db.store();
+    seed_chain(s.as_ref()).await;
+    let (root, root_key) = running_root(s.as_ref()).await;
+    let (child, _) = running_child(s.as_ref(), &root, &root_key, "bot-c", 2).await;
+    s.open_approval(
+        &NewApproval {
+            id: "apr_root".into(),
+            mission: root.clone(),
+            request_digest: "d".into(),
+            action: "refund".into(),
+            resource: "{}".into(),
+            context: "{}".into(),
+            context_digest: "c".into(),
+            reason_code: "escalation".into(),
+            policies: "[]".into(),
+            justification: "because".into(),
+            summary: "refund".into(),
+            approvers: vec![],
+            step_up: false,
+            created_at: T0.plus(2),
+            expires_at: T0.plus(600),
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    s.resolve_approval(
+        "apr_root",
+        "alice",
+        "no",
+        &Resolution::Deny { end_mission: true },
+        T0.plus(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ended_as(s.as_ref(), &root).await, Some(EndReason::Revoked));
+    assert_eq!(ended_as(s.as_ref(), &child).await, Some(EndReason::Revoked));
 }
