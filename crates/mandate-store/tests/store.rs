@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mandate_core::{
-    AgentName, ChildSpec, DEFAULT_MAX_DEPTH, EndReason, MissionBody, MissionId, MissionKey,
-    MissionLimits, MissionPolicies, MissionRef, MissionSpec, MissionState, MissionStatus, OsRandom,
-    OutOfScope, Role, SecretToken, TokenKind, UnixTime, mission_s256,
+    AgentName, ChildSpec, EndReason, MissionBody, MissionId, MissionKey, MissionLimits,
+    MissionPolicies, MissionRef, MissionSpec, MissionState, MissionStatus, OsRandom, OutOfScope,
+    Role, SecretToken, TokenKind, UnixTime, mission_s256,
 };
 use mandate_store::{
     Agent, ApiToken, DelegateError, NewDelegation, NewMission, PostgresStore, Principal,
@@ -2006,7 +2006,6 @@ async fn child_of(
         u64::MAX,
         T0.plus(2),
         MissionLimits::default(),
-        DEFAULT_MAX_DEPTH,
         None,
     )
     .unwrap();
