@@ -1703,3 +1703,155 @@ async fn a_signature_used_before_a_restart_is_refused_after_it() {
         "the replay reached no upstream"
     );
 }
+
+/// A delegated mission through the gateway: its calls go as far as every
+/// hop allows, its escalations go to the root's person, and the token the
+/// upstream gets names the whole chain of actors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_mission_goes_through_only_as_far_as_every_hop_allows() {
+    let (server, _dir, s, gw, seen) = setup().await;
+    let root = s.agent;
+    let child = |label: &str, scope: &str, oos: &str| mandate_core::wire::DelegateRequest {
+        agent: None,
+        ephemeral: Some(label.into()),
+        goal: format!("the {label}'s part"),
+        scope: scope.into(),
+        boundaries: String::new(),
+        escalations: String::new(),
+        ttl_seconds: Some(600),
+        budget: 10,
+        out_of_scope: Some(oos.into()),
+    };
+    // The clerk may only read; it hands everything on to a helper.
+    let created = root
+        .delegate(&child(
+            "clerk",
+            "permit(principal, action == Action::\"read\", resource);",
+            "deny",
+        ))
+        .await
+        .unwrap();
+    let clerk = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    let created = clerk
+        .delegate(&child(
+            "helper",
+            "permit(principal, action, resource);",
+            "escalate",
+        ))
+        .await
+        .unwrap();
+    let mut helper = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+
+    // Within every hop: forwarded, with a token whose `act` nests the chain.
+    let resp = helper
+        .send_signed("GET", &format!("{gw}/billing/invoices/42"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let token = {
+        let got = seen.lock().unwrap();
+        let (_, v) = got[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .clone();
+        v.strip_prefix("Bearer ").unwrap().to_owned()
+    };
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let helper_name = helper.mission().await.unwrap().agent;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["act"]["sub"], helper_name.as_str());
+    assert!(helper_name.starts_with("helper@msn_"));
+    assert!(
+        claims["act"]["act"]["sub"]
+            .as_str()
+            .unwrap()
+            .starts_with("clerk@msn_")
+    );
+    assert_eq!(
+        claims["act"]["act"]["act"],
+        json!({"sub": "billing-bot"}),
+        "the root agent innermost"
+    );
+
+    // A refund: the helper's scope allows it, the root's too, but the
+    // clerk's does not and does not negotiate: refused, the clerk named,
+    // nothing forwarded.
+    let resp = helper
+        .send_signed(
+            "POST",
+            &format!("{gw}/billing/refunds/9"),
+            Some(("application/json", br#"{"amount": 10}"#.to_vec())),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["code"], "out_of_scope", "{p}");
+    assert_eq!(p["hop"]["depth"], 2);
+    assert!(
+        p["hop"]["agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("clerk@msn_")
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // The organisation's escalation (refunds over 50,000) holds for a
+    // child too, and the root's person decides it: a grant for this child.
+    let created = root
+        .delegate(&child(
+            "payer",
+            "permit(principal, action, resource);",
+            "escalate",
+        ))
+        .await
+        .unwrap();
+    let mut payer = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    let url = format!("{gw}/billing/refunds/11");
+    let body = br#"{"amount": 75000}"#.to_vec();
+    let resp = payer
+        .send_signed(
+            "POST",
+            &url,
+            Some(("application/json", body.clone())),
+            Some("duplicate charge"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(p["code"], "approval_required", "{p}");
+    let approval = p["approval_id"].as_str().unwrap().to_owned();
+    let alice = Client::new(server.url()).unwrap().with_token(&s.alice);
+    let shown = alice.approval(&approval).await.unwrap();
+    assert_eq!(shown.mission_id, payer.mission_id().as_str());
+    alice
+        .approve(&approval, &ApproveRequest::default())
+        .await
+        .unwrap();
+    let resp = payer
+        .send_signed(
+            "POST",
+            &url,
+            Some(("application/json", body)),
+            Some("duplicate charge"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}

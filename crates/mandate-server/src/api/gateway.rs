@@ -507,6 +507,9 @@ struct Refusal<'a> {
     approval_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     approval_url: Option<&'a str>,
+    /// For a delegated mission: the ancestor that stopped or escalated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hop: Option<&'a mandate_core::Hop>,
 }
 
 /// 403 for a denial, or 403 `approval_required` for an escalation (with
@@ -538,6 +541,7 @@ fn refusal(resp: &DecideResponse) -> Response {
         policies: &resp.policies,
         approval_id: resp.approval_id.as_deref(),
         approval_url: resp.approval_url.as_deref(),
+        hop: resp.hop.as_ref(),
     };
     let mut r = (StatusCode::FORBIDDEN, axum::Json(&body)).into_response();
     let h = r.headers_mut();

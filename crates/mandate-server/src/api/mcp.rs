@@ -1399,6 +1399,7 @@ fn refused(id: &Value, method: &str, resp: &DecideResponse) -> Value {
         "policies": resp.policies,
         "approval_id": resp.approval_id,
         "approval_url": resp.approval_url,
+        "hop": resp.hop,
     });
     let text = if escalated {
         format!(
