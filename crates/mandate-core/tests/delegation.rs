@@ -345,6 +345,46 @@ fn organisation_policy_about_an_agent_holds_for_whatever_it_delegates_to() {
 }
 
 #[test]
+fn an_error_in_an_ancestors_policy_denies_the_childs_call() {
+    let org = org();
+    // Overflows for a tagged resource: an evaluation error at run time
+    // (the schema cannot rule it out).
+    let a = root(
+        &org,
+        "orchestrator",
+        policies(
+            "permit(principal, action, resource) when { !resource.hasTag(\"owner\") || context.time * 9223372036854775807 > 0 };",
+            "",
+            "",
+        ),
+        OutOfScope::Escalate,
+    );
+    let b = child_of(
+        &org,
+        &a,
+        "researcher",
+        policies(EVERYTHING, "", ""),
+        OutOfScope::Escalate,
+    );
+    let o = decide_at(
+        &org,
+        &[&a, &b],
+        &GrantSet::default(),
+        "read",
+        &doc(&["owner"]),
+    );
+    assert_eq!(
+        (o.decision, o.code.as_str()),
+        (Decision::Deny, "policy_error"),
+        "{o:?}"
+    );
+    assert_eq!(o.hop.unwrap().depth, 1);
+    // Without the tag it evaluates, and allows.
+    let o = decide_at(&org, &[&a, &b], &GrantSet::default(), "read", &doc(&[]));
+    assert_eq!(o.decision, Decision::Allow, "{o:?}");
+}
+
+#[test]
 fn a_child_only_narrows_its_parent() {
     let org = org();
     let a = root(
