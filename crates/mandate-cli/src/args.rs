@@ -450,7 +450,10 @@ pub enum MissionCmd {
     /// start token.
     Delegate(DelegateArgs),
     /// Show a mission and every mission delegated below it, with states.
-    Tree { id: String },
+    Tree {
+        /// The mission id (`msn_…`).
+        id: String,
+    },
     /// Agent side: print this mission's credential and delegation links as
     /// JSON, for `mandate credential verify --chain`.
     Chain {
@@ -498,6 +501,7 @@ pub struct CreateMissionArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["agent", "ephemeral"])))]
 pub struct DelegateArgs {
     /// The parent mission's state file (written by `mission start`).
     #[arg(long)]
@@ -516,7 +520,8 @@ pub struct DelegateArgs {
     #[arg(long)]
     pub goal: String,
     /// Cedar file with `permit` policies: the child's scope (the parent's
-    /// and every ancestor's policies apply as well).
+    /// and every ancestor's policies apply as well). Without it the scope
+    /// is empty: every call is out of the child's scope.
     #[arg(long)]
     pub scope: Option<PathBuf>,
     /// Cedar file with extra `forbid` policies.

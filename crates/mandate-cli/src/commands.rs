@@ -83,7 +83,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 output::json(&r)?;
             } else {
                 println!("revoked {kind} {}", r.id);
-                for m in &r.missions {
+                for m in r
+                    .missions
+                    .iter()
+                    .filter(|m| !(kind == "mission" && **m == r.id))
+                {
                     println!("  ended mission {m}");
                 }
                 for ag in r
@@ -806,11 +810,7 @@ async fn mission(
             if json {
                 output::json(&tree)?
             } else {
-                for m in &tree {
-                    let indent =
-                        "  ".repeat(usize::try_from(m.depth.saturating_sub(1)).unwrap_or(0));
-                    println!("{indent}{}", output::mission_line(m));
-                }
+                print!("{}", output::mission_tree(&tree));
             }
         }
         MissionCmd::Chain { state } => {

@@ -66,6 +66,25 @@ pub fn mission_line(m: &MissionView) -> String {
     )
 }
 
+/// A mission and its descendants (parents before children, as the API
+/// lists them), drawn depth first: each child under its own parent.
+pub fn mission_tree(missions: &[MissionView]) -> String {
+    fn walk(all: &[MissionView], at: &MissionView, level: usize, out: &mut String) {
+        out.push_str(&format!("{}{}\n", "   ".repeat(level), mission_line(at)));
+        for child in all
+            .iter()
+            .filter(|m| m.parent.as_deref() == Some(at.id.as_str()))
+        {
+            walk(all, child, level + 1, out);
+        }
+    }
+    let mut out = String::new();
+    if let Some(root) = missions.first() {
+        walk(missions, root, 0, &mut out);
+    }
+    out
+}
+
 pub fn mission_details(m: &MissionView) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<14} {v}\n"));
@@ -73,6 +92,9 @@ pub fn mission_details(m: &MissionView) -> String {
     line("goal", m.goal.clone());
     line("principal", m.principal.clone());
     line("agent", m.agent.clone());
+    if let Some(p) = &m.parent {
+        line("delegated by", format!("mission {p} (depth {})", m.depth));
+    }
     let state = match m.end_reason {
         Some(r) => format!(
             "ended ({}) at {}",

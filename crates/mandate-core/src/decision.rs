@@ -661,8 +661,9 @@ pub fn decide_chain(
                 return Outcome {
                     hop: Some(Hop::of(a.mission)),
                     detail: format!(
-                        "a boundary of ancestor mission `{}` (depth {}) forbids it",
+                        "a boundary of ancestor mission `{}` (agent `{}`, depth {}) forbids it",
                         a.mission.body.id,
+                        a.mission.body.agent,
                         a.mission.body.depth()
                     ),
                     ..Outcome::new(Decision::Deny, ReasonCode::BOUNDARY, h.boundary)
@@ -674,8 +675,9 @@ pub fn decide_chain(
                     return Outcome {
                         hop: Some(Hop::of(a.mission)),
                         detail: format!(
-                            "outside the scope of ancestor mission `{}` (depth {}), which does not negotiate",
+                            "outside the scope of ancestor mission `{}` (agent `{}`, depth {}), whose out_of_scope is `deny`",
                             a.mission.body.id,
+                            a.mission.body.agent,
                             a.mission.body.depth()
                         ),
                         ..Outcome::new(Decision::Deny, ReasonCode::OUT_OF_SCOPE, Vec::new())

@@ -56,7 +56,9 @@ pub enum DelegationError {
     TtlWidens { max: u64, got: u64 },
     #[error("the child's budget exceeds what is left of the parent's: at most {max}, {got} asked")]
     BudgetWidens { max: u64, got: u64 },
-    #[error("the chain would be {got} missions deep; at most {max} are allowed")]
+    #[error(
+        "the chain would be {got} missions deep; at most {max} are allowed (`missions.max_delegation_depth`)"
+    )]
     TooDeep { max: u32, got: u32 },
     #[error(
         "`{0}` already acts in this chain; delegate to another agent or to an ephemeral sub-agent"
@@ -70,6 +72,10 @@ pub enum DelegationError {
     BadLink(String),
     #[error("the proposed mission is not one this authority would delegate: {0}")]
     BadProposal(String),
+    /// A field of the child itself is not valid (goal, TTL, budget,
+    /// policies), as for any mission.
+    #[error(transparent)]
+    Input(#[from] crate::error::InputError),
 }
 
 impl DelegationError {
@@ -83,6 +89,7 @@ impl DelegationError {
             Self::EphemeralTarget(_) => "invalid_request",
             Self::BadLink(_) => "bad_link",
             Self::BadProposal(_) => "bad_proposal",
+            Self::Input(e) => e.code(),
         }
     }
 }

@@ -95,7 +95,9 @@ pub enum CredentialError {
     MissionNotStarted,
     #[error("the mission has ended")]
     MissionEnded,
-    #[error("the mission was revoked (directly, or with its agent or principal)")]
+    #[error(
+        "the mission was revoked (directly, with a mission it was delegated from, or with its agent or principal)"
+    )]
     Revoked,
     #[error("the credential is not bound to this mission's key")]
     KeyMismatch,

@@ -194,8 +194,7 @@ impl MissionBody {
             now,
             limits,
             schema,
-        )
-        .map_err(|e| DelegationError::BadProposal(e.to_string()))?;
+        )?;
         body.ancestors = parent.body.ancestors.clone();
         body.ancestors.push(MissionRef {
             id: parent.body.id.clone(),

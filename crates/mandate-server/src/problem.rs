@@ -185,6 +185,7 @@ impl From<mandate_core::DelegationError> for Problem {
             }
             D::AgentInChain(_) => StatusCode::CONFLICT,
             D::EphemeralTarget(_) | D::BadLink(_) | D::BadProposal(_) => StatusCode::BAD_REQUEST,
+            D::Input(e) => return e.into(),
         };
         Self::new(status, e.code(), e.to_string())
     }

@@ -89,7 +89,11 @@ async fn child_body(
                     format!("agent `{agent}` is revoked"),
                 ));
             }
-            None => return Err(Problem::not_found("no such agent")),
+            None => {
+                return Err(Problem::not_found(format!(
+                    "no agent `{agent}` (register it with `mandate agent register`)"
+                )));
+            }
         }
     }
     let chain_agents: Vec<AgentName> = ancestors_of(s, parent)
