@@ -419,7 +419,7 @@ async fn delegations_that_widen_or_are_not_proved_are_refused_and_store_nothing(
     let resp = raw(
         &a,
         "/v1/mission/delegations",
-        json!({"mission": proposal["mission"], "link": forged}),
+        json!({"mission": proposal["mission"], "link": forged, "proposal": proposal["proposal"]}),
     )
     .send()
     .await
@@ -429,41 +429,49 @@ async fn delegations_that_widen_or_are_not_proved_are_refused_and_store_nothing(
     let good = a
         .key()
         .sign_link(
-            claims,
+            claims.clone(),
             mandate_core::Clock::now(&mandate_core::SystemClock),
             &mandate_core::OsRandom,
         )
         .unwrap();
-    // A body changed after signing: the link binds another one.
+    // A body changed after the proposal, or one the authority never
+    // proposed (its own id and time, signed by the parent itself): the
+    // proposal token binds the body the authority made.
     let mut changed = proposal["mission"].clone();
     changed["budget"]["requests"] = json!(50);
-    let resp = raw(
-        &a,
-        "/v1/mission/delegations",
-        json!({"mission": changed, "link": good}),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "bad_link");
-    // A body this authority would not make (another issuer).
+    let mut vanity = proposal["mission"].clone();
+    vanity["id"] = json!("msn_00000000000000000000000000000bad");
+    vanity["created_at"] = json!(vanity["created_at"].as_u64().unwrap() - 200);
+    vanity["expires_at"] = json!(vanity["expires_at"].as_u64().unwrap() - 200);
     let mut foreign = proposal["mission"].clone();
     foreign["iss"] = json!("https://elsewhere.example");
-    let resp = raw(
-        &a,
-        "/v1/mission/delegations",
-        json!({"mission": foreign, "link": good}),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "bad_proposal");
-    // Nothing of those was stored, and no budget went: A carved 20 for B only.
-    let tree = p.alice.mission_tree(a.mission_id().as_str()).await.unwrap();
-    assert_eq!(tree.len(), 4, "A, B, C, D");
-    // The proposal itself, committed as made, goes through.
+    for body in [changed, vanity, foreign] {
+        let m: mandate_core::MissionBody = serde_json::from_value(body.clone()).unwrap();
+        let s256 = mandate_core::mission_s256(&m).unwrap();
+        let mut claims = claims.clone();
+        claims.child.mission_id = m.id.clone();
+        claims.child.mission_s256 = s256;
+        claims.exp = m.expires_at;
+        let link = a
+            .key()
+            .sign_link(
+                claims,
+                mandate_core::Clock::now(&mandate_core::SystemClock),
+                &mandate_core::OsRandom,
+            )
+            .unwrap();
+        let resp = raw(
+            &a,
+            "/v1/mission/delegations",
+            json!({"mission": body, "link": link, "proposal": proposal["proposal"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.json::<Value>().await.unwrap()["code"], "bad_proposal");
+    }
+    // Without the authority's proposal token: refused.
     let resp = raw(
         &a,
         "/v1/mission/delegations",
@@ -472,13 +480,67 @@ async fn delegations_that_widen_or_are_not_proved_are_refused_and_store_nothing(
     .send()
     .await
     .unwrap();
+    assert_eq!(resp.status(), 400);
+    // Nothing of those was stored, and no budget went: A carved 20 for B only.
+    let tree = p.alice.mission_tree(a.mission_id().as_str()).await.unwrap();
+    assert_eq!(tree.len(), 4, "A, B, C, D");
+    // The proposal itself, committed as made, goes through, once.
+    let commit =
+        json!({"mission": proposal["mission"], "link": good, "proposal": proposal["proposal"]});
+    let resp = raw(&a, "/v1/mission/delegations", commit.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
+    let resp = raw(&a, "/v1/mission/delegations", commit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "a replayed commit");
 
     // An ended mission delegates nothing.
     b.end(None).await.unwrap();
     let err = b.delegate(&delegation("helper", "", 1)).await.unwrap_err();
     assert_eq!(err.code(), Some("mission_ended"));
     assert_eq!(c.mission().await.unwrap_err().code(), Some("mission_ended"));
+}
+
+#[tokio::test]
+async fn the_cap_on_waiting_approvals_holds_for_the_whole_tree() {
+    let (server, _dir) = server();
+    let p = people(&server).await;
+    // Reads only: every write asks alice.
+    let a = root(
+        &server,
+        &p,
+        "orchestrator",
+        "permit(principal, action == Action::\"read\", resource);",
+        "",
+        "escalate",
+    )
+    .await;
+    let mut eph = delegation("x", "", 1);
+    eph.agent = None;
+    eph.ephemeral = Some("worker".into());
+    eph.out_of_scope = Some("escalate".into());
+    let child = delegate(&server, &a, &eph).await;
+    let mut codes = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..60 {
+        for agent in [&a, &child] {
+            let r = decide(
+                &p.gateway,
+                agent,
+                "write",
+                serde_json::from_value(json!({"type": "Resource", "id": format!("doc-{i}")}))
+                    .unwrap(),
+            )
+            .await;
+            *codes.entry(r.code).or_default() += 1;
+        }
+    }
+    // 100 wait for alice from the whole tree; the rest are refused.
+    assert_eq!(codes.get("out_of_scope"), Some(&100), "{codes:?}");
+    assert_eq!(codes.get("approval_queue_full"), Some(&20), "{codes:?}");
 }
 
 #[tokio::test]

@@ -239,6 +239,7 @@ impl MissionAgent {
             mission,
             mission_s256,
             link,
+            proposal,
         } = proposal;
         // Sign only what binds this mission to the body we commit.
         let s256 =
@@ -256,6 +257,34 @@ impl MissionAgent {
                 "the proposal does not bind this mission to the child it describes".into(),
             ));
         }
+        // And it is the child asked for: the link is this mission's consent
+        // to exactly that.
+        let agent_ok = match (&req.agent, &req.ephemeral) {
+            (Some(a), None) => mission.agent.as_str() == a,
+            (None, Some(label)) => {
+                mission.agent.as_str() == format!("{}@{}", label.trim(), mission.id)
+            }
+            _ => false,
+        };
+        let out_of_scope_ok = match req.out_of_scope.as_deref() {
+            None => mission.out_of_scope == mandate_core::OutOfScope::default(),
+            Some(m) => m.parse::<mandate_core::OutOfScope>().ok() == Some(mission.out_of_scope),
+        };
+        if !agent_ok
+            || mission.goal != req.goal.trim()
+            || mission.policies.scope != req.scope
+            || mission.policies.boundaries != req.boundaries
+            || mission.policies.escalations != req.escalations
+            || mission.budget.requests != req.budget
+            || req
+                .ttl_seconds
+                .is_some_and(|t| mission.expires_at.saturating_sub(mission.created_at) != t)
+            || !out_of_scope_ok
+        {
+            return Err(ClientError::Decode(
+                "the proposed child is not the one asked for; nothing was signed".into(),
+            ));
+        }
         let signed = self
             .key
             .sign_link(link, self.clock.now(), self.rng.as_ref())
@@ -265,6 +294,7 @@ impl MissionAgent {
             .json(&CommitDelegation {
                 mission,
                 link: signed,
+                proposal,
             });
         self.client.send(rb).await
     }

@@ -256,6 +256,72 @@ pub fn verify_link(link: &str) -> Result<(LinkClaims, Thumbprint), DelegationErr
     Ok((claims, jwk.thumbprint()))
 }
 
+/// The JWS `typ` of a delegation proposal.
+pub const PROPOSAL_TYP: &str = "mandate-proposal+jwt";
+
+/// How long a proposal may be committed, in seconds.
+pub const PROPOSAL_TTL_SECS: u64 = 300;
+
+/// What the authority proposed: this child body (by hash), for this
+/// parent, until `exp`. Signed by the authority, so a commit carries only
+/// a body the authority itself made (its id and time included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalClaims {
+    pub iss: String,
+    pub parent: MissionId,
+    pub mission_s256: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Signs a proposal of the child body `mission_s256` for `parent`.
+pub fn sign_proposal(
+    key: &crate::keys::AuthorityKey,
+    issuer: &str,
+    parent: &MissionId,
+    mission_s256: &str,
+    now: UnixTime,
+) -> Result<String, KeyError> {
+    key.sign_jwt(
+        PROPOSAL_TYP,
+        &ProposalClaims {
+            iss: issuer.to_owned(),
+            parent: parent.clone(),
+            mission_s256: mission_s256.to_owned(),
+            iat: now.0,
+            exp: now.plus(PROPOSAL_TTL_SECS).0,
+        },
+    )
+}
+
+/// Verifies a proposal the authority signed and that it is still valid at
+/// `now`; what it binds is the caller's to compare.
+pub fn verify_proposal(
+    token: &str,
+    jwks: &Jwks,
+    issuer: &str,
+    now: UnixTime,
+) -> Result<ProposalClaims, DelegationError> {
+    let bad = |m: String| DelegationError::BadProposal(m);
+    let token = token.trim();
+    if token.len() > MAX_LINK_BYTES {
+        return Err(bad("the proposal token is too long".into()));
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
+    let kid = crate::credential::check_authority_header(&header, PROPOSAL_TYP)
+        .map_err(|e| bad(e.to_string()))?;
+    let claims: ProposalClaims = crate::credential::decode_authority_jws(token, &kid, jwks)
+        .map_err(|e| bad(format!("the proposal token: {e}")))?;
+    if claims.iss != issuer {
+        return Err(bad("the proposal token is another authority's".into()));
+    }
+    if now.0 >= claims.exp || claims.iat > now.0.saturating_add(crate::FRESHNESS_WINDOW_SECS) {
+        return Err(bad("it expired; ask for a new proposal".into()));
+    }
+    Ok(claims)
+}
+
 /// An ancestor as a child's credential names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

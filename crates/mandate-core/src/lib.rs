@@ -47,8 +47,9 @@ pub use decision::{
 };
 pub use delegation::{
     ChainHop, DEFAULT_MAX_DEPTH, DelegationChainError, DelegationError, LINK_TYP, LinkClaims,
-    LinkParty, MissionRef, VerifiedChain, VerifiedHop, link_digest, nested_actor,
-    verify_delegation_chain, verify_link,
+    LinkParty, MissionRef, PROPOSAL_TTL_SECS, PROPOSAL_TYP, ProposalClaims, VerifiedChain,
+    VerifiedHop, link_digest, nested_actor, sign_proposal, verify_delegation_chain, verify_link,
+    verify_proposal,
 };
 pub use error::{CredentialError, InputError, KeyError, ProofError};
 pub use grant::{ExactGrant, GrantScope, pattern_policy, request_digest};

@@ -186,7 +186,7 @@ impl MissionBody {
                 got: spec.budget,
             });
         }
-        let mut body = Self::new(
+        let (mut body, compiled) = Self::build(
             spec,
             id,
             &parent.body.iss,
@@ -195,6 +195,16 @@ impl MissionBody {
             limits,
             schema,
         )?;
+        // Who approves a child's escalations is decided above it (the
+        // root's people, the organisation's policy); an agent writing a
+        // child's policies does not get to pick among them.
+        if compiled.names_approvers() {
+            return Err(InputError::BadPolicy {
+                field: "escalations",
+                message: "a delegated mission cannot name approvers (`@approvers`): the root mission's people and the organisation's policies decide who approves".into(),
+            }
+            .into());
+        }
         body.ancestors = parent.body.ancestors.clone();
         body.ancestors.push(MissionRef {
             id: parent.body.id.clone(),
@@ -214,6 +224,19 @@ impl MissionBody {
         limits: MissionLimits,
         schema: Option<&cedar_policy::Schema>,
     ) -> Result<Self, InputError> {
+        Self::build(spec, id, issuer, principal, now, limits, schema).map(|(body, _)| body)
+    }
+
+    /// As [`Self::new`], with the policies as compiled.
+    fn build(
+        spec: MissionSpec,
+        id: MissionId,
+        issuer: &str,
+        principal: PrincipalName,
+        now: UnixTime,
+        limits: MissionLimits,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<(Self, MissionPolicySet), InputError> {
         let MissionSpec {
             agent,
             goal,
@@ -242,8 +265,8 @@ impl MissionBody {
                 got: budget,
             });
         }
-        MissionPolicySet::compile(id.as_str(), &policies, schema)?;
-        Ok(Self {
+        let compiled = MissionPolicySet::compile(id.as_str(), &policies, schema)?;
+        let body = Self {
             v: 1,
             id,
             iss: issuer.to_owned(),
@@ -256,7 +279,8 @@ impl MissionBody {
             created_at: now.0,
             expires_at: now.plus(ttl_secs).0,
             ancestors: Vec::new(),
-        })
+        };
+        Ok((body, compiled))
     }
 }
 

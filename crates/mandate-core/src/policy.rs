@@ -520,6 +520,13 @@ impl OrgPolicies {
 pub struct MissionPolicySet(pub(crate) KindedSet);
 
 impl MissionPolicySet {
+    /// Whether any escalation names its approvers (`@approvers`).
+    pub(crate) fn names_approvers(&self) -> bool {
+        self.0.escalations.values().any(|t| !t.approvers.is_empty())
+    }
+}
+
+impl MissionPolicySet {
     /// Compiles a mission's three policy texts. `schema`, when given,
     /// validates them (at mission creation); decisions compile without it.
     pub fn compile(

@@ -202,6 +202,9 @@ pub struct DelegationProposal {
     /// key, as a JWS of `typ` `mandate-link+jwt` with the public key in the
     /// `jwk` header.
     pub link: crate::LinkClaims,
+    /// The authority's signature on this proposal (`mandate-proposal+jwt`),
+    /// to send back with the commit; valid for 5 minutes.
+    pub proposal: String,
 }
 
 /// A proposal committed with the parent's signed link
@@ -213,6 +216,8 @@ pub struct CommitDelegation {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub mission: crate::MissionBody,
     pub link: String,
+    /// The proposal token the authority returned with this body.
+    pub proposal: String,
 }
 
 /// The caller's delegation chain, to present with its credential for

@@ -468,6 +468,96 @@ fn a_child_only_narrows_its_parent() {
     assert_eq!(err.code(), "invalid_request");
 }
 
+#[test]
+fn an_agent_cannot_pick_who_approves_its_childs_calls() {
+    let org = org();
+    let a = root(
+        &org,
+        "orchestrator",
+        policies(EVERYTHING, "", ""),
+        OutOfScope::Escalate,
+    );
+    let err = MissionBody::delegated(
+        ChildSpec {
+            spec: spec(
+                "researcher",
+                policies(
+                    "",
+                    "",
+                    "@approvers(\"secops\")\npermit(principal, action == Action::\"delete\", resource);",
+                ),
+                600,
+                1,
+                OutOfScope::Escalate,
+            ),
+            ephemeral: false,
+        },
+        MissionId::generate(&OsRandom).unwrap(),
+        &a,
+        &[],
+        10,
+        T0,
+        MissionLimits::default(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "invalid_policy", "{err}");
+    assert!(err.to_string().contains("cannot name approvers"), "{err}");
+}
+
+#[test]
+fn a_proposal_token_is_the_authoritys_own_and_short_lived() {
+    let authority = AuthorityKey::generate(&OsRandom).unwrap();
+    let parent = MissionId::generate(&OsRandom).unwrap();
+    let token = mandate_core::sign_proposal(&authority, ISS, &parent, "abc", T0).unwrap();
+    let ok = mandate_core::verify_proposal(&token, &authority.jwks(), ISS, T0.plus(299)).unwrap();
+    assert_eq!(
+        (ok.parent, ok.mission_s256.as_str()),
+        (parent.clone(), "abc")
+    );
+    let code = |r: Result<_, DelegationError>| r.unwrap_err().code();
+    assert_eq!(
+        code(mandate_core::verify_proposal(
+            &token,
+            &authority.jwks(),
+            ISS,
+            T0.plus(300)
+        )),
+        "bad_proposal"
+    );
+    let stranger = AuthorityKey::generate(&OsRandom).unwrap();
+    assert_eq!(
+        code(mandate_core::verify_proposal(
+            &token,
+            &stranger.jwks(),
+            ISS,
+            T0.plus(1)
+        )),
+        "bad_proposal"
+    );
+    assert_eq!(
+        code(mandate_core::verify_proposal(
+            &token,
+            &authority.jwks(),
+            "https://other",
+            T0.plus(1)
+        )),
+        "bad_proposal"
+    );
+    // Another kind of token the authority signs is not a proposal.
+    let c = chain();
+    let cred = credential(&c, &c.links);
+    assert_eq!(
+        code(mandate_core::verify_proposal(
+            &cred,
+            &c.authority.jwks(),
+            ISS,
+            T0.plus(1)
+        )),
+        "bad_proposal"
+    );
+}
+
 /// A three-hop chain with real keys: A → B → C, and C's credential.
 struct Chain {
     authority: AuthorityKey,

@@ -158,8 +158,8 @@ async fn insert_mission(
         .map_err(|e| StoreError::Backend(format!("cannot encode mission: {e}")))?;
     sqlx::query(
         "INSERT INTO missions (id, principal, agent, body, s256, created_at, expires_at, state, \
-         start_token_hash, start_token_expires_at, parent_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ready', ?8, ?9, ?10)",
+         start_token_hash, start_token_expires_at, parent_id, root_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'ready', ?8, ?9, ?10, ?11)",
     )
     .bind(m.body.id.as_str())
     .bind(m.body.principal.as_str())
@@ -171,8 +171,16 @@ async fn insert_mission(
     .bind(m.start_token.as_str())
     .bind(secs(m.start_token_expires_at))
     .bind(parent.map(MissionId::as_str))
+    .bind(m.body.ancestors.first().map(|r| r.id.as_str()))
     .execute(&mut **tx)
-    .await?;
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict(format!("mission `{}` exists already", m.body.id))
+        } else {
+            e.into()
+        }
+    })?;
     Ok(())
 }
 
@@ -772,7 +780,13 @@ impl Store for SqliteStore {
             return Ok(Some((id, true)));
         }
         let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM approvals WHERE mission_id = ?1 AND status = 'pending' AND expires_at > ?2",
+            // The cap holds for a whole delegation tree: a mission cannot
+            // multiply it by delegating children.
+            "WITH root AS (SELECT COALESCE(root_id, id) AS id FROM missions WHERE id = ?1) \
+             SELECT COUNT(*) FROM approvals \
+             WHERE status = 'pending' AND expires_at > ?2 \
+               AND mission_id IN (SELECT id FROM root \
+                                  UNION ALL SELECT m.id FROM missions m JOIN root ON m.root_id = root.id)",
         )
         .bind(a.mission.as_str())
         .bind(secs(a.created_at))

@@ -19,8 +19,9 @@ use mandate_core::wire::{
 };
 use mandate_core::{
     AgentName, ChainHop, ChildSpec, DelegationError, LinkClaims, LinkParty, Mission, MissionBody,
-    MissionId, MissionPolicies, MissionSpec, MissionStatus, OutOfScope, SecretToken, TokenKind,
-    UnixTime, link_digest, mission_s256, verify_link,
+    MissionId, MissionPolicies, MissionSpec, MissionStatus, OutOfScope, PROPOSAL_TTL_SECS,
+    SecretToken, TokenKind, UnixTime, link_digest, mission_s256, sign_proposal, verify_link,
+    verify_proposal,
 };
 use mandate_store::{NewDelegation, NewMission};
 
@@ -30,9 +31,6 @@ use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthoriz
 use super::{DEFAULT_MISSION_TTL_SECS, mission_view, on_large_stack};
 use crate::problem::Problem;
 use crate::state::AppState;
-
-/// How old a proposal may be when it is committed, in seconds.
-const PROPOSAL_TTL_SECS: u64 = 300;
 
 /// The parent as a link names it.
 fn party(m: &Mission) -> LinkParty {
@@ -194,10 +192,16 @@ pub(super) async fn propose(
     let body = child_body(&s, parent, child, id, now).await?;
     let s256 = mission_s256(&body)?;
     let link = LinkClaims::for_child(&party(parent), &caller.claims.cnf.jkt, &body, &s256);
+    let proposal =
+        sign_proposal(&s.0.key, &s.0.issuer, &parent.body.id, &s256, now).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a proposal");
+            Problem::internal()
+        })?;
     Ok(Json(DelegationProposal {
         mission: body,
         mission_s256: s256,
         link,
+        proposal,
     }))
 }
 
@@ -223,20 +227,47 @@ pub(super) async fn commit(
     let CommitDelegation {
         mission: body,
         link,
+        proposal,
     } = req;
     let now = s.0.clock.now();
     let parent = &caller.mission;
     let bad = |m: &str| Problem::from(DelegationError::BadProposal(m.to_owned()));
-    // The proposal: recent, for this parent, and exactly the body this
-    // authority would delegate now.
-    if body.created_at.saturating_add(PROPOSAL_TTL_SECS) < now.0
-        || body.created_at > now.0.saturating_add(mandate_core::FRESHNESS_WINDOW_SECS)
-    {
-        return Err(bad("it is not recent; ask for a new proposal"));
+    // Cheap checks first, the policies' compilation last. The proposal:
+    // signed by this authority, recent, for this parent and this very body
+    // (so its id and time are the ones the authority chose).
+    let s256 = mission_s256(&body)?;
+    let proposed = verify_proposal(&proposal, &s.0.key.jwks(), &s.0.issuer, now)?;
+    if proposed.parent != parent.body.id {
+        return Err(bad("it was proposed for another mission"));
+    }
+    if proposed.mission_s256 != s256 {
+        return Err(bad("the body is not the one proposed"));
     }
     if body.parent().map(|p| &p.id) != Some(&parent.body.id) {
         return Err(bad("it is not a child of the calling mission"));
     }
+    // The link: signed by the key bound to the parent (the one that proved
+    // this request), binding exactly this parent and child.
+    let (claims, signer) = verify_link(&link)?;
+    if signer != caller.claims.cnf.jkt {
+        return Err(DelegationError::BadLink(
+            "it is not signed by the parent's mission key".into(),
+        )
+        .into());
+    }
+    let expected = LinkClaims::for_child(&party(parent), &caller.claims.cnf.jkt, &body, &s256);
+    if !claims.binds_same(&expected) {
+        return Err(
+            DelegationError::BadLink("it does not bind this parent and child".into()).into(),
+        );
+    }
+    if claims.iat.saturating_add(PROPOSAL_TTL_SECS) < now.0
+        || claims.iat > now.0.saturating_add(mandate_core::FRESHNESS_WINDOW_SECS)
+    {
+        return Err(DelegationError::BadLink("it was not signed recently".into()).into());
+    }
+    // And still what this authority would delegate for the parent as it is
+    // now (its budget left, its state, the agent's).
     let ephemeral = body.agent.is_ephemeral();
     if ephemeral && !body.agent.as_str().ends_with(&format!("@{}", body.id)) {
         return Err(bad("an ephemeral sub-agent is named after its own mission"));
@@ -259,27 +290,6 @@ pub(super) async fn commit(
     .await?;
     if rebuilt != body {
         return Err(bad("it differs from what this authority would delegate"));
-    }
-    let s256 = mission_s256(&body)?;
-    // The link: signed by the key bound to the parent (the one that proved
-    // this request), binding exactly this parent and child.
-    let (claims, signer) = verify_link(&link)?;
-    if signer != caller.claims.cnf.jkt {
-        return Err(DelegationError::BadLink(
-            "it is not signed by the parent's mission key".into(),
-        )
-        .into());
-    }
-    let expected = LinkClaims::for_child(&party(parent), &caller.claims.cnf.jkt, &body, &s256);
-    if !claims.binds_same(&expected) {
-        return Err(
-            DelegationError::BadLink("it does not bind this parent and child".into()).into(),
-        );
-    }
-    if claims.iat.saturating_add(PROPOSAL_TTL_SECS) < now.0
-        || claims.iat > now.0.saturating_add(mandate_core::FRESHNESS_WINDOW_SECS)
-    {
-        return Err(DelegationError::BadLink("it was not signed recently".into()).into());
     }
     let rng = s.0.rng.as_ref();
     let start_token =

@@ -8,6 +8,12 @@
 ALTER TABLE missions ADD COLUMN parent_id TEXT REFERENCES missions(id);
 CREATE INDEX missions_parent ON missions(parent_id) WHERE parent_id IS NOT NULL;
 
+-- The root of a child's chain (the principal's own mission); NULL for a
+-- root. Limits that hold for a whole delegation tree (pending approvals)
+-- count by it.
+ALTER TABLE missions ADD COLUMN root_id TEXT REFERENCES missions(id);
+CREATE INDEX missions_root ON missions(root_id) WHERE root_id IS NOT NULL;
+
 -- For an ephemeral sub-agent (`label@msn_…`), the one mission it exists
 -- for; NULL for a registered agent. Not a foreign key: the agent's row is
 -- written before its mission's, which references it.
