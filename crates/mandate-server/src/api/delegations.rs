@@ -19,14 +19,13 @@ use mandate_core::wire::{
 };
 use mandate_core::{
     AgentName, ChainHop, ChildSpec, DelegationError, LinkClaims, LinkParty, Mission, MissionBody,
-    MissionId, MissionPolicies, MissionSpec, MissionStatus, OutOfScope, PROPOSAL_TTL_SECS,
-    SecretToken, TokenKind, UnixTime, link_digest, mission_s256, sign_proposal, verify_link,
-    verify_proposal,
+    MissionId, MissionPolicies, MissionSpec, OutOfScope, PROPOSAL_TTL_SECS, UnixTime, link_digest,
+    mission_s256, sign_proposal, verify_link, verify_proposal,
 };
 use mandate_store::{NewDelegation, NewMission};
 
 use super::extract::{ApiJson, ApiPath, Caller, MissionCaller};
-use super::missions::may_manage;
+use super::missions::{created, may_manage, start_token};
 use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use super::{DEFAULT_MISSION_TTL_SECS, mission_view, on_large_stack};
 use crate::problem::Problem;
@@ -291,12 +290,7 @@ pub(super) async fn commit(
     if rebuilt != body {
         return Err(bad("it differs from what this authority would delegate"));
     }
-    let rng = s.0.rng.as_ref();
-    let start_token =
-        SecretToken::generate(TokenKind::Start, rng).map_err(|_| Problem::internal())?;
-    let start_token_expires_at = now
-        .plus(s.0.start_token_ttl_secs)
-        .min(UnixTime(body.expires_at));
+    let (start_token, start_token_expires_at) = start_token(&s, now, body.expires_at)?;
     let Some(parent_jkt) = parent.jkt().cloned() else {
         return Err(Problem::internal());
     };
@@ -328,18 +322,12 @@ pub(super) async fn commit(
         }),
     )
     .await?;
-    let mission = Mission {
+    Ok(created(
         body,
         s256,
-        status: MissionStatus::Ready,
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedMission {
-            mission: mission_view(&mission, now),
-            start_token: start_token.expose().to_owned(),
-            start_token_expires_at: start_token_expires_at.0,
-        }),
+        &start_token,
+        start_token_expires_at,
+        now,
     ))
 }
 

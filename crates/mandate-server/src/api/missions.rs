@@ -125,11 +125,7 @@ pub(super) async fn create(
     })
     .await??;
     let s256 = mission_s256(&body)?;
-    let start_token =
-        SecretToken::generate(TokenKind::Start, rng).map_err(|_| Problem::internal())?;
-    let start_token_expires_at = now
-        .plus(s.0.start_token_ttl_secs)
-        .min(mandate_core::UnixTime(body.expires_at));
+    let (start_token, start_token_expires_at) = start_token(&s, now, body.expires_at)?;
     s.0.store
         .create_mission(&NewMission {
             body: body.clone(),
@@ -148,19 +144,52 @@ pub(super) async fn create(
         }),
     )
     .await?;
+    Ok(created(
+        body,
+        s256,
+        &start_token,
+        start_token_expires_at,
+        now,
+    ))
+}
+
+/// A one-time start token for a mission that ends at `expires_at`, and
+/// when the token expires (never after the mission).
+pub(super) fn start_token(
+    s: &AppState,
+    now: mandate_core::UnixTime,
+    expires_at: u64,
+) -> Result<(SecretToken, mandate_core::UnixTime), Problem> {
+    let token = SecretToken::generate(TokenKind::Start, s.0.rng.as_ref())
+        .map_err(|_| Problem::internal())?;
+    let until = now
+        .plus(s.0.start_token_ttl_secs)
+        .min(mandate_core::UnixTime(expires_at));
+    Ok((token, until))
+}
+
+/// `201`: a mission just stored, ready to start, with its start token
+/// (shown this once).
+pub(super) fn created(
+    body: MissionBody,
+    s256: String,
+    start_token: &SecretToken,
+    start_token_expires_at: mandate_core::UnixTime,
+    now: mandate_core::UnixTime,
+) -> (StatusCode, Json<CreatedMission>) {
     let mission = Mission {
         body,
         s256,
         status: mandate_core::MissionStatus::Ready,
     };
-    Ok((
+    (
         StatusCode::CREATED,
         Json(CreatedMission {
             mission: mission_view(&mission, now),
             start_token: start_token.expose().to_owned(),
             start_token_expires_at: start_token_expires_at.0,
         }),
-    ))
+    )
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
