@@ -944,3 +944,53 @@ async fn policy_reads_tool_arguments_and_big_refunds_escalate() {
     assert_eq!(missing["error"]["code"], -32602, "{missing}");
     c.exit();
 }
+
+/// A delegated mission over MCP: its listing and its calls are decided by
+/// every hop, and the hop that refused is named in the error's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_mission_gets_only_what_every_hop_allows() {
+    let (server, _p, s, url) = lab("").await;
+    // The helper asks for everything; the parent's scope is the lab's
+    // tools and the public notes, and its boundary the secret ones.
+    let created = s
+        .agent
+        .delegate(&mandate_core::wire::DelegateRequest {
+            agent: None,
+            ephemeral: Some("helper".into()),
+            goal: "echo things".into(),
+            scope: "permit(principal, action, resource);".into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: Some(600),
+            budget: 20,
+            out_of_scope: Some("deny".into()),
+        })
+        .await
+        .unwrap();
+    let child = mandate_client::MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&child.save().unwrap()).unwrap();
+    let (mut c, ready) = McpClient::connect_as(&url, &saved.key_pem, &saved.credential);
+    assert_eq!(ready["ready"], true, "{ready}");
+    // A tool every hop allows.
+    assert_eq!(text(&c.call("echo", json!({"text": "hi"}))), "hi");
+    // The listing shows what the parent would show: not the secret notes.
+    let listed = c.send(json!({"op": "resources"}));
+    let uris: Vec<&str> = listed["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris, ["notes://public"], "{listed}");
+    // The parent's boundary holds for the helper, and names the parent.
+    let secret = c.send(json!({"op": "read", "uri": "notes://secret"}));
+    assert_eq!(secret["error"]["data"]["code"], "boundary", "{secret}");
+    assert_eq!(secret["error"]["data"]["hop"]["depth"], 1, "{secret}");
+    assert_eq!(
+        secret["error"]["data"]["hop"]["agent"], "billing-bot",
+        "{secret}"
+    );
+    c.exit();
+}
