@@ -191,9 +191,19 @@ pub fn link_digest(link: &str) -> String {
 struct RawHeader {
     typ: Option<String>,
     alg: Option<String>,
-    jwk: Option<serde_json::Value>,
-    crit: Option<serde_json::Value>,
-    kid: Option<serde_json::Value>,
+    jwk: Option<RawJwk>,
+    crit: Option<serde::de::IgnoredAny>,
+    kid: Option<serde::de::IgnoredAny>,
+}
+
+/// The `jwk` header of a link, as sent: an Ed25519 public key (its other
+/// members, `kid`, `alg`, `use`, are not read).
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    crv: String,
+    x: String,
+    d: Option<serde::de::IgnoredAny>,
 }
 
 /// Verifies a link's signature with the key in its header and returns its
@@ -223,16 +233,17 @@ pub fn verify_link(link: &str) -> Result<(LinkClaims, Thumbprint), DelegationErr
     if header.crit.is_some() || header.kid.is_some() {
         return Err(bad("the header carries `crit` or `kid`"));
     }
-    let jwk_value = header.jwk.ok_or_else(|| bad("no jwk header"))?;
-    if jwk_value.get("d").is_some() {
+    let jwk = header.jwk.ok_or_else(|| bad("no jwk header"))?;
+    if jwk.d.is_some() {
         return Err(bad("the jwk header carries a private key"));
     }
-    let jwk: Ed25519Jwk =
-        serde_json::from_value(jwk_value).map_err(|_| bad("jwk is not an Ed25519 key"))?;
-    if jwk.public_bytes().is_none() {
-        return Err(bad("jwk is not an Ed25519 public key"));
-    }
-    let key = DecodingKey::from_ed_components(&jwk.x).map_err(|_| bad("jwk is not usable"))?;
+    let public: [u8; 32] = (jwk.kty == "OKP" && jwk.crv == "Ed25519")
+        .then(|| b64::decode(&jwk.x))
+        .flatten()
+        .and_then(|x| x.try_into().ok())
+        .ok_or_else(|| bad("jwk is not an Ed25519 public key"))?;
+    let signer = Ed25519Jwk::from_public_bytes(&public).thumbprint();
+    let key = DecodingKey::from_ed_der(&public);
     // The JWS signing input (RFC 7515 §5.2): the first two parts as sent.
     let signing_input = link
         .get(..header_b64.len() + 1 + payload_b64.len())
@@ -253,7 +264,7 @@ pub fn verify_link(link: &str) -> Result<(LinkClaims, Thumbprint), DelegationErr
             serde_json::from_slice(&p)
                 .map_err(|e| DelegationError::BadLink(format!("the claims: {e}")))
         })?;
-    Ok((claims, jwk.thumbprint()))
+    Ok((claims, signer))
 }
 
 /// The JWS `typ` of a delegation proposal.
