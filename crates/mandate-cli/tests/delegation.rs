@@ -138,7 +138,9 @@ fn delegation(agent: &str, scope: &str, budget: u64) -> DelegateRequest {
         scope: scope.into(),
         boundaries: String::new(),
         escalations: String::new(),
-        ttl_seconds: Some(600),
+        // What is left of the parent's life (at most an hour): a fixed
+        // TTL equal to the parent's would outlive it a second later.
+        ttl_seconds: None,
         budget,
         out_of_scope: Some("deny".into()),
     }

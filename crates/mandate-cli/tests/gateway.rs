@@ -1718,7 +1718,9 @@ async fn a_delegated_mission_goes_through_only_as_far_as_every_hop_allows() {
         scope: scope.into(),
         boundaries: String::new(),
         escalations: String::new(),
-        ttl_seconds: Some(600),
+        // What is left of the parent's life (at most an hour): a fixed
+        // TTL equal to the parent's would outlive it a second later.
+        ttl_seconds: None,
         budget: 10,
         out_of_scope: Some(oos.into()),
     };
