@@ -444,6 +444,11 @@ pub enum MissionCmd {
         /// then send it again.
         #[arg(long)]
         wait: Option<u64>,
+        /// Send to this origin (`http(s)://host:port`) although it is not
+        /// the mission's authority. Without it, the signed credential goes
+        /// only to the authority the mission was started with.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Agent side: delegate part of this mission to a sub-agent (a child
     /// mission that can only narrow this one); prints the child's one-time

@@ -754,8 +754,25 @@ async fn mission(
             content_type,
             justification,
             wait,
+            to,
         } => {
-            let mut agent = MissionAgent::load(&read_state(&state)?).await?;
+            let saved = read_state(&state)?;
+            // The signed credential goes to the mission's authority, or to
+            // an origin named on purpose; nowhere by accident.
+            let origin = |u: &str| {
+                reqwest::Url::parse(u)
+                    .map(|u| u.origin().ascii_serialization())
+                    .map_err(|e| anyhow!("`{u}`: {e}"))
+            };
+            let target = origin(&url)?;
+            let authority = origin(&saved.server)?;
+            let named = to.as_deref().map(origin).transpose()?;
+            if target != authority && named.as_deref() != Some(target.as_str()) {
+                bail!(
+                    "refusing to send the mission's credential to `{target}`: the mission's authority is `{authority}` (pass `--to {target}` to send it there)"
+                );
+            }
+            let mut agent = MissionAgent::load(&saved).await?;
             let before = agent.credential().to_owned();
             let body = match data {
                 None => None,
@@ -772,12 +789,18 @@ async fn mission(
             let resp = match wait {
                 Some(secs) => {
                     agent
-                        .send_with_approval(
+                        .send_with_approval_watched(
                             std::time::Duration::from_secs(secs),
                             &method,
                             &url,
                             body,
                             justification.as_deref(),
+                            &mut |id, link| {
+                                eprintln!(
+                                    "waiting up to {secs} s for approval request {id}{} (an approver runs `mandate approvals approve {id}`)",
+                                    link.map(|l| format!(" ({l})")).unwrap_or_default()
+                                );
+                            },
                         )
                         .await?
                 }

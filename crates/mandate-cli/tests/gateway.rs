@@ -1325,6 +1325,95 @@ async fn the_cli_calls_through_the_gateway_with_the_mission_key() {
     assert!(!denied.ok());
     assert!(denied.stdout().contains("boundary"), "{}", denied.stdout());
     assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // The URL goes out as given or not at all: a client that resolved
+    // `..` would sign and send another request than the one asked for.
+    let dotted = server.cli(
+        None,
+        &[
+            "mission",
+            "call",
+            "--state",
+            state,
+            "GET",
+            &format!("{gw}/billing/../hr/people/1"),
+        ],
+    );
+    assert!(!dotted.ok());
+    assert!(
+        dotted.stderr().contains("would be sent as"),
+        "{}",
+        dotted.stderr()
+    );
+
+    // The signed credential goes to the mission's authority only, unless
+    // another origin is named on purpose.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    other.set_nonblocking(true).unwrap();
+    let elsewhere = format!("{other_url}/gw/billing/invoices/42");
+    let refused = server.cli(
+        None,
+        &["mission", "call", "--state", state, "GET", &elsewhere],
+    );
+    assert!(!refused.ok());
+    assert!(
+        refused
+            .stderr()
+            .contains("refusing to send the mission's credential"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(other.accept().is_err(), "nothing may reach another origin");
+    let answer = std::thread::spawn(move || {
+        other.set_nonblocking(false).unwrap();
+        let (mut conn, _) = other.accept().unwrap();
+        let mut head = [0u8; 4096];
+        let n = conn.read(&mut head).unwrap();
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .unwrap();
+        String::from_utf8_lossy(&head[..n]).to_string()
+    });
+    server
+        .cli(
+            None,
+            &[
+                "mission", "call", "--state", state, "GET", &elsewhere, "--to", &other_url,
+            ],
+        )
+        .success();
+    let head = answer.join().unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("signature-key:"),
+        "{head}"
+    );
+
+    // Waiting for a person says which request to approve.
+    let big = server.scratch().join("big.json");
+    std::fs::write(&big, r#"{"amount": 75000}"#).unwrap();
+    let waited = server.cli(
+        None,
+        &[
+            "mission",
+            "call",
+            "--state",
+            state,
+            "POST",
+            &format!("{gw}/billing/refunds/2"),
+            "--data",
+            big.to_str().unwrap(),
+            "--wait",
+            "1",
+        ],
+    );
+    assert!(!waited.ok(), "nobody approved it");
+    assert!(
+        waited.stderr().contains("for approval request apr_")
+            && waited.stderr().contains("mandate approvals approve apr_"),
+        "{}",
+        waited.stderr()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
 /// A route of `[[routes]]` TOML to `up`, mapping every request to `read`,

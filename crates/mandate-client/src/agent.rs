@@ -432,6 +432,18 @@ impl MissionAgent {
         let local = |m: String| ClientError::Local(m);
         self.fresh_credential().await?;
         let parsed = reqwest::Url::parse(url).map_err(|e| local(format!("`{url}`: {e}")))?;
+        // The request goes out exactly as given, or not at all: a URL the
+        // parser would rewrite (`..` or `.` segments, their encodings, a
+        // backslash, a default port, upper-case scheme or host) would be
+        // signed and sent as another request than the one asked for, which
+        // the gateway itself refuses as ambiguous.
+        let sent = parsed.as_str();
+        let only_a_root_slash = parsed.path() == "/" && sent.strip_suffix('/') == Some(url);
+        if sent != url && !only_a_root_slash {
+            return Err(local(format!(
+                "`{url}` would be sent as `{sent}`; give the URL exactly as it is to be sent (no `.` or `..` segments, no default port, lower-case scheme and host)"
+            )));
+        }
         let host = parsed
             .host_str()
             .ok_or_else(|| local(format!("`{url}` has no host")))?;
@@ -518,6 +530,22 @@ impl MissionAgent {
         body: Option<(&str, Vec<u8>)>,
         justification: Option<&str>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.send_with_approval_watched(max_wait, method, url, body, justification, &mut |_, _| {})
+            .await
+    }
+
+    /// [`Self::send_with_approval`], telling `escalated` the approval
+    /// request's id and URL (if the gateway gave one) each time the call
+    /// waits for a person.
+    pub async fn send_with_approval_watched(
+        &mut self,
+        max_wait: Duration,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        justification: Option<&str>,
+        escalated: &mut (dyn FnMut(&str, Option<&str>) + Send),
+    ) -> Result<reqwest::Response, ClientError> {
         const MAX_ROUNDS: usize = 5;
         let deadline = Instant::now() + max_wait;
         for _ in 0..MAX_ROUNDS {
@@ -551,6 +579,10 @@ impl MissionAgent {
                 });
             };
             let approval = approval.to_owned();
+            escalated(
+                &approval,
+                problem.get("approval_url").and_then(|u| u.as_str()),
+            );
             let left = deadline.saturating_duration_since(Instant::now());
             let view = self.wait_for_approval(&approval, left).await?;
             approved(approval, view)?;
