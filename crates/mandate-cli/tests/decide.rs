@@ -232,6 +232,9 @@ async fn a_bad_policy_set_is_rejected_and_the_old_one_stays() {
     let out = server.cli(Some(&admin), &["policy", "reload"]);
     assert!(!out.ok());
     assert!(out.stderr().contains("invalid_policy"), "{}", out.stderr());
+    // The CLI says which file, where, and why.
+    assert!(out.stderr().contains("legal.cedar:1:"), "{}", out.stderr());
+    assert!(out.stderr().contains("raed"), "{}", out.stderr());
     assert_eq!(
         gw.decide(&probe).await.unwrap().decision,
         Decision::Allow,

@@ -448,7 +448,13 @@ pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Cli
         Ok(p) if !p.code.is_empty() => Err(ClientError::Problem {
             status: status.as_u16(),
             code: p.code,
-            detail: p.detail,
+            // Where the server lists each problem (a policy set that does
+            // not load), the list is what tells the user where to look.
+            detail: if p.errors.is_empty() {
+                p.detail
+            } else {
+                format!("{}:\n  {}\n", p.detail, p.errors.join("\n  "))
+            },
         }),
         _ => Err(ClientError::Problem {
             status: status.as_u16(),

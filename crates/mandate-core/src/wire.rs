@@ -345,6 +345,10 @@ pub struct ProblemDocument {
     pub detail: String,
     #[serde(default)]
     pub status: u16,
+    /// Every problem found, where there are several (a policy set's
+    /// `file:line:col: …` errors).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// `Debug` for the types that carry a bearer secret: everything but it.
