@@ -1946,3 +1946,52 @@ async fn a_delegated_mission_goes_through_only_as_far_as_every_hop_allows() {
     assert_eq!(resp.status(), 200);
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+/// A route that maps to an action the schema does not declare would turn
+/// every matching request into a denial: the server does not start with
+/// one, and a policy reload that would drop one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_action_the_schema_does_not_declare_is_refused_at_start_and_on_reload() {
+    let route = "[[routes]]\nname = \"billing\"\nupstream = \"http://127.0.0.1:9\"\n\n\
+                 [[routes.rules]]\nmethod = \"POST\"\npath = \"/refunds/{id}\"\naction = \"refund\"\n";
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("mandate.toml"), route).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("route `billing`") && err.contains("action `refund`"),
+        "{err}"
+    );
+
+    // Declared: it starts. A reload whose schema drops the action is
+    // refused, naming the route, and the running set stays.
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        examples().join("actions.cedarschema"),
+        policies.path().join("actions.cedarschema"),
+    )
+    .unwrap();
+    let config = format!(
+        "policies_dir = {:?}\n{route}",
+        policies.path().display().to_string()
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let admin = server.init_admin();
+    std::fs::remove_file(policies.path().join("actions.cedarschema")).unwrap();
+    let out = server.cli(Some(&admin), &["policy", "reload"]);
+    assert!(!out.ok());
+    assert!(
+        out.stderr().contains("route `billing`") && out.stderr().contains("action `refund`"),
+        "{}",
+        out.stderr()
+    );
+    let listed = server
+        .cli(Some(&admin), &["--json", "policy", "list"])
+        .json();
+    assert_eq!(listed["version"], 1, "the running set stayed: {listed}");
+}

@@ -357,6 +357,17 @@ impl Enforcer {
     /// Reloads the organisation's policies from `dir`. A set that fails to
     /// load or validate is rejected whole and the running one stays.
     pub fn reload(&self, dir: &Path) -> Result<u64, Vec<PolicyDiagnostic>> {
+        self.reload_checked(dir, |_| Ok(()))
+    }
+
+    /// As [`Self::reload`], also rejecting a set that `check` refuses
+    /// (e.g. one whose schema no longer declares an action a gateway route
+    /// maps to).
+    pub fn reload_checked(
+        &self,
+        dir: &Path,
+        check: impl Fn(&mandate_core::OrgPolicies) -> Result<(), String>,
+    ) -> Result<u64, Vec<PolicyDiagnostic>> {
         let internal = |m: &str| {
             vec![PolicyDiagnostic {
                 source: "server".into(),
@@ -370,6 +381,14 @@ impl Enforcer {
             .lock()
             .map_err(|_| internal("reload lock poisoned"))?;
         let loaded = load_dir(dir, Missing::Error)?;
+        check(&loaded.policies).map_err(|m| {
+            vec![PolicyDiagnostic {
+                source: "mandate.toml".into(),
+                line: 1,
+                col: 1,
+                message: m,
+            }]
+        })?;
         let mut org = self
             .org
             .write()

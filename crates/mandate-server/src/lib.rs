@@ -80,7 +80,13 @@ pub async fn serve(
                 .join("\n"),
         )
     })?;
-    check_mcp_servers(&config, &policies.policies).map_err(ServeError::Config)?;
+    check_actions(
+        config.routes.iter().map(|r| &r.config),
+        config.mcp_servers.iter().map(|m| &m.config),
+        &policies.policies,
+    )
+    .map_err(ServeError::Config)?;
+    check_mcp_programs(&config).map_err(ServeError::Config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
@@ -220,22 +226,42 @@ fn spawn_reload_on_sighup(state: AppState) {
     });
 }
 
-/// What can only be checked once the policies are loaded: every action an
-/// MCP tool is mapped to is declared, and every local server's program can
-/// be found. (A wrong one would otherwise surface as denials, or as
-/// sessions that end at once.)
-fn check_mcp_servers(config: &Config, org: &mandate_core::OrgPolicies) -> Result<(), String> {
-    for server in &config.mcp_servers {
-        for t in &server.config.tools {
-            if !org.declares_action(&t.action) {
+/// What can only be checked once the policies are loaded: every action a
+/// gateway route's rule or an MCP tool is mapped to is declared by the
+/// schema (an undeclared one would turn each matching request into a
+/// denial). Checked at start and on every policy reload.
+pub(crate) fn check_actions<'a>(
+    routes: impl IntoIterator<Item = &'a crate::routes::RouteConfig>,
+    mcp_servers: impl IntoIterator<Item = &'a crate::mcp_servers::McpServerConfig>,
+    org: &mandate_core::OrgPolicies,
+) -> Result<(), String> {
+    for route in routes {
+        for rule in &route.rules {
+            if !org.declares_action(&rule.action) {
                 return Err(format!(
-                    "MCP server `{}`: tool `{}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
-                    server.name(),
-                    t.name,
-                    t.action
+                    "route `{}`: the rule for `{} {}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
+                    route.name, rule.method, rule.path, rule.action
                 ));
             }
         }
+    }
+    for server in mcp_servers {
+        for t in &server.tools {
+            if !org.declares_action(&t.action) {
+                return Err(format!(
+                    "MCP server `{}`: tool `{}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
+                    server.name, t.name, t.action
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every local MCP server's program can be found (a wrong one would
+/// otherwise surface as sessions that end at once).
+fn check_mcp_programs(config: &Config) -> Result<(), String> {
+    for server in &config.mcp_servers {
         if let Some(command) = &server.config.command {
             let found = if command.contains('/') {
                 std::path::Path::new(command).is_file()

@@ -197,7 +197,16 @@ impl AppState {
     /// Reloads the policy directory. A set that fails to load or validate
     /// is rejected whole and the running one stays.
     pub fn reload_policies(&self) -> Result<u64, Vec<PolicyDiagnostic>> {
-        self.0.enforcer.reload(&self.0.policies_dir)
+        // A set whose schema drops an action a route or an MCP tool maps to
+        // would turn their every request into a denial: refused, like a
+        // set that does not parse.
+        self.0.enforcer.reload_checked(&self.0.policies_dir, |org| {
+            crate::check_actions(
+                self.0.routes.values().map(|r| &r.config),
+                self.0.mcp_servers.values().map(|m| &m.config),
+                org,
+            )
+        })
     }
 
     /// Records an audit event and waits until it is durable.
