@@ -203,6 +203,7 @@ print(json.dumps(claims))
     let claims: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"]["sub"], "billing-bot");
+    assert_eq!(claims["client_id"], "billing-bot", "RFC 9068 §2.2");
     assert_eq!(claims["mission_id"], agent.mission_id().to_string());
     assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 300);
     // A token minted for another audience is refused by the same library.

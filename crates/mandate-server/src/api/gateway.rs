@@ -564,6 +564,9 @@ struct ExchangeClaims<'a> {
     sub: &'a str,
     aud: &'a str,
     act: &'a mandate_core::Actor,
+    /// RFC 9068 §2.2: the client the token was issued to, here the acting
+    /// agent.
+    client_id: &'a str,
     mission_id: &'a str,
     mission_s256: &'a str,
     iat: u64,
@@ -592,6 +595,7 @@ pub(super) fn exchange_token(
         // The whole chain of actors, the current one outermost (RFC 8693
         // §4.1), as the credential carries it.
         act: &claims.act,
+        client_id: claims.act.sub.as_str(),
         mission_id: claims.mission_id.as_str(),
         mission_s256: &claims.mission_s256,
         iat: now.0,
