@@ -581,9 +581,10 @@ pub enum CredentialCmd {
         /// chain` prints them (a file, or `-` for standard input).
         #[arg(long)]
         chain: Option<String>,
-        /// JWKS as a URL (`http(s)://…`) or a file.
+        /// JWKS as a URL (`http(s)://…`) or a file [default: the server's,
+        /// `--server`/`MANDATE_SERVER` + `/.well-known/jwks.json`].
         #[arg(long)]
-        jwks: String,
+        jwks: Option<String>,
         /// Expected issuer [default: the JWKS URL's origin; required with a file].
         #[arg(long)]
         issuer: Option<String>,

@@ -993,6 +993,9 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                 }
                 (None, None) => bail!("give a credential or --chain"),
             };
+            let jwks = jwks.unwrap_or_else(|| {
+                format!("{}/.well-known/jwks.json", server.trim_end_matches('/'))
+            });
             let (keys, default_issuer) = if jwks.starts_with("http://")
                 || jwks.starts_with("https://")
             {

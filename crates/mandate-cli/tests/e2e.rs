@@ -111,6 +111,11 @@ fn a_mission_lives_and_dies_through_the_cli() {
         )
         .json();
     let claims = &verified["claims"];
+    // Without `--jwks`: the server's (`MANDATE_SERVER`), and its issuer.
+    let by_default = server
+        .cli(None, &["credential", "verify", &cred, "--json"])
+        .json();
+    assert_eq!(by_default["claims"], *claims);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"]["sub"], "billing-bot");
     assert_eq!(claims["mission_id"], mission_id.as_str());
