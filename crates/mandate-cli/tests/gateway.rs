@@ -1996,3 +1996,56 @@ async fn a_route_action_the_schema_does_not_declare_is_refused_at_start_and_on_r
         .json();
     assert_eq!(listed["version"], 1, "the running set stayed: {listed}");
 }
+
+/// The configuration document tells a client where everything is and what
+/// a gateway request's signature must cover; a call made from it alone
+/// goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_document_names_the_endpoints_and_the_signature_requirements() {
+    let (server, _dir, s, _gw, seen) = setup().await;
+    let config: Value = reqwest::get(format!(
+        "{}/.well-known/mandate-configuration",
+        server.url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let url = server.url();
+    for (field, want) in [
+        ("decision_endpoint", format!("{url}/v1/decide")),
+        ("approvals_endpoint", format!("{url}/v1/approvals")),
+        (
+            "delegation_endpoint",
+            format!("{url}/v1/mission/delegations"),
+        ),
+        ("gateway_base", format!("{url}/gw/")),
+        ("mcp_base", format!("{url}/mcp/")),
+        ("openapi", format!("{url}/openapi.json")),
+    ] {
+        assert_eq!(config[field], want.as_str(), "{field}");
+    }
+    let sig = &config["request_signatures"];
+    assert_eq!(sig["alg"], "ed25519");
+    assert_eq!(sig["signature_key_scheme"], "jwt");
+    assert_eq!(
+        sig["components"],
+        json!(["@method", "@authority", "@path", "signature-key"])
+    );
+    assert_eq!(
+        reqwest::get(config["openapi"].as_str().unwrap())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut agent = s.agent;
+    let call = format!(
+        "{}billing/invoices/42",
+        config["gateway_base"].as_str().unwrap()
+    );
+    let resp = agent.send_signed("GET", &call, None, None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -333,6 +333,53 @@ pub struct Configuration {
     pub dpop_signing_alg_values_supported: Vec<String>,
     pub mission_key_types_supported: Vec<String>,
     pub credential_ttl_seconds: u64,
+    /// `POST`: an enforcement point's decision (`/v1/decide`).
+    #[serde(default)]
+    pub decision_endpoint: String,
+    /// Approval requests (`GET` to list, `/{id}` to read or long-poll).
+    #[serde(default)]
+    pub approvals_endpoint: String,
+    /// `POST`: a running mission proposes a child mission.
+    #[serde(default)]
+    pub delegation_proposal_endpoint: String,
+    /// `POST`: a running mission commits a proposed child mission.
+    #[serde(default)]
+    pub delegation_endpoint: String,
+    /// The audit log (admins).
+    #[serde(default)]
+    pub audit_endpoint: String,
+    /// The HTTP gateway: `{gateway_base}{route}/…`.
+    #[serde(default)]
+    pub gateway_base: String,
+    /// The MCP gateway: `{mcp_base}{server}`.
+    #[serde(default)]
+    pub mcp_base: String,
+    /// The OpenAPI document of this API.
+    #[serde(default)]
+    pub openapi: String,
+    /// What a request to the gateways must carry.
+    #[serde(default)]
+    pub request_signatures: Option<RequestSignatureRequirements>,
+}
+
+/// What the gateways (`/gw/…`, `/mcp/…`) require of a request's RFC 9421
+/// signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestSignatureRequirements {
+    /// `ed25519`, by the mission key.
+    pub alg: String,
+    /// Covered by every signature.
+    pub components: Vec<String>,
+    /// Covered too when the request has a query.
+    pub with_query: Vec<String>,
+    /// Covered too when the request has a body.
+    pub with_body: Vec<String>,
+    /// How the credential travels: `Signature-Key` with this scheme.
+    pub signature_key_scheme: String,
+    /// `created` must be within this many seconds of the gateway's clock;
+    /// a signature is accepted once.
+    pub max_age_seconds: u64,
 }
 
 /// An RFC 9457 problem document as the client reads it.

@@ -97,6 +97,24 @@ pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configurati
         dpop_signing_alg_values_supported: vec!["EdDSA".into()],
         mission_key_types_supported: vec!["Ed25519".into()],
         credential_ttl_seconds: s.0.credential_ttl_secs,
+        decision_endpoint: format!("{iss}/v1/decide"),
+        approvals_endpoint: format!("{iss}/v1/approvals"),
+        delegation_proposal_endpoint: format!("{iss}/v1/mission/delegations/proposal"),
+        delegation_endpoint: format!("{iss}/v1/mission/delegations"),
+        audit_endpoint: format!("{iss}/v1/audit"),
+        gateway_base: format!("{iss}/gw/"),
+        mcp_base: format!("{iss}/mcp/"),
+        openapi: format!("{iss}/openapi.json"),
+        request_signatures: Some(mandate_core::wire::RequestSignatureRequirements {
+            alg: "ed25519".into(),
+            components: ["@method", "@authority", "@path", "signature-key"]
+                .map(String::from)
+                .to_vec(),
+            with_query: vec!["@query".into()],
+            with_body: vec!["content-digest".into(), "content-type".into()],
+            signature_key_scheme: "jwt".into(),
+            max_age_seconds: mandate_core::FRESHNESS_WINDOW_SECS,
+        }),
     })
 }
 
