@@ -487,10 +487,21 @@ async fn attacks_are_refused_before_anything_is_forwarded() {
         "content-digest",
     ];
     let code = |v: Value| v["code"].as_str().unwrap_or("").to_owned();
-    // No signature at all.
+    // No signature at all: the answer says what would do (RFC 9421 §5.1).
     let r = send(path, vec![], body.clone(), reqwest::Method::POST)
         .await
         .unwrap();
+    let accept = r.headers()["accept-signature"].to_str().unwrap().to_owned();
+    assert!(
+        accept.starts_with(r#"sig=("@method" "@authority" "@path" "signature-key")"#)
+            && accept.contains(r#"alg="ed25519""#),
+        "{accept}"
+    );
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("Signature") && !challenge.contains("Bearer"),
+        "{challenge}"
+    );
     assert_eq!(
         (r.status().as_u16(), code(r.json().await.unwrap())),
         (401, "signature_required".into())

@@ -61,8 +61,31 @@ fn unauthorized(code: &'static str, detail: impl Into<String>) -> Problem {
 pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response {
     match handle_inner(&s, req).await {
         Ok(r) => r,
-        Err(p) => p.into_response(),
+        Err(p) => signature_challenge(p.into_response()),
     }
+}
+
+/// A 401 of the HTTP gateway says what would work there: an
+/// RFC 9421 signature by the mission key, with the credential in
+/// `Signature-Key` (scheme `jwt`). `Accept-Signature` (RFC 9421 §5.1) names
+/// the components every signature covers (`@query` is covered too when the
+/// request has a query, `content-digest` and `content-type` when it has a
+/// body; `/.well-known/mandate-configuration` lists them).
+fn signature_challenge(mut resp: Response) -> Response {
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        let h = resp.headers_mut();
+        h.insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Signature realm=\"mandate\", alg=\"ed25519\", key=\"jwt\""),
+        );
+        h.insert(
+            "accept-signature",
+            HeaderValue::from_static(
+                "sig=(\"@method\" \"@authority\" \"@path\" \"signature-key\");created;alg=\"ed25519\"",
+            ),
+        );
+    }
+    resp
 }
 
 async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
