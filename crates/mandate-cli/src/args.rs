@@ -552,6 +552,17 @@ pub enum OutOfScopeArg {
     Deny,
 }
 
+impl OutOfScopeArg {
+    /// The API's spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Escalate => "escalate",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     #[arg(value_enum)]

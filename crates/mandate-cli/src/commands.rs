@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::args::{
     AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, DelegateArgs, McpCmd, MissionCmd,
-    OutOfScopeArg, PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
+    PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
 };
 use crate::output::{self, when};
 
@@ -883,10 +883,7 @@ async fn create_mission(c: Client, a: CreateMissionArgs, json: bool) -> anyhow::
         escalations: read_policy(a.escalations.as_deref())?,
         ttl_seconds: Some(parse_duration(&a.ttl)?),
         budget: Some(a.budget),
-        out_of_scope: Some(match a.out_of_scope {
-            OutOfScopeArg::Escalate => "escalate".into(),
-            OutOfScopeArg::Deny => "deny".into(),
-        }),
+        out_of_scope: Some(a.out_of_scope.as_str().into()),
     };
     let created = c.create_mission(&req).await.map_err(|e| match e {
         // Name the file, not the field, in Cedar errors.
@@ -939,10 +936,7 @@ async fn delegate(a: DelegateArgs, json: bool) -> anyhow::Result<()> {
         escalations: read_policy(a.escalations.as_deref())?,
         ttl_seconds: a.ttl.as_deref().map(parse_duration).transpose()?,
         budget: a.budget,
-        out_of_scope: Some(match a.out_of_scope {
-            OutOfScopeArg::Escalate => "escalate".into(),
-            OutOfScopeArg::Deny => "deny".into(),
-        }),
+        out_of_scope: Some(a.out_of_scope.as_str().into()),
     };
     let created = agent.delegate(&req).await?;
     if json {

@@ -637,7 +637,9 @@ pub fn decide_chain(
     let negotiable = !m.escalate.is_empty()
         || !m.scope.is_empty()
         || req.mission.body.out_of_scope == OutOfScope::Escalate;
-    if m.boundary.is_empty() && negotiable {
+    // A principal's own mission (no ancestors), the common case, skips
+    // all of this.
+    if !ancestors.is_empty() && m.boundary.is_empty() && negotiable {
         // Org scope policies that answer alike for every hop and matched
         // for the mission match for each ancestor too.
         let org_scope_for_all = m.scope.iter().any(|id| {
