@@ -73,6 +73,76 @@ pub enum Command {
     /// MCP helpers for agents.
     #[command(subcommand)]
     Mcp(McpCmd),
+    /// Start an agent as a trusted launcher: measure its code, start its
+    /// mission with a signed launch statement bound to a fresh mission key,
+    /// run it with the mission (MANDATE_STATE), and end the mission when
+    /// it exits.
+    Launch(LaunchArgs),
+    /// Launcher keys (the operator registers the public key in
+    /// `[attestation.launchers.NAME]`).
+    #[command(subcommand)]
+    Launcher(LauncherCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The launcher's name, as `[attestation.launchers.NAME]` names it.
+    #[arg(long)]
+    pub launcher: String,
+    /// The launcher's private key (PKCS#8 PEM, `mandate launcher keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The mission's start token (`mst_…`), or `-` to read it from
+    /// standard input.
+    #[arg(long, env = "MANDATE_START_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Where to write the mission state the program reads [default: in a
+    /// private temporary directory, removed when it exits].
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// The file whose SHA-256 is the code digest [default: the program's
+    /// executable]. For an interpreted agent, the script.
+    #[arg(long)]
+    pub measure: Option<PathBuf>,
+    /// An entry for the recorded environment (repeatable), besides the
+    /// host, OS, architecture and user the launcher records itself.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// How long the launch statement stays valid, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub statement_ttl: u64,
+    /// Leave the mission running when the program exits.
+    #[arg(long)]
+    pub keep: bool,
+    /// The program and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LauncherCmd {
+    /// Create a launcher key: the private key goes to FILE (mode 0600); the
+    /// public key (a JWK) is printed, for `[attestation.launchers.NAME]`.
+    Keygen {
+        /// Where to write the private key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// What evidence an agent's missions must present (ADR 0020).
+#[derive(Debug, Clone, Args, Default)]
+pub struct RequireArgs {
+    /// Accept a JWT-SVID of this SPIFFE ID, or of any ID under
+    /// `spiffe://td/path/*` (repeatable).
+    #[arg(long = "require-spiffe-id", value_name = "ID")]
+    pub spiffe_ids: Vec<String>,
+    /// Accept launch statements of this launcher (repeatable).
+    #[arg(long = "require-launcher", value_name = "NAME")]
+    pub launchers: Vec<String>,
+    /// Accept only code with this digest, `sha256:<hex>` (repeatable).
+    #[arg(long = "require-code-digest", value_name = "DIGEST")]
+    pub code_digests: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,8 +151,9 @@ pub enum McpCmd {
     /// request signed with the mission key. Point an MCP client that cannot
     /// sign (one that launches stdio servers) at this command.
     Bridge {
-        /// The mission state file written by `mission start`.
-        #[arg(long)]
+        /// The mission state file written by `mission start` (or handed
+        /// over by `mandate launch`).
+        #[arg(long, env = "MANDATE_STATE")]
         state: PathBuf,
         /// The MCP server's gateway URL, e.g. http://127.0.0.1:7878/mcp/git.
         url: String,
@@ -389,6 +460,18 @@ pub enum AgentCmd {
         owner: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        require: RequireArgs,
+    },
+    /// Set what evidence the agent's missions must present to start, or
+    /// `--none`. Missions already created keep what they require.
+    Attestation {
+        name: String,
+        #[command(flatten)]
+        require: RequireArgs,
+        /// Require no evidence.
+        #[arg(long, conflicts_with_all = ["spiffe_ids", "launchers", "code_digests"])]
+        none: bool,
     },
     /// List agents.
     List,
@@ -421,12 +504,28 @@ pub enum MissionCmd {
         /// Where to write the mission state (key and credential).
         #[arg(long)]
         state: PathBuf,
+        /// Use this mission key (PKCS#8 PEM, `mandate mission keygen`)
+        /// instead of a fresh one: the key the evidence is bound to.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Attestation evidence bound to the key: a JWT-SVID or a DSSE
+        /// launch statement (a file, or `-` for standard input).
+        #[arg(long, requires = "key")]
+        evidence: Option<PathBuf>,
+    },
+    /// Agent side: create a mission key for a start with evidence; prints
+    /// its thumbprint and the audiences a JWT-SVID for it must carry.
+    Keygen {
+        /// Where to write the key (PKCS#8 PEM, mode 0600; must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Agent side: call through the gateway, signed with the mission key
     /// (RFC 9421). Prints the status and the body; exits non-zero unless 2xx.
     Call {
-        /// The mission state file written by `mission start`.
-        #[arg(long)]
+        /// The mission state file written by `mission start` (or handed
+        /// over by `mandate launch`).
+        #[arg(long, env = "MANDATE_STATE")]
         state: PathBuf,
         /// e.g. GET, POST.
         method: String,
@@ -462,14 +561,16 @@ pub enum MissionCmd {
     /// Agent side: print this mission's credential and delegation links as
     /// JSON, for `mandate credential verify --chain`.
     Chain {
-        /// The mission state file written by `mission start`.
-        #[arg(long)]
+        /// The mission state file written by `mission start` (or handed
+        /// over by `mandate launch`).
+        #[arg(long, env = "MANDATE_STATE")]
         state: PathBuf,
     },
     /// Agent side: print the mission credential, refreshing it if it is about to expire.
     Credential {
-        /// The mission state file written by `mission start`.
-        #[arg(long)]
+        /// The mission state file written by `mission start` (or handed
+        /// over by `mandate launch`).
+        #[arg(long, env = "MANDATE_STATE")]
         state: PathBuf,
         /// Refresh even if the current one is still fresh.
         #[arg(long)]
@@ -544,6 +645,10 @@ pub struct DelegateArgs {
     /// What happens outside the child's scope.
     #[arg(long, value_enum, default_value = "escalate")]
     pub out_of_scope: OutOfScopeArg,
+    /// Evidence the child's agent must present to start it (it never
+    /// inherits its parent's attestation).
+    #[command(flatten)]
+    pub require: RequireArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -599,6 +704,20 @@ pub enum CredentialCmd {
         /// Expected issuer [default: the JWKS URL's origin; required with a file].
         #[arg(long)]
         issuer: Option<String>,
+        /// Check the mission's attestation evidence too (a JWT-SVID or a
+        /// DSSE launch statement file), against --bundle and --launcher.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        /// A SPIFFE trust domain's JWT bundle: `TRUST_DOMAIN=JWKS_FILE`
+        /// (repeatable).
+        #[arg(long = "bundle", value_name = "TD=FILE", requires = "evidence")]
+        bundles: Vec<String>,
+        /// A launcher's public key: `NAME=JWK_FILE` (repeatable).
+        #[arg(long = "launcher", value_name = "NAME=FILE", requires = "evidence")]
+        launchers: Vec<String>,
+        /// The audience the evidence names [default: the issuer].
+        #[arg(long, requires = "evidence")]
+        audience: Option<String>,
     },
     /// Ask the authority whether a credential is usable now (mission state, revocation).
     Introspect {

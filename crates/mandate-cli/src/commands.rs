@@ -9,13 +9,14 @@ use mandate_core::wire::{
     ChainBundle, CreateMissionRequest, CreateTokenRequest, DelegateRequest, RegisterAgentRequest,
 };
 use mandate_core::{
-    Clock as _, DelegationChainError, PrincipalName, SystemClock, verify_delegation_chain,
+    ActingPrincipalError, Clock as _, DelegationChainError, PrincipalName, SystemClock,
+    verify_acting_principal,
 };
 use serde_json::json;
 
 use crate::args::{
-    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, DelegateArgs, McpCmd, MissionCmd,
-    PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
+    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, DelegateArgs, LauncherCmd, McpCmd,
+    MissionCmd, PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
 };
 use crate::output::{self, when};
 
@@ -117,6 +118,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vault(cmd) => vault(client()?, cmd, json).await?,
         Command::Demo(a) => crate::demo::run(a.data).await?,
         Command::Mcp(McpCmd::Bridge { state, url }) => crate::mcp_bridge::run(&state, url).await?,
+        Command::Launch(a) => {
+            let code = crate::attest::launch(&server, a, json).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Launcher(LauncherCmd::Keygen { out }) => {
+            crate::attest::launcher_keygen(&out, json)?
+        }
     }
     Ok(())
 }
@@ -464,12 +474,14 @@ async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
             name,
             owner,
             description,
+            require,
         } => {
             let a = c
                 .register_agent(&RegisterAgentRequest {
                     name,
                     owner,
                     description,
+                    attestation: crate::attest::requirement(require),
                 })
                 .await?;
             if json {
@@ -479,6 +491,37 @@ async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
                     "registered agent `{}` (owner `{}`); it has no permissions until a mission is delegated to it",
                     a.name, a.owner
                 );
+                if let Some(r) = &a.attestation {
+                    println!(
+                        "its missions start only with evidence bound to their key: {}",
+                        crate::attest::describe(r)
+                    );
+                }
+            }
+        }
+        AgentCmd::Attestation {
+            name,
+            require,
+            none,
+        } => {
+            let requirement = crate::attest::requirement(require);
+            if requirement.is_none() && !none {
+                bail!(
+                    "name what to require (--require-spiffe-id, --require-launcher, --require-code-digest) or --none"
+                );
+            }
+            let a = c.set_agent_attestation(&name, requirement.as_ref()).await?;
+            if json {
+                output::json(&a)?;
+            } else {
+                match &a.attestation {
+                    Some(r) => println!(
+                        "missions of `{}` now start only with evidence bound to their key: {}",
+                        a.name,
+                        crate::attest::describe(r)
+                    ),
+                    None => println!("missions of `{}` need no attestation evidence", a.name),
+                }
             }
         }
         AgentCmd::List => {
@@ -717,7 +760,13 @@ async fn mission(
             state: None,
             ..
         } => bail!("give a mission id (as a principal) or --state FILE (as the agent)"),
-        MissionCmd::Start { start_token, state } => {
+        MissionCmd::Keygen { out } => crate::attest::mission_keygen(server, &out, json).await?,
+        MissionCmd::Start {
+            start_token,
+            state,
+            key,
+            evidence,
+        } => {
             if state.exists() {
                 bail!(
                     "`{}` already exists; refusing to overwrite a mission key",
@@ -725,7 +774,33 @@ async fn mission(
                 );
             }
             let start_token = arg_or_stdin(&start_token)?;
-            let agent = MissionAgent::start(server, &start_token).await?;
+            let agent = match key {
+                None => MissionAgent::start(server, &start_token).await?,
+                Some(key) => {
+                    let pem = zeroize::Zeroizing::new(
+                        fs::read_to_string(&key)
+                            .with_context(|| format!("cannot read `{}`", key.display()))?,
+                    );
+                    let key = mandate_core::MissionKey::from_pkcs8_pem(&pem)
+                        .map_err(|e| anyhow!("`{}`: {e}", key.display()))?;
+                    match evidence {
+                        Some(ev) => {
+                            let ev = crate::attest::read_evidence(&ev)?;
+                            MissionAgent::start_attested(server, &start_token, key, ev).await?
+                        }
+                        None => {
+                            MissionAgent::start_with(
+                                server,
+                                &start_token,
+                                key,
+                                std::sync::Arc::new(SystemClock),
+                                std::sync::Arc::new(mandate_core::OsRandom),
+                            )
+                            .await?
+                        }
+                    }
+                }
+            };
             write_state(&state, &agent.save()?, true)?;
             if json {
                 output::json(&json!({
@@ -937,6 +1012,7 @@ async fn delegate(a: DelegateArgs, json: bool) -> anyhow::Result<()> {
         ttl_seconds: a.ttl.as_deref().map(parse_duration).transpose()?,
         budget: a.budget,
         out_of_scope: Some(a.out_of_scope.as_str().into()),
+        attestation: crate::attest::requirement(a.require),
     };
     let created = agent.delegate(&req).await?;
     if json {
@@ -969,6 +1045,10 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
             chain,
             jwks,
             issuer,
+            evidence,
+            bundles,
+            launchers,
+            audience,
         } => {
             let bundle = match (credential, chain) {
                 (Some(c), _) => ChainBundle {
@@ -1010,25 +1090,44 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
             let issuer = issuer
                 .or(default_issuer)
                 .ok_or_else(|| anyhow!("give --issuer: it cannot be inferred from `{jwks}`"))?;
-            let verified = verify_delegation_chain(
+            let evidence = evidence
+                .map(|e| -> anyhow::Result<_> {
+                    let anchors = crate::attest::anchors(
+                        audience.as_deref().unwrap_or(&issuer),
+                        &bundles,
+                        &launchers,
+                    )?;
+                    Ok((crate::attest::read_evidence(&e)?, anchors))
+                })
+                .transpose()?;
+            let proof = verify_acting_principal(
                 &bundle.credential,
                 &bundle.links,
                 &keys,
                 &issuer,
                 SystemClock.now(),
+                evidence.as_ref().map(|(e, a)| (e, a)),
             )
             .map_err(|e| match e {
-                DelegationChainError::Credential(e) => {
+                ActingPrincipalError::Chain(DelegationChainError::Credential(e)) => {
                     anyhow!("credential refused: {e} ({})", e.code())
                 }
-                DelegationChainError::LinkCount { .. } if bundle.links.is_empty() => anyhow!(
-                    "chain refused: {e}; a delegated mission's credential is verified with its links (`mandate mission chain` prints both) (bad_chain)"
-                ),
-                e => anyhow!("chain refused: {e} ({})", e.code()),
+                ActingPrincipalError::Chain(e @ DelegationChainError::LinkCount { .. })
+                    if bundle.links.is_empty() =>
+                {
+                    anyhow!(
+                        "chain refused: {e}; a delegated mission's credential is verified with its links (`mandate mission chain` prints both) (bad_chain)"
+                    )
+                }
+                ActingPrincipalError::Chain(e) => anyhow!("chain refused: {e} ({})", e.code()),
+                e => anyhow!("attestation refused: {e} ({})", e.code()),
             })?;
-            let c = &verified.claims;
+            let c = &proof.claims;
             if json {
-                output::json(&json!({ "valid": true, "claims": c, "chain": verified.hops }))?;
+                output::json(&json!({
+                    "valid": true, "claims": c, "chain": proof.chain,
+                    "statement": proof.statement(), "evidence_rechecked": proof.evidence_rechecked,
+                }))?;
             } else {
                 println!("valid mission credential (signature, issuer, expiry checked offline)");
                 println!("  issuer        {}", c.iss);
@@ -1039,13 +1138,44 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                 println!("  key (jkt)     {}", c.cnf.jkt);
                 println!("  issued        {}", when(c.iat));
                 println!("  expires       {}", when(c.exp));
-                if verified.hops.len() > 1 {
+                if let Some(p) = &c.policy_s256 {
+                    println!("  policy set    {p}");
+                }
+                match &proof.attestation {
+                    None => println!(
+                        "  attestation   none: nothing vouches for what code holds the key"
+                    ),
+                    Some(a) => {
+                        println!(
+                            "  attestation   {} by {}{} (verified by the authority at {}{})",
+                            a.method.as_str(),
+                            a.subject,
+                            a.code_digest
+                                .as_deref()
+                                .map(|d| format!(", code {d}"))
+                                .unwrap_or_default(),
+                            when(a.verified_at),
+                            if proof.evidence_rechecked {
+                                "; the evidence re-checked here against the bundles and launcher keys given"
+                            } else {
+                                "; the evidence itself not re-checked here (give --evidence)"
+                            }
+                        );
+                        if let Some(l) = &a.launcher {
+                            println!("  launcher      {l}");
+                        }
+                        for (k, v) in &a.environment {
+                            println!("  environment   {k}={v}");
+                        }
+                    }
+                }
+                if proof.chain.len() > 1 {
                     println!(
                         "  chain         {} hops, every link signed by its parent's mission key:",
-                        verified.hops.len()
+                        proof.chain.len()
                     );
                     println!("    {} delegated to", c.sub);
-                    for h in &verified.hops {
+                    for h in &proof.chain {
                         let by = h
                             .link
                             .as_ref()
@@ -1062,6 +1192,7 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                         );
                     }
                 }
+                println!("statement: {}", proof.statement());
                 println!(
                     "(offline: revocation and mission end are not visible; use `mandate credential introspect`)"
                 );

@@ -247,6 +247,7 @@ async fn story(base: &str, admin: &Client, password: &str) -> anyhow::Result<()>
             name: "consultant-bot".into(),
             owner: None,
             description: Some("reconciles invoices".into()),
+            attestation: None,
         })
         .await?;
     let created = alice

@@ -2,6 +2,7 @@
 
 mod approvals;
 mod args;
+mod attest;
 mod commands;
 mod demo;
 mod mcp_bridge;

@@ -214,6 +214,7 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
             jkt,
             started_at: now,
         },
+        attestation: None,
     };
 
     let (mut passed, mut failed) = (0, 0);

@@ -68,6 +68,7 @@ async fn people(server: &TestServer) -> People {
                 name: a.into(),
                 owner: None,
                 description: None,
+                attestation: None,
             })
             .await
             .unwrap();
@@ -85,6 +86,7 @@ async fn people(server: &TestServer) -> People {
             name: "bob-bot".into(),
             owner: None,
             description: None,
+            attestation: None,
         })
         .await
         .unwrap();
@@ -143,6 +145,7 @@ fn delegation(agent: &str, scope: &str, budget: u64) -> DelegateRequest {
         ttl_seconds: None,
         budget,
         out_of_scope: Some("deny".into()),
+        attestation: None,
     }
 }
 

@@ -224,6 +224,7 @@ async fn revocation_is_immediate_and_cascades() {
             name: "bob-bot".into(),
             owner: None,
             description: None,
+            attestation: None,
         })
         .await
         .unwrap();
@@ -233,6 +234,7 @@ async fn revocation_is_immediate_and_cascades() {
             name: "helper".into(),
             owner: None,
             description: None,
+            attestation: None,
         })
         .await
         .unwrap();

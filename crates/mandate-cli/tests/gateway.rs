@@ -1824,6 +1824,7 @@ async fn a_delegated_mission_goes_through_only_as_far_as_every_hop_allows() {
         ttl_seconds: None,
         budget: 10,
         out_of_scope: Some(oos.into()),
+        attestation: None,
     };
     // The clerk may only read; it hands everything on to a helper.
     let created = root

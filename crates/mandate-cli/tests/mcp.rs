@@ -964,6 +964,7 @@ async fn a_delegated_mission_gets_only_what_every_hop_allows() {
             ttl_seconds: Some(600),
             budget: 20,
             out_of_scope: Some("deny".into()),
+            attestation: None,
         })
         .await
         .unwrap();

@@ -112,6 +112,7 @@ async fn deployment_with(upstream: &str, extra: &str) -> Deployment {
             name: "billing-bot".into(),
             owner: None,
             description: None,
+            attestation: None,
         })
         .await
         .unwrap();

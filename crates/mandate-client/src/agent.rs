@@ -95,6 +95,37 @@ impl MissionAgent {
         clock: Arc<dyn Clock>,
         rng: Arc<dyn SecureRandom>,
     ) -> Result<Self, ClientError> {
+        Self::start_full(server, start_token, key, None, clock, rng).await
+    }
+
+    /// Starts the mission with `key`, presenting `evidence` bound to it
+    /// (a JWT-SVID whose `aud` holds `urn:mandate:jkt:<key's thumbprint>`,
+    /// or a launch statement naming the key; see ADR 0020).
+    pub async fn start_attested(
+        server: &str,
+        start_token: &str,
+        key: MissionKey,
+        evidence: mandate_core::Evidence,
+    ) -> Result<Self, ClientError> {
+        Self::start_full(
+            server,
+            start_token,
+            key,
+            Some(evidence),
+            Arc::new(SystemClock),
+            Arc::new(OsRandom),
+        )
+        .await
+    }
+
+    async fn start_full(
+        server: &str,
+        start_token: &str,
+        key: MissionKey,
+        evidence: Option<mandate_core::Evidence>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn SecureRandom>,
+    ) -> Result<Self, ClientError> {
         let client = Client::new(server)?;
         let config = client.configuration().await?;
         let htu = config.mission_start_endpoint.clone();
@@ -106,6 +137,7 @@ impl MissionAgent {
             .header("DPoP", proof)
             .json(&StartMissionRequest {
                 start_token: start_token.to_owned(),
+                evidence,
             });
         let resp: CredentialResponse = client.send(rb).await?;
         let mission_id: MissionId = resp

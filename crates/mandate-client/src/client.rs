@@ -203,6 +203,21 @@ impl Client {
         self.get(&format!("/v1/agents/{}", segment(name)?)).await
     }
 
+    /// Replaces what evidence the agent's missions must present to start
+    /// (`None`: none).
+    pub async fn set_agent_attestation(
+        &self,
+        name: &str,
+        requirement: Option<&mandate_core::AttestationRequirement>,
+    ) -> Result<AgentView, ClientError> {
+        let path = format!("/v1/agents/{}/attestation", segment(name)?);
+        let body = mandate_core::wire::SetAttestationRequest {
+            attestation: requirement.cloned(),
+        };
+        self.send(self.request(Method::PUT, &path).json(&body))
+            .await
+    }
+
     pub async fn create_mission(
         &self,
         req: &CreateMissionRequest,

@@ -102,6 +102,7 @@ fn mission(policies: MissionPolicies) -> Mission {
             jkt,
             started_at: NOW,
         },
+        attestation: None,
     }
 }
 

@@ -104,6 +104,7 @@ fn started(body: MissionBody, key: &MissionKey) -> Mission {
             jkt: key.thumbprint().clone(),
             started_at: NOW,
         },
+        attestation: None,
     }
 }
 
@@ -239,6 +240,7 @@ fn bench(c: &mut Criterion) {
         &OsRandom,
         hops,
         links.iter().map(|l| link_digest(l)).collect(),
+        None,
     )
     .unwrap()
     .token;
@@ -251,6 +253,7 @@ fn bench(c: &mut Criterion) {
         &OsRandom,
         Vec::new(),
         Vec::new(),
+        None,
     )
     .unwrap()
     .token;

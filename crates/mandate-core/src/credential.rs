@@ -70,6 +70,14 @@ pub struct MissionClaims {
     /// root first (link *i* is the one `chain[i]` signed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
+    /// The evidence the mission was started with, as the authority
+    /// verified it: what code, or which workload, holds the mission key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub att: Option<crate::attestation::Attestation>,
+    /// base64url(SHA-256) of the organisation's policy set in force when
+    /// the credential was issued (see `OrgPolicies::digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_s256: Option<String>,
 }
 
 /// A credential just issued: the compact JWT and what it says.
@@ -100,6 +108,7 @@ pub fn issue_credential(
         rng,
         Vec::new(),
         Vec::new(),
+        None,
     )
 }
 
@@ -122,6 +131,7 @@ pub fn issue_chained_credential(
     rng: &dyn SecureRandom,
     chain: Vec<crate::delegation::ChainHop>,
     links: Vec<String>,
+    policy_s256: Option<String>,
 ) -> Result<IssuedCredential, KeyError> {
     let ancestors = &mission.body.ancestors;
     if chain.len() != ancestors.len()
@@ -163,6 +173,8 @@ pub fn issue_chained_credential(
         jti: b64::encode(&jti),
         chain,
         links,
+        att: mission.attestation.clone(),
+        policy_s256,
     };
     let token = key.sign_jwt(CREDENTIAL_TYP, &claims)?;
     Ok(IssuedCredential { token, claims })
@@ -386,6 +398,7 @@ mod tests {
                 jkt: jkt.clone(),
                 started_at: UnixTime(created),
             },
+            attestation: None,
         }
     }
 

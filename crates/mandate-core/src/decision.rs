@@ -171,6 +171,18 @@ pub enum Trust {
 }
 
 impl Trust {
+    /// What a request signed by `mission`'s key is trusted with before any
+    /// approval: `attested` when the mission was started with verified
+    /// evidence, `signed` otherwise.
+    #[must_use]
+    pub fn of(mission: &Mission) -> Self {
+        if mission.attestation.is_some() {
+            Self::Attested
+        } else {
+            Self::Signed
+        }
+    }
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -435,13 +447,32 @@ fn hop_entities(
                 RestrictedExpression::new_string(body.goal.clone()),
             ),
             ("tags".to_owned(), RestrictedExpression::new_set([])),
-            ("attested".to_owned(), RestrictedExpression::new_bool(false)),
+            (
+                "attested".to_owned(),
+                RestrictedExpression::new_bool(m.attestation.is_some()),
+            ),
             ("budget".to_owned(), long(body.budget.requests)),
             ("budget_used".to_owned(), long(budget_used)),
             ("started_at".to_owned(), long(started_at)),
             ("expires_at".to_owned(), long(body.expires_at)),
         ]
         .into_iter()
+        .chain(m.attestation.as_ref().and_then(|a| {
+            a.workload().map(|w| {
+                (
+                    "workload".to_owned(),
+                    RestrictedExpression::new_string(w.to_owned()),
+                )
+            })
+        }))
+        .chain(m.attestation.as_ref().and_then(|a| {
+            a.code_digest.as_ref().map(|d| {
+                (
+                    "code_digest".to_owned(),
+                    RestrictedExpression::new_string(d.clone()),
+                )
+            })
+        }))
         .collect(),
         HashSet::new(),
     )

@@ -27,6 +27,8 @@ pub enum InputError {
     BadBudget { max: u64, got: u64 },
     #[error("`{0}` is not an out-of-scope mode (expected `escalate` or `deny`)")]
     BadOutOfScope(String),
+    #[error("attestation: {0}")]
+    BadAttestation(String),
 }
 
 impl InputError {
@@ -51,7 +53,7 @@ impl InputError {
             Self::BadOutOfScope(_) => {
                 "not an out-of-scope mode (expected `escalate` or `deny`)".into()
             }
-            Self::BadGoal | Self::BadPolicy { .. } => self.to_string(),
+            Self::BadGoal | Self::BadPolicy { .. } | Self::BadAttestation(_) => self.to_string(),
         }
     }
 
@@ -66,7 +68,8 @@ impl InputError {
             | Self::BadGoal
             | Self::BadTtl { .. }
             | Self::BadBudget { .. }
-            | Self::BadOutOfScope(_) => "invalid_request",
+            | Self::BadOutOfScope(_)
+            | Self::BadAttestation(_) => "invalid_request",
         }
     }
 }

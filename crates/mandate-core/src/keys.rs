@@ -186,6 +186,73 @@ impl MissionKey {
     }
 }
 
+/// A launcher's key: signs launch statements (DSSE, Ed25519) for the
+/// agents it starts. The authority knows its public key by the launcher's
+/// name, which each signature names as its `keyid`.
+pub struct LauncherKey(Ed25519Signer);
+
+impl fmt::Debug for LauncherKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LauncherKey")
+            .field("thumbprint", &self.0.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The DSSE signer for a launcher key.
+struct DsseSigner<'a> {
+    key: &'a SigningKey,
+    name: &'a str,
+}
+
+impl dsse::Signer for DsseSigner<'_> {
+    fn sign(&self, message: &[u8]) -> dsse::Result<Vec<u8>> {
+        use ed25519_dalek::Signer as _;
+        Ok(self.key.sign(message).to_bytes().to_vec())
+    }
+
+    fn key_id(&self) -> Option<String> {
+        Some(self.name.to_owned())
+    }
+}
+
+impl LauncherKey {
+    pub fn generate(rng: &dyn SecureRandom) -> Result<Self, KeyError> {
+        Ed25519Signer::generate(rng).map(Self)
+    }
+
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        Ed25519Signer::from_pem(pem).map(Self)
+    }
+
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.0.to_pem()
+    }
+
+    /// The public key, as the authority's configuration names it.
+    #[must_use]
+    pub fn public_jwk(&self) -> &Ed25519Jwk {
+        &self.0.jwk
+    }
+
+    /// Signs `statement` as launcher `name`: a DSSE envelope over its JSON,
+    /// payload type `application/vnd.in-toto+json`.
+    pub fn sign_launch_statement(
+        &self,
+        name: &str,
+        statement: &crate::attestation::LaunchStatement,
+    ) -> Result<crate::attestation::DsseEnvelope, KeyError> {
+        let payload = serde_json::to_vec(statement).map_err(|_| KeyError::Encode)?;
+        let signer = DsseSigner {
+            key: &self.0.signing,
+            name,
+        };
+        dsse::sign(crate::attestation::IN_TOTO_PAYLOAD_TYPE, &payload, &signer)
+            .map(Into::into)
+            .map_err(|e| KeyError::Sign(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! randomness through a [`SecureRandom`]. It is the only crate that touches
 //! private keys.
 
+mod attestation;
 mod audit;
 mod b64;
 mod clock;
@@ -30,6 +31,13 @@ pub mod sse;
 mod vault;
 pub mod wire;
 
+pub use attestation::{
+    ActingPrincipal, ActingPrincipalError, Attestation, AttestationError, AttestationMethod,
+    AttestationRequirement, DsseEnvelope, DsseSignature, Evidence, IN_TOTO_PAYLOAD_TYPE,
+    KEY_AUDIENCE_PREFIX, LAUNCH_PREDICATE_TYPE, LaunchPredicate, LaunchStatement, MissionKeyRef,
+    STATEMENT_TYPE, StatementSubject, TrustAnchors, check_trust_domain, key_audience,
+    recheck_evidence, verify_acting_principal, verify_evidence,
+};
 pub use audit::{
     AuditRecord, CHECKPOINT_TYP, Cadence, ChainError, ChainHead, ChainReport, CheckpointClaims,
     GENESIS, PRUNED_KIND, chain_hash, chain_start, checkpoint_kid, sign_checkpoint,
@@ -55,7 +63,7 @@ pub use error::{CredentialError, InputError, KeyError, ProofError};
 pub use grant::{ExactGrant, GrantScope, pattern_policy, request_digest};
 pub use ids::{AgentName, ApiTokenId, ApprovalId, GrantId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
-pub use keys::{AuthorityKey, MissionKey};
+pub use keys::{AuthorityKey, LauncherKey, MissionKey};
 pub use mission::{
     Budget, ChildSpec, EndReason, Mission, MissionBody, MissionLimits, MissionPolicies,
     MissionSpec, MissionState, MissionStatus, OutOfScope, mission_s256,

@@ -112,6 +112,11 @@ pub struct MissionBody {
     /// parent). Empty for a mission a principal delegated directly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<MissionRef>,
+    /// What evidence the mission's agent must present to start it (from
+    /// the agent's registration, the principal, or the delegating hop):
+    /// every one must be satisfied. Empty: none needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestation: Vec<crate::attestation::AttestationRequirement>,
 }
 
 /// What a running mission asks to delegate to a sub-agent.
@@ -132,6 +137,19 @@ impl MissionBody {
         u32::try_from(self.ancestors.len())
             .unwrap_or(u32::MAX)
             .saturating_add(1)
+    }
+
+    /// Adds an attestation requirement (before the body is hashed and
+    /// stored); one already there is not added twice.
+    pub fn require_attestation(
+        &mut self,
+        req: crate::attestation::AttestationRequirement,
+    ) -> Result<(), InputError> {
+        req.validate().map_err(InputError::BadAttestation)?;
+        if !self.attestation.contains(&req) {
+            self.attestation.push(req);
+        }
+        Ok(())
     }
 
     /// The mission this one was delegated from, if any.
@@ -279,6 +297,7 @@ impl MissionBody {
             created_at: now.0,
             expires_at: now.plus(ttl_secs).0,
             ancestors: Vec::new(),
+            attestation: Vec::new(),
         };
         Ok((body, compiled))
     }
@@ -365,6 +384,9 @@ pub struct Mission {
     pub body: MissionBody,
     pub s256: String,
     pub status: MissionStatus,
+    /// The evidence verified when the mission started, if any. Never
+    /// inherited: each hop of a chain has its own.
+    pub attestation: Option<crate::attestation::Attestation>,
 }
 
 impl Mission {

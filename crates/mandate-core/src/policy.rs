@@ -419,6 +419,24 @@ pub struct OrgPolicies {
     pub(crate) action_entities: cedar_policy::Entities,
     /// The declared actions by name; any other action is refused.
     pub(crate) actions: std::collections::HashMap<String, crate::decision::ActionShape>,
+    /// base64url(SHA-256) of the sources, see [`Self::digest`].
+    digest: String,
+}
+
+/// base64url(SHA-256) of the JCS form of `{"schemas": [[name, text]…],
+/// "policies": [[name, text]…]}`, each list sorted by name.
+fn sources_digest(schemas: &[PolicySource], policies: &[PolicySource]) -> String {
+    fn sorted(l: &[PolicySource]) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = l
+            .iter()
+            .map(|s| (s.name.as_str(), s.text.as_str()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+    let doc = serde_json::json!({ "schemas": sorted(schemas), "policies": sorted(policies) });
+    // A JSON value of strings always canonicalizes.
+    crate::b64::s256(&serde_jcs::to_vec(&doc).unwrap_or_default())
 }
 
 /// The actions a schema declares, each prepared once for every request
@@ -471,6 +489,7 @@ impl OrgPolicies {
             schema,
             action_entities,
             actions,
+            digest: sources_digest(&[], &[]),
         })
     }
 
@@ -500,12 +519,21 @@ impl OrgPolicies {
             schema,
             action_entities,
             actions,
+            digest: sources_digest(schemas, policies),
         })
     }
 
     #[must_use]
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// A digest of the policy and schema files this set was loaded from
+    /// (names and texts): two nodes with the same files have the same
+    /// digest. Credentials carry it as `policy_s256`.
+    #[must_use]
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     #[must_use]

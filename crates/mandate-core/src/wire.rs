@@ -81,6 +81,10 @@ pub struct RegisterAgentRequest {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What evidence the agent's missions must present to start (none if
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::AttestationRequirement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +95,19 @@ pub struct AgentView {
     pub description: String,
     pub created_at: u64,
     pub revoked_at: Option<u64>,
+    /// What evidence its missions must present to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::AttestationRequirement>,
+}
+
+/// `PUT /v1/agents/{name}/attestation`: the agent's new requirement
+/// (`null`: none). Missions created before keep theirs; no mission of the
+/// agent starts without what the registration requires at its start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetAttestationRequest {
+    pub attestation: Option<crate::AttestationRequirement>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +157,12 @@ pub struct MissionView {
     pub end_reason: Option<EndReason>,
     /// Thumbprint of the bound mission key, once started.
     pub jkt: Option<String>,
+    /// What evidence the mission requires to start (every one must hold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attestation_required: Vec<crate::AttestationRequirement>,
+    /// The evidence it was started with, as verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::Attestation>,
     /// The mission this one was delegated from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -187,6 +210,11 @@ pub struct DelegateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<OutOfScope>))]
     pub out_of_scope: Option<String>,
+    /// Evidence the child's agent must present to start it, on top of
+    /// what its registration requires. A child never inherits its parent's
+    /// attestation: it proves its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::AttestationRequirement>,
 }
 
 /// What the authority would delegate, for the parent to sign: the child's
@@ -253,6 +281,10 @@ pub struct CreatedMission {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartMissionRequest {
     pub start_token: String,
+    /// Evidence of what code holds the mission key, bound to it (ADR
+    /// 0020); required when the mission or its agent requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::Evidence>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -360,6 +392,30 @@ pub struct Configuration {
     /// What a request to the gateways must carry.
     #[serde(default)]
     pub request_signatures: Option<RequestSignatureRequirements>,
+    /// What attestation evidence at mission start must say.
+    #[serde(default)]
+    pub attestation: Option<AttestationParameters>,
+}
+
+/// How attestation evidence is bound to this authority and a mission key
+/// (ADR 0020).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttestationParameters {
+    /// The audience a JWT-SVID's `aud` or a launch statement's
+    /// `predicate.audience` must name.
+    pub audience: String,
+    /// A JWT-SVID's `aud` must also hold this prefix followed by the
+    /// mission key's RFC 7638 thumbprint.
+    pub key_audience_prefix: String,
+    /// `jwt_svid`, `launch_statement`.
+    pub evidence_types_supported: Vec<String>,
+    /// The `predicateType` of a launch statement.
+    pub launch_predicate_type: String,
+    /// The SPIFFE trust domains whose JWT-SVIDs are accepted.
+    pub trust_domains: Vec<String>,
+    /// The launchers whose launch statements are accepted.
+    pub launchers: Vec<String>,
 }
 
 /// What the gateways (`/gw/…`, `/mcp/…`) require of a request's RFC 9421
@@ -437,6 +493,7 @@ mod tests {
         assert!(!format!("{t:?}").contains("SECRET"));
         let r = StartMissionRequest {
             start_token: "mst_SECRET".into(),
+            evidence: None,
         };
         assert!(!format!("{r:?}").contains("SECRET"));
     }

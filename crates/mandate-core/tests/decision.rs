@@ -68,6 +68,7 @@ fn mission_under(
             jkt,
             started_at: T0,
         },
+        attestation: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn started(body: MissionBody, key: &MissionKey) -> Mission {
             jkt: key.thumbprint().clone(),
             started_at: T0,
         },
+        attestation: None,
     }
 }
 
@@ -649,6 +650,7 @@ fn credential(c: &Chain, links: &[String]) -> String {
         &OsRandom,
         hops(c, 2),
         links.iter().map(|l| link_digest(l)).collect(),
+        None,
     )
     .unwrap()
     .token

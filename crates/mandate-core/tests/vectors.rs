@@ -82,6 +82,7 @@ fn generate() -> serde_json::Value {
             jkt: mission_key.thumbprint().clone(),
             started_at: T0.plus(5),
         },
+        attestation: None,
     };
     let issued = issue_credential(
         &authority,
@@ -185,6 +186,7 @@ fn generate_chain() -> serde_json::Value {
                 jkt: key.thumbprint().clone(),
                 started_at: T0,
             },
+            attestation: None,
         }
     };
     let spec = |agent: mandate_core::AgentName, ttl_secs, budget| MissionSpec {
@@ -271,6 +273,7 @@ fn generate_chain() -> serde_json::Value {
         &rng,
         chain,
         links.iter().map(|l| mandate_core::link_digest(l)).collect(),
+        None,
     )
     .unwrap();
     let stranger = MissionKey::generate(&rng).unwrap();

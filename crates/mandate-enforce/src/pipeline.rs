@@ -78,6 +78,10 @@ pub struct Call<'a> {
     /// The agent's stated reason (already checked as free text).
     pub justification: String,
     pub required: Trust,
+    /// Which attested code or workloads may make the call at all (a
+    /// route's or MCP server's `attestation`): the mission's own
+    /// attestation must satisfy it.
+    pub attestation: Option<&'a mandate_core::AttestationRequirement>,
     /// The call's arguments, shown to approvers (never in notifications)
     /// when policy sees only some of them (an MCP tool call).
     pub arguments: Option<&'a Map>,
@@ -619,6 +623,7 @@ impl Enforcer {
             context,
             ref justification,
             required,
+            attestation,
             arguments,
             claim: _,
         } = *call;
@@ -640,6 +645,19 @@ impl Enforcer {
         let used = self.store.budget_used(id).await?;
         if let Err(o) = state_check(mission, now, used) {
             return Ok(Step::Unrecorded(response(*o, Some(id))));
+        }
+        // 2b. The enforcement point's own demand on what code calls: no
+        //     approval stands in for it.
+        if let Some(r) = attestation {
+            let refusal = match &mission.attestation {
+                None => Some(
+                    "this needs an attested mission (started with evidence of what code holds its key); this one is not".to_owned(),
+                ),
+                Some(a) => r.check(a).err().map(|e| e.to_string()),
+            };
+            if let Some(detail) = refusal {
+                return deny(ReasonCode::INSUFFICIENT_TRUST, detail);
+            }
         }
         // 3. Policy: the organisation's, this mission's, its live grants. A
         //    grant used up by a concurrent call between deciding and
@@ -671,7 +689,7 @@ impl Enforcer {
                     action,
                     resource,
                     context,
-                    trust: Trust::Signed,
+                    trust: Trust::of(mission),
                     required,
                     now,
                 },
@@ -800,7 +818,7 @@ impl Enforcer {
                         action,
                         resource,
                         context: &context,
-                        trust: Trust::Signed,
+                        trust: Trust::of(mission),
                         required,
                         now,
                     },

@@ -53,6 +53,8 @@ pub struct Config {
     /// Audit checkpoints: their cadence and where they go besides the
     /// database.
     pub audit: AuditConfig,
+    /// What attestation evidence is trusted (`[attestation]`).
+    pub attestation: crate::attestation::AttestationConfig,
 }
 
 /// Where the audit log's signed checkpoints go, and how often they come
@@ -234,6 +236,8 @@ struct FileConfig {
     unsafe_non_durable_benchmark_mode: bool,
     #[serde(default)]
     audit: FileAudit,
+    #[serde(default)]
+    attestation: crate::attestation::AttestationConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,6 +397,7 @@ impl Config {
                     .unwrap_or_else(|| data_dir.join(CHECKPOINT_FILE)),
                 witness: fc.audit.witness,
             },
+            attestation: fc.attestation,
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
@@ -403,6 +408,27 @@ impl Config {
                     .unwrap_or(defaults.max_depth),
             },
         };
+        config
+            .attestation
+            .check()
+            .map_err(|e| ConfigError::Value("attestation", e))?;
+        for r in &config.routes {
+            if let Some(req) = &r.config.attestation {
+                config.attestation.check_requirement(req).map_err(|e| {
+                    ConfigError::Value("routes.attestation", format!("route `{}`: {e}", r.name()))
+                })?;
+            }
+        }
+        for m in &config.mcp_servers {
+            if let Some(req) = &m.config.attestation {
+                config.attestation.check_requirement(req).map_err(|e| {
+                    ConfigError::Value(
+                        "mcp_servers.attestation",
+                        format!("MCP server `{}`: {e}", m.name()),
+                    )
+                })?;
+            }
+        }
         if !(1..=86_400).contains(&config.credential_ttl_secs) {
             return Err(ConfigError::Value(
                 "credential_ttl_secs",

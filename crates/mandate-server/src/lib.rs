@@ -10,6 +10,7 @@ pub mod bench {
     pub use crate::api::serve_forwarding_only;
 }
 mod approval_notices;
+mod attestation;
 mod audit_witness;
 mod changes;
 mod config;
@@ -97,6 +98,10 @@ pub async fn serve(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
+    let (anchors, bundle_urls) = config
+        .attestation
+        .load(&issuer)
+        .map_err(ServeError::Config)?;
     let has_principals = !data
         .store
         .principals()
@@ -154,6 +159,8 @@ pub async fn serve(
         audit,
         vault,
     );
+    state.0.anchors.set(anchors);
+    attestation::spawn_refresh(Arc::clone(&state.0.anchors), bundle_urls);
     // Printed on stdout, one line, so people and scripts can find the address.
     let database = config
         .database_url

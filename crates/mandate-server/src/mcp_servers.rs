@@ -64,6 +64,9 @@ pub struct McpServerConfig {
     pub labels: Vec<String>,
     /// The least trust every call needs (`approved`: each call approved).
     pub required_trust: Option<Trust>,
+    /// Which attested code or workloads may call at all (implies
+    /// `attested`), as an agent's registration names them.
+    pub attestation: Option<mandate_core::AttestationRequirement>,
     /// Largest JSON-RPC message from the agent or the server (bytes);
     /// default 1 MiB.
     pub max_message_bytes: Option<usize>,
@@ -146,6 +149,9 @@ impl McpServer {
             return Err(err(
                 "the name must be letters, digits, `_` or `-` (it is a URL segment)".into(),
             ));
+        }
+        if let Some(r) = &config.attestation {
+            r.validate().map_err(|m| err(format!("attestation: {m}")))?;
         }
         match (&config.command, &config.url) {
             (Some(c), None) if !c.trim().is_empty() => {}
@@ -277,7 +283,15 @@ impl McpServer {
 
     #[must_use]
     pub fn required_trust(&self) -> Trust {
-        self.config.required_trust.unwrap_or(Trust::Signed)
+        let least = if self.config.attestation.is_some() {
+            Trust::Attested
+        } else {
+            Trust::Signed
+        };
+        self.config
+            .required_trust
+            .unwrap_or(Trust::Signed)
+            .max(least)
     }
 
     fn tags(&self) -> BTreeMap<String, String> {

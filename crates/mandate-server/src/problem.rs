@@ -223,8 +223,30 @@ impl From<StartError> for Problem {
             StartError::MissionEnded => {
                 Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string())
             }
+            StartError::AttestationRequired => {
+                Self::new(StatusCode::FORBIDDEN, "attestation_required", e.to_string())
+            }
+            StartError::AttestationReplayed => {
+                Self::new(StatusCode::CONFLICT, "attestation_replayed", e.to_string())
+            }
             StartError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<mandate_core::AttestationError> for Problem {
+    fn from(e: mandate_core::AttestationError) -> Self {
+        use mandate_core::AttestationError as A;
+        let status = match &e {
+            A::Required(_) | A::Mismatch(_) => StatusCode::FORBIDDEN,
+            A::Replayed => StatusCode::CONFLICT,
+            A::Invalid(_)
+            | A::Untrusted(_)
+            | A::Expired(_)
+            | A::WrongAudience(_)
+            | A::Unbound(_) => StatusCode::UNAUTHORIZED,
+        };
+        Self::new(status, e.code(), e.to_string())
     }
 }
 

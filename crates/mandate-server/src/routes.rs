@@ -57,6 +57,10 @@ pub struct RouteConfig {
     /// The least trust every call needs: `signed` (default), `attested` or
     /// `approved` (each call approved on its own).
     pub required_trust: Option<Trust>,
+    /// Which attested code or workloads may call at all (implies
+    /// `attested`): SPIFFE IDs, launchers, code digests, as an agent's
+    /// registration names them.
+    pub attestation: Option<mandate_core::AttestationRequirement>,
     /// Largest request body (bytes); default 1 MiB.
     pub max_body_bytes: Option<usize>,
     /// Upstream timeout (milliseconds); default 30 s.
@@ -161,10 +165,8 @@ impl Route {
                     config.upstream
                 ))
             })?;
-        if config.required_trust == Some(Trust::Attested) {
-            return Err(err(
-                "`attested` cannot be required yet (missions carry no attestation)".into(),
-            ));
+        if let Some(r) = &config.attestation {
+            r.validate().map_err(|m| err(format!("attestation: {m}")))?;
         }
         if config.rules.is_empty() {
             return Err(err("no `[[routes.rules]]`: nothing would be allowed".into()));
@@ -492,6 +494,7 @@ mod tests {
             audience: None,
             labels: vec!["untrusted_content".into()],
             required_trust: None,
+            attestation: None,
             max_body_bytes: None,
             timeout_ms: None,
             forward_headers: vec![],

@@ -66,6 +66,12 @@ pub(crate) struct Inner {
     /// The approval requests the pipeline opens, until the announcer
     /// takes them ([`crate::approval_notices::spawn_announcer`]).
     pub opened: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<mandate_store::ApprovalRecord>>>,
+    /// The SPIFFE bundles and launcher keys attestation evidence is
+    /// checked against.
+    pub anchors: Arc<crate::attestation::Anchors>,
+    /// `[attestation]` as configured (which trust domains and launchers
+    /// exist, whether or not their keys were read yet).
+    pub attestation: crate::attestation::AttestationConfig,
 }
 
 /// Eight hex digits, random (a fixed name if no randomness is to be had:
@@ -97,6 +103,7 @@ impl AppState {
         vault: mandate_core::VaultKey,
     ) -> Self {
         let jwks = key.jwks();
+        let issuer_for_anchors = issuer.clone();
         // Should the client not build, the gateway refuses every request.
         let upstream = upstream_client()
             .map_err(|e| {
@@ -150,6 +157,10 @@ impl AppState {
             vault,
             durable: !config.unsafe_non_durable_benchmark_mode,
             opened: Mutex::new(Some(opened_rx)),
+            attestation: config.attestation.clone(),
+            anchors: Arc::new(crate::attestation::Anchors::new(
+                mandate_core::TrustAnchors::none(&issuer_for_anchors),
+            )),
         }))
     }
 

@@ -36,6 +36,10 @@ pub enum StartError {
     Expired,
     #[error("the mission has ended")]
     MissionEnded,
+    #[error("the mission's agent must present attestation evidence to start it")]
+    AttestationRequired,
+    #[error("this evidence already started another mission")]
+    AttestationReplayed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

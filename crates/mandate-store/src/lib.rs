@@ -77,6 +77,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     async fn create_agent(&self, a: &Agent) -> Result<(), StoreError>;
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
+    /// Replaces a registered agent's attestation requirement (`None`: no
+    /// requirement). Returns the agent as it now is.
+    async fn set_agent_attestation(
+        &self,
+        name: &AgentName,
+        requirement: Option<&mandate_core::AttestationRequirement>,
+    ) -> Result<Agent, StoreError>;
     /// All agents, or those of one owner.
     async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError>;
 
@@ -97,7 +104,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         token: &TokenHash,
         jkt: &Thumbprint,
         now: UnixTime,
+    ) -> Result<Mission, StartError> {
+        self.start_attested(token, jkt, now, None).await
+    }
+    /// As [`Self::start_mission`], recording the evidence the mission was
+    /// started with. Without evidence, a mission whose body or agent
+    /// requires attestation does not start
+    /// ([`StartError::AttestationRequired`]); evidence that already
+    /// started a mission starts no other ([`StartError::AttestationReplayed`]).
+    async fn start_attested(
+        &self,
+        token: &TokenHash,
+        jkt: &Thumbprint,
+        now: UnixTime,
+        attestation: Option<&mandate_core::Attestation>,
     ) -> Result<Mission, StartError>;
+    /// The mission `token` would start at `now`, or why it would not.
+    /// Changes nothing: the start itself re-checks everything.
+    async fn startable(&self, token: &TokenHash, now: UnixTime) -> Result<Mission, StartError>;
     /// Stores a child mission delegated by a running parent, with the link
     /// its parent signed, atomically: the parent must be active, unexpired
     /// at `now` and still bound to `parent_jkt`; the child's budget is

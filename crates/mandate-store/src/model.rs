@@ -31,6 +31,8 @@ pub struct Agent {
     pub description: String,
     pub created_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+    /// What evidence its missions must present to start (ADR 0020).
+    pub attestation: Option<mandate_core::AttestationRequirement>,
 }
 
 /// A mission to store, with the hash of its one-time start token.

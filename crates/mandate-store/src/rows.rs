@@ -90,6 +90,10 @@ pub(crate) fn agent_from_row(row: &impl Columns) -> Result<Agent, StoreError> {
         description: row.text("description")?,
         created_at: time(row.int("created_at")?),
         revoked_at: opt_time(row.opt_int("revoked_at")?),
+        attestation: row
+            .opt_text("attestation")?
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("agent attestation", e)))
+            .transpose()?,
     })
 }
 
@@ -181,7 +185,43 @@ pub(crate) fn mission_from_row_with(
         },
         other => return Err(corrupt("mission state", other)),
     };
-    Ok(Mission { body, s256, status })
+    let attestation = row
+        .opt_text("attestation")?
+        .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission attestation", e)))
+        .transpose()?;
+    Ok(Mission {
+        body,
+        s256,
+        status,
+        attestation,
+    })
+}
+
+/// Why a start token cannot start its mission at `now` (the mission's row
+/// as read), or `None` if it could.
+pub(crate) fn start_refusal(
+    row: &impl Columns,
+    now: UnixTime,
+) -> Result<Option<crate::StartError>, StoreError> {
+    use crate::StartError;
+    let state = row.text("state")?;
+    Ok(if row.opt_int("start_token_used_at")?.is_some() {
+        Some(StartError::Used)
+    } else if state == "ended" || row.int("expires_at")? <= secs(now) {
+        Some(StartError::MissionEnded)
+    } else if row.int("start_token_expires_at")? <= secs(now) {
+        Some(StartError::Expired)
+    } else if state != "ready" {
+        Some(StartError::Unknown)
+    } else {
+        None
+    })
+}
+
+/// An attestation requirement or attestation as stored (JSON text).
+pub(crate) fn json_text<T: serde::Serialize>(v: Option<&T>) -> Result<Option<String>, StoreError> {
+    v.map(|v| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
 }
 
 /// The end reason of a mission ended because an ancestor ended: revoked

@@ -26,8 +26,9 @@ use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
     cascade_reason, corrupt, delegation_refusal, ephemeral_description, grant_from_row, int,
-    is_unique_violation, mission_from_row, mission_from_row_with, parent_of, principal_from_row,
-    revocation_from_row, secs, token_from_row, vault_from_row, webhook_from_row,
+    is_unique_violation, json_text, mission_from_row, mission_from_row_with, parent_of,
+    principal_from_row, revocation_from_row, secs, start_refusal, token_from_row, vault_from_row,
+    webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
 
@@ -421,12 +422,14 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound(format!("principal `{}`", a.owner)));
         }
         sqlx::query(
-            "INSERT INTO agents (name, owner, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO agents (name, owner, description, created_at, attestation) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .bind(a.name.as_str())
         .bind(a.owner.as_str())
         .bind(&a.description)
         .bind(secs(a.created_at))
+        .bind(json_text(a.attestation.as_ref())?)
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -448,6 +451,22 @@ impl Store for SqliteStore {
             .as_ref()
             .map(agent_from_row)
             .transpose()
+    }
+
+    async fn set_agent_attestation(
+        &self,
+        name: &AgentName,
+        requirement: Option<&mandate_core::AttestationRequirement>,
+    ) -> Result<Agent, StoreError> {
+        let row = sqlx::query(
+            "UPDATE agents SET attestation = ?2 WHERE name = ?1 AND ephemeral_of IS NULL RETURNING *",
+        )
+        .bind(name.as_str())
+        .bind(json_text(requirement)?)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("agent `{name}`")))?;
+        agent_from_row(&row)
     }
 
     async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError> {
@@ -512,24 +531,41 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn start_mission(
+    async fn start_attested(
         &self,
         token: &TokenHash,
         jkt: &Thumbprint,
         now: UnixTime,
+        attestation: Option<&mandate_core::Attestation>,
     ) -> Result<Mission, StartError> {
         // INVARIANT: one UPDATE both checks and consumes the token, so of
-        // concurrent starts exactly one matches the row.
+        // concurrent starts exactly one matches the row. Without evidence
+        // it matches only a mission that neither its body nor its agent's
+        // registration requires evidence of; the unique index on
+        // `attestation_s256` lets one piece of evidence start one mission.
         let started = sqlx::query(
-            "UPDATE missions SET state = 'active', jkt = ?2, started_at = ?3, start_token_used_at = ?3 \
+            "UPDATE missions SET state = 'active', jkt = ?2, started_at = ?3, start_token_used_at = ?3, \
+               attestation = ?4, attestation_s256 = ?5 \
              WHERE start_token_hash = ?1 AND start_token_used_at IS NULL AND state = 'ready' \
-               AND start_token_expires_at > ?3 AND expires_at > ?3 RETURNING *",
+               AND start_token_expires_at > ?3 AND expires_at > ?3 \
+               AND (?4 IS NOT NULL OR (json_extract(body, '$.attestation') IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.name = missions.agent AND a.attestation IS NOT NULL))) \
+             RETURNING *",
         )
         .bind(token.as_str())
         .bind(jkt.as_str())
         .bind(secs(now))
+        .bind(json_text(attestation)?)
+        .bind(attestation.map(|a| a.evidence_s256.as_str()))
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StartError::AttestationReplayed
+            } else {
+                e.into()
+            }
+        })?;
         if let Some(row) = started {
             return Ok(mission_from_row(&row)?);
         }
@@ -538,19 +574,23 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StartError::Unknown)?;
-        let used: Option<i64> = row.try_get("start_token_used_at")?;
-        let state: String = row.try_get("state")?;
-        let token_exp: i64 = row.try_get("start_token_expires_at")?;
-        let mission_exp: i64 = row.try_get("expires_at")?;
-        Err(if used.is_some() {
-            StartError::Used
-        } else if state == "ended" || mission_exp <= secs(now) {
-            StartError::MissionEnded
-        } else if token_exp <= secs(now) {
-            StartError::Expired
-        } else {
-            StartError::Unknown
+        Err(match start_refusal(&row, now)? {
+            Some(refusal) => refusal,
+            None if attestation.is_none() => StartError::AttestationRequired,
+            None => StartError::Unknown,
         })
+    }
+
+    async fn startable(&self, token: &TokenHash, now: UnixTime) -> Result<Mission, StartError> {
+        let row = sqlx::query("SELECT * FROM missions WHERE start_token_hash = ?1")
+            .bind(token.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StartError::Unknown)?;
+        match start_refusal(&row, now)? {
+            Some(refusal) => Err(refusal),
+            None => Ok(mission_from_row(&row)?),
+        }
     }
 
     async fn delegate(&self, d: &NewDelegation) -> Result<(), DelegateError> {

@@ -265,6 +265,7 @@ async fn seed(s: &dyn Store) {
             description: String::new(),
             created_at: T0,
             revoked_at: None,
+            attestation: None,
         })
         .await
         .unwrap();
@@ -1949,6 +1950,7 @@ async fn seed_chain(s: &dyn Store) {
             description: String::new(),
             created_at: T0,
             revoked_at: None,
+            attestation: None,
         })
         .await
         .unwrap();

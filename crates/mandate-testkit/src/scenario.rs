@@ -49,6 +49,7 @@ impl TestServer {
                 name: "billing-bot".into(),
                 owner: None,
                 description: None,
+                attestation: None,
             })
             .await
             .expect("agent");

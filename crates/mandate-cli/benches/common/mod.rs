@@ -102,6 +102,7 @@ pub async fn mandate_with_admin(
             name: "bench-bot".into(),
             owner: None,
             description: None,
+            attestation: None,
         })
         .await
         .unwrap();

@@ -1,8 +1,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use mandate_core::wire::{AgentView, RegisterAgentRequest};
-use mandate_core::{AgentName, PrincipalName, Role};
+use mandate_core::wire::{AgentView, RegisterAgentRequest, SetAttestationRequest};
+use mandate_core::{AgentName, AttestationRequirement, PrincipalName, Role};
 use mandate_store::Agent;
 
 use super::extract::{ApiJson, ApiPath, Caller};
@@ -36,6 +36,7 @@ pub(super) async fn register(
         name,
         owner,
         description,
+        attestation,
     } = req;
     let name: AgentName = name.try_into()?;
     if name.is_ephemeral() {
@@ -54,21 +55,82 @@ pub(super) async fn register(
         ));
     }
     let description = free_text("description", description, MAX_DESCRIPTION_CHARS)?;
+    if let Some(r) = &attestation {
+        check_requirement(&s, r)?;
+    }
     let agent = Agent {
         name,
         owner,
         description,
         created_at: s.0.clock.now(),
         revoked_at: None,
+        attestation,
     };
     s.0.store.create_agent(&agent).await?;
     tracing::info!(agent = %agent.name, owner = %agent.owner, "agent registered");
     s.audit(
         "agent.registered",
-        serde_json::json!({ "agent": agent.name.as_str(), "owner": agent.owner.as_str(), "by": caller.principal.name.as_str() }),
+        serde_json::json!({ "agent": agent.name.as_str(), "owner": agent.owner.as_str(), "by": caller.principal.name.as_str(), "attestation": &agent.attestation }),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(agent_view(&agent))))
+}
+
+/// Refuses a requirement no evidence could ever satisfy here: malformed,
+/// or naming a trust domain without a bundle or a launcher this authority
+/// does not know (every mission of the agent would be refused).
+fn check_requirement(s: &AppState, r: &AttestationRequirement) -> Result<(), Problem> {
+    s.0.attestation
+        .check_requirement(r)
+        .map_err(|m| Problem::bad_request("invalid_request", format!("attestation: {m}")))
+}
+
+/// Replaces an agent's attestation requirement (`null`: none), by its
+/// owner or an admin. Missions already created keep what they require;
+/// from now on no mission of the agent starts without what this one says.
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{name}/attestation",
+    operation_id = "set_agent_attestation",
+    tag = "agents",
+    security(("api_token" = [])),
+    params(("name" = AgentName, Path, description = "The agent's name.")),
+    request_body = SetAttestationRequest,
+    responses(
+        (status = 200, description = "The agent as it now is.", body = AgentView),
+        Always, Unauthorized, Forbidden, NotFound, JsonBody,
+    ),
+)]
+pub(super) async fn set_attestation(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<SetAttestationRequest>,
+) -> Result<Json<AgentView>, Problem> {
+    let name: AgentName = name.try_into()?;
+    let agent =
+        s.0.store
+            .agent(&name)
+            .await?
+            .filter(|a| !a.name.is_ephemeral())
+            .ok_or_else(|| Problem::not_found("no such agent"))?;
+    if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
+        return Err(Problem::not_found("no such agent"));
+    }
+    if let Some(r) = &req.attestation {
+        check_requirement(&s, r)?;
+    }
+    let agent =
+        s.0.store
+            .set_agent_attestation(&name, req.attestation.as_ref())
+            .await?;
+    tracing::info!(agent = %agent.name, "agent attestation requirement set");
+    s.audit(
+        "agent.attestation_set",
+        serde_json::json!({ "agent": agent.name.as_str(), "by": caller.principal.name.as_str(), "attestation": &agent.attestation }),
+    )
+    .await?;
+    Ok(Json(agent_view(&agent)))
 }
 
 /// The caller's agents (admins: all).

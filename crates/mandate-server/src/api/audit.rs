@@ -380,6 +380,53 @@ pub(super) struct Explanation {
     related: Vec<AuditRecord>,
 }
 
+/// What a mission's start record says of the code that held its key.
+fn attestation_story(started: &AuditRecord) -> String {
+    let a = started.body.get("attestation").filter(|a| !a.is_null());
+    let Some(a) = a else {
+        return format!(
+            "Its agent started the mission in #{} ({}) without attestation evidence: nothing vouches for what code held the mission key.",
+            started.seq,
+            when(started.time)
+        );
+    };
+    let t = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+    let what = match t("method").as_str() {
+        "jwt_svid" => format!("a SPIFFE JWT-SVID of workload `{}`", t("subject")),
+        _ => {
+            let env = a
+                .get("environment")
+                .and_then(|e| e.as_object())
+                .map(|e| {
+                    e.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .filter(|e| !e.is_empty())
+                .map(|e| format!(" in environment {{{e}}}"))
+                .unwrap_or_default();
+            format!(
+                "a launch statement by launcher `{}`: code `{}` with digest {}{env}",
+                t("launcher"),
+                t("subject"),
+                t("code_digest")
+            )
+        }
+    };
+    format!(
+        "Its agent started the mission in #{} ({}) attested by {what}, bound to its mission key {} (evidence digest {}).",
+        started.seq,
+        when(started.time),
+        started
+            .body
+            .get("jkt")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?"),
+        t("evidence_s256")
+    )
+}
+
 fn when(t: u64) -> String {
     format!("t={t}")
 }
@@ -592,6 +639,16 @@ pub(super) async fn explain(
             c.get("jkt").and_then(|v| v.as_str()).unwrap_or("?")
         ));
         related.push(issued);
+    }
+    if let Some(m) = mission
+        && record.kind != "mission.started"
+        && let Some(started) =
+            s.0.store
+                .audit_find("mission.started", mission, "mission", m)
+                .await?
+    {
+        story.push(attestation_story(&started));
+        related.push(started);
     }
     if record.kind == "decision" {
         let policies: Vec<String> = b

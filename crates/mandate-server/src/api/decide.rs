@@ -79,6 +79,7 @@ async fn decide_inner(
         context,
         justification,
         required: required_trust.unwrap_or(Trust::Signed),
+        attestation: None,
         arguments: None,
         // The enforcement point answers for the request's freshness; this
         // call is authenticated by its API token, not a mission signature.

@@ -67,13 +67,19 @@ async fn child_body(
     child: ChildSpec,
     id: MissionId,
     now: UnixTime,
+    attestation: Vec<mandate_core::AttestationRequirement>,
 ) -> Result<MissionBody, Problem> {
     let agent = &child.spec.agent;
+    // What the child's agent must prove to start it: what its registration
+    // requires, then what the delegating hop adds.
+    let mut required = Vec::new();
     if !child.ephemeral {
         // A registered agent of the same principal, live.
         let found = s.0.store.agent(agent).await?;
         match found {
-            Some(a) if a.owner == parent.body.principal && a.revoked_at.is_none() => {}
+            Some(a) if a.owner == parent.body.principal && a.revoked_at.is_none() => {
+                required.extend(a.attestation);
+            }
             Some(a) if a.owner != parent.body.principal => {
                 return Err(Problem::forbidden(format!(
                     "`{agent}` is an agent of another principal"
@@ -115,6 +121,10 @@ async fn child_body(
         )
     })
     .await??;
+    let mut body = body;
+    for r in required.into_iter().chain(attestation) {
+        body.require_attestation(r)?;
+    }
     Ok(body)
 }
 
@@ -148,6 +158,7 @@ pub(super) async fn propose(
         ttl_seconds,
         budget,
         out_of_scope,
+        attestation,
     } = req;
     let now = s.0.clock.now();
     let parent = &caller.mission;
@@ -188,7 +199,15 @@ pub(super) async fn propose(
         spec,
         ephemeral: is_ephemeral,
     };
-    let body = child_body(&s, parent, child, id, now).await?;
+    let body = child_body(
+        &s,
+        parent,
+        child,
+        id,
+        now,
+        attestation.into_iter().collect(),
+    )
+    .await?;
     let s256 = mission_s256(&body)?;
     let link = LinkClaims::for_child(&party(parent), &caller.claims.cnf.jkt, &body, &s256);
     let proposal =
@@ -285,6 +304,7 @@ pub(super) async fn commit(
         ChildSpec { spec, ephemeral },
         body.id.clone(),
         UnixTime(body.created_at),
+        body.attestation.clone(),
     )
     .await?;
     if rebuilt != body {
@@ -317,7 +337,7 @@ pub(super) async fn commit(
             "principal": body.principal.as_str(), "agent": body.agent.as_str(),
             "by": parent.body.agent.as_str(), "depth": body.depth(), "ephemeral": ephemeral,
             "goal": &body.goal, "expires_at": body.expires_at, "budget": body.budget.requests,
-            "out_of_scope": body.out_of_scope,
+            "out_of_scope": body.out_of_scope, "attestation_required": &body.attestation,
             "link": link_digest(&link), "signed_by": caller.claims.cnf.jkt.as_str(),
         }),
     )

@@ -180,6 +180,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         context: &mapped.context,
         justification: free_text("justification", justification, 1_000)?,
         required: route.config.required_trust.unwrap_or(Trust::Signed),
+        attestation: route.config.attestation.as_ref(),
         arguments: None,
         claim: Some(claim),
     };

@@ -1308,6 +1308,7 @@ async fn request(
             context: &mapped.context,
             justification: String::new(),
             required: x.server.required_trust(),
+            attestation: x.server.config.attestation.as_ref(),
             arguments: arguments.as_ref(),
             claim: Some(caller.claim.clone()),
         };

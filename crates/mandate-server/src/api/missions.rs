@@ -124,6 +124,11 @@ pub(super) async fn create(
         MissionBody::new(spec, id, &issuer, principal, now, limits, Some(schema))
     })
     .await??;
+    // What the agent's registration requires now is part of the mission.
+    let mut body = body;
+    if let Some(r) = agent.attestation {
+        body.require_attestation(r)?;
+    }
     let s256 = mission_s256(&body)?;
     let (start_token, start_token_expires_at) = start_token(&s, now, body.expires_at)?;
     s.0.store
@@ -141,6 +146,7 @@ pub(super) async fn create(
             "mission": body.id.as_str(), "mission_s256": &s256, "principal": body.principal.as_str(),
             "agent": body.agent.as_str(), "goal": &body.goal, "expires_at": body.expires_at,
             "budget": body.budget.requests, "out_of_scope": body.out_of_scope,
+            "attestation_required": &body.attestation,
         }),
     )
     .await?;
@@ -181,6 +187,7 @@ pub(super) fn created(
         body,
         s256,
         status: mandate_core::MissionStatus::Ready,
+        attestation: None,
     };
     (
         StatusCode::CREATED,
@@ -273,6 +280,7 @@ async fn credential_for(
         s.0.rng.as_ref(),
         chain,
         links,
+        Some(s.org()?.loaded.policies.digest().to_owned()),
     )
     .map_err(|e| match e {
         mandate_core::KeyError::MissionExpired => CredentialError::MissionEnded.into(),
@@ -297,7 +305,8 @@ async fn credential_for(
         serde_json::json!({
             "mission": c.mission_id.as_str(), "mission_s256": &c.mission_s256, "principal": c.sub.as_str(),
             "agent": c.act.sub.as_str(), "credential": &c.jti, "jkt": c.cnf.jkt.as_str(), "iat": c.iat, "exp": c.exp,
-            "depth": mission.body.depth(), "links": &c.links,
+            "depth": mission.body.depth(), "links": &c.links, "policy_s256": &c.policy_s256,
+            "attestation": &c.att,
         }),
     )
     .await?;
@@ -329,22 +338,30 @@ pub(super) async fn start(
     headers: HeaderMap,
     ApiJson(req): ApiJson<StartMissionRequest>,
 ) -> Result<(StatusCode, Json<CredentialResponse>), Problem> {
-    let StartMissionRequest { start_token } = req;
+    let StartMissionRequest {
+        start_token,
+        evidence,
+    } = req;
     let token = SecretToken::parse(TokenKind::Start, start_token.trim())
         .ok_or(mandate_store::StartError::Unknown)?;
     // No replay cache here: the start token is single use, so a replayed
     // proof finds it consumed (`start_token_used`).
     let proof = verify_request_proof(&s, &headers, &method, uri.path(), Some(token.expose()))?;
+    let now = s.0.clock.now();
+    // Evidence is checked before the token is consumed: refused evidence
+    // leaves the mission ready to start.
+    let attestation = attest(&s, &token, &proof.jkt, evidence.as_ref(), now).await?;
     let mission =
         s.0.store
-            .start_mission(&token.hash(), &proof.jkt, s.0.clock.now())
+            .start_attested(&token.hash(), &proof.jkt, now, attestation.as_ref())
             .await?;
-    tracing::info!(mission = %mission.body.id, jkt = %proof.jkt, "mission started");
+    tracing::info!(mission = %mission.body.id, jkt = %proof.jkt, attested = attestation.is_some(), "mission started");
     s.audit(
         "mission.started",
         serde_json::json!({
             "mission": mission.body.id.as_str(), "mission_s256": &mission.s256,
             "principal": mission.body.principal.as_str(), "agent": mission.body.agent.as_str(), "jkt": proof.jkt.as_str(),
+            "attestation": &mission.attestation,
         }),
     )
     .await?;
@@ -352,6 +369,49 @@ pub(super) async fn start(
         StatusCode::CREATED,
         Json(credential_for(&s, &mission, &proof.jwk).await?),
     ))
+}
+
+/// Checks the evidence presented to start the mission `token` names, for
+/// the mission key `jkt`, against what the mission and its agent's
+/// registration require. `None`: no evidence, and none required.
+async fn attest(
+    s: &AppState,
+    token: &SecretToken,
+    jkt: &mandate_core::Thumbprint,
+    evidence: Option<&mandate_core::Evidence>,
+    now: mandate_core::UnixTime,
+) -> Result<Option<mandate_core::Attestation>, Problem> {
+    let pending = s.0.store.startable(&token.hash(), now).await?;
+    let mut required = pending.body.attestation.clone();
+    if !pending.body.agent.is_ephemeral()
+        && let Some(r) =
+            s.0.store
+                .agent(&pending.body.agent)
+                .await?
+                .and_then(|a| a.attestation)
+    {
+        required.push(r);
+    }
+    let Some(evidence) = evidence else {
+        if required.is_empty() {
+            return Ok(None);
+        }
+        return Err(mandate_core::AttestationError::Required(format!(
+            "agent `{}` must present attestation evidence bound to its mission key to start mission `{}`",
+            pending.body.agent, pending.body.id
+        ))
+        .into());
+    };
+    let anchors = s.0.anchors.get();
+    let checked = mandate_core::verify_evidence(evidence, &anchors, jkt, now)
+        .and_then(|a| required.iter().try_for_each(|r| r.check(&a)).map(|()| a));
+    match checked {
+        Ok(a) => Ok(Some(a)),
+        Err(e) => {
+            tracing::warn!(mission = %pending.body.id, agent = %pending.body.agent, code = e.code(), error = %e, "attestation refused");
+            Err(e.into())
+        }
+    }
 }
 
 /// A fresh credential for a running mission, by proof of possession of the

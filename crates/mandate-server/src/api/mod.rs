@@ -55,6 +55,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(principals::create_token, principals::list_tokens))
         .routes(routes!(agents::register, agents::list))
         .routes(routes!(agents::show))
+        .routes(routes!(agents::set_attestation))
         .routes(routes!(missions::create, missions::list))
         .routes(routes!(missions::start))
         .routes(routes!(missions::show))
@@ -178,6 +179,7 @@ fn agent_view(a: &Agent) -> AgentView {
         description: a.description.clone(),
         created_at: a.created_at.0,
         revoked_at: a.revoked_at.map(|t| t.0),
+        attestation: a.attestation.clone(),
     }
 }
 
@@ -204,6 +206,8 @@ pub(crate) fn mission_view(m: &Mission, now: UnixTime) -> MissionView {
         ended_at: ended.map(|(_, at)| at.0),
         end_reason: ended.map(|(r, _)| r),
         jkt: m.jkt().map(ToString::to_string),
+        attestation_required: m.body.attestation.clone(),
+        attestation: m.attestation.clone(),
         parent: m.body.parent().map(|p| p.id.to_string()),
         depth: m.body.depth(),
     }

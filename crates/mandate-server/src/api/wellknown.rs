@@ -115,6 +115,14 @@ pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configurati
             signature_key_scheme: "jwt".into(),
             max_age_seconds: mandate_core::FRESHNESS_WINDOW_SECS,
         }),
+        attestation: Some(mandate_core::wire::AttestationParameters {
+            audience: s.0.anchors.get().audience.clone(),
+            key_audience_prefix: mandate_core::KEY_AUDIENCE_PREFIX.into(),
+            evidence_types_supported: vec!["jwt_svid".into(), "launch_statement".into()],
+            launch_predicate_type: mandate_core::LAUNCH_PREDICATE_TYPE.into(),
+            trust_domains: s.0.attestation.trust_domains.keys().cloned().collect(),
+            launchers: s.0.attestation.launchers.keys().cloned().collect(),
+        }),
     })
 }
 
