@@ -8,7 +8,7 @@
 # Run: scripts/fuzz.sh [TARGET...]   (from anywhere; all targets if none given)
 #   MANDATE_FUZZ_SECS=600 scripts/fuzz.sh httpsig   fuzzes one target longer.
 #   Targets: every file of fuzz/fuzz_targets/ (credential, proof, policy,
-#   jwks, httpsig, names, mcp_message, chain; docs/fuzzing.md says what each
+#   jwks, httpsig, names, mcp_message, chain, evidence; docs/fuzzing.md says what each
 #   asserts).
 #
 # What it needs, installed on first use: cargo-fuzz (CARGO_FUZZ_VERSION,

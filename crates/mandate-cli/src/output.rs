@@ -118,6 +118,29 @@ pub fn mission_details(m: &MissionView) -> String {
     if let Some(j) = &m.jkt {
         line("mission key", format!("jkt {j}"));
     }
+    for r in &m.attestation_required {
+        line("requires", crate::attest::describe(r));
+    }
+    match &m.attestation {
+        Some(a) => line(
+            "attested",
+            format!(
+                "{} {}{}{}",
+                a.method.as_str(),
+                a.subject,
+                a.code_digest
+                    .as_deref()
+                    .map(|d| format!(", code {d}"))
+                    .unwrap_or_default(),
+                a.launcher
+                    .as_deref()
+                    .map(|l| format!(", by launcher {l}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        None if m.started_at.is_some() => line("attested", "no".into()),
+        None => {}
+    }
     for (k, text) in [
         ("scope", &m.policies.scope),
         ("boundaries", &m.policies.boundaries),

@@ -98,6 +98,27 @@ fn validate(dir: &Path, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The attestation a test mission is taken to have been started with.
+fn test_attestation(a: &TestAttested) -> mandate_core::Attestation {
+    let method = if a.workload.is_some() {
+        mandate_core::AttestationMethod::JwtSvid
+    } else {
+        mandate_core::AttestationMethod::LaunchStatement
+    };
+    mandate_core::Attestation {
+        method,
+        subject: a
+            .workload
+            .clone()
+            .unwrap_or_else(|| "policy-test-code".into()),
+        code_digest: a.code_digest.clone(),
+        launcher: a.code_digest.as_ref().map(|_| "policy-test".into()),
+        environment: std::collections::BTreeMap::new(),
+        evidence_s256: String::new(),
+        verified_at: 0,
+    }
+}
+
 /// A policy test file (TOML). See `examples/policies/consultant.test.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +140,19 @@ struct TestMission {
     boundaries: Option<PathBuf>,
     escalations: Option<PathBuf>,
     out_of_scope: Option<String>,
+    /// The mission as if started with verified attestation evidence
+    /// (`Mission.attested`, `workload`, `code_digest`; `context.trust` =
+    /// `"attested"`).
+    attested: Option<TestAttested>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestAttested {
+    /// A SPIFFE ID: as if started with a JWT-SVID of that workload.
+    workload: Option<String>,
+    /// `sha256:<hex>`: as if started by a launcher with that code.
+    code_digest: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,7 +248,7 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
             jkt,
             started_at: now,
         },
-        attestation: None,
+        attestation: spec.mission.attested.as_ref().map(test_attestation),
     };
 
     let (mut passed, mut failed) = (0, 0);
@@ -243,7 +277,7 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
                 action: &case.action,
                 resource: &case.resource,
                 context: &case.context,
-                trust: Trust::Signed,
+                trust: Trust::of(&mission),
                 required: Trust::Signed,
                 now: now.plus(1),
             },

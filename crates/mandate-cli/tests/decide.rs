@@ -335,3 +335,58 @@ fn the_policy_tools_validate_and_test_the_examples() {
         "{stdout}"
     );
 }
+
+/// `mandate policy test` can take the mission as attested, so a policy
+/// that reads `principal.mission.code_digest` is tested both ways.
+#[test]
+fn policy_tests_cover_attested_missions() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    std::fs::write(
+        dir.path().join("reviewed.cedar"),
+        format!(
+            "@id(\"reviewed-code-only\")\n\
+             forbid(principal, action == Action::\"write\", resource) unless {{\n\
+               principal.mission has code_digest && principal.mission.code_digest == \"{digest}\"\n\
+             }};\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("scope.cedar"),
+        "permit(principal, action, resource);",
+    )
+    .unwrap();
+    let case = |attested: &str, expect: &str| {
+        let file = dir.path().join(format!("{expect}.test.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "policies = \".\"\n[mission]\nscope = \"scope.cedar\"\n{attested}\n\
+                 [[case]]\nname = \"writes\"\naction = \"write\"\n\
+                 resource = {{ type = \"Resource\", id = \"ledger\" }}\nexpect = \"{expect}\"\n"
+            ),
+        )
+        .unwrap();
+        run(&["policy", "test", file.to_str().unwrap()])
+    };
+    let out = case(
+        &format!("attested = {{ code_digest = \"{digest}\" }}"),
+        "allow",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = case("", "deny");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The same unattested mission expected to write: the case fails.
+    let out = case("", "allow");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("expected allow, got deny"));
+}

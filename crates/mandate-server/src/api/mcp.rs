@@ -1495,8 +1495,24 @@ async fn filter_listing(
         .flatten()
         .map(|(_, a, r)| (a.clone(), r.clone()))
         .collect();
-    let Ok(outcomes) = preview(s, mission, x.server.required_trust(), &asks).await else {
-        return answer;
+    // A server that only serves some attested code lists nothing to a
+    // mission whose attestation does not meet it: every call would be
+    // refused.
+    let unmet = x.server.config.attestation.as_ref().is_some_and(|r| {
+        mission
+            .attestation
+            .as_ref()
+            .is_none_or(|a| r.check(a).is_err())
+    });
+    let outcomes = if unmet {
+        asks.iter()
+            .map(|_| mandate_core::Outcome::deny(ReasonCode::INSUFFICIENT_TRUST, ""))
+            .collect()
+    } else {
+        let Ok(outcomes) = preview(s, mission, x.server.required_trust(), &asks).await else {
+            return answer;
+        };
+        outcomes
     };
     let mut outcomes = outcomes.into_iter();
     let (mut shown, mut approval, mut hidden) = (Vec::new(), Vec::new(), Vec::new());
