@@ -6,8 +6,8 @@
 //! made by hand for the forgeries). Every refusal leaves the start token
 //! usable; evidence starts one mission only; gateway routes, policy, audit
 //! and offline verification see the attestation; a delegated child proves
-//! its own; an independent DSSE verifier (Python) accepts what the
-//! launcher signs.
+//! its own; a trust bundle read from a URL follows the issuer's rotation;
+//! an independent DSSE verifier (Python) accepts what the launcher signs.
 
 #![allow(
     clippy::unwrap_used,
@@ -157,8 +157,9 @@ fn still_ready(server: &TestServer, alice: &str, id: &str) {
 
 /// A SPIFFE trust domain's JWT authority, in Python: `init DIR` makes the
 /// authority's P-256 key, a rogue key nobody trusts, and the bundle (a JWKS
-/// naming the authority's key `authority-1`); `mint DIR SPECS` signs one
-/// JWT-SVID per spec and prints them as a JSON list.
+/// naming the authority's key `authority-1`), and the key it rotates to
+/// (`authority-2`, in `example.org.rotated.jwks.json`); `mint DIR SPECS`
+/// signs one JWT-SVID per spec and prints them as a JSON list.
 const ISSUER: &str = r#"
 import base64, json, sys, time, uuid
 import jwt
@@ -174,17 +175,19 @@ def load(d, name):
 
 cmd, d = sys.argv[1], sys.argv[2]
 if cmd == "init":
-    for name in ("authority", "rogue"):
+    for name in ("authority", "authority2", "rogue"):
         key = ec.generate_private_key(ec.SECP256R1())
         with open(f"{d}/{name}.pem", "wb") as f:
             f.write(key.private_bytes(serialization.Encoding.PEM,
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    pub = load(d, "authority").public_key().public_numbers()
-    jwk = {"kty": "EC", "crv": "P-256", "x": b64u(pub.x), "y": b64u(pub.y),
-           "kid": "authority-1", "use": "jwt-svid"}
-    with open(f"{d}/example.org.jwks.json", "w") as f:
-        json.dump({"keys": [jwk]}, f)
+    for name, kid, file in (("authority", "authority-1", "example.org.jwks.json"),
+                            ("authority2", "authority-2", "example.org.rotated.jwks.json")):
+        pub = load(d, name).public_key().public_numbers()
+        jwk = {"kty": "EC", "crv": "P-256", "x": b64u(pub.x), "y": b64u(pub.y),
+               "kid": kid, "use": "jwt-svid"}
+        with open(f"{d}/{file}", "w") as f:
+            json.dump({"keys": [jwk]}, f)
 elif cmd == "mint":
     now = int(time.time())
     tokens = []
@@ -208,19 +211,24 @@ struct SvidWorld {
 }
 
 impl SvidWorld {
-    /// With `policy` as the organisation's policy, if given.
+    /// With the bundle from a file, and `policy` as the organisation's
+    /// policy, if given.
     fn new(policy: Option<&str>) -> Self {
+        Self::with(policy, |issuer| {
+            format!(
+                "[attestation.trust_domains.\"example.org\"]\nbundle = {:?}\n",
+                issuer.join("example.org.jwks.json").display().to_string()
+            )
+        })
+    }
+
+    /// With `[attestation]` as `attestation` writes it, given the issuer's
+    /// directory.
+    fn with(policy: Option<&str>, attestation: impl FnOnce(&Path) -> String) -> Self {
         let issuer = tempfile::tempdir().unwrap();
         let dir = issuer.path().to_str().unwrap();
         py(ISSUER, &["init", dir]);
-        let mut config = format!(
-            "[attestation.trust_domains.\"example.org\"]\nbundle = {:?}\n",
-            issuer
-                .path()
-                .join("example.org.jwks.json")
-                .display()
-                .to_string()
-        );
+        let mut config = attestation(issuer.path());
         if let Some(p) = policy {
             let policies = issuer.path().join("policies");
             std::fs::create_dir(&policies).unwrap();
@@ -379,6 +387,8 @@ fn a_workload_starts_its_mission_only_with_its_own_svid_and_refusals_leave_the_t
         svid("spiffe://example.org/agents", &[issuer, bind.as_str()]),
         // 9: good, for the other key (to be tampered with below)
         svid(billing, &[issuer, bind_other.as_str()]),
+        // 10: bound to this key, for no authority at all
+        svid(billing, &[bind.as_str()]),
     ]);
     // Someone else's SVID, re-bound to this key by editing its `aud`.
     let mut stolen = claims_of(&minted[9]);
@@ -388,6 +398,7 @@ fn a_workload_starts_its_mission_only_with_its_own_svid_and_refusals_leave_the_t
     let cases = [
         (&minted[0], "attestation_expired"),
         (&minted[1], "attestation_audience"),
+        (&minted[10], "attestation_audience"),
         (&minted[2], "attestation_unbound"),
         (&minted[3], "attestation_unbound"),
         (&minted[4], "attestation_untrusted"),
@@ -820,7 +831,7 @@ impl LaunchWorld {
 fn on_route<'a>(records: &'a [Value], route: &str) -> &'a Value {
     let found: Vec<&Value> = records
         .iter()
-        .filter(|r| r["body"]["resource"]["route"] == route || r["body"]["resource"]["id"] == route)
+        .filter(|r| r["body"]["resource"]["route"] == route)
         .collect();
     assert_eq!(found.len(), 1, "one decision on `{route}` in {records:?}");
     found[0]
@@ -1138,22 +1149,66 @@ async fn forged_stale_or_misdirected_launch_statements_are_refused_and_leave_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_verify_states_who_acts_and_rechecks_the_evidence_offline() {
-    let w = LaunchWorld::new().await;
+    let mut w = LaunchWorld::new().await;
     let server = &w.server;
     let (id, token) = mission_for(server, &w.alice, "ci-bot");
     let (state, evidence) = w.start_attested(&token, "m", &w.digest);
+    // A refreshed credential, as an agent holds it an hour in: it still
+    // names the attestation verified at start.
     let cred = server
-        .cli(None, &["mission", "credential", "--state", &state])
-        .success();
-    let cred = cred.trim();
+        .cli(
+            None,
+            &["mission", "credential", "--state", &state, "--refresh"],
+        )
+        .success()
+        .trim()
+        .to_owned();
     let jkt = show(server, &w.alice, &id)["jkt"]
         .as_str()
         .unwrap()
         .to_owned();
+    let (_, plain_token) = mission_for(server, &w.alice, "plain-bot");
+    server
+        .cli(
+            None,
+            &["mission", "start", &plain_token, "--state", "plain.json"],
+        )
+        .success();
+    let plain_cred = server
+        .cli(None, &["mission", "credential", "--state", "plain.json"])
+        .success()
+        .trim()
+        .to_owned();
+    // What a verifier keeps of the authority: its JWKS and its name. The
+    // authority is gone from here on.
+    let issuer = server.url().to_owned();
+    let jwks = reqwest::get(format!("{issuer}/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let jwks_file = w.path("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    w.server.stop();
+    let server = &w.server;
+    let verify = |cred: &str, extra: &[&str]| {
+        let mut args = vec![
+            "credential",
+            "verify",
+            cred,
+            "--jwks",
+            &jwks_file,
+            "--issuer",
+            &issuer,
+        ];
+        args.extend_from_slice(extra);
+        server.cli(None, &args)
+    };
 
     // On the authority's word (the credential's signature): who acts, as
     // which code, for whom.
-    let said = server.cli(None, &["credential", "verify", cred]).success();
+    let said = verify(&cred, &[]).success();
     let statement = format!(
         "statement: code sha256:{} (/opt/agents/summariser, launched by ci) holding key {jkt} acts for alice as ci-bot on mission {id}",
         w.digest
@@ -1166,22 +1221,13 @@ async fn credential_verify_states_who_acts_and_rechecks_the_evidence_offline() {
 
     // With the evidence and the launcher's public key, checked again here.
     let launcher = format!("ci={}", w.ci_pub.display());
-    let verify = |evidence: &str, launcher: &str| {
-        server.cli(
-            None,
-            &[
-                "credential",
-                "verify",
-                cred,
-                "--evidence",
-                evidence,
-                "--launcher",
-                launcher,
-                "--json",
-            ],
+    let recheck = |evidence: &str, launcher: &str| {
+        verify(
+            &cred,
+            &["--evidence", evidence, "--launcher", launcher, "--json"],
         )
     };
-    let rechecked = verify(&evidence, &launcher).json();
+    let rechecked = recheck(&evidence, &launcher).json();
     assert_eq!(rechecked["evidence_rechecked"], true);
     assert_eq!(
         rechecked["claims"]["att"]["code_digest"],
@@ -1205,13 +1251,13 @@ async fn credential_verify_states_who_acts_and_rechecks_the_evidence_offline() {
         "other-code.json",
         &w.good_statement(key.thumbprint(), &sha256_hex(b"not the agent")),
     );
-    refused(&verify(&other_code, &launcher), "attestation_mismatch");
+    refused(&recheck(&other_code, &launcher), "attestation_mismatch");
     let stranger = MissionKey::generate(&OsRandom).unwrap();
     let other_key = w.write_envelope(
         "other-key.json",
         &w.good_statement(stranger.thumbprint(), &w.digest),
     );
-    refused(&verify(&other_key, &launcher), "attestation_unbound");
+    refused(&recheck(&other_key, &launcher), "attestation_unbound");
     let impostor = LauncherKey::generate(&OsRandom).unwrap();
     let impostor_pub = w.path("impostor.pub.jwk");
     std::fs::write(
@@ -1220,40 +1266,21 @@ async fn credential_verify_states_who_acts_and_rechecks_the_evidence_offline() {
     )
     .unwrap();
     refused(
-        &verify(&evidence, &format!("ci={impostor_pub}")),
+        &recheck(&evidence, &format!("ci={impostor_pub}")),
         "attestation_invalid",
     );
 
-    // An unattested mission's credential has no evidence to check.
-    let (_, plain_token) = mission_for(server, &w.alice, "plain-bot");
-    server
-        .cli(
-            None,
-            &["mission", "start", &plain_token, "--state", "plain.json"],
-        )
-        .success();
-    let plain_cred = server
-        .cli(None, &["mission", "credential", "--state", "plain.json"])
-        .success();
-    let plain = server
-        .cli(None, &["credential", "verify", plain_cred.trim()])
-        .success();
+    // An unattested mission's credential says so, and has no evidence to
+    // check.
+    let plain = verify(&plain_cred, &[]).success();
     assert!(
         plain.contains("statement: unattested code holding key"),
         "{plain}"
     );
     refused(
-        &server.cli(
-            None,
-            &[
-                "credential",
-                "verify",
-                plain_cred.trim(),
-                "--evidence",
-                &evidence,
-                "--launcher",
-                &launcher,
-            ],
+        &verify(
+            &plain_cred,
+            &["--evidence", &evidence, "--launcher", &launcher],
         ),
         "not_attested",
     );
@@ -1647,4 +1674,180 @@ async fn an_agents_requirement_can_change_and_names_only_what_this_authority_tru
         show(server, &w.alice, &during)["attestation"]["launcher"],
         "ci"
     );
+}
+
+/// A SPIFFE bundle endpoint: serves what `bundle` holds (503 while it
+/// holds nothing) and counts how often it was read.
+async fn bundle_endpoint() -> (String, Arc<Mutex<Vec<u8>>>, Arc<Mutex<usize>>) {
+    let bundle = Arc::new(Mutex::new(Vec::new()));
+    let reads = Arc::new(Mutex::new(0));
+    let (b, r) = (Arc::clone(&bundle), Arc::clone(&reads));
+    let app = axum::Router::new().route(
+        "/bundle",
+        axum::routing::get(move || {
+            let (b, r) = (Arc::clone(&b), Arc::clone(&r));
+            async move {
+                *r.lock().unwrap() += 1;
+                let body = b.lock().unwrap().clone();
+                if body.is_empty() {
+                    Err(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+                } else {
+                    Ok(body)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/bundle"), bundle, reads)
+}
+
+/// Tries `start` until it succeeds, for as long as it is refused with
+/// `code`: the authority re-reads its bundle once a second.
+async fn start_once_trusted(
+    issuer: &str,
+    token: &str,
+    key_pem: &str,
+    svid: &str,
+    code: &str,
+) -> MissionAgent {
+    for _ in 0..50 {
+        let key = MissionKey::from_pkcs8_pem(key_pem).unwrap();
+        let evidence = Evidence::JwtSvid {
+            token: svid.to_owned(),
+        };
+        match MissionAgent::start_attested(issuer, token, key, evidence).await {
+            Ok(agent) => return agent,
+            Err(e) if e.code() == Some(code) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("refused with another reason than `{code}`: {e}"),
+        }
+    }
+    panic!("still refused with `{code}` after 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_outage() {
+    let (url, served, reads) = bundle_endpoint().await;
+    // The authority's audience is configured, not its URL.
+    let w = SvidWorld::with(None, |_| {
+        format!(
+            "[attestation]\naudience = \"https://mandate.example\"\n\n\
+             [attestation.trust_domains.\"example.org\"]\nbundle_url = \"{url}\"\nrefresh_secs = 1\n"
+        )
+    });
+    let server = &w.server;
+    let issuer = server.url();
+    let (_, audiences) = w.keygen("k.pem");
+    assert_eq!(audiences[0], "https://mandate.example");
+
+    let keys: Vec<MissionKey> = (0..4)
+        .map(|_| MissionKey::generate(&OsRandom).unwrap())
+        .collect();
+    let pems: Vec<String> = keys
+        .iter()
+        .map(|k| k.to_pkcs8_pem().unwrap().to_string())
+        .collect();
+    let aud = |k: &MissionKey| {
+        json!([
+            "https://mandate.example",
+            mandate_core::key_audience(k.thumbprint())
+        ])
+    };
+    let billing = "spiffe://example.org/agents/billing";
+    let minted = w.mint(&[
+        json!({ "sub": billing, "aud": aud(&keys[0]) }),
+        json!({ "sub": billing, "aud": aud(&keys[1]), "key": "authority2", "kid": "authority-2" }),
+        json!({ "sub": billing, "aud": aud(&keys[2]) }),
+        json!({ "sub": billing, "aud": aud(&keys[3]), "key": "authority2", "kid": "authority-2" }),
+        json!({ "sub": billing, "aud": [issuer, mandate_core::key_audience(keys[0].thumbprint())] }),
+    ]);
+    let missions: Vec<(String, String)> = (0..4)
+        .map(|_| mission_for(server, &w.alice, "svc"))
+        .collect();
+
+    // Until the bundle has been read once, the trust domain trusts nothing.
+    while *reads.lock().unwrap() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let err = MissionAgent::start_attested(
+        issuer,
+        &missions[0].1,
+        MissionKey::from_pkcs8_pem(&pems[0]).unwrap(),
+        Evidence::JwtSvid {
+            token: minted[0].clone(),
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.code(), Some("attestation_untrusted"), "{err}");
+
+    // The issuer publishes its bundle: SVIDs of its key start missions.
+    let read = |file: &str| std::fs::read(w.issuer.path().join(file)).unwrap();
+    *served.lock().unwrap() = read("example.org.jwks.json");
+    start_once_trusted(
+        issuer,
+        &missions[0].1,
+        &pems[0],
+        &minted[0],
+        "attestation_untrusted",
+    )
+    .await;
+    // An SVID for the authority's URL is not for its configured audience.
+    let err = MissionAgent::start_attested(
+        issuer,
+        &missions[2].1,
+        MissionKey::from_pkcs8_pem(&pems[0]).unwrap(),
+        Evidence::JwtSvid {
+            token: minted[4].clone(),
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.code(), Some("attestation_audience"), "{err}");
+
+    // It rotates to a new key and drops the old one: the new key's SVIDs
+    // are accepted once the bundle is read again, the old key's no more.
+    *served.lock().unwrap() = read("example.org.rotated.jwks.json");
+    start_once_trusted(
+        issuer,
+        &missions[1].1,
+        &pems[1],
+        &minted[1],
+        "attestation_untrusted",
+    )
+    .await;
+    let err = MissionAgent::start_attested(
+        issuer,
+        &missions[2].1,
+        MissionKey::from_pkcs8_pem(&pems[2]).unwrap(),
+        Evidence::JwtSvid {
+            token: minted[2].clone(),
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.code(), Some("attestation_untrusted"), "{err}");
+
+    // The endpoint fails for a while: the bundle last read stays in force.
+    served.lock().unwrap().clear();
+    let seen = *reads.lock().unwrap();
+    while *reads.lock().unwrap() < seen + 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    MissionAgent::start_attested(
+        issuer,
+        &missions[3].1,
+        MissionKey::from_pkcs8_pem(&pems[3]).unwrap(),
+        Evidence::JwtSvid {
+            token: minted[3].clone(),
+        },
+    )
+    .await
+    .unwrap();
 }
