@@ -1851,3 +1851,127 @@ async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_o
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launched_program_gets_its_mission_and_none_of_the_launchers_credentials() {
+    let w = LaunchWorld::new().await;
+    let server = &w.server;
+    let (id, token) = mission_for(server, &w.alice, "ci-bot");
+    // An agent that tries to lift its own attestation requirement, with
+    // whatever API token its environment holds.
+    let script = w.trust.path().join("escape.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             echo \"start token: ${{MANDATE_START_TOKEN:-none}}\"\n\
+             echo \"state: ${{MANDATE_STATE:-none}}\"\n\
+             {:?} agent attestation ci-bot --none\n\
+             exit 0\n",
+            bin().display().to_string()
+        ),
+    )
+    .unwrap();
+    // Launched as a CI job does it: the person's API token (which created
+    // the mission) and the start token in the launcher's environment.
+    let out = CliOutput(
+        Command::new(bin())
+            .args([
+                "launch",
+                "--launcher",
+                "ci",
+                "--key",
+                w.ci_key.to_str().unwrap(),
+                "--measure",
+                script.to_str().unwrap(),
+                "--",
+                "sh",
+                script.to_str().unwrap(),
+            ])
+            .env("MANDATE_SERVER", server.url())
+            .env("MANDATE_TOKEN", &w.alice)
+            .env("MANDATE_START_TOKEN", &token)
+            .env("MANDATE_LOG", "warn")
+            .output()
+            .unwrap(),
+    );
+    let said = out.success();
+    assert_eq!(show(server, &w.alice, &id)["attestation"]["launcher"], "ci");
+    assert!(!said.contains("state: none"), "{said}");
+    assert!(said.contains("start token: none"), "{said}");
+    // The program holds its mission and nothing that acts for the person
+    // beyond it: her API token would let it create missions, approve its
+    // own escalations, or lift the requirement that vouches for its code.
+    let agent = server
+        .cli(Some(&w.alice), &["agent", "show", "ci-bot", "--json"])
+        .json();
+    assert_eq!(
+        agent["attestation"],
+        json!({ "launchers": ["ci"] }),
+        "the launched program used the launcher's API token:\n{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_cannot_require_evidence_this_authority_could_never_accept() {
+    let w = LaunchWorld::new().await;
+    let server = &w.server;
+    let (_, token) = mission_for(server, &w.alice, "ci-bot");
+    let (parent_state, _) = w.start_attested(&token, "parent", &w.digest);
+    let scope = server.scratch().join("scope.cedar").display().to_string();
+    // As an agent's registration is refused for them (see
+    // `an_agents_requirement_can_change_…`): a child that had to bring such
+    // evidence could never start, and the budget carved out for it would be
+    // lost to the parent until the child expired.
+    for (require, why) in [
+        (
+            ["--require-launcher", "nobody"],
+            "no launcher `nobody` is configured",
+        ),
+        (
+            ["--require-spiffe-id", "spiffe://example.org/agents/x"],
+            "no trust bundle is configured for trust domain `example.org`",
+        ),
+    ] {
+        let mut args = vec![
+            "mission",
+            "delegate",
+            "--state",
+            &parent_state,
+            "--agent",
+            "helper",
+            "--goal",
+            "fetch one report",
+            "--scope",
+            &scope,
+            "--budget",
+            "5",
+        ];
+        args.extend(require);
+        refused(&server.cli(None, &args), why);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_refused_for_its_state_file_leaves_the_mission_to_start() {
+    let w = LaunchWorld::new().await;
+    let server = &w.server;
+    let (id, token) = mission_for(server, &w.alice, "reporter");
+    // A state file from an earlier run, which `mandate launch` must not
+    // overwrite (it may hold another mission's key).
+    let taken = server.scratch().join("taken.json");
+    std::fs::write(&taken, "an earlier mission's key").unwrap();
+    let taken_arg = taken.display().to_string();
+    let refusal = w.launch(&token, &w.script, &["--state", &taken_arg]);
+    refused(&refusal, "already exists");
+    assert_eq!(
+        std::fs::read_to_string(&taken).unwrap(),
+        "an earlier mission's key"
+    );
+    // As `mandate mission start` does, it refuses before starting: the
+    // mission is not left running under a key nobody holds, and the same
+    // token launches it with a free state path.
+    still_ready(server, &w.alice, &id);
+    let out = w.launch(&token, &w.script, &[]);
+    assert_eq!(out.code(), Some(3), "{}\n{}", out.stdout(), out.stderr());
+}
