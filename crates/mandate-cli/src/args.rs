@@ -111,8 +111,9 @@ pub struct LaunchArgs {
     /// How long the launch statement stays valid, in seconds.
     #[arg(long, default_value_t = 300)]
     pub statement_ttl: u64,
-    /// Leave the mission running when the program exits.
-    #[arg(long)]
+    /// Leave the mission running when the program exits (its key stays in
+    /// the `--state` file).
+    #[arg(long, requires = "state")]
     pub keep: bool,
     /// The program and its arguments, after `--`.
     #[arg(last = true, required = true)]

@@ -224,6 +224,16 @@ pub(crate) async fn launch(server: &str, a: LaunchArgs, json: bool) -> anyhow::R
         keep,
         command,
     } = a;
+    // Everything that can fail is checked before the mission starts: a
+    // start cannot be undone (the token and the evidence are spent).
+    if let Some(p) = &state
+        && p.exists()
+    {
+        bail!(
+            "`{}` already exists; refusing to overwrite a mission key",
+            p.display()
+        );
+    }
     let pem = zeroize::Zeroizing::new(
         fs::read_to_string(&key).with_context(|| format!("cannot read `{}`", key.display()))?,
     );
@@ -295,10 +305,14 @@ pub(crate) async fn launch(server: &str, a: LaunchArgs, json: bool) -> anyhow::R
     } else {
         eprintln!("{line}");
     }
+    // The program gets its mission, and none of the launcher's own
+    // authority: not its API token (with which it could lift its agent's
+    // requirement or approve its own escalations), not the start token.
     let status = tokio::process::Command::new(&exe)
         .args(args)
         .env("MANDATE_STATE", &state_path)
         .env("MANDATE_SERVER", server)
+        .env_remove("MANDATE_TOKEN")
         .env_remove("MANDATE_START_TOKEN")
         .status()
         .await

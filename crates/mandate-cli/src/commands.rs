@@ -774,6 +774,7 @@ async fn mission(
                 );
             }
             let start_token = arg_or_stdin(&start_token)?;
+            let given_key = key.is_some();
             let agent = match key {
                 None => MissionAgent::start(server, &start_token).await?,
                 Some(key) => {
@@ -810,9 +811,17 @@ async fn mission(
                 }))?;
             } else {
                 println!(
-                    "started mission {} with a fresh mission key (jkt {})",
+                    "started mission {} with {} mission key (jkt {}){}",
                     agent.mission_id(),
-                    agent.key().thumbprint()
+                    if given_key { "the given" } else { "a fresh" },
+                    agent.key().thumbprint(),
+                    match agent
+                        .last_mission_view()
+                        .and_then(|m| m.attestation.as_ref())
+                    {
+                        Some(a) => format!(", attested by {} {}", a.method.as_str(), a.subject),
+                        None => String::new(),
+                    }
                 );
                 println!(
                     "credential valid until {}; key and credential saved to {} (mode 0600)",

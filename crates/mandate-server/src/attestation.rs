@@ -188,11 +188,16 @@ impl Anchors {
         }
     }
 
-    /// Replaces one trust domain's bundle.
+    /// Replaces one trust domain's bundle, under the lock: two domains
+    /// refreshed at once both keep theirs.
     fn set_bundle(&self, trust_domain: &str, jwks: &[u8]) -> Result<(), String> {
-        let mut next = (*self.get()).clone();
+        let mut current = self
+            .0
+            .write()
+            .map_err(|_| "the trust anchors' lock is poisoned".to_owned())?;
+        let mut next = (**current).clone();
         next.add_bundle(trust_domain, jwks)?;
-        self.set(next);
+        *current = Arc::new(next);
         Ok(())
     }
 }

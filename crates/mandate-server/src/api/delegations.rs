@@ -123,6 +123,11 @@ async fn child_body(
     .await??;
     let mut body = body;
     for r in required.into_iter().chain(attestation) {
+        // One this authority could never satisfy would strand the child
+        // and the budget carved out for it.
+        s.0.attestation
+            .check_requirement(&r)
+            .map_err(|m| Problem::bad_request("invalid_request", format!("attestation: {m}")))?;
         body.require_attestation(r)?;
     }
     Ok(body)
