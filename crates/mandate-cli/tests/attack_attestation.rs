@@ -362,23 +362,45 @@ async fn a_required_attestation_is_not_skipped_at_start() {
     let (id, token) = create(&e, "billing-bot").await;
     let key = new_key();
     let (status, p) = start_raw(&e.server, &token, &key, None).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_required")));
-    let wrong = signed(&e.deploy, "deploy", &statement(&e, "deploy", &key, &hex("ab")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_required"))
+    );
+    let wrong = signed(
+        &e.deploy,
+        "deploy",
+        &statement(&e, "deploy", &key, &hex("ab")),
+    );
     let (status, p) = start_raw(&e.server, &token, &key, Some(ev_json(&wrong))).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_mismatch")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_mismatch"))
+    );
     let other = new_key();
     let unbound = signed(&e.ci, "ci", &statement(&e, "ci", &other, &hex("ab")));
     let (status, p) = start_raw(&e.server, &token, &key, Some(ev_json(&unbound))).await;
-    assert_eq!((status, p["code"].as_str()), (401, Some("attestation_unbound")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (401, Some("attestation_unbound"))
+    );
     // `null` evidence is no evidence.
     let (status, p) = start_raw(&e.server, &token, &key, Some(Value::Null)).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_required")));
-    assert_eq!(e.alice.mission(&id).await.unwrap().state, mandate_core::MissionState::Ready);
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_required"))
+    );
+    assert_eq!(
+        e.alice.mission(&id).await.unwrap().state,
+        mandate_core::MissionState::Ready
+    );
     // The token still starts it, with evidence.
     let good = signed(&e.ci, "ci", &statement(&e, "ci", &key, &hex("ab")));
     let (status, body) = start_raw(&e.server, &token, &key, Some(ev_json(&good))).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(claims_of(body["credential"].as_str().unwrap())["att"]["launcher"], "ci");
+    assert_eq!(
+        claims_of(body["credential"].as_str().unwrap())["att"]["launcher"],
+        "ci"
+    );
 
     // A requirement added to an agent after its mission was created.
     let (_, token) = create(&e, "plain-bot").await;
@@ -387,7 +409,10 @@ async fn a_required_attestation_is_not_skipped_at_start() {
         .await
         .unwrap();
     let (status, p) = start_raw(&e.server, &token, &new_key(), None).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_required")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_required"))
+    );
     // And one removed from the agent stays on a mission created under it.
     let (_, token) = create(&e, "plain-bot").await;
     e.alice
@@ -395,7 +420,10 @@ async fn a_required_attestation_is_not_skipped_at_start() {
         .await
         .unwrap();
     let (status, p) = start_raw(&e.server, &token, &new_key(), None).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_required")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_required"))
+    );
 }
 
 /// Delegation: a child for a registered agent whose registration requires
@@ -430,14 +458,20 @@ async fn a_delegated_child_proves_its_own_attestation() {
         .unwrap();
     assert_eq!(c.mission.attestation_required, vec![launchers(&["ci"])]);
     let (status, p) = start_raw(&e.server, &c.start_token, &new_key(), None).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_required")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_required"))
+    );
     // An ephemeral sub-agent the hop requires evidence of.
     let c = parent
         .delegate(&child(None, Some("helper"), Some(launchers(&["ci"]))))
         .await
         .unwrap();
     let (status, p) = start_raw(&e.server, &c.start_token, &new_key(), None).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_required")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_required"))
+    );
     // A hop requirement cannot be stripped by the child's registration.
     let c = parent
         .delegate(&child(Some("worker"), None, Some(launchers(&["deploy"]))))
@@ -446,7 +480,10 @@ async fn a_delegated_child_proves_its_own_attestation() {
     let k = new_key();
     let by_ci = signed(&e.ci, "ci", &statement(&e, "ci", &k, &hex("ab")));
     let (status, p) = start_raw(&e.server, &c.start_token, &k, Some(ev_json(&by_ci))).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("attestation_mismatch")));
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("attestation_mismatch"))
+    );
     // An ephemeral child with no requirement starts unattested: it does not
     // carry its attested parent's `att`, and is not `attested` anywhere.
     let c = parent
@@ -466,8 +503,15 @@ async fn a_delegated_child_proves_its_own_attestation() {
         justification: None,
         required_trust: Some(mandate_core::Trust::Attested),
     };
-    let r = e.gateway.decide(&decided(plain.credential(), "read")).await.unwrap();
-    assert_eq!((r.decision, r.code.as_str()), (Decision::Deny, "insufficient_trust"));
+    let r = e
+        .gateway
+        .decide(&decided(plain.credential(), "read"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "insufficient_trust")
+    );
     let r = e
         .gateway
         .decide(&decided(parent.credential(), "read"))
@@ -499,7 +543,10 @@ async fn racing_starts_never_start_an_unattested_mission() {
             start_raw(&e.server, &token, &k3, None),
             start_raw(&e.server, &token, &k4, None),
         );
-        let started: Vec<_> = [&a, &b, &c, &d].into_iter().filter(|r| r.0 == 201).collect();
+        let started: Vec<_> = [&a, &b, &c, &d]
+            .into_iter()
+            .filter(|r| r.0 == 201)
+            .collect();
         assert!(started.len() <= 1, "{started:?}");
         let m = e.alice.mission(&id).await.unwrap();
         if m.state != mandate_core::MissionState::Ready {
@@ -552,7 +599,10 @@ async fn one_piece_of_evidence_starts_one_mission() {
             Some(ev_json(&Evidence::LaunchStatement { envelope: again })),
         )
         .await;
-        assert_eq!((status, p["code"].as_str()), (409, Some("attestation_replayed")));
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (409, Some("attestation_replayed"))
+        );
     }
 }
 
@@ -694,7 +744,8 @@ async fn the_store_never_starts_an_unattested_mission_that_requires_evidence(s: 
         // The body requires it.
         let t = store_mission(s.as_ref(), &[launchers(&["ci"])]).await;
         assert!(matches!(
-            s.start_attested(&t.hash(), key.thumbprint(), at, None).await,
+            s.start_attested(&t.hash(), key.thumbprint(), at, None)
+                .await,
             Err(StartError::AttestationRequired)
         ));
         assert!(s.startable(&t.hash(), at).await.is_ok());
@@ -732,9 +783,7 @@ async fn the_store_never_starts_an_unattested_mission_that_requires_evidence(s: 
 /// stop a start already past the check: the mission starts attested by
 /// `ci` under an agent that now requires `deploy`. Shown on the store,
 /// where the window is (both backends).
-async fn the_store_honours_a_requirement_changed_after_the_evidence_was_checked(
-    s: Arc<dyn Store>,
-) {
+async fn the_store_honours_a_requirement_changed_after_the_evidence_was_checked(s: Arc<dyn Store>) {
     {
         seed(s.as_ref(), Some(launchers(&["ci"]))).await;
         let key = new_key();
@@ -844,7 +893,10 @@ async fn unattested_or_other_code_is_refused_where_attestation_is_required() {
         ))
         .await
         .unwrap();
-    assert_eq!((r.decision, r.code.as_str()), (Decision::Deny, "insufficient_trust"));
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "insufficient_trust")
+    );
     for ctx in [
         json!({}),
         json!({"attested": true}),
@@ -922,7 +974,10 @@ async fn requirements_naming_unknown_anchors_are_refused() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 400, "register {b}");
         let r = http
-            .put(format!("{}/v1/agents/plain-bot/attestation", e.server.url()))
+            .put(format!(
+                "{}/v1/agents/plain-bot/attestation",
+                e.server.url()
+            ))
             .bearer_auth(&e.alice_token)
             .json(&json!({ "attestation": b }))
             .send()
@@ -931,7 +986,13 @@ async fn requirements_naming_unknown_anchors_are_refused() {
         assert_eq!(r.status().as_u16(), 400, "put {b}");
     }
     // Another principal cannot change alice's agent's requirement.
-    let bob = e.admin.create_principal("bob", None).await.unwrap().token.token;
+    let bob = e
+        .admin
+        .create_principal("bob", None)
+        .await
+        .unwrap()
+        .token
+        .token;
     let r = Client::new(e.server.url())
         .unwrap()
         .with_token(bob)
@@ -980,9 +1041,15 @@ async fn malformed_or_huge_evidence_is_refused_and_changes_nothing() {
     // A body over the cap.
     let (status, _) = start_raw(&e.server, &t, &key, Some(env_of(1, 300 * 1024))).await;
     assert!((400..500).contains(&status));
-    assert_eq!(e.alice.mission(&id).await.unwrap().state, mandate_core::MissionState::Ready);
+    assert_eq!(
+        e.alice.mission(&id).await.unwrap().state,
+        mandate_core::MissionState::Ready
+    );
     let good = signed(&e.ci, "ci", &statement(&e, "ci", &key, &hex("ab")));
-    assert_eq!(start_raw(&e.server, &t, &key, Some(ev_json(&good))).await.0, 201);
+    assert_eq!(
+        start_raw(&e.server, &t, &key, Some(ev_json(&good))).await.0,
+        201
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1059,7 +1126,8 @@ async fn svid_refusals_do_not_leak_the_token_or_forge_log_lines() {
     let forged = format!(
         "{}.{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(json!({ "sub": WORKLOAD, "aud": aud(&key), "exp": t + 300 }).to_string()),
+        URL_SAFE_NO_PAD
+            .encode(json!({ "sub": WORKLOAD, "aud": aud(&key), "exp": t + 300 }).to_string()),
         URL_SAFE_NO_PAD.encode([0u8; 64])
     );
     let (_, p) = start_raw(
@@ -1074,13 +1142,21 @@ async fn svid_refusals_do_not_leak_the_token_or_forge_log_lines() {
     let log = e.server.log();
     for token in &tokens {
         let parts: Vec<&str> = token.split('.').collect();
-        for (what, part) in [("token", token.as_str()), ("signature", parts[2]), ("claims", parts[1])] {
+        for (what, part) in [
+            ("token", token.as_str()),
+            ("signature", parts[2]),
+            ("claims", parts[1]),
+        ] {
             assert!(!log.contains(part), "the SVID's {what} is in the log");
-            assert!(!details.contains(part), "the SVID's {what} is in a problem detail");
+            assert!(
+                !details.contains(part),
+                "the SVID's {what} is in a problem detail"
+            );
         }
     }
     assert!(
-        !log.lines().any(|l| l.contains("FORGED") && !l.contains("attestation refused")),
+        !log.lines()
+            .any(|l| l.contains("FORGED") && !l.contains("attestation refused")),
         "a `kid` wrote a line of its own into the log:\n{}",
         log.lines()
             .filter(|l| l.contains("FORGED") || l.contains("k9"))
@@ -1313,5 +1389,57 @@ async fn the_launcher_records_what_it_observed_not_what_it_is_told() {
     assert_eq!(
         att.environment.get("launcher_version").map(String::as_str),
         Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// FINDING (medium): `mandate launch` hands the launched program the
+/// launcher's whole environment, removing only `MANDATE_START_TOKEN`. An
+/// invoker with `MANDATE_TOKEN` exported (as the README's walkthrough
+/// does) gives the agent the principal's API token: the agent can then
+/// approve its own escalations, create missions, or drop its own agent's
+/// attestation requirement (`PUT /v1/agents/{name}/attestation`, which the
+/// owner may do). The launcher should pass the program its mission state
+/// and nothing of the principal's.
+#[tokio::test]
+async fn the_launched_program_gets_no_api_token() {
+    let e = env().await;
+    let key_file = e.dir.path().join("ci.key");
+    std::fs::write(&key_file, e.ci.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    let out_file = e.dir.path().join("seen-by-agent");
+    let (_, token) = create(&e, "billing-bot").await;
+    let script = format!(
+        "printf %s \"${{MANDATE_TOKEN:-}}\" > {:?}",
+        out_file.display().to_string()
+    );
+    let out = e.server.cli(
+        Some(&e.alice_token),
+        &[
+            "launch",
+            "--launcher",
+            "ci",
+            "--key",
+            key_file.to_str().unwrap(),
+            "--token",
+            &token,
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(out.ok(), "{}", out.stderr());
+    let seen = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        seen.is_empty(),
+        "the launched agent received the principal's API token ({}…)",
+        seen.get(..8).unwrap_or_default()
+    );
+    // What it could do with it: drop its own agent's requirement.
+    let agent_as_alice = Client::new(e.server.url()).unwrap().with_token(seen);
+    assert!(
+        agent_as_alice
+            .set_agent_attestation("billing-bot", None)
+            .await
+            .is_err()
     );
 }

@@ -21,11 +21,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use mandate_core::{
     Ancestor, Attestation, AttestationError, AttestationMethod, AttestationRequirement, Decision,
     DecisionRequest, DsseEnvelope, DsseSignature, Ed25519Jwk, Evidence, GrantSet,
-    IN_TOTO_PAYLOAD_TYPE, LaunchStatement, Mission, MissionBody, MissionId,
-    MissionKey, MissionLimits, MissionPolicies, MissionPolicySet, MissionSpec, MissionStatus,
-    OrgPolicies, OsRandom, OutOfScope, PolicySource, ResourceKind, ResourceRef, SecureRandom as _,
-    Trust, TrustAnchors, UnixTime, decide, decide_chain, key_audience, mission_s256,
-    recheck_evidence, verify_evidence,
+    IN_TOTO_PAYLOAD_TYPE, LaunchStatement, Mission, MissionBody, MissionId, MissionKey,
+    MissionLimits, MissionPolicies, MissionPolicySet, MissionSpec, MissionStatus, OrgPolicies,
+    OsRandom, OutOfScope, PolicySource, ResourceKind, ResourceRef, SecureRandom as _, Trust,
+    TrustAnchors, UnixTime, decide, decide_chain, key_audience, mission_s256, recheck_evidence,
+    verify_evidence,
 };
 use serde_json::{Map, Value, json};
 
@@ -342,11 +342,17 @@ fn svid_subject_path_tricks_never_meet_a_pattern() {
             }
         }
     }
-    assert!(escaped.is_empty(), "meet the pattern: {escaped:?} (accepted: {met:?})");
+    assert!(
+        escaped.is_empty(),
+        "meet the pattern: {escaped:?} (accepted: {met:?})"
+    );
     // Scheme and trust domain are case-insensitive (SPIFFE ID §2.1): an
     // uppercase spelling is the same workload, signed by the same domain,
     // and is read as its canonical lowercase ID.
-    for sub in ["spiffe://EXAMPLE.org/agents/x", "SPIFFE://example.org/agents/x"] {
+    for sub in [
+        "spiffe://EXAMPLE.org/agents/x",
+        "SPIFFE://example.org/agents/x",
+    ] {
         let a = check(
             &w,
             &svid_ev(w.authority.svid(&svid_claims(sub, &bound(&w.key), t))),
@@ -357,10 +363,11 @@ fn svid_subject_path_tricks_never_meet_a_pattern() {
     // The parent path itself is a valid ID but is not *below* the pattern.
     let parent = check(
         &w,
-        &svid_ev(
-            w.authority
-                .svid(&svid_claims("spiffe://example.org/agents", &bound(&w.key), t)),
-        ),
+        &svid_ev(w.authority.svid(&svid_claims(
+            "spiffe://example.org/agents",
+            &bound(&w.key),
+            t,
+        ))),
     )
     .unwrap();
     assert!(pattern.check(&parent).is_err());
@@ -409,7 +416,11 @@ fn svid_duplicated_or_huge_audiences_are_refused() {
     // The authority's audience with a near-miss of the binding.
     let near = svid_claims(
         WORKLOAD,
-        &[AUD.to_owned(), format!("{binding} "), binding.to_uppercase()],
+        &[
+            AUD.to_owned(),
+            format!("{binding} "),
+            binding.to_uppercase(),
+        ],
         t,
     );
     assert_eq!(
@@ -509,9 +520,8 @@ fn launch_keyid_of_one_launcher_signature_of_another() {
 #[test]
 fn launch_statement_naming_another_registered_launcher_is_refused() {
     let w = world();
-    let env = w
-        .ci
-        .envelope("ci", &bytes(&json_of(&statement("deploy", &w.key))));
+    let env =
+        w.ci.envelope("ci", &bytes(&json_of(&statement("deploy", &w.key))));
     assert_eq!(code(&check(&w, &launch(env))), "attestation_invalid");
     // Signed by both: it names deploy, and deploy signed, so deploy's.
     let payload = bytes(&json_of(&statement("deploy", &w.key)));
@@ -640,11 +650,7 @@ fn launch_environment_tricks_are_refused() {
         let mut v = base.clone();
         v["predicate"]["environment"] = env.clone();
         let e = w.ci.envelope("ci", &bytes(&v));
-        assert_eq!(
-            code(&check(&w, &launch(e))),
-            "attestation_invalid",
-            "{env}"
-        );
+        assert_eq!(code(&check(&w, &launch(e))), "attestation_invalid", "{env}");
     }
 }
 
@@ -788,17 +794,17 @@ fn requirement_kinds_do_not_cross() {
     .unwrap();
     let stmt = check(
         &w,
-        &launch(
-            w.ci
-                .envelope("ci", &bytes(&json_of(&statement("ci", &w.key)))),
-        ),
+        &launch(w.ci.envelope("ci", &bytes(&json_of(&statement("ci", &w.key))))),
     )
     .unwrap();
     let digest = AttestationRequirement {
         code_digests: vec![format!("sha256:{}", code_hex())],
         ..AttestationRequirement::default()
     };
-    assert_eq!(digest.check(&svid).unwrap_err().code(), "attestation_mismatch");
+    assert_eq!(
+        digest.check(&svid).unwrap_err().code(),
+        "attestation_mismatch"
+    );
     assert!(digest.check(&stmt).is_ok());
     let launchers = AttestationRequirement {
         launchers: vec!["ci".into()],
@@ -989,10 +995,7 @@ fn a_child_does_not_inherit_its_parents_attestation() {
     let w = world();
     let att = check(
         &w,
-        &launch(
-            w.ci
-                .envelope("ci", &bytes(&json_of(&statement("ci", &w.key)))),
-        ),
+        &launch(w.ci.envelope("ci", &bytes(&json_of(&statement("ci", &w.key))))),
     )
     .unwrap();
     let parent = mission("orchestrator", &w.key, Some(att));
@@ -1114,9 +1117,7 @@ fn recheck_refuses_other_keys_other_evidence_and_bad_signatures() {
         .is_err()
     );
     // Expired, bound to another key.
-    assert!(
-        recheck_evidence(&svid_ev(old), &w.anchors, other.thumbprint(), &claimed_old).is_err()
-    );
+    assert!(recheck_evidence(&svid_ev(old), &w.anchors, other.thumbprint(), &claimed_old).is_err());
 }
 
 /// FINDING (low): the re-check of a JWT-SVID is not "as of when the
@@ -1145,8 +1146,13 @@ fn recheck_refuses_an_svid_that_had_expired_before_it_was_verified() {
     v["predicate"]["issued_at"] = json!(t - 86_400);
     v["predicate"]["expires_at"] = json!(t - 86_400 + 300);
     let ev = launch(w.ci.envelope("ci", &bytes(&v)));
-    let mut claimed =
-        verify_evidence(&ev, &w.anchors, w.key.thumbprint(), UnixTime(t - 86_400 + 10)).unwrap();
+    let mut claimed = verify_evidence(
+        &ev,
+        &w.anchors,
+        w.key.thumbprint(),
+        UnixTime(t - 86_400 + 10),
+    )
+    .unwrap();
     claimed.verified_at = t - 60;
     assert_eq!(
         recheck_evidence(&ev, &w.anchors, w.key.thumbprint(), &claimed)
