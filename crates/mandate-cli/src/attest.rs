@@ -202,10 +202,23 @@ fn environment(extra: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         "launcher_version".to_owned(),
         env!("CARGO_PKG_VERSION").to_owned(),
     );
+    // What the launcher observed is not the caller's to restate.
+    let observed: Vec<String> = env.keys().cloned().collect();
     for e in extra {
         let (k, v) = e
             .split_once('=')
             .ok_or_else(|| anyhow!("--env `{e}`: expected KEY=VALUE"))?;
+        if observed.iter().any(|o| o == k) || env.contains_key(k) {
+            bail!(
+                "--env `{k}`: {} (the launcher records {} itself; each key once)",
+                if observed.iter().any(|o| o == k) {
+                    "is what the launcher observes"
+                } else {
+                    "is given twice"
+                },
+                observed.join(", ")
+            );
+        }
         env.insert(k.to_owned(), v.to_owned());
     }
     Ok(env)

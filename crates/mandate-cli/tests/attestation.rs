@@ -1676,31 +1676,12 @@ async fn an_agents_requirement_can_change_and_names_only_what_this_authority_tru
     );
 }
 
-/// A SPIFFE bundle endpoint: serves what `bundle` holds (503 while it
-/// holds nothing) and counts how often it was read.
-async fn bundle_endpoint() -> (String, Arc<Mutex<Vec<u8>>>, Arc<Mutex<usize>>) {
-    let bundle = Arc::new(Mutex::new(Vec::new()));
-    let reads = Arc::new(Mutex::new(0));
-    let (b, r) = (Arc::clone(&bundle), Arc::clone(&reads));
-    let app = axum::Router::new().route(
-        "/bundle",
-        axum::routing::get(move || {
-            let (b, r) = (Arc::clone(&b), Arc::clone(&r));
-            async move {
-                *r.lock().unwrap() += 1;
-                let body = b.lock().unwrap().clone();
-                if body.is_empty() {
-                    Err(axum::http::StatusCode::SERVICE_UNAVAILABLE)
-                } else {
-                    Ok(body)
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/bundle"), bundle, reads)
+/// A SPIFFE bundle endpoint over HTTPS: serves `bundle` from a directory
+/// (404 while there is none), with a certificate of a CA made for the test.
+fn bundle_endpoint() -> (mandate_testkit::HttpsFiles, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = mandate_testkit::HttpsFiles::start(Path::new(&python()), dir.path());
+    (server, dir)
 }
 
 /// Tries `start` until it succeeds, for as long as it is refused with
@@ -1730,12 +1711,20 @@ async fn start_once_trusted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_outage() {
-    let (url, served, reads) = bundle_endpoint().await;
+    let (endpoint, served) = bundle_endpoint();
+    let (url, ca) = (
+        format!("{}/bundle", endpoint.url),
+        endpoint.ca.display().to_string(),
+    );
+    let serve = |bytes: Option<Vec<u8>>| match bytes {
+        Some(b) => std::fs::write(served.path().join("bundle"), b).unwrap(),
+        None => std::fs::remove_file(served.path().join("bundle")).unwrap(),
+    };
     // The authority's audience is configured, not its URL.
     let w = SvidWorld::with(None, |_| {
         format!(
             "[attestation]\naudience = \"https://mandate.example\"\n\n\
-             [attestation.trust_domains.\"example.org\"]\nbundle_url = \"{url}\"\nrefresh_secs = 1\n"
+             [attestation.trust_domains.\"example.org\"]\nbundle_url = \"{url}\"\nbundle_ca = {ca:?}\nrefresh_secs = 1\n"
         )
     });
     let server = &w.server;
@@ -1769,7 +1758,7 @@ async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_o
         .collect();
 
     // Until the bundle has been read once, the trust domain trusts nothing.
-    while *reads.lock().unwrap() == 0 {
+    while endpoint.reads() == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let err = MissionAgent::start_attested(
@@ -1787,7 +1776,7 @@ async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_o
 
     // The issuer publishes its bundle: SVIDs of its key start missions.
     let read = |file: &str| std::fs::read(w.issuer.path().join(file)).unwrap();
-    *served.lock().unwrap() = read("example.org.jwks.json");
+    serve(Some(read("example.org.jwks.json")));
     start_once_trusted(
         issuer,
         &missions[0].1,
@@ -1812,7 +1801,7 @@ async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_o
 
     // It rotates to a new key and drops the old one: the new key's SVIDs
     // are accepted once the bundle is read again, the old key's no more.
-    *served.lock().unwrap() = read("example.org.rotated.jwks.json");
+    serve(Some(read("example.org.rotated.jwks.json")));
     start_once_trusted(
         issuer,
         &missions[1].1,
@@ -1835,9 +1824,9 @@ async fn a_bundle_read_from_a_url_follows_the_issuers_rotation_and_survives_an_o
     assert_eq!(err.code(), Some("attestation_untrusted"), "{err}");
 
     // The endpoint fails for a while: the bundle last read stays in force.
-    served.lock().unwrap().clear();
-    let seen = *reads.lock().unwrap();
-    while *reads.lock().unwrap() < seen + 2 {
+    serve(None);
+    let seen = endpoint.reads();
+    while endpoint.reads() < seen + 2 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     MissionAgent::start_attested(

@@ -415,7 +415,11 @@ pub fn recheck_evidence(
 ) -> Result<Attestation, AttestationError> {
     let at = UnixTime(claimed.verified_at);
     let mut found = match evidence {
-        Evidence::JwtSvid { token } => verify_svid(token, anchors, jkt, at, true)?,
+        Evidence::JwtSvid { token } => {
+            let found = verify_svid(token, anchors, jkt, at, true)?;
+            svid_valid_at(token, at)?;
+            found
+        }
         Evidence::LaunchStatement { envelope } => verify_launch(envelope, anchors, jkt, at)?,
     };
     found.verified_at = claimed.verified_at;
@@ -448,9 +452,10 @@ fn verify_svid(
                 JwtSvidError::BundleNotFound(td) => {
                     AttestationError::Untrusted(format!("no trust bundle for trust domain `{td}`"))
                 }
-                JwtSvidError::AuthorityNotFound(kid) => AttestationError::Untrusted(format!(
-                    "key `{kid}` is not in its trust domain's bundle"
-                )),
+                // The `kid` is the sender's, unverified: never echoed.
+                JwtSvidError::AuthorityNotFound(_) => AttestationError::Untrusted(
+                    "its `kid` names no key of its trust domain's bundle".into(),
+                ),
                 JwtSvidError::InvalidToken(v) => match v.kind() {
                     // Signature and audience are checked before expiry:
                     // an expired SVID has passed both.
@@ -479,6 +484,26 @@ fn verify_svid(
         }
     };
     svid_attestation(&svid, token, anchors, now)
+}
+
+/// Refuses an SVID (already verified) that was not valid at `at`: its
+/// `nbf` after it, or its `exp` at or before it.
+fn svid_valid_at(token: &str, at: UnixTime) -> Result<(), AttestationError> {
+    let claims: serde_json::Value = token
+        .split('.')
+        .nth(1)
+        .and_then(b64::decode)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| AttestationError::Invalid("the JWT-SVID's claims do not parse".into()))?;
+    let exp = claims.get("exp").and_then(serde_json::Value::as_u64);
+    let nbf = claims.get("nbf").and_then(serde_json::Value::as_u64);
+    if exp.is_none_or(|exp| exp <= at.0) || nbf.is_some_and(|nbf| nbf > at.0) {
+        return Err(AttestationError::Expired(format!(
+            "the JWT-SVID was not valid at {}, when the authority says it verified it",
+            at.0
+        )));
+    }
+    Ok(())
 }
 
 fn svid_attestation(
@@ -585,10 +610,13 @@ fn verify_launch(
         .ok_or_else(|| {
             AttestationError::Invalid("the subject has no SHA-256 digest (64 lowercase hex)".into())
         })?;
-    if subject.name.is_empty() || subject.name.len() > MAX_ENVIRONMENT_CHARS {
-        return Err(AttestationError::Invalid(
-            "the subject's name is empty or too long".into(),
-        ));
+    if subject.name.is_empty()
+        || subject.name.len() > MAX_ENVIRONMENT_CHARS
+        || subject.name.chars().any(char::is_control)
+    {
+        return Err(AttestationError::Invalid(format!(
+            "the subject's name must be 1 to {MAX_ENVIRONMENT_CHARS} characters without control characters"
+        )));
     }
     if p.environment.len() > MAX_ENVIRONMENT_ENTRIES
         || p.environment.iter().any(|(k, v)| {
@@ -686,8 +714,16 @@ impl AttestationRequirement {
         }
         for id in &self.spiffe_ids {
             let exact = id.strip_suffix("/*").unwrap_or(id);
-            spiffe::SpiffeId::new(exact)
+            let parsed = spiffe::SpiffeId::new(exact)
                 .map_err(|e| format!("`{id}` is not a SPIFFE ID or `spiffe://…/*` pattern: {e}"))?;
+            // Matched as written against IDs in their one canonical
+            // spelling: another spelling would never match.
+            if parsed.to_string() != exact {
+                return Err(format!(
+                    "`{id}` is not written as SPIFFE IDs are (write `{parsed}{}`)",
+                    if exact.len() < id.len() { "/*" } else { "" }
+                ));
+            }
         }
         for name in &self.launchers {
             if !crate::names::valid_name(name) {

@@ -2,9 +2,8 @@
 //! JWT-SVID and launch-statement verifiers, on requirements, on what policy
 //! sees, and on the offline acting-principal proof.
 //!
-//! A test that passes is an attack that failed: it asserts the refusal and
-//! stays as a regression test. A test that fails reproduces a finding (its
-//! doc comment says which).
+//! Each test is an attack that must fail: it asserts the refusal, and
+//! stays as a regression test.
 
 #![allow(
     clippy::unwrap_used,
@@ -654,11 +653,10 @@ fn launch_environment_tricks_are_refused() {
     }
 }
 
-/// FINDING (low): the subject's name — the launched code's name, shown in
-/// `audit explain`, `credential verify` and the acting-principal statement
-/// — may hold control characters (newline, ANSI escapes), although the
-/// environment beside it may not. `mandate launch` names the subject by the
-/// measured file's path, which may hold them.
+/// The subject's name — the launched code's name, shown in `audit
+/// explain`, `credential verify` and the acting-principal statement — may
+/// not hold control characters (newline, ANSI escapes), as the environment
+/// beside it may not.
 #[test]
 fn launch_subject_name_with_control_characters_is_refused() {
     let w = world();
@@ -831,12 +829,9 @@ fn requirement_kinds_do_not_cross() {
     );
 }
 
-/// FINDING (info): a requirement spelled with an uppercase trust domain
-/// (`spiffe://Example.org/agents/*`) passes `validate` and the
-/// configuration check (both normalize the domain) but is compared as
-/// written against the canonical lowercase ID, so no SVID ever meets it:
-/// every mission of the agent is refused. It should be normalized or
-/// refused when registered.
+/// A requirement spelled with an uppercase trust domain
+/// (`spiffe://Example.org/agents/*`) would never match the canonical
+/// lowercase IDs SVIDs carry: it is refused when registered.
 #[test]
 fn requirement_with_an_uppercase_trust_domain_is_normalized_or_refused() {
     let w = world();
@@ -1120,13 +1115,10 @@ fn recheck_refuses_other_keys_other_evidence_and_bad_signatures() {
     assert!(recheck_evidence(&svid_ev(old), &w.anchors, other.thumbprint(), &claimed_old).is_err());
 }
 
-/// FINDING (low): the re-check of a JWT-SVID is not "as of when the
-/// authority verified it". `recheck_evidence` passes `verified_at` down
-/// but the `spiffe` crate reads the wall clock, and an expired SVID is
-/// accepted whatever its `exp`: an SVID that had expired a day *before*
-/// the `verified_at` its `att` claims (so no authority could have
-/// verified it then) re-checks fine, where a launch statement in the same
-/// position is refused.
+/// The offline re-check of a JWT-SVID is as of when the authority verified
+/// it: an SVID that had expired a day *before* the `verified_at` its `att`
+/// claims (so no authority could have verified it then) is refused, as a
+/// launch statement in the same position is.
 #[test]
 fn recheck_refuses_an_svid_that_had_expired_before_it_was_verified() {
     let w = world();

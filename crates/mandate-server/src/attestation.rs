@@ -24,14 +24,18 @@ pub struct AttestationConfig {
     pub launchers: BTreeMap<String, LauncherConfig>,
 }
 
-/// A SPIFFE trust domain's JWT bundle: a JWKS file, or a URL (a SPIFFE
-/// bundle endpoint serving JWKS) read at start and every `refresh_secs`.
+/// A SPIFFE trust domain's JWT bundle: a JWKS file, or an `https://` URL
+/// (a SPIFFE bundle endpoint serving JWKS), read at start and again every
+/// `refresh_secs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustDomainConfig {
     pub bundle: Option<PathBuf>,
     pub bundle_url: Option<String>,
-    /// How often a `bundle_url` is read again (default 300 s).
+    /// For `bundle_url`: the CA certificates (PEM) its TLS certificate
+    /// must chain to, instead of the system's roots.
+    pub bundle_ca: Option<PathBuf>,
+    /// How often the bundle is read again (default 300 s).
     pub refresh_secs: Option<u64>,
 }
 
@@ -45,12 +49,20 @@ pub struct LauncherConfig {
 const DEFAULT_REFRESH_SECS: u64 = 300;
 const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
 
-/// A bundle read from a URL, kept fresh by [`spawn_refresh`].
+/// Where a trust domain's bundle is read again from, kept fresh by
+/// [`spawn_refresh`].
 #[derive(Debug, Clone)]
-pub struct UrlBundle {
+pub struct BundleSource {
     pub trust_domain: String,
-    pub url: String,
+    pub from: BundleFrom,
     pub every: Duration,
+}
+
+/// A bundle file, or a URL with the CA certificates it must chain to.
+#[derive(Debug, Clone)]
+pub enum BundleFrom {
+    File(PathBuf),
+    Url { url: String, ca: Option<Vec<u8>> },
 }
 
 impl AttestationConfig {
@@ -60,11 +72,18 @@ impl AttestationConfig {
             mandate_core::check_trust_domain(td)
                 .map_err(|e| format!("attestation.trust_domains: {e}"))?;
             match (&c.bundle, &c.bundle_url) {
-                (Some(_), None) => {}
-                (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {}
+                (Some(_), None) if c.bundle_ca.is_none() => {}
+                (Some(_), None) => {
+                    return Err(format!(
+                        "attestation.trust_domains.\"{td}\": bundle_ca is for a bundle_url"
+                    ));
+                }
+                // Whoever answers for the URL decides which keys mint
+                // SVIDs of the whole trust domain: never over plain HTTP.
+                (None, Some(url)) if url.starts_with("https://") => {}
                 (None, Some(url)) => {
                     return Err(format!(
-                        "attestation.trust_domains.\"{td}\": bundle_url `{url}` is not an http(s) URL"
+                        "attestation.trust_domains.\"{td}\": bundle_url `{url}` is not an https:// URL (a bundle decides which keys the trust domain's SVIDs verify with; use https, or a file kept current by your SPIFFE agent)"
                     ));
                 }
                 _ => {
@@ -113,30 +132,49 @@ impl AttestationConfig {
         Ok(())
     }
 
-    /// Reads every file the configuration names. Bundles from URLs are
-    /// returned to be fetched ([`spawn_refresh`]); until they are, their
-    /// trust domains trust nothing.
-    pub fn load(&self, issuer: &str) -> Result<(TrustAnchors, Vec<UrlBundle>), String> {
+    /// Reads every file the configuration names. Bundles are returned with
+    /// where to read them again ([`spawn_refresh`]); one from a URL is
+    /// read there first, and until it is, its trust domain trusts nothing.
+    pub fn load(&self, issuer: &str) -> Result<(TrustAnchors, Vec<BundleSource>), String> {
         self.check()?;
         let mut anchors = TrustAnchors::none(self.audience.as_deref().unwrap_or(issuer));
-        let mut urls = Vec::new();
+        let mut sources = Vec::new();
         for (td, c) in &self.trust_domains {
-            if let Some(path) = &c.bundle {
-                let bytes = std::fs::read(path).map_err(|e| {
+            let every = Duration::from_secs(c.refresh_secs.unwrap_or(DEFAULT_REFRESH_SECS));
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|e| {
                     format!(
                         "attestation.trust_domains.\"{td}\": cannot read `{}`: {e}",
                         path.display()
                     )
-                })?;
+                })
+            };
+            if let Some(path) = &c.bundle {
                 anchors
-                    .add_bundle(td, &bytes)
+                    .add_bundle(td, &read(path)?)
                     .map_err(|e| format!("attestation.trust_domains.\"{td}\": {e}"))?;
+                sources.push(BundleSource {
+                    trust_domain: td.clone(),
+                    from: BundleFrom::File(path.clone()),
+                    every,
+                });
             }
             if let Some(url) = &c.bundle_url {
-                urls.push(UrlBundle {
+                let ca = c.bundle_ca.as_ref().map(read).transpose()?;
+                if let Some(pem) = &ca {
+                    reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                        format!(
+                            "attestation.trust_domains.\"{td}\": bundle_ca is not PEM certificates: {e}"
+                        )
+                    })?;
+                }
+                sources.push(BundleSource {
                     trust_domain: td.clone(),
-                    url: url.clone(),
-                    every: Duration::from_secs(c.refresh_secs.unwrap_or(DEFAULT_REFRESH_SECS)),
+                    from: BundleFrom::Url {
+                        url: url.clone(),
+                        ca,
+                    },
+                    every,
                 });
             }
         }
@@ -158,7 +196,7 @@ impl AttestationConfig {
                 })?;
             anchors.launchers.insert(name.clone(), jwk);
         }
-        Ok((anchors, urls))
+        Ok((anchors, sources))
     }
 }
 
@@ -202,56 +240,92 @@ impl Anchors {
     }
 }
 
-/// Reads each URL bundle now and then every `every`. A failed read keeps
-/// the bundle last read (SPIFFE bundles rotate with overlap); before the
-/// first read succeeds the trust domain trusts nothing.
-pub fn spawn_refresh(anchors: Arc<Anchors>, urls: Vec<UrlBundle>) {
-    if urls.is_empty() {
-        return;
-    }
-    let client = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the bundle client; URL trust bundles stay empty");
-            return;
-        }
-    };
-    for u in urls {
+/// Reads each bundle again every `every` (one from a URL, first at once).
+/// A failed read keeps the bundle last read (SPIFFE bundles rotate with
+/// overlap); a URL's trust domain trusts nothing before its first read.
+pub fn spawn_refresh(anchors: Arc<Anchors>, sources: Vec<BundleSource>) {
+    for source in sources {
+        let client = match &source.from {
+            BundleFrom::File(_) => None,
+            BundleFrom::Url { ca, .. } => match bundle_client(ca.as_deref()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(trust_domain = %source.trust_domain, error = %e, "cannot build the bundle client; the trust domain trusts nothing");
+                    continue;
+                }
+            },
+        };
         let anchors = Arc::clone(&anchors);
-        let client = client.clone();
         tokio::spawn(async move {
+            let td = &source.trust_domain;
+            if matches!(source.from, BundleFrom::File(_)) {
+                // Read at start already.
+                tokio::time::sleep(source.every).await;
+            }
             loop {
-                match fetch(&client, &u.url).await {
-                    Ok(bytes) => match anchors.set_bundle(&u.trust_domain, &bytes) {
-                        Ok(()) => {
-                            tracing::info!(trust_domain = %u.trust_domain, url = %u.url, "trust bundle read")
-                        }
+                let read = match (&source.from, &client) {
+                    (BundleFrom::File(path), _) => tokio::fs::read(path)
+                        .await
+                        .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+                    (BundleFrom::Url { url, .. }, Some(c)) => fetch(c, url).await,
+                    (BundleFrom::Url { .. }, None) => Err("no client".into()),
+                };
+                match read {
+                    Ok(bytes) => match anchors.set_bundle(td, &bytes) {
+                        Ok(()) => tracing::debug!(trust_domain = %td, "trust bundle read"),
                         Err(e) => {
-                            tracing::error!(trust_domain = %u.trust_domain, error = %e, "trust bundle refused; the last one read stays")
+                            tracing::error!(trust_domain = %td, error = %e, "trust bundle refused; the last one read stays")
                         }
                     },
                     Err(e) => {
-                        tracing::error!(trust_domain = %u.trust_domain, url = %u.url, error = %e, "cannot read trust bundle; the last one read stays")
+                        tracing::error!(trust_domain = %td, error = %e, "cannot read trust bundle; the last one read stays")
                     }
                 }
-                tokio::time::sleep(u.every).await;
+                tokio::time::sleep(source.every).await;
             }
         });
     }
 }
 
+/// The client that reads bundle URLs: https only, no redirects, a
+/// deadline, and, given CA certificates, only those as roots.
+fn bundle_client(ca: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .timeout(Duration::from_secs(10));
+    if let Some(pem) = ca {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
+        b = b.tls_certs_only(certs);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// Reads a bundle, at most [`MAX_BUNDLE_BYTES`] of it: a larger (or
+/// endless) answer is refused as soon as it passes the cap.
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let too_large = || {
+        format!(
+            "the bundle is larger than {} MiB",
+            MAX_BUNDLE_BYTES / (1024 * 1024)
+        )
+    };
+    let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-    if bytes.len() > MAX_BUNDLE_BYTES {
-        return Err("the bundle is larger than 1 MiB".into());
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_BUNDLE_BYTES as u64)
+    {
+        return Err(too_large());
     }
-    Ok(bytes.to_vec())
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_BUNDLE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

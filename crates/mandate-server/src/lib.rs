@@ -98,7 +98,7 @@ pub async fn serve(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let (anchors, bundle_urls) = config
+    let (anchors, bundle_sources) = config
         .attestation
         .load(&issuer)
         .map_err(ServeError::Config)?;
@@ -160,7 +160,7 @@ pub async fn serve(
         vault,
     );
     state.0.anchors.set(anchors);
-    attestation::spawn_refresh(Arc::clone(&state.0.anchors), bundle_urls);
+    attestation::spawn_refresh(Arc::clone(&state.0.anchors), bundle_sources);
     // Printed on stdout, one line, so people and scripts can find the address.
     let database = config
         .database_url

@@ -229,6 +229,9 @@ impl From<StartError> for Problem {
             StartError::AttestationReplayed => {
                 Self::new(StatusCode::CONFLICT, "attestation_replayed", e.to_string())
             }
+            StartError::AttestationMismatch(_) => {
+                Self::new(StatusCode::FORBIDDEN, "attestation_mismatch", e.to_string())
+            }
             StartError::Store(s) => s.into(),
         }
     }

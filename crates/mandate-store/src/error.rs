@@ -40,6 +40,10 @@ pub enum StartError {
     AttestationRequired,
     #[error("this evidence already started another mission")]
     AttestationReplayed,
+    /// The evidence does not meet what the mission's body and its agent's
+    /// registration require, as the starting transaction reads them.
+    #[error("{0}")]
+    AttestationMismatch(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -218,6 +218,30 @@ pub(crate) fn start_refusal(
     })
 }
 
+/// Whether `att` meets every requirement of the mission being started: its
+/// body's (`body`) and its agent's registration (`agent_attestation`), as
+/// the starting transaction reads them.
+pub(crate) fn check_start_requirements(
+    row: &impl Columns,
+    att: &mandate_core::Attestation,
+) -> Result<(), crate::StartError> {
+    let body: serde_json::Value =
+        serde_json::from_str(&row.text("body")?).map_err(|e| corrupt("mission body", e))?;
+    let mut required: Vec<mandate_core::AttestationRequirement> = match body.get("attestation") {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| corrupt("mission attestation requirement", e))?,
+        None => Vec::new(),
+    };
+    if let Some(t) = row.opt_text("agent_attestation")? {
+        required.push(serde_json::from_str(&t).map_err(|e| corrupt("agent attestation", e))?);
+    }
+    for r in &required {
+        r.check(att)
+            .map_err(|e| crate::StartError::AttestationMismatch(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// An attestation requirement or attestation as stored (JSON text).
 pub(crate) fn json_text<T: serde::Serialize>(v: Option<&T>) -> Result<Option<String>, StoreError> {
     v.map(|v| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string())))

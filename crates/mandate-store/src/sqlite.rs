@@ -25,10 +25,10 @@ use crate::model::{
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
-    cascade_reason, corrupt, delegation_refusal, ephemeral_description, grant_from_row, int,
-    is_unique_violation, json_text, mission_from_row, mission_from_row_with, parent_of,
-    principal_from_row, revocation_from_row, secs, start_refusal, token_from_row, vault_from_row,
-    webhook_from_row,
+    cascade_reason, check_start_requirements, corrupt, delegation_refusal, ephemeral_description,
+    grant_from_row, int, is_unique_violation, json_text, mission_from_row, mission_from_row_with,
+    parent_of, principal_from_row, revocation_from_row, secs, start_refusal, token_from_row,
+    vault_from_row, webhook_from_row,
 };
 use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
 
@@ -543,6 +543,23 @@ impl Store for SqliteStore {
         // it matches only a mission that neither its body nor its agent's
         // registration requires evidence of; the unique index on
         // `attestation_s256` lets one piece of evidence start one mission.
+        // With evidence, what the mission and its agent require now is
+        // checked again in the same transaction: a requirement changed
+        // since the handler checked the evidence still holds.
+        // SQLite: the write lock, taken up front, orders this with any
+        // change to the agent's requirement.
+        let mut tx = self.write_tx().await?;
+        if let Some(att) = attestation
+            && let Some(row) = sqlx::query(
+                "SELECT m.body, a.attestation AS agent_attestation FROM missions m \
+                 JOIN agents a ON a.name = m.agent WHERE m.start_token_hash = ?1",
+            )
+            .bind(token.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            check_start_requirements(&row, att)?;
+        }
         let started = sqlx::query(
             "UPDATE missions SET state = 'active', jkt = ?2, started_at = ?3, start_token_used_at = ?3, \
                attestation = ?4, attestation_s256 = ?5 \
@@ -557,7 +574,7 @@ impl Store for SqliteStore {
         .bind(secs(now))
         .bind(json_text(attestation)?)
         .bind(attestation.map(|a| a.evidence_s256.as_str()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -567,11 +584,12 @@ impl Store for SqliteStore {
             }
         })?;
         if let Some(row) = started {
+            tx.commit().await?;
             return Ok(mission_from_row(&row)?);
         }
         let row = sqlx::query("SELECT * FROM missions WHERE start_token_hash = ?1")
             .bind(token.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(StartError::Unknown)?;
         Err(match start_refusal(&row, now)? {

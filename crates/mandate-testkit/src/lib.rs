@@ -11,10 +11,12 @@
     reason = "a test helper: failing loudly is its job"
 )]
 
+mod https;
 pub mod postgres;
 mod scenario;
 mod signing;
 
+pub use https::HttpsFiles;
 pub use scenario::{MissionPlan, Scenario};
 pub use signing::signed_headers;
 
