@@ -108,9 +108,13 @@ pub struct LaunchArgs {
     /// host, OS, architecture and user the launcher records itself.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// How long the launch statement stays valid, in seconds.
+    /// How long the launch statement stays valid, in seconds (1 to 3600).
     #[arg(long, default_value_t = 300)]
     pub statement_ttl: u64,
+    /// Also write the signed launch statement (a DSSE envelope; no secret)
+    /// to this file, for `mandate credential verify --evidence`.
+    #[arg(long, value_name = "FILE")]
+    pub evidence_out: Option<PathBuf>,
     /// Leave the mission running when the program exits (its key stays in
     /// the `--state` file).
     #[arg(long, requires = "state")]
@@ -465,7 +469,9 @@ pub enum AgentCmd {
         require: RequireArgs,
     },
     /// Set what evidence the agent's missions must present to start, or
-    /// `--none`. Missions already created keep what they require.
+    /// `--none`. It applies at every later start, also of missions created
+    /// before; a mission also keeps what its agent required when it was
+    /// created.
     Attestation {
         name: String,
         #[command(flatten)]

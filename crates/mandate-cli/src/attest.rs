@@ -34,31 +34,14 @@ pub(crate) fn requirement(r: RequireArgs) -> Option<AttestationRequirement> {
     )
 }
 
-/// One line on what a requirement asks for.
-pub(crate) fn describe(r: &AttestationRequirement) -> String {
-    let mut parts = Vec::new();
-    if !r.spiffe_ids.is_empty() {
-        parts.push(format!("a JWT-SVID of {}", r.spiffe_ids.join(" or ")));
-    }
-    if !r.launchers.is_empty() {
-        parts.push(format!(
-            "a launch statement of launcher {}",
-            r.launchers.join(" or ")
-        ));
-    }
-    let mut s = if parts.is_empty() {
-        "any verified evidence".to_owned()
-    } else {
-        parts.join(", or ")
-    };
-    if !r.code_digests.is_empty() {
-        s.push_str(&format!(", for code {}", r.code_digests.join(" or ")));
-    }
-    s
-}
-
-/// Writes a secret file that must not exist yet, mode 0600.
+/// Writes a private key to a file that must not exist yet, mode 0600.
 fn write_new_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    if path.exists() {
+        bail!(
+            "`{}` already exists; refusing to overwrite a key",
+            path.display()
+        );
+    }
     write_state(path, text, true)
 }
 
@@ -70,12 +53,14 @@ pub(crate) fn launcher_keygen(out: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         output::json(&json!({ "private_key_file": out, "public_jwk": key.public_jwk() }))?;
     } else {
-        println!(
+        // The public key alone on standard output, so it can be redirected
+        // into the file the authority reads.
+        eprintln!(
             "launcher private key written to {} (mode 0600); keep it where only the launcher runs",
             out.display()
         );
-        println!(
-            "its public key, for the authority (save it as e.g. ci.pub.jwk and add `[attestation.launchers.ci] public_key = \"ci.pub.jwk\"` to mandate.toml):"
+        eprintln!(
+            "its public key (a JWK) follows on standard output: save it (e.g. `> NAME.pub.jwk`) and name it in mandate.toml as `[attestation.launchers.NAME] public_key = \"/absolute/path/NAME.pub.jwk\"`"
         );
         println!("{public}");
     }
@@ -234,9 +219,21 @@ pub(crate) async fn launch(server: &str, a: LaunchArgs, json: bool) -> anyhow::R
         measure,
         env,
         statement_ttl,
+        evidence_out,
         keep,
         command,
     } = a;
+    if !(1..=mandate_core::MAX_LAUNCH_STATEMENT_SECS).contains(&statement_ttl) {
+        bail!(
+            "--statement-ttl must be 1 to {} seconds",
+            mandate_core::MAX_LAUNCH_STATEMENT_SECS
+        );
+    }
+    if let Some(p) = &evidence_out
+        && p.exists()
+    {
+        bail!("`{}` already exists; refusing to overwrite it", p.display());
+    }
     // Everything that can fail is checked before the mission starts: a
     // start cannot be undone (the token and the evidence are spent).
     if let Some(p) = &state
@@ -287,9 +284,17 @@ pub(crate) async fn launch(server: &str, a: LaunchArgs, json: bool) -> anyhow::R
         server,
         &start_token,
         mission_key,
-        Evidence::LaunchStatement { envelope },
+        Evidence::LaunchStatement {
+            envelope: envelope.clone(),
+        },
     )
     .await?;
+    // The statement holds no secret: kept, anyone can re-check offline
+    // what the mission's credential says of its code.
+    if let Some(p) = &evidence_out {
+        fs::write(p, serde_json::to_string_pretty(&envelope)?)
+            .with_context(|| format!("cannot write `{}`", p.display()))?;
+    }
     // The state lives in a directory only this user can read; a
     // temporary one goes when the program ends.
     let temp = match &state {
@@ -337,7 +342,15 @@ pub(crate) async fn launch(server: &str, a: LaunchArgs, json: bool) -> anyhow::R
     if !keep {
         // The mission ends with the program; a program that ended it
         // itself leaves nothing to do.
-        let ended = agent.end(Some("the launched program exited")).await;
+        let why = match &status {
+            Ok(s) => match s.code() {
+                Some(0) => "the launched program exited".to_owned(),
+                Some(c) => format!("the launched program exited with status {c}"),
+                None => "the launched program was killed by a signal".to_owned(),
+            },
+            Err(_) => "the program could not be run".to_owned(),
+        };
+        let ended = agent.end(Some(&why)).await;
         if let Err(e) = ended
             && !e.to_string().contains("mission_ended")
         {

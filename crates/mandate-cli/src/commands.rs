@@ -494,7 +494,7 @@ async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
                 if let Some(r) = &a.attestation {
                     println!(
                         "its missions start only with evidence bound to their key: {}",
-                        crate::attest::describe(r)
+                        r.describe()
                     );
                 }
             }
@@ -518,7 +518,7 @@ async fn agent(c: Client, cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
                     Some(r) => println!(
                         "missions of `{}` now start only with evidence bound to their key: {}",
                         a.name,
-                        crate::attest::describe(r)
+                        r.describe()
                     ),
                     None => println!("missions of `{}` need no attestation evidence", a.name),
                 }
@@ -1129,13 +1129,19 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                     )
                 }
                 ActingPrincipalError::Chain(e) => anyhow!("chain refused: {e} ({})", e.code()),
+                e @ ActingPrincipalError::Evidence(mandate_core::AttestationError::WrongAudience(_)) => {
+                    anyhow!(
+                        "attestation refused: {e} ({}); if the authority names its own `[attestation] audience`, give it with --audience",
+                        e.code()
+                    )
+                }
                 e => anyhow!("attestation refused: {e} ({})", e.code()),
             })?;
             let c = &proof.claims;
             if json {
                 output::json(&json!({
                     "valid": true, "claims": c, "chain": proof.chain,
-                    "statement": proof.statement(), "evidence_rechecked": proof.evidence_rechecked,
+                    "statement": proof.statement_with(when), "evidence_rechecked": proof.evidence_rechecked,
                 }))?;
             } else {
                 println!("valid mission credential (signature, issuer, expiry checked offline)");
@@ -1155,14 +1161,17 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                         "  attestation   none: nothing vouches for what code holds the key"
                     ),
                     Some(a) => {
+                        let what = match (&a.launcher, &a.code_digest) {
+                            (Some(l), Some(d)) => {
+                                format!(
+                                    "launch statement of launcher `{l}`: code {d} (`{}`)",
+                                    a.subject
+                                )
+                            }
+                            _ => format!("JWT-SVID of workload {}", a.subject),
+                        };
                         println!(
-                            "  attestation   {} by {}{} (verified by the authority at {}{})",
-                            a.method.as_str(),
-                            a.subject,
-                            a.code_digest
-                                .as_deref()
-                                .map(|d| format!(", code {d}"))
-                                .unwrap_or_default(),
+                            "  attestation   {what} (verified by the authority at {}{})",
                             when(a.verified_at),
                             if proof.evidence_rechecked {
                                 "; the evidence re-checked here against the bundles and launcher keys given"
@@ -1170,9 +1179,6 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                                 "; the evidence itself not re-checked here (give --evidence)"
                             }
                         );
-                        if let Some(l) = &a.launcher {
-                            println!("  launcher      {l}");
-                        }
                         for (k, v) in &a.environment {
                             println!("  environment   {k}={v}");
                         }
@@ -1201,7 +1207,7 @@ async fn credential(server: &str, cmd: CredentialCmd, json: bool) -> anyhow::Res
                         );
                     }
                 }
-                println!("statement: {}", proof.statement());
+                println!("statement: {}", proof.statement_with(when));
                 println!(
                     "(offline: revocation and mission end are not visible; use `mandate credential introspect`)"
                 );

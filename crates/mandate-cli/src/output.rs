@@ -46,11 +46,15 @@ pub fn token_line(t: &TokenView) -> String {
 
 pub fn agent_line(a: &AgentView) -> String {
     format!(
-        "{:<24} owner {:<16} since {}{}",
+        "{:<24} owner {:<16} since {}{}{}",
         a.name,
         a.owner,
         when(a.created_at),
-        revoked(a.revoked_at)
+        revoked(a.revoked_at),
+        a.attestation
+            .as_ref()
+            .map(|r| format!("; its missions start only with {}", r.describe()))
+            .unwrap_or_default()
     )
 }
 
@@ -119,7 +123,7 @@ pub fn mission_details(m: &MissionView) -> String {
         line("mission key", format!("jkt {j}"));
     }
     for r in &m.attestation_required {
-        line("requires", crate::attest::describe(r));
+        line("requires", r.describe());
     }
     match &m.attestation {
         Some(a) => line(

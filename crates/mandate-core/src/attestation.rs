@@ -317,7 +317,7 @@ pub enum AttestationError {
     WrongAudience(String),
     #[error("the evidence is not bound to this mission key: {0}")]
     Unbound(String),
-    #[error("the evidence does not satisfy what this mission requires: {0}")]
+    #[error("the attestation is not what is required: {0}")]
     Mismatch(String),
     #[error("this evidence already started another mission")]
     Replayed,
@@ -576,8 +576,13 @@ fn verify_launch(
         .iter()
         .map(|(_, v)| v as &dyn dsse::Verifier)
         .collect();
-    let verified = dsse::verify(&dsse::Envelope::from(envelope), &keys, 1)
-        .map_err(|e| AttestationError::Invalid(format!("the signature does not verify ({e})")))?;
+    let verified = dsse::verify(&dsse::Envelope::from(envelope), &keys, 1).map_err(|_| {
+        let names: Vec<String> = verifiers.iter().map(|(n, _)| n.clone()).collect();
+        AttestationError::Invalid(format!(
+            "no signature verifies with the registered key of launcher {} (signed by another key, or changed since)",
+            list(&names)
+        ))
+    })?;
     let statement: LaunchStatement = serde_json::from_slice(&verified.payload)
         .map_err(|e| AttestationError::Invalid(format!("not a launch statement: {e}")))?;
     if statement.statement_type != STATEMENT_TYPE {
@@ -644,7 +649,7 @@ fn verify_launch(
     }
     if p.expires_at <= p.issued_at || p.expires_at - p.issued_at > MAX_LAUNCH_STATEMENT_SECS {
         return Err(AttestationError::Invalid(format!(
-            "a launch statement is valid for at most {MAX_LAUNCH_STATEMENT_SECS} s"
+            "a launch statement is valid for 1 to {MAX_LAUNCH_STATEMENT_SECS} s after it is issued"
         )));
     }
     if p.issued_at > now.0.saturating_add(CLOCK_SKEW_SECS) {
@@ -740,6 +745,30 @@ impl AttestationRequirement {
         Ok(())
     }
 
+    /// In words: what evidence meets it.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.spiffe_ids.is_empty() {
+            parts.push(format!("a JWT-SVID of {}", self.spiffe_ids.join(" or ")));
+        }
+        if !self.launchers.is_empty() {
+            parts.push(format!(
+                "a launch statement of launcher {}",
+                self.launchers.join(" or ")
+            ));
+        }
+        let mut s = if parts.is_empty() {
+            "any verified evidence".to_owned()
+        } else {
+            parts.join(", or ")
+        };
+        if !self.code_digests.is_empty() {
+            s.push_str(&format!(", for code {}", self.code_digests.join(" or ")));
+        }
+        s
+    }
+
     /// The trust domains the requirement names.
     #[must_use]
     pub fn trust_domains(&self) -> Vec<String> {
@@ -783,13 +812,18 @@ impl AttestationRequirement {
                 .as_ref()
                 .is_some_and(|d| self.code_digests.contains(d))
         {
-            return Err(AttestationError::Mismatch(format!(
-                "code digest {} is not one of {}",
-                a.code_digest
-                    .as_deref()
-                    .map_or("(none)".into(), |d| format!("`{d}`")),
-                list(&self.code_digests)
-            )));
+            return Err(AttestationError::Mismatch(match &a.code_digest {
+                Some(d) => format!(
+                    "code `{}` ({d}) is not one of {}",
+                    a.subject,
+                    list(&self.code_digests)
+                ),
+                None => format!(
+                    "evidence of workload `{}` names no code; code {} is required (a launch statement)",
+                    a.subject,
+                    list(&self.code_digests)
+                ),
+            }));
         }
         Ok(())
     }
@@ -844,9 +878,15 @@ pub struct ActingPrincipal {
 }
 
 impl ActingPrincipal {
-    /// The statement in one line.
+    /// The statement in one line (times in Unix seconds).
     #[must_use]
     pub fn statement(&self) -> String {
+        self.statement_with(|t| t.to_string())
+    }
+
+    /// The statement in one line, with times as `time` writes them.
+    #[must_use]
+    pub fn statement_with(&self, time: impl Fn(u64) -> String) -> String {
         let code = match &self.attestation {
             None => "unattested code".to_owned(),
             Some(a) => match a.method {
@@ -873,7 +913,7 @@ impl ActingPrincipal {
             self.mission_id,
             self.mission_s256,
             self.policy_s256.as_deref().unwrap_or("(not named)"),
-            self.valid_until
+            time(self.valid_until)
         )
     }
 }

@@ -640,9 +640,14 @@ pub fn decide_chain(
         return Outcome::deny(
             ReasonCode::INSUFFICIENT_TRUST,
             format!(
-                "this needs trust `{}`; the request has `{}`",
+                "this needs trust `{}`; the request has `{}`{}",
                 req.required.as_str(),
-                req.trust.as_str()
+                req.trust.as_str(),
+                if req.required == Trust::Attested {
+                    " (the mission was not started with attestation evidence: see `mandate launch`, or `mission start --evidence`)"
+                } else {
+                    ""
+                }
             ),
         );
     }

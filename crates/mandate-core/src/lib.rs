@@ -34,9 +34,9 @@ pub mod wire;
 pub use attestation::{
     ActingPrincipal, ActingPrincipalError, Attestation, AttestationError, AttestationMethod,
     AttestationRequirement, DsseEnvelope, DsseSignature, Evidence, IN_TOTO_PAYLOAD_TYPE,
-    KEY_AUDIENCE_PREFIX, LAUNCH_PREDICATE_TYPE, LaunchPredicate, LaunchStatement, MissionKeyRef,
-    STATEMENT_TYPE, StatementSubject, TrustAnchors, check_trust_domain, key_audience,
-    recheck_evidence, verify_acting_principal, verify_evidence,
+    KEY_AUDIENCE_PREFIX, LAUNCH_PREDICATE_TYPE, LaunchPredicate, LaunchStatement,
+    MAX_LAUNCH_STATEMENT_SECS, MissionKeyRef, STATEMENT_TYPE, StatementSubject, TrustAnchors,
+    check_trust_domain, key_audience, recheck_evidence, verify_acting_principal, verify_evidence,
 };
 pub use audit::{
     AuditRecord, CHECKPOINT_TYP, Cadence, ChainError, ChainHead, ChainReport, CheckpointClaims,

@@ -650,10 +650,17 @@ impl Enforcer {
         //     approval stands in for it.
         if let Some(r) = attestation {
             let refusal = match &mission.attestation {
-                None => Some(
-                    "this needs an attested mission (started with evidence of what code holds its key); this one is not".to_owned(),
-                ),
-                Some(a) => r.check(a).err().map(|e| e.to_string()),
+                None => Some(format!(
+                    "this needs a mission started with attestation evidence ({}); this one was started without",
+                    r.describe()
+                )),
+                Some(a) => r.check(a).err().map(|e| match e {
+                    mandate_core::AttestationError::Mismatch(d) => format!(
+                        "this is served only to missions attested by {}: {d}",
+                        r.describe()
+                    ),
+                    other => other.to_string(),
+                }),
             };
             if let Some(detail) = refusal {
                 return deny(ReasonCode::INSUFFICIENT_TRUST, detail);

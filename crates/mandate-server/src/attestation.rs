@@ -145,7 +145,7 @@ impl AttestationConfig {
                 std::fs::read(path).map_err(|e| {
                     format!(
                         "attestation.trust_domains.\"{td}\": cannot read `{}`: {e}",
-                        path.display()
+                        absolute(path)
                     )
                 })
             };
@@ -182,7 +182,7 @@ impl AttestationConfig {
             let text = std::fs::read_to_string(&c.public_key).map_err(|e| {
                 format!(
                     "attestation.launchers.{name}: cannot read `{}`: {e}",
-                    c.public_key.display()
+                    absolute(&c.public_key)
                 )
             })?;
             let jwk: Ed25519Jwk = serde_json::from_str(&text)
@@ -198,6 +198,15 @@ impl AttestationConfig {
         }
         Ok((anchors, sources))
     }
+}
+
+/// A path as the server reads it: a relative one is relative to the
+/// directory `mandate serve` runs in.
+fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The anchors in force; replaced whole when a bundle URL is read again.
@@ -266,7 +275,7 @@ pub fn spawn_refresh(anchors: Arc<Anchors>, sources: Vec<BundleSource>) {
                 let read = match (&source.from, &client) {
                     (BundleFrom::File(path), _) => tokio::fs::read(path)
                         .await
-                        .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+                        .map_err(|e| format!("cannot read `{}`: {e}", absolute(path))),
                     (BundleFrom::Url { url, .. }, Some(c)) => fetch(c, url).await,
                     (BundleFrom::Url { .. }, None) => Err("no client".into()),
                 };

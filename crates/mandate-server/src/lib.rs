@@ -178,6 +178,21 @@ pub async fn serve(
         let names: Vec<&str> = config.mcp_servers.iter().map(|r| r.name()).collect();
         println!("MCP servers under /mcp/: {}", names.join(", "));
     }
+    let a = &config.attestation;
+    if !a.trust_domains.is_empty() || !a.launchers.is_empty() {
+        let list = |k: Vec<&String>| {
+            if k.is_empty() {
+                "none".to_owned()
+            } else {
+                k.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        println!(
+            "attestation: SPIFFE trust domains {}; launchers {}",
+            list(a.trust_domains.keys().collect()),
+            list(a.launchers.keys().collect())
+        );
+    }
     if !durable {
         println!(
             "WARNING: UNSAFE NON-DURABLE BENCHMARK MODE: no fsync; a crash loses answered decisions and their audit records. Never use this for real work."

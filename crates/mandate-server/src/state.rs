@@ -220,10 +220,10 @@ impl AppState {
         })
     }
 
-    /// Records an audit event and waits until it is durable.
-    /// Whether an unidentified refused attempt on approval request `id` is
-    /// the first of its kind (and so to be recorded). Remembers at most
-    /// 10,000; past that it starts over.
+    /// Whether a refused attempt on `id` (an approval request an
+    /// unidentified caller tried, a mission an agent tried to start with
+    /// refused evidence) is the first of its kind, and so to be recorded.
+    /// Remembers at most 10,000; past that it starts over.
     pub(crate) fn first_anonymous_refusal(&self, id: &str, attempt: &'static str) -> bool {
         const MAX: usize = 10_000;
         let Ok(mut seen) = self.0.anonymous_refusals.lock() else {
@@ -235,6 +235,7 @@ impl AppState {
         seen.insert((id.to_owned(), attempt))
     }
 
+    /// Records an audit event and waits until it is durable.
     pub(crate) async fn audit(
         &self,
         kind: &'static str,

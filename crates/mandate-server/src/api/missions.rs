@@ -392,23 +392,45 @@ async fn attest(
     {
         required.push(r);
     }
-    let Some(evidence) = evidence else {
-        if required.is_empty() {
-            return Ok(None);
+    let checked = match evidence {
+        None if required.is_empty() => return Ok(None),
+        None => Err(mandate_core::AttestationError::Required(format!(
+            "agent `{}` must present evidence bound to its mission key to start mission `{}`: {}",
+            pending.body.agent,
+            pending.body.id,
+            required
+                .iter()
+                .map(mandate_core::AttestationRequirement::describe)
+                .collect::<Vec<_>>()
+                .join("; and ")
+        ))),
+        Some(evidence) => {
+            let anchors = s.0.anchors.get();
+            mandate_core::verify_evidence(evidence, &anchors, jkt, now)
+                .and_then(|a| required.iter().try_for_each(|r| r.check(&a)).map(|()| a))
         }
-        return Err(mandate_core::AttestationError::Required(format!(
-            "agent `{}` must present attestation evidence bound to its mission key to start mission `{}`",
-            pending.body.agent, pending.body.id
-        ))
-        .into());
     };
-    let anchors = s.0.anchors.get();
-    let checked = mandate_core::verify_evidence(evidence, &anchors, jkt, now)
-        .and_then(|a| required.iter().try_for_each(|r| r.check(&a)).map(|()| a));
     match checked {
         Ok(a) => Ok(Some(a)),
         Err(e) => {
             tracing::warn!(mission = %pending.body.id, agent = %pending.body.agent, code = e.code(), error = %e, "attestation refused");
+            // Recorded once per mission and reason: the caller holds the
+            // start token and proved a key, but may retry at will.
+            if s.first_anonymous_refusal(pending.body.id.as_str(), e.code()) {
+                s.audit(
+                    "attestation.refused",
+                    serde_json::json!({
+                        "mission": pending.body.id.as_str(), "mission_s256": &pending.s256,
+                        "principal": pending.body.principal.as_str(), "agent": pending.body.agent.as_str(),
+                        "jkt": jkt.as_str(), "code": e.code(), "detail": e.to_string(),
+                        "evidence": evidence.map(|ev| match ev {
+                            mandate_core::Evidence::JwtSvid { .. } => "jwt_svid",
+                            mandate_core::Evidence::LaunchStatement { .. } => "launch_statement",
+                        }),
+                    }),
+                )
+                .await?;
+            }
             Err(e.into())
         }
     }
