@@ -612,8 +612,10 @@ impl LaunchWorld {
         let t = trust.path();
         // The operator makes the launcher's key and registers its public
         // half, as `mandate launcher keygen` prints it.
+        // Its standard output is the public JWK alone, ready to redirect
+        // into the file the authority reads.
         let made = offline(t, &["launcher", "keygen", "--out", "ci.key"]).success();
-        let jwk: Value = serde_json::from_str(&made[made.find('{').unwrap()..]).unwrap();
+        let jwk: Value = serde_json::from_str(&made).unwrap();
         assert_eq!(
             (jwk["kty"].as_str(), jwk["crv"].as_str()),
             (Some("OKP"), Some("Ed25519"))
@@ -1963,4 +1965,117 @@ async fn a_launch_refused_for_its_state_file_leaves_the_mission_to_start() {
     still_ready(server, &w.alice, &id);
     let out = w.launch(&token, &w.script, &[]);
     assert_eq!(out.code(), Some(3), "{}\n{}", out.stdout(), out.stderr());
+}
+
+/// What `mandate launch` signed can be kept (`--evidence-out`: no secret in
+/// it) and re-checked offline against the credential; a refused start is
+/// in the audit log, once per mission and reason, without the evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_keeps_its_statement_and_refused_starts_are_audited_once() {
+    let w = LaunchWorld::new().await;
+    let server = &w.server;
+    let (id, token) = mission_for(server, &w.alice, "reporter");
+    let (statement, state) = (w.path("statement.json"), w.path("kept.json"));
+    let script = w.script.display().to_string();
+    let out = server.cli(
+        None,
+        &[
+            "launch",
+            "--launcher",
+            "ci",
+            "--key",
+            &w.path("ci.key"),
+            "--token",
+            &token,
+            "--measure",
+            &script,
+            "--evidence-out",
+            &statement,
+            "--state",
+            &state,
+            "--keep",
+            "--",
+            "/bin/true",
+        ],
+    );
+    out.success();
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&statement).unwrap()).unwrap();
+    assert_eq!(kept["payloadType"], "application/vnd.in-toto+json");
+    let credential = serde_json::from_str::<Value>(&std::fs::read_to_string(&state).unwrap())
+        .unwrap()["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jwks = format!("{}/.well-known/jwks.json", server.url());
+    let checked = server
+        .cli(
+            None,
+            &[
+                "credential",
+                "verify",
+                &credential,
+                "--jwks",
+                &jwks,
+                "--evidence",
+                &statement,
+                "--launcher",
+                &format!("ci={}", w.ci_pub.display()),
+                "--json",
+            ],
+        )
+        .json();
+    assert_eq!(checked["evidence_rechecked"], true, "{checked}");
+    assert!(
+        checked["statement"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("code sha256:{}", w.digest)),
+        "{checked}"
+    );
+    assert_eq!(show(server, &w.alice, &id)["state"], "active");
+
+    // Another script for a mission of `reporter`: refused, twice.
+    let (other_id, other_token) = mission_for(server, &w.alice, "reporter");
+    let other = w.trust.path().join("other.sh");
+    std::fs::write(&other, "#!/bin/sh\nexit 0\n").unwrap();
+    for _ in 0..2 {
+        let out = w.launch(&other_token, &other, &[]);
+        assert!(!out.ok());
+        assert!(
+            out.stderr().contains("attestation_mismatch"),
+            "{}",
+            out.stderr()
+        );
+        assert!(
+            out.stderr().contains("other.sh"),
+            "the refusal names the code: {}",
+            out.stderr()
+        );
+    }
+    still_ready(server, &w.alice, &other_id);
+    let records = server
+        .cli(
+            Some(&w.admin),
+            &[
+                "audit",
+                "list",
+                "--kind",
+                "attestation.refused",
+                "--mission",
+                &other_id,
+                "--json",
+            ],
+        )
+        .json();
+    let records = records["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let body = &records[0]["body"];
+    assert_eq!(body["code"], "attestation_mismatch");
+    assert_eq!(body["agent"], "reporter");
+    assert_eq!(body["evidence"], "launch_statement");
+    assert!(
+        !records[0]
+            .to_string()
+            .contains(&kept["payload"].as_str().unwrap()[..40])
+    );
 }

@@ -389,6 +389,7 @@ async fn attest(
                 .agent(&pending.body.agent)
                 .await?
                 .and_then(|a| a.attestation)
+        && !required.contains(&r)
     {
         required.push(r);
     }
