@@ -249,6 +249,7 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
             started_at: now,
         },
         attestation: spec.mission.attested.as_ref().map(test_attestation),
+        taint: None,
     };
 
     let (mut passed, mut failed) = (0, 0);

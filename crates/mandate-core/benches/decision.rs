@@ -103,6 +103,7 @@ fn mission(policies: MissionPolicies) -> Mission {
             started_at: NOW,
         },
         attestation: None,
+        taint: None,
     }
 }
 

@@ -105,6 +105,7 @@ fn started(body: MissionBody, key: &MissionKey) -> Mission {
             started_at: NOW,
         },
         attestation: None,
+        taint: None,
     }
 }
 

@@ -399,6 +399,7 @@ mod tests {
                 started_at: UnixTime(created),
             },
             attestation: None,
+            taint: None,
         }
     }
 

@@ -473,6 +473,26 @@ fn hop_entities(
                 )
             })
         }))
+        .chain([
+            (
+                "tainted".to_owned(),
+                RestrictedExpression::new_bool(m.taint.is_some()),
+            ),
+            (
+                "taint".to_owned(),
+                RestrictedExpression::new_set(
+                    m.taint
+                        .iter()
+                        .flat_map(|t| t.labels.iter())
+                        .map(|l| RestrictedExpression::new_string(l.clone())),
+                ),
+            ),
+        ])
+        .chain(
+            m.taint
+                .as_ref()
+                .map(|t| ("tainted_at".to_owned(), long(t.since))),
+        )
         .collect(),
         HashSet::new(),
     )

@@ -28,6 +28,7 @@ mod proof;
 mod random;
 mod secret;
 pub mod sse;
+mod taint;
 mod vault;
 pub mod wire;
 
@@ -75,6 +76,7 @@ pub use policy::{
 pub use proof::{PROOF_TYP, ProofClaims, ProofExpectations, VerifiedProof, verify_proof};
 pub use random::{OsRandom, RandomError, SecureRandom};
 pub use secret::{SecretToken, TokenHash, TokenKind};
+pub use taint::{MAX_TAINT_SOURCES, Taint, TaintSource, valid_label as valid_taint_label};
 pub use vault::{Sealed, VaultError, VaultKey, VaultSecret};
 
 /// Clock skew and freshness window for proofs and signatures, in seconds.

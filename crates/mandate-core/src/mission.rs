@@ -387,6 +387,9 @@ pub struct Mission {
     /// The evidence verified when the mission started, if any. Never
     /// inherited: each hop of a chain has its own.
     pub attestation: Option<crate::attestation::Attestation>,
+    /// The untrusted content it has read, if any (a child started after
+    /// its parent read some starts with the parent's).
+    pub taint: Option<crate::taint::Taint>,
 }
 
 impl Mission {

@@ -896,6 +896,7 @@ fn mission(agent: &str, key: &MissionKey, attestation: Option<Attestation>) -> M
             started_at: now(),
         },
         attestation,
+        taint: None,
     }
 }
 

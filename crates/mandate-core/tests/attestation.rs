@@ -450,6 +450,7 @@ fn started(key: &MissionKey, attestation: Option<Attestation>) -> Mission {
             started_at: now(),
         },
         attestation,
+        taint: None,
     }
 }
 

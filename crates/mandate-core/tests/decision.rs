@@ -69,6 +69,7 @@ fn mission_under(
             started_at: T0,
         },
         attestation: None,
+        taint: None,
     }
 }
 

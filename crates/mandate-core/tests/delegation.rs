@@ -81,6 +81,7 @@ fn started(body: MissionBody, key: &MissionKey) -> Mission {
             started_at: T0,
         },
         attestation: None,
+        taint: None,
     }
 }
 

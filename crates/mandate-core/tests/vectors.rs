@@ -83,6 +83,7 @@ fn generate() -> serde_json::Value {
             started_at: T0.plus(5),
         },
         attestation: None,
+        taint: None,
     };
     let issued = issue_credential(
         &authority,
@@ -187,6 +188,7 @@ fn generate_chain() -> serde_json::Value {
                 started_at: T0,
             },
             attestation: None,
+            taint: None,
         }
     };
     let spec = |agent: mandate_core::AgentName, ttl_secs, budget| MissionSpec {

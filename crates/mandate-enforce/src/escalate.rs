@@ -111,6 +111,8 @@ pub(crate) async fn open_approval(
         step_up: ask.outcome.step_up,
         created_at: ask.now,
         expires_at: ask.now.plus(ttl_secs).min(ask.mission.expires_at()),
+        // What untrusted content preceded the call: the approver sees it.
+        taint: ask.mission.taint.clone(),
     };
     let Some((id, joined)) = store
         .open_approval(&approval, MAX_PENDING_APPROVALS)

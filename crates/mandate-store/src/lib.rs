@@ -119,6 +119,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: UnixTime,
         attestation: Option<&mandate_core::Attestation>,
     ) -> Result<Mission, StartError>;
+    /// Marks `mission` as having read content labelled `labels`, through
+    /// `via`, at `at`. Returns the mission's taint when this added a label,
+    /// `None` when it had them all already (nothing written).
+    async fn mark_taint(
+        &self,
+        mission: &MissionId,
+        labels: &[String],
+        via: &str,
+        at: UnixTime,
+    ) -> Result<Option<mandate_core::Taint>, StoreError>;
+    /// Clears a mission's taint (a person reviewed what it read). Returns
+    /// the taint it had.
+    async fn clear_taint(
+        &self,
+        mission: &MissionId,
+    ) -> Result<Option<mandate_core::Taint>, StoreError>;
     /// The mission `token` would start at `now`, or why it would not.
     /// Changes nothing: the start itself re-checks everything.
     async fn startable(&self, token: &TokenHash, now: UnixTime) -> Result<Mission, StartError>;

@@ -201,6 +201,9 @@ pub struct ApprovalRecord {
     pub decision_reason: Option<String>,
     pub grant: Option<String>,
     pub ended_mission: bool,
+    /// What untrusted content the mission had read when the call
+    /// escalated.
+    pub taint: Option<mandate_core::Taint>,
 }
 
 impl ApprovalRecord {
@@ -286,6 +289,9 @@ pub struct NewApproval {
     pub step_up: bool,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+    /// What untrusted content the mission had read when the call
+    /// escalated, shown to the approver.
+    pub taint: Option<mandate_core::Taint>,
 }
 
 /// What counting an allowed request found.

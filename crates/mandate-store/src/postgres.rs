@@ -885,7 +885,8 @@ impl Store for PostgresStore {
         }
         let started = sqlx::query(
             "UPDATE missions SET state = 'active', jkt = $2, started_at = $3, start_token_used_at = $3, \
-               attestation = $4, attestation_s256 = $5 \
+               attestation = $4, attestation_s256 = $5, \
+               taint = COALESCE(taint, (SELECT p.taint FROM missions p WHERE p.id = missions.parent_id)) \
              WHERE start_token_hash = $1 AND start_token_used_at IS NULL AND state = 'ready' \
                AND start_token_expires_at > $3 AND expires_at > $3 \
                AND ($4 IS NOT NULL OR ((body::jsonb -> 'attestation') IS NULL \
@@ -920,6 +921,63 @@ impl Store for PostgresStore {
             None if attestation.is_none() => StartError::AttestationRequired,
             None => StartError::Unknown,
         })
+    }
+
+    async fn mark_taint(
+        &self,
+        mission: &MissionId,
+        labels: &[String],
+        via: &str,
+        at: UnixTime,
+    ) -> Result<Option<mandate_core::Taint>, StoreError> {
+        // Read, merge and write in one transaction: two answers read at
+        // once both leave their label.
+        let mut tx = self.pool.begin().await?;
+        let current: Option<Option<String>> =
+            sqlx::query_scalar("SELECT taint FROM missions WHERE id = $1 FOR UPDATE")
+                .bind(mission.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!("mission `{mission}`")));
+        };
+        let current: Option<mandate_core::Taint> = current
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
+            .transpose()?;
+        if !mandate_core::Taint::adds(current.as_ref(), labels) {
+            return Ok(None);
+        }
+        let next = mandate_core::Taint::merged(current.as_ref(), labels, via, at.0);
+        sqlx::query("UPDATE missions SET taint = $2 WHERE id = $1")
+            .bind(mission.as_str())
+            .bind(json_text(Some(&next))?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(next))
+    }
+
+    async fn clear_taint(
+        &self,
+        mission: &MissionId,
+    ) -> Result<Option<mandate_core::Taint>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<Option<String>> =
+            sqlx::query_scalar("SELECT taint FROM missions WHERE id = $1 FOR UPDATE")
+                .bind(mission.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!("mission `{mission}`")));
+        };
+        sqlx::query("UPDATE missions SET taint = NULL WHERE id = $1")
+            .bind(mission.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        current
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
+            .transpose()
     }
 
     async fn startable(&self, token: &TokenHash, now: UnixTime) -> Result<Mission, StartError> {
@@ -1198,8 +1256,8 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context, \
              context_digest, reason_code, policies, status, created_at, expires_at, \
-             justification, summary, approvers, step_up) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15)",
+             justification, summary, approvers, step_up, taint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&a.id)
         .bind(a.mission.as_str())
@@ -1216,6 +1274,7 @@ impl Store for PostgresStore {
         .bind(&a.summary)
         .bind(serde_json::to_string(&a.approvers).map_err(|e| corrupt("approvers", e))?)
         .bind(i64::from(a.step_up))
+        .bind(json_text(a.taint.as_ref())?)
         .execute(&mut *tx)
         .await?;
         for id in stale.iter().chain(std::iter::once(&a.id)) {

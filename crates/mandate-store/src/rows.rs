@@ -189,11 +189,16 @@ pub(crate) fn mission_from_row_with(
         .opt_text("attestation")?
         .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission attestation", e)))
         .transpose()?;
+    let taint = row
+        .opt_text("taint")?
+        .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
+        .transpose()?;
     Ok(Mission {
         body,
         s256,
         status,
         attestation,
+        taint,
     })
 }
 
@@ -369,6 +374,10 @@ pub(crate) fn approval_from_row(r: &impl Columns) -> Result<ApprovalRecord, Stor
         decision_reason: r.opt_text("decision_reason")?,
         grant: r.opt_text("grant_id")?,
         ended_mission: r.flag("ended_mission")?,
+        taint: r
+            .opt_text("taint")?
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("approval taint", e)))
+            .transpose()?,
     })
 }
 

@@ -562,7 +562,8 @@ impl Store for SqliteStore {
         }
         let started = sqlx::query(
             "UPDATE missions SET state = 'active', jkt = ?2, started_at = ?3, start_token_used_at = ?3, \
-               attestation = ?4, attestation_s256 = ?5 \
+               attestation = ?4, attestation_s256 = ?5, \
+               taint = COALESCE(taint, (SELECT p.taint FROM missions p WHERE p.id = missions.parent_id)) \
              WHERE start_token_hash = ?1 AND start_token_used_at IS NULL AND state = 'ready' \
                AND start_token_expires_at > ?3 AND expires_at > ?3 \
                AND (?4 IS NOT NULL OR (json_extract(body, '$.attestation') IS NULL \
@@ -597,6 +598,63 @@ impl Store for SqliteStore {
             None if attestation.is_none() => StartError::AttestationRequired,
             None => StartError::Unknown,
         })
+    }
+
+    async fn mark_taint(
+        &self,
+        mission: &MissionId,
+        labels: &[String],
+        via: &str,
+        at: UnixTime,
+    ) -> Result<Option<mandate_core::Taint>, StoreError> {
+        // Read, merge and write in one transaction: two answers read at
+        // once both leave their label.
+        let mut tx = self.write_tx().await?;
+        let current: Option<Option<String>> =
+            sqlx::query_scalar("SELECT taint FROM missions WHERE id = ?1")
+                .bind(mission.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!("mission `{mission}`")));
+        };
+        let current: Option<mandate_core::Taint> = current
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
+            .transpose()?;
+        if !mandate_core::Taint::adds(current.as_ref(), labels) {
+            return Ok(None);
+        }
+        let next = mandate_core::Taint::merged(current.as_ref(), labels, via, at.0);
+        sqlx::query("UPDATE missions SET taint = ?2 WHERE id = ?1")
+            .bind(mission.as_str())
+            .bind(json_text(Some(&next))?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(next))
+    }
+
+    async fn clear_taint(
+        &self,
+        mission: &MissionId,
+    ) -> Result<Option<mandate_core::Taint>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let current: Option<Option<String>> =
+            sqlx::query_scalar("SELECT taint FROM missions WHERE id = ?1")
+                .bind(mission.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!("mission `{mission}`")));
+        };
+        sqlx::query("UPDATE missions SET taint = NULL WHERE id = ?1")
+            .bind(mission.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        current
+            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
+            .transpose()
     }
 
     async fn startable(&self, token: &TokenHash, now: UnixTime) -> Result<Mission, StartError> {
@@ -865,8 +923,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO approvals (id, mission_id, request_digest, action, resource, context, \
              context_digest, reason_code, policies, status, created_at, expires_at, \
-             justification, summary, approvers, step_up) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?14, ?15)",
+             justification, summary, approvers, step_up, taint) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )
         .bind(&a.id)
         .bind(a.mission.as_str())
@@ -883,6 +941,7 @@ impl Store for SqliteStore {
         .bind(&a.summary)
         .bind(serde_json::to_string(&a.approvers).map_err(|e| corrupt("approvers", e))?)
         .bind(a.step_up)
+        .bind(json_text(a.taint.as_ref())?)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -565,6 +565,7 @@ async fn identical_escalations_join_and_the_queue_is_bounded(db: Db) {
         step_up: false,
         created_at: T0,
         expires_at: T0.plus(600),
+        taint: None,
     };
     assert_eq!(
         s.open_approval(&approval(1), 2).await.unwrap(),
@@ -615,6 +616,7 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db)
         step_up: false,
         created_at: T0,
         expires_at: T0.plus(expires),
+        taint: None,
     };
     s.open_approval(&open("apr_a", 600), 10).await.unwrap();
     s.open_approval(&open("apr_b", 5), 10).await.unwrap();
@@ -1251,6 +1253,7 @@ async fn approvals_are_listed_to_who_may_see_and_decide_them(db: Db) {
         step_up: approvers.is_empty(),
         created_at: T0.plus(at),
         expires_at: T0.plus(600),
+        taint: None,
     };
     s.open_approval(&open("apr_own", &[], 1), 10).await.unwrap();
     s.open_approval(&open("apr_carol", &["carol", "dave"], 2), 10)
@@ -1522,6 +1525,7 @@ async fn postgres_two_nodes_decide_an_approval_once() {
         step_up: false,
         created_at: T0,
         expires_at: T0.plus(600),
+        taint: None,
     };
     a.open_approval(&approval, 10).await.unwrap();
     let mut racers = Vec::new();
@@ -2414,6 +2418,7 @@ async fn a_denial_that_ends_a_mission_ends_the_missions_below_it(db: Db) {
             step_up: false,
             created_at: T0.plus(2),
             expires_at: T0.plus(600),
+            taint: None,
         },
         10,
     )

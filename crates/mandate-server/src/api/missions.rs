@@ -188,6 +188,7 @@ pub(super) fn created(
         s256,
         status: mandate_core::MissionStatus::Ready,
         attestation: None,
+        taint: None,
     };
     (
         StatusCode::CREATED,
