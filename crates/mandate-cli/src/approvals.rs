@@ -172,6 +172,13 @@ fn details(v: &ApprovalView) -> String {
         "why asked",
         &format!("{} {}", v.reason_code, v.policies.join(", ")),
     );
+    line(
+        "read before",
+        &match &v.taint {
+            Some(t) => format!("UNTRUSTED CONTENT: {}", t.describe()),
+            None => "no content labelled untrusted".to_owned(),
+        },
+    );
     line("mission", &format!("{} — \"{}\"", v.mission_id, v.goal));
     line(
         "delegation",

@@ -560,6 +560,15 @@ pub enum MissionCmd {
     /// mission that can only narrow this one); prints the child's one-time
     /// start token.
     Delegate(DelegateArgs),
+    /// Clear a mission's taint, saying what you reviewed (recorded). Its
+    /// later calls are decided as if it had read no untrusted content.
+    Untaint {
+        /// The mission id (`msn_…`).
+        id: String,
+        /// What you reviewed.
+        #[arg(long)]
+        reason: String,
+    },
     /// Show a mission and every mission delegated below it, with states.
     Tree {
         /// The mission id (`msn_…`).

@@ -912,6 +912,17 @@ async fn mission(
             }
         }
         MissionCmd::Delegate(a) => delegate(a, json).await?,
+        MissionCmd::Untaint { id, reason } => {
+            let m = client()?.clear_taint(&id, &reason).await?;
+            if json {
+                output::json(&m)?
+            } else {
+                println!(
+                    "mission {} is no longer tainted; your review is recorded: \"{reason}\"",
+                    m.id
+                );
+            }
+        }
         MissionCmd::Tree { id } => {
             let tree = client()?.mission_tree(&id).await?;
             if json {

@@ -125,6 +125,12 @@ pub fn mission_details(m: &MissionView) -> String {
     for r in &m.attestation_required {
         line("requires", r.describe());
     }
+    if let Some(t) = &m.taint {
+        line(
+            "tainted",
+            format!("since {}: {}", when(t.since), t.describe()),
+        );
+    }
     match &m.attestation {
         Some(a) => line(
             "attested",

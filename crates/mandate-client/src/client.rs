@@ -233,6 +233,17 @@ impl Client {
         self.get(&format!("/v1/missions/{}", segment(id)?)).await
     }
 
+    /// Clears a mission's taint: you reviewed what it read (`reason`).
+    pub async fn clear_taint(&self, id: &str, reason: &str) -> Result<MissionView, ClientError> {
+        self.post(
+            &format!("/v1/missions/{}/taint/clear", segment(id)?),
+            &mandate_core::wire::ClearTaintRequest {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
+
     /// A mission and every mission delegated below it, parents first.
     pub async fn mission_tree(&self, id: &str) -> Result<Vec<MissionView>, ClientError> {
         self.get(&format!("/v1/missions/{}/tree", segment(id)?))

@@ -100,6 +100,15 @@ pub struct AgentView {
     pub attestation: Option<crate::AttestationRequirement>,
 }
 
+/// `POST /v1/missions/{id}/taint/clear`: a person says what they reviewed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClearTaintRequest {
+    /// What was reviewed (1 to 200 characters).
+    pub reason: String,
+}
+
 /// `PUT /v1/agents/{name}/attestation`: the agent's new requirement
 /// (`null`: none). Missions created before keep theirs; no mission of the
 /// agent starts without what the registration requires at its start.
@@ -163,6 +172,9 @@ pub struct MissionView {
     /// The evidence it was started with, as verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<crate::Attestation>,
+    /// The untrusted content it has read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taint: Option<crate::Taint>,
     /// The mission this one was delegated from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
@@ -604,6 +616,10 @@ pub struct ApprovalView {
     pub decision_reason: Option<String>,
     pub grant: Option<String>,
     pub ended_mission: bool,
+    /// The untrusted content the mission had read when the call
+    /// escalated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taint: Option<crate::Taint>,
 }
 
 /// A vaulted secret's metadata (never the secret).

@@ -351,6 +351,14 @@ impl Enforcer {
     }
 
     /// The current organisation policies.
+    /// Forgets what is remembered of a mission as an ancestor (its taint
+    /// changed): the next call below it reads it again.
+    pub fn forget_ancestor(&self, s256: &str) {
+        if let Ok(mut cache) = self.ancestors.lock() {
+            cache.remove(s256);
+        }
+    }
+
     pub fn org(&self) -> Result<Arc<OrgState>, EnforceError> {
         self.org
             .read()
@@ -573,9 +581,17 @@ impl Enforcer {
         mission: &Mission,
         call: &Call<'_>,
         who: &Who,
-        extra: Map,
+        mut extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
+        // What untrusted content the mission had read when it decided:
+        // `audit explain` tells it.
+        if let Some(t) = &mission.taint {
+            extra.insert(
+                "taint".into(),
+                serde_json::json!({ "labels": t.labels, "since": t.since, "sources": t.sources }),
+            );
+        }
         // Taken by the first record this call makes.
         let mut claim = call.claim.clone();
         let (response, permit) = match self

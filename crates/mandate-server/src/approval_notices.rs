@@ -72,6 +72,7 @@ pub(crate) fn view(r: &ApprovalRecord) -> Result<ApprovalView, Problem> {
         decision_reason: r.decision_reason.clone(),
         grant: r.grant.clone(),
         ended_mission: r.ended_mission,
+        taint: r.taint.clone(),
     })
 }
 

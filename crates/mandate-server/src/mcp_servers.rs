@@ -67,6 +67,11 @@ pub struct McpServerConfig {
     /// Which attested code or workloads may call at all (implies
     /// `attested`), as an agent's registration names them.
     pub attestation: Option<mandate_core::AttestationRequirement>,
+    /// The server answers with content nobody vouches for: the results of
+    /// its tools, resources and prompts taint the mission with these
+    /// labels, unless a tool says otherwise (ADR 0021).
+    #[serde(default)]
+    pub taint: Vec<String>,
     /// Largest JSON-RPC message from the agent or the server (bytes);
     /// default 1 MiB.
     pub max_message_bytes: Option<usize>,
@@ -100,6 +105,9 @@ pub struct McpToolConfig {
     /// `["amount"]`); a call without them is refused.
     #[serde(default)]
     pub context_from_arguments: Vec<String>,
+    /// The labels this tool's results taint the mission with, instead of
+    /// the server's `taint` (`[]`: this tool's results are trusted).
+    pub taint: Option<Vec<String>>,
 }
 
 /// A server checked at start.
@@ -152,6 +160,15 @@ impl McpServer {
         }
         if let Some(r) = &config.attestation {
             r.validate().map_err(|m| err(format!("attestation: {m}")))?;
+        }
+        let labels = config
+            .taint
+            .iter()
+            .chain(config.tools.iter().flat_map(|t| t.taint.iter().flatten()));
+        if let Some(l) = labels.clone().find(|l| !mandate_core::valid_taint_label(l)) {
+            return Err(err(format!(
+                "taint: `{l}` is not a label (1 to 64 of a-z, 0-9, `_`, `-`, `.`)"
+            )));
         }
         match (&config.command, &config.url) {
             (Some(c), None) if !c.trim().is_empty() => {}
@@ -279,6 +296,19 @@ impl McpServer {
     #[must_use]
     pub fn max_sessions(&self) -> usize {
         self.config.max_sessions.unwrap_or(64)
+    }
+
+    /// The labels a result of `method` on `name` (a tool, resource URI or
+    /// prompt) taints the mission with.
+    #[must_use]
+    pub fn taint_for(&self, method: &str, name: &str) -> Vec<String> {
+        let tool = (method == "tools/call")
+            .then(|| self.config.tools.iter().find(|t| t.name == name))
+            .flatten();
+        match tool.and_then(|t| t.taint.as_ref()) {
+            Some(labels) => labels.clone(),
+            None => self.config.taint.clone(),
+        }
     }
 
     #[must_use]

@@ -61,6 +61,11 @@ pub struct RouteConfig {
     /// `attested`): SPIFFE IDs, launchers, code digests, as an agent's
     /// registration names them.
     pub attestation: Option<mandate_core::AttestationRequirement>,
+    /// The upstream answers with content nobody vouches for (mail, a
+    /// calendar, web pages): its answers taint the mission with these
+    /// labels (ADR 0021).
+    #[serde(default)]
+    pub taint: Vec<String>,
     /// Largest request body (bytes); default 1 MiB.
     pub max_body_bytes: Option<usize>,
     /// Upstream timeout (milliseconds); default 30 s.
@@ -167,6 +172,15 @@ impl Route {
             })?;
         if let Some(r) = &config.attestation {
             r.validate().map_err(|m| err(format!("attestation: {m}")))?;
+        }
+        if let Some(l) = config
+            .taint
+            .iter()
+            .find(|l| !mandate_core::valid_taint_label(l))
+        {
+            return Err(err(format!(
+                "taint: `{l}` is not a label (1 to 64 of a-z, 0-9, `_`, `-`, `.`)"
+            )));
         }
         if config.rules.is_empty() {
             return Err(err("no `[[routes.rules]]`: nothing would be allowed".into()));
@@ -495,6 +509,7 @@ mod tests {
             labels: vec!["untrusted_content".into()],
             required_trust: None,
             attestation: None,
+            taint: Vec::new(),
             max_body_bytes: None,
             timeout_ms: None,
             forward_headers: vec![],

@@ -669,6 +669,28 @@ pub(super) async fn explain(
             ", before any policy was consulted".to_owned()
         };
         story.push(format!("Decision: {} ({code}){by}.", f("decision")));
+        story.push(match b.get("taint").filter(|t| !t.is_null()) {
+            None => "The mission had read no content labelled untrusted when this was decided.".to_owned(),
+            Some(t) => {
+                let sources: Vec<String> = t
+                    .get("sources")
+                    .and_then(|s| s.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .map(|s| {
+                                let g = |k: &str| s.get(k).map(|v| v.to_string().trim_matches('"').to_owned()).unwrap_or_default();
+                                format!("{} ({} at t={})", g("label"), g("via"), g("at"))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "The mission was tainted when this was decided: it had read untrusted content since t={}: {}.",
+                    t.get("since").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                    sources.join(", ")
+                )
+            }
+        });
         if let Some(hop) = b.get("hop") {
             let h = |k: &str| {
                 hop.get(k)

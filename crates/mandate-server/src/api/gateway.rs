@@ -188,6 +188,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     //    or answered. The request goes into the pipeline and comes back
     //    only inside the permit of an Allow.
     let extra = gateway_fields(&route, &request, &body);
+    let via = format!("route {} {} {sub_path}", route.name(), parts.method);
     let outbound = Outbound {
         parts,
         sub_path: sub_path.to_owned(),
@@ -197,7 +198,13 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     let (resp, permit) = enforce(s, "gateway", &mission, &call, &who, extra, outbound).await?;
     // 6. The effect.
     match permit {
-        Some(permit) => forward(s, &route, permit, &claims, &mission).await,
+        Some(permit) => {
+            let answer = forward(s, &route, permit, &claims, &mission).await?;
+            // The agent reads what the upstream said: a route of untrusted
+            // content taints the mission before the answer reaches it.
+            super::taint::mark(s, &mission, &route.config.taint, &via).await?;
+            Ok(answer)
+        }
         None => Ok(refusal(&resp)),
     }
 }

@@ -1265,6 +1265,9 @@ async fn request(
         Err(e) => return Ok(rpc_reply(StatusCode::OK, &id, INVALID_REQUEST, e)),
     };
     msg["id"] = json!(flight.n);
+    // What a gated call's answer taints the mission with, and how the
+    // source is named.
+    let mut taint = (Vec::new(), String::new());
     let outbound = if GATED.contains(&method) {
         let id = &id;
         let refuse = |tag: &'static str, detail: String| async move {
@@ -1327,6 +1330,15 @@ async fn request(
                 arguments.clone().map_or_else(|| json!({}), Value::Object),
             );
         }
+        let name = ["name", "uri"]
+            .iter()
+            .find_map(|k| msg["params"][*k].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        taint = (
+            x.server.taint_for(method, &name),
+            format!("mcp {} {method} {name}", x.server.name()),
+        );
         // INVARIANT: the decision is durable before anything is forwarded
         // or answered. The message goes into the pipeline and comes back
         // only inside the permit of an Allow.
@@ -1361,14 +1373,28 @@ async fn request(
         method.to_owned(),
     );
     let deadline = tokio::time::Instant::now() + x.server.timeout();
+    let (labels, via) = taint;
     tokio::spawn(async move {
         let _flight = flight;
+        let mut marked = labels.is_empty();
         loop {
             tokio::select! {
                 m = rx.recv() => {
                     let Some(m) = m else { break };
                     let last = m.get("method").is_none();
                     let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
+                    // Untrusted content taints the mission before the
+                    // agent reads any of it; if that cannot be recorded,
+                    // the agent gets an error instead.
+                    let m = if marked {
+                        m
+                    } else if crate::api::taint::mark(&s2, &m2, &labels, &via).await.is_ok() {
+                        marked = true;
+                        m
+                    } else {
+                        let _ = out_tx.try_send(rpc_error(&id, INTERNAL_ERROR, "the answer could not be recorded as untrusted content; it was withheld", None));
+                        break;
+                    };
                     match tokio::time::timeout_at(deadline, out_tx.send(m)).await {
                         Ok(Ok(())) if last => break,
                         Ok(Ok(())) => {}

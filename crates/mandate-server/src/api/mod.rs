@@ -14,6 +14,7 @@ mod openapi;
 mod policies;
 mod principals;
 mod revocations;
+mod taint;
 mod vault;
 mod wellknown;
 
@@ -61,6 +62,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(missions::show))
         .routes(routes!(missions::refresh))
         .routes(routes!(missions::end))
+        .routes(routes!(taint::clear))
         .routes(routes!(missions::current))
         .routes(routes!(missions::introspect))
         .routes(routes!(delegations::propose))
@@ -208,6 +210,7 @@ pub(crate) fn mission_view(m: &Mission, now: UnixTime) -> MissionView {
         jkt: m.jkt().map(ToString::to_string),
         attestation_required: m.body.attestation.clone(),
         attestation: m.attestation.clone(),
+        taint: m.taint.clone(),
         parent: m.body.parent().map(|p| p.id.to_string()),
         depth: m.body.depth(),
     }
