@@ -138,6 +138,8 @@ fn bare_inputs(m: &Mission) -> (Request, Entities) {
             ("goal".to_owned(), s(&m.body.goal)),
             ("tags".to_owned(), RestrictedExpression::new_set([])),
             ("attested".to_owned(), RestrictedExpression::new_bool(false)),
+            ("tainted".to_owned(), RestrictedExpression::new_bool(false)),
+            ("taint".to_owned(), RestrictedExpression::new_set([])),
             ("budget".to_owned(), l(m.body.budget.requests)),
             ("budget_used".to_owned(), l(0)),
             ("started_at".to_owned(), l(NOW.0)),
@@ -236,6 +238,25 @@ fn decision(c: &mut Criterion) {
     });
     g.bench_function("mandate_decide", |b| {
         b.iter(|| black_box(decide(&org, &compiled, &grants, &req)))
+    });
+    // The same call from a mission that read untrusted content of two
+    // kinds: its taint is on the Mission entity policy reads.
+    let mut tainted = m.clone();
+    let t =
+        mandate_core::Taint::merged(None, &["calendar".into()], "route calendar GET /e/1", NOW.0);
+    tainted.taint = Some(mandate_core::Taint::merged(
+        Some(&t),
+        &["web".into()],
+        "mcp web tools/call fetch",
+        NOW.0,
+    ));
+    let tainted_req = DecisionRequest {
+        mission: &tainted,
+        ..req.clone()
+    };
+    assert_eq!(decide(&org, &compiled, &grants, &tainted_req).code, "scope");
+    g.bench_function("mandate_decide_tainted", |b| {
+        b.iter(|| black_box(decide(&org, &compiled, &grants, &tainted_req)))
     });
     g.finish();
 
