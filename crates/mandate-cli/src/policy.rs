@@ -144,6 +144,9 @@ struct TestMission {
     /// (`Mission.attested`, `workload`, `code_digest`; `context.trust` =
     /// `"attested"`).
     attested: Option<TestAttested>,
+    /// The mission as if it had read content with these labels
+    /// (`Mission.tainted`, `taint`, `tainted_at`).
+    taint: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,7 +252,12 @@ fn test(file: &Path, json: bool) -> anyhow::Result<()> {
             started_at: now,
         },
         attestation: spec.mission.attested.as_ref().map(test_attestation),
-        taint: None,
+        taint: spec
+            .mission
+            .taint
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .map(|l| mandate_core::Taint::merged(None, l, "policy test", now.0)),
     };
 
     let (mut passed, mut failed) = (0, 0);

@@ -385,6 +385,28 @@ fn policy_tests_cover_attested_missions() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // Taint in a test file: a policy on `principal.mission.tainted`.
+    std::fs::write(
+        dir.path().join("mail.cedar"),
+        "@id(\"no-writes-after-untrusted\")\nforbid(principal, action == Action::\"delete\", resource) when { principal.mission.tainted };\n",
+    )
+    .unwrap();
+    let tainted = dir.path().join("tainted.test.toml");
+    std::fs::write(
+        &tainted,
+        format!(
+            "policies = \".\"\n[mission]\nscope = \"scope.cedar\"\nattested = {{ code_digest = \"{digest}\" }}\ntaint = [\"calendar\"]\n\
+             [[case]]\nname = \"deletes\"\naction = \"delete\"\nresource = {{ type = \"Resource\", id = \"x\" }}\nexpect = \"deny\"\n\
+             policies = [\"mail.cedar/no-writes-after-untrusted\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = run(&["policy", "test", tainted.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The same unattested mission expected to write: the case fails.
     let out = case("", "allow");
     assert!(!out.status.success());

@@ -995,3 +995,37 @@ async fn a_delegated_mission_gets_only_what_every_hop_allows() {
     );
     c.exit();
 }
+
+/// A server labelled untrusted taints the mission when its answer reaches
+/// the agent — a resource read here — unless the tool says its results are
+/// trusted (`taint = []`); the source is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_servers_answers_taint_the_mission_before_the_agent_reads_them() {
+    let (server, _p, s, url) = lab(
+        "taint = [\"web\"]\n\n[[mcp_servers.tools]]\nname = \"echo\"\naction = \"call_tool\"\ntaint = []\n",
+    )
+    .await;
+    let alice = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice);
+    let id = s.agent.mission_id().to_string();
+    let (mut c, _) = McpClient::connect(&url, &s);
+    assert_eq!(text(&c.call("echo", json!({"text": "hi"}))), "hi");
+    assert!(
+        alice.mission(&id).await.unwrap().taint.is_none(),
+        "a trusted tool's answer taints nothing"
+    );
+    let read = c.send(json!({"op": "read", "uri": "notes://public"}));
+    assert_eq!(
+        read["result"]["contents"][0]["text"], "public notes",
+        "{read}"
+    );
+    let taint = alice.mission(&id).await.unwrap().taint.expect("tainted");
+    assert_eq!(taint.labels.iter().collect::<Vec<_>>(), vec!["web"]);
+    assert_eq!(
+        taint.sources[0].via,
+        "mcp lab resources/read notes://public"
+    );
+    assert_eq!(audit(&server, &s, "mission.tainted").len(), 1);
+    c.exit();
+}
