@@ -2436,3 +2436,51 @@ async fn a_denial_that_ends_a_mission_ends_the_missions_below_it(db: Db) {
     assert_eq!(ended_as(s.as_ref(), &root).await, Some(EndReason::Revoked));
     assert_eq!(ended_as(s.as_ref(), &child).await, Some(EndReason::Revoked));
 }
+
+both!(a_missions_taint_only_grows_until_cleared);
+
+/// A mission's taint gains labels (the first source of each kept), never
+/// loses them on its own, survives racing marks, and goes only when
+/// cleared.
+async fn a_missions_taint_only_grows_until_cleared(db: Db) {
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let (id, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let cal = vec!["calendar".to_owned()];
+    let t = s
+        .mark_taint(&id, &cal, "route calendar GET /e/1", T0.plus(1))
+        .await
+        .unwrap()
+        .expect("a new label is written");
+    assert_eq!(t.since, T0.plus(1).0);
+    assert!(
+        s.mark_taint(&id, &cal, "route calendar GET /e/2", T0.plus(2))
+            .await
+            .unwrap()
+            .is_none(),
+        "a label it has already is not written again"
+    );
+    // Two answers of new kinds at once: both labels land.
+    let (web, email) = (vec!["web".to_owned()], vec!["email".to_owned()]);
+    let (a, b) = tokio::join!(
+        s.mark_taint(&id, &web, "mcp web tools/call fetch", T0.plus(3)),
+        s.mark_taint(&id, &email, "route mail GET /inbox", T0.plus(3)),
+    );
+    a.unwrap();
+    b.unwrap();
+    let m = s.mission(&id).await.unwrap().unwrap();
+    let taint = m.taint.expect("tainted");
+    assert_eq!(
+        taint.labels.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["calendar", "email", "web"]
+    );
+    assert_eq!(taint.since, T0.plus(1).0);
+    assert_eq!(taint.sources[0].via, "route calendar GET /e/1");
+    assert_eq!(s.clear_taint(&id).await.unwrap(), Some(taint));
+    assert!(s.mission(&id).await.unwrap().unwrap().taint.is_none());
+    let unknown = MissionId::generate(&OsRandom).unwrap();
+    assert!(matches!(
+        s.mark_taint(&unknown, &cal, "x", T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
