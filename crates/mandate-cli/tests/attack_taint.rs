@@ -2,9 +2,9 @@
 //! content from a source labelled untrusted without its mission being
 //! tainted, or has the taint removed while it reads, and what held.
 //!
-//! Tests named `attack_…` fail on the implementation they were written
-//! against (each states what should happen); tests named `held_…` pass and
-//! stay as regression tests.
+//! Each test states what must hold; `attack_…` tests were written against
+//! holes since closed, `held_…` tests against attacks that failed from the
+//! start. All stay as regression tests.
 //!
 //! The MCP tests use a raw stdio MCP server (Python, standard library only,
 //! written to a temporary directory) so that what it sends, and when, is
@@ -228,21 +228,11 @@ async fn taint_of(alice: &Client, agent: &MissionAgent) -> Option<mandate_core::
         .taint
 }
 
-/// FINDING (gateway and MCP): a read in flight while a person clears the
-/// mission's taint delivers untrusted content and leaves the mission clean.
-///
-/// `taint::mark` skips the store when the mission *as loaded at the start of
-/// the call* already has the label (`Taint::adds(mission.taint, …)`,
-/// crates/mandate-server/src/api/taint.rs). A clearing that lands while the
-/// upstream answers makes that snapshot stale: the answer arrives after the
-/// clearing, nothing is marked, and the agent's next mail is decided as for
-/// a mission that read nothing. The person's "reviewed" note covers content
-/// they never saw. The upstream (e.g. a web page the attacker serves) sets
-/// how long the window is. The MCP answer loop has the same cause (it marks
-/// with `caller.mission` as loaded for the call, mcp.rs `m2`).
-///
-/// Should: content delivered after a clearing taints the mission again
-/// (mark against the stored taint, not the loaded one).
+/// A read in flight while a person clears the mission's taint taints the
+/// mission again when its answer arrives: the stored taint decides, not
+/// the mission as loaded when the call began. (Otherwise the person's
+/// "reviewed" note would cover content they never saw, for as long as the
+/// upstream chose to take.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_a_read_in_flight_across_a_clearing_leaves_the_mission_clean() {
     let w = world().await;
@@ -647,21 +637,11 @@ impl Sse {
     }
 }
 
-/// FINDING: a request of a labelled server to the agent
-/// (`sampling/createMessage`, whose messages are the server's text for the
-/// agent's model) reaches the agent on its `GET` stream without tainting
-/// the mission; while the agent handles it, the call that triggered it is
-/// still pending, so a `send` the poison asks for is decided as for a
-/// clean mission and goes through.
-///
-/// Where: `Session::deliver` (crates/mandate-server/src/api/mcp.rs) hands
-/// server requests and notifications to the listener (or the backlog, or
-/// any pending request's stream) and never marks; only the gated call's
-/// own answer loop (`request`, mcp.rs ~1391) marks.
-///
-/// Should: anything a server labelled untrusted sends the agent — requests,
-/// notifications, on any stream — taints the mission before it is
-/// delivered (with the server's labels).
+/// A request of a labelled server to the agent (`sampling/createMessage`,
+/// whose messages are the server's text for the agent's model) taints the
+/// mission before it reaches the agent on its `GET` stream: a `send` the
+/// poison asks for, made while the triggering call is still pending, is
+/// decided as for a tainted mission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_a_sampling_request_of_an_untrusted_server_reaches_the_agent_untainted() {
     let mut raw = Raw::start().await;
@@ -717,13 +697,9 @@ async fn attack_a_sampling_request_of_an_untrusted_server_reaches_the_agent_unta
     let _ = fetch.next().await;
 }
 
-/// FINDING: a notification a labelled server sends unasked
-/// (`notifications/message`, a log line the agent's client shows its
-/// model) reaches the agent's `GET` stream without tainting the mission,
-/// then or ever.
-///
-/// Where: as above, `Session::deliver` (mcp.rs) and `listen` (mcp.rs) pass
-/// server messages through with no mark.
+/// A notification a labelled server sends unasked (`notifications/message`,
+/// a log line the agent's client shows its model) taints the mission before
+/// it reaches the agent's `GET` stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_an_unsolicited_log_message_of_an_untrusted_server_reaches_the_agent_untainted() {
     let mut raw = Raw::start().await;
@@ -738,22 +714,11 @@ async fn attack_an_unsolicited_log_message_of_an_untrusted_server_reaches_the_ag
     );
 }
 
-/// FINDING: what a labelled server says outside gated calls — the
-/// `instructions` of its `initialize` answer (which MCP clients put into
-/// the model's system prompt) and its tool descriptions in `tools/list`
-/// (the classic "tool poisoning" vector) — reaches the agent verbatim and
-/// taints nothing. docs/isolation.md says `taint` covers "every tool,
-/// resource and prompt of this server"; it covers only the answers of
-/// `tools/call`, `resources/read`, `resources/subscribe` and `prompts/get`.
-///
-/// Where: `initialize` (mcp.rs, answers `json_response(&answer)`) and
-/// `request` (mcp.rs ~1270: `taint` is set only inside
-/// `if GATED.contains(&method)`).
-///
-/// Should: the answers of `initialize` and of listings (and
-/// `completion/complete`) of a server labelled untrusted taint the mission
-/// too — or the docs say plainly that they do not and the operator must
-/// vet the server's metadata.
+/// What a labelled server says outside gated calls — the `instructions`
+/// of its `initialize` answer (which MCP clients put into the model's
+/// system prompt) and its tool descriptions in `tools/list` ("tool
+/// poisoning") — taints the mission, unless the server's metadata was
+/// vetted (`taint_metadata = false`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_instructions_and_tool_descriptions_of_an_untrusted_server_taint_nothing() {
     let mut raw = Raw::start().await;

@@ -998,11 +998,12 @@ async fn a_delegated_mission_gets_only_what_every_hop_allows() {
 
 /// A server labelled untrusted taints the mission when its answer reaches
 /// the agent — a resource read here — unless the tool says its results are
-/// trusted (`taint = []`); the source is named.
+/// trusted (`taint = []`); the source is named. (Its metadata is vetted
+/// here, `taint_metadata = false`: its listings taint nothing.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_servers_answers_taint_the_mission_before_the_agent_reads_them() {
     let (server, _p, s, url) = lab(
-        "taint = [\"web\"]\n\n[[mcp_servers.tools]]\nname = \"echo\"\naction = \"call_tool\"\ntaint = []\n",
+        "taint = [\"web\"]\ntaint_metadata = false\n\n[[mcp_servers.tools]]\nname = \"echo\"\naction = \"call_tool\"\ntaint = []\n",
     )
     .await;
     let alice = mandate_client::Client::new(server.url())

@@ -72,6 +72,11 @@ pub struct McpServerConfig {
     /// labels, unless a tool says otherwise (ADR 0021).
     #[serde(default)]
     pub taint: Vec<String>,
+    /// Whether the server's own metadata — its `initialize` instructions
+    /// and its listings (tool, resource and prompt descriptions) — taints
+    /// as well (default: yes; a server whose metadata you vetted may say
+    /// no).
+    pub taint_metadata: Option<bool>,
     /// Largest JSON-RPC message from the agent or the server (bytes);
     /// default 1 MiB.
     pub max_message_bytes: Option<usize>,
@@ -308,6 +313,24 @@ impl McpServer {
         match tool.and_then(|t| t.taint.as_ref()) {
             Some(labels) => labels.clone(),
             None => self.config.taint.clone(),
+        }
+    }
+
+    /// The labels what the server sends on its own (requests,
+    /// notifications) taints the mission with.
+    #[must_use]
+    pub fn taint_unasked(&self) -> &[String] {
+        &self.config.taint
+    }
+
+    /// The labels the server's metadata (`initialize` instructions,
+    /// listings) taints the mission with.
+    #[must_use]
+    pub fn taint_metadata(&self) -> &[String] {
+        if self.config.taint_metadata.unwrap_or(true) {
+            &self.config.taint
+        } else {
+            &[]
         }
     }
 

@@ -699,14 +699,16 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             let Some(x) = session else {
                 return Ok(need_session());
             };
-            listen(&x)
+            listen(s, &x, &caller.mission)
         }
         _ => post(s, &server, session, caller, &body).await,
     }
 }
 
-/// The agent's `GET` stream: what the server sends unasked.
-fn listen(x: &Arc<Session>) -> Result<Response, Problem> {
+/// The agent's `GET` stream: what the server sends unasked. A server
+/// labelled untrusted taints the mission before each message reaches the
+/// agent.
+fn listen(s: &AppState, x: &Arc<Session>, mission: &Mission) -> Result<Response, Problem> {
     let (tx, mut rx) = mpsc::channel(BACKLOG);
     {
         let mut st = x.st.lock().map_err(|_| Problem::internal())?;
@@ -726,6 +728,7 @@ fn listen(x: &Arc<Session>) -> Result<Response, Problem> {
     }
     let mut closed = x.closed.subscribe();
     let (out_tx, out_rx) = mpsc::channel::<Value>(BACKLOG);
+    let (s, x, mission) = (s.clone(), Arc::clone(x), mission.clone());
     tokio::spawn(async move {
         loop {
             let m = tokio::select! {
@@ -734,6 +737,18 @@ fn listen(x: &Arc<Session>) -> Result<Response, Problem> {
                 () = out_tx.closed() => None,
             };
             let Some(m) = m else { break };
+            let via = format!(
+                "mcp {} {}",
+                x.server.name(),
+                m.get("method").and_then(Value::as_str).unwrap_or("message")
+            );
+            if crate::api::taint::mark(&s, &mission, x.server.taint_unasked(), &via)
+                .await
+                .is_err()
+            {
+                // Untracked untrusted content is not delivered.
+                break;
+            }
             // A reader that stops reading does not hold this task past the
             // session's end.
             tokio::select! {
@@ -1068,6 +1083,14 @@ async fn initialize(
     }
     drop(slot);
     session.touch();
+    // The server's instructions are its metadata: untrusted if it is.
+    crate::api::taint::mark(
+        s,
+        &caller.mission,
+        server.taint_metadata(),
+        &format!("mcp {} initialize", server.name()),
+    )
+    .await?;
     let mut r = json_response(StatusCode::OK, &answer);
     if let Ok(v) = HeaderValue::from_str(&sid) {
         r.headers_mut().insert("mcp-session-id", v);
@@ -1265,9 +1288,13 @@ async fn request(
         Err(e) => return Ok(rpc_reply(StatusCode::OK, &id, INVALID_REQUEST, e)),
     };
     msg["id"] = json!(flight.n);
-    // What a gated call's answer taints the mission with, and how the
-    // source is named.
-    let mut taint = (Vec::new(), String::new());
+    // What the call's answer taints the mission with, and how the source
+    // is named: a gated call's by its tool (or the server), an ungated
+    // one's (a listing) by the server's metadata labels.
+    let mut taint = (
+        x.server.taint_metadata().to_vec(),
+        format!("mcp {} {method}", x.server.name()),
+    );
     let outbound = if GATED.contains(&method) {
         let id = &id;
         let refuse = |tag: &'static str, detail: String| async move {
@@ -1376,7 +1403,6 @@ async fn request(
     let (labels, via) = taint;
     tokio::spawn(async move {
         let _flight = flight;
-        let mut marked = labels.is_empty();
         loop {
             tokio::select! {
                 m = rx.recv() => {
@@ -1384,17 +1410,21 @@ async fn request(
                     let last = m.get("method").is_none();
                     let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
                     // Untrusted content taints the mission before the
-                    // agent reads any of it; if that cannot be recorded,
-                    // the agent gets an error instead.
-                    let m = if marked {
-                        m
-                    } else if crate::api::taint::mark(&s2, &m2, &labels, &via).await.is_ok() {
-                        marked = true;
-                        m
+                    // agent reads any of it: the answer by the call's
+                    // labels, what the server sends on its own meanwhile
+                    // (its requests, notifications) by the server's. If
+                    // that cannot be recorded, the agent gets an error
+                    // instead.
+                    let marked = if last {
+                        crate::api::taint::mark(&s2, &m2, &labels, &via).await
                     } else {
+                        let via = format!("mcp {} {}", x2.server.name(), m.get("method").and_then(Value::as_str).unwrap_or("message"));
+                        crate::api::taint::mark(&s2, &m2, x2.server.taint_unasked(), &via).await
+                    };
+                    if marked.is_err() {
                         let _ = out_tx.try_send(rpc_error(&id, INTERNAL_ERROR, "the answer could not be recorded as untrusted content; it was withheld", None));
                         break;
-                    };
+                    }
                     match tokio::time::timeout_at(deadline, out_tx.send(m)).await {
                         Ok(Ok(())) if last => break,
                         Ok(Ok(())) => {}

@@ -21,9 +21,18 @@ pub(crate) async fn mark(
     labels: &[String],
     via: &str,
 ) -> Result<(), Problem> {
-    // The mission as loaded for this call: most calls add nothing.
-    if labels.is_empty() || !Taint::adds(mission.taint.as_ref(), labels) {
+    if labels.is_empty() {
         return Ok(());
+    }
+    // The mission as loaded for this call may be out of date — a person
+    // may have cleared its taint while the answer was on its way — so when
+    // it says there is nothing to add, the stored taint decides (a point
+    // read; the write below happens only when a label is added).
+    if !Taint::adds(mission.taint.as_ref(), labels) {
+        let stored = s.0.store.mission(&mission.body.id).await?;
+        if stored.is_some_and(|m| !Taint::adds(m.taint.as_ref(), labels)) {
+            return Ok(());
+        }
     }
     let now = s.0.clock.now();
     if let Some(t) =
