@@ -19,6 +19,7 @@ mod ids;
 mod jwk;
 mod keys;
 pub mod mcp_message;
+mod memory;
 mod mission;
 pub mod names;
 #[cfg(feature = "openapi")]
@@ -65,6 +66,12 @@ pub use grant::{ExactGrant, GrantScope, pattern_policy, request_digest};
 pub use ids::{AgentName, ApiTokenId, ApprovalId, GrantId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
 pub use keys::{AuthorityKey, LauncherKey, MissionKey};
+pub use memory::{
+    MAX_ENTRIES as MAX_MEMORY_ENTRIES, MAX_KEY_BYTES as MAX_MEMORY_KEY_BYTES,
+    MAX_MISSION_BYTES as MAX_MEMORY_BYTES, MAX_PROMOTED_KEYS,
+    MAX_SOURCE_CHARS as MAX_MEMORY_SOURCE_CHARS, MAX_VALUE_BYTES as MAX_MEMORY_VALUE_BYTES,
+    MemoryError, MemoryKey, MemoryValue, memory_via, note_via, quoted as json_quoted,
+};
 pub use mission::{
     Budget, ChildSpec, EndReason, Mission, MissionBody, MissionLimits, MissionPolicies,
     MissionSpec, MissionState, MissionStatus, OutOfScope, mission_s256,

@@ -9,6 +9,12 @@ use crate::credential::MissionClaims;
 use crate::decision::{Decision, ResourceRef};
 use crate::mission::{EndReason, MissionPolicies, MissionState, OutOfScope};
 
+mod memory;
+pub use memory::{
+    MemoryEntryView, MemoryListView, NoteEntryView, NoteView, NotesView, PromoteMemoryRequest,
+    PromotedView, PutMemoryRequest,
+};
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

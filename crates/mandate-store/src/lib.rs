@@ -5,6 +5,7 @@
 
 mod direct;
 mod error;
+mod memory;
 mod model;
 mod pg_audit;
 mod postgres;
@@ -12,6 +13,7 @@ mod rows;
 mod sqlite;
 
 pub use error::{ApprovalError, DelegateError, StartError, StoreError};
+pub use memory::{MemoryDeleted, MemoryEntry, MemoryWriteError, NewMemoryEntry, Note, Promotion};
 pub use model::{
     Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter,
     GrantRecord, NewApproval, NewDelegation, NewGrant, NewMission, Principal, Resolution,
@@ -167,7 +169,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         reason: EndReason,
         by: &str,
         now: UnixTime,
-    ) -> Result<Mission, StoreError>;
+    ) -> Result<Mission, StoreError> {
+        self.end_mission_forgetting(id, reason, by, now)
+            .await
+            .map(|(m, _)| m)
+    }
+    /// [`Self::end_mission`], returning also the memory it deleted.
+    ///
+    /// INVARIANT (here, in [`Self::revoke`] and in
+    /// [`Self::resolve_approval_forgetting`]): the transaction that ends a
+    /// mission deletes its memory entries, and those of every mission it
+    /// ends below it, before it commits.
+    async fn end_mission_forgetting(
+        &self,
+        id: &MissionId,
+        reason: EndReason,
+        by: &str,
+        now: UnixTime,
+    ) -> Result<(Mission, Vec<MemoryDeleted>), StoreError>;
     /// Records an issued credential.
     async fn record_credential(
         &self,
@@ -213,10 +232,65 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         reason: &str,
         resolution: &Resolution,
         now: UnixTime,
-    ) -> Result<ApprovalRecord, ApprovalError>;
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        self.resolve_approval_forgetting(id, by, reason, resolution, now)
+            .await
+            .map(|(r, _)| r)
+    }
+    /// [`Self::resolve_approval`], returning also the memory deleted with
+    /// the missions a denial ended.
+    async fn resolve_approval_forgetting(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+        resolution: &Resolution,
+        now: UnixTime,
+    ) -> Result<(ApprovalRecord, Vec<MemoryDeleted>), ApprovalError>;
     /// Marks pending requests that expired, or whose mission ended, as
     /// expired, and returns them.
     async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError>;
+
+    // --- mission memory and agent notes (docs/memory.md) ---
+
+    /// Writes (or overwrites) an entry of a mission's memory, stamped with
+    /// the mission's taint as this transaction reads it, only if the
+    /// mission is active and unexpired at `now`
+    /// ([`MemoryWriteError::MissionNotActive`]) and the mission then keeps
+    /// no more than the limits allow ([`MemoryWriteError::Limit`]).
+    async fn memory_put(&self, e: &NewMemoryEntry) -> Result<MemoryEntry, MemoryWriteError>;
+    async fn memory_get(
+        &self,
+        mission: &MissionId,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<Option<MemoryEntry>, StoreError>;
+    /// A mission's entries, by key (bytewise).
+    async fn memory_list(&self, mission: &MissionId) -> Result<Vec<MemoryEntry>, StoreError>;
+    /// Returns whether there was one.
+    async fn memory_delete(
+        &self,
+        mission: &MissionId,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<bool, StoreError>;
+    /// Copies the named entries of an active mission into its agent's notes
+    /// (replacing notes of the same keys), with their provenance and taint,
+    /// all or none: a key that names no entry
+    /// ([`MemoryWriteError::NoSuchEntry`]), an ephemeral agent, or notes
+    /// past the limits refuse the whole promotion.
+    async fn promote_notes(
+        &self,
+        p: &Promotion,
+    ) -> Result<(AgentName, Vec<Note>), MemoryWriteError>;
+    /// An agent's notes, by key (bytewise).
+    async fn notes(&self, agent: &AgentName) -> Result<Vec<Note>, StoreError>;
+    async fn note(
+        &self,
+        agent: &AgentName,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<Option<Note>, StoreError>;
+    /// Deletes the entries of every mission past its expiry at `now` (or
+    /// ended), and returns what it deleted, per mission.
+    async fn sweep_expired_memory(&self, now: UnixTime) -> Result<Vec<MemoryDeleted>, StoreError>;
 
     // --- vault ---
 

@@ -109,6 +109,8 @@ pub struct RevocationSummary {
     pub agents: Vec<AgentName>,
     pub principals: Vec<PrincipalName>,
     pub tokens: u64,
+    /// The memory deleted with the missions it ended.
+    pub memory: Vec<crate::MemoryDeleted>,
 }
 
 /// A live grant of a mission, as the decision engine needs it.

@@ -15,6 +15,8 @@
 //!   anything also `pg_notify` the other nodes, so the notice is sent iff
 //!   the change commits (see [`Change`]).
 
+mod memory;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +43,10 @@ use crate::rows::{
     parent_of, principal_from_row, revocation_from_row, secs, start_refusal, token_from_row,
     vault_from_row, webhook_from_row,
 };
-use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
+use crate::{
+    ApprovalError, AuditSink, Change, DelegateError, MemoryDeleted, MemoryEntry, MemoryWriteError,
+    NewMemoryEntry, Note, Promotion, StartError, Store, StoreError,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -1113,13 +1118,13 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn end_mission(
+    async fn end_mission_forgetting(
         &self,
         id: &MissionId,
         reason: EndReason,
         by: &str,
         now: UnixTime,
-    ) -> Result<Mission, StoreError> {
+    ) -> Result<(Mission, Vec<MemoryDeleted>), StoreError> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE missions SET state = 'ended', end_reason = $2, ended_at = $3, ended_by = $4 \
@@ -1138,8 +1143,10 @@ impl Store for PostgresStore {
                 for m in std::iter::once(id).chain(&below) {
                     self.notify(&mut tx, &Change::Mission(m.clone())).await?;
                 }
+                let all: Vec<MissionId> = std::iter::once(id.clone()).chain(below).collect();
+                let forgotten = memory::forget(&mut tx, &all).await?;
                 tx.commit().await?;
-                Ok(ended)
+                Ok((ended, forgotten))
             }
             None => {
                 let exists: Option<i64> =
@@ -1314,14 +1321,14 @@ impl Store for PostgresStore {
         rows.iter().map(approval_from_row).collect()
     }
 
-    async fn resolve_approval(
+    async fn resolve_approval_forgetting(
         &self,
         id: &str,
         by: &str,
         reason: &str,
         resolution: &Resolution,
         now: UnixTime,
-    ) -> Result<ApprovalRecord, ApprovalError> {
+    ) -> Result<(ApprovalRecord, Vec<MemoryDeleted>), ApprovalError> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1388,10 +1395,11 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        let mut forgotten = Vec::new();
         if end {
             // Its other pending requests expire with it (the expiry sweep
             // records and announces them); the missions below it end too.
-            let ended = end_missions(
+            let mut ended = end_missions(
                 &mut tx,
                 END_MISSION_BY_ID,
                 now,
@@ -1403,6 +1411,8 @@ impl Store for PostgresStore {
             for m in std::iter::once(&current.mission).chain(&below) {
                 self.notify(&mut tx, &Change::Mission(m.clone())).await?;
             }
+            ended.extend(below);
+            forgotten = memory::forget(&mut tx, &ended).await?;
         }
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1412,7 +1422,7 @@ impl Store for PostgresStore {
         self.notify(&mut tx, &Change::Approval(id.to_owned()))
             .await?;
         tx.commit().await?;
-        Ok(decided)
+        Ok((decided, forgotten))
     }
 
     async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError> {
@@ -1437,6 +1447,53 @@ impl Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn memory_put(&self, e: &NewMemoryEntry) -> Result<MemoryEntry, MemoryWriteError> {
+        self.put_memory(e).await
+    }
+
+    async fn memory_get(
+        &self,
+        mission: &MissionId,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<Option<MemoryEntry>, StoreError> {
+        self.memory_entry(mission, key).await
+    }
+
+    async fn memory_list(&self, mission: &MissionId) -> Result<Vec<MemoryEntry>, StoreError> {
+        self.memory_entries(mission).await
+    }
+
+    async fn memory_delete(
+        &self,
+        mission: &MissionId,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<bool, StoreError> {
+        self.delete_memory(mission, key).await
+    }
+
+    async fn promote_notes(
+        &self,
+        p: &Promotion,
+    ) -> Result<(AgentName, Vec<Note>), MemoryWriteError> {
+        self.promote(p).await
+    }
+
+    async fn notes(&self, agent: &AgentName) -> Result<Vec<Note>, StoreError> {
+        self.agent_notes(agent).await
+    }
+
+    async fn note(
+        &self,
+        agent: &AgentName,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<Option<Note>, StoreError> {
+        self.agent_note(agent, key).await
+    }
+
+    async fn sweep_expired_memory(&self, now: UnixTime) -> Result<Vec<MemoryDeleted>, StoreError> {
+        self.sweep_memory(now).await
     }
 
     async fn put_vault_secret(
@@ -1825,6 +1882,7 @@ impl Store for PostgresStore {
         // The missions delegated below those it ended end with them.
         let below = end_descendants(&mut tx, &summary.missions, EndReason::Revoked, rev.at).await?;
         summary.missions.extend(below);
+        summary.memory = memory::forget(&mut tx, &summary.missions).await?;
         insert_revocation(&mut tx, rev).await?;
         self.notify(&mut tx, &Change::Revoked).await?;
         tx.commit().await?;

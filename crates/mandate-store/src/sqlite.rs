@@ -1,6 +1,8 @@
 //! The embedded SQLite store: one file in the data dir, WAL journal,
 //! `synchronous = FULL`, foreign keys on.
 
+mod memory;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,10 @@ use crate::rows::{
     parent_of, principal_from_row, revocation_from_row, secs, start_refusal, token_from_row,
     vault_from_row, webhook_from_row,
 };
-use crate::{ApprovalError, AuditSink, Change, DelegateError, StartError, Store, StoreError};
+use crate::{
+    ApprovalError, AuditSink, Change, DelegateError, MemoryDeleted, MemoryEntry, MemoryWriteError,
+    NewMemoryEntry, Note, Promotion, StartError, Store, StoreError,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -784,13 +789,13 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    async fn end_mission(
+    async fn end_mission_forgetting(
         &self,
         id: &MissionId,
         reason: EndReason,
         by: &str,
         now: UnixTime,
-    ) -> Result<Mission, StoreError> {
+    ) -> Result<(Mission, Vec<MemoryDeleted>), StoreError> {
         // One transaction: the mission and every mission below it end
         // together.
         let mut tx = self.write_tx().await?;
@@ -815,9 +820,11 @@ impl Store for SqliteStore {
             });
         };
         let ended = mission_from_row(&row)?;
-        end_descendants(&mut tx, std::slice::from_ref(id), reason, now).await?;
+        let mut all = end_descendants(&mut tx, std::slice::from_ref(id), reason, now).await?;
+        all.push(id.clone());
+        let forgotten = memory::forget(&mut tx, &all).await?;
         tx.commit().await?;
-        Ok(ended)
+        Ok((ended, forgotten))
     }
 
     async fn record_credential(
@@ -978,14 +985,14 @@ impl Store for SqliteStore {
         rows.iter().map(approval_from_row).collect()
     }
 
-    async fn resolve_approval(
+    async fn resolve_approval_forgetting(
         &self,
         id: &str,
         by: &str,
         reason: &str,
         resolution: &Resolution,
         now: UnixTime,
-    ) -> Result<ApprovalRecord, ApprovalError> {
+    ) -> Result<(ApprovalRecord, Vec<MemoryDeleted>), ApprovalError> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1051,10 +1058,11 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        let mut forgotten = Vec::new();
         if end {
             // Its other pending requests expire with it (the expiry sweep
             // records and announces them); the missions below it end too.
-            let ended = end_missions(
+            let mut ended = end_missions(
                 &mut tx,
                 END_MISSION_BY_ID,
                 now,
@@ -1062,7 +1070,9 @@ impl Store for SqliteStore {
                 by,
             )
             .await?;
-            end_descendants(&mut tx, &ended, EndReason::Revoked, now).await?;
+            let below = end_descendants(&mut tx, &ended, EndReason::Revoked, now).await?;
+            ended.extend(below);
+            forgotten = memory::forget(&mut tx, &ended).await?;
         }
         let row = sqlx::query(APPROVAL_BY_ID)
             .bind(id)
@@ -1070,7 +1080,7 @@ impl Store for SqliteStore {
             .await?;
         let decided = approval_from_row(&row)?;
         tx.commit().await?;
-        Ok(decided)
+        Ok((decided, forgotten))
     }
 
     async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError> {
@@ -1094,6 +1104,53 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn memory_put(&self, e: &NewMemoryEntry) -> Result<MemoryEntry, MemoryWriteError> {
+        self.put_memory(e).await
+    }
+
+    async fn memory_get(
+        &self,
+        mission: &MissionId,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<Option<MemoryEntry>, StoreError> {
+        self.memory_entry(mission, key).await
+    }
+
+    async fn memory_list(&self, mission: &MissionId) -> Result<Vec<MemoryEntry>, StoreError> {
+        self.memory_entries(mission).await
+    }
+
+    async fn memory_delete(
+        &self,
+        mission: &MissionId,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<bool, StoreError> {
+        self.delete_memory(mission, key).await
+    }
+
+    async fn promote_notes(
+        &self,
+        p: &Promotion,
+    ) -> Result<(AgentName, Vec<Note>), MemoryWriteError> {
+        self.promote(p).await
+    }
+
+    async fn notes(&self, agent: &AgentName) -> Result<Vec<Note>, StoreError> {
+        self.agent_notes(agent).await
+    }
+
+    async fn note(
+        &self,
+        agent: &AgentName,
+        key: &mandate_core::MemoryKey,
+    ) -> Result<Option<Note>, StoreError> {
+        self.agent_note(agent, key).await
+    }
+
+    async fn sweep_expired_memory(&self, now: UnixTime) -> Result<Vec<MemoryDeleted>, StoreError> {
+        self.sweep_memory(now).await
     }
 
     async fn put_vault_secret(
@@ -1464,6 +1521,7 @@ impl Store for SqliteStore {
         // The missions delegated below those it ended end with them.
         let below = end_descendants(&mut tx, &summary.missions, EndReason::Revoked, rev.at).await?;
         summary.missions.extend(below);
+        summary.memory = memory::forget(&mut tx, &summary.missions).await?;
         insert_revocation(&mut tx, rev).await?;
         tx.commit().await?;
         summary.missions.sort();
