@@ -215,6 +215,11 @@ impl MissionAgent {
         &self.key
     }
 
+    /// The client of the authority the mission was started with.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The current credential, as last issued (it may have expired).
     #[must_use]
     pub fn credential(&self) -> &str {
@@ -627,7 +632,11 @@ impl MissionAgent {
     /// A request to the authority carrying the credential and a fresh proof
     /// of possession. (Requests through the gateway will be signed with
     /// RFC 9421 instead; this is the seam where that slots in.)
-    fn authorize(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+    pub(crate) fn authorize(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<RequestBuilder, ClientError> {
         self.authorize_query(method, path, "")
     }
 

@@ -8,6 +8,7 @@
 
 mod agent;
 mod client;
+mod memory;
 
 pub use agent::{Attempt, MissionAgent, SavedMission};
 pub use client::{Client, ClientError, fetch_jwks};

@@ -86,10 +86,22 @@ impl std::fmt::Debug for MemoryKey {
     }
 }
 
-/// `s` as a JSON string literal (quoted and escaped).
+/// `s` as a JSON string literal, quoted, with quotes, backslashes, every
+/// control character (C0 and C1) and the bidirectional formatting
+/// characters escaped (`\u…`): safe to print, still valid JSON.
 #[must_use]
 pub fn quoted(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".to_owned())
+    let json = serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".to_owned());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A value to keep: JSON text, as sent, within [`MAX_VALUE_BYTES`], with
@@ -170,8 +182,10 @@ mod tests {
 
     #[test]
     fn a_key_shown_to_people_is_quoted_and_escaped() {
-        let k = MemoryKey::try_from("a\"\n\u{1b}[2J".to_owned()).unwrap();
-        assert_eq!(k.quoted(), r#""a\"\n\u001b[2J""#);
+        let k = MemoryKey::try_from("a\"\n\u{1b}[2J\u{9b}1m\u{202e}".to_owned()).unwrap();
+        assert_eq!(k.quoted(), r#""a\"\n\u001b[2J\u009b1m\u202e""#);
+        let back: String = serde_json::from_str(&k.quoted()).unwrap();
+        assert_eq!(back, k.as_str());
         assert!(!format!("{k:?}").chars().any(char::is_control));
         let m: MissionId = "msn_0123456789abcdef0123456789abcdef".parse().unwrap();
         assert!(!memory_via(&k, &m).chars().any(char::is_control));

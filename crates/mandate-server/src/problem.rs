@@ -270,3 +270,27 @@ impl From<ApprovalError> for Problem {
         }
     }
 }
+
+impl From<mandate_core::MemoryError> for Problem {
+    fn from(e: mandate_core::MemoryError) -> Self {
+        use mandate_core::MemoryError as M;
+        let status = match e {
+            M::BadKey => StatusCode::BAD_REQUEST,
+            M::ValueTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<mandate_store::MemoryWriteError> for Problem {
+    fn from(e: mandate_store::MemoryWriteError) -> Self {
+        use mandate_store::MemoryWriteError as M;
+        match e {
+            M::MissionNotActive => Self::new(StatusCode::CONFLICT, "mission_ended", e.to_string()),
+            M::Limit(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "memory_limit", e.to_string()),
+            M::NoSuchEntry(_) => Self::not_found(e.to_string()),
+            M::EphemeralAgent => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            M::Store(s) => s.into(),
+        }
+    }
+}

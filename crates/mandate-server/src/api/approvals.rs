@@ -341,7 +341,7 @@ async fn record_then_resolve(
     reason: &str,
     extra: serde_json::Map<String, serde_json::Value>,
     resolution: &Resolution,
-) -> Result<ApprovalRecord, Problem> {
+) -> Result<(ApprovalRecord, Vec<mandate_store::MemoryDeleted>), Problem> {
     let mut body = subject(r);
     if let Some(o) = body.as_object_mut() {
         o.insert("by".into(), by.into());
@@ -352,7 +352,7 @@ async fn record_then_resolve(
     match s
         .0
         .store
-        .resolve_approval(&r.id, by, reason, resolution, s.0.clock.now())
+        .resolve_approval_forgetting(&r.id, by, reason, resolution, s.0.clock.now())
         .await
     {
         Ok(d) => Ok(d),
@@ -538,7 +538,7 @@ async fn approve_as(
     if !grant.policy.is_empty() {
         extra.insert("policy".into(), grant.policy.clone().into());
     }
-    let decided = record_then_resolve(
+    let (decided, _) = record_then_resolve(
         s,
         &r,
         "approval.approved",
@@ -591,7 +591,7 @@ async fn deny_as(
     let by = caller.principal.name.to_string();
     let mut extra = serde_json::Map::new();
     extra.insert("end_mission".into(), req.end_mission.into());
-    let decided = record_then_resolve(
+    let (decided, forgotten) = record_then_resolve(
         s,
         &r,
         "approval.denied",
@@ -615,6 +615,7 @@ async fn deny_as(
             }),
         )
         .await?;
+        super::memory::record_deleted(s, &forgotten, "revoked").await?;
     }
     tracing::info!(approval = %id, by = %by, end_mission = req.end_mission, "denied");
     announce(s, "approval.denied", &decided).await;

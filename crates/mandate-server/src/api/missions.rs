@@ -539,9 +539,9 @@ pub(super) async fn end(
     } else {
         format!("{by} ({reason})")
     };
-    let ended =
+    let (ended, forgotten) =
         s.0.store
-            .end_mission(&mission.body.id, EndReason::Completed, &by, now)
+            .end_mission_forgetting(&mission.body.id, EndReason::Completed, &by, now)
             .await?;
     tracing::info!(mission = %ended.body.id, by = %by, "mission ended");
     s.audit(
@@ -549,6 +549,7 @@ pub(super) async fn end(
         serde_json::json!({ "mission": ended.body.id.as_str(), "mission_s256": &ended.s256, "by": &by, "reason": "completed" }),
     )
     .await?;
+    super::memory::record_deleted(&s, &forgotten, "mission ended").await?;
     Ok(Json(mission_view(&ended, now)))
 }
 

@@ -9,6 +9,7 @@ mod delegations;
 mod extract;
 mod gateway;
 mod mcp;
+mod memory;
 mod missions;
 mod openapi;
 mod policies;
@@ -65,6 +66,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(taint::clear))
         .routes(routes!(missions::current))
         .routes(routes!(missions::introspect))
+        .routes(routes!(memory::put, memory::get, memory::delete))
+        .routes(routes!(memory::list))
+        .routes(routes!(memory::promote))
+        .routes(routes!(memory::notes))
+        .routes(routes!(memory::note))
         .routes(routes!(delegations::propose))
         .routes(routes!(delegations::commit))
         .routes(routes!(delegations::chain))
@@ -113,6 +119,11 @@ pub fn router(state: AppState) -> Router {
 #[cfg(feature = "unsafe-bench-forwarding-only")]
 pub use gateway::serve_forwarding_only;
 pub(crate) use mcp::McpSessions;
+
+/// Starts the task that deletes the memory of expired missions.
+pub(crate) fn spawn_memory_sweeper(state: AppState) {
+    memory::spawn_sweeper(state);
+}
 
 /// Starts the task that closes the MCP sessions of ended missions.
 pub(crate) fn spawn_mcp_reaper(state: AppState) {

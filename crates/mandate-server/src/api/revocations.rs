@@ -113,6 +113,7 @@ pub(super) async fn revoke(
         }),
     )
     .await?;
+    super::memory::record_deleted(&s, &summary.memory, "revoked").await?;
     Ok(Json(RevocationResponse {
         kind: kind.as_str().to_owned(),
         id: target,
