@@ -82,6 +82,14 @@ pub enum Command {
     /// `[attestation.launchers.NAME]`).
     #[command(subcommand)]
     Launcher(LauncherCmd),
+    /// A mission's memory: the agent keeps entries while its mission runs
+    /// (gone when it ends); a person reviews them and promotes some to the
+    /// agent's notes.
+    #[command(subcommand)]
+    Memory(crate::memory::MemoryCmd),
+    /// Agent side: the notes a person promoted for the mission's agent.
+    #[command(subcommand)]
+    Notes(crate::memory::NotesCmd),
 }
 
 #[derive(Debug, Args)]

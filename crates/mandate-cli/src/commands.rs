@@ -127,6 +127,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Launcher(LauncherCmd::Keygen { out }) => {
             crate::attest::launcher_keygen(&out, json)?
         }
+        Command::Memory(cmd) => crate::memory::memory(client, cmd, json).await?,
+        Command::Notes(cmd) => crate::memory::notes(cmd, json).await?,
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod attest;
 mod commands;
 mod demo;
 mod mcp_bridge;
+mod memory;
 mod output;
 mod policy;
 
