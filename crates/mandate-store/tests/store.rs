@@ -2484,6 +2484,7 @@ async fn a_missions_taint_only_grows_until_cleared(db: Db) {
         Err(StoreError::NotFound(_))
     ));
 }
+
 // --- mission memory and agent notes ---
 
 #[path = "store/memory.rs"]

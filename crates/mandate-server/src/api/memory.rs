@@ -24,7 +24,7 @@ use mandate_core::wire::{
 };
 use mandate_core::{
     MAX_MEMORY_SOURCE_CHARS, MAX_PROMOTED_KEYS, MemoryKey, MemoryValue, Mission, MissionId,
-    MissionState, Taint, UnixTime, memory_via, note_via,
+    MissionState, Taint, memory_via, note_via,
 };
 use mandate_store::{MemoryDeleted, MemoryEntry, NewMemoryEntry, Note, Promotion};
 use serde_json::value::RawValue;
@@ -176,22 +176,15 @@ fn own(caller: &MissionCaller, id: &str) -> Result<(), Problem> {
 
 /// Taints the reading mission with what `content` carries, before the
 /// content is returned (fail closed: if it cannot be recorded, nothing is
-/// returned). Returns the labels it added, if any.
+/// returned), as any untrusted content does (`mission.tainted`). Returns
+/// whether it added a label.
 async fn taint_reader(
     s: &AppState,
     reader: &Mission,
     content: Option<&Taint>,
     via: &str,
-    now: UnixTime,
-) -> Result<Option<Taint>, Problem> {
-    let labels = labels(content);
-    if !Taint::adds(reader.taint.as_ref(), &labels) {
-        return Ok(None);
-    }
-    Ok(s.0
-        .store
-        .mark_taint(&reader.body.id, &labels, via, now)
-        .await?)
+) -> Result<bool, Problem> {
+    super::taint::mark(s, reader, &labels(content), via).await
 }
 
 /// Records that reading `e` tainted `reader`.
@@ -316,10 +309,7 @@ pub(super) async fn get(
             .ok_or_else(no_entry)?;
     if let Some(c) = reader.mission() {
         let via = memory_via(&e.key, &e.mission);
-        if taint_reader(&s, &c.mission, e.taint.as_ref(), &via, now)
-            .await?
-            .is_some()
-        {
+        if taint_reader(&s, &c.mission, e.taint.as_ref(), &via).await? {
             record_tainting_read(&s, c, &e, &via).await?;
         }
     }
@@ -362,19 +352,14 @@ pub(super) async fn list(
         Vec::new()
     };
     if let Some(c) = reader.mission() {
-        let mut current = c.mission.taint.clone();
+        // The reader as it becomes: one mark per label it gains.
+        let mut reading = c.mission.clone();
         for e in &entries {
-            if !Taint::adds(current.as_ref(), &labels(e.taint.as_ref())) {
-                continue;
-            }
             let via = memory_via(&e.key, &e.mission);
-            let reading = Mission {
-                taint: current.clone(),
-                ..c.mission.clone()
-            };
-            if let Some(t) = taint_reader(&s, &reading, e.taint.as_ref(), &via, now).await? {
+            if taint_reader(&s, &reading, e.taint.as_ref(), &via).await? {
                 record_tainting_read(&s, c, e, &via).await?;
-                current = Some(t);
+                let gained = labels(e.taint.as_ref());
+                reading.taint = Some(Taint::merged(reading.taint.as_ref(), &gained, &via, now.0));
             }
         }
     }
@@ -584,11 +569,7 @@ pub(super) async fn note(
     }
     let n = s.0.store.note(agent, &k).await?.ok_or_else(no_note)?;
     let via = note_via(&n.key, agent);
-    let now = s.0.clock.now();
-    if taint_reader(&s, m, n.taint.as_ref(), &via, now)
-        .await?
-        .is_some()
-    {
+    if taint_reader(&s, m, n.taint.as_ref(), &via).await? {
         s.audit(
             "note.read",
             serde_json::json!({

@@ -14,15 +14,16 @@ use crate::state::AppState;
 
 /// Marks `mission` as having read content labelled `labels` through `via`,
 /// before that content reaches the agent: should the mark fail, the answer
-/// is not delivered (the caller returns the error instead).
+/// is not delivered (the caller returns the error instead). Returns
+/// whether it added a label.
 pub(crate) async fn mark(
     s: &AppState,
     mission: &Mission,
     labels: &[String],
     via: &str,
-) -> Result<(), Problem> {
+) -> Result<bool, Problem> {
     if labels.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // The mission as loaded for this call may be out of date — a person
     // may have cleared its taint while the answer was on its way — so when
@@ -31,7 +32,7 @@ pub(crate) async fn mark(
     if !Taint::adds(mission.taint.as_ref(), labels) {
         let stored = s.0.store.mission(&mission.body.id).await?;
         if stored.is_some_and(|m| !Taint::adds(m.taint.as_ref(), labels)) {
-            return Ok(());
+            return Ok(false);
         }
     }
     let now = s.0.clock.now();
@@ -52,8 +53,9 @@ pub(crate) async fn mark(
             }),
         )
         .await?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Clears a mission's taint: a person who may manage the mission says they
