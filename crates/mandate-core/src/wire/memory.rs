@@ -12,7 +12,7 @@ use crate::taint::Taint;
 pub struct PutMemoryRequest {
     /// Any JSON value, at most 64 KiB of JSON text; kept and returned
     /// exactly as sent.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub value: Box<RawValue>,
     /// Where the agent got it, in its own words (at most 200 characters,
     /// one line): its claim, shown as such.
@@ -31,7 +31,7 @@ pub struct MemoryEntryView {
     /// The key, as the agent sent it (any UTF-8, 1 to 256 bytes).
     pub key: String,
     /// The value, exactly as the agent sent it.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub value: Box<RawValue>,
     /// base64url(SHA-256) of the value's JSON text.
     pub value_s256: String,
@@ -97,7 +97,7 @@ pub struct NoteView {
 pub struct NoteEntryView {
     pub key: String,
     /// The value, exactly as the agent wrote it.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub value: Box<RawValue>,
     pub value_s256: String,
     pub bytes: u64,
