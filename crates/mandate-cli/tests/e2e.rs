@@ -660,3 +660,29 @@ async fn a_proof_cannot_be_replayed() {
     assert_eq!(err.code(), Some("invalid_request"));
     agent.end(Some("done")).await.unwrap();
 }
+
+/// A `mandate.toml` that does not parse stops the start, naming the file,
+/// the line and the column of the mistake.
+#[test]
+fn a_config_file_mistake_is_named_by_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&data)
+        .unwrap();
+    std::fs::write(
+        data.join("mandate.toml"),
+        "listen = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"billing\"\nupstream = 42\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["serve", "--data"])
+        .arg(&data)
+        .env("MANDATE_LOG", "warn")
+        .env_remove("MANDATE_LISTEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mandate.toml:5:12"), "{err}");
+}

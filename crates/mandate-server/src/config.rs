@@ -318,7 +318,18 @@ impl Config {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
                 toml::from_str(&text).map_err(|e| {
-                    ConfigError::Parse(p.display().to_string(), e.message().to_owned())
+                    // Where in the file: line and column of the offending
+                    // part, as an editor counts them.
+                    let at = e.span().map(|span| {
+                        let before = text.get(..span.start).unwrap_or(&text);
+                        let line = before.matches('\n').count() + 1;
+                        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                        format!(":{line}:{col}")
+                    });
+                    ConfigError::Parse(
+                        format!("{}{}", p.display(), at.unwrap_or_default()),
+                        e.message().to_owned(),
+                    )
                 })?
             }
             None => FileConfig::default(),
