@@ -53,7 +53,8 @@ pub enum Command {
     /// Validate, test and reload Cedar policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
-    /// Ask for a decision, as an enforcement point would.
+    /// Ask for a decision, as an enforcement point would. Exits 0 on allow,
+    /// 2 on deny, 3 on escalate (1 on any error).
     Decide(DecideArgs),
     /// Read, verify and export the audit log.
     #[command(subcommand)]

@@ -383,5 +383,19 @@ pub async fn decide(c: Client, a: DecideArgs, json: bool) -> anyhow::Result<()> 
         }
         println!();
     }
-    Ok(())
+    // The answer is also the exit status, so a script can act on it: 0
+    // allow, 2 deny, 3 escalate (1 is any error).
+    match r.decision {
+        mandate_core::Decision::Allow => Ok(()),
+        mandate_core::Decision::Deny => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::process::exit(2)
+        }
+        mandate_core::Decision::Escalate => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::process::exit(3)
+        }
+    }
 }

@@ -412,3 +412,48 @@ fn policy_tests_cover_attested_missions() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("expected allow, got deny"));
 }
+
+/// `mandate decide` answers with its exit status too, so a script can act
+/// on it: 0 allow, 2 deny, 3 escalate.
+#[tokio::test]
+async fn the_decide_command_exits_with_the_decision() {
+    let (server, _dir) = server();
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
+                .unwrap(),
+            boundaries: String::new(),
+            budget: 100,
+        })
+        .await;
+    let credential = s.agent.credential().to_owned();
+    let decide = |resource: &str, action: &str, context: &str| {
+        server.cli_with_input(
+            Some(&s.gateway_token),
+            &[
+                "decide",
+                "--credential",
+                "-",
+                "--action",
+                action,
+                "--resource",
+                resource,
+                "--context",
+                context,
+            ],
+            &credential,
+        )
+    };
+    let billing = r#"{"type":"Resource","id":"invoice-42","tags":{"billing":"nov"}}"#;
+    let hr = r#"{"type":"Resource","id":"salary","tags":{"billing":"nov","hr":"x"}}"#;
+    let out = decide(billing, "read", "{}");
+    assert_eq!(out.code(), Some(0), "{}", out.stdout());
+    assert!(out.stdout().starts_with("allow (scope)"));
+    let out = decide(hr, "read", "{}");
+    assert_eq!(out.code(), Some(2), "{}", out.stdout());
+    assert!(out.stdout().starts_with("deny (boundary)"));
+    let out = decide(billing, "refund", r#"{"amount":75000}"#);
+    assert_eq!(out.code(), Some(3), "{}", out.stdout());
+    assert!(out.stdout().starts_with("escalate (escalation)"));
+}
