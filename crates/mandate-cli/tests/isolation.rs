@@ -254,6 +254,9 @@ async fn a_poisoned_calendar_entry_makes_the_next_mail_wait_for_a_person() {
             && story.contains("calendar (route calendar GET /events/42"),
         "{story}"
     );
+    // Times as people read them (RFC 3339), not Unix seconds.
+    assert!(story.contains("untrusted content since 20"), "{story}");
+    assert!(!story.contains("t=17"), "{story}");
     // And the tainting itself is on the record.
     let tainted = w
         .server

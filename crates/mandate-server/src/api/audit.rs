@@ -427,8 +427,16 @@ fn attestation_story(started: &AuditRecord) -> String {
     )
 }
 
+/// A time as people read it (RFC 3339, UTC).
 fn when(t: u64) -> String {
-    format!("t={t}")
+    i64::try_from(t)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("t={t}"))
 }
 
 /// The provenance of one record: who delegated, which mission and goal,
@@ -524,7 +532,7 @@ pub(super) async fn explain(
             let n = |k: &str| c.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
             if current == mission {
                 story.push(format!(
-                    "The agent acted for principal `{}` under mission {mission}, \"{}\" (depth {}), which agent `{}` delegated to `{}` from its own mission {} in #{} ({}); it ends at t={}.",
+                    "The agent acted for principal `{}` under mission {mission}, \"{}\" (depth {}), which agent `{}` delegated to `{}` from its own mission {} in #{} ({}); it ends at {}.",
                     g("principal"),
                     g("goal"),
                     n("depth"),
@@ -533,7 +541,7 @@ pub(super) async fn explain(
                     g("parent"),
                     d.seq,
                     when(d.time),
-                    n("expires_at")
+                    when(n("expires_at"))
                 ));
                 story.push(
                     if c.get("mission_s256") == b.get("mission_s256") || b.get("mission_s256").is_none() {
@@ -581,14 +589,14 @@ pub(super) async fn explain(
             let g = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
             if current == mission {
                 story.push(format!(
-                    "The agent acted for principal `{}` under mission {mission}, \"{}\", which `{}` delegated to `{}` in #{} ({}); it ends at t={}.",
+                    "The agent acted for principal `{}` under mission {mission}, \"{}\", which `{}` delegated to `{}` in #{} ({}); it ends at {}.",
                     g("principal"),
                     g("goal"),
                     g("principal"),
                     g("agent"),
                     created.seq,
                     when(created.time),
-                    c.get("expires_at").and_then(serde_json::Value::as_u64).unwrap_or(0)
+                    when(c.get("expires_at").and_then(serde_json::Value::as_u64).unwrap_or(0))
                 ));
                 let same = c.get("mission_s256") == b.get("mission_s256")
                     || b.get("mission_s256").is_none();
@@ -679,14 +687,19 @@ pub(super) async fn explain(
                         a.iter()
                             .map(|s| {
                                 let g = |k: &str| s.get(k).map(|v| v.to_string().trim_matches('"').to_owned()).unwrap_or_default();
-                                format!("{} ({} at t={})", g("label"), g("via"), g("at"))
+                                format!(
+                                    "{} ({} at {})",
+                                    g("label"),
+                                    g("via"),
+                                    when(s.get("at").and_then(serde_json::Value::as_u64).unwrap_or(0))
+                                )
                             })
                             .collect()
                     })
                     .unwrap_or_default();
                 format!(
-                    "The mission was tainted when this was decided: it had read untrusted content since t={}: {}.",
-                    t.get("since").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                    "The mission was tainted when this was decided: it had read untrusted content since {}: {}.",
+                    when(t.get("since").and_then(serde_json::Value::as_u64).unwrap_or(0)),
                     sources.join(", ")
                 )
             }
