@@ -136,9 +136,7 @@ pub(crate) fn key_from_row(row: &impl Columns) -> Result<MemoryKey, StoreError> 
 }
 
 fn taint_from_row(row: &impl Columns) -> Result<Option<Taint>, StoreError> {
-    row.opt_text("taint")?
-        .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("memory taint", e)))
-        .transpose()
+    crate::rows::from_json_text(row.opt_text("taint")?, "memory taint")
 }
 
 fn count(row: &impl Columns, column: &str) -> Result<u64, StoreError> {

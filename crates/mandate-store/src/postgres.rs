@@ -39,9 +39,9 @@ use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
     cascade_reason, check_start_requirements, corrupt, delegation_refusal, ephemeral_description,
-    grant_from_row, int, is_unique_violation, json_text, mission_from_row, mission_from_row_with,
-    parent_of, principal_from_row, revocation_from_row, secs, start_refusal, token_from_row,
-    vault_from_row, webhook_from_row,
+    from_json_text, grant_from_row, int, is_unique_violation, json_text, mission_from_row,
+    mission_from_row_with, parent_of, principal_from_row, revocation_from_row, secs, start_refusal,
+    token_from_row, vault_from_row, webhook_from_row,
 };
 use crate::{
     ApprovalError, AuditSink, Change, DelegateError, MemoryDeleted, MemoryEntry, MemoryWriteError,
@@ -946,9 +946,7 @@ impl Store for PostgresStore {
         let Some(current) = current else {
             return Err(StoreError::NotFound(format!("mission `{mission}`")));
         };
-        let current: Option<mandate_core::Taint> = current
-            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
-            .transpose()?;
+        let current: Option<mandate_core::Taint> = from_json_text(current, "mission taint")?;
         if !mandate_core::Taint::adds(current.as_ref(), labels) {
             return Ok(None);
         }
@@ -980,9 +978,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        current
-            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
-            .transpose()
+        from_json_text(current, "mission taint")
     }
 
     async fn startable(&self, token: &TokenHash, now: UnixTime) -> Result<Mission, StartError> {

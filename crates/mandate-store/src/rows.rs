@@ -90,10 +90,7 @@ pub(crate) fn agent_from_row(row: &impl Columns) -> Result<Agent, StoreError> {
         description: row.text("description")?,
         created_at: time(row.int("created_at")?),
         revoked_at: opt_time(row.opt_int("revoked_at")?),
-        attestation: row
-            .opt_text("attestation")?
-            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("agent attestation", e)))
-            .transpose()?,
+        attestation: from_json_text(row.opt_text("attestation")?, "agent attestation")?,
     })
 }
 
@@ -185,14 +182,8 @@ pub(crate) fn mission_from_row_with(
         },
         other => return Err(corrupt("mission state", other)),
     };
-    let attestation = row
-        .opt_text("attestation")?
-        .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission attestation", e)))
-        .transpose()?;
-    let taint = row
-        .opt_text("taint")?
-        .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("mission taint", e)))
-        .transpose()?;
+    let attestation = from_json_text(row.opt_text("attestation")?, "mission attestation")?;
+    let taint = from_json_text(row.opt_text("taint")?, "mission taint")?;
     Ok(Mission {
         body,
         s256,
@@ -237,9 +228,10 @@ pub(crate) fn check_start_requirements(
             .map_err(|e| corrupt("mission attestation requirement", e))?,
         None => Vec::new(),
     };
-    if let Some(t) = row.opt_text("agent_attestation")? {
-        required.push(serde_json::from_str(&t).map_err(|e| corrupt("agent attestation", e))?);
-    }
+    required.extend(from_json_text(
+        row.opt_text("agent_attestation")?,
+        "agent attestation",
+    )?);
     for r in &required {
         r.check(att)
             .map_err(|e| crate::StartError::AttestationMismatch(e.to_string()))?;
@@ -247,9 +239,20 @@ pub(crate) fn check_start_requirements(
     Ok(())
 }
 
-/// An attestation requirement or attestation as stored (JSON text).
+/// A value stored as JSON text in a nullable column (an attestation, its
+/// requirement, a taint).
 pub(crate) fn json_text<T: serde::Serialize>(v: Option<&T>) -> Result<Option<String>, StoreError> {
     v.map(|v| serde_json::to_string(v).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
+}
+
+/// The value [`json_text`] stored, read back; text that does not parse is
+/// a corrupt `what`.
+pub(crate) fn from_json_text<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(what, e)))
         .transpose()
 }
 
@@ -374,10 +377,7 @@ pub(crate) fn approval_from_row(r: &impl Columns) -> Result<ApprovalRecord, Stor
         decision_reason: r.opt_text("decision_reason")?,
         grant: r.opt_text("grant_id")?,
         ended_mission: r.flag("ended_mission")?,
-        taint: r
-            .opt_text("taint")?
-            .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("approval taint", e)))
-            .transpose()?,
+        taint: from_json_text(r.opt_text("taint")?, "approval taint")?,
     })
 }
 
