@@ -61,10 +61,23 @@ impl McpClient {
         ])
     }
 
+    /// A client on the SDK's own choice of revision (it probes
+    /// `server/discover`: 2026-07-28, stateless).
+    fn connect_current(url: &str, s: &Scenario) -> (Self, Value) {
+        let saved: mandate_client::SavedMission =
+            serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+        Self::spawn_in("auto", &[url, &saved.key_pem, &saved.credential])
+    }
+
     fn spawn(args: &[&str]) -> (Self, Value) {
+        Self::spawn_in("legacy", args)
+    }
+
+    fn spawn_in(mode: &str, args: &[&str]) -> (Self, Value) {
         let mut child = Command::new(python())
             .arg(here().join("client.py"))
             .args(args)
+            .env("MCP_CLIENT_MODE", mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -166,11 +179,16 @@ permit(principal, action == Action::"call_tool", resource is Tool)
 when { resource.server == "git" && resource.tool == "git_commit" };
 "#;
 
-/// The reference git server: reading is in scope, committing asks first,
-/// resetting is a boundary. `tools/list` shows that; each call is decided,
-/// recorded and, when allowed, done on the repository.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mission_reads_the_log_asks_before_committing_and_never_resets() {
+/// The reference git server behind Mandate, on a repository with one
+/// commit and a staged change, for a mission that reads, asks before
+/// committing and never resets.
+async fn git_lab() -> (
+    TestServer,
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Scenario,
+    String,
+) {
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
     run(r, &["init", "-q", "-b", "main"]);
@@ -200,6 +218,16 @@ async fn a_mission_reads_the_log_asks_before_committing_and_never_resets() {
         })
         .await;
     let url = format!("{}/mcp/git", server.url());
+    (server, repo, policies, s, url)
+}
+
+/// The reference git server: reading is in scope, committing asks first,
+/// resetting is a boundary. `tools/list` shows that; each call is decided,
+/// recorded and, when allowed, done on the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_reads_the_log_asks_before_committing_and_never_resets() {
+    let (server, repo, _policies, s, url) = git_lab().await;
+    let r = repo.path();
     let (mut c, ready) = McpClient::connect(&url, &s);
     assert_eq!(ready["ready"], true, "{ready}");
     let repo_path = r.display().to_string();
@@ -302,6 +330,167 @@ async fn a_mission_reads_the_log_asks_before_committing_and_never_resets() {
     assert_eq!(audit(&server, &s, "mcp.session.opened").len(), 1);
     let verify = server.cli(Some(&s.admin), &["audit", "verify"]);
     assert!(verify.ok(), "{}", verify.stdout());
+}
+
+/// A client on the current revision (2026-07-28: `server/discover`, no
+/// session, per-request `_meta` and headers) gets the same decisions; an
+/// escalation shows the person the approval through the protocol's own
+/// input request and completes once they approve, with no retry by the
+/// agent; headers that disagree with the body are refused and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_client_works_statelessly_and_an_approval_completes_its_call() {
+    let (server, repo, _policies, s, url) = git_lab().await;
+    let r = repo.path();
+    let repo_path = r.display().to_string();
+    let (mut c, ready) = McpClient::connect_current(&url, &s);
+    assert_eq!(ready["protocol_version"], "2026-07-28", "{ready}");
+
+    let listed = c.send(json!({"op": "list"}));
+    let tools = listed["tools"].as_array().unwrap();
+    let access = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["_meta"]["io.mandate/access"]["access"].clone())
+    };
+    assert_eq!(access("git_log"), Some(json!("allowed")), "{listed}");
+    assert_eq!(access("git_commit"), Some(json!("approval_required")));
+    assert_eq!(access("git_reset"), None, "a boundary is not shown");
+    let log = c.call("git_log", json!({"repo_path": repo_path}));
+    assert_eq!(log["isError"], false, "{log}");
+    assert!(text(&log).contains("first commit"), "{log}");
+
+    // The escalated commit: the client is asked to show the person a URL
+    // (the approval); the person approves; the same call then completes.
+    let args = json!({"repo_path": repo_path, "message": "second line"});
+    writeln!(
+        c.stdin,
+        "{}",
+        json!({"op": "call", "tool": "git_commit", "args": args})
+    )
+    .unwrap();
+    c.stdin.flush().unwrap();
+    let asked = c.read();
+    let shown = &asked["elicitation"];
+    assert_eq!(shown["mode"], "url", "{asked}");
+    let approval = audit(&server, &s, "approval.requested")[0]["body"]["approval"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        shown["url"].as_str().unwrap().ends_with(&approval),
+        "{asked}"
+    );
+    assert!(shown["message"].as_str().unwrap().contains(&approval));
+    assert!(!run(r, &["log", "--oneline"]).contains("second line"));
+    server
+        .cli(Some(&s.alice), &["approvals", "approve", &approval])
+        .success();
+    let done = c.send(json!({"action": "accept"}));
+    let done = done.get("result").cloned().unwrap_or(done);
+    assert_eq!(done["isError"], false, "{done}");
+    assert!(text(&done).contains("committed"), "{done}");
+    assert!(run(r, &["log", "--oneline"]).contains("second line"));
+
+    // A boundary is a boundary in this revision too.
+    std::fs::write(r.join("NOTES"), "staged\n").unwrap();
+    run(r, &["add", "NOTES"]);
+    let reset = c.call("git_reset", json!({"repo_path": repo_path}));
+    assert_eq!(reset["isError"], true, "{reset}");
+    assert_eq!(reset["_meta"]["io.mandate/decision"]["code"], "boundary");
+
+    // The headers name one call, the body another: refused before any
+    // decision, recorded, nothing run.
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {
+        "name": "git_reset", "arguments": {"repo_path": repo_path}, "_meta": meta}});
+    let headers = json!({
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "git_status",
+    });
+    let mismatch = c.send(json!({"op": "raw", "body": body.to_string(), "headers": headers}));
+    assert_eq!(mismatch["status"], 400, "{mismatch}");
+    assert_eq!(mismatch["body"]["error"]["code"], -32020, "{mismatch}");
+    assert!(run(r, &["diff", "--cached", "--name-only"]).contains("NOTES"));
+    // An unknown revision is told the known ones.
+    let old = json!({"jsonrpc": "2.0", "id": 100, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let headers = json!({"MCP-Protocol-Version": "2099-01-01", "Mcp-Method": "tools/list"});
+    let unknown = c.send(json!({"op": "raw", "body": old.to_string(), "headers": headers}));
+    assert_eq!(unknown["status"], 400, "{unknown}");
+    assert_eq!(unknown["body"]["error"]["code"], -32022, "{unknown}");
+    assert!(
+        unknown["body"]["error"]["data"]["supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-07-28"))
+    );
+    c.exit();
+
+    let decisions = audit(&server, &s, "decision");
+    let refused: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["body"]["code"] == "header_mismatch")
+        .collect();
+    assert_eq!(refused.len(), 1, "{decisions:?}");
+    assert_eq!(refused[0]["body"]["decision"], "deny");
+    let seen: Vec<(String, String)> = decisions
+        .iter()
+        .filter(|d| d["body"]["enforcement_point"] == "mcp")
+        .map(|d| {
+            (
+                d["body"]["resource"]["tool"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_owned(),
+                d["body"]["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("git_log", "scope"),
+        ("git_commit", "escalation"),
+        ("git_commit", "grant"),
+        ("git_reset", "boundary"),
+    ] {
+        assert!(
+            seen.iter().any(|(t, c)| (t.as_str(), c.as_str()) == want),
+            "{want:?} not in {seen:?}"
+        );
+    }
+    // One upstream session served every stateless request of the mission.
+    let opened = audit(&server, &s, "mcp.session.opened");
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["body"]["stateless"], true);
+    let verify = server.cli(Some(&s.admin), &["audit", "verify"]);
+    assert!(verify.ok(), "{}", verify.stdout());
+}
+
+/// Stateless, progress still reaches the call it belongs to (under the
+/// client's own token, while the server sees one the gateway gave it), and
+/// the server's own requests, which that revision cannot carry, fail the
+/// call instead of reaching the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_clients_calls_get_their_progress_and_nothing_unasked() {
+    let (server, _p, s, url) = lab("allow_elicitation = true").await;
+    let (mut c, ready) = McpClient::connect_current(&url, &s);
+    assert_eq!(ready["protocol_version"], "2026-07-28", "{ready}");
+    let r = c.send(json!({"op": "progress", "tool": "slow", "args": {"steps": 3, "delay": 0.05}}));
+    assert_eq!(text(&r["result"]), "done after 3 steps", "{r}");
+    assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
+    let asked = c.call("ask", json!({}));
+    assert_ne!(text(&asked), "hello alice", "{asked}");
+    let notes = c.send(json!({"op": "read", "uri": "notes://public"}));
+    assert!(notes["result"]["contents"].is_array(), "{notes}");
+    let secret = c.send(json!({"op": "read", "uri": "notes://secret"}));
+    assert!(secret.get("error").is_some(), "{secret}");
+    c.exit();
+    assert_eq!(audit(&server, &s, "mcp.session.opened").len(), 1);
 }
 
 fn test_server_config(policies: &Path, extra: &str) -> String {

@@ -17,6 +17,7 @@ use serde_json::Value;
 /// agent's input (or widen what the server tells it) with no decision.
 pub const CLIENT_REQUESTS: &[&str] = &[
     "initialize",
+    "server/discover",
     "ping",
     "tools/list",
     "tools/call",

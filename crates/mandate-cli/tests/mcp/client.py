@@ -4,19 +4,24 @@ by an independent implementation (http-message-signatures).
 
 usage: client.py URL KEY_PEM CREDENTIAL
        client.py --bridge MANDATE STATE_FILE URL   (stdio, through `mandate mcp bridge`)
+MCP_CLIENT_MODE: the SDK's connect mode, `legacy` (the default here: the
+initialize handshake) or `auto` (probe `server/discover`: 2026-07-28).
+A URL-mode elicitation prints {"elicitation": {...}} and waits for one line
+{"action": "accept"|"decline"} on stdin.
 Reads one JSON command per line on stdin and prints one JSON answer per line:
   {"op": "list"}                      tools (with Mandate's access marks)
   {"op": "call", "tool": T, "args": {...}}
   {"op": "progress", "tool": T, "args": {...}}   a call with a progress callback
   {"op": "cancel", "tool": T, "args": {...}, "after": S}  cancel after S seconds
   {"op": "resources"} / {"op": "read", "uri": U} / {"op": "prompt", "name": N, "args": {...}}
-  {"op": "raw", "body": "...", "session": true|false, "session_id": S}  a raw signed POST
+  {"op": "raw", "body": "...", "session": true|false, "session_id": S, "headers": {...}}  a raw signed POST
   {"op": "session"}                   the session id
   {"op": "exit"}
 """
 import base64
 import hashlib
 import json
+import os
 import secrets
 import sys
 
@@ -99,8 +104,16 @@ def out(v):
     print(json.dumps(v), flush=True)
 
 
+stdin = None
+
+
 async def elicit(context, params):
     from mcp.types import ElicitResult
+    if getattr(params, "mode", None) == "url":
+        # A person is shown the URL; the test plays them, and answers.
+        out({"elicitation": {"mode": "url", "url": params.url, "message": params.message}})
+        answer = json.loads(await stdin.readline())
+        return ElicitResult(action=answer["action"])
     return ElicitResult(action="accept", content={"name": "alice"})
 
 
@@ -118,7 +131,10 @@ async def run():
             transport = StdioServerParameters(command=mandate, args=["mcp", "bridge", "--state", state, url])
         else:
             transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, elicitation_callback=elicit, list_roots_callback=roots) as client:
+        global stdin
+        mode = os.environ.get("MCP_CLIENT_MODE", "legacy")
+        async with Client(transport, elicitation_callback=elicit, list_roots_callback=roots,
+                          mode=mode) as client:
             out({"ready": True, "protocol_version": client.protocol_version})
             stdin = anyio.wrap_file(sys.stdin)
             async for line in stdin:
@@ -167,6 +183,7 @@ async def run():
                         elif cmd.get("session"):
                             headers["Mcp-Session-Id"] = seen_session["id"]
                             headers["Mcp-Protocol-Version"] = client.protocol_version
+                        headers.update(cmd.get("headers") or {})
                         headers.update(sign_headers("POST", url, body, "application/json",
                                                     headers.get("Mcp-Session-Id")))
                         async with httpx2.AsyncClient(timeout=timeout) as raw:

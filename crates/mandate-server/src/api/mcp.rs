@@ -13,6 +13,9 @@
 //! roots (the operator's directory limits stay the operator's). Every other
 //! method, either way, is refused, never forwarded.
 //!
+//! Both generations of MCP are spoken: the session era below, and the
+//! stateless 2026-07-28 revision ([`stateless`]), chosen per request.
+//!
 //! One MCP session is one upstream session: for a local server, one
 //! process, started at `initialize` and stopped (with everything it
 //! started) when the session ends: the agent's `DELETE`, the mission's end,
@@ -37,6 +40,8 @@ use tokio::sync::{mpsc, watch};
 use mandate_enforce::{Call, Claim, Permit, Who};
 
 use super::decide::{enforce, preview, record_refusal};
+
+mod stateless;
 use super::gateway::{Verified, header_list, verify};
 use crate::mcp_servers::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
@@ -94,12 +99,18 @@ struct Registry {
     /// Sessions being opened, by (server, mission): counted against the
     /// limits before their process starts.
     opening: HashMap<(String, String), usize>,
+    /// The upstream session that serves a mission's stateless (2026-07-28)
+    /// requests, by (server, mission, key thumbprint): its session id.
+    channels: HashMap<(String, String, String), String>,
 }
 
 /// The open MCP sessions.
 #[derive(Debug, Default)]
 pub(crate) struct McpSessions {
     reg: Mutex<Registry>,
+    /// Held while a stateless channel is opened, so concurrent first
+    /// requests of a mission open one.
+    channel_lock: tokio::sync::Mutex<()>,
 }
 
 /// A place for one session being opened; given back when dropped.
@@ -137,7 +148,10 @@ impl McpSessions {
     }
 
     fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.reg.lock().ok().and_then(|mut r| r.sessions.remove(id))
+        self.reg.lock().ok().and_then(|mut r| {
+            r.channels.retain(|_, sid| sid != id);
+            r.sessions.remove(id)
+        })
     }
 
     /// Ends every session (the server is shutting down): their processes
@@ -148,6 +162,7 @@ impl McpSessions {
         }
         if let Ok(mut r) = self.reg.lock() {
             r.sessions.clear();
+            r.channels.clear();
         }
     }
 
@@ -199,7 +214,11 @@ struct Pending {
     /// Where its answer (and its progress) goes. One place is always kept
     /// for the answer.
     tx: mpsc::Sender<Value>,
+    /// The progress token the server sees, and (on a stateless channel,
+    /// where the gateway renames it so concurrent requests cannot collide)
+    /// the agent's own.
     progress: Option<Value>,
+    client_progress: Option<Value>,
     /// The gateway's own request: nothing else is routed to it.
     internal: bool,
 }
@@ -221,10 +240,18 @@ struct SessionState {
     /// gateway itself; reset when the server restarts.
     tools: Option<BTreeSet<String>>,
     last_used: Option<Instant>,
+    /// The server's answer to `initialize` (what `server/discover` tells
+    /// a stateless client).
+    init: Option<Value>,
 }
 
 pub(crate) struct Session {
     id: String,
+    /// Serves a mission's stateless (2026-07-28) requests: opened by the
+    /// gateway, never addressed by an `Mcp-Session-Id`; the server's own
+    /// requests and unasked notifications are not delivered (that era has
+    /// no stream for them).
+    stateless: bool,
     server: Arc<McpServer>,
     mission: MissionId,
     jkt: String,
@@ -308,12 +335,17 @@ impl Session {
         st.next_id += 1;
         let n = st.next_id;
         let (tx, rx) = mpsc::channel(16);
+        let (progress, client_progress) = match progress {
+            Some(p) if self.stateless => (Some(json!(format!("mandate-{n}"))), Some(p)),
+            p => (p, None),
+        };
         st.pending.insert(
             n,
             Pending {
                 client_id: client_id.clone(),
                 tx,
                 progress,
+                client_progress,
                 internal: client_id.is_object(),
             },
         );
@@ -326,6 +358,15 @@ impl Session {
             },
             rx,
         ))
+    }
+
+    /// The progress token the server sees for request `n`, where the
+    /// gateway renamed the agent's.
+    fn upstream_progress(&self, n: i64) -> Option<Value> {
+        let st = self.st.lock().ok()?;
+        let p = st.pending.get(&n)?;
+        p.client_progress.as_ref()?;
+        p.progress.clone()
     }
 
     fn forget(&self, n: i64) -> Option<Pending> {
@@ -412,10 +453,11 @@ impl Session {
             return;
         };
         if let Some(id) = v.get("id").cloned() {
-            // A request of the server to the agent.
+            // A request of the server to the agent (none reaches a
+            // stateless client: its era has no way to carry one).
             let allowed = matches!(method.as_str(), "ping" | "sampling/createMessage")
                 || (method == "elicitation/create" && self.server.config.allow_elicitation);
-            if !allowed || st.server_requests.len() >= MAX_SERVER_REQUESTS {
+            if self.stateless || !allowed || st.server_requests.len() >= MAX_SERVER_REQUESTS {
                 drop(st);
                 let _ = self.out.try_send(rpc_error(
                     &id,
@@ -433,6 +475,9 @@ impl Session {
                 .values()
                 .find(|p| p.progress.is_some() && p.progress.as_ref() == token)
             {
+                if let Some(own) = &p.client_progress {
+                    v["params"]["progressToken"] = own.clone();
+                }
                 // Progress never takes the answer's place.
                 if p.tx.capacity() > 1 {
                     let _ = p.tx.try_send(v);
@@ -445,6 +490,10 @@ impl Session {
             && let Some(r) = v.get("params").and_then(|p| p.get("requestId"))
         {
             st.server_requests.remove(&key(r));
+        }
+        if self.stateless {
+            // Not about any one request: nowhere to deliver it.
+            return;
         }
         if let Some(l) = &st.listener {
             if l.try_send(v.clone()).is_ok() {
@@ -642,7 +691,8 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             // Another mission's session (or another key's) does not exist
             // for this caller; the attempt is recorded.
             let found = s.0.mcp.get(id).filter(|x| {
-                x.mission == caller.claims.mission_id
+                !x.stateless
+                    && x.mission == caller.claims.mission_id
                     && x.jkt == caller.claims.cnf.jkt.to_string()
                     && x.server.name() == server.name()
                     && !x.is_closed()
@@ -679,29 +729,28 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     if let Some(x) = &session {
         x.touch();
     }
-    let need_session = || {
-        rpc_reply(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            INVALID_REQUEST,
-            "`Mcp-Session-Id` is required",
-        )
-    };
     match method.as_str() {
-        "DELETE" => {
+        "DELETE" | "GET" => {
+            // Without a session: the stateless era (2026-07-28), which has
+            // neither (405, as that revision answers).
             let Some(x) = session else {
-                return Ok(need_session());
+                let mut r = rpc_reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &Value::Null,
+                    INVALID_REQUEST,
+                    "without `Mcp-Session-Id`, the MCP endpoint takes POST only",
+                );
+                r.headers_mut()
+                    .insert("allow", HeaderValue::from_static("POST"));
+                return Ok(r);
             };
+            if method == "GET" {
+                return listen(s, &x, &caller.mission);
+            }
             end_session(s, &x, "ended by the agent").await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        "GET" => {
-            let Some(x) = session else {
-                return Ok(need_session());
-            };
-            listen(s, &x, &caller.mission)
-        }
-        _ => post(s, &server, session, caller, &body).await,
+        _ => post(s, &server, session, caller, &parts.headers, &body).await,
     }
 }
 
@@ -774,6 +823,8 @@ fn sse(rx: mpsc::Receiver<Value>) -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    // Reverse proxies pass each event on at once.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
 }
 
@@ -782,9 +833,12 @@ async fn post(
     server: &Arc<McpServer>,
     session: Option<Arc<Session>>,
     caller: Caller,
+    headers: &axum::http::HeaderMap,
     body: &Bytes,
 ) -> Result<Response, Problem> {
     let sid = session.as_ref().map(|x| x.id.clone());
+    // No session and a revision of the stateless era: served on its own.
+    let modern = session.is_none() && stateless::names_modern(headers);
     // Parsed and classified before anything else (mandate-core); what is
     // refused there is refused before anything is forwarded, and recorded.
     let msg = match parse_client_message(body) {
@@ -793,6 +847,10 @@ async fn post(
             let (status, code, tag) = match r.reason {
                 Refusal::NotJson => (StatusCode::BAD_REQUEST, PARSE_ERROR, "invalid_json"),
                 Refusal::Invalid => (StatusCode::BAD_REQUEST, INVALID_REQUEST, "invalid_request"),
+                // The stateless era answers an unknown method with 404.
+                Refusal::UnknownRequest if modern => {
+                    (StatusCode::NOT_FOUND, METHOD_NOT_FOUND, "method_not_found")
+                }
                 Refusal::UnknownRequest => (StatusCode::OK, METHOD_NOT_FOUND, "method_not_found"),
                 Refusal::UnknownNotification => (
                     StatusCode::BAD_REQUEST,
@@ -818,6 +876,10 @@ async fn post(
         message: msg,
         named,
     } = msg;
+    let opens = matches!(&kind, MessageKind::Request { method, .. } if method == "initialize");
+    if session.is_none() && !opens && (modern || stateless::carries_meta_version(&msg)) {
+        return stateless::serve(s, server, &caller, headers, kind, msg, &named).await;
+    }
     // Refused for want of a session: recorded too.
     let invalid = |id: Option<&Value>, m: &str| {
         let (s, server, sid, claims, named) =
@@ -876,7 +938,7 @@ async fn post(
             let Some(x) = session else {
                 return invalid(Some(&id), "`Mcp-Session-Id` is required (initialize first)").await;
             };
-            request(s, &x, &caller, id, &m, msg).await
+            request(s, &x, &caller, id, &m, msg, None).await
         }
     }
 }
@@ -1004,35 +1066,7 @@ async fn initialize(
         }
         Err(e) => return Err(e.into()),
     }
-    let (events_tx, events_rx) = mpsc::channel(256);
-    let (closed_tx, closed_rx) = watch::channel(false);
-    let bearer = match server.config.auth {
-        crate::routes::UpstreamAuth::TokenExchange => {
-            let (st, claims, m) = (s.clone(), caller.claims.clone(), caller.mission.clone());
-            let aud = server.audience().to_owned();
-            let f: mcp_upstream::Bearer =
-                Arc::new(move || super::gateway::exchange_token(&st, &aud, &claims, &m).ok());
-            Some(f)
-        }
-        _ => None,
-    };
-    let out = mcp_upstream::spawn(
-        Arc::clone(server),
-        sid.clone(),
-        events_tx,
-        closed_rx,
-        bearer,
-    );
-    let session = Arc::new(Session {
-        id: sid.clone(),
-        server: Arc::clone(server),
-        mission: mission.clone(),
-        jkt: caller.claims.cnf.jkt.to_string(),
-        out,
-        st: Mutex::new(SessionState::default()),
-        closed: closed_tx,
-    });
-    spawn_router(s.clone(), Arc::downgrade(&session), events_rx);
+    let session = start_upstream(s, server, caller, &sid, false);
     let failed = |detail: &str| {
         session.close();
         rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, detail)
@@ -1096,6 +1130,49 @@ async fn initialize(
         r.headers_mut().insert("mcp-session-id", v);
     }
     Ok(r)
+}
+
+/// Starts the upstream of a new session (a process, a remote session) and
+/// what carries its messages; the caller sends `initialize`.
+fn start_upstream(
+    s: &AppState,
+    server: &Arc<McpServer>,
+    caller: &Caller,
+    sid: &str,
+    stateless: bool,
+) -> Arc<Session> {
+    let mission = &caller.claims.mission_id;
+    let (events_tx, events_rx) = mpsc::channel(256);
+    let (closed_tx, closed_rx) = watch::channel(false);
+    let bearer = match server.config.auth {
+        crate::routes::UpstreamAuth::TokenExchange => {
+            let (st, claims, m) = (s.clone(), caller.claims.clone(), caller.mission.clone());
+            let aud = server.audience().to_owned();
+            let f: mcp_upstream::Bearer =
+                Arc::new(move || super::gateway::exchange_token(&st, &aud, &claims, &m).ok());
+            Some(f)
+        }
+        _ => None,
+    };
+    let out = mcp_upstream::spawn(
+        Arc::clone(server),
+        sid.to_owned(),
+        events_tx,
+        closed_rx,
+        bearer,
+    );
+    let session = Arc::new(Session {
+        id: sid.to_owned(),
+        stateless,
+        server: Arc::clone(server),
+        mission: mission.clone(),
+        jkt: caller.claims.cnf.jkt.to_string(),
+        out,
+        st: Mutex::new(SessionState::default()),
+        closed: closed_tx,
+    });
+    spawn_router(s.clone(), Arc::downgrade(&session), events_rx);
+    session
 }
 
 /// Carries what the upstream says to the session.
@@ -1276,6 +1353,7 @@ async fn request(
     id: Value,
     method: &str,
     mut msg: Value,
+    modern: Option<&stateless::Modern>,
 ) -> Result<Response, Problem> {
     let progress = msg
         .get("params")
@@ -1288,6 +1366,9 @@ async fn request(
         Err(e) => return Ok(rpc_reply(StatusCode::OK, &id, INVALID_REQUEST, e)),
     };
     msg["id"] = json!(flight.n);
+    if let Some(p) = x.upstream_progress(flight.n) {
+        msg["params"]["_meta"]["progressToken"] = p;
+    }
     // What the call's answer taints the mission with, and how the source
     // is named: a gated call's by its tool (or the server), an ungated
     // one's (a listing) by the server's metadata labels.
@@ -1381,7 +1462,13 @@ async fn request(
         .await?;
         match permit {
             Some(p) => Outbound::Gated(p),
-            None => return Ok(json_response(StatusCode::OK, &refused(id, method, &resp))),
+            None => {
+                let answer = match modern {
+                    Some(m) => stateless::refused(m, id, method, &resp),
+                    None => refused(id, method, &resp),
+                };
+                return Ok(json_response(StatusCode::OK, &answer));
+            }
         }
     } else {
         Outbound::Ungated(msg)
@@ -1401,6 +1488,7 @@ async fn request(
     );
     let deadline = tokio::time::Instant::now() + x.server.timeout();
     let (labels, via) = taint;
+    let modern = modern.is_some();
     tokio::spawn(async move {
         let _flight = flight;
         loop {
@@ -1409,6 +1497,7 @@ async fn request(
                     let Some(m) = m else { break };
                     let last = m.get("method").is_none();
                     let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
+                    let m = if last && modern { stateless::complete(&method, m) } else { m };
                     // Untrusted content taints the mission before the
                     // agent reads any of it: the answer by the call's
                     // labels, what the server sends on its own meanwhile

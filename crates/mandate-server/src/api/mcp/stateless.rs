@@ -1,0 +1,717 @@
+//! The stateless era of MCP (revision 2026-07-28) on `/mcp/{server}`.
+//!
+//! A `POST` without `Mcp-Session-Id` whose `MCP-Protocol-Version` names no
+//! session-era revision (or whose body carries the per-request version) is
+//! served on its own, as that revision says:
+//!
+//! - the headers must agree with the body (`MCP-Protocol-Version` with
+//!   `_meta`, `Mcp-Method` with `method`, `Mcp-Name` with `params.name` or
+//!   `params.uri`), or the request is refused with `HeaderMismatch` and the
+//!   refusal recorded: the gateway decides on the body, and nothing that
+//!   routes on the headers can be shown one call while another runs;
+//! - a revision the gateway does not speak gets `UnsupportedProtocolVersion`
+//!   with the ones it does;
+//! - `server/discover` is answered by the gateway, advertising only what
+//!   the gateway will serve;
+//! - every other request takes the same path as in a session (decision,
+//!   permit, filtered listings, taint), over one upstream session per
+//!   mission, key and server that the gateway opens itself and keeps while
+//!   it is used (the mission's *channel*). The upstream servers speak the
+//!   session era; the gateway speaks it to them.
+//!
+//! Filtered listings are `cacheScope: "private"` with `ttlMs: 0`: they
+//! differ per mission and change with policy. An escalated call is
+//! answered the stateless era's own way, with an `input_required` result:
+//! a client that can show a person a URL is asked to (URL-mode
+//! elicitation, pointing at the approval); its retry waits a bounded time
+//! for the person's decision and is then decided again, and an approval's
+//! grant allows it (ADR 0024).
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+
+use super::*;
+
+/// The revisions of the stateless era the gateway speaks.
+pub(super) const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
+
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` keys that describe the agent's hop, not the call: not forwarded
+/// to a session-era server.
+const META_PREFIX: &str = "io.modelcontextprotocol/";
+
+/// MCP's codes (2026-07-28, basic/index "Error codes").
+const HEADER_MISMATCH: i64 = -32020;
+const UNSUPPORTED_VERSION: i64 = -32022;
+
+/// The key of the gateway's own input request: the approval.
+const APPROVAL_INPUT: &str = "io.mandate/approval";
+/// What `requestState` names an approval by.
+const APPROVAL_STATE: &str = "approval:";
+/// Longest a retry waits for the decision on a pending approval.
+const APPROVAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Requests that may answer `input_required` (MRTR, "Supported Requests").
+const MAY_ASK: &[&str] = &["tools/call", "resources/read", "prompts/get"];
+
+/// What a stateless request says about its client.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Modern {
+    /// The client can show a person a URL (URL-mode elicitation).
+    url_elicitation: bool,
+    /// The person declined to open the approval: asked no further.
+    declined: bool,
+}
+
+/// Whether the request's `MCP-Protocol-Version` names a revision that is
+/// not of the session era (it is then served, or refused, statelessly).
+pub(super) fn names_modern(h: &HeaderMap) -> bool {
+    h.get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !PROTOCOL_VERSIONS.contains(&v))
+}
+
+/// Whether the message carries the stateless era's per-request version.
+pub(super) fn carries_meta_version(msg: &Value) -> bool {
+    meta(msg).is_some_and(|m| m.contains_key(META_VERSION))
+}
+
+fn meta(msg: &Value) -> Option<&serde_json::Map<String, Value>> {
+    msg.get("params")?.get("_meta")?.as_object()
+}
+
+/// Every revision the gateway speaks, newest first.
+fn supported() -> Vec<&'static str> {
+    MODERN_VERSIONS
+        .iter()
+        .rev()
+        .chain(PROTOCOL_VERSIONS.iter().rev())
+        .copied()
+        .collect()
+}
+
+/// Why a request is refused before anything else.
+#[derive(Debug)]
+struct Bad {
+    status: StatusCode,
+    code: i64,
+    tag: &'static str,
+    detail: String,
+    data: Option<Value>,
+}
+
+impl Bad {
+    fn mismatch(detail: impl Into<String>) -> Box<Self> {
+        Box::new(Self {
+            status: StatusCode::BAD_REQUEST,
+            code: HEADER_MISMATCH,
+            tag: "header_mismatch",
+            detail: detail.into(),
+            data: None,
+        })
+    }
+}
+
+/// One header's value, if sent: once, and text.
+fn header<'h>(h: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Box<Bad>> {
+    let mut all = h.get_all(name).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(Bad::mismatch(format!("more than one `{name}` header")));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| Bad::mismatch(format!("`{name}` has characters a header may not carry")))
+}
+
+/// A header value in MCP's encoding: as is, or `=?base64?…?=` (the UTF-8
+/// bytes, standard Base64).
+fn decoded(v: &str) -> Option<String> {
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(v.to_owned()),
+    }
+}
+
+/// The request's headers against its body and its revision.
+fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
+    let Some(version) = header(h, "mcp-protocol-version")? else {
+        return Err(Bad::mismatch("`MCP-Protocol-Version` is required"));
+    };
+    let meta = meta(msg);
+    let in_body = meta
+        .and_then(|m| m.get(META_VERSION))
+        .and_then(Value::as_str);
+    if in_body != Some(version) {
+        return Err(Bad::mismatch(format!(
+            "`MCP-Protocol-Version` is `{version}` but the body's `_meta` says {}",
+            in_body.map_or_else(|| "nothing".to_owned(), |v| format!("`{v}`"))
+        )));
+    }
+    if !MODERN_VERSIONS.contains(&version) {
+        return Err(Box::new(Bad {
+            status: StatusCode::BAD_REQUEST,
+            code: UNSUPPORTED_VERSION,
+            tag: "unsupported_protocol_version",
+            detail: format!("protocol version `{version}` is not supported here"),
+            data: Some(json!({ "supported": supported(), "requested": version })),
+        }));
+    }
+    match header(h, "mcp-method")? {
+        Some(m) if m == method => {}
+        Some(m) => {
+            return Err(Bad::mismatch(format!(
+                "`Mcp-Method` is `{m}` but the body calls `{method}`"
+            )));
+        }
+        None => return Err(Bad::mismatch("`Mcp-Method` is required")),
+    }
+    let named = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(field) = named {
+        let body = msg["params"][field].as_str();
+        let Some(sent) = header(h, "mcp-name")? else {
+            return Err(Bad::mismatch("`Mcp-Name` is required"));
+        };
+        let Some(sent) = decoded(sent) else {
+            return Err(Bad::mismatch("`Mcp-Name` is not valid Base64 of UTF-8"));
+        };
+        if body != Some(sent.as_str()) {
+            return Err(Bad::mismatch(format!(
+                "`Mcp-Name` is `{sent}` but the body names {}",
+                body.map_or_else(|| "nothing".to_owned(), |b| format!("`{b}`"))
+            )));
+        }
+    }
+    let Some(caps) = meta
+        .and_then(|m| m.get(META_CAPABILITIES))
+        .and_then(Value::as_object)
+    else {
+        return Err(Box::new(Bad {
+            status: StatusCode::BAD_REQUEST,
+            code: INVALID_PARAMS,
+            tag: "invalid_params",
+            detail: format!("`_meta` must carry `{META_CAPABILITIES}`"),
+            data: None,
+        }));
+    };
+    let url_elicitation = caps
+        .get("elicitation")
+        .and_then(|e| e.get("url"))
+        .is_some_and(Value::is_object);
+    Ok(Modern {
+        url_elicitation,
+        declined: false,
+    })
+}
+
+/// Serves one stateless message.
+pub(super) async fn serve(
+    s: &AppState,
+    server: &Arc<McpServer>,
+    caller: &Caller,
+    h: &HeaderMap,
+    kind: MessageKind,
+    mut msg: Value,
+    named: &str,
+) -> Result<Response, Problem> {
+    let refuse = async |id: &Value, bad: Box<Bad>| {
+        refusal(s, server, None, &caller.claims, named, bad.tag, &bad.detail).await?;
+        Ok::<_, Problem>(json_response(
+            bad.status,
+            &rpc_error(id, bad.code, bad.detail, bad.data),
+        ))
+    };
+    let (id, method) = match kind {
+        MessageKind::Request { id, method } => (id, method),
+        // The revision defines none over HTTP; there is nothing to tie one
+        // to, so nothing is forwarded.
+        MessageKind::Notification { .. } => return Ok(StatusCode::ACCEPTED.into_response()),
+        MessageKind::Response { id } => {
+            let bad = Box::new(Bad {
+                status: StatusCode::BAD_REQUEST,
+                code: INVALID_REQUEST,
+                tag: "invalid_request",
+                detail: "a stateless client sends no answers: nothing was asked of it".into(),
+                data: None,
+            });
+            return refuse(&id, bad).await;
+        }
+    };
+    let mut modern = match check(h, &method, &msg) {
+        Ok(m) => m,
+        Err(bad) => return refuse(&id, bad).await,
+    };
+    match method.as_str() {
+        "server/discover" => return discover(s, server, caller, &id).await,
+        // Of the session era only.
+        "ping" | "resources/subscribe" | "resources/unsubscribe" => {
+            let bad = Box::new(Bad {
+                status: StatusCode::NOT_FOUND,
+                code: METHOD_NOT_FOUND,
+                tag: "method_not_found",
+                detail: format!("`{method}` is not part of MCP {}", MODERN_VERSIONS[0]),
+                data: None,
+            });
+            return refuse(&id, bad).await;
+        }
+        _ => {}
+    }
+    let waited_for = take_input(&mut msg, &mut modern);
+    let x = match channel(s, server, caller, &id).await {
+        Ok(x) => x,
+        Err(r) => return Ok(r),
+    };
+    if let Some(apr) = waited_for {
+        wait_decided(s, &caller.claims.mission_id, &apr).await;
+    }
+    request(s, &x, caller, id, &method, msg, Some(&modern)).await
+}
+
+/// Takes out of a request what is for the gateway, not the server: the
+/// agent's-hop `_meta` keys and the answers to the gateway's own input
+/// request. Returns the approval a retry waits for, if it names one.
+fn take_input(msg: &mut Value, modern: &mut Modern) -> Option<String> {
+    let params = msg.get_mut("params")?.as_object_mut()?;
+    if let Some(m) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+        m.retain(|k, _| !k.starts_with(META_PREFIX));
+        if m.is_empty() {
+            params.remove("_meta");
+        }
+    }
+    let answers = params.remove("inputResponses");
+    let state = params.remove("requestState");
+    let action = answers
+        .as_ref()
+        .and_then(|a| a.get(APPROVAL_INPUT))
+        .and_then(|a| a.get("action"))
+        .and_then(Value::as_str);
+    if matches!(action, Some("decline" | "cancel")) {
+        modern.declined = true;
+        return None;
+    }
+    // Attacker-controlled: only ever the id of an approval to wait for,
+    // and only one of the caller's own mission (checked when read).
+    state
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|s| s.strip_prefix(APPROVAL_STATE))
+        .filter(|id| id.len() <= 64 && mandate_core::names::valid_name(id))
+        .map(str::to_owned)
+}
+
+/// Waits (at most [`APPROVAL_WAIT`]) while the approval request `id` of
+/// `mission` is pending.
+async fn wait_decided(s: &AppState, mission: &MissionId, id: &str) {
+    let deadline = tokio::time::Instant::now() + APPROVAL_WAIT;
+    // Subscribed before the first read: a decision in between wakes us.
+    let mut changed = s.0.approvals_changed.subscribe();
+    loop {
+        let pending = match s.0.store.approval(id).await {
+            Ok(Some(r)) => {
+                &r.mission == mission
+                    && r.status == mandate_store::ApprovalStatus::Pending
+                    && r.expires_at > s.0.clock.now()
+            }
+            _ => false,
+        };
+        if !pending {
+            return;
+        }
+        let woke = tokio::time::timeout_at(deadline, async {
+            loop {
+                match changed.recv().await {
+                    Ok(c) if c == id || c == crate::changes::EVERY_APPROVAL => return true,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await;
+        if !matches!(woke, Ok(true)) {
+            return;
+        }
+    }
+}
+
+/// `server/discover`, answered by the gateway: what it serves of the
+/// server, and the revisions it speaks.
+async fn discover(
+    s: &AppState,
+    server: &Arc<McpServer>,
+    caller: &Caller,
+    id: &Value,
+) -> Result<Response, Problem> {
+    let x = match channel(s, server, caller, id).await {
+        Ok(x) => x,
+        Err(r) => return Ok(r),
+    };
+    let init = x.st.lock().ok().and_then(|st| st.init.clone());
+    let init = init.unwrap_or_else(|| json!({}));
+    // The server's instructions are its metadata: untrusted if it is.
+    crate::api::taint::mark(
+        s,
+        &caller.mission,
+        server.taint_metadata(),
+        &format!("mcp {} server/discover", server.name()),
+    )
+    .await?;
+    let mut result = json!({
+        "resultType": "complete",
+        "supportedVersions": supported(),
+        "capabilities": advertised(&init["capabilities"]),
+        "ttlMs": 0,
+        "cacheScope": "private",
+    });
+    if let Some(info) = init.get("serverInfo") {
+        result["_meta"] = json!({ "io.modelcontextprotocol/serverInfo": info });
+    }
+    if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
+        result["instructions"] = i.clone();
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+    ))
+}
+
+/// Of the server's capabilities, what the gateway serves a stateless
+/// client: tools, resources (read; no subscriptions) and prompts, without
+/// change notifications (the gateway opens no stream for them).
+fn advertised(caps: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for k in ["tools", "resources", "prompts"] {
+        if caps.get(k).is_some_and(Value::is_object) {
+            out.insert(k.into(), json!({}));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The mission's channel to `server`: opened (and recorded) on first use.
+async fn channel(
+    s: &AppState,
+    server: &Arc<McpServer>,
+    caller: &Caller,
+    id: &Value,
+) -> Result<Arc<Session>, Response> {
+    let key = (
+        server.name().to_owned(),
+        caller.claims.mission_id.to_string(),
+        caller.claims.cnf.jkt.to_string(),
+    );
+    let open = || {
+        let r = s.0.mcp.reg.lock().ok()?;
+        let x = r.sessions.get(r.channels.get(&key)?)?;
+        (!x.is_closed()).then(|| Arc::clone(x))
+    };
+    if let Some(x) = open() {
+        x.touch();
+        return Ok(x);
+    }
+    let _one = s.0.mcp.channel_lock.lock().await;
+    if let Some(x) = open() {
+        x.touch();
+        return Ok(x);
+    }
+    let x = open_channel(s, server, caller, id).await?;
+    if let Ok(mut r) = s.0.mcp.reg.lock() {
+        r.channels.insert(key, x.id.clone());
+    }
+    Ok(x)
+}
+
+async fn open_channel(
+    s: &AppState,
+    server: &Arc<McpServer>,
+    caller: &Caller,
+    id: &Value,
+) -> Result<Arc<Session>, Response> {
+    let mission = &caller.claims.mission_id;
+    let Some(slot) = s.0.mcp.reserve(s, server, mission) else {
+        let detail = format!(
+            "no more sessions with `{}` (at most {} per mission, {} in all); end one first",
+            server.name(),
+            server.max_sessions_per_mission(),
+            server.max_sessions()
+        );
+        refusal(
+            s,
+            server,
+            None,
+            &caller.claims,
+            "-",
+            "session_limit",
+            &detail,
+        )
+        .await
+        .map_err(IntoResponse::into_response)?;
+        return Err(rpc_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            id,
+            INTERNAL_ERROR,
+            detail,
+        ));
+    };
+    let mut sid = [0u8; 24];
+    s.0.rng
+        .fill(&mut sid)
+        .map_err(|_| Problem::internal().into_response())?;
+    let sid = format!("{}.{}", s.0.node, mandate_core::s256(&sid));
+    let who = json!({
+        "server": server.name(),
+        "session": sid,
+        "stateless": true,
+        "principal": caller.claims.sub.as_str(),
+        "agent": caller.claims.act.sub.as_str(),
+        "mission": mission.as_str(),
+        "jkt": caller.claims.cnf.jkt.to_string(),
+    });
+    // INVARIANT: the start of a server is recorded before it happens.
+    s.audit("mcp.session.opening", who.clone())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let x = start_upstream(s, server, caller, &sid, true);
+    let failed = |detail: String| {
+        x.close();
+        rpc_reply(StatusCode::BAD_GATEWAY, id, INTERNAL_ERROR, detail)
+    };
+    let latest = PROTOCOL_VERSIONS.last().copied().unwrap_or("2025-11-25");
+    let params = json!({
+        "protocolVersion": latest,
+        "capabilities": {},
+        "clientInfo": {"name": "mandate-gateway", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let init = match x.ask("initialize", params, server.timeout()).await {
+        Ok(r) => r,
+        Err(e) => return Err(failed(e)),
+    };
+    let version = init.get("protocolVersion").and_then(Value::as_str);
+    let Some(version) = version.filter(|v| PROTOCOL_VERSIONS.contains(v)) else {
+        return Err(failed(format!(
+            "the MCP server speaks another protocol revision than the gateway ({})",
+            PROTOCOL_VERSIONS.join(", ")
+        )));
+    };
+    let mut opened = who;
+    opened["protocol_version"] = json!(version);
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    if let Err(e) = x.send_up(Outbound::Ungated(note)) {
+        return Err(failed(e.to_owned()));
+    }
+    if let Ok(mut st) = x.st.lock() {
+        st.init = Some(init);
+    }
+    if let Err(p) = s.audit("mcp.session.opened", opened).await {
+        x.close();
+        return Err(p.into_response());
+    }
+    {
+        let Ok(mut r) = s.0.mcp.reg.lock() else {
+            return Err(failed("internal error".into()));
+        };
+        if x.is_closed() {
+            drop(r);
+            return Err(failed("the MCP server stopped while starting".into()));
+        }
+        r.sessions.insert(sid, Arc::clone(&x));
+    }
+    drop(slot);
+    x.touch();
+    Ok(x)
+}
+
+/// The answer to a call that was not allowed. An escalation of a request
+/// that may ask for input is `input_required`: the client shows the person
+/// the approval (if it can show a URL), retries, and the retry waits for
+/// the decision. Otherwise as in a session.
+pub(super) fn refused(m: &Modern, id: &Value, method: &str, resp: &DecideResponse) -> Value {
+    let escalated = resp.decision == Decision::Escalate;
+    if let (true, false, Some(apr)) = (escalated, m.declined, &resp.approval_id)
+        && MAY_ASK.contains(&method)
+    {
+        let mut result = json!({
+            "resultType": "input_required",
+            "requestState": format!("{APPROVAL_STATE}{apr}"),
+            "_meta": {"io.mandate/decision": {
+                "decision": resp.decision.as_str(),
+                "code": "approval_required",
+                "reason": resp.code,
+                "policies": resp.policies,
+                "approval_id": apr,
+                "approval_url": resp.approval_url,
+            }},
+        });
+        if m.url_elicitation
+            && let Some(url) = &resp.approval_url
+        {
+            let message = format!(
+                "Mandate: this call needs a person's approval ({}). Approval request {apr}: an approver decides it (`mandate approvals approve {apr}`); the call goes ahead once it is approved.",
+                resp.code
+            );
+            result["inputRequests"] = json!({ APPROVAL_INPUT: {
+                "method": "elicitation/create",
+                "params": {"mode": "url", "message": message, "url": url},
+            }});
+        }
+        return json!({"jsonrpc": "2.0", "id": id, "result": result});
+    }
+    complete(method, super::refused(id, method, resp))
+}
+
+/// A final answer as the stateless era has it: `resultType`, and on the
+/// listings the gateway filters per mission, no caching beyond the caller.
+pub(super) fn complete(method: &str, mut m: Value) -> Value {
+    let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) else {
+        return m;
+    };
+    r.entry("resultType").or_insert_with(|| json!("complete"));
+    if matches!(
+        method,
+        "tools/list" | "prompts/list" | "resources/list" | "resources/read"
+    ) {
+        r.insert("ttlMs".into(), json!(0));
+        r.insert("cacheScope".into(), json!("private"));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn call(name: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": name, "arguments": {},
+            "_meta": {META_VERSION: "2026-07-28", META_CAPABILITIES: {"elicitation": {"url": {}}}},
+        }})
+    }
+
+    #[test]
+    fn headers_must_agree_with_the_body() {
+        let ok = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "git_status"),
+        ];
+        let m = check(&headers(&ok), "tools/call", &call("git_status")).unwrap();
+        assert!(m.url_elicitation);
+        let e = check(&headers(&ok), "tools/call", &call("git_reset"))
+            .err()
+            .unwrap();
+        assert_eq!((e.code, e.tag), (HEADER_MISMATCH, "header_mismatch"));
+        // Base64 of the same name agrees; of another does not.
+        let b64 = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?Z2l0X3N0YXR1cw==?="),
+        ];
+        assert!(check(&headers(&b64), "tools/call", &call("git_status")).is_ok());
+        assert!(check(&headers(&b64), "tools/call", &call("git_reset")).is_err());
+        // Missing, doubled or contradicting headers.
+        let no_name = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+        ];
+        assert!(check(&headers(&no_name), "tools/call", &call("git_status")).is_err());
+        let two = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "git_status"),
+            ("mcp-name", "git_reset"),
+        ];
+        assert!(check(&headers(&two), "tools/call", &call("git_status")).is_err());
+        let method = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+            ("mcp-name", "git_status"),
+        ];
+        assert!(check(&headers(&method), "tools/call", &call("git_status")).is_err());
+    }
+
+    #[test]
+    fn an_unknown_revision_is_told_the_known_ones() {
+        let h = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ]);
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+            "params": {"_meta": {META_VERSION: "2099-01-01", META_CAPABILITIES: {}}}});
+        let e = check(&h, "tools/list", &msg).err().unwrap();
+        assert_eq!(e.code, UNSUPPORTED_VERSION);
+        let supported = &e.data.unwrap()["supported"];
+        assert_eq!(supported[0], "2026-07-28");
+        assert!(supported.as_array().unwrap().contains(&json!("2025-11-25")));
+        // The header and the body disagreeing is a mismatch, whatever the
+        // versions.
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+            "params": {"_meta": {META_VERSION: "2026-07-28", META_CAPABILITIES: {}}}});
+        assert_eq!(
+            check(&h, "tools/list", &msg).err().unwrap().code,
+            HEADER_MISMATCH
+        );
+    }
+
+    #[test]
+    fn the_gateways_own_input_is_taken_out_and_only_an_approval_id_is_kept() {
+        let mut m = Modern {
+            url_elicitation: true,
+            declined: false,
+        };
+        let mut msg = call("git_status");
+        msg["params"]["requestState"] = json!("approval:apr_abc");
+        msg["params"]["inputResponses"] = json!({APPROVAL_INPUT: {"action": "accept"}});
+        msg["params"]["_meta"]["progressToken"] = json!(7);
+        assert_eq!(take_input(&mut msg, &mut m).as_deref(), Some("apr_abc"));
+        assert_eq!(msg["params"]["_meta"], json!({"progressToken": 7}));
+        assert!(msg["params"].get("requestState").is_none());
+        assert!(msg["params"].get("inputResponses").is_none());
+        let mut msg = call("git_status");
+        msg["params"]["requestState"] = json!("approval:../../x");
+        assert_eq!(take_input(&mut msg, &mut m), None);
+        assert!(msg["params"].get("_meta").is_none());
+        let mut msg = call("git_status");
+        msg["params"]["requestState"] = json!("approval:apr_abc");
+        msg["params"]["inputResponses"] = json!({APPROVAL_INPUT: {"action": "decline"}});
+        assert_eq!(take_input(&mut msg, &mut m), None);
+        assert!(m.declined);
+    }
+
+    #[test]
+    fn filtered_listings_are_private_and_not_cached() {
+        let m = complete(
+            "tools/list",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [], "cacheScope": "public", "ttlMs": 60000}}),
+        );
+        assert_eq!(m["result"]["cacheScope"], "private");
+        assert_eq!(m["result"]["ttlMs"], 0);
+        assert_eq!(m["result"]["resultType"], "complete");
+        let e = complete(
+            "tools/call",
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 1}}),
+        );
+        assert!(e["error"].get("resultType").is_none());
+    }
+}
