@@ -1,0 +1,110 @@
+"""Compares two runs of the MCP conformance suite's server scenarios: one
+against an MCP server directly, one against the same server through
+Mandate's MCP gateway (scripts/mcp-conformance.sh).
+
+usage: report.py REVISION REQUIREMENTS_YAML DIRECT_DIR MANDATE_DIR [--strict]
+
+Each DIR is a suite run's `--output-dir`: one `server-SCENARIO-TIMESTAMP`
+directory per scenario, holding `checks.json`. A scenario passes as the
+suite scores it: no check failed and at least one succeeded (warnings do
+not fail). A scenario with no result failed. Scores count the scenarios
+the revision's requirements score; the table shows every server scenario
+the suite ran (`-` in the scored column: run, not scored).
+
+Prints the table, both scores, and each scenario that passes directly and
+fails through Mandate with the failed checks' messages. With --strict,
+exits 1 if there is any such scenario. Exits 2 if either run saved no
+result at all (the suite did not run).
+"""
+import json
+import os
+import re
+import sys
+
+import yaml
+
+STAMP = re.compile(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
+
+
+def results(run_dir):
+    """scenario -> list of checks, for every scenario the run saved."""
+    out = {}
+    if not os.path.isdir(run_dir):
+        return out
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name, "checks.json")
+        if not name.startswith("server-") or not os.path.isfile(path):
+            continue
+        scenario = STAMP.sub("", name[len("server-"):])
+        try:
+            with open(path) as f:
+                out[scenario] = json.load(f)
+        except (OSError, ValueError):
+            out[scenario] = None
+    return out
+
+
+def passed(checks):
+    if not checks:
+        return False
+    statuses = [c.get("status") for c in checks]
+    return "FAILURE" not in statuses and "SUCCESS" in statuses
+
+
+def failures(checks):
+    if checks is None:
+        return ["no result (the scenario did not finish)"]
+    return ["%s: %s" % (c.get("id"), c.get("errorMessage") or "(no message)")
+            for c in checks if c.get("status") == "FAILURE"]
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "--strict"]
+    strict = "--strict" in sys.argv[1:]
+    revision, requirements, direct_dir, mandate_dir = args
+    with open(requirements) as f:
+        req = yaml.safe_load(f)
+    scored = list(req.get("server") or [])
+    unscored = [e["scenario"] for e in req.get("not_scored") or [] if e.get("leg") == "server"]
+    direct, mandate = results(direct_dir), results(mandate_dir)
+    for run_dir, found in ((direct_dir, direct), (mandate_dir, mandate)):
+        if not found:
+            print(f"error: the suite saved no results in {run_dir} (see {run_dir}.log)",
+                  file=sys.stderr)
+            sys.exit(2)
+    names = scored + unscored
+    width = max(len(n) for n in names)
+    print(f"MCP {revision}: the server scenarios, against the server directly and through Mandate")
+    print(f"  {'scenario':<{width}}  scored  direct  through Mandate")
+    regressions = []
+    score_direct = score_mandate = 0
+    for name in names:
+        d, m = passed(direct.get(name)), passed(mandate.get(name))
+        is_scored = name in scored
+        if is_scored:
+            score_direct += d
+            score_mandate += m
+        mark = ""
+        if d and not m:
+            regressions.append(name)
+            mark = "  <- fails only through Mandate"
+        elif m and not d:
+            mark = "  (passes only through Mandate)"
+        print(f"  {name:<{width}}  {'yes' if is_scored else '-':<6}  "
+              f"{'pass' if d else 'FAIL':<6}  {'pass' if m else 'FAIL'}{mark}")
+    print(f"  score {revision}: directly {score_direct}/{len(scored)}, "
+          f"through Mandate {score_mandate}/{len(scored)}")
+    if regressions:
+        print(f"  {len(regressions)} scenario(s) pass directly and fail through Mandate:")
+        for name in regressions:
+            print(f"  - {name}")
+            for msg in failures(mandate.get(name)):
+                print(f"      {msg}")
+    else:
+        print("  every scenario that passes directly passes through Mandate")
+    if strict and regressions:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
