@@ -493,6 +493,101 @@ async fn a_current_clients_calls_get_their_progress_and_nothing_unasked() {
     assert_eq!(audit(&server, &s, "mcp.session.opened").len(), 1);
 }
 
+/// What the gateway used to refuse by choice is decided by the mission's
+/// policy and recorded: setting the server's log level, completing a
+/// prompt's argument, listing resource templates. A capability policy
+/// would refuse is not advertised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_levels_completions_and_templates_are_decided_by_policy() {
+    let policies = tempfile::tempdir().unwrap();
+    let server = TestServer::start(bin(), Some(&test_server_config(policies.path(), "")));
+    let plan = |scope: &str| {
+        MissionPlan {
+        goal: "Exercise the lab server".into(),
+        scope: scope.into(),
+        boundaries: "@id(\"no-templates\")\nforbid(principal, action == Action::\"list_resource_templates\", resource);".into(),
+        budget: 200,
+    }
+    };
+    let url = format!("{}/mcp/lab", server.url());
+    let levels = format!(
+        "{LAB_SCOPE}\n@id(\"lab-logs\")\npermit(principal, action == Action::\"set_log_level\", resource is McpServer) when {{ resource.server == \"lab\" }};\n@id(\"lab-completions\")\npermit(principal, action == Action::\"complete\", resource is Prompt) when {{ resource.server == \"lab\" }};"
+    );
+    let s = server.scenario(plan(&levels)).await;
+    let (mut c, ready) = McpClient::connect(&url, &s);
+    assert!(ready["capabilities"].get("logging").is_some(), "{ready}");
+    let raw = |c: &mut McpClient, id: u32, method: &str, params: Value| {
+        c.send(json!({"op": "raw", "session": true, "body": json!({
+            "jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()}))
+    };
+    let r = raw(&mut c, 1, "logging/setLevel", json!({"level": "debug"}));
+    assert!(r["body"]["result"].is_object(), "{r}");
+    let r = raw(
+        &mut c,
+        2,
+        "completion/complete",
+        json!({"ref": {"type": "ref/prompt", "name": "summary"}, "argument": {"name": "topic", "value": "g"}}),
+    );
+    assert!(r["body"].get("result").is_some(), "{r}");
+    let r = raw(&mut c, 3, "resources/templates/list", json!({}));
+    assert_eq!(r["body"]["error"]["code"], -32090, "{r}");
+    assert_eq!(r["body"]["error"]["data"]["code"], "boundary", "{r}");
+    c.exit();
+    let decided: Vec<(String, String)> = audit(&server, &s, "decision")
+        .iter()
+        .map(|d| {
+            (
+                d["body"]["action"].as_str().unwrap_or("-").to_owned(),
+                d["body"]["decision"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("set_log_level", "allow"),
+        ("complete", "allow"),
+        ("list_resource_templates", "deny"),
+    ] {
+        assert!(
+            decided
+                .iter()
+                .any(|(a, d)| (a.as_str(), d.as_str()) == want),
+            "{want:?} not in {decided:?}"
+        );
+    }
+
+    // A mission whose policy does not let it set the log level is not
+    // told the server has one; asking anyway is decided (out of scope).
+    let plain = plan(LAB_SCOPE);
+    let alice = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice);
+    let created = alice
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: plain.goal,
+            scope: plain.scope,
+            boundaries: plain.boundaries,
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(plain.budget),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let other = mandate_client::MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    let saved: mandate_client::SavedMission = serde_json::from_str(&other.save().unwrap()).unwrap();
+    let (mut c, ready) = McpClient::connect_as(&url, &saved.key_pem, &saved.credential);
+    assert!(ready["capabilities"].get("logging").is_none(), "{ready}");
+    let r = raw(&mut c, 1, "logging/setLevel", json!({"level": "debug"}));
+    assert!(r["body"].get("error").is_some(), "{r}");
+    c.exit();
+    assert!(audit(&server, &s, "decision").iter().any(|d| {
+        d["body"]["action"] == "set_log_level" && d["body"]["code"] == "out_of_scope"
+    }));
+}
+
 fn test_server_config(policies: &Path, extra: &str) -> String {
     format!(
         "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\ncommand = {:?}\nargs = [{:?}]\nmax_message_bytes = 4096\n{extra}",
@@ -862,7 +957,10 @@ async fn the_agent_cannot_hand_the_server_its_roots_or_unasked_answers() {
     assert_eq!(r["body"]["error"]["code"], -32601, "{r}");
     let r = c.send(json!({"op": "raw", "session": true,
         "body": json!({"jsonrpc": "2.0", "id": 5, "method": "completion/complete", "params": {}}).to_string()}));
-    assert_eq!(r["body"]["error"]["code"], -32601, "{r}");
+    assert_eq!(
+        r["body"]["error"]["code"], -32602,
+        "a completion names what it completes: {r}"
+    );
     c.exit();
     let refusals = audit(&server, &s, "decision");
     assert!(

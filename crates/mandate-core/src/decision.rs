@@ -209,6 +209,9 @@ pub enum ResourceKind {
     /// An MCP prompt: `Prompt::"{server}/{prompt}"` with `server` and
     /// `prompt`.
     Prompt { server: String, prompt: String },
+    /// An MCP server as a whole (its log level, its resource templates):
+    /// `McpServer::"{server}"` with `server`.
+    McpServer { server: String },
 }
 
 /// The resource of a request, with its attributes (Cedar entity tags).
@@ -250,7 +253,14 @@ impl TryFrom<TaggedResource> for ResourceRef {
 }
 
 /// The resource entity types, one per [`ResourceKind`].
-const RESOURCE_TYPES: [&str; 5] = ["Resource", "Route", "Tool", "McpResource", "Prompt"];
+const RESOURCE_TYPES: [&str; 6] = [
+    "Resource",
+    "Route",
+    "Tool",
+    "McpResource",
+    "Prompt",
+    "McpServer",
+];
 
 impl ResourceRef {
     /// The Cedar entity type's name.
@@ -261,6 +271,7 @@ impl ResourceRef {
             ResourceKind::Tool { .. } => "Tool",
             ResourceKind::McpResource { .. } => "McpResource",
             ResourceKind::Prompt { .. } => "Prompt",
+            ResourceKind::McpServer { .. } => "McpServer",
         }
     }
 
@@ -271,6 +282,7 @@ impl ResourceRef {
             ResourceKind::Tool { server, tool } => format!("{server}/{tool}"),
             ResourceKind::McpResource { server, uri } => format!("{server}/{uri}"),
             ResourceKind::Prompt { server, prompt } => format!("{server}/{prompt}"),
+            ResourceKind::McpServer { server } => server.clone(),
         };
         Ok(EntityUid::from_type_name_and_id(
             type_name(self.type_str())?,
@@ -294,6 +306,7 @@ impl ResourceRef {
             ResourceKind::Prompt { server, prompt } => {
                 vec![("server".into(), s(server)), ("prompt".into(), s(prompt))]
             }
+            ResourceKind::McpServer { server } => vec![("server".into(), s(server))],
         };
         let tags = self.tags.iter().map(|(k, v)| (k.clone(), s(v)));
         Entity::new_with_tags(self.uid()?, attrs, [], tags).map_err(|e| e.to_string())

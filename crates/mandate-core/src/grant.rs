@@ -96,6 +96,7 @@ pub fn pattern_policy(
         ResourceKind::Prompt { server, prompt } => {
             ("Prompt", prompt, "prompt", Some(eq("server", server)))
         }
+        ResourceKind::McpServer { server } => ("McpServer", server, "server", None),
     };
     if !own.starts_with(prefix) {
         return Err(format!(

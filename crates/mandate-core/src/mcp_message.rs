@@ -13,8 +13,8 @@ use serde_json::Value;
 
 /// Requests an agent may send; anything else is refused (`-32601`).
 /// `completion/complete`, `resources/templates/list` and
-/// `logging/setLevel` are refused too: they would run server code on the
-/// agent's input (or widen what the server tells it) with no decision.
+/// `logging/setLevel` are decided by policy like calls (they run server
+/// code on the agent's input, or widen what the server tells it).
 pub const CLIENT_REQUESTS: &[&str] = &[
     "initialize",
     "server/discover",
@@ -27,6 +27,9 @@ pub const CLIENT_REQUESTS: &[&str] = &[
     "resources/unsubscribe",
     "prompts/list",
     "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "resources/templates/list",
 ];
 
 /// Notifications an agent may send.
@@ -241,7 +244,7 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":3}"#, Refusal::Invalid, json!(3)),
             (r#"{"jsonrpc":"2.0"}"#, Refusal::Invalid, Value::Null),
             (
-                r#"{"jsonrpc":"2.0","id":"a","method":"logging/setLevel"}"#,
+                r#"{"jsonrpc":"2.0","id":"a","method":"tasks/list"}"#,
                 Refusal::UnknownRequest,
                 json!("a"),
             ),

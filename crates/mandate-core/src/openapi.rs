@@ -85,6 +85,13 @@ impl utoipa::PartialSchema for ResourceRef {
                 &["server", "prompt"],
                 &extra,
             ))
+            .item(variant(
+                "type",
+                "McpServer",
+                "An MCP server as a whole: `McpServer::\"{server}\"`.",
+                &["server"],
+                &extra,
+            ))
             .into()
     }
 }

@@ -38,6 +38,7 @@ fn summary(ask: &Ask<'_>) -> String {
         ResourceKind::Prompt { server, prompt } => {
             format!("prompt `{prompt}` of MCP server `{server}`")
         }
+        ResourceKind::McpServer { server } => format!("MCP server `{server}`"),
     };
     let mut line = format!(
         "agent `{}` wants to `{}` {target}",

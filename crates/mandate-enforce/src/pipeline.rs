@@ -282,6 +282,7 @@ fn unclear_name(resource: &ResourceRef) -> Option<String> {
         ResourceKind::McpResource { uri, .. } => (!names::valid_uri(uri)).then(unclear_mcp),
         ResourceKind::Tool { tool, .. } => (!names::valid_name(tool)).then(unclear_mcp),
         ResourceKind::Prompt { prompt, .. } => (!names::valid_name(prompt)).then(unclear_mcp),
+        ResourceKind::McpServer { server } => (!names::valid_name(server)).then(unclear_mcp),
         ResourceKind::Resource { .. } => None,
     }
 }

@@ -22,6 +22,9 @@ pub const PROTOCOL_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25
 pub const CALL_TOOL: &str = "call_tool";
 pub const READ_RESOURCE: &str = "read_resource";
 pub const GET_PROMPT: &str = "get_prompt";
+pub const COMPLETE: &str = "complete";
+pub const SET_LOG_LEVEL: &str = "set_log_level";
+pub const LIST_RESOURCE_TEMPLATES: &str = "list_resource_templates";
 
 /// One upstream MCP server as written in `mandate.toml` (`[[mcp_servers]]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -403,6 +406,17 @@ impl McpServer {
         (GET_PROMPT.to_owned(), resource)
     }
 
+    /// This server as a whole.
+    #[must_use]
+    pub fn server_ref(&self) -> ResourceRef {
+        ResourceRef {
+            kind: ResourceKind::McpServer {
+                server: self.name().to_owned(),
+            },
+            tags: self.tags(),
+        }
+    }
+
     /// Maps a gated request to what policy decides. The resource's tags
     /// bind the exact arguments (`mcp_arguments_s256`), so an approval of
     /// "this call" covers these arguments and no others.
@@ -418,10 +432,24 @@ impl McpServer {
                 .and_then(Value::as_str)
                 .ok_or_else(|| MapError(format!("`params.{field}` must be a string")))
         };
-        let arguments = match params.get("arguments") {
-            None | Some(Value::Null) => serde_json::Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(_) => return Err(MapError("`params.arguments` must be an object".into())),
+        let arguments = match method {
+            // What the request asks besides its target: bound like a
+            // call's arguments.
+            "completion/complete" | "logging/setLevel" => params
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .filter(|(k, _)| matches!(k.as_str(), "argument" | "context" | "level"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            "resources/templates/list" => serde_json::Map::new(),
+            _ => match params.get("arguments") {
+                None | Some(Value::Null) => serde_json::Map::new(),
+                Some(Value::Object(m)) => m.clone(),
+                Some(_) => return Err(MapError("`params.arguments` must be an object".into())),
+            },
         };
         let arguments_s256 = mandate_core::s256(
             &serde_jcs::to_vec(&arguments)
@@ -455,6 +483,50 @@ impl McpServer {
                 let (a, r) = self.prompt_ref(name);
                 (a, r, &[][..])
             }
+            "completion/complete" => {
+                let r = params
+                    .get("ref")
+                    .filter(|r| r.is_object())
+                    .ok_or_else(|| MapError("`params.ref` must be an object".into()))?;
+                let field = |f: &str| {
+                    r.get(f)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| MapError(format!("`params.ref.{f}` must be a string")))
+                };
+                let resource = match r.get("type").and_then(Value::as_str) {
+                    Some("ref/prompt") => {
+                        let name = field("name")?;
+                        if !mandate_core::names::valid_name(name) {
+                            return Err(MapError(format!("`{name}` is not a valid prompt name")));
+                        }
+                        self.prompt_ref(name).1
+                    }
+                    Some("ref/resource") => {
+                        let uri = field("uri")?;
+                        if !mandate_core::names::valid_uri(uri) {
+                            return Err(MapError("the resource URI is not acceptable".into()));
+                        }
+                        self.resource_ref(uri).1
+                    }
+                    _ => {
+                        return Err(MapError(
+                            "`params.ref.type` must be `ref/prompt` or `ref/resource`".into(),
+                        ));
+                    }
+                };
+                (COMPLETE.to_owned(), resource, &[][..])
+            }
+            "logging/setLevel" => {
+                if !params.get("level").is_some_and(Value::is_string) {
+                    return Err(MapError("`params.level` must be a string".into()));
+                }
+                (SET_LOG_LEVEL.to_owned(), self.server_ref(), &[][..])
+            }
+            "resources/templates/list" => (
+                LIST_RESOURCE_TEMPLATES.to_owned(),
+                self.server_ref(),
+                &[][..],
+            ),
             other => return Err(MapError(format!("`{other}` is not decided"))),
         };
         let mut context = serde_json::Map::new();
@@ -491,6 +563,55 @@ mod tests {
     fn server(extra: &str) -> Result<McpServer, McpConfigError> {
         let text = format!("name = \"billing\"\ncommand = \"billing-mcp\"\n{extra}");
         McpServer::new(toml::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn what_else_the_gateway_decides_maps_to_its_own_actions() {
+        let s = server("").unwrap();
+        let m = s
+            .map(
+                "completion/complete",
+                Some(&json!({"ref": {"type": "ref/prompt", "name": "summary"},
+                    "argument": {"name": "topic", "value": "gi"}})),
+            )
+            .unwrap();
+        assert_eq!(m.action, COMPLETE);
+        assert_eq!(
+            m.resource.kind,
+            ResourceKind::Prompt {
+                server: "billing".into(),
+                prompt: "summary".into()
+            }
+        );
+        // The value being completed is bound like a call's arguments.
+        let other = s
+            .map(
+                "completion/complete",
+                Some(&json!({"ref": {"type": "ref/prompt", "name": "summary"},
+                    "argument": {"name": "topic", "value": "xx"}})),
+            )
+            .unwrap();
+        assert_ne!(m.arguments_s256, other.arguments_s256);
+        let level = s
+            .map("logging/setLevel", Some(&json!({"level": "debug"})))
+            .unwrap();
+        assert_eq!(level.action, SET_LOG_LEVEL);
+        assert_eq!(
+            level.resource.kind,
+            ResourceKind::McpServer {
+                server: "billing".into()
+            }
+        );
+        let templates = s.map("resources/templates/list", None).unwrap();
+        assert_eq!(templates.action, LIST_RESOURCE_TEMPLATES);
+        for bad in [
+            json!({"ref": {"type": "ref/tool", "name": "x"}}),
+            json!({"ref": {"type": "ref/prompt", "name": "../x"}}),
+            json!({"ref": {"type": "ref/resource", "uri": "file:///a/../b"}}),
+        ] {
+            assert!(s.map("completion/complete", Some(&bad)).is_err(), "{bad}");
+        }
+        assert!(s.map("logging/setLevel", Some(&json!({}))).is_err());
     }
 
     #[test]

@@ -135,7 +135,8 @@ async def run():
         mode = os.environ.get("MCP_CLIENT_MODE", "legacy")
         async with Client(transport, elicitation_callback=elicit, list_roots_callback=roots,
                           mode=mode) as client:
-            out({"ready": True, "protocol_version": client.protocol_version})
+            out({"ready": True, "protocol_version": client.protocol_version,
+                 "capabilities": dump(client.session.server_capabilities)})
             stdin = anyio.wrap_file(sys.stdin)
             async for line in stdin:
                 cmd = json.loads(line)

@@ -1,7 +1,8 @@
 """A small MCP server for the gateway's tests, on the official MCP Python
 SDK: a trivial tool, a slow one that reports progress, one that asks the
 client (elicitation), one that crashes its process, one that shows the HTTP
-headers it received, a resource and a prompt.
+headers it received, resources (and a template), a prompt with completions,
+and a log level.
 
 usage: server.py                 (stdio)
        server.py --http PORT     (streamable HTTP on 127.0.0.1:PORT/mcp)"""
@@ -102,6 +103,33 @@ def secret_notes() -> str:
 def summary(topic: str) -> str:
     """Summarise a topic."""
     return f"Summarise {topic}."
+
+
+@mcp.resource("notes://topics/{topic}")
+def topic_notes(topic: str) -> str:
+    """Notes on one topic (a resource template)."""
+    return f"notes on {topic}"
+
+
+@mcp.completion()
+async def complete(ref, argument, context):
+    """Completes a prompt's `topic`."""
+    from mcp.types import Completion
+    return Completion(values=[t for t in ("git", "gateway") if t.startswith(argument.value)])
+
+
+async def set_level(ctx, params):
+    """The log level (declares the logging capability)."""
+    from mcp.types import EmptyResult
+    return EmptyResult()
+
+
+def _logging():
+    from mcp.types import SetLevelRequestParams
+    mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+
+
+_logging()
 
 
 if __name__ == "__main__":

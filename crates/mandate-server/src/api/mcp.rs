@@ -56,6 +56,9 @@ const GATED: &[&str] = &[
     "resources/read",
     "resources/subscribe",
     "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "resources/templates/list",
 ];
 
 /// A message for the server: a gated call only inside the [`Permit`] its
@@ -1106,6 +1109,13 @@ async fn initialize(
         session.close();
         return Err(p);
     }
+    let mut answer = answer;
+    if let Some(caps) = answer
+        .get_mut("result")
+        .and_then(|r| r.get_mut("capabilities"))
+    {
+        unrefused(s, server, &caller.mission, caps).await;
+    }
     {
         let mut r = s.0.mcp.reg.lock().map_err(|_| Problem::internal())?;
         // A server that went away meanwhile: no session.
@@ -1173,6 +1183,27 @@ fn start_upstream(
     });
     spawn_router(s.clone(), Arc::downgrade(&session), events_rx);
     session
+}
+
+/// Takes out of the server's capabilities what the gateway would refuse
+/// this mission: `logging` unless its policy lets it set the server's log
+/// level. On any doubt, it is taken out.
+async fn unrefused(s: &AppState, server: &McpServer, mission: &Mission, caps: &mut Value) {
+    let Some(caps) = caps.as_object_mut() else {
+        return;
+    };
+    if caps.contains_key("logging") {
+        let ask = [(
+            crate::mcp_servers::SET_LOG_LEVEL.to_owned(),
+            server.server_ref(),
+        )];
+        let allowed = preview(s, mission, server.required_trust(), &ask)
+            .await
+            .is_ok_and(|o| o.first().is_some_and(|o| o.decision == Decision::Allow));
+        if !allowed {
+            caps.remove("logging");
+        }
+    }
 }
 
 /// Carries what the upstream says to the session.

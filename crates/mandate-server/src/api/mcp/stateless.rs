@@ -258,7 +258,7 @@ pub(super) async fn serve(
     match method.as_str() {
         "server/discover" => return discover(s, server, caller, &id).await,
         // Of the session era only.
-        "ping" | "resources/subscribe" | "resources/unsubscribe" => {
+        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
             let bad = Box::new(Bad {
                 status: StatusCode::NOT_FOUND,
                 code: METHOD_NOT_FOUND,
@@ -390,11 +390,12 @@ async fn discover(
 }
 
 /// Of the server's capabilities, what the gateway serves a stateless
-/// client: tools, resources (read; no subscriptions) and prompts, without
-/// change notifications (the gateway opens no stream for them).
+/// client: tools, resources (read; no subscriptions), prompts and
+/// completions (each decided per request), without change notifications
+/// (the gateway opens no stream for them). Logging is not of this revision.
 fn advertised(caps: &Value) -> Value {
     let mut out = serde_json::Map::new();
-    for k in ["tools", "resources", "prompts"] {
+    for k in ["tools", "resources", "prompts", "completions"] {
         if caps.get(k).is_some_and(Value::is_object) {
             out.insert(k.into(), json!({}));
         }
@@ -582,7 +583,11 @@ pub(super) fn complete(method: &str, mut m: Value) -> Value {
     r.entry("resultType").or_insert_with(|| json!("complete"));
     if matches!(
         method,
-        "tools/list" | "prompts/list" | "resources/list" | "resources/read"
+        "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/read"
+            | "resources/templates/list"
     ) {
         r.insert("ttlMs".into(), json!(0));
         r.insert("cacheScope".into(), json!("private"));
