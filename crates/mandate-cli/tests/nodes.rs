@@ -538,6 +538,130 @@ async fn an_mcp_initialize_replayed_to_another_node_opens_no_session() {
     );
 }
 
+/// A DPoP proof on `/mcp` covers neither the message nor the session, so
+/// its use is spent on every node whatever the request was: the proof of a
+/// listing on node 1 is not a call on the mission's session on node 2, and
+/// a call's proof is not a second call there (ADR 0023).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_used_on_mcp_on_one_node_does_nothing_on_another() {
+    let python = std::env::var("MANDATE_TEST_PYTHON")
+        .expect("MANDATE_TEST_PYTHON must name a Python with the MCP SDK; run scripts/test.sh");
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+    let (up, _) = upstream().await;
+    let d = deployment_with(
+        &up,
+        &format!(
+            "\n[[mcp_servers]]\nname = \"lab\"\ncommand = {python:?}\nargs = [{:?}]\n",
+            server.display().to_string()
+        ),
+    )
+    .await;
+    let m = d
+        .client(1, &d.alice)
+        .create_mission(&CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Echo things on every node".into(),
+            scope: "permit(principal, action == Action::\"call_tool\", resource is Tool);".into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(100),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let agent = MissionAgent::start(d.nodes[0].url(), &m.start_token)
+        .await
+        .unwrap();
+    let credential = agent.credential().to_owned();
+    // Proofs name the issuer's URL (node 1's), whichever node answers.
+    let proof = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        agent
+            .key()
+            .proof(
+                "POST",
+                &format!("{}/mcp/lab", d.nodes[0].url()),
+                Some(&credential),
+                mandate_core::UnixTime(now),
+                &mandate_core::OsRandom,
+            )
+            .unwrap()
+    };
+    let http = reqwest::Client::new();
+    let post = |node: usize, session: Option<&str>, proof: &str, body: serde_json::Value| {
+        let mut rb = http
+            .post(format!("{}/mcp/lab", d.nodes[node].url()))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("authorization", format!("DPoP {credential}"))
+            .header("dpop", proof)
+            .body(body.to_string());
+        if let Some(sid) = session {
+            rb = rb.header("mcp-session-id", sid);
+        }
+        rb.send()
+    };
+    // A session of the mission on node 1 and on node 2.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "agent", "version": "1"}}});
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let mut sessions = Vec::new();
+    for node in [0, 1] {
+        let r = post(node, None, &proof(), init.clone()).await.unwrap();
+        assert_eq!(r.status(), 200, "node {}", node + 1);
+        let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let r = post(node, Some(&sid), &proof(), initialized.clone())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        sessions.push(sid);
+    }
+    let echo = |text: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "echo", "arguments": {"text": text}}})
+    };
+    // A listing on node 1; its proof on node 2, as a call.
+    let listing = proof();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let r = post(0, Some(&sessions[0]), &listing, list).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(1, Some(&sessions[1]), &listing, echo("not mine"))
+        .await
+        .unwrap();
+    assert_eq!(problem_code(r).await, (401, "proof_replayed".to_owned()));
+    // A call on node 1; its proof on node 2, as another call.
+    let call = proof();
+    let r = post(0, Some(&sessions[0]), &call, echo("mine"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("mine"));
+    let r = post(1, Some(&sessions[1]), &call, echo("mine again"))
+        .await
+        .unwrap();
+    assert_eq!(problem_code(r).await, (401, "proof_replayed".to_owned()));
+    // One call was decided (and made); both replays are on the record.
+    let audit = d
+        .client(2, &d.admin)
+        .audit(&format!("mission={}", agent.mission_id().as_str()))
+        .await
+        .unwrap();
+    let records = audit["records"].as_array().unwrap();
+    let decided = |code: &str| {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "decision" && r["body"]["code"] == code)
+            .count()
+    };
+    assert_eq!(decided("scope"), 1, "{audit}");
+    assert_eq!(decided("proof_replayed"), 2, "{audit}");
+}
+
 /// `mandate serve` on `data` with `config`, which must refuse to start:
 /// its standard error.
 fn refused_start(data: &Path, config: &str) -> String {

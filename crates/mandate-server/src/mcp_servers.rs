@@ -95,10 +95,44 @@ pub struct McpServerConfig {
     /// Tools mapped to actions of their own (default: `call_tool`).
     #[serde(default)]
     pub tools: Vec<McpToolConfig>,
+    /// How agents prove they hold the mission key on `/mcp/{name}`:
+    /// `signature` (RFC 9421), `dpop` (RFC 9449) or `either` (default).
+    #[serde(default)]
+    pub proof: ProofMode,
 }
 
 fn default_auth() -> UpstreamAuth {
     UpstreamAuth::Pass
+}
+
+/// The proofs of possession of the mission key a server's endpoint takes
+/// (ADR 0023). An RFC 9421 signature covers the message and the session
+/// id; a DPoP proof covers the method and URL only (the message is bound
+/// by TLS), so an operator can insist on signatures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProofMode {
+    /// RFC 9421 signatures only.
+    Signature,
+    /// DPoP proofs only.
+    Dpop,
+    /// Either, one per request.
+    #[default]
+    Either,
+}
+
+impl ProofMode {
+    /// Whether an RFC 9421 signature is taken.
+    #[must_use]
+    pub fn takes_signature(self) -> bool {
+        matches!(self, Self::Signature | Self::Either)
+    }
+
+    /// Whether a DPoP proof is taken.
+    #[must_use]
+    pub fn takes_dpop(self) -> bool {
+        matches!(self, Self::Dpop | Self::Either)
+    }
 }
 
 /// A tool with its own Cedar action, and the arguments policy sees.
@@ -304,6 +338,11 @@ impl McpServer {
     #[must_use]
     pub fn max_sessions(&self) -> usize {
         self.config.max_sessions.unwrap_or(64)
+    }
+
+    #[must_use]
+    pub fn proof(&self) -> ProofMode {
+        self.config.proof
     }
 
     /// The labels a result of `method` on `name` (a tool, resource URI or
@@ -757,5 +796,30 @@ mod tests {
         let e =
             McpServer::new(toml::from_str("name = \"a/b\"\ncommand = \"x\"").unwrap()).unwrap_err();
         assert!(e.to_string().contains("URL segment"));
+    }
+
+    #[test]
+    fn the_proof_of_possession_is_one_of_three() {
+        assert_eq!(server("").unwrap().proof(), ProofMode::Either);
+        for (text, mode) in [
+            ("signature", ProofMode::Signature),
+            ("dpop", ProofMode::Dpop),
+            ("either", ProofMode::Either),
+        ] {
+            let s = server(&format!("proof = \"{text}\"")).unwrap();
+            assert_eq!(s.proof(), mode);
+            assert_eq!(
+                (mode.takes_signature(), mode.takes_dpop()),
+                (text != "dpop", text != "signature")
+            );
+        }
+        // Anything else stops the load, naming what is accepted.
+        for bad in ["bearer", "DPoP", "none", ""] {
+            let text = format!("name = \"billing\"\ncommand = \"x\"\nproof = \"{bad}\"");
+            let e = toml::from_str::<McpServerConfig>(&text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("signature") && e.contains("dpop"), "{bad}: {e}");
+        }
     }
 }

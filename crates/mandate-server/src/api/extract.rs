@@ -315,7 +315,10 @@ fn safe_name(name: &str) -> String {
 }
 
 /// Exactly one value of header `name`, as text.
-fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Problem> {
+pub(super) fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, Problem> {
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {

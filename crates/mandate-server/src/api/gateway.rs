@@ -31,9 +31,10 @@ use serde::Serialize;
 use mandate_enforce::{Call, Claim, Permit, Who};
 
 use super::decide::{enforce, record_refusal};
-use super::extract::{Presented, check_signed};
+use super::extract::{Presented, check_signed, single_header, verify_request_proof};
 use super::free_text;
 use crate::header_policy::{self, Withheld};
+use crate::mcp_servers::{McpServer, ProofMode};
 use crate::problem::Problem;
 use crate::replay::Replay;
 use crate::routes::{MapError, Route, UpstreamAuth, UpstreamErrors};
@@ -479,6 +480,275 @@ pub(super) async fn verify(
         mission,
         claim,
     })
+}
+
+/// How an `/mcp` request proves possession of the mission key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum McpProof {
+    /// RFC 9421: `Signature-Input`, `Signature`, `Signature-Key`.
+    Signature,
+    /// RFC 9449: `Authorization: DPoP <credential>` and a `DPoP` proof.
+    Dpop,
+}
+
+/// Whether `value` (of `Authorization`) is of the `DPoP` scheme (auth
+/// schemes are case-insensitive, RFC 9110 §11.1).
+fn is_dpop_scheme(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(' ').next())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop"))
+}
+
+/// Which proof an `/mcp` request presents, from its headers alone (before
+/// its body is read), and whether the server takes it (`proof` of its
+/// configuration). Both kinds on one request are refused: there is one
+/// answer to "which key proved this", never two.
+pub(super) fn mcp_proof(h: &HeaderMap, mode: ProofMode) -> Result<McpProof, Problem> {
+    let signature = ["signature-input", "signature", "signature-key"]
+        .iter()
+        .any(|n| h.contains_key(*n));
+    let authorization = h.get_all(axum::http::header::AUTHORIZATION);
+    let dpop = h.contains_key("dpop") || authorization.iter().any(is_dpop_scheme);
+    let found = match (signature, dpop) {
+        (true, true) => {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a request carries an RFC 9421 signature or a DPoP proof, not both",
+            ));
+        }
+        (true, false) => McpProof::Signature,
+        (false, true) => McpProof::Dpop,
+        (false, false) => {
+            // A credential alone (`Bearer`) is the one thing a leak gives
+            // away: it is refused as if nothing were sent.
+            let bearer = if authorization.iter().next().is_some() {
+                "; a credential alone (`Authorization: Bearer` or another scheme) is not accepted"
+            } else {
+                ""
+            };
+            return Err(match mode {
+                ProofMode::Signature => unauthorized(
+                    "signature_required",
+                    format!("an RFC 9421 signature is required{bearer}"),
+                ),
+                ProofMode::Dpop => unauthorized(
+                    "unauthenticated",
+                    format!(
+                        "the mission credential (`Authorization: DPoP`) and a `DPoP` proof are required{bearer}"
+                    ),
+                ),
+                ProofMode::Either => unauthorized(
+                    "signature_required",
+                    format!(
+                        "an RFC 9421 signature, or the mission credential (`Authorization: DPoP`) with a `DPoP` proof, is required{bearer}"
+                    ),
+                ),
+            });
+        }
+    };
+    match found {
+        McpProof::Signature if !mode.takes_signature() => Err(unauthorized(
+            "unauthenticated",
+            "this MCP server takes DPoP proofs only (`proof = \"dpop\"`): present the mission credential with `Authorization: DPoP` and a `DPoP` proof",
+        )),
+        McpProof::Dpop if !mode.takes_dpop() => Err(unauthorized(
+            "signature_required",
+            "this MCP server takes RFC 9421 signatures only (`proof = \"signature\"`)",
+        )),
+        // Nothing is read before the request could be authentic at all.
+        McpProof::Signature => {
+            for name in ["signature-input", "signature", "signature-key"] {
+                if !h.contains_key(name) {
+                    return Err(unauthorized(
+                        "signature_required",
+                        format!("an RFC 9421 signature is required (`{name}` is missing)"),
+                    ));
+                }
+            }
+            Ok(found)
+        }
+        McpProof::Dpop => {
+            if !authorization.iter().any(is_dpop_scheme) {
+                return Err(unauthorized(
+                    "unauthenticated",
+                    "present the mission credential with `Authorization: DPoP`",
+                ));
+            }
+            if !h.contains_key("dpop") {
+                return Err(unauthorized(
+                    "unauthenticated",
+                    "a `DPoP` proof of possession of the mission key is required",
+                ));
+            }
+            Ok(found)
+        }
+    }
+}
+
+/// An `/mcp/{server}` request's proof of possession: an RFC 9421 signature
+/// ([`verify`], which must also cover `Mcp-Session-Id`) or a DPoP proof
+/// ([`verify_dpop`]), as [`mcp_proof`] finds and the server takes. Either
+/// way the same [`Verified`] comes out.
+pub(super) async fn verify_mcp(
+    s: &AppState,
+    server: &McpServer,
+    req: &RequestParts<'_>,
+    h: &HeaderMap,
+    body: &Bytes,
+) -> Result<Verified, Problem> {
+    match mcp_proof(h, server.proof())? {
+        McpProof::Signature => verify(s, req, h, body, &["mcp-session-id"]).await,
+        McpProof::Dpop => verify_dpop(s, req, h).await,
+    }
+}
+
+/// The DPoP alternative to [`verify`] (RFC 9449, as the authority API
+/// takes it): `Authorization: DPoP <mission credential>` and one `DPoP`
+/// proof, signed by the key the credential binds (`cnf.jkt` is the proof
+/// key's thumbprint), for this method and this URL (the issuer and the
+/// path, no query), with `iat` within the freshness window and `ath` the
+/// hash of the credential (required); never used before, here or on any
+/// node sharing the database (claimed when verified, and with the
+/// decision's record as a signature is). The proof covers neither the body
+/// nor the other headers (ADR 0023).
+pub(super) async fn verify_dpop(
+    s: &AppState,
+    req: &RequestParts<'_>,
+    h: &HeaderMap,
+) -> Result<Verified, Problem> {
+    let credential = single_header(h, "authorization")?
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("dpop"))
+        .map(|(_, c)| c.trim())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            unauthorized(
+                "unauthenticated",
+                "present the mission credential with `Authorization: DPoP`",
+            )
+        })?;
+    // The credential's own signature first: its claims are then authentic.
+    let crate::state::Verified { signed, .. } =
+        s.verified_credential(credential).map_err(Problem::from)?;
+    let claims = signed.claims.clone();
+    // Until the proof verifies, the caller may not hold the mission key:
+    // refusals are answered, not recorded (a stolen credential must not be
+    // able to write to the audit log).
+    let unrecorded = |problem: Problem| {
+        Ok(Verified::Refused {
+            problem,
+            claims: None,
+        })
+    };
+    let method = axum::http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| Problem::bad_request("invalid_request", "no such method"))?;
+    // htm, htu (the issuer and the path), iat, `ath` of this credential,
+    // the signature by the proof's own key.
+    let proof = match verify_request_proof(s, h, &method, req.path, Some(credential)) {
+        Ok(p) => p,
+        Err(p) => return unrecorded(p),
+    };
+    // The proof's key is the one the credential binds.
+    if proof.jkt != claims.cnf.jkt {
+        return unrecorded(mandate_core::ProofError::KeyMismatch.into());
+    }
+    // Once only: here (the replay cache), and on every node sharing the
+    // database. In a namespace of its own: a proof is never taken for a
+    // signature, nor for a proof to the authority API.
+    let now = s.0.clock.now();
+    let jti = format!("dpop-mcp:{}", proof.jti);
+    let expires = UnixTime(proof.iat.0.saturating_add(FRESHNESS_WINDOW_SECS));
+    let replayed = |first: bool| {
+        // The proof verified with the mission key: whoever replays it is
+        // accountable, once per proof and node (each later try is only
+        // answered).
+        Ok(Verified::Refused {
+            problem: mandate_core::ProofError::Replayed.into(),
+            claims: first.then(|| claims.clone()),
+        })
+    };
+    match s.0.replay.check(&proof.jkt, &jti, proof.iat, now) {
+        Replay::Fresh => {}
+        Replay::Seen { first } => return replayed(first),
+        Replay::Full => {
+            return Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay_cache_full",
+                "too many proofs in flight; retry shortly",
+            ));
+        }
+    }
+    // Unlike a signature, a proof covers neither the message nor the
+    // session: the proof of a listing here could be a call to a session
+    // of the same mission on another node. So its use is claimed now,
+    // whatever the request turns out to be (ADR 0023) …
+    let used =
+        mandate_core::s256(format!("dpop-mcp-use:{}:{}", proof.jkt.as_str(), proof.jti).as_bytes());
+    if !s.0.store.claim(&used, expires, now).await? {
+        // Used on another node (or before a restart): remembered here as
+        // replayed too, so later tries are only answered.
+        let _ = s.0.replay.check(&proof.jkt, &jti, proof.iat, now);
+        return replayed(true);
+    }
+    // … and, as a signature's, with the record of the decision it gets.
+    let claim = Claim {
+        key: mandate_core::s256(
+            format!("dpop-mcp:{}:{}", proof.jkt.as_str(), proof.jti).as_bytes(),
+        ),
+        expires,
+    };
+    // The holder of the mission key: now the mission's state (ended,
+    // revoked, another key bound) is an accountable refusal.
+    let (claims, mission) = match check_signed(s, signed).await? {
+        Presented::Valid { claims, mission } => (claims, mission),
+        Presented::Refused { error, claims } => {
+            return Ok(Verified::Refused {
+                problem: error.into(),
+                claims,
+            });
+        }
+    };
+    Ok(Verified::Ok {
+        claims,
+        mission,
+        claim,
+    })
+}
+
+/// A 401 of the MCP gateway names what the server takes: the HTTP
+/// gateway's RFC 9421 challenge ([`signature_challenge`]) and `DPoP
+/// algs="EdDSA"` (RFC 9449 §7.1), or one of them where `proof` says so.
+/// Never `Bearer`: a credential alone is refused.
+pub(super) fn mcp_challenge(resp: Response, mode: ProofMode) -> Response {
+    if resp.status() != StatusCode::UNAUTHORIZED {
+        return resp;
+    }
+    let mut resp = if mode.takes_signature() {
+        signature_challenge(resp)
+    } else {
+        let mut resp = resp;
+        resp.headers_mut()
+            .remove(axum::http::header::WWW_AUTHENTICATE);
+        resp
+    };
+    if mode.takes_dpop() {
+        resp.headers_mut().append(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("DPoP algs=\"EdDSA\""),
+        );
+    }
+    resp
+}
+
+/// The `proof` of the MCP server at `path` (`/mcp/{server}`); `either`
+/// for no server (whose answer is a 404 anyway).
+pub(super) fn mcp_proof_mode(s: &AppState, path: &str) -> ProofMode {
+    path.strip_prefix("/mcp/")
+        .and_then(|name| s.0.mcp_servers.get(name))
+        .map_or(ProofMode::Either, |server| server.proof())
 }
 
 /// What the audit record of a gateway request adds: where and what, by

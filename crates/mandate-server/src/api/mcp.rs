@@ -2,7 +2,8 @@
 //!
 //! A JSON-RPC pass-through that inspects what it must: every HTTP request
 //! of the agent is RFC 9421-signed and verified as on the HTTP gateway (the
-//! signature must also cover `Mcp-Session-Id`); `tools/call`,
+//! signature must also cover `Mcp-Session-Id`), or carries a DPoP proof by
+//! the mission key where the server takes one (ADR 0023); `tools/call`,
 //! `resources/read`, `resources/subscribe` and `prompts/get` are decided by
 //! mission policy and recorded before anything is forwarded, and only with
 //! the decision's [`Permit`]; `tools/list`, `resources/list` and
@@ -42,7 +43,7 @@ use mandate_enforce::{Call, Claim, Permit, Who};
 use super::decide::{enforce, preview, record_refusal};
 
 mod stateless;
-use super::gateway::{Verified, header_list, verify};
+use super::gateway::{Verified, header_list, verify_mcp};
 use crate::mcp_servers::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
 use crate::problem::Problem;
@@ -566,9 +567,10 @@ impl Session {
 /// `/mcp/{server}`: `POST` a message, `GET` the server's stream, `DELETE`
 /// the session.
 pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response {
+    let proof = super::gateway::mcp_proof_mode(&s, req.uri().path());
     match handle_inner(&s, req).await {
         Ok(r) => r,
-        Err(p) => p.into_response(),
+        Err(p) => super::gateway::mcp_challenge(p.into_response(), proof),
     }
 }
 
@@ -609,13 +611,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         ));
     }
     // Nothing is read before the request could be signed at all.
-    if !parts.headers.contains_key("signature") || !parts.headers.contains_key("signature-key") {
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "signature_required",
-            "an RFC 9421 signature is required",
-        ));
-    }
+    super::gateway::mcp_proof(&parts.headers, server.proof())?;
     let limit = server.max_message_bytes();
     let body = match tokio::time::timeout(
         Duration::from_secs(30),
@@ -666,7 +662,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query: None,
         headers: &headers,
     };
-    let caller = match verify(s, &request, &parts.headers, &body, &["mcp-session-id"]).await? {
+    let caller = match verify_mcp(s, &server, &request, &parts.headers, &body).await? {
         Verified::Ok {
             claims,
             mission,
