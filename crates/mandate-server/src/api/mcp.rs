@@ -23,7 +23,7 @@
 //! an idle hour, or a server that keeps crashing.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -108,13 +108,18 @@ struct Registry {
     channels: HashMap<(String, String, String), String>,
 }
 
+/// A stateless channel's (server, mission, key thumbprint).
+type ChannelKey = (String, String, String);
+
 /// The open MCP sessions.
 #[derive(Debug, Default)]
 pub(crate) struct McpSessions {
     reg: Mutex<Registry>,
-    /// Held while a stateless channel is opened, so concurrent first
-    /// requests of a mission open one.
-    channel_lock: tokio::sync::Mutex<()>,
+    /// Held while a stateless channel is opened, one per (server,
+    /// mission, key thumbprint): concurrent first requests of a mission
+    /// open one channel, and a server slow to answer `initialize` holds up
+    /// no other channel. Only the locks in use are kept.
+    channel_locks: Mutex<HashMap<ChannelKey, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 /// A place for one session being opened; given back when dropped.
@@ -178,6 +183,21 @@ impl McpSessions {
             .map(|x| x.st.lock().map_or(0, |st| st.pending.len()))
             .sum();
         (all.len(), pending)
+    }
+
+    /// The lock held while the channel `key` is opened.
+    fn channel_lock(&self, key: &ChannelKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .channel_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(l) = locks.get(key).and_then(Weak::upgrade) {
+            return l;
+        }
+        locks.retain(|_, l| l.strong_count() > 0);
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(key.clone(), Arc::downgrade(&l));
+        l
     }
 
     /// Takes a place for a new session of `mission` with `server`, within
@@ -330,7 +350,9 @@ impl Session {
         progress: Option<Value>,
     ) -> Result<(InFlight, mpsc::Receiver<Value>), &'static str> {
         let mut st = self.st.lock().map_err(|_| "internal error")?;
-        if st.by_client.contains_key(&key(client_id)) {
+        // A stateless channel carries independent requests: their ids need
+        // not differ (and none is cancelled by id).
+        if !self.stateless && st.by_client.contains_key(&key(client_id)) {
             return Err("a request with this id is already in flight");
         }
         if st.pending.len() >= MAX_IN_FLIGHT {
@@ -353,7 +375,9 @@ impl Session {
                 internal: client_id.is_object(),
             },
         );
-        st.by_client.insert(key(client_id), n);
+        if !self.stateless {
+            st.by_client.insert(key(client_id), n);
+        }
         Ok((
             InFlight {
                 x: Arc::clone(self),

@@ -424,7 +424,8 @@ async fn channel(
         x.touch();
         return Ok(x);
     }
-    let _one = s.0.mcp.channel_lock.lock().await;
+    let lock = s.0.mcp.channel_lock(&key);
+    let _one = lock.lock().await;
     if let Some(x) = open() {
         x.touch();
         return Ok(x);
@@ -576,11 +577,17 @@ pub(super) fn refused(m: &Modern, id: &Value, method: &str, resp: &DecideRespons
 
 /// A final answer as the stateless era has it: `resultType`, and on the
 /// listings the gateway filters per mission, no caching beyond the caller.
+/// The server spoke the session era, where a result asks nothing of the
+/// client: a result dressed as `input_required` (its own input requests,
+/// a forged `requestState`) would reach the agent's client past the
+/// gateway, which refuses such requests of a server; it is complete.
 pub(super) fn complete(method: &str, mut m: Value) -> Value {
     let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) else {
         return m;
     };
-    r.entry("resultType").or_insert_with(|| json!("complete"));
+    r.insert("resultType".into(), json!("complete"));
+    r.remove("inputRequests");
+    r.remove("requestState");
     if matches!(
         method,
         "tools/list"
@@ -713,6 +720,17 @@ mod tests {
         assert_eq!(m["result"]["cacheScope"], "private");
         assert_eq!(m["result"]["ttlMs"], 0);
         assert_eq!(m["result"]["resultType"], "complete");
+        // A session-era server's result asks the client nothing.
+        let m = complete(
+            "tools/call",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [],
+                "resultType": "input_required", "requestState": "approval:apr_x",
+                "inputRequests": {"io.mandate/approval": {"method": "elicitation/create"}}}}),
+        );
+        assert_eq!(
+            m["result"],
+            json!({"content": [], "resultType": "complete"})
+        );
         let e = complete(
             "tools/call",
             json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 1}}),
