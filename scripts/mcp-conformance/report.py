@@ -5,16 +5,17 @@ Mandate's MCP gateway (scripts/mcp-conformance.sh).
 usage: report.py REVISION REQUIREMENTS_YAML DIRECT_DIR MANDATE_DIR [--strict]
 
 Each DIR is a suite run's `--output-dir`: one `server-SCENARIO-TIMESTAMP`
-directory per scenario, holding `checks.json`. A scenario passes as the
-suite scores it: no check failed and at least one succeeded (warnings do
-not fail). A scenario with no result failed. Scores count the scenarios
-the revision's requirements score; the table shows every server scenario
-the suite ran (`-` in the scored column: run, not scored).
+directory per scenario, holding `checks.json`. A scenario passes when no
+check failed and at least one succeeded (warnings do not fail; one with
+nothing but warnings and skips, which the suite's summary shows as passed,
+does not pass here). A scenario with no result failed. Scores count the
+scenarios the revision's requirements score; the table shows every server
+scenario the suite ran (`-` in the scored column: run, not scored).
 
 Prints the table, both scores, and each scenario that passes directly and
-fails through Mandate with the failed checks' messages. With --strict,
-exits 1 if there is any such scenario. Exits 2 if either run saved no
-result at all (the suite did not run).
+fails through Mandate with the failed checks' messages (its warnings if
+none failed). With --strict, exits 1 if there is any such scenario. Exits
+2 if either run saved no result at all (the suite did not run).
 """
 import json
 import os
@@ -54,8 +55,14 @@ def passed(checks):
 def failures(checks):
     if checks is None:
         return ["no result (the scenario did not finish)"]
-    return ["%s: %s" % (c.get("id"), c.get("errorMessage") or "(no message)")
-            for c in checks if c.get("status") == "FAILURE"]
+    failed = ["%s: %s" % (c.get("id"), c.get("errorMessage") or "(no message)")
+              for c in checks if c.get("status") == "FAILURE"]
+    if failed:
+        return failed
+    # Nothing failed and nothing succeeded: what was said instead.
+    return ["no check succeeded"] + [
+        "%s (%s): %s" % (c.get("id"), c.get("status").lower(), c.get("errorMessage") or "")
+        for c in checks if c.get("status") in ("WARNING", "SKIPPED")]
 
 
 def main():
