@@ -825,7 +825,7 @@ async fn held_discover_says_only_what_the_gateway_serves_and_taints_as_metadata(
         let result = &r.body["result"];
         assert_eq!(
             result["capabilities"],
-            json!({"tools": {}, "resources": {}}),
+            json!({"tools": {}, "resources": {}, "completions": {}}),
             "{r:?}"
         );
         assert_eq!(result["supportedVersions"][0], VERSION);
@@ -1223,7 +1223,8 @@ async fn held_stateless_requests_count_against_the_session_limits() {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "attack", "version": "1"}}});
-    // `initialize` with the stateless era's headers is of the session era.
+    // A session-era `initialize` (with the stateless era's headers it is
+    // not a method of that era: 404).
     let r = lab
         .s
         .agent
@@ -1237,7 +1238,7 @@ async fn held_stateless_requests_count_against_the_session_limits() {
         .await
         .unwrap()
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", VERSION)
+        .header("mcp-protocol-version", "2025-11-25")
         .header("mcp-method", "initialize")
         .send()
         .await
@@ -1368,9 +1369,11 @@ async fn held_batches_answers_and_session_only_methods_forward_nothing() {
             "{method}: {r:?}"
         );
     }
+    // A completion is decided like a call; one that names nothing to
+    // complete is refused before that.
     let m = modern(json!(6), "completion/complete", json!({}));
     let r = post(&mut lab.s.agent, &url, &m).await;
-    assert_eq!(r.body["error"]["code"], -32601, "{r:?}");
+    assert_eq!(r.body["error"]["code"], -32602, "{r:?}");
     for method in ["GET", "DELETE"] {
         let r = lab
             .s

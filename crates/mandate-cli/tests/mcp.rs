@@ -430,6 +430,15 @@ async fn a_current_client_works_statelessly_and_an_approval_completes_its_call()
             .unwrap()
             .contains(&json!("2026-07-28"))
     );
+    // A web page rebound to the gateway's address: its Origin is refused,
+    // signed or not.
+    let listing = json!({"jsonrpc": "2.0", "id": 101, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let headers = json!({"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list",
+        "Origin": "http://evil.example"});
+    let rebound = c.send(json!({"op": "raw", "body": listing.to_string(), "headers": headers}));
+    assert_eq!(rebound["status"], 403, "{rebound}");
     c.exit();
 
     let decisions = audit(&server, &s, "decision");

@@ -620,6 +620,14 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             format!("no MCP server `{name}`"),
         )
     })?;
+    if let Some(detail) = rebinding(&s.0.issuer, &parts.headers) {
+        return Ok(rpc_reply(
+            StatusCode::FORBIDDEN,
+            &Value::Null,
+            INVALID_REQUEST,
+            detail,
+        ));
+    }
     if parts.uri.query().is_some() {
         return Err(Problem::bad_request(
             "invalid_request",
@@ -777,6 +785,50 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     }
 }
 
+/// DNS rebinding (MCP's transport security): a web page whose name was
+/// made to resolve to the gateway sends that name as `Host` and its origin
+/// as `Origin`. An `Origin`, when sent, must be this authority's; `Host`
+/// must name this authority or be an address literal (a name is what
+/// rebinding needs). Why not, if refused.
+fn rebinding(issuer: &str, h: &axum::http::HeaderMap) -> Option<&'static str> {
+    let (scheme, rest) = issuer.split_once("://").unwrap_or(("http", issuer));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let same = |a: &str| {
+        a.eq_ignore_ascii_case(authority)
+            || a.strip_suffix(default_port)
+                .is_some_and(|a| a.eq_ignore_ascii_case(authority))
+    };
+    for origin in h.get_all("origin") {
+        let ok = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(sch, a)| sch.eq_ignore_ascii_case(scheme) && same(a));
+        if !ok {
+            return Some(
+                "the request's `Origin` is not this authority's (DNS rebinding protection)",
+            );
+        }
+    }
+    for host in h.get_all("host") {
+        let Ok(host) = host.to_str() else {
+            return Some("the `Host` header is not text");
+        };
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(n, _)| n);
+        let literal = name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok();
+        if !literal && !same(host) {
+            return Some(
+                "the request's `Host` names another authority than this one (DNS rebinding protection)",
+            );
+        }
+    }
+    None
+}
+
 /// The agent's `GET` stream: what the server sends unasked. A server
 /// labelled untrusted taints the mission before each message reaches the
 /// agent.
@@ -900,7 +952,7 @@ async fn post(
         named,
     } = msg;
     let opens = matches!(&kind, MessageKind::Request { method, .. } if method == "initialize");
-    if session.is_none() && !opens && (modern || stateless::carries_meta_version(&msg)) {
+    if session.is_none() && (modern || (!opens && stateless::carries_meta_version(&msg))) {
         return stateless::serve(s, server, &caller, headers, kind, msg, &named).await;
     }
     // Refused for want of a session: recorded too.
@@ -1547,6 +1599,8 @@ async fn request(
                 m = rx.recv() => {
                     let Some(m) = m else { break };
                     let last = m.get("method").is_none();
+                    // Only the gateway speaks as Mandate.
+                    let m = if last { not_ours(m) } else { m };
                     let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
                     let m = if last && modern { stateless::complete(&method, m) } else { m };
                     // Untrusted content taints the mission before the
@@ -1582,6 +1636,19 @@ async fn request(
         // and cancelled upstream.
     });
     Ok(sse(out_rx))
+}
+
+/// A server's answer without anything in `_meta` that would speak for
+/// Mandate (`io.mandate/…`, which the gateway alone writes).
+fn not_ours(mut m: Value) -> Value {
+    if let Some(meta) = m
+        .get_mut("result")
+        .and_then(|r| r.get_mut("_meta"))
+        .and_then(Value::as_object_mut)
+    {
+        meta.retain(|k, _| !k.starts_with("io.mandate/"));
+    }
+    m
 }
 
 /// The answer to a call that was not allowed: for `tools/call` a tool

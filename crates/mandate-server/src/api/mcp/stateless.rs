@@ -152,10 +152,18 @@ fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
     let in_body = meta
         .and_then(|m| m.get(META_VERSION))
         .and_then(Value::as_str);
-    if in_body != Some(version) {
+    let Some(in_body) = in_body else {
+        return Err(Box::new(Bad {
+            status: StatusCode::BAD_REQUEST,
+            code: INVALID_PARAMS,
+            tag: "invalid_params",
+            detail: format!("`_meta` must carry `{META_VERSION}`"),
+            data: None,
+        }));
+    };
+    if in_body != version {
         return Err(Bad::mismatch(format!(
-            "`MCP-Protocol-Version` is `{version}` but the body's `_meta` says {}",
-            in_body.map_or_else(|| "nothing".to_owned(), |v| format!("`{v}`"))
+            "`MCP-Protocol-Version` is `{version}` but the body's `_meta` says `{in_body}`"
         )));
     }
     if !MODERN_VERSIONS.contains(&version) {
@@ -258,7 +266,11 @@ pub(super) async fn serve(
     match method.as_str() {
         "server/discover" => return discover(s, server, caller, &id).await,
         // Of the session era only.
-        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => {
+        "initialize"
+        | "ping"
+        | "logging/setLevel"
+        | "resources/subscribe"
+        | "resources/unsubscribe" => {
             let bad = Box::new(Bad {
                 status: StatusCode::NOT_FOUND,
                 code: METHOD_NOT_FOUND,
@@ -709,6 +721,35 @@ mod tests {
         msg["params"]["inputResponses"] = json!({APPROVAL_INPUT: {"action": "decline"}});
         assert_eq!(take_input(&mut msg, &mut m), None);
         assert!(m.declined);
+    }
+
+    #[test]
+    fn a_page_rebound_to_the_gateway_is_refused() {
+        let issuer = "http://127.0.0.1:7878";
+        let ok = |pairs: &[(&'static str, &str)]| rebinding(issuer, &headers(pairs)).is_none();
+        assert!(ok(&[("host", "127.0.0.1:7878")]));
+        assert!(
+            ok(&[("host", "10.0.0.2:7878")]),
+            "an address: nothing to rebind"
+        );
+        assert!(ok(&[("host", "[::1]:7878")]));
+        assert!(ok(&[("origin", "http://127.0.0.1:7878")]));
+        assert!(!ok(&[("host", "evil.example:7878")]));
+        assert!(
+            !ok(&[("host", "localhost:7878")]),
+            "a name, not this authority's"
+        );
+        assert!(!ok(&[("origin", "http://evil.example:7878")]));
+        assert!(!ok(&[("origin", "null")]));
+        assert!(!ok(&[("origin", "https://127.0.0.1:7878")]));
+        let named = "https://mandate.example.com";
+        let ok = |pairs: &[(&'static str, &str)]| rebinding(named, &headers(pairs)).is_none();
+        assert!(ok(&[
+            ("host", "mandate.example.com"),
+            ("origin", "https://mandate.example.com")
+        ]));
+        assert!(ok(&[("host", "MANDATE.example.com:443")]));
+        assert!(!ok(&[("host", "mandate.example.com.evil.example")]));
     }
 
     #[test]
