@@ -172,6 +172,23 @@ pub enum McpCmd {
         /// The MCP server's gateway URL, e.g. http://127.0.0.1:7878/mcp/git.
         url: String,
     },
+    /// A mission's open MCP sessions (for its principal, its agent's owner,
+    /// or an admin): server, session id, when opened and last used,
+    /// requests in flight, whether the agent's stream is open.
+    Sessions {
+        /// The mission's id.
+        #[arg(long)]
+        mission: String,
+    },
+    /// End one of a mission's MCP sessions: its server stops, and the
+    /// agent's client must initialize a new one.
+    EndSession {
+        /// The mission's id.
+        #[arg(long)]
+        mission: String,
+        /// The session's id (`mandate mcp sessions`).
+        session: String,
+    },
 }
 
 #[derive(Debug, Args)]

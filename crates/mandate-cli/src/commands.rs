@@ -117,7 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
         Command::Vault(cmd) => vault(client()?, cmd, json).await?,
         Command::Demo(a) => crate::demo::run(a.data).await?,
-        Command::Mcp(McpCmd::Bridge { state, url }) => crate::mcp_bridge::run(&state, url).await?,
+        Command::Mcp(cmd) => mcp(client, cmd, json).await?,
         Command::Launch(a) => {
             let code = crate::attest::launch(&server, a, json).await?;
             if code != 0 {
@@ -197,12 +197,27 @@ async fn audit(
                             .iter()
                             .find_map(|k| res[*k].as_str())
                             .unwrap_or("-");
-                        format!(
+                        let line = format!(
                             "{} {on} → {} {}",
                             field("action"),
                             field("code"),
                             policies.join(",")
+                        );
+                        // At the MCP gateway: which server, which method.
+                        match b["mcp_server"].as_str() {
+                            Some(srv) => format!("{line} (mcp {srv} {})", field("mcp_method")),
+                            None => line,
+                        }
+                    } else if r["kind"].as_str().is_some_and(|k| k.starts_with("mcp.")) {
+                        // The server, the method, and why (a session's end).
+                        format!(
+                            "{} {} {}",
+                            field("server"),
+                            field("method"),
+                            b["reason"].as_str().unwrap_or_default()
                         )
+                        .trim()
+                        .to_owned()
                     } else {
                         let by = b["by"]
                             .as_str()
@@ -383,6 +398,12 @@ async fn fetch_checkpoints(c: &Client) -> anyhow::Result<Vec<(u64, String)>> {
 }
 
 async fn shutdown_signal() {
+    terminated().await;
+    eprintln!("shutting down");
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn terminated() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -400,7 +421,53 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    eprintln!("shutting down");
+}
+
+/// The agent's bridge; a mission's MCP sessions, seen and ended by a person.
+async fn mcp(
+    client: impl Fn() -> anyhow::Result<Client>,
+    cmd: McpCmd,
+    json: bool,
+) -> anyhow::Result<()> {
+    match cmd {
+        McpCmd::Bridge { state, url } => crate::mcp_bridge::run(&state, url).await?,
+        McpCmd::Sessions { mission } => {
+            let all = client()?.mcp_sessions(&mission).await?;
+            if json {
+                output::json(&all)?;
+            } else if all.sessions.is_empty() {
+                println!(
+                    "no open MCP sessions of {} on node {}",
+                    all.mission, all.node
+                );
+            } else {
+                println!(
+                    "{:<12} {:<54} {:<20} {:<20} {:>9}  STREAM",
+                    "SERVER", "SESSION", "OPENED", "LAST USED", "IN FLIGHT"
+                );
+                for x in &all.sessions {
+                    println!(
+                        "{:<12} {:<54} {:<20} {:<20} {:>9}  {}",
+                        x.server,
+                        x.session,
+                        output::when(x.opened_at),
+                        output::when(x.last_used),
+                        x.in_flight,
+                        if x.stream_open { "open" } else { "-" },
+                    );
+                }
+            }
+        }
+        McpCmd::EndSession { mission, session } => {
+            client()?.end_mcp_session(&mission, &session).await?;
+            if json {
+                output::json(&json!({ "mission": mission, "session": session, "ended": true }))?;
+            } else {
+                println!("ended MCP session {session} of {mission}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn principal(c: Client, cmd: PrincipalCmd, json: bool) -> anyhow::Result<()> {

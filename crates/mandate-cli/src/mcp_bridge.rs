@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use mandate_client::MissionAgent;
 use mandate_core::sse::SseDecoder;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 /// Largest message relayed either way.
@@ -26,7 +26,9 @@ struct Bridge {
     out: mpsc::Sender<Vec<u8>>,
 }
 
-/// Runs the bridge until standard input ends; then ends the MCP session.
+/// Runs the bridge until standard input ends or the bridge is told to stop
+/// (SIGTERM, SIGINT); then ends the MCP session, so a client that goes
+/// away leaves no session (and no server process) behind.
 pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
     let saved = crate::commands::read_state(state)?;
     // The credential goes only to the authority it came from.
@@ -61,9 +63,18 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
         session: Mutex::new(None),
         out,
     });
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = stdin_lines();
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
-    while let Some(line) = lines.next_line().await? {
+    let stop = crate::commands::terminated();
+    tokio::pin!(stop);
+    loop {
+        let line = tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => line?,
+                None => break,
+            },
+            () = &mut stop => break,
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -118,6 +129,23 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
     drop(b);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     Ok(())
+}
+
+/// Standard input, line by line, read on a thread of its own: a blocking
+/// read cannot be cancelled, and a signal must not wait for the next line
+/// (nor the runtime's shutdown for a read that never ends).
+fn stdin_lines() -> mpsc::Receiver<std::io::Result<String>> {
+    use std::io::BufRead as _;
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Bridge {

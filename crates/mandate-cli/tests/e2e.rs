@@ -686,3 +686,96 @@ fn a_config_file_mistake_is_named_by_line_and_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mandate.toml:5:12"), "{err}");
 }
+
+/// A mission key as earlier versions wrote it: PKCS#8 v2, the public key
+/// embedded (the committed test vectors' mission key, a test-only key).
+const OLD_V2_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMFECAQEwBQYDK2VwBCIEIFoMupILnu9N42EjsMkoWEHzXE0cwNGWy5wI5zYzKDvi\ngSEANuBa4B1JpWp58o6n2FETPZAP+nkX3T+vSh5RmVg8bTQ=\n-----END PRIVATE KEY-----\n";
+const OLD_V2_KEY_JKT: &str = "I7hPzbi68UIUnh1fahKnOGQxUOmc50N38Ed5JclQ9PY";
+
+/// The mission key Mandate writes (`mission start`, `mission keygen`)
+/// loads in other tools an agent is written with — OpenSSL 3 and Node's
+/// `crypto` — as the same key the credential binds; a key file as earlier
+/// versions wrote it still starts a mission.
+#[test]
+fn mission_keys_load_in_openssl_and_node_and_old_key_files_still_work() {
+    let server = TestServer::start(bin(), None);
+    let (_admin, alice) = setup(&server);
+    let dir = server.scratch();
+    let (_, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
+    server
+        .cli(
+            None,
+            &["mission", "start", &start_token, "--state", "m.json"],
+        )
+        .success();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("m.json")).unwrap()).unwrap();
+    std::fs::write(dir.join("started.pem"), state["key_pem"].as_str().unwrap()).unwrap();
+    let claims = server
+        .cli(None, &["mission", "credential", "--state", "m.json"])
+        .success();
+    let cred = server
+        .cli(None, &["credential", "verify", claims.trim(), "--json"])
+        .json();
+    let bound_x = cred["claims"]["cnf"]["jwk"]["x"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made = server
+        .cli(None, &["mission", "keygen", "--out", "made.pem", "--json"])
+        .json();
+    assert!(made["jkt"].is_string(), "{made}");
+    for file in ["started.pem", "made.pem"] {
+        let path = dir.join(file);
+        let openssl = std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-in"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            openssl.status.success(),
+            "openssl refused {file}: {}",
+            String::from_utf8_lossy(&openssl.stderr)
+        );
+        // Node reads it, and derives the public key from it.
+        let node = std::process::Command::new("node")
+            .args([
+                "-e",
+                "const c = require('crypto'), fs = require('fs'); \
+                 const k = c.createPrivateKey(fs.readFileSync(process.argv[1])); \
+                 process.stdout.write(c.createPublicKey(k).export({format: 'jwk'}).x)",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            node.status.success(),
+            "node refused {file}: {}",
+            String::from_utf8_lossy(&node.stderr)
+        );
+        if file == "started.pem" {
+            assert_eq!(String::from_utf8_lossy(&node.stdout), bound_x);
+        }
+    }
+    // An old (v2) key file still starts a mission, as the same key.
+    std::fs::write(dir.join("old.pem"), OLD_V2_KEY).unwrap();
+    let (id, start_token) = create_mission(&server, &alice, "billing-bot", &[]);
+    server
+        .cli(
+            None,
+            &[
+                "mission",
+                "start",
+                &start_token,
+                "--key",
+                "old.pem",
+                "--state",
+                "old.json",
+            ],
+        )
+        .success();
+    let shown = server
+        .cli(Some(&alice), &["mission", "show", &id, "--json"])
+        .json();
+    assert_eq!(shown["jkt"], OLD_V2_KEY_JKT);
+}

@@ -112,6 +112,13 @@ impl McpClient {
         r.get("result").cloned().unwrap_or(r)
     }
 
+    /// Goes away without a word (`kill -9`): no `DELETE`, its streams
+    /// simply drop.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
     fn exit(mut self) {
         let _ = writeln!(self.stdin, "{}", json!({"op": "exit"}));
         let _ = self.stdin.flush();
@@ -778,6 +785,27 @@ async fn bad_messages_get_json_rpc_errors_and_nothing_is_forwarded() {
         refusals.contains(&"unknown_tool".to_owned()),
         "{refusals:?}"
     );
+    // The refusal names the tool that was asked for, the server and the
+    // method.
+    let unknown = audit(&server, &s, "decision")
+        .into_iter()
+        .find(|d| d["body"]["code"] == "unknown_tool")
+        .unwrap();
+    let b = &unknown["body"];
+    assert_eq!(b["resource"]["tool"], "format_disk", "{unknown}");
+    assert_eq!(b["resource"]["server"], "lab", "{unknown}");
+    assert_eq!(
+        (b["mcp_server"].as_str(), b["mcp_method"].as_str()),
+        (Some("lab"), Some("tools/call")),
+        "{unknown}"
+    );
+    let lines = server
+        .cli(Some(&s.admin), &["audit", "list", "--kind", "decision"])
+        .success();
+    assert!(
+        lines.contains("format_disk → unknown_tool") && lines.contains("(mcp lab tools/call)"),
+        "{lines}"
+    );
     c.exit();
 }
 
@@ -1027,8 +1055,10 @@ async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
             .iter()
             .any(|d| d["body"]["code"] == "unknown_session")
     );
-    // The first mission has one session; ten more `initialize`s at once
-    // get exactly one more.
+    // The first mission has one session, in use; ten more `initialize`s
+    // at once never make more than the limit: one opens, the others are
+    // refused while it opens (a session being opened is not idle), and any
+    // that came after it opened took its place (it was idle), recorded.
     let saved: mandate_client::SavedMission =
         serde_json::from_str(&s.agent.save().unwrap()).unwrap();
     let key = MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
@@ -1066,8 +1096,18 @@ async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
         codes.push(t.await.unwrap());
     }
     codes.sort_unstable();
-    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
-    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 9, "{codes:?}");
+    let opened = codes.iter().filter(|c| **c == 200).count();
+    assert!(opened >= 1, "{codes:?}");
+    assert_eq!(
+        opened + codes.iter().filter(|c| **c == 429).count(),
+        10,
+        "{codes:?}"
+    );
+    let evicted = audit(&server, &s, "mcp.session.closed")
+        .iter()
+        .filter(|r| r["body"]["method"] == "initialize")
+        .count();
+    assert_eq!(evicted, opened - 1, "{codes:?}");
     assert_eq!(health(&server)["mcp"]["sessions"], 2);
     a.exit();
 }
@@ -1324,5 +1364,443 @@ async fn an_untrusted_servers_answers_taint_the_mission_before_the_agent_reads_t
         "mcp lab resources/read notes://public"
     );
     assert_eq!(audit(&server, &s, "mission.tainted").len(), 1);
+    c.exit();
+}
+
+/// An `initialize` sent by hand, RFC 9421-signed: the status, the session
+/// id it opened, and the JSON-RPC answer. A client that sends only this and
+/// goes away leaves its session behind.
+async fn raw_initialize(
+    url: &str,
+    saved: &mandate_client::SavedMission,
+) -> (u16, Option<String>, Value) {
+    let key = mandate_core::MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
+    let u = reqwest::Url::parse(url).unwrap();
+    let authority = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "left-behind", "version": "1"}}})
+    .to_string();
+    let h = mandate_testkit::signed_headers(
+        &key,
+        &saved.credential,
+        "POST",
+        &authority,
+        u.path(),
+        Some(("application/json", body.as_bytes())),
+        &[],
+    );
+    let mut rb = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .body(body);
+    for (k, v) in h {
+        rb = rb.header(k, v);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, sid, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn saved(agent: &mandate_client::MissionAgent) -> mandate_client::SavedMission {
+    serde_json::from_str(&agent.save().unwrap()).unwrap()
+}
+
+/// The mission's open sessions, as its principal lists them with the CLI.
+fn sessions(server: &TestServer, token: &str, mission: &str) -> Vec<Value> {
+    let listed = server
+        .cli(
+            Some(token),
+            &["--json", "mcp", "sessions", "--mission", mission],
+        )
+        .json();
+    listed["sessions"].as_array().unwrap().clone()
+}
+
+/// Whether `ok` holds within ten seconds.
+async fn within_10s(mut ok: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if ok() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Clients that go away without ending their sessions (killed, or that only
+/// sent `initialize`) cannot lock their mission out: at the limit, a new
+/// `initialize` ends the mission's session idle longest — its server
+/// process stops, and that is recorded — and opens at once. Sessions in use
+/// (a stream open) are never taken: when all are, the mission is refused
+/// (`session_limit`). Another mission's sessions are untouched. The
+/// principal lists the sessions and ends one; another principal cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_left_behind_make_way_and_sessions_in_use_do_not() {
+    // The default limit: four sessions per mission and server.
+    let (server, _p, s, url) = lab("").await;
+    let mission = s.agent.mission_id().to_string();
+    let mine = saved(&s.agent);
+    // Another mission of alice's, with an idle session of its own.
+    let alice = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice);
+    let m = alice
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Another task".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(50),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let other = mandate_client::MissionAgent::start(server.url(), &m.start_token)
+        .await
+        .unwrap();
+    let other_id = other.mission_id().to_string();
+    let (status, theirs, _) = raw_initialize(&url, &saved(&other)).await;
+    assert_eq!(status, 200);
+    let theirs = theirs.unwrap();
+
+    // Five clients open sessions and go away without `DELETE`: three are
+    // killed mid-session (their server processes noted), two only sent
+    // `initialize`.
+    let mut left_pids = Vec::new();
+    for _ in 0..3 {
+        let (mut c, ready) = McpClient::connect(&url, &s);
+        assert_eq!(ready["ready"], true, "{ready}");
+        left_pids.push(text(&c.call("pid", json!({}))));
+        c.kill();
+    }
+    for _ in 0..2 {
+        let (status, sid, answer) = raw_initialize(&url, &mine).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(sid.is_some());
+    }
+    assert_eq!(sessions(&server, &s.alice, &mission).len(), 4);
+
+    // A sixth client opens at once, and so do three more: each takes the
+    // place of a session left behind, never one in use.
+    let mut live = Vec::new();
+    for _ in 0..4 {
+        let (mut c, ready) = McpClient::connect(&url, &s);
+        assert_eq!(ready["ready"], true, "{ready}");
+        assert_eq!(text(&c.call("echo", json!({"text": "here"}))), "here");
+        live.push(c);
+    }
+    // Every server process of a session left behind is gone.
+    for pid in &left_pids {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        assert!(
+            within_10s(|| !proc.exists()).await,
+            "the server of a session left behind still runs"
+        );
+    }
+    let closed = audit(&server, &s, "mcp.session.closed");
+    let evicted: Vec<&Value> = closed
+        .iter()
+        .filter(|r| {
+            r["body"]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("evicted: idle longest")
+        })
+        .collect();
+    assert_eq!(evicted.len(), 5, "{closed:?}");
+    for r in &evicted {
+        assert_eq!(r["body"]["server"], "lab", "{r}");
+        assert_eq!(r["body"]["method"], "initialize", "{r}");
+        assert_eq!(r["body"]["mission"], mission.as_str(), "{r}");
+    }
+    let lines = server
+        .cli(
+            Some(&s.admin),
+            &["audit", "list", "--kind", "mcp.session.closed"],
+        )
+        .success();
+    assert!(
+        lines.contains("lab initialize evicted: idle longest"),
+        "{lines}"
+    );
+
+    // The principal sees the four sessions in use: streams open, nothing
+    // in flight.
+    let mut listed = Vec::new();
+    let streams_open = within_10s(|| {
+        listed = sessions(&server, &s.alice, &mission);
+        listed.len() == 4 && listed.iter().all(|x| x["stream_open"] == true)
+    })
+    .await;
+    assert!(streams_open, "{listed:?}");
+    for x in &listed {
+        assert_eq!(x["server"], "lab", "{x}");
+        assert_eq!(x["in_flight"], 0, "{x}");
+        assert!(x["last_used"].as_u64().unwrap() >= x["opened_at"].as_u64().unwrap());
+    }
+    // All of them in use: a fifth is refused, and nothing is taken.
+    let (status, sid, answer) = raw_initialize(&url, &mine).await;
+    assert_eq!((status, sid), (429, None), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("busy"),
+        "{answer}"
+    );
+    assert!(
+        audit(&server, &s, "decision").iter().any(
+            |d| d["body"]["code"] == "session_limit" && d["body"]["mcp_method"] == "initialize"
+        )
+    );
+    assert_eq!(sessions(&server, &s.alice, &mission).len(), 4);
+    // The other mission's session was never touched.
+    let still = sessions(&server, &s.alice, &other_id);
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0]["session"], theirs.as_str());
+    assert!(
+        closed
+            .iter()
+            .all(|r| r["body"]["mission"] != other_id.as_str()),
+        "{closed:?}"
+    );
+
+    // Another principal sees no such mission, and cannot end its sessions.
+    let admin = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.admin);
+    let bob = admin
+        .create_principal("bob", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let refused = server.cli(Some(&bob), &["mcp", "sessions", "--mission", &mission]);
+    assert!(
+        !refused.ok() && refused.stderr().contains("not_found"),
+        "{}",
+        refused.stderr()
+    );
+    let target = listed[0]["session"].as_str().unwrap().to_owned();
+    let refused = server.cli(
+        Some(&bob),
+        &["mcp", "end-session", "--mission", &mission, &target],
+    );
+    assert!(
+        !refused.ok() && refused.stderr().contains("not_found"),
+        "{}",
+        refused.stderr()
+    );
+    // Nor through the other mission: a session is ended only by its own.
+    let refused = server.cli(
+        Some(&s.alice),
+        &["mcp", "end-session", "--mission", &other_id, &target],
+    );
+    assert!(!refused.ok(), "{}", refused.stdout());
+    assert_eq!(sessions(&server, &s.alice, &mission).len(), 4);
+
+    // The principal ends one: its client's next call fails, the others go on.
+    server
+        .cli(
+            Some(&s.alice),
+            &["mcp", "end-session", "--mission", &mission, &target],
+        )
+        .success();
+    assert_eq!(sessions(&server, &s.alice, &mission).len(), 3);
+    let ended = audit(&server, &s, "mcp.session.closed")
+        .into_iter()
+        .find(|r| r["body"]["session"] == target.as_str())
+        .unwrap();
+    assert_eq!(ended["body"]["by"], "principal:alice", "{ended}");
+    assert_eq!(ended["body"]["method"], "DELETE", "{ended}");
+    let mut failed = 0;
+    for mut c in live {
+        let r = c.send(json!({"op": "call", "tool": "echo", "args": {"text": "still?"}}));
+        if r.get("error").is_some() {
+            failed += 1;
+            c.kill();
+        } else {
+            assert_eq!(text(&r["result"]), "still?", "{r}");
+            c.exit();
+        }
+    }
+    assert_eq!(failed, 1, "only the ended session's client notices");
+    // Every session record names the server and the method.
+    for kind in [
+        "mcp.session.opening",
+        "mcp.session.opened",
+        "mcp.session.closed",
+    ] {
+        for r in audit(&server, &s, kind) {
+            assert_eq!(r["body"]["server"], "lab", "{r}");
+            assert!(r["body"]["method"].is_string(), "{r}");
+        }
+    }
+}
+
+/// An unsigned request to the MCP gateway gets a `401` whose challenge an
+/// independent RFC 9421 implementation acts on: signing exactly the
+/// components `Accept-Signature` names (the body's on a `POST`, the
+/// session's once there is one) is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_request_gets_a_challenge_a_client_can_act_on() {
+    let (_server, _p, s, url) = lab("").await;
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "challenged", "version": "1"}}});
+    let r = c.send(json!({"op": "challenge", "method": "POST", "body": init.to_string()}));
+    let asked = &r["unsigned"];
+    assert_eq!(asked["status"], 401, "{r}");
+    assert_eq!(asked["code"], "signature_required", "{r}");
+    // Both schemes the server takes (`proof = "either"`, the default).
+    assert_eq!(
+        asked["www_authenticate"],
+        r#"Signature realm="mandate", alg="ed25519", key="jwt", DPoP algs="EdDSA""#,
+        "{r}"
+    );
+    assert_eq!(
+        r["covered"],
+        json!([
+            "@method",
+            "@authority",
+            "@path",
+            "signature-key",
+            "content-type",
+            "content-digest"
+        ]),
+        "{r}"
+    );
+    assert_eq!(r["params"], json!(["alg", "created"]), "{r}");
+    assert_eq!(r["signed"]["status"], 200, "{r}");
+    assert!(r["signed"]["session"].is_string(), "{r}");
+    // With a session (the one just opened): its id is to be covered too
+    // (and a `GET` has no body); its stream then opens.
+    let opened = r["signed"]["session"].clone();
+    let r = c.send(json!({"op": "challenge", "method": "GET", "session_id": opened}));
+    assert_eq!(r["unsigned"]["status"], 401, "{r}");
+    assert_eq!(
+        r["covered"],
+        json!([
+            "@method",
+            "@authority",
+            "@path",
+            "signature-key",
+            "mcp-session-id"
+        ]),
+        "{r}"
+    );
+    assert_eq!(r["signed"]["status"], 200, "{r}");
+    c.exit();
+}
+
+/// The bridge ends its session when it is told to stop (SIGTERM, SIGINT)
+/// while its client still holds standard input open, as on end of input:
+/// no session, no server process left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_ends_its_session_on_sigterm_and_sigint() {
+    let (server, _p, s, url) = lab("").await;
+    let state = server.scratch().join("mission.json");
+    std::fs::write(&state, s.agent.save().unwrap().as_bytes()).unwrap();
+    for (n, signal) in ["TERM", "INT"].into_iter().enumerate() {
+        let mut bridge = Command::new(bin())
+            .args(["mcp", "bridge", "--state"])
+            .arg(&state)
+            .arg(&url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdin = bridge.stdin.take().unwrap();
+        let mut stdout = BufReader::new(bridge.stdout.take().unwrap());
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "stock-client", "version": "1"}}});
+        writeln!(stdin, "{init}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert!(answer["result"]["serverInfo"].is_object(), "{answer}");
+        writeln!(
+            stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        )
+        .unwrap();
+        writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "pid", "arguments": {}}})).unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        let pid: Value = serde_json::from_str(&line).unwrap();
+        let pid = text(&pid["result"]);
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        assert!(proc.exists(), "{line}");
+        assert_eq!(health(&server)["mcp"]["sessions"], 1);
+        // Told to stop, with standard input still open.
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &bridge.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(bridge.wait());
+        });
+        let status = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the bridge did not stop")
+            .unwrap();
+        assert!(status.success(), "SIG{signal}: {status}");
+        drop(stdin);
+        assert_eq!(
+            health(&server)["mcp"]["sessions"],
+            0,
+            "SIG{signal}: the bridge left its session"
+        );
+        assert!(
+            within_10s(|| !proc.exists()).await,
+            "SIG{signal}: the server process outlived the bridge"
+        );
+        let closed = audit(&server, &s, "mcp.session.closed");
+        assert_eq!(closed.len(), n + 1, "{closed:?}");
+        assert_eq!(closed[n]["body"]["reason"], "ended by the agent");
+        assert_eq!(closed[n]["body"]["method"], "DELETE");
+    }
+}
+
+/// A session nobody uses is closed after the server's `idle_timeout_secs`
+/// (its process stops, recorded); one whose client holds its stream open
+/// is in use however quiet, and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_closes_after_the_idle_timeout_but_one_in_use_stays() {
+    let (server, _p, s, url) = lab("idle_timeout_secs = 2").await;
+    let mission = s.agent.mission_id().to_string();
+    let (mut c, _) = McpClient::connect(&url, &s);
+    let (status, left, _) = raw_initialize(&url, &saved(&s.agent)).await;
+    assert_eq!(status, 200);
+    let left = left.unwrap();
+    let mut listed = Vec::new();
+    let gone = within_10s(|| {
+        listed = sessions(&server, &s.alice, &mission);
+        listed.len() == 1
+    })
+    .await;
+    assert!(gone, "{listed:?}");
+    assert_ne!(listed[0]["session"], left.as_str());
+    assert_eq!(listed[0]["stream_open"], true, "{listed:?}");
+    let closed = audit(&server, &s, "mcp.session.closed");
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0]["body"]["session"], left.as_str());
+    assert_eq!(closed[0]["body"]["reason"], "idle for more than 2 s");
+    // Quiet for longer than the timeout, and still there.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(text(&c.call("echo", json!({"text": "awake"}))), "awake");
     c.exit();
 }

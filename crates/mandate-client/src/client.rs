@@ -250,6 +250,37 @@ impl Client {
             .await
     }
 
+    /// A mission's open MCP sessions, as the node that answers holds them.
+    pub async fn mcp_sessions(
+        &self,
+        mission: &str,
+    ) -> Result<mandate_core::wire::McpSessionsView, ClientError> {
+        self.get(&format!("/v1/missions/{}/mcp/sessions", segment(mission)?))
+            .await
+    }
+
+    /// Ends one of a mission's MCP sessions: its server stops.
+    pub async fn end_mcp_session(&self, mission: &str, session: &str) -> Result<(), ClientError> {
+        let path = format!(
+            "/v1/missions/{}/mcp/sessions/{}",
+            segment(mission)?,
+            segment(session)?
+        );
+        let resp = self
+            .request(Method::DELETE, &path)
+            .send()
+            .await
+            .map_err(|e| ClientError::Http {
+                url: self.base.clone(),
+                source: e,
+            })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            decode::<serde_json::Value>(resp).await.map(|_| ())
+        }
+    }
+
     /// Ends a mission as a principal who may manage it.
     pub async fn end_mission(
         &self,

@@ -3,6 +3,9 @@
 //! Keys are Ed25519 (`ed25519-dalek`, zeroized on drop) and sign JWS through
 //! `jsonwebtoken` (whose `EncodingKey` is zeroized on drop as well). Private
 //! keys are stored as PKCS#8 PEM; the PEM text is held in `Zeroizing`.
+//! Written as PKCS#8 v1 (RFC 8410 `OneAsymmetricKey` without the public
+//! key), which every library reads (OpenSSL 3 and Node refuse v2 with the
+//! public key embedded); read in either form.
 
 use std::fmt;
 
@@ -52,9 +55,14 @@ impl Ed25519Signer {
     }
 
     fn to_pem(&self) -> Result<Zeroizing<String>, KeyError> {
-        self.signing
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| KeyError::Encode)
+        // The seed only (v1); the public key is derived from it on reading.
+        // `KeypairBytes` zeroizes the seed on drop.
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.signing.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|_| KeyError::Encode)
     }
 
     fn sign<T: Serialize>(&self, header: &Header, claims: &T) -> Result<String, KeyError> {
@@ -272,6 +280,30 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Written as PKCS#8 v1 (no public key); a v2 file (public key
+    /// embedded), as earlier versions wrote, still loads as the same key.
+    #[test]
+    fn keys_are_written_as_pkcs8_v1_and_v2_files_still_load() {
+        use ed25519_dalek::pkcs8::{PrivateKeyInfoRef, SecretDocument};
+        // The version as written (`V1` = 0, `V2` = 1), and whether the
+        // public key is in the file.
+        let version = |pem: &str| {
+            let (label, doc) = SecretDocument::from_pem(pem).unwrap();
+            assert_eq!(label, "PRIVATE KEY");
+            let info = PrivateKeyInfoRef::try_from(doc.as_bytes()).unwrap();
+            (format!("{:?}", info.version()), info.public_key.is_some())
+        };
+        let key = MissionKey::generate(&OsRandom).unwrap();
+        let v1 = key.to_pkcs8_pem().unwrap();
+        assert_eq!(version(&v1), ("V1".to_owned(), false));
+        let v2 = key.0.signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert_eq!(version(&v2), ("V2".to_owned(), true));
+        for text in [v1.as_str(), v2.as_str()] {
+            let again = MissionKey::from_pkcs8_pem(text).unwrap();
+            assert_eq!(again.thumbprint(), key.thumbprint());
+        }
     }
 
     #[test]

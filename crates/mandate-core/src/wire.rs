@@ -675,3 +675,33 @@ pub struct DenyRequest {
     #[serde(default)]
     pub end_mission: bool,
 }
+
+/// One open MCP session of a mission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct McpSessionView {
+    /// The MCP server it reaches (`/mcp/{server}`).
+    pub server: String,
+    /// Its `Mcp-Session-Id`.
+    pub session: String,
+    /// When it was opened (Unix seconds).
+    pub opened_at: u64,
+    /// When the agent last sent something on it (Unix seconds).
+    pub last_used: u64,
+    /// Requests in flight through it now.
+    pub in_flight: u64,
+    /// Whether the agent's event stream (`GET`) is open.
+    pub stream_open: bool,
+}
+
+/// `GET /v1/missions/{id}/mcp/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct McpSessionsView {
+    pub mission: String,
+    /// The node that answered: sessions live on the node that opened them,
+    /// and each node lists its own.
+    pub node: String,
+    /// Oldest first.
+    pub sessions: Vec<McpSessionView>,
+}

@@ -90,8 +90,12 @@ pub struct McpServerConfig {
     #[serde(default)]
     pub record_arguments: bool,
     /// Most open MCP sessions (and, for a local server, processes) one
-    /// mission may have; default 4.
+    /// mission may have; default 4. At the limit, a new `initialize` ends
+    /// the mission's session idle longest (ADR 0022).
     pub max_sessions_per_mission: Option<usize>,
+    /// A session with no request in flight and no stream open for this
+    /// long is closed (seconds); default 600.
+    pub idle_timeout_secs: Option<u64>,
     /// Tools mapped to actions of their own (default: `call_tool`).
     #[serde(default)]
     pub tools: Vec<McpToolConfig>,
@@ -243,9 +247,10 @@ impl McpServer {
             || config.timeout_ms == Some(0)
             || config.max_sessions_per_mission == Some(0)
             || config.max_sessions == Some(0)
+            || config.idle_timeout_secs == Some(0)
         {
             return Err(err(
-                "max_message_bytes, timeout_ms, max_sessions and max_sessions_per_mission must be ≥ 1"
+                "max_message_bytes, timeout_ms, max_sessions, max_sessions_per_mission and idle_timeout_secs must be ≥ 1"
                     .into(),
             ));
         }
@@ -343,6 +348,13 @@ impl McpServer {
     #[must_use]
     pub fn proof(&self) -> ProofMode {
         self.config.proof
+    }
+
+    /// How long a session may sit idle (nothing in flight, no stream open)
+    /// before it is closed.
+    #[must_use]
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.idle_timeout_secs.unwrap_or(600))
     }
 
     /// The labels a result of `method` on `name` (a tool, resource URI or
@@ -777,6 +789,7 @@ mod tests {
             ("auth = \"vault\"", "vault"),
             ("auth = \"token_exchange\"", "remote"),
             ("max_message_bytes = 0", "≥ 1"),
+            ("idle_timeout_secs = 0", "≥ 1"),
             (
                 "[[tools]]\nname = \"a/b\"\naction = \"read\"",
                 "not a valid MCP name",

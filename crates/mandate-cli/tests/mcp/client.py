@@ -16,6 +16,9 @@ Reads one JSON command per line on stdin and prints one JSON answer per line:
   {"op": "resources"} / {"op": "read", "uri": U} / {"op": "prompt", "name": N, "args": {...}}
   {"op": "raw", "body": "...", "session": true|false, "session_id": S, "headers": {...}}  a raw signed POST
   {"op": "session"}                   the session id
+  {"op": "challenge", "method": M, "body": "...", "session_id": S}
+                                      an unsigned request, then the same signed
+                                      with exactly what its 401 asks for
   {"op": "exit"}
 """
 import base64
@@ -26,6 +29,7 @@ import secrets
 import sys
 
 import anyio
+import http_sf
 import httpx2
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,8 +45,8 @@ if bridge:
     credential = json.load(open(state))["credential"]
 else:
     url, pem, credential = sys.argv[1], sys.argv[2], sys.argv[3]
-# PKCS#8 v2 (with the public key) is not read by every library; the seed
-# sits at the same place in v1 and v2.
+# The seed sits at the same place in PKCS#8 v1 (what Mandate writes) and v2
+# (what it wrote before).
 der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
 key = Ed25519PrivateKey.from_private_bytes(der[16:48])
 
@@ -59,20 +63,23 @@ signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=
 seen_session = {"id": None}
 
 
-def sign_headers(method, target, body, content_type, session=None):
-    """The signature headers of one request, computed on a mirror of it."""
+def sign_headers(method, target, body, content_type, session=None, covered=None, label="sig"):
+    """The signature headers of one request, computed on a mirror of it;
+    covering `covered` if given, else what the gateway documents."""
     headers = {"Content-Type": content_type} if body else {}
     if session:
         headers["Mcp-Session-Id"] = session
     req = requests.Request(method, target, data=body or None, headers=headers).prepare()
-    covered = ["@method", "@authority", "@path", "signature-key"]
-    if session:
-        covered.append("mcp-session-id")
     if body:
         req.headers["Content-Digest"] = str(Dictionary({"sha-256": hashlib.sha256(body).digest()}))
-        covered += ["content-type", "content-digest"]
-    req.headers["Signature-Key"] = 'sig=jwt;jwt="%s"' % credential
-    signer.sign(req, key_id="mission", label="sig", nonce=secrets.token_urlsafe(16),
+    if covered is None:
+        covered = ["@method", "@authority", "@path", "signature-key"]
+        if session:
+            covered.append("mcp-session-id")
+        if body:
+            covered += ["content-type", "content-digest"]
+    req.headers["Signature-Key"] = '%s=jwt;jwt="%s"' % (label, credential)
+    signer.sign(req, key_id="mission", label=label, nonce=secrets.token_urlsafe(16),
                 covered_component_ids=tuple(covered))
     return {k: req.headers[k] for k in ("Signature", "Signature-Input", "Signature-Key", "Content-Digest")
             if k in req.headers}
@@ -194,6 +201,32 @@ async def run():
                             data = [l[5:].strip() for l in text.splitlines() if l.startswith("data:")]
                             text = data[-1] if data else ""
                         out({"status": r.status_code, "body": json.loads(text) if text else None})
+                    elif op == "challenge":
+                        method = cmd["method"]
+                        body = cmd.get("body", "").encode()
+                        headers = {"Accept": "application/json, text/event-stream"}
+                        if body:
+                            headers["Content-Type"] = "application/json"
+                        if cmd.get("session_id"):
+                            headers["Mcp-Session-Id"] = cmd["session_id"]
+                            headers["Mcp-Protocol-Version"] = client.protocol_version
+                        async with httpx2.AsyncClient(timeout=timeout) as raw:
+                            r = await raw.request(method, url, content=body or None, headers=headers)
+                            asked = {"status": r.status_code,
+                                     "code": r.json().get("code"),
+                                     "www_authenticate": r.headers.get("www-authenticate"),
+                                     "accept_signature": r.headers.get("accept-signature")}
+                            challenge = http_sf.parse(asked["accept_signature"].encode(), tltype="dictionary")
+                            label, (components, params) = next(iter(challenge.items()))
+                            covered = [c for c, _ in components]
+                            headers.update(sign_headers(method, url, body, "application/json",
+                                                        headers.get("Mcp-Session-Id"), covered=covered,
+                                                        label=label))
+                            # Only the answer's head: a GET stream stays open.
+                            async with raw.stream(method, url, content=body or None, headers=headers) as r:
+                                signed = {"status": r.status_code, "session": r.headers.get("mcp-session-id")}
+                        out({"unsigned": asked, "covered": covered, "params": sorted(params),
+                             "signed": signed})
                     else:
                         out({"unknown": op})
                 except MCPError as e:

@@ -20,7 +20,9 @@
 //! One MCP session is one upstream session: for a local server, one
 //! process, started at `initialize` and stopped (with everything it
 //! started) when the session ends: the agent's `DELETE`, the mission's end,
-//! an idle hour, or a server that keeps crashing.
+//! its principal ending it, the server's idle timeout, a new `initialize`
+//! of the same mission at its limit (the session idle longest makes way,
+//! ADR 0022), or a server that keeps crashing.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -70,8 +72,6 @@ enum Outbound {
     Ungated(Value),
 }
 
-/// A session nobody used for this long is closed.
-const IDLE: Duration = Duration::from_secs(3_600);
 /// Server messages kept for an agent that has no stream open, by count and
 /// by size.
 const BACKLOG: usize = 64;
@@ -202,8 +202,19 @@ impl McpSessions {
 
     /// Takes a place for a new session of `mission` with `server`, within
     /// both limits, atomically (concurrent `initialize`s cannot all fit).
-    fn reserve(&self, s: &AppState, server: &McpServer, mission: &MissionId) -> Option<Slot> {
-        let mut r = self.reg.lock().ok()?;
+    /// At the mission's limit, its sessions idle longest (nothing in
+    /// flight, no stream open) make way: they leave the registry and are
+    /// marked ended here, under the same locks a request takes to start on
+    /// them, so a session is never taken from under a request. Another
+    /// mission's sessions are never touched; a server full with all
+    /// missions together refuses.
+    fn reserve(
+        &self,
+        s: &AppState,
+        server: &McpServer,
+        mission: &MissionId,
+    ) -> Result<Place, NoPlace> {
+        let mut r = self.reg.lock().map_err(|_| NoPlace::Broken)?;
         let key = (server.name().to_owned(), mission.to_string());
         let opening_all: usize = r
             .opening
@@ -216,20 +227,79 @@ impl McpSessions {
             .values()
             .filter(|x| x.server.name() == server.name())
             .count();
-        let open_mine = r
+        let mine: Vec<Arc<Session>> = r
             .sessions
             .values()
             .filter(|x| x.server.name() == server.name() && &x.mission == mission)
-            .count();
+            .cloned()
+            .collect();
         let opening_mine = r.opening.get(&key).copied().unwrap_or(0);
-        if open_mine + opening_mine >= server.max_sessions_per_mission()
-            || open_all + opening_all >= server.max_sessions()
-        {
-            return None;
+        let over =
+            (mine.len() + opening_mine + 1).saturating_sub(server.max_sessions_per_mission());
+        // INVARIANT: lock order is the registry, then sessions' states;
+        // nothing takes the registry while holding a session's state.
+        let mut idle = Vec::new();
+        if over > 0 {
+            for x in &mine {
+                let st = x.st.lock().map_err(|_| NoPlace::Broken)?;
+                if !st.busy() {
+                    idle.push((st, x));
+                }
+            }
+            if idle.len() < over {
+                return Err(NoPlace::MissionBusy);
+            }
+        }
+        if (open_all + opening_all).saturating_sub(over) >= server.max_sessions() {
+            return Err(NoPlace::Full);
+        }
+        // Idle longest first (a session never used since `initialize`
+        // counts from then).
+        idle.sort_by_key(|(st, _)| st.last_used);
+        let mut evicted = Vec::with_capacity(over);
+        for (mut st, x) in idle.into_iter().take(over) {
+            st.ended = true;
+            let since = st.last_used.map_or(0, |t| t.elapsed().as_secs());
+            evicted.push((Arc::clone(x), since));
+        }
+        for (x, _) in &evicted {
+            r.sessions.remove(&x.id);
         }
         *r.opening.entry(key.clone()).or_insert(0) += 1;
-        Some(Slot { s: s.clone(), key })
+        Ok(Place {
+            slot: Slot { s: s.clone(), key },
+            evicted,
+        })
     }
+
+    /// The open sessions of `mission`, oldest first.
+    fn of_mission(&self, mission: &MissionId) -> Vec<Arc<Session>> {
+        let mut mine: Vec<Arc<Session>> = self
+            .all()
+            .into_iter()
+            .filter(|x| &x.mission == mission)
+            .collect();
+        mine.sort_by_key(|x| x.st.lock().ok().and_then(|st| st.opened));
+        mine
+    }
+}
+
+/// A place for a new session, and the sessions of the same mission that
+/// made way for it: out of the registry and marked ended, to be recorded
+/// and closed (with how long each was idle, in seconds).
+struct Place {
+    slot: Slot,
+    evicted: Vec<(Arc<Session>, u64)>,
+}
+
+/// Why no place was taken for a new session.
+enum NoPlace {
+    /// Every session of the mission with the server is busy.
+    MissionBusy,
+    /// The server has all the sessions it takes, all missions together.
+    Full,
+    /// A lock was poisoned.
+    Broken,
 }
 
 /// One request in flight upstream, renumbered.
@@ -267,6 +337,19 @@ struct SessionState {
     /// The server's answer to `initialize` (what `server/discover` tells
     /// a stateless client).
     init: Option<Value>,
+    /// When the session was opened (its first use, right after its
+    /// `initialize` was answered).
+    opened: Option<Instant>,
+    /// The session is over: nothing more starts on it.
+    ended: bool,
+}
+
+impl SessionState {
+    /// Whether the agent is using the session: a request in flight or its
+    /// stream open. A busy session is never idle.
+    fn busy(&self) -> bool {
+        !self.pending.is_empty() || self.listener.as_ref().is_some_and(|l| !l.is_closed())
+    }
 }
 
 pub(crate) struct Session {
@@ -334,7 +417,9 @@ impl Drop for InFlight {
 impl Session {
     fn touch(&self) {
         if let Ok(mut st) = self.st.lock() {
-            st.last_used = Some(Instant::now());
+            let now = Instant::now();
+            st.last_used = Some(now);
+            st.opened.get_or_insert(now);
         }
     }
 
@@ -350,6 +435,9 @@ impl Session {
         progress: Option<Value>,
     ) -> Result<(InFlight, mpsc::Receiver<Value>), &'static str> {
         let mut st = self.st.lock().map_err(|_| "internal error")?;
+        if st.ended {
+            return Err("the MCP session ended; initialize a new one");
+        }
         // A stateless channel carries independent requests: their ids need
         // not differ (and none is cancelled by id).
         if !self.stateless && st.by_client.contains_key(&key(client_id)) {
@@ -554,7 +642,10 @@ impl Session {
 
     /// Ends the session: the upstream stops, everything in flight fails.
     fn close(&self) {
-        let _ = self.closed.send(true);
+        if let Ok(mut st) = self.st.lock() {
+            st.ended = true;
+        }
+        let _ = self.closed.send_replace(true);
         self.fail_pending("the MCP session ended");
         if let Ok(mut st) = self.st.lock() {
             st.listener = None;
@@ -592,9 +683,53 @@ impl Session {
 /// the session.
 pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response {
     let proof = super::gateway::mcp_proof_mode(&s, req.uri().path());
+    let challenge = Challenge::of(&req);
     match handle_inner(&s, req).await {
         Ok(r) => r,
-        Err(p) => super::gateway::mcp_challenge(p.into_response(), proof),
+        Err(p) => {
+            let r = super::gateway::mcp_challenge(p.into_response(), proof);
+            if proof.takes_signature() {
+                challenge.answer(r)
+            } else {
+                r
+            }
+        }
+    }
+}
+
+/// What a `401` of the MCP gateway says would work, for this very request:
+/// an RFC 9421 signature by the mission key with the credential in
+/// `Signature-Key` (scheme `jwt`), and in `Accept-Signature` (RFC 9421
+/// §5.1) the components it must cover: those of the HTTP gateway, the
+/// body's (`content-type`, `content-digest`) on a `POST`, and
+/// `mcp-session-id` when the request names a session.
+struct Challenge(String);
+
+impl Challenge {
+    fn of(req: &Request) -> Self {
+        let h = req.headers();
+        let mut covered = vec!["@method", "@authority", "@path", "signature-key"];
+        if req.method() == axum::http::Method::POST {
+            covered.extend(["content-type", "content-digest"]);
+        }
+        for c in ["mcp-session-id", "mandate-justification"] {
+            if h.contains_key(c) {
+                covered.push(c);
+            }
+        }
+        let list: Vec<String> = covered.iter().map(|c| format!("\"{c}\"")).collect();
+        Self(format!("sig=({});created;alg=\"ed25519\"", list.join(" ")))
+    }
+
+    /// The exact components, in place of the HTTP gateway's list (the
+    /// schemes in `WWW-Authenticate` are the server's `proof`).
+    fn answer(self, mut resp: Response) -> Response {
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && let Ok(accept) = HeaderValue::from_str(&self.0)
+        {
+            resp.headers_mut().insert("accept-signature", accept);
+        }
+        resp
     }
 }
 
@@ -706,7 +841,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         },
         Verified::Refused { problem, claims } => {
             if let Some(c) = claims {
-                refusal(s, &server, None, &c, "-", problem.code, &problem.detail).await?;
+                refusal(s, &server, None, &c, &method, problem.code, &problem.detail).await?;
             }
             return Err(problem);
         }
@@ -778,7 +913,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             if method == "GET" {
                 return listen(s, &x, &caller.mission);
             }
-            end_session(s, &x, "ended by the agent").await;
+            let _ = end_session_by(s, &x, "ended by the agent", Some("DELETE"), None).await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => post(s, &server, session, caller, &parts.headers, &body).await,
@@ -836,6 +971,14 @@ fn listen(s: &AppState, x: &Arc<Session>, mission: &Mission) -> Result<Response,
     let (tx, mut rx) = mpsc::channel(BACKLOG);
     {
         let mut st = x.st.lock().map_err(|_| Problem::internal())?;
+        if st.ended {
+            return Ok(rpc_reply(
+                StatusCode::NOT_FOUND,
+                &Value::Null,
+                INVALID_REQUEST,
+                "no such MCP session; initialize a new one",
+            ));
+        }
         if st.listener.as_ref().is_some_and(|l| !l.is_closed()) {
             return Ok(rpc_reply(
                 StatusCode::CONFLICT,
@@ -1051,29 +1194,9 @@ async fn initialize(
     mut msg: Value,
 ) -> Result<Response, Problem> {
     let mission = &caller.claims.mission_id;
-    let Some(slot) = s.0.mcp.reserve(s, server, mission) else {
-        let detail = format!(
-            "no more sessions with `{}` (at most {} per mission, {} in all); end one first",
-            server.name(),
-            server.max_sessions_per_mission(),
-            server.max_sessions()
-        );
-        refusal(
-            s,
-            server,
-            None,
-            &caller.claims,
-            "initialize",
-            "session_limit",
-            &detail,
-        )
-        .await?;
-        return Ok(rpc_reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            &id,
-            INVALID_REQUEST,
-            detail,
-        ));
+    let slot = match take_place(s, server, &caller.claims, &id).await? {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused),
     };
     let Some(params) = msg.get_mut("params").and_then(Value::as_object_mut) else {
         return Ok(rpc_reply(
@@ -1109,6 +1232,7 @@ async fn initialize(
     let sid = format!("{}.{}", s.0.node, mandate_core::s256(&sid));
     let who = json!({
         "server": server.name(),
+        "method": "initialize",
         "session": sid,
         "principal": caller.claims.sub.as_str(),
         "agent": caller.claims.act.sub.as_str(),
@@ -1317,20 +1441,106 @@ fn spawn_router(
 }
 
 async fn end_session(s: &AppState, x: &Arc<Session>, reason: &str) {
+    let _ = end_session_by(s, x, reason, None, None).await;
+}
+
+/// Ends a session: out of the registry, recorded (once, by whoever took
+/// it out), then closed. `method`: the request that ended it, if one did;
+/// `by`: who, if not the agent or Mandate itself.
+async fn end_session_by(
+    s: &AppState,
+    x: &Arc<Session>,
+    reason: &str,
+    method: Option<&str>,
+    by: Option<&str>,
+) -> Result<(), Problem> {
+    let recorded = match s.0.mcp.remove(&x.id) {
+        Some(_) => record_closed(s, x, reason, method, by).await.map(|_| ()),
+        None => Ok(()),
+    };
     x.close();
-    if s.0.mcp.remove(&x.id).is_some() {
-        let _ = s
-            .audit(
-                "mcp.session.closed",
-                json!({
-                    "server": x.server.name(),
-                    "session": x.id,
-                    "mission": x.mission.as_str(),
-                    "reason": reason,
-                }),
-            )
-            .await;
+    recorded
+}
+
+/// `mcp.session.closed`.
+async fn record_closed(
+    s: &AppState,
+    x: &Session,
+    reason: &str,
+    method: Option<&str>,
+    by: Option<&str>,
+) -> Result<u64, Problem> {
+    let mut body = json!({
+        "server": x.server.name(),
+        "method": method,
+        "session": x.id,
+        "mission": x.mission.as_str(),
+        "reason": reason,
+    });
+    if let Some(by) = by {
+        body["by"] = json!(by);
     }
+    s.audit("mcp.session.closed", body).await
+}
+
+/// A place for a new session of the caller's mission with `server`
+/// (`initialize` request `id`): the mission's sessions idle longest make
+/// way at its limit, each recorded, then closed. `Err`: the refusal to
+/// answer, recorded (`session_limit`).
+async fn take_place(
+    s: &AppState,
+    server: &Arc<McpServer>,
+    claims: &MissionClaims,
+    id: &Value,
+) -> Result<Result<Slot, Response>, Problem> {
+    let detail = match s.0.mcp.reserve(s, server, &claims.mission_id) {
+        Ok(Place { slot, evicted }) => {
+            let mut recorded = Ok(0);
+            for (x, idle) in evicted {
+                let reason = format!(
+                    "evicted: idle longest ({idle} s) when the mission opened another session with `{}` at its limit of {}",
+                    server.name(),
+                    server.max_sessions_per_mission()
+                );
+                tracing::info!(server = server.name(), session = %x.id, mission = %x.mission, idle, "MCP session evicted");
+                if recorded.is_ok() {
+                    recorded = record_closed(s, &x, &reason, Some("initialize"), None).await;
+                }
+                // Out of the registry already: closed whether or not the
+                // record could be written (no unlisted process is left).
+                x.close();
+            }
+            recorded?;
+            return Ok(Ok(slot));
+        }
+        Err(NoPlace::Broken) => return Err(Problem::internal()),
+        Err(NoPlace::MissionBusy) => format!(
+            "every session of this mission with `{}` is busy (at most {} per mission; a request in flight or a stream open); end one first",
+            server.name(),
+            server.max_sessions_per_mission(),
+        ),
+        Err(NoPlace::Full) => format!(
+            "no more sessions with `{}` ({} in all missions together); retry later",
+            server.name(),
+            server.max_sessions()
+        ),
+    };
+    refusal(
+        s,
+        server,
+        None,
+        claims,
+        "initialize",
+        "session_limit",
+        &detail,
+    )
+    .await?;
+    Ok(Err(rpc_reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        id,
+        INVALID_REQUEST,
+        detail,
+    )))
 }
 
 /// Closes the sessions of missions that ended and the idle ones.
@@ -1357,19 +1567,135 @@ pub(crate) fn spawn_reaper(s: AppState) {
                     }
                 };
                 failures.remove(&x.id);
-                let idle =
-                    x.st.lock()
-                        .ok()
-                        .and_then(|st| st.last_used)
-                        .is_some_and(|t| t.elapsed() > IDLE);
+                // Idle: nothing in flight, no stream open, nothing sent
+                // for the server's idle timeout.
+                let limit = x.server.idle_timeout();
+                let idle = x.st.lock().ok().is_some_and(|st| {
+                    !st.busy() && st.last_used.is_some_and(|t| t.elapsed() > limit)
+                });
                 if !active {
                     end_session(&s, &x, "the mission ended").await;
                 } else if idle {
-                    end_session(&s, &x, "idle").await;
+                    let reason = format!("idle for more than {} s", limit.as_secs());
+                    end_session(&s, &x, &reason).await;
                 }
             }
         }
     });
+}
+
+/// The mission `id`, for a principal who may manage it (its principal,
+/// its agent's owner, an admin); anyone else is told there is no such
+/// mission.
+async fn managed(
+    s: &AppState,
+    caller: &super::extract::Caller,
+    id: &str,
+) -> Result<Mission, Problem> {
+    let id: MissionId = id.parse()?;
+    let no_mission = || Problem::not_found("no such mission");
+    let mission = s.0.store.mission(&id).await?.ok_or_else(no_mission)?;
+    if !super::missions::may_manage(s, caller, &mission).await? {
+        return Err(no_mission());
+    }
+    Ok(mission)
+}
+
+impl Session {
+    /// What the mission's principal sees of the session; times as of `now`
+    /// (Unix seconds).
+    fn view(&self, now: u64) -> Option<mandate_core::wire::McpSessionView> {
+        let st = self.st.lock().ok()?;
+        let at = |t: Option<Instant>| now.saturating_sub(t.map_or(0, |t| t.elapsed().as_secs()));
+        Some(mandate_core::wire::McpSessionView {
+            server: self.server.name().to_owned(),
+            session: self.id.clone(),
+            opened_at: at(st.opened),
+            last_used: at(st.last_used),
+            in_flight: u64::try_from(st.pending.len()).unwrap_or(u64::MAX),
+            stream_open: st.listener.as_ref().is_some_and(|l| !l.is_closed()),
+        })
+    }
+}
+
+/// A mission's open MCP sessions, for a principal who may manage it: which
+/// server, since when, when last used, whether the agent is using it.
+#[utoipa::path(
+    get,
+    path = "/v1/missions/{id}/mcp/sessions",
+    operation_id = "list_mcp_sessions",
+    tag = "missions",
+    security(("api_token" = [])),
+    params(("id" = MissionId, Path, description = "The mission's id.")),
+    responses(
+        (status = 200, description = "The mission's open MCP sessions held by the node that answered, oldest first.", body = mandate_core::wire::McpSessionsView),
+        super::openapi::Always, super::openapi::Unauthorized, super::openapi::NotFound,
+    ),
+)]
+pub(super) async fn list_sessions(
+    State(s): State<AppState>,
+    caller: super::extract::Caller,
+    super::extract::ApiPath(id): super::extract::ApiPath<String>,
+) -> Result<axum::Json<mandate_core::wire::McpSessionsView>, Problem> {
+    let mission = managed(&s, &caller, &id).await?;
+    let now = s.0.clock.now().0;
+    let sessions =
+        s.0.mcp
+            .of_mission(&mission.body.id)
+            .iter()
+            .filter_map(|x| x.view(now))
+            .collect();
+    Ok(axum::Json(mandate_core::wire::McpSessionsView {
+        mission: mission.body.id.to_string(),
+        node: s.0.node.clone(),
+        sessions,
+    }))
+}
+
+/// Ends one of a mission's MCP sessions, for a principal who may manage the
+/// mission: its server stops, requests in flight get an error, and the
+/// agent's next request on it is told to initialize a new one. Recorded
+/// (`mcp.session.closed`, with who).
+#[utoipa::path(
+    delete,
+    path = "/v1/missions/{id}/mcp/sessions/{session}",
+    operation_id = "end_mcp_session",
+    tag = "missions",
+    security(("api_token" = [])),
+    params(
+        ("id" = MissionId, Path, description = "The mission's id."),
+        ("session" = String, Path, description = "The session's `Mcp-Session-Id`."),
+    ),
+    responses(
+        (status = 204, description = "Ended."),
+        super::openapi::Always, super::openapi::Unauthorized, super::openapi::NotFound,
+    ),
+)]
+pub(super) async fn end_mission_session(
+    State(s): State<AppState>,
+    caller: super::extract::Caller,
+    super::extract::ApiPath((id, session)): super::extract::ApiPath<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    let mission = managed(&s, &caller, &id).await?;
+    let found =
+        s.0.mcp
+            .get(&session)
+            .filter(|x| x.mission == mission.body.id && !x.is_closed());
+    let Some(x) = found else {
+        let elsewhere = session
+            .split_once('.')
+            .is_some_and(|(node, _)| node != s.0.node);
+        return Err(Problem::not_found(if elsewhere {
+            "no such MCP session on this node: a session lives on the node that opened it (the first part of its id); ask that node"
+        } else {
+            "no such MCP session of this mission"
+        }));
+    };
+    let by = format!("principal:{}", caller.principal.name);
+    tracing::info!(session = %x.id, mission = %x.mission, by = %by, "MCP session ended");
+    let reason = format!("ended by {}", caller.principal.name);
+    end_session_by(&s, &x, &reason, Some("DELETE"), Some(&by)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A refusal before any decision, recorded (the caller holds the key).
@@ -1382,13 +1708,34 @@ async fn refusal(
     code: &str,
     detail: &str,
 ) -> Result<(), Problem> {
-    let resource = mandate_core::ResourceRef {
+    refusal_on(s, server, session, claims, method, None, code, detail).await
+}
+
+/// A refusal before any decision, recorded with what it was about: the
+/// tool (or resource, or prompt) when the request named one that could be
+/// read, the server otherwise (tool `-`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one record's fields, each from a different stage"
+)]
+async fn refusal_on(
+    s: &AppState,
+    server: &McpServer,
+    session: Option<&str>,
+    claims: &MissionClaims,
+    method: &str,
+    resource: Option<&mandate_core::ResourceRef>,
+    code: &str,
+    detail: &str,
+) -> Result<(), Problem> {
+    let unnamed = mandate_core::ResourceRef {
         kind: mandate_core::ResourceKind::Tool {
             server: server.name().to_owned(),
             tool: "-".to_owned(),
         },
         tags: std::collections::BTreeMap::new(),
     };
+    let resource = resource.unwrap_or(&unnamed);
     let mut extra = serde_json::Map::new();
     extra.insert("enforcement_point".into(), "mcp".into());
     extra.insert("mcp_server".into(), server.name().into());
@@ -1396,7 +1743,7 @@ async fn refusal(
     if let Some(sid) = session {
         extra.insert("mcp_session".into(), sid.into());
     }
-    record_refusal(s, &resource, claims, code, detail, extra).await
+    record_refusal(s, resource, claims, code, detail, extra).await
 }
 
 /// The first answer (a message without `method`) on `rx` within `timeout`:
@@ -1481,13 +1828,14 @@ async fn request(
     );
     let outbound = if GATED.contains(&method) {
         let id = &id;
-        let refuse = |tag: &'static str, detail: String| async move {
-            refusal(
+        let refuse = |tag: &'static str, detail: String, on: Option<mandate_core::ResourceRef>| async move {
+            refusal_on(
                 s,
                 &x.server,
                 Some(&x.id),
                 &caller.claims,
                 method,
+                on.as_ref(),
                 tag,
                 &detail,
             )
@@ -1496,7 +1844,7 @@ async fn request(
         };
         let mapped = match x.server.map(method, msg.get("params")) {
             Ok(m) => m,
-            Err(e) => return refuse("invalid_params", e.0).await,
+            Err(e) => return refuse("invalid_params", e.0, None).await,
         };
         if method == "tools/call" {
             let tool = msg["params"]["name"]
@@ -1507,9 +1855,9 @@ async fn request(
                 Ok(known) if known.contains(&tool) => {}
                 Ok(_) => {
                     let detail = format!("the server `{}` lists no tool `{tool}`", x.server.name());
-                    return refuse("unknown_tool", detail).await;
+                    return refuse("unknown_tool", detail, Some(mapped.resource.clone())).await;
                 }
-                Err(e) => return refuse("upstream_error", e).await,
+                Err(e) => return refuse("upstream_error", e, Some(mapped.resource.clone())).await,
             }
         }
         let arguments = msg["params"]

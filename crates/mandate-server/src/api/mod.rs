@@ -71,6 +71,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(memory::promote))
         .routes(routes!(memory::notes))
         .routes(routes!(memory::note))
+        .routes(routes!(mcp::list_sessions))
+        .routes(routes!(mcp::end_mission_session))
         .routes(routes!(delegations::propose))
         .routes(routes!(delegations::commit))
         .routes(routes!(delegations::chain))

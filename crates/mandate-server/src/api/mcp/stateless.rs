@@ -456,30 +456,12 @@ async fn open_channel(
     id: &Value,
 ) -> Result<Arc<Session>, Response> {
     let mission = &caller.claims.mission_id;
-    let Some(slot) = s.0.mcp.reserve(s, server, mission) else {
-        let detail = format!(
-            "no more sessions with `{}` (at most {} per mission, {} in all); end one first",
-            server.name(),
-            server.max_sessions_per_mission(),
-            server.max_sessions()
-        );
-        refusal(
-            s,
-            server,
-            None,
-            &caller.claims,
-            "-",
-            "session_limit",
-            &detail,
-        )
-        .await
-        .map_err(IntoResponse::into_response)?;
-        return Err(rpc_reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            id,
-            INTERNAL_ERROR,
-            detail,
-        ));
+    // Within the mission's limits, as a session (the session idle longest
+    // may make way).
+    let slot = match take_place(s, server, &caller.claims, id).await {
+        Ok(Ok(slot)) => slot,
+        Ok(Err(refused)) => return Err(refused),
+        Err(p) => return Err(p.into_response()),
     };
     let mut sid = [0u8; 24];
     s.0.rng
