@@ -136,6 +136,8 @@ permit(principal, action, resource is Tool) when { resource.server == "fixture" 
 permit(principal, action, resource is McpResource) when { resource.server == "fixture" };
 @id("every-prompt")
 permit(principal, action, resource is Prompt) when { resource.server == "fixture" };
+@id("the-server-itself")
+permit(principal, action, resource is McpServer) when { resource.server == "fixture" };
 EOF
 token="$(MANDATE_LOG=warn "$bin" init --json --data "$data" |
   "$python" -c 'import json, sys; print(json.load(sys.stdin)["token"])')"

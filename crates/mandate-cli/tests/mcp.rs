@@ -488,9 +488,10 @@ async fn a_current_client_works_statelessly_and_an_approval_completes_its_call()
 }
 
 /// Stateless, progress still reaches the call it belongs to (under the
-/// client's own token, while the server sees one the gateway gave it), and
-/// the server's own requests, which that revision cannot carry, fail the
-/// call instead of reaching the client.
+/// client's own token, while the server sees one the gateway gave it); the
+/// server's own requests, which that revision cannot carry, fail the call
+/// instead of reaching the client; a server of 2026-07-28 asks the client
+/// through its result (`input_required`), where elicitation is allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_current_clients_calls_get_their_progress_and_nothing_unasked() {
     let (server, _p, s, url) = lab("allow_elicitation = true").await;
@@ -501,12 +502,27 @@ async fn a_current_clients_calls_get_their_progress_and_nothing_unasked() {
     assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
     let asked = c.call("ask", json!({}));
     assert_ne!(text(&asked), "hello alice", "{asked}");
+    // A server of that revision asks the client through its result
+    // (input_required), and the client answers on its retry: elicitation is
+    // allowed for this server.
+    let greeted = c.call("greet", json!({}));
+    assert_eq!(text(&greeted), "hello alice", "{greeted}");
     let notes = c.send(json!({"op": "read", "uri": "notes://public"}));
     assert!(notes["result"]["contents"].is_array(), "{notes}");
     let secret = c.send(json!({"op": "read", "uri": "notes://secret"}));
     assert!(secret.get("error").is_some(), "{secret}");
     c.exit();
-    assert_eq!(audit(&server, &s, "mcp.session.opened").len(), 1);
+    let opened = audit(&server, &s, "mcp.session.opened");
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0]["body"]["protocol_version"], "2026-07-28");
+
+    // Where the server may not ask the agent's client, its question is not
+    // passed on: the call fails instead.
+    let (_server, _p, s, url) = lab("").await;
+    let (mut c, _) = McpClient::connect_current(&url, &s);
+    let greeted = c.send(json!({"op": "call", "tool": "greet", "args": {}}));
+    assert!(greeted.get("error").is_some(), "{greeted}");
+    c.exit();
 }
 
 /// What the gateway used to refuse by choice is decided by the mission's

@@ -103,6 +103,27 @@ pub struct McpServerConfig {
     /// `signature` (RFC 9421), `dpop` (RFC 9449) or `either` (default).
     #[serde(default)]
     pub proof: ProofMode,
+    /// The revision the gateway speaks to a local server for stateless
+    /// (2026-07-28) clients: `auto` (default: `server/discover` first, the
+    /// session era if the server does not speak 2026-07-28), `2026-07-28`,
+    /// or `session`. A remote server is spoken to in the session era.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// What a mission's stateless channel speaks to a local server (ADR 0024).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum UpstreamProtocol {
+    /// Ask (`server/discover`), and fall back to the session era.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// 2026-07-28 only.
+    #[serde(rename = "2026-07-28")]
+    Stateless,
+    /// The session era only (`initialize`).
+    #[serde(rename = "session")]
+    Session,
 }
 
 fn default_auth() -> UpstreamAuth {
@@ -348,6 +369,22 @@ impl McpServer {
     #[must_use]
     pub fn proof(&self) -> ProofMode {
         self.config.proof
+    }
+
+    /// What a stateless channel speaks to this server: always the session
+    /// era to a remote one.
+    #[must_use]
+    pub fn upstream_protocol(&self) -> UpstreamProtocol {
+        match self.transport() {
+            Transport::Http { .. } => UpstreamProtocol::Session,
+            Transport::Stdio { .. } => self.config.upstream_protocol,
+        }
+    }
+
+    /// Whether the server may ask the agent's client (elicitation).
+    #[must_use]
+    pub fn allows_elicitation(&self) -> bool {
+        self.config.allow_elicitation
     }
 
     /// How long a session may sit idle (nothing in flight, no stream open)

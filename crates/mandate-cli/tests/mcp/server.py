@@ -105,6 +105,27 @@ def summary(topic: str) -> str:
     return f"Summarise {topic}."
 
 
+from mcp.types import (  # noqa: E402
+    CallToolResult,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
+    InputRequiredResult,
+    TextContent,
+)
+
+
+@mcp.tool()
+async def greet(ctx: Context) -> CallToolResult | InputRequiredResult:
+    """Asks the person's name the 2026-07-28 way (input_required), then greets."""
+    answer = (ctx.input_responses or {}).get("name")
+    if isinstance(answer, ElicitResult) and answer.action == "accept" and answer.content:
+        return CallToolResult(content=[TextContent(type="text", text=f"hello {answer.content['name']}")])
+    return InputRequiredResult(input_requests={"name": ElicitRequest(params=ElicitRequestFormParams(
+        message="What is your name?",
+        requested_schema={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}))})
+
+
 @mcp.resource("notes://topics/{topic}")
 def topic_notes(topic: str) -> str:
     """Notes on one topic (a resource template)."""

@@ -337,6 +337,10 @@ struct SessionState {
     /// The server's answer to `initialize` (what `server/discover` tells
     /// a stateless client).
     init: Option<Value>,
+    /// A stateless channel to a server that speaks 2026-07-28 itself: its
+    /// requests carry their own `_meta`, and the server may answer
+    /// `input_required`.
+    upstream_modern: bool,
     /// When the session was opened (its first use, right after its
     /// `initialize` was answered).
     opened: Option<Instant>,
@@ -425,6 +429,10 @@ impl Session {
 
     fn is_closed(&self) -> bool {
         *self.closed.borrow()
+    }
+
+    fn upstream_modern(&self) -> bool {
+        self.st.lock().is_ok_and(|st| st.upstream_modern)
     }
 
     /// Renumbers a request and registers where its answer goes. `Err`: the
@@ -665,6 +673,11 @@ impl Session {
         let own =
             json!({ "mandate-internal": NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) });
         let (mut flight, mut rx) = self.register(&own, None).map_err(str::to_owned)?;
+        let params = if self.upstream_modern() {
+            stateless::with_gateway_meta(params)
+        } else {
+            params
+        };
         let msg = json!({"jsonrpc": "2.0", "id": flight.n, "method": method, "params": params});
         self.send_request(&mut flight, Outbound::Ungated(msg))
             .map_err(str::to_owned)?;
@@ -1939,7 +1952,9 @@ async fn request(
     );
     let deadline = tokio::time::Instant::now() + x.server.timeout();
     let (labels, via) = taint;
-    let modern = modern.is_some();
+    // How a stateless answer is completed: as from a server of the session
+    // era, or of 2026-07-28 (which may ask the client for input).
+    let modern = modern.map(|_| x.upstream_modern().then(|| Arc::clone(&x.server)));
     tokio::spawn(async move {
         let _flight = flight;
         loop {
@@ -1950,7 +1965,10 @@ async fn request(
                     // Only the gateway speaks as Mandate.
                     let m = if last { not_ours(m) } else { m };
                     let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
-                    let m = if last && modern { stateless::complete(&method, m) } else { m };
+                    let m = match &modern {
+                        Some(upstream) if last => stateless::complete(&method, m, upstream.as_deref()),
+                        _ => m,
+                    };
                     // Untrusted content taints the mission before the
                     // agent reads any of it: the answer by the call's
                     // labels, what the server sends on its own meanwhile

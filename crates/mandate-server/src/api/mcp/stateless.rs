@@ -282,11 +282,12 @@ pub(super) async fn serve(
         }
         _ => {}
     }
-    let waited_for = take_input(&mut msg, &mut modern);
     let x = match channel(s, server, caller, &id).await {
         Ok(x) => x,
         Err(r) => return Ok(r),
     };
+    let upstream = x.upstream_modern().then_some(server.as_ref());
+    let waited_for = take_input(&mut msg, &mut modern, upstream);
     if let Some(apr) = waited_for {
         wait_decided(s, &caller.claims.mission_id, &apr).await;
     }
@@ -294,35 +295,83 @@ pub(super) async fn serve(
 }
 
 /// Takes out of a request what is for the gateway, not the server: the
-/// agent's-hop `_meta` keys and the answers to the gateway's own input
-/// request. Returns the approval a retry waits for, if it names one.
-fn take_input(msg: &mut Value, modern: &mut Modern) -> Option<String> {
+/// answers to the gateway's own input request and its `requestState`; and,
+/// for a server of the session era, the revision's `_meta` keys and any
+/// other input (it asked for none). A server of 2026-07-28 (`upstream`)
+/// gets the client's `_meta`, without the capabilities it may not use
+/// (roots never, elicitation only where allowed), and its own input back.
+/// Returns the approval a retry waits for, if it names one.
+fn take_input(
+    msg: &mut Value,
+    modern: &mut Modern,
+    upstream: Option<&McpServer>,
+) -> Option<String> {
     let params = msg.get_mut("params")?.as_object_mut()?;
     if let Some(m) = params.get_mut("_meta").and_then(Value::as_object_mut) {
-        m.retain(|k, _| !k.starts_with(META_PREFIX));
+        match upstream {
+            Some(server) => {
+                if let Some(caps) = m.get_mut(META_CAPABILITIES).and_then(Value::as_object_mut) {
+                    caps.remove("roots");
+                    if !server.allows_elicitation() {
+                        caps.remove("elicitation");
+                    }
+                }
+            }
+            None => m.retain(|k, _| !k.starts_with(META_PREFIX)),
+        }
         if m.is_empty() {
             params.remove("_meta");
         }
     }
-    let answers = params.remove("inputResponses");
+    let mut answers = params.remove("inputResponses");
     let state = params.remove("requestState");
-    let action = answers
+    let ours = answers
+        .as_mut()
+        .and_then(Value::as_object_mut)
+        .and_then(|a| a.remove(APPROVAL_INPUT));
+    let action = ours
         .as_ref()
-        .and_then(|a| a.get(APPROVAL_INPUT))
         .and_then(|a| a.get("action"))
         .and_then(Value::as_str);
     if matches!(action, Some("decline" | "cancel")) {
         modern.declined = true;
-        return None;
     }
     // Attacker-controlled: only ever the id of an approval to wait for,
     // and only one of the caller's own mission (checked when read).
-    state
+    let approval = state
         .as_ref()
         .and_then(Value::as_str)
         .and_then(|s| s.strip_prefix(APPROVAL_STATE))
         .filter(|id| id.len() <= 64 && mandate_core::names::valid_name(id))
-        .map(str::to_owned)
+        .map(str::to_owned);
+    if upstream.is_some() {
+        if let Some(a) = answers.filter(|a| a.as_object().is_some_and(|o| !o.is_empty())) {
+            params.insert("inputResponses".into(), a);
+        }
+        if let Some(st) =
+            state.filter(|st| !st.as_str().is_some_and(|s| s.starts_with(APPROVAL_STATE)))
+        {
+            params.insert("requestState".into(), st);
+        }
+    }
+    if modern.declined {
+        return None;
+    }
+    approval
+}
+
+/// A request of the gateway's own to a server of 2026-07-28: with the
+/// revision's `_meta`, as the gateway (no client capabilities).
+pub(super) fn with_gateway_meta(mut params: Value) -> Value {
+    if !params.is_object() {
+        params = json!({});
+    }
+    params["_meta"] = json!({
+        META_VERSION: MODERN_VERSIONS[0],
+        META_CAPABILITIES: {},
+        "io.modelcontextprotocol/clientInfo": {"name": "mandate-gateway", "version": env!("CARGO_PKG_VERSION")},
+    });
+    params
 }
 
 /// Waits (at most [`APPROVAL_WAIT`]) while the approval request `id` of
@@ -389,7 +438,7 @@ async fn discover(
         "ttlMs": 0,
         "cacheScope": "private",
     });
-    if let Some(info) = init.get("serverInfo") {
+    if let Some(info) = init.get("serverInfo").filter(|i| i.is_object()) {
         result["_meta"] = json!({ "io.modelcontextprotocol/serverInfo": info });
     }
     if let Some(i) = init.get("instructions").filter(|i| i.is_string()) {
@@ -486,31 +535,43 @@ async fn open_channel(
         x.close();
         rpc_reply(StatusCode::BAD_GATEWAY, id, INTERNAL_ERROR, detail)
     };
-    let latest = PROTOCOL_VERSIONS.last().copied().unwrap_or("2025-11-25");
-    let params = json!({
-        "protocolVersion": latest,
-        "capabilities": {},
-        "clientInfo": {"name": "mandate-gateway", "version": env!("CARGO_PKG_VERSION")},
-    });
-    let init = match x.ask("initialize", params, server.timeout()).await {
-        Ok(r) => r,
-        Err(e) => return Err(failed(e)),
-    };
-    let version = init.get("protocolVersion").and_then(Value::as_str);
-    let Some(version) = version.filter(|v| PROTOCOL_VERSIONS.contains(v)) else {
-        return Err(failed(format!(
-            "the MCP server speaks another protocol revision than the gateway ({})",
-            PROTOCOL_VERSIONS.join(", ")
-        )));
-    };
     let mut opened = who;
-    opened["protocol_version"] = json!(version);
-    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    if let Err(e) = x.send_up(Outbound::Ungated(note)) {
-        return Err(failed(e.to_owned()));
-    }
-    if let Ok(mut st) = x.st.lock() {
-        st.init = Some(init);
+    match speak_to(server, &x).await {
+        Speaks::Modern(init) => {
+            opened["protocol_version"] = json!(MODERN_VERSIONS[0]);
+            if let Ok(mut st) = x.st.lock() {
+                st.init = Some(init);
+                st.upstream_modern = true;
+            }
+        }
+        Speaks::Session => {
+            let latest = PROTOCOL_VERSIONS.last().copied().unwrap_or("2025-11-25");
+            let params = json!({
+                "protocolVersion": latest,
+                "capabilities": {},
+                "clientInfo": {"name": "mandate-gateway", "version": env!("CARGO_PKG_VERSION")},
+            });
+            let init = match x.ask("initialize", params, server.timeout()).await {
+                Ok(r) => r,
+                Err(e) => return Err(failed(e)),
+            };
+            let version = init.get("protocolVersion").and_then(Value::as_str);
+            let Some(version) = version.filter(|v| PROTOCOL_VERSIONS.contains(v)) else {
+                return Err(failed(format!(
+                    "the MCP server speaks another protocol revision than the gateway ({})",
+                    PROTOCOL_VERSIONS.join(", ")
+                )));
+            };
+            opened["protocol_version"] = json!(version);
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            if let Err(e) = x.send_up(Outbound::Ungated(note)) {
+                return Err(failed(e.to_owned()));
+            }
+            if let Ok(mut st) = x.st.lock() {
+                st.init = Some(init);
+            }
+        }
+        Speaks::Neither(e) => return Err(failed(e)),
     }
     if let Err(p) = s.audit("mcp.session.opened", opened).await {
         x.close();
@@ -529,6 +590,57 @@ async fn open_channel(
     drop(slot);
     x.touch();
     Ok(x)
+}
+
+/// What a channel speaks to its server.
+enum Speaks {
+    /// 2026-07-28: what its `server/discover` said (capabilities, identity,
+    /// instructions), as `initialize` would have.
+    Modern(Value),
+    /// The session era: `initialize` next.
+    Session,
+    /// Nothing the gateway can use (why).
+    Neither(String),
+}
+
+/// Longest the gateway waits for a local server's `server/discover` before
+/// speaking the session era to it (a server of that era may not answer a
+/// method it does not know).
+const PROBE: Duration = Duration::from_secs(5);
+
+/// Asks the server, as its configuration says, whether it speaks
+/// 2026-07-28 (`server/discover`).
+async fn speak_to(server: &McpServer, x: &Arc<Session>) -> Speaks {
+    let mode = server.upstream_protocol();
+    if mode == crate::mcp_servers::UpstreamProtocol::Session {
+        return Speaks::Session;
+    }
+    let wait = if mode == crate::mcp_servers::UpstreamProtocol::Auto {
+        PROBE.min(server.timeout())
+    } else {
+        server.timeout()
+    };
+    let asked = x
+        .ask("server/discover", with_gateway_meta(json!({})), wait)
+        .await;
+    let modern = asked.as_ref().ok().filter(|r| {
+        r.get("supportedVersions")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(MODERN_VERSIONS[0])))
+    });
+    match (modern, mode) {
+        (Some(r), _) => Speaks::Modern(json!({
+            "capabilities": r.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+            "serverInfo": r.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/serverInfo")).cloned().unwrap_or(Value::Null),
+            "instructions": r.get("instructions").cloned().unwrap_or(Value::Null),
+        })),
+        (None, crate::mcp_servers::UpstreamProtocol::Auto) => Speaks::Session,
+        (None, _) => Speaks::Neither(format!(
+            "the MCP server `{}` does not speak MCP {} (`upstream_protocol`)",
+            server.name(),
+            MODERN_VERSIONS[0]
+        )),
+    }
 }
 
 /// The answer to a call that was not allowed. An escalation of a request
@@ -566,22 +678,59 @@ pub(super) fn refused(m: &Modern, id: &Value, method: &str, resp: &DecideRespons
         }
         return json!({"jsonrpc": "2.0", "id": id, "result": result});
     }
-    complete(method, super::refused(id, method, resp))
+    complete(method, super::refused(id, method, resp), None)
 }
 
 /// A final answer as the stateless era has it: `resultType`, and on the
 /// listings the gateway filters per mission, no caching beyond the caller.
-/// The server spoke the session era, where a result asks nothing of the
-/// client: a result dressed as `input_required` (its own input requests,
-/// a forged `requestState`) would reach the agent's client past the
-/// gateway, which refuses such requests of a server; it is complete.
-pub(super) fn complete(method: &str, mut m: Value) -> Value {
+///
+/// A server of the session era (`upstream` is `None`) asks the client
+/// nothing in a result: one dressed as `input_required` (its own input
+/// requests, a forged `requestState`) would reach the agent's client past
+/// the gateway, which refuses such requests of a server; it is complete.
+/// A server of 2026-07-28 may ask, within what a session allows it: no
+/// roots, elicitation only where allowed, nothing in the gateway's name.
+pub(super) fn complete(method: &str, mut m: Value, upstream: Option<&McpServer>) -> Value {
+    let id = m.get("id").cloned().unwrap_or(Value::Null);
     let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) else {
         return m;
     };
-    r.insert("resultType".into(), json!("complete"));
-    r.remove("inputRequests");
-    r.remove("requestState");
+    let asks = r.get("resultType").and_then(Value::as_str) == Some("input_required");
+    match upstream {
+        Some(server) if asks && MAY_ASK.contains(&method) => {
+            if let Some(reqs) = r.get_mut("inputRequests").and_then(Value::as_object_mut) {
+                reqs.retain(|k, v| {
+                    let asked = v.get("method").and_then(Value::as_str);
+                    !k.starts_with("io.mandate/")
+                        && (asked == Some("sampling/createMessage")
+                            || (asked == Some("elicitation/create") && server.allows_elicitation()))
+                });
+                if reqs.is_empty() {
+                    r.remove("inputRequests");
+                }
+            }
+            if r.get("requestState")
+                .and_then(Value::as_str)
+                .is_some_and(|st| st.starts_with(APPROVAL_STATE))
+            {
+                r.remove("requestState");
+            }
+            if !r.contains_key("inputRequests") && !r.contains_key("requestState") {
+                return rpc_error(
+                    &id,
+                    INTERNAL_ERROR,
+                    "the MCP server asked the client for input the gateway does not pass on",
+                    None,
+                );
+            }
+            return m;
+        }
+        _ => {
+            r.insert("resultType".into(), json!("complete"));
+            r.remove("inputRequests");
+            r.remove("requestState");
+        }
+    }
     if matches!(
         method,
         "tools/list"
@@ -690,18 +839,21 @@ mod tests {
         msg["params"]["requestState"] = json!("approval:apr_abc");
         msg["params"]["inputResponses"] = json!({APPROVAL_INPUT: {"action": "accept"}});
         msg["params"]["_meta"]["progressToken"] = json!(7);
-        assert_eq!(take_input(&mut msg, &mut m).as_deref(), Some("apr_abc"));
+        assert_eq!(
+            take_input(&mut msg, &mut m, None).as_deref(),
+            Some("apr_abc")
+        );
         assert_eq!(msg["params"]["_meta"], json!({"progressToken": 7}));
         assert!(msg["params"].get("requestState").is_none());
         assert!(msg["params"].get("inputResponses").is_none());
         let mut msg = call("git_status");
         msg["params"]["requestState"] = json!("approval:../../x");
-        assert_eq!(take_input(&mut msg, &mut m), None);
+        assert_eq!(take_input(&mut msg, &mut m, None), None);
         assert!(msg["params"].get("_meta").is_none());
         let mut msg = call("git_status");
         msg["params"]["requestState"] = json!("approval:apr_abc");
         msg["params"]["inputResponses"] = json!({APPROVAL_INPUT: {"action": "decline"}});
-        assert_eq!(take_input(&mut msg, &mut m), None);
+        assert_eq!(take_input(&mut msg, &mut m, None), None);
         assert!(m.declined);
     }
 
@@ -734,11 +886,87 @@ mod tests {
         assert!(!ok(&[("host", "mandate.example.com.evil.example")]));
     }
 
+    fn lab(extra: &str) -> McpServer {
+        let text = format!("name = \"lab\"\ncommand = \"lab-mcp\"\n{extra}");
+        McpServer::new(toml::from_str(&text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_server_of_2026_07_28_gets_its_own_input_back_and_asks_within_limits() {
+        let server = lab("");
+        let mut m = Modern {
+            url_elicitation: true,
+            declined: false,
+        };
+        let mut msg = call("git_status");
+        msg["params"]["_meta"][META_CAPABILITIES] =
+            json!({"roots": {}, "sampling": {}, "elicitation": {"form": {}}});
+        msg["params"]["requestState"] = json!("server-state");
+        msg["params"]["inputResponses"] =
+            json!({"name": {"action": "accept"}, APPROVAL_INPUT: {"action": "accept"}});
+        assert_eq!(take_input(&mut msg, &mut m, Some(&server)), None);
+        let p = &msg["params"];
+        assert_eq!(p["requestState"], "server-state");
+        assert_eq!(p["inputResponses"], json!({"name": {"action": "accept"}}));
+        assert_eq!(p["_meta"][META_VERSION], "2026-07-28");
+        // Never the client's roots; elicitation only where allowed.
+        assert_eq!(p["_meta"][META_CAPABILITIES], json!({"sampling": {}}));
+        // The gateway's own state is never the server's.
+        let mut msg = call("git_status");
+        msg["params"]["requestState"] = json!("approval:apr_abc");
+        assert_eq!(
+            take_input(&mut msg, &mut m, Some(&server)).as_deref(),
+            Some("apr_abc")
+        );
+        assert!(msg["params"].get("requestState").is_none());
+
+        let asking = |reqs: Value| {
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"resultType": "input_required",
+                "inputRequests": reqs, "requestState": "s"}})
+        };
+        let m = complete(
+            "tools/call",
+            asking(json!({
+                "a": {"method": "sampling/createMessage", "params": {}},
+                "b": {"method": "roots/list", "params": {}},
+                "c": {"method": "elicitation/create", "params": {}},
+                "io.mandate/approval": {"method": "sampling/createMessage", "params": {}},
+            })),
+            Some(&server),
+        );
+        assert_eq!(m["result"]["resultType"], "input_required");
+        let kept: Vec<&String> = m["result"]["inputRequests"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(kept, ["a"]);
+        let allowed = lab("allow_elicitation = true");
+        let m = complete(
+            "tools/call",
+            asking(json!({"c": {"method": "elicitation/create", "params": {}}})),
+            Some(&allowed),
+        );
+        assert!(m["result"]["inputRequests"].get("c").is_some());
+        // Nothing left to ask: an error, not an empty question.
+        let m = complete(
+            "tools/call",
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"resultType": "input_required",
+                "inputRequests": {"b": {"method": "roots/list"}}}}),
+            Some(&server),
+        );
+        assert!(m.get("error").is_some(), "{m}");
+        // Only where the revision allows it.
+        let m = complete("tools/list", asking(json!({})), Some(&server));
+        assert_eq!(m["result"]["resultType"], "complete");
+    }
+
     #[test]
     fn filtered_listings_are_private_and_not_cached() {
         let m = complete(
             "tools/list",
             json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [], "cacheScope": "public", "ttlMs": 60000}}),
+            None,
         );
         assert_eq!(m["result"]["cacheScope"], "private");
         assert_eq!(m["result"]["ttlMs"], 0);
@@ -749,6 +977,7 @@ mod tests {
             json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [],
                 "resultType": "input_required", "requestState": "approval:apr_x",
                 "inputRequests": {"io.mandate/approval": {"method": "elicitation/create"}}}}),
+            None,
         );
         assert_eq!(
             m["result"],
@@ -757,6 +986,7 @@ mod tests {
         let e = complete(
             "tools/call",
             json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 1}}),
+            None,
         );
         assert!(e["error"].get("resultType").is_none());
     }
