@@ -51,6 +51,11 @@ pub struct McpServerConfig {
     /// would be answered by the governed agent itself.
     #[serde(default)]
     pub allow_elicitation: bool,
+    /// Hand the server the agent's client's roots (`roots/list`). Off by
+    /// default: the directory limits the operator gave the server would be
+    /// replaced by whatever the client says.
+    #[serde(default)]
+    pub allow_roots: bool,
     /// Most sessions open with this server at once, all missions together
     /// (default 64).
     pub max_sessions: Option<usize>,
@@ -385,6 +390,12 @@ impl McpServer {
     #[must_use]
     pub fn allows_elicitation(&self) -> bool {
         self.config.allow_elicitation
+    }
+
+    /// Whether the server may ask the agent's client for its roots.
+    #[must_use]
+    pub fn allows_roots(&self) -> bool {
+        self.config.allow_roots
     }
 
     /// How long a session may sit idle (nothing in flight, no stream open)

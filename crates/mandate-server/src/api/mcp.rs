@@ -10,9 +10,10 @@
 //! `prompts/list` answers show only what the mission may use or may ask
 //! for. Notifications, progress and cancellation pass through. The server
 //! may ask the agent's client for `ping` and `sampling/createMessage` (and
-//! `elicitation/create` where configured); it is never handed the client's
-//! roots (the operator's directory limits stay the operator's). Every other
-//! method, either way, is refused, never forwarded.
+//! `elicitation/create` where configured); it is not handed the client's
+//! roots unless configured (the operator's directory limits stay the
+//! operator's). Every other method, either way, is refused, never
+//! forwarded.
 //!
 //! Both generations of MCP are spoken: the session era below, and the
 //! stateless 2026-07-28 revision ([`stateless`]), chosen per request.
@@ -333,6 +334,9 @@ struct SessionState {
     /// Every tool name the server lists (shown or not), read by the
     /// gateway itself; reset when the server restarts.
     tools: Option<BTreeSet<String>>,
+    /// Read with `tools`: each tool's parameters its `inputSchema` mirrors
+    /// into `Mcp-Param-*` headers (`x-mcp-header`), as (header name, path).
+    tool_headers: HashMap<String, Vec<(String, Vec<String>)>>,
     last_used: Option<Instant>,
     /// The server's answer to `initialize` (what `server/discover` tells
     /// a stateless client).
@@ -580,7 +584,8 @@ impl Session {
             // A request of the server to the agent (none reaches a
             // stateless client: its era has no way to carry one).
             let allowed = matches!(method.as_str(), "ping" | "sampling/createMessage")
-                || (method == "elicitation/create" && self.server.config.allow_elicitation);
+                || (method == "elicitation/create" && self.server.allows_elicitation())
+                || (method == "roots/list" && self.server.allows_roots());
             if self.stateless || !allowed || st.server_requests.len() >= MAX_SERVER_REQUESTS {
                 drop(st);
                 let _ = self.out.try_send(rpc_error(
@@ -1226,14 +1231,16 @@ async fn initialize(
         let latest = PROTOCOL_VERSIONS.last().copied().unwrap_or("2025-11-25");
         params.insert("protocolVersion".into(), json!(latest));
     }
-    // What the server may ask of the agent's client: never its roots (they
-    // would replace the directory limits the operator configured), and
-    // elicitation only where configured.
+    // What the server may ask of the agent's client: its roots (which would
+    // replace the directory limits the operator configured) and elicitation
+    // only where configured.
     if let Some(caps) = params
         .get_mut("capabilities")
         .and_then(Value::as_object_mut)
     {
-        caps.remove("roots");
+        if !server.allows_roots() {
+            caps.remove("roots");
+        }
         if !server.config.allow_elicitation {
             caps.remove("elicitation");
         }
@@ -1782,6 +1789,7 @@ async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
         return Ok(t);
     }
     let mut names = BTreeSet::new();
+    let mut headers = HashMap::new();
     let mut cursor: Option<Value> = None;
     for _ in 0..MAX_LIST_PAGES {
         let params = cursor
@@ -1796,6 +1804,10 @@ async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
         {
             if let Some(n) = t.get("name").and_then(Value::as_str) {
                 names.insert(n.to_owned());
+                let mirrored = stateless::mirrored_params(t.get("inputSchema"));
+                if !mirrored.is_empty() {
+                    headers.insert(n.to_owned(), mirrored);
+                }
             }
         }
         cursor = r.get("nextCursor").filter(|c| !c.is_null()).cloned();
@@ -1805,6 +1817,7 @@ async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
     }
     if let Ok(mut st) = x.st.lock() {
         st.tools = Some(names.clone());
+        st.tool_headers = headers;
     }
     Ok(names)
 }
@@ -1940,59 +1953,60 @@ async fn request(
     if let Err(e) = x.send_request(&mut flight, outbound) {
         return Ok(rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, e));
     }
+    let deadline = tokio::time::Instant::now() + x.server.timeout();
+    let (labels, via) = taint;
+    let answering = Answering {
+        s: s.clone(),
+        x: Arc::clone(x),
+        mission: caller.mission.clone(),
+        method: method.to_owned(),
+        id,
+        labels,
+        via,
+        // How a stateless answer is completed: as from a server of the
+        // session era, or of 2026-07-28 (which may ask the client for
+        // input).
+        modern: modern.map(|_| x.upstream_modern().then(|| Arc::clone(&x.server))),
+    };
+    // A stateless answer that comes at once goes back as one JSON object,
+    // with the HTTP status that revision gives its protocol errors;
+    // anything slower, or with progress before it, streams.
+    let mut early = None;
+    if answering.modern.is_some() {
+        let quick = (tokio::time::Instant::now() + QUICK).min(deadline);
+        match tokio::time::timeout_at(quick, rx.recv()).await {
+            Ok(Some(m)) if m.get("method").is_none() => {
+                let answer = match answering.shape(m).await {
+                    Ok(v) | Err(v) => v,
+                };
+                drop(flight);
+                return Ok(json_response(stateless::status_of(&answer), &answer));
+            }
+            Ok(m) => early = m,
+            Err(_) => {}
+        }
+    }
     // The answer streams back, with the progress and requests of the server
     // that belong to it. A client that goes away (or stops reading) cancels
     // the request upstream; nothing stays pending.
     let (out_tx, out_rx) = mpsc::channel::<Value>(16);
-    let (s2, x2, m2, method) = (
-        s.clone(),
-        Arc::clone(x),
-        caller.mission.clone(),
-        method.to_owned(),
-    );
-    let deadline = tokio::time::Instant::now() + x.server.timeout();
-    let (labels, via) = taint;
-    // How a stateless answer is completed: as from a server of the session
-    // era, or of 2026-07-28 (which may ask the client for input).
-    let modern = modern.map(|_| x.upstream_modern().then(|| Arc::clone(&x.server)));
     tokio::spawn(async move {
         let _flight = flight;
+        if let Some(m) = early
+            && !answering.forward(m, &out_tx, deadline).await
+        {
+            return;
+        }
         loop {
             tokio::select! {
                 m = rx.recv() => {
                     let Some(m) = m else { break };
-                    let last = m.get("method").is_none();
-                    // Only the gateway speaks as Mandate.
-                    let m = if last { not_ours(m) } else { m };
-                    let m = if last { filter_listing(&s2, &x2, &m2, &method, m).await } else { m };
-                    let m = match &modern {
-                        Some(upstream) if last => stateless::complete(&method, m, upstream.as_deref()),
-                        _ => m,
-                    };
-                    // Untrusted content taints the mission before the
-                    // agent reads any of it: the answer by the call's
-                    // labels, what the server sends on its own meanwhile
-                    // (its requests, notifications) by the server's. If
-                    // that cannot be recorded, the agent gets an error
-                    // instead.
-                    let marked = if last {
-                        crate::api::taint::mark(&s2, &m2, &labels, &via).await
-                    } else {
-                        let via = format!("mcp {} {}", x2.server.name(), m.get("method").and_then(Value::as_str).unwrap_or("message"));
-                        crate::api::taint::mark(&s2, &m2, x2.server.taint_unasked(), &via).await
-                    };
-                    if marked.is_err() {
-                        let _ = out_tx.try_send(rpc_error(&id, INTERNAL_ERROR, "the answer could not be recorded as untrusted content; it was withheld", None));
+                    if !answering.forward(m, &out_tx, deadline).await {
                         break;
-                    }
-                    match tokio::time::timeout_at(deadline, out_tx.send(m)).await {
-                        Ok(Ok(())) if last => break,
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) | Err(_) => break,
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    let _ = out_tx.try_send(rpc_error(&id, TIMEOUT, "the MCP server did not answer in time", None));
+                    let _ = out_tx.try_send(rpc_error(&answering.id, TIMEOUT, "the MCP server did not answer in time", None));
                     break;
                 }
                 () = out_tx.closed() => break,
@@ -2002,6 +2016,86 @@ async fn request(
         // and cancelled upstream.
     });
     Ok(sse(out_rx))
+}
+
+/// How long a stateless request's answer is awaited before the response
+/// becomes a stream.
+const QUICK: Duration = Duration::from_secs(2);
+
+/// What the messages of one request's answer go through on their way to
+/// the agent.
+struct Answering {
+    s: AppState,
+    x: Arc<Session>,
+    mission: Mission,
+    method: String,
+    id: Value,
+    labels: Vec<String>,
+    via: String,
+    modern: Option<Option<Arc<McpServer>>>,
+}
+
+impl Answering {
+    /// A message of the server, as the agent gets it: the answer filtered
+    /// and completed, and whatever it is, the mission tainted by it before
+    /// the agent reads any of it (the answer by the call's labels, what
+    /// the server sends on its own meanwhile by the server's). `Err`: the
+    /// error to send instead (the taint could not be recorded).
+    async fn shape(&self, m: Value) -> Result<Value, Value> {
+        let last = m.get("method").is_none();
+        let m = if last {
+            // Only the gateway speaks as Mandate.
+            let m = not_ours(m);
+            let m = filter_listing(&self.s, &self.x, &self.mission, &self.method, m).await;
+            match &self.modern {
+                Some(upstream) => stateless::complete(&self.method, m, upstream.as_deref()),
+                None => m,
+            }
+        } else {
+            m
+        };
+        let marked = if last {
+            crate::api::taint::mark(&self.s, &self.mission, &self.labels, &self.via).await
+        } else {
+            let via = format!(
+                "mcp {} {}",
+                self.x.server.name(),
+                m.get("method").and_then(Value::as_str).unwrap_or("message")
+            );
+            crate::api::taint::mark(&self.s, &self.mission, self.x.server.taint_unasked(), &via)
+                .await
+        };
+        match marked {
+            Ok(_) => Ok(m),
+            Err(_) => Err(rpc_error(
+                &self.id,
+                INTERNAL_ERROR,
+                "the answer could not be recorded as untrusted content; it was withheld",
+                None,
+            )),
+        }
+    }
+
+    /// Sends a message on the stream; `false` once the stream is done.
+    async fn forward(
+        &self,
+        m: Value,
+        out: &mpsc::Sender<Value>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let last = m.get("method").is_none();
+        let m = match self.shape(m).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = out.try_send(e);
+                return false;
+            }
+        };
+        match tokio::time::timeout_at(deadline, out.send(m)).await {
+            Ok(Ok(())) => !last,
+            Ok(Err(_)) | Err(_) => false,
+        }
+    }
 }
 
 /// A server's answer without anything in `_meta` that would speak for

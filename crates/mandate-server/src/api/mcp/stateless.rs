@@ -43,6 +43,7 @@ const META_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// MCP's codes (2026-07-28, basic/index "Error codes").
 const HEADER_MISMATCH: i64 = -32020;
+const MISSING_CAPABILITY: i64 = -32021;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
 /// The key of the gateway's own input request: the approval.
@@ -226,6 +227,91 @@ fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
     })
 }
 
+/// The parameters an `inputSchema` mirrors into headers: each property
+/// reached from the root through `properties` only that carries
+/// `x-mcp-header`, as (the header's name after `Mcp-Param-`, its path).
+pub(super) fn mirrored_params(schema: Option<&Value>) -> Vec<(String, Vec<String>)> {
+    fn walk(
+        schema: &Value,
+        path: &mut Vec<String>,
+        out: &mut Vec<(String, Vec<String>)>,
+        depth: usize,
+    ) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (k, v) in props {
+            path.push(k.clone());
+            if let Some(name) = v.get("x-mcp-header").and_then(Value::as_str) {
+                out.push((name.to_owned(), path.clone()));
+            }
+            if depth < 8 {
+                walk(v, path, out, depth + 1);
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(s) = schema {
+        walk(s, &mut Vec::new(), &mut out, 0);
+    }
+    out
+}
+
+/// The `Mcp-Param-*` headers of a `tools/call` against its arguments: each
+/// mirrored parameter with a value must come with its header, saying the
+/// same (decoded; numbers compared as numbers), and a header must not name
+/// a value the arguments do not have.
+fn check_params(
+    h: &HeaderMap,
+    mirrored: &[(String, Vec<String>)],
+    arguments: &Value,
+) -> Result<(), Box<Bad>> {
+    for (name, path) in mirrored {
+        let field = format!("mcp-param-{}", name.to_ascii_lowercase());
+        let value = path
+            .iter()
+            .try_fold(arguments, |v, k| v.get(k))
+            .filter(|v| !v.is_null());
+        match (value, header(h, &field)?) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(Bad::mismatch(format!(
+                    "`Mcp-Param-{name}` is sent but the arguments have no value for it"
+                )));
+            }
+            (Some(_), None) => {
+                return Err(Bad::mismatch(format!(
+                    "`Mcp-Param-{name}` is required: the tool mirrors that argument"
+                )));
+            }
+            (Some(v), Some(sent)) => {
+                let Some(sent) = decoded(sent) else {
+                    return Err(Bad::mismatch(format!(
+                        "`Mcp-Param-{name}` is not valid Base64 of UTF-8"
+                    )));
+                };
+                let same = match v {
+                    Value::String(s) => *s == sent,
+                    Value::Bool(b) => sent == if *b { "true" } else { "false" },
+                    Value::Number(n) => sent
+                        .parse::<f64>()
+                        .ok()
+                        .zip(n.as_f64())
+                        .is_some_and(|(a, b)| a == b),
+                    _ => false,
+                };
+                if !same {
+                    return Err(Bad::mismatch(format!(
+                        "`Mcp-Param-{name}` does not match the argument it mirrors"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Serves one stateless message.
 pub(super) async fn serve(
     s: &AppState,
@@ -286,6 +372,24 @@ pub(super) async fn serve(
         Ok(x) => x,
         Err(r) => return Ok(r),
     };
+    if method == "tools/call" {
+        // The tool's parameters mirrored into headers must agree with the
+        // arguments too (the tool's `x-mcp-header`s, from the listing).
+        let tool = msg["params"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if known_tools(&x).await.is_ok_and(|t| t.contains(&tool)) {
+            let mirrored =
+                x.st.lock()
+                    .ok()
+                    .and_then(|st| st.tool_headers.get(&tool).cloned())
+                    .unwrap_or_default();
+            if let Err(bad) = check_params(h, &mirrored, &msg["params"]["arguments"]) {
+                return refuse(&id, bad).await;
+            }
+        }
+    }
     let upstream = x.upstream_modern().then_some(server.as_ref());
     let waited_for = take_input(&mut msg, &mut modern, upstream);
     if let Some(apr) = waited_for {
@@ -311,7 +415,9 @@ fn take_input(
         match upstream {
             Some(server) => {
                 if let Some(caps) = m.get_mut(META_CAPABILITIES).and_then(Value::as_object_mut) {
-                    caps.remove("roots");
+                    if !server.allows_roots() {
+                        caps.remove("roots");
+                    }
                     if !server.allows_elicitation() {
                         caps.remove("elicitation");
                     }
@@ -681,6 +787,20 @@ pub(super) fn refused(m: &Modern, id: &Value, method: &str, resp: &DecideRespons
     complete(method, super::refused(id, method, resp), None)
 }
 
+/// The HTTP status of a stateless answer sent as one JSON object: `400`
+/// for the revision's own protocol errors (a header mismatch, a missing
+/// client capability, an unsupported version), as it asks; `200` otherwise.
+pub(super) fn status_of(answer: &Value) -> StatusCode {
+    let code = answer
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64);
+    match code {
+        Some(HEADER_MISMATCH | MISSING_CAPABILITY | UNSUPPORTED_VERSION) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
 /// A final answer as the stateless era has it: `resultType`, and on the
 /// listings the gateway filters per mission, no caching beyond the caller.
 ///
@@ -703,7 +823,8 @@ pub(super) fn complete(method: &str, mut m: Value, upstream: Option<&McpServer>)
                     let asked = v.get("method").and_then(Value::as_str);
                     !k.starts_with("io.mandate/")
                         && (asked == Some("sampling/createMessage")
-                            || (asked == Some("elicitation/create") && server.allows_elicitation()))
+                            || (asked == Some("elicitation/create") && server.allows_elicitation())
+                            || (asked == Some("roots/list") && server.allows_roots()))
                 });
                 if reqs.is_empty() {
                     r.remove("inputRequests");
@@ -804,6 +925,48 @@ mod tests {
             ("mcp-name", "git_status"),
         ];
         assert!(check(&headers(&method), "tools/call", &call("git_status")).is_err());
+    }
+
+    #[test]
+    fn mirrored_parameters_must_agree_with_the_arguments() {
+        let schema = json!({"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "limits": {"type": "object", "properties": {"max": {"type": "integer", "x-mcp-header": "Max"}}},
+            "items": {"type": "array", "items": {"properties": {"x": {"x-mcp-header": "X"}}}},
+        }});
+        let mirrored = mirrored_params(Some(&schema));
+        assert_eq!(mirrored.len(), 2, "{mirrored:?}");
+        let args = json!({"region": "us-west1", "limits": {"max": 42}});
+        let ok = |pairs: &[(&'static str, &str)]| {
+            check_params(&headers(pairs), &mirrored, &args).is_ok()
+        };
+        assert!(ok(&[
+            ("mcp-param-region", "us-west1"),
+            ("mcp-param-max", "42")
+        ]));
+        assert!(ok(&[
+            ("mcp-param-region", "=?base64?dXMtd2VzdDE=?="),
+            ("mcp-param-max", "42.0")
+        ]));
+        assert!(!ok(&[
+            ("mcp-param-region", "eu-west1"),
+            ("mcp-param-max", "42")
+        ]));
+        assert!(
+            !ok(&[("mcp-param-max", "42")]),
+            "a mirrored argument needs its header"
+        );
+        assert!(
+            !ok(&[
+                ("mcp-param-region", "=?base64?dXMtd2VzdDE?="),
+                ("mcp-param-max", "42")
+            ]),
+            "bad padding"
+        );
+        // A header for a value the arguments do not have.
+        let none = json!({"limits": {}});
+        assert!(check_params(&headers(&[("mcp-param-region", "x")]), &mirrored, &none).is_err());
+        assert!(check_params(&headers(&[]), &mirrored, &none).is_ok());
     }
 
     #[test]
