@@ -620,6 +620,39 @@ async fn log_levels_completions_and_templates_are_decided_by_policy() {
     }));
 }
 
+/// Whether a server may ask the agent's client (elicitation) is the
+/// mission's policy (`elicit` on the server) where the server's
+/// configuration does not allow it outright: decided when the session
+/// opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missions_policy_lets_its_server_ask_its_client() {
+    let policies = tempfile::tempdir().unwrap();
+    let server = TestServer::start(bin(), Some(&test_server_config(policies.path(), "")));
+    let scope = format!(
+        "{LAB_SCOPE}\n@id(\"lab-may-ask\")\npermit(principal, action == Action::\"elicit\", resource is McpServer) when {{ resource.server == \"lab\" }};"
+    );
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Exercise the lab server".into(),
+            scope,
+            boundaries: String::new(),
+            budget: 200,
+        })
+        .await;
+    let url = format!("{}/mcp/lab", server.url());
+    for mode in ["legacy", "auto"] {
+        let saved: mandate_client::SavedMission =
+            serde_json::from_str(&s.agent.save().unwrap()).unwrap();
+        let (mut c, _) = McpClient::spawn_in(mode, &[&url, &saved.key_pem, &saved.credential]);
+        // The session era: the server's own request; 2026-07-28: its
+        // input_required round.
+        let tool = if mode == "legacy" { "ask" } else { "greet" };
+        let asked = c.call(tool, json!({}));
+        assert_eq!(text(&asked), "hello alice", "{mode}: {asked}");
+        c.exit();
+    }
+}
+
 fn test_server_config(policies: &Path, extra: &str) -> String {
     format!(
         "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\ncommand = {:?}\nargs = [{:?}]\nmax_message_bytes = 4096\n{extra}",

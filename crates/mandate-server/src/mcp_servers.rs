@@ -25,6 +25,7 @@ pub const GET_PROMPT: &str = "get_prompt";
 pub const COMPLETE: &str = "complete";
 pub const SET_LOG_LEVEL: &str = "set_log_level";
 pub const LIST_RESOURCE_TEMPLATES: &str = "list_resource_templates";
+pub const ELICIT: &str = "elicit";
 
 /// One upstream MCP server as written in `mandate.toml` (`[[mcp_servers]]`).
 #[derive(Debug, Clone, Deserialize)]

@@ -341,6 +341,10 @@ struct SessionState {
     /// The server's answer to `initialize` (what `server/discover` tells
     /// a stateless client).
     init: Option<Value>,
+    /// The server may ask the agent's client for input (its configuration's
+    /// `allow_elicitation`, or the mission's policy when the session
+    /// opened).
+    may_elicit: bool,
     /// A stateless channel to a server that speaks 2026-07-28 itself: its
     /// requests carry their own `_meta`, and the server may answer
     /// `input_required`.
@@ -437,6 +441,14 @@ impl Session {
 
     fn upstream_modern(&self) -> bool {
         self.st.lock().is_ok_and(|st| st.upstream_modern)
+    }
+
+    /// What the server may ask the agent's client for.
+    fn allowed(&self) -> stateless::Allowed {
+        stateless::Allowed {
+            roots: self.server.allows_roots(),
+            elicitation: self.st.lock().is_ok_and(|st| st.may_elicit),
+        }
     }
 
     /// Renumbers a request and registers where its answer goes. `Err`: the
@@ -584,7 +596,7 @@ impl Session {
             // A request of the server to the agent (none reaches a
             // stateless client: its era has no way to carry one).
             let allowed = matches!(method.as_str(), "ping" | "sampling/createMessage")
-                || (method == "elicitation/create" && self.server.allows_elicitation())
+                || (method == "elicitation/create" && st.may_elicit)
                 || (method == "roots/list" && self.server.allows_roots());
             if self.stateless || !allowed || st.server_requests.len() >= MAX_SERVER_REQUESTS {
                 drop(st);
@@ -1232,8 +1244,10 @@ async fn initialize(
         params.insert("protocolVersion".into(), json!(latest));
     }
     // What the server may ask of the agent's client: its roots (which would
-    // replace the directory limits the operator configured) and elicitation
-    // only where configured.
+    // replace the directory limits the operator configured) only where
+    // configured, and elicitation where configured or the mission's policy
+    // lets it.
+    let elicits = may_elicit(s, server, &caller.mission).await;
     if let Some(caps) = params
         .get_mut("capabilities")
         .and_then(Value::as_object_mut)
@@ -1241,7 +1255,7 @@ async fn initialize(
         if !server.allows_roots() {
             caps.remove("roots");
         }
-        if !server.config.allow_elicitation {
+        if !elicits {
             caps.remove("elicitation");
         }
     }
@@ -1286,6 +1300,9 @@ async fn initialize(
         Err(e) => return Err(e.into()),
     }
     let session = start_upstream(s, server, caller, &sid, false);
+    if let Ok(mut st) = session.st.lock() {
+        st.may_elicit = elicits;
+    }
     let failed = |detail: &str| {
         session.close();
         rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, detail)
@@ -1399,6 +1416,20 @@ fn start_upstream(
     });
     spawn_router(s.clone(), Arc::downgrade(&session), events_rx);
     session
+}
+
+/// Whether the server may ask the agent's client for input: where its
+/// configuration allows it (`allow_elicitation`), or where the mission's
+/// policy allows `elicit` on the server (previewed, not recorded). On any
+/// doubt, not.
+async fn may_elicit(s: &AppState, server: &McpServer, mission: &Mission) -> bool {
+    if server.allows_elicitation() {
+        return true;
+    }
+    let ask = [(crate::mcp_servers::ELICIT.to_owned(), server.server_ref())];
+    preview(s, mission, server.required_trust(), &ask)
+        .await
+        .is_ok_and(|o| o.first().is_some_and(|o| o.decision == Decision::Allow))
 }
 
 /// Takes out of the server's capabilities what the gateway would refuse
@@ -1966,7 +1997,7 @@ async fn request(
         // How a stateless answer is completed: as from a server of the
         // session era, or of 2026-07-28 (which may ask the client for
         // input).
-        modern: modern.map(|_| x.upstream_modern().then(|| Arc::clone(&x.server))),
+        modern: modern.map(|_| x.upstream_modern().then(|| x.allowed())),
     };
     // A stateless answer that comes at once goes back as one JSON object,
     // with the HTTP status that revision gives its protocol errors;
@@ -2032,7 +2063,7 @@ struct Answering {
     id: Value,
     labels: Vec<String>,
     via: String,
-    modern: Option<Option<Arc<McpServer>>>,
+    modern: Option<Option<stateless::Allowed>>,
 }
 
 impl Answering {
@@ -2048,7 +2079,7 @@ impl Answering {
             let m = not_ours(m);
             let m = filter_listing(&self.s, &self.x, &self.mission, &self.method, m).await;
             match &self.modern {
-                Some(upstream) => stateless::complete(&self.method, m, upstream.as_deref()),
+                Some(upstream) => stateless::complete(&self.method, m, *upstream),
                 None => m,
             }
         } else {

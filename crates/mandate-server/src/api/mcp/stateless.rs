@@ -56,6 +56,13 @@ const APPROVAL_WAIT: Duration = Duration::from_secs(30);
 /// Requests that may answer `input_required` (MRTR, "Supported Requests").
 const MAY_ASK: &[&str] = &["tools/call", "resources/read", "prompts/get"];
 
+/// What a server may ask the agent's client for, on a channel.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Allowed {
+    pub roots: bool,
+    pub elicitation: bool,
+}
+
 /// What a stateless request says about its client.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Modern {
@@ -390,7 +397,7 @@ pub(super) async fn serve(
             }
         }
     }
-    let upstream = x.upstream_modern().then_some(server.as_ref());
+    let upstream = x.upstream_modern().then(|| x.allowed());
     let waited_for = take_input(&mut msg, &mut modern, upstream);
     if let Some(apr) = waited_for {
         wait_decided(s, &caller.claims.mission_id, &apr).await;
@@ -405,20 +412,16 @@ pub(super) async fn serve(
 /// gets the client's `_meta`, without the capabilities it may not use
 /// (roots never, elicitation only where allowed), and its own input back.
 /// Returns the approval a retry waits for, if it names one.
-fn take_input(
-    msg: &mut Value,
-    modern: &mut Modern,
-    upstream: Option<&McpServer>,
-) -> Option<String> {
+fn take_input(msg: &mut Value, modern: &mut Modern, upstream: Option<Allowed>) -> Option<String> {
     let params = msg.get_mut("params")?.as_object_mut()?;
     if let Some(m) = params.get_mut("_meta").and_then(Value::as_object_mut) {
         match upstream {
-            Some(server) => {
+            Some(allowed) => {
                 if let Some(caps) = m.get_mut(META_CAPABILITIES).and_then(Value::as_object_mut) {
-                    if !server.allows_roots() {
+                    if !allowed.roots {
                         caps.remove("roots");
                     }
-                    if !server.allows_elicitation() {
+                    if !allowed.elicitation {
                         caps.remove("elicitation");
                     }
                 }
@@ -636,7 +639,11 @@ async fn open_channel(
     s.audit("mcp.session.opening", who.clone())
         .await
         .map_err(IntoResponse::into_response)?;
+    let elicits = may_elicit(s, server, &caller.mission).await;
     let x = start_upstream(s, server, caller, &sid, true);
+    if let Ok(mut st) = x.st.lock() {
+        st.may_elicit = elicits;
+    }
     let failed = |detail: String| {
         x.close();
         rpc_reply(StatusCode::BAD_GATEWAY, id, INTERNAL_ERROR, detail)
@@ -810,21 +817,21 @@ pub(super) fn status_of(answer: &Value) -> StatusCode {
 /// the gateway, which refuses such requests of a server; it is complete.
 /// A server of 2026-07-28 may ask, within what a session allows it: no
 /// roots, elicitation only where allowed, nothing in the gateway's name.
-pub(super) fn complete(method: &str, mut m: Value, upstream: Option<&McpServer>) -> Value {
+pub(super) fn complete(method: &str, mut m: Value, upstream: Option<Allowed>) -> Value {
     let id = m.get("id").cloned().unwrap_or(Value::Null);
     let Some(r) = m.get_mut("result").and_then(Value::as_object_mut) else {
         return m;
     };
     let asks = r.get("resultType").and_then(Value::as_str) == Some("input_required");
     match upstream {
-        Some(server) if asks && MAY_ASK.contains(&method) => {
+        Some(allowed) if asks && MAY_ASK.contains(&method) => {
             if let Some(reqs) = r.get_mut("inputRequests").and_then(Value::as_object_mut) {
                 reqs.retain(|k, v| {
                     let asked = v.get("method").and_then(Value::as_str);
                     !k.starts_with("io.mandate/")
                         && (asked == Some("sampling/createMessage")
-                            || (asked == Some("elicitation/create") && server.allows_elicitation())
-                            || (asked == Some("roots/list") && server.allows_roots()))
+                            || (asked == Some("elicitation/create") && allowed.elicitation)
+                            || (asked == Some("roots/list") && allowed.roots))
                 });
                 if reqs.is_empty() {
                     r.remove("inputRequests");
@@ -1049,14 +1056,12 @@ mod tests {
         assert!(!ok(&[("host", "mandate.example.com.evil.example")]));
     }
 
-    fn lab(extra: &str) -> McpServer {
-        let text = format!("name = \"lab\"\ncommand = \"lab-mcp\"\n{extra}");
-        McpServer::new(toml::from_str(&text).unwrap()).unwrap()
-    }
-
     #[test]
     fn a_server_of_2026_07_28_gets_its_own_input_back_and_asks_within_limits() {
-        let server = lab("");
+        let server = Allowed {
+            roots: false,
+            elicitation: false,
+        };
         let mut m = Modern {
             url_elicitation: true,
             declined: false,
@@ -1067,7 +1072,7 @@ mod tests {
         msg["params"]["requestState"] = json!("server-state");
         msg["params"]["inputResponses"] =
             json!({"name": {"action": "accept"}, APPROVAL_INPUT: {"action": "accept"}});
-        assert_eq!(take_input(&mut msg, &mut m, Some(&server)), None);
+        assert_eq!(take_input(&mut msg, &mut m, Some(server)), None);
         let p = &msg["params"];
         assert_eq!(p["requestState"], "server-state");
         assert_eq!(p["inputResponses"], json!({"name": {"action": "accept"}}));
@@ -1078,7 +1083,7 @@ mod tests {
         let mut msg = call("git_status");
         msg["params"]["requestState"] = json!("approval:apr_abc");
         assert_eq!(
-            take_input(&mut msg, &mut m, Some(&server)).as_deref(),
+            take_input(&mut msg, &mut m, Some(server)).as_deref(),
             Some("apr_abc")
         );
         assert!(msg["params"].get("requestState").is_none());
@@ -1095,7 +1100,7 @@ mod tests {
                 "c": {"method": "elicitation/create", "params": {}},
                 "io.mandate/approval": {"method": "sampling/createMessage", "params": {}},
             })),
-            Some(&server),
+            Some(server),
         );
         assert_eq!(m["result"]["resultType"], "input_required");
         let kept: Vec<&String> = m["result"]["inputRequests"]
@@ -1104,11 +1109,14 @@ mod tests {
             .keys()
             .collect();
         assert_eq!(kept, ["a"]);
-        let allowed = lab("allow_elicitation = true");
+        let allowed = Allowed {
+            roots: false,
+            elicitation: true,
+        };
         let m = complete(
             "tools/call",
             asking(json!({"c": {"method": "elicitation/create", "params": {}}})),
-            Some(&allowed),
+            Some(allowed),
         );
         assert!(m["result"]["inputRequests"].get("c").is_some());
         // Nothing left to ask: an error, not an empty question.
@@ -1116,11 +1124,11 @@ mod tests {
             "tools/call",
             json!({"jsonrpc": "2.0", "id": 1, "result": {"resultType": "input_required",
                 "inputRequests": {"b": {"method": "roots/list"}}}}),
-            Some(&server),
+            Some(server),
         );
         assert!(m.get("error").is_some(), "{m}");
         // Only where the revision allows it.
-        let m = complete("tools/list", asking(json!({})), Some(&server));
+        let m = complete("tools/list", asking(json!({})), Some(server));
         assert_eq!(m["result"]["resultType"], "complete");
     }
 
