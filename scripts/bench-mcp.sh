@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# MCP gateway benchmark (see docs/benchmarks.md): latency of a trivial
-# tools/call direct and through the Mandate MCP gateway, in one run on
-# loopback. Makes the Python venv with the MCP SDK if it is missing.
+# MCP gateway benchmark (see docs/benchmarks.md): latency and throughput of
+# a trivial tools/call direct and through the Mandate MCP gateway, in the
+# session era and statelessly (2026-07-28), in one run on loopback. Makes
+# the Python venv with the MCP SDK if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mandate-target}"

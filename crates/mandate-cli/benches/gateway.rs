@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 mod common;
-use common::{Proc, free_port, median, upstream};
+use common::{Proc, cpu_secs, free_port, median, upstream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -237,29 +237,6 @@ async fn throughput(reqs: Vec<Ready>, reuse: bool) -> (f64, u64) {
     }
     let done = done.load(Ordering::Relaxed);
     (done as f64 / start.elapsed().as_secs_f64(), done)
-}
-
-/// CPU time (user and system) a process has used, in seconds (Linux).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th, in clock ticks.
-    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11..13).map_or(0.0, |t| {
-        t.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let hz = HZ.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
-    ticks / hz
 }
 
 fn main() {

@@ -28,6 +28,39 @@ pub async fn upstream() -> String {
     format!("http://{addr}")
 }
 
+/// CPU time (user and system) a process has used, in seconds (Linux).
+#[allow(dead_code, reason = "not every benchmark measures CPU")]
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11..13).map_or(0.0, |t| {
+        t.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    ticks / hz
+}
+
+/// `MANDATE_BENCH_WRAP`: a command (words split on white space) that
+/// `mandate serve` is run under, e.g. `valgrind --tool=callgrind`.
+#[allow(dead_code, reason = "not every benchmark starts a server")]
+pub fn wrapper() -> Vec<String> {
+    std::env::var("MANDATE_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 /// A child process, killed when dropped.
 pub struct Proc(pub Child);
 impl Drop for Proc {
@@ -73,7 +106,12 @@ pub async fn mandate_with_admin(
         .unwrap();
     let admin: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
     let port = free_port();
-    let child = Command::new(bin)
+    // `mandate serve`, under the wrapper if there is one.
+    let wrap = wrapper();
+    let mut serve = Command::new(wrap.first().map_or(bin, String::as_str));
+    let child = serve
+        .args(wrap.iter().skip(1))
+        .args((!wrap.is_empty()).then_some(bin))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
         .env("MANDATE_LOG", "error")
@@ -84,7 +122,9 @@ pub async fn mandate_with_admin(
     let base = format!("http://127.0.0.1:{port}");
     let admin_token = admin["token"].as_str().unwrap().to_owned();
     let admin = Client::new(&base).unwrap().with_token(&admin_token);
-    for _ in 0..200 {
+    // A wrapped server (valgrind) starts many times slower.
+    let tries = if wrap.is_empty() { 200 } else { 4_000 };
+    for _ in 0..tries {
         if admin.health().await.is_ok() {
             break;
         }
