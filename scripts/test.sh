@@ -2,8 +2,10 @@
 # The test command (see README): installs the independent peers used by the
 # end-to-end tests (PyJWT, the RFC 9421 signer http-message-signatures, the
 # official MCP Python SDK and the reference server mcp-server-git, in a venv
-# under the cargo target dir), then
-# runs every test of the workspace. Extra arguments go to `cargo test`.
+# under the cargo target dir; the official MCP TypeScript SDK, jose and
+# server-everything from npm, exactly as crates/mandate-cli/tests/mcp/ts-client
+# locks them, under the same dir), then runs every test of the workspace.
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -16,4 +18,14 @@ if ! "$venv/bin/python" -c 'import jwt, cryptography, http_message_signatures, r
     'mcp==2.3.0' 'mcp-server-git==2026.10.19'
 fi
 export MANDATE_TEST_PYTHON="$venv/bin/python"
+ts_lock=crates/mandate-cli/tests/mcp/ts-client
+ts_dir="${MANDATE_TEST_TS_CLIENT_DIR:-$CARGO_TARGET_DIR/mcp-ts-client}"
+if ! cmp -s "$ts_lock/package-lock.json" "$ts_dir/package-lock.json" \
+  || [ ! -d "$ts_dir/node_modules/@modelcontextprotocol/client" ]; then
+  command -v npm >/dev/null || { echo "error: npm is needed for the TypeScript MCP client's tests" >&2; exit 1; }
+  rm -rf "$ts_dir/node_modules" && mkdir -p "$ts_dir"
+  cp "$ts_lock/package.json" "$ts_lock/package-lock.json" "$ts_dir/"
+  (cd "$ts_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+export MANDATE_TEST_TS_CLIENT_DIR="$ts_dir"
 exec cargo test --workspace --locked "$@"
