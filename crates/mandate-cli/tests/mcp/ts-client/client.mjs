@@ -102,7 +102,7 @@ client.setRequestHandler('elicitation/create', async request => {
     const params = request.params;
     if (params.mode === 'url') {
         // A person is shown the URL; the test plays them, and answers.
-        out({ elicitation: { mode: 'url', url: params.url, message: params.message, elicitationId: params.elicitationId } });
+        out({ elicitation: { mode: 'url', url: params.url, message: params.message } });
         const answer = JSON.parse((await nextLine()) ?? '{"action": "cancel"}');
         return { action: answer.action };
     }
