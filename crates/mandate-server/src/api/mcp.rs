@@ -984,7 +984,13 @@ fn rebinding(issuer: &str, h: &axum::http::HeaderMap) -> Option<&'static str> {
             .rsplit_once(':')
             .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
             .map_or(host, |(n, _)| n);
-        let literal = name.starts_with('[') || name.parse::<std::net::Ipv4Addr>().is_ok();
+        let literal = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .map_or_else(
+                || name.parse::<std::net::Ipv4Addr>().is_ok(),
+                |n| n.parse::<std::net::Ipv6Addr>().is_ok(),
+            );
         if !literal && !same(host) {
             return Some(
                 "the request's `Host` names another authority than this one (DNS rebinding protection)",
@@ -1862,6 +1868,15 @@ async fn request(
     mut msg: Value,
     modern: Option<&stateless::Modern>,
 ) -> Result<Response, Problem> {
+    // What the agent writes under Mandate's names is not Mandate's word:
+    // the server never gets it.
+    if let Some(meta) = msg
+        .get_mut("params")
+        .and_then(|p| p.get_mut("_meta"))
+        .and_then(Value::as_object_mut)
+    {
+        meta.retain(|k, _| !k.starts_with("io.mandate/"));
+    }
     let progress = msg
         .get("params")
         .and_then(|p| p.get("_meta"))
@@ -2129,8 +2144,10 @@ impl Answering {
     }
 }
 
-/// A server's answer without anything in `_meta` that would speak for
-/// Mandate (`io.mandate/…`, which the gateway alone writes).
+/// A server's answer without anything that would speak for Mandate:
+/// `io.mandate/…` keys in its `_meta`, which the gateway alone writes, and
+/// Mandate's own error codes (a denial, an approval to wait for, a
+/// timeout), which become an internal error without their `data`.
 fn not_ours(mut m: Value) -> Value {
     if let Some(meta) = m
         .get_mut("result")
@@ -2138,6 +2155,14 @@ fn not_ours(mut m: Value) -> Value {
         .and_then(Value::as_object_mut)
     {
         meta.retain(|k, _| !k.starts_with("io.mandate/"));
+    }
+    if let Some(e) = m.get_mut("error").and_then(Value::as_object_mut)
+        && e.get("code")
+            .and_then(Value::as_i64)
+            .is_some_and(|c| matches!(c, DENIED | APPROVAL_REQUIRED | TIMEOUT))
+    {
+        e.insert("code".into(), json!(INTERNAL_ERROR));
+        e.remove("data");
     }
     m
 }
@@ -2294,6 +2319,8 @@ async fn filter_listing(
         };
         let meta = obj.entry("_meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {
+            // Only the gateway speaks as Mandate.
+            m.retain(|k, _| !k.starts_with("io.mandate/"));
             m.insert(
                 "io.mandate/access".into(),
                 json!({ "access": access, "reason": o.code, "policies": o.policies }),

@@ -212,6 +212,11 @@ fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
             )));
         }
     }
+    if method != "tools/call" {
+        // Only a call's arguments are mirrored: any other such header
+        // mirrors nothing the gateway could check.
+        check_params(h, &[], &Value::Null)?;
+    }
     let Some(caps) = meta
         .and_then(|m| m.get(META_CAPABILITIES))
         .and_then(Value::as_object)
@@ -267,13 +272,23 @@ pub(super) fn mirrored_params(schema: Option<&Value>) -> Vec<(String, Vec<String
 
 /// The `Mcp-Param-*` headers of a `tools/call` against its arguments: each
 /// mirrored parameter with a value must come with its header, saying the
-/// same (decoded; numbers compared as numbers), and a header must not name
-/// a value the arguments do not have.
+/// same (decoded; numbers compared as numbers, integers exactly), a header
+/// must not name a value the arguments do not have, and none may mirror a
+/// parameter the tool does not (nothing vouches for what it says).
 fn check_params(
     h: &HeaderMap,
     mirrored: &[(String, Vec<String>)],
     arguments: &Value,
 ) -> Result<(), Box<Bad>> {
+    for k in h.keys() {
+        if let Some(suffix) = k.as_str().strip_prefix("mcp-param-")
+            && !mirrored.iter().any(|(n, _)| n.eq_ignore_ascii_case(suffix))
+        {
+            return Err(Bad::mismatch(format!(
+                "`Mcp-Param-{suffix}` mirrors no parameter of the tool"
+            )));
+        }
+    }
     for (name, path) in mirrored {
         let field = format!("mcp-param-{}", name.to_ascii_lowercase());
         let value = path
@@ -301,11 +316,7 @@ fn check_params(
                 let same = match v {
                     Value::String(s) => *s == sent,
                     Value::Bool(b) => sent == if *b { "true" } else { "false" },
-                    Value::Number(n) => sent
-                        .parse::<f64>()
-                        .ok()
-                        .zip(n.as_f64())
-                        .is_some_and(|(a, b)| a == b),
+                    Value::Number(n) => same_number(n, &sent),
                     _ => false,
                 };
                 if !same {
@@ -317,6 +328,51 @@ fn check_params(
         }
     }
     Ok(())
+}
+
+/// Whether a header says the number `n`: an integer exactly (written as
+/// an integer, or otherwise — `1e2`, `42.0` — only in the range where a
+/// double holds every integer, so `…992` never stands for `…993`), any
+/// other number as a double.
+fn same_number(n: &serde_json::Number, sent: &str) -> bool {
+    /// 2^53 - 1: up to it, every integer is exactly a double.
+    const EXACT: f64 = 9_007_199_254_740_991.0;
+    let int = n
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from));
+    let Some(int) = int else {
+        return sent
+            .parse::<f64>()
+            .ok()
+            .zip(n.as_f64())
+            .is_some_and(|(a, b)| a == b);
+    };
+    if let Ok(s) = sent.parse::<i128>() {
+        return s == int;
+    }
+    sent.parse::<f64>()
+        .is_ok_and(|f| f.is_finite() && f.fract() == 0.0 && f.abs() <= EXACT && f == int as f64)
+}
+
+/// The call's `Mcp-Param-*` headers against the arguments the tool mirrors,
+/// as the gateway last read the server's tools; `None` for a tool the
+/// server does not list (refused as unknown when decided).
+async fn params_agree(
+    x: &Arc<Session>,
+    h: &HeaderMap,
+    tool: &str,
+    arguments: &Value,
+) -> Option<Result<(), Box<Bad>>> {
+    if !known_tools(x).await.is_ok_and(|t| t.contains(tool)) {
+        return None;
+    }
+    let mirrored =
+        x.st.lock()
+            .ok()
+            .and_then(|st| st.tool_headers.get(tool).cloned())
+            .unwrap_or_default();
+    Some(check_params(h, &mirrored, arguments))
 }
 
 /// Serves one stateless message.
@@ -386,15 +442,19 @@ pub(super) async fn serve(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if known_tools(&x).await.is_ok_and(|t| t.contains(&tool)) {
-            let mirrored =
-                x.st.lock()
-                    .ok()
-                    .and_then(|st| st.tool_headers.get(&tool).cloned())
-                    .unwrap_or_default();
-            if let Err(bad) = check_params(h, &mirrored, &msg["params"]["arguments"]) {
-                return refuse(&id, bad).await;
+        let arguments = &msg["params"]["arguments"];
+        let mut agree = params_agree(&x, h, &tool, arguments).await;
+        if matches!(agree, Some(Err(_))) {
+            // The tool may have changed since the gateway read it (a
+            // parameter mirrored now, or no longer): checked once more, as
+            // the server lists it now.
+            if let Ok(mut st) = x.st.lock() {
+                st.tools = None;
             }
+            agree = params_agree(&x, h, &tool, arguments).await;
+        }
+        if let Some(Err(bad)) = agree {
+            return refuse(&id, bad).await;
         }
     }
     let upstream = x.upstream_modern().then(|| x.allowed());
@@ -453,7 +513,13 @@ fn take_input(msg: &mut Value, modern: &mut Modern, upstream: Option<Allowed>) -
         .and_then(|s| s.strip_prefix(APPROVAL_STATE))
         .filter(|id| id.len() <= 64 && mandate_core::names::valid_name(id))
         .map(str::to_owned);
-    if upstream.is_some() {
+    if let Some(allowed) = upstream {
+        // Only answers to what the server may ask: an accepted elicitation
+        // or the client's roots, sent unasked, would stand in for a
+        // question the gateway does not pass on.
+        if let Some(a) = answers.as_mut().and_then(Value::as_object_mut) {
+            a.retain(|_, v| may_answer(allowed, v));
+        }
         if let Some(a) = answers.filter(|a| a.as_object().is_some_and(|o| !o.is_empty())) {
             params.insert("inputResponses".into(), a);
         }
@@ -467,6 +533,17 @@ fn take_input(msg: &mut Value, modern: &mut Modern, upstream: Option<Allowed>) -
         return None;
     }
     approval
+}
+
+/// Whether one of a client's `inputResponses` answers a question `server`
+/// may ask: an elicitation's answer (it has `action`) only where
+/// elicitation is allowed, the client's roots (`roots`) only with
+/// `allow_roots`; a model's (sampling) always, as in a session.
+fn may_answer(allowed: Allowed, answer: &Value) -> bool {
+    answer.as_object().is_some_and(|a| {
+        (allowed.elicitation || !a.contains_key("action"))
+            && (allowed.roots || !a.contains_key("roots"))
+    })
 }
 
 /// A request of the gateway's own to a server of 2026-07-28: with the
@@ -825,6 +902,11 @@ pub(super) fn complete(method: &str, mut m: Value, upstream: Option<Allowed>) ->
     let asks = r.get("resultType").and_then(Value::as_str) == Some("input_required");
     match upstream {
         Some(allowed) if asks && MAY_ASK.contains(&method) => {
+            // Only a map of requests is vetted: anything else is not
+            // passed on.
+            if r.get("inputRequests").is_some_and(|q| !q.is_object()) {
+                r.remove("inputRequests");
+            }
             if let Some(reqs) = r.get_mut("inputRequests").and_then(Value::as_object_mut) {
                 reqs.retain(|k, v| {
                     let asked = v.get("method").and_then(Value::as_str);
@@ -833,6 +915,17 @@ pub(super) fn complete(method: &str, mut m: Value, upstream: Option<Allowed>) ->
                             || (asked == Some("elicitation/create") && allowed.elicitation)
                             || (asked == Some("roots/list") && allowed.roots))
                 });
+                // No more at once than a session lets a server have pending.
+                if reqs.len() > MAX_SERVER_REQUESTS {
+                    return rpc_error(
+                        &id,
+                        INTERNAL_ERROR,
+                        format!(
+                            "the MCP server asked the client more at once than the gateway passes on (at most {MAX_SERVER_REQUESTS})"
+                        ),
+                        None,
+                    );
+                }
                 if reqs.is_empty() {
                     r.remove("inputRequests");
                 }
@@ -970,6 +1063,41 @@ mod tests {
             ]),
             "bad padding"
         );
+        // A header that mirrors nothing, on a call or on anything else.
+        assert!(!ok(&[
+            ("mcp-param-region", "us-west1"),
+            ("mcp-param-max", "42"),
+            ("mcp-param-tenant", "acme")
+        ]));
+        let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+            "params": {"_meta": {META_VERSION: "2026-07-28", META_CAPABILITIES: {}}}});
+        let h = headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+            ("mcp-param-region", "x"),
+        ]);
+        assert_eq!(
+            check(&h, "tools/list", &list).err().unwrap().code,
+            HEADER_MISMATCH
+        );
+        // Integers exactly; spelt otherwise only where a double is exact.
+        let big = json!({"region": "us-west1", "limits": {"max": 9_007_199_254_740_993_u64}});
+        let agrees = |max: &str| {
+            check_params(
+                &headers(&[("mcp-param-region", "us-west1"), ("mcp-param-max", max)]),
+                &mirrored,
+                &big,
+            )
+            .is_ok()
+        };
+        assert!(agrees("9007199254740993"));
+        assert!(!agrees("9007199254740992"));
+        assert!(!agrees("9007199254740992.0"));
+        assert!(!agrees("9.007199254740993e15"));
+        assert!(ok(&[
+            ("mcp-param-region", "us-west1"),
+            ("mcp-param-max", "4.2e1")
+        ]));
         // A header for a value the arguments do not have.
         let none = json!({"limits": {}});
         assert!(check_params(&headers(&[("mcp-param-region", "x")]), &mirrored, &none).is_err());
@@ -1037,6 +1165,11 @@ mod tests {
             "an address: nothing to rebind"
         );
         assert!(ok(&[("host", "[::1]:7878")]));
+        assert!(ok(&[("host", "[::ffff:127.0.0.1]")]));
+        assert!(
+            !ok(&[("host", "[evil.example]:7878")]),
+            "brackets hold an address or nothing"
+        );
         assert!(ok(&[("origin", "http://127.0.0.1:7878")]));
         assert!(!ok(&[("host", "evil.example:7878")]));
         assert!(
@@ -1070,15 +1203,32 @@ mod tests {
         msg["params"]["_meta"][META_CAPABILITIES] =
             json!({"roots": {}, "sampling": {}, "elicitation": {"form": {}}});
         msg["params"]["requestState"] = json!("server-state");
-        msg["params"]["inputResponses"] =
-            json!({"name": {"action": "accept"}, APPROVAL_INPUT: {"action": "accept"}});
+        let sampled =
+            json!({"role": "assistant", "content": {"type": "text", "text": "x"}, "model": "m"});
+        let answers = json!({"why": sampled, "name": {"action": "accept"},
+            "roots": {"roots": [{"uri": "file:///"}]}, "odd": 7, APPROVAL_INPUT: {"action": "accept"}});
+        msg["params"]["inputResponses"] = answers.clone();
         assert_eq!(take_input(&mut msg, &mut m, Some(server)), None);
         let p = &msg["params"];
         assert_eq!(p["requestState"], "server-state");
-        assert_eq!(p["inputResponses"], json!({"name": {"action": "accept"}}));
+        // Only answers to what the server may ask.
+        assert_eq!(p["inputResponses"], json!({"why": sampled}));
         assert_eq!(p["_meta"][META_VERSION], "2026-07-28");
         // Never the client's roots; elicitation only where allowed.
         assert_eq!(p["_meta"][META_CAPABILITIES], json!({"sampling": {}}));
+        let open = Allowed {
+            roots: true,
+            elicitation: true,
+        };
+        let mut msg = call("git_status");
+        msg["params"]["inputResponses"] = answers;
+        take_input(&mut msg, &mut m, Some(open));
+        let kept: Vec<&String> = msg["params"]["inputResponses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(kept, ["why", "name", "roots"]);
         // The gateway's own state is never the server's.
         let mut msg = call("git_status");
         msg["params"]["requestState"] = json!("approval:apr_abc");
@@ -1119,6 +1269,19 @@ mod tests {
             Some(allowed),
         );
         assert!(m["result"]["inputRequests"].get("c").is_some());
+        // Only a map of requests, and no more than a server may have
+        // pending in a session.
+        let m = complete(
+            "tools/call",
+            asking(json!([{"method": "roots/list"}])),
+            Some(server),
+        );
+        assert!(m["result"].get("inputRequests").is_none(), "{m}");
+        let many: serde_json::Map<String, Value> = (0..=MAX_SERVER_REQUESTS)
+            .map(|i| (format!("q{i}"), json!({"method": "sampling/createMessage"})))
+            .collect();
+        let m = complete("tools/call", asking(Value::Object(many)), Some(server));
+        assert!(m.get("error").is_some(), "{m}");
         // Nothing left to ask: an error, not an empty question.
         let m = complete(
             "tools/call",
