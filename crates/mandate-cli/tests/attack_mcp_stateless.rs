@@ -36,6 +36,9 @@ use mandate_core::wire::{CreateMissionRequest, RegisterAgentRequest};
 use mandate_testkit::{MissionPlan, Scenario, TestServer};
 use serde_json::{Value, json};
 
+mod stateless_client;
+use stateless_client::*;
+
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mandate"))
 }
@@ -44,8 +47,6 @@ fn python() -> String {
     std::env::var("MANDATE_TEST_PYTHON")
         .expect("MANDATE_TEST_PYTHON must name a Python with the MCP SDK; run scripts/test.sh")
 }
-
-const VERSION: &str = "2026-07-28";
 
 /// A raw MCP server on stdio that appends every message it receives, with
 /// its process id, to the file named by its first argument. Its tools:
@@ -301,139 +302,6 @@ impl Lab {
             .unwrap();
         (agent, bob)
     }
-}
-
-/// A stateless message: `params` with the per-request `_meta` (revision
-/// and capabilities: URL-mode elicitation).
-fn modern(id: Value, method: &str, params: Value) -> Value {
-    let mut params = if params.is_null() { json!({}) } else { params };
-    let meta = params
-        .as_object_mut()
-        .unwrap()
-        .entry("_meta")
-        .or_insert_with(|| json!({}));
-    meta["io.modelcontextprotocol/protocolVersion"] = json!(VERSION);
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {"url": {}}});
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
-
-/// The headers a 2026-07-28 client sends with `method` (and `name`).
-fn headers_for(method: &str, name: Option<&str>) -> Vec<(String, String)> {
-    let mut h = vec![
-        ("MCP-Protocol-Version".to_owned(), VERSION.to_owned()),
-        ("Mcp-Method".to_owned(), method.to_owned()),
-    ];
-    if let Some(n) = name {
-        h.push(("Mcp-Name".to_owned(), n.to_owned()));
-    }
-    h
-}
-
-/// The headers for `msg` as its client would send them.
-fn headers_of(msg: &Value) -> Vec<(String, String)> {
-    let method = msg["method"].as_str().unwrap();
-    let name = msg["params"]["name"]
-        .as_str()
-        .or_else(|| msg["params"]["uri"].as_str());
-    headers_for(method, name)
-}
-
-/// One answer: the HTTP status, the last JSON-RPC message and everything
-/// streamed before it (progress).
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Value,
-    before: Vec<Value>,
-}
-
-/// A request signed by the mission key, not yet sent; `headers` are added
-/// as given (appended: a name twice is sent twice).
-async fn signed(
-    agent: &mut MissionAgent,
-    url: &str,
-    body: &[u8],
-    headers: &[(String, String)],
-) -> reqwest::RequestBuilder {
-    let mut rb = agent
-        .signed_request(
-            "POST",
-            url,
-            Some(("application/json", body.to_vec())),
-            None,
-            &[],
-        )
-        .await
-        .unwrap()
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        rb = rb.header(k.as_str(), v.as_str());
-    }
-    rb
-}
-
-async fn answer(rb: reqwest::RequestBuilder) -> Answer {
-    let r = rb.send().await.unwrap();
-    let status = r.status().as_u16();
-    let sse = r.headers().get("content-type").is_some_and(|v| {
-        v.to_str()
-            .unwrap_or_default()
-            .starts_with("text/event-stream")
-    });
-    let text = r.text().await.unwrap();
-    if !sse {
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
-        };
-        return Answer {
-            status,
-            body,
-            before: Vec::new(),
-        };
-    }
-    let mut all: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let body = all.pop().unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        before: all,
-    }
-}
-
-/// Sends `body` (raw text) with `headers`.
-async fn post_raw(
-    agent: &mut MissionAgent,
-    url: &str,
-    body: &str,
-    headers: &[(String, String)],
-) -> Answer {
-    answer(signed(agent, url, body.as_bytes(), headers).await).await
-}
-
-/// Sends a stateless message with the headers its client would send.
-async fn post(agent: &mut MissionAgent, url: &str, msg: &Value) -> Answer {
-    post_raw(agent, url, &msg.to_string(), &headers_of(msg)).await
-}
-
-fn call(id: u64, tool: &str, args: Value) -> Value {
-    modern(
-        json!(id),
-        "tools/call",
-        json!({"name": tool, "arguments": args}),
-    )
-}
-
-fn text(result: &Value) -> String {
-    result["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// The stateless upstream sessions (channels) opened, by mission.

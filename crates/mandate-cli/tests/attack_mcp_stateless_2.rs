@@ -27,9 +27,12 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use mandate_client::{Client, MissionAgent};
+use mandate_client::Client;
 use mandate_testkit::{MissionPlan, Scenario, TestServer};
 use serde_json::{Value, json};
+
+mod stateless_client;
+use stateless_client::*;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mandate"))
@@ -39,8 +42,6 @@ fn python() -> String {
     std::env::var("MANDATE_TEST_PYTHON")
         .expect("MANDATE_TEST_PYTHON must name a Python with the MCP SDK; run scripts/test.sh")
 }
-
-const VERSION: &str = "2026-07-28";
 
 /// A raw MCP server of 2026-07-28 on stdio: it answers `server/discover`,
 /// and appends every message it receives to the file named by its first
@@ -331,156 +332,6 @@ impl Lab {
             .unwrap();
         view.taint.map(|t| t.labels.into_iter().collect())
     }
-}
-
-/// A stateless message: `params` with the per-request `_meta` (revision
-/// and capabilities: URL-mode elicitation).
-fn modern(id: Value, method: &str, params: Value) -> Value {
-    let mut params = if params.is_null() { json!({}) } else { params };
-    let meta = params
-        .as_object_mut()
-        .unwrap()
-        .entry("_meta")
-        .or_insert_with(|| json!({}));
-    meta["io.modelcontextprotocol/protocolVersion"] = json!(VERSION);
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {"url": {}}});
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
-
-fn call(id: u64, tool: &str, args: Value) -> Value {
-    modern(
-        json!(id),
-        "tools/call",
-        json!({"name": tool, "arguments": args}),
-    )
-}
-
-/// The headers a 2026-07-28 client sends with `msg`.
-fn headers_of(msg: &Value) -> Vec<(String, String)> {
-    let mut h = vec![
-        ("MCP-Protocol-Version".to_owned(), VERSION.to_owned()),
-        (
-            "Mcp-Method".to_owned(),
-            msg["method"].as_str().unwrap().to_owned(),
-        ),
-    ];
-    let name = msg["params"]["name"]
-        .as_str()
-        .or_else(|| msg["params"]["uri"].as_str());
-    if let Some(n) = name {
-        h.push(("Mcp-Name".to_owned(), n.to_owned()));
-    }
-    h
-}
-
-/// One answer: the HTTP status, whether it streamed, the last JSON-RPC
-/// message and everything streamed before it.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    streamed: bool,
-    body: Value,
-    before: Vec<Value>,
-}
-
-/// A request signed by the mission key, not yet sent; `headers` are added
-/// as given (appended: a name twice is sent twice).
-async fn signed(
-    agent: &mut MissionAgent,
-    url: &str,
-    body: &[u8],
-    headers: &[(String, String)],
-) -> reqwest::RequestBuilder {
-    let mut rb = agent
-        .signed_request(
-            "POST",
-            url,
-            Some(("application/json", body.to_vec())),
-            None,
-            &[],
-        )
-        .await
-        .unwrap()
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        rb = rb.header(k.as_str(), v.as_str());
-    }
-    rb
-}
-
-async fn answer(rb: reqwest::RequestBuilder) -> Answer {
-    let r = rb.send().await.unwrap();
-    let status = r.status().as_u16();
-    let streamed = r.headers().get("content-type").is_some_and(|v| {
-        v.to_str()
-            .unwrap_or_default()
-            .starts_with("text/event-stream")
-    });
-    let text = r.text().await.unwrap();
-    if !streamed {
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text }))
-        };
-        return Answer {
-            status,
-            streamed,
-            body,
-            before: Vec::new(),
-        };
-    }
-    let mut all: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let body = all.pop().unwrap_or(Value::Null);
-    Answer {
-        status,
-        streamed,
-        body,
-        before: all,
-    }
-}
-
-/// Sends a stateless message with the headers its client would send, and
-/// `extra` ones.
-async fn post_with(
-    agent: &mut MissionAgent,
-    url: &str,
-    msg: &Value,
-    extra: &[(&str, &str)],
-) -> Answer {
-    let mut h = headers_of(msg);
-    h.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    answer(signed(agent, url, msg.to_string().as_bytes(), &h).await).await
-}
-
-async fn post(agent: &mut MissionAgent, url: &str, msg: &Value) -> Answer {
-    post_with(agent, url, msg, &[]).await
-}
-
-fn text(result: &Value) -> String {
-    result["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Polls `f` (every 50 ms, at most 10 s) until it holds.
-async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..200 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 // ---------------------------------------------------------------------------
