@@ -470,7 +470,8 @@ pub(super) async fn serve(
 /// for a server of the session era, the revision's `_meta` keys and any
 /// other input (it asked for none). A server of 2026-07-28 (`upstream`)
 /// gets the client's `_meta`, without the capabilities it may not use
-/// (roots never, elicitation only where allowed), and its own input back.
+/// (roots only with `allow_roots`, elicitation only where allowed), and its
+/// own input back.
 /// Returns the approval a retry waits for, if it names one.
 fn take_input(msg: &mut Value, modern: &mut Modern, upstream: Option<Allowed>) -> Option<String> {
     let params = msg.get_mut("params")?.as_object_mut()?;
