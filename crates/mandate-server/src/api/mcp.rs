@@ -1429,10 +1429,13 @@ fn start_upstream(
 /// policy allows `elicit` on the server (previewed, not recorded). On any
 /// doubt, not.
 async fn may_elicit(s: &AppState, server: &McpServer, mission: &Mission) -> bool {
-    if server.allows_elicitation() {
-        return true;
-    }
-    let ask = [(crate::mcp_servers::ELICIT.to_owned(), server.server_ref())];
+    server.allows_elicitation() || allows(s, server, mission, crate::mcp_servers::ELICIT).await
+}
+
+/// Whether the mission's policy allows `action` on the server as a whole
+/// (previewed: nothing recorded). On any doubt, not.
+async fn allows(s: &AppState, server: &McpServer, mission: &Mission, action: &str) -> bool {
+    let ask = [(action.to_owned(), server.server_ref())];
     preview(s, mission, server.required_trust(), &ask)
         .await
         .is_ok_and(|o| o.first().is_some_and(|o| o.decision == Decision::Allow))
@@ -1445,17 +1448,10 @@ async fn unrefused(s: &AppState, server: &McpServer, mission: &Mission, caps: &m
     let Some(caps) = caps.as_object_mut() else {
         return;
     };
-    if caps.contains_key("logging") {
-        let ask = [(
-            crate::mcp_servers::SET_LOG_LEVEL.to_owned(),
-            server.server_ref(),
-        )];
-        let allowed = preview(s, mission, server.required_trust(), &ask)
-            .await
-            .is_ok_and(|o| o.first().is_some_and(|o| o.decision == Decision::Allow));
-        if !allowed {
-            caps.remove("logging");
-        }
+    if caps.contains_key("logging")
+        && !allows(s, server, mission, crate::mcp_servers::SET_LOG_LEVEL).await
+    {
+        caps.remove("logging");
     }
 }
 
