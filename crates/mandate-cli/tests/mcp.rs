@@ -41,9 +41,8 @@ struct McpClient {
 
 impl McpClient {
     fn connect(url: &str, s: &Scenario) -> (Self, Value) {
-        let saved: mandate_client::SavedMission =
-            serde_json::from_str(&s.agent.save().unwrap()).unwrap();
-        Self::connect_as(url, &saved.key_pem, &saved.credential)
+        let mine = saved(&s.agent);
+        Self::connect_as(url, &mine.key_pem, &mine.credential)
     }
 
     fn connect_as(url: &str, pem: &str, credential: &str) -> (Self, Value) {
@@ -64,9 +63,8 @@ impl McpClient {
     /// A client on the SDK's own choice of revision (it probes
     /// `server/discover`: 2026-07-28, stateless).
     fn connect_current(url: &str, s: &Scenario) -> (Self, Value) {
-        let saved: mandate_client::SavedMission =
-            serde_json::from_str(&s.agent.save().unwrap()).unwrap();
-        Self::spawn_in("auto", &[url, &saved.key_pem, &saved.credential])
+        let mine = saved(&s.agent);
+        Self::spawn_in("auto", &[url, &mine.key_pem, &mine.credential])
     }
 
     fn spawn(args: &[&str]) -> (Self, Value) {
@@ -589,28 +587,8 @@ async fn log_levels_completions_and_templates_are_decided_by_policy() {
 
     // A mission whose policy does not let it set the log level is not
     // told the server has one; asking anyway is decided (out of scope).
-    let plain = plan(LAB_SCOPE);
-    let alice = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&s.alice);
-    let created = alice
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "billing-bot".into(),
-            goal: plain.goal,
-            scope: plain.scope,
-            boundaries: plain.boundaries,
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: Some(plain.budget),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let other = mandate_client::MissionAgent::start(server.url(), &created.start_token)
-        .await
-        .unwrap();
-    let saved: mandate_client::SavedMission = serde_json::from_str(&other.save().unwrap()).unwrap();
-    let (mut c, ready) = McpClient::connect_as(&url, &saved.key_pem, &saved.credential);
+    let other = saved(&another_mission(&server, &s, LAB_SCOPE).await);
+    let (mut c, ready) = McpClient::connect_as(&url, &other.key_pem, &other.credential);
     assert!(ready["capabilities"].get("logging").is_none(), "{ready}");
     let r = raw(&mut c, 1, "logging/setLevel", json!({"level": "debug"}));
     assert!(r["body"].get("error").is_some(), "{r}");
@@ -641,9 +619,8 @@ async fn a_missions_policy_lets_its_server_ask_its_client() {
         .await;
     let url = format!("{}/mcp/lab", server.url());
     for mode in ["legacy", "auto"] {
-        let saved: mandate_client::SavedMission =
-            serde_json::from_str(&s.agent.save().unwrap()).unwrap();
-        let (mut c, _) = McpClient::spawn_in(mode, &[&url, &saved.key_pem, &saved.credential]);
+        let mine = saved(&s.agent);
+        let (mut c, _) = McpClient::spawn_in(mode, &[&url, &mine.key_pem, &mine.credential]);
         // The session era: the server's own request; 2026-07-28: its
         // input_required round.
         let tool = if mode == "legacy" { "ask" } else { "greet" };
@@ -1073,27 +1050,8 @@ async fn sessions_are_bound_to_their_mission_and_limited_under_a_race() {
         .unwrap()
         .to_owned();
     // Another mission of alice's, with its own agent key.
-    let alice = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&s.alice);
-    let m = alice
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "billing-bot".into(),
-            goal: "Another task".into(),
-            scope: LAB_SCOPE.into(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: Some(50),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let other = mandate_client::MissionAgent::start(server.url(), &m.start_token)
-        .await
-        .unwrap();
-    let saved: mandate_client::SavedMission = serde_json::from_str(&other.save().unwrap()).unwrap();
-    let (mut b, _) = McpClient::connect_as(&url, &saved.key_pem, &saved.credential);
+    let other = saved(&another_mission(&server, &s, LAB_SCOPE).await);
+    let (mut b, _) = McpClient::connect_as(&url, &other.key_pem, &other.credential);
     let r = b.send(json!({"op": "raw", "session_id": a_session,
         "body": json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string()}));
     assert_eq!(r["status"], 404, "another mission's session: {r}");
@@ -1455,6 +1413,34 @@ async fn raw_initialize(
     (status, sid, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Another mission of alice's (agent `billing-bot`, a key of its own),
+/// started.
+async fn another_mission(
+    server: &TestServer,
+    s: &Scenario,
+    scope: &str,
+) -> mandate_client::MissionAgent {
+    let alice = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice);
+    let m = alice
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "Another task".into(),
+            scope: scope.into(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: Some(50),
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    mandate_client::MissionAgent::start(server.url(), &m.start_token)
+        .await
+        .unwrap()
+}
+
 fn saved(agent: &mandate_client::MissionAgent) -> mandate_client::SavedMission {
     serde_json::from_str(&agent.save().unwrap()).unwrap()
 }
@@ -1495,25 +1481,7 @@ async fn sessions_left_behind_make_way_and_sessions_in_use_do_not() {
     let mission = s.agent.mission_id().to_string();
     let mine = saved(&s.agent);
     // Another mission of alice's, with an idle session of its own.
-    let alice = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&s.alice);
-    let m = alice
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "billing-bot".into(),
-            goal: "Another task".into(),
-            scope: LAB_SCOPE.into(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: Some(50),
-            out_of_scope: None,
-        })
-        .await
-        .unwrap();
-    let other = mandate_client::MissionAgent::start(server.url(), &m.start_token)
-        .await
-        .unwrap();
+    let other = another_mission(&server, &s, LAB_SCOPE).await;
     let other_id = other.mission_id().to_string();
     let (status, theirs, _) = raw_initialize(&url, &saved(&other)).await;
     assert_eq!(status, 200);
