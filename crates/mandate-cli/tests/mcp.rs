@@ -1384,7 +1384,12 @@ async fn raw_initialize(
     let key = mandate_core::MissionKey::from_pkcs8_pem(&saved.key_pem).unwrap();
     let u = reqwest::Url::parse(url).unwrap();
     let authority = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    // A message of its own each time: two signed in the same second with
+    // one key would otherwise be one signature (Ed25519 is deterministic),
+    // refused the second time as replayed.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "left-behind", "version": "1"}}})
     .to_string();
