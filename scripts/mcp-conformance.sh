@@ -4,16 +4,20 @@
 # 2026-07-28 requirement sets (docs/mcp.md, "Conformance"). The server is
 # scripts/mcp-conformance/fixture_server.py, which implements what each
 # scenario asks of a server on the MCP Python SDK: directly over streamable
-# HTTP, and behind `/mcp/fixture` as a local stdio server of a mission whose
-# policy allows every tool, resource and prompt. The suite's client cannot
+# HTTP; behind `/mcp/fixture` as a local stdio server of a mission whose
+# policy allows every tool, resource and prompt; and behind
+# `/mcp/fixture-remote` as a remote server (the same HTTP endpoint the direct
+# run uses), which the gateway speaks to in the client's own revision. The
+# suite's client cannot
 # sign, so a signing forwarder (scripts/mcp-conformance/forwarder.py) signs
 # its requests with the mission key on their way to Mandate.
 #
-# Prints, per revision, a table (scenario, scored, direct, through Mandate),
-# both scores, and every scenario that passes directly and fails through
-# Mandate with the suite's messages. Exits 1 if a scored scenario (one of the
-# revision's requirements) passes directly and fails through Mandate, for
-# either revision; a scenario not scored is reported only.
+# Prints, per revision and upstream, a table (scenario, scored, direct,
+# through Mandate), both scores, and every scenario that passes directly and
+# fails through Mandate with the suite's messages. Exits 1 if a scored
+# scenario (one of the revision's requirements) passes directly and fails
+# through Mandate, for either revision and either upstream; a scenario not
+# scored is reported only.
 #
 # Installs, pinned and once, into $CARGO_TARGET_DIR/mcp-conformance (or
 # MCP_CONFORMANCE_CACHE): Node 22 and the suite from npm
@@ -127,16 +131,24 @@ allow_elicitation = true
 allow_roots = true
 max_sessions_per_mission = 512
 max_sessions = 512
+
+[[mcp_servers]]
+name = "fixture-remote"
+url = "http://127.0.0.1:$port/mcp"
+allow_elicitation = true
+allow_roots = true
+max_sessions_per_mission = 512
+max_sessions = 512
 EOF
 cat >"$work/scope.cedar" <<'EOF'
 @id("every-tool")
-permit(principal, action, resource is Tool) when { resource.server == "fixture" };
+permit(principal, action, resource is Tool) when { ["fixture", "fixture-remote"].contains(resource.server) };
 @id("every-resource")
-permit(principal, action, resource is McpResource) when { resource.server == "fixture" };
+permit(principal, action, resource is McpResource) when { ["fixture", "fixture-remote"].contains(resource.server) };
 @id("every-prompt")
-permit(principal, action, resource is Prompt) when { resource.server == "fixture" };
+permit(principal, action, resource is Prompt) when { ["fixture", "fixture-remote"].contains(resource.server) };
 @id("the-server-itself")
-permit(principal, action, resource is McpServer) when { resource.server == "fixture" };
+permit(principal, action, resource is McpServer) when { ["fixture", "fixture-remote"].contains(resource.server) };
 EOF
 token="$(MANDATE_LOG=warn "$bin" init --json --data "$data" |
   "$python" -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
@@ -156,6 +168,7 @@ pids+=($!)
 forwarder="$(wait_for "$work/forwarder.stdout" '/^http:/p' "${pids[-1]}")"
 for rev in "${revisions[@]}"; do
   run_suite "$forwarder/mcp/fixture" "$rev" "$work/mandate-$rev"
+  run_suite "$forwarder/mcp/fixture-remote" "$rev" "$work/remote-$rev"
 done
 
 # 3. The comparison.
@@ -163,7 +176,10 @@ rc=0
 for rev in "${revisions[@]}"; do
   echo
   "$python" "$here/report.py" "$rev" "$suite/requirements/$rev.yaml" \
-    "$work/direct-$rev" "$work/mandate-$rev" --strict || rc=1
+    "$work/direct-$rev" "$work/mandate-$rev" --strict --via "a local upstream" || rc=1
+  echo
+  "$python" "$here/report.py" "$rev" "$suite/requirements/$rev.yaml" \
+    "$work/direct-$rev" "$work/remote-$rev" --strict --via "a remote upstream" || rc=1
 done
 echo
 echo "results and logs: $work"

@@ -2,7 +2,7 @@
 against an MCP server directly, one against the same server through
 Mandate's MCP gateway (scripts/mcp-conformance.sh).
 
-usage: report.py REVISION REQUIREMENTS_YAML DIRECT_DIR MANDATE_DIR [--strict]
+usage: report.py REVISION REQUIREMENTS_YAML DIRECT_DIR MANDATE_DIR [--strict] [--via TEXT]
 
 Each DIR is a suite run's `--output-dir`: one `server-SCENARIO-TIMESTAMP`
 directory per scenario, holding `checks.json`. A scenario passes when no
@@ -15,7 +15,8 @@ scenario the suite ran (`-` in the scored column: run, not scored).
 Prints the table, both scores, and each scenario that passes directly and
 fails through Mandate with the failed checks' messages (its warnings if
 none failed). With --strict, exits 1 if there is any such scenario. Exits
-2 if either run saved no result at all (the suite did not run).
+2 if either run saved no result at all (the suite did not run). --via says
+how Mandate reached the server, in the title (e.g. "a remote upstream").
 """
 import json
 import os
@@ -66,8 +67,14 @@ def failures(checks):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--strict"]
-    strict = "--strict" in sys.argv[1:]
+    args = sys.argv[1:]
+    strict = "--strict" in args
+    args = [a for a in args if a != "--strict"]
+    via = ""
+    if "--via" in args:
+        i = args.index("--via")
+        via = f" (to {args[i + 1]})"
+        del args[i:i + 2]
     revision, requirements, direct_dir, mandate_dir = args
     with open(requirements) as f:
         req = yaml.safe_load(f)
@@ -81,7 +88,7 @@ def main():
             sys.exit(2)
     names = scored + unscored
     width = max(len(n) for n in names)
-    print(f"MCP {revision}: the server scenarios, against the server directly and through Mandate")
+    print(f"MCP {revision}: the server scenarios, against the server directly and through Mandate{via}")
     print(f"  {'scenario':<{width}}  scored  direct  through Mandate")
     regressions = []
     score_direct = score_mandate = 0

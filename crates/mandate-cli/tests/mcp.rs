@@ -892,23 +892,7 @@ async fn a_crashed_server_is_restarted_and_an_ended_mission_stops_it() {
 /// signature, and the same decisions apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_server_gets_a_token_of_its_own_and_never_the_agents_credential() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut upstream = Command::new(python())
-        .arg(here().join("server.py"))
-        .args(["--http", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let (mut upstream, port) = remote_server("--http").await;
     let policies = tempfile::tempdir().unwrap();
     let config = format!(
         "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nauth = \"token_exchange\"\naudience = \"https://lab.example\"\n",
@@ -987,6 +971,150 @@ print(json.dumps(claims))
     assert_eq!(claims["act"]["sub"], "billing-bot");
     assert!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap() <= 300);
     c.exit();
+    upstream.kill().unwrap();
+    let _ = upstream.wait();
+}
+
+/// `tests/mcp/server.py` over streamable HTTP on a free loopback port
+/// (`--http`: both eras; `--modern`: 2026-07-28 only), once it listens.
+async fn remote_server(mode: &str) -> (Child, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let upstream = Command::new(python())
+        .arg(here().join("server.py"))
+        .args([mode, &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (upstream, port)
+}
+
+/// A remote server that speaks only 2026-07-28 (it refuses `initialize`
+/// and session ids): a current client's requests reach it statelessly,
+/// each with the headers that revision asks for — written by the gateway
+/// from the request it decided, `Mcp-Param-*` included and encoded as the
+/// revision says — and with a token minted for the server, never the
+/// agent's; its `input_required` questions reach the client; decisions
+/// are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_server_of_2026_07_28_is_spoken_to_in_its_own_revision() {
+    let (mut upstream, port) = remote_server("--modern").await;
+    let policies = tempfile::tempdir().unwrap();
+    let config = format!(
+        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nauth = \"token_exchange\"\naudience = \"https://lab.example\"\nallow_elicitation = true\n\n[[mcp_servers]]\nname = \"pinned\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nupstream_protocol = \"2026-07-28\"\n",
+        policies.path().display().to_string()
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Exercise the remote lab server".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: "@id(\"no-crash\")\nforbid(principal, action, resource is Tool) when { resource.tool == \"crash\" };".into(),
+            budget: 100,
+        })
+        .await;
+    let url = format!("{}/mcp/lab", server.url());
+    let (mut c, ready) = McpClient::connect_current(&url, &s);
+    assert_eq!(ready["protocol_version"], "2026-07-28", "{ready}");
+    let listed = c.send(json!({"op": "list"}));
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"region") && !names.contains(&"crash"),
+        "{names:?}"
+    );
+    assert_eq!(
+        text(&c.call("echo", json!({"text": "stateless, remote"}))),
+        "stateless, remote"
+    );
+    let denied = c.call("crash", json!({}));
+    assert_eq!(
+        denied["_meta"]["io.mandate/decision"]["code"], "boundary",
+        "{denied}"
+    );
+    // What the server received: its revision's headers, no session, its
+    // own token; nothing of the agent's.
+    let seen: Value = serde_json::from_str(&text(&c.call("headers", json!({})))).unwrap();
+    assert_eq!(seen["mcp-protocol-version"], "2026-07-28", "{seen}");
+    assert_eq!(seen["mcp-method"], "tools/call", "{seen}");
+    assert_eq!(seen["mcp-name"], "headers", "{seen}");
+    assert!(seen.get("mcp-session-id").is_none(), "{seen}");
+    assert!(
+        seen["authorization"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("Bearer ")),
+        "{seen}"
+    );
+    for h in ["signature", "signature-input", "signature-key", "dpop"] {
+        assert!(seen.get(h).is_none(), "{h} reached the upstream: {seen}");
+    }
+    // An argument the tool mirrors travels in its header, Base64-encoded
+    // where a header cannot carry it; the server (which checks it against
+    // the body) accepts the call.
+    assert_eq!(
+        text(&c.call("region", json!({"region": "Zürich"}))),
+        "region=Zürich; header==?base64?WsO8cmljaA==?=",
+    );
+    assert_eq!(
+        text(&c.call("region", json!({"region": "eu-west"}))),
+        "region=eu-west; header=eu-west",
+    );
+    // The server asks through its result; the client answers on its retry.
+    let greeted = c.call("greet", json!({}));
+    assert_eq!(text(&greeted), "hello alice", "{greeted}");
+    // Progress reaches the call; a cancelled call leaves nothing in flight.
+    let r = c.send(json!({"op": "progress", "tool": "slow", "args": {"steps": 3, "delay": 0.05}}));
+    assert_eq!(text(&r["result"]), "done after 3 steps", "{r}");
+    assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
+    let cancelled = c.send(
+        json!({"op": "cancel", "tool": "slow", "args": {"steps": 100, "delay": 0.05}, "after": 0.5}),
+    );
+    assert_eq!(cancelled["cancelled"], true, "{cancelled}");
+    let mut in_flight = json!(null);
+    for _ in 0..50 {
+        in_flight = health(&server)["mcp"]["in_flight"].clone();
+        if in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_flight, 0);
+    c.exit();
+    let opened = audit(&server, &s, "mcp.session.opened");
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["body"]["protocol_version"], "2026-07-28");
+    assert_eq!(opened[0]["body"]["stateless"], true);
+
+    // A client of the session era cannot be served by such a server: it is
+    // told so at once, not left waiting — in so many words where the
+    // configuration says the server speaks 2026-07-28 only.
+    let (c, ready) = McpClient::connect(&url, &s);
+    assert_eq!(ready["ready"], false, "{ready}");
+    drop(c);
+    let pinned = format!("{}/mcp/pinned", server.url());
+    let (c, ready) = McpClient::connect(&pinned, &s);
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert!(
+        ready["error"]
+            .as_str()
+            .unwrap()
+            .contains("is served in MCP 2026-07-28 only"),
+        "{ready}"
+    );
+    drop(c);
     upstream.kill().unwrap();
     let _ = upstream.wait();
 }

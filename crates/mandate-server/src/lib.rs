@@ -17,6 +17,7 @@ mod config;
 mod datadir;
 mod edge;
 mod header_policy;
+mod mcp_headers;
 mod mcp_servers;
 mod mcp_upstream;
 mod problem;

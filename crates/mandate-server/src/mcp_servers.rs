@@ -109,15 +109,16 @@ pub struct McpServerConfig {
     /// `signature` (RFC 9421), `dpop` (RFC 9449) or `either` (default).
     #[serde(default)]
     pub proof: ProofMode,
-    /// The revision the gateway speaks to a local server for stateless
+    /// The revision the gateway speaks to the server for stateless
     /// (2026-07-28) clients: `auto` (default: `server/discover` first, the
     /// session era if the server does not speak 2026-07-28), `2026-07-28`,
-    /// or `session`. A remote server is spoken to in the session era.
+    /// or `session`. Session-era clients are always served in the session
+    /// era.
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
 }
 
-/// What a mission's stateless channel speaks to a local server (ADR 0024).
+/// What a mission's stateless channel speaks to its server (ADR 0024).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum UpstreamProtocol {
     /// Ask (`server/discover`), and fall back to the session era.
@@ -377,14 +378,10 @@ impl McpServer {
         self.config.proof
     }
 
-    /// What a stateless channel speaks to this server: always the session
-    /// era to a remote one.
+    /// What a stateless channel speaks to this server, local or remote.
     #[must_use]
     pub fn upstream_protocol(&self) -> UpstreamProtocol {
-        match self.transport() {
-            Transport::Http { .. } => UpstreamProtocol::Session,
-            Transport::Stdio { .. } => self.config.upstream_protocol,
-        }
+        self.config.upstream_protocol
     }
 
     /// Whether the server may ask the agent's client (elicitation).

@@ -5,13 +5,17 @@
 //!
 //! Nothing of the agent's request reaches the upstream besides the JSON-RPC
 //! message itself: no header, no credential (MCP forbids token
-//! passthrough). A remote server gets, at most, a token minted for it.
+//! passthrough). A remote server gets, at most, a token minted for it, and
+//! the headers its revision asks for, written by the gateway from the
+//! message it forwards (for 2026-07-28: `MCP-Protocol-Version`,
+//! `Mcp-Method`, `Mcp-Name` and the `Mcp-Param-*` its tools mirror).
 //! Nothing of a remote server's HTTP answer reaches the agent besides its
 //! JSON-RPC messages: no header, and an HTTP error status becomes a
-//! JSON-RPC error naming only the status. So the HTTP gateway's header
+//! JSON-RPC error naming only the status, unless its body is the JSON-RPC
+//! error answering that request. So the HTTP gateway's header
 //! policy (`header_policy`, ADR 0014) has nothing to act on here.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -420,11 +424,36 @@ async fn write_message(stdin: &mut tokio::process::ChildStdin, m: &Value) -> std
     stdin.flush().await
 }
 
-/// A remote server's session state.
+/// What the gateway keeps of a remote server: its session of the session
+/// era, if any, and which arguments each of its tools mirrors into
+/// `Mcp-Param-*` headers (from its tool listings, for 2026-07-28).
 #[derive(Default)]
 struct Remote {
     session_id: Option<String>,
     protocol_version: Option<String>,
+    mirrors: HashMap<String, Vec<(String, Vec<String>)>>,
+}
+
+/// Most tools of a remote server whose mirrored arguments are kept.
+const MAX_TOOLS: usize = 10_000;
+
+/// The revision a message to a remote server is of: 2026-07-28 (or a later
+/// stateless one) when it carries its own version in `_meta`; the session
+/// era otherwise.
+fn stateless_version(msg: &Value) -> Option<&str> {
+    msg.get("params")?
+        .get("_meta")?
+        .get("io.modelcontextprotocol/protocolVersion")?
+        .as_str()
+}
+
+/// What the gateway asked with a message, for reading the answer.
+#[derive(Clone, Copy, Default)]
+struct Asked {
+    /// `initialize`: the answer names the session and the revision.
+    init: bool,
+    /// `tools/list`: the answer says which arguments the tools mirror.
+    tools: bool,
 }
 
 async fn run_http(
@@ -454,6 +483,7 @@ async fn run_http(
         bearer,
         limit: server.max_message_bytes(),
         timeout: server.timeout(),
+        stateless_flights: Mutex::new(HashMap::new()),
     });
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -466,6 +496,31 @@ async fn run_http(
         if method.as_deref() == Some("initialize") {
             // Its answer carries the session id every later request needs.
             ctx.post(msg).await;
+        } else if method.as_deref() == Some("notifications/cancelled")
+            && let Some(flight) = ctx.take_stateless_flight(&msg["params"]["requestId"])
+        {
+            // 2026-07-28 has no such notification: a request is cancelled
+            // by closing its stream.
+            flight.abort();
+        } else if stateless_version(&msg).is_some()
+            && let Some(id) = msg.get("id").map(Value::to_string)
+        {
+            // Held while the request starts, so that it cannot finish (and
+            // forget itself) before it is remembered.
+            let mut flights = ctx
+                .stateless_flights
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let c = Arc::clone(&ctx);
+            let key = id.clone();
+            let flight = tokio::spawn(async move {
+                c.post(msg).await;
+                c.stateless_flights
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&key);
+            });
+            flights.insert(id, flight.abort_handle());
         } else {
             let c = Arc::clone(&ctx);
             tokio::spawn(async move { c.post(msg).await });
@@ -477,6 +532,14 @@ async fn run_http(
     }
     if let Some(l) = listener {
         l.abort();
+    }
+    for (_, flight) in ctx
+        .stateless_flights
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .drain()
+    {
+        flight.abort();
     }
     // End the remote session.
     let sid = ctx.remote.lock().ok().and_then(|r| r.session_id.clone());
@@ -495,18 +558,25 @@ struct HttpCtx {
     bearer: Option<Bearer>,
     limit: usize,
     timeout: Duration,
+    /// The 2026-07-28 requests in flight, by JSON-RPC id: cancelling one
+    /// closes its stream.
+    stateless_flights: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
 impl HttpCtx {
+    fn take_stateless_flight(&self, id: &Value) -> Option<tokio::task::AbortHandle> {
+        self.stateless_flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id.to_string())
+    }
+
     /// A request to the server with the headers it is owed (its session,
     /// its protocol revision, the token minted for it), and nothing of the
     /// agent's. `Err` if it is owed a token that cannot be minted: then
     /// nothing is sent.
     fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, ()> {
-        let mut b = self.client.request(method, &self.url);
-        if let Some(mint) = &self.bearer {
-            b = b.bearer_auth(mint().ok_or(())?);
-        }
+        let mut b = self.token(self.client.request(method, &self.url))?;
         if let Ok(r) = self.remote.lock() {
             if let Some(sid) = &r.session_id {
                 b = b.header("mcp-session-id", sid);
@@ -515,6 +585,74 @@ impl HttpCtx {
                 b = b.header("mcp-protocol-version", v);
             }
         }
+        Ok(b)
+    }
+
+    fn token(&self, b: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, ()> {
+        match &self.bearer {
+            Some(mint) => Ok(b.bearer_auth(mint().ok_or(())?)),
+            None => Ok(b),
+        }
+    }
+
+    /// A `POST` of a 2026-07-28 message: no session; the headers that
+    /// revision asks a client for, from the message itself — its version,
+    /// its method, the name it calls, and each argument the tool mirrors
+    /// (as the server's listing said). `Err` (why) if they cannot be
+    /// written, or no token can be minted: then nothing is sent.
+    fn stateless_post(
+        &self,
+        msg: &Value,
+        version: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        use crate::mcp_headers::{encode, param_text};
+        let no_token = || "no token could be minted for the MCP server".to_owned();
+        let mut b = self
+            .token(self.client.post(&self.url))
+            .map_err(|()| no_token())?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut put = |name: &str, value: String| -> Result<(), String> {
+            let n = reqwest::header::HeaderName::from_bytes(name.as_bytes());
+            let v = reqwest::header::HeaderValue::from_str(&value);
+            match (n, v) {
+                (Ok(n), Ok(v)) => {
+                    headers.insert(n, v);
+                    Ok(())
+                }
+                _ => Err(format!("the header `{name}` cannot be written")),
+            }
+        };
+        put("mcp-protocol-version", encode(version))?;
+        if let Some(method) = msg.get("method").and_then(Value::as_str) {
+            put("mcp-method", encode(method))?;
+            let params = &msg["params"];
+            let named = match method {
+                "tools/call" | "prompts/get" => params["name"].as_str(),
+                "resources/read" => params["uri"].as_str(),
+                _ => None,
+            };
+            if let Some(name) = named {
+                put("mcp-name", encode(name))?;
+            }
+            if method == "tools/call" {
+                let mirrored = named.and_then(|t| {
+                    self.remote
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.mirrors.get(t).cloned())
+                });
+                for (header, path) in mirrored.unwrap_or_default() {
+                    let value = path
+                        .iter()
+                        .try_fold(&params["arguments"], |v, k| v.get(k))
+                        .and_then(param_text);
+                    if let Some(value) = value {
+                        put(&format!("mcp-param-{header}"), encode(&value))?;
+                    }
+                }
+            }
+        }
+        b = b.headers(headers);
         Ok(b)
     }
 
@@ -535,11 +673,21 @@ impl HttpCtx {
     }
 
     async fn post(&self, msg: Value) {
-        let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
-        let Ok(req) = self.request(reqwest::Method::POST) else {
-            return self
-                .fail(&msg, "no token could be minted for the MCP server".into())
-                .await;
+        let method = msg.get("method").and_then(Value::as_str);
+        let asked = Asked {
+            init: method == Some("initialize"),
+            tools: method == Some("tools/list"),
+        };
+        let is_init = asked.init;
+        let req = match stateless_version(&msg) {
+            Some(version) => self.stateless_post(&msg, version),
+            None => self
+                .request(reqwest::Method::POST)
+                .map_err(|()| "no token could be minted for the MCP server".to_owned()),
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(detail) => return self.fail(&msg, detail).await,
         };
         let resp = req
             .header("accept", "application/json, text/event-stream")
@@ -570,6 +718,19 @@ impl HttpCtx {
             return;
         }
         if !status.is_success() {
+            // A JSON-RPC error answering this very request is passed on as
+            // it is (2026-07-28 maps its errors to HTTP statuses); anything
+            // else is named by its status alone.
+            let id = msg.get("id").filter(|_| msg.get("method").is_some());
+            if let Some(id) = id
+                && let Some(body) = read_limited(resp, self.limit).await
+                && let Ok(answer) = serde_json::from_slice::<Value>(&body)
+                && answer.get("id") == Some(id)
+                && answer.get("error").is_some_and(Value::is_object)
+                && answer.get("result").is_none()
+            {
+                return self.emit(answer).await;
+            }
             return self
                 .fail(
                     &msg,
@@ -583,16 +744,16 @@ impl HttpCtx {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if sse {
-            self.read_events(resp, is_init).await;
+            self.read_events(resp, asked).await;
         } else {
             match read_limited(resp, self.limit).await {
                 Some(body) => match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Array(all)) => {
                         for v in all {
-                            self.message(v, is_init).await;
+                            self.message(v, asked).await;
                         }
                     }
-                    Ok(v) => self.message(v, is_init).await,
+                    Ok(v) => self.message(v, asked).await,
                     Err(_) => {
                         self.fail(&msg, "the MCP server answered with invalid JSON".into())
                             .await;
@@ -606,11 +767,39 @@ impl HttpCtx {
         }
     }
 
-    async fn message(&self, v: Value, is_init: bool) {
-        if is_init {
+    async fn message(&self, v: Value, asked: Asked) {
+        if asked.init {
             self.negotiated(&v);
         }
+        if asked.tools {
+            self.learn_mirrors(&v);
+        }
         self.emit(v).await;
+    }
+
+    /// A tool listing: which arguments of each tool are mirrored into
+    /// `Mcp-Param-*` headers on a call (2026-07-28).
+    fn learn_mirrors(&self, v: &Value) {
+        let Some(tools) = v
+            .get("result")
+            .and_then(|r| r.get("tools"))
+            .and_then(Value::as_array)
+        else {
+            return;
+        };
+        if let Ok(mut r) = self.remote.lock() {
+            for t in tools {
+                if r.mirrors.len() >= MAX_TOOLS {
+                    // A server that lists more gets no headers for the
+                    // rest, and refuses their calls: nothing is weakened.
+                    break;
+                }
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
+                    let mirrored = crate::mcp_headers::mirrored_params(t.get("inputSchema"));
+                    r.mirrors.insert(name.to_owned(), mirrored);
+                }
+            }
+        }
     }
 
     /// The answer to `initialize`: its protocol revision goes on every
@@ -635,12 +824,12 @@ impl HttpCtx {
         if let Ok(r) = resp
             && r.status().is_success()
         {
-            self.read_events(r, false).await;
+            self.read_events(r, Asked::default()).await;
         }
     }
 
     /// Server-sent events: each `data` is one JSON-RPC message.
-    async fn read_events(&self, mut resp: reqwest::Response, is_init: bool) {
+    async fn read_events(&self, mut resp: reqwest::Response, asked: Asked) {
         let mut decoder = mandate_core::sse::SseDecoder::new(self.limit);
         while let Ok(Some(chunk)) = resp.chunk().await {
             let Ok(events) = decoder.feed(&chunk) else {
@@ -649,7 +838,7 @@ impl HttpCtx {
             };
             for data in events {
                 if let Ok(v) = serde_json::from_slice::<Value>(&data) {
-                    self.message(v, is_init).await;
+                    self.message(v, asked).await;
                 }
             }
         }

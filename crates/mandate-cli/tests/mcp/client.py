@@ -233,4 +233,8 @@ async def run():
                     out({"error": dump(e.error)})
 
 
-anyio.run(run)
+try:
+    anyio.run(run)
+except Exception as e:  # noqa: BLE001 - the test reads why the client could not go on
+    out({"ready": False, "error": repr(e)})
+    sys.exit(1)

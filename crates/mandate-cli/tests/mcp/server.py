@@ -4,8 +4,10 @@ client (elicitation), one that crashes its process, one that shows the HTTP
 headers it received, resources (and a template), a prompt with completions,
 and a log level.
 
-usage: server.py                 (stdio)
-       server.py --http PORT     (streamable HTTP on 127.0.0.1:PORT/mcp)"""
+usage: server.py                  (stdio)
+       server.py --http PORT      (streamable HTTP on 127.0.0.1:PORT/mcp)
+       server.py --modern PORT    (the same, speaking only 2026-07-28: a
+                                   session-era request is refused)"""
 import os
 import sys
 
@@ -87,6 +89,18 @@ def headers(ctx: Context) -> str:
     return json.dumps({k.lower(): v for k, v in (ctx.headers or {}).items()})
 
 
+from typing import Annotated  # noqa: E402
+
+from pydantic import Field  # noqa: E402
+
+
+@mcp.tool()
+def region(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+           ctx: Context) -> str:
+    """Names a region, which also travels as the Mcp-Param-Region header."""
+    return f"region={region}; header={(ctx.headers or {}).get('mcp-param-region')}"
+
+
 @mcp.resource("notes://public")
 def public_notes() -> str:
     """Notes anyone may read."""
@@ -153,8 +167,51 @@ def _logging():
 _logging()
 
 
+def modern_only(app):
+    """The app, refusing what is not 2026-07-28: a session id or an
+    `initialize` is answered 400 with UnsupportedProtocolVersion."""
+    import json
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        chunks, more = [], True
+        while more:
+            m = await receive()
+            chunks.append(m.get("body", b""))
+            more = m.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            method = json.loads(body).get("method") if body else None
+        except ValueError:
+            method = None
+        if "mcp-session-id" in headers or method == "initialize" or scope["method"] != "POST":
+            error = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32022, "message": "only 2026-07-28 is spoken here",
+                "data": {"supported": ["2026-07-28"]}}}).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json")]})
+            return await send({"type": "http.response.body", "body": error})
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await app(scope, replay, send)
+    return wrapped
+
+
 if __name__ == "__main__":
-    if "--http" in sys.argv:
+    if "--modern" in sys.argv:
+        import uvicorn
+        port = int(sys.argv[sys.argv.index("--modern") + 1])
+        uvicorn.run(modern_only(mcp.streamable_http_app()), host="127.0.0.1", port=port,
+                    log_level="warning")
+    elif "--http" in sys.argv:
         port = int(sys.argv[sys.argv.index("--http") + 1])
         mcp.run(transport="streamable-http", host="127.0.0.1", port=port)
     else:

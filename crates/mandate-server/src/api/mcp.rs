@@ -1230,6 +1230,20 @@ async fn initialize(
     mut msg: Value,
 ) -> Result<Response, Problem> {
     let mission = &caller.claims.mission_id;
+    if server.upstream_protocol() == crate::mcp_servers::UpstreamProtocol::Stateless {
+        // Configured to be spoken to in 2026-07-28 only: a session would
+        // need an `initialize` the server does not answer.
+        return Ok(rpc_reply(
+            StatusCode::OK,
+            &id,
+            INVALID_PARAMS,
+            format!(
+                "the MCP server `{}` is served in MCP {} only (`upstream_protocol`); connect with a client of that revision",
+                server.name(),
+                stateless::MODERN_VERSIONS[0]
+            ),
+        ));
+    }
     let slot = match take_place(s, server, &caller.claims, &id).await? {
         Ok(slot) => slot,
         Err(refused) => return Ok(refused),
@@ -1837,7 +1851,7 @@ async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
         {
             if let Some(n) = t.get("name").and_then(Value::as_str) {
                 names.insert(n.to_owned());
-                let mirrored = stateless::mirrored_params(t.get("inputSchema"));
+                let mirrored = crate::mcp_headers::mirrored_params(t.get("inputSchema"));
                 if !mirrored.is_empty() {
                     headers.insert(n.to_owned(), mirrored);
                 }

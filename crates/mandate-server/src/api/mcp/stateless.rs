@@ -16,8 +16,9 @@
 //! - every other request takes the same path as in a session (decision,
 //!   permit, filtered listings, taint), over one upstream session per
 //!   mission, key and server that the gateway opens itself and keeps while
-//!   it is used (the mission's *channel*). The upstream servers speak the
-//!   session era; the gateway speaks it to them.
+//!   it is used (the mission's *channel*). The channel speaks 2026-07-28
+//!   to a server, local or remote, that answers `server/discover` with it,
+//!   and the session era to any other.
 //!
 //! Filtered listings are `cacheScope: "private"` with `ttlMs: 0`: they
 //! differ per mission and change with policy. An escalated call is
@@ -28,7 +29,6 @@
 //! grant allows it (ADR 0024).
 
 use axum::http::HeaderMap;
-use base64::Engine as _;
 
 use super::*;
 
@@ -136,21 +136,6 @@ fn header<'h>(h: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Box<Bad>>
         .map_err(|_| Bad::mismatch(format!("`{name}` has characters a header may not carry")))
 }
 
-/// A header value in MCP's encoding: as is, or `=?base64?…?=` (the UTF-8
-/// bytes, standard Base64).
-fn decoded(v: &str) -> Option<String> {
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b) => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok()),
-        None => Some(v.to_owned()),
-    }
-}
-
 /// The request's headers against its body and its revision.
 fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
     let Some(version) = header(h, "mcp-protocol-version")? else {
@@ -202,7 +187,7 @@ fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
         let Some(sent) = header(h, "mcp-name")? else {
             return Err(Bad::mismatch("`Mcp-Name` is required"));
         };
-        let Some(sent) = decoded(sent) else {
+        let Some(sent) = crate::mcp_headers::decode(sent) else {
             return Err(Bad::mismatch("`Mcp-Name` is not valid Base64 of UTF-8"));
         };
         if body != Some(sent.as_str()) {
@@ -237,37 +222,6 @@ fn check(h: &HeaderMap, method: &str, msg: &Value) -> Result<Modern, Box<Bad>> {
         url_elicitation,
         declined: false,
     })
-}
-
-/// The parameters an `inputSchema` mirrors into headers: each property
-/// reached from the root through `properties` only that carries
-/// `x-mcp-header`, as (the header's name after `Mcp-Param-`, its path).
-pub(super) fn mirrored_params(schema: Option<&Value>) -> Vec<(String, Vec<String>)> {
-    fn walk(
-        schema: &Value,
-        path: &mut Vec<String>,
-        out: &mut Vec<(String, Vec<String>)>,
-        depth: usize,
-    ) {
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-            return;
-        };
-        for (k, v) in props {
-            path.push(k.clone());
-            if let Some(name) = v.get("x-mcp-header").and_then(Value::as_str) {
-                out.push((name.to_owned(), path.clone()));
-            }
-            if depth < 8 {
-                walk(v, path, out, depth + 1);
-            }
-            path.pop();
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(s) = schema {
-        walk(s, &mut Vec::new(), &mut out, 0);
-    }
-    out
 }
 
 /// The `Mcp-Param-*` headers of a `tools/call` against its arguments: each
@@ -308,7 +262,7 @@ fn check_params(
                 )));
             }
             (Some(v), Some(sent)) => {
-                let Some(sent) = decoded(sent) else {
+                let Some(sent) = crate::mcp_headers::decode(sent) else {
                     return Err(Bad::mismatch(format!(
                         "`Mcp-Param-{name}` is not valid Base64 of UTF-8"
                     )));
@@ -794,7 +748,7 @@ enum Speaks {
     Neither(String),
 }
 
-/// Longest the gateway waits for a local server's `server/discover` before
+/// Longest the gateway waits for a server's `server/discover` before
 /// speaking the session era to it (a server of that era may not answer a
 /// method it does not know).
 const PROBE: Duration = Duration::from_secs(5);
@@ -1035,7 +989,7 @@ mod tests {
             "limits": {"type": "object", "properties": {"max": {"type": "integer", "x-mcp-header": "Max"}}},
             "items": {"type": "array", "items": {"properties": {"x": {"x-mcp-header": "X"}}}},
         }});
-        let mirrored = mirrored_params(Some(&schema));
+        let mirrored = crate::mcp_headers::mirrored_params(Some(&schema));
         assert_eq!(mirrored.len(), 2, "{mirrored:?}");
         let args = json!({"region": "us-west1", "limits": {"max": 42}});
         let ok = |pairs: &[(&'static str, &str)]| {
