@@ -418,6 +418,12 @@ pub struct ServeArgs {
     /// Configuration file [default: DATA/mandate.toml if present].
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Also serve `GET /metrics` here, without credentials, for a scraper
+    /// (keep it on loopback or a network only the scraper reaches)
+    /// [default: MANDATE_METRICS_LISTEN, or `metrics_listen` in
+    /// mandate.toml; none: `/metrics` only on the API, to an admin].
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// PostgreSQL URL, for several nodes on one database; with a password,
     /// prefer the environment variable or mandate.toml to the flag, which
     /// other users can read in the process list [default: the embedded

@@ -41,7 +41,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 mandate_server::check_database_url(&url)?;
                 config.database_url = Some(url);
             }
-            mandate_server::serve(config, shutdown_signal()).await?;
+            if let Some(addr) = a.metrics_listen {
+                config.metrics_listen = Some(addr);
+            }
+            let telemetry = crate::telemetry::init("info", config.otlp_traces_url.as_deref())?;
+            let served = mandate_server::serve(config, shutdown_signal()).await;
+            telemetry.shutdown();
+            served?;
         }
         Command::Init(a) => {
             let admin: PrincipalName = a.admin.parse()?;

@@ -9,6 +9,7 @@ mod mcp_bridge;
 mod memory;
 mod output;
 mod policy;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -29,14 +30,13 @@ async fn main() -> ExitCode {
     } else {
         "info"
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .init();
+    // `serve` sets up its own, once its configuration says where traces go.
+    if !matches!(cli.command, args::Command::Serve(_))
+        && let Err(e) = telemetry::init(default_level, None)
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -156,6 +156,38 @@ fn audit(server: &TestServer, s: &Scenario, kind: &str) -> Vec<Value> {
     log["records"].as_array().unwrap().clone()
 }
 
+/// `/metrics` as an admin reads it, parsed as Prometheus text.
+async fn metrics(server: &TestServer, admin: &str) -> Vec<prometheus_parse::Sample> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples
+}
+
+/// The value of the single-valued sample `name` with `labels`.
+fn sample(
+    samples: &[prometheus_parse::Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    use prometheus_parse::Value;
+    samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            Value::Histogram(_) | Value::Summary(_) => None,
+        })
+}
+
 fn health(server: &TestServer) -> Value {
     let out = Command::new("curl")
         .args(["-s", &format!("{}/healthz", server.url())])
@@ -291,6 +323,41 @@ async fn a_mission_reads_the_log_asks_before_committing_and_never_resets() {
     assert_eq!(reset["_meta"]["io.mandate/decision"]["code"], "boundary");
     assert!(text(&reset).contains("never-reset"), "{reset}");
     assert!(run(r, &["diff", "--cached", "--name-only"]).contains("NOTES"));
+
+    // The metrics: the open session, each decision under the MCP gateway,
+    // and the server's answers timed.
+    let m = metrics(&server, &s.admin).await;
+    assert_eq!(
+        sample(&m, "mandate_mcp_sessions", &[("server", "git")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "mandate_mcp_channels", &[("server", "git")]),
+        Some(0.0)
+    );
+    for ((decision, code), n) in [
+        (("allow", "scope"), 1.0),
+        (("escalate", "escalation"), 2.0),
+        (("allow", "grant"), 1.0),
+        (("deny", "boundary"), 1.0),
+    ] {
+        let labels = [
+            ("front_door", "mcp"),
+            ("decision", decision),
+            ("code", code),
+        ];
+        assert_eq!(
+            sample(&m, "mandate_decisions_total", &labels),
+            Some(n),
+            "{decision} {code}"
+        );
+    }
+    let forwarded = sample(
+        &m,
+        "mandate_stage_duration_seconds_count",
+        &[("front_door", "mcp"), ("stage", "forward")],
+    );
+    assert!(forwarded.is_some_and(|n| n >= 3.0), "{forwarded:?}");
     c.exit();
 
     // All of it in the audit log.

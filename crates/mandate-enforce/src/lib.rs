@@ -25,6 +25,8 @@ mod record;
 pub use checkpoints::{CheckpointFileError, KeptCheckpoint, read_checkpoint_file};
 pub use error::EnforceError;
 pub use permit::Permit;
-pub use pipeline::{Call, Decided, Enforcer, Opened, OrgState, Who, denial};
+pub use pipeline::{Call, Decided, Enforcer, Opened, OrgState, Timings, Who, denial};
 pub use policies::{LoadedPolicies, Missing, load_dir};
-pub use record::{AuditLog, AuditOpenError, AuditWriter, CheckpointPolicy, Claim, verify_stored};
+pub use record::{
+    AuditLog, AuditOpenError, AuditWriter, CheckpointPolicy, Claim, CommitObserver, verify_stored,
+};

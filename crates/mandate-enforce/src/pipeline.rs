@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use mandate_core::wire::DecideResponse;
 use mandate_core::{
@@ -17,6 +18,8 @@ use mandate_core::{
     ResourceKind, ResourceRef, SecureRandom, Trust, UnixTime, decide_chain, names, state_check,
 };
 use mandate_store::{Allowance, ApprovalRecord, Store};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::error::EnforceError;
 use crate::escalate::{Ask, MAX_PENDING_APPROVALS, open_approval};
@@ -138,6 +141,19 @@ pub struct Decided<T> {
     /// The right to forward the request: only for an Allow that was counted
     /// and recorded.
     pub permit: Option<Permit<T>>,
+    /// How long the call spent in each stage.
+    pub timings: Timings,
+}
+
+/// How long a decided call spent in the pipeline's stages (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Names, mission state, policy and grants, and an escalation's
+    /// approval request.
+    pub decide: Duration,
+    /// Waiting until the decision's record (with its count) was durable:
+    /// the audit log's group commit.
+    pub record: Duration,
 }
 
 /// A decision before it is recorded, or once it is.
@@ -595,10 +611,34 @@ impl Enforcer {
         }
         // Taken by the first record this call makes.
         let mut claim = call.claim.clone();
-        let (response, permit) = match self
-            .decide_call(mission, call, who, &extra, &mut claim)
-            .await?
-        {
+        // One span per stage, beside each other under the caller's (the
+        // front door's request): `decide`, then `record`. Both are
+        // `debug`: nothing is made of them unless traces are exported.
+        let started = Instant::now();
+        let mut recording = Duration::ZERO;
+        let request_span = tracing::Span::current();
+        let decide_span = tracing::debug_span!(
+            "decide",
+            action = call.action,
+            decision = Empty,
+            code = Empty
+        );
+        let step = self
+            .decide_call(
+                mission,
+                call,
+                who,
+                &extra,
+                &mut claim,
+                &request_span,
+                &mut recording,
+            )
+            .instrument(decide_span.clone())
+            .await?;
+        let (Step::Recorded(resp, _) | Step::Unrecorded(resp)) = &step;
+        decide_span.record("decision", resp.decision.as_str());
+        decide_span.record("code", resp.code.as_str());
+        let (response, permit) = match step {
             Step::Recorded(resp, seq) => {
                 let permit = seq.map(|seq| Permit::mint(request, seq, mission.body.id.clone()));
                 (resp, permit)
@@ -612,20 +652,40 @@ impl Enforcer {
                     Some(who),
                     extra,
                 )?;
-                self.audit
+                let span = tracing::debug_span!(parent: &request_span, "record", audit_seq = Empty);
+                let at = Instant::now();
+                let seq = self
+                    .audit
                     .record_claimed(
                         "decision",
                         self.clock.now().0,
                         serde_json::Value::Object(body),
                         claim,
                     )
+                    .instrument(span.clone())
                     .await?;
+                recording += at.elapsed();
+                span.record("audit_seq", seq);
                 (resp, None)
             }
         };
-        Ok(Decided { response, permit })
+        let timings = Timings {
+            decide: started.elapsed().saturating_sub(recording),
+            record: recording,
+        };
+        Ok(Decided {
+            response,
+            permit,
+            timings,
+        })
     }
 
+    /// Decides `call`; an allowed one is counted and recorded here, in a
+    /// `record` span under `request_span`, its wait added to `recording`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the call, who made it, and where its record's time and span go"
+    )]
     async fn decide_call(
         &self,
         mission: &Mission,
@@ -633,6 +693,8 @@ impl Enforcer {
         who: &Who,
         extra: &Map,
         claim: &mut Option<Claim>,
+        request_span: &tracing::Span,
+        recording: &mut Duration,
     ) -> Result<Step, EnforceError> {
         let Call {
             action,
@@ -780,10 +842,17 @@ impl Enforcer {
                     .map(str::to_owned),
                 now,
             };
+            let span = tracing::debug_span!(parent: request_span, "record", audit_seq = Empty);
+            let at = Instant::now();
             let (a, seq) = self
                 .audit
                 .record_counted("decision", now.0, count, settle, claim.take())
+                .instrument(span.clone())
                 .await?;
+            *recording += at.elapsed();
+            if let Some(seq) = seq {
+                span.record("audit_seq", seq);
+            }
             if let Some(r) = settled(&resp, a) {
                 // 5. Only a counted call whose record is durable goes ahead.
                 let go = seq.filter(|_| matches!(a, Allowance::Counted(_)));

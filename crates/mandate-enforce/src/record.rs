@@ -12,8 +12,8 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use mandate_core::{
     AuditRecord, AuthorityKey, Cadence, ChainHead, Clock, MissionId, UnixTime, chain_hash,
@@ -133,6 +133,15 @@ struct Shared {
     writer: Mutex<Writer>,
     /// Set (for good) when a commit failed; see [`Writer::broken`].
     broken: Arc<AtomicBool>,
+    /// Told of every group committed (metrics), once one is set.
+    observer: OnceLock<Arc<dyn CommitObserver>>,
+}
+
+/// Told of each group of events the writer commits: how many, and how
+/// long the transaction took (its sync included). Called on the
+/// committing thread, after the commit: it must be cheap.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    fn committed(&self, events: usize, took: Duration);
 }
 
 #[derive(Debug, Default)]
@@ -276,6 +285,7 @@ impl AuditLog {
             queue: Mutex::new(Queue::default()),
             broken: Arc::clone(&writer.broken),
             writer: Mutex::new(writer),
+            observer: OnceLock::new(),
         });
         // Checkpoints after a quiet spell.
         let ticker = {
@@ -340,6 +350,12 @@ impl AuditLog {
             return Err(EnforceError::Replayed);
         }
         Ok(r)
+    }
+
+    /// Sets who is told of every group committed from now on (the
+    /// server's metrics). Only the first call counts.
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.shared.observer.set(observer);
     }
 
     /// Whether the log still takes events: `false` once a commit failed
@@ -437,7 +453,11 @@ fn drain(shared: &Arc<Shared>) {
                 Err(_) => return,
             };
             if !group.is_empty() {
+                let (events, started) = (group.len(), Instant::now());
                 blocking(|| w.commit(group));
+                if let Some(o) = shared.observer.get() {
+                    o.committed(events, started.elapsed());
+                }
             }
             drop(w);
             if shared.queue.lock().map_or(true, |q| q.pending.is_empty()) {
@@ -1338,6 +1358,7 @@ mod tests {
                 queue: Mutex::new(Queue::default()),
                 writer: Mutex::new(writer),
                 broken,
+                observer: OnceLock::new(),
             }),
         };
         assert_eq!(
@@ -1364,12 +1385,26 @@ mod tests {
         assert_eq!(store.audit_records(0, 100).await.unwrap().len(), 1);
     }
 
+    /// Groups and events committed, as a [`CommitObserver`] is told.
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<(usize, usize)>);
+
+    impl CommitObserver for Seen {
+        fn committed(&self, events: usize, _took: Duration) {
+            let mut s = self.0.lock().unwrap();
+            s.0 += 1;
+            s.1 += events;
+        }
+    }
+
     /// Concurrent events each get their own place in the chain, and the
-    /// stored log verifies.
+    /// stored log verifies; the commit observer sees every event.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_events_form_one_verifiable_chain() {
         let dir = tempfile::tempdir().unwrap();
         let (store, log, writer) = log(dir.path(), 60).await;
+        let seen = Arc::new(Seen::default());
+        log.observe_commits(Arc::clone(&seen) as Arc<dyn CommitObserver>);
         let mut tasks = Vec::new();
         for t in 0..16 {
             let log = log.clone();
@@ -1388,6 +1423,10 @@ mod tests {
         }
         all.sort_unstable();
         assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        // Every event was in a group the observer was told of.
+        let (groups, events) = *seen.0.lock().unwrap();
+        assert_eq!(events, 800);
+        assert!((1..=800).contains(&groups), "{groups} groups");
         writer.shutdown().await;
         // After shutdown, events are refused rather than left waiting.
         assert!(

@@ -55,6 +55,13 @@ pub struct Config {
     pub audit: AuditConfig,
     /// What attestation evidence is trusted (`[attestation]`).
     pub attestation: crate::attestation::AttestationConfig,
+    /// A second address serving `GET /metrics` without credentials (for a
+    /// scraper on a trusted network); `None`: metrics only on the API's
+    /// listener, to an admin's token (ADR 0025).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where traces go over OTLP/HTTP (the full URL, `…/v1/traces`);
+    /// `None`: no traces.
+    pub otlp_traces_url: Option<String>,
 }
 
 /// Where the audit log's signed checkpoints go, and how often they come
@@ -238,6 +245,18 @@ struct FileConfig {
     audit: FileAudit,
     #[serde(default)]
     attestation: crate::attestation::AttestationConfig,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    tracing: FileTracing,
+}
+
+/// `[tracing]`: where traces go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTracing {
+    /// An OTLP/HTTP collector's base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT`):
+    /// traces go to `{otlp_endpoint}/v1/traces`.
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,11 +317,46 @@ pub enum ConfigError {
     Value(&'static str, String),
 }
 
+/// Where traces go: the OpenTelemetry variables first
+/// (`OTEL_SDK_DISABLED=true` turns them off; `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+/// is the full URL, `OTEL_EXPORTER_OTLP_ENDPOINT` a base), then
+/// `[tracing] otlp_endpoint` (a base). A base gets `/v1/traces`.
+fn otlp_traces_url(
+    env: impl Fn(&str) -> Option<String>,
+    file: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    let base = |b: String| format!("{}/v1/traces", b.trim_end_matches('/'));
+    let (name, url) = match (
+        env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        file,
+    ) {
+        (Some(full), _, _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", full),
+        (None, Some(b), _) => ("OTEL_EXPORTER_OTLP_ENDPOINT", base(b)),
+        (None, None, Some(b)) => ("tracing.otlp_endpoint", base(b)),
+        (None, None, None) => return Ok(None),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Value(
+            name,
+            format!(
+                "`{}` is not an http(s) URL (OTLP over HTTP)",
+                redact_url(&url)
+            ),
+        ));
+    }
+    Ok(Some(url))
+}
+
 impl Config {
     /// Loads the configuration for `data_dir`: `config_file` if given (it
     /// must exist), else `{data_dir}/mandate.toml` if present; then the
-    /// `MANDATE_LISTEN`, `MANDATE_PUBLIC_URL` and `MANDATE_CREDENTIAL_TTL`
-    /// environment variables; `listen` (the flag) wins over both.
+    /// `MANDATE_LISTEN`, `MANDATE_METRICS_LISTEN`, `MANDATE_PUBLIC_URL`,
+    /// `MANDATE_CREDENTIAL_TTL` and OpenTelemetry (`OTEL_…`) environment
+    /// variables; `listen` (the flag) wins over both.
     pub fn load(
         data_dir: &Path,
         config_file: Option<&Path>,
@@ -344,6 +398,14 @@ impl Config {
                     .map_err(|e| ConfigError::Value("MANDATE_LISTEN", format!("`{v}`: {e}")))
             })
             .transpose()?;
+        let env_metrics_listen = env("MANDATE_METRICS_LISTEN")
+            .map(|v| {
+                v.parse::<SocketAddr>().map_err(|e| {
+                    ConfigError::Value("MANDATE_METRICS_LISTEN", format!("`{v}`: {e}"))
+                })
+            })
+            .transpose()?;
+        let otlp_traces_url = otlp_traces_url(env, fc.tracing.otlp_endpoint)?;
         let env_ttl = env("MANDATE_CREDENTIAL_TTL")
             .map(|v| {
                 v.parse::<u64>().map_err(|e| {
@@ -409,6 +471,8 @@ impl Config {
                 witness: fc.audit.witness,
             },
             attestation: fc.attestation,
+            metrics_listen: env_metrics_listen.or(fc.metrics_listen),
+            otlp_traces_url,
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
@@ -525,4 +589,57 @@ fn check_webhook(name: &'static str, w: &WebhookConfig) -> Result<(), ConfigErro
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::otlp_traces_url;
+
+    fn with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    /// The OpenTelemetry variables win over the file; a base URL gets
+    /// `/v1/traces`, the traces URL is taken as it is; the SDK's off switch
+    /// turns traces off whatever else is set; only http(s) is taken.
+    #[test]
+    fn the_otlp_traces_url_is_where_the_variables_or_the_file_say() {
+        let file = || Some("http://file:4318/".to_owned());
+        assert_eq!(otlp_traces_url(with(&[]), None).unwrap(), None);
+        assert_eq!(
+            otlp_traces_url(with(&[]), file()).unwrap().as_deref(),
+            Some("http://file:4318/v1/traces")
+        );
+        assert_eq!(
+            otlp_traces_url(
+                with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://env:4318")]),
+                file()
+            )
+            .unwrap()
+            .as_deref(),
+            Some("https://env:4318/v1/traces")
+        );
+        assert_eq!(
+            otlp_traces_url(
+                with(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://env:4318"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1/custom")
+                ]),
+                file()
+            )
+            .unwrap()
+            .as_deref(),
+            Some("http://t:1/custom")
+        );
+        assert_eq!(
+            otlp_traces_url(with(&[("OTEL_SDK_DISABLED", "TRUE")]), file()).unwrap(),
+            None
+        );
+        let e = otlp_traces_url(with(&[]), Some("grpc://collector:4317".into())).unwrap_err();
+        assert!(e.to_string().contains("tracing.otlp_endpoint"), "{e}");
+    }
 }

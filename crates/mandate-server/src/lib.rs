@@ -20,6 +20,7 @@ mod header_policy;
 mod mcp_headers;
 mod mcp_servers;
 mod mcp_upstream;
+mod metrics;
 mod problem;
 mod replay;
 mod routes;
@@ -37,6 +38,7 @@ pub use mandate_enforce::{
     read_checkpoint_file,
 };
 pub use mcp_servers::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
+pub use metrics::MetricsError;
 pub use problem::Problem;
 pub use routes::{MapError, Route, RouteConfig, RouteError, UpstreamAuth, UpstreamErrors};
 pub use state::AppState;
@@ -92,6 +94,14 @@ pub async fn serve(
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Bind(addr.to_string(), e))?,
+        ),
+        None => None,
+    };
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
@@ -142,6 +152,11 @@ pub async fn serve(
     )
     .await
     .map_err(ServeError::Audit)?;
+    let metrics = Arc::new(metrics::Metrics::new(
+        config.routes.iter().map(|r| r.name()),
+        config.mcp_servers.iter().map(|m| m.name()),
+    )?);
+    audit.observe_commits(Arc::new(metrics::Commits(Arc::clone(&metrics))));
     if config.audit.checkpoint_file.starts_with(&config.data_dir) && config.audit.witness.is_none()
     {
         tracing::info!(
@@ -159,6 +174,7 @@ pub async fn serve(
         policies,
         audit,
         vault,
+        metrics,
     );
     state.0.anchors.set(anchors);
     attestation::spawn_refresh(Arc::clone(&state.0.anchors), bundle_sources);
@@ -206,6 +222,31 @@ pub async fn serve(
             config.data_dir.display()
         );
     }
+    // Metrics without credentials, on an address of their own (ADR 0025).
+    let (stop_metrics, metrics_stopping) = tokio::sync::watch::channel(());
+    if let Some(l) = metrics_listener {
+        let at = l
+            .local_addr()
+            .map_err(|e| ServeError::Bind(format!("{:?}", config.metrics_listen), e))?;
+        println!("metrics (no credentials) on http://{at}/metrics");
+        if !at.ip().is_loopback() {
+            tracing::warn!(
+                address = %at,
+                "metrics are served without credentials on a non-loopback address; let only the scraper reach it"
+            );
+        }
+        let router = api::metrics_router(state.clone());
+        let server = config.server;
+        let mut stopping = metrics_stopping;
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopping.changed().await;
+            };
+            if let Err(e) = edge::serve(l, router, server, stop).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     spawn_reload_on_sighup(state.clone());
     changes::spawn_listener(state.clone());
     approval_notices::spawn_announcer(state.clone());
@@ -219,6 +260,7 @@ pub async fn serve(
     let shutdown = async move {
         shutdown.await;
         closing.0.mcp.close_all();
+        let _ = stop_metrics.send(());
     };
     edge::serve(listener, router(state.clone()), config.server, shutdown)
         .await
@@ -318,6 +360,8 @@ pub enum ServeError {
     Config(String),
     #[error(transparent)]
     Audit(#[from] mandate_enforce::AuditOpenError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("server error: {0}")]
     Io(std::io::Error),
 }

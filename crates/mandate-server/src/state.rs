@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     /// `[attestation]` as configured (which trust domains and launchers
     /// exist, whether or not their keys were read yet).
     pub attestation: crate::attestation::AttestationConfig,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Eight hex digits, random (a fixed name if no randomness is to be had:
@@ -91,7 +93,7 @@ impl AppState {
         clippy::too_many_arguments,
         reason = "wiring: every dependency is injected, none defaulted"
     )]
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         key: Arc<AuthorityKey>,
         clock: Arc<dyn Clock>,
@@ -101,6 +103,7 @@ impl AppState {
         policies: LoadedPolicies,
         audit: AuditLog,
         vault: mandate_core::VaultKey,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let jwks = key.jwks();
         let issuer_for_anchors = issuer.clone();
@@ -158,6 +161,7 @@ impl AppState {
             durable: !config.unsafe_non_durable_benchmark_mode,
             opened: Mutex::new(Some(opened_rx)),
             attestation: config.attestation.clone(),
+            metrics,
             anchors: Arc::new(crate::attestation::Anchors::new(
                 mandate_core::TrustAnchors::none(&issuer_for_anchors),
             )),

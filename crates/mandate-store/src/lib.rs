@@ -221,6 +221,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
     /// Approval requests, newest first.
     async fn approvals(&self, f: &ApprovalFilter) -> Result<Vec<ApprovalRecord>, StoreError>;
+    /// How many approval requests are pending (waiting for a person, or
+    /// expired and not yet marked so), of all missions.
+    async fn pending_approvals(&self) -> Result<u64, StoreError>;
     /// Approves (creating its grant) or denies (optionally ending the
     /// mission) a pending request, atomically: only a request that is
     /// pending, unexpired at `now`, of an active mission, is decided, and

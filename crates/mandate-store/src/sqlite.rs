@@ -981,6 +981,13 @@ impl Store for SqliteStore {
         rows.iter().map(approval_from_row).collect()
     }
 
+    async fn pending_approvals(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn resolve_approval_forgetting(
         &self,
         id: &str,

@@ -618,8 +618,10 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db)
         expires_at: T0.plus(expires),
         taint: None,
     };
+    assert_eq!(s.pending_approvals().await.unwrap(), 0);
     s.open_approval(&open("apr_a", 600), 10).await.unwrap();
     s.open_approval(&open("apr_b", 5), 10).await.unwrap();
+    assert_eq!(s.pending_approvals().await.unwrap(), 2);
     let now = T0.plus(2);
     let grant = |g: &str| {
         Resolution::Approve(NewGrant {
@@ -653,6 +655,7 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db)
         }
     }
     assert_eq!(won, 1);
+    assert_eq!(s.pending_approvals().await.unwrap(), 1);
     let live = s.live_grants(&id, now).await.unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].request_digest.as_deref(), Some("d-apr_a"));
@@ -665,6 +668,7 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db)
     let swept = s.expire_approvals(T0.plus(6)).await.unwrap();
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].id, "apr_b");
+    assert_eq!(s.pending_approvals().await.unwrap(), 0);
     // Ending the mission kills its grants.
     s.end_mission(&id, mandate_core::EndReason::Completed, "alice", now)
         .await

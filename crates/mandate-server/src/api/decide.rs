@@ -2,15 +2,19 @@
 //! the glue every front door shares around the enforcement pipeline
 //! (`mandate_enforce`): the approval URL, which is HTTP's.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::State;
 use mandate_core::wire::{DecideRequest, DecideResponse};
-use mandate_core::{Mission, Outcome, ResourceRef, Trust};
+use mandate_core::{Decision, Mission, Outcome, ResourceRef, Trust};
 use mandate_enforce::{Call, Permit, Who, denial};
+use tracing::Instrument as _;
 
 use super::extract::{ApiJson, Caller, Presented, check_presented};
 use super::free_text;
 use super::openapi::{Always, JsonBody, Unauthorized};
+use crate::metrics::{Door, Stage};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -42,7 +46,12 @@ pub(super) async fn decide(
         "enforcement_point".into(),
         caller.principal.name.as_str().into(),
     );
-    Ok(Json(decide_inner(&s, &caller, &req, extra).await?))
+    let span = tracing::debug_span!("decide_request");
+    Ok(Json(
+        decide_inner(&s, &caller, &req, extra)
+            .instrument(span)
+            .await?,
+    ))
 }
 
 async fn decide_inner(
@@ -62,7 +71,12 @@ async fn decide_inner(
     let justification = free_text("justification", justification.clone(), 1_000)?;
     // 1. The credential: signature and issuer, then the mission's state,
     //    then time.
-    let (claims, mission) = match check_presented(s, credential).await? {
+    let at = Instant::now();
+    let presented = check_presented(s, credential)
+        .instrument(tracing::debug_span!("verify"))
+        .await;
+    s.0.metrics.stage(Door::Decide, Stage::Verify, at.elapsed());
+    let (claims, mission) = match presented? {
         Presented::Valid { claims, mission } => (claims, *mission),
         Presented::Refused { error, claims } => {
             let resp = denial(error.code(), error.to_string(), None);
@@ -70,6 +84,8 @@ async fn decide_inner(
             s.0.enforcer
                 .record_decision(action, resource, context, &resp, who.as_ref(), extra)
                 .await?;
+            s.0.metrics
+                .decision(Door::Decide, resp.decision, &resp.code);
             return Ok(resp);
         }
     };
@@ -88,6 +104,7 @@ async fn decide_inner(
     // The enforcement point forwards; here nothing is.
     let (resp, _permit) = enforce(
         s,
+        Door::Decide,
         &caller.principal.name.to_string(),
         &mission,
         &call,
@@ -103,9 +120,15 @@ async fn decide_inner(
 /// durably recorded there) and completes its answer for HTTP: an
 /// escalation gets the URL to wait on (a new approval request is announced
 /// by [`crate::approval_notices::spawn_announcer`]). `request` comes back inside
-/// the [`Permit`] only for an Allow.
+/// the [`Permit`] only for an Allow. Counted in the metrics under `door`:
+/// the decision, its stages, and a refusal for an error on the way.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the call, its front door, who made it and what would be forwarded"
+)]
 pub(crate) async fn enforce<T>(
     s: &AppState,
+    door: Door,
     by: &str,
     mission: &Mission,
     call: &Call<'_>,
@@ -113,10 +136,25 @@ pub(crate) async fn enforce<T>(
     extra: serde_json::Map<String, serde_json::Value>,
     request: T,
 ) -> Result<(DecideResponse, Option<Permit<T>>), Problem> {
-    let decided =
-        s.0.enforcer
-            .decide(by, mission, call, who, extra, request)
-            .await?;
+    let metrics = &s.0.metrics;
+    let decided = match s
+        .0
+        .enforcer
+        .decide(by, mission, call, who, extra, request)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            // Refused all the same (a replayed signature is recorded as
+            // such; nothing else on this path is).
+            let p = Problem::from(e);
+            metrics.decision(door, Decision::Deny, p.code);
+            return Err(p);
+        }
+    };
+    metrics.decision(door, decided.response.decision, &decided.response.code);
+    metrics.stage(door, Stage::Decide, decided.timings.decide);
+    metrics.stage(door, Stage::Record, decided.timings.record);
     let mut resp = decided.response;
     if let Some(approval) = &resp.approval_id {
         resp.approval_url = Some(crate::approval_notices::poll_url(s, approval));
@@ -140,14 +178,16 @@ pub(crate) async fn preview(
 /// [`mandate_enforce::Enforcer::record_refusal`]).
 pub(crate) async fn record_refusal(
     s: &AppState,
+    door: Door,
     resource: &ResourceRef,
     claims: &mandate_core::MissionClaims,
     code: &str,
     detail: &str,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), Problem> {
-    Ok(s.0
-        .enforcer
+    s.0.enforcer
         .record_refusal(resource, claims, code, detail, extra)
-        .await?)
+        .await?;
+    s.0.metrics.decision(door, Decision::Deny, code);
+    Ok(())
 }

@@ -18,6 +18,7 @@
 //!    request to wait on.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -29,12 +30,15 @@ use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trus
 use serde::Serialize;
 
 use mandate_enforce::{Call, Claim, Permit, Who};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::decide::{enforce, record_refusal};
 use super::extract::{Presented, check_signed, single_header, verify_request_proof};
 use super::free_text;
 use crate::header_policy::{self, Withheld};
 use crate::mcp_servers::{McpServer, ProofMode};
+use crate::metrics::{Door, Stage, UpstreamError};
 use crate::problem::Problem;
 use crate::replay::Replay;
 use crate::routes::{MapError, Route, UpstreamAuth, UpstreamErrors};
@@ -60,10 +64,15 @@ fn unauthorized(code: &'static str, detail: impl Into<String>) -> Problem {
 
 /// `ANY /gw/{route}/…`.
 pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response {
-    match handle_inner(&s, req).await {
+    // The request's span: the stages' spans go under it. Its route is
+    // named once it is known to be configured.
+    let span = tracing::debug_span!("gateway_request", route = Empty, status = Empty);
+    let r = match handle_inner(&s, req).instrument(span.clone()).await {
         Ok(r) => r,
         Err(p) => signature_challenge(p.into_response()),
-    }
+    };
+    span.record("status", r.status().as_u16());
+    r
 }
 
 /// A 401 of the HTTP gateway says what would work there: an
@@ -107,6 +116,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             format!("no route `{name}`"),
         )
     })?;
+    tracing::Span::current().record("route", route.name());
     // 0–2. Method, path, headers and body.
     let headers = request_checks(&parts, sub_path, query.as_deref())?;
     let body = read_body(body, route.max_body_bytes(), route.timeout()).await?;
@@ -125,7 +135,13 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query: query.as_deref(),
         headers: &headers,
     };
-    let (claims, mission, claim) = match verify(s, &request, &parts.headers, &body, &[]).await? {
+    let at = Instant::now();
+    let verified = verify(s, &request, &parts.headers, &body, &[])
+        .instrument(tracing::debug_span!("verify"))
+        .await;
+    s.0.metrics
+        .stage(Door::Gateway, Stage::Verify, at.elapsed());
+    let (claims, mission, claim) = match verified? {
         Verified::Ok {
             claims,
             mission,
@@ -196,11 +212,41 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query,
         body,
     };
-    let (resp, permit) = enforce(s, "gateway", &mission, &call, &who, extra, outbound).await?;
+    let (resp, permit) = enforce(
+        s,
+        Door::Gateway,
+        "gateway",
+        &mission,
+        &call,
+        &who,
+        extra,
+        outbound,
+    )
+    .await?;
     // 6. The effect.
     match permit {
         Some(permit) => {
-            let answer = forward(s, &route, permit, &claims, &mission).await?;
+            let at = Instant::now();
+            let answer = forward(s, &route, permit, &claims, &mission)
+                .instrument(tracing::debug_span!("forward"))
+                .await;
+            s.0.metrics
+                .stage(Door::Gateway, Stage::Forward, at.elapsed());
+            let failed = match &answer {
+                Ok(r) if r.status().is_server_error() => Some(UpstreamError::ServerError),
+                Ok(_) => None,
+                Err(p) => match p.code {
+                    "upstream_timeout" => Some(UpstreamError::Timeout),
+                    "upstream_unavailable" => Some(UpstreamError::Unreachable),
+                    "upstream_error" => Some(UpstreamError::ServerError),
+                    _ => None,
+                },
+            };
+            if let Some(kind) = failed {
+                s.0.metrics
+                    .upstream_error(Door::Gateway, route.name(), kind);
+            }
+            let answer = answer?;
             // The agent reads what the upstream said: a route of untrusted
             // content taints the mission before the answer reaches it.
             super::taint::mark(s, &mission, &route.config.taint, &via).await?;
@@ -791,7 +837,16 @@ async fn refusal_audit(
         tags: std::collections::BTreeMap::new(),
     };
     let extra = gateway_fields(route, req, &Bytes::new());
-    record_refusal(s, &resource, claims, p.code, &p.detail, extra).await
+    record_refusal(
+        s,
+        Door::Gateway,
+        &resource,
+        claims,
+        p.code,
+        &p.detail,
+        extra,
+    )
+    .await
 }
 
 #[derive(Serialize)]

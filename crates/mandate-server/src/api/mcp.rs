@@ -42,6 +42,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use mandate_enforce::{Call, Claim, Permit, Who};
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::decide::{enforce, preview, record_refusal};
 
@@ -49,6 +51,7 @@ mod stateless;
 use super::gateway::{Verified, header_list, verify_mcp};
 use crate::mcp_servers::{McpServer, PROTOCOL_VERSIONS};
 use crate::mcp_upstream::{self, UpEvent};
+use crate::metrics::{Door, Stage, UpstreamError};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -184,6 +187,25 @@ impl McpSessions {
             .map(|x| x.st.lock().map_or(0, |st| st.pending.len()))
             .sum();
         (all.len(), pending)
+    }
+
+    /// Open sessions by server, and of them the stateless channels, for
+    /// each of `servers` (the configured ones, so a server with none shows
+    /// zero).
+    pub(crate) fn by_server<'a>(
+        &self,
+        servers: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, usize, usize)> {
+        let all = self.all();
+        servers
+            .into_iter()
+            .map(|name| {
+                let mine = all.iter().filter(|x| x.server.name() == name);
+                let (open, channels) =
+                    mine.fold((0, 0), |(o, c), x| (o + 1, c + usize::from(x.stateless)));
+                (name.to_owned(), open, channels)
+            })
+            .collect()
     }
 
     /// The lock held while the channel `key` is opened.
@@ -714,7 +736,10 @@ impl Session {
 pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response {
     let proof = super::gateway::mcp_proof_mode(&s, req.uri().path());
     let challenge = Challenge::of(&req);
-    match handle_inner(&s, req).await {
+    // The request's span: the stages' spans go under it. Its server is
+    // named once it is known to be configured.
+    let span = tracing::debug_span!("mcp_request", server = Empty, status = Empty);
+    let r = match handle_inner(&s, req).instrument(span.clone()).await {
         Ok(r) => r,
         Err(p) => {
             let r = super::gateway::mcp_challenge(p.into_response(), proof);
@@ -724,7 +749,9 @@ pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response 
                 r
             }
         }
-    }
+    };
+    span.record("status", r.status().as_u16());
+    r
 }
 
 /// What a `401` of the MCP gateway says would work, for this very request:
@@ -785,6 +812,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             format!("no MCP server `{name}`"),
         )
     })?;
+    tracing::Span::current().record("server", server.name());
     if let Some(detail) = rebinding(&s.0.issuer, &parts.headers) {
         return Ok(rpc_reply(
             StatusCode::FORBIDDEN,
@@ -859,7 +887,12 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         query: None,
         headers: &headers,
     };
-    let caller = match verify_mcp(s, &server, &request, &parts.headers, &body).await? {
+    let at = Instant::now();
+    let verified = verify_mcp(s, &server, &request, &parts.headers, &body)
+        .instrument(tracing::debug_span!("verify"))
+        .await;
+    s.0.metrics.stage(Door::Mcp, Stage::Verify, at.elapsed());
+    let caller = match verified? {
         Verified::Ok {
             claims,
             mission,
@@ -1810,7 +1843,7 @@ async fn refusal_on(
     if let Some(sid) = session {
         extra.insert("mcp_session".into(), sid.into());
     }
-    record_refusal(s, resource, claims, code, detail, extra).await
+    record_refusal(s, Door::Mcp, resource, claims, code, detail, extra).await
 }
 
 /// The first answer (a message without `method`) on `rx` within `timeout`:
@@ -1939,7 +1972,14 @@ async fn request(
                     let detail = format!("the server `{}` lists no tool `{tool}`", x.server.name());
                     return refuse("unknown_tool", detail, Some(mapped.resource.clone())).await;
                 }
-                Err(e) => return refuse("upstream_error", e, Some(mapped.resource.clone())).await,
+                Err(e) => {
+                    s.0.metrics.upstream_error(
+                        Door::Mcp,
+                        x.server.name(),
+                        UpstreamError::ServerError,
+                    );
+                    return refuse("upstream_error", e, Some(mapped.resource.clone())).await;
+                }
             }
         }
         let arguments = msg["params"]
@@ -1985,6 +2025,7 @@ async fn request(
         // only inside the permit of an Allow.
         let (resp, permit) = enforce(
             s,
+            Door::Mcp,
             "mcp",
             &caller.mission,
             &call,
@@ -2006,9 +2047,14 @@ async fn request(
     } else {
         Outbound::Ungated(msg)
     };
+    // Open until the answer is in (or given up on).
+    let forward_span = tracing::debug_span!("forward", method);
     if let Err(e) = x.send_request(&mut flight, outbound) {
+        s.0.metrics
+            .upstream_error(Door::Mcp, x.server.name(), UpstreamError::Unreachable);
         return Ok(rpc_reply(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, e));
     }
+    let sent = Instant::now();
     let deadline = tokio::time::Instant::now() + x.server.timeout();
     let (labels, via) = taint;
     let answering = Answering {
@@ -2023,6 +2069,8 @@ async fn request(
         // session era, or of 2026-07-28 (which may ask the client for
         // input).
         modern: modern.map(|_| x.upstream_modern().then(|| x.allowed())),
+        sent,
+        _span: forward_span,
     };
     // A stateless answer that comes at once goes back as one JSON object,
     // with the HTTP status that revision gives its protocol errors;
@@ -2062,6 +2110,7 @@ async fn request(
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
+                    answering.s.0.metrics.upstream_error(Door::Mcp, answering.x.server.name(), UpstreamError::Timeout);
                     let _ = out_tx.try_send(rpc_error(&answering.id, TIMEOUT, "the MCP server did not answer in time", None));
                     break;
                 }
@@ -2089,6 +2138,10 @@ struct Answering {
     labels: Vec<String>,
     via: String,
     modern: Option<Option<stateless::Allowed>>,
+    /// When the request went to the server.
+    sent: Instant,
+    /// The `forward` stage's span, open while the answer is awaited.
+    _span: tracing::Span,
 }
 
 impl Answering {
@@ -2099,6 +2152,12 @@ impl Answering {
     /// error to send instead (the taint could not be recorded).
     async fn shape(&self, m: Value) -> Result<Value, Value> {
         let last = m.get("method").is_none();
+        if last {
+            self.s
+                .0
+                .metrics
+                .stage(Door::Mcp, Stage::Forward, self.sent.elapsed());
+        }
         let m = if last {
             // Only the gateway speaks as Mandate.
             let m = not_ours(m);

@@ -15,6 +15,7 @@ mod openapi;
 mod policies;
 mod principals;
 mod revocations;
+mod scrape;
 mod taint;
 mod vault;
 mod wellknown;
@@ -50,6 +51,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(openapi::document))
         .routes(routes!(wellknown::healthz))
+        .routes(routes!(scrape::metrics))
         .routes(routes!(wellknown::configuration))
         .routes(routes!(wellknown::jwks))
         .routes(routes!(principals::whoami))
@@ -121,6 +123,7 @@ pub fn router(state: AppState) -> Router {
 #[cfg(feature = "unsafe-bench-forwarding-only")]
 pub use gateway::serve_forwarding_only;
 pub(crate) use mcp::McpSessions;
+pub(crate) use scrape::unauthenticated_router as metrics_router;
 
 /// Starts the task that deletes the memory of expired missions.
 pub(crate) fn spawn_memory_sweeper(state: AppState) {
