@@ -1,5 +1,5 @@
 //! Delegation chains: a running mission delegates part of itself to a
-//! sub-agent, as a child mission (DESIGN.md §10).
+//! sub-agent, as a child mission (docs/adr/0019-delegation-chains.md).
 //!
 //! Three objects:
 //! - the child's **body** names its ancestors, root first
