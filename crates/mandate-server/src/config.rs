@@ -55,6 +55,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// What attestation evidence is trusted (`[attestation]`).
     pub attestation: crate::attestation::AttestationConfig,
+    /// Print nothing on standard output at start (the listening address,
+    /// routes, warnings go to the log only): for a program that serves in
+    /// process and owns its standard output, such as `mandate demo --json`.
+    pub quiet: bool,
 }
 
 /// Where the audit log's signed checkpoints go, and how often they come
@@ -409,6 +413,7 @@ impl Config {
                 witness: fc.audit.witness,
             },
             attestation: fc.attestation,
+            quiet: false,
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),
