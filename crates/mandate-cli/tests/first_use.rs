@@ -1,9 +1,11 @@
 //! What a new user meets first, through the real binary: help and usage
 //! errors, `mandate demo --json`, `policy validate` on one file, readable
-//! times, and a scope typo's error.
+//! times, a scope typo's error, and an AAuth verifier (`aauth-signing`,
+//! from PyPI) checking a request Mandate's client signed.
 
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     reason = "test code: a failed unwrap is a failed test"
 )]
 
@@ -281,4 +283,259 @@ fn a_scope_typo_names_the_file_and_the_scope_not_a_mission_that_does_not_exist()
         .cli(Some(&admin), &["mission", "list", "--json"])
         .json();
     assert_eq!(missions.as_array().map(Vec::len), Some(0), "{missions}");
+}
+
+/// The AAuth verifier of `tests/aauth/verifier.py`, on a free port; killed
+/// when dropped.
+struct AauthVerifier {
+    child: std::process::Child,
+    url: String,
+}
+
+impl AauthVerifier {
+    /// With `reencode`, the verifier hands aauth-signing the `Signature`
+    /// header's bytes as unpadded base64url, the one form it parses.
+    fn start(reencode: bool) -> Self {
+        use std::io::BufRead as _;
+        let python = std::env::var("MANDATE_TEST_PYTHON").expect(
+            "MANDATE_TEST_PYTHON must name a Python with aauth-signing; run scripts/test.sh",
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aauth/verifier.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(reencode.then_some("--reencode-signature"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("listening ").unwrap().to_owned();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for AauthVerifier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A started mission of alice's agent on `server`, its state in `m.json`.
+fn started_mission(server: &TestServer) -> std::path::PathBuf {
+    let admin = server.init_admin();
+    let alice = server
+        .cli(Some(&admin), &["principal", "add", "alice", "--json"])
+        .json()["token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .cli(Some(&alice), &["agent", "register", "billing-bot"])
+        .success();
+    let created = server
+        .cli(
+            Some(&alice),
+            &[
+                "mission",
+                "create",
+                "--agent",
+                "billing-bot",
+                "--goal",
+                "g",
+                "--json",
+            ],
+        )
+        .json();
+    let start = created["start_token"].as_str().unwrap();
+    server
+        .cli(None, &["mission", "start", start, "--state", "m.json"])
+        .success();
+    server.scratch().join("m.json")
+}
+
+/// An AAuth resource's verifier (aauth-signing 0.2.0, PyPI) accepts a
+/// request Mandate's client signed, finding the authority's keys from the
+/// credential's `iss` and `dwk`, and refuses it altered. Two things stand
+/// in the way, neither of them Mandate's to change (ADR 0025): it requires
+/// the RFC 9864 algorithm name, so the authority runs with `jws_alg =
+/// "Ed25519"`; and it parses the `Signature` header's byte sequence only as
+/// unpadded base64url, where RFC 9421 sends RFC 8941 base64, so the
+/// verifier re-encodes that one header's bytes before handing them over.
+#[tokio::test]
+async fn an_aauth_verifier_accepts_a_request_mandates_client_signed() {
+    let server = TestServer::start(bin(), Some("jws_alg = \"Ed25519\"\n"));
+    let state = started_mission(&server);
+
+    // As sent, the RFC 8941 byte sequence is not read at all.
+    let strict = AauthVerifier::start(false);
+    let url = format!("{}/orders/7", strict.url);
+    let out = server.cli(
+        None,
+        &[
+            "mission",
+            "call",
+            "--state",
+            "m.json",
+            "GET",
+            &url,
+            "--to",
+            &strict.url,
+            "--json",
+        ],
+    );
+    let got: Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(got["status"], 401, "{got}");
+    let error = got["body"]["error"].as_str().unwrap();
+    assert!(error.contains("Invalid Signature format: sig=:"), "{error}");
+
+    let verifier = AauthVerifier::start(true);
+    let config: Value = reqwest::get(format!(
+        "{}/.well-known/mandate-configuration",
+        server.url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        config["credential_signing_alg_values_supported"][0],
+        "Ed25519"
+    );
+
+    // Through the CLI: a GET with a query, and a POST with a body.
+    let url = format!("{}/orders/7?expand=lines", verifier.url);
+    let got = server
+        .cli(
+            None,
+            &[
+                "mission",
+                "call",
+                "--state",
+                "m.json",
+                "GET",
+                &url,
+                "--to",
+                &verifier.url,
+                "--json",
+            ],
+        )
+        .json();
+    assert_eq!(got["status"], 200, "{got}");
+    let body = &got["body"];
+    assert_eq!(body["verified"], true, "{body}");
+    assert_eq!(body["claims"]["iss"], server.url());
+    assert_eq!(body["claims"]["dwk"], "mandate-configuration");
+    assert_eq!(body["claims"]["act"]["sub"], "billing-bot");
+    assert_eq!(
+        body["fetched"],
+        serde_json::json!([
+            format!("{}/.well-known/mandate-configuration", server.url()),
+            format!("{}/.well-known/jwks.json", server.url()),
+        ])
+    );
+    std::fs::write(server.scratch().join("refund.json"), r#"{"amount": 75000}"#).unwrap();
+    let posted = server
+        .cli(
+            None,
+            &[
+                "mission",
+                "call",
+                "--state",
+                "m.json",
+                "POST",
+                &format!("{}/refunds/7", verifier.url),
+                "--data",
+                "refund.json",
+                "--to",
+                &verifier.url,
+                "--justification",
+                "double billing",
+                "--json",
+            ],
+        )
+        .json();
+    assert_eq!(posted["body"]["verified"], true, "{posted}");
+
+    // Through the client crate, then altered on the way: another path, or
+    // another body under the signed digest. Both refused.
+    let saved: mandate_client::SavedMission =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut agent = mandate_client::MissionAgent::load(&saved).await.unwrap();
+    let http = reqwest::Client::new();
+    let signed = |path: &str, body: Option<&str>| {
+        let url = format!("{}{path}", verifier.url);
+        let body = body.map(|b| ("application/json", b.as_bytes().to_vec()));
+        (url, body)
+    };
+    let (u, b) = signed("/orders/7", None);
+    let ok = agent
+        .signed_request("GET", &u, b, None, &[])
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut moved = ok.try_clone().unwrap();
+    assert_eq!(http.execute(ok).await.unwrap().status(), 200);
+    *moved.url_mut() = format!("{}/orders/8", verifier.url).parse().unwrap();
+    let refused = http.execute(moved).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let (u, b) = signed("/refunds/7", Some(r#"{"amount": 75}"#));
+    let mut swapped = agent
+        .signed_request("POST", &u, b, None, &[])
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
+    *swapped.body_mut() = Some(r#"{"amount": 75000}"#.into());
+    let refused = http.execute(swapped).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let why: Value = refused.json().await.unwrap();
+    assert_eq!(why["verified"], false, "{why}");
+
+    // Mandate itself still verifies the credential it issued.
+    server
+        .cli(None, &["mission", "credential", "--state", "m.json"])
+        .success();
+    let cred = agent.credential().to_owned();
+    let v = server
+        .cli(None, &["credential", "verify", &cred, "--json"])
+        .json();
+    assert_eq!(v["valid"], true, "{v}");
+    let live = server
+        .cli(None, &["credential", "introspect", &cred])
+        .success();
+    assert_eq!(live.trim(), "active");
+}
+
+#[test]
+fn under_the_default_algorithm_name_the_aauth_verifier_refuses_only_the_name() {
+    let verifier = AauthVerifier::start(true);
+    let server = TestServer::start(bin(), None);
+    started_mission(&server);
+    let got = server.cli(
+        None,
+        &[
+            "mission",
+            "call",
+            "--state",
+            "m.json",
+            "GET",
+            &format!("{}/orders/7", verifier.url),
+            "--to",
+            &verifier.url,
+            "--json",
+        ],
+    );
+    assert!(!got.ok());
+    let got: Value = serde_json::from_str(&got.stdout()).unwrap();
+    assert_eq!(got["status"], 401, "{got}");
+    let error = got["body"]["error"].as_str().unwrap();
+    assert!(error.contains("Unsupported JWT algorithm"), "{error}");
 }

@@ -319,8 +319,7 @@ pub fn verify_proposal(
     if token.len() > MAX_LINK_BYTES {
         return Err(bad("the proposal token is too long".into()));
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
-    let kid = crate::credential::check_authority_header(&header, PROPOSAL_TYP)
+    let kid = crate::credential::check_authority_header(token, PROPOSAL_TYP)
         .map_err(|e| bad(e.to_string()))?;
     let claims: ProposalClaims = crate::credential::decode_authority_jws(token, &kid, jwks)
         .map_err(|e| bad(format!("the proposal token: {e}")))?;

@@ -27,6 +27,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Lifetime of a mission credential (capped by the mission's end).
     pub credential_ttl_secs: u64,
+    /// How the authority names its JWS algorithm (`jws_alg`: `EdDSA`, the
+    /// default, or `Ed25519`, RFC 9864; ADR 0025).
+    pub jws_alg: mandate_core::JwsAlgName,
     /// Lifetime of a start token (capped by the mission's end).
     pub start_token_ttl_secs: u64,
     pub mission_limits: MissionLimits,
@@ -223,6 +226,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     credential_ttl_secs: Option<u64>,
+    jws_alg: Option<mandate_core::JwsAlgName>,
     start_token_ttl_secs: Option<u64>,
     policies_dir: Option<PathBuf>,
     approval_ttl_secs: Option<u64>,
@@ -380,6 +384,7 @@ impl Config {
                 .unwrap_or(default_listen),
             public_url,
             credential_ttl_secs: env_ttl.or(fc.credential_ttl_secs).unwrap_or(600),
+            jws_alg: fc.jws_alg.unwrap_or_default(),
             start_token_ttl_secs: fc.start_token_ttl_secs.unwrap_or(900),
             policies_dir: env("MANDATE_POLICIES")
                 .map(PathBuf::from)

@@ -119,7 +119,7 @@ pub async fn serve(
     }
     let vault = datadir::load_or_create_vault_key(&config.vault_key_file)?;
     datadir::check_vault_key(data.store.as_ref(), &vault, &config.vault_key_file).await?;
-    let key = Arc::new(data.key);
+    let key = Arc::new(data.key.with_alg_name(config.jws_alg));
     let clock: Arc<dyn mandate_core::Clock> = Arc::new(SystemClock);
     let witness = config
         .audit
