@@ -3,26 +3,76 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The heading the options every command takes are listed under.
+const GLOBAL: &str = "Global options";
+
+/// Where the CLI finds the authority when neither `--server` nor
+/// `MANDATE_SERVER` names one.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
 /// Mandate: mission-scoped authority for AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "mandate", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The authority's URL.
-    #[arg(
-        long,
-        global = true,
-        env = "MANDATE_SERVER",
-        default_value = "http://127.0.0.1:7878"
-    )]
-    pub server: String,
-    /// Your API token (prefer the environment variable to the flag).
-    #[arg(long, global = true, env = "MANDATE_TOKEN", hide_env_values = true)]
+    // The environment variables are read in `Cli::server` and `Cli::token`,
+    // not by clap: clap counts a value from the environment as given on the
+    // command line and repeats it in every usage error, as if it were one of
+    // the command's required arguments.
+    /// The authority's URL [env: MANDATE_SERVER] [default:
+    /// http://127.0.0.1:7878].
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
+    pub server: Option<String>,
+    /// Your API token [env: MANDATE_TOKEN] (prefer the environment variable
+    /// to the flag, which other users can read in the process list).
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub token: Option<String>,
     /// Print JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A non-empty environment variable.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Cli {
+    /// The authority's URL: `--server`, else `MANDATE_SERVER`, else the
+    /// default.
+    #[must_use]
+    pub fn server(&self) -> String {
+        self.server
+            .clone()
+            .or_else(|| env_value("MANDATE_SERVER"))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+    }
+
+    /// The API token: `--token`, else `MANDATE_TOKEN`.
+    #[must_use]
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| env_value("MANDATE_TOKEN"))
+    }
+}
+
+/// The global options, for a command where they do nothing: accepted (they
+/// may come before the command's name) but left out of its help.
+#[derive(Debug, Args)]
+pub struct UnusedGlobals {
+    #[arg(long, hide = true)]
+    server: Option<String>,
+    #[arg(long, hide = true)]
+    token: Option<String>,
+}
+
+/// As [`UnusedGlobals`], with `--json` as well.
+#[derive(Debug, Args)]
+pub struct UnusedGlobalsAndJson {
+    #[command(flatten)]
+    globals: UnusedGlobals,
+    #[arg(long, hide = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +247,8 @@ pub struct DemoArgs {
     /// directory under the system temp dir). Kept afterwards.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub unused: UnusedGlobals,
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,10 +404,16 @@ pub enum AuditCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
-    /// Check a policy directory against the schema (offline); errors as file:line:col.
+    /// Check a policy directory, or one `.cedar` file, against the schema
+    /// (offline); errors as file:line:col. A file is checked as if it were
+    /// the only policy file of a policy directory, with the schema
+    /// fragments (`*.cedarschema`) of its own directory, or, where that has
+    /// none, of the policy directory.
     Validate {
-        /// The directory [default: DATA/policies, or MANDATE_POLICIES].
-        dir: Option<PathBuf>,
+        /// A directory or a `.cedar` file [default: the policy directory,
+        /// DATA/policies or MANDATE_POLICIES].
+        #[arg(value_name = "DIR|FILE")]
+        path: Option<PathBuf>,
         #[command(flatten)]
         data: DataArg,
     },
@@ -412,6 +470,8 @@ pub struct DataArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArg,
+    #[command(flatten)]
+    pub unused: UnusedGlobalsAndJson,
     /// Address to listen on [default: 127.0.0.1:7878, or MANDATE_LISTEN, or `listen` in mandate.toml].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -436,6 +496,8 @@ pub struct ServeArgs {
 pub struct InitArgs {
     #[command(flatten)]
     pub data: DataArg,
+    #[command(flatten)]
+    pub unused: UnusedGlobals,
     /// Name of the first admin principal.
     #[arg(long, default_value = "admin")]
     pub admin: String,

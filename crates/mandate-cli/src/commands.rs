@@ -21,12 +21,8 @@ use crate::args::{
 use crate::output::{self, when};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli {
-        server,
-        token,
-        json,
-        command,
-    } = cli;
+    let (server, token) = (cli.server(), cli.token());
+    let Cli { json, command, .. } = cli;
     let client = || -> anyhow::Result<Client> {
         let token = token.clone().ok_or_else(|| {
             anyhow!("an API token is needed: set MANDATE_TOKEN (see `mandate init`)")
@@ -122,7 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(client, cmd, json).await?,
         Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
         Command::Vault(cmd) => vault(client()?, cmd, json).await?,
-        Command::Demo(a) => crate::demo::run(a.data).await?,
+        Command::Demo(a) => crate::demo::run(a.data, json).await?,
         Command::Mcp(cmd) => mcp(client, cmd, json).await?,
         Command::Launch(a) => {
             let code = crate::attest::launch(&server, a, json).await?;

@@ -22,8 +22,13 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<()> {
     match cmd {
-        PolicyCmd::Validate { dir, data } => {
-            validate(&dir.unwrap_or_else(|| default_dir(&data.data)), json)
+        PolicyCmd::Validate { path, data } => {
+            let policy_dir = default_dir(&data.data);
+            match path {
+                Some(file) if !file.is_dir() => validate_file(&file, &policy_dir, json),
+                Some(dir) => validate(&dir, json),
+                None => validate(&policy_dir, json),
+            }
         }
         PolicyCmd::Test { file } => test(&file, json),
         PolicyCmd::Reload => {
@@ -63,12 +68,80 @@ fn validate(dir: &Path, json: bool) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!("`{}` is not a directory", dir.display());
     }
-    match mandate_server::load_dir(dir, mandate_server::Missing::Error) {
+    let loaded = mandate_server::load_dir(dir, mandate_server::Missing::Error);
+    report(loaded, dir, dir, json)
+}
+
+/// One `.cedar` file, with the schema of its directory or, where that has
+/// no `*.cedarschema` file, of the policy directory.
+fn validate_file(file: &Path, policy_dir: &Path, json: bool) -> anyhow::Result<()> {
+    if file.extension().and_then(|e| e.to_str()) != Some("cedar") {
+        bail!(
+            "`{}` is neither a directory nor a `.cedar` policy file",
+            file.display()
+        );
+    }
+    if !file.is_file() {
+        bail!("`{}` does not exist", file.display());
+    }
+    let own = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let has_schema = std::fs::read_dir(own)
+        .with_context(|| format!("cannot read `{}`", own.display()))?
+        .filter_map(Result::ok)
+        .any(|e| e.path().extension().and_then(|x| x.to_str()) == Some("cedarschema"));
+    let schema_dir = if has_schema { own } else { policy_dir };
+    let loaded = mandate_server::load_file(file, schema_dir);
+    // Diagnostics name the file by its name, and schema fragments theirs.
+    let problems_in = |source: &str| {
+        if file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy() == source)
+        {
+            file.to_path_buf()
+        } else {
+            schema_dir.join(source)
+        }
+    };
+    match loaded {
+        Err(diags) => {
+            for d in &diags {
+                eprintln!(
+                    "{}:{}:{}: {}",
+                    problems_in(&d.source).display(),
+                    d.line,
+                    d.col,
+                    d.message
+                );
+            }
+            bail!(
+                "{} problem(s) in `{}` (schema from `{}`)",
+                diags.len(),
+                file.display(),
+                schema_dir.display()
+            )
+        }
+        ok => report(ok, schema_dir, file, json),
+    }
+}
+
+/// Prints what was loaded, or every problem as file:line:col.
+fn report(
+    loaded: Result<mandate_server::LoadedPolicies, Vec<mandate_core::PolicyDiagnostic>>,
+    dir: &Path,
+    what: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    match loaded {
         Ok(loaded) => {
             let ids = loaded.policies.policies().ids();
             if json {
                 output::json(&serde_json::json!({
                     "valid": true,
+                    "files": loaded.files,
+                    "schema_dir": dir,
                     "schema_fragments": loaded.schema_fragments,
                     "policies": ids.iter().map(|(id, k)| (id.clone(), k.as_str())).collect::<Vec<_>>(),
                 }))?;
@@ -93,7 +166,7 @@ fn validate(dir: &Path, json: bool) -> anyhow::Result<()> {
                 let file = dir.join(&d.source);
                 eprintln!("{}:{}:{}: {}", file.display(), d.line, d.col, d.message);
             }
-            bail!("{} problem(s) in `{}`", diags.len(), dir.display())
+            bail!("{} problem(s) in `{}`", diags.len(), what.display())
         }
     }
 }

@@ -195,7 +195,7 @@ pub fn sign_checkpoint_claims(
 /// log when it is not this one).
 #[must_use]
 pub fn checkpoint_kid(token: &str) -> Option<String> {
-    jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid)
+    crate::credential::header_kid(token)
 }
 
 /// Verifies a checkpoint's signature and, if given, its issuer.
@@ -204,9 +204,7 @@ pub fn verify_checkpoint(
     jwks: &Jwks,
     issuer: Option<&str>,
 ) -> Result<CheckpointClaims, CredentialError> {
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|e| CredentialError::Malformed(e.to_string()))?;
-    let kid = check_authority_header(&header, CHECKPOINT_TYP)?;
+    let kid = check_authority_header(token, CHECKPOINT_TYP)?;
     let claims: CheckpointClaims = decode_authority_jws(token, &kid, jwks)?;
     if let Some(issuer) = issuer
         && claims.iss != issuer

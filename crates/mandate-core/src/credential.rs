@@ -5,7 +5,7 @@
 //! (RFC 7800 / RFC 9449 style key binding).
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::FRESHNESS_WINDOW_SECS;
@@ -14,12 +14,18 @@ use crate::clock::UnixTime;
 use crate::error::{CredentialError, KeyError};
 use crate::ids::{AgentName, MissionId, PrincipalName};
 use crate::jwk::{Jwks, Thumbprint};
-use crate::keys::AuthorityKey;
+use crate::keys::{AuthorityKey, JwsAlgName};
 use crate::mission::Mission;
 use crate::random::SecureRandom;
 
 /// The JWS `typ` of a mission credential (explicit typing, RFC 8725 §3.11).
 pub const CREDENTIAL_TYP: &str = "mandate-mission+jwt";
+
+/// The well-known document (under `{iss}/.well-known/`) that names the
+/// authority's JWKS (`jwks_uri`): what a verifier that discovers keys from
+/// a JWT's `iss` and `dwk` claims fetches (draft-hardt-httpbis-signature-key,
+/// scheme `jwt`; AAuth).
+pub const CREDENTIAL_DWK: &str = "mandate-configuration";
 
 /// Longest credential accepted for parsing.
 const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
@@ -53,6 +59,11 @@ pub struct Confirmation {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissionClaims {
     pub iss: String,
+    /// The well-known document under `iss` that names the authority's
+    /// JWKS ([`CREDENTIAL_DWK`]), for verifiers that discover keys that
+    /// way. Absent from credentials issued before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dwk: Option<String>,
     /// The principal who delegated the mission.
     pub sub: PrincipalName,
     /// The agent acting for `sub`.
@@ -149,7 +160,12 @@ pub fn issue_chained_credential(
     let public = mission_key
         .public_bytes()
         .ok_or_else(|| KeyError::Sign("the mission key is not an Ed25519 public key".into()))?;
-    let jwk = crate::jwk::Ed25519Jwk::from_public_bytes(&public);
+    let jwk = crate::jwk::Ed25519Jwk {
+        // RFC 9864 verifiers want the key's algorithm named, by the name
+        // they know; others are told nothing new.
+        alg: (key.alg_name() == JwsAlgName::Ed25519).then(|| "Ed25519".to_owned()),
+        ..crate::jwk::Ed25519Jwk::from_public_bytes(&public)
+    };
     let jkt = jwk.thumbprint();
     let end = mission.expires_at();
     if now >= end {
@@ -160,6 +176,7 @@ pub fn issue_chained_credential(
     rng.fill(&mut jti)?;
     let claims = MissionClaims {
         iss: mission.body.iss.clone(),
+        dwk: Some(CREDENTIAL_DWK.to_owned()),
         sub: mission.body.principal.clone(),
         act: crate::delegation::nested_actor(&mission.body.agent, &chain),
         mission_id: mission.body.id.clone(),
@@ -180,20 +197,36 @@ pub fn issue_chained_credential(
     Ok(IssuedCredential { token, claims })
 }
 
-/// Checks the header of a JWS the authority signed: `alg` EdDSA, the
-/// expected `typ`, a `kid`, and no keys or `crit` in the header (so one kind
-/// of token can never pass for another, nor carry its own key). Returns the
-/// `kid`.
-pub(crate) fn check_authority_header(
-    header: &jsonwebtoken::Header,
-    typ: &str,
-) -> Result<String, CredentialError> {
-    if header.alg != Algorithm::EdDSA {
-        return Err(CredentialError::Malformed(format!(
-            "alg `{:?}` is not EdDSA",
-            header.alg
-        )));
+/// The header of a JWS the authority signed, as far as it is read: what
+/// is checked, and the members that must be absent.
+#[derive(Deserialize)]
+struct AuthorityHeader {
+    alg: String,
+    typ: Option<String>,
+    kid: Option<String>,
+    crit: Option<serde_json::Value>,
+    jwk: Option<serde_json::Value>,
+    jku: Option<serde_json::Value>,
+    x5u: Option<serde_json::Value>,
+    x5c: Option<serde_json::Value>,
+}
+
+/// The three parts of a compact JWS, as sent.
+fn jws_parts(token: &str) -> Result<(&str, &str, &str), CredentialError> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => Ok((h, p, s)),
+        _ => Err(CredentialError::Malformed("not a compact JWS".into())),
     }
+}
+
+/// Reads the header of a JWS the authority signed and insists on its
+/// shape: `alg` Ed25519 by either of its names (`EdDSA`, RFC 8037;
+/// `Ed25519`, RFC 9864), the expected `typ`, a `kid`, and no keys or
+/// `crit` in the header (so one kind of token can never pass for another,
+/// nor carry its own key). Returns the `kid`.
+pub(crate) fn check_authority_header(token: &str, typ: &str) -> Result<String, CredentialError> {
+    let header = read_header(token)?;
     if header.typ.as_deref() != Some(typ) {
         return Err(CredentialError::Malformed(format!("typ is not `{typ}`")));
     }
@@ -209,8 +242,30 @@ pub(crate) fn check_authority_header(
     }
     header
         .kid
-        .clone()
         .ok_or_else(|| CredentialError::Malformed("no kid".into()))
+}
+
+/// The header of `token`, with its `alg` one of Ed25519's two names.
+fn read_header(token: &str) -> Result<AuthorityHeader, CredentialError> {
+    let (header, _, _) = jws_parts(token)?;
+    let header: AuthorityHeader = b64::decode(header)
+        .ok_or_else(|| CredentialError::Malformed("the header is not base64url".into()))
+        .and_then(|h| {
+            serde_json::from_slice(&h)
+                .map_err(|e| CredentialError::Malformed(format!("the header: {e}")))
+        })?;
+    if JwsAlgName::parse(&header.alg).is_none() {
+        return Err(CredentialError::Malformed(format!(
+            "alg `{}` is neither EdDSA nor Ed25519",
+            header.alg
+        )));
+    }
+    Ok(header)
+}
+
+/// The `kid` a JWS's header names, unchecked (to pick a key to try).
+pub(crate) fn header_kid(token: &str) -> Option<String> {
+    read_header(token).ok().and_then(|h| h.kid)
 }
 
 /// Verifies a JWS by the authority key `kid` of `jwks` and returns its
@@ -221,21 +276,33 @@ pub(crate) fn decode_authority_jws<T: serde::de::DeserializeOwned>(
     kid: &str,
     jwks: &Jwks,
 ) -> Result<T, CredentialError> {
+    // The algorithm once more, whoever read the header before.
+    read_header(token)?;
     let jwk = jwks
         .find(kid)
         .ok_or_else(|| CredentialError::UnknownKey(kid.to_owned()))?;
     let key = DecodingKey::from_ed_components(&jwk.x)
         .map_err(|_| CredentialError::UnknownKey(kid.to_owned()))?;
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    jsonwebtoken::decode::<T>(token, &key, &validation)
-        .map(|d| d.claims)
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => CredentialError::BadSignature,
-            _ => CredentialError::Malformed(e.to_string()),
+    let (header, payload, signature) = jws_parts(token)?;
+    // The JWS signing input (RFC 7515 §5.2): the first two parts as sent.
+    let input = token
+        .get(..header.len() + 1 + payload.len())
+        .ok_or_else(|| CredentialError::Malformed("not a compact JWS".into()))?;
+    match jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key, Algorithm::EdDSA) {
+        Ok(true) => {}
+        Ok(false) => return Err(CredentialError::BadSignature),
+        Err(e) => {
+            return Err(match e.kind() {
+                ErrorKind::InvalidSignature => CredentialError::BadSignature,
+                _ => CredentialError::Malformed(e.to_string()),
+            });
+        }
+    }
+    b64::decode(payload)
+        .ok_or_else(|| CredentialError::Malformed("the claims are not base64url".into()))
+        .and_then(|p| {
+            serde_json::from_slice(&p)
+                .map_err(|e| CredentialError::Malformed(format!("the claims: {e}")))
         })
 }
 
@@ -255,9 +322,7 @@ impl UnverifiedCredential {
         if token.len() > MAX_CREDENTIAL_BYTES {
             return Err(CredentialError::Malformed("too long".into()));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| CredentialError::Malformed(e.to_string()))?;
-        let kid = check_authority_header(&header, CREDENTIAL_TYP)?;
+        let kid = check_authority_header(token, CREDENTIAL_TYP)?;
         Ok(Self {
             token: token.to_owned(),
             kid,
@@ -426,6 +491,72 @@ mod tests {
         assert_eq!(v.claims.act.sub.as_str(), "bot");
         assert_eq!(v.claims.cnf.jkt, *agent_key.thumbprint());
         m.check_credential(&v.claims, UnixTime(1_020)).unwrap();
+    }
+
+    /// The RFC 9864 name: the header, the published key and `cnf.jwk` say
+    /// `Ed25519`; it verifies here as the `EdDSA` form does; a header
+    /// naming anything else, or with its algorithm swapped for HMAC, is
+    /// refused.
+    #[test]
+    fn credentials_under_either_name_of_ed25519_verify_and_nothing_else_does() {
+        let agent_key = MissionKey::generate(&OsRandom).unwrap();
+        let m = mission(1_000, 3_600, agent_key.thumbprint());
+        for name in [JwsAlgName::EdDSA, JwsAlgName::Ed25519] {
+            let authority = AuthorityKey::generate(&OsRandom)
+                .unwrap()
+                .with_alg_name(name);
+            let issued = issue_credential(
+                &authority,
+                &m,
+                agent_key.public_jwk(),
+                UnixTime(1_010),
+                300,
+                &OsRandom,
+            )
+            .unwrap();
+            let (header, _) = issued.token.split_once('.').unwrap();
+            let header: serde_json::Value =
+                serde_json::from_slice(&b64::decode(header).unwrap()).unwrap();
+            assert_eq!(header["alg"], name.as_str());
+            assert_eq!(authority.jwks().keys[0].alg.as_deref(), Some(name.as_str()));
+            let cnf_alg = issued.claims.cnf.jwk.as_ref().unwrap().alg.clone();
+            assert_eq!(
+                cnf_alg.as_deref(),
+                (name == JwsAlgName::Ed25519).then_some("Ed25519")
+            );
+            assert_eq!(issued.claims.dwk.as_deref(), Some(CREDENTIAL_DWK));
+            let v = UnverifiedCredential::parse(&issued.token)
+                .unwrap()
+                .verify(&authority.jwks(), ISS, UnixTime(1_020))
+                .unwrap();
+            assert_eq!(v.claims, issued.claims);
+
+            // The same signature under another `alg` is refused.
+            let (_, rest) = issued.token.split_once('.').unwrap();
+            for alg in ["HS256", "none", "ES256", "ed25519"] {
+                let mut h = header.clone();
+                h["alg"] = alg.into();
+                let forged = format!("{}.{rest}", b64::encode(h.to_string().as_bytes()));
+                let err = UnverifiedCredential::parse(&forged).unwrap_err();
+                assert!(
+                    matches!(err, CredentialError::Malformed(ref m) if m.contains("neither")),
+                    "{alg}: {err}"
+                );
+            }
+            // Swapping the name keeps the signature over the old header: refused.
+            let mut h = header.clone();
+            h["alg"] = match name {
+                JwsAlgName::EdDSA => "Ed25519",
+                JwsAlgName::Ed25519 => "EdDSA",
+            }
+            .into();
+            let swapped = format!("{}.{rest}", b64::encode(h.to_string().as_bytes()));
+            let err = UnverifiedCredential::parse(&swapped)
+                .unwrap()
+                .verify(&authority.jwks(), ISS, UnixTime(1_020))
+                .unwrap_err();
+            assert!(matches!(err, CredentialError::BadSignature), "{err}");
+        }
     }
 
     #[test]

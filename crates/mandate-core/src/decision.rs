@@ -1,4 +1,4 @@
-//! The decision: state checks, then Cedar in three kinds (DESIGN.md §3).
+//! The decision: state checks, then Cedar in three kinds (docs/adr/0003-decision-engine.md).
 //!
 //! 1. State: the mission is active, not revoked, and has budget left.
 //! 2. `boundary` (`forbid`) matches → Deny. Nothing overrides a boundary.

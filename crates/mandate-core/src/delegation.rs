@@ -1,5 +1,5 @@
 //! Delegation chains: a running mission delegates part of itself to a
-//! sub-agent, as a child mission (DESIGN.md §10).
+//! sub-agent, as a child mission (docs/adr/0019-delegation-chains.md).
 //!
 //! Three objects:
 //! - the child's **body** names its ancestors, root first
@@ -319,8 +319,7 @@ pub fn verify_proposal(
     if token.len() > MAX_LINK_BYTES {
         return Err(bad("the proposal token is too long".into()));
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
-    let kid = crate::credential::check_authority_header(&header, PROPOSAL_TYP)
+    let kid = crate::credential::check_authority_header(token, PROPOSAL_TYP)
         .map_err(|e| bad(e.to_string()))?;
     let claims: ProposalClaims = crate::credential::decode_authority_jws(token, &kid, jwks)
         .map_err(|e| bad(format!("the proposal token: {e}")))?;

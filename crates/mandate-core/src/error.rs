@@ -109,7 +109,7 @@ pub enum CredentialError {
 }
 
 impl CredentialError {
-    /// Stable reason code (DESIGN.md §3).
+    /// Stable reason code (docs/policies.md).
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {

@@ -1,7 +1,7 @@
 //! RFC 9421 HTTP Message Signatures: the signature base, and Ed25519
 //! signing and verification of requests.
 //!
-//! The one place Mandate builds a signature base itself (DESIGN §4: the
+//! The one place Mandate builds a signature base itself (docs/adr/0006-gateway.md: the
 //! public crates fail the RFC's Appendix B vectors). Structured fields are
 //! parsed and serialized by `sfv` (RFC 9651); Ed25519 is `ed25519-dalek`.
 //! What is here, and nothing more:

@@ -17,6 +17,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use crate::b64;
 use crate::error::KeyError;
 use crate::jwk::{Ed25519Jwk, Jwks, Thumbprint};
 use crate::random::SecureRandom;
@@ -71,10 +72,43 @@ impl Ed25519Signer {
     }
 }
 
-/// The authority's signing key: signs mission credentials (and later,
-/// exchanged tokens and audit checkpoints). Published in the JWKS under its
-/// `kid`, which is its RFC 7638 thumbprint.
-pub struct AuthorityKey(Ed25519Signer);
+/// How the authority names its JWS algorithm in the headers it signs and
+/// the JWKS it publishes (ADR 0026). The signature is Ed25519 either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum JwsAlgName {
+    /// `EdDSA` (RFC 8037): what PyJWT, `jsonwebtoken` and most JOSE
+    /// libraries know.
+    #[default]
+    EdDSA,
+    /// `Ed25519` (RFC 9864, fully specified): what RFC 9864 verifiers such
+    /// as AAuth's require.
+    Ed25519,
+}
+
+impl JwsAlgName {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::Ed25519 => "Ed25519",
+        }
+    }
+
+    /// The name in a JWS header, if it is one of the two.
+    #[must_use]
+    pub fn parse(alg: &str) -> Option<Self> {
+        match alg {
+            "EdDSA" => Some(Self::EdDSA),
+            "Ed25519" => Some(Self::Ed25519),
+            _ => None,
+        }
+    }
+}
+
+/// The authority's signing key: signs mission credentials, exchanged
+/// tokens and audit checkpoints. Published in the JWKS under its `kid`,
+/// which is its RFC 7638 thumbprint.
+pub struct AuthorityKey(Ed25519Signer, JwsAlgName);
 
 impl fmt::Debug for AuthorityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -86,12 +120,25 @@ impl fmt::Debug for AuthorityKey {
 
 impl AuthorityKey {
     pub fn generate(rng: &dyn SecureRandom) -> Result<Self, KeyError> {
-        Ed25519Signer::generate(rng).map(Self)
+        Ed25519Signer::generate(rng).map(|k| Self(k, JwsAlgName::default()))
     }
 
     /// Loads a PKCS#8 PEM private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
-        Ed25519Signer::from_pem(pem).map(Self)
+        Ed25519Signer::from_pem(pem).map(|k| Self(k, JwsAlgName::default()))
+    }
+
+    /// The same key, naming its algorithm `alg` in what it signs and in its
+    /// published JWK.
+    #[must_use]
+    pub fn with_alg_name(self, alg: JwsAlgName) -> Self {
+        Self(self.0, alg)
+    }
+
+    /// How this key names its algorithm.
+    #[must_use]
+    pub fn alg_name(&self) -> JwsAlgName {
+        self.1
     }
 
     /// The private key as PKCS#8 PEM, for writing to a 0600 file.
@@ -109,7 +156,7 @@ impl AuthorityKey {
     pub fn public_jwk(&self) -> Ed25519Jwk {
         Ed25519Jwk {
             kid: Some(self.kid().to_owned()),
-            alg: Some("EdDSA".into()),
+            alg: Some(self.1.as_str().into()),
             use_: Some("sig".into()),
             ..self.0.jwk.clone()
         }
@@ -125,10 +172,34 @@ impl AuthorityKey {
 
     /// Signs `claims` as a compact JWS with header `typ` and this key's `kid`.
     pub fn sign_jwt<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, KeyError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(typ.to_owned());
-        header.kid = Some(self.kid().to_owned());
-        self.0.sign(&header, claims)
+        match self.1 {
+            JwsAlgName::EdDSA => {
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.typ = Some(typ.to_owned());
+                header.kid = Some(self.kid().to_owned());
+                self.0.sign(&header, claims)
+            }
+            // `jsonwebtoken` names Ed25519 only `EdDSA` in a header: the
+            // header and claims are serialized here (RFC 7515 §7.1) and the
+            // signing input signed by the same crate's Ed25519.
+            JwsAlgName::Ed25519 => {
+                let header = serde_json::json!({
+                    "typ": typ,
+                    "alg": "Ed25519",
+                    "kid": self.kid(),
+                });
+                let header = serde_json::to_vec(&header).map_err(|_| KeyError::Encode)?;
+                let claims = serde_json::to_vec(claims).map_err(|_| KeyError::Encode)?;
+                let input = format!("{}.{}", b64::encode(&header), b64::encode(&claims));
+                let signature = jsonwebtoken::crypto::sign(
+                    input.as_bytes(),
+                    &self.0.encoding,
+                    Algorithm::EdDSA,
+                )
+                .map_err(|e| KeyError::Sign(e.to_string()))?;
+                Ok(format!("{input}.{signature}"))
+            }
+        }
     }
 }
 

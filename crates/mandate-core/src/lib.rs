@@ -48,8 +48,9 @@ pub use audit::{
 pub use b64::s256;
 pub use clock::{Clock, FixedClock, SystemClock, UnixTime};
 pub use credential::{
-    Actor, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims, SignedCredential,
-    UnverifiedCredential, VerifiedCredential, issue_chained_credential, issue_credential,
+    Actor, CREDENTIAL_DWK, CREDENTIAL_TYP, Confirmation, IssuedCredential, MissionClaims,
+    SignedCredential, UnverifiedCredential, VerifiedCredential, issue_chained_credential,
+    issue_credential,
 };
 pub use decision::{
     Ancestor, Decision, DecisionRequest, Hop, Outcome, ReasonCode, ResourceKind, ResourceRef,
@@ -65,7 +66,7 @@ pub use error::{CredentialError, InputError, KeyError, ProofError};
 pub use grant::{ExactGrant, GrantScope, pattern_policy, request_digest};
 pub use ids::{AgentName, ApiTokenId, ApprovalId, GrantId, MissionId, PrincipalName, Role};
 pub use jwk::{Ed25519Jwk, Jwks, Thumbprint};
-pub use keys::{AuthorityKey, LauncherKey, MissionKey};
+pub use keys::{AuthorityKey, JwsAlgName, LauncherKey, MissionKey};
 pub use memory::{
     MAX_ENTRIES as MAX_MEMORY_ENTRIES, MAX_KEY_BYTES as MAX_MEMORY_KEY_BYTES,
     MAX_MISSION_BYTES as MAX_MEMORY_BYTES, MAX_PROMOTED_KEYS,

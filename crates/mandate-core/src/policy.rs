@@ -607,9 +607,13 @@ impl MissionPolicySet {
                     .iter()
                     .find(|(s, ..)| s.name == d.source)
                     .map_or("policies", |(_, f, ..)| *f);
+                // Cedar names the policy by its id, `{prefix}/{field}/{n}`;
+                // at creation the prefix is the id of a mission that will
+                // not exist if this fails: the field and policy say where.
+                let message = d.message.replace(&format!("`{prefix}/"), "`");
                 InputError::BadPolicy {
                     field,
-                    message: format!("{}:{}: {}", d.line, d.col, d.message),
+                    message: format!("{}:{}: {message}", d.line, d.col),
                 }
             })?;
         }

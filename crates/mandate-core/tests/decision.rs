@@ -1,4 +1,4 @@
-//! The decision semantics of DESIGN.md §3, row by row, through the public API.
+//! The decision semantics of docs/adr/0003-decision-engine.md, row by row, through the public API.
 
 #![allow(
     clippy::unwrap_used,

@@ -26,7 +26,7 @@ pub use checkpoints::{CheckpointFileError, KeptCheckpoint, read_checkpoint_file}
 pub use error::EnforceError;
 pub use permit::Permit;
 pub use pipeline::{Call, Decided, Enforcer, Opened, OrgState, Timings, Who, denial};
-pub use policies::{LoadedPolicies, Missing, load_dir};
+pub use policies::{LoadedPolicies, Missing, load_dir, load_file};
 pub use record::{
     AuditLog, AuditOpenError, AuditWriter, CheckpointPolicy, Claim, CommitObserver, verify_stored,
 };

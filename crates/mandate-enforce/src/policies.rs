@@ -29,6 +29,47 @@ pub enum Missing {
 /// entries, policy files that are not regular readable files (a dangling
 /// symlink, say), parse and validation errors.
 pub fn load_dir(dir: &Path, missing: Missing) -> Result<LoadedPolicies, Vec<PolicyDiagnostic>> {
+    let (schemas, policies) = read_dir(dir, missing)?;
+    load(schemas, policies)
+}
+
+/// Loads and validates one policy file as if it were the only `*.cedar`
+/// file of a policy directory: with the schema fragments (`*.cedarschema`)
+/// of `schema_dir`.
+pub fn load_file(file: &Path, schema_dir: &Path) -> Result<LoadedPolicies, Vec<PolicyDiagnostic>> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        vec![PolicyDiagnostic {
+            source: name.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read `{}`: {e}", file.display()),
+        }]
+    })?;
+    let (schemas, _) = read_dir(schema_dir, Missing::Error)?;
+    load(schemas, vec![PolicySource { name, text }])
+}
+
+fn load(
+    schemas: Vec<PolicySource>,
+    policies: Vec<PolicySource>,
+) -> Result<LoadedPolicies, Vec<PolicyDiagnostic>> {
+    let loaded = OrgPolicies::load(&schemas, &policies)?;
+    Ok(LoadedPolicies {
+        policies: loaded,
+        schema_fragments: schemas.into_iter().map(|s| s.name).collect(),
+        files: policies.into_iter().map(|s| s.name).collect(),
+    })
+}
+
+/// The schema fragments and the policy files of `dir`, in name order.
+fn read_dir(
+    dir: &Path,
+    missing: Missing,
+) -> Result<(Vec<PolicySource>, Vec<PolicySource>), Vec<PolicyDiagnostic>> {
     let diag = |source: &str, message: String| PolicyDiagnostic {
         source: source.to_owned(),
         line: 1,
@@ -79,10 +120,5 @@ pub fn load_dir(dir: &Path, missing: Missing) -> Result<LoadedPolicies, Vec<Poli
     if !problems.is_empty() {
         return Err(problems);
     }
-    let loaded = OrgPolicies::load(&schemas, &policies)?;
-    Ok(LoadedPolicies {
-        policies: loaded,
-        schema_fragments: schemas.into_iter().map(|s| s.name).collect(),
-        files: policies.into_iter().map(|s| s.name).collect(),
-    })
+    Ok((schemas, policies))
 }

@@ -27,6 +27,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Lifetime of a mission credential (capped by the mission's end).
     pub credential_ttl_secs: u64,
+    /// How the authority names its JWS algorithm (`jws_alg`: `EdDSA`, the
+    /// default, or `Ed25519`, RFC 9864; ADR 0026).
+    pub jws_alg: mandate_core::JwsAlgName,
     /// Lifetime of a start token (capped by the mission's end).
     pub start_token_ttl_secs: u64,
     pub mission_limits: MissionLimits,
@@ -62,6 +65,10 @@ pub struct Config {
     /// Where traces go over OTLP/HTTP (the full URL, `…/v1/traces`);
     /// `None`: no traces.
     pub otlp_traces_url: Option<String>,
+    /// Print nothing on standard output at start (the listening address,
+    /// routes, warnings go to the log only): for a program that serves in
+    /// process and owns its standard output, such as `mandate demo --json`.
+    pub quiet: bool,
 }
 
 /// Where the audit log's signed checkpoints go, and how often they come
@@ -226,6 +233,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     credential_ttl_secs: Option<u64>,
+    jws_alg: Option<mandate_core::JwsAlgName>,
     start_token_ttl_secs: Option<u64>,
     policies_dir: Option<PathBuf>,
     approval_ttl_secs: Option<u64>,
@@ -438,6 +446,7 @@ impl Config {
                 .unwrap_or(default_listen),
             public_url,
             credential_ttl_secs: env_ttl.or(fc.credential_ttl_secs).unwrap_or(600),
+            jws_alg: fc.jws_alg.unwrap_or_default(),
             start_token_ttl_secs: fc.start_token_ttl_secs.unwrap_or(900),
             policies_dir: env("MANDATE_POLICIES")
                 .map(PathBuf::from)
@@ -473,6 +482,7 @@ impl Config {
             attestation: fc.attestation,
             metrics_listen: env_metrics_listen.or(fc.metrics_listen),
             otlp_traces_url,
+            quiet: false,
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
                 max_ttl_secs: fc.missions.max_ttl_secs.unwrap_or(defaults.max_ttl_secs),

@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
-    AuditLog, AuditWriter, CheckpointPolicy, LoadedPolicies, Missing, load_dir,
+    AuditLog, AuditWriter, CheckpointPolicy, LoadedPolicies, Missing, load_dir, load_file,
     read_checkpoint_file,
 };
 pub use mcp_servers::{McpConfigError, McpServer, McpServerConfig, McpToolConfig};
@@ -130,7 +130,7 @@ pub async fn serve(
     }
     let vault = datadir::load_or_create_vault_key(&config.vault_key_file)?;
     datadir::check_vault_key(data.store.as_ref(), &vault, &config.vault_key_file).await?;
-    let key = Arc::new(data.key);
+    let key = Arc::new(data.key.with_alg_name(config.jws_alg));
     let clock: Arc<dyn mandate_core::Clock> = Arc::new(SystemClock);
     let witness = config
         .audit
@@ -183,17 +183,28 @@ pub async fn serve(
         .database_url
         .as_deref()
         .map_or_else(|| "SQLite in the data dir".to_owned(), config::redact_url);
-    println!(
+    // The start banner, on standard output unless told to keep quiet.
+    let quiet = config.quiet;
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if quiet {
+                tracing::info!("{}", format!($($t)*));
+            } else {
+                println!($($t)*);
+            }
+        };
+    }
+    say!(
         "mandate listening on http://{local} (issuer {issuer}, data {}, database {database})",
         config.data_dir.display()
     );
     if !config.routes.is_empty() {
         let names: Vec<&str> = config.routes.iter().map(|r| r.name()).collect();
-        println!("gateway routes under /gw/: {}", names.join(", "));
+        say!("gateway routes under /gw/: {}", names.join(", "));
     }
     if !config.mcp_servers.is_empty() {
         let names: Vec<&str> = config.mcp_servers.iter().map(|r| r.name()).collect();
-        println!("MCP servers under /mcp/: {}", names.join(", "));
+        say!("MCP servers under /mcp/: {}", names.join(", "));
     }
     let a = &config.attestation;
     if !a.trust_domains.is_empty() || !a.launchers.is_empty() {
@@ -204,20 +215,20 @@ pub async fn serve(
                 k.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             }
         };
-        println!(
+        say!(
             "attestation: SPIFFE trust domains {}; launchers {}",
             list(a.trust_domains.keys().collect()),
             list(a.launchers.keys().collect())
         );
     }
     if !durable {
-        println!(
+        say!(
             "WARNING: UNSAFE NON-DURABLE BENCHMARK MODE: no fsync; a crash loses answered decisions and their audit records. Never use this for real work."
         );
         tracing::warn!("unsafe non-durable benchmark mode: audit records are not fsynced");
     }
     if !has_principals {
-        println!(
+        say!(
             "no principals yet: run `mandate init --data {}` to create the first admin",
             config.data_dir.display()
         );

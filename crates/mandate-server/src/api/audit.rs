@@ -439,6 +439,28 @@ fn when(t: u64) -> String {
         .unwrap_or_else(|| format!("t={t}"))
 }
 
+/// A record's body for people: the Unix times in it (`expires_at`,
+/// `exp`, …) as RFC 3339. The record itself keeps the numbers.
+fn readable_times(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let is_time = k.ends_with("_at") || matches!(k.as_str(), "exp" | "iat");
+                    let v = match v.as_u64() {
+                        Some(t) if is_time => Value::String(when(t)),
+                        _ => readable_times(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(readable_times).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The provenance of one record: who delegated, which mission and goal,
 /// which credential and key, which policies decided, which grant or
 /// approval.
@@ -515,7 +537,7 @@ pub(super) async fn explain(
         other => story.push(format!(
             "#{seq} ({}): {other}: {}.",
             when(record.time),
-            record.body
+            readable_times(&record.body)
         )),
     }
     if let Some(mission) = b.get("mission").and_then(|v| v.as_str()) {

@@ -93,7 +93,7 @@ pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configurati
         revocation_endpoint: format!("{iss}/v1/revocations"),
         introspection_endpoint: format!("{iss}/v1/credentials/introspect"),
         credential_typ: CREDENTIAL_TYP.into(),
-        credential_signing_alg_values_supported: vec!["EdDSA".into()],
+        credential_signing_alg_values_supported: vec![s.0.key.alg_name().as_str().into()],
         dpop_signing_alg_values_supported: vec!["EdDSA".into()],
         mission_key_types_supported: vec!["Ed25519".into()],
         credential_ttl_seconds: s.0.credential_ttl_secs,
