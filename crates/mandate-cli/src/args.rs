@@ -242,6 +242,7 @@ pub enum McpCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DemoArgs {
     /// Where to keep the demo's data dir (must not exist; default: a new
     /// directory under the system temp dir). Kept afterwards.
@@ -249,6 +250,20 @@ pub struct DemoArgs {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub unused: UnusedGlobals,
+    #[command(subcommand)]
+    pub command: Option<DemoCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCmd {
+    /// Serve only the demo's upstreams (a billing API, an HR API, a legacy
+    /// CRM, an MCP server) on one loopback address, the one
+    /// `examples/mandate.toml` routes to, until Ctrl-C.
+    Upstreams {
+        /// Address to listen on (`127.0.0.1:0`: any free port).
+        #[arg(long, default_value = crate::demo_upstreams::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]

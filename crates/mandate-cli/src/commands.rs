@@ -15,8 +15,8 @@ use mandate_core::{
 use serde_json::json;
 
 use crate::args::{
-    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, DelegateArgs, LauncherCmd, McpCmd,
-    MissionCmd, PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
+    AgentCmd, Cli, Command, CreateMissionArgs, CredentialCmd, DelegateArgs, DemoCmd, LauncherCmd,
+    McpCmd, MissionCmd, PrincipalCmd, RevokeKind, RoleArg, TokenCmd,
 };
 use crate::output::{self, when};
 
@@ -118,7 +118,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(client, cmd, json).await?,
         Command::Approvals(cmd) => crate::approvals::run(client()?, cmd, json).await?,
         Command::Vault(cmd) => vault(client()?, cmd, json).await?,
-        Command::Demo(a) => crate::demo::run(a.data, json).await?,
+        Command::Demo(a) => match a.command {
+            Some(DemoCmd::Upstreams { listen }) => crate::demo_upstreams::run(listen).await?,
+            None => crate::demo::run(a.data, json).await?,
+        },
         Command::Mcp(cmd) => mcp(client, cmd, json).await?,
         Command::Launch(a) => {
             let code = crate::attest::launch(&server, a, json).await?;

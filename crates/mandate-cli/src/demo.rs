@@ -12,16 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use axum::extract::Path as UrlPath;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use mandate_client::{Client, MissionAgent};
 use mandate_core::VaultSecret;
 use mandate_core::wire::{ApproveRequest, CreateMissionRequest, RegisterAgentRequest};
 use serde_json::{Value, json};
 
-/// The legacy CRM's one account: alice's.
-const CRM_USER: &str = "alice";
+use crate::demo_upstreams::CRM_USER;
+
 /// Generated per run; only the vault and the CRM ever hold it.
 fn crm_password() -> anyhow::Result<String> {
     let mut b = [0u8; 12];
@@ -51,57 +48,9 @@ async fn serve_on(app: axum::Router) -> anyhow::Result<SocketAddr> {
 
 /// The three demo upstreams. Returns their base URLs.
 async fn upstreams(password: String) -> anyhow::Result<(String, String, String)> {
-    let billing = axum::Router::new()
-        .route(
-            "/invoices/{id}",
-            get(|UrlPath(id): UrlPath<String>| async move {
-                axum::Json(json!({ "invoice": id, "customer": "ACME", "total": 180_000, "status": "double-billed" }))
-            }),
-        )
-        .route(
-            "/refunds/{id}",
-            post(|UrlPath(id): UrlPath<String>, body: String| async move {
-                axum::Json(json!({ "refund": "issued", "invoice": id, "request": body }))
-            }),
-        );
-    let hr = axum::Router::new().route(
-        "/people/{id}",
-        get(|UrlPath(id): UrlPath<String>| async move {
-            axum::Json(json!({ "person": id, "salary": 123_456 }))
-        }),
-    );
-    let expected = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{CRM_USER}:{password}")
-        )
-    );
-    let crm = axum::Router::new().fallback(move |headers: HeaderMap| {
-        let expected = expected.clone();
-        async move {
-            let ok = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v == expected);
-            if ok {
-                (
-                    StatusCode::OK,
-                    axum::Json(
-                        json!({ "crm": "logged in as alice", "account": "ACME", "notes": 3 }),
-                    ),
-                )
-            } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    axum::Json(json!({ "crm": "login required" })),
-                )
-            }
-        }
-    });
-    let b = serve_on(billing).await?;
-    let h = serve_on(hr).await?;
-    let c = serve_on(crm).await?;
+    let b = serve_on(crate::demo_upstreams::billing()).await?;
+    let h = serve_on(crate::demo_upstreams::hr()).await?;
+    let c = serve_on(crate::demo_upstreams::crm(&password)).await?;
     Ok((
         format!("http://{b}"),
         format!("http://{h}"),

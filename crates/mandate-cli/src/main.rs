@@ -5,6 +5,7 @@ mod args;
 mod attest;
 mod commands;
 mod demo;
+mod demo_upstreams;
 mod mcp_bridge;
 mod memory;
 mod output;

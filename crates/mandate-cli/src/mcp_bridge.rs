@@ -28,7 +28,10 @@ struct Bridge {
 
 /// Runs the bridge until standard input ends or the bridge is told to stop
 /// (SIGTERM, SIGINT); then ends the MCP session, so a client that goes
-/// away leaves no session (and no server process) behind.
+/// away leaves no session (and no server process) behind. When standard
+/// input ends, the answers to the requests already sent are written first
+/// (a client may close its input right after its last request, as one
+/// piped from a file does); a signal does not wait for them.
 pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
     let saved = crate::commands::read_state(state)?;
     // The credential goes only to the authority it came from.
@@ -65,13 +68,19 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
     });
     let mut lines = stdin_lines();
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut input_ended = false;
     let stop = crate::commands::terminated();
     tokio::pin!(stop);
     loop {
+        while in_flight.try_join_next().is_some() {}
         let line = tokio::select! {
             line = lines.recv() => match line {
                 Some(line) => line?,
-                None => break,
+                None => {
+                    input_ended = true;
+                    break;
+                }
             },
             () = &mut stop => break,
         };
@@ -104,13 +113,20 @@ pub(crate) async fn run(state: &Path, url: String) -> anyhow::Result<()> {
             // Its answer carries the session every later message needs.
             b2.post(msg, request).await;
         } else {
-            tokio::spawn(async move { b2.post(msg, request).await });
+            in_flight.spawn(async move { b2.post(msg, request).await });
         }
         if method.as_deref() == Some("notifications/initialized") && listener.is_none() {
             let b3 = Arc::clone(&b);
             listener = Some(tokio::spawn(async move { b3.listen().await }));
         }
     }
+    if input_ended {
+        tokio::select! {
+            () = async { while in_flight.join_next().await.is_some() {} } => {}
+            () = &mut stop => {}
+        }
+    }
+    in_flight.abort_all();
     if let Some(l) = listener {
         l.abort();
     }
