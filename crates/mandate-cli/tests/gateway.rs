@@ -2035,6 +2035,7 @@ async fn the_configuration_document_names_the_endpoints_and_the_signature_requir
         ("gateway_base", format!("{url}/gw/")),
         ("mcp_base", format!("{url}/mcp/")),
         ("openapi", format!("{url}/openapi.json")),
+        ("metrics_endpoint", format!("{url}/metrics")),
     ] {
         assert_eq!(config[field], want.as_str(), "{field}");
     }

@@ -398,6 +398,10 @@ pub struct Configuration {
     /// The audit log (admins).
     #[serde(default)]
     pub audit_endpoint: String,
+    /// Metrics in the Prometheus text format (admins; or without
+    /// credentials on `metrics_listen` where configured).
+    #[serde(default)]
+    pub metrics_endpoint: String,
     /// The HTTP gateway: `{gateway_base}{route}/…`.
     #[serde(default)]
     pub gateway_base: String,

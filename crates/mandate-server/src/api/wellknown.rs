@@ -102,6 +102,7 @@ pub(super) async fn configuration(State(s): State<AppState>) -> Json<Configurati
         delegation_proposal_endpoint: format!("{iss}/v1/mission/delegations/proposal"),
         delegation_endpoint: format!("{iss}/v1/mission/delegations"),
         audit_endpoint: format!("{iss}/v1/audit"),
+        metrics_endpoint: format!("{iss}/metrics"),
         gateway_base: format!("{iss}/gw/"),
         mcp_base: format!("{iss}/mcp/"),
         openapi: format!("{iss}/openapi.json"),
