@@ -38,8 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config =
                 mandate_server::Config::load(&a.data.data, a.config.as_deref(), a.listen)?;
             if let Some(url) = a.database {
-                mandate_server::check_database_url(&url)?;
-                config.database_url = Some(url);
+                config = config.with_database_url(url)?;
             }
             mandate_server::serve(config, shutdown_signal()).await?;
         }
