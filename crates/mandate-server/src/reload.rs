@@ -120,6 +120,8 @@ pub(crate) enum Trigger<'a> {
 /// A reload that took effect.
 #[derive(Debug)]
 pub(crate) struct Reloaded {
+    /// Why the reload, which took effect, could not be recorded.
+    pub unrecorded: Option<crate::Problem>,
     pub config: ConfigReloadView,
     /// What the policies name that does not exist ([`approver_warnings`]).
     pub warnings: Vec<String>,
@@ -227,14 +229,18 @@ pub(crate) async fn reload(s: &AppState, trigger: Trigger<'_>) -> Result<Reloade
         announce(s).await;
     }
     // What took effect is recorded; a record that cannot be written is
-    // logged (the audit log then refuses every later event, decisions
-    // included, until a restart).
+    // logged and given to whoever asked (the audit log then refuses every
+    // later event, decisions included, until a restart).
+    let mut unrecorded = None;
     for (kind, body) in [("policy.reloaded", policy), ("config.reloaded", body)] {
         if let Err(p) = s.audit(kind, body).await {
             tracing::error!(kind, detail = %p.detail, "cannot record the reload");
+            unrecorded = Some(p);
+            break;
         }
     }
     Ok(Reloaded {
+        unrecorded,
         config: view,
         warnings,
     })

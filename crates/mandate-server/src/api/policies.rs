@@ -75,6 +75,9 @@ pub(super) async fn reload(
     caller.require_admin()?;
     match crate::reload::reload(&s, Trigger::Api(caller.principal.name.as_str())).await {
         Ok(done) => {
+            if let Some(p) = done.unrecorded {
+                return Err(p);
+            }
             let mut v = view(&s, Some(done.warnings)).await?;
             v.config = Some(done.config);
             Ok(Json(v))
