@@ -434,7 +434,8 @@ pub enum PolicyCmd {
     },
     /// Run a policy test file (offline): requests with expected decisions.
     Test { file: PathBuf },
-    /// Make the running server reload its policy directory (admin).
+    /// Make the running server reload its policy directory and mandate.toml's
+    /// routes and MCP servers, together (admin; SIGHUP does the same).
     Reload,
     /// List the policies the running server has loaded (admin).
     List,

@@ -34,11 +34,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config =
                 mandate_server::Config::load(&a.data.data, a.config.as_deref(), a.listen)?;
             if let Some(url) = a.database {
-                mandate_server::check_database_url(&url)?;
-                config.database_url = Some(url);
+                config = config.with_database_url(url)?;
             }
             if let Some(addr) = a.metrics_listen {
-                config.metrics_listen = Some(addr);
+                config = config.with_metrics_listen(addr);
             }
             let telemetry = crate::telemetry::init("info", config.otlp_traces_url.as_deref())?;
             let served = mandate_server::serve(config, shutdown_signal()).await;

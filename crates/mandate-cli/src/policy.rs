@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
 use mandate_client::Client;
-use mandate_core::wire::DecideRequest;
+use mandate_core::wire::{ConfigReloadView, DecideRequest, ReloadChanges};
 use mandate_core::{
     Decision, DecisionRequest, GrantSet, Mission, MissionBody, MissionId, MissionLimits,
     MissionPolicies, MissionPolicySet, MissionSpec, MissionStatus, OsRandom, OutOfScope,
@@ -42,6 +42,10 @@ pub async fn run(
                     v.version,
                     v.policies.len()
                 );
+                if let Some(c) = &v.config {
+                    print_config_reload(c);
+                }
+                warn(&v.warnings);
             }
             Ok(())
         }
@@ -54,9 +58,55 @@ pub async fn run(
                 for (id, kind) in &v.policies {
                     println!("  {kind:<9} {id}");
                 }
+                warn(&v.warnings);
             }
             Ok(())
         }
+    }
+}
+
+/// What a reload made of `mandate.toml`, in a few lines.
+fn print_config_reload(c: &ConfigReloadView) {
+    let Some(file) = &c.file else {
+        println!("no mandate.toml: no routes, no MCP servers");
+        return;
+    };
+    let changes = |what: &str, ch: &ReloadChanges| {
+        let parts: Vec<String> = [
+            ("added", &ch.added),
+            ("changed", &ch.changed),
+            ("removed", &ch.removed),
+        ]
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(how, names)| format!("{how} {}", names.join(", ")))
+        .collect();
+        (!parts.is_empty()).then(|| format!("{what} {}", parts.join("; ")))
+    };
+    let said: Vec<String> = [
+        changes("routes", &c.routes),
+        changes("MCP servers", &c.mcp_servers),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if said.is_empty() {
+        println!("reloaded {file}: routes and MCP servers unchanged");
+    } else {
+        println!("reloaded {file}: {}", said.join("; "));
+    }
+    if !c.needs_restart.is_empty() {
+        println!(
+            "changed but taking effect only at the next start (the running values stay): {}",
+            c.needs_restart.join(", ")
+        );
+    }
+}
+
+/// Warnings, one a line, on standard error.
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
 }
 

@@ -707,3 +707,99 @@ async fn a_step_up_is_approved_call_by_call_by_the_named_approver() {
         (Decision::Escalate, "step_up")
     );
 }
+
+/// An approver a policy names who is not a principal can decide nothing:
+/// `mandate policy reload` and `policy list` warn of the name, and a call
+/// only they could approve is denied at once (`no_approver`, recorded)
+/// rather than left waiting for nobody. Once the principal exists the
+/// warning goes and the call asks them; once revoked, it is denied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_who_is_not_a_principal_is_warned_of_and_never_waited_for() {
+    let (server, _dir) = server("");
+    let s = scenario(&server).await;
+    let (gw, agent) = (s.gateway.clone(), s.agent);
+    let cred = agent.credential().to_owned();
+    let warning = "warning: policy `wires-step-up.cedar/wires` names `treasurer` as an approver, who is not a principal of this authority";
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    out.success();
+    assert!(out.stderr().contains(warning), "{}", out.stderr());
+    let out = server.cli(Some(&s.admin), &["policy", "list"]);
+    out.success();
+    assert!(out.stderr().contains(warning), "{}", out.stderr());
+    let listed = server
+        .cli(Some(&s.admin), &["--json", "policy", "list"])
+        .json();
+    assert_eq!(listed["warnings"].as_array().unwrap().len(), 1, "{listed}");
+
+    let r = gw
+        .decide(&call(cred.clone(), "wire", "acct-1", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "no_approver")
+    );
+    assert!(r.approval_id.is_none());
+    assert!(
+        r.detail.contains("nobody can approve this call") && r.detail.contains("`treasurer`"),
+        "{}",
+        r.detail
+    );
+    let log = server
+        .cli(
+            Some(&s.admin),
+            &[
+                "--json", "audit", "list", "--kind", "decision", "--limit", "100",
+            ],
+        )
+        .json();
+    assert!(
+        log["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["body"]["code"] == "no_approver" && x["body"]["action"] == "wire"),
+        "{log}"
+    );
+    assert!(
+        server
+            .cli(Some(&s.admin), &["approvals", "list", "--all"])
+            .success()
+            .contains("no approval requests")
+    );
+
+    // The principal exists: no warning, and the call asks them.
+    let treasurer = member(&server, &s.admin, "treasurer").await;
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    out.success();
+    assert!(!out.stderr().contains("warning"), "{}", out.stderr());
+    let r = gw
+        .decide(&call(cred.clone(), "wire", "acct-1", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Escalate, "step_up")
+    );
+    wait_listed(&server, &treasurer, &r.approval_id.unwrap());
+
+    // Revoked: denied again, and warned of as such.
+    server
+        .cli(Some(&s.admin), &["revoke", "principal", "treasurer"])
+        .success();
+    let r = gw
+        .decide(&call(cred.clone(), "wire", "acct-2", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.decision, r.code.as_str()),
+        (Decision::Deny, "no_approver")
+    );
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    assert!(
+        out.stderr()
+            .contains("names `treasurer` as an approver, who was revoked"),
+        "{}",
+        out.stderr()
+    );
+}

@@ -2062,3 +2062,241 @@ async fn the_configuration_document_names_the_endpoints_and_the_signature_requir
     assert_eq!(resp.status(), 200);
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// The number of the first line of `text` that starts with `key`.
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(key))
+        .expect("the key is in the text")
+        + 1
+}
+
+/// Calls `path` (made unique by `n`, so no two signatures are the same)
+/// until it answers 200, for at most ten seconds; its status.
+async fn until_ok(server: &TestServer, s: &Scenario, path: &str, n: &mut u32) -> u16 {
+    let mut status = 0;
+    for _ in 0..50 {
+        *n += 1;
+        status = get_with(server, s, &format!("{path}{n}"), &[])
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    status
+}
+
+/// `mandate.toml` reloads with the policies (ADR 0028): a route added to
+/// the file forwards after SIGHUP, and after `mandate policy reload`, which
+/// says what changed. A broken file — a wrong value or bad TOML — is
+/// refused with `file:line:col`, by the CLI and (on SIGHUP) in the log, and
+/// the routes that ran keep forwarding. A setting that needs a restart is
+/// reported as such, and every reload is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_added_to_mandate_toml_forwards_after_a_reload_and_a_broken_file_changes_nothing() {
+    let (up, seen) = upstream().await;
+    let (server, dir, s) = gateway_with("").await;
+    let file = server.data_dir().join("mandate.toml");
+    let head = format!("policies_dir = {:?}\n\n", dir.path().display().to_string());
+    let mut n = 0;
+    let r = get_with(&server, &s, "/gw/billing/invoices/0", &[]).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "unknown_route");
+
+    // SIGHUP: the new route forwards to the upstream.
+    let billing = read_route("billing", &up, "");
+    std::fs::write(&file, format!("{head}{billing}")).unwrap();
+    server.signal("HUP");
+    assert_eq!(
+        until_ok(&server, &s, "/gw/billing/invoices/", &mut n).await,
+        200
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|x| x.uri == format!("/invoices/{n}")),
+        "the upstream was not reached"
+    );
+
+    // `mandate policy reload`: the same, and it says what changed.
+    let hr = read_route("hr", &up, "labels = [\"hr\"]");
+    std::fs::write(&file, format!("{head}{billing}{hr}")).unwrap();
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    let said = out.success();
+    assert!(
+        said.contains(&format!("reloaded {}: routes added hr", file.display())),
+        "{said}"
+    );
+    assert!(!said.contains("next start"), "{said}");
+    n += 1;
+    let r = get_with(&server, &s, &format!("/gw/hr/records/{n}"), &[]).await;
+    assert_eq!(r.status(), 200);
+
+    // A wrong value: refused where it is written; everything runs on.
+    let bad = format!(
+        "{head}{billing}{}",
+        hr.replace(
+            &format!("upstream = \"{up}\""),
+            "upstream = \"hr.internal\""
+        )
+    );
+    std::fs::write(&file, &bad).unwrap();
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    assert!(!out.ok());
+    let err = out.stderr();
+    let at = format!(
+        "{}:{}:1",
+        file.display(),
+        line_of(&bad, "upstream = \"hr.internal\"")
+    );
+    assert!(
+        err.contains(&format!(
+            "{at}: invalid value for routes[1].upstream: route `hr`: upstream `hr.internal` is not an http(s) base URL"
+        )) && err.contains("invalid_config"),
+        "{err}"
+    );
+    for path in ["/gw/billing/invoices/", "/gw/hr/records/"] {
+        n += 1;
+        let r = get_with(&server, &s, &format!("{path}{n}"), &[]).await;
+        assert_eq!(r.status(), 200, "{path} stopped after a refused reload");
+    }
+    // The same on SIGHUP, in the log.
+    server.signal("HUP");
+    let mut logged = String::new();
+    for _ in 0..50 {
+        logged = server.log();
+        if logged.contains("reload rejected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        logged.contains("reload rejected") && logged.contains(&at),
+        "{logged}"
+    );
+    // A file that does not parse: its line and column.
+    let broken = format!("{head}{billing}[[routes]\nname = \"hr\"\n");
+    std::fs::write(&file, &broken).unwrap();
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    let line = broken.lines().position(|l| l == "[[routes]").unwrap() + 1;
+    let at = format!("{}:{line}:", file.display());
+    assert!(
+        !out.ok() && out.stderr().contains(&at) && out.stderr().contains("invalid_config"),
+        "{}",
+        out.stderr()
+    );
+    n += 1;
+    let r = get_with(&server, &s, &format!("/gw/hr/records/{n}"), &[]).await;
+    assert_eq!(r.status(), 200);
+
+    // A route removed answers 404; a setting that needs a restart is
+    // named, and the rest applies.
+    std::fs::write(&file, format!("credential_ttl_secs = 120\n{head}{billing}")).unwrap();
+    let out = server.cli(Some(&s.admin), &["policy", "reload"]);
+    let said = out.success();
+    assert!(said.contains("routes removed hr"), "{said}");
+    assert!(
+        said.contains(
+            "taking effect only at the next start (the running values stay): credential_ttl_secs"
+        ),
+        "{said}"
+    );
+    n += 1;
+    let r = get_with(&server, &s, &format!("/gw/hr/records/{n}"), &[]).await;
+    assert_eq!(r.status(), 404);
+    let json = server
+        .cli(Some(&s.admin), &["--json", "policy", "reload"])
+        .json();
+    assert_eq!(
+        json["config"]["needs_restart"],
+        json!(["credential_ttl_secs"])
+    );
+    assert_eq!(json["config"]["routes"]["removed"], json!([]));
+
+    // Recorded: SIGHUP's and each accepted reload's, never a refused one.
+    let log = server
+        .cli(
+            Some(&s.admin),
+            &["--json", "audit", "list", "--kind", "config.reloaded"],
+        )
+        .json();
+    let records = log["records"].as_array().unwrap();
+    assert_eq!(records.len(), 4, "{log}");
+    assert_eq!(
+        records[3]["body"]["needs_restart"],
+        json!(["credential_ttl_secs"])
+    );
+    let bodies: Vec<&Value> = records.iter().map(|r| &r["body"]).collect();
+    assert_eq!(bodies[0]["by"], "SIGHUP");
+    assert_eq!(bodies[0]["routes"]["added"], json!(["billing"]));
+    assert_eq!(bodies[1]["by"], "admin");
+    assert_eq!(bodies[1]["routes"]["added"], json!(["hr"]));
+    assert_eq!(bodies[2]["routes"]["removed"], json!(["hr"]));
+    assert_eq!(bodies[2]["needs_restart"], json!(["credential_ttl_secs"]));
+}
+
+/// A wrong value in `mandate.toml` stops the start, naming the file, line
+/// and column where it is written — an attestation requirement naming a
+/// launcher `[attestation]` does not have among them.
+#[test]
+fn a_wrong_value_in_mandate_toml_stops_the_start_naming_where_it_is() {
+    let second = "[[routes]]\nname = \"crm\"\nupstream = \"http://127.0.0.1:9\"\n\n\
+                  [[routes.rules]]\nmethod = \"*\"\npath = \"/a\"\naction = \"read\"\n\n\
+                  [[routes.rules]]\n  method = \"get\"\npath = \"/b\"\naction = \"read\"\n";
+    for (config, line, col, key) in [
+        (
+            format!(
+                "{}{second}",
+                read_route("billing", "http://127.0.0.1:9", "")
+            ),
+            0,
+            3,
+            "routes[1].rules[1].method: route `crm`: method `get` must be upper case",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\n\n[server]\nidle_timeout_secs = 30\nmax_connections = 0\n"
+                .to_owned(),
+            5,
+            1,
+            "server.max_connections: must be 1..=1000000",
+        ),
+        // Evidence this authority trusts nobody for could never be shown.
+        (
+            read_route(
+                "billing",
+                "http://127.0.0.1:9",
+                "attestation = { launchers = [\"nobody\"] }",
+            ),
+            4,
+            1,
+            "routes[0].attestation: route `billing`: no launcher `nobody` is configured",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.toml");
+        std::fs::write(&file, &config).unwrap();
+        let line = if line == 0 {
+            config.lines().position(|l| l.contains("\"get\"")).unwrap() + 1
+        } else {
+            line
+        };
+        let out = std::process::Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "it started");
+        assert!(
+            err.contains(&format!(
+                "{}:{line}:{col}: invalid value for {key}",
+                file.display()
+            )),
+            "{err}"
+        );
+    }
+}

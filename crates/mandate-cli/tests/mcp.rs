@@ -2021,3 +2021,110 @@ async fn an_idle_session_closes_after_the_idle_timeout_but_one_in_use_stays() {
     assert_eq!(text(&c.call("echo", json!({"text": "awake"}))), "awake");
     c.exit();
 }
+
+/// A reload that changes an MCP server's entry, or removes it, retires its
+/// sessions (ADR 0028): an idle one ends at once (its process stops, its
+/// next request is refused with 404, which tells a client to initialize
+/// again); a call in flight finishes on the server it started on, and then
+/// its session ends too. A new session gets the server as now configured;
+/// a removed server's endpoint is gone. Each end is recorded with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_retires_the_sessions_of_a_changed_or_removed_server_once_their_calls_finish() {
+    let (server, p, s, url) = lab("").await;
+    let file = server.data_dir().join("mandate.toml");
+    let config = test_server_config(p.path(), "");
+    let mission = s.agent.mission_id().to_string();
+    let reload = |what: &str| {
+        let said = server.cli(Some(&s.admin), &["policy", "reload"]).success();
+        assert!(
+            said.contains(&format!("reloaded {}: {what}", file.display())),
+            "{said}"
+        );
+    };
+    let gone = |pid: &str| !PathBuf::from(format!("/proc/{pid}")).exists();
+    let list = json!({"jsonrpc": "2.0", "id": 90, "method": "tools/list"}).to_string();
+
+    let (mut a, ready) = McpClient::connect(&url, &s);
+    assert_eq!(ready["ready"], true, "{ready}");
+    let a_pid = text(&a.call("pid", json!({})));
+    let a_sid = a.send(json!({"op": "session"}))["session"].clone();
+    let (mut b, _) = McpClient::connect(&url, &s);
+    let b_pid = text(&b.call("pid", json!({})));
+    // A reload that leaves the server's entry as it was leaves its
+    // sessions alone.
+    reload("routes and MCP servers unchanged");
+    assert_eq!(text(&b.call("echo", json!({"text": "still"}))), "still");
+
+    // `a` has a call in flight across the next reload.
+    let slow = std::thread::spawn(move || {
+        let r = a.call("slow", json!({"steps": 15, "delay": 0.3}));
+        (a, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    std::fs::write(
+        &file,
+        config.replace("max_message_bytes = 4096", "max_message_bytes = 8192"),
+    )
+    .unwrap();
+    reload("MCP servers changed lab");
+    // `a`'s session, its call still in flight, takes no new request.
+    let r = b.send(json!({"op": "raw", "session_id": a_sid, "body": list}));
+    assert_eq!(r["status"], 404, "{r}");
+    assert!(
+        r["body"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this MCP session's server was reconfigured"),
+        "{r}"
+    );
+    // `b`, idle: ended, its process stopped, its next request refused.
+    let r = b.send(json!({"op": "raw", "session": true, "body": list}));
+    assert_eq!(r["status"], 404, "{r}");
+    assert!(within_10s(|| gone(&b_pid)).await, "b's server still runs");
+    // `a`'s call finished on the server it started on; then its session
+    // ended as well.
+    let (mut a, done) = slow.join().unwrap();
+    assert_eq!(text(&done), "done after 15 steps", "{done}");
+    assert!(within_10s(|| gone(&a_pid)).await, "a's server still runs");
+    let r = a.send(json!({"op": "raw", "session": true, "body": list}));
+    assert_eq!(r["status"], 404, "{r}");
+    assert!(within_10s(|| sessions(&server, &s.alice, &mission).is_empty()).await);
+
+    // A new session: the server as now configured.
+    let (mut c, ready) = McpClient::connect(&url, &s);
+    assert_eq!(ready["ready"], true, "{ready}");
+    let c_pid = text(&c.call("pid", json!({})));
+    assert_eq!(text(&c.call("echo", json!({"text": "new"}))), "new");
+
+    // Removed: its endpoint is gone and its sessions end.
+    std::fs::write(
+        &file,
+        format!("policies_dir = {:?}\n", p.path().display().to_string()),
+    )
+    .unwrap();
+    reload("MCP servers removed lab");
+    let (status, _, body) = raw_initialize(&url, &saved(&s.agent)).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "unknown_mcp_server", "{body}");
+    assert!(within_10s(|| gone(&c_pid)).await, "c's server still runs");
+
+    let closed = audit(&server, &s, "mcp.session.closed");
+    let reasons: Vec<&str> = closed
+        .iter()
+        .map(|r| r["body"]["reason"].as_str().unwrap())
+        .collect();
+    let count = |what: &str| reasons.iter().filter(|r| r.contains(what)).count();
+    assert_eq!(
+        count("its MCP server was reconfigured (a configuration reload)"),
+        2,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        count("its MCP server was removed from the configuration"),
+        1,
+        "{reasons:?}"
+    );
+    for c in [a, b, c] {
+        c.kill();
+    }
+}

@@ -391,8 +391,10 @@ impl Client {
         self.get("/v1/policies").await
     }
 
-    /// Makes the server reload its policy directory (admin). A set that
-    /// fails validation is rejected with every error; the old one stays.
+    /// Makes the server reload its policy directory and its `mandate.toml`
+    /// routes and MCP servers (admin), together. A policy set or a file
+    /// that fails validation is rejected with every error
+    /// (`file:line:col`); everything running stays.
     pub async fn reload_policies(&self) -> Result<PoliciesView, ClientError> {
         self.send(self.request(Method::POST, "/v1/policies/reload"))
             .await

@@ -125,6 +125,23 @@ impl KindedSet {
         v
     }
 
+    /// Every approver an escalate policy names (`@approvers`), with the ids
+    /// of the policies that name it, sorted.
+    #[must_use]
+    pub fn named_approvers(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut out: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (id, terms) in &self.escalations {
+            for a in &terms.approvers {
+                out.entry(a.clone()).or_default().push(id.to_string());
+            }
+        }
+        for ids in out.values_mut() {
+            ids.sort();
+        }
+        out
+    }
+
     /// The compiled policies, for benchmarks that compare with bare Cedar.
     #[doc(hidden)]
     pub fn cedar_policies(&self) -> impl Iterator<Item = &cedar_policy::Policy> {

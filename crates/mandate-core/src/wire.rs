@@ -586,6 +586,46 @@ pub struct PoliciesView {
     /// `(id, kind)` of every policy.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub policies: Vec<(String, String)>,
+    /// What the policies name that this authority does not have: an
+    /// approver (`@approvers`) who is not a principal, or was revoked.
+    /// Calls only such approvers could decide are denied (`no_approver`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// On a reload: what it made of `mandate.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReloadView>,
+}
+
+/// What a reload made of `mandate.toml`: the gateway's routes and MCP
+/// servers it replaced, and the settings that change only with a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigReloadView {
+    /// The file read; `null` when there is none (no routes, no MCP
+    /// servers).
+    pub file: Option<String>,
+    pub routes: ReloadChanges,
+    pub mcp_servers: ReloadChanges,
+    /// Settings whose new values take effect only at the next start (the
+    /// running ones stay), by their names in `mandate.toml`.
+    pub needs_restart: Vec<String>,
+}
+
+/// Names added, changed and removed by a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReloadChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ReloadChanges {
+    /// Whether nothing was added, changed or removed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// An approval request as the approver (or the waiting agent) sees it.

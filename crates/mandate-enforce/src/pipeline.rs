@@ -395,7 +395,7 @@ impl Enforcer {
     pub fn reload_checked(
         &self,
         dir: &Path,
-        check: impl Fn(&mandate_core::OrgPolicies) -> Result<(), String>,
+        check: impl Fn(&mandate_core::OrgPolicies) -> Result<(), PolicyDiagnostic>,
     ) -> Result<u64, Vec<PolicyDiagnostic>> {
         let internal = |m: &str| {
             vec![PolicyDiagnostic {
@@ -410,14 +410,7 @@ impl Enforcer {
             .lock()
             .map_err(|_| internal("reload lock poisoned"))?;
         let loaded = load_dir(dir, Missing::Error)?;
-        check(&loaded.policies).map_err(|m| {
-            vec![PolicyDiagnostic {
-                source: "mandate.toml".into(),
-                line: 1,
-                col: 1,
-                message: m,
-            }]
-        })?;
+        check(&loaded.policies).map_err(|d| vec![d])?;
         let mut org = self
             .org
             .write()
@@ -784,6 +777,32 @@ impl Enforcer {
             match outcome.decision {
                 Decision::Allow => {}
                 Decision::Escalate => {
+                    // Only people who exist can decide: the approvers the
+                    // policies name who are not principals (or were
+                    // revoked) are left out, and a call none of whose
+                    // approvers exists is denied rather than left waiting
+                    // for nobody.
+                    let (present, absent) = self.present_approvers(&outcome.approvers).await?;
+                    if present.is_empty() {
+                        return deny(
+                            ReasonCode::NO_APPROVER,
+                            format!(
+                                "nobody can approve this call: the approvers the policies name ({}) are not principals of this authority, or were revoked",
+                                absent
+                                    .iter()
+                                    .map(|a| format!("`{a}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        );
+                    }
+                    if !absent.is_empty() {
+                        tracing::warn!(mission = %id, absent = ?absent, "named approvers who are not principals are left out of an approval request");
+                    }
+                    let outcome = Outcome {
+                        approvers: present,
+                        ..outcome
+                    };
                     let ask = Ask {
                         mission,
                         action,
@@ -918,6 +937,28 @@ impl Enforcer {
                 )
             })
             .collect())
+    }
+
+    /// `approvers` split into the principals who exist and are not
+    /// revoked, and the others.
+    async fn present_approvers(
+        &self,
+        approvers: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), EnforceError> {
+        let mut present = Vec::new();
+        let mut absent = Vec::new();
+        for a in approvers {
+            let found = match a.parse::<mandate_core::PrincipalName>() {
+                Ok(name) => self.store.principal(&name).await?,
+                Err(_) => None,
+            };
+            if found.is_some_and(|p| p.revoked_at.is_none()) {
+                present.push(a.clone());
+            } else {
+                absent.push(a.clone());
+            }
+        }
+        Ok((present, absent))
     }
 
     /// The mission's live grants, compiled; `Err` with a reason if one does

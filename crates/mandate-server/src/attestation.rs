@@ -11,7 +11,7 @@ use mandate_core::{Ed25519Jwk, TrustAnchors};
 use serde::Deserialize;
 
 /// `[attestation]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationConfig {
     /// The audience evidence must name; default: the issuer.
@@ -27,7 +27,7 @@ pub struct AttestationConfig {
 /// A SPIFFE trust domain's JWT bundle: a JWKS file, or an `https://` URL
 /// (a SPIFFE bundle endpoint serving JWKS), read at start and again every
 /// `refresh_secs`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustDomainConfig {
     pub bundle: Option<PathBuf>,
@@ -40,7 +40,7 @@ pub struct TrustDomainConfig {
 }
 
 /// A launcher: the file holding its Ed25519 public key as a JWK.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LauncherConfig {
     pub public_key: PathBuf,

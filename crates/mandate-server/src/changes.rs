@@ -4,8 +4,9 @@
 //! its mission's state, budget and grants from the store, so a revocation
 //! on one node holds on every other at its next request. What a node does
 //! keep is woken or reloaded here: long-polls waiting on an approval, and
-//! the organisation's policies (each node reloads its own policy directory,
-//! which an operator keeps the same on every node). After a lost
+//! the organisation's policies and `mandate.toml`'s routes and MCP servers
+//! (each node reloads its own files, which an operator keeps the same on
+//! every node; see `reload`). After a lost
 //! notification connection everything is woken and reloaded, since a
 //! notice may have been missed.
 
@@ -20,8 +21,8 @@ pub(crate) const EVERY_APPROVAL: &str = "*";
 /// Reloads (and waking every approval wait) because of notices come at most
 /// this often. Any role that can connect to the database may `NOTIFY` on
 /// the channel, so a burst or a flood of notices, forged or not, is one
-/// reload (and one `policy.reloaded` record) per second, not one per
-/// notice.
+/// reload (and one `policy.reloaded` and one `config.reloaded` record) per
+/// second, not one per notice.
 const RELOAD_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the notices received so far still ask of this node.
@@ -51,7 +52,7 @@ pub(crate) fn spawn_listener(state: AppState) {
                         if o.wake_all {
                             let _ = state.0.approvals_changed.send(EVERY_APPROVAL.to_owned());
                         }
-                        reload(&state, Reload::Notice(o.why)).await;
+                        crate::reload::reload_or_log(&state, crate::reload::Trigger::Notice(o.why)).await;
                         next = tokio::time::Instant::now() + RELOAD_GAP;
                         continue;
                     }
@@ -87,56 +88,4 @@ pub(crate) fn spawn_listener(state: AppState) {
             }
         }
     });
-}
-
-/// Why the policies are reloaded outside a request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Reload {
-    /// The operator sent SIGHUP: the other nodes are told.
-    Sighup,
-    /// Another node's notice, and what it said.
-    Notice(&'static str),
-}
-
-/// Reloads this node's policy directory outside a request (SIGHUP, another
-/// node's notice). A set that does not load is logged and the running one
-/// stays; a loaded one is recorded as `policy.reloaded`, and after SIGHUP
-/// announced to the other nodes.
-pub(crate) async fn reload(state: &AppState, cause: Reload) {
-    let s = state.clone();
-    let reloaded = crate::api::on_large_stack(move || s.reload_policies()).await;
-    match reloaded {
-        Ok(Ok(version)) => {
-            let body = match cause {
-                Reload::Sighup => {
-                    tracing::info!(version, "policies reloaded (SIGHUP)");
-                    announce_reload(state).await;
-                    serde_json::json!({ "version": version, "by": "SIGHUP" })
-                }
-                Reload::Notice(why) => {
-                    tracing::info!(version, why, "policies reloaded");
-                    serde_json::json!({ "version": version, "by": "node notice", "why": why })
-                }
-            };
-            let _ = state.audit("policy.reloaded", body).await;
-        }
-        Ok(Err(diags)) => {
-            for d in diags {
-                tracing::error!(
-                    ?cause,
-                    "policy reload rejected, keeping the running set: {d}"
-                );
-            }
-        }
-        Err(_) => tracing::error!(?cause, "the policy reload could not run"),
-    }
-}
-
-/// Tells the other nodes that this node's policies were reloaded, so they
-/// reload theirs. A notice that cannot be sent is logged: the reload here
-/// stands, and the other nodes keep their set until told again.
-pub(crate) async fn announce_reload(state: &AppState) {
-    if let Err(e) = state.0.store.announce(&Change::Policies).await {
-        tracing::error!(error = %e, "the other nodes could not be told of this policy reload; reload them too (`mandate policy reload` on each, or SIGHUP)");
-    }
 }

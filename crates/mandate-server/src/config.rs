@@ -69,11 +69,103 @@ pub struct Config {
     /// routes, warnings go to the log only): for a program that serves in
     /// process and owns its standard output, such as `mandate demo --json`.
     pub quiet: bool,
+    /// The `mandate.toml` read, if any: where in it something is wrong.
+    pub source: Option<Source>,
+    /// How it was loaded (the flags), so a reload reads it the same way.
+    origin: Origin,
+}
+
+/// What the command line gave besides the data dir: a reload of the
+/// configuration keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Origin {
+    config_file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// A `mandate.toml` as read, to say where in it something is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    /// Line and column (from 1, in characters, as an editor counts them)
+    /// of byte `offset`.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = self.text.get(..offset).unwrap_or(&self.text);
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// Where `key` is written: a dotted path with `[n]` for the n-th entry
+    /// of an array (`routes[1].rules[0].action`). A key that is not
+    /// written (a default) gives the nearest enclosing part that is; one
+    /// of which nothing is written, `None`.
+    #[must_use]
+    pub fn locate(&self, key: &str) -> Option<(usize, usize)> {
+        use toml::de::{DeTable, DeValue};
+        let root = DeTable::parse(&self.text).ok()?;
+        // Where we are: `None` is the document itself.
+        let mut value: Option<&DeValue<'_>> = None;
+        let mut found: Option<usize> = None;
+        for part in key.split('.') {
+            let (name, indices) = part.split_once('[').unwrap_or((part, ""));
+            if !name.is_empty() {
+                let table = match value {
+                    None => Some(root.get_ref()),
+                    Some(v) => v.as_table(),
+                };
+                let Some((k, v)) = table.and_then(|t| t.get_key_value(name)) else {
+                    break;
+                };
+                found = Some(k.span().start);
+                value = Some(v.get_ref());
+            }
+            for i in indices
+                .split('[')
+                .filter_map(|i| i.trim_end_matches(']').parse::<usize>().ok())
+            {
+                let Some(item) = value.and_then(DeValue::as_array).and_then(|a| a.get(i)) else {
+                    return found.map(|o| self.line_col(o));
+                };
+                found = Some(item.span().start);
+                value = Some(item.get_ref());
+            }
+        }
+        found.map(|o| self.line_col(o))
+    }
+
+    /// `file:line:col` of `key` ([`Self::locate`]); the file alone if it
+    /// is not written there.
+    #[must_use]
+    pub fn at(&self, key: &str) -> String {
+        match self.locate(key) {
+            Some((line, col)) => format!("{}:{line}:{col}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// A problem with `key`, as a diagnostic (`file:line:col: message`).
+    #[must_use]
+    pub fn diagnostic(&self, key: &str, message: String) -> mandate_core::PolicyDiagnostic {
+        let (line, col) = self.locate(key).unwrap_or((1, 1));
+        mandate_core::PolicyDiagnostic {
+            source: self.path.display().to_string(),
+            line,
+            col,
+            message,
+        }
+    }
 }
 
 /// Where the audit log's signed checkpoints go, and how often they come
 /// (ADR 0012).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
     /// A checkpoint at every multiple of `every` records and at most `secs`
     /// seconds after any record.
@@ -102,7 +194,7 @@ struct FileAudit {
 /// POSTed to `url` as a JWT signed by the authority key (verify it against
 /// `/.well-known/jwks.json`). Delivery retries with exponential backoff and
 /// never holds up a decision.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -188,7 +280,10 @@ impl TryFrom<FileServer> for ServerConfig {
         let secs = |name: &'static str, v: Option<u64>, default: Duration| match v {
             None => Ok(default),
             Some(s @ 1..=3_600) => Ok(Duration::from_secs(s)),
-            Some(_) => Err(ConfigError::Value(name, "must be 1..=3600 seconds".into())),
+            Some(_) => Err(ConfigError::Value(
+                name.into(),
+                "must be 1..=3600 seconds".into(),
+            )),
         };
         let server = Self {
             header_read_timeout: secs(
@@ -211,13 +306,13 @@ impl TryFrom<FileServer> for ServerConfig {
         };
         if !(1..=1_000_000).contains(&server.max_connections) {
             return Err(ConfigError::Value(
-                "server.max_connections",
+                "server.max_connections".into(),
                 "must be 1..=1000000".into(),
             ));
         }
         if !(1..=server.max_connections).contains(&server.max_connections_per_ip) {
             return Err(ConfigError::Value(
-                "server.max_connections_per_ip",
+                "server.max_connections_per_ip".into(),
                 "must be ≥ 1 and ≤ server.max_connections".into(),
             ));
         }
@@ -282,7 +377,7 @@ pub fn check_database_url(url: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::Value(
-            "database_url",
+            "database_url".into(),
             format!(
                 "`{}` is not a PostgreSQL URL (postgres://…); leave it unset for the embedded SQLite database",
                 redact_url(url)
@@ -319,10 +414,20 @@ pub fn redact_url(url: &str) -> String {
 pub enum ConfigError {
     #[error("cannot read `{0}`: {1}")]
     Read(String, std::io::Error),
-    #[error("invalid configuration in `{0}`: {1}")]
+    /// The file does not parse: `file:line:col`, and what is wrong there.
+    #[error("{0}: {1}")]
     Parse(String, String),
+    /// A value is wrong: its key (or the environment variable that set
+    /// it), and why.
     #[error("invalid value for {0}: {1}")]
-    Value(&'static str, String),
+    Value(String, String),
+    /// A value of the file is wrong, and where it is written.
+    #[error("{at}: invalid value for {key}: {message}")]
+    At {
+        at: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Where traces go: the OpenTelemetry variables first
@@ -349,7 +454,7 @@ fn otlp_traces_url(
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ConfigError::Value(
-            name,
+            name.into(),
             format!(
                 "`{}` is not an http(s) URL (OTLP over HTTP)",
                 redact_url(&url)
@@ -370,46 +475,108 @@ impl Config {
         config_file: Option<&Path>,
         listen: Option<SocketAddr>,
     ) -> Result<Self, ConfigError> {
+        Self::load_with(
+            data_dir,
+            Origin {
+                config_file: config_file.map(Path::to_path_buf),
+                listen,
+                database_url: None,
+                metrics_listen: None,
+            },
+        )
+    }
+
+    /// The database URL given on the command line (`--database`): it wins
+    /// over `MANDATE_DATABASE_URL` and `database_url`, now and on reload.
+    pub fn with_database_url(mut self, url: String) -> Result<Self, ConfigError> {
+        check_database_url(&url).map_err(|e| match e {
+            ConfigError::Value(_, m) => ConfigError::Value("--database".into(), m),
+            other => other,
+        })?;
+        self.origin.database_url = Some(url.clone());
+        self.database_url = Some(url);
+        Ok(self)
+    }
+
+    /// The metrics address given on the command line (`--metrics-listen`):
+    /// it wins over `MANDATE_METRICS_LISTEN` and `metrics_listen`, now and
+    /// on reload.
+    #[must_use]
+    pub fn with_metrics_listen(mut self, addr: SocketAddr) -> Self {
+        self.origin.metrics_listen = Some(addr);
+        self.metrics_listen = Some(addr);
+        self
+    }
+
+    /// The configuration read again, as it was read at start (same file,
+    /// same flags, the environment as it is). A file read at start must
+    /// still be there: one that vanished is an error, not an empty
+    /// configuration (which would drop every route).
+    pub(crate) fn reread(&self) -> Result<Self, ConfigError> {
+        let mut origin = self.origin.clone();
+        if let Some(src) = &self.source {
+            origin.config_file = Some(src.path.clone());
+        }
+        Self::load_with(&self.data_dir, origin)
+    }
+
+    fn load_with(data_dir: &Path, origin: Origin) -> Result<Self, ConfigError> {
         let default_file = data_dir.join("mandate.toml");
-        let file = match config_file {
-            Some(p) => Some(p.to_path_buf()),
+        let file = match &origin.config_file {
+            Some(p) => Some(p.clone()),
             None => default_file.exists().then_some(default_file),
         };
-        let fc: FileConfig = match &file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::Read(p.display().to_string(), e))?;
-                toml::from_str(&text).map_err(|e| {
-                    // Where in the file: line and column of the offending
-                    // part, as an editor counts them.
-                    let at = e.span().map(|span| {
-                        let before = text.get(..span.start).unwrap_or(&text);
-                        let line = before.matches('\n').count() + 1;
-                        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                        format!(":{line}:{col}")
-                    });
-                    ConfigError::Parse(
-                        format!("{}{}", p.display(), at.unwrap_or_default()),
-                        e.message().to_owned(),
-                    )
-                })?
+        let source = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+                Some(Source { path, text })
             }
+            None => None,
+        };
+        let fc: FileConfig = match &source {
+            Some(src) => toml::from_str(&src.text).map_err(|e| {
+                let at = match e.span() {
+                    Some(span) => {
+                        let (line, col) = src.line_col(span.start);
+                        format!("{}:{line}:{col}", src.path.display())
+                    }
+                    None => src.path.display().to_string(),
+                };
+                ConfigError::Parse(at, e.message().trim_end().to_owned())
+            })?,
             None => FileConfig::default(),
         };
+        Self::build(data_dir, origin, fc, source.clone()).map_err(|e| located(e, source.as_ref()))
+    }
+
+    /// The configuration from the file's contents `fc`, the environment
+    /// and the flags, checked. A [`ConfigError::Value`] names the key as
+    /// [`Source::locate`] finds it.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one check after another, in the order of the file"
+    )]
+    fn build(
+        data_dir: &Path,
+        origin: Origin,
+        fc: FileConfig,
+        source: Option<Source>,
+    ) -> Result<Self, ConfigError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let default_listen: SocketAddr = DEFAULT_LISTEN
             .parse()
-            .map_err(|_| ConfigError::Value("listen", DEFAULT_LISTEN.into()))?;
+            .map_err(|_| ConfigError::Value("listen".into(), DEFAULT_LISTEN.into()))?;
         let env_listen = env("MANDATE_LISTEN")
             .map(|v| {
                 v.parse::<SocketAddr>()
-                    .map_err(|e| ConfigError::Value("MANDATE_LISTEN", format!("`{v}`: {e}")))
+                    .map_err(|e| ConfigError::Value("MANDATE_LISTEN".into(), format!("`{v}`: {e}")))
             })
             .transpose()?;
         let env_metrics_listen = env("MANDATE_METRICS_LISTEN")
             .map(|v| {
                 v.parse::<SocketAddr>().map_err(|e| {
-                    ConfigError::Value("MANDATE_METRICS_LISTEN", format!("`{v}`: {e}"))
+                    ConfigError::Value("MANDATE_METRICS_LISTEN".into(), format!("`{v}`: {e}"))
                 })
             })
             .transpose()?;
@@ -417,30 +584,41 @@ impl Config {
         let env_ttl = env("MANDATE_CREDENTIAL_TTL")
             .map(|v| {
                 v.parse::<u64>().map_err(|e| {
-                    ConfigError::Value("MANDATE_CREDENTIAL_TTL", format!("`{v}`: {e}"))
+                    ConfigError::Value("MANDATE_CREDENTIAL_TTL".into(), format!("`{v}`: {e}"))
                 })
             })
             .transpose()?;
-        let public_url = env("MANDATE_PUBLIC_URL")
-            .or(fc.public_url)
-            .map(|u| u.trim_end_matches('/').to_owned());
+        let (public_url, public_url_key) = match env("MANDATE_PUBLIC_URL") {
+            Some(u) => (Some(u), "MANDATE_PUBLIC_URL"),
+            None => (fc.public_url, "public_url"),
+        };
+        let public_url = public_url.map(|u| u.trim_end_matches('/').to_owned());
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             return Err(ConfigError::Value(
-                "public_url",
+                public_url_key.into(),
                 format!("`{u}` is not an http(s) URL"),
             ));
         }
-        let database_url = env("MANDATE_DATABASE_URL").or(fc.database_url);
+        let (database_url, database_key) = match (&origin.database_url, env("MANDATE_DATABASE_URL"))
+        {
+            (Some(u), _) => (Some(u.clone()), "--database"),
+            (None, Some(u)) => (Some(u), "MANDATE_DATABASE_URL"),
+            (None, None) => (fc.database_url, "database_url"),
+        };
         if let Some(u) = &database_url {
-            check_database_url(u)?;
+            check_database_url(u).map_err(|e| match e {
+                ConfigError::Value(_, m) => ConfigError::Value(database_key.into(), m),
+                other => other,
+            })?;
         }
         let defaults = MissionLimits::default();
-        let config = Self {
+        let mut config = Self {
             data_dir: data_dir.to_path_buf(),
             database_url,
-            listen: listen
+            listen: origin
+                .listen
                 .or(env_listen)
                 .or(fc.listen)
                 .unwrap_or(default_listen),
@@ -480,7 +658,10 @@ impl Config {
                 witness: fc.audit.witness,
             },
             attestation: fc.attestation,
-            metrics_listen: env_metrics_listen.or(fc.metrics_listen),
+            metrics_listen: origin
+                .metrics_listen
+                .or(env_metrics_listen)
+                .or(fc.metrics_listen),
             otlp_traces_url,
             quiet: false,
             mission_limits: MissionLimits {
@@ -492,37 +673,27 @@ impl Config {
                     .max_delegation_depth
                     .unwrap_or(defaults.max_depth),
             },
+            source,
+            origin,
         };
         config
             .attestation
             .check()
-            .map_err(|e| ConfigError::Value("attestation", e))?;
-        for r in &config.routes {
-            if let Some(req) = &r.config.attestation {
-                config.attestation.check_requirement(req).map_err(|e| {
-                    ConfigError::Value("routes.attestation", format!("route `{}`: {e}", r.name()))
-                })?;
-            }
-        }
-        for m in &config.mcp_servers {
-            if let Some(req) = &m.config.attestation {
-                config.attestation.check_requirement(req).map_err(|e| {
-                    ConfigError::Value(
-                        "mcp_servers.attestation",
-                        format!("MCP server `{}`: {e}", m.name()),
-                    )
-                })?;
-            }
-        }
+            .map_err(|e| ConfigError::Value("attestation".into(), e))?;
         if !(1..=86_400).contains(&config.credential_ttl_secs) {
             return Err(ConfigError::Value(
-                "credential_ttl_secs",
+                if env("MANDATE_CREDENTIAL_TTL").is_some() {
+                    "MANDATE_CREDENTIAL_TTL"
+                } else {
+                    "credential_ttl_secs"
+                }
+                .into(),
                 "must be 1..=86400".into(),
             ));
         }
         if !(1..=86_400).contains(&config.start_token_ttl_secs) {
             return Err(ConfigError::Value(
-                "start_token_ttl_secs",
+                "start_token_ttl_secs".into(),
                 "must be 1..=86400".into(),
             ));
         }
@@ -535,55 +706,191 @@ impl Config {
         let c = config.audit.cadence;
         if !(1..=100_000).contains(&c.every) || !(1..=3_600).contains(&c.secs) {
             return Err(ConfigError::Value(
-                "audit",
+                "audit".into(),
                 "checkpoint_every must be 1..=100000 and checkpoint_secs 1..=3600".into(),
             ));
         }
-        let mut config = config;
-        for r in fc.routes {
+        for (i, r) in fc.routes.into_iter().enumerate() {
             let route = crate::routes::Route::new(r)
-                .map_err(|e| ConfigError::Value("routes", e.to_string()))?;
+                .map_err(|e| ConfigError::Value(entry_key("routes", i, &e.key), e.to_string()))?;
             if config.routes.iter().any(|x| x.name() == route.name()) {
                 return Err(ConfigError::Value(
-                    "routes",
+                    format!("routes[{i}].name"),
                     format!("route `{}` is defined twice", route.name()),
                 ));
             }
             config.routes.push(route);
         }
-        for m in fc.mcp_servers {
-            let server = crate::mcp_servers::McpServer::new(m)
-                .map_err(|e| ConfigError::Value("mcp_servers", e.to_string()))?;
+        for (i, m) in fc.mcp_servers.into_iter().enumerate() {
+            let server = crate::mcp_servers::McpServer::new(m).map_err(|e| {
+                ConfigError::Value(entry_key("mcp_servers", i, &e.key), e.to_string())
+            })?;
             if config.mcp_servers.iter().any(|x| x.name() == server.name()) {
                 return Err(ConfigError::Value(
-                    "mcp_servers",
+                    format!("mcp_servers[{i}].name"),
                     format!("MCP server `{}` is defined twice", server.name()),
                 ));
             }
             config.mcp_servers.push(server);
         }
+        config.check_attestation_requirements(&config.attestation)?;
         let l = config.mission_limits;
         if l.min_ttl_secs == 0 || l.min_ttl_secs > l.max_ttl_secs {
             return Err(ConfigError::Value(
-                "missions.min_ttl_secs",
+                "missions.min_ttl_secs".into(),
                 "must be ≥ 1 and ≤ max_ttl_secs".into(),
             ));
         }
         if !(1..=16).contains(&l.max_depth) {
             return Err(ConfigError::Value(
-                "missions.max_delegation_depth",
+                "missions.max_delegation_depth".into(),
                 "must be between 1 (no delegation) and 16".into(),
             ));
         }
         Ok(config)
+    }
+
+    /// Every route's and MCP server's `attestation` names only trust
+    /// domains and launchers `attestation` (the running `[attestation]`)
+    /// has: one it lacks could never be satisfied.
+    pub(crate) fn check_attestation_requirements(
+        &self,
+        attestation: &crate::attestation::AttestationConfig,
+    ) -> Result<(), ConfigError> {
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(req) = &r.config.attestation {
+                attestation.check_requirement(req).map_err(|e| {
+                    ConfigError::Value(
+                        format!("routes[{i}].attestation"),
+                        format!("route `{}`: {e}", r.name()),
+                    )
+                })?;
+            }
+        }
+        for (i, m) in self.mcp_servers.iter().enumerate() {
+            if let Some(req) = &m.config.attestation {
+                attestation.check_requirement(req).map_err(|e| {
+                    ConfigError::Value(
+                        format!("mcp_servers[{i}].attestation"),
+                        format!("MCP server `{}`: {e}", m.name()),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `e` with where in the file its key is, when it names one of the
+    /// file's.
+    #[must_use]
+    pub(crate) fn located(&self, e: ConfigError) -> ConfigError {
+        located(e, self.source.as_ref())
+    }
+
+    /// The settings of `new` a running server cannot take on, by their
+    /// names in `mandate.toml`: those where it differs from `self` (what
+    /// the server started with). Routes and MCP servers are not among
+    /// them: a reload replaces those.
+    #[must_use]
+    pub(crate) fn needs_restart(&self, new: &Self) -> Vec<&'static str> {
+        let Self {
+            data_dir: _,
+            database_url,
+            listen,
+            public_url,
+            credential_ttl_secs,
+            start_token_ttl_secs,
+            mission_limits,
+            policies_dir,
+            approval_ttl_secs,
+            webhook,
+            routes: _,
+            mcp_servers: _,
+            server,
+            vault_key_file,
+            unsafe_non_durable_benchmark_mode,
+            audit,
+            attestation,
+            source: _,
+            origin: _,
+            jws_alg,
+            metrics_listen,
+            otlp_traces_url,
+            quiet: _,
+        } = self;
+        let mut out = Vec::new();
+        let mut differs = |name: &'static str, same: bool| {
+            if !same {
+                out.push(name);
+            }
+        };
+        differs("database_url", *database_url == new.database_url);
+        differs("listen", *listen == new.listen);
+        differs("public_url", *public_url == new.public_url);
+        differs(
+            "credential_ttl_secs",
+            *credential_ttl_secs == new.credential_ttl_secs,
+        );
+        differs(
+            "start_token_ttl_secs",
+            *start_token_ttl_secs == new.start_token_ttl_secs,
+        );
+        differs("missions", *mission_limits == new.mission_limits);
+        differs("policies_dir", *policies_dir == new.policies_dir);
+        differs(
+            "approval_ttl_secs",
+            *approval_ttl_secs == new.approval_ttl_secs,
+        );
+        differs("webhook", *webhook == new.webhook);
+        differs("server", *server == new.server);
+        differs("vault_key_file", *vault_key_file == new.vault_key_file);
+        differs(
+            "unsafe_non_durable_benchmark_mode",
+            *unsafe_non_durable_benchmark_mode == new.unsafe_non_durable_benchmark_mode,
+        );
+        differs("audit", *audit == new.audit);
+        differs("attestation", *attestation == new.attestation);
+        differs("jws_alg", *jws_alg == new.jws_alg);
+        differs("metrics_listen", *metrics_listen == new.metrics_listen);
+        differs("tracing", *otlp_traces_url == new.otlp_traces_url);
+        out
+    }
+}
+
+/// `e` with where in `source` its key is, when it names one of the file's.
+fn located(e: ConfigError, source: Option<&Source>) -> ConfigError {
+    match (e, source) {
+        (ConfigError::Value(key, message), Some(src)) if !is_env(&key) => match src.locate(&key) {
+            Some((line, col)) => ConfigError::At {
+                at: format!("{}:{line}:{col}", src.path.display()),
+                key,
+                message,
+            },
+            None => ConfigError::Value(key, message),
+        },
+        (e, _) => e,
+    }
+}
+
+/// A key set by the command line or the environment, not the file.
+fn is_env(key: &str) -> bool {
+    key.starts_with("MANDATE_") || key.starts_with("--")
+}
+
+/// The key of what is wrong inside entry `i` of the array `array`.
+fn entry_key(array: &str, i: usize, key: &str) -> String {
+    if key.is_empty() {
+        format!("{array}[{i}]")
+    } else {
+        format!("{array}[{i}].{key}")
     }
 }
 
 fn check_webhook(name: &'static str, w: &WebhookConfig) -> Result<(), ConfigError> {
     if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
         return Err(ConfigError::Value(
-            name,
-            format!("`url` = `{}` is not an http(s) URL", w.url),
+            format!("{name}.url"),
+            format!("`{}` is not an http(s) URL", w.url),
         ));
     }
     if w.max_attempts == 0
@@ -592,7 +899,7 @@ fn check_webhook(name: &'static str, w: &WebhookConfig) -> Result<(), ConfigErro
         || w.timeout_ms == 0
     {
         return Err(ConfigError::Value(
-            name,
+            name.into(),
             "max_attempts, initial_backoff_ms and timeout_ms must be ≥ 1, \
              and initial_backoff_ms ≤ max_backoff_ms"
                 .into(),
@@ -603,7 +910,117 @@ fn check_webhook(name: &'static str, w: &WebhookConfig) -> Result<(), ConfigErro
 
 #[cfg(test)]
 mod tests {
-    use super::otlp_traces_url;
+    use super::*;
+
+    fn source(text: &str) -> Source {
+        Source {
+            path: PathBuf::from("m.toml"),
+            text: text.to_owned(),
+        }
+    }
+
+    const FILE: &str = "listen = \"127.0.0.1:7878\"\n\
+                        \n\
+                        [server]\n\
+                        max_connections = 9\n\
+                        \n\
+                        [[routes]]\n\
+                        name = \"a\"\n\
+                        \n\
+                        [[routes]]\n\
+                        name = \"b\"\n\
+                        upstream = \"x\"\n\
+                        rules = [{ method = \"GET\", path = \"/\", action = \"read\" },\n\
+                        \x20        { method = \"get\", path = \"/\", action = \"read\" }]\n\
+                        \n\
+                        [[mcp_servers]]\n\
+                        name = \"git\"\n\
+                        \n\
+                        [[mcp_servers.tools]]\n\
+                        name = \"t\"\n\
+                        \x20 action = \"write\"\n";
+
+    #[test]
+    fn a_key_is_found_where_it_is_written() {
+        let s = source(FILE);
+        assert_eq!(s.locate("listen"), Some((1, 1)));
+        assert_eq!(s.locate("server.max_connections"), Some((4, 1)));
+        assert_eq!(s.locate("routes[1].upstream"), Some((11, 1)));
+        assert_eq!(s.locate("routes[1].rules[1].method"), Some((13, 12)));
+        assert_eq!(s.locate("mcp_servers[0].tools[0].action"), Some((20, 3)));
+        assert_eq!(s.at("routes[1].name"), "m.toml:10:1");
+    }
+
+    #[test]
+    fn a_key_not_written_gives_the_nearest_part_that_is() {
+        let s = source(FILE);
+        // Defaulted: where its table is.
+        assert_eq!(s.locate("routes[0].upstream"), s.locate("routes[0]"));
+        assert_eq!(s.locate("server.idle_timeout_secs"), s.locate("server"));
+        assert!(s.locate("routes[0]").is_some());
+        // Nothing of it written.
+        assert_eq!(s.locate("webhook.url"), None);
+        assert_eq!(s.at("webhook.url"), "m.toml");
+        // Past the end of an array: the array.
+        assert_eq!(s.locate("routes[7].name"), s.locate("routes"));
+    }
+
+    #[test]
+    fn a_wrong_value_says_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.toml");
+        std::fs::write(
+            &file,
+            "credential_ttl_secs = 9\n\n[server]\nmax_connections = 0\n",
+        )
+        .unwrap();
+        let e = Config::load(dir.path(), None, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:4:1: invalid value for server.max_connections: must be 1..=1000000",
+                file.display()
+            )
+        );
+        std::fs::write(&file, "credential_ttl_secs = 9\nlisten = [\n").unwrap();
+        let e = Config::load(dir.path(), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("{}:2:", file.display())), "{e}");
+    }
+
+    #[test]
+    fn a_reload_names_what_needs_a_restart_and_keeps_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.toml");
+        std::fs::write(&file, "credential_ttl_secs = 60\n").unwrap();
+        let listen: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+        let running = Config::load(dir.path(), None, Some(listen)).unwrap();
+        std::fs::write(
+            &file,
+            "credential_ttl_secs = 60\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        // The flag still wins over the file: nothing to restart for.
+        let again = running.reread().unwrap();
+        assert_eq!(again.listen, listen);
+        assert!(running.needs_restart(&again).is_empty());
+        std::fs::write(
+            &file,
+            "credential_ttl_secs = 61\n[server]\nidle_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let again = running.reread().unwrap();
+        assert_eq!(
+            running.needs_restart(&again),
+            vec!["credential_ttl_secs", "server"]
+        );
+        // A file read at start that is gone is an error, not "no routes".
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(running.reread(), Err(ConfigError::Read(..))));
+    }
 
     fn with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let vars: Vec<(String, String)> = vars

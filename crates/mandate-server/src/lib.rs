@@ -22,6 +22,7 @@ mod mcp_servers;
 mod mcp_upstream;
 mod metrics;
 mod problem;
+mod reload;
 mod replay;
 mod routes;
 mod state;
@@ -30,7 +31,7 @@ pub use api::router;
 pub use approval_notices::WEBHOOK_TYP;
 pub use config::{
     AuditConfig, CHECKPOINT_FILE, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN,
-    ServerConfig, WebhookConfig, check_database_url, redact_url,
+    ServerConfig, Source, WebhookConfig, check_database_url, redact_url,
 };
 pub use datadir::{DataDir, DataDirError, init_admin, verify_audit};
 pub use mandate_enforce::{
@@ -84,13 +85,8 @@ pub async fn serve(
                 .join("\n"),
         )
     })?;
-    check_actions(
-        config.routes.iter().map(|r| &r.config),
-        config.mcp_servers.iter().map(|m| &m.config),
-        &policies.policies,
-    )
-    .map_err(ServeError::Config)?;
-    check_mcp_programs(&config).map_err(ServeError::Config)?;
+    check_actions(&config, &policies.policies).map_err(|d| ServeError::Config(d.to_string()))?;
+    check_mcp_programs(&config).map_err(|e| ServeError::Config(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
@@ -258,6 +254,13 @@ pub async fn serve(
             }
         });
     }
+    // Approvers the policies name who are not principals: warned of, not
+    // refused (ADR 0028); a call only they could approve is denied.
+    if let Ok(org) = state.org() {
+        for w in reload::approver_warnings(&state, &org.loaded.policies).await {
+            tracing::warn!("{w}");
+        }
+    }
     spawn_reload_on_sighup(state.clone());
     changes::spawn_listener(state.clone());
     approval_notices::spawn_announcer(state.clone());
@@ -288,8 +291,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// `SIGHUP` reloads the organisation's policies; a set that fails to load
-/// is rejected and the running one stays.
+/// `SIGHUP` reloads the organisation's policies and `mandate.toml`'s routes
+/// and MCP servers; a set or a file that fails to load is rejected and
+/// everything running stays.
 fn spawn_reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -298,7 +302,7 @@ fn spawn_reload_on_sighup(state: AppState) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            changes::reload(&state, changes::Reload::Sighup).await;
+            reload::reload_or_log(&state, reload::Trigger::Sighup).await;
         }
     });
 }
@@ -306,28 +310,48 @@ fn spawn_reload_on_sighup(state: AppState) {
 /// What can only be checked once the policies are loaded: every action a
 /// gateway route's rule or an MCP tool is mapped to is declared by the
 /// schema (an undeclared one would turn each matching request into a
-/// denial). Checked at start and on every policy reload.
-pub(crate) fn check_actions<'a>(
-    routes: impl IntoIterator<Item = &'a crate::routes::RouteConfig>,
-    mcp_servers: impl IntoIterator<Item = &'a crate::mcp_servers::McpServerConfig>,
+/// denial). Checked at start and on every reload; the diagnostic says
+/// where in `mandate.toml` the action is.
+pub(crate) fn check_actions(
+    config: &Config,
     org: &mandate_core::OrgPolicies,
-) -> Result<(), String> {
-    for route in routes {
-        for rule in &route.rules {
+) -> Result<(), mandate_core::PolicyDiagnostic> {
+    let at = |key: String, message: String| match &config.source {
+        Some(src) => src.diagnostic(&key, message),
+        None => mandate_core::PolicyDiagnostic {
+            source: "mandate.toml".into(),
+            line: 1,
+            col: 1,
+            message,
+        },
+    };
+    for (i, route) in config.routes.iter().enumerate() {
+        for (j, rule) in route.config.rules.iter().enumerate() {
             if !org.declares_action(&rule.action) {
-                return Err(format!(
-                    "route `{}`: the rule for `{} {}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
-                    route.name, rule.method, rule.path, rule.action
+                return Err(at(
+                    format!("routes[{i}].rules[{j}].action"),
+                    format!(
+                        "route `{}`: the rule for `{} {}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
+                        route.name(),
+                        rule.method,
+                        rule.path,
+                        rule.action
+                    ),
                 ));
             }
         }
     }
-    for server in mcp_servers {
-        for t in &server.tools {
+    for (i, server) in config.mcp_servers.iter().enumerate() {
+        for (j, t) in server.config.tools.iter().enumerate() {
             if !org.declares_action(&t.action) {
-                return Err(format!(
-                    "MCP server `{}`: tool `{}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
-                    server.name, t.name, t.action
+                return Err(at(
+                    format!("mcp_servers[{i}].tools[{j}].action"),
+                    format!(
+                        "MCP server `{}`: tool `{}` maps to action `{}`, which the policy schema does not declare (add it to a `.cedarschema` file in the policy directory)",
+                        server.name(),
+                        t.name,
+                        t.action
+                    ),
                 ));
             }
         }
@@ -336,9 +360,10 @@ pub(crate) fn check_actions<'a>(
 }
 
 /// Every local MCP server's program can be found (a wrong one would
-/// otherwise surface as sessions that end at once).
-fn check_mcp_programs(config: &Config) -> Result<(), String> {
-    for server in &config.mcp_servers {
+/// otherwise surface as sessions that end at once); why not, with where in
+/// `mandate.toml`.
+pub(crate) fn check_mcp_programs(config: &Config) -> Result<(), ConfigError> {
+    for (i, server) in config.mcp_servers.iter().enumerate() {
         if let Some(command) = &server.config.command {
             let found = if command.contains('/') {
                 std::path::Path::new(command).is_file()
@@ -348,10 +373,13 @@ fn check_mcp_programs(config: &Config) -> Result<(), String> {
                 })
             };
             if !found {
-                return Err(format!(
-                    "MCP server `{}`: the program `{command}` does not exist (or is not on PATH)",
-                    server.name()
-                ));
+                return Err(config.located(ConfigError::Value(
+                    format!("mcp_servers[{i}].command"),
+                    format!(
+                        "MCP server `{}`: the program `{command}` does not exist (or is not on PATH)",
+                        server.name()
+                    ),
+                )));
             }
         }
     }

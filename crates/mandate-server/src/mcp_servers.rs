@@ -28,7 +28,7 @@ pub const LIST_RESOURCE_TEMPLATES: &str = "list_resource_templates";
 pub const ELICIT: &str = "elicit";
 
 /// One upstream MCP server as written in `mandate.toml` (`[[mcp_servers]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// Served to agents at `/mcp/{name}`; the `server` of its tools.
@@ -168,7 +168,7 @@ impl ProofMode {
 }
 
 /// A tool with its own Cedar action, and the arguments policy sees.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpToolConfig {
     pub name: String,
@@ -202,6 +202,9 @@ pub enum Transport {
 #[error("MCP server `{server}`: {message}")]
 pub struct McpConfigError {
     pub server: String,
+    /// Where in the server's table: a key such as `url` or
+    /// `tools[0].action` (empty: the table as a whole).
+    pub key: String,
     pub message: String,
 }
 
@@ -223,33 +226,40 @@ pub struct MapError(pub String);
 impl McpServer {
     /// Checks a server's configuration.
     pub fn new(config: McpServerConfig) -> Result<Self, McpConfigError> {
-        let err = |message: String| McpConfigError {
+        let err = |key: &str, message: String| McpConfigError {
             server: config.name.clone(),
+            key: key.to_owned(),
             message,
         };
         if !crate::routes::is_word(&config.name) {
             return Err(err(
+                "name",
                 "the name must be letters, digits, `_` or `-` (it is a URL segment)".into(),
             ));
         }
         if let Some(r) = &config.attestation {
-            r.validate().map_err(|m| err(format!("attestation: {m}")))?;
+            r.validate()
+                .map_err(|m| err("attestation", format!("attestation: {m}")))?;
         }
         let labels = config
             .taint
             .iter()
             .chain(config.tools.iter().flat_map(|t| t.taint.iter().flatten()));
         if let Some(l) = labels.clone().find(|l| !mandate_core::valid_taint_label(l)) {
-            return Err(err(format!(
-                "taint: `{l}` is not a label (1 to 64 of a-z, 0-9, `_`, `-`, `.`)"
-            )));
+            return Err(err(
+                "taint",
+                format!("taint: `{l}` is not a label (1 to 64 of a-z, 0-9, `_`, `-`, `.`)"),
+            ));
         }
         match (&config.command, &config.url) {
             (Some(c), None) if !c.trim().is_empty() => {}
             (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
-            (None, Some(u)) => return Err(err(format!("`url` `{u}` is not an http(s) URL"))),
+            (None, Some(u)) => {
+                return Err(err("url", format!("`url` `{u}` is not an http(s) URL")));
+            }
             _ => {
                 return Err(err(
+                    "",
                     "give exactly one of `command` (a local stdio server) or `url` (a remote one)"
                         .into(),
                 ));
@@ -260,12 +270,14 @@ impl McpServer {
             UpstreamAuth::TokenExchange if config.url.is_some() => {}
             UpstreamAuth::TokenExchange => {
                 return Err(err(
+                    "auth",
                     "`token_exchange` is for remote servers (`url`); a local one gets no token"
                         .into(),
                 ));
             }
             UpstreamAuth::Vault => {
                 return Err(err(
+                    "auth",
                     "`vault` is not supported for MCP servers; use `pass` or `token_exchange`"
                         .into(),
                 ));
@@ -277,49 +289,54 @@ impl McpServer {
             || config.max_sessions == Some(0)
             || config.idle_timeout_secs == Some(0)
         {
-            return Err(err(
+            return Err(err("", 
                 "max_message_bytes, timeout_ms, max_sessions, max_sessions_per_mission and idle_timeout_secs must be ≥ 1"
                     .into(),
             ));
         }
         if config.url.is_some() && (config.uid.is_some() || config.gid.is_some()) {
             return Err(err(
-                "`uid` and `gid` are for local servers (`command`)".into()
+                "uid",
+                "`uid` and `gid` are for local servers (`command`)".into(),
             ));
         }
         if config.command.is_some() && config.audience.is_some() {
             return Err(err(
+                "audience",
                 "`audience` is for remote servers with `token_exchange`".into(),
             ));
         }
         for l in &config.labels {
             if !crate::routes::is_word(l) {
-                return Err(err(format!("label `{l}` must be a word")));
+                return Err(err("labels", format!("label `{l}` must be a word")));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
-        for t in &config.tools {
+        for (n, t) in config.tools.iter().enumerate() {
             if !mandate_core::names::valid_name(&t.name) {
-                return Err(err(format!(
-                    "tool name `{}` is not a valid MCP name",
-                    t.name
-                )));
+                return Err(err(
+                    &format!("tools[{n}].name"),
+                    format!("tool name `{}` is not a valid MCP name", t.name),
+                ));
             }
             if !seen.insert(t.name.as_str()) {
-                return Err(err(format!("tool `{}` is mapped twice", t.name)));
+                return Err(err(
+                    &format!("tools[{n}].name"),
+                    format!("tool `{}` is mapped twice", t.name),
+                ));
             }
             if !crate::routes::is_word(&t.action) {
-                return Err(err(format!(
-                    "tool `{}`: action `{}` must be a word",
-                    t.name, t.action
-                )));
+                return Err(err(
+                    &format!("tools[{n}].action"),
+                    format!("tool `{}`: action `{}` must be a word", t.name, t.action),
+                ));
             }
             for f in &t.context_from_arguments {
                 if f == "trust" || f == "time" || f.is_empty() {
-                    return Err(err(format!(
-                        "tool `{}`: `{f}` cannot come from the arguments",
-                        t.name
-                    )));
+                    return Err(err(
+                        &format!("tools[{n}].context_from_arguments"),
+                        format!("tool `{}`: `{f}` cannot come from the arguments", t.name),
+                    ));
                 }
             }
         }

@@ -40,7 +40,7 @@ pub enum UpstreamErrors {
 }
 
 /// One route as written in `mandate.toml` (`[[routes]]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Served under `/gw/{name}/…`.
@@ -90,7 +90,7 @@ fn default_auth() -> UpstreamAuth {
 }
 
 /// `method` + `path` template → `action`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// An HTTP method, or `*` for any.
@@ -137,6 +137,9 @@ enum Segment {
 #[error("route `{route}`: {message}")]
 pub struct RouteError {
     pub route: String,
+    /// Where in the route's table: a key such as `upstream` or
+    /// `rules[0].path` (empty: the table as a whole).
+    pub key: String,
     pub message: String,
 }
 
@@ -149,12 +152,16 @@ pub(crate) fn is_word(s: &str) -> bool {
 impl Route {
     /// Checks a route's configuration.
     pub fn new(config: RouteConfig) -> Result<Self, RouteError> {
-        let err = |m: String| RouteError {
+        let err = |key: &str, m: String| RouteError {
             route: config.name.clone(),
+            key: key.to_owned(),
             message: m,
         };
         if !is_word(&config.name) {
-            return Err(err("the name must be letters, digits, `_` or `-`".into()));
+            return Err(err(
+                "name",
+                "the name must be letters, digits, `_` or `-`".into(),
+            ));
         }
         let up = config.upstream.trim_end_matches('/');
         let base = reqwest::Url::parse(up)
@@ -165,44 +172,58 @@ impl Route {
                     && !up.chars().any(|c| c.is_whitespace() || c.is_control())
             })
             .ok_or_else(|| {
-                err(format!(
-                    "upstream `{}` is not an http(s) base URL",
-                    config.upstream
-                ))
+                err(
+                    "upstream",
+                    format!("upstream `{}` is not an http(s) base URL", config.upstream),
+                )
             })?;
         if let Some(r) = &config.attestation {
-            r.validate().map_err(|m| err(format!("attestation: {m}")))?;
+            r.validate()
+                .map_err(|m| err("attestation", format!("attestation: {m}")))?;
         }
         if let Some(l) = config
             .taint
             .iter()
             .find(|l| !mandate_core::valid_taint_label(l))
         {
-            return Err(err(format!(
-                "taint: `{l}` is not a label (1 to 64 of a-z, 0-9, `_`, `-`, `.`)"
-            )));
+            return Err(err(
+                "taint",
+                format!("taint: `{l}` is not a label (1 to 64 of a-z, 0-9, `_`, `-`, `.`)"),
+            ));
         }
         if config.rules.is_empty() {
-            return Err(err("no `[[routes.rules]]`: nothing would be allowed".into()));
+            return Err(err(
+                "",
+                "no `[[routes.rules]]`: nothing would be allowed".into(),
+            ));
         }
         let mut forward_headers = Vec::new();
         for name in &config.forward_headers {
-            let h = crate::header_policy::forwardable(name).map_err(err)?;
+            let h =
+                crate::header_policy::forwardable(name).map_err(|m| err("forward_headers", m))?;
             if !forward_headers.contains(&h) {
                 forward_headers.push(h);
             }
         }
         let mut rules = Vec::new();
-        for r in &config.rules {
+        for (n, r) in config.rules.iter().enumerate() {
             let method = match r.method.as_str() {
                 "*" => None,
                 m if !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()) => {
                     Some(m.to_owned())
                 }
-                m => return Err(err(format!("method `{m}` must be upper case, or `*`"))),
+                m => {
+                    return Err(err(
+                        &format!("rules[{n}].method"),
+                        format!("method `{m}` must be upper case, or `*`"),
+                    ));
+                }
             };
             let Some(rest) = r.path.strip_prefix('/') else {
-                return Err(err(format!("path `{}` must start with `/`", r.path)));
+                return Err(err(
+                    &format!("rules[{n}].path"),
+                    format!("path `{}` must start with `/`", r.path),
+                ));
             };
             let mut segments = Vec::new();
             let parts: Vec<&str> = if rest.is_empty() {
@@ -214,28 +235,38 @@ impl Route {
                 let seg = if let Some(name) = p.strip_prefix("{*").and_then(|n| n.strip_suffix('}'))
                 {
                     if i + 1 != parts.len() {
-                        return Err(err(format!("`{p}` must be the last segment")));
+                        return Err(err(
+                            &format!("rules[{n}].path"),
+                            format!("`{p}` must be the last segment"),
+                        ));
                     }
                     Segment::Rest(name.to_owned())
                 } else if let Some(name) = p.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
                     Segment::Param(name.to_owned())
                 } else {
                     if check_segment(p).is_err() || p.contains(['{', '}']) {
-                        return Err(err(format!("path segment `{p}` is not a plain segment")));
+                        return Err(err(
+                            &format!("rules[{n}].path"),
+                            format!("path segment `{p}` is not a plain segment"),
+                        ));
                     }
                     Segment::Literal((*p).to_owned())
                 };
                 if let Segment::Param(n) | Segment::Rest(n) = &seg
                     && (!is_word(n) || n.starts_with("http_"))
                 {
-                    return Err(err(format!(
-                        "parameter name `{n}` must be a word not starting with `http_`"
-                    )));
+                    return Err(err(
+                        &format!("rules[{n}].path"),
+                        format!("parameter name `{n}` must be a word not starting with `http_`"),
+                    ));
                 }
                 segments.push(seg);
             }
             if !is_word(&r.action) {
-                return Err(err(format!("action `{}` must be a word", r.action)));
+                return Err(err(
+                    &format!("rules[{n}].action"),
+                    format!("action `{}` must be a word", r.action),
+                ));
             }
             rules.push(Rule {
                 method,

@@ -1,12 +1,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use mandate_core::{AuthorityKey, Clock, Jwks, MissionLimits, PolicyDiagnostic, SecureRandom};
+use mandate_core::{AuthorityKey, Clock, Jwks, MissionLimits, SecureRandom};
 use mandate_enforce::{AuditLog, Enforcer, LoadedPolicies, OrgState};
 use mandate_store::Store;
 
 use crate::config::Config;
+use crate::reload::Gateways;
 use crate::replay::ReplayCache;
 
 /// What every handler shares.
@@ -42,10 +43,14 @@ pub(crate) struct Inner {
     /// Unidentified refused approval attempts already recorded, by request
     /// and kind of attempt (see `api::approvals`).
     anonymous_refusals: Mutex<std::collections::HashSet<(String, &'static str)>>,
-    /// Gateway routes by name.
-    pub routes: HashMap<String, Arc<crate::routes::Route>>,
-    /// Upstream MCP servers by name.
-    pub mcp_servers: HashMap<String, Arc<crate::mcp_servers::McpServer>>,
+    /// The gateway's routes and MCP servers, replaced whole by a reload
+    /// ([`AppState::gateways`]).
+    gateways: RwLock<Arc<Gateways>>,
+    /// The configuration the server started with: how to read it again,
+    /// and what a reload cannot change.
+    pub config: Config,
+    /// Serializes reloads, so each reads, checks and replaces in turn.
+    pub reload_lock: tokio::sync::Mutex<()>,
     /// Open MCP sessions.
     pub mcp: crate::api::McpSessions,
     /// This process's name among the nodes on one database: random per
@@ -143,16 +148,9 @@ impl AppState {
             webhook_wake: tokio::sync::Notify::new(),
             checkpoint_file: config.audit.checkpoint_file.clone(),
             anonymous_refusals: Mutex::new(std::collections::HashSet::new()),
-            routes: config
-                .routes
-                .iter()
-                .map(|r| (r.name().to_owned(), Arc::new(r.clone())))
-                .collect(),
-            mcp_servers: config
-                .mcp_servers
-                .iter()
-                .map(|m| (m.name().to_owned(), Arc::new(m.clone())))
-                .collect(),
+            gateways: RwLock::new(Arc::new(Gateways::new(config, None))),
+            config: config.clone(),
+            reload_lock: tokio::sync::Mutex::new(()),
             mcp: crate::api::McpSessions::default(),
             node,
             verified: Mutex::new(HashMap::new()),
@@ -209,19 +207,26 @@ impl AppState {
         Ok(self.0.enforcer.org()?)
     }
 
-    /// Reloads the policy directory. A set that fails to load or validate
-    /// is rejected whole and the running one stays.
-    pub fn reload_policies(&self) -> Result<u64, Vec<PolicyDiagnostic>> {
-        // A set whose schema drops an action a route or an MCP tool maps to
-        // would turn their every request into a denial: refused, like a
-        // set that does not parse.
-        self.0.enforcer.reload_checked(&self.0.policies_dir, |org| {
-            crate::check_actions(
-                self.0.routes.values().map(|r| &r.config),
-                self.0.mcp_servers.values().map(|m| &m.config),
-                org,
-            )
-        })
+    /// The gateway's routes and MCP servers as they are now. A request
+    /// reads them once, at its start, and keeps what it read to its end: a
+    /// reload meanwhile changes the requests that come after it.
+    pub(crate) fn gateways(&self) -> Arc<Gateways> {
+        Arc::clone(
+            &self
+                .0
+                .gateways
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts `new` in place of the running routes and MCP servers.
+    pub(crate) fn set_gateways(&self, new: Arc<Gateways>) {
+        *self
+            .0
+            .gateways
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
     }
 
     /// Whether a refused attempt on `id` (an approval request an

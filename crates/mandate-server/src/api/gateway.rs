@@ -109,7 +109,8 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let route = s.0.routes.get(name).cloned().ok_or_else(|| {
+    // Read once: a reload meanwhile changes later requests, not this one.
+    let route = s.gateways().routes.get(name).cloned().ok_or_else(|| {
         problem(
             StatusCode::NOT_FOUND,
             "unknown_route",
@@ -793,8 +794,8 @@ pub(super) fn mcp_challenge(resp: Response, mode: ProofMode) -> Response {
 /// for no server (whose answer is a 404 anyway).
 pub(super) fn mcp_proof_mode(s: &AppState, path: &str) -> ProofMode {
     path.strip_prefix("/mcp/")
-        .and_then(|name| s.0.mcp_servers.get(name))
-        .map_or(ProofMode::Either, |server| server.proof())
+        .and_then(|name| s.gateways().mcp_servers.get(name).map(|m| m.proof()))
+        .unwrap_or(ProofMode::Either)
 }
 
 /// What the audit record of a gateway request adds: where and what, by

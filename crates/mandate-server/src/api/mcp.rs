@@ -376,6 +376,9 @@ struct SessionState {
     opened: Option<Instant>,
     /// The session is over: nothing more starts on it.
     ended: bool,
+    /// Since when a reload changed or removed the session's server: it
+    /// ends once nothing is in flight (ADR 0028).
+    retired: Option<Instant>,
 }
 
 impl SessionState {
@@ -805,7 +808,8 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         .strip_prefix("/mcp/")
         .filter(|n| !n.is_empty() && !n.contains('/'))
         .ok_or_else(|| Problem::not_found("no such MCP server"))?;
-    let server = s.0.mcp_servers.get(name).cloned().ok_or_else(|| {
+    // Read once: a reload meanwhile changes later requests, not this one.
+    let server = s.gateways().mcp_servers.get(name).cloned().ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
             "unknown_mcp_server",
@@ -926,11 +930,18 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
                     && x.server.name() == server.name()
                     && !x.is_closed()
             });
+            // A session opened with the server as it was configured before
+            // a reload takes no new request (ADR 0028).
+            let reconfigured = found
+                .as_ref()
+                .is_some_and(|x| !Arc::ptr_eq(&x.server, &server));
             match found {
-                Some(x) => Some(x),
-                None => {
+                Some(x) if !reconfigured => Some(x),
+                _ => {
                     let elsewhere = id.split_once('.').is_some_and(|(node, _)| node != s.0.node);
-                    let detail = if elsewhere {
+                    let detail = if reconfigured {
+                        "this MCP session's server was reconfigured (a configuration reload); initialize a new one"
+                    } else if elsewhere {
                         "this MCP session is held by another node of this authority (or has ended): a load balancer must send every request with one `Mcp-Session-Id` to the node that answered its `initialize`; otherwise initialize a new one"
                     } else {
                         "no such MCP session; initialize a new one"
@@ -1643,13 +1654,48 @@ async fn take_place(
     )))
 }
 
-/// Closes the sessions of missions that ended and the idle ones.
+/// Ends the sessions whose server a reload changed or removed (ADR 0028).
+/// Such a session takes no new request from the moment of the reload (the
+/// agent initializes a new one, with the server as now configured); its
+/// agent's stream closes at once; what is in flight finishes, for at most
+/// the server's timeout; then the session ends, recorded, and its process
+/// stops. Run after every reload and every second.
+pub(crate) async fn retire(s: &AppState) {
+    let live = s.gateways();
+    for x in s.0.mcp.all() {
+        let now = live.mcp_servers.get(x.server.name());
+        if now.is_some_and(|m| Arc::ptr_eq(m, &x.server)) {
+            continue;
+        }
+        let done = match x.st.lock() {
+            Ok(mut st) => {
+                let since = *st.retired.get_or_insert_with(Instant::now);
+                st.listener = None;
+                st.pending.is_empty() || since.elapsed() > x.server.timeout()
+            }
+            Err(_) => true,
+        };
+        if done {
+            let reason = if now.is_some() {
+                "its MCP server was reconfigured (a configuration reload)"
+            } else {
+                "its MCP server was removed from the configuration (a configuration reload)"
+            };
+            tracing::info!(server = x.server.name(), session = %x.id, mission = %x.mission, reason, "MCP session ended");
+            end_session(s, &x, reason).await;
+        }
+    }
+}
+
+/// Closes the sessions of missions that ended, the idle ones, and those of
+/// servers a reload changed or removed.
 pub(crate) fn spawn_reaper(s: AppState) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut failures: HashMap<String, u32> = HashMap::new();
         loop {
             tick.tick().await;
+            retire(&s).await;
             for x in s.0.mcp.all() {
                 let now = s.0.clock.now();
                 let active = match s.0.store.mission(&x.mission).await {

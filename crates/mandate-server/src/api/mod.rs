@@ -135,6 +135,12 @@ pub(crate) fn spawn_mcp_reaper(state: AppState) {
     mcp::spawn_reaper(state);
 }
 
+/// Ends the MCP sessions of servers a reload changed or removed, once
+/// nothing is in flight on them.
+pub(crate) async fn retire_mcp_sessions(state: &AppState) {
+    mcp::retire(state).await;
+}
+
 /// Runs `f` on a thread of its own with a large stack. Cedar's parser
 /// recurses on the shape of its input; mission policies are bounded in size
 /// and nesting before parsing, and this keeps a pathological case that

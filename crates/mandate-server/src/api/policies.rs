@@ -6,10 +6,17 @@ use mandate_core::wire::PoliciesView;
 use super::extract::Caller;
 use super::openapi::{Always, Forbidden, Unauthorized, Unprocessable};
 use crate::problem::Problem;
+use crate::reload::{Refused, Trigger, approver_warnings};
 use crate::state::AppState;
 
-fn view(s: &AppState) -> Result<PoliciesView, Problem> {
+/// The policies running, with what they name that does not exist
+/// (`warnings`, found now unless given).
+async fn view(s: &AppState, warnings: Option<Vec<String>>) -> Result<PoliciesView, Problem> {
     let org = s.org()?;
+    let warnings = match warnings {
+        Some(w) => w,
+        None => approver_warnings(s, &org.loaded.policies).await,
+    };
     Ok(PoliciesView {
         version: org.version,
         dir: s.0.policies_dir.display().to_string(),
@@ -22,10 +29,13 @@ fn view(s: &AppState) -> Result<PoliciesView, Problem> {
             .into_iter()
             .map(|(id, kind)| (id, kind.as_str().to_owned()))
             .collect(),
+        warnings,
+        config: None,
     })
 }
 
-/// The organisation policies the server runs (admin).
+/// The organisation policies the server runs (admin), with warnings for
+/// approvers they name who are not principals.
 #[utoipa::path(
     get,
     path = "/v1/policies",
@@ -39,11 +49,14 @@ pub(super) async fn list(
     caller: Caller,
 ) -> Result<Json<PoliciesView>, Problem> {
     caller.require_admin()?;
-    Ok(Json(view(&s)?))
+    Ok(Json(view(&s, None).await?))
 }
 
-/// Reloads the policy directory atomically: a set that fails validation is
-/// rejected (with every error, `file:line:col`) and the running one stays.
+/// Reloads the policy directory and `mandate.toml`'s routes and MCP
+/// servers, together and atomically: a policy set or a file that fails
+/// validation is rejected (with every error, `file:line:col`) and
+/// everything running stays. The answer says what changed, what needs a
+/// restart, and which named approvers are not principals.
 #[utoipa::path(
     post,
     path = "/v1/policies/reload",
@@ -60,30 +73,36 @@ pub(super) async fn reload(
     caller: Caller,
 ) -> Result<Json<PoliciesView>, Problem> {
     caller.require_admin()?;
-    let state = s.clone();
-    let result = super::on_large_stack(move || state.reload_policies()).await?;
-    match result {
-        Ok(version) => {
-            tracing::info!(version, by = %caller.principal.name, "policies reloaded");
-            crate::changes::announce_reload(&s).await;
-            s.audit(
-                "policy.reloaded",
-                serde_json::json!({ "version": version, "by": caller.principal.name.as_str() }),
-            )
-            .await?;
-            Ok(Json(view(&s)?))
+    match crate::reload::reload(&s, Trigger::Api(caller.principal.name.as_str())).await {
+        Ok(done) => {
+            if let Some(p) = done.unrecorded {
+                return Err(p);
+            }
+            let mut v = view(&s, Some(done.warnings)).await?;
+            v.config = Some(done.config);
+            Ok(Json(v))
         }
-        Err(diags) => {
+        Err(Refused::Config(e)) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_config",
+                "mandate.toml was rejected; the running configuration and policies stay",
+            );
+            p.errors = vec![e];
+            Err(p)
+        }
+        Err(Refused::Policies(diags)) => {
             let mut p = Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_policy",
                 format!(
-                    "the policy set was rejected ({} problems); the running set stays",
+                    "the policy set was rejected ({} problems); the running policies and configuration stay",
                     diags.len()
                 ),
             );
             p.errors = diags.iter().map(ToString::to_string).collect();
             Err(p)
         }
+        Err(Refused::Internal) => Err(Problem::internal()),
     }
 }

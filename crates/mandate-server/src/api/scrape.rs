@@ -36,13 +36,14 @@ pub(super) async fn metrics(
 
 /// The exposition, its gauges of state read now.
 pub(crate) async fn exposition(s: &AppState) -> Result<Response, Problem> {
+    let gateways = s.gateways();
     let scraped = Scraped {
         approvals_pending: s.0.store.pending_approvals().await?,
         audit_up: s.0.enforcer.audit_log().healthy(),
         mcp: s
             .0
             .mcp
-            .by_server(s.0.mcp_servers.keys().map(String::as_str)),
+            .by_server(gateways.mcp_servers.keys().map(String::as_str)),
     };
     let mut r = s.0.metrics.render(&scraped).into_response();
     r.headers_mut()

@@ -50,10 +50,12 @@ pub(super) async fn put(
     ApiJson(secret): ApiJson<VaultSecret>,
 ) -> Result<Json<VaultView>, Problem> {
     caller.require_admin()?;
-    let r =
-        s.0.routes
-            .get(&route)
-            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown_route", "no such route"))?;
+    let r = s
+        .gateways()
+        .routes
+        .get(&route)
+        .cloned()
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "unknown_route", "no such route"))?;
     if r.config.auth != UpstreamAuth::Vault {
         return Err(Problem::bad_request(
             "invalid_request",

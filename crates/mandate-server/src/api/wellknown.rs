@@ -65,7 +65,7 @@ pub(super) async fn healthz(State(s): State<AppState>) -> (axum::http::StatusCod
         h.durable = Some(false);
         h.warning = Some("unsafe non-durable benchmark mode: a crash loses answered decisions");
     }
-    if !s.0.mcp_servers.is_empty() {
+    if !s.gateways().mcp_servers.is_empty() {
         let (sessions, in_flight) = s.0.mcp.counts();
         h.mcp = Some(McpCounts {
             sessions,

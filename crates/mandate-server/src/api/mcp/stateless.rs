@@ -620,7 +620,9 @@ async fn channel(
     let open = || {
         let r = s.0.mcp.reg.lock().ok()?;
         let x = r.sessions.get(r.channels.get(&key)?)?;
-        (!x.is_closed()).then(|| Arc::clone(x))
+        // A channel opened with the server as configured before a reload
+        // takes no new request: a new one is opened (ADR 0028).
+        (!x.is_closed() && Arc::ptr_eq(&x.server, server)).then(|| Arc::clone(x))
     };
     if let Some(x) = open() {
         x.touch();
