@@ -143,6 +143,16 @@ fn validate_file(file: &Path, policy_dir: &Path, json: bool) -> anyhow::Result<(
         .filter_map(Result::ok)
         .any(|e| e.path().extension().and_then(|x| x.to_str()) == Some("cedarschema"));
     let schema_dir = if has_schema { own } else { policy_dir };
+    if !has_schema && !policy_dir.is_dir() {
+        bail!(
+            "no schema (`*.cedarschema`) beside `{}` in `{}`, and the policy directory \
+             `{}` to take one from does not exist: name yours with MANDATE_POLICIES=DIR \
+             (or `--data DATA` for DATA/policies)",
+            file.display(),
+            own.display(),
+            policy_dir.display()
+        );
+    }
     let loaded = mandate_server::load_file(file, schema_dir);
     // Diagnostics name the file by its name, and schema fragments theirs.
     let problems_in = |source: &str| {
@@ -152,7 +162,7 @@ fn validate_file(file: &Path, policy_dir: &Path, json: bool) -> anyhow::Result<(
         {
             file.to_path_buf()
         } else {
-            schema_dir.join(source)
+            located(schema_dir, source)
         }
     };
     match loaded {
@@ -174,6 +184,16 @@ fn validate_file(file: &Path, policy_dir: &Path, json: bool) -> anyhow::Result<(
             )
         }
         ok => report(ok, schema_dir, file, json),
+    }
+}
+
+/// Where a diagnostic of `dir` is: a file of it, by name, or (for a
+/// problem with the directory itself) the directory, named once.
+fn located(dir: &Path, source: &str) -> PathBuf {
+    if Path::new(source) == dir {
+        dir.to_path_buf()
+    } else {
+        dir.join(source)
     }
 }
 
@@ -213,7 +233,7 @@ fn report(
         }
         Err(diags) => {
             for d in &diags {
-                let file = dir.join(&d.source);
+                let file = located(dir, &d.source);
                 eprintln!("{}:{}:{}: {}", file.display(), d.line, d.col, d.message);
             }
             bail!("{} problem(s) in `{}`", diags.len(), what.display())

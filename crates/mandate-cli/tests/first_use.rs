@@ -247,6 +247,29 @@ fn policy_validate_takes_one_file_with_its_directorys_schema_or_the_policy_direc
     let out = validate(&policies.join("consultant.test.toml"));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("neither a directory nor a `.cedar` policy file"));
+
+    // No schema beside the file and no policy directory to take one from
+    // (a repository root whose server runs `examples/mandate.toml`, so that
+    // DATA/policies was never made): the error says which directory is
+    // missing, once, and how to name the right one.
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["policy", "validate"])
+        .arg(&good)
+        .current_dir(data.path())
+        .env_remove("MANDATE_POLICIES")
+        .env_remove("MANDATE_DATA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the policy directory `./mandate-data/policies`")
+            && err.contains("does not exist")
+            && err.contains("MANDATE_POLICIES=DIR")
+            && !err.contains("policies/./mandate-data"),
+        "{err}"
+    );
 }
 
 #[test]
