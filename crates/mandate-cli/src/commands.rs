@@ -921,6 +921,12 @@ async fn mission(
                     .map(|u| u.origin().ascii_serialization())
                     .map_err(|e| anyhow!("`{u}`: {e}"))
             };
+            if url.starts_with('/') {
+                bail!(
+                    "`{url}` is a path: give the full URL, e.g. `{}{url}`",
+                    saved.server.trim_end_matches('/')
+                );
+            }
             let target = origin(&url)?;
             let authority = origin(&saved.server)?;
             let named = to.as_deref().map(origin).transpose()?;

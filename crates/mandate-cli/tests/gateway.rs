@@ -1358,6 +1358,27 @@ async fn the_cli_calls_through_the_gateway_with_the_mission_key() {
         dotted.stderr()
     );
 
+    // A path alone is not guessed at: the full URL is asked for.
+    let path = server.cli(
+        None,
+        &[
+            "mission",
+            "call",
+            "--state",
+            state,
+            "GET",
+            "/gw/billing/invoices/42",
+        ],
+    );
+    assert!(!path.ok());
+    assert!(
+        path.stderr().contains(&format!(
+            "give the full URL, e.g. `{gw}/billing/invoices/42`"
+        )),
+        "{}",
+        path.stderr()
+    );
+
     // The signed credential goes to the mission's authority only, unless
     // another origin is named on purpose.
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -37,6 +37,13 @@ from http_message_signatures import HTTPMessageSigner, HTTPSignatureKeyResolver,
 from http_sf.compat import Dictionary
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
+import mcp.client.session
+
+# The SDK gives `server/discover` 10 s before it falls back to the session
+# era. Through the gateway the first discover starts the mission's server
+# process; on a loaded test machine that alone can take longer, and the
+# tests would then measure the machine's load instead of the gateway.
+mcp.client.session.DISCOVER_TIMEOUT_SECONDS = 60.0
 
 bridge = sys.argv[1] == "--bridge"
 if bridge:
