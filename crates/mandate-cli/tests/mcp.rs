@@ -960,43 +960,10 @@ async fn a_crashed_server_is_restarted_and_an_ended_mission_stops_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_server_gets_a_token_of_its_own_and_never_the_agents_credential() {
     let (mut upstream, port) = remote_server("--http").await;
-    let policies = tempfile::tempdir().unwrap();
-    let config = format!(
-        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nauth = \"token_exchange\"\naudience = \"https://lab.example\"\n",
-        policies.path().display().to_string()
-    );
-    let server = TestServer::start(bin(), Some(&config));
-    let s = server
-        .scenario(MissionPlan {
-            goal: "Exercise the remote lab server".into(),
-            scope: LAB_SCOPE.into(),
-            boundaries: "@id(\"no-crash\")\nforbid(principal, action, resource is Tool) when { resource.tool == \"crash\" };".into(),
-            budget: 100,
-        })
-        .await;
-    let url = format!("{}/mcp/lab", server.url());
+    let (server, _p, s, url) = remote_lab(port, "").await;
     let (mut c, ready) = McpClient::connect(&url, &s);
     assert_eq!(ready["ready"], true);
-    let listed = c.send(json!({"op": "list"}));
-    let names: Vec<&str> = listed["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        names.contains(&"echo") && !names.contains(&"crash"),
-        "{names:?}"
-    );
-    assert_eq!(
-        text(&c.call("echo", json!({"text": "over http"}))),
-        "over http"
-    );
-    let denied = c.call("crash", json!({}));
-    assert_eq!(
-        denied["_meta"]["io.mandate/decision"]["code"], "boundary",
-        "{denied}"
-    );
+    lists_calls_and_refuses(&mut c, "echo");
     let seen: Value = serde_json::from_str(&text(&c.call("headers", json!({})))).unwrap();
     for h in [
         "signature",
@@ -1042,6 +1009,50 @@ print(json.dumps(claims))
     let _ = upstream.wait();
 }
 
+/// The remote server on `port` as `lab` (`token_exchange`, audience
+/// `https://lab.example`; `extra` follows its entry), and a mission that
+/// may use its tools but never `crash`.
+async fn remote_lab(port: u16, extra: &str) -> (TestServer, tempfile::TempDir, Scenario, String) {
+    let policies = tempfile::tempdir().unwrap();
+    let config = format!(
+        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nauth = \"token_exchange\"\naudience = \"https://lab.example\"\n{extra}",
+        policies.path().display().to_string()
+    );
+    let server = TestServer::start(bin(), Some(&config));
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Exercise the remote lab server".into(),
+            scope: LAB_SCOPE.into(),
+            boundaries: "@id(\"no-crash\")\nforbid(principal, action, resource is Tool) when { resource.tool == \"crash\" };".into(),
+            budget: 100,
+        })
+        .await;
+    let url = format!("{}/mcp/lab", server.url());
+    (server, policies, s, url)
+}
+
+/// The listing shows `tool` and hides `crash`; `echo` answers; `crash` is
+/// refused by the boundary.
+fn lists_calls_and_refuses(c: &mut McpClient, tool: &str) {
+    let listed = c.send(json!({"op": "list"}));
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&tool) && !names.contains(&"crash"),
+        "{names:?}"
+    );
+    assert_eq!(text(&c.call("echo", json!({"text": "remote"}))), "remote");
+    let denied = c.call("crash", json!({}));
+    assert_eq!(
+        denied["_meta"]["io.mandate/decision"]["code"], "boundary",
+        "{denied}"
+    );
+}
+
 /// `tests/mcp/server.py` over streamable HTTP on a free loopback port
 /// (`--http`: both eras; `--modern`: 2026-07-28 only), once it listens.
 async fn remote_server(mode: &str) -> (Child, u16) {
@@ -1075,43 +1086,13 @@ async fn remote_server(mode: &str) -> (Child, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_server_of_2026_07_28_is_spoken_to_in_its_own_revision() {
     let (mut upstream, port) = remote_server("--modern").await;
-    let policies = tempfile::tempdir().unwrap();
-    let config = format!(
-        "policies_dir = {:?}\n\n[[mcp_servers]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nauth = \"token_exchange\"\naudience = \"https://lab.example\"\nallow_elicitation = true\n\n[[mcp_servers]]\nname = \"pinned\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nupstream_protocol = \"2026-07-28\"\n",
-        policies.path().display().to_string()
+    let extra = format!(
+        "allow_elicitation = true\n\n[[mcp_servers]]\nname = \"pinned\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nupstream_protocol = \"2026-07-28\"\n"
     );
-    let server = TestServer::start(bin(), Some(&config));
-    let s = server
-        .scenario(MissionPlan {
-            goal: "Exercise the remote lab server".into(),
-            scope: LAB_SCOPE.into(),
-            boundaries: "@id(\"no-crash\")\nforbid(principal, action, resource is Tool) when { resource.tool == \"crash\" };".into(),
-            budget: 100,
-        })
-        .await;
-    let url = format!("{}/mcp/lab", server.url());
+    let (server, _p, s, url) = remote_lab(port, &extra).await;
     let (mut c, ready) = McpClient::connect_current(&url, &s);
     assert_eq!(ready["protocol_version"], "2026-07-28", "{ready}");
-    let listed = c.send(json!({"op": "list"}));
-    let names: Vec<&str> = listed["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        names.contains(&"region") && !names.contains(&"crash"),
-        "{names:?}"
-    );
-    assert_eq!(
-        text(&c.call("echo", json!({"text": "stateless, remote"}))),
-        "stateless, remote"
-    );
-    let denied = c.call("crash", json!({}));
-    assert_eq!(
-        denied["_meta"]["io.mandate/decision"]["code"], "boundary",
-        "{denied}"
-    );
+    lists_calls_and_refuses(&mut c, "region");
     // What the server received: its revision's headers, no session, its
     // own token; nothing of the agent's.
     let seen: Value = serde_json::from_str(&text(&c.call("headers", json!({})))).unwrap();
