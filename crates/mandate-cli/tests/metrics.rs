@@ -213,6 +213,11 @@ action = "read"
     let anon = http.get(&url).send().await.unwrap();
     assert_eq!(anon.status(), 401);
     assert_eq!(
+        anon.headers()["www-authenticate"],
+        "Bearer",
+        "only an API token works on /metrics"
+    );
+    assert_eq!(
         anon.json::<serde_json::Value>().await.unwrap()["code"],
         "unauthenticated"
     );

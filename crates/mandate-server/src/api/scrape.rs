@@ -28,10 +28,21 @@ use crate::state::AppState;
 )]
 pub(super) async fn metrics(
     State(s): State<AppState>,
-    caller: Caller,
-) -> Result<Response, Problem> {
-    caller.require_admin()?;
-    exposition(&s).await
+    caller: Result<Caller, Problem>,
+) -> Response {
+    let answer = match caller.and_then(|c| c.require_admin()) {
+        Ok(()) => exposition(&s).await,
+        Err(p) => Err(p),
+    };
+    answer.unwrap_or_else(|p| {
+        let mut r = p.into_response();
+        // Only an API token works here (not DPoP, as elsewhere on the API).
+        if r.status() == axum::http::StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    })
 }
 
 /// The exposition, its gauges of state read now.
