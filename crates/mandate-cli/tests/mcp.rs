@@ -744,19 +744,7 @@ async fn progress_elicitation_cancellation_and_resources_pass_through() {
     let asked = c.call("ask", json!({}));
     assert_eq!(text(&asked), "hello alice", "{asked}");
     // A call cancelled by the client leaves nothing in flight.
-    let cancelled = c.send(
-        json!({"op": "cancel", "tool": "slow", "args": {"steps": 100, "delay": 0.05}, "after": 0.5}),
-    );
-    assert_eq!(cancelled["cancelled"], true, "{cancelled}");
-    let mut in_flight = json!(null);
-    for _ in 0..50 {
-        in_flight = health(&server)["mcp"]["in_flight"].clone();
-        if in_flight == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(in_flight, 0);
+    cancel_leaves_nothing_in_flight(&mut c, &server).await;
     assert_eq!(
         text(&c.call("echo", json!({"text": "still here"}))),
         "still here"
@@ -1053,6 +1041,24 @@ fn lists_calls_and_refuses(c: &mut McpClient, tool: &str) {
     );
 }
 
+/// A long `slow` call cancelled by the client after half a second: the
+/// gateway has nothing in flight within 5 s.
+async fn cancel_leaves_nothing_in_flight(c: &mut McpClient, server: &TestServer) {
+    let cancelled = c.send(
+        json!({"op": "cancel", "tool": "slow", "args": {"steps": 100, "delay": 0.05}, "after": 0.5}),
+    );
+    assert_eq!(cancelled["cancelled"], true, "{cancelled}");
+    let mut in_flight = json!(null);
+    for _ in 0..50 {
+        in_flight = health(server)["mcp"]["in_flight"].clone();
+        if in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_flight, 0);
+}
+
 /// `tests/mcp/server.py` over streamable HTTP on a free loopback port
 /// (`--http`: both eras; `--modern`: 2026-07-28 only), once it listens.
 async fn remote_server(mode: &str) -> (Child, u16) {
@@ -1127,19 +1133,7 @@ async fn a_remote_server_of_2026_07_28_is_spoken_to_in_its_own_revision() {
     let r = c.send(json!({"op": "progress", "tool": "slow", "args": {"steps": 3, "delay": 0.05}}));
     assert_eq!(text(&r["result"]), "done after 3 steps", "{r}");
     assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
-    let cancelled = c.send(
-        json!({"op": "cancel", "tool": "slow", "args": {"steps": 100, "delay": 0.05}, "after": 0.5}),
-    );
-    assert_eq!(cancelled["cancelled"], true, "{cancelled}");
-    let mut in_flight = json!(null);
-    for _ in 0..50 {
-        in_flight = health(&server)["mcp"]["in_flight"].clone();
-        if in_flight == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(in_flight, 0);
+    cancel_leaves_nothing_in_flight(&mut c, &server).await;
     c.exit();
     let opened = audit(&server, &s, "mcp.session.opened");
     assert_eq!(opened.len(), 1, "{opened:?}");
