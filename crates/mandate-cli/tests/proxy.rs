@@ -49,12 +49,15 @@ impl Seen {
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
-/// An upstream that records every request and answers with a small JSON.
-async fn upstream() -> (String, Log) {
+/// An upstream that records every request and answers with a small JSON;
+/// `/invoices/stream` answers with one line, then another once `go` is
+/// notified.
+async fn upstream(go: Arc<tokio::sync::Notify>) -> (String, Log) {
     let seen: Log = Arc::default();
     let log = Arc::clone(&seen);
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let log = Arc::clone(&log);
+        let go = Arc::clone(&go);
         async move {
             let (parts, body) = req.into_parts();
             let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
@@ -67,6 +70,24 @@ async fn upstream() -> (String, Log) {
                     .collect(),
                 body: body.clone(),
             });
+            if parts.uri.path().ends_with("/stream") {
+                let lines = futures_util::stream::unfold(0, move |n| {
+                    let go = Arc::clone(&go);
+                    async move {
+                        match n {
+                            0 => Some((Ok::<_, std::io::Error>("event 1\n"), 1)),
+                            1 => {
+                                go.notified().await;
+                                Some((Ok("event 2\n"), 2))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                return axum::response::IntoResponse::into_response(axum::body::Body::from_stream(
+                    lines,
+                ));
+            }
             // An upstream that says what only the authority may say.
             if parts.uri.path().ends_with("/forged-revoked") {
                 return axum::response::IntoResponse::into_response((
@@ -257,6 +278,7 @@ when { resource.server == "billing" };
 /// started mission saved to a state file.
 struct Lab {
     server: TestServer,
+    go: Arc<tokio::sync::Notify>,
     s: Scenario,
     seen: Log,
     state: PathBuf,
@@ -264,8 +286,9 @@ struct Lab {
     _demo: Running,
 }
 
-async fn lab() -> Lab {
-    let (up, seen) = upstream().await;
+async fn lab(settings: &str) -> Lab {
+    let go = Arc::new(tokio::sync::Notify::new());
+    let (up, seen) = upstream(Arc::clone(&go)).await;
     let dir = tempfile::tempdir().unwrap();
     let demo = start(
         dir.path(),
@@ -280,6 +303,7 @@ async fn lab() -> Lab {
     }
     let config = format!(
         r#"policies_dir = {dir:?}
+{settings}
 
 [[routes]]
 name = "billing"
@@ -333,6 +357,7 @@ action = "read"
     write_state(&state, &s.agent.save().unwrap());
     Lab {
         server,
+        go,
         s,
         seen,
         state,
@@ -394,7 +419,7 @@ impl Lab {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refused_where_policy_says()
  {
-    let lab = lab().await;
+    let lab = lab("").await;
     let proxy = lab.proxy(&[]);
     let base = format!("http://{}", proxy.addr);
 
@@ -438,6 +463,27 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
     let r = curl(&[&direct], &[("http_proxy", &base)]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(lab.seen().len(), 3);
+
+    // Answers stream: the first line reaches the agent while the upstream
+    // still holds the second.
+    let mut r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{base}/gw/billing/invoices/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(20), r.chunk())
+        .await
+        .expect("the first line arrives before the upstream finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"event 1\n");
+    lab.go.notify_one();
+    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"event 2\n");
+    assert_eq!(lab.seen().len(), 4);
 
     // A boundary: 403 with the policy that says so.
     let r = curl(&[&format!("{base}/gw/hr/people/7")], &[]).await;
@@ -509,7 +555,7 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
         (r.status, r.json()["code"].as_str()),
         (403, Some("cross_origin_refused"))
     );
-    assert_eq!(lab.seen().len(), 3, "none of these reached the upstream");
+    assert_eq!(lab.seen().len(), 4, "none of these reached the upstream");
 
     // A body over the route's limit (1 KiB) is refused before it is signed
     // or sent: declared, and chunked.
@@ -546,7 +592,7 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
         );
     }
     assert_eq!(lab.audit_len(), records, "no request reached the gateway");
-    assert_eq!(lab.seen().len(), 3);
+    assert_eq!(lab.seen().len(), 4);
     // Within the limit, the same call goes through.
     let r = curl(
         &[
@@ -685,7 +731,10 @@ async fn raw_connect(addr: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalation_is_a_clear_error_and_with_wait_the_call_completes_once_approved() {
-    let lab = lab().await;
+    // Credentials live 30 s: the proxy refreshes before every call.
+    let lab = lab("credential_ttl_secs = 30").await;
+    let started: Value =
+        serde_json::from_str(&std::fs::read_to_string(&lab.state).unwrap()).unwrap();
     let proxy = lab.proxy(&[]);
     let refund = |base: &str, id: u32| format!("{base}/gw/billing/refunds/{id}");
     let args = |url: &str| {
@@ -764,6 +813,16 @@ async fn an_escalation_is_a_clear_error_and_with_wait_the_call_completes_once_ap
     assert_eq!(p["approval_id"], pending.as_str());
     assert!(p["detail"].as_str().unwrap().contains("not this one"));
     assert_eq!(lab.seen().len(), 1);
+
+    // Each refreshed credential was written back to the state file, which
+    // stays the agent's alone.
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&lab.state).unwrap()).unwrap();
+    assert_ne!(saved["credential"], started["credential"]);
+    assert_eq!(saved["key_pem"], started["key_pem"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&lab.state).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 /// The id of the pending approval request whose call names `path`, once
@@ -792,7 +851,7 @@ async fn pending_approval(lab: &Lab, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_listens_on_loopback_unless_told_otherwise() {
-    let lab = lab().await;
+    let lab = lab("").await;
     let state = lab.state.to_str().unwrap();
     let out = Command::new(bin())
         .args([
