@@ -666,11 +666,14 @@ pub enum MissionCmd {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Agent side: a local HTTP proxy that signs for an agent that cannot
-    /// (docs/proxy.md). The agent sends plain HTTP to it, as its base URL
+    /// Agent side: a local proxy that signs an unmodified agent's plain HTTP
+    /// requests with the mission key.
+    ///
+    /// The agent sends plain HTTP to it, as its base URL
     /// (`http://127.0.0.1:PORT/gw/billing/…`) or as its HTTP proxy
     /// (`HTTP_PROXY`); each `/gw/…` and `/mcp/…` request is signed with the
     /// mission key and sent to the mission's authority, and nowhere else.
+    /// See docs/proxy.md.
     Proxy(ProxyArgs),
     /// Agent side: delegate part of this mission to a sub-agent (a child
     /// mission that can only narrow this one); prints the child's one-time

@@ -122,14 +122,19 @@ pub(crate) async fn run(a: ProxyArgs) -> anyhow::Result<()> {
     let before = agent.credential().to_owned();
     // A mission that has ended, or an authority out of reach, stops the
     // start: better than a proxy that refuses everything it is sent.
-    agent
-        .fresh_credential()
-        .await
-        .context("cannot refresh the mission credential")?;
-    let limits = agent
-        .limits()
-        .await
-        .context("cannot read the gateway's routes and limits")?;
+    let ended = |e: ClientError| match e.code() {
+        Some(code) if ENDED.contains(&code) => anyhow::anyhow!(
+            "mission {} has ended, nothing to sign for: {e}",
+            saved.mission_id
+        ),
+        _ => anyhow::Error::from(e),
+    };
+    let limits = match agent.fresh_credential().await.map(|_| ()) {
+        Ok(()) => agent.limits().await,
+        Err(e) => Err(e),
+    }
+    .map_err(ended)
+    .context("cannot start the proxy")?;
     if agent.credential() != before {
         crate::commands::write_state(&a.state, &agent.save()?, false)?;
     }
@@ -478,9 +483,12 @@ impl Proxy {
             && e.is_none()
         {
             *e = Some(answer.clone());
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
             eprintln!(
-                "the mission has ended ({}); every request is now refused, nothing more is signed; stop the proxy when done",
-                String::from_utf8_lossy(&answer.body)
+                "the mission has ended ({}: {}); every request is now refused with {} and nothing more is signed; stop the proxy when done",
+                v["code"].as_str().unwrap_or("refused"),
+                v["detail"].as_str().unwrap_or_default(),
+                answer.status.as_u16(),
             );
         }
     }
@@ -897,21 +905,16 @@ async fn peek(mut resp: reqwest::Response) -> (Canned, Option<reqwest::Response>
     let status = resp.status();
     let headers = answer_headers(resp.headers());
     let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                body.extend_from_slice(&c);
-                if body.len() > PROBLEM_PEEK {
-                    let canned = Canned {
-                        status,
-                        headers,
-                        body: Bytes::from(body),
-                    };
-                    return (canned, Some(resp));
-                }
-            }
-            // An answer cut short reaches the agent cut short.
-            Ok(None) | Err(_) => break,
+    // An answer cut short (an error) reaches the agent cut short.
+    while let Ok(Some(c)) = resp.chunk().await {
+        body.extend_from_slice(&c);
+        if body.len() > PROBLEM_PEEK {
+            let canned = Canned {
+                status,
+                headers,
+                body: Bytes::from(body),
+            };
+            return (canned, Some(resp));
         }
     }
     let canned = Canned {
