@@ -532,7 +532,7 @@ impl Proxy {
             Ok(u) if u.as_str() == url => {}
             _ => {
                 return Err(Refusal::AmbiguousPath(format!(
-                    "`{target}` is not sent as written (dot segments, backslashes or characters a URL cannot carry); the gateway takes each path in one spelling only"
+                    "`{target}` would not be sent as written (dot segments, a backslash, or characters a URL must percent-encode); the gateway takes each path in one spelling only"
                 )));
             }
         }

@@ -233,7 +233,9 @@ async fn curl(args: &[&str], env: &[(&str, &str)]) -> Curl {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("curl");
+        let out = cmd
+            .output()
+            .expect("curl must be on PATH: it is the unmodified agent of these tests");
         let head = std::fs::read_to_string(&head).unwrap_or_default();
         // The last answer's head (after any `100 Continue`).
         let last = head
@@ -521,6 +523,19 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
     )
     .await;
     assert_eq!(r.json()["code"], "not_proxied");
+    // A path read two ways is not signed as one and sent as the other.
+    let r = curl(
+        &[
+            "--path-as-is",
+            &format!("{base}/gw/billing/../../v1/mission"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("ambiguous_path"))
+    );
     // CONNECT: nothing inside TLS can be signed.
     let r = curl(&["-p", "-x", &base, "https://example.com/"], &[]).await;
     assert_ne!(r.exit, 0, "{r:?}");
@@ -662,6 +677,36 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
         .to_owned();
     assert!(text.contains("ACME"), "{text}");
 
+    // The official MCP Python SDK, configured with the proxy's URL and
+    // nothing else (no signer, no credential).
+    let sdk = tokio::task::spawn_blocking({
+        let mcp = mcp.clone();
+        move || {
+            let mut cmd = Command::new(python());
+            cmd.args(["-c", MCP_SDK_CLIENT, &mcp]);
+            for k in ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+                cmd.env_remove(k);
+            }
+            cmd.output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        sdk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sdk.stderr)
+    );
+    let got: Value = serde_json::from_slice(&sdk.stdout).unwrap();
+    assert!(
+        got["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("get_invoice")),
+        "{got}"
+    );
+    assert!(got["text"].as_str().unwrap().contains("ACME"), "{got}");
+
     // An upstream's `401 revoked` is passed on, and stops nothing: only
     // the authority's word does.
     let r = curl(
@@ -696,6 +741,30 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
         proxy.stderr()
     );
 }
+
+fn python() -> String {
+    std::env::var("MANDATE_TEST_PYTHON").expect(
+        "MANDATE_TEST_PYTHON must name a Python with the official MCP SDK; run scripts/test.sh",
+    )
+}
+
+/// An MCP client of the official Python SDK that knows only a URL: lists
+/// the tools and calls `get_invoice`.
+const MCP_SDK_CLIENT: &str = r#"
+import json, sys
+import anyio, httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+async def run():
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=60.0)) as http:
+        async with Client(streamable_http_client(sys.argv[1], http_client=http), mode="legacy") as c:
+            tools = [t.name for t in (await c.list_tools()).tools]
+            r = await c.call_tool("get_invoice", {"id": "42"})
+            print(json.dumps({"tools": tools, "text": r.content[0].text}))
+
+anyio.run(run)
+"#;
 
 /// The one JSON-RPC message of an answer: a JSON body, or the first
 /// `data:` of an event stream.
@@ -852,6 +921,23 @@ async fn pending_approval(lab: &Lab, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_listens_on_loopback_unless_told_otherwise() {
     let lab = lab("").await;
+    // What it learns the limits from: the mission's own listing, names and
+    // limits only, for the mission's agent alone.
+    let limits = serde_json::to_value(lab.s.agent.limits().await.unwrap()).unwrap();
+    assert_eq!(
+        limits,
+        json!({
+            "routes": [
+                {"name": "billing", "max_body_bytes": 1024},
+                {"name": "hr", "max_body_bytes": 1_048_576},
+            ],
+            "mcp_servers": [{"name": "billing", "max_message_bytes": 1_048_576}],
+        })
+    );
+    let anonymous = reqwest::get(format!("{}/v1/mission/limits", lab.server.url()))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let state = lab.state.to_str().unwrap();
     let out = Command::new(bin())
         .args([
