@@ -55,6 +55,9 @@ const LIMITS_RECHECK: Duration = Duration::from_secs(5);
 /// answer is not one of Mandate's and is passed on as it comes.
 const PROBLEM_PEEK: usize = 64 * 1024;
 
+/// How long requests in flight may go on once the proxy is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Approved, yet escalated again this many times: give up waiting.
 const MAX_ROUNDS: usize = 5;
 
@@ -184,9 +187,25 @@ pub(crate) async fn run(a: ProxyArgs) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(Arc::clone(&proxy));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::commands::terminated())
-        .await?;
+    // On SIGINT or SIGTERM: no new requests; those in flight get a few
+    // seconds, then the proxy stops anyway (an MCP event stream or a wait
+    // for approval would otherwise hold it open for as long as they last).
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = Arc::clone(&stopping);
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        crate::commands::terminated().await;
+        signalled.notify_one();
+    });
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(serve) => served?,
+        () = grace => eprintln!(
+            "stopped with requests still in flight (an event stream, or a call waiting for approval)"
+        ),
+    }
     Ok(())
 }
 

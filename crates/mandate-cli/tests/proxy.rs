@@ -989,3 +989,41 @@ async fn the_proxy_listens_on_loopback_unless_told_otherwise() {
     .await;
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_stops_when_told_even_with_a_stream_open() {
+    let lab = lab("").await;
+    let mut proxy = lab.proxy(&[]);
+    let mut stream = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{}/gw/billing/invoices/stream", proxy.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&stream.chunk().await.unwrap().unwrap()[..], b"event 1\n");
+    let term = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy is still running with a stream open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}: {}", proxy.stderr());
+    assert!(
+        proxy
+            .stderr()
+            .contains("stopped with requests still in flight")
+    );
+    lab.go.notify_one();
+}
