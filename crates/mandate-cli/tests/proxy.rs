@@ -133,7 +133,7 @@ impl Drop for Running {
 
 /// `mandate ARGS`, until its first line says where it listens.
 fn start(dir: &Path, args: &[&str]) -> Running {
-    let stderr = dir.join(format!("stderr-{}.log", crate_unique()));
+    let stderr = dir.join(format!("stderr-{}.log", unique()));
     let mut child = Command::new(bin())
         .args(args)
         .env("MANDATE_LOG", "warn")
@@ -169,7 +169,7 @@ fn start(dir: &Path, args: &[&str]) -> Running {
     }
 }
 
-fn crate_unique() -> u64 {
+fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
@@ -607,6 +607,24 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
         );
     }
     assert_eq!(lab.audit_len(), records, "no request reached the gateway");
+    // The same body is within another route's limit (1 MiB): read (curl
+    // waits for `100 Continue` first), signed and decided.
+    let r = curl(
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &data,
+            &format!("{base}/gw/hr/people/7"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (403, Some("boundary")),
+        "{r:?}"
+    );
     assert_eq!(lab.seen().len(), 4);
     // Within the limit, the same call goes through.
     let r = curl(
