@@ -249,14 +249,22 @@ async fn attack_a_servers_listing_cannot_blow_up_the_gateways_memory() {
     let (server, mut s, url, _p) = lab(up.port).await;
     let before = peak_memory(&server);
 
-    let listed = post(&mut s.agent, &url, &modern(json!(1), "tools/list", json!({}))).await;
+    let listed = post(
+        &mut s.agent,
+        &url,
+        &modern(json!(1), "tools/list", json!({})),
+    )
+    .await;
     let names: Vec<&str> = listed.body["result"]["tools"]
         .as_array()
         .unwrap_or_else(|| panic!("{listed:?}"))
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert!(names.contains(&"bomb") && names.contains(&"route"), "{names:?}");
+    assert!(
+        names.contains(&"bomb") && names.contains(&"route"),
+        "{names:?}"
+    );
 
     // A tool within the bounds is mirrored both ways, encoded as MCP
     // says where a header cannot carry the value as it is.
@@ -367,7 +375,12 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
     )
     .await;
     let slow = tokio::spawn(answer(slow));
-    let r = post(&mut s.agent, &url, &call(2, "refund", json!({"amount": 10}))).await;
+    let r = post(
+        &mut s.agent,
+        &url,
+        &call(2, "refund", json!({"amount": 10})),
+    )
+    .await;
     assert_eq!(r.body["result"]["resultType"], "input_required", "{r:?}");
     let approval = r.body["result"]["requestState"]
         .as_str()
@@ -396,9 +409,7 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
         ),
     )
     .unwrap();
-    let said = server
-        .cli(Some(&s.admin), &["policy", "reload"])
-        .success();
+    let said = server.cli(Some(&s.admin), &["policy", "reload"]).success();
     assert!(said.contains("MCP servers removed hostile"), "{said}");
     server
         .cli(Some(&s.alice), &["approvals", "approve", &approval])
@@ -416,7 +427,10 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
         .into_iter()
         .filter(|(_, m)| m["params"]["name"] == "refund")
         .count();
-    assert_eq!(refunds, 0, "a call decided after the reload reached the removed server");
+    assert_eq!(
+        refunds, 0,
+        "a call decided after the reload reached the removed server"
+    );
     // The call forwarded before the reload finished.
     let r = slow.await.unwrap();
     assert!(text(&r.body).contains("mcp-name"), "{r:?}");
@@ -535,7 +549,13 @@ async fn attack_a_request_whose_body_arrives_after_a_reload_is_not_forwarded_on_
     let url = format!("{}/gw/crm/notes", server.url());
     let built = s
         .agent
-        .signed_request("POST", &url, Some(("application/json", body.clone())), None, &[])
+        .signed_request(
+            "POST",
+            &url,
+            Some(("application/json", body.clone())),
+            None,
+            &[],
+        )
         .await
         .unwrap()
         .build()
@@ -555,9 +575,7 @@ async fn attack_a_request_whose_body_arrives_after_a_reload_is_not_forwarded_on_
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // The route goes while the body is on its way.
     std::fs::write(server.data_dir().join("mandate.toml"), &head).unwrap();
-    let said = server
-        .cli(Some(&s.admin), &["policy", "reload"])
-        .success();
+    let said = server.cli(Some(&s.admin), &["policy", "reload"]).success();
     assert!(said.contains("routes removed crm"), "{said}");
     conn.write_all(&body[5..]).await.unwrap();
     let mut answer = String::new();

@@ -153,7 +153,12 @@ mod tests {
     fn a_schema_cannot_make_the_mirrors_larger_than_the_bounds() {
         let long = "k".repeat(20_000);
         let children: serde_json::Map<String, Value> = (0..2_000)
-            .map(|i| (format!("a{i}"), serde_json::json!({"x-mcp-header": format!("h{i}")})))
+            .map(|i| {
+                (
+                    format!("a{i}"),
+                    serde_json::json!({"x-mcp-header": format!("h{i}")}),
+                )
+            })
             .collect();
         let schema = serde_json::json!({"properties": {
             long: {"x-mcp-header": "Long", "properties": children.clone()},
@@ -165,7 +170,10 @@ mod tests {
             .map(|(n, p)| n.len() + p.iter().map(String::len).sum::<usize>())
             .sum();
         assert!(mirrored.len() <= MAX_MIRRORED, "{}", mirrored.len());
-        assert!(bytes <= MAX_MIRRORED * 2 * MAX_MIRROR_BYTES, "{bytes} bytes");
+        assert!(
+            bytes <= MAX_MIRRORED * 2 * MAX_MIRROR_BYTES,
+            "{bytes} bytes"
+        );
         // What is within the bounds is still mirrored.
         assert!(
             mirrored

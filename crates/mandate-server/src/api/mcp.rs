@@ -815,7 +815,12 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             format!("no MCP server `{name}`"),
         )
     };
-    let arrived = s.gateways().mcp_servers.get(name).cloned().ok_or_else(unknown)?;
+    let arrived = s
+        .gateways()
+        .mcp_servers
+        .get(name)
+        .cloned()
+        .ok_or_else(unknown)?;
     tracing::Span::current().record("server", arrived.name());
     if let Some(detail) = rebinding(&s.0.issuer, &parts.headers) {
         return Ok(rpc_reply(
@@ -868,7 +873,12 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     // The server as configured once the message is in, read once: a reload
     // meanwhile changes later requests, not this one; one while the message
     // arrived applies to it too (ADR 0028).
-    let server = s.gateways().mcp_servers.get(name).cloned().ok_or_else(unknown)?;
+    let server = s
+        .gateways()
+        .mcp_servers
+        .get(name)
+        .cloned()
+        .ok_or_else(unknown)?;
     if body.len() > server.max_message_bytes() {
         return Ok(rpc_reply(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -2009,7 +2019,12 @@ async fn request(
             detail,
         )
         .await?;
-        return Ok(rpc_reply(StatusCode::NOT_FOUND, &id, INVALID_REQUEST, detail));
+        return Ok(rpc_reply(
+            StatusCode::NOT_FOUND,
+            &id,
+            INVALID_REQUEST,
+            detail,
+        ));
     }
     // Registered first: a duplicate id is refused before any decision.
     let (mut flight, mut rx) = match x.register(&id, progress) {
