@@ -1973,6 +1973,46 @@ async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
     Ok(names)
 }
 
+/// The refusal of a request on a session (or stateless channel) whose
+/// server a reload changed or removed since the session was opened:
+/// recorded, and answered `404` (a session-era client initializes again; a
+/// stateless one sends the request again, to a channel opened with the
+/// server as now configured). `None` while the server is as configured.
+async fn reconfigured(
+    s: &AppState,
+    x: &Arc<Session>,
+    caller: &Caller,
+    id: &Value,
+    method: &str,
+) -> Result<Option<Response>, Problem> {
+    let live = s.gateways();
+    if live
+        .mcp_servers
+        .get(x.server.name())
+        .is_some_and(|m| Arc::ptr_eq(m, &x.server))
+    {
+        return Ok(None);
+    }
+    let detail = "this MCP server was reconfigured (a configuration reload) while the request waited; send it again";
+    refusal_on(
+        s,
+        &x.server,
+        Some(&x.id),
+        &caller.claims,
+        method,
+        None,
+        "unknown_session",
+        detail,
+    )
+    .await?;
+    Ok(Some(rpc_reply(
+        StatusCode::NOT_FOUND,
+        id,
+        INVALID_REQUEST,
+        detail,
+    )))
+}
+
 async fn request(
     s: &AppState,
     x: &Arc<Session>,
@@ -1998,33 +2038,10 @@ async fn request(
         .cloned();
     // A session (or channel) whose server a reload changed or removed
     // takes no new request (ADR 0028), however long ago this one found it:
-    // a stateless retry waits for its approval first, and a call waits for
-    // the server's tool listing. Decided now, it would run on the
-    // configuration the operator just replaced.
-    let live = s.gateways();
-    if !live
-        .mcp_servers
-        .get(x.server.name())
-        .is_some_and(|m| Arc::ptr_eq(m, &x.server))
-    {
-        let detail = "this MCP server was reconfigured (a configuration reload) while the request waited; send it again";
-        refusal_on(
-            s,
-            &x.server,
-            Some(&x.id),
-            &caller.claims,
-            method,
-            None,
-            "unknown_session",
-            detail,
-        )
-        .await?;
-        return Ok(rpc_reply(
-            StatusCode::NOT_FOUND,
-            &id,
-            INVALID_REQUEST,
-            detail,
-        ));
+    // a stateless retry waits for its approval first. Decided now, it
+    // would run on the configuration the operator just replaced.
+    if let Some(r) = reconfigured(s, x, caller, &id, method).await? {
+        return Ok(r);
     }
     // Registered first: a duplicate id is refused before any decision.
     let (mut flight, mut rx) = match x.register(&id, progress) {
@@ -2082,6 +2099,11 @@ async fn request(
                     return refuse("upstream_error", e, Some(mapped.resource.clone())).await;
                 }
             }
+        }
+        // The listing may have taken a while: the same once more, just
+        // before the decision.
+        if let Some(r) = reconfigured(s, x, caller, id, method).await? {
+            return Ok(r);
         }
         let arguments = msg["params"]
             .get("arguments")
