@@ -597,3 +597,206 @@ async fn attack_a_request_whose_body_arrives_after_a_reload_is_not_forwarded_on_
     );
     assert!(up.received().is_empty(), "{:?}", up.received());
 }
+
+// ---------------------------------------------------------------------------
+// /metrics (ADR 0025)
+// ---------------------------------------------------------------------------
+
+/// `/metrics` is an admin's: a mission's credential, as a bearer or a DPoP
+/// token, is no API token, and a member's token is refused. What an agent
+/// names — routes, MCP servers, actions that do not exist — adds no series:
+/// labels come from the configuration and fixed lists, and nothing of a
+/// mission reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_metrics_are_an_admins_and_an_agent_cannot_add_series() {
+    let up = Hostile::start(1, 1);
+    let (server, s, _url, _p) = lab(up.port).await;
+    let http = reqwest::Client::new();
+    let metrics = format!("{}/metrics", server.url());
+    let credential = s.agent.credential().to_owned();
+    for (auth, status) in [
+        (format!("Bearer {credential}"), 401),
+        (format!("DPoP {credential}"), 401),
+        (format!("Bearer {}", s.alice), 403),
+    ] {
+        let r = http
+            .get(&metrics)
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("chosen-by-the-agent-{i}"))
+        .collect();
+    for n in &names {
+        for path in [format!("/gw/{n}/x"), format!("/mcp/{n}")] {
+            let _ = http
+                .post(format!("{}{path}", server.url()))
+                .header("authorization", format!("Bearer {credential}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let text = http
+        .get(&metrics)
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("mandate_upstream_errors_total"), "{text}");
+    for n in &names {
+        assert!(!text.contains(n.as_str()), "{n} is a label");
+    }
+    assert!(!text.contains(s.agent.mission_id().as_str()));
+    assert!(!text.contains("alice") && !text.contains("billing-bot"));
+}
+
+// ---------------------------------------------------------------------------
+// The authority's JWS (ADR 0026)
+// ---------------------------------------------------------------------------
+
+/// HMAC-SHA256 (RFC 2104), for a token signed with the public key as the
+/// secret.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let key = if key.len() > 64 {
+        sha2::Sha256::digest(key).to_vec()
+    } else {
+        key.to_vec()
+    };
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(&key);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = sha2::Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    sha2::Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+/// Mandate accepts Ed25519 by both its names (`EdDSA`, `Ed25519`) and
+/// nothing else: a credential re-headed `none`, HMAC-signed with the
+/// published public key (`HS256`), or named ES256/RS256 over the genuine
+/// signature is refused, as is one that brings its own key (`jwk`, `jku`)
+/// or names another algorithm than it was signed under — whatever the
+/// `jws_alg` setting. Keys are never fetched from what a token names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_the_authoritys_jws_takes_no_other_algorithm_or_key() {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    // The HMAC is HMAC (the well-known example).
+    assert_eq!(
+        hmac_sha256(b"key", b"The quick brown fox jumps over the lazy dog")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    );
+    for jws_alg in ["EdDSA", "Ed25519"] {
+        let server = TestServer::start(bin(), Some(&format!("jws_alg = {jws_alg:?}\n")));
+        let s = server
+            .scenario(MissionPlan {
+                goal: "Hold a credential".into(),
+                scope: String::new(),
+                boundaries: String::new(),
+                budget: 1,
+            })
+            .await;
+        let http = reqwest::Client::new();
+        let introspect = async |token: &str| -> Value {
+            http.post(format!("{}/v1/credentials/introspect", server.url()))
+                .json(&json!({ "credential": token }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        };
+        let genuine = s.agent.credential().to_owned();
+        assert_eq!(introspect(&genuine).await["active"], true);
+        let mut parts = genuine.split('.');
+        let (h, p, sig) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], jws_alg);
+        let jwks: Value = http
+            .get(format!("{}/.well-known/jwks.json", server.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwks["keys"][0]["x"].as_str().unwrap())
+            .unwrap();
+        let with = |changes: Value| {
+            let mut hd = header.clone();
+            for (k, v) in changes.as_object().unwrap() {
+                hd[k] = v.clone();
+            }
+            b64(hd.to_string().as_bytes())
+        };
+        let other_name = if jws_alg == "EdDSA" {
+            "Ed25519"
+        } else {
+            "EdDSA"
+        };
+        let hs = with(json!({"alg": "HS256"}));
+        let hs_sig = b64(&hmac_sha256(&public, format!("{hs}.{p}").as_bytes()));
+        let jwk_sig = b64(&hmac_sha256(
+            jwks["keys"][0].to_string().as_bytes(),
+            format!("{hs}.{p}").as_bytes(),
+        ));
+        for (what, token) in [
+            ("none", format!("{}.{p}.", with(json!({"alg": "none"})))),
+            ("HS256 with the public key", format!("{hs}.{p}.{hs_sig}")),
+            ("HS256 with the JWK", format!("{hs}.{p}.{jwk_sig}")),
+            (
+                "ES256",
+                format!("{}.{p}.{sig}", with(json!({"alg": "ES256"}))),
+            ),
+            (
+                "RS256",
+                format!("{}.{p}.{sig}", with(json!({"alg": "RS256"}))),
+            ),
+            (
+                "the other name, over the genuine signature",
+                format!("{}.{p}.{sig}", with(json!({ "alg": other_name }))),
+            ),
+            (
+                "its own key",
+                format!("{}.{p}.{sig}", with(json!({"jwk": jwks["keys"][0]}))),
+            ),
+            (
+                "a key URL",
+                format!(
+                    "{}.{p}.{sig}",
+                    with(json!({"jku": "http://169.254.169.254/keys"}))
+                ),
+            ),
+        ] {
+            let r = introspect(&token).await;
+            assert_eq!(r["active"], false, "{jws_alg}, {what}: {r}");
+        }
+    }
+}
