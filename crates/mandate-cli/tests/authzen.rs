@@ -514,6 +514,9 @@ async fn malformed_requests_are_refused_whole_and_unknown_members_ignored() {
     without_subject.as_object_mut().unwrap().remove("subject");
     let mut bad_action = good.clone();
     bad_action["action"] = json!({"name": 7});
+    // serde would read a struct from an array of its fields.
+    let mut listed = good.clone();
+    listed["action"] = json!(["read", null]);
     let mut no_id = good.clone();
     no_id["resource"] = json!({"type": "invoice"});
     for (path, body, detail) in [
@@ -523,6 +526,11 @@ async fn malformed_requests_are_refused_whole_and_unknown_members_ignored() {
             "the body lacks the field `subject`",
         ),
         ("/access/v1/evaluation", bad_action.to_string(), "`action.name` has the wrong type"),
+        (
+            "/access/v1/evaluation",
+            listed.to_string(),
+            "`action` has the wrong type",
+        ),
         ("/access/v1/evaluation", no_id.to_string(), "`resource` lacks the field `id`"),
         ("/access/v1/evaluation", "{\"subject\": ".into(), "the body is not valid JSON"),
         ("/access/v1/evaluation", "[]".into(), "the body must be a JSON object"),

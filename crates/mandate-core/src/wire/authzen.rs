@@ -6,6 +6,9 @@
 //! required member that is missing, or a member of the wrong type, is
 //! still refused (`400`).
 
+use std::marker::PhantomData;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// The most evaluations one `POST /access/v1/evaluations` may carry.
@@ -21,7 +24,11 @@ pub struct AuthzenSubject {
     #[serde(rename = "type")]
     pub type_: String,
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub properties: Option<SubjectProperties>,
 }
 
@@ -91,8 +98,11 @@ pub struct AuthzenAction {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvaluationRequest {
+    #[serde(deserialize_with = "object")]
     pub subject: AuthzenSubject,
+    #[serde(deserialize_with = "object")]
     pub action: AuthzenAction,
+    #[serde(deserialize_with = "object")]
     pub resource: AuthzenResource,
     /// Request attributes for policy (Cedar `context.*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,11 +115,23 @@ pub struct EvaluationRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvaluationItem {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subject: Option<AuthzenSubject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub action: Option<AuthzenAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource: Option<AuthzenResource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -123,20 +145,39 @@ pub struct EvaluationItem {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvaluationsRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subject: Option<AuthzenSubject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub action: Option<AuthzenAction>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource: Option<AuthzenResource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
-    /// At most 64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
+    /// At most 64 (a longer list is refused with `400`).
+    #[serde(
+        default,
+        deserialize_with = "objects_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub evaluations: Option<Vec<EvaluationItem>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub options: Option<EvaluationsOptions>,
 }
 
@@ -256,4 +297,82 @@ pub struct AuthzenConfiguration {
     pub policy_decision_point: String,
     pub access_evaluation_endpoint: String,
     pub access_evaluations_endpoint: String,
+}
+
+/// A `T` read only from a JSON object: serde would also read a struct from
+/// an array of its fields (`["read", null]` as an action).
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(PhantomData)).map(Object)
+    }
+}
+
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Object::deserialize(d).map(|o| o.0)
+}
+
+fn object_opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+}
+
+fn objects_opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Option::<Vec<Object<T>>>::deserialize(d)
+        .map(|o| o.map(|v| v.into_iter().map(|o| o.0).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EvaluationRequest, EvaluationsRequest};
+
+    #[test]
+    fn members_are_objects_not_arrays_of_their_fields() {
+        let ok = r#"{"subject": {"type": "mandate_mission", "id": "m", "properties": {"credential": "c", "x": 1}},
+                     "action": {"name": "read"}, "resource": {"type": "doc", "id": "1"}, "more": true}"#;
+        let r: EvaluationRequest = serde_json::from_str(ok).unwrap();
+        assert_eq!(
+            r.subject.properties.unwrap().credential.as_deref(),
+            Some("c")
+        );
+        for bad in [
+            r#"{"subject": ["mandate_mission", "m", null], "action": {"name": "read"}, "resource": {"type": "doc", "id": "1"}}"#,
+            r#"{"subject": {"type": "t", "id": "m", "properties": [null, null]}, "action": {"name": "read"}, "resource": {"type": "doc", "id": "1"}}"#,
+            r#"{"subject": {"type": "t", "id": "m"}, "action": ["read"], "resource": {"type": "doc", "id": "1"}}"#,
+            r#"{"subject": {"type": "t", "id": "m"}, "action": {"name": "read"}, "resource": ["doc", "1"]}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<EvaluationRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            r#"{"evaluations": [["s", null, null, null]]}"#,
+            r#"{"evaluations": [{"action": ["read"]}]}"#,
+            r#"{"options": ["execute_all"]}"#,
+            r#"{"subject": ["t", "m"]}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<EvaluationsRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let r: EvaluationsRequest = serde_json::from_str(
+            r#"{"evaluations": [{}, {"action": {"name": "x"}}], "options": null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.evaluations.map(|v| v.len()), Some(2));
+    }
 }
