@@ -1,6 +1,7 @@
 //! End to end: OpenID AuthZEN 1.0 against a live `mandate serve` — the
-//! interop "Todo" scenario's published requests and expected decisions
-//! (test-vectors/authzen/todo, from the openid/authzen repository), and
+//! interop "Todo" and "API gateway" scenarios' published requests and
+//! expected decisions (test-vectors/authzen, from the openid/authzen
+//! repository), and
 //! Mandate's own semantics in AuthZEN's terms: escalation, budget, audit,
 //! batches, bad input, the enforcement point's authentication and the
 //! subject's credential.
@@ -8,7 +9,7 @@
 //! How the interop subjects are substituted: each of the scenario's five
 //! users (`subject.id` = their PID) is a Mandate principal who delegates a
 //! mission to an agent of their own ("an agent acting for that user"); the
-//! subject `{"type": "user", "id": PID}` of every published request is
+//! subject `{"type": "user" | "identity", "id": PID}` of every published request is
 //! replaced by `{"type": "mandate_mission", "id": <that mission's id>,
 //! "properties": {"credential": <its mission credential>}}`. Action,
 //! resource and context are sent as published. The scenario's roles are the
@@ -167,10 +168,17 @@ fn authzen_records(server: &TestServer, admin: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn the_interop_todo_scenario_decides_as_published() {
+async fn the_interop_todo_and_api_gateway_scenarios_decide_as_published() {
+    // Both of the scenario's policies: the app's fine-grained one and the
+    // API gateway's route-level one.
     let (server, _policies) = server_with(
         &vectors().join("policies"),
-        &["todo.cedarschema", "todo.cedar"],
+        &[
+            "todo.cedarschema",
+            "todo.cedar",
+            "gateway.cedarschema",
+            "gateway.cedar",
+        ],
     );
     let admin_token = server.init_admin();
     let admin = Client::new(server.url()).unwrap().with_token(&admin_token);
@@ -227,7 +235,8 @@ async fn the_interop_todo_scenario_decides_as_published() {
     let pep = Pep::new(server.url(), Some(&pep_token));
     let substitute = |s: &Value| {
         let pid = s["id"].as_str().unwrap();
-        assert_eq!(s["type"], "user");
+        // `user` in the Todo scenario, `identity` in the gateway's.
+        assert!(s["type"] == "user" || s["type"] == "identity", "{s}");
         subject(
             by_pid
                 .get(pid)
@@ -284,7 +293,30 @@ async fn the_interop_todo_scenario_decides_as_published() {
         }
         compared += 1;
     }
-    assert_eq!(compared, 43, "every published case was replayed");
+    // The API gateway scenario: another enforcement point asks whether a
+    // user's agent may invoke a method on a route of the Todo app.
+    let gw_token = admin
+        .create_principal("api-gateway", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let gateway = Pep::new(server.url(), Some(&gw_token));
+    let published: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("test-vectors/authzen/gateway/decisions.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for case in published["evaluation"].as_array().unwrap() {
+        let mut req = case["request"].clone();
+        req["subject"] = substitute(&case["request"]["subject"]);
+        let got = gateway.evaluation(&req).await;
+        if got["decision"] != case["expected"] {
+            wrong.push(format!("{}: {got}", case["request"]));
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 43 + 25, "every published case was replayed");
     assert!(
         wrong.is_empty(),
         "decisions that differ:\n{}",
@@ -293,11 +325,15 @@ async fn the_interop_todo_scenario_decides_as_published() {
 
     // Every one of them is on the record, and the record holds.
     let records = authzen_records(&server, &admin_token);
-    assert_eq!(records.len(), 40 + 6);
-    assert!(
+    let by = |pep: &str| {
         records
             .iter()
-            .all(|r| r["body"]["enforcement_point"] == "todo-backend")
+            .filter(|r| r["body"]["enforcement_point"] == pep)
+            .count()
+    };
+    assert_eq!(
+        (records.len(), by("todo-backend"), by("api-gateway")),
+        (40 + 6 + 25, 40 + 6, 25)
     );
     assert!(records.iter().any(|r| r["body"]["request_id"] == "todo-39"));
     assert!(
