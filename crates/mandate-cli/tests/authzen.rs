@@ -760,3 +760,64 @@ async fn the_pdp_metadata_names_what_is_served() {
     assert_eq!(a.status(), 200);
     assert_eq!(a.json::<Value>().await.unwrap(), json!({"decision": true}));
 }
+
+/// Edits the server's SQLite database behind its back, as an attacker with
+/// the file could.
+fn sqlite(db: &Path, sql: &str) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_error_on_the_way_is_never_true() {
+    let (server, _dir, s) = billing(100).await;
+    let pep = Pep::new(server.url(), Some(&s.gateway_token));
+    let read = json!({
+        "subject": subject(&s.agent),
+        "action": {"name": "read"},
+        "resource": invoice("1"),
+    });
+    assert_eq!(pep.evaluation(&read).await, json!({"decision": true}));
+    // The audit log's head rewritten under the running server: it refuses
+    // every record from then on, and no decision is given without one.
+    sqlite(
+        &server.data_dir().join("mandate.db"),
+        "UPDATE audit_events SET hash = 'rewritten' WHERE seq = (SELECT MAX(seq) FROM audit_events);",
+    );
+    let a = pep
+        .send("/access/v1/evaluation", read.to_string(), Some("e-1"))
+        .await;
+    assert_eq!(
+        (a.status, &a.body["code"]),
+        (503, &json!("audit_unavailable")),
+        "{}",
+        a.body
+    );
+    assert_eq!(a.request_id.as_deref(), Some("e-1"));
+    // In a batch each such evaluation is `false`, saying what failed.
+    let r = pep
+        .evaluations(&json!({
+            "subject": subject(&s.agent),
+            "action": {"name": "read"},
+            "evaluations": [{"resource": invoice("1")}, {"resource": invoice("2")}],
+        }))
+        .await;
+    assert_eq!(decisions(&r), vec![false, false]);
+    for e in r["evaluations"].as_array().unwrap() {
+        assert_eq!(e["context"]["error"]["status"], 503, "{e}");
+        assert_eq!(e["context"]["error"]["code"], "audit_unavailable");
+        assert_eq!(e["context"]["reason"], "audit_unavailable");
+    }
+}
