@@ -457,6 +457,23 @@ async fn budget_is_spent_once_per_allowed_evaluation_and_every_decision_is_recor
         .map(|r| r["body"]["budget_used"].clone())
         .collect();
     assert_eq!(spent, vec![json!(1), json!(2), Value::Null]);
+    // Counted under their own front door.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"mandate_decisions_total{code="scope",decision="allow",front_door="authzen"} 2"#,
+        r#"mandate_decisions_total{code="budget_exhausted",decision="deny",front_door="authzen"} 1"#,
+        r#"mandate_stage_duration_seconds_count{front_door="authzen",stage="verify"} 3"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
     assert!(
         server
             .cli(Some(&s.admin), &["audit", "verify"])
