@@ -9,6 +9,13 @@ use crate::credential::MissionClaims;
 use crate::decision::{Decision, ResourceRef};
 use crate::mission::{EndReason, MissionPolicies, MissionState, OutOfScope};
 
+mod authzen;
+pub use authzen::{
+    ApprovalTask, AuthzenAction, AuthzenConfiguration, AuthzenResource, AuthzenSubject,
+    DecisionContext, EvaluationError, EvaluationItem, EvaluationRequest, EvaluationResponse,
+    EvaluationsOptions, EvaluationsRequest, EvaluationsResponse, EvaluationsSemantic,
+    MAX_EVALUATIONS, SubjectProperties,
+};
 mod memory;
 pub use memory::{
     MemoryEntryView, MemoryListView, NoteEntryView, NoteView, NotesView, PromoteMemoryRequest,

@@ -30,16 +30,20 @@ pub(crate) enum Door {
     Gateway,
     /// The MCP gateway, `/mcp/…`.
     Mcp,
+    /// OpenID AuthZEN, `POST /access/v1/evaluation(s)`, for an external
+    /// enforcement point.
+    Authzen,
 }
 
 impl Door {
-    const ALL: [Self; 3] = [Self::Decide, Self::Gateway, Self::Mcp];
+    const ALL: [Self; 4] = [Self::Decide, Self::Gateway, Self::Mcp, Self::Authzen];
 
     const fn as_str(self) -> &'static str {
         match self {
             Self::Decide => "decide",
             Self::Gateway => "gateway",
             Self::Mcp => "mcp",
+            Self::Authzen => "authzen",
         }
     }
 

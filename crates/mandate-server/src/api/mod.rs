@@ -4,6 +4,7 @@
 mod agents;
 mod approvals;
 mod audit;
+mod authzen;
 mod decide;
 mod delegations;
 mod extract;
@@ -82,6 +83,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(delegations::tree))
         .routes(routes!(revocations::revoke))
         .routes(routes!(decide::decide))
+        .merge(
+            // AuthZEN's binding echoes the request's `X-Request-ID`.
+            OpenApiRouter::new()
+                .routes(routes!(authzen::configuration))
+                .routes(routes!(authzen::evaluation))
+                .routes(routes!(authzen::evaluations))
+                .route_layer(axum::middleware::from_fn(authzen::echo_request_id)),
+        )
         .routes(routes!(approvals::list))
         .routes(routes!(approvals::show))
         .routes(routes!(approvals::approve))
