@@ -1,0 +1,48 @@
+"""The official MCP Python SDK through the MCP gateway (`/mcp/billing`, the
+demo's MCP server), each HTTP request signed by the SDK."""
+
+from __future__ import annotations
+
+import pytest
+
+import mandate
+import mandate.mcp
+from conftest import Lab
+
+
+def _text(result: object) -> str:
+    content = getattr(result, "content", [])
+    return "".join(getattr(c, "text", "") for c in content)
+
+
+async def test_mcp_tools_through_the_signed_transport(lab: Lab) -> None:
+    async with await mandate.AsyncMission.start(lab.url, lab.mission()) as m:
+        async with mandate.mcp.connect(m, "billing") as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert {"get_invoice", "refund"} <= set(tools)
+            result = await mandate.mcp.call_tool(client, m, "get_invoice", {"id": "42"})
+            assert not result.is_error
+            assert "ACME" in _text(result)
+
+            with pytest.raises(mandate.ApprovalRequired) as e:
+                await mandate.mcp.call_tool(client, m, "refund", {"id": "42", "amount": 75000})
+            assert e.value.approval_id.startswith("apr_")
+
+            approver = lab.approve_when_pending(e.value.approval_id)
+            done = await mandate.mcp.call_tool(
+                client, m, "refund", {"id": "42", "amount": 75000}, wait=60
+            )
+            approver.join(5)
+            assert not done.is_error
+            assert mandate.mcp.decision(done) is None
+
+
+async def test_mcp_without_the_signature_is_refused(lab: Lab) -> None:
+    import httpx
+
+    r = httpx.post(
+        f"{lab.url}/mcp/billing",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert r.status_code == 401
