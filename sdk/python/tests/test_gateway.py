@@ -77,9 +77,12 @@ def test_an_escalation_raises_then_the_waiting_call_completes(lab: Lab) -> None:
         assert e.value.code == "approval_required"
 
         approver = lab.approve_when_pending("refunds/42")
-        with m.client(wait=60) as http:
+        seen: list[mandate.ApprovalRequired] = []
+        with m.client(wait=60, on_wait=seen.append) as http:
             r = http.post(url, content=body, headers=headers)
         approver.join(5)
+        # The same call joined the pending request; the agent was told which.
+        assert [w.approval_id for w in seen] == [e.value.approval_id]
         assert r.status_code == 200
         assert r.json()["refund"] == "issued"
         # The grant was for that call, once: the same call again asks again.

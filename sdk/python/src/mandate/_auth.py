@@ -4,7 +4,7 @@ and turns Mandate's refusals into exceptions."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Generator, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -42,11 +42,16 @@ def sign_httpx(request: httpx.Request, key: MissionKey, credential: str) -> None
         request.headers[k] = v
 
 
+#: Told each time a call waits for a person: the approval request to decide.
+OnWait = Callable[[ApprovalRequired], None]
+
+
 class _Rounds:
     """What to do after one answer: the bookkeeping both flows share."""
 
-    def __init__(self, wait: float | None) -> None:
+    def __init__(self, wait: float | None, on_wait: OnWait | None = None) -> None:
         self.wait = wait
+        self.on_wait = on_wait
         self.deadline = time.monotonic() + (wait or 0.0)
         self.approvals = 0
         self.refreshed = False
@@ -66,6 +71,8 @@ class _Rounds:
             and self.approvals < p.MAX_APPROVAL_ROUNDS
         ):
             self.approvals += 1
+            if self.on_wait is not None:
+                self.on_wait(error)
             return "wait"
         return "raise"
 
@@ -84,6 +91,8 @@ class MandateAuth(httpx.Auth):
     waits for the person and sends the request again), `Denied`,
     `AuthenticationFailed` or `MandateError`, each with the problem's
     `code`. The upstream's answers, errors included, are returned as they are.
+    `on_wait` is told each time a call starts waiting (to show a person which
+    request to approve).
 
     Use it with a client that does not follow redirects (httpx's default):
     a followed redirect would carry the signature headers to the new URL.
@@ -97,9 +106,11 @@ class MandateAuth(httpx.Auth):
         *,
         wait: float | None = None,
         also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
     ) -> None:
         self._mission = mission
         self._wait = wait
+        self._on_wait = on_wait
         self._allowed = mission.allowed_origins(also_to)
 
     def sync_auth_flow(
@@ -112,7 +123,7 @@ class MandateAuth(httpx.Auth):
             raise TypeError("this auth belongs to an AsyncMission: use it with httpx.AsyncClient")
         check_origin(self._allowed, request.url, m.server)
         request.read()
-        rounds = _Rounds(self._wait)
+        rounds = _Rounds(self._wait, self._on_wait)
         while True:
             sign_httpx(request, m.key, m.fresh_credential())
             response = yield request
@@ -140,7 +151,7 @@ class MandateAuth(httpx.Auth):
             raise TypeError("this auth belongs to a Mission: use it with httpx.Client")
         check_origin(self._allowed, request.url, m.server)
         await request.aread()
-        rounds = _Rounds(self._wait)
+        rounds = _Rounds(self._wait, self._on_wait)
         while True:
             sign_httpx(request, m.key, await m.fresh_credential())
             response = yield request

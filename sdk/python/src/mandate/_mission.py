@@ -21,7 +21,7 @@ from ._keys import MissionKey
 from ._state import SavedMission, check_binding, read_state, write_state
 
 if TYPE_CHECKING:
-    from ._auth import MandateAuth
+    from ._auth import MandateAuth, OnWait
     from ._requests_auth import MandateRequestsAuth
 
 StrPath = str | os.PathLike[str]
@@ -358,7 +358,13 @@ class Mission(_MissionCore):
     def mcp_url(self, server: str) -> str:
         return f"{self.configuration().mcp_base}{server}"
 
-    def auth(self, *, wait: float | None = None, also_to: Iterable[str] = ()) -> MandateAuth:
+    def auth(
+        self,
+        *,
+        wait: float | None = None,
+        also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
+    ) -> MandateAuth:
         """An `httpx.Auth` that signs every request with the mission key.
         With `wait` (seconds), a call that needs approval waits for the
         person's decision and is sent again; without, it raises
@@ -366,24 +372,35 @@ class Mission(_MissionCore):
         to the origins named in `also_to`."""
         from ._auth import MandateAuth
 
-        return MandateAuth(self, wait=wait, also_to=also_to)
+        return MandateAuth(self, wait=wait, also_to=also_to, on_wait=on_wait)
 
     def requests_auth(
-        self, *, wait: float | None = None, also_to: Iterable[str] = ()
+        self,
+        *,
+        wait: float | None = None,
+        also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
     ) -> MandateRequestsAuth:
         """As `auth()`, for `requests`."""
         from ._requests_auth import MandateRequestsAuth
 
-        return MandateRequestsAuth(self, wait=wait, also_to=also_to)
+        return MandateRequestsAuth(self, wait=wait, also_to=also_to, on_wait=on_wait)
 
     def client(
-        self, *, wait: float | None = None, also_to: Iterable[str] = (), **kwargs: Any
+        self,
+        *,
+        wait: float | None = None,
+        also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
+        **kwargs: Any,
     ) -> httpx.Client:
         """An `httpx.Client` whose requests are signed (see `auth()`); it
         never follows redirects (a redirect would carry the signature away)."""
         kwargs.setdefault("timeout", 30.0)
         return httpx.Client(
-            auth=self.auth(wait=wait, also_to=also_to), follow_redirects=False, **kwargs
+            auth=self.auth(wait=wait, also_to=also_to, on_wait=on_wait),
+            follow_redirects=False,
+            **kwargs,
         )
 
     # -- lifetime ---------------------------------------------------------
@@ -586,18 +603,31 @@ class AsyncMission(_MissionCore):
     async def mcp_url(self, server: str) -> str:
         return f"{(await self.configuration()).mcp_base}{server}"
 
-    def auth(self, *, wait: float | None = None, also_to: Iterable[str] = ()) -> MandateAuth:
+    def auth(
+        self,
+        *,
+        wait: float | None = None,
+        also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
+    ) -> MandateAuth:
         """See `Mission.auth`; for `httpx.AsyncClient`."""
         from ._auth import MandateAuth
 
-        return MandateAuth(self, wait=wait, also_to=also_to)
+        return MandateAuth(self, wait=wait, also_to=also_to, on_wait=on_wait)
 
     def client(
-        self, *, wait: float | None = None, also_to: Iterable[str] = (), **kwargs: Any
+        self,
+        *,
+        wait: float | None = None,
+        also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
+        **kwargs: Any,
     ) -> httpx.AsyncClient:
         kwargs.setdefault("timeout", 30.0)
         return httpx.AsyncClient(
-            auth=self.auth(wait=wait, also_to=also_to), follow_redirects=False, **kwargs
+            auth=self.auth(wait=wait, also_to=also_to, on_wait=on_wait),
+            follow_redirects=False,
+            **kwargs,
         )
 
     async def aclose(self) -> None:

@@ -11,7 +11,7 @@ import requests
 from requests.auth import AuthBase
 
 from . import _protocol as p
-from ._auth import _Rounds, check_origin
+from ._auth import OnWait, _Rounds, check_origin
 from ._errors import ApprovalRequired, MandateError
 from ._signing import sign_request, strip_signature
 
@@ -47,10 +47,16 @@ class MandateRequestsAuth(AuthBase):
     follows it (the next request goes unsigned and is refused by a gateway)."""
 
     def __init__(
-        self, mission: Mission, *, wait: float | None = None, also_to: Iterable[str] = ()
+        self,
+        mission: Mission,
+        *,
+        wait: float | None = None,
+        also_to: Iterable[str] = (),
+        on_wait: OnWait | None = None,
     ) -> None:
         self._mission = mission
         self._wait = wait
+        self._on_wait = on_wait
         self._allowed = mission.allowed_origins(also_to)
 
     def _sign(self, r: requests.PreparedRequest) -> None:
@@ -74,7 +80,7 @@ class MandateRequestsAuth(AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         self._sign(r)
-        rounds = _Rounds(self._wait)
+        rounds = _Rounds(self._wait, self._on_wait)
 
         def on_response(resp: requests.Response, **kwargs: Any) -> requests.Response:
             while True:

@@ -9,7 +9,7 @@ Needs the `mcp` extra.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -127,6 +127,7 @@ async def call_tool(
     arguments: dict[str, Any] | None = None,
     *,
     wait: float | None = None,
+    on_wait: Callable[[ApprovalRequired], None] | None = None,
 ) -> CallToolResult:
     """`client.call_tool`, with Mandate's refusals as exceptions. With `wait`
     (seconds), an escalated call waits for the person's decision and is
@@ -138,6 +139,8 @@ async def call_tool(
         except ApprovalRequired as e:
             if wait is None:
                 raise
+            if on_wait is not None:
+                on_wait(e)
             await mission.await_approval(e.approval_id, max_wait=wait)
             continue
         return result
