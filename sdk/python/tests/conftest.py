@@ -135,42 +135,46 @@ class Lab:
         token: str = created["start_token"]
         return token
 
-    def approve_when_pending(
-        self, path_part: str, *, via_cli: bool = True, deny: str | None = None
-    ) -> threading.Thread:
-        """A person (alice) who approves (or, with `deny`, denies for that
-        reason), from her own terminal, the first pending request whose call
-        names `path_part`, once it appears."""
+    def person(self, *, deny: str | None = None, via_cli: bool = True) -> Person:
+        """alice, at her own terminal: told (as `on_wait`) that a call waits
+        on an approval request, she approves it (or, with `deny`, denies it
+        for that reason) half a second later, while the call waits."""
+        return Person(self, deny, via_cli)
 
-        def run() -> None:
-            for _ in range(600):
-                pending = httpx.get(
-                    f"{self.url}/v1/approvals",
-                    params={"status": "pending"},
-                    headers={"Authorization": f"Bearer {self.alice}"},
-                ).json()
-                items = pending if isinstance(pending, list) else pending.get("approvals", [])
-                for a in items:
-                    if path_part in json.dumps(a):
-                        if deny is not None:
-                            self.cli(
-                                "approvals", "deny", a["id"], "--reason", deny, token=self.alice
-                            )
-                        elif via_cli:
-                            self.cli("approvals", "approve", a["id"], token=self.alice)
-                        else:
-                            r = httpx.post(
-                                f"{self.url}/v1/approvals/{a['id']}/approve",
-                                json={},
-                                headers={"Authorization": f"Bearer {self.alice}"},
-                            )
-                            r.raise_for_status()
-                        return
-                time.sleep(0.1)
 
-        t = threading.Thread(target=run, daemon=True)
+class Person:
+    def __init__(self, lab: Lab, deny: str | None, via_cli: bool) -> None:
+        self.lab = lab
+        self.deny = deny
+        self.via_cli = via_cli
+        self.seen: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def __call__(self, asked: Any) -> None:
+        approval_id: str = asked.approval_id
+        self.seen.append(approval_id)
+        t = threading.Thread(target=self._decide, args=(approval_id,), daemon=True)
         t.start()
-        return t
+        self.threads.append(t)
+
+    def _decide(self, approval_id: str) -> None:
+        time.sleep(0.5)
+        lab = self.lab
+        if self.deny is not None:
+            lab.cli("approvals", "deny", approval_id, "--reason", self.deny, token=lab.alice)
+        elif self.via_cli:
+            lab.cli("approvals", "approve", approval_id, token=lab.alice)
+        else:
+            r = httpx.post(
+                f"{lab.url}/v1/approvals/{approval_id}/approve",
+                json={},
+                headers={"Authorization": f"Bearer {lab.alice}"},
+            )
+            r.raise_for_status()
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(30)
 
 
 @pytest.fixture(scope="session")

@@ -37,10 +37,11 @@ async def test_async_escalation_waits_for_the_person(lab: Lab) -> None:
             with pytest.raises(mandate.ApprovalRequired) as e:
                 await http.post(url, json={"amount": 80000})
         approval = e.value.approval_id
-        approver = lab.approve_when_pending("refunds/77")
-        async with m.client(wait=60) as http:
+        alice = lab.person()
+        async with m.client(wait=60, on_wait=alice) as http:
             r = await http.post(url, json={"amount": 80000})
-        approver.join(5)
+        alice.join()
+        assert alice.seen == [approval]
         assert r.status_code == 200
         assert r.json()["refund"] == "issued"
         view = await m.wait_for_approval(approval, max_wait=1)

@@ -76,13 +76,12 @@ def test_an_escalation_raises_then_the_waiting_call_completes(lab: Lab) -> None:
         assert e.value.approval_url == f"{lab.url}/v1/approvals/{e.value.approval_id}"
         assert e.value.code == "approval_required"
 
-        approver = lab.approve_when_pending("refunds/42")
-        seen: list[mandate.ApprovalRequired] = []
-        with m.client(wait=60, on_wait=seen.append) as http:
+        alice = lab.person()
+        with m.client(wait=60, on_wait=alice) as http:
             r = http.post(url, content=body, headers=headers)
-        approver.join(5)
+        alice.join()
         # The same call joined the pending request; the agent was told which.
-        assert [w.approval_id for w in seen] == [e.value.approval_id]
+        assert alice.seen == [e.value.approval_id]
         assert r.status_code == 200
         assert r.json()["refund"] == "issued"
         # The grant was for that call, once: the same call again asks again.
@@ -96,10 +95,13 @@ def test_a_denied_approval_ends_the_wait_with_its_reason(lab: Lab) -> None:
         with pytest.raises(mandate.ApprovalRequired) as e:
             http.post(url, json={"amount": 99000})
         # alice denies the request the call waits on.
-        person = lab.approve_when_pending(e.value.approval_id, deny="no ticket")
-        with m.client(wait=60) as waiting, pytest.raises(mandate.ApprovalDenied) as d:
+        alice = lab.person(deny="no ticket")
+        with (
+            m.client(wait=60, on_wait=alice) as waiting,
+            pytest.raises(mandate.ApprovalDenied) as d,
+        ):
             waiting.post(url, json={"amount": 99000})
-        person.join(5)
+        alice.join()
         assert d.value.approval_id == e.value.approval_id
         assert d.value.reason == "no ticket"
         assert d.value.code == "approval_denied"
@@ -128,9 +130,11 @@ def test_the_requests_auth_signs_and_raises_the_same(lab: Lab) -> None:
         url = m.gateway_url("billing", "/refunds/44")
         with pytest.raises(mandate.ApprovalRequired):
             requests.post(url, json={"amount": 60000}, auth=auth, timeout=30)
-        approver = lab.approve_when_pending("refunds/44", via_cli=False)
-        r = requests.post(url, json={"amount": 60000}, auth=m.requests_auth(wait=60), timeout=90)
-        approver.join(5)
+        alice = lab.person(via_cli=False)
+        waiting = m.requests_auth(wait=60, on_wait=alice)
+        r = requests.post(url, json={"amount": 60000}, auth=waiting, timeout=90)
+        alice.join()
+        assert len(alice.seen) == 1
         assert r.status_code == 200
         assert r.json()["refund"] == "issued"
 

@@ -28,11 +28,12 @@ async def test_mcp_tools_through_the_signed_transport(lab: Lab) -> None:
                 await mandate.mcp.call_tool(client, m, "refund", {"id": "42", "amount": 75000})
             assert e.value.approval_id.startswith("apr_")
 
-            approver = lab.approve_when_pending(e.value.approval_id)
+            alice = lab.person()
             done = await mandate.mcp.call_tool(
-                client, m, "refund", {"id": "42", "amount": 75000}, wait=60
+                client, m, "refund", {"id": "42", "amount": 75000}, wait=60, on_wait=alice
             )
-            approver.join(5)
+            alice.join()
+            assert alice.seen == [e.value.approval_id]
             assert not done.is_error
             assert mandate.mcp.decision(done) is None
 
