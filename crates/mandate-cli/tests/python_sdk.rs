@@ -8,6 +8,7 @@
 
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::panic,
     reason = "a test: failing loudly is its job"
 )]
@@ -43,6 +44,7 @@ fn run(args: &[&str]) -> String {
         .env("PYTHONPATH", sdk().join("src"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("MYPY_CACHE_DIR", caches.path().join("mypy"))
+        .env("MYPYPATH", sdk().join("src"))
         .env("MANDATE_BIN", BIN)
         .env_remove("MANDATE_SERVER")
         .env_remove("MANDATE_TOKEN")
@@ -71,15 +73,26 @@ fn the_sdk_passes_its_tests_against_a_live_server() {
     );
 }
 
+/// The SDK, its tests and the example agent.
+const CHECKED: [&str; 3] = ["src", "tests", "../../examples/python"];
+
 #[test]
 fn the_sdk_is_mypy_strict_clean() {
-    run(&["mypy", "--strict", "src", "tests"]);
+    run(&[&["mypy", "--strict"][..], &CHECKED].concat());
 }
 
 #[test]
 fn the_sdk_is_ruff_clean() {
-    run(&["ruff", "check", "--no-cache", "."]);
-    run(&["ruff", "format", "--check", "--no-cache", "."]);
+    // The SDK's settings (pyproject.toml) for the example agent too.
+    let with = ["--no-cache", "--config", "pyproject.toml"];
+    run(&[&["ruff", "check"][..], &with, &CHECKED, &["README.md"]].concat());
+    run(&[
+        &["ruff", "format", "--check"][..],
+        &with,
+        &CHECKED,
+        &["README.md"],
+    ]
+    .concat());
 }
 
 /// A process of ours, stopped when dropped.

@@ -32,13 +32,16 @@ def _body(r: requests.PreparedRequest) -> bytes | None:
     )
 
 
-def _as_httpx(resp: requests.Response) -> httpx.Response:
-    """The answer as the protocol module reads it."""
-    return httpx.Response(
-        resp.status_code,
-        headers={k: v for k, v in resp.headers.items()},
-        content=resp.content,
+def _problem(resp: requests.Response) -> MandateError | None:
+    """Mandate's refusal, if the answer is one. Only a problem document's body
+    is read: a streamed answer stays unread for the caller."""
+    head = httpx.Response(resp.status_code, headers=dict(resp.headers.items()))
+    if not p.is_problem(head):
+        return None
+    answer = httpx.Response(
+        resp.status_code, headers=dict(resp.headers.items()), content=resp.content
     )
+    return p.gateway_problem(answer)
 
 
 class MandateRequestsAuth(AuthBase):
@@ -88,10 +91,7 @@ class MandateRequestsAuth(AuthBase):
                     for name in strip_signature(list(resp.request.headers.keys())):
                         del resp.request.headers[name]
                     return resp
-                answer = _as_httpx(resp)
-                if not p.is_problem(answer):
-                    return resp
-                error = p.gateway_problem(answer)
+                error = _problem(resp)
                 if error is None:
                     return resp
                 step = rounds.next_step(error)
