@@ -84,6 +84,10 @@ def test_an_escalation_raises_then_the_waiting_call_completes(lab: Lab) -> None:
         assert alice.seen == [e.value.approval_id]
         assert r.status_code == 200
         assert r.json()["refund"] == "issued"
+        # The person saw the agent's reason (the header was signed and sent).
+        asked = m.wait_for_approval(e.value.approval_id, max_wait=1)
+        assert asked["justification"] == "double-billed"
+        assert asked["status"] == "approved"
         # The grant was for that call, once: the same call again asks again.
         with m.client() as http, pytest.raises(mandate.ApprovalRequired):
             http.post(url, content=body, headers=headers)
@@ -159,3 +163,18 @@ def test_a_signature_is_what_the_gateway_checks(lab: Lab) -> None:
         r = httpx.Client().send(tampered)
         assert r.status_code == 401
         assert r.json()["code"] == "bad_digest"
+
+
+def test_a_query_is_signed_and_passes(lab: Lab) -> None:
+    with mandate.Mission.start(lab.url, lab.mission()) as m, m.client() as http:
+        r = http.get(m.gateway_url("billing", "/invoices/42"), params={"expand": "lines"})
+        assert r.status_code == 200
+        assert r.json()["invoice"] == "42"
+
+
+def test_a_spent_budget_is_a_denial_with_its_code(lab: Lab) -> None:
+    with mandate.Mission.start(lab.url, lab.mission(budget=1)) as m, m.client() as http:
+        assert http.get(m.gateway_url("billing", "/invoices/1")).status_code == 200
+        with pytest.raises(mandate.Denied) as e:
+            http.get(m.gateway_url("billing", "/invoices/2"))
+        assert e.value.code == "budget_exhausted"

@@ -143,3 +143,19 @@ def test_a_revoked_mission_refuses_its_refresh(lab: Lab) -> None:
             m.refresh()
         assert e.value.code == "revoked"
         assert e.value.status == 401
+
+
+def test_a_credential_about_to_expire_is_refreshed_before_the_call(
+    lab: Lab, tmp_path: Path
+) -> None:
+    state = tmp_path / "m.json"
+    lab.cli("mission", "start", lab.mission(), "--state", str(state))
+    saved = json.loads(state.read_text())
+    old = saved["credential"]
+    saved["expires_at"] = 0  # as if it had run out
+    state.write_text(json.dumps(saved))
+    with mandate.Mission.load(state) as m, m.client() as http:
+        assert http.get(m.gateway_url("billing", "/invoices/42")).status_code == 200
+        assert m.credential != old
+        assert m.expires_at > 0
+    assert json.loads(state.read_text())["credential"] == m.credential
