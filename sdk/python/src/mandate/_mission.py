@@ -381,8 +381,13 @@ class Mission(_MissionCore):
         also_to: Iterable[str] = (),
         on_wait: OnWait | None = None,
     ) -> MandateRequestsAuth:
-        """As `auth()`, for `requests`."""
-        from ._requests_auth import MandateRequestsAuth
+        """As `auth()`, for `requests` (the `requests` extra)."""
+        try:
+            from ._requests_auth import MandateRequestsAuth
+        except ImportError as e:
+            raise ImportError(
+                f"{e}: install the SDK with its requests extra: pip install 'mandate-sdk[requests]'"
+            ) from e
 
         return MandateRequestsAuth(self, wait=wait, also_to=also_to, on_wait=on_wait)
 

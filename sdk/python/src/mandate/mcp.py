@@ -13,10 +13,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
+try:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.types import CallToolResult
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError(
+        f"{e}: mandate.mcp needs the mcp extra: pip install 'mandate-sdk[mcp]'"
+    ) from e
 
 from ._auth import check_origin
 from ._errors import ApprovalRequired, Denied, UnexpectedResponse
