@@ -36,7 +36,7 @@ MAX_APPROVAL_ROUNDS = 5
 
 CONFIGURATION_PATH = "/.well-known/mandate-configuration"
 PROBLEM_TYPE_PREFIX = "urn:mandate:problem:"
-_APPROVAL_ID = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+APPROVAL_ID = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 
 
 def normalize_server(server: str) -> str:
@@ -85,7 +85,7 @@ def problem_error(status: int, problem: dict[str, Any]) -> MandateError:
     if code == "approval_required":
         aid = problem.get("approval_id")
         url = problem.get("approval_url")
-        if not isinstance(aid, str) or not _APPROVAL_ID.match(aid):
+        if not isinstance(aid, str) or not APPROVAL_ID.match(aid):
             return UnexpectedResponse(
                 "an `approval_required` answer without a usable `approval_id`", status=status
             )
@@ -148,7 +148,7 @@ def field(doc: dict[str, Any], name: str, kind: type, what: str) -> Any:
 
 
 def check_approval_id(approval_id: str) -> None:
-    if not _APPROVAL_ID.match(approval_id):
+    if not APPROVAL_ID.match(approval_id):
         raise MandateError("invalid_request", f"`{approval_id}` is not an approval id")
 
 

@@ -9,28 +9,37 @@ Needs the `mcp` extra.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 try:
     import httpx2
     from mcp import Client
+    from mcp.client.session import ClientRequestContext
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.types import CallToolResult
+    from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, ErrorData
 except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError(
         f"{e}: mandate.mcp needs the mcp extra: pip install 'mandate-sdk[mcp]'"
     ) from e
 
 from ._auth import check_origin
-from ._errors import ApprovalRequired, Denied, UnexpectedResponse
+from ._errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalRequired,
+    ApprovalTimeout,
+    Denied,
+    UnexpectedResponse,
+)
 from ._mission import AsyncMission
-from ._protocol import MAX_APPROVAL_ROUNDS, problem_error
+from ._protocol import APPROVAL_ID, MAX_APPROVAL_ROUNDS, origin, problem_error
 from ._signing import sign_request, strip_signature
 
 __all__ = [
     "McpAuth",
+    "approval_elicitation",
     "call_tool",
     "connect",
     "decision",
@@ -82,15 +91,71 @@ def signed_http_client(
     return httpx2.AsyncClient(auth=McpAuth(mission, also_to=also_to), **kwargs)
 
 
+async def _approval_of(mission: AsyncMission, url: str) -> str | None:
+    """The approval id in `url`, if it names an approval request of the
+    mission's own authority (`{issuer}/v1/approvals/{id}`); else `None`."""
+    issuer = (await mission.configuration()).issuer
+    prefix = f"{issuer}/v1/approvals/"
+    if not url.startswith(prefix) or origin(url) != origin(issuer):
+        return None
+    aid = url[len(prefix) :]
+    return aid if APPROVAL_ID.match(aid) else None
+
+
+def approval_elicitation(
+    mission: AsyncMission,
+    *,
+    wait: float | None,
+    on_wait: Callable[[ApprovalRequired], None] | None = None,
+) -> Callable[[ClientRequestContext, ElicitRequestParams], Awaitable[ElicitResult | ErrorData]]:
+    """An `elicitation_callback` for the MCP revision 2026-07-28, where the
+    gateway asks for an escalated call's approval as a URL-mode elicitation.
+    With `wait`, it long-polls that approval request (by id, at the mission's
+    authority; the URL is not opened) and accepts once approved, so the SDK's
+    retry goes through; without `wait`, or if the person denies, it declines,
+    and the call comes back as Mandate's escalated tool result. Any other
+    elicitation is declined."""
+
+    async def elicit(
+        context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        url = getattr(params, "url", None)
+        aid = await _approval_of(mission, url) if isinstance(url, str) else None
+        if aid is None or wait is None:
+            return ElicitResult(action="decline")
+        if on_wait is not None:
+            on_wait(ApprovalRequired(params.message, approval_id=aid, approval_url=url))
+        try:
+            await mission.await_approval(aid, max_wait=wait)
+        except (ApprovalDenied, ApprovalExpired, ApprovalTimeout):
+            return ElicitResult(action="decline")
+        return ElicitResult(action="accept")
+
+    return elicit
+
+
 @asynccontextmanager
 async def connect(
-    mission: AsyncMission, server: str, *, mode: str = "legacy", **client_kwargs: Any
+    mission: AsyncMission,
+    server: str,
+    *,
+    mode: str = "legacy",
+    wait: float | None = None,
+    on_wait: Callable[[ApprovalRequired], None] | None = None,
+    **client_kwargs: Any,
 ) -> AsyncIterator[Client]:
     """An MCP `Client` connected to MCP server `server` behind the mission's
     gateway (a name, or the full `/mcp/{server}` URL). `mode` is the SDK's
-    connect mode; `legacy` (the initialize handshake) by default, so that an
-    escalated tool call comes back as a tool result `call_tool` can wait on."""
+    connect mode: `legacy` (the initialize handshake) by default, where an
+    escalated tool call comes back as a tool result `call_tool` can wait on;
+    `auto` speaks 2026-07-28 where the gateway offers it, and there the
+    approval is asked for through the protocol: `wait` and `on_wait` then
+    apply to every call (see `approval_elicitation`)."""
     url = server if "://" in server else await mission.mcp_url(server)
+    if mode != "legacy":
+        client_kwargs.setdefault(
+            "elicitation_callback", approval_elicitation(mission, wait=wait, on_wait=on_wait)
+        )
     async with signed_http_client(mission) as http:
         transport = streamable_http_client(url, http_client=http)
         async with Client(transport, mode=mode, **client_kwargs) as client:
