@@ -42,7 +42,8 @@ export MANDATE_TOKEN
 agent="python-agent-$(date +%s)"
 mandate agent register "$agent" >/dev/null
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+approver=
+trap '[ -z "$approver" ] || kill "$approver" 2>/dev/null; rm -rf "$dir"' EXIT
 printf 'permit(principal, action == Action::"read", resource);\n' > "$dir/scope.cedar"
 START=$(mandate mission create --agent "$agent" --goal "Reconcile invoice 42" \
   --scope "$dir/scope.cedar" --ttl 1h --budget 50 | grep -o 'mst_[A-Za-z0-9_-]*')
@@ -59,5 +60,7 @@ START=$(mandate mission create --agent "$agent" --goal "Reconcile invoice 42" \
     sleep 0.5
   done
 ) &
+approver=$!
 "$PYTHON" examples/python/agent.py "$START" --state "$dir/mission.json" --wait 120
-wait
+wait "$approver"
+approver=
