@@ -112,6 +112,9 @@ def test_start_refuses_to_overwrite_a_state_file(lab: Lab, tmp_path: Path) -> No
     token = lab.mission()
     with pytest.raises(mandate.StateFileError):
         mandate.Mission.start(lab.url, token, state=state)
+    with pytest.raises(mandate.StateFileError) as e:
+        mandate.Mission.start(lab.url, token, state=tmp_path / "no-such-dir" / "m.json")
+    assert "not a writable directory" in str(e.value)
     # The start token was not spent.
     mandate.Mission.start(lab.url, token).close()
 

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from ._mission import AsyncMission, Mission
 
 
-def check_origin(allowed: set[tuple[str, str, int]], url: str | httpx.URL, server: str) -> None:
-    """The signed credential goes to the mission's authority, or to an origin
+def check_origin(
+    allowed: set[tuple[str, str, int]], url: str | httpx.URL, server: str, issuer: str
+) -> None:
+    """The signed credential goes to the mission's authority (the server it
+    was started with, or the issuer that server names), or to an origin
     named on purpose; nowhere by accident."""
-    if p.origin(url) not in allowed:
+    if p.origin(url) not in allowed and p.origin(url) != p.origin(issuer):
         u = httpx.URL(url)
         raise MandateError(
             "not_allowed_origin",
@@ -121,7 +124,7 @@ class MandateAuth(httpx.Auth):
         m = self._mission
         if not isinstance(m, Mission):
             raise TypeError("this auth belongs to an AsyncMission: use it with httpx.AsyncClient")
-        check_origin(self._allowed, request.url, m.server)
+        check_origin(self._allowed, request.url, m.server, m.configuration().issuer)
         request.read()
         rounds = _Rounds(self._wait, self._on_wait)
         while True:
@@ -149,7 +152,8 @@ class MandateAuth(httpx.Auth):
         m = self._mission
         if not isinstance(m, AsyncMission):
             raise TypeError("this auth belongs to a Mission: use it with httpx.Client")
-        check_origin(self._allowed, request.url, m.server)
+        issuer = (await m.configuration()).issuer
+        check_origin(self._allowed, request.url, m.server, issuer)
         await request.aread()
         rounds = _Rounds(self._wait, self._on_wait)
         while True:

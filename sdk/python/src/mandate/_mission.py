@@ -128,11 +128,16 @@ def _load(path: StrPath) -> tuple[SavedMission, MissionKey]:
 
 
 def _check_new_state(state: StrPath | None) -> Path | None:
+    """Checked before the start: a start token is spent once, and a key that
+    cannot be saved would be lost with it."""
     if state is None:
         return None
     path = Path(state)
     if path.exists():
         raise StateFileError(f"`{path}` already exists; refusing to overwrite a mission key")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise StateFileError(f"cannot write `{path}`: `{parent}` is not a writable directory")
     return path
 
 

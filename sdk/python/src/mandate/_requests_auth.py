@@ -65,7 +65,9 @@ class MandateRequestsAuth(AuthBase):
     def _sign(self, r: requests.PreparedRequest) -> None:
         if r.url is None or r.method is None:
             raise MandateError("cannot_sign", "a request without a method or URL")
-        check_origin(self._allowed, r.url, self._mission.server)
+        check_origin(
+            self._allowed, r.url, self._mission.server, self._mission.configuration().issuer
+        )
         for name in strip_signature(list(r.headers.keys())):
             del r.headers[name]
         headers = {

@@ -65,7 +65,8 @@ class McpAuth(httpx2.Auth):
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        check_origin(self._allowed, str(request.url), self._mission.server)
+        issuer = (await self._mission.configuration()).issuer
+        check_origin(self._allowed, str(request.url), self._mission.server, issuer)
         await request.aread()
         for name in strip_signature(list(request.headers.keys())):
             del request.headers[name]
