@@ -83,6 +83,9 @@ EOF
 token="$(MANDATE_LOG=warn "$bin" init --json --data "$data" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
 
+# The files exist before the server starts: the background job opens them
+# itself, and on a loaded machine the loop below can look first.
+: >"$work/stdout"
 MANDATE_LOG=warn "$bin" serve --listen 127.0.0.1:0 --data "$data" \
   >"$work/stdout" 2>"$work/server.log" &
 server_pid=$!

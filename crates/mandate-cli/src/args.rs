@@ -666,6 +666,15 @@ pub enum MissionCmd {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Agent side: a local proxy that signs an unmodified agent's plain HTTP
+    /// requests with the mission key.
+    ///
+    /// The agent sends plain HTTP to it, as its base URL
+    /// (`http://127.0.0.1:PORT/gw/billing/…`) or as its HTTP proxy
+    /// (`HTTP_PROXY`); each `/gw/…` and `/mcp/…` request is signed with the
+    /// mission key and sent to the mission's authority, and nowhere else.
+    /// See docs/proxy.md.
+    Proxy(ProxyArgs),
     /// Agent side: delegate part of this mission to a sub-agent (a child
     /// mission that can only narrow this one); prints the child's one-time
     /// start token.
@@ -702,6 +711,27 @@ pub enum MissionCmd {
         #[arg(long)]
         refresh: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The mission state file written by `mission start` (or handed over
+    /// by `mandate launch`); a refreshed credential is written back to it.
+    #[arg(long, env = "MANDATE_STATE")]
+    pub state: PathBuf,
+    /// Where to listen: a loopback address (`127.0.0.1:0` takes a free
+    /// port; the first line printed says which).
+    #[arg(long, default_value = "127.0.0.1:7880")]
+    pub listen: SocketAddr,
+    /// If a call needs approval, hold it up to this many seconds for the
+    /// person's decision, then send it again; without it, the agent gets
+    /// the gateway's `403 approval_required` at once.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u64>,
+    /// Listen on an address that is not loopback. Anyone who can reach it
+    /// acts with this mission's authority, with no credential of their own.
+    #[arg(long)]
+    pub dangerous_allow_non_loopback: bool,
 }
 
 #[derive(Debug, Args)]

@@ -990,6 +990,7 @@ async fn mission(
                 bail!("the gateway answered {status}");
             }
         }
+        MissionCmd::Proxy(a) => crate::proxy::run(a).await?,
         MissionCmd::Delegate(a) => delegate(a, json).await?,
         MissionCmd::Untaint { id, reason } => {
             let m = client()?.clear_taint(&id, &reason).await?;

@@ -10,6 +10,7 @@ mod mcp_bridge;
 mod memory;
 mod output;
 mod policy;
+mod proxy;
 mod telemetry;
 
 use std::process::ExitCode;

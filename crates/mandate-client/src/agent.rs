@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use mandate_core::wire::{
     ApprovalView, ChainView, CommitDelegation, Configuration, CreatedMission, CredentialResponse,
-    DelegateRequest, DelegationProposal, EndMissionRequest, MissionView, StartMissionRequest,
+    DelegateRequest, DelegationProposal, EndMissionRequest, GatewayLimits, MissionView,
+    StartMissionRequest,
 };
 use mandate_core::{Clock, MissionId, MissionKey, OsRandom, SecureRandom, SystemClock};
 use reqwest::{Method, RequestBuilder};
@@ -160,7 +161,19 @@ impl MissionAgent {
 
     /// Restores a saved mission.
     pub async fn load(saved: &SavedMission) -> Result<Self, ClientError> {
-        let client = Client::new(&saved.server)?;
+        Self::load_with(saved, Client::new(&saved.server)?).await
+    }
+
+    /// Restores a saved mission, speaking to its authority through `client`
+    /// (e.g. [`Client::direct`]), which must be for the saved authority.
+    pub async fn load_with(saved: &SavedMission, client: Client) -> Result<Self, ClientError> {
+        if client.base() != saved.server.trim_end_matches('/') {
+            return Err(ClientError::Local(format!(
+                "the client is for `{}`, the mission's authority is `{}`",
+                client.base(),
+                saved.server
+            )));
+        }
         let config = client.configuration().await?;
         let key = MissionKey::from_pkcs8_pem(&saved.key_pem)
             .map_err(|e| ClientError::Local(e.to_string()))?;
@@ -197,6 +210,36 @@ impl MissionAgent {
         serde_json::to_string_pretty(&saved)
             .map(Zeroizing::new)
             .map_err(|e| ClientError::Local(e.to_string()))
+    }
+
+    /// Another handle on this mission: the same key, credential, authority
+    /// and configuration, to sign or wait on its own (e.g. a call that
+    /// waits for a person's approval while others go on).
+    pub fn fork(&self) -> Result<Self, ClientError> {
+        let pem = self
+            .key
+            .to_pkcs8_pem()
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let key =
+            MissionKey::from_pkcs8_pem(&pem).map_err(|e| ClientError::Local(e.to_string()))?;
+        Ok(Self {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            key,
+            mission_id: self.mission_id.clone(),
+            credential: self.credential.clone(),
+            expires_at: self.expires_at,
+            mission: self.mission.clone(),
+            clock: Arc::clone(&self.clock),
+            rng: Arc::clone(&self.rng),
+        })
+    }
+
+    /// The gateway's routes and MCP servers with their request limits
+    /// (`GET /v1/mission/limits`), asked with the credential.
+    pub async fn limits(&self) -> Result<GatewayLimits, ClientError> {
+        let rb = self.authorize(Method::GET, "/v1/mission/limits")?;
+        self.client.send(rb).await
     }
 
     #[must_use]
@@ -465,6 +508,23 @@ impl MissionAgent {
         justification: Option<&str>,
         extra: &[(&str, &str)],
     ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let http = self.client.http().clone();
+        self.signed_request_on(&http, method, url, body, justification, extra)
+            .await
+    }
+
+    /// [`Self::signed_request`], built on `http` rather than the agent's
+    /// own HTTP client (for its own timeouts or proxy settings; a client
+    /// that follows redirects would resend the signed credential).
+    pub async fn signed_request_on(
+        &mut self,
+        http: &reqwest::Client,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        justification: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         use mandate_core::httpsig::{RequestParts, SignSpec, content_digest, signature_key_header};
         let local = |m: String| ClientError::Local(m);
         self.fresh_credential().await?;
@@ -541,7 +601,7 @@ impl MissionAgent {
             )
             .map_err(|e| local(e.to_string()))?;
         let method = Method::from_bytes(method.as_bytes()).map_err(|e| local(e.to_string()))?;
-        let mut rb = self.client.http().request(method, parsed.clone());
+        let mut rb = http.request(method, parsed.clone());
         for (k, v) in &headers {
             rb = rb.header(k, v);
         }

@@ -74,12 +74,27 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the authority at `base` (e.g. `http://127.0.0.1:7878`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::build(base, false)
+    }
+
+    /// As [`Self::new`], but never through a proxy the environment names
+    /// (`HTTP_PROXY`, `ALL_PROXY`, …): for a process that is itself the
+    /// agent's proxy, which would otherwise send its own calls to itself.
+    pub fn direct(base: &str) -> Result<Self, ClientError> {
+        Self::build(base, true)
+    }
+
+    fn build(base: &str, direct: bool) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             // A redirect would resend the credential and signature (and, for
             // 307/308, the body) to wherever an upstream points.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("mandate-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("mandate-client/", env!("CARGO_PKG_VERSION")));
+        if direct {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Local(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {

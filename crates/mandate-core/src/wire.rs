@@ -275,6 +275,37 @@ pub struct ChainView {
     pub links: Vec<String>,
 }
 
+/// What the gateways serve the calling mission's agent, and how large a
+/// request each takes: `GET /v1/mission/limits`. A client that signs on an
+/// agent's behalf (`mandate mission proxy`) refuses a body over the limit
+/// before it signs or sends anything. Names and limits only; no upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GatewayLimits {
+    /// The HTTP gateway's routes (`/gw/{name}/…`), by name.
+    pub routes: Vec<RouteLimit>,
+    /// The MCP gateway's servers (`/mcp/{name}`), by name.
+    pub mcp_servers: Vec<McpServerLimit>,
+}
+
+/// One route of the HTTP gateway and its request body limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteLimit {
+    pub name: String,
+    /// The largest request body the route takes (`max_body_bytes`).
+    pub max_body_bytes: u64,
+}
+
+/// One server of the MCP gateway and its message limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct McpServerLimit {
+    pub name: String,
+    /// The largest message the server takes (`max_message_bytes`).
+    pub max_message_bytes: u64,
+}
+
 /// A credential and its chain, as `mandate credential verify --chain`
 /// reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

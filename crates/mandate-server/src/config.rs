@@ -386,6 +386,66 @@ pub fn check_database_url(url: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A parse error's message without the values it quotes: `invalid type:
+/// string "…"` and `unknown variant `…`` name what was written, and what
+/// was written where a number, a table or a keyword belongs may be a
+/// secret in the wrong place (a token as `auth`, `env` as one string).
+/// The message says where (`file:line:col`) and what was expected; the
+/// operator has the file. Such messages reach the log and, on a reload,
+/// the admin who asked for it, who may not be the one who may read the
+/// file.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let quoted = rest.find("string \"").map(|i| (i + "string ".len(), '"'));
+        let ticked = rest.find("variant `").map(|i| (i + "variant ".len(), '`'));
+        let next = match (quoted, ticked) {
+            (Some(q), Some(t)) => Some(if q.0 < t.0 { q } else { t }),
+            (q, t) => q.or(t),
+        };
+        let Some((at, close)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        let Some((before, value)) = rest.split_at_checked(at) else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(before.trim_end());
+        // The value, as serde writes it: quoted with `"` (escaped as Rust
+        // does) or between backticks. An unterminated one goes to the end.
+        let mut escaped = false;
+        let mut end = value.len();
+        for (i, c) in value.char_indices().skip(1) {
+            if close == '"' && escaped {
+                escaped = false;
+            } else if close == '"' && c == '\\' {
+                escaped = true;
+            } else if c == close {
+                end = i + c.len_utf8();
+                break;
+            }
+        }
+        rest = value.get(end..).unwrap_or("");
+    }
+}
+
+/// An upstream's URL as a message may repeat it: without a password,
+/// query or fragment (where API keys are put), whether or not it parses.
+#[must_use]
+pub fn redact_upstream(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or("");
+    if url.contains("://") {
+        return redact_url(url);
+    }
+    let host_on = url.find('/').unwrap_or(url.len());
+    match url.get(..host_on).and_then(|a| a.rfind('@')) {
+        Some(at) => url.get(at + 1..).unwrap_or("").to_owned(),
+        None => url.to_owned(),
+    }
+}
+
 /// A database URL without its password, for messages and logs.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
@@ -543,7 +603,7 @@ impl Config {
                     }
                     None => src.path.display().to_string(),
                 };
-                ConfigError::Parse(at, e.message().trim_end().to_owned())
+                ConfigError::Parse(at, without_values(e.message().trim_end()))
             })?,
             None => FileConfig::default(),
         };
@@ -890,7 +950,8 @@ fn check_webhook(name: &'static str, w: &WebhookConfig) -> Result<(), ConfigErro
     if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
         return Err(ConfigError::Value(
             format!("{name}.url"),
-            format!("`{}` is not an http(s) URL", w.url),
+            // Not echoed: a webhook's URL is often its secret.
+            "not an http(s) URL".into(),
         ));
     }
     if w.max_attempts == 0
@@ -989,6 +1050,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with(&format!("{}:2:", file.display())), "{e}");
+    }
+
+    /// A secret written where it does not belong is refused without being
+    /// repeated: the message goes to the log and to whoever reloads.
+    #[test]
+    fn a_refused_file_does_not_repeat_the_secrets_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mandate.toml");
+        for (text, kept) in [
+            (
+                "[[routes]]\nname = \"crm\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"Bearer sk-live-s3cret\"\n",
+                "unknown variant, expected one of `pass`, `token_exchange`, `vault`",
+            ),
+            (
+                "[[mcp_servers]]\nname = \"gh\"\ncommand = \"sh\"\nenv = \"GITHUB_TOKEN=s3cret \\\" quoted\"\n",
+                "invalid type: string, expected a map",
+            ),
+            (
+                "credential_ttl_secs = \"s3cret\"\n",
+                "invalid type: string, expected u64",
+            ),
+            (
+                "[[routes]]\nname = \"crm\"\nupstream = \"https://crm.example/v1?api_key=s3cret\"\n",
+                "upstream `https://crm.example/v1` is not an http(s) base URL",
+            ),
+            (
+                "[[mcp_servers]]\nname = \"gh\"\nurl = \"htps://user:s3cret@mcp.example/?key=s3cret\"\n",
+                "`url` `htps://user@mcp.example/` is not an http(s) URL",
+            ),
+            (
+                "[webhook]\nurl = \"hooks.example/services/T0/B0/s3cret\"\n",
+                "invalid value for webhook.url: not an http(s) URL",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Config::load(dir.path(), None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains(kept), "{e}");
+            assert!(e.starts_with(&file.display().to_string()), "{e}");
+        }
+        assert_eq!(
+            without_values(r#"invalid value: string "a\"b", expected x; unknown variant `c`"#),
+            "invalid value: string, expected x; unknown variant"
+        );
     }
 
     #[test]

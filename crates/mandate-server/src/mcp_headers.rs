@@ -55,13 +55,33 @@ pub(crate) fn param_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Most arguments one tool may mirror into headers; the rest are not
+/// mirrored (see [`mirrored_params`]).
+pub(crate) const MAX_MIRRORED: usize = 32;
+
+/// Longest path to a mirrored argument (its property names' bytes, all
+/// levels), and longest header name after `Mcp-Param-`.
+pub(crate) const MAX_MIRROR_BYTES: usize = 256;
+
 /// The parameters an `inputSchema` mirrors into headers: each property
 /// reached from the root through `properties` only that carries
 /// `x-mcp-header`, as (the header's name after `Mcp-Param-`, its path).
+///
+/// The schema comes from the MCP server, so what is kept is bounded: at
+/// most [`MAX_MIRRORED`] parameters, each with a path and a name of at
+/// most [`MAX_MIRROR_BYTES`] (and nothing below a path that long). Each
+/// parameter keeps its own copy of its path, so without the bounds one
+/// long property name above many mirrored ones would be copied once for
+/// each of them: a megabyte of listing could take gigabytes. A parameter
+/// beyond the bounds is not mirrored: the gateway refuses an agent's
+/// header for it and writes none upstream, so nothing routes on it.
+// INVARIANT: the result's size is bounded by the constants, whatever the
+// schema.
 pub(crate) fn mirrored_params(schema: Option<&Value>) -> Vec<(String, Vec<String>)> {
     fn walk(
         schema: &Value,
         path: &mut Vec<String>,
+        bytes: usize,
         out: &mut Vec<(String, Vec<String>)>,
         depth: usize,
     ) {
@@ -69,19 +89,28 @@ pub(crate) fn mirrored_params(schema: Option<&Value>) -> Vec<(String, Vec<String
             return;
         };
         for (k, v) in props {
+            if out.len() >= MAX_MIRRORED {
+                return;
+            }
+            let bytes = bytes.saturating_add(k.len());
+            if bytes > MAX_MIRROR_BYTES {
+                continue;
+            }
             path.push(k.clone());
-            if let Some(name) = v.get("x-mcp-header").and_then(Value::as_str) {
+            if let Some(name) = v.get("x-mcp-header").and_then(Value::as_str)
+                && name.len() <= MAX_MIRROR_BYTES
+            {
                 out.push((name.to_owned(), path.clone()));
             }
             if depth < 8 {
-                walk(v, path, out, depth + 1);
+                walk(v, path, bytes, out, depth + 1);
             }
             path.pop();
         }
     }
     let mut out = Vec::new();
     if let Some(s) = schema {
-        walk(s, &mut Vec::new(), &mut out, 0);
+        walk(s, &mut Vec::new(), 0, &mut out, 0);
     }
     out
 }
@@ -115,6 +144,43 @@ mod tests {
         assert_eq!(
             encode("=?base64?literal?="),
             "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
+        );
+    }
+
+    /// A hostile server's schema: one long property name above many
+    /// mirrored properties. Each mirrored one would copy the long name.
+    #[test]
+    fn a_schema_cannot_make_the_mirrors_larger_than_the_bounds() {
+        let long = "k".repeat(20_000);
+        let children: serde_json::Map<String, Value> = (0..2_000)
+            .map(|i| {
+                (
+                    format!("a{i}"),
+                    serde_json::json!({"x-mcp-header": format!("h{i}")}),
+                )
+            })
+            .collect();
+        let schema = serde_json::json!({"properties": {
+            long: {"x-mcp-header": "Long", "properties": children.clone()},
+            "short": {"properties": children},
+        }});
+        let mirrored = mirrored_params(Some(&schema));
+        let bytes: usize = mirrored
+            .iter()
+            .map(|(n, p)| n.len() + p.iter().map(String::len).sum::<usize>())
+            .sum();
+        assert!(mirrored.len() <= MAX_MIRRORED, "{}", mirrored.len());
+        assert!(
+            bytes <= MAX_MIRRORED * 2 * MAX_MIRROR_BYTES,
+            "{bytes} bytes"
+        );
+        // What is within the bounds is still mirrored.
+        assert!(
+            mirrored
+                .iter()
+                .any(|(n, p)| n == "h0" && p == &["short".to_owned(), "a0".to_owned()]),
+            "{:?}",
+            mirrored.first()
         );
     }
 }

@@ -255,7 +255,13 @@ impl McpServer {
             (Some(c), None) if !c.trim().is_empty() => {}
             (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
             (None, Some(u)) => {
-                return Err(err("url", format!("`url` `{u}` is not an http(s) URL")));
+                return Err(err(
+                    "url",
+                    format!(
+                        "`url` `{}` is not an http(s) URL",
+                        crate::config::redact_upstream(u)
+                    ),
+                ));
             }
             _ => {
                 return Err(err(

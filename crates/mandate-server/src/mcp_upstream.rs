@@ -434,8 +434,13 @@ struct Remote {
     mirrors: HashMap<String, Vec<(String, Vec<String>)>>,
 }
 
-/// Most tools of a remote server whose mirrored arguments are kept.
+/// Most tools of a remote server whose mirrored arguments are kept (each
+/// at most `mcp_headers::MAX_MIRRORED` of them, bounded in size).
 const MAX_TOOLS: usize = 10_000;
+
+/// The longest tool name whose mirrored arguments are kept (MCP's tool
+/// names are at most 128 characters).
+const MAX_TOOL_NAME: usize = 128;
 
 /// The revision a message to a remote server is of: 2026-07-28 (or a later
 /// stateless one) when it carries its own version in `_meta`; the session
@@ -789,15 +794,22 @@ impl HttpCtx {
         };
         if let Ok(mut r) = self.remote.lock() {
             for t in tools {
-                if r.mirrors.len() >= MAX_TOOLS {
-                    // A server that lists more gets no headers for the
-                    // rest, and refuses their calls: nothing is weakened.
-                    break;
-                }
-                if let Some(name) = t.get("name").and_then(Value::as_str) {
-                    let mirrored = crate::mcp_headers::mirrored_params(t.get("inputSchema"));
+                // A tool named longer than MCP allows gets no headers.
+                let Some(name) = t
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| n.len() <= MAX_TOOL_NAME)
+                else {
+                    continue;
+                };
+                let mirrored = crate::mcp_headers::mirrored_params(t.get("inputSchema"));
+                if mirrored.is_empty() {
+                    r.mirrors.remove(name);
+                } else if r.mirrors.len() < MAX_TOOLS || r.mirrors.contains_key(name) {
                     r.mirrors.insert(name.to_owned(), mirrored);
                 }
+                // A server that lists more gets no headers for the rest,
+                // and refuses their calls: nothing is weakened.
             }
         }
     }

@@ -174,7 +174,10 @@ impl Route {
             .ok_or_else(|| {
                 err(
                     "upstream",
-                    format!("upstream `{}` is not an http(s) base URL", config.upstream),
+                    format!(
+                        "upstream `{}` is not an http(s) base URL",
+                        crate::config::redact_upstream(&config.upstream)
+                    ),
                 )
             })?;
         if let Some(r) = &config.attestation {

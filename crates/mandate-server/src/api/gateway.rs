@@ -109,18 +109,30 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    // Read once: a reload meanwhile changes later requests, not this one.
-    let route = s.gateways().routes.get(name).cloned().ok_or_else(|| {
+    let unknown = || {
         problem(
             StatusCode::NOT_FOUND,
             "unknown_route",
             format!("no route `{name}`"),
         )
-    })?;
-    tracing::Span::current().record("route", route.name());
+    };
+    let arrived = s.gateways().routes.get(name).cloned().ok_or_else(unknown)?;
+    tracing::Span::current().record("route", arrived.name());
     // 0–2. Method, path, headers and body.
     let headers = request_checks(&parts, sub_path, query.as_deref())?;
-    let body = read_body(body, route.max_body_bytes(), route.timeout()).await?;
+    let body = read_body(body, arrived.max_body_bytes(), arrived.timeout()).await?;
+    // The route as configured once the body is in, read once: a reload
+    // meanwhile changes later requests, not this one. The body may take up
+    // to the route's timeout; a reload while it arrives applies to it too,
+    // and a route removed meanwhile forwards nothing (ADR 0028).
+    let route = s.gateways().routes.get(name).cloned().ok_or_else(unknown)?;
+    if body.len() > route.max_body_bytes() {
+        return Err(problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {} bytes", route.max_body_bytes()),
+        ));
+    }
     // 3. The signature, the credential and the key.
     let authority = parts
         .headers

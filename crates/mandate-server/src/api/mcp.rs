@@ -808,15 +808,20 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         .strip_prefix("/mcp/")
         .filter(|n| !n.is_empty() && !n.contains('/'))
         .ok_or_else(|| Problem::not_found("no such MCP server"))?;
-    // Read once: a reload meanwhile changes later requests, not this one.
-    let server = s.gateways().mcp_servers.get(name).cloned().ok_or_else(|| {
+    let unknown = || {
         Problem::new(
             StatusCode::NOT_FOUND,
             "unknown_mcp_server",
             format!("no MCP server `{name}`"),
         )
-    })?;
-    tracing::Span::current().record("server", server.name());
+    };
+    let arrived = s
+        .gateways()
+        .mcp_servers
+        .get(name)
+        .cloned()
+        .ok_or_else(unknown)?;
+    tracing::Span::current().record("server", arrived.name());
     if let Some(detail) = rebinding(&s.0.issuer, &parts.headers) {
         return Ok(rpc_reply(
             StatusCode::FORBIDDEN,
@@ -840,8 +845,8 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
         ));
     }
     // Nothing is read before the request could be signed at all.
-    super::gateway::mcp_proof(&parts.headers, server.proof())?;
-    let limit = server.max_message_bytes();
+    super::gateway::mcp_proof(&parts.headers, arrived.proof())?;
+    let limit = arrived.max_message_bytes();
     let body = match tokio::time::timeout(
         Duration::from_secs(30),
         axum::body::to_bytes(body, limit),
@@ -865,6 +870,26 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             ));
         }
     };
+    // The server as configured once the message is in, read once: a reload
+    // meanwhile changes later requests, not this one; one while the message
+    // arrived applies to it too (ADR 0028).
+    let server = s
+        .gateways()
+        .mcp_servers
+        .get(name)
+        .cloned()
+        .ok_or_else(unknown)?;
+    if body.len() > server.max_message_bytes() {
+        return Ok(rpc_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Value::Null,
+            INVALID_REQUEST,
+            format!(
+                "the message is larger than {} bytes",
+                server.max_message_bytes()
+            ),
+        ));
+    }
     // The signature, the credential and the key, as on the HTTP gateway;
     // the session id, when sent, is covered too.
     let headers = header_list(&parts.headers)?;
@@ -1948,6 +1973,46 @@ async fn known_tools(x: &Arc<Session>) -> Result<BTreeSet<String>, String> {
     Ok(names)
 }
 
+/// The refusal of a request on a session (or stateless channel) whose
+/// server a reload changed or removed since the session was opened:
+/// recorded, and answered `404` (a session-era client initializes again; a
+/// stateless one sends the request again, to a channel opened with the
+/// server as now configured). `None` while the server is as configured.
+async fn reconfigured(
+    s: &AppState,
+    x: &Arc<Session>,
+    caller: &Caller,
+    id: &Value,
+    method: &str,
+) -> Result<Option<Response>, Problem> {
+    let live = s.gateways();
+    if live
+        .mcp_servers
+        .get(x.server.name())
+        .is_some_and(|m| Arc::ptr_eq(m, &x.server))
+    {
+        return Ok(None);
+    }
+    let detail = "this MCP server was reconfigured (a configuration reload) while the request waited; send it again";
+    refusal_on(
+        s,
+        &x.server,
+        Some(&x.id),
+        &caller.claims,
+        method,
+        None,
+        "unknown_session",
+        detail,
+    )
+    .await?;
+    Ok(Some(rpc_reply(
+        StatusCode::NOT_FOUND,
+        id,
+        INVALID_REQUEST,
+        detail,
+    )))
+}
+
 async fn request(
     s: &AppState,
     x: &Arc<Session>,
@@ -1971,6 +2036,13 @@ async fn request(
         .and_then(|p| p.get("_meta"))
         .and_then(|m| m.get("progressToken"))
         .cloned();
+    // A session (or channel) whose server a reload changed or removed
+    // takes no new request (ADR 0028), however long ago this one found it:
+    // a stateless retry waits for its approval first. Decided now, it
+    // would run on the configuration the operator just replaced.
+    if let Some(r) = reconfigured(s, x, caller, &id, method).await? {
+        return Ok(r);
+    }
     // Registered first: a duplicate id is refused before any decision.
     let (mut flight, mut rx) = match x.register(&id, progress) {
         Ok(r) => r,
@@ -2027,6 +2099,11 @@ async fn request(
                     return refuse("upstream_error", e, Some(mapped.resource.clone())).await;
                 }
             }
+        }
+        // The listing may have taken a while: the same once more, just
+        // before the decision.
+        if let Some(r) = reconfigured(s, x, caller, id, method).await? {
+            return Ok(r);
         }
         let arguments = msg["params"]
             .get("arguments")

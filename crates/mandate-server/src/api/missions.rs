@@ -2,8 +2,9 @@ use axum::Json;
 use axum::extract::{FromRequestParts as _, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use mandate_core::wire::{
-    CreateMissionRequest, CreatedMission, CredentialResponse, EndMissionRequest, IntrospectRequest,
-    IntrospectResponse, MissionView, StartMissionRequest,
+    CreateMissionRequest, CreatedMission, CredentialResponse, EndMissionRequest, GatewayLimits,
+    IntrospectRequest, IntrospectResponse, McpServerLimit, MissionView, RouteLimit,
+    StartMissionRequest,
 };
 use mandate_core::{
     AgentName, CredentialError, EndReason, Mission, MissionBody, MissionId, MissionPolicies,
@@ -564,6 +565,49 @@ pub(super) async fn end(
 )]
 pub(super) async fn current(State(s): State<AppState>, caller: MissionCaller) -> Json<MissionView> {
     Json(mission_view(&caller.mission, s.0.clock.now()))
+}
+
+/// What the gateways serve the calling mission's agent, with each route's
+/// body limit and each MCP server's message limit, so a client signing on
+/// its behalf refuses an oversize request before anything is signed or
+/// sent. Names and limits only: no upstream, no rule, no policy.
+#[utoipa::path(
+    get,
+    path = "/v1/mission/limits",
+    operation_id = "current_limits",
+    tag = "missions",
+    security(("mission_credential" = [], "dpop_proof" = [])),
+    responses((status = 200, description = "The routes and MCP servers, by name, with their limits.", body = GatewayLimits), Always, Unauthorized),
+)]
+pub(super) async fn limits(
+    State(s): State<AppState>,
+    _caller: MissionCaller,
+) -> Json<GatewayLimits> {
+    // Read once: a reload meanwhile changes the next answer, not this one.
+    let gateways = s.gateways();
+    let size = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let mut routes: Vec<RouteLimit> = gateways
+        .routes
+        .values()
+        .map(|r| RouteLimit {
+            name: r.name().to_owned(),
+            max_body_bytes: size(r.max_body_bytes()),
+        })
+        .collect();
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut mcp_servers: Vec<McpServerLimit> = gateways
+        .mcp_servers
+        .values()
+        .map(|m| McpServerLimit {
+            name: m.name().to_owned(),
+            max_message_bytes: size(m.max_message_bytes()),
+        })
+        .collect();
+    mcp_servers.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(GatewayLimits {
+        routes,
+        mcp_servers,
+    })
 }
 
 /// For relying parties: is this credential usable right now (signature,

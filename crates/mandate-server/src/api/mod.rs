@@ -67,6 +67,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(missions::end))
         .routes(routes!(taint::clear))
         .routes(routes!(missions::current))
+        .routes(routes!(missions::limits))
         .routes(routes!(missions::introspect))
         .routes(routes!(memory::put, memory::get, memory::delete))
         .routes(routes!(memory::list))
