@@ -3,21 +3,25 @@
 # end-to-end tests (PyJWT, the RFC 9421 signer http-message-signatures, the
 # AAuth verifier aauth-signing, the official MCP Python SDK and the reference
 # server mcp-server-git, in a venv
-# under the cargo target dir; the official MCP TypeScript SDK, jose and
-# server-everything from npm, exactly as crates/mandate-cli/tests/mcp/ts-client
+# under the cargo target dir, with what the Python SDK's checks need (pytest,
+# pytest-asyncio, httpx, rfc8785, mypy, ruff); the official MCP TypeScript
+# SDK, jose and server-everything from npm, exactly as crates/mandate-cli/tests/mcp/ts-client
 # locks them, under the same dir), then runs every test of the workspace.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 venv="${MANDATE_TEST_VENV:-$CARGO_TARGET_DIR/test-venv}"
-if ! "$venv/bin/python" -c 'import jwt, cryptography, http_message_signatures, requests, mcp, mcp_server_git, aauth_signing' 2>/dev/null \
+if ! "$venv/bin/python" -c 'import jwt, cryptography, http_message_signatures, requests, mcp, mcp_server_git, aauth_signing, pytest, pytest_asyncio, httpx, rfc8785, mypy, ruff' 2>/dev/null \
+  || ! "$venv/bin/pip" show types-requests >/dev/null 2>&1 \
   || [ "$("$venv/bin/pip" show mcp 2>/dev/null | sed -n 's/^Version: //p')" != 2.3.0 ] \
   || [ "$("$venv/bin/pip" show aauth-signing 2>/dev/null | sed -n 's/^Version: //p')" != 0.2.0 ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'pyjwt[crypto]>=2.10,<3' \
     'http-message-signatures>=2,<3' 'requests>=2.32,<3' \
-    'mcp==2.3.0' 'mcp-server-git==2026.10.19' 'aauth-signing==0.2.0'
+    'mcp==2.3.0' 'mcp-server-git==2026.10.19' 'aauth-signing==0.2.0' \
+    'httpx>=0.27,<1' 'rfc8785>=0.1.4,<1' 'pytest>=8,<10' 'pytest-asyncio>=0.24,<2' \
+    'mypy>=2,<3' 'ruff>=0.17,<0.18' 'types-requests>=2.32,<3'
 fi
 export MANDATE_TEST_PYTHON="$venv/bin/python"
 ts_lock=crates/mandate-cli/tests/mcp/ts-client
