@@ -12,7 +12,9 @@
 # plays alice approving the refund when the agent asks.
 #
 # MANDATE_TOKEN: act as that principal (the README's $ALICE_TOKEN, say)
-# instead of bootstrapping a fresh data dir with `mandate init`.
+# instead of bootstrapping a fresh data dir with `mandate init`. When it
+# bootstraps, it prints the admin's and alice's API tokens, once: keep them
+# to run it again, or to go on with that data dir.
 # MANDATE (the CLI command), PYTHON (a Python that imports `mandate`),
 # MANDATE_SERVER and MANDATE_DATA override the defaults.
 set -euo pipefail
@@ -35,7 +37,12 @@ if [ -z "${MANDATE_TOKEN:-}" ]; then
     echo "error: the data dir already has principals; set MANDATE_TOKEN to one's API token (the README's \$ALICE_TOKEN)" >&2
     exit 1
   fi
+  # Printed once, as `mandate init` prints it: without them the data dir is
+  # of no further use (a second `init` is refused).
+  echo "new data dir: the admin's API token (printed once; keep it): $admin"
   MANDATE_TOKEN=$(MANDATE_TOKEN=$admin mandate principal add alice | grep -o 'mdt_[A-Za-z0-9_-]*')
+  echo "alice's API token (printed once; keep it): $MANDATE_TOKEN"
+  echo "  to run this again on this data dir: MANDATE_TOKEN=$MANDATE_TOKEN examples/python/run.sh"
 fi
 export MANDATE_TOKEN
 

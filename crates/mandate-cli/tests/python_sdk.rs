@@ -198,4 +198,41 @@ fn the_python_example_agent_runs_as_the_readme_says() {
     ] {
         assert!(text.contains(line), "no `{line}` in:\n{text}");
     }
+
+    // On a fresh data dir it printed the tokens it created: with them the
+    // data dir stays usable (a second `mandate init` is refused).
+    let token = |label: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{text}"));
+        let at = line.find("mdt_").expect("an API token on that line");
+        line[at..]
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let cli = |token: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("MANDATE_SERVER", &url)
+            .env("MANDATE_TOKEN", token)
+            .env("MANDATE_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`mandate {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let alice = token("alice's API token");
+    let missions = cli(&alice, &["mission", "list"]);
+    assert!(missions.contains("Reconcile invoice 42"), "{missions}");
+    let admin = token("the admin's API token");
+    assert_ne!(admin, alice);
+    assert!(cli(&admin, &["principal", "add", "bob"]).contains("mdt_"));
 }
