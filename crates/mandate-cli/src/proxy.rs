@@ -171,7 +171,7 @@ pub(crate) async fn run(a: ProxyArgs) -> anyhow::Result<()> {
     });
     println!("mandate mission proxy listening on http://{local} for mission {mission}");
     println!("  base URL:   http://{local}/gw/ROUTE/… and http://{local}/mcp/SERVER");
-    println!("  HTTP proxy: HTTP_PROXY=http://{local} for {server}/gw/… and {server}/mcp/…");
+    println!("  HTTP proxy: http_proxy=http://{local} for {server}/gw/… and {server}/mcp/…");
     println!(
         "  each request is signed with the mission key and sent to {server} only{}",
         match a.wait {

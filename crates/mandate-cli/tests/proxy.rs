@@ -116,11 +116,20 @@ struct Running {
     addr: String,
     /// Its standard error, as a file.
     stderr: PathBuf,
+    /// The lines it printed after the first, as they come.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Running {
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The next line it prints on standard output.
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("another line on standard output")
     }
 }
 
@@ -166,6 +175,7 @@ fn start(dir: &Path, args: &[&str]) -> Running {
         child,
         addr,
         stderr,
+        lines: rx,
     }
 }
 
@@ -462,8 +472,19 @@ async fn an_unmodified_curl_reaches_the_upstream_through_the_proxy_and_is_refuse
     let r = curl(&["-x", &base, &direct], &[]).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["path"], "/invoices/43");
-    let r = curl(&[&direct], &[("http_proxy", &base)]).await;
-    assert_eq!(r.status, 200, "{r:?}");
+    // The variable its start-up lines suggest: one `curl` reads (it
+    // ignores an upper-case `HTTP_PROXY`).
+    let said = (0..3)
+        .map(|_| proxy.next_line())
+        .find(|l| l.trim_start().starts_with("HTTP proxy:"))
+        .expect("a line that says how to use it as an HTTP proxy");
+    let (var, url) = said
+        .split_whitespace()
+        .find_map(|w| w.split_once('='))
+        .unwrap_or_else(|| panic!("no VAR=URL in {said}"));
+    assert_eq!(url, base, "{said}");
+    let r = curl(&[&direct], &[(var, url)]).await;
+    assert_eq!(r.status, 200, "{said}: {r:?}");
     assert_eq!(lab.seen().len(), 3);
 
     // Answers stream: the first line reaches the agent while the upstream
