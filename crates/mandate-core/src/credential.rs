@@ -252,13 +252,20 @@ fn read_header(token: &str) -> Result<AuthorityHeader, CredentialError> {
         .ok_or_else(|| CredentialError::Malformed("the header is not base64url".into()))
         .and_then(|h| {
             serde_json::from_slice(&h)
-                .map_err(|e| CredentialError::Malformed(format!("the header: {e}")))
+                // What is wrong and where, never the text sent (serde's
+                // message may quote it).
+                .map_err(|e| {
+                    CredentialError::Malformed(format!(
+                        "the header is not a JWS header ({:?} error at column {})",
+                        e.classify(),
+                        e.column()
+                    ))
+                })
         })?;
     if JwsAlgName::parse(&header.alg).is_none() {
-        return Err(CredentialError::Malformed(format!(
-            "alg `{}` is neither EdDSA nor Ed25519",
-            header.alg
-        )));
+        return Err(CredentialError::Malformed(
+            "the header's `alg` is neither EdDSA nor Ed25519".into(),
+        ));
     }
     Ok(header)
 }
@@ -294,7 +301,11 @@ pub(crate) fn decode_authority_jws<T: serde::de::DeserializeOwned>(
         Err(e) => {
             return Err(match e.kind() {
                 ErrorKind::InvalidSignature => CredentialError::BadSignature,
-                _ => CredentialError::Malformed(e.to_string()),
+                // The library's message may quote the bytes sent.
+                ErrorKind::Base64(_) => {
+                    CredentialError::Malformed("the signature is not base64url".into())
+                }
+                _ => CredentialError::Malformed("the signature cannot be checked".into()),
             });
         }
     }
@@ -491,6 +502,46 @@ mod tests {
         assert_eq!(v.claims.act.sub.as_str(), "bot");
         assert_eq!(v.claims.cnf.jkt, *agent_key.thumbprint());
         m.check_credential(&v.claims, UnixTime(1_020)).unwrap();
+    }
+
+    /// A refusal says what is wrong, never what was sent: its text goes
+    /// into problem details and audit records.
+    #[test]
+    fn a_malformed_credential_is_refused_without_quoting_it() {
+        let authority = AuthorityKey::generate(&OsRandom).unwrap();
+        let agent_key = MissionKey::generate(&OsRandom).unwrap();
+        let m = mission(1_000, 3_600, agent_key.thumbprint());
+        let issued = issue_credential(
+            &authority,
+            &m,
+            agent_key.public_jwk(),
+            UnixTime(1_010),
+            300,
+            &OsRandom,
+        )
+        .unwrap();
+        let (signed, _) = issued.token.rsplit_once('.').unwrap();
+        let (header, _) = issued.token.split_once('.').unwrap();
+        let mut h: serde_json::Value =
+            serde_json::from_slice(&b64::decode(header).unwrap()).unwrap();
+        h["kid"] = serde_json::json!(["SECRETKID"]);
+        let bad_header = format!("{}.e30.c2ln", b64::encode(h.to_string().as_bytes()));
+        h["alg"] = "SECRETALG".into();
+        h["kid"] = issued.token.len().to_string().into();
+        let bad_alg = format!("{}.e30.c2ln", b64::encode(h.to_string().as_bytes()));
+        let cases = [
+            (format!("{signed}.SECRET$x"), "the signature is not base64url"),
+            (bad_header, "not a JWS header"),
+            (bad_alg, "neither EdDSA nor Ed25519"),
+        ];
+        for (token, says) in cases {
+            let err = UnverifiedCredential::parse(&token)
+                .and_then(|u| u.verify(&authority.jwks(), ISS, UnixTime(1_020)))
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(says), "{text}");
+            assert!(!text.contains("SECRET"), "quotes what was sent: {text}");
+        }
     }
 
     /// The RFC 9864 name: the header, the published key and `cnf.jwk` say

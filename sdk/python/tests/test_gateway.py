@@ -75,6 +75,9 @@ def test_an_escalation_raises_then_the_waiting_call_completes(lab: Lab) -> None:
         assert e.value.approval_id.startswith("apr_")
         assert e.value.approval_url == f"{lab.url}/v1/approvals/{e.value.approval_id}"
         assert e.value.code == "approval_required"
+        # Printed, it tells a person which request to approve, and where.
+        assert e.value.approval_id in str(e.value)
+        assert e.value.approval_url in str(e.value)
 
         alice = lab.person()
         with m.client(wait=60, on_wait=alice) as http:

@@ -68,6 +68,11 @@ class ApprovalRequired(MandateError):
         self.approval_id = approval_id
         self.approval_url = approval_url
 
+    def __str__(self) -> str:
+        # What a person is told to approve: the request's id, and where.
+        where = f" at {self.approval_url}" if self.approval_url else ""
+        return f"{self.detail} (approval_required: `{self.approval_id}`{where})"
+
 
 class ApprovalDenied(MandateError):
     """A person denied the approval request the call waited on."""
