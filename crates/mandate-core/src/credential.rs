@@ -530,7 +530,10 @@ mod tests {
         h["kid"] = issued.token.len().to_string().into();
         let bad_alg = format!("{}.e30.c2ln", b64::encode(h.to_string().as_bytes()));
         let cases = [
-            (format!("{signed}.SECRET$x"), "the signature is not base64url"),
+            (
+                format!("{signed}.SECRET$x"),
+                "the signature is not base64url",
+            ),
             (bad_header, "not a JWS header"),
             (bad_alg, "neither EdDSA nor Ed25519"),
         ];
