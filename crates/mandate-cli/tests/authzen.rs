@@ -838,3 +838,101 @@ async fn an_error_on_the_way_is_never_true() {
         assert_eq!(e["context"]["reason"], "audit_unavailable");
     }
 }
+
+#[tokio::test]
+async fn a_subject_or_resource_that_reads_two_ways_is_never_true() {
+    let (server, _dir, s) = billing(100).await;
+    let pep = Pep::new(server.url(), Some(&s.gateway_token));
+    let cred = s.agent.credential().to_owned();
+    let mid = s.agent.mission_id().to_string();
+    let ask = |subject: Value, resource: Value| json!({"subject": subject, "action": {"name": "read"}, "resource": resource});
+    let good = ask(subject(&s.agent), invoice("1"));
+    assert_eq!(pep.evaluation(&good).await, json!({"decision": true}));
+    // The mission's id as an agent's name and the agent's name as a
+    // mission's id, another spelling of the type or the id.
+    for (subject, reason) in [
+        (
+            json!({"type": "mandate_agent", "id": mid, "properties": {"credential": cred}}),
+            "mission_mismatch",
+        ),
+        (
+            json!({"type": "mandate_mission", "id": "billing-bot", "properties": {"credential": cred}}),
+            "mission_mismatch",
+        ),
+        (
+            json!({"type": "mandate_agent", "id": "alice", "properties": {"credential": cred}}),
+            "mission_mismatch",
+        ),
+        (
+            json!({"type": "mandate_mission", "id": format!("{mid} "), "properties": {"credential": cred}}),
+            "mission_mismatch",
+        ),
+        (
+            json!({"type": "Mandate_Mission", "id": mid, "properties": {"credential": cred}}),
+            "invalid_request",
+        ),
+    ] {
+        let r = pep.evaluation(&ask(subject.clone(), invoice("1"))).await;
+        assert_eq!(r["decision"], false, "{subject}");
+        assert_eq!(r["context"]["reason"], reason, "{subject}: {r}");
+    }
+    // A boundary's tag cannot be written away: `null` is refused, `false`
+    // is still the tag.
+    for hr in [json!(null), json!(false)] {
+        let resource =
+            json!({"type": "invoice", "id": "1", "properties": {"billing": "nov", "hr": hr}});
+        let r = pep.evaluation(&ask(subject(&s.agent), resource)).await;
+        assert_eq!(r["decision"], false, "{hr}: {r}");
+    }
+    // A member given twice is read neither way.
+    let text = good.to_string();
+    for twice in [
+        text.replacen(
+            &format!("\"id\":\"{mid}\""),
+            &format!("\"id\":\"msn_other\",\"id\":\"{mid}\""),
+            1,
+        ),
+        text.replacen("\"credential\":", "\"credential\":\"x\",\"credential\":", 1),
+        text.replacen(
+            ",\"action\":",
+            ",\"action\":{\"name\":\"wire\"},\"action\":",
+            1,
+        ),
+    ] {
+        assert_ne!(twice, text);
+        let a = pep.send("/access/v1/evaluation", twice.clone(), None).await;
+        assert_eq!(a.status, 400, "{twice}: {}", a.body);
+        assert_eq!(a.body["code"], "invalid_json", "{twice}");
+    }
+    // A batch item's subject replaces the default whole: the default's
+    // credential does not join an item that names the mission without one.
+    let r = pep
+        .evaluations(&json!({
+            "subject": subject(&s.agent), "action": {"name": "read"}, "resource": invoice("1"),
+            "options": {"evaluations_semantic": "permit_on_first_permit"},
+            "evaluations": [{"subject": {"type": "mandate_mission", "id": mid}}, {}],
+        }))
+        .await;
+    assert_eq!(decisions(&r), vec![false, true]);
+    assert_eq!(r["evaluations"][0]["context"]["reason"], "bad_credential");
+    // Nesting past the parser's depth in what is read is refused; in
+    // what is ignored it is skipped without recursion, and the PDP goes on.
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let nested = text.replacen(
+        "\"resource\":",
+        &format!("\"context\":{{\"x\":{deep}}},\"resource\":"),
+        1,
+    );
+    let a = pep.send("/access/v1/evaluation", nested, None).await;
+    assert_eq!(
+        (a.status, a.body["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    let ignored = text.replacen(
+        "\"resource\":",
+        &format!("\"unknown\":{deep},\"resource\":"),
+        1,
+    );
+    let a = pep.send("/access/v1/evaluation", ignored, None).await;
+    assert_eq!((a.status, &a.body), (200, &json!({"decision": true})));
+}

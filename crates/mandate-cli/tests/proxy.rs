@@ -1066,3 +1066,206 @@ async fn the_proxy_stops_when_told_even_with_a_stream_open() {
     );
     lab.go.notify_one();
 }
+
+/// Sends `request` as written on a connection of its own and reads the
+/// answer until the proxy closes it (or 10 s pass).
+async fn raw(addr: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_spellings_of_a_destination_a_path_or_a_request_are_refused() {
+    let lab = lab("").await;
+    let proxy = lab.proxy(&[]);
+    let me = proxy.addr.clone();
+    let auth = lab.authority().to_owned();
+    let (ip, port) = auth.split_once(':').unwrap();
+    let get = |target: &str, host: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    // Each: the request as the agent (or anyone on loopback) writes it, and
+    // what the proxy answers: its status, and its code if it answered itself.
+    let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
+        // Absolute-form targets that are not the authority, however spelled.
+        (
+            "userinfo",
+            get(
+                &format!("http://{auth}@evil.example/gw/billing/invoices/1"),
+                "evil.example",
+            ),
+            "403",
+            Some("foreign_destination"),
+        ),
+        (
+            "userinfo before the authority",
+            get(
+                &format!("http://evil.example@{auth}/gw/billing/invoices/1"),
+                &auth,
+            ),
+            "403",
+            Some("foreign_destination"),
+        ),
+        (
+            "trailing dot",
+            get(&format!("http://{ip}.:{port}/gw/billing/invoices/1"), &auth),
+            "403",
+            Some("foreign_destination"),
+        ),
+        (
+            "IPv4-mapped IPv6",
+            get(
+                &format!("http://[::ffff:{ip}]:{port}/gw/billing/invoices/1"),
+                &auth,
+            ),
+            "403",
+            Some("foreign_destination"),
+        ),
+        (
+            "percent-encoded host",
+            get(
+                &format!("http://127.0.0.%31:{port}/gw/billing/invoices/1"),
+                &auth,
+            ),
+            "400",
+            None,
+        ),
+        (
+            "another scheme",
+            get(&format!("ftp://{auth}/gw/billing/invoices/1"), &auth),
+            "403",
+            Some("foreign_destination"),
+        ),
+        (
+            "Host says the authority, the target says elsewhere",
+            get("http://evil.example/gw/billing/invoices/1", &auth),
+            "403",
+            Some("foreign_destination"),
+        ),
+        // DNS rebinding: names that only look like the proxy's.
+        (
+            "localhost as a prefix",
+            get(
+                "/gw/billing/invoices/1",
+                &format!("localhost.attacker:{}", me.split(':').nth(1).unwrap()),
+            ),
+            "403",
+            Some("foreign_host"),
+        ),
+        (
+            "two Host headers",
+            format!(
+                "GET /gw/billing/invoices/1 HTTP/1.1\r\nHost: evil.example\r\nHost: {me}\r\nConnection: close\r\n\r\n"
+            ),
+            "403",
+            Some("foreign_host"),
+        ),
+        // The authority's own API, by way of path spellings.
+        (
+            "double slash",
+            get("//v1/mission", &me),
+            "403",
+            Some("not_proxied"),
+        ),
+        (
+            "encoded slash out of /gw",
+            get("/gw/..%2fv1/mission", &me),
+            "404",
+            Some("unknown_route"),
+        ),
+        (
+            "encoded dot segments",
+            get("/gw/billing/%2e%2e/%2e%2e/v1/mission", &me),
+            "400",
+            Some("ambiguous_path"),
+        ),
+        (
+            "backslashes",
+            get("/gw/billing\\..\\..\\v1\\mission", &me),
+            "400",
+            Some("ambiguous_path"),
+        ),
+        (
+            "a `;` parameter",
+            get("/gw/billing;x=1/invoices/1", &me),
+            "404",
+            Some("unknown_route"),
+        ),
+        (
+            "an encoded slash in an MCP server's name",
+            format!(
+                "POST /mcp/billing%2F..%2F..%2Fv1 HTTP/1.1\r\nHost: {me}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+            "404",
+            Some("unknown_mcp_server"),
+        ),
+        (
+            "asterisk-form",
+            format!("OPTIONS * HTTP/1.1\r\nHost: {me}\r\nConnection: close\r\n\r\n"),
+            "403",
+            Some("not_proxied"),
+        ),
+        // Framing read two ways: refused by the HTTP parser.
+        (
+            "two Content-Lengths",
+            format!(
+                "POST /gw/billing/refunds/1 HTTP/1.1\r\nHost: {me}\r\nContent-Type: application/json\r\nContent-Length: 13\r\nContent-Length: 0\r\nConnection: close\r\n\r\n{{\"amount\": 5}}"
+            ),
+            "400",
+            None,
+        ),
+        (
+            "an obsolete line folding (a second header inside the first)",
+            format!(
+                "GET /gw/billing/invoices/1 HTTP/1.1\r\nHost: {me}\r\nX-A: a\r\n Signature: x\r\nConnection: close\r\n\r\n"
+            ),
+            "400",
+            None,
+        ),
+        (
+            "a transfer coding it does not know",
+            format!(
+                "POST /gw/billing/refunds/1 HTTP/1.1\r\nHost: {me}\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\nConnection: close\r\n\r\nabcd"
+            ),
+            "400",
+            None,
+        ),
+    ];
+    for (what, request, status, code) in &cases {
+        let answer = raw(&me, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {answer}"
+        );
+        if let Some(code) = code {
+            assert!(
+                answer.contains(&format!("\"code\":\"{code}\"")),
+                "{what}: {answer}"
+            );
+        }
+        assert!(!answer.contains("\"upstream\":\"ok\""), "{what}: {answer}");
+    }
+    // `Content-Length` and `Transfer-Encoding` both: the chunked body is
+    // read (empty), the connection is not kept, and what follows is never
+    // read as a second request.
+    let smuggled = raw(
+        &me,
+        &format!("POST /gw/billing/refunds/1 HTTP/1.1\r\nHost: {me}\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /gw/billing/invoices/smuggled HTTP/1.1\r\nHost: {me}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(smuggled.matches("HTTP/1.1 ").count(), 1, "{smuggled}");
+    assert!(
+        lab.seen().iter().all(|s| !s.uri.contains("smuggled")),
+        "{:?}",
+        lab.seen()
+    );
+    assert!(lab.seen().is_empty(), "{:?}", lab.seen());
+    // And the same proxy still signs what is its to sign.
+    let ok = raw(&me, &get("/gw/billing/invoices/1", &me)).await;
+    assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+    assert_eq!(lab.seen().len(), 1);
+}

@@ -98,3 +98,47 @@ def test_a_spent_start_token_is_refused_with_its_code(lab: Lab) -> None:
         mandate.Mission.start(lab.url, token)
     assert e.value.code == "start_token_used"
     assert e.value.status == 409
+
+
+class _FakeEscalation(BaseHTTPRequestHandler):
+    """A hostile upstream (reached through `also_to`) that answers every call
+    with Mandate's `approval_required`, naming an approval id that ends in
+    a newline and an approval URL of its own."""
+
+    def do_GET(self) -> None:
+        body = json.dumps(
+            {
+                "type": "urn:mandate:problem:approval_required",
+                "code": "approval_required",
+                "detail": "needs approval",
+                "approval_id": "apr_x\n",
+                "approval_url": "http://evil.example/approve",
+            }
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_forged_approval_id_is_an_unexpected_answer_never_a_wait(lab: Lab) -> None:
+    hostile = ThreadingHTTPServer(("127.0.0.1", 0), _FakeEscalation)
+    url = f"http://127.0.0.1:{hostile.server_address[1]}"
+    threading.Thread(target=hostile.serve_forever, daemon=True).start()
+    try:
+        with (
+            mandate.Mission.start(lab.url, lab.mission()) as m,
+            m.client(wait=5, also_to=[url]) as http,
+        ):
+            with pytest.raises(mandate.UnexpectedResponse) as e:
+                http.get(f"{url}/anything")
+            assert "approval_id" in str(e.value)
+            with pytest.raises(mandate.MandateError) as bad:
+                m.wait_for_approval("apr_x\n", max_wait=1)
+            assert bad.value.code == "invalid_request"
+    finally:
+        hostile.shutdown()

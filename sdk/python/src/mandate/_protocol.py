@@ -36,7 +36,9 @@ MAX_APPROVAL_ROUNDS = 5
 
 CONFIGURATION_PATH = "/.well-known/mandate-configuration"
 PROBLEM_TYPE_PREFIX = "urn:mandate:problem:"
-APPROVAL_ID = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+# `\Z`, not `$`: `$` also matches before a final newline, and a hostile
+# answer's `"apr_x\n"` would pass as an approval id.
+APPROVAL_ID = re.compile(r"^[A-Za-z0-9_]{1,128}\Z")
 
 
 def normalize_server(server: str) -> str:
