@@ -432,12 +432,12 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
 
     let mut alice_key = SoftKey::new(7);
     let mut bob_key = SoftKey::new(9);
-    let mut alice = Browser::new(&server);
+    let mut alice = Browser::new(server);
     alice
-        .enroll(&link(&server, &admin, "alice"), &mut alice_key)
+        .enroll(&link(server, &admin, "alice"), &mut alice_key)
         .await;
-    let mut bob = Browser::new(&server);
-    bob.enroll(&link(&server, &admin, "bob"), &mut bob_key)
+    let mut bob = Browser::new(server);
+    bob.enroll(&link(server, &admin, "bob"), &mut bob_key)
         .await;
 
     let first = escalate(&s, "inv-42").await;
@@ -494,7 +494,7 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("console_origin_refused"))
     );
-    let refusals = audit(&server, &admin, "approval.refused").await;
+    let refusals = audit(server, &admin, "approval.refused").await;
     assert!(
         refusals
             .iter()
@@ -593,7 +593,7 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
         (StatusCode::FORBIDDEN, Some("console_challenge_invalid"))
     );
 
-    let refusals = audit(&server, &admin, "approval.refused").await;
+    let refusals = audit(server, &admin, "approval.refused").await;
     for code in [
         "console_assertion_wrong_approval",
         "console_challenge_invalid",
@@ -608,7 +608,7 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
     }
 
     // The audit record carries the assertion, and explain re-verifies it.
-    let approved = audit(&server, &admin, "approval.approved").await;
+    let approved = audit(server, &admin, "approval.approved").await;
     let rec = approved
         .iter()
         .find(|r| r["body"]["approval"] == first.as_str())
