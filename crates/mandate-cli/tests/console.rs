@@ -437,8 +437,7 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
         .enroll(&link(server, &admin, "alice"), &mut alice_key)
         .await;
     let mut bob = Browser::new(server);
-    bob.enroll(&link(server, &admin, "bob"), &mut bob_key)
-        .await;
+    bob.enroll(&link(server, &admin, "bob"), &mut bob_key).await;
 
     let first = escalate(&s, "inv-42").await;
     let second = escalate(&s, "inv-43").await;
