@@ -639,6 +639,38 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
         "{r}"
     );
 
+    // A pattern grant: its prefix is part of what the passkey signs.
+    let third = escalate(&s, "inv-44").await;
+    let terms = json!({ "scope": "pattern", "resource_prefix": "inv-4" });
+    let (status, ch) = alice
+        .post(&format!("/console/approvals/{third}/challenge"), &terms)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    assert_eq!(ch["commitment"]["grant"], terms);
+    let assertion = alice_key.get(&ch["options"], &alice.origin);
+    let (status, r) = alice
+        .post(
+            &format!("/console/approvals/{third}/approve"),
+            &json!({ "ceremony": ch["ceremony"], "credential": assertion }),
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{r}"
+    );
+    let approved = audit(server, &admin, "approval.approved").await;
+    let rec = approved
+        .iter()
+        .find(|r| r["body"]["approval"] == third.as_str())
+        .unwrap();
+    assert_eq!(rec["body"]["resource_prefix"], "inv-4");
+    let seq = rec["seq"].as_u64().unwrap().to_string();
+    let explained = server
+        .cli(Some(&admin), &["audit", "explain", &seq])
+        .success();
+    assert!(explained.contains("signature verifies"), "{explained}");
+
     // Signing out ends the session.
     let resp = alice
         .http

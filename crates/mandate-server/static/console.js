@@ -127,7 +127,9 @@
     try {
       if (button.dataset.action === "approve") {
         const scope = item.querySelector("select[name=scope]").value;
-        const start = await post(`/console/approvals/${encodeURIComponent(id)}/challenge`, { scope });
+        const terms = { scope };
+        if (scope === "pattern") terms.resource_prefix = item.querySelector("input[name=resource_prefix]").value;
+        const start = await post(`/console/approvals/${encodeURIComponent(id)}/challenge`, terms);
         const cred = await navigator.credentials.get(request(start.options));
         const done = await post(`/console/approvals/${encodeURIComponent(id)}/approve`, { ceremony: start.ceremony, credential: asserted(cred) });
         decided(item, done.status, `Approved (${scope}) with passkey ${done.passkey}.`);

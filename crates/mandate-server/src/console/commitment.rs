@@ -27,7 +27,11 @@ pub(crate) struct Commitment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantTerms {
+    /// `once`, `mission` or `pattern`.
     pub scope: String,
+    /// What a `pattern` grant covers (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_prefix: Option<String>,
 }
 
 impl Commitment {
@@ -58,6 +62,7 @@ mod tests {
             request_digest: "sha-256=:abc=:".into(),
             grant: GrantTerms {
                 scope: "once".into(),
+                resource_prefix: None,
             },
             nonce: "bm9uY2U".into(),
             rp_id: "localhost".into(),
@@ -88,6 +93,9 @@ mod tests {
         assert_ne!(other.challenge().unwrap(), base);
         let mut other = sample();
         other.grant.scope = "mission".into();
+        assert_ne!(other.challenge().unwrap(), base);
+        let mut other = sample();
+        other.grant.resource_prefix = Some("inv-".into());
         assert_ne!(other.challenge().unwrap(), base);
         let mut other = sample();
         other.nonce = "b3RoZXI".into();

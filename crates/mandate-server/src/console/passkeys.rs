@@ -344,14 +344,18 @@ fn committed_assertion(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChallengeReq {
     scope: String,
+    /// For a `pattern` grant: what it covers.
+    #[serde(default)]
+    resource_prefix: Option<String>,
 }
 
 fn scope_of(s: &str) -> Result<GrantScope, ConsoleError> {
     match s {
         "once" => Ok(GrantScope::Once),
         "mission" => Ok(GrantScope::Mission),
+        "pattern" => Ok(GrantScope::Pattern),
         _ => Err(ConsoleError::BadRequest(
-            "scope must be `once` or `mission`".into(),
+            "scope must be `once`, `mission` or `pattern`".into(),
         )),
     }
 }
@@ -414,6 +418,10 @@ pub(crate) async fn approve_challenge(
         let c = console(&s)?;
         let req: ChallengeReq = body(&bytes)?;
         let scope = scope_of(&req.scope)?;
+        let resource_prefix = match scope {
+            GrantScope::Pattern => req.resource_prefix.clone(),
+            _ => None,
+        };
         // The same checks as the API's: visible, decidable by this
         // principal, pending; and the grant valid for the request.
         let r = crate::api::decidable_by(&s, &session.principal, &id).await?;
@@ -422,6 +430,7 @@ pub(crate) async fn approve_challenge(
             &r,
             &ApproveRequest {
                 scope: Some(scope),
+                resource_prefix: resource_prefix.clone(),
                 ..Default::default()
             },
         )?;
@@ -440,6 +449,7 @@ pub(crate) async fn approve_challenge(
             request_digest: r.request_digest.clone(),
             grant: GrantTerms {
                 scope: req.scope.clone(),
+                resource_prefix,
             },
             nonce: random_token(&s)?,
             rp_id: c.rp_id.clone(),
@@ -543,6 +553,7 @@ pub(crate) async fn approve(
         );
         let req = ApproveRequest {
             scope: Some(scope_of(&commitment.grant.scope)?),
+            resource_prefix: commitment.grant.resource_prefix.clone(),
             ..Default::default()
         };
         let v = crate::api::approve_by(&s, &session.principal, &id, req, extra).await?;
@@ -576,7 +587,10 @@ pub(crate) async fn verify_stored_assertion(
     if Some(c.request_digest.as_str()) != body.get("request_digest").and_then(|v| v.as_str()) {
         return Err("the committed terms name another request digest".into());
     }
-    if Some(c.grant.scope.as_str()) != body.get("scope").and_then(|v| v.as_str()) {
+    if Some(c.grant.scope.as_str()) != body.get("scope").and_then(|v| v.as_str())
+        || c.grant.resource_prefix.as_deref()
+            != body.get("resource_prefix").and_then(|v| v.as_str())
+    {
         return Err("the committed grant is not the one made".into());
     }
     if c.canonical().ok().as_deref() != Some(committed.as_str()) {
