@@ -238,10 +238,15 @@ async function main() {
 
     await step('the enrollment link is single-use', async () => {
       const r = await page.goto(cfg.alice.enroll);
-      const code = await page.locator('[data-code]').first().getAttribute('data-code').catch(() => null);
-      const canEnroll = await page.locator('#enroll').count();
-      if (r.ok() && canEnroll) fail('the used enrollment link still offers to enroll a passkey');
-      results.reused_enroll = { status: r.status(), code };
+      if (r.ok() && (await page.locator('#enroll').count())) await page.click('#enroll');
+      const refused = page.locator('[data-code]:not([hidden])').first();
+      try {
+        await refused.waitFor({ state: 'visible' });
+      } catch {
+        fail(`the used enrollment link was not refused with a [data-code] (at ${page.url()})`);
+      }
+      if ((await alice.credentials()).length !== 1) fail('the used enrollment link registered another passkey');
+      results.reused_enroll = { status: r.status(), code: await refused.getAttribute('data-code') };
       await page.goto(`${cfg.origin}/console/inbox`);
       await onInbox(page);
     });
@@ -285,10 +290,17 @@ async function main() {
       await accessible(page, 'inbox');
     });
 
+    let approveUrls = [];
     await step('alice approves it, once, with her passkey', async () => {
+      const posts = [];
+      const seen = (req) => { if (req.method() === 'POST') posts.push(req.url()); };
+      page.on('request', seen);
       await approval.item.locator('select[name=scope]').selectOption('once');
       await approval.item.locator('button[data-action=approve]').click();
       await decided(approval.item, 'approved');
+      page.off('request', seen);
+      approveUrls = posts.filter((u) => u.includes(approval.id));
+      if (!approveUrls.length) fail('approving sent no POST naming the request');
     });
 
     await step("the agent's waiting call completes with 200", async () => {
@@ -351,48 +363,46 @@ async function main() {
       }
       const text = await bob.page.locator('#approvals').innerText();
       if (text.includes('ACME')) fail(`bob's inbox shows text of alice's requests:\n${text}`);
-      if (!(await bob.page.locator('#empty').count())) fail("bob's inbox has no #empty although nothing waits for him");
+      if (!(await bob.page.locator('#empty').isVisible())) fail("bob's inbox shows no #empty although nothing waits for him");
       noCspViolations(bob);
     });
 
     await step('a form posted from another origin is refused', async () => {
-      // The deny request alice's page sent, replayed at the pending request
-      // from a page of another origin, with alice's session (same site: her
-      // SameSite=Strict cookie goes along from localhost:OTHER) and even her
-      // CSRF token: the Origin check alone must refuse it.
-      const url = denyRequest.url.replace(denyRequest.id, pending.id);
-      let fields = [];
-      let enctype = 'application/x-www-form-urlencoded';
-      if (denyRequest.type.includes('application/x-www-form-urlencoded')) {
-        fields = [...new URLSearchParams(denyRequest.body.replaceAll(denyRequest.id, pending.id))];
-      } else {
-        // A JSON fetch: the classic text/plain form that smuggles JSON.
-        enctype = 'text/plain';
-        const body = denyRequest.body.replaceAll(denyRequest.id, pending.id);
-        const cut = Math.max(1, body.lastIndexOf('"'));
-        fields = [[body.slice(0, cut), body.slice(cut)]];
-      }
-      const inputs = fields.map(([k, v]) => `<input type="hidden" name="${esc(k)}" value="${esc(v)}">`).join('');
-      foreign.set(`<!doctype html><html lang="en"><title>Win a prize</title>
-<form id="f" method="post" action="${esc(url)}" enctype="${enctype}">${inputs}<button>go</button></form>`);
+      // The console's own decision URLs (as alice's page just used them),
+      // aimed at the pending request by a page of another origin, as a
+      // plain HTML form: with alice's session cookie (from localhost:OTHER,
+      // the same site, her SameSite=Strict cookie goes along) and even her
+      // CSRF token as a form field, the Origin check alone must refuse it.
+      const csrf = await page.locator('meta[name=csrf]').getAttribute('content').catch(() => null)
+        ?? await page.locator('form#signout input[name=csrf]').inputValue().catch(() => '');
+      const targets = [...new Set([denyRequest.url, ...approveUrls])]
+        .map((u) => u.replaceAll(denyRequest.id, pending.id).replaceAll(results.approved, pending.id));
       results.cross_origin = [];
-      for (const host of ['localhost', '127.0.0.1']) {
-        const evil = await alice.context.newPage();
-        await evil.goto(`http://${host}:${foreign.port}/`);
-        const [resp] = await Promise.all([
-          evil.waitForNavigation({ url: (u) => u.href.startsWith(cfg.origin) }).catch(() => null),
-          evil.click('#f button'),
-        ]);
-        const status = resp ? resp.status() : null;
-        const code = await evil.locator('[data-code]').first().getAttribute('data-code').catch(() => null);
-        results.cross_origin.push({ from: `http://${host}:${foreign.port}`, status, code });
-        if (status !== 403) fail(`a form posted from http://${host}:${foreign.port} to ${url} got ${status}, not 403`);
-        await evil.close();
+      for (const url of targets) {
+        for (const host of ['localhost', '127.0.0.1']) {
+          foreign.set(`<!doctype html><html lang="en"><title>Win a prize</title>
+<form id="f" method="post" action="${esc(url)}"><input type="hidden" name="csrf" value="${esc(csrf)}">
+<input type="hidden" name="reason" value="forged"><input type="hidden" name="scope" value="mission"><button>go</button></form>`);
+          const evil = await alice.context.newPage();
+          await evil.goto(`http://${host}:${foreign.port}/`);
+          const [resp] = await Promise.all([
+            evil.waitForResponse((r) => r.url() === url && r.request().method() === 'POST'),
+            evil.click('#f button'),
+          ]);
+          await evil.waitForLoadState();
+          const code = await evil.locator('[data-code]').first().getAttribute('data-code', { timeout: 2000 }).catch(() => null);
+          results.cross_origin.push({ from: `http://${host}:${foreign.port}`, to: url, status: resp.status(), code });
+          if (resp.status() !== 403 || !code) {
+            fail(`a form posted from http://${host}:${foreign.port} to ${url} got ${resp.status()} (code ${code}), not 403 with a [data-code] page`);
+          }
+          await evil.close();
+        }
       }
       const st = await approvalStatus(pending.id);
       if (st !== 'pending') fail(`after the cross-origin posts, ${pending.id} is ${st}, not pending`);
-      const still = page.locator(`[data-approval-id="${pending.id}"]`);
-      if ((await still.getAttribute('data-status')) === 'denied') fail('the inbox shows the request denied by the cross-origin post');
+      if ((await page.locator(`[data-approval-id="${pending.id}"]`).getAttribute('data-status')) !== 'pending') {
+        fail('the inbox shows the pending request decided after the cross-origin posts');
+      }
     });
 
     await step('the pending request is denied from the CLI; the agent stops waiting', async () => {
