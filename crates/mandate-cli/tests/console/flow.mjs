@@ -252,8 +252,12 @@ async function main() {
     });
 
     await step('alice signs out', async () => {
-      await page.locator('form#signout [type=submit], form#signout button').first().click();
-      await page.waitForURL((u) => u.pathname !== '/console/inbox');
+      const [resp] = await Promise.all([
+        page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/console/signout'),
+        page.locator('form#signout [type=submit], form#signout button').first().click(),
+      ]);
+      await page.waitForLoadState();
+      if (resp.status() >= 400) fail(`signing out answered ${resp.status()}: ${(await resp.text()).match(/data-code="[^"]*"[^<]*/)?.[0]}`);
       await page.goto(`${cfg.origin}/console/inbox`);
       if (new URL(page.url()).pathname !== '/console/signin') {
         fail(`after signing out, the inbox answered at ${page.url()} instead of sending to /console/signin`);
@@ -338,8 +342,10 @@ async function main() {
     await step('the agent gets approval_denied with the reason', async () => {
       const c = await finished(second, 30_000);
       if (c.code === 0) fail(`the denied call succeeded:\n${c.out}`);
-      if (!c.out.includes('approval_denied') || !c.out.includes(reason)) {
-        fail(`the agent's output lacks approval_denied and the reason "${reason}":\n${c.out}`);
+      // `mission call` says it as `approval … was denied: REASON` (the
+      // problem's code, approval_denied, in JSON output).
+      if (!new RegExp(`(approval_denied|approval ${results.denied} was denied).*${reason}`).test(c.out)) {
+        fail(`the agent's output does not say ${results.denied} was denied with the reason "${reason}":\n${c.out}`);
       }
     });
 
@@ -390,10 +396,19 @@ async function main() {
             evil.click('#f button'),
           ]);
           await evil.waitForLoadState();
-          const code = await evil.locator('[data-code]').first().getAttribute('data-code', { timeout: 2000 }).catch(() => null);
+          // The stable code: a JSON problem's `code` (the decision URLs
+          // answer fetch calls), or a console error page's [data-code].
+          const body = await resp.text().catch(() => '');
+          let code = null;
+          try { code = JSON.parse(body).code ?? null; } catch { /* HTML */ }
+          code = code ?? await evil.locator('[data-code]').first().getAttribute('data-code', { timeout: 2000 }).catch(() => null);
           results.cross_origin.push({ from: `http://${host}:${foreign.port}`, to: url, status: resp.status(), code });
-          if (resp.status() !== 403 || !code) {
-            fail(`a form posted from http://${host}:${foreign.port} to ${url} got ${resp.status()} (code ${code}), not 403 with a [data-code] page`);
+          // From localhost:OTHER (same site) alice's cookie goes along: only
+          // the Origin check stands, 403. From 127.0.0.1:OTHER (another
+          // site) her SameSite=Strict cookie stays home: 401 or 403.
+          const refused = host === 'localhost' ? [403] : [401, 403];
+          if (!refused.includes(resp.status()) || !code) {
+            fail(`a form posted from http://${host}:${foreign.port} to ${url} got ${resp.status()} (code ${code}), not ${refused.join(' or ')} with a stable problem code`);
           }
           await evil.close();
         }
