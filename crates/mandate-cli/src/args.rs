@@ -535,6 +535,9 @@ pub enum PrincipalCmd {
     },
     /// List principals.
     List,
+    /// Print a one-time console link (15 minutes) that registers a passkey
+    /// for NAME and signs in (admins; docs/console.md).
+    Enroll { name: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -501,6 +501,15 @@ async fn principal(c: Client, cmd: PrincipalCmd, json: bool) -> anyhow::Result<(
                     .for_each(|p| println!("{}", output::principal_line(p)))
             }
         }
+        PrincipalCmd::Enroll { name } => {
+            let link = c.enroll(&name).await?;
+            if json {
+                output::json(&link)?;
+            } else {
+                // The link alone on its line, for a script to take.
+                println!("{}", link.url);
+            }
+        }
     }
     Ok(())
 }

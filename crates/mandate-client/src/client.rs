@@ -4,9 +4,10 @@ use mandate_core::Jwks;
 use mandate_core::wire::{
     AgentView, ApprovalView, ApproveRequest, Configuration, CreateMissionRequest,
     CreatePrincipalRequest, CreateTokenRequest, CreatedMission, CreatedPrincipal, CreatedToken,
-    DecideRequest, DecideResponse, DenyRequest, EndMissionRequest, IntrospectRequest,
-    IntrospectResponse, MissionView, PoliciesView, PrincipalView, ProblemDocument,
-    RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView, VaultView,
+    DecideRequest, DecideResponse, DenyRequest, EndMissionRequest, EnrollmentLink,
+    IntrospectRequest, IntrospectResponse, MissionView, PoliciesView, PrincipalView,
+    ProblemDocument, RegisterAgentRequest, RevocationRequest, RevocationResponse, TokenView,
+    VaultView,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
@@ -191,6 +192,15 @@ impl Client {
         req: &CreateTokenRequest,
     ) -> Result<CreatedToken, ClientError> {
         self.post("/v1/tokens", req).await
+    }
+
+    /// A one-time console enrollment link for `name` (admins).
+    pub async fn enroll(&self, name: &str) -> Result<EnrollmentLink, ClientError> {
+        self.post(
+            &format!("/v1/principals/{}/enroll", segment(name)?),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn tokens(&self, principal: Option<&str>) -> Result<Vec<TokenView>, ClientError> {

@@ -34,6 +34,26 @@ pub struct CreatePrincipalRequest {
     pub role: Option<String>,
 }
 
+/// A one-time console enrollment link (`POST
+/// /v1/principals/{name}/enroll`): whoever opens it registers a passkey
+/// for the principal, once, before `expires_at` (Unix seconds). Shown
+/// this once; stored only hashed.
+#[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrollmentLink {
+    pub url: String,
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for EnrollmentLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentLink")
+            .field("url", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PrincipalView {

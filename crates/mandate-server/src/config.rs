@@ -65,6 +65,8 @@ pub struct Config {
     /// Where traces go over OTLP/HTTP (the full URL, `…/v1/traces`);
     /// `None`: no traces.
     pub otlp_traces_url: Option<String>,
+    /// `[console]`: the console's WebAuthn relying party (ADR 0032).
+    pub console: crate::console::ConsoleConfig,
     /// Print nothing on standard output at start (the listening address,
     /// routes, warnings go to the log only): for a program that serves in
     /// process and owns its standard output, such as `mandate demo --json`.
@@ -351,6 +353,8 @@ struct FileConfig {
     metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     tracing: FileTracing,
+    #[serde(default)]
+    console: crate::console::ConsoleConfig,
 }
 
 /// `[tracing]`: where traces go.
@@ -723,6 +727,7 @@ impl Config {
                 .or(env_metrics_listen)
                 .or(fc.metrics_listen),
             otlp_traces_url,
+            console: fc.console,
             quiet: false,
             mission_limits: MissionLimits {
                 min_ttl_secs: fc.missions.min_ttl_secs.unwrap_or(defaults.min_ttl_secs),
@@ -876,6 +881,7 @@ impl Config {
             jws_alg,
             metrics_listen,
             otlp_traces_url,
+            console,
             quiet: _,
         } = self;
         let mut out = Vec::new();
@@ -913,6 +919,7 @@ impl Config {
         differs("jws_alg", *jws_alg == new.jws_alg);
         differs("metrics_listen", *metrics_listen == new.metrics_listen);
         differs("tracing", *otlp_traces_url == new.otlp_traces_url);
+        differs("console", *console == new.console);
         out
     }
 }

@@ -14,6 +14,7 @@ mod attestation;
 mod audit_witness;
 mod changes;
 mod config;
+mod console;
 mod datadir;
 mod edge;
 mod header_policy;

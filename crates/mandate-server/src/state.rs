@@ -79,6 +79,9 @@ pub(crate) struct Inner {
     pub attestation: crate::attestation::AttestationConfig,
     /// What `GET /metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The console's relying party and passkey ceremonies, or why the
+    /// console is unavailable (its pages then say so).
+    pub console: Result<crate::console::Console, String>,
 }
 
 /// Eight hex digits, random (a fixed name if no randomness is to be had:
@@ -111,6 +114,8 @@ impl AppState {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let jwks = key.jwks();
+        let console = crate::console::Console::new(&config.console, &issuer)
+            .inspect_err(|e| tracing::error!(error = %e, "the console is unavailable"));
         let issuer_for_anchors = issuer.clone();
         // Should the client not build, the gateway refuses every request.
         let upstream = upstream_client()
@@ -160,6 +165,7 @@ impl AppState {
             opened: Mutex::new(Some(opened_rx)),
             attestation: config.attestation.clone(),
             metrics,
+            console,
             anchors: Arc::new(crate::attestation::Anchors::new(
                 mandate_core::TrustAnchors::none(&issuer_for_anchors),
             )),

@@ -3,6 +3,7 @@
 //! PostgreSQL one ([`PostgresStore`], for several nodes sharing one
 //! database). The shared test suite in `tests/` runs against both.
 
+mod console;
 mod direct;
 mod error;
 mod memory;
@@ -12,6 +13,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 
+pub use console::{ConsoleSession, StoredPasskey};
 pub use error::{ApprovalError, DelegateError, StartError, StoreError};
 pub use memory::{MemoryDeleted, MemoryEntry, MemoryWriteError, NewMemoryEntry, Note, Promotion};
 pub use model::{
@@ -406,6 +408,49 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// hold), in one transaction.
     async fn revoke(&self, rev: &Revocation) -> Result<RevocationSummary, StoreError>;
     async fn revocations(&self, limit: u32) -> Result<Vec<Revocation>, StoreError>;
+
+    // --- the console (ADR 0032) ---
+
+    /// Registers a passkey for a live principal (`NotFound` if it is not
+    /// one; `Conflict` if the credential id is registered already).
+    async fn add_passkey(&self, p: &StoredPasskey) -> Result<(), StoreError>;
+    /// A live principal's passkeys, oldest first.
+    async fn passkeys(&self, principal: &PrincipalName) -> Result<Vec<StoredPasskey>, StoreError>;
+    /// The passkey with this credential id, if its principal is live.
+    async fn passkey(&self, cred_id: &str) -> Result<Option<StoredPasskey>, StoreError>;
+    /// Replaces a passkey's stored form (its signature counter moved).
+    async fn update_passkey(&self, cred_id: &str, passkey: &str) -> Result<(), StoreError>;
+    /// Records a one-time enrollment link's hash for a live principal.
+    async fn add_enrollment(
+        &self,
+        hash: &str,
+        principal: &PrincipalName,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Takes an enrollment link (once: it is gone afterwards, valid or
+    /// not): its principal if it had not expired at `now`.
+    async fn take_enrollment(
+        &self,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<PrincipalName>, StoreError>;
+    /// Records a signed-in session by the hash of its id.
+    async fn add_console_session(&self, hash: &str, s: &ConsoleSession) -> Result<(), StoreError>;
+    /// A session by the hash of its id, if its principal is live (the
+    /// caller checks its age).
+    async fn console_session(&self, hash: &str) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Marks a session used at `now`.
+    async fn touch_console_session(&self, hash: &str, now: UnixTime) -> Result<(), StoreError>;
+    /// Ends a session (signing out).
+    async fn delete_console_session(&self, hash: &str) -> Result<(), StoreError>;
+    /// Deletes sessions created at or before `created_before` or idle
+    /// since `idle_before`, and expired enrollment links.
+    async fn sweep_console(
+        &self,
+        created_before: UnixTime,
+        idle_before: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
 
     // --- change notifications ---
 

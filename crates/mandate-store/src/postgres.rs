@@ -29,6 +29,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Connection as _, Postgres, Row as _, Transaction};
 use tokio::sync::broadcast;
 
+use crate::console::{
+    ConsoleSession, StoredPasskey, passkey_from_row, session_from_row, sql as console_sql,
+};
 use crate::model::{
     Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord,
     NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation, RevocationKind,
@@ -41,7 +44,7 @@ use crate::rows::{
     cascade_reason, check_start_requirements, corrupt, delegation_refusal, ephemeral_description,
     from_json_text, grant_from_row, int, is_unique_violation, json_text, mission_from_row,
     mission_from_row_with, parent_of, principal_from_row, revocation_from_row, secs, start_refusal,
-    token_from_row, vault_from_row, webhook_from_row,
+    token_from_row, typed, vault_from_row, webhook_from_row,
 };
 use crate::{
     ApprovalError, AuditSink, Change, DelegateError, MemoryDeleted, MemoryEntry, MemoryWriteError,
@@ -1902,6 +1905,162 @@ impl Store for PostgresStore {
             .iter()
             .map(revocation_from_row)
             .collect()
+    }
+
+    async fn add_passkey(&self, p: &StoredPasskey) -> Result<(), StoreError> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::ADD_PASSKEY,
+        )))
+        .bind(&p.cred_id)
+        .bind(p.principal.as_str())
+        .bind(&p.passkey)
+        .bind(secs(p.created_at))
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(done) if done.rows_affected() == 1 => Ok(()),
+            Ok(_) => Err(StoreError::NotFound(format!("principal `{}`", p.principal))),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(
+                "this passkey is registered already".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn passkeys(&self, principal: &PrincipalName) -> Result<Vec<StoredPasskey>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(console_sql::PASSKEYS)))
+            .bind(principal.as_str())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(passkey_from_row)
+            .collect()
+    }
+
+    async fn passkey(&self, cred_id: &str) -> Result<Option<StoredPasskey>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(console_sql::PASSKEY)))
+            .bind(cred_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(passkey_from_row)
+            .transpose()
+    }
+
+    async fn update_passkey(&self, cred_id: &str, passkey: &str) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::UPDATE_PASSKEY,
+        )))
+        .bind(cred_id)
+        .bind(passkey)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_enrollment(
+        &self,
+        hash: &str,
+        principal: &PrincipalName,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::ADD_ENROLLMENT,
+        )))
+        .bind(hash)
+        .bind(principal.as_str())
+        .bind(secs(expires_at))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("principal `{principal}`")))
+        }
+    }
+
+    async fn take_enrollment(
+        &self,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<PrincipalName>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::TAKE_ENROLLMENT,
+        )))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.int("expires_at")? <= secs(now) {
+            return Ok(None);
+        }
+        typed(&row, "principal", "enrollment principal").map(Some)
+    }
+
+    async fn add_console_session(&self, hash: &str, s: &ConsoleSession) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::ADD_SESSION,
+        )))
+        .bind(hash)
+        .bind(s.principal.as_str())
+        .bind(&s.csrf)
+        .bind(secs(s.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, hash: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(console_sql::SESSION)))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn touch_console_session(&self, hash: &str, now: UnixTime) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::TOUCH_SESSION,
+        )))
+        .bind(hash)
+        .bind(secs(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_console_session(&self, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::DELETE_SESSION,
+        )))
+        .bind(hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sweep_console(
+        &self,
+        created_before: UnixTime,
+        idle_before: UnixTime,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::SWEEP_SESSIONS,
+        )))
+        .bind(secs(created_before))
+        .bind(secs(idle_before))
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(console_sql::pg(
+            console_sql::SWEEP_ENROLLMENTS,
+        )))
+        .bind(secs(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {

@@ -14,7 +14,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use mandate_core::wire::{ApprovalView, ApproveRequest, DenyRequest};
 use mandate_core::{GrantId, GrantScope, ResourceRef, Role, pattern_policy};
-use mandate_store::{ApprovalFilter, ApprovalRecord, ApprovalStatus, NewGrant, Resolution};
+use mandate_store::{
+    ApprovalFilter, ApprovalRecord, ApprovalStatus, NewGrant, Principal, Resolution,
+};
 use serde::Deserialize;
 
 use super::extract::{ApiJson, Caller, MissionCaller};
@@ -58,10 +60,8 @@ impl FromRequestParts<AppState> for Reader {
 
 /// Whether a principal may see a request: admins, the mission's
 /// principal, and its approvers.
-fn may_see(caller: &Caller, r: &ApprovalRecord) -> bool {
-    caller.principal.role == Role::Admin
-        || r.principal == caller.principal.name
-        || r.may_be_decided_by(&caller.principal.name)
+pub(crate) fn may_see(p: &Principal, r: &ApprovalRecord) -> bool {
+    p.role == Role::Admin || r.principal == p.name || r.may_be_decided_by(&p.name)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -110,20 +110,34 @@ pub(super) async fn list(
         .transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
     let mine = q.mine.unwrap_or(true);
-    let me = caller.principal.name.to_string();
-    let admin = caller.principal.role == Role::Admin;
-    let records =
-        s.0.store
-            .approvals(&ApprovalFilter {
-                status,
-                mission,
-                decider: mine.then(|| me.clone()),
-                viewer: (!mine && !admin).then_some(me),
-                limit,
-            })
-            .await?;
+    let records = approvals_for(&s, &caller.principal, status, mission, mine, limit).await?;
     let out = records.iter().map(view).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(out))
+}
+
+/// The requests a principal sees: with `mine`, those it may decide;
+/// else those it may see (all, for an admin). The one place these rules
+/// live: `GET /v1/approvals` and the console's inbox both ask here.
+pub(crate) async fn approvals_for(
+    s: &AppState,
+    principal: &Principal,
+    status: Option<ApprovalStatus>,
+    mission: Option<mandate_core::MissionId>,
+    mine: bool,
+    limit: u32,
+) -> Result<Vec<ApprovalRecord>, Problem> {
+    let me = principal.name.to_string();
+    let admin = principal.role == Role::Admin;
+    Ok(s.0
+        .store
+        .approvals(&ApprovalFilter {
+            status,
+            mission,
+            decider: mine.then(|| me.clone()),
+            viewer: (!mine && !admin).then_some(me),
+            limit,
+        })
+        .await?)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -160,7 +174,7 @@ pub(super) async fn show(
     loop {
         let r = s.0.store.approval(&id).await?.ok_or_else(not_found)?;
         let visible = match &reader {
-            Reader::Principal(c) => may_see(c, &r),
+            Reader::Principal(c) => may_see(&c.principal, &r),
             Reader::Agent(a) => a.mission.body.id == r.mission,
         };
         if !visible {
@@ -204,14 +218,18 @@ pub(super) async fn show(
 }
 
 /// Loads a request the caller is entitled to decide, still pending.
-async fn decidable(s: &AppState, caller: &Caller, id: &str) -> Result<ApprovalRecord, Problem> {
+pub(crate) async fn decidable(
+    s: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<ApprovalRecord, Problem> {
     let r =
         s.0.store
             .approval(id)
             .await?
-            .filter(|r| may_see(caller, r))
+            .filter(|r| may_see(principal, r))
             .ok_or_else(|| Problem::not_found("no such approval request"))?;
-    if !r.may_be_decided_by(&caller.principal.name) {
+    if !r.may_be_decided_by(&principal.name) {
         let who = if r.approvers.is_empty() {
             format!("the mission's principal, `{}`", r.principal)
         } else {
@@ -233,7 +251,11 @@ async fn decidable(s: &AppState, caller: &Caller, id: &str) -> Result<ApprovalRe
 }
 
 /// The grant an approval creates, as the approver narrowed it.
-fn grant_for(s: &AppState, r: &ApprovalRecord, req: &ApproveRequest) -> Result<NewGrant, Problem> {
+pub(crate) fn grant_for(
+    s: &AppState,
+    r: &ApprovalRecord,
+    req: &ApproveRequest,
+) -> Result<NewGrant, Problem> {
     let bad = |m: String| Problem::bad_request("invalid_request", m);
     let scope = req.scope.unwrap_or(GrantScope::Once);
     if r.step_up && scope != GrantScope::Once {
@@ -521,14 +543,28 @@ async fn approve_as(
     id: &str,
     req: ApproveRequest,
 ) -> Result<Json<ApprovalView>, Problem> {
+    approve_by(s, &caller.principal, id, req, serde_json::Map::new())
+        .await
+        .map(Json)
+}
+
+/// Approves as `principal` (by API token, or in the console with a
+/// passkey assertion, which `evidence` carries into the audit record).
+pub(crate) async fn approve_by(
+    s: &AppState,
+    principal: &Principal,
+    id: &str,
+    req: ApproveRequest,
+    evidence: serde_json::Map<String, serde_json::Value>,
+) -> Result<ApprovalView, Problem> {
     let _one_at_a_time = s.0.approvals_lock.lock().await;
-    let r = decidable(s, caller, id).await?;
+    let r = decidable(s, principal, id).await?;
     let grant = grant_for(s, &r, &req)?;
     let reason = free_text("reason", req.reason.clone(), 500)?;
-    let by = caller.principal.name.to_string();
+    let by = principal.name.to_string();
     // INVARIANT: the approval is durable in the audit log before the grant
     // exists.
-    let mut extra = serde_json::Map::new();
+    let mut extra = evidence;
     extra.insert("grant".into(), grant.id.clone().into());
     extra.insert("scope".into(), grant.scope.as_str().into());
     extra.insert("max_uses".into(), grant.max_uses.into());
@@ -550,7 +586,7 @@ async fn approve_as(
     .await?;
     tracing::info!(approval = %id, by = %by, grant = ?decided.grant, "approved");
     announce(s, "approval.approved", &decided).await;
-    Ok(Json(view(&decided)?))
+    view(&decided)
 }
 
 /// `POST /v1/approvals/{id}/deny`: refuses, and optionally ends the mission.
@@ -585,11 +621,27 @@ async fn deny_as(
     id: &str,
     req: DenyRequest,
 ) -> Result<Json<ApprovalView>, Problem> {
+    deny_by(s, &caller.principal, id, req, "api")
+        .await
+        .map(Json)
+}
+
+/// Denies as `principal`; `via` (`api` or `console`) goes in the record.
+pub(crate) async fn deny_by(
+    s: &AppState,
+    principal: &Principal,
+    id: &str,
+    req: DenyRequest,
+    via: &'static str,
+) -> Result<ApprovalView, Problem> {
     let _one_at_a_time = s.0.approvals_lock.lock().await;
-    let r = decidable(s, caller, id).await?;
+    let r = decidable(s, principal, id).await?;
     let reason = free_text("reason", req.reason.clone(), 500)?;
-    let by = caller.principal.name.to_string();
+    let by = principal.name.to_string();
     let mut extra = serde_json::Map::new();
+    if via != "api" {
+        extra.insert("via".into(), via.into());
+    }
     extra.insert("end_mission".into(), req.end_mission.into());
     let (decided, forgotten) = record_then_resolve(
         s,
@@ -619,5 +671,5 @@ async fn deny_as(
     }
     tracing::info!(approval = %id, by = %by, end_mission = req.end_mission, "denied");
     announce(s, "approval.denied", &decided).await;
-    Ok(Json(view(&decided)?))
+    view(&decided)
 }

@@ -540,6 +540,23 @@ pub(super) async fn explain(
             readable_times(&record.body)
         )),
     }
+    if record.kind == "approval.approved" && b.get("passkey").is_some() {
+        // Signed in the console: re-verified now, against the passkey
+        // registered under the credential id (ADR 0032).
+        story.push(
+            match crate::console::verify_stored_assertion(&s, b).await {
+                Ok(cred) => format!(
+                    "Approved by {} with passkey {cred}, signature verifies (the assertion's challenge commits to this approval request, its request digest and the `{}` grant).",
+                    f("by"),
+                    f("scope")
+                ),
+                Err(why) => format!(
+                    "WARNING: approved by {} in the console, but the passkey assertion does not verify: {why}.",
+                    f("by")
+                ),
+            },
+        );
+    }
     if let Some(mission) = b.get("mission").and_then(|v| v.as_str()) {
         // A delegated mission: each hop up to the root, with its link.
         let mut current = mission.to_owned();

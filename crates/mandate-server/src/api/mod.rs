@@ -37,6 +37,10 @@ use crate::problem::Problem;
 use crate::state::AppState;
 
 pub(crate) use approvals::subject as approval_subject;
+pub(crate) use approvals::{
+    approvals_for, approve_by, decidable as decidable_by, deny_by, grant_for as check_grant,
+    may_see,
+};
 
 /// Largest request body the API accepts.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -58,6 +62,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(principals::whoami))
         .routes(routes!(principals::create, principals::list))
         .routes(routes!(principals::create_token, principals::list_tokens))
+        .routes(routes!(principals::enroll))
         .routes(routes!(agents::register, agents::list))
         .routes(routes!(agents::show))
         .routes(routes!(agents::set_attestation))
@@ -120,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/gw/{*rest}", any(gateway::handle))
         // So does the MCP gateway, within each server's message limit.
         .route("/mcp/{*rest}", any(mcp::handle))
+        .merge(crate::console::router())
         // After every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         // Last, so it wraps every route and both fallbacks: nothing is

@@ -2,8 +2,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_core::wire::{
-    CreatePrincipalRequest, CreateTokenRequest, CreatedPrincipal, CreatedToken, PrincipalView,
-    TokenView,
+    CreatePrincipalRequest, CreateTokenRequest, CreatedPrincipal, CreatedToken, EnrollmentLink,
+    PrincipalView, TokenView,
 };
 use mandate_core::{ApiTokenId, PrincipalName, Role, SecretToken, TokenKind};
 use mandate_store::{ApiToken, Principal};
@@ -208,5 +208,57 @@ pub(super) async fn list_tokens(
             .iter()
             .map(token_view)
             .collect(),
+    ))
+}
+
+/// A one-time link that registers a console passkey for `name` and signs
+/// in (docs/console.md): single use, valid 15 minutes, stored hashed.
+/// Admins only.
+#[utoipa::path(
+    post,
+    path = "/v1/principals/{name}/enroll",
+    operation_id = "enroll_principal",
+    tag = "principals",
+    security(("api_token" = [])),
+    params(("name" = String, Path, description = "The principal to enroll.")),
+    responses(
+        (status = 201, description = "The link, shown this once.", body = EnrollmentLink),
+        Always, Unauthorized, Forbidden, NotFound,
+    ),
+)]
+pub(super) async fn enroll(
+    State(s): State<AppState>,
+    caller: Caller,
+    super::extract::ApiPath(name): super::extract::ApiPath<String>,
+) -> Result<(StatusCode, Json<EnrollmentLink>), Problem> {
+    caller.require_admin()?;
+    let name = PrincipalName::try_from(name)?;
+    let console = s.0.console.as_ref().map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "console_unavailable",
+            format!("the console is not available: {e}"),
+        )
+    })?;
+    let token = crate::console::random_token(&s).map_err(|_| Problem::internal())?;
+    let expires_at = s.0.clock.now().plus(crate::console::ENROLLMENT_TTL_SECS);
+    s.0.store
+        .add_enrollment(&crate::console::hashed(&token), &name, expires_at)
+        .await?;
+    s.audit(
+        "console.enrollment_issued",
+        serde_json::json!({
+            "principal": name.as_str(),
+            "by": caller.principal.name.as_str(),
+            "expires_at": expires_at.0,
+        }),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollmentLink {
+            url: format!("{}/console/enroll/{token}", console.origin),
+            expires_at: expires_at.0,
+        }),
     ))
 }
