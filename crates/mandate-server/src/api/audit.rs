@@ -546,7 +546,7 @@ pub(super) async fn explain(
         story.push(
             match crate::console::verify_stored_assertion(&s, b).await {
                 Ok(cred) => format!(
-                    "Approved by {} with passkey {cred}, signature verifies (the assertion's challenge commits to this approval request, its request digest and the `{}` grant).",
+                    "Signed in the console: approved by {} with passkey {cred}, signature verifies (the assertion's challenge commits to this approval request, its request digest and the `{}` grant).",
                     f("by"),
                     f("scope")
                 ),

@@ -251,7 +251,7 @@ pub(crate) enum ConsoleError {
     NotFound,
     #[error("the request is not valid: {0}")]
     BadRequest(String),
-    #[error("{1}")]
+    #[error("{2}")]
     Api(u16, &'static str, String),
     #[error("too many passkey ceremonies under way; try again shortly")]
     Busy,
@@ -444,22 +444,25 @@ pub(crate) async fn signed_in_post(
     s: &AppState,
     headers: &HeaderMap,
     form_token: Option<&str>,
-) -> Result<Session, ConsoleError> {
-    let session = session(s, headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
-    check_origin(s, headers)?;
+) -> Result<Session, (Option<Session>, ConsoleError)> {
+    let session = match session(s, headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return Err((None, ConsoleError::SignInRequired)),
+        Err(e) => return Err((None, e)),
+    };
+    if let Err(e) = check_origin(s, headers) {
+        return Err((Some(session), e));
+    }
     let presented = headers
         .get("x-mandate-csrf")
         .and_then(|v| v.to_str().ok())
-        .or(form_token)
-        .ok_or(ConsoleError::CsrfRefused)?;
+        .or(form_token);
     // Compared as hashes, so the comparison's time says nothing of the
     // token.
-    if hashed(presented) != hashed(&session.csrf) {
-        return Err(ConsoleError::CsrfRefused);
+    match presented {
+        Some(p) if hashed(p) == hashed(&session.csrf) => Ok(session),
+        _ => Err((Some(session), ConsoleError::CsrfRefused)),
     }
-    Ok(session)
 }
 
 /// Starts a session for `principal`: its cookie, on the response.

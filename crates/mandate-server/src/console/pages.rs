@@ -268,8 +268,8 @@ pub(crate) async fn deny(
 ) -> Result<Response, JsonError> {
     let session = match signed_in_post(&s, &headers, None).await {
         Ok(x) => x,
-        Err(e) => {
-            return Err(super::passkeys::refused(&s, "deny", &id, None, e)
+        Err((who, e)) => {
+            return Err(super::passkeys::refused(&s, "deny", &id, who.as_ref(), e)
                 .await
                 .into());
         }
@@ -308,7 +308,9 @@ pub(crate) async fn signout(
     let token = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.into_owned());
-    let session = signed_in_post(&s, &headers, token.as_deref()).await?;
+    let session = signed_in_post(&s, &headers, token.as_deref())
+        .await
+        .map_err(|(_, e)| e)?;
     s.0.store.delete_console_session(&session.hash).await?;
     let c = console(&s)?;
     let secure = if c.secure { "; Secure" } else { "" };

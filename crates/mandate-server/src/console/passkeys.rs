@@ -415,7 +415,7 @@ pub(crate) async fn approve_challenge(
 ) -> Result<Response, JsonError> {
     let session = match signed_in_post(&s, &headers, None).await {
         Ok(x) => x,
-        Err(e) => return Err(refused(&s, "approve", &id, None, e).await.into()),
+        Err((who, e)) => return Err(refused(&s, "approve", &id, who.as_ref(), e).await.into()),
     };
     let out = async {
         let c = console(&s)?;
@@ -494,7 +494,7 @@ pub(crate) async fn approve(
 ) -> Result<Response, JsonError> {
     let session = match signed_in_post(&s, &headers, None).await {
         Ok(x) => x,
-        Err(e) => return Err(refused(&s, "approve", &id, None, e).await.into()),
+        Err((who, e)) => return Err(refused(&s, "approve", &id, who.as_ref(), e).await.into()),
     };
     let out = async {
         let c = console(&s)?;

@@ -1,0 +1,636 @@
+//! End to end: the console (`/console`, ADR 0032) on a real `mandate
+//! serve`, driven over HTTP as its page's script does, with a software
+//! WebAuthn authenticator (ES256, "none" attestation) standing in for the
+//! browser's. What needs a browser (the pages' script, server-sent events
+//! in a page) is the Playwright test's.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+
+use base64::Engine as _;
+use mandate_core::Decision;
+use mandate_core::ResourceRef;
+use mandate_core::wire::DecideRequest;
+use mandate_testkit::{MissionPlan, Scenario, TestServer};
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mandate"))
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies")
+}
+
+fn server() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["actions.cedarschema", "refunds-escalate.cedar"] {
+        std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
+    }
+    let config = format!("policies_dir = {:?}\n", dir.path().display().to_string());
+    (TestServer::start(bin(), Some(&config)), dir)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+fn cbor(v: &ciborium::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).unwrap();
+    out
+}
+
+/// A passkey on a software authenticator: an ES256 key, a credential id,
+/// a signature counter.
+struct SoftKey {
+    key: SigningKey,
+    id: Vec<u8>,
+    counter: u32,
+}
+
+impl SoftKey {
+    fn new(seed: u8) -> Self {
+        let key = SigningKey::from_slice(&[seed; 32]).unwrap();
+        Self {
+            key,
+            id: vec![seed; 16],
+            counter: 0,
+        }
+    }
+
+    fn client_data(kind: &str, challenge: &str, origin: &str) -> Vec<u8> {
+        json!({ "type": kind, "challenge": challenge, "origin": origin, "crossOrigin": false })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// `navigator.credentials.create()`'s answer, as the script sends it.
+    fn create(&mut self, options: &Value, origin: &str) -> Value {
+        let pk = &options["publicKey"];
+        let rp_id = pk["rp"]["id"].as_str().unwrap();
+        let client_data =
+            Self::client_data("webauthn.create", pk["challenge"].as_str().unwrap(), origin);
+        let point = self.key.verifying_key().to_sec1_bytes();
+        use ciborium::Value as C;
+        let cose = cbor(&C::Map(vec![
+            (C::Integer(1.into()), C::Integer(2.into())),
+            (C::Integer(3.into()), C::Integer((-7).into())),
+            (C::Integer((-1).into()), C::Integer(1.into())),
+            (C::Integer((-2).into()), C::Bytes(point[1..33].to_vec())),
+            (C::Integer((-3).into()), C::Bytes(point[33..65].to_vec())),
+        ]));
+        let mut auth = Sha256::digest(rp_id.as_bytes()).to_vec();
+        auth.push(0x45); // user present, user verified, attested credential
+        auth.extend_from_slice(&self.counter.to_be_bytes());
+        auth.extend_from_slice(&[0u8; 16]); // AAGUID
+        auth.extend_from_slice(&u16::try_from(self.id.len()).unwrap().to_be_bytes());
+        auth.extend_from_slice(&self.id);
+        auth.extend_from_slice(&cose);
+        let attestation = cbor(&C::Map(vec![
+            (C::Text("fmt".into()), C::Text("none".into())),
+            (C::Text("attStmt".into()), C::Map(vec![])),
+            (C::Text("authData".into()), C::Bytes(auth)),
+        ]));
+        json!({
+            "id": b64(&self.id), "rawId": b64(&self.id), "type": "public-key", "extensions": {},
+            "response": { "attestationObject": b64(&attestation), "clientDataJSON": b64(&client_data) },
+        })
+    }
+
+    /// `navigator.credentials.get()`'s answer, as the script sends it.
+    fn get(&mut self, options: &Value, origin: &str) -> Value {
+        let pk = &options["publicKey"];
+        let rp_id = pk["rpId"].as_str().unwrap();
+        let client_data =
+            Self::client_data("webauthn.get", pk["challenge"].as_str().unwrap(), origin);
+        self.counter += 1;
+        let mut auth = Sha256::digest(rp_id.as_bytes()).to_vec();
+        auth.push(0x05); // user present, user verified
+        auth.extend_from_slice(&self.counter.to_be_bytes());
+        let mut signed = auth.clone();
+        signed.extend_from_slice(&Sha256::digest(&client_data));
+        let sig: Signature = self.key.sign(&signed);
+        json!({
+            "id": b64(&self.id), "rawId": b64(&self.id), "type": "public-key", "extensions": {},
+            "response": {
+                "authenticatorData": b64(&auth),
+                "clientDataJSON": b64(&client_data),
+                "signature": b64(sig.to_der().as_bytes()),
+                "userHandle": null,
+            },
+        })
+    }
+}
+
+/// A browser's view of the console: its origin, and a session cookie
+/// once signed in.
+struct Browser {
+    base: String,
+    origin: String,
+    http: reqwest::Client,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Browser {
+    fn new(server: &TestServer) -> Self {
+        let port = server.url().rsplit(':').next().unwrap().to_owned();
+        Self {
+            base: server.url().to_owned(),
+            origin: format!("http://localhost:{port}"),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            r = r.header("cookie", c);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// A POST as the page's script makes it (its origin, its CSRF token).
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_as(path, body, Some(&self.origin), self.csrf.as_deref())
+            .await
+    }
+
+    async fn post_as(
+        &self,
+        path: &str,
+        body: &Value,
+        origin: Option<&str>,
+        csrf: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(c) = csrf {
+            r = r.header("x-mandate-csrf", c);
+        }
+        if let Some(c) = &self.cookie {
+            r = r.header("cookie", c);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Enrolls a passkey through a one-time link and signs in.
+    async fn enroll(&mut self, link: &str, key: &mut SoftKey) {
+        let token = link.rsplit('/').next().unwrap();
+        let (status, start) = self
+            .post("/console/enroll/start", &json!({ "token": token }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{start}");
+        let credential = key.create(&start["options"], &self.origin);
+        let resp = self
+            .http
+            .post(format!("{}/console/enroll/finish", self.base))
+            .header("origin", &self.origin)
+            .header("content-type", "application/json")
+            .body(json!({ "ceremony": start["ceremony"], "credential": credential }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict")
+                && cookie.contains("Path=/console"),
+            "{cookie}"
+        );
+        self.cookie = Some(cookie.split(';').next().unwrap().to_owned());
+        let page = self.get("/console/inbox").await.text().await.unwrap();
+        let csrf = page
+            .split("<meta name=\"csrf\" content=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap();
+        self.csrf = Some(csrf.to_owned());
+    }
+
+    async fn inbox(&self) -> String {
+        let r = self.get("/console/inbox").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.unwrap()
+    }
+}
+
+fn link(server: &TestServer, admin: &str, name: &str) -> String {
+    let out = server
+        .cli(Some(admin), &["principal", "enroll", name])
+        .success();
+    let line = out.trim();
+    assert!(line.contains("/console/enroll/"), "{line}");
+    assert_eq!(line.lines().count(), 1, "the link alone on its line: {out}");
+    line.to_owned()
+}
+
+async fn escalate(s: &Scenario, invoice: &str) -> String {
+    let r = s
+        .gateway
+        .decide(&DecideRequest {
+            credential: s.agent.credential().to_owned(),
+            action: "refund".into(),
+            resource: serde_json::from_value::<ResourceRef>(
+                json!({"type": "Resource", "id": invoice, "tags": {"billing": "nov"}}),
+            )
+            .unwrap(),
+            context: json!({ "amount": 75_000 }).as_object().unwrap().clone(),
+            justification: Some("customer ACME was double-billed in November".into()),
+            required_trust: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.decision, Decision::Escalate);
+    r.approval_id.unwrap()
+}
+
+async fn audit(server: &TestServer, admin: &str, kind: &str) -> Vec<Value> {
+    let r: Value = reqwest::Client::new()
+        .get(format!("{}/v1/audit?kind={kind}&limit=100", server.url()))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["records"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_locked_down_before_sign_in() {
+    let (server, _dir) = server();
+    let admin = server.init_admin();
+    let b = Browser::new(&server);
+
+    for path in ["/console", "/console/inbox"] {
+        let r = b.get(path).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(r.headers()["location"], "/console/signin", "{path}");
+    }
+    for path in [
+        "/console",
+        "/console/signin",
+        "/console/static/console.js",
+        "/console/nowhere",
+    ] {
+        let r = b.get(path).await;
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'")
+                && csp.contains("script-src 'self'")
+                && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+    }
+    let page = b.get("/console/signin").await.text().await.unwrap();
+    assert!(page.contains("id=\"principal\"") && page.contains("id=\"signin\""));
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "no inline script or style"
+    );
+    assert_eq!(
+        b.get("/console/events").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An API token is no session.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/console/inbox", server.url()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Enrollment: from the console's own origin only, and once.
+    let l = link(&server, &admin, "admin");
+    let token = l.rsplit('/').next().unwrap();
+    let (status, body) = b
+        .post_as(
+            "/console/enroll/start",
+            &json!({ "token": token }),
+            Some("http://evil.example"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_origin_refused"))
+    );
+    let (status, body) = b
+        .post_as(
+            "/console/enroll/start",
+            &json!({ "token": token }),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_origin_refused"))
+    );
+    let (status, _) = b
+        .post("/console/enroll/start", &json!({ "token": token }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = b
+        .post("/console/enroll/start", &json!({ "token": token }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_enrollment_invalid"))
+    );
+
+    let json = server
+        .cli(Some(&admin), &["--json", "principal", "enroll", "admin"])
+        .json();
+    assert!(
+        json["url"].as_str().unwrap().starts_with(&b.origin),
+        "{json}"
+    );
+    assert!(json["expires_at"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_approves_exactly_the_request_it_signed() {
+    let (server, _dir) = server();
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
+                .unwrap(),
+            boundaries: String::new(),
+            budget: 1_000,
+        })
+        .await;
+    let admin = s.admin.clone();
+    let _bob = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&admin)
+        .create_principal("bob", None)
+        .await
+        .unwrap();
+
+    let mut alice_key = SoftKey::new(7);
+    let mut bob_key = SoftKey::new(9);
+    let mut alice = Browser::new(&server);
+    alice
+        .enroll(&link(&server, &admin, "alice"), &mut alice_key)
+        .await;
+    let mut bob = Browser::new(&server);
+    bob.enroll(&link(&server, &admin, "bob"), &mut bob_key)
+        .await;
+
+    let first = escalate(&s, "inv-42").await;
+    let second = escalate(&s, "inv-43").await;
+
+    // Alice's inbox shows what waits for her, in full; bob's does not.
+    let page = alice.inbox().await;
+    for want in [
+        format!("data-approval-id=\"{first}\""),
+        format!("data-approval-id=\"{second}\""),
+        "customer ACME was double-billed in November".into(),
+        "Reconcile November invoices".into(),
+        "refunds-escalate.cedar".into(),
+        "75000".into(),
+    ] {
+        assert!(page.contains(&want), "missing {want:?}");
+    }
+    let page = bob.inbox().await;
+    assert!(
+        !page.contains(&first) && page.contains("id=\"empty\""),
+        "{page}"
+    );
+    let (status, _) = bob
+        .post(
+            &format!("/console/approvals/{first}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "bob cannot even see it");
+
+    // CSRF and Origin.
+    let path = format!("/console/approvals/{first}/deny");
+    let (status, body) = alice
+        .post_as(
+            &path,
+            &json!({ "reason": "no" }),
+            Some(&alice.origin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_csrf_refused"))
+    );
+    let (status, body) = alice
+        .post_as(
+            &path,
+            &json!({ "reason": "no" }),
+            Some("http://evil.example"),
+            alice.csrf.clone().as_deref(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_origin_refused"))
+    );
+    let refusals = audit(&server, &admin, "approval.refused").await;
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r["body"]["approval"] == first.as_str()
+                && r["body"]["code"] == "console_csrf_refused"
+                && r["body"]["by"] == "alice"),
+        "{refusals:#?}"
+    );
+
+    // The challenge commits to this approval, its digest and the grant.
+    let (status, ch) = alice
+        .post(
+            &format!("/console/approvals/{first}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    let c = &ch["commitment"];
+    assert_eq!(c["approval"], first.as_str());
+    assert_eq!(c["grant"]["scope"], "once");
+    assert!(c["rp_id"] == "localhost" && c["request_digest"].as_str().unwrap().len() > 10);
+    let canonical = format!(
+        r#"{{"approval":"{}","grant":{{"scope":"once"}},"nonce":"{}","request_digest":"{}","rp_id":"localhost"}}"#,
+        first,
+        c["nonce"].as_str().unwrap(),
+        c["request_digest"].as_str().unwrap()
+    );
+    assert_eq!(
+        unb64(ch["options"]["publicKey"]["challenge"].as_str().unwrap()),
+        Sha256::digest(canonical.as_bytes()).to_vec()
+    );
+
+    // Refused and recorded: that assertion posted for another request.
+    let assertion = alice_key.get(&ch["options"], &alice.origin);
+    let body = json!({ "ceremony": ch["ceremony"], "credential": assertion });
+    let (status, r) = alice
+        .post(&format!("/console/approvals/{second}/approve"), &body)
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("console_assertion_wrong_approval")
+        )
+    );
+    // (Which spent the challenge: the same assertion is now a replay.)
+    let (status, r) = alice
+        .post(&format!("/console/approvals/{first}/approve"), &body)
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_challenge_invalid"))
+    );
+
+    // Bob's passkey cannot answer alice's challenge.
+    let (_, ch) = alice
+        .post(
+            &format!("/console/approvals/{first}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    let foreign = bob_key.get(&ch["options"], &alice.origin);
+    let (status, r) = alice
+        .post(
+            &format!("/console/approvals/{first}/approve"),
+            &json!({ "ceremony": ch["ceremony"], "credential": foreign }),
+        )
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_passkey_refused"))
+    );
+
+    // Alice's own passkey approves; the same assertion again is refused.
+    let (_, ch) = alice
+        .post(
+            &format!("/console/approvals/{first}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    let assertion = alice_key.get(&ch["options"], &alice.origin);
+    let body = json!({ "ceremony": ch["ceremony"], "credential": assertion });
+    let (status, r) = alice
+        .post(&format!("/console/approvals/{first}/approve"), &body)
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{r}"
+    );
+    let (status, r) = alice
+        .post(&format!("/console/approvals/{first}/approve"), &body)
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("console_challenge_invalid"))
+    );
+
+    let refusals = audit(&server, &admin, "approval.refused").await;
+    for code in [
+        "console_assertion_wrong_approval",
+        "console_challenge_invalid",
+        "console_passkey_refused",
+    ] {
+        assert!(
+            refusals
+                .iter()
+                .any(|r| r["body"]["code"] == code && r["body"]["by"] == "alice"),
+            "{code} not recorded"
+        );
+    }
+
+    // The audit record carries the assertion, and explain re-verifies it.
+    let approved = audit(&server, &admin, "approval.approved").await;
+    let rec = approved
+        .iter()
+        .find(|r| r["body"]["approval"] == first.as_str())
+        .unwrap();
+    let cred = b64(&alice_key.id);
+    assert_eq!(rec["body"]["passkey"]["credential_id"], cred.as_str());
+    assert_eq!(rec["body"]["via"], "console");
+    let seq = rec["seq"].as_u64().unwrap().to_string();
+    let explained = server
+        .cli(Some(&admin), &["audit", "explain", &seq])
+        .success();
+    assert!(
+        explained.contains(&format!(
+            "approved by alice with passkey {cred}, signature verifies"
+        )),
+        "{explained}"
+    );
+
+    // Deny with a reason.
+    let (status, r) = alice
+        .post(
+            &format!("/console/approvals/{second}/deny"),
+            &json!({ "reason": "not this one" }),
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (StatusCode::OK, Some("denied")),
+        "{r}"
+    );
+
+    // Signing out ends the session.
+    let resp = alice
+        .http
+        .post(format!("{}/console/signout", alice.base))
+        .header("origin", &alice.origin)
+        .header("cookie", alice.cookie.clone().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", alice.csrf.clone().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        alice.get("/console/inbox").await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
