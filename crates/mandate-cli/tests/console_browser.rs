@@ -124,7 +124,9 @@ fn enroll_link(server: &TestServer, admin: &str, name: &str) -> String {
         .cli(Some(admin), &["principal", "enroll", name, "--json"])
         .json();
     assert!(
-        json["url"].as_str().is_some_and(|u| u.contains("/console/enroll/"))
+        json["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/console/enroll/"))
             && (json["expires_at"].is_number() || json["expires_at"].is_string()),
         "`principal enroll --json` gave {json}"
     );
@@ -326,7 +328,8 @@ fn a_person_enrolls_signs_in_and_decides_in_the_console() {
     );
 }
 
+/// The last `lines` lines of the server's log, without its SQL statements.
 fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().filter(|l| !l.contains("sqlx::")).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
