@@ -273,6 +273,12 @@ fn a_person_enrolls_signs_in_and_decides_in_the_console() {
         tail(&server.log(), 60)
     );
     let results: Value = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    eprintln!(
+        "console browser test: {} ms in the browser, {} ms since the test began; steps: {}",
+        browser_time.as_millis(),
+        started.elapsed().as_millis(),
+        results["steps"]
+    );
 
     // The approval's audit record: signed by alice's passkey, and the
     // signature verifies (checked again at explain time).
@@ -319,13 +325,6 @@ fn a_person_enrolls_signs_in_and_decides_in_the_console() {
     );
     let verified = server.cli(Some(&admin), &["audit", "verify"]).success();
     assert!(verified.contains("audit chain intact"), "{verified}");
-
-    eprintln!(
-        "console browser test: {} ms in the browser, {} ms in all; steps: {}",
-        browser_time.as_millis(),
-        started.elapsed().as_millis(),
-        results["steps"]
-    );
 }
 
 /// The last `lines` lines of the server's log, without its SQL statements.
