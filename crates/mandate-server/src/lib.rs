@@ -269,6 +269,7 @@ pub async fn serve(
     approval_notices::spawn_webhook(state.clone());
     api::spawn_mcp_reaper(state.clone());
     api::spawn_memory_sweeper(state.clone());
+    console::spawn_sweeper(state.clone());
     // On shutdown, MCP sessions end first: their event streams would
     // otherwise hold the graceful drain open, and their servers must stop.
     let closing = state.clone();

@@ -2493,3 +2493,94 @@ async fn a_missions_taint_only_grows_until_cleared(db: Db) {
 
 #[path = "store/memory.rs"]
 mod memory;
+
+both!(console_passkeys_links_and_sessions);
+
+/// The console's records (ADR 0032): passkeys are unique across
+/// principals and go with a revoked principal; an enrollment link works
+/// once and not after its expiry; a session is found by its hash until it
+/// is deleted or swept.
+async fn console_passkeys_links_and_sessions(db: Db) {
+    use mandate_store::{ConsoleSession, StoredPasskey};
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let alice: mandate_core::PrincipalName = "alice".parse().unwrap();
+    let key = |id: &str, who: &str| StoredPasskey {
+        cred_id: id.into(),
+        principal: who.parse().unwrap(),
+        passkey: format!("{{\"k\":\"{id}\"}}"),
+        created_at: T0,
+    };
+    s.add_passkey(&key("c1", "alice")).await.unwrap();
+    s.add_passkey(&key("c2", "alice")).await.unwrap();
+    assert!(matches!(
+        s.add_passkey(&key("c1", "bob")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_passkey(&key("c3", "nobody")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let mine = s.passkeys(&alice).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|k| k.cred_id.as_str()).collect::<Vec<_>>(),
+        ["c1", "c2"]
+    );
+    s.update_passkey("c1", "{\"k\":\"moved\"}").await.unwrap();
+    assert_eq!(
+        s.passkey("c1").await.unwrap().unwrap().passkey,
+        "{\"k\":\"moved\"}"
+    );
+    assert!(
+        s.passkeys(&"bob".parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Enrollment links: once, and not after expiry.
+    s.add_enrollment("h1", &alice, T0.plus(900)).await.unwrap();
+    s.add_enrollment("h2", &alice, T0.plus(900)).await.unwrap();
+    assert_eq!(
+        s.take_enrollment("h1", T0).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(s.take_enrollment("h1", T0).await.unwrap(), None);
+    assert_eq!(s.take_enrollment("h2", T0.plus(900)).await.unwrap(), None);
+    assert_eq!(
+        s.take_enrollment("h2", T0).await.unwrap(),
+        None,
+        "spent by the late try"
+    );
+    assert!(matches!(
+        s.add_enrollment("h3", &"nobody".parse().unwrap(), T0.plus(900))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Sessions.
+    let session = ConsoleSession {
+        principal: alice.clone(),
+        csrf: "csrf".into(),
+        created_at: T0,
+        last_seen: T0,
+    };
+    s.add_console_session("s1", &session).await.unwrap();
+    s.add_console_session("s2", &session).await.unwrap();
+    assert_eq!(
+        s.console_session("s1").await.unwrap(),
+        Some(session.clone())
+    );
+    s.touch_console_session("s1", T0.plus(60)).await.unwrap();
+    assert_eq!(
+        s.console_session("s1").await.unwrap().unwrap().last_seen,
+        T0.plus(60)
+    );
+    s.delete_console_session("s2").await.unwrap();
+    assert_eq!(s.console_session("s2").await.unwrap(), None);
+    // Idle since before T0 + 30: s1 (last seen at T0 + 60) stays.
+    s.sweep_console(UnixTime(0), T0.plus(30), T0).await.unwrap();
+    assert!(s.console_session("s1").await.unwrap().is_some());
+    s.sweep_console(UnixTime(0), T0.plus(61), T0).await.unwrap();
+    assert_eq!(s.console_session("s1").await.unwrap(), None);
+}

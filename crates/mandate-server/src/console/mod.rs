@@ -499,6 +499,31 @@ pub(crate) async fn start_session(
     .map_err(|_| ConsoleError::Internal)
 }
 
+/// Deletes ended sessions and expired enrollment links every few minutes
+/// (a session past its limits is refused when presented regardless).
+pub(crate) fn spawn_sweeper(state: AppState) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            every.tick().await;
+            let now = state.0.clock.now();
+            let before = |secs: u64| UnixTime(now.0.saturating_sub(secs));
+            if let Err(e) = state
+                .0
+                .store
+                .sweep_console(
+                    before(SESSION_ABSOLUTE_SECS),
+                    before(SESSION_IDLE_SECS),
+                    now,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "cannot sweep ended console sessions");
+            }
+        }
+    });
+}
+
 /// Adds the console's security headers to every response.
 async fn security_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
