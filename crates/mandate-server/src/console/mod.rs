@@ -575,3 +575,58 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .layer(axum::middleware::map_response(security_headers))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(c: &ConsoleConfig, public: &str) -> Result<(String, String), String> {
+        relying_party(c, public).map(|(id, o)| (id, o.origin().ascii_serialization()))
+    }
+
+    #[test]
+    fn a_loopback_server_is_localhost_on_its_port() {
+        let none = ConsoleConfig::default();
+        assert_eq!(
+            rp(&none, "http://127.0.0.1:7878").unwrap(),
+            ("localhost".into(), "http://localhost:7878".into())
+        );
+        assert_eq!(
+            rp(&none, "http://[::1]:7000").unwrap(),
+            ("localhost".into(), "http://localhost:7000".into())
+        );
+    }
+
+    #[test]
+    fn a_public_url_names_the_relying_party() {
+        let none = ConsoleConfig::default();
+        assert_eq!(
+            rp(&none, "https://mandate.example.com/base").unwrap(),
+            ("mandate.example.com".into(), "https://mandate.example.com".into())
+        );
+        // Only http://localhost is a secure context.
+        assert!(rp(&none, "http://mandate.example.com").is_err());
+    }
+
+    #[test]
+    fn the_configured_relying_party_wins_and_is_never_an_ip_address() {
+        let c = ConsoleConfig {
+            rp_id: Some("example.com".into()),
+            origin: Some("https://console.example.com".into()),
+        };
+        assert_eq!(
+            rp(&c, "http://127.0.0.1:7878").unwrap(),
+            ("example.com".into(), "https://console.example.com".into())
+        );
+        let ip = ConsoleConfig {
+            rp_id: None,
+            origin: Some("https://10.0.0.1".into()),
+        };
+        assert!(rp(&ip, "http://127.0.0.1:7878").unwrap_err().contains("IP address"));
+        let ip_id = ConsoleConfig {
+            rp_id: Some("10.0.0.1".into()),
+            origin: Some("https://console.example.com".into()),
+        };
+        assert!(rp(&ip_id, "http://127.0.0.1:7878").is_err());
+    }
+}
