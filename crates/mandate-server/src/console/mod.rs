@@ -602,7 +602,10 @@ mod tests {
         let none = ConsoleConfig::default();
         assert_eq!(
             rp(&none, "https://mandate.example.com/base").unwrap(),
-            ("mandate.example.com".into(), "https://mandate.example.com".into())
+            (
+                "mandate.example.com".into(),
+                "https://mandate.example.com".into()
+            )
         );
         // Only http://localhost is a secure context.
         assert!(rp(&none, "http://mandate.example.com").is_err());
@@ -622,7 +625,11 @@ mod tests {
             rp_id: None,
             origin: Some("https://10.0.0.1".into()),
         };
-        assert!(rp(&ip, "http://127.0.0.1:7878").unwrap_err().contains("IP address"));
+        assert!(
+            rp(&ip, "http://127.0.0.1:7878")
+                .unwrap_err()
+                .contains("IP address")
+        );
         let ip_id = ConsoleConfig {
             rp_id: Some("10.0.0.1".into()),
             origin: Some("https://console.example.com".into()),

@@ -370,23 +370,16 @@ pub(crate) async fn refused(
         Ok(_) => s.0.store.approval(id).await.ok().flatten(),
         Err(_) => None,
     };
-    // Unidentified attempts on requests that do not exist are not
-    // recorded (they cannot be a way to fill the log).
-    let (Some(r), Some(by)) = (&request, session) else {
-        if let Some(r) = &request {
-            if s.first_anonymous_refusal(&r.id, attempt) {
-                let mut body = crate::api::approval_subject(r);
-                if let Some(o) = body.as_object_mut() {
-                    o.insert("attempt".into(), attempt.into());
-                    o.insert("via".into(), "console".into());
-                    o.insert("code".into(), e.code().into());
-                    o.insert("detail".into(), e.to_string().into());
-                    o.insert("by".into(), serde_json::Value::Null);
-                }
-                let _ = s.audit("approval.refused", body).await;
-            }
-        }
+    // Attempts on requests that do not exist are not recorded (they
+    // cannot be a way to fill the log).
+    let Some(r) = &request else {
         return e;
+    };
+    let by = match session {
+        Some(x) => serde_json::Value::from(x.principal.name.as_str()),
+        // Unidentified: recorded once for this request and attempt.
+        None if s.first_anonymous_refusal(&r.id, attempt) => serde_json::Value::Null,
+        None => return e,
     };
     let mut body = crate::api::approval_subject(r);
     if let Some(o) = body.as_object_mut() {
@@ -394,7 +387,7 @@ pub(crate) async fn refused(
         o.insert("via".into(), "console".into());
         o.insert("code".into(), e.code().into());
         o.insert("detail".into(), e.to_string().into());
-        o.insert("by".into(), by.principal.name.as_str().into());
+        o.insert("by".into(), by);
     }
     tracing::warn!(approval = %id, attempt, code = e.code(), "console approval attempt refused");
     if let Err(p) = s.audit("approval.refused", body).await {
