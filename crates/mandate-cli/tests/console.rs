@@ -314,6 +314,9 @@ async fn pages_are_locked_down_before_sign_in() {
                 && csp.contains("frame-ancestors 'none'"),
             "{path}: {csp}"
         );
+        // Not `no-referrer`, under which a browser posts the sign-out
+        // form with `Origin: null` (refused).
+        assert_eq!(r.headers()["referrer-policy"], "same-origin", "{path}");
     }
     let page = b.get("/console/signin").await.text().await.unwrap();
     assert!(page.contains("id=\"principal\"") && page.contains("id=\"signin\""));
