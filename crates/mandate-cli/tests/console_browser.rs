@@ -275,12 +275,13 @@ fn a_person_enrolls_signs_in_and_decides_in_the_console() {
     let results: Value = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
     eprintln!(
         "console browser test: {} ms in the browser, {} ms since the test began; steps: {}; \
-         axe (all impacts): {}; cross-origin posts: {}",
+         axe (all impacts): {}; cross-origin posts: {}; bob's attempts: {}",
         browser_time.as_millis(),
         started.elapsed().as_millis(),
         results["steps"],
         results["axe"],
-        results["cross_origin"]
+        results["cross_origin"],
+        results["bob_tried"]
     );
 
     // The approval's audit record: signed by alice's passkey, and the

@@ -355,7 +355,7 @@ async function main() {
     const pending = await step('a third request arrives', async () => arrives(page, pendingWhy));
     results.pending = pending.id;
 
-    await step("bob, with his own passkey, does not see alice's requests", async () => {
+    await step("bob, with his own passkey, neither sees nor decides alice's requests", async () => {
       const bob = await person(browser, 'bob');
       await bob.page.goto(cfg.bob.enroll);
       await bob.page.click('#enroll');
@@ -370,6 +370,34 @@ async function main() {
       const text = await bob.page.locator('#approvals').innerText();
       if (text.includes('ACME')) fail(`bob's inbox shows text of alice's requests:\n${text}`);
       if (!(await bob.page.locator('#empty').isVisible())) fail("bob's inbox shows no #empty although nothing waits for him");
+      // Nor can he decide it by its URL, from his own signed-in page (his
+      // session, his CSRF token, the console's origin): the decision URLs
+      // alice's page used, aimed at her pending request.
+      const tried = await bob.page.evaluate(async ({ urls, id }) => {
+        const csrf = document.querySelector('meta[name=csrf]')?.content ?? '';
+        const out = [];
+        for (const u of urls) {
+          const r = await fetch(u, {
+            method: 'POST', credentials: 'same-origin',
+            headers: { 'content-type': 'application/json', 'x-mandate-csrf': csrf },
+            body: JSON.stringify(u.endsWith('/deny') ? { reason: 'bob was here' } : { scope: 'once' }),
+          });
+          const j = await r.json().catch(() => ({}));
+          out.push({ url: u, status: r.status, code: j.code ?? null });
+        }
+        return out;
+      }, {
+        // Deny, and ask for an approval challenge (approving needs one).
+        urls: [denyRequest.url, ...approveUrls.filter((u) => u.endsWith('/challenge'))]
+          .map((u) => u.replaceAll(denyRequest.id, pending.id).replaceAll(results.approved, pending.id)),
+        id: pending.id,
+      });
+      results.bob_tried = tried;
+      for (const t of tried) {
+        if (![403, 404].includes(t.status) || !t.code) fail(`bob, posting to ${t.url}, got ${t.status} (code ${t.code}), not 403/404 with a stable code`);
+      }
+      const st = await approvalStatus(pending.id);
+      if (st !== 'pending') fail(`after bob's attempts, alice's ${pending.id} is ${st}, not pending`);
       noCspViolations(bob);
     });
 
