@@ -32,11 +32,19 @@ fn examples() -> std::path::PathBuf {
 }
 
 fn server() -> (TestServer, tempfile::TempDir) {
+    server_with("")
+}
+
+/// A server with the example refund policy, and `extra` configuration.
+fn server_with(extra: &str) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     for f in ["actions.cedarschema", "refunds-escalate.cedar"] {
         std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
     }
-    let config = format!("policies_dir = {:?}\n", dir.path().display().to_string());
+    let config = format!(
+        "policies_dir = {:?}\n{extra}",
+        dir.path().display().to_string()
+    );
     (TestServer::start(bin(), Some(&config)), dir)
 }
 
@@ -393,6 +401,18 @@ async fn pages_are_locked_down_before_sign_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passkey_approves_exactly_the_request_it_signed() {
     let (server, _dir) = server();
+    approvals_signed_by_passkeys(&server).await;
+}
+
+/// The same on PostgreSQL: passkeys, links and sessions in its tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_approves_exactly_the_request_it_signed_on_postgres() {
+    let schema = mandate_testkit::postgres::Schema::new("console");
+    let (server, _dir) = server_with(&format!("database_url = {:?}\n", schema.url()));
+    approvals_signed_by_passkeys(&server).await;
+}
+
+async fn approvals_signed_by_passkeys(server: &TestServer) {
     let s = server
         .scenario(MissionPlan {
             goal: "Reconcile November invoices".into(),

@@ -485,12 +485,12 @@ pub(crate) async fn start_session(
             },
         )
         .await?;
-    let _ = s
-        .audit(
-            "console.signed_in",
-            serde_json::json!({ "principal": principal.name.as_str() }),
-        )
-        .await;
+    // Recorded before the cookie is handed out: no record, no session.
+    s.audit(
+        "console.signed_in",
+        serde_json::json!({ "principal": principal.name.as_str() }),
+    )
+    .await?;
     let secure = if c.secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{}={id}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={SESSION_ABSOLUTE_SECS}{secure}",
