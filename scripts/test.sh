@@ -6,7 +6,9 @@
 # under the cargo target dir, with what the Python SDK's checks need (pytest,
 # pytest-asyncio, httpx, rfc8785, mypy, ruff); the official MCP TypeScript
 # SDK, jose and server-everything from npm, exactly as crates/mandate-cli/tests/mcp/ts-client
-# locks them, under the same dir), then runs every test of the workspace.
+# locks them, under the same dir; playwright-core and @axe-core/playwright,
+# as crates/mandate-cli/tests/console locks them, under the same dir, and
+# Debian's chromium for them to drive), then runs every test of the workspace.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +36,25 @@ if ! cmp -s "$ts_lock/package-lock.json" "$ts_dir/package-lock.json" \
   (cd "$ts_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 export MANDATE_TEST_TS_CLIENT_DIR="$ts_dir"
+# The console's browser test: Debian's Chromium (never `playwright install`),
+# driven by playwright-core.
+if [ ! -x "${MANDATE_TEST_CHROMIUM:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "error: the console's browser test needs Debian's package \`chromium\` (/usr/bin/chromium):" >&2
+    echo "       apt-get install chromium (as root), or set MANDATE_TEST_CHROMIUM to a Chromium" >&2
+    exit 1
+  fi
+fi
+console_lock=crates/mandate-cli/tests/console
+console_dir="${MANDATE_TEST_CONSOLE_DIR:-$CARGO_TARGET_DIR/console-browser}"
+if ! cmp -s "$console_lock/package-lock.json" "$console_dir/package-lock.json" \
+  || [ ! -d "$console_dir/node_modules/playwright-core" ]; then
+  command -v npm >/dev/null || { echo "error: npm is needed for the console's browser test" >&2; exit 1; }
+  rm -rf "$console_dir/node_modules" && mkdir -p "$console_dir"
+  cp "$console_lock/package.json" "$console_lock/package-lock.json" "$console_dir/"
+  (cd "$console_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+export MANDATE_TEST_CONSOLE_DIR="$console_dir"
 exec cargo test --workspace --locked "$@"
