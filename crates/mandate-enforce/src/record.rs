@@ -1423,11 +1423,14 @@ mod tests {
         }
         all.sort_unstable();
         assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        // The observer is told after a group's events are answered, while
+        // the writer is still held; shutdown takes the writer, so by then
+        // every group was reported.
+        writer.shutdown().await;
         // Every event was in a group the observer was told of.
         let (groups, events) = *seen.0.lock().unwrap();
         assert_eq!(events, 800);
         assert!((1..=800).contains(&groups), "{groups} groups");
-        writer.shutdown().await;
         // After shutdown, events are refused rather than left waiting.
         assert!(
             log.record("test.event", 1, serde_json::json!({}))
