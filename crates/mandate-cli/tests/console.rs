@@ -742,7 +742,7 @@ async fn page(b: &Browser, path: &str) -> (StatusCode, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_principal_sees_and_revokes_her_missions_only() {
+async fn a_principal_sees_ends_and_revokes_her_missions_only() {
     let (server, _dir) = server();
     let scope = format!(
         "// <script>alert(1)</script> & refunds\n{}",
@@ -916,4 +916,58 @@ async fn a_principal_sees_and_revokes_her_missions_only() {
     // Bob's mission is untouched.
     let (_, list) = page(&bob, "/console/missions").await;
     assert!(!list.contains("data-state=\"ended\""), "{list}");
+
+    // Ending another of her missions (completed), as `mandate mission end`.
+    let second = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice)
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "December invoices".into(),
+            scope: String::new(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: None,
+            out_of_scope: None,
+        })
+        .await
+        .unwrap()
+        .mission
+        .id;
+    let end = format!("/console/missions/{second}/end");
+    let (status, confirm) = page(&alice, &end).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains(&format!("action=\"{end}\"")), "{confirm}");
+    let (status, _) = page(&bob, &end).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = post_form(&bob, &end, &[("csrf", &bob_csrf)], Some(&bob.origin)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "bob cannot end it");
+    let (status, _, body) = post_form(&alice, &end, &[], Some(&alice.origin)).await;
+    assert!(
+        status == StatusCode::FORBIDDEN && body.contains("console_csrf_refused"),
+        "{body}"
+    );
+    let (status, location, body) = post_form(
+        &alice,
+        &end,
+        &[("csrf", &csrf), ("reason", "all paid")],
+        Some(&alice.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (_, detail) = page(&alice, &location).await;
+    assert!(detail.contains("ended (completed)"), "{detail}");
+    let ended = audit(&server, &admin, "mission.ended").await;
+    assert!(
+        ended.iter().any(|r| r["body"]["mission"] == second.as_str()
+            && r["body"]["by"] == "principal:alice (all paid)"),
+        "{ended:#?}"
+    );
+    // Twice: refused as the API refuses it.
+    let (status, _, body) = post_form(&alice, &end, &[("csrf", &csrf)], Some(&alice.origin)).await;
+    assert!(
+        status == StatusCode::CONFLICT && body.contains("data-code=\"mission_ended\""),
+        "{status} {body}"
+    );
 }

@@ -493,7 +493,7 @@ async function main() {
       const before = await cli(cfg.alice.token, ['--json', 'mission', 'show', missionId]);
       if (before.code !== 0 || JSON.parse(before.out).state !== 'active') fail(`after opening the confirmation the mission is not active: ${before.out}${before.err}`);
       await page.fill('#reason', 'the refunds are done');
-      await page.locator('#revoke-form button[type=submit]').click();
+      await page.locator('#confirm-form button[type=submit]').click();
       await page.waitForURL((u) => u.pathname === `/console/missions/${missionId}`);
       const state = page.locator('.mission[data-mission-id] .state');
       const text = await state.innerText();

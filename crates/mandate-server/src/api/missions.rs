@@ -555,6 +555,19 @@ pub(super) async fn end(
         }
         (mission, format!("principal:{}", caller.principal.name))
     };
+    end_by(&s, &mission, by, reason).await.map(Json)
+}
+
+/// Ends `mission` (`completed`) for `by` (`principal:NAME` or
+/// `agent:NAME`), whoever asks (the API, the console), once the caller's
+/// right to has been checked: the same store change and audit record.
+pub(crate) async fn end_by(
+    s: &AppState,
+    mission: &Mission,
+    by: String,
+    reason: Option<String>,
+) -> Result<MissionView, Problem> {
+    let id = mission.body.id.as_str();
     let now = s.0.clock.now();
     if mission.state_at(now).0 == MissionState::Ended {
         return Err(Problem::new(
@@ -579,8 +592,8 @@ pub(super) async fn end(
         serde_json::json!({ "mission": ended.body.id.as_str(), "mission_s256": &ended.s256, "by": &by, "reason": "completed" }),
     )
     .await?;
-    super::memory::record_deleted(&s, &forgotten, "mission ended").await?;
-    Ok(Json(mission_view(&ended, now)))
+    super::memory::record_deleted(s, &forgotten, "mission ended").await?;
+    Ok(mission_view(&ended, now))
 }
 
 /// The calling agent's own mission.

@@ -1,6 +1,6 @@
 //! The console's missions: the list, one mission's page, and revoking it
-//! (after a confirmation page) through the same code as
-//! `POST /v1/revocations`.
+//! or ending it (each after a confirmation page) through the same code as
+//! `POST /v1/revocations` and `POST /v1/missions/{id}/end`.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -109,11 +109,13 @@ struct MissionPage<'a> {
 }
 
 #[derive(Template)]
-#[template(path = "console/revoke.html")]
-struct RevokePage<'a> {
+#[template(path = "console/confirm.html")]
+struct ConfirmPage<'a> {
     me: &'a str,
     csrf: &'a str,
     m: Row,
+    /// `end` or `revoke`.
+    how: &'static str,
 }
 
 /// `GET /console/missions`: the missions `GET /v1/missions` lists for the
@@ -176,21 +178,73 @@ pub(crate) async fn show(
 }
 
 /// `GET /console/missions/{id}/revoke`: the confirmation page.
-pub(crate) async fn confirm(
+pub(crate) async fn confirm_revoke(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let session = session(&s, &headers)
+    confirm(&s, &headers, &id, "revoke").await
+}
+
+/// `GET /console/missions/{id}/end`: the confirmation page.
+pub(crate) async fn confirm_end(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    confirm(&s, &headers, &id, "end").await
+}
+
+async fn confirm(
+    s: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    how: &'static str,
+) -> Result<Response, ConsoleError> {
+    let session = session(s, headers)
         .await?
         .ok_or(ConsoleError::SignInRequired)?;
-    let m = crate::api::mission_for(&s, &session.principal, &id).await?;
-    let page = RevokePage {
+    let m = crate::api::mission_for(s, &session.principal, id).await?;
+    let page = ConfirmPage {
         me: session.principal.name.as_str(),
         csrf: &session.csrf,
-        m: row(&s, &m).await?,
+        m: row(s, &m).await?,
+        how,
     };
     Ok(html(StatusCode::OK, &page))
+}
+
+/// The `csrf` and `reason` fields of a confirmation form.
+fn form(body: &[u8]) -> (Option<String>, Option<String>) {
+    let mut token = None;
+    let mut reason = None;
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "csrf" => token = Some(v.into_owned()),
+            "reason" if !v.trim().is_empty() => reason = Some(v.trim().to_owned()),
+            _ => {}
+        }
+    }
+    (token, reason)
+}
+
+/// `POST /console/missions/{id}/end` (a form: `csrf`, `reason`): ends the
+/// mission (`completed`) as `POST /v1/missions/{id}/end` does for a
+/// principal who may manage it; then back to the mission's page.
+pub(crate) async fn end(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ConsoleError> {
+    let (token, reason) = form(&body);
+    let session = signed_in_post(&s, &headers, token.as_deref())
+        .await
+        .map_err(|(_, e)| e)?;
+    let m = crate::api::mission_for(&s, &session.principal, &id).await?;
+    let by = format!("principal:{}", session.principal.name);
+    let done = crate::api::end_mission_by(&s, &m, by, reason).await?;
+    Ok(Redirect::to(&format!("/console/missions/{}", done.id)).into_response())
 }
 
 /// `POST /console/missions/{id}/revoke` (a form: `csrf`, `reason`): the
@@ -202,15 +256,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let mut token = None;
-    let mut reason = None;
-    for (k, v) in form_urlencoded::parse(&body) {
-        match &*k {
-            "csrf" => token = Some(v.into_owned()),
-            "reason" if !v.trim().is_empty() => reason = Some(v.trim().to_owned()),
-            _ => {}
-        }
-    }
+    let (token, reason) = form(&body);
     let session = signed_in_post(&s, &headers, token.as_deref())
         .await
         .map_err(|(_, e)| e)?;

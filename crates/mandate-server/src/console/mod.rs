@@ -573,7 +573,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/console/missions/{id}", get(missions::show))
         .route(
             "/console/missions/{id}/revoke",
-            get(missions::confirm).post(missions::revoke),
+            get(missions::confirm_revoke).post(missions::revoke),
+        )
+        .route(
+            "/console/missions/{id}/end",
+            get(missions::confirm_end).post(missions::end),
         )
         .route("/console/signout", post(pages::signout))
         .route("/console/static/console.js", get(pages::script))
