@@ -303,7 +303,7 @@ async fn pages_are_locked_down_before_sign_in() {
     let admin = server.init_admin();
     let b = Browser::new(&server);
 
-    for path in ["/console", "/console/inbox"] {
+    for path in ["/console", "/console/inbox", "/console/missions"] {
         let r = b.get(path).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(r.headers()["location"], "/console/signin", "{path}");
@@ -686,5 +686,288 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
     assert_eq!(
         alice.get("/console/inbox").await.status(),
         StatusCode::SEE_OTHER
+    );
+}
+
+/// A form POST as a page's form makes it: `origin`, the fields, the
+/// session cookie. Its status, `Location` and body.
+async fn post_form(
+    b: &Browser,
+    path: &str,
+    fields: &[(&str, &str)],
+    origin: Option<&str>,
+) -> (StatusCode, String, String) {
+    // application/x-www-form-urlencoded, every byte but [A-Za-z0-9]
+    // percent-encoded.
+    let enc = |v: &str| -> String {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut r = b
+        .http
+        .post(format!("{}{path}", b.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    if let Some(c) = &b.cookie {
+        r = r.header("cookie", c);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, location, resp.text().await.unwrap())
+}
+
+async fn page(b: &Browser, path: &str) -> (StatusCode, String) {
+    let r = b.get(path).await;
+    (r.status(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_sees_ends_and_revokes_her_missions_only() {
+    let (server, _dir) = server();
+    let scope = format!(
+        "// <script>alert(1)</script> & refunds\n{}",
+        std::fs::read_to_string(examples().join("missions/billing-scope.cedar")).unwrap()
+    );
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope,
+            boundaries: String::new(),
+            budget: 1_000,
+        })
+        .await;
+    let admin = s.admin.clone();
+    let mine = s.agent.mission_id().to_string();
+    // bob, with an agent and a mission of his own.
+    let bob_token = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&admin)
+        .create_principal("bob", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let bob_c = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&bob_token);
+    bob_c
+        .register_agent(&mandate_core::wire::RegisterAgentRequest {
+            name: "bob-bot".into(),
+            owner: None,
+            description: None,
+            attestation: None,
+        })
+        .await
+        .unwrap();
+    let bobs = bob_c
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "bob-bot".into(),
+            goal: "Bob's own errand".into(),
+            scope: String::new(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: None,
+            out_of_scope: None,
+        })
+        .await
+        .unwrap()
+        .mission
+        .id;
+
+    let mut alice = Browser::new(&server);
+    alice
+        .enroll(&link(&server, &admin, "alice"), &mut SoftKey::new(7))
+        .await;
+    let mut bob = Browser::new(&server);
+    bob.enroll(&link(&server, &admin, "bob"), &mut SoftKey::new(9))
+        .await;
+
+    // The list: hers, not bob's; and the other way round.
+    let (status, list) = page(&alice, "/console/missions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        list.contains(&format!("data-mission-id=\"{mine}\""))
+            && list.contains("Reconcile November invoices")
+            && list.contains("billing-bot")
+            && list.contains("data-state=\"active\"")
+            && !list.contains(&bobs)
+            && !list.contains("own errand"),
+        "{list}"
+    );
+    let (_, list) = page(&bob, "/console/missions").await;
+    assert!(list.contains(&bobs) && !list.contains(&mine), "{list}");
+    assert!(
+        alice.inbox().await.contains("href=\"/console/missions\""),
+        "the inbox links to the missions"
+    );
+
+    // Her mission's page, its policies escaped.
+    let (status, detail) = page(&alice, &format!("/console/missions/{mine}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        detail.contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; refunds")
+            && !detail.contains("<script>alert")
+            && detail.contains("Action::")
+            && detail.contains(&format!("href=\"/console/missions/{mine}/revoke\"")),
+        "{detail}"
+    );
+
+    // Bob: 404 on alice's mission, its confirmation and its revocation.
+    let revoke = format!("/console/missions/{mine}/revoke");
+    for path in [format!("/console/missions/{mine}"), revoke.clone()] {
+        let (status, body) = page(&bob, &path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(!body.contains("Reconcile"), "{body}");
+    }
+    let bob_csrf = bob.csrf.clone().unwrap();
+    let (status, _, body) = post_form(
+        &bob,
+        &revoke,
+        &[("csrf", &bob_csrf), ("reason", "bob was here")],
+        Some(&bob.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    s.agent.mission().await.expect("bob revoked nothing");
+
+    // Alice: without the CSRF token, or from another origin, refused.
+    let csrf = alice.csrf.clone().unwrap();
+    let (status, _, body) = post_form(&alice, &revoke, &[], Some(&alice.origin)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body.contains("data-code=\"console_csrf_refused\""),
+        "{body}"
+    );
+    let (status, _, body) = post_form(
+        &alice,
+        &revoke,
+        &[("csrf", &csrf)],
+        Some("http://evil.example"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body.contains("data-code=\"console_origin_refused\""),
+        "{body}"
+    );
+    let (status, _, _) = post_form(&alice, &revoke, &[("csrf", &csrf)], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no Origin at all");
+    s.agent.mission().await.expect("nothing revoked yet");
+
+    // The confirmation page, then the revocation.
+    let (status, confirm) = page(&alice, &revoke).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        confirm.contains(&format!("action=\"{revoke}\""))
+            && confirm.contains(&format!("name=\"csrf\" value=\"{csrf}\"")),
+        "{confirm}"
+    );
+    let (status, location, body) = post_form(
+        &alice,
+        &revoke,
+        &[("csrf", &csrf), ("reason", "done with it")],
+        Some(&alice.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(location, format!("/console/missions/{mine}"));
+
+    // The agent's next signed request is refused: revoked.
+    let err = s.agent.mission().await.unwrap_err();
+    assert_eq!(err.code(), Some("revoked"), "{err}");
+    let (_, detail) = page(&alice, &location).await;
+    assert!(
+        detail.contains("data-state=\"ended\"")
+            && detail.contains("(revoked)")
+            && !detail.contains("/revoke\""),
+        "{detail}"
+    );
+
+    // Recorded as the API records a revocation, by alice.
+    let records = audit(&server, &admin, "revocation").await;
+    assert!(
+        records.iter().any(|r| r["body"]["kind"] == "mission"
+            && r["body"]["target"] == mine.as_str()
+            && r["body"]["by"] == "alice"
+            && r["body"]["reason"] == "done with it"),
+        "{records:#?}"
+    );
+    // Bob's mission is untouched.
+    let (_, list) = page(&bob, "/console/missions").await;
+    assert!(!list.contains("data-state=\"ended\""), "{list}");
+
+    // Ending another of her missions (completed), as `mandate mission end`.
+    let second = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice)
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "billing-bot".into(),
+            goal: "December invoices".into(),
+            scope: String::new(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: None,
+            out_of_scope: None,
+        })
+        .await
+        .unwrap()
+        .mission
+        .id;
+    let end = format!("/console/missions/{second}/end");
+    let (status, confirm) = page(&alice, &end).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains(&format!("action=\"{end}\"")), "{confirm}");
+    let (status, _) = page(&bob, &end).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = post_form(&bob, &end, &[("csrf", &bob_csrf)], Some(&bob.origin)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "bob cannot end it");
+    let (status, _, body) = post_form(&alice, &end, &[], Some(&alice.origin)).await;
+    assert!(
+        status == StatusCode::FORBIDDEN && body.contains("console_csrf_refused"),
+        "{body}"
+    );
+    let (status, location, body) = post_form(
+        &alice,
+        &end,
+        &[("csrf", &csrf), ("reason", "all paid")],
+        Some(&alice.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (_, detail) = page(&alice, &location).await;
+    assert!(detail.contains("ended (completed)"), "{detail}");
+    let ended = audit(&server, &admin, "mission.ended").await;
+    assert!(
+        ended.iter().any(|r| r["body"]["mission"] == second.as_str()
+            && r["body"]["by"] == "principal:alice (all paid)"),
+        "{ended:#?}"
+    );
+    // Twice: refused as the API refuses it.
+    let (status, _, body) = post_form(&alice, &end, &[("csrf", &csrf)], Some(&alice.origin)).await;
+    assert!(
+        status == StatusCode::CONFLICT && body.contains("data-code=\"mission_ended\""),
+        "{status} {body}"
     );
 }

@@ -9,8 +9,9 @@
 //! its running mission. In the browser (see flow.mjs for each step): enroll,
 //! sign out, sign in with the passkey, a live inbox, approve with the passkey
 //! (the agent's `mission call --wait` completes), deny with a reason, bob
-//! sees nothing of alice's, a cross-origin form post is refused, axe-core
-//! finds no serious violation. Back here: `mandate audit explain` of the
+//! sees nothing of alice's, a cross-origin form post is refused, alice
+//! revokes her mission from its page (after a confirmation) and the
+//! agent's next call is refused, axe-core finds no serious violation. Back here: `mandate audit explain` of the
 //! approval says alice's passkey signed it and that the signature verifies,
 //! and the audit chain is intact.
 //!
@@ -20,7 +21,7 @@
 //! them it fails, saying so: it is not skipped.
 //!
 //! With `MANDATE_UPDATE_SCREENSHOTS=1` the screenshots of the enroll,
-//! sign-in and inbox pages are written to `docs/console/` (else to a
+//! sign-in, inbox and missions pages are written to `docs/console/` (else to a
 //! scratch directory, so that a test run leaves the work tree alone).
 
 #![allow(

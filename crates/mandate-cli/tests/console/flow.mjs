@@ -11,7 +11,11 @@
 //   a denial with a reason reaches the agent as `approval_denied` + reason;
 //   bob (his own passkey) does not see alice's request;
 //   a form posted to the console from another origin is refused;
-//   the sign-in and inbox pages have no serious or critical axe violations;
+//   alice's missions page lists her mission; she opens it and revokes it
+//   after a confirmation page; it shows revoked, and the agent's next
+//   call is refused (revoked);
+//   the sign-in, inbox and missions pages have no serious or critical axe
+//   violations;
 //   no console page trips its own Content-Security-Policy.
 //
 // Usage: node flow.mjs CONFIG.json — written by the Rust test; see there.
@@ -456,6 +460,52 @@ async function main() {
       // The decision reaches alice's open inbox too.
       const item = page.locator(`[data-approval-id="${pending.id}"]`);
       if (await item.count()) await decided(item, 'denied');
+    });
+
+    let missionId;
+    await step('the missions page lists her mission: screenshot and accessibility', async () => {
+      await page.goto(`${cfg.origin}/console/inbox`);
+      await onInbox(page);
+      await page.locator('nav a[href="/console/missions"]').click();
+      await page.waitForURL((u) => u.pathname === '/console/missions');
+      const row = page.locator('tr[data-mission-id]', { hasText: cfg.goal });
+      if ((await row.count()) !== 1) fail(`the missions page does not list alice's mission "${cfg.goal}" once:\n${await page.locator('main').innerText()}`);
+      missionId = await row.getAttribute('data-mission-id');
+      if ((await row.getAttribute('data-state')) !== 'active') fail(`her mission is ${await row.getAttribute('data-state')}, not active`);
+      for (const want of ['billing-bot', '/ ']) {
+        if (!(await row.innerText()).includes(want)) fail(`the mission's row lacks "${want}": ${await row.innerText()}`);
+      }
+      results.mission = missionId;
+      await shot(page, 'missions');
+      await accessible(page, 'missions');
+    });
+
+    await step('alice opens her mission and revokes it after confirming', async () => {
+      await page.locator(`tr[data-mission-id="${missionId}"] a`).first().click();
+      await page.waitForURL((u) => u.pathname === `/console/missions/${missionId}`);
+      const scope = await page.locator('#scope').innerText();
+      if (!scope.includes('permit(')) fail(`the mission's page does not show its scope policy:\n${scope}`);
+      await accessible(page, 'mission');
+      await page.click('#revoke');
+      await page.waitForURL((u) => u.pathname === `/console/missions/${missionId}/revoke`);
+      await accessible(page, 'revoke confirmation');
+      // Not revoked by opening the confirmation.
+      const before = await cli(cfg.alice.token, ['--json', 'mission', 'show', missionId]);
+      if (before.code !== 0 || JSON.parse(before.out).state !== 'active') fail(`after opening the confirmation the mission is not active: ${before.out}${before.err}`);
+      await page.fill('#reason', 'the refunds are done');
+      await page.locator('#confirm-form button[type=submit]').click();
+      await page.waitForURL((u) => u.pathname === `/console/missions/${missionId}`);
+      const state = page.locator('.mission[data-mission-id] .state');
+      const text = await state.innerText();
+      if ((await state.getAttribute('data-state')) !== 'ended' || !text.includes('revoked')) fail(`after revoking, the page shows "${text}", not ended (revoked)`);
+      if (await page.locator('#revoke').count()) fail('a revoked mission still offers to revoke it');
+    });
+
+    await step("the agent's next call is refused: revoked", async () => {
+      const c = await finished(agentCall('revoked', '45', 10, 'a small refund after the revocation'), 30_000);
+      if (c.code === 0) fail(`the agent's call after the revocation succeeded:\n${c.out}`);
+      if (!/revoked/i.test(c.out)) fail(`the agent's refused call does not say revoked:\n${c.out}`);
+      results.revoked_call = c.out.trim().split('\n').slice(-1)[0];
     });
 
     noCspViolations(alice);

@@ -11,7 +11,7 @@ use mandate_core::{
     MissionSpec, MissionState, OutOfScope, ProofError, Role, SecretToken, TokenKind,
     issue_chained_credential, mission_s256,
 };
-use mandate_store::NewMission;
+use mandate_store::{NewMission, Principal};
 use serde::Deserialize;
 
 use super::extract::{
@@ -32,11 +32,45 @@ pub(super) async fn may_manage(
     caller: &Caller,
     mission: &Mission,
 ) -> Result<bool, Problem> {
-    if caller.principal.role == Role::Admin || caller.principal.name == mission.body.principal {
+    may_manage_by(s, &caller.principal, mission).await
+}
+
+/// Whether `principal` may see and end `mission` (as [`may_manage`]).
+pub(crate) async fn may_manage_by(
+    s: &AppState,
+    principal: &Principal,
+    mission: &Mission,
+) -> Result<bool, Problem> {
+    if principal.role == Role::Admin || principal.name == mission.body.principal {
         return Ok(true);
     }
     let agent = s.0.store.agent(&mission.body.agent).await?;
-    Ok(agent.is_some_and(|a| a.owner == caller.principal.name))
+    Ok(agent.is_some_and(|a| a.owner == principal.name))
+}
+
+/// The mission `id` if `principal` may see it, else `not_found` (as
+/// `GET /v1/missions/{id}`).
+pub(crate) async fn mission_for(
+    s: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Mission, Problem> {
+    let mission = load(s, id).await?;
+    if !may_manage_by(s, principal, &mission).await? {
+        return Err(Problem::not_found("no such mission"));
+    }
+    Ok(mission)
+}
+
+/// The missions `principal` delegated (admins: all), newest first: what
+/// `GET /v1/missions` lists.
+pub(crate) async fn missions_for(
+    s: &AppState,
+    principal: &Principal,
+    limit: u32,
+) -> Result<Vec<Mission>, Problem> {
+    let only = (principal.role != Role::Admin).then_some(&principal.name);
+    Ok(s.0.store.missions(only, limit).await?)
 }
 
 async fn load(s: &AppState, id: &str) -> Result<Mission, Problem> {
@@ -225,11 +259,9 @@ pub(super) async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<MissionView>>, Problem> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
-    let only = (caller.principal.role != Role::Admin).then_some(&caller.principal.name);
     let now = s.0.clock.now();
     Ok(Json(
-        s.0.store
-            .missions(only, limit)
+        missions_for(&s, &caller.principal, limit)
             .await?
             .iter()
             .map(|m| mission_view(m, now))
@@ -257,10 +289,7 @@ pub(super) async fn show(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MissionView>, Problem> {
-    let mission = load(&s, &id).await?;
-    if !may_manage(&s, &caller, &mission).await? {
-        return Err(Problem::not_found("no such mission"));
-    }
+    let mission = mission_for(&s, &caller.principal, &id).await?;
     Ok(Json(mission_view(&mission, s.0.clock.now())))
 }
 
@@ -526,6 +555,19 @@ pub(super) async fn end(
         }
         (mission, format!("principal:{}", caller.principal.name))
     };
+    end_by(&s, &mission, by, reason).await.map(Json)
+}
+
+/// Ends `mission` (`completed`) for `by` (`principal:NAME` or
+/// `agent:NAME`), whoever asks (the API, the console), once the caller's
+/// right to has been checked: the same store change and audit record.
+pub(crate) async fn end_by(
+    s: &AppState,
+    mission: &Mission,
+    by: String,
+    reason: Option<String>,
+) -> Result<MissionView, Problem> {
+    let id = mission.body.id.as_str();
     let now = s.0.clock.now();
     if mission.state_at(now).0 == MissionState::Ended {
         return Err(Problem::new(
@@ -550,8 +592,8 @@ pub(super) async fn end(
         serde_json::json!({ "mission": ended.body.id.as_str(), "mission_s256": &ended.s256, "by": &by, "reason": "completed" }),
     )
     .await?;
-    super::memory::record_deleted(&s, &forgotten, "mission ended").await?;
-    Ok(Json(mission_view(&ended, now)))
+    super::memory::record_deleted(s, &forgotten, "mission ended").await?;
+    Ok(mission_view(&ended, now))
 }
 
 /// The calling agent's own mission.

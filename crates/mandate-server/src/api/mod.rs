@@ -41,6 +41,8 @@ pub(crate) use approvals::{
     approvals_for, approve_by, decidable as decidable_by, deny_by, grant_for as check_grant,
     may_see,
 };
+pub(crate) use missions::{end_by as end_mission_by, mission_for, missions_for};
+pub(crate) use revocations::revoke_by;
 
 /// Largest request body the API accepts.
 const MAX_BODY_BYTES: usize = 256 * 1024;

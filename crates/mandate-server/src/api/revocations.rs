@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use mandate_core::wire::{RevocationRequest, RevocationResponse};
 use mandate_core::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
-use mandate_store::{Revocation, RevocationKind, RevocationSummary};
+use mandate_store::{Principal, Revocation, RevocationKind, RevocationSummary};
 
 use super::extract::{ApiJson, Caller};
 use super::free_text;
@@ -33,6 +33,16 @@ pub(super) async fn revoke(
     caller: Caller,
     ApiJson(req): ApiJson<RevocationRequest>,
 ) -> Result<Json<RevocationResponse>, Problem> {
+    revoke_by(&s, &caller.principal, req).await.map(Json)
+}
+
+/// A revocation by `principal`, whoever asks for it (the API, the
+/// console): the same checks, the same store change and audit record.
+pub(crate) async fn revoke_by(
+    s: &AppState,
+    principal: &Principal,
+    req: RevocationRequest,
+) -> Result<RevocationResponse, Problem> {
     let RevocationRequest { kind, id, reason } = req;
     let kind = RevocationKind::parse(&kind).ok_or_else(|| {
         Problem::bad_request(
@@ -41,8 +51,8 @@ pub(super) async fn revoke(
         )
     })?;
     let reason = free_text("reason", reason, 500)?;
-    let me = &caller.principal.name;
-    let admin = caller.principal.role == Role::Admin;
+    let me = &principal.name;
+    let admin = principal.role == Role::Admin;
     let not_found = || Problem::not_found(format!("no such {}", kind.as_str()));
     // Normalize the target and check the caller may revoke it. Members get
     // `not_found` for what is not theirs, as for reads.
@@ -50,7 +60,7 @@ pub(super) async fn revoke(
         RevocationKind::Mission => {
             let mid: MissionId = id.parse()?;
             let m = s.0.store.mission(&mid).await?.ok_or_else(not_found)?;
-            if !super::missions::may_manage(&s, &caller, &m).await? {
+            if !super::missions::may_manage_by(s, principal, &m).await? {
                 return Err(not_found());
             }
             mid.to_string()
@@ -113,13 +123,13 @@ pub(super) async fn revoke(
         }),
     )
     .await?;
-    super::memory::record_deleted(&s, &summary.memory, "revoked").await?;
-    Ok(Json(RevocationResponse {
+    super::memory::record_deleted(s, &summary.memory, "revoked").await?;
+    Ok(RevocationResponse {
         kind: kind.as_str().to_owned(),
         id: target,
         missions: summary.missions.iter().map(ToString::to_string).collect(),
         agents: summary.agents.iter().map(ToString::to_string).collect(),
         principals: summary.principals.iter().map(ToString::to_string).collect(),
         tokens: summary.tokens,
-    }))
+    })
 }

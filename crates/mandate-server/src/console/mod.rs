@@ -18,6 +18,7 @@
 //! - API tokens are never accepted here, and sessions never on `/v1`.
 
 pub(crate) mod commitment;
+mod missions;
 mod pages;
 mod passkeys;
 
@@ -568,6 +569,16 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/console/approvals/{id}/approve", post(passkeys::approve))
         .route("/console/approvals/{id}/deny", post(pages::deny))
+        .route("/console/missions", get(missions::list))
+        .route("/console/missions/{id}", get(missions::show))
+        .route(
+            "/console/missions/{id}/revoke",
+            get(missions::confirm_revoke).post(missions::revoke),
+        )
+        .route(
+            "/console/missions/{id}/end",
+            get(missions::confirm_end).post(missions::end),
+        )
         .route("/console/signout", post(pages::signout))
         .route("/console/static/console.js", get(pages::script))
         .route("/console/static/console.css", get(pages::stylesheet))

@@ -37,7 +37,7 @@ pub(crate) struct Item {
     pub step_up: bool,
 }
 
-fn when(secs: u64) -> String {
+pub(crate) fn when(secs: u64) -> String {
     i64::try_from(secs)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
@@ -112,7 +112,7 @@ struct ErrorPage<'a> {
     detail: String,
 }
 
-fn html(status: StatusCode, t: &impl Template) -> Response {
+pub(crate) fn html(status: StatusCode, t: &impl Template) -> Response {
     match t.render() {
         Ok(body) => (
             status,
