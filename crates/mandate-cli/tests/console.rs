@@ -303,7 +303,12 @@ async fn pages_are_locked_down_before_sign_in() {
     let admin = server.init_admin();
     let b = Browser::new(&server);
 
-    for path in ["/console", "/console/inbox", "/console/missions"] {
+    for path in [
+        "/console",
+        "/console/inbox",
+        "/console/missions",
+        "/console/audit",
+    ] {
         let r = b.get(path).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(r.headers()["location"], "/console/signin", "{path}");
@@ -970,4 +975,147 @@ async fn a_principal_sees_ends_and_revokes_her_missions_only() {
         status == StatusCode::CONFLICT && body.contains("data-code=\"mission_ended\""),
         "{status} {body}"
     );
+}
+
+/// The audit explorer shows admins what `GET /v1/audit` and `explain` do,
+/// and nobody else anything (as the API, which is for admins only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_explorer_is_the_apis_audit_log_for_admins() {
+    let (server, _dir) = server();
+    let s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
+                .unwrap(),
+            boundaries: String::new(),
+            budget: 1_000,
+        })
+        .await;
+    let admin = s.admin.clone();
+    let mine = s.agent.mission_id().to_string();
+    let bob_token = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&admin)
+        .create_principal("bob", None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let bob_c = mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&bob_token);
+    bob_c
+        .register_agent(&mandate_core::wire::RegisterAgentRequest {
+            name: "bob-bot".into(),
+            owner: None,
+            description: None,
+            attestation: None,
+        })
+        .await
+        .unwrap();
+    let bobs = bob_c
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: "bob-bot".into(),
+            goal: "Bob's own errand".into(),
+            scope: String::new(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: None,
+            out_of_scope: None,
+        })
+        .await
+        .unwrap()
+        .mission
+        .id;
+
+    let mut alice_key = SoftKey::new(7);
+    let mut alice = Browser::new(&server);
+    alice
+        .enroll(&link(&server, &admin, "alice"), &mut alice_key)
+        .await;
+    let mut bob = Browser::new(&server);
+    bob.enroll(&link(&server, &admin, "bob"), &mut SoftKey::new(9))
+        .await;
+    let mut root = Browser::new(&server);
+    root.enroll(&link(&server, &admin, "admin"), &mut SoftKey::new(11))
+        .await;
+
+    // An escalation, approved with alice's passkey.
+    let first = escalate(&s, "inv-42").await;
+    let (status, ch) = alice
+        .post(
+            &format!("/console/approvals/{first}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ch}");
+    let assertion = alice_key.get(&ch["options"], &alice.origin);
+    let (status, r) = alice
+        .post(
+            &format!("/console/approvals/{first}/approve"),
+            &json!({ "ceremony": ch["ceremony"], "credential": assertion }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let approved = audit(&server, &admin, "approval.approved").await;
+    let seq = approved
+        .iter()
+        .find(|r| r["body"]["approval"] == first.as_str())
+        .unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+
+    // Filtered by alice's mission: her records, not bob's.
+    let (status, list) = page(&root, &format!("/console/audit?mission={mine}")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert!(
+        list.contains("href=\"/console/audit\">Audit</a>") && list.contains("id=\"chain\""),
+        "{list}"
+    );
+    assert!(list.contains("The chain verifies"), "{list}");
+    assert!(
+        list.contains(&format!("data-seq=\"{seq}\"")),
+        "the approval is listed: {list}"
+    );
+    assert!(list.contains(&format!("data-mission=\"{mine}\"")));
+    assert!(!list.contains(&bobs), "bob's mission is not: {list}");
+    let (_, all) = page(&root, "/console/audit").await;
+    assert!(all.contains(&bobs), "unfiltered, bob's records are there");
+
+    // decision=escalate: escalations only.
+    let (status, esc) = page(&root, "/console/audit?decision=escalate").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = esc.matches("<tr data-seq=").count();
+    assert!(rows >= 1, "{esc}");
+    assert_eq!(
+        esc.matches("data-decision=\"escalate\"").count(),
+        rows,
+        "{esc}"
+    );
+    let (status, _) = page(&root, "/console/audit?decision=maybe").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The explanation of alice's approval: the passkey signature verifies.
+    let (status, explained) = page(&root, &format!("/console/audit/{seq}")).await;
+    assert_eq!(status, StatusCode::OK, "{explained}");
+    assert!(
+        explained.contains("approved by alice with passkey")
+            && explained.contains("signature verifies"),
+        "{explained}"
+    );
+    let (status, _) = page(&root, "/console/audit/999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Not admins: refused, as by `GET /v1/audit` (403), even their own.
+    for b in [&alice, &bob] {
+        for path in [
+            format!("/console/audit?mission={mine}"),
+            format!("/console/audit/{seq}"),
+        ] {
+            let (status, body) = page(b, &path).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+            assert!(!body.contains("signature verifies"));
+        }
+    }
 }

@@ -88,13 +88,28 @@ pub(super) async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListPage>, Problem> {
     caller.require_admin()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let (records, next_after) = query(&s, &q.filter(), q.after, q.limit).await?;
+    Ok(Json(ListPage {
+        records,
+        next_after,
+    }))
+}
+
+/// One page of `GET /v1/audit` (the caller checked the admin role): the
+/// records after `after` that match, at most `limit` (default 100, at most
+/// 1,000), and the `next_after` cursor.
+pub(crate) async fn query(
+    s: &AppState,
+    filter: &mandate_store::AuditFilter,
+    after: Option<u64>,
+    limit: Option<u32>,
+) -> Result<(Vec<AuditRecord>, Option<u64>), Problem> {
+    let limit = limit.unwrap_or(100).clamp(1, 1_000);
     // Answered by the store's indexes (ADR 0018): one page costs about the
     // same whatever the size of the log.
-    let filter = q.filter();
     let mut records =
         s.0.store
-            .audit_query(&filter, q.after.unwrap_or(0), limit)
+            .audit_query(filter, after.unwrap_or(0), limit)
             .await?;
     let next_after = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.seq))
@@ -103,10 +118,7 @@ pub(super) async fn list(
     // changed in the database cannot add a record that does not match (and
     // `verify` reports the change).
     records.retain(|r| filter.matches(r));
-    Ok(Json(ListPage {
-        records,
-        next_after,
-    }))
+    Ok((records, next_after))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -151,8 +163,8 @@ pub(super) async fn verify(
 }
 
 /// The stored log against its checkpoints, those in the checkpoint file
-/// included, and the time cadence as of now.
-async fn verify_live(
+/// included, and the time cadence as of now (`GET /v1/audit/verify`).
+pub(crate) async fn verify_live(
     s: &AppState,
 ) -> Result<Result<mandate_core::ChainReport, mandate_core::ChainError>, Problem> {
     let kept = mandate_enforce::read_checkpoint_file(&s.0.checkpoint_file, &s.0.jwks)
@@ -370,14 +382,14 @@ pub(super) async fn export(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct Explanation {
-    seq: u64,
-    kind: String,
+pub(crate) struct Explanation {
+    pub(crate) seq: u64,
+    pub(crate) kind: String,
     /// The provenance, in plain language, one sentence per line.
-    story: Vec<String>,
-    record: AuditRecord,
+    pub(crate) story: Vec<String>,
+    pub(crate) record: AuditRecord,
     /// The records the story links to: mission creation, credential issue.
-    related: Vec<AuditRecord>,
+    pub(crate) related: Vec<AuditRecord>,
 }
 
 /// What a mission's start record says of the code that held its key.
@@ -482,6 +494,12 @@ pub(super) async fn explain(
     ApiPath(seq): ApiPath<u64>,
 ) -> Result<Json<Explanation>, Problem> {
     caller.require_admin()?;
+    Ok(Json(explanation(&s, seq).await?))
+}
+
+/// What `GET /v1/audit/{seq}/explain` answers (the caller checked the
+/// admin role).
+pub(crate) async fn explanation(s: &AppState, seq: u64) -> Result<Explanation, Problem> {
     let record =
         s.0.store
             .audit_record(seq)
@@ -544,7 +562,7 @@ pub(super) async fn explain(
         // Signed in the console: re-verified now, against the passkey
         // registered under the credential id (ADR 0032).
         story.push(
-            match crate::console::verify_stored_assertion(&s, b).await {
+            match crate::console::verify_stored_assertion(s, b).await {
                 Ok(cred) => format!(
                     "Signed in the console: approved by {} with passkey {cred}, signature verifies (the assertion's challenge commits to this approval request, its request digest and the `{}` grant).",
                     f("by"),
@@ -835,13 +853,13 @@ pub(super) async fn explain(
             story.push(approved_story(&record, "Approval:"));
         }
     }
-    Ok(Json(Explanation {
+    Ok(Explanation {
         seq,
         kind: record.kind.clone(),
         story,
         record,
         related,
-    }))
+    })
 }
 
 fn text<'a>(b: &'a serde_json::Value, k: &str) -> &'a str {

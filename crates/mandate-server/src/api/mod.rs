@@ -41,6 +41,9 @@ pub(crate) use approvals::{
     approvals_for, approve_by, decidable as decidable_by, deny_by, grant_for as check_grant,
     may_see,
 };
+pub(crate) use audit::{
+    explanation as audit_explanation, query as audit_query, verify_live as audit_verify,
+};
 pub(crate) use missions::{end_by as end_mission_by, mission_for, missions_for};
 pub(crate) use revocations::revoke_by;
 

@@ -17,6 +17,7 @@
 //!   script or style, nothing from elsewhere, no framing.
 //! - API tokens are never accepted here, and sessions never on `/v1`.
 
+mod audit;
 pub(crate) mod commitment;
 mod missions;
 mod pages;
@@ -579,6 +580,8 @@ pub(crate) fn router() -> Router<AppState> {
             "/console/missions/{id}/end",
             get(missions::confirm_end).post(missions::end),
         )
+        .route("/console/audit", get(audit::list))
+        .route("/console/audit/{seq}", get(audit::show))
         .route("/console/signout", post(pages::signout))
         .route("/console/static/console.js", get(pages::script))
         .route("/console/static/console.css", get(pages::stylesheet))
