@@ -211,6 +211,7 @@ fn a_person_enrolls_signs_in_and_decides_in_the_console() {
 
     let alice_link = enroll_link(&server, &admin, "alice");
     let bob_link = enroll_link(&server, &admin, "bob");
+    let admin_link = enroll_link(&server, &admin, "admin");
     let origin = alice_link
         .split("/console/")
         .next()
@@ -241,6 +242,7 @@ fn a_person_enrolls_signs_in_and_decides_in_the_console() {
         "results": results,
         "alice": {"token": alice, "enroll": alice_link, "state": state},
         "bob": {"token": bob, "enroll": bob_link},
+        "admin": {"enroll": admin_link},
     });
     let cfg_file = work.join("config.json");
     std::fs::write(&cfg_file, cfg.to_string()).unwrap();

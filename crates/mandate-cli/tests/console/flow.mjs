@@ -14,7 +14,9 @@
 //   alice's missions page lists her mission; she opens it and revokes it
 //   after a confirmation page; it shows revoked, and the agent's next
 //   call is refused (revoked);
-//   the sign-in, inbox and missions pages have no serious or critical axe
+//   an admin filters the audit log by the mission and opens the approval,
+//   whose passkey signature verifies;
+//   the sign-in, inbox, missions and audit pages have no serious or critical axe
 //   violations;
 //   no console page trips its own Content-Security-Policy.
 //
@@ -510,6 +512,37 @@ async function main() {
 
     noCspViolations(alice);
     if (alice.errors.length) results.page_errors = alice.errors;
+  }
+  {
+    const root = await person(browser, 'admin');
+    const { page } = root;
+
+    await step("an admin opens Audit, filters by alice's mission and opens her approval: the signature verifies", async () => {
+      await page.goto(cfg.admin.enroll);
+      await page.locator('#enroll').waitFor();
+      await page.click('#enroll');
+      await onInbox(page);
+      await page.locator('nav a[href="/console/audit"]').click();
+      await page.waitForURL((u) => u.pathname === '/console/audit');
+      const chain = await page.locator('#chain').innerText();
+      if (!chain.includes('The chain verifies')) fail(`the audit page's status line says "${chain}", not that the chain verifies`);
+      await accessible(page, 'audit');
+      await page.fill('#audit-filter input[name=mission]', results.mission);
+      await page.locator('#audit-filter button[type=submit]').click();
+      await page.waitForURL((u) => u.pathname === '/console/audit' && u.searchParams.get('mission') === results.mission);
+      const approval = page.locator('#records tr[data-kind="approval.approved"] a');
+      if ((await approval.count()) < 1) fail(`filtered by mission ${results.mission}, the audit page lists no approval:\n${await page.locator('main').innerText()}`);
+      await shot(page, 'audit');
+      await approval.first().click();
+      await page.waitForURL((u) => /^\/console\/audit\/\d+$/.test(u.pathname));
+      const story = await page.locator('#story').innerText();
+      if (!story.includes('signature verifies')) fail(`the approval's explanation does not say the signature verifies:\n${story}`);
+      results.audit_explained = story.split('\n').find((l) => l.includes('signature verifies'));
+      await accessible(page, 'audit record');
+    });
+
+    noCspViolations(root);
+    if (root.errors.length) results.admin_page_errors = root.errors;
   }
 }
 
