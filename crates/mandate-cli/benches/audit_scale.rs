@@ -602,7 +602,7 @@ async fn main() {
                 decision: Some("escalate".into()),
                 ..Default::default()
             },
-            filled - filled / 10,
+            mandate_store::AuditPage::After(filled - filled / 10),
             1,
         )
         .await
@@ -616,7 +616,7 @@ async fn main() {
                 decision: Some("allow".into()),
                 ..Default::default()
             },
-            filled / 3,
+            mandate_store::AuditPage::After(filled / 3),
             1,
         )
         .await

@@ -1082,6 +1082,17 @@ async fn the_audit_explorer_is_the_apis_audit_log_for_admins() {
     assert!(!list.contains(&bobs), "bob's mission is not: {list}");
     let (_, all) = page(&root, "/console/audit").await;
     assert!(all.contains(&bobs), "unfiltered, bob's records are there");
+    // Newest first; `before` (the "Older records" cursor) starts further back.
+    let listed = seqs(&all);
+    assert!(listed.len() > 3, "{all}");
+    assert!(listed.windows(2).all(|w| w[0] > w[1]), "{listed:?}");
+    let (_, older) = page(&root, &format!("/console/audit?before={seq}")).await;
+    let older = seqs(&older);
+    assert!(
+        !older.is_empty() && older.iter().all(|&q| q < seq),
+        "{older:?}"
+    );
+    assert_eq!(older[0], *listed.iter().find(|&&q| q < seq).unwrap());
 
     // decision=escalate: escalations only.
     let (status, esc) = page(&root, "/console/audit?decision=escalate").await;
@@ -1118,4 +1129,48 @@ async fn the_audit_explorer_is_the_apis_audit_log_for_admins() {
             assert!(!body.contains("signature verifies"));
         }
     }
+
+    // A filter column changed behind the log's back: the status line keeps
+    // the verification of a moment ago, and says when it ran, until the
+    // admin asks for a new one, which names the break.
+    let db = server.data_dir().join("mandate.db");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.execute('UPDATE audit_events SET decision = ? WHERE seq = ?', ('allow', int(sys.argv[2]))); c.commit()",
+        ])
+        .arg(&db)
+        .arg(seq.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, kept) = page(&root, "/console/audit").await;
+    assert!(
+        kept.contains("The chain verifies") && kept.contains("id=\"chain-checked\""),
+        "{kept}"
+    );
+    let (status, now) = page(&root, "/console/audit?verify=now").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        now.contains("The chain does NOT verify")
+            && now.contains(&format!("broken at sequence {seq}:")),
+        "{now}"
+    );
+    assert!(now.contains("data-ok=\"false\""), "{now}");
+    // And that is the status the next view shows.
+    let (_, next) = page(&root, "/console/audit").await;
+    assert!(next.contains("does NOT verify"), "{next}");
+}
+
+/// The sequence numbers of an audit page's rows, in the page's order.
+fn seqs(html: &str) -> Vec<u64> {
+    html.split("<tr data-seq=\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap().parse().unwrap())
+        .collect()
 }

@@ -18,8 +18,8 @@ pub use error::{ApprovalError, DelegateError, StartError, StoreError};
 pub use memory::{MemoryDeleted, MemoryEntry, MemoryWriteError, NewMemoryEntry, Note, Promotion};
 pub use model::{
     Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter,
-    GrantRecord, NewApproval, NewDelegation, NewGrant, NewMission, Principal, Resolution,
-    Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
+    AuditPage, GrantRecord, NewApproval, NewDelegation, NewGrant, NewMission, Principal,
+    Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -358,14 +358,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// One record by sequence number.
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
-    /// Records after `after`, in order, at most `limit`, that pass `filter`
-    /// (as [`AuditFilter::matches`] defines it). Answered from the indexed
-    /// columns that each append fills from the record's body, so a page costs
-    /// about as much whatever the size of the log.
+    /// At most `limit` records that pass `filter` (as
+    /// [`AuditFilter::matches`] defines it), from where `page` says and in
+    /// its order. Answered from the indexed columns that each append fills
+    /// from the record's body, so a page costs about as much whatever the
+    /// size of the log, and whichever way it reads.
     async fn audit_query(
         &self,
         filter: &AuditFilter,
-        after: u64,
+        page: AuditPage,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// The first record, up to `through`, whose filter columns (kept beside

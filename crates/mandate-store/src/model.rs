@@ -309,6 +309,18 @@ pub enum Allowance {
     GrantUnavailable,
 }
 
+/// Where a page of [`Store::audit_query`](crate::Store::audit_query)
+/// starts, and which way it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditPage {
+    /// Oldest first: the records after this sequence number (0: from the
+    /// start).
+    After(u64),
+    /// Newest first: the records before this sequence number (`None`: from
+    /// the end).
+    Before(Option<u64>),
+}
+
 /// Which audit records to list ([`Store::audit_query`](crate::Store::audit_query)).
 /// Every field that is set must hold; `None` matches anything. The string
 /// fields compare against the record body's string field of the same name

@@ -33,9 +33,9 @@ use crate::console::{
     ConsoleSession, StoredPasskey, passkey_from_row, session_from_row, sql as console_sql,
 };
 use crate::model::{
-    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord,
-    NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation, RevocationKind,
-    RevocationSummary, VaultRecord, WebhookDelivery,
+    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, AuditPage,
+    GrantRecord, NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation,
+    RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 use crate::pg_audit::PgAuditSink;
 use crate::rows::{
@@ -1683,10 +1683,10 @@ impl Store for PostgresStore {
     async fn audit_query(
         &self,
         filter: &AuditFilter,
-        after: u64,
+        page: AuditPage,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (sql, binds) = audit_query_sql(filter, after, limit, |n| format!("${n}"), false);
+        let (sql, binds) = audit_query_sql(filter, page, limit, |n| format!("${n}"), false);
         let rows = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
             .fetch_all(&self.pool)
             .await?;

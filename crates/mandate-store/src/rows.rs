@@ -11,8 +11,8 @@ use mandate_core::{
 };
 
 use crate::model::{
-    Agent, ApiToken, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord, NewDelegation,
-    Principal, Revocation, RevocationKind, VaultRecord, WebhookDelivery,
+    Agent, ApiToken, ApprovalRecord, ApprovalStatus, AuditFilter, AuditPage, GrantRecord,
+    NewDelegation, Principal, Revocation, RevocationKind, VaultRecord, WebhookDelivery,
 };
 use crate::{DelegateError, StoreError};
 
@@ -498,13 +498,19 @@ pub(crate) enum Bind {
 /// backends pass it to `sqlx::AssertSqlSafe` on that ground).
 pub(crate) fn audit_query_sql(
     f: &AuditFilter,
-    after: u64,
+    page: AuditPage,
     limit: u32,
     placeholder: impl Fn(usize) -> String,
     demote: bool,
 ) -> (String, Vec<Bind>) {
-    let mut sql = String::from("SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > ");
-    let mut binds = vec![Bind::Int(int(after))];
+    // Each index ends in `seq`, so either direction walks one index range.
+    let (bound, from, order) = match page {
+        AuditPage::After(after) => (">", after, "ASC"),
+        AuditPage::Before(before) => ("<", before.unwrap_or(u64::MAX), "DESC"),
+    };
+    let mut sql =
+        format!("SELECT seq, time, kind, body, hash FROM audit_events WHERE seq {bound} ");
+    let mut binds = vec![Bind::Int(int(from))];
     sql.push_str(&placeholder(1));
     // In order of selectivity: the first one present leads.
     let text = [
@@ -535,7 +541,10 @@ pub(crate) fn audit_query_sql(
         }
     }
     binds.push(Bind::Int(i64::from(limit)));
-    sql.push_str(&format!(" ORDER BY seq LIMIT {}", placeholder(binds.len())));
+    sql.push_str(&format!(
+        " ORDER BY seq {order} LIMIT {}",
+        placeholder(binds.len())
+    ));
     (sql, binds)
 }
 

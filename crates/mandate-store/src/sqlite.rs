@@ -23,9 +23,9 @@ use crate::console::{
 };
 use crate::direct::{Readers, SqliteAuditSink, WritersWaiting};
 use crate::model::{
-    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, GrantRecord,
-    NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation, RevocationKind,
-    RevocationSummary, VaultRecord, WebhookDelivery,
+    Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, AuditPage,
+    GrantRecord, NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation,
+    RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
@@ -1324,10 +1324,10 @@ impl Store for SqliteStore {
     async fn audit_query(
         &self,
         filter: &AuditFilter,
-        after: u64,
+        page: AuditPage,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (sql, binds) = audit_query_sql(filter, after, limit, |n| format!("?{n}"), true);
+        let (sql, binds) = audit_query_sql(filter, page, limit, |n| format!("?{n}"), true);
         let rows = bound(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)
             .fetch_all(&self.pool)
             .await?;

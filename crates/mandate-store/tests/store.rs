@@ -22,7 +22,7 @@ use mandate_core::{
     Role, SecretToken, TokenKind, UnixTime, mission_s256,
 };
 use mandate_store::{
-    Agent, ApiToken, DelegateError, NewDelegation, NewMission, PostgresStore, Principal,
+    Agent, ApiToken, AuditPage, DelegateError, NewDelegation, NewMission, PostgresStore, Principal,
     Revocation, RevocationKind, SqliteStore, StartError, Store, StoreError,
 };
 
@@ -1726,7 +1726,7 @@ async fn assert_queries_match_scan(s: &dyn Store, records: &[mandate_core::Audit
             .map(|r| r.seq)
             .collect();
         let all: Vec<u64> = s
-            .audit_query(&f, 0, 10_000)
+            .audit_query(&f, AuditPage::After(0), 10_000)
             .await
             .unwrap()
             .iter()
@@ -1737,7 +1737,7 @@ async fn assert_queries_match_scan(s: &dyn Store, records: &[mandate_core::Audit
         let mut paged = Vec::new();
         let mut after = 0;
         loop {
-            let page = s.audit_query(&f, after, 7).await.unwrap();
+            let page = s.audit_query(&f, AuditPage::After(after), 7).await.unwrap();
             assert!(page.len() <= 7);
             paged.extend(page.iter().map(|r| r.seq));
             match page.last() {
@@ -1746,23 +1746,55 @@ async fn assert_queries_match_scan(s: &dyn Store, records: &[mandate_core::Audit
             }
         }
         assert_eq!(paged, want, "paged: {f:?}");
-        // From the middle of the log.
+        // Newest first, paged by 7 from `before`, as the console pages.
+        let mut newest = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .audit_query(&f, AuditPage::Before(before), 7)
+                .await
+                .unwrap();
+            assert!(page.len() <= 7);
+            newest.extend(page.iter().map(|r| r.seq));
+            match page.last() {
+                Some(r) if page.len() == 7 => before = Some(r.seq),
+                _ => break,
+            }
+        }
+        let mut reversed = want.clone();
+        reversed.reverse();
+        assert_eq!(newest, reversed, "newest first: {f:?}");
+        // From the middle of the log, both ways.
         let mid: Vec<u64> = want.iter().copied().filter(|&q| q > 150).take(5).collect();
         let got: Vec<u64> = s
-            .audit_query(&f, 150, 5)
+            .audit_query(&f, AuditPage::After(150), 5)
             .await
             .unwrap()
             .iter()
             .map(|r| r.seq)
             .collect();
         assert_eq!(got, mid, "after 150: {f:?}");
+        let older: Vec<u64> = reversed
+            .iter()
+            .copied()
+            .filter(|&q| q < 150)
+            .take(5)
+            .collect();
+        let got: Vec<u64> = s
+            .audit_query(&f, AuditPage::Before(Some(150)), 5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(got, older, "before 150: {f:?}");
     }
     // The records come back whole, as stored.
     let f = mandate_store::AuditFilter {
         mission: Some("msn_a".into()),
         ..Default::default()
     };
-    let got = s.audit_query(&f, 0, 3).await.unwrap();
+    let got = s.audit_query(&f, AuditPage::After(0), 3).await.unwrap();
     let want: Vec<_> = records
         .iter()
         .filter(|r| f.matches(r))
@@ -1943,7 +1975,10 @@ async fn migration_0008_fills_the_columns_of_a_log_written_before_it(mut db: Db)
         decision: Some("deny".into()),
         ..Default::default()
     };
-    assert_eq!(s.audit_query(&f, 300, 10).await.unwrap(), more);
+    assert_eq!(
+        s.audit_query(&f, AuditPage::After(300), 10).await.unwrap(),
+        more
+    );
 }
 
 // --- delegation ---

@@ -88,7 +88,8 @@ pub(super) async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListPage>, Problem> {
     caller.require_admin()?;
-    let (records, next_after) = query(&s, &q.filter(), q.after, q.limit).await?;
+    let page = mandate_store::AuditPage::After(q.after.unwrap_or(0));
+    let (records, next_after) = query(&s, &q.filter(), page, q.limit).await?;
     Ok(Json(ListPage {
         records,
         next_after,
@@ -96,29 +97,28 @@ pub(super) async fn list(
 }
 
 /// One page of `GET /v1/audit` (the caller checked the admin role): the
-/// records after `after` that match, at most `limit` (default 100, at most
-/// 1,000), and the `next_after` cursor.
+/// records that match from where `page` says, at most `limit` (default
+/// 100, at most 1,000), and the cursor of the next page in the same
+/// direction (the last record's sequence number) unless this one is the
+/// last.
 pub(crate) async fn query(
     s: &AppState,
     filter: &mandate_store::AuditFilter,
-    after: Option<u64>,
+    page: mandate_store::AuditPage,
     limit: Option<u32>,
 ) -> Result<(Vec<AuditRecord>, Option<u64>), Problem> {
     let limit = limit.unwrap_or(100).clamp(1, 1_000);
     // Answered by the store's indexes (ADR 0018): one page costs about the
     // same whatever the size of the log.
-    let mut records =
-        s.0.store
-            .audit_query(filter, after.unwrap_or(0), limit)
-            .await?;
-    let next_after = (records.len() == limit as usize)
+    let mut records = s.0.store.audit_query(filter, page, limit).await?;
+    let next = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.seq))
         .flatten();
     // The index found them; the chained body decides. A filter column
     // changed in the database cannot add a record that does not match (and
     // `verify` reports the change).
     records.retain(|r| filter.matches(r));
-    Ok((records, next_after))
+    Ok((records, next))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,7 +1,8 @@
 //! The console's audit explorer: the filtered list `GET /v1/audit` gives,
-//! one record's explanation as `GET /v1/audit/{seq}/explain` gives it, and
-//! the chain's status as `GET /v1/audit/verify` reports it. Like those
-//! endpoints, for admins only (ADR 0032).
+//! newest first; one record's explanation as `GET /v1/audit/{seq}/explain`
+//! gives it; and the chain's status as `GET /v1/audit/verify` reports it,
+//! from a verification at most a minute old. Like those endpoints, for
+//! admins only (ADR 0032).
 
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
@@ -15,6 +16,19 @@ use crate::state::AppState;
 
 /// Records per page (as `GET /v1/audit` by default).
 const PAGE: u32 = 100;
+
+/// How long a verification of the chain is shown before the page runs
+/// another. A full verification reads the whole log (seconds for a large
+/// one), so it is not repeated for every page an admin opens.
+const CHAIN_STATUS_SECS: u64 = 60;
+
+/// The outcome of one verification of the whole chain.
+#[derive(Clone, Debug)]
+pub(crate) struct ChainStatus {
+    pub ok: bool,
+    pub text: String,
+    pub checked_at: mandate_core::UnixTime,
+}
 
 /// The filter form's fields, as given (shown back in the form).
 #[derive(Default)]
@@ -44,10 +58,11 @@ struct AuditPage<'a> {
     csrf: &'a str,
     f: Form,
     rows: Vec<Row>,
-    /// The query string of the next page, if any.
+    /// The query string of the page of older records, if any.
     next: String,
     chain_ok: bool,
     chain: String,
+    chain_checked: String,
 }
 
 #[derive(Template)]
@@ -121,8 +136,43 @@ fn row(r: &mandate_core::AuditRecord) -> Row {
     }
 }
 
-/// `GET /console/audit?mission=&agent=&action=&decision=&since=&until=&after=`:
-/// one page of the records `GET /v1/audit` lists for the same filter.
+/// The chain's status: the last verification if it is recent, else a new
+/// one (`force`: a new one anyway). One runs at a time; a page that asks
+/// meanwhile waits for it and shows its outcome.
+async fn chain_status(s: &AppState, force: bool) -> Result<ChainStatus, ConsoleError> {
+    let mut last = super::console(s)?.chain.lock().await;
+    let now = s.0.clock.now();
+    if let Some(st) = last.as_ref()
+        && !force
+        && now.0.saturating_sub(st.checked_at.0) < CHAIN_STATUS_SECS
+    {
+        return Ok(st.clone());
+    }
+    // The full verification `GET /v1/audit/verify` runs (ADR 0032).
+    let (ok, text) = match crate::api::audit_verify(s).await {
+        Ok(Ok(r)) => (
+            true,
+            format!(
+                "The chain verifies: records {} to {} against {} signed checkpoints.",
+                r.first, r.last, r.checkpoints
+            ),
+        ),
+        Ok(Err(e)) => (false, format!("The chain does NOT verify: {e}.")),
+        Err(p) => (false, format!("The chain does NOT verify: {}.", p.detail)),
+    };
+    let st = ChainStatus {
+        ok,
+        text,
+        checked_at: s.0.clock.now(),
+    };
+    *last = Some(st.clone());
+    Ok(st)
+}
+
+/// `GET /console/audit?mission=&agent=&action=&decision=&since=&until=&before=&verify=now`:
+/// one page of the records `GET /v1/audit` lists for the same filter,
+/// newest first (`before`: older than that record), and the chain's status
+/// (`verify=now`: verified again now).
 pub(crate) async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -130,7 +180,8 @@ pub(crate) async fn list(
 ) -> Result<Response, ConsoleError> {
     let session = admin(&s, &headers).await?;
     let mut f = Form::default();
-    let mut after = None;
+    let mut before = None;
+    let mut force = false;
     for (k, v) in form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
         let v = v.trim().to_owned();
         match &*k {
@@ -140,11 +191,12 @@ pub(crate) async fn list(
             "decision" => f.decision = v,
             "since" => f.since = v,
             "until" => f.until = v,
-            "after" if !v.is_empty() => {
-                after = Some(v.parse::<u64>().map_err(|_| {
-                    ConsoleError::BadRequest("`after` must be a sequence number".into())
+            "before" if !v.is_empty() => {
+                before = Some(v.parse::<u64>().map_err(|_| {
+                    ConsoleError::BadRequest("`before` must be a sequence number".into())
                 })?);
             }
+            "verify" => force = v == "now",
             _ => {}
         }
     }
@@ -163,8 +215,9 @@ pub(crate) async fn list(
         until: parse_time("until", &f.until)?,
         ..Default::default()
     };
-    let (records, next_after) = crate::api::audit_query(&s, &filter, after, Some(PAGE)).await?;
-    let next = next_after
+    let page = mandate_store::AuditPage::Before(before);
+    let (records, older) = crate::api::audit_query(&s, &filter, page, Some(PAGE)).await?;
+    let next = older
         .map(|n| {
             let mut q = form_urlencoded::Serializer::new(String::new());
             for (k, v) in [
@@ -179,22 +232,11 @@ pub(crate) async fn list(
                     q.append_pair(k, v);
                 }
             }
-            q.append_pair("after", &n.to_string());
+            q.append_pair("before", &n.to_string());
             q.finish()
         })
         .unwrap_or_default();
-    // The full verification `GET /v1/audit/verify` runs (ADR 0032).
-    let (chain_ok, chain) = match crate::api::audit_verify(&s).await {
-        Ok(Ok(r)) => (
-            true,
-            format!(
-                "The chain verifies: records {} to {} against {} signed checkpoints.",
-                r.first, r.last, r.checkpoints
-            ),
-        ),
-        Ok(Err(e)) => (false, format!("The chain does NOT verify: {e}.")),
-        Err(p) => (false, format!("The chain does NOT verify: {}.", p.detail)),
-    };
+    let chain = chain_status(&s, force).await?;
     Ok(html(
         StatusCode::OK,
         &AuditPage {
@@ -203,8 +245,9 @@ pub(crate) async fn list(
             rows: records.iter().map(row).collect(),
             f,
             next,
-            chain_ok,
-            chain,
+            chain_ok: chain.ok,
+            chain: chain.text,
+            chain_checked: when(chain.checked_at.0),
         },
     ))
 }

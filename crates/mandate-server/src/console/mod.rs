@@ -94,6 +94,9 @@ pub(crate) struct Console {
     pub secure: bool,
     pub webauthn: webauthn_rs::Webauthn,
     ceremonies: Mutex<HashMap<String, Ceremony>>,
+    /// The audit chain's last verification, shown on the audit page; the
+    /// lock also makes a second verification wait for the first.
+    pub(crate) chain: tokio::sync::Mutex<Option<audit::ChainStatus>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -178,6 +181,7 @@ impl Console {
             rp_id,
             webauthn,
             ceremonies: Mutex::new(HashMap::new()),
+            chain: tokio::sync::Mutex::new(None),
         })
     }
 
