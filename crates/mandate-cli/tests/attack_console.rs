@@ -327,6 +327,15 @@ async fn held_an_assertion_approves_only_its_own_terms() {
     .await;
     assert_eq!((status, code.as_str()), (StatusCode::OK, "approved"));
 
+    // Decided: no new challenge for it either.
+    let (status, r) = alice
+        .post(&format!("/console/approvals/{a}/challenge"), &once)
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (StatusCode::CONFLICT, Some("approval_decided"))
+    );
+
     let refusals = audit(&server, &s.admin, "approval.refused").await;
     for (id, code, by) in [
         (&a, "invalid_request", "alice"),
@@ -703,6 +712,7 @@ async fn attack_the_feed_and_pages_leak_nothing_and_run_no_markup() {
     );
     let a = escalate_with(
         &s,
+        "refund",
         "inv-<b>42</b>",
         &justification,
         json!({ "amount": 75_000 }),
@@ -721,6 +731,16 @@ async fn attack_the_feed_and_pages_leak_nothing_and_run_no_markup() {
     let root_seen = read_events(&mut root_feed, &a, 1).await;
     assert!(!root_seen.contains(&a), "{root_seen}");
     assert!(!root.inbox().await.contains(&a));
+    let (status, r) = root
+        .post(
+            &format!("/console/approvals/{a}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_an_approver"))
+    );
     let data = seen
         .lines()
         .find(|l| l.starts_with("data:") && l.contains(&a))
@@ -1052,4 +1072,82 @@ async fn attack_a_flood_of_sign_ins_does_not_block_approvals() {
     let cred = alice_key.get(&ch["options"], &alice.origin);
     let (status, code) = finish_approval(&alice, &a, &ch["ceremony"], cred).await;
     assert_eq!((status, code.as_str()), (StatusCode::OK, "approved"));
+}
+
+/// A step-up names its approver and takes `once` only: the mission's
+/// principal may not decide it from the console, nor hears of it; the
+/// approver may not widen it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_a_step_up_is_its_approvers_and_once_only() {
+    let (server, _dir) =
+        server_with_policies(&["refunds-escalate.cedar", "wires-step-up.cedar"], "");
+    let s = server.scenario(plan("Reconcile November invoices")).await;
+    mandate_client::Client::new(server.url())
+        .unwrap()
+        .with_token(&s.admin)
+        .create_principal("treasurer", None)
+        .await
+        .unwrap();
+    let mut alice = Browser::new(&server);
+    alice
+        .enroll(&link(&server, &s.admin, "alice"), &mut SoftKey::new(7))
+        .await;
+    let mut treasurer_key = SoftKey::new(21);
+    let mut treasurer = Browser::new(&server);
+    treasurer
+        .enroll(&link(&server, &s.admin, "treasurer"), &mut treasurer_key)
+        .await;
+    let mut alice_feed = alice.get("/console/events").await;
+
+    let w = escalate_with(
+        &s,
+        "wire",
+        "acct-1",
+        "supplier invoice",
+        json!({ "amount": 10 }),
+    )
+    .await;
+    let seen = read_events(&mut alice_feed, &w, 2).await;
+    assert!(!seen.contains(&w), "{seen}");
+    assert!(!alice.inbox().await.contains(&w));
+    let (status, r) = alice
+        .post(
+            &format!("/console/approvals/{w}/challenge"),
+            &json!({ "scope": "once" }),
+        )
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_an_approver"))
+    );
+    let page = treasurer.inbox().await;
+    assert!(
+        page.contains(&w) && !page.contains("value=\"mission\""),
+        "{page}"
+    );
+    for terms in [
+        json!({ "scope": "mission" }),
+        json!({ "scope": "pattern", "resource_prefix": "acct-" }),
+    ] {
+        let (status, r) = treasurer
+            .post(&format!("/console/approvals/{w}/challenge"), &terms)
+            .await;
+        assert_eq!(
+            (status, r["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("step_up_requires_once")),
+            "{terms}"
+        );
+    }
+    let ch = challenge(&treasurer, &w, &json!({ "scope": "once" })).await;
+    let cred = treasurer_key.get(&ch["options"], &treasurer.origin);
+    let (status, code) = finish_approval(&treasurer, &w, &ch["ceremony"], cred).await;
+    assert_eq!((status, code.as_str()), (StatusCode::OK, "approved"));
+    let refusals = audit(&server, &s.admin, "approval.refused").await;
+    assert!(recorded(&refusals, &w, "not_an_approver", "alice"));
+    assert!(recorded(
+        &refusals,
+        &w,
+        "step_up_requires_once",
+        "treasurer"
+    ));
 }

@@ -31,8 +31,14 @@ pub fn server() -> (TestServer, tempfile::TempDir) {
 
 /// A server with the example refund policy, and `extra` configuration.
 pub fn server_with(extra: &str) -> (TestServer, tempfile::TempDir) {
+    server_with_policies(&["refunds-escalate.cedar"], extra)
+}
+
+/// A server with these example policies (and the actions' schema), and
+/// `extra` configuration.
+pub fn server_with_policies(policies: &[&str], extra: &str) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["actions.cedarschema", "refunds-escalate.cedar"] {
+    for f in std::iter::once(&"actions.cedarschema").chain(policies) {
         std::fs::copy(examples().join(f), dir.path().join(f)).unwrap();
     }
     let config = format!(
@@ -304,6 +310,7 @@ pub fn link(server: &TestServer, admin: &str, name: &str) -> String {
 pub async fn escalate(s: &Scenario, invoice: &str) -> String {
     escalate_with(
         s,
+        "refund",
         invoice,
         "customer ACME was double-billed in November",
         json!({ "amount": 75_000 }),
@@ -311,10 +318,12 @@ pub async fn escalate(s: &Scenario, invoice: &str) -> String {
     .await
 }
 
-/// A refund of `invoice` that escalates, with the agent's `justification`
-/// and call arguments (`context`): the approval request's id.
+/// A call (`action` on `invoice`) that escalates, with the agent's
+/// `justification` and call arguments (`context`): the approval request's
+/// id.
 pub async fn escalate_with(
     s: &Scenario,
+    action: &str,
     invoice: &str,
     justification: &str,
     context: Value,
@@ -323,7 +332,7 @@ pub async fn escalate_with(
         .gateway
         .decide(&DecideRequest {
             credential: s.agent.credential().to_owned(),
-            action: "refund".into(),
+            action: action.into(),
             resource: serde_json::from_value::<ResourceRef>(
                 json!({"type": "Resource", "id": invoice, "tags": {"billing": "nov"}}),
             )
