@@ -71,15 +71,7 @@ struct People {
 
 /// `GET /v1/approvals/{id}` as `token`: the request's status.
 async fn status_of(server: &TestServer, token: &str, id: &str) -> String {
-    let v: Value = reqwest::Client::new()
-        .get(format!("{}/v1/approvals/{id}", server.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = api_get(server, token, &format!("/v1/approvals/{id}")).await;
     v["status"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -104,6 +96,29 @@ async fn challenge(b: &Browser, id: &str, terms: &Value) -> Value {
     ch
 }
 
+/// Asks `b`'s challenge for approving `id` with `terms`, has `sign`
+/// answer its options, and posts the answer: the status and problem code
+/// (or the request's status).
+async fn approve_with(
+    b: &Browser,
+    id: &str,
+    terms: &Value,
+    sign: impl FnOnce(&Value) -> Value,
+) -> (StatusCode, String) {
+    let ch = challenge(b, id, terms).await;
+    let cred = sign(&ch["options"]);
+    finish_approval(b, id, &ch["ceremony"], cred).await
+}
+
+/// Asks `b`'s challenge for approving `id` with `terms`: the status and
+/// problem code.
+async fn ask(b: &Browser, id: &str, terms: &Value) -> (StatusCode, String) {
+    let (status, r) = b
+        .post(&format!("/console/approvals/{id}/challenge"), terms)
+        .await;
+    (status, r["code"].as_str().unwrap_or_default().to_owned())
+}
+
 /// Posts an approval's finish; its status and problem code (or status).
 async fn finish(b: &Browser, id: &str, body: &Value) -> (StatusCode, String) {
     let (status, r) = b
@@ -115,6 +130,22 @@ async fn finish(b: &Browser, id: &str, body: &Value) -> (StatusCode, String) {
         .unwrap_or_default()
         .to_owned();
     (status, what)
+}
+
+/// Posts the answer to an approval ceremony.
+async fn finish_approval(
+    b: &Browser,
+    id: &str,
+    ceremony: &Value,
+    cred: Value,
+) -> (StatusCode, String) {
+    finish(b, id, &json!({ "ceremony": ceremony, "credential": cred })).await
+}
+
+/// Asserts an answer's status and problem code (or the request's status).
+#[track_caller]
+fn is(got: (StatusCode, String), status: StatusCode, code: &str) {
+    assert_eq!((got.0, got.1.as_str()), (status, code));
 }
 
 /// Whether an `approval.refused` record names this request, code and
@@ -149,15 +180,15 @@ async fn held_an_assertion_approves_only_its_own_terms() {
     // no terms (unknown fields refused), the committed ones stand.
     let ch = challenge(&alice, &a, &once).await;
     let cred = alice_key.get(&ch["options"], &alice.origin);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred, "scope": "mission" }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_request")
+    is(
+        finish(
+            &alice,
+            &a,
+            &json!({ "ceremony": ch["ceremony"], "credential": cred, "scope": "mission" }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
     );
     assert_eq!(status_of(&server, &s.alice, &a).await, "pending");
 
@@ -166,15 +197,10 @@ async fn held_an_assertion_approves_only_its_own_terms() {
     let narrow = challenge(&alice, &a, &once).await;
     let wide = challenge(&alice, &a, &json!({ "scope": "mission" })).await;
     let cred = alice_key.get(&wide["options"], &alice.origin);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": narrow["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        finish_approval(&alice, &a, &narrow["ceremony"], cred).await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
     let pattern = challenge(
         &alice,
@@ -189,57 +215,39 @@ async fn held_an_assertion_approves_only_its_own_terms() {
     )
     .await;
     let cred = alice_key.get(&narrower["options"], &alice.origin);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": pattern["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        finish_approval(&alice, &a, &pattern["ceremony"], cred).await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
 
     // A challenge for approval A answered and posted on B.
     let ch = challenge(&alice, &a, &once).await;
     let cred = alice_key.get(&ch["options"], &alice.origin);
-    let (status, code) = finish(
-        &alice,
-        &b,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_assertion_wrong_approval")
+    is(
+        finish_approval(&alice, &b, &ch["ceremony"], cred).await,
+        StatusCode::FORBIDDEN,
+        "console_assertion_wrong_approval",
     );
 
     // Without user verification (a touch, no PIN or biometric).
-    let ch = challenge(&alice, &a, &once).await;
-    let cred = alice_key.get_with(&ch["options"], &alice.origin, 0x01);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        approve_with(&alice, &a, &once, |o| {
+            alice_key.get_with(o, &alice.origin, 0x01)
+        })
+        .await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
 
     // Made on another origin (a phishing page relaying the challenge).
-    let ch = challenge(&alice, &a, &once).await;
-    let cred = alice_key.get(&ch["options"], "http://evil.example");
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        approve_with(&alice, &a, &once, |o| {
+            alice_key.get(o, "http://evil.example")
+        })
+        .await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
 
     // Bob's passkey, presented as alice's credential id or as his own.
@@ -248,30 +256,18 @@ async fn held_an_assertion_approves_only_its_own_terms() {
     let alice_id = b64(&alice_key.id);
     forged["id"] = json!(alice_id);
     forged["rawId"] = json!(alice_id);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": forged }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        finish_approval(&alice, &a, &ch["ceremony"], forged).await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
 
     // A cloned authenticator whose counter is behind: refused.
     let mut clone = SoftKey::new(7);
-    let ch = challenge(&alice, &a, &once).await;
-    let cred = clone.get(&ch["options"], &alice.origin);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        approve_with(&alice, &a, &once, |o| clone.get(o, &alice.origin)).await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
 
     // Bob, no approver of alice's requests: not even a challenge (as if
@@ -282,15 +278,10 @@ async fn held_an_assertion_approves_only_its_own_terms() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let ch = challenge(&alice, &a, &once).await;
     let cred = bob_key.get(&ch["options"], &bob.origin);
-    let (status, code) = finish(
-        &bob,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_assertion_wrong_principal")
+    is(
+        finish_approval(&bob, &a, &ch["ceremony"], cred).await,
+        StatusCode::FORBIDDEN,
+        "console_assertion_wrong_principal",
     );
     assert_eq!(status_of(&server, &s.alice, &a).await, "pending");
 
@@ -304,36 +295,25 @@ async fn held_an_assertion_approves_only_its_own_terms() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, code) = finish(
-        &alice,
-        &b,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::CONFLICT, "approval_decided")
+    is(
+        finish_approval(&alice, &b, &ch["ceremony"], cred).await,
+        StatusCode::CONFLICT,
+        "approval_decided",
     );
     assert_eq!(status_of(&server, &s.alice, &b).await, "denied");
 
     // After all that, alice's own assertion for A's terms approves A, once.
-    let ch = challenge(&alice, &a, &once).await;
-    let cred = alice_key.get(&ch["options"], &alice.origin);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!((status, code.as_str()), (StatusCode::OK, "approved"));
+    is(
+        approve_with(&alice, &a, &once, |o| alice_key.get(o, &alice.origin)).await,
+        StatusCode::OK,
+        "approved",
+    );
 
     // Decided: no new challenge for it either.
-    let (status, r) = alice
-        .post(&format!("/console/approvals/{a}/challenge"), &once)
-        .await;
-    assert_eq!(
-        (status, r["code"].as_str()),
-        (StatusCode::CONFLICT, Some("approval_decided"))
+    is(
+        ask(&alice, &a, &once).await,
+        StatusCode::CONFLICT,
+        "approval_decided",
     );
 
     let refusals = audit(&server, &s.admin, "approval.refused").await;
@@ -400,15 +380,10 @@ async fn attack_a_cloned_passkey_behind_the_stored_counter_is_refused() {
     }
     let cred = clone.get(&ch["options"], &alice.origin);
     assert!(clone.counter < alice_key.counter);
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_passkey_refused")
+    is(
+        finish_approval(&alice, &a, &ch["ceremony"], cred).await,
+        StatusCode::FORBIDDEN,
+        "console_passkey_refused",
     );
     assert_eq!(status_of(&server, &s.alice, &a).await, "pending");
     let refusals = audit(&server, &s.admin, "approval.refused").await;
@@ -437,23 +412,16 @@ async fn attack_an_approval_that_lapsed_after_its_challenge_is_refused() {
     let ch = challenge(&alice, &a, &once).await;
     let cred = alice_key.get(&ch["options"], &alice.origin);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (status, code) = finish(
-        &alice,
-        &a,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::CONFLICT, "approval_expired")
+    is(
+        finish_approval(&alice, &a, &ch["ceremony"], cred).await,
+        StatusCode::CONFLICT,
+        "approval_expired",
     );
     // Nor can a new challenge be had for it.
-    let (status, r) = alice
-        .post(&format!("/console/approvals/{a}/challenge"), &once)
-        .await;
-    assert_eq!(
-        (status, r["code"].as_str()),
-        (StatusCode::CONFLICT, Some("approval_expired"))
+    is(
+        ask(&alice, &a, &once).await,
+        StatusCode::CONFLICT,
+        "approval_expired",
     );
 
     // The mission revoked between challenge and finish.
@@ -471,15 +439,10 @@ async fn attack_an_approval_that_lapsed_after_its_challenge_is_refused() {
         .await,
         StatusCode::OK
     );
-    let (status, code) = finish(
-        &alice,
-        &b,
-        &json!({ "ceremony": ch["ceremony"], "credential": cred }),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::CONFLICT, "mission_not_active")
+    is(
+        finish_approval(&alice, &b, &ch["ceremony"], cred).await,
+        StatusCode::CONFLICT,
+        "mission_not_active",
     );
     assert_ne!(status_of(&server, &s.alice, &b).await, "approved");
     let refusals = audit(&server, &s.admin, "approval.refused").await;
@@ -731,15 +694,10 @@ async fn attack_the_feed_and_pages_leak_nothing_and_run_no_markup() {
     let root_seen = read_events(&mut root_feed, &a, 1).await;
     assert!(!root_seen.contains(&a), "{root_seen}");
     assert!(!root.inbox().await.contains(&a));
-    let (status, r) = root
-        .post(
-            &format!("/console/approvals/{a}/challenge"),
-            &json!({ "scope": "once" }),
-        )
-        .await;
-    assert_eq!(
-        (status, r["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("not_an_approver"))
+    is(
+        ask(&root, &a, &json!({ "scope": "once" })).await,
+        StatusCode::FORBIDDEN,
+        "not_an_approver",
     );
     let data = seen
         .lines()
@@ -874,30 +832,17 @@ async fn held_enrollment_and_sign_in_ceremonies() {
     // Sign-in ceremonies: without user verification; alice's finished
     // with bob's passkey; one ceremony finished twice.
     let mut b = Browser::new(&server);
-    let (status, start) = b
-        .post("/console/signin/start", &json!({ "principal": "alice" }))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let cred = alice_key.get_with(&start["options"], &origin, 0x01);
-    let (status, r) = b
-        .finish_sign_in(&json!({ "ceremony": start["ceremony"], "credential": cred }))
-        .await;
-    assert_eq!(
-        (status, r["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("console_passkey_refused"))
-    );
-    let (status, start) = b
-        .post("/console/signin/start", &json!({ "principal": "alice" }))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let cred = bob_key.get(&start["options"], &origin);
-    let (status, r) = b
-        .finish_sign_in(&json!({ "ceremony": start["ceremony"], "credential": cred }))
-        .await;
-    assert_eq!(
-        (status, r["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("console_passkey_refused"))
-    );
+    for r in [
+        b.sign_in_with("alice", |o| alice_key.get_with(o, &origin, 0x01))
+            .await,
+        b.sign_in_with("alice", |o| bob_key.get(o, &origin)).await,
+    ] {
+        assert_eq!(
+            (r.0, r.1["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("console_passkey_refused"))
+        );
+    }
+    assert!(b.cookie.is_none());
     let (status, start) = b
         .post("/console/signin/start", &json!({ "principal": "alice" }))
         .await;
@@ -919,10 +864,10 @@ async fn held_enrollment_and_sign_in_ceremonies() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let cred = alice_key.get(&start["options"], &origin);
-    let (status, code) = finish_approval(&b, &a, &start["ceremony"], cred).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, "console_challenge_invalid")
+    is(
+        finish_approval(&b, &a, &start["ceremony"], cred).await,
+        StatusCode::FORBIDDEN,
+        "console_challenge_invalid",
     );
     assert_eq!(status_of(&server, &s.alice, &a).await, "pending");
 
@@ -955,15 +900,6 @@ async fn held_enrollment_and_sign_in_ceremonies() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-}
-
-async fn finish_approval(
-    b: &Browser,
-    id: &str,
-    ceremony: &Value,
-    cred: Value,
-) -> (StatusCode, String) {
-    finish(b, id, &json!({ "ceremony": ceremony, "credential": cred })).await
 }
 
 /// The audit explorer's query, however malformed or huge: a page or a
@@ -1070,8 +1006,11 @@ async fn attack_a_flood_of_sign_ins_does_not_block_approvals() {
 
     let ch = challenge(&alice, &a, &json!({ "scope": "once" })).await;
     let cred = alice_key.get(&ch["options"], &alice.origin);
-    let (status, code) = finish_approval(&alice, &a, &ch["ceremony"], cred).await;
-    assert_eq!((status, code.as_str()), (StatusCode::OK, "approved"));
+    is(
+        finish_approval(&alice, &a, &ch["ceremony"], cred).await,
+        StatusCode::OK,
+        "approved",
+    );
 }
 
 /// A step-up names its approver and takes `once` only: the mission's
@@ -1110,15 +1049,10 @@ async fn held_a_step_up_is_its_approvers_and_once_only() {
     let seen = read_events(&mut alice_feed, &w, 2).await;
     assert!(!seen.contains(&w), "{seen}");
     assert!(!alice.inbox().await.contains(&w));
-    let (status, r) = alice
-        .post(
-            &format!("/console/approvals/{w}/challenge"),
-            &json!({ "scope": "once" }),
-        )
-        .await;
-    assert_eq!(
-        (status, r["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("not_an_approver"))
+    is(
+        ask(&alice, &w, &json!({ "scope": "once" })).await,
+        StatusCode::FORBIDDEN,
+        "not_an_approver",
     );
     let page = treasurer.inbox().await;
     assert!(
@@ -1129,19 +1063,19 @@ async fn held_a_step_up_is_its_approvers_and_once_only() {
         json!({ "scope": "mission" }),
         json!({ "scope": "pattern", "resource_prefix": "acct-" }),
     ] {
-        let (status, r) = treasurer
-            .post(&format!("/console/approvals/{w}/challenge"), &terms)
-            .await;
-        assert_eq!(
-            (status, r["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("step_up_requires_once")),
-            "{terms}"
+        is(
+            ask(&treasurer, &w, &terms).await,
+            StatusCode::BAD_REQUEST,
+            "step_up_requires_once",
         );
     }
     let ch = challenge(&treasurer, &w, &json!({ "scope": "once" })).await;
     let cred = treasurer_key.get(&ch["options"], &treasurer.origin);
-    let (status, code) = finish_approval(&treasurer, &w, &ch["ceremony"], cred).await;
-    assert_eq!((status, code.as_str()), (StatusCode::OK, "approved"));
+    is(
+        finish_approval(&treasurer, &w, &ch["ceremony"], cred).await,
+        StatusCode::OK,
+        "approved",
+    );
     let refusals = audit(&server, &s.admin, "approval.refused").await;
     assert!(recorded(&refusals, &w, "not_an_approver", "alice"));
     assert!(recorded(

@@ -241,13 +241,23 @@ impl Browser {
     /// Signs in with a passkey (the sign-in page's ceremony); on success
     /// the session is this browser's. The finish's status and body.
     pub async fn sign_in(&mut self, principal: &str, key: &mut SoftKey) -> (StatusCode, Value) {
+        let origin = self.origin.clone();
+        self.sign_in_with(principal, |o| key.get(o, &origin)).await
+    }
+
+    /// The same with the assertion `sign` makes of the options.
+    pub async fn sign_in_with(
+        &mut self,
+        principal: &str,
+        sign: impl FnOnce(&Value) -> Value,
+    ) -> (StatusCode, Value) {
         let (status, start) = self
             .post("/console/signin/start", &json!({ "principal": principal }))
             .await;
         if status != StatusCode::OK {
             return (status, start);
         }
-        let credential = key.get(&start["options"], &self.origin);
+        let credential = sign(&start["options"]);
         let finish = json!({ "ceremony": start["ceremony"], "credential": credential });
         self.finish_sign_in(&finish).await
     }
@@ -347,16 +357,21 @@ pub async fn escalate_with(
     r.approval_id.unwrap()
 }
 
-pub async fn audit(server: &TestServer, admin: &str, kind: &str) -> Vec<Value> {
-    let r: Value = reqwest::Client::new()
-        .get(format!("{}/v1/audit?kind={kind}&limit=100", server.url()))
-        .bearer_auth(admin)
+/// `GET {path}` on the API as `token`: the JSON answer.
+pub async fn api_get(server: &TestServer, token: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", server.url()))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+pub async fn audit(server: &TestServer, admin: &str, kind: &str) -> Vec<Value> {
+    let r = api_get(server, admin, &format!("/v1/audit?kind={kind}&limit=100")).await;
     r["records"].as_array().cloned().unwrap_or_default()
 }
 /// A form POST as a page's form makes it: `origin`, the fields, the
