@@ -391,6 +391,14 @@ async fn attack_a_cloned_passkey_behind_the_stored_counter_is_refused() {
         recorded(&refusals, &a, "console_passkey_refused", "alice"),
         "{refusals:#?}"
     );
+    // Both are recorded for an admin to see: the key has been copied.
+    let clones = audit(&server, &s.admin, "console.passkey_counter_regressed").await;
+    assert_eq!(clones.len(), 2, "{clones:#?}");
+    for c in &clones {
+        assert_eq!(c["body"]["principal"], "alice");
+        assert_eq!(c["body"]["passkey"], b64(&alice_key.id).as_str());
+        assert!(c["body"]["counter"].as_u64() < c["body"]["stored_counter"].as_u64());
+    }
 }
 
 /// An approval that expires, or whose mission is revoked, between its

@@ -294,15 +294,27 @@ async fn bump_counter(
         return Err(ConsoleError::PasskeyRefused);
     };
     let mut key = stored(&p)?;
-    let now = Credential::from(key.clone()).counter;
-    if (result.counter() > 0 || now > 0) && result.counter() <= now {
+    let stored_counter = Credential::from(key.clone()).counter;
+    if (result.counter() > 0 || stored_counter > 0) && result.counter() <= stored_counter {
+        // A valid signature: whoever made it holds the key. Recorded, so
+        // an admin learns of the copy.
         tracing::warn!(
             passkey = %id,
             principal = %p.principal,
             counter = result.counter(),
-            stored = now,
+            stored = stored_counter,
             "console: a passkey's signature counter went back (a cloned authenticator?)"
         );
+        s.audit(
+            "console.passkey_counter_regressed",
+            serde_json::json!({
+                "principal": p.principal.as_str(),
+                "passkey": id,
+                "counter": result.counter(),
+                "stored_counter": stored_counter,
+            }),
+        )
+        .await?;
         return Err(ConsoleError::PasskeyRefused);
     }
     if key.update_credential(result) == Some(true) {
