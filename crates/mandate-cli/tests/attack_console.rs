@@ -683,6 +683,7 @@ async fn attack_the_feed_and_pages_leak_nothing_and_run_no_markup() {
     );
     let a = escalate_with(
         &s,
+        &s.agent,
         "refund",
         "inv-<b>42</b>",
         &justification,
@@ -1048,6 +1049,7 @@ async fn held_a_step_up_is_its_approvers_and_once_only() {
 
     let w = escalate_with(
         &s,
+        &s.agent,
         "wire",
         "acct-1",
         "supplier invoice",

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
+use mandate_client::MissionAgent;
 use mandate_core::Decision;
 use mandate_core::ResourceRef;
 use mandate_core::wire::DecideRequest;
@@ -318,8 +319,15 @@ pub fn link(server: &TestServer, admin: &str, name: &str) -> String {
 }
 
 pub async fn escalate(s: &Scenario, invoice: &str) -> String {
+    escalate_as(s, &s.agent, invoice).await
+}
+
+/// A refund of 75,000 on `invoice` by `agent`, which the organisation's
+/// `big-refunds` escalates: the approval request's id.
+pub async fn escalate_as(s: &Scenario, agent: &MissionAgent, invoice: &str) -> String {
     escalate_with(
         s,
+        agent,
         "refund",
         invoice,
         "customer ACME was double-billed in November",
@@ -328,11 +336,12 @@ pub async fn escalate(s: &Scenario, invoice: &str) -> String {
     .await
 }
 
-/// A call (`action` on `invoice`) that escalates, with the agent's
+/// A call (`action` on `invoice`) by `agent` that escalates, with its
 /// `justification` and call arguments (`context`): the approval request's
 /// id.
 pub async fn escalate_with(
     s: &Scenario,
+    agent: &MissionAgent,
     action: &str,
     invoice: &str,
     justification: &str,
@@ -341,7 +350,7 @@ pub async fn escalate_with(
     let r = s
         .gateway
         .decide(&DecideRequest {
-            credential: s.agent.credential().to_owned(),
+            credential: agent.credential().to_owned(),
             action: action.into(),
             resource: serde_json::from_value::<ResourceRef>(
                 json!({"type": "Resource", "id": invoice, "tags": {"billing": "nov"}}),
