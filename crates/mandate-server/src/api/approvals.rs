@@ -244,8 +244,20 @@ pub(crate) async fn decidable(
     if r.status != ApprovalStatus::Pending && r.status != ApprovalStatus::Expired {
         return Err(mandate_store::ApprovalError::AlreadyDecided(r.status.as_str()).into());
     }
-    if r.status == ApprovalStatus::Expired || r.expires_at <= s.0.clock.now() {
+    let now = s.0.clock.now();
+    if r.status == ApprovalStatus::Expired || r.expires_at <= now {
         return Err(mandate_store::ApprovalError::Expired.into());
+    }
+    // A decision on an ended mission's request would apply to nothing:
+    // refused before it is recorded (the store checks again as it applies
+    // one, for a mission that ends in between).
+    let live =
+        s.0.store
+            .mission(&r.mission)
+            .await?
+            .is_some_and(|m| m.state_at(now).0 == mandate_core::MissionState::Active);
+    if !live {
+        return Err(mandate_store::ApprovalError::MissionNotActive.into());
     }
     Ok(r)
 }

@@ -39,7 +39,6 @@ use crate::state::AppState;
 pub(crate) use approvals::subject as approval_subject;
 pub(crate) use approvals::{
     approvals_for, approve_by, decidable as decidable_by, deny_by, grant_for as check_grant,
-    may_see,
 };
 pub(crate) use audit::{
     explanation as audit_explanation, query as audit_query, verify_live as audit_verify,

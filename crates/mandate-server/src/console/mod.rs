@@ -48,8 +48,13 @@ pub(crate) const SESSION_IDLE_SECS: u64 = 30 * 60;
 pub(crate) const ENROLLMENT_TTL_SECS: u64 = 15 * 60;
 /// How long a passkey ceremony (its challenge) may take.
 const CEREMONY_TTL_SECS: u64 = 120;
-/// Most ceremonies under way at once (each is a few hundred bytes).
+/// Most ceremonies under way at once of each kind: those anyone may start
+/// (sign-in, enrollment) and approvals, which only a signed-in person
+/// starts, so that a flood of the first cannot stop approvals (each is a
+/// few hundred bytes).
 const MAX_CEREMONIES: usize = 10_000;
+/// Most approval ceremonies under way at once for one principal.
+const MAX_APPROVALS_PER_PRINCIPAL: usize = 64;
 
 /// The policy on every console response.
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -97,6 +102,8 @@ pub(crate) struct Console {
     /// The audit chain's last verification, shown on the audit page; the
     /// lock also makes a second verification wait for the first.
     pub(crate) chain: tokio::sync::Mutex<Option<audit::ChainStatus>>,
+    /// Held while a passkey's signature counter is checked and stored.
+    pub counters: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Console {
@@ -182,6 +189,7 @@ impl Console {
             webauthn,
             ceremonies: Mutex::new(HashMap::new()),
             chain: tokio::sync::Mutex::new(None),
+            counters: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -198,7 +206,17 @@ impl Console {
     pub(crate) fn put(&self, key: String, c: Ceremony, now: UnixTime) -> Result<(), ConsoleError> {
         let mut m = self.ceremonies.lock().map_err(|_| ConsoleError::Internal)?;
         m.retain(|_, c| c.expires() > now);
-        if m.len() >= MAX_CEREMONIES {
+        let approver = c.approver();
+        let same_kind = m
+            .values()
+            .filter(|x| x.approver().is_some() == approver.is_some());
+        if same_kind.count() >= MAX_CEREMONIES {
+            return Err(ConsoleError::Busy);
+        }
+        if approver.is_some()
+            && m.values().filter(|x| x.approver() == approver).count()
+                >= MAX_APPROVALS_PER_PRINCIPAL
+        {
             return Err(ConsoleError::Busy);
         }
         m.insert(key, c);
@@ -216,6 +234,15 @@ impl Console {
 }
 
 impl Ceremony {
+    /// Whose approval ceremony this is (`None`: sign-in or enrollment,
+    /// which anyone may start).
+    fn approver(&self) -> Option<&str> {
+        match self {
+            Self::Approve { principal, .. } => Some(principal),
+            Self::Register { .. } | Self::SignIn { .. } => None,
+        }
+    }
+
     fn expires(&self) -> UnixTime {
         match self {
             Self::Register { expires, .. }

@@ -208,7 +208,7 @@ pub(crate) async fn inbox(
 
 /// `GET /console/events`: server-sent events, one `approval` event (its
 /// id, status and the item's HTML) whenever a request this principal may
-/// see is opened or changes; `refresh` when changes may have been missed.
+/// decide is opened or changes; `refresh` when changes may have been missed.
 pub(crate) async fn events(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -230,7 +230,9 @@ pub(crate) async fn events(
                         let Ok(Some(r)) = s.0.store.approval(&id).await else {
                             continue;
                         };
-                        if !crate::api::may_see(&principal, &r) {
+                        // What the inbox holds: requests this principal
+                        // may decide (not all it may see: an admin's).
+                        if !r.may_be_decided_by(&principal.name) {
                             continue;
                         }
                         let Ok(item) = Item::of(&r) else { continue };

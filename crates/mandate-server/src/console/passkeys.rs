@@ -274,17 +274,49 @@ pub(crate) async fn signin_finish(
     Ok(signed_in(cookie))
 }
 
-/// Stores a passkey's moved signature counter (a cloned authenticator
-/// shows as a counter that goes back, which webauthn-rs refuses).
+/// Checks an assertion's signature counter against the passkey's stored
+/// counter as it is now, then stores the moved counter. The ceremony's
+/// own check (webauthn-rs's) is against the counter when the ceremony
+/// began, which the genuine authenticator may have moved past since: a
+/// cloned one answering an older ceremony shows only here, as a counter
+/// at or behind the stored one. A passkey no longer registered (its
+/// principal revoked meanwhile) is refused.
 async fn bump_counter(
     s: &AppState,
     result: &webauthn_rs::prelude::AuthenticationResult,
 ) -> Result<(), ConsoleError> {
+    let c = console(s)?;
+    // One check-and-store at a time, so two finishes cannot both pass
+    // against the same stored counter.
+    let _one_at_a_time = c.counters.lock().await;
     let id = b64(result.cred_id().as_slice());
     let Some(p) = s.0.store.passkey(&id).await? else {
-        return Ok(());
+        return Err(ConsoleError::PasskeyRefused);
     };
     let mut key = stored(&p)?;
+    let stored_counter = Credential::from(key.clone()).counter;
+    if (result.counter() > 0 || stored_counter > 0) && result.counter() <= stored_counter {
+        // A valid signature: whoever made it holds the key. Recorded, so
+        // an admin learns of the copy.
+        tracing::warn!(
+            passkey = %id,
+            principal = %p.principal,
+            counter = result.counter(),
+            stored = stored_counter,
+            "console: a passkey's signature counter went back (a cloned authenticator?)"
+        );
+        s.audit(
+            "console.passkey_counter_regressed",
+            serde_json::json!({
+                "principal": p.principal.as_str(),
+                "passkey": id,
+                "counter": result.counter(),
+                "stored_counter": stored_counter,
+            }),
+        )
+        .await?;
+        return Err(ConsoleError::PasskeyRefused);
+    }
     if key.update_credential(result) == Some(true) {
         let json = serde_json::to_string(&key).map_err(|_| ConsoleError::Internal)?;
         s.0.store.update_passkey(&id, &json).await?;
