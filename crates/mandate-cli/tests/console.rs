@@ -314,6 +314,10 @@ async fn pages_are_locked_down_before_sign_in() {
         "/console",
         "/console/inbox",
         "/console/missions",
+        "/console/agents",
+        "/console/agents/billing-bot/revoke",
+        "/console/principals",
+        "/console/principals/admin/revoke",
         "/console/audit",
     ] {
         let r = b.get(path).await;
@@ -770,42 +774,12 @@ async fn a_principal_sees_ends_and_revokes_her_missions_only() {
         .await;
     let admin = s.admin.clone();
     let mine = s.agent.mission_id().to_string();
-    // bob, with an agent and a mission of his own.
-    let bob_token = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&admin)
-        .create_principal("bob", None)
+    // bob, with an agent and a (started) mission of his own.
+    let bobs = member_with_agent(&server, &admin, "bob", "bob-bot")
         .await
-        .unwrap()
-        .token
-        .token;
-    let bob_c = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&bob_token);
-    bob_c
-        .register_agent(&mandate_core::wire::RegisterAgentRequest {
-            name: "bob-bot".into(),
-            owner: None,
-            description: None,
-            attestation: None,
-        })
-        .await
-        .unwrap();
-    let bobs = bob_c
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "bob-bot".into(),
-            goal: "Bob's own errand".into(),
-            scope: String::new(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: None,
-            out_of_scope: None,
-        })
-        .await
-        .unwrap()
-        .mission
-        .id;
+        .1
+        .mission_id()
+        .to_string();
 
     let mut alice = Browser::new(&server);
     alice
@@ -1000,41 +974,11 @@ async fn the_audit_explorer_is_the_apis_audit_log_for_admins() {
         .await;
     let admin = s.admin.clone();
     let mine = s.agent.mission_id().to_string();
-    let bob_token = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&admin)
-        .create_principal("bob", None)
+    let bobs = member_with_agent(&server, &admin, "bob", "bob-bot")
         .await
-        .unwrap()
-        .token
-        .token;
-    let bob_c = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&bob_token);
-    bob_c
-        .register_agent(&mandate_core::wire::RegisterAgentRequest {
-            name: "bob-bot".into(),
-            owner: None,
-            description: None,
-            attestation: None,
-        })
-        .await
-        .unwrap();
-    let bobs = bob_c
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "bob-bot".into(),
-            goal: "Bob's own errand".into(),
-            scope: String::new(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: None,
-            out_of_scope: None,
-        })
-        .await
-        .unwrap()
-        .mission
-        .id;
+        .1
+        .mission_id()
+        .to_string();
 
     let mut alice_key = SoftKey::new(7);
     let mut alice = Browser::new(&server);
