@@ -1144,9 +1144,27 @@ async fn gateway_decides(s: &Scenario, agent: &MissionAgent) -> (Decision, Strin
     (r.decision, r.code)
 }
 
+/// A gateway route whose upstream nobody listens on: what matters is
+/// whether the gateway refuses the agent before it would forward.
+const BILLING_ROUTE: &str = "\n[[routes]]\nname = \"billing\"\nupstream = \"http://127.0.0.1:9/billing\"\nauth = \"pass\"\n\n[[routes.rules]]\nmethod = \"GET\"\npath = \"/invoices/{id}\"\naction = \"read\"\n";
+
+/// `agent`'s signed `GET /gw/billing/invoices/7`: the problem code the
+/// gateway answers (or the one its credential refresh got).
+async fn gateway_get(server: &TestServer, agent: &mut MissionAgent) -> Option<String> {
+    let url = format!("{}/gw/billing/invoices/7", server.url());
+    match agent.signed_request("GET", &url, None, None, &[]).await {
+        Ok(r) => {
+            let resp = r.send().await.unwrap();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            body["code"].as_str().map(str::to_owned)
+        }
+        Err(e) => e.code().map(str::to_owned),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_and_principals_are_revoked_from_the_console() {
-    let (server, _dir) = server();
+    let (server, _dir) = server_with(BILLING_ROUTE);
     agents_and_principals_revoked(&server).await;
 }
 
@@ -1155,12 +1173,15 @@ async fn agents_and_principals_are_revoked_from_the_console() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_and_principals_are_revoked_from_the_console_on_postgres() {
     let schema = mandate_testkit::postgres::Schema::new("console_agents");
-    let (server, _dir) = server_with(&format!("database_url = {:?}\n", schema.url()));
+    let (server, _dir) = server_with(&format!(
+        "database_url = {:?}\n{BILLING_ROUTE}",
+        schema.url()
+    ));
     agents_and_principals_revoked(&server).await;
 }
 
 async fn agents_and_principals_revoked(server: &TestServer) {
-    let s = server
+    let mut s = server
         .scenario(MissionPlan {
             goal: "Reconcile November invoices".into(),
             scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
@@ -1181,7 +1202,11 @@ async fn agents_and_principals_revoked(server: &TestServer) {
         })
         .await
         .unwrap();
-    let (bob_c, bobs_agent) = member_with_agent(server, &admin, "bob", "bob-bot").await;
+    let (bob_c, mut bobs_agent) = member_with_agent(server, &admin, "bob", "bob-bot").await;
+    // Before: whatever the gateway answers them, it is not `revoked`.
+    for agent in [&mut s.agent, &mut bobs_agent] {
+        assert_ne!(gateway_get(server, agent).await.as_deref(), Some("revoked"));
+    }
 
     let mut alice = Browser::new(server);
     alice
@@ -1276,6 +1301,10 @@ async fn agents_and_principals_revoked(server: &TestServer) {
 
     // The agent's next request is refused: at the enforcement point and
     // on its own signed request.
+    assert_eq!(
+        gateway_get(server, &mut s.agent).await.as_deref(),
+        Some("revoked")
+    );
     assert_eq!(
         gateway_decides(&s, &s.agent).await,
         (Decision::Deny, "revoked".to_owned())
@@ -1384,6 +1413,10 @@ async fn agents_and_principals_revoked(server: &TestServer) {
         (StatusCode::NOT_FOUND, Some("console_unknown_principal"))
     );
     // His agent is refused, and his API token.
+    assert_eq!(
+        gateway_get(server, &mut bobs_agent).await.as_deref(),
+        Some("revoked")
+    );
     assert_eq!(
         gateway_decides(&s, &bobs_agent).await,
         (Decision::Deny, "revoked".to_owned())
