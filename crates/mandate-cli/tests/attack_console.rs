@@ -929,15 +929,17 @@ async fn held_the_audit_explorer_takes_any_query() {
         "since=9999-12-31T23:59".to_owned(),
         "since=0000-01-01T00:00".to_owned(),
         "since=1969-12-31T23:59".to_owned(),
-        "after=18446744073709551615".to_owned(),
-        "after=9223372036854775808".to_owned(),
-        "after=-1".to_owned(),
-        "after=".to_owned(),
+        "before=18446744073709551615".to_owned(),
+        "before=9223372036854775808".to_owned(),
+        "before=-1".to_owned(),
+        "before=0".to_owned(),
+        "before=".to_owned(),
+        "verify=now&verify=now".to_owned(),
         "decision=%00".to_owned(),
         "mission=%FF%FE".to_owned(),
         format!("mission={long}&agent={long}&action={long}"),
         "since=2026-13-45T99:99".to_owned(),
-        "mission=a&mission=b&after=1&after=2".to_owned(),
+        "mission=a&mission=b&before=1&before=2".to_owned(),
     ] {
         let (status, body) = page(&root, &format!("/console/audit?{q}")).await;
         assert!(

@@ -13,9 +13,15 @@
 mod console_support;
 use console_support::*;
 
-use mandate_testkit::{MissionPlan, TestServer};
+use std::path::Path;
+
+use mandate_client::{Client, MissionAgent};
+use mandate_core::Decision;
+use mandate_core::ResourceRef;
+use mandate_core::wire::DecideRequest;
+use mandate_testkit::{MissionPlan, Scenario, TestServer};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,6 +34,10 @@ async fn pages_are_locked_down_before_sign_in() {
         "/console",
         "/console/inbox",
         "/console/missions",
+        "/console/agents",
+        "/console/agents/billing-bot/revoke",
+        "/console/principals",
+        "/console/principals/admin/revoke",
         "/console/audit",
     ] {
         let r = b.get(path).await;
@@ -432,42 +442,12 @@ async fn a_principal_sees_ends_and_revokes_her_missions_only() {
         .await;
     let admin = s.admin.clone();
     let mine = s.agent.mission_id().to_string();
-    // bob, with an agent and a mission of his own.
-    let bob_token = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&admin)
-        .create_principal("bob", None)
+    // bob, with an agent and a (started) mission of his own.
+    let bobs = member_with_agent(&server, &admin, "bob", "bob-bot")
         .await
-        .unwrap()
-        .token
-        .token;
-    let bob_c = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&bob_token);
-    bob_c
-        .register_agent(&mandate_core::wire::RegisterAgentRequest {
-            name: "bob-bot".into(),
-            owner: None,
-            description: None,
-            attestation: None,
-        })
-        .await
-        .unwrap();
-    let bobs = bob_c
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "bob-bot".into(),
-            goal: "Bob's own errand".into(),
-            scope: String::new(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: None,
-            out_of_scope: None,
-        })
-        .await
-        .unwrap()
-        .mission
-        .id;
+        .1
+        .mission_id()
+        .to_string();
 
     let mut alice = Browser::new(&server);
     alice
@@ -662,41 +642,11 @@ async fn the_audit_explorer_is_the_apis_audit_log_for_admins() {
         .await;
     let admin = s.admin.clone();
     let mine = s.agent.mission_id().to_string();
-    let bob_token = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&admin)
-        .create_principal("bob", None)
+    let bobs = member_with_agent(&server, &admin, "bob", "bob-bot")
         .await
-        .unwrap()
-        .token
-        .token;
-    let bob_c = mandate_client::Client::new(server.url())
-        .unwrap()
-        .with_token(&bob_token);
-    bob_c
-        .register_agent(&mandate_core::wire::RegisterAgentRequest {
-            name: "bob-bot".into(),
-            owner: None,
-            description: None,
-            attestation: None,
-        })
-        .await
-        .unwrap();
-    let bobs = bob_c
-        .create_mission(&mandate_core::wire::CreateMissionRequest {
-            agent: "bob-bot".into(),
-            goal: "Bob's own errand".into(),
-            scope: String::new(),
-            boundaries: String::new(),
-            escalations: String::new(),
-            ttl_seconds: None,
-            budget: None,
-            out_of_scope: None,
-        })
-        .await
-        .unwrap()
-        .mission
-        .id;
+        .1
+        .mission_id()
+        .to_string();
 
     let mut alice_key = SoftKey::new(7);
     let mut alice = Browser::new(&server);
@@ -842,4 +792,550 @@ fn seqs(html: &str) -> Vec<u64> {
         .skip(1)
         .map(|r| r.split('"').next().unwrap().parse().unwrap())
         .collect()
+}
+
+/// The `<tr>` of a table row whose `attr` is `value` on `page`.
+fn row<'a>(page: &'a str, attr: &str, value: &str) -> &'a str {
+    let at = format!("{attr}=\"{value}\"");
+    assert!(page.contains(&at), "no row with {at}: {page}");
+    let start = page.find(&at).unwrap();
+    let rest = &page[start..];
+    &rest[..rest.find("</tr>").unwrap_or(rest.len())]
+}
+
+/// A member `name` with a registered agent `agent` on a started mission:
+/// their API client and the agent.
+async fn member_with_agent(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    agent: &str,
+) -> (Client, MissionAgent) {
+    let token = Client::new(server.url())
+        .unwrap()
+        .with_token(admin)
+        .create_principal(name, None)
+        .await
+        .unwrap()
+        .token
+        .token;
+    let c = Client::new(server.url()).unwrap().with_token(&token);
+    c.register_agent(&mandate_core::wire::RegisterAgentRequest {
+        name: agent.into(),
+        owner: None,
+        description: Some(format!("{name}'s errands")),
+        attestation: None,
+    })
+    .await
+    .unwrap();
+    let created = c
+        .create_mission(&mandate_core::wire::CreateMissionRequest {
+            agent: agent.into(),
+            goal: format!("{name}'s own errand"),
+            scope: String::new(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: None,
+            out_of_scope: None,
+        })
+        .await
+        .unwrap();
+    let a = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    (c, a)
+}
+
+/// A decision the enforcement point asks for `agent`: its decision and code.
+async fn gateway_decides(s: &Scenario, agent: &MissionAgent) -> (Decision, String) {
+    let r = s
+        .gateway
+        .decide(&DecideRequest {
+            credential: agent.credential().to_owned(),
+            action: "read".into(),
+            resource: serde_json::from_value::<ResourceRef>(
+                json!({"type": "Resource", "id": "inv-1", "tags": {"billing": "nov"}}),
+            )
+            .unwrap(),
+            context: serde_json::Map::new(),
+            justification: None,
+            required_trust: None,
+        })
+        .await
+        .unwrap();
+    (r.decision, r.code)
+}
+
+/// A gateway route whose upstream nobody listens on: what matters is
+/// whether the gateway refuses the agent before it would forward.
+const BILLING_ROUTE: &str = "\n[[routes]]\nname = \"billing\"\nupstream = \"http://127.0.0.1:9/billing\"\nauth = \"pass\"\n\n[[routes.rules]]\nmethod = \"GET\"\npath = \"/invoices/{id}\"\naction = \"read\"\n";
+
+/// `agent`'s signed `GET /gw/billing/invoices/7`: the problem code the
+/// gateway answers (or the one its credential refresh got).
+async fn gateway_get(server: &TestServer, agent: &mut MissionAgent) -> Option<String> {
+    let url = format!("{}/gw/billing/invoices/7", server.url());
+    match agent.signed_request("GET", &url, None, None, &[]).await {
+        Ok(r) => {
+            let resp = r.send().await.unwrap();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            body["code"].as_str().map(str::to_owned)
+        }
+        Err(e) => e.code().map(str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_principals_are_revoked_from_the_console() {
+    let (server, _dir) = server_with(BILLING_ROUTE);
+    agents_and_principals_revoked(&server).await;
+}
+
+/// The same on PostgreSQL (the agents' live missions are counted by the
+/// store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_principals_are_revoked_from_the_console_on_postgres() {
+    let schema = mandate_testkit::postgres::Schema::new("console_agents");
+    let (server, _dir) = server_with(&format!(
+        "database_url = {:?}\n{BILLING_ROUTE}",
+        schema.url()
+    ));
+    agents_and_principals_revoked(&server).await;
+}
+
+async fn agents_and_principals_revoked(server: &TestServer) {
+    let mut s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
+                .unwrap(),
+            boundaries: String::new(),
+            budget: 1_000,
+        })
+        .await;
+    let admin = s.admin.clone();
+    let alice_c = Client::new(server.url()).unwrap().with_token(&s.alice);
+    // A second agent of alice's, with no mission.
+    alice_c
+        .register_agent(&mandate_core::wire::RegisterAgentRequest {
+            name: "idle-bot".into(),
+            owner: None,
+            description: None,
+            attestation: None,
+        })
+        .await
+        .unwrap();
+    let (bob_c, mut bobs_agent) = member_with_agent(server, &admin, "bob", "bob-bot").await;
+    // Before: whatever the gateway answers them, it is not `revoked`.
+    for agent in [&mut s.agent, &mut bobs_agent] {
+        assert_ne!(gateway_get(server, agent).await.as_deref(), Some("revoked"));
+    }
+
+    let mut alice = Browser::new(server);
+    alice
+        .enroll(&link(server, &admin, "alice"), &mut SoftKey::new(7))
+        .await;
+    let mut bob = Browser::new(server);
+    bob.enroll(&link(server, &admin, "bob"), &mut SoftKey::new(9))
+        .await;
+    let mut root = Browser::new(server);
+    root.enroll(&link(server, &admin, "admin"), &mut SoftKey::new(11))
+        .await;
+
+    // The agents page: hers, with their live missions; bob's his; an
+    // admin's everyone's.
+    assert!(
+        alice.inbox().await.contains("href=\"/console/agents\""),
+        "the navigation links to the agents"
+    );
+    let (status, list) = page(&alice, "/console/agents").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let billing = row(&list, "data-agent", "billing-bot");
+    assert!(
+        billing.contains("data-state=\"live\"")
+            && billing.contains("<td>alice</td>")
+            && billing.contains("<td class=\"live\">1</td>")
+            && billing.contains("href=\"/console/agents/billing-bot/revoke\""),
+        "{billing}"
+    );
+    assert!(row(&list, "data-agent", "idle-bot").contains("<td class=\"live\">0</td>"));
+    assert!(
+        !list.contains("bob-bot") && !list.contains("/console/principals"),
+        "{list}"
+    );
+    let (_, list) = page(&bob, "/console/agents").await;
+    assert!(
+        list.contains("data-agent=\"bob-bot\"") && !list.contains("billing-bot"),
+        "{list}"
+    );
+    let (_, list) = page(&root, "/console/agents").await;
+    assert!(
+        list.contains("data-agent=\"bob-bot\"")
+            && list.contains("data-agent=\"billing-bot\"")
+            && list.contains("href=\"/console/principals\""),
+        "{list}"
+    );
+
+    // Bob: 404 on alice's agent, its confirmation and its revocation, as
+    // from the API.
+    let revoke = "/console/agents/billing-bot/revoke";
+    let (status, body) = page(&bob, revoke).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("data-code=\"not_found\""), "{body}");
+    let bob_csrf = bob.csrf.clone().unwrap();
+    let (status, _, body) = post_form(
+        &bob,
+        revoke,
+        &[("csrf", &bob_csrf), ("reason", "bob was here")],
+        Some(&bob.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    s.agent.mission().await.expect("bob revoked nothing");
+
+    // Alice: without the CSRF token, refused.
+    let csrf = alice.csrf.clone().unwrap();
+    let (status, _, body) = post_form(&alice, revoke, &[], Some(&alice.origin)).await;
+    assert!(
+        status == StatusCode::FORBIDDEN && body.contains("data-code=\"console_csrf_refused\""),
+        "{status} {body}"
+    );
+    s.agent.mission().await.expect("nothing revoked yet");
+
+    // The confirmation page says what it ends; then the revocation.
+    let (status, confirm) = page(&alice, revoke).await;
+    assert_eq!(status, StatusCode::OK, "{confirm}");
+    assert!(
+        confirm.contains(&format!("action=\"{revoke}\""))
+            && confirm.contains(&format!("name=\"csrf\" value=\"{csrf}\""))
+            && confirm.contains("all its missions")
+            && confirm.contains("<dd id=\"live\">1</dd>"),
+        "{confirm}"
+    );
+    let (status, location, body) = post_form(
+        &alice,
+        revoke,
+        &[("csrf", &csrf), ("reason", "misbehaving")],
+        Some(&alice.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(location, "/console/agents");
+
+    // The agent's next request is refused: at the enforcement point and
+    // on its own signed request.
+    assert_eq!(
+        gateway_get(server, &mut s.agent).await.as_deref(),
+        Some("revoked")
+    );
+    assert_eq!(
+        gateway_decides(&s, &s.agent).await,
+        (Decision::Deny, "revoked".to_owned())
+    );
+    let err = s.agent.mission().await.unwrap_err();
+    assert_eq!(err.code(), Some("revoked"), "{err}");
+    let (_, list) = page(&alice, &location).await;
+    let billing = row(&list, "data-agent", "billing-bot");
+    assert!(
+        billing.contains("data-state=\"revoked\"")
+            && billing.contains("<td class=\"live\">0</td>")
+            && !billing.contains("/revoke\""),
+        "{billing}"
+    );
+    let records = audit(server, &admin, "revocation").await;
+    assert!(
+        records.iter().any(|r| r["body"]["kind"] == "agent"
+            && r["body"]["target"] == "billing-bot"
+            && r["body"]["by"] == "alice"
+            && r["body"]["reason"] == "misbehaving"
+            && r["body"]["missions"].as_array().unwrap().len() == 1),
+        "{records:#?}"
+    );
+    // Bob's agent is untouched.
+    bobs_agent.mission().await.expect("bob's agent still works");
+
+    // Principals: admins only, as `GET /v1/principals`; a member may not
+    // revoke anyone here, themselves included.
+    for path in [
+        "/console/principals",
+        "/console/principals/alice/revoke",
+        "/console/principals/bob/revoke",
+    ] {
+        let (status, body) = page(&bob, path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.contains("data-code=\"forbidden\""), "{body}");
+    }
+    for target in ["alice", "bob"] {
+        let (status, _, body) = post_form(
+            &bob,
+            &format!("/console/principals/{target}/revoke"),
+            &[("csrf", &bob_csrf)],
+            Some(&bob.origin),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{target}: {body}");
+    }
+    assert_eq!(page(&bob, "/console/agents").await.0, StatusCode::OK);
+
+    let (status, list) = page(&root, "/console/principals").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let bob_row = row(&list, "data-principal", "bob");
+    assert!(
+        bob_row.contains("data-state=\"live\"")
+            && bob_row.contains("<td>member</td>")
+            && bob_row.contains("<td class=\"live\">1</td>")
+            && bob_row.contains("href=\"/console/principals/bob/revoke\""),
+        "{bob_row}"
+    );
+    assert!(row(&list, "data-principal", "admin").contains("(you)"));
+    let (status, _) = page(&root, "/console/principals/nobody/revoke").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let bob_revoke = "/console/principals/bob/revoke";
+    let (status, confirm) = page(&root, bob_revoke).await;
+    assert_eq!(status, StatusCode::OK, "{confirm}");
+    assert!(
+        confirm.contains(&format!("action=\"{bob_revoke}\""))
+            && confirm.contains("console sessions")
+            && !confirm.contains("id=\"myself\""),
+        "{confirm}"
+    );
+    let root_csrf = root.csrf.clone().unwrap();
+    let (status, location, body) = post_form(
+        &root,
+        bob_revoke,
+        &[("csrf", &root_csrf), ("reason", "left the company")],
+        Some(&root.origin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(location, "/console/principals");
+
+    // Bob's console session is over: pages send him to sign-in, posts and
+    // the live feed refuse him, and he cannot sign in again.
+    for path in ["/console/inbox", "/console/agents"] {
+        let r = bob.get(path).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(r.headers()["location"], "/console/signin");
+    }
+    assert_eq!(
+        bob.get("/console/events").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = bob
+        .post("/console/approvals/apr_x/deny", &json!({ "reason": "no" }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("console_signin_required"))
+    );
+    let (status, body) = bob
+        .post("/console/signin/start", &json!({ "principal": "bob" }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("console_unknown_principal"))
+    );
+    // His agent is refused, and his API token.
+    assert_eq!(
+        gateway_get(server, &mut bobs_agent).await.as_deref(),
+        Some("revoked")
+    );
+    assert_eq!(
+        gateway_decides(&s, &bobs_agent).await,
+        (Decision::Deny, "revoked".to_owned())
+    );
+    assert_eq!(
+        bobs_agent.mission().await.unwrap_err().code(),
+        Some("revoked")
+    );
+    assert_eq!(
+        bob_c.whoami().await.unwrap_err().code(),
+        Some("invalid_token")
+    );
+    let (_, list) = page(&root, &location).await;
+    let bob_row = row(&list, "data-principal", "bob");
+    assert!(
+        bob_row.contains("data-state=\"revoked\"") && !bob_row.contains("/revoke\""),
+        "{bob_row}"
+    );
+    let records = audit(server, &admin, "revocation").await;
+    assert!(
+        records.iter().any(|r| r["body"]["kind"] == "principal"
+            && r["body"]["target"] == "bob"
+            && r["body"]["by"] == "admin"
+            && r["body"]["agents"] == json!(["bob-bot"])),
+        "{records:#?}"
+    );
+    // Alice's session is untouched.
+    assert!(alice.inbox().await.contains("id=\"me\">alice<"));
+}
+
+fn python() -> String {
+    std::env::var("MANDATE_TEST_PYTHON")
+        .expect("MANDATE_TEST_PYTHON must name a Python with the MCP SDK; run scripts/test.sh")
+}
+
+/// Opens an MCP session for `agent` on `/mcp/{server}`: a signed
+/// `initialize`, as an MCP client through the gateway sends it. The
+/// session's id.
+async fn open_mcp_session(server: &TestServer, agent: &mut MissionAgent, mcp: &str) -> String {
+    let url = format!("{}/mcp/{mcp}", server.url());
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "console-test", "version": "1"}}})
+    .to_string()
+    .into_bytes();
+    let resp = agent
+        .signed_request("POST", &url, Some(("application/json", body)), None, &[])
+        .await
+        .unwrap()
+        .header("accept", "application/json, text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A mission's page shows its delegation chain, the missions delegated
+/// below it (as `GET /v1/missions/{id}/tree`) and its open MCP sessions
+/// (as `GET /v1/missions/{id}/mcp/sessions`); the inbox card of a
+/// sub-agent's escalation shows who delegated to whom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missions_page_shows_its_tree_and_sessions_and_a_card_its_chain() {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+    let (server, _dir) = server_with(&format!(
+        "\n[[mcp_servers]]\nname = \"lab\"\ncommand = {:?}\nargs = [{:?}]\n",
+        python(),
+        lab.display().to_string()
+    ));
+    let mut s = server
+        .scenario(MissionPlan {
+            goal: "Reconcile November invoices".into(),
+            scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
+                .unwrap(),
+            boundaries: String::new(),
+            budget: 1_000,
+        })
+        .await;
+    let admin = s.admin.clone();
+    let root_id = s.agent.mission_id().to_string();
+    Client::new(server.url())
+        .unwrap()
+        .with_token(&s.alice)
+        .register_agent(&mandate_core::wire::RegisterAgentRequest {
+            name: "refund-helper".into(),
+            owner: None,
+            description: None,
+            attestation: None,
+        })
+        .await
+        .unwrap();
+    // billing-bot delegates the refunds to refund-helper, narrowed to a
+    // budget of 10.
+    let created = s
+        .agent
+        .delegate(&mandate_core::wire::DelegateRequest {
+            agent: Some("refund-helper".into()),
+            ephemeral: None,
+            goal: "Refund the double-billed invoices".into(),
+            scope: std::fs::read_to_string(examples().join("missions/billing-scope.cedar"))
+                .unwrap(),
+            boundaries: String::new(),
+            escalations: String::new(),
+            ttl_seconds: None,
+            budget: 10,
+            out_of_scope: Some("deny".into()),
+            attestation: None,
+        })
+        .await
+        .unwrap();
+    let helper = MissionAgent::start(server.url(), &created.start_token)
+        .await
+        .unwrap();
+    let child_id = helper.mission_id().to_string();
+    let (_bob_c, _) = member_with_agent(&server, &admin, "bob", "bob-bot").await;
+
+    let mut alice = Browser::new(&server);
+    alice
+        .enroll(&link(&server, &admin, "alice"), &mut SoftKey::new(7))
+        .await;
+    let mut bob = Browser::new(&server);
+    bob.enroll(&link(&server, &admin, "bob"), &mut SoftKey::new(9))
+        .await;
+
+    // The sub-agent's escalation: its card names the chain, person first.
+    let approval = escalate_as(&s, &helper, "inv-42").await;
+    let inbox = alice.inbox().await;
+    let card = &inbox[inbox
+        .find(&format!("data-approval-id=\"{approval}\""))
+        .unwrap()..];
+    let card = &card[..card.find("</article>").unwrap()];
+    assert!(
+        card.contains(
+            "<ol class=\"chain\"><li data-who=\"alice\">alice</li><li data-who=\"billing-bot\">billing-bot</li><li data-who=\"refund-helper\">refund-helper</li></ol>"
+        ),
+        "{card}"
+    );
+    // Everything else the issue asks a card to show.
+    for want in [
+        "<code>refund</code>",
+        "75000",
+        "customer ACME was double-billed in November",
+        "Refund the double-billed invoices",
+        "refunds-escalate.cedar",
+        "alice (the mission&#39;s principal)",
+        "<time datetime=",
+    ] {
+        assert!(card.contains(want), "missing {want:?}: {card}");
+    }
+
+    // An MCP session of the root mission.
+    let session = open_mcp_session(&server, &mut s.agent, "lab").await;
+
+    // The root mission's page: its chain, the child below it, its session.
+    let (status, detail) = page(&alice, &format!("/console/missions/{root_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    let below = row(&detail, "data-mission-id", &child_id);
+    assert!(
+        below.contains("data-depth=\"1\"")
+            && below.contains(&format!("href=\"/console/missions/{child_id}\""))
+            && below.contains(&format!("href=\"/console/missions/{root_id}\""))
+            && below.contains("<td>refund-helper</td>")
+            && below.contains("<td class=\"budget\">10</td>")
+            && below.contains("refund-billing"),
+        "{below}"
+    );
+    assert!(
+        detail.contains(
+            "<li data-who=\"alice\">alice</li><li class=\"here\" data-who=\"billing-bot\">"
+        ),
+        "{detail}"
+    );
+    let open = row(&detail, "data-session", &session);
+    assert!(open.contains("data-server=\"lab\""), "{open}");
+    assert!(!detail.contains("id=\"no-sessions\""), "{detail}");
+
+    // The child's page: the chain up to it, the parent a link; nothing
+    // below it, no session.
+    let (status, detail) = page(&alice, &format!("/console/missions/{child_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "<li data-who=\"billing-bot\"><a href=\"/console/missions/{root_id}\">billing-bot</a></li><li class=\"here\" data-who=\"refund-helper\">"
+        )) && detail.contains("id=\"no-delegations\"")
+            && detail.contains("id=\"no-sessions\""),
+        "{detail}"
+    );
+
+    // Bob sees neither mission, nor the request.
+    for id in [&root_id, &child_id] {
+        let (status, body) = page(&bob, &format!("/console/missions/{id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(!body.contains("refund-helper") && !body.contains(&session));
+    }
+    assert!(!bob.inbox().await.contains(&approval));
 }

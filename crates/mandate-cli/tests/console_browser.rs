@@ -21,8 +21,9 @@
 //! them it fails, saying so: it is not skipped.
 //!
 //! With `MANDATE_UPDATE_SCREENSHOTS=1` the screenshots of the enroll,
-//! sign-in, inbox and missions pages are written to `docs/console/` (else to a
-//! scratch directory, so that a test run leaves the work tree alone).
+//! sign-in, inbox, missions, audit and agents pages are written to
+//! `docs/console/` (else to a scratch directory, so that a test run leaves
+//! the work tree alone).
 
 #![allow(
     clippy::unwrap_used,

@@ -90,6 +90,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Agent, StoreError>;
     /// All agents, or those of one owner.
     async fn agents(&self, owner: Option<&PrincipalName>) -> Result<Vec<Agent>, StoreError>;
+    /// How many live missions (not ended, not past their expiry at `now`)
+    /// each registered agent has: all agents', or one owner's. Agents with
+    /// none are left out.
+    async fn live_missions_by_agent(
+        &self,
+        owner: Option<&PrincipalName>,
+        now: UnixTime,
+    ) -> Result<Vec<(AgentName, u64)>, StoreError>;
 
     // --- missions ---
 

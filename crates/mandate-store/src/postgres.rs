@@ -816,6 +816,32 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn live_missions_by_agent(
+        &self,
+        owner: Option<&PrincipalName>,
+        now: UnixTime,
+    ) -> Result<Vec<(AgentName, u64)>, StoreError> {
+        sqlx::query(
+            "SELECT m.agent AS agent, COUNT(*) AS live FROM missions m \
+             JOIN agents a ON a.name = m.agent \
+             WHERE a.ephemeral_of IS NULL AND ($1::TEXT IS NULL OR a.owner = $1) \
+               AND m.state <> 'ended' AND m.expires_at > $2 \
+             GROUP BY m.agent ORDER BY m.agent",
+        )
+        .bind(owner.map(PrincipalName::as_str))
+        .bind(secs(now))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                typed(r, "agent", "agent name")?,
+                u64::try_from(r.int("live")?).unwrap_or(0),
+            ))
+        })
+        .collect()
+    }
+
     async fn create_mission(&self, m: &NewMission) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         // The agent and principal must still be live when the mission lands;

@@ -240,6 +240,7 @@ both!(
     revoking_a_mission_or_agent_ends_the_missions_below_theirs,
     an_ephemeral_sub_agent_exists_for_its_one_mission,
     a_denial_that_ends_a_mission_ends_the_missions_below_it,
+    live_missions_are_counted_per_agent,
 );
 
 fn principal(name: &str, role: Role) -> Principal {
@@ -2618,4 +2619,41 @@ async fn console_passkeys_links_and_sessions(db: Db) {
     assert!(s.console_session("s1").await.unwrap().is_some());
     s.sweep_console(UnixTime(0), T0.plus(61), T0).await.unwrap();
     assert_eq!(s.console_session("s1").await.unwrap(), None);
+}
+
+/// What the console's agents page shows: per agent, its missions not
+/// ended and not expired, of one owner's agents or of all.
+async fn live_missions_are_counted_per_agent(db: Db) {
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let (first, _) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    new_mission(s.as_ref(), "alice", "bot-a").await;
+    // bob's mission for alice's agent counts for the agent, so for alice.
+    new_mission(s.as_ref(), "bob", "bot-a").await;
+    new_mission(s.as_ref(), "bob", "bot-b").await;
+    let count = |owner: Option<&str>, at: UnixTime| {
+        let s = Arc::clone(&s);
+        let owner = owner.map(|o| o.parse::<mandate_core::PrincipalName>().unwrap());
+        async move {
+            s.live_missions_by_agent(owner.as_ref(), at)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(a, n)| (a.to_string(), n))
+                .collect::<Vec<_>>()
+        }
+    };
+    let now = T0.plus(1);
+    assert_eq!(
+        count(None, now).await,
+        [("bot-a".to_owned(), 3), ("bot-b".to_owned(), 1)]
+    );
+    assert_eq!(count(Some("alice"), now).await, [("bot-a".to_owned(), 3)]);
+    assert_eq!(count(Some("bob"), now).await, [("bot-b".to_owned(), 1)]);
+    s.end_mission(&first, mandate_core::EndReason::Completed, "alice", now)
+        .await
+        .unwrap();
+    assert_eq!(count(Some("alice"), now).await, [("bot-a".to_owned(), 2)]);
+    // Past their expiry (an hour), none is live, ended or not.
+    assert!(count(None, T0.plus(3_600)).await.is_empty());
 }

@@ -16,8 +16,10 @@
 //   call is refused (revoked);
 //   an admin filters the audit log by the mission and opens the approval,
 //   whose passkey signature verifies;
-//   the sign-in, inbox, missions and audit pages have no serious or critical axe
-//   violations;
+//   the admin's agents page lists alice's agent with its owner, and the
+//   principals page lists alice;
+//   the sign-in, inbox, missions, agents, principals and audit pages (and
+//   the confirmations) have no serious or critical axe violations;
 //   no console page trips its own Content-Security-Policy.
 //
 // Usage: node flow.mjs CONFIG.json — written by the Rust test; see there.
@@ -539,6 +541,25 @@ async function main() {
       if (!story.includes('signature verifies')) fail(`the approval's explanation does not say the signature verifies:\n${story}`);
       results.audit_explained = story.split('\n').find((l) => l.includes('signature verifies'));
       await accessible(page, 'audit record');
+    });
+
+    await step('an admin opens Agents and Principals and the revocation confirmations: screenshot and accessibility', async () => {
+      await page.locator('nav a[href="/console/agents"]').click();
+      await page.waitForURL((u) => u.pathname === '/console/agents');
+      const row = page.locator('tr[data-agent="billing-bot"]');
+      if ((await row.count()) !== 1) fail(`the agents page does not list billing-bot once:\n${await page.locator('main').innerText()}`);
+      if (!(await row.innerText()).includes('alice')) fail(`billing-bot's row does not name its owner: ${await row.innerText()}`);
+      await shot(page, 'agents');
+      await accessible(page, 'agents');
+      await row.locator('a.danger').click();
+      await page.waitForURL((u) => u.pathname === '/console/agents/billing-bot/revoke');
+      await accessible(page, 'agent revocation confirmation');
+      await page.goto(`${cfg.origin}/console/principals`);
+      if ((await page.locator('tr[data-principal="alice"]').count()) !== 1) fail(`the principals page does not list alice:\n${await page.locator('main').innerText()}`);
+      await accessible(page, 'principals');
+      await page.locator('tr[data-principal="alice"] a.danger').click();
+      await page.waitForURL((u) => u.pathname === '/console/principals/alice/revoke');
+      await accessible(page, 'principal revocation confirmation');
     });
 
     noCspViolations(root);

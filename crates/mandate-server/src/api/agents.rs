@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_core::wire::{AgentView, RegisterAgentRequest, SetAttestationRequest};
 use mandate_core::{AgentName, AttestationRequirement, PrincipalName, Role};
-use mandate_store::Agent;
+use mandate_store::{Agent, Principal};
 
 use super::extract::{ApiJson, ApiPath, Caller};
 use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
@@ -146,15 +146,39 @@ pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<AgentView>>, Problem> {
-    let owner = (caller.principal.role != Role::Admin).then_some(&caller.principal.name);
     Ok(Json(
-        s.0.store
-            .agents(owner)
+        agents_for(&s, &caller.principal)
             .await?
             .iter()
             .map(agent_view)
             .collect(),
     ))
+}
+
+/// The agents `principal` owns (admins: all), by name: what
+/// `GET /v1/agents` lists.
+pub(crate) async fn agents_for(s: &AppState, principal: &Principal) -> Result<Vec<Agent>, Problem> {
+    let owner = (principal.role != Role::Admin).then_some(&principal.name);
+    Ok(s.0.store.agents(owner).await?)
+}
+
+/// The agent `name` if `principal` owns it (admins: any), else
+/// `not_found`: what `GET /v1/agents/{name}` shows.
+pub(crate) async fn agent_for(
+    s: &AppState,
+    principal: &Principal,
+    name: &str,
+) -> Result<Agent, Problem> {
+    let name: AgentName = name.parse()?;
+    let agent =
+        s.0.store
+            .agent(&name)
+            .await?
+            .ok_or_else(|| Problem::not_found("no such agent"))?;
+    if agent.owner != principal.name && principal.role != Role::Admin {
+        return Err(Problem::not_found("no such agent"));
+    }
+    Ok(agent)
 }
 
 /// One agent, if the caller owns it (admins: any).
@@ -172,14 +196,7 @@ pub(super) async fn show(
     caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AgentView>, Problem> {
-    let name: AgentName = name.try_into()?;
-    let agent =
-        s.0.store
-            .agent(&name)
-            .await?
-            .ok_or_else(|| Problem::not_found("no such agent"))?;
-    if agent.owner != caller.principal.name && caller.principal.role != Role::Admin {
-        return Err(Problem::not_found("no such agent"));
-    }
-    Ok(Json(agent_view(&agent)))
+    Ok(Json(agent_view(
+        &agent_for(&s, &caller.principal, &name).await?,
+    )))
 }

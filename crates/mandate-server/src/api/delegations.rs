@@ -25,7 +25,7 @@ use mandate_core::{
 use mandate_store::{NewDelegation, NewMission};
 
 use super::extract::{ApiJson, ApiPath, Caller, MissionCaller};
-use super::missions::{created, may_manage, start_token};
+use super::missions::{created, may_manage_by, start_token};
 use super::openapi::{Always, Conflict, Forbidden, JsonBody, NotFound, Unauthorized};
 use super::{DEFAULT_MISSION_TTL_SECS, mission_view, on_large_stack};
 use crate::problem::Problem;
@@ -40,9 +40,9 @@ fn party(m: &Mission) -> LinkParty {
     }
 }
 
-/// The parent's ancestors, read from the store and checked against the
-/// hashes its body names.
-async fn ancestors_of(s: &AppState, m: &Mission) -> Result<Vec<Mission>, Problem> {
+/// The parent's ancestors, root first, read from the store and checked
+/// against the hashes its body names.
+pub(crate) async fn ancestors_of(s: &AppState, m: &Mission) -> Result<Vec<Mission>, Problem> {
     let mut out = Vec::with_capacity(m.body.ancestors.len());
     for r in &m.body.ancestors {
         let a =
@@ -440,14 +440,26 @@ pub(super) async fn tree(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<MissionView>>, Problem> {
+    let tree = tree_for(&s, &caller.principal, &id).await?;
+    let now = s.0.clock.now();
+    Ok(Json(tree.iter().map(|m| mission_view(m, now)).collect()))
+}
+
+/// The mission `id` and every mission delegated below it, parents first,
+/// if `principal` may manage it (its principal, its agent's owner, an
+/// admin), else `not_found`: what `GET /v1/missions/{id}/tree` answers.
+pub(crate) async fn tree_for(
+    s: &AppState,
+    principal: &mandate_store::Principal,
+    id: &str,
+) -> Result<Vec<Mission>, Problem> {
     let id: MissionId = id.parse()?;
     let tree = s.0.store.mission_tree(&id).await?;
     let Some(root) = tree.first() else {
         return Err(Problem::not_found("no such mission"));
     };
-    if !may_manage(&s, &caller, root).await? {
+    if !may_manage_by(s, principal, root).await? {
         return Err(Problem::not_found("no such mission"));
     }
-    let now = s.0.clock.now();
-    Ok(Json(tree.iter().map(|m| mission_view(m, now)).collect()))
+    Ok(tree)
 }

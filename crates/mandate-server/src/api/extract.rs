@@ -354,11 +354,17 @@ pub(crate) struct Caller {
 impl Caller {
     /// Refuses callers without the admin role.
     pub(crate) fn require_admin(&self) -> Result<(), Problem> {
-        if self.principal.role == mandate_core::Role::Admin {
-            Ok(())
-        } else {
-            Err(Problem::forbidden("this needs the admin role"))
-        }
+        require_admin(&self.principal)
+    }
+}
+
+/// Refuses principals without the admin role (`403 forbidden`), whoever
+/// asks for them (the API, the console).
+pub(crate) fn require_admin(p: &Principal) -> Result<(), Problem> {
+    if p.role == mandate_core::Role::Admin {
+        Ok(())
+    } else {
+        Err(Problem::forbidden("this needs the admin role"))
     }
 }
 

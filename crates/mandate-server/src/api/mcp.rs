@@ -1809,6 +1809,13 @@ pub(super) async fn list_sessions(
     super::extract::ApiPath(id): super::extract::ApiPath<String>,
 ) -> Result<axum::Json<mandate_core::wire::McpSessionsView>, Problem> {
     let mission = managed(&s, &caller, &id).await?;
+    Ok(axum::Json(sessions_of(&s, &mission)))
+}
+
+/// The open MCP sessions of `mission` this node holds, oldest first (what
+/// `GET /v1/missions/{id}/mcp/sessions` and the console's mission page
+/// show, to whoever may manage the mission).
+pub(crate) fn sessions_of(s: &AppState, mission: &Mission) -> mandate_core::wire::McpSessionsView {
     let now = s.0.clock.now().0;
     let sessions =
         s.0.mcp
@@ -1816,11 +1823,11 @@ pub(super) async fn list_sessions(
             .iter()
             .filter_map(|x| x.view(now))
             .collect();
-    Ok(axum::Json(mandate_core::wire::McpSessionsView {
+    mandate_core::wire::McpSessionsView {
         mission: mission.body.id.to_string(),
         node: s.0.node.clone(),
         sessions,
-    }))
+    }
 }
 
 /// Ends one of a mission's MCP sessions, for a principal who may manage the

@@ -36,6 +36,7 @@ use utoipa_axum::routes;
 use crate::problem::Problem;
 use crate::state::AppState;
 
+pub(crate) use agents::{agent_for, agents_for};
 pub(crate) use approvals::subject as approval_subject;
 pub(crate) use approvals::{
     approvals_for, approve_by, decidable as decidable_by, deny_by, grant_for as check_grant,
@@ -43,7 +44,11 @@ pub(crate) use approvals::{
 pub(crate) use audit::{
     explanation as audit_explanation, query as audit_query, verify_live as audit_verify,
 };
+pub(crate) use delegations::{ancestors_of, tree_for};
+pub(crate) use extract::require_admin;
+pub(crate) use mcp::sessions_of as mcp_sessions_of;
 pub(crate) use missions::{end_by as end_mission_by, mission_for, missions_for};
+pub(crate) use principals::principals_for;
 pub(crate) use revocations::revoke_by;
 
 /// Largest request body the API accepts.

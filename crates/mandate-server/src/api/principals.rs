@@ -127,15 +127,23 @@ pub(super) async fn list(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<PrincipalView>>, Problem> {
-    caller.require_admin()?;
     Ok(Json(
-        s.0.store
-            .principals()
+        principals_for(&s, &caller.principal)
             .await?
             .iter()
             .map(principal_view)
             .collect(),
     ))
+}
+
+/// Every principal, for an admin; `forbidden` for anyone else: what
+/// `GET /v1/principals` answers.
+pub(crate) async fn principals_for(
+    s: &AppState,
+    principal: &Principal,
+) -> Result<Vec<Principal>, Problem> {
+    super::extract::require_admin(principal)?;
+    Ok(s.0.store.principals().await?)
 }
 
 /// Whose tokens: the caller's own, or (admins only) someone else's.

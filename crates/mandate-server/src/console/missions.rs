@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mandate_core::wire::RevocationRequest;
 use mandate_core::{Mission, MissionState};
 
-use super::pages::{Item, html, when};
+use super::pages::{Hop, Item, chain, html, when};
 use super::{ConsoleError, session, signed_in_post};
 use crate::state::AppState;
 
@@ -66,12 +66,7 @@ async fn row(s: &AppState, m: &Mission) -> Result<Row, ConsoleError> {
             .collect()
     };
     Ok(Row {
-        state: match v.state {
-            MissionState::Ready => "ready",
-            MissionState::Active => "active",
-            MissionState::Ended => "ended",
-        }
-        .to_owned(),
+        state: state_name(v.state).to_owned(),
         end_reason: v
             .end_reason
             .map(|r| r.as_str().to_owned())
@@ -96,6 +91,32 @@ struct MissionsPage<'a> {
     missions: Vec<Row>,
 }
 
+/// A mission delegated below the one a page shows, as
+/// `GET /v1/missions/{id}/tree` returns it.
+pub(crate) struct Delegated {
+    pub id: String,
+    pub parent: String,
+    /// Hops below the page's mission (1: its child).
+    pub depth: u32,
+    pub agent: String,
+    pub state: String,
+    pub end_reason: String,
+    pub goal: String,
+    pub budget: u64,
+    pub scope: String,
+}
+
+/// An open MCP session of the mission, as
+/// `GET /v1/missions/{id}/mcp/sessions` returns it.
+pub(crate) struct McpSession {
+    pub server: String,
+    pub session: String,
+    pub opened: String,
+    pub last_used: String,
+    pub in_flight: u64,
+    pub stream_open: bool,
+}
+
 #[derive(Template)]
 #[template(path = "console/mission.html")]
 struct MissionPage<'a> {
@@ -106,6 +127,18 @@ struct MissionPage<'a> {
     boundaries: String,
     escalations: String,
     approvals: Vec<Item>,
+    chain: Vec<Hop>,
+    below: Vec<Delegated>,
+    sessions: Vec<McpSession>,
+    node: String,
+}
+
+fn state_name(s: MissionState) -> &'static str {
+    match s {
+        MissionState::Ready => "ready",
+        MissionState::Active => "active",
+        MissionState::Ended => "ended",
+    }
 }
 
 #[derive(Template)]
@@ -164,6 +197,44 @@ pub(crate) async fn show(
     .iter()
     .map(Item::of)
     .collect::<Result<Vec<_>, _>>()?;
+    // Below it: the API's tree, which checks again who may see it.
+    let now = s.0.clock.now();
+    let depth = m.body.depth();
+    let below = crate::api::tree_for(&s, &session.principal, &id)
+        .await?
+        .iter()
+        .skip(1)
+        .map(|d| {
+            let v = crate::api::mission_view(d, now);
+            Delegated {
+                id: v.id,
+                parent: v.parent.unwrap_or_default(),
+                depth: v.depth.saturating_sub(depth),
+                agent: v.agent,
+                state: state_name(v.state).to_owned(),
+                end_reason: v
+                    .end_reason
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default(),
+                goal: v.goal,
+                budget: v.budget,
+                scope: v.policies.scope,
+            }
+        })
+        .collect();
+    let open = crate::api::mcp_sessions_of(&s, &m);
+    let sessions = open
+        .sessions
+        .into_iter()
+        .map(|x| McpSession {
+            server: x.server,
+            session: x.session,
+            opened: when(x.opened_at),
+            last_used: when(x.last_used),
+            in_flight: x.in_flight,
+            stream_open: x.stream_open,
+        })
+        .collect();
     let p = &m.body.policies;
     let page = MissionPage {
         me: session.principal.name.as_str(),
@@ -171,8 +242,12 @@ pub(crate) async fn show(
         scope: p.scope.clone(),
         boundaries: p.boundaries.clone(),
         escalations: p.escalations.clone(),
+        chain: chain(&s, &m).await?,
         m: row(&s, &m).await?,
         approvals,
+        below,
+        sessions,
+        node: open.node,
     };
     Ok(html(StatusCode::OK, &page))
 }
@@ -215,7 +290,7 @@ async fn confirm(
 }
 
 /// The `csrf` and `reason` fields of a confirmation form.
-fn form(body: &[u8]) -> (Option<String>, Option<String>) {
+pub(super) fn form(body: &[u8]) -> (Option<String>, Option<String>) {
     let mut token = None;
     let mut reason = None;
     for (k, v) in form_urlencoded::parse(body) {

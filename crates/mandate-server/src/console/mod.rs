@@ -17,6 +17,7 @@
 //!   script or style, nothing from elsewhere, no framing.
 //! - API tokens are never accepted here, and sessions never on `/v1`.
 
+mod agents;
 mod audit;
 pub(crate) mod commitment;
 mod missions;
@@ -610,6 +611,16 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             "/console/missions/{id}/end",
             get(missions::confirm_end).post(missions::end),
+        )
+        .route("/console/agents", get(agents::list))
+        .route(
+            "/console/agents/{name}/revoke",
+            get(agents::confirm_revoke_agent).post(agents::revoke_agent),
+        )
+        .route("/console/principals", get(agents::principals))
+        .route(
+            "/console/principals/{name}/revoke",
+            get(agents::confirm_revoke_principal).post(agents::revoke_principal),
         )
         .route("/console/audit", get(audit::list))
         .route("/console/audit/{seq}", get(audit::show))

@@ -35,6 +35,40 @@ pub(crate) struct Item {
     pub reason_code: String,
     pub expires: String,
     pub step_up: bool,
+    /// Who delegated to whom down to the requesting agent: the person,
+    /// then each mission's agent, root first.
+    pub chain: Vec<Hop>,
+}
+
+/// One hop of a delegation chain: the person who delegated the root
+/// mission (no mission), or an agent and the mission it holds.
+pub(crate) struct Hop {
+    pub who: String,
+    pub mission: String,
+}
+
+/// The chain of `m`: its principal, then the agent of each ancestor (root
+/// first, read and checked against the hashes its body names, as a
+/// delegation does), then its own agent.
+pub(crate) async fn chain(
+    s: &AppState,
+    m: &mandate_core::Mission,
+) -> Result<Vec<Hop>, ConsoleError> {
+    let mut hops = vec![Hop {
+        who: m.body.principal.to_string(),
+        mission: String::new(),
+    }];
+    for a in crate::api::ancestors_of(s, m).await? {
+        hops.push(Hop {
+            who: a.body.agent.to_string(),
+            mission: a.body.id.to_string(),
+        });
+    }
+    hops.push(Hop {
+        who: m.body.agent.to_string(),
+        mission: m.body.id.to_string(),
+    });
+    Ok(hops)
 }
 
 pub(crate) fn when(secs: u64) -> String {
@@ -67,7 +101,9 @@ impl Item {
             goal: v.goal,
             mission: v.mission_id,
             agent: v.agent,
-            deciders: if v.approvers.is_empty() {
+            // The mission's principal decides when no policy names
+            // approvers; say so.
+            deciders: if v.approvers == [v.principal.as_str()] {
                 format!("{} (the mission's principal)", v.principal)
             } else {
                 v.approvers.join(", ")
@@ -77,7 +113,24 @@ impl Item {
             reason_code: v.reason_code,
             expires: when(v.expires_at),
             step_up: v.step_up,
+            chain: Vec::new(),
         })
+    }
+
+    /// The request as the inbox shows it, with its mission's delegation
+    /// chain.
+    pub(crate) async fn load(s: &AppState, r: &ApprovalRecord) -> Result<Self, ConsoleError> {
+        let mut item = Self::of(r)?;
+        let m =
+            s.0.store
+                .mission(&r.mission)
+                .await?
+                .ok_or_else(|| {
+                    tracing::error!(approval = %r.id, mission = %r.mission, "an approval's mission is missing");
+                    ConsoleError::Internal
+                })?;
+        item.chain = chain(s, &m).await?;
+        Ok(item)
     }
 }
 
@@ -185,7 +238,11 @@ async fn waiting(s: &AppState, session: &Session) -> Result<Vec<Item>, ConsoleEr
         100,
     )
     .await?;
-    records.iter().map(Item::of).collect()
+    let mut items = Vec::with_capacity(records.len());
+    for r in &records {
+        items.push(Item::load(s, r).await?);
+    }
+    Ok(items)
 }
 
 pub(crate) async fn inbox(
@@ -235,7 +292,9 @@ pub(crate) async fn events(
                         if !r.may_be_decided_by(&principal.name) {
                             continue;
                         }
-                        let Ok(item) = Item::of(&r) else { continue };
+                        let Ok(item) = Item::load(&s, &r).await else {
+                            continue;
+                        };
                         let Ok(fragment) = (ItemFragment { a: &item }).render() else {
                             continue;
                         };
