@@ -12,12 +12,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use mandate_core::Role;
-use mandate_core::wire::RevocationRequest;
 use mandate_store::{Agent, Principal};
 
-use super::missions::form;
+use super::missions::revoke_posted;
 use super::pages::{html, when};
-use super::{ConsoleError, Session, session, signed_in_post};
+use super::{ConsoleError, Session, session};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -162,20 +161,7 @@ pub(crate) async fn revoke_agent(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let (token, reason) = form(&body);
-    let session = signed_in_post(&s, &headers, token.as_deref())
-        .await
-        .map_err(|(_, e)| e)?;
-    crate::api::revoke_by(
-        &s,
-        &session.principal,
-        RevocationRequest {
-            kind: "agent".into(),
-            id: name,
-            reason,
-        },
-    )
-    .await?;
+    revoke_posted(&s, &headers, &body, "agent", name, false).await?;
     Ok(Redirect::to("/console/agents").into_response())
 }
 
@@ -267,21 +253,7 @@ pub(crate) async fn revoke_principal(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let (token, reason) = form(&body);
-    let session = signed_in_post(&s, &headers, token.as_deref())
-        .await
-        .map_err(|(_, e)| e)?;
-    crate::api::require_admin(&session.principal)?;
-    crate::api::revoke_by(
-        &s,
-        &session.principal,
-        RevocationRequest {
-            kind: "principal".into(),
-            id: name,
-            reason,
-        },
-    )
-    .await?;
+    revoke_posted(&s, &headers, &body, "principal", name, true).await?;
     // An admin who revoked themselves has no session left: the principals
     // page sends them on to sign-in (where they are refused).
     Ok(Redirect::to("/console/principals").into_response())

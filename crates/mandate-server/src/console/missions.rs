@@ -331,20 +331,38 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    let (token, reason) = form(&body);
-    let session = signed_in_post(&s, &headers, token.as_deref())
+    let done = revoke_posted(&s, &headers, &body, "mission", id, false).await?;
+    // 303: the browser fetches the mission's page.
+    Ok(Redirect::to(&format!("/console/missions/{}", done.id)).into_response())
+}
+
+/// A revocation posted from a confirmation page (a form: `csrf`,
+/// `reason`): `POST /v1/revocations`' own code, with the signed-in
+/// principal as the caller and `kind` and `id` from the route. With
+/// `admin_only`, anyone but an admin is refused (403) before it runs.
+pub(crate) async fn revoke_posted(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: &str,
+    id: String,
+    admin_only: bool,
+) -> Result<mandate_core::wire::RevocationResponse, ConsoleError> {
+    let (token, reason) = form(body);
+    let session = signed_in_post(s, headers, token.as_deref())
         .await
         .map_err(|(_, e)| e)?;
-    let done = crate::api::revoke_by(
-        &s,
+    if admin_only {
+        crate::api::require_admin(&session.principal)?;
+    }
+    Ok(crate::api::revoke_by(
+        s,
         &session.principal,
         RevocationRequest {
-            kind: "mission".into(),
+            kind: kind.into(),
             id,
             reason,
         },
     )
-    .await?;
-    // 303: the browser fetches the mission's page.
-    Ok(Redirect::to(&format!("/console/missions/{}", done.id)).into_response())
+    .await?)
 }
