@@ -203,6 +203,15 @@ pub async fn serve(
         let names: Vec<&str> = config.mcp_servers.iter().map(|r| r.name()).collect();
         say!("MCP servers under /mcp/: {}", names.join(", "));
     }
+    // Where people open the console: its origin, which is not the listen
+    // address when that is an IP (WebAuthn needs a host name).
+    match &state.0.console {
+        Ok(c) => say!(
+            "console for people at {}/console (passkeys; `mandate principal enroll NAME` prints an enrollment link)",
+            c.origin
+        ),
+        Err(e) => say!("console unavailable: {e}"),
+    }
     let a = &config.attestation;
     if !a.trust_domains.is_empty() || !a.launchers.is_empty() {
         let list = |k: Vec<&String>| {
