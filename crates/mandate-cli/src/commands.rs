@@ -508,6 +508,11 @@ async fn principal(c: Client, cmd: PrincipalCmd, json: bool) -> anyhow::Result<(
             } else {
                 // The link alone on its line, for a script to take.
                 println!("{}", link.url);
+                // What a person needs to know about it, apart from the link.
+                eprintln!(
+                    "valid until {}, once: whoever opens it first gets a passkey for `{name}`; send it over a channel you trust",
+                    output::when(link.expires_at)
+                );
             }
         }
     }

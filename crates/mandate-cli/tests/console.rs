@@ -100,6 +100,13 @@ async fn pages_are_locked_down_before_sign_in() {
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("console_origin_refused"))
     );
+    // The refusal says where the console is: a person who opened it as
+    // `http://127.0.0.1:…` learns to open `http://localhost:…` instead.
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("open the console at {}/console", b.origin)),
+        "{detail}"
+    );
     let (status, body) = b
         .post_as(
             "/console/enroll/start",
@@ -124,6 +131,15 @@ async fn pages_are_locked_down_before_sign_in() {
         (StatusCode::FORBIDDEN, Some("console_enrollment_invalid"))
     );
 
+    // The plain form: the link alone on standard output (`link` checks
+    // that), and on standard error how long and how often it works.
+    let plain = server.cli(Some(&admin), &["principal", "enroll", "admin"]);
+    assert!(plain.ok(), "{}", plain.stderr());
+    let said = plain.stderr();
+    assert!(
+        said.starts_with("valid until 20") && said.contains(", once: whoever opens it first"),
+        "{said}"
+    );
     let json = server
         .cli(Some(&admin), &["--json", "principal", "enroll", "admin"])
         .json();
@@ -486,6 +502,14 @@ async fn a_principal_sees_ends_and_revokes_her_missions_only() {
             && detail.contains(&format!("href=\"/console/missions/{mine}/revoke\"")),
         "{detail}"
     );
+    // It has no boundaries or escalations of its own: the page says so
+    // rather than showing an empty box under the heading.
+    assert!(
+        detail.contains("<p class=\"muted\" id=\"boundaries\">None.</p>")
+            && detail.contains("<p class=\"muted\" id=\"escalations\">None.</p>")
+            && detail.contains("<pre class=\"policy\" id=\"scope\">"),
+        "{detail}"
+    );
 
     // Bob: 404 on alice's mission, its confirmation and its revocation.
     let revoke = format!("/console/missions/{mine}/revoke");
@@ -748,6 +772,23 @@ async fn the_audit_explorer_is_the_apis_audit_log_for_admins() {
             assert!(!body.contains("signature verifies"));
         }
     }
+    // … and their pages do not offer them the link: only an admin's nav
+    // has it.
+    for b in [&alice, &bob] {
+        for path in ["/console/inbox", "/console/missions", "/console/agents"] {
+            let (status, body) = page(b, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(
+                !body.contains("href=\"/console/audit\"") && body.contains("Signed in as"),
+                "{path}: {body}"
+            );
+        }
+    }
+    let (_, inbox) = page(&root, "/console/inbox").await;
+    assert!(
+        inbox.contains("href=\"/console/audit\">Audit</a>"),
+        "{inbox}"
+    );
 
     // A filter column changed behind the log's back: the status line keeps
     // the verification of a moment ago, and says when it ran, until the
@@ -1338,4 +1379,57 @@ async fn a_missions_page_shows_its_tree_and_sessions_and_a_card_its_chain() {
         assert!(!body.contains("refund-helper") && !body.contains(&session));
     }
     assert!(!bob.inbox().await.contains(&approval));
+}
+
+/// `serve` says where people open the console: at its origin
+/// (`http://localhost:PORT` for a loopback listen address), not at the
+/// `127.0.0.1` address it listens on, which WebAuthn refuses.
+#[test]
+fn serve_prints_where_the_console_is() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path().join("data"))
+        .env("MANDATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MANDATE_") && k != "MANDATE_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.starts_with("console ") => break Some(line),
+            Ok(line) => banner.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("no console line in the banner: {banner:?}"));
+    assert!(
+        line.starts_with(&format!(
+            "console for people at http://localhost:{port}/console "
+        )) && line.contains("mandate principal enroll NAME"),
+        "{line}"
+    );
 }

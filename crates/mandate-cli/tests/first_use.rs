@@ -562,3 +562,31 @@ fn under_the_default_algorithm_name_the_aauth_verifier_refuses_only_the_name() {
     let error = got["body"]["error"].as_str().unwrap();
     assert!(error.contains("Unsupported JWT algorithm"), "{error}");
 }
+
+/// Another process has the address `serve` would listen on (another
+/// server, the README's default port): the error says how to choose
+/// another, and `serve` exits non-zero.
+#[test]
+fn a_taken_listen_address_says_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data"])
+        .arg(dir.path().join("data"))
+        .env("MANDATE_LOG", "warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MANDATE_") && k != "MANDATE_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on `{addr}`"))
+            && err.contains("choose another address with `--listen`, `MANDATE_LISTEN` or `listen` in mandate.toml"),
+        "{err}"
+    );
+    drop(taken);
+}

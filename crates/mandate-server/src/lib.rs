@@ -90,18 +90,18 @@ pub async fn serve(
     check_mcp_programs(&config).map_err(|e| ServeError::Config(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
+        .map_err(|e| ServeError::Bind(config.listen.to_string(), LISTEN_SETTING, e))?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|e| ServeError::Bind(addr.to_string(), e))?,
+                .map_err(|e| ServeError::Bind(addr.to_string(), METRICS_LISTEN_SETTING, e))?,
         ),
         None => None,
     };
     let local = listener
         .local_addr()
-        .map_err(|e| ServeError::Bind(config.listen.to_string(), e))?;
+        .map_err(|e| ServeError::Bind(config.listen.to_string(), LISTEN_SETTING, e))?;
     let issuer = config
         .public_url
         .clone()
@@ -203,6 +203,15 @@ pub async fn serve(
         let names: Vec<&str> = config.mcp_servers.iter().map(|r| r.name()).collect();
         say!("MCP servers under /mcp/: {}", names.join(", "));
     }
+    // Where people open the console: its origin, which is not the listen
+    // address when that is an IP (WebAuthn needs a host name).
+    match &state.0.console {
+        Ok(c) => say!(
+            "console for people at {}/console (passkeys; `mandate principal enroll NAME` prints an enrollment link)",
+            c.origin
+        ),
+        Err(e) => say!("console unavailable: {e}"),
+    }
     let a = &config.attestation;
     if !a.trust_domains.is_empty() || !a.launchers.is_empty() {
         let list = |k: Vec<&String>| {
@@ -233,9 +242,13 @@ pub async fn serve(
     // Metrics without credentials, on an address of their own (ADR 0025).
     let (stop_metrics, metrics_stopping) = tokio::sync::watch::channel(());
     if let Some(l) = metrics_listener {
-        let at = l
-            .local_addr()
-            .map_err(|e| ServeError::Bind(format!("{:?}", config.metrics_listen), e))?;
+        let at = l.local_addr().map_err(|e| {
+            ServeError::Bind(
+                format!("{:?}", config.metrics_listen),
+                METRICS_LISTEN_SETTING,
+                e,
+            )
+        })?;
         println!("metrics (no credentials) on http://{at}/metrics");
         if !at.ip().is_loopback() {
             tracing::warn!(
@@ -388,13 +401,20 @@ pub(crate) fn check_mcp_programs(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Where the API's listen address is set, for a refusal to bind.
+const LISTEN_SETTING: &str = "`--listen`, `MANDATE_LISTEN` or `listen` in mandate.toml";
+/// Where the metrics listen address is set.
+const METRICS_LISTEN_SETTING: &str =
+    "`--metrics-listen`, `MANDATE_METRICS_LISTEN` or `metrics_listen` in mandate.toml";
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
-    #[error("cannot listen on `{0}`: {1}")]
-    Bind(String, std::io::Error),
+    /// The address, what sets it (for the message), and why.
+    #[error("cannot listen on `{0}`: {2}; choose another address with {1}")]
+    Bind(String, &'static str, std::io::Error),
     #[error("the policies do not load:\n{0}")]
     Policies(String),
     #[error("invalid configuration: {0}")]

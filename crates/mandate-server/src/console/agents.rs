@@ -57,6 +57,8 @@ struct AgentsPage<'a> {
 struct PrincipalsPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     principals: Vec<PrincipalRow>,
 }
 
@@ -65,6 +67,8 @@ struct PrincipalsPage<'a> {
 struct ConfirmAgent<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     a: AgentRow,
 }
 
@@ -73,6 +77,8 @@ struct ConfirmAgent<'a> {
 struct ConfirmPrincipal<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     p: PrincipalRow,
     /// The admin is revoking themselves.
     myself: bool,
@@ -146,6 +152,7 @@ pub(crate) async fn confirm_revoke_agent(
         &ConfirmAgent {
             me: session.principal.name.as_str(),
             csrf: &session.csrf,
+            admin: session.is_admin(),
             a: agent_row(&a, &live),
         },
     ))
@@ -210,6 +217,7 @@ pub(crate) async fn principals(
         &PrincipalsPage {
             me: session.principal.name.as_str(),
             csrf: &session.csrf,
+            admin: session.is_admin(),
             principals: principal_rows(&s, &all).await?,
         },
     ))
@@ -236,6 +244,7 @@ pub(crate) async fn confirm_revoke_principal(
         &ConfirmPrincipal {
             me: session.principal.name.as_str(),
             csrf: &session.csrf,
+            admin: session.is_admin(),
             myself: p.name == session.principal.name,
             p: row,
         },

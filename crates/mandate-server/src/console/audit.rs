@@ -56,6 +56,8 @@ pub(crate) struct Row {
 struct AuditPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     f: Form,
     rows: Vec<Row>,
     /// The query string of the page of older records, if any.
@@ -70,6 +72,8 @@ struct AuditPage<'a> {
 struct RecordPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     seq: u64,
     kind: String,
     time: String,
@@ -242,6 +246,7 @@ pub(crate) async fn list(
         &AuditPage {
             me: session.principal.name.as_str(),
             csrf: &session.csrf,
+            admin: session.is_admin(),
             rows: records.iter().map(row).collect(),
             f,
             next,
@@ -268,6 +273,7 @@ pub(crate) async fn show(
     let page = RecordPage {
         me: session.principal.name.as_str(),
         csrf: &session.csrf,
+        admin: session.is_admin(),
         seq: e.seq,
         kind: e.kind,
         time: when(e.record.time),

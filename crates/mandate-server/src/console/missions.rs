@@ -88,6 +88,8 @@ async fn row(s: &AppState, m: &Mission) -> Result<Row, ConsoleError> {
 struct MissionsPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     missions: Vec<Row>,
 }
 
@@ -122,6 +124,8 @@ pub(crate) struct McpSession {
 struct MissionPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     m: Row,
     scope: String,
     boundaries: String,
@@ -146,6 +150,8 @@ fn state_name(s: MissionState) -> &'static str {
 struct ConfirmPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     m: Row,
     /// `end` or `revoke`.
     how: &'static str,
@@ -169,6 +175,7 @@ pub(crate) async fn list(
         &MissionsPage {
             me: session.principal.name.as_str(),
             csrf: &session.csrf,
+            admin: session.is_admin(),
             missions,
         },
     ))
@@ -239,6 +246,7 @@ pub(crate) async fn show(
     let page = MissionPage {
         me: session.principal.name.as_str(),
         csrf: &session.csrf,
+        admin: session.is_admin(),
         scope: p.scope.clone(),
         boundaries: p.boundaries.clone(),
         escalations: p.escalations.clone(),
@@ -283,6 +291,7 @@ async fn confirm(
     let page = ConfirmPage {
         me: session.principal.name.as_str(),
         csrf: &session.csrf,
+        admin: session.is_admin(),
         m: row(s, &m).await?,
         how,
     };

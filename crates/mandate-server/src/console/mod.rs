@@ -263,8 +263,11 @@ pub(crate) fn ceremony_expiry(now: UnixTime) -> UnixTime {
 pub(crate) enum ConsoleError {
     #[error("sign in first")]
     SignInRequired,
-    #[error("this request did not come from the console's own origin")]
-    OriginRefused,
+    /// Carries the console's origin, so the refusal says where to go.
+    #[error(
+        "this request did not come from the console's own origin; open the console at {0}/console"
+    )]
+    OriginRefused(String),
     #[error("this request does not carry the session's CSRF token")]
     CsrfRefused,
     #[error("this enrollment link is unknown, used or expired; ask an admin for a new one")]
@@ -299,7 +302,7 @@ impl ConsoleError {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::SignInRequired => "console_signin_required",
-            Self::OriginRefused => "console_origin_refused",
+            Self::OriginRefused(_) => "console_origin_refused",
             Self::CsrfRefused => "console_csrf_refused",
             Self::EnrollmentInvalid => "console_enrollment_invalid",
             Self::UnknownPrincipal(_) => "console_unknown_principal",
@@ -320,7 +323,7 @@ impl ConsoleError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::SignInRequired => StatusCode::UNAUTHORIZED,
-            Self::OriginRefused
+            Self::OriginRefused(_)
             | Self::CsrfRefused
             | Self::EnrollmentInvalid
             | Self::PasskeyRefused
@@ -387,6 +390,14 @@ pub(crate) struct Session {
     pub principal: Principal,
     pub hash: String,
     pub csrf: String,
+}
+
+impl Session {
+    /// Whether the signed-in principal has the admin role (pages show
+    /// admins the links only they may follow).
+    pub(crate) fn is_admin(&self) -> bool {
+        self.principal.role == mandate_core::Role::Admin
+    }
 }
 
 pub(crate) fn console(s: &AppState) -> Result<&Console, ConsoleError> {
@@ -461,14 +472,11 @@ pub(crate) async fn session(
 /// A state-changing request must come from the console's own origin.
 pub(crate) fn check_origin(s: &AppState, headers: &HeaderMap) -> Result<(), ConsoleError> {
     let c = console(s)?;
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ConsoleError::OriginRefused)?;
-    if origin == c.origin {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin == Some(c.origin.as_str()) {
         Ok(())
     } else {
-        Err(ConsoleError::OriginRefused)
+        Err(ConsoleError::OriginRefused(c.origin.clone()))
     }
 }
 

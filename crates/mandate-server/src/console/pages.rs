@@ -149,6 +149,8 @@ struct EnrollPage<'a> {
 struct InboxPage<'a> {
     me: &'a str,
     csrf: &'a str,
+    /// The signed-in principal is an admin (the nav shows the audit log).
+    admin: bool,
     approvals: Vec<Item>,
 }
 
@@ -258,6 +260,7 @@ pub(crate) async fn inbox(
         &InboxPage {
             me: session.principal.name.as_str(),
             csrf: &session.csrf,
+            admin: session.is_admin(),
             approvals,
         },
     ))
