@@ -206,6 +206,16 @@ async fn approvals_signed_by_passkeys(server: &TestServer) {
     ] {
         assert!(page.contains(&want), "missing {want:?}");
     }
+    // The card's heading quotes names as code, not as backticks.
+    let heading = page
+        .split("<h2 class=\"summary\">")
+        .nth(1)
+        .and_then(|h| h.split("</h2>").next())
+        .unwrap();
+    assert!(
+        heading.contains("<code>billing-bot</code>") && !heading.contains('`'),
+        "{heading}"
+    );
     let page = bob.inbox().await;
     assert!(
         !page.contains(&first) && page.contains("id=\"empty\""),

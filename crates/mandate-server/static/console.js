@@ -136,7 +136,7 @@
       } else {
         const reason = item.querySelector("input[name=reason]").value;
         const done = await post(`/console/approvals/${encodeURIComponent(id)}/deny`, { reason });
-        decided(item, done.status, "Denied.");
+        decided(item, done.status, reason.trim() ? `Denied: ${reason.trim()}` : "Denied.");
       }
     } catch (e) {
       showError(e, outcome);

@@ -83,6 +83,18 @@ pub(crate) fn when(secs: u64) -> String {
 }
 
 impl Item {
+    /// The summary split at its backticks, in order: `(true, x)` for what
+    /// it quotes as code, so a page shows it as code rather than as
+    /// backticks.
+    pub(crate) fn summary_parts(&self) -> Vec<(bool, &str)> {
+        self.summary
+            .split('`')
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(i, t)| (i % 2 == 1, t))
+            .collect()
+    }
+
     pub(crate) fn of(r: &ApprovalRecord) -> Result<Self, ConsoleError> {
         let v = crate::approval_notices::view(r)?;
         let pretty = |v: &serde_json::Value| {
