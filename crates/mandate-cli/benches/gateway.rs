@@ -17,6 +17,13 @@
 //! `fdatasync`, each timed in this process), and each Mandate process's
 //! CPU per request. `MANDATE_BENCH_ONLY=text` runs only the targets whose
 //! name holds `text`.
+//!
+//! Profiling: with `MANDATE_BENCH_WRAP` naming callgrind (e.g.
+//! `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/gw.%p`), the
+//! Mandate servers run under it, one round is made without the throughput
+//! phase, and each profiled server's counters are zeroed after the warm-up
+//! and dumped after the sequential requests (`callgrind_control`): that
+//! dump holds exactly the gateway's work for `SAMPLES` requests.
 
 #![allow(
     clippy::unwrap_used,
@@ -31,7 +38,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 mod common;
-use common::{Proc, cpu_secs, free_port, median, upstream};
+use common::{Proc, callgrind, callgrind_control, cpu_secs, free_port, median, upstream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -190,17 +197,25 @@ async fn send(http: &reqwest::Client, r: &Ready) {
     let _ = resp.bytes().await.unwrap();
 }
 
-/// Sequential latency: p50 and p99 in microseconds.
-async fn latency(reqs: &[Ready]) -> (f64, f64) {
+/// Sequential latency: p50 and p99 in microseconds. `profiled`: the
+/// Mandate server under callgrind, if it is one (its counters are zeroed
+/// after the warm-up and dumped after the samples).
+async fn latency(reqs: &[Ready], profiled: Option<u32>) -> (f64, f64) {
     let http = reqwest::Client::new();
     for r in &reqs[..WARMUP] {
         send(&http, r).await;
+    }
+    if let Some(pid) = profiled {
+        callgrind_control("-z", pid);
     }
     let mut d: Vec<f64> = Vec::with_capacity(SAMPLES);
     for r in &reqs[WARMUP..WARMUP + SAMPLES] {
         let t = Instant::now();
         send(&http, r).await;
         d.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    if let Some(pid) = profiled {
+        callgrind_control("-d", pid);
     }
     d.sort_by(f64::total_cmp);
     (d[d.len() / 2], d[d.len() * 99 / 100])
@@ -303,6 +318,8 @@ async fn harness() {
     if let Some(only) = &only {
         targets.retain(|t| t.0 == "direct" || t.0.contains(only.as_str()));
     }
+    let profiling = callgrind();
+    let rounds = if profiling { 1 } else { ROUNDS };
     let mut results = Vec::new();
     let mut cpus = Vec::new();
     for (name, base, signers, prefix, pid) in &targets {
@@ -310,17 +327,23 @@ async fn harness() {
         let mut p99s = Vec::new();
         let mut rps = Vec::new();
         let mut cpu = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             // Sequential latency: one mission, as one agent would.
             let one = &signers[..signers.len().min(1)];
             let reqs = requests(base, prefix, WARMUP + SAMPLES, one, &format!("l{round}"));
             let before = pid.map(cpu_secs);
-            let (p50, p99) = latency(&reqs).await;
+            // Only the Mandate servers run under the wrapper.
+            let profiled = pid.filter(|_| profiling && !signers.is_empty());
+            let (p50, p99) = latency(&reqs, profiled).await;
             if let (Some(b), Some(pid)) = (before, pid) {
                 cpu.0.push((cpu_secs(*pid) - b) / reqs.len() as f64 * 1e6);
             }
             p50s.push(p50);
             p99s.push(p99);
+            if profiling {
+                rps.push(f64::NAN);
+                continue;
+            }
             let reqs = requests(base, prefix, 60_000, signers, &format!("t{round}"));
             let before = pid.map(cpu_secs);
             let (rate, done) = throughput(reqs, signers.is_empty()).await;
@@ -334,7 +357,7 @@ async fn harness() {
             "{name:<44} p50 {:>8.1} µs  p99 {:>8.1} µs  {:>8.0} req/s @{CONNECTIONS}",
             r.0, r.1, r.2
         );
-        let cpu = (!cpu.0.is_empty()).then(|| (median(cpu.0), median(cpu.1)));
+        let cpu = (!cpu.1.is_empty()).then(|| (median(cpu.0), median(cpu.1)));
         if let Some((seq, par)) = cpu {
             println!(
                 "{:<44} CPU per request: {seq:.0} µs sequential, {par:.0} µs at {CONNECTIONS} connections",
@@ -345,7 +368,7 @@ async fn harness() {
         cpus.push((*name, cpu));
     }
     let direct = results[0].1;
-    println!("\nadded p50 over a direct call (median of {ROUNDS} rounds):");
+    println!("\nadded p50 over a direct call (median of {rounds} rounds):");
     for (name, r) in &results[1..] {
         println!(
             "  {name:<44} +{:>7.1} µs   throughput {:.2}× direct",

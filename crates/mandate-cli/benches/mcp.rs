@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use axum::response::IntoResponse as _;
 
 mod common;
-use common::{Proc, cpu_secs, free_port, median, wrapper};
+use common::{Proc, callgrind, callgrind_control, cpu_secs, free_port, median};
 
 use mandate_core::MissionKey;
 use mandate_testkit::signed_headers;
@@ -338,23 +338,6 @@ async fn send(http: &reqwest::Client, url: &str, r: &Ready) -> (Option<String>, 
     let text = resp.text().await.unwrap();
     assert!(status.is_success(), "{url} {status}: {text}");
     (sid, text)
-}
-
-/// Whether the gateway runs under callgrind.
-fn callgrind() -> bool {
-    wrapper().iter().any(|w| w.contains("callgrind"))
-}
-
-/// Asks callgrind in process `pid` to zero its counters (`-z`) or dump
-/// them (`-d`); waits for it to be done.
-fn callgrind_control(what: &str, pid: u32) {
-    let s = Command::new("callgrind_control")
-        .args([what, &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(s.success(), "callgrind_control {what} {pid}");
 }
 
 /// One round of sequential calls on one connection: p50 and p99 in

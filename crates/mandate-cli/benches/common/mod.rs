@@ -61,6 +61,25 @@ pub fn wrapper() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether `mandate serve` runs under callgrind (see [`wrapper`]).
+#[allow(dead_code, reason = "not every benchmark profiles")]
+pub fn callgrind() -> bool {
+    wrapper().iter().any(|w| w.contains("callgrind"))
+}
+
+/// Asks callgrind in process `pid` to zero its counters (`-z`) or dump
+/// them (`-d`); waits for it to be done.
+#[allow(dead_code, reason = "not every benchmark profiles")]
+pub fn callgrind_control(what: &str, pid: u32) {
+    let s = Command::new("callgrind_control")
+        .args([what, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(s.success(), "callgrind_control {what} {pid}");
+}
+
 /// A child process, killed when dropped.
 pub struct Proc(pub Child);
 impl Drop for Proc {
