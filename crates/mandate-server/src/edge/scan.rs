@@ -73,25 +73,48 @@ impl HeadScanner {
         if self.flagged {
             return;
         }
-        for &b in bytes {
-            if b == b'\n' {
-                self.end_line();
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            i += 1;
+            // Past the prefix and outside a partial ` HTTP/1.`, a byte
+            // that is neither a line feed nor a space changes nothing but
+            // the line's length (as `step` would): a run of such bytes is
+            // skipped at once (most of a head is long values, such as a
+            // credential).
+            if self.line_len >= PREFIX && self.needle == 0 && b != b'\n' && b != b' ' {
+                let rest = bytes.get(i..).unwrap_or_default();
+                let run = rest
+                    .iter()
+                    .position(|&c| c == b'\n' || c == b' ')
+                    .unwrap_or(rest.len());
+                i += run;
+                self.line_len = self.line_len.saturating_add(run + 1);
+                self.blank = false;
                 continue;
             }
-            if let Some(slot) = self.prefix.get_mut(self.line_len) {
-                *slot = b.to_ascii_lowercase();
-            }
-            self.blank = self.line_len == 0 && b == b'\r';
-            self.line_len = self.line_len.saturating_add(1);
-            self.needle = match (NEEDLE.get(self.needle), NEEDLE.first()) {
-                (Some(&want), _) if want == b => self.needle + 1,
-                (_, Some(&first)) if first == b => 1,
-                _ => 0,
-            };
-            if self.needle == NEEDLE.len() {
-                self.request_line = true;
-                self.needle = 0;
-            }
+            self.step(b);
+        }
+    }
+
+    /// Takes one byte of the stream.
+    fn step(&mut self, b: u8) {
+        if b == b'\n' {
+            self.end_line();
+            return;
+        }
+        if let Some(slot) = self.prefix.get_mut(self.line_len) {
+            *slot = b.to_ascii_lowercase();
+        }
+        self.blank = self.line_len == 0 && b == b'\r';
+        self.line_len = self.line_len.saturating_add(1);
+        self.needle = match (NEEDLE.get(self.needle), NEEDLE.first()) {
+            (Some(&want), _) if want == b => self.needle + 1,
+            (_, Some(&first)) if first == b => 1,
+            _ => 0,
+        };
+        if self.needle == NEEDLE.len() {
+            self.request_line = true;
+            self.needle = 0;
         }
     }
 
@@ -164,7 +187,49 @@ mod tests {
         ]));
     }
 
+    /// The scanner's state after `stream`, fed in chunks cut at `cuts`, is
+    /// its state after each byte in turn: the runs it skips change nothing
+    /// else.
+    fn same_as_byte_by_byte(stream: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
+        let mut whole = HeadScanner::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([&stream.len()]) {
+            let c = c.clamp(at, stream.len());
+            whole.feed(&stream[at..c]);
+            at = c;
+        }
+        let mut one = HeadScanner::new();
+        for &b in stream {
+            if !one.flagged {
+                one.step(b);
+            }
+        }
+        // Once flagged, a connection is refused; what follows is not read.
+        prop_assert_eq!(whole.flagged(), one.flagged());
+        if !one.flagged() {
+            prop_assert_eq!(format!("{whole:?}"), format!("{one:?}"));
+        }
+        Ok(())
+    }
+
     proptest! {
+        #[test]
+        fn skipping_runs_changes_nothing(
+            parts in proptest::collection::vec(prop_oneof![
+                Just(b"\r\n".to_vec()), Just(b"\n".to_vec()), Just(b" ".to_vec()),
+                Just(b" HTTP/1.1".to_vec()), Just(b"POST /x".to_vec()),
+                Just(b"Content-Length: 4".to_vec()), Just(b"TRANSFER-ENCODING:chunked".to_vec()),
+                Just(b"signature-key: sig=jwt;jwt=\"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln\"".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ], 0..24),
+            cuts in proptest::collection::vec(0usize..600, 0..8),
+        ) {
+            let stream = parts.concat();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            same_as_byte_by_byte(&stream, &cuts)?;
+        }
+
         /// However the stream is cut into reads, and whatever came before
         /// it on the connection, a head with both fields is flagged.
         #[test]
