@@ -21,8 +21,9 @@
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::fuzz_target;
 use mandate_core::httpsig::{
-    RequestParts, SignSpec, check_content_digest, content_digest, parse_signature, sign_ed25519,
-    signature_base, signature_key_header, signature_key_jwt, signature_labels, verify_ed25519,
+    RequestParts, SignSpec, check_content_digest, content_digest, parse_only_signature,
+    parse_signature, sign_ed25519, signature_base, signature_key_header, signature_key_jwt,
+    signature_labels, verify_ed25519,
 };
 
 /// At most this many labels of one input are tried.
@@ -82,6 +83,24 @@ fuzz_target!(|data: &[u8]| {
     let public = key.verifying_key();
 
     let labels = signature_labels(input).unwrap_or_default();
+    // One reading of both headers tells what the labels and then the one
+    // label's parse tell.
+    if let Ok(only) = parse_only_signature(input, signature) {
+        match (labels.as_slice(), only) {
+            ([label], Some(p)) => {
+                let again = parse_signature(input, signature, label).expect("the same parse");
+                assert_eq!(
+                    (p.label.as_str(), p.signature()),
+                    (label.as_str(), again.signature())
+                );
+            }
+            ([label], None) => panic!("one label `{label}` but no signature"),
+            (_, Some(_)) => panic!("a signature without exactly one label"),
+            (_, None) => {}
+        }
+    } else {
+        assert!(labels.len() != 1 || parse_signature(input, signature, &labels[0]).is_err());
+    }
     let mut tried: Vec<&str> = labels.iter().take(LABELS).map(String::as_str).collect();
     tried.push("sig");
     for label in tried {

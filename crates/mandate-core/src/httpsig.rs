@@ -120,9 +120,38 @@ pub fn parse_signature(
     signature: &str,
     label: &str,
 ) -> Result<ParsedSignature, HttpSigError> {
-    let inputs: Dictionary = Parser::new(signature_input)
+    signature_labelled(&parse_inputs(signature_input)?, signature, label)
+}
+
+/// Parses `Signature-Input` and `Signature` of a request that carries one
+/// signature: `None` when `Signature-Input` names more than one, or none.
+/// (What [`signature_labels`] and then [`parse_signature`] tell, with one
+/// reading of `Signature-Input`.)
+pub fn parse_only_signature(
+    signature_input: &str,
+    signature: &str,
+) -> Result<Option<ParsedSignature>, HttpSigError> {
+    let inputs = parse_inputs(signature_input)?;
+    let mut labels = inputs.keys();
+    let (Some(label), None) = (labels.next(), labels.next()) else {
+        return Ok(None);
+    };
+    signature_labelled(&inputs, signature, label.as_str()).map(Some)
+}
+
+fn parse_inputs(signature_input: &str) -> Result<Dictionary, HttpSigError> {
+    Parser::new(signature_input)
         .parse()
-        .map_err(|e| HttpSigError::Malformed("Signature-Input", e.to_string()))?;
+        .map_err(|e| HttpSigError::Malformed("Signature-Input", e.to_string()))
+}
+
+/// The signature labelled `label` of `inputs` (a parsed `Signature-Input`)
+/// and `signature`.
+fn signature_labelled(
+    inputs: &Dictionary,
+    signature: &str,
+    label: &str,
+) -> Result<ParsedSignature, HttpSigError> {
     let sigs: Dictionary = Parser::new(signature)
         .parse()
         .map_err(|e| HttpSigError::Malformed("Signature", e.to_string()))?;
@@ -131,7 +160,7 @@ pub fn parse_signature(
             .find(|(k, _)| k.as_str() == label)
             .map(|(_, v)| v.clone())
     };
-    let Some(ListEntry::InnerList(inner)) = find(&inputs) else {
+    let Some(ListEntry::InnerList(inner)) = find(inputs) else {
         return Err(HttpSigError::UnknownLabel(label.to_owned()));
     };
     let Some(ListEntry::Item(sig)) = find(&sigs) else {
@@ -159,9 +188,7 @@ pub fn parse_signature(
 
 /// The labels of `Signature-Input`, in order.
 pub fn signature_labels(signature_input: &str) -> Result<Vec<String>, HttpSigError> {
-    let inputs: Dictionary = Parser::new(signature_input)
-        .parse()
-        .map_err(|e| HttpSigError::Malformed("Signature-Input", e.to_string()))?;
+    let inputs = parse_inputs(signature_input)?;
     Ok(inputs.keys().map(|k| k.as_str().to_owned()).collect())
 }
 
@@ -383,6 +410,38 @@ pub fn sign_ed25519(
 /// The `Signature-Key` member for `label` with scheme `jwt`: the JWT it
 /// carries (draft-hardt-httpbis-signature-key).
 pub fn signature_key_jwt(signature_key: &str, label: &str) -> Result<String, HttpSigError> {
+    if let Some(jwt) = plain_signature_key_jwt(signature_key, label) {
+        return Ok(jwt.to_owned());
+    }
+    parsed_signature_key_jwt(signature_key, label)
+}
+
+/// The form agents send, `{label}=jwt;jwt="{token}"` with a valid key as
+/// `label` and only JWS characters (`A-Z a-z 0-9 - _ .`) in the token:
+/// that is the serialization of a one-member dictionary, and parses to
+/// exactly that token. Read without the general parser, which spent
+/// longer on a credential's characters than every other header check of a
+/// request; any other form is left to it.
+fn plain_signature_key_jwt<'h>(signature_key: &'h str, label: &str) -> Option<&'h str> {
+    let mut key = label.bytes();
+    let key_ok = key
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == b'*')
+        && key.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.' | b'*')
+        });
+    let token = signature_key
+        .strip_prefix(label)?
+        .strip_prefix("=jwt;jwt=\"")?
+        .strip_suffix('"')?;
+    let token_ok = token
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    (key_ok && token_ok).then_some(token)
+}
+
+/// [`signature_key_jwt`] by the structured-field parser.
+fn parsed_signature_key_jwt(signature_key: &str, label: &str) -> Result<String, HttpSigError> {
     let dict: Dictionary = Parser::new(signature_key)
         .parse()
         .map_err(|e| HttpSigError::Malformed("Signature-Key", e.to_string()))?;
@@ -465,4 +524,49 @@ pub fn content_digest(body: &[u8]) -> String {
         "sha-256=:{}:",
         base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the header and label, the plain form's reading is the
+        /// parser's.
+        #[test]
+        fn the_plain_signature_key_reads_as_the_parser_does(
+            label in prop_oneof![Just("sig".to_owned()), "[a-zA-Z*0-9_.\\-\" ]{0,6}"],
+            token in "[A-Za-z0-9_.=\\-\"\\\\ ;é]{0,40}",
+            before in prop_oneof![Just(String::new()), Just(" ".to_owned()), "[ ,;=a-z\"]{0,3}"],
+            after in prop_oneof![Just(String::new()), Just(" ".to_owned()), "[ ,;=a-z\"]{0,3}"],
+        ) {
+            let header = format!("{before}{label}=jwt;jwt=\"{token}\"{after}");
+            let parsed = parsed_signature_key_jwt(&header, &label);
+            if let Some(plain) = plain_signature_key_jwt(&header, &label) {
+                prop_assert_eq!(Ok(plain.to_owned()), parsed);
+            }
+            prop_assert_eq!(signature_key_jwt(&header, &label), parsed_signature_key_jwt(&header, &label));
+        }
+    }
+
+    #[test]
+    fn an_agents_signature_key_takes_the_plain_path() {
+        let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln-_";
+        let header = signature_key_header("sig", jwt).unwrap();
+        assert_eq!(plain_signature_key_jwt(&header, "sig"), Some(jwt));
+        assert_eq!(signature_key_jwt(&header, "sig").unwrap(), jwt);
+        // Another label, or a token the plain form does not cover, goes to
+        // the parser.
+        assert_eq!(plain_signature_key_jwt(&header, "other"), None);
+        assert!(signature_key_jwt(&header, "other").is_err());
+        assert_eq!(
+            plain_signature_key_jwt("sig=jwt;jwt=\"a\\\"b\"", "sig"),
+            None
+        );
+        assert_eq!(
+            signature_key_jwt("sig=jwt;jwt=\"a\\\"b\"", "sig").unwrap(),
+            "a\"b"
+        );
+    }
 }

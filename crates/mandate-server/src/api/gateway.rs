@@ -405,15 +405,13 @@ pub(super) async fn verify(
     let input = single(h, "signature-input")?;
     let signature = single(h, "signature")?;
     let key_header = single(h, "signature-key")?;
-    let labels = httpsig::signature_labels(input).map_err(sig_err)?;
-    let [label] = labels.as_slice() else {
+    let Some(parsed) = httpsig::parse_only_signature(input, signature).map_err(sig_err)? else {
         return Err(unauthorized(
             "bad_signature_input",
             "exactly one signature is expected",
         ));
     };
-    let parsed = httpsig::parse_signature(input, signature, label).map_err(sig_err)?;
-    let credential = httpsig::signature_key_jwt(key_header, label).map_err(sig_err)?;
+    let credential = httpsig::signature_key_jwt(key_header, &parsed.label).map_err(sig_err)?;
     // The credential's own signature first: its claims are then authentic.
     let crate::state::Verified { signed, key } =
         s.verified_credential(&credential).map_err(Problem::from)?;
