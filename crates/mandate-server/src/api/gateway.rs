@@ -67,7 +67,13 @@ pub(super) async fn handle(State(s): State<AppState>, req: Request) -> Response 
     // The request's span: the stages' spans go under it. Its route is
     // named once it is known to be configured.
     let span = tracing::debug_span!("gateway_request", route = Empty, status = Empty);
-    let r = match handle_inner(&s, req).instrument(span.clone()).await {
+    // Boxed: the request's future (verification, decision, audit commit,
+    // forwarding) is many kilobytes, and the router moves the handler's
+    // future several times before it first runs; now it moves a pointer.
+    let r = match Box::pin(handle_inner(&s, req))
+        .instrument(span.clone())
+        .await
+    {
         Ok(r) => r,
         Err(p) => signature_challenge(p.into_response()),
     };
