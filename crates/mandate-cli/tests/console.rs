@@ -68,6 +68,12 @@ async fn pages_are_locked_down_before_sign_in() {
         !page.contains("<script>") && !page.contains("style="),
         "no inline script or style"
     );
+    // Its icon is served (else the browser asks for `/favicon.ico`, a 404,
+    // on every page).
+    assert!(page.contains("href=\"/console/static/icon.svg\""), "{page}");
+    let icon = b.get("/console/static/icon.svg").await;
+    assert_eq!(icon.status(), StatusCode::OK);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
     assert_eq!(
         b.get("/console/events").await.status(),
         StatusCode::UNAUTHORIZED
@@ -591,6 +597,8 @@ async fn a_principal_sees_ends_and_revokes_her_missions_only() {
             && !detail.contains("/revoke\""),
         "{detail}"
     );
+    // An ended mission no longer "expires".
+    assert!(!detail.contains("<dt>Expires</dt>"), "{detail}");
 
     // Recorded as the API records a revocation, by alice.
     let records = audit(&server, &admin, "revocation").await;

@@ -635,6 +635,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/console/signout", post(pages::signout))
         .route("/console/static/console.js", get(pages::script))
         .route("/console/static/console.css", get(pages::stylesheet))
+        .route("/console/static/icon.svg", get(pages::icon))
         .route(
             "/console/{*rest}",
             axum::routing::any(|| async { ConsoleError::NotFound }),

@@ -16,6 +16,7 @@ use crate::state::AppState;
 
 const SCRIPT: &str = include_str!("../../static/console.js");
 const STYLE: &str = include_str!("../../static/console.css");
+const ICON: &str = include_str!("../../static/console-icon.svg");
 
 /// One approval request as the inbox shows it.
 pub(crate) struct Item {
@@ -407,6 +408,19 @@ pub(crate) async fn script() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         SCRIPT,
+    )
+        .into_response()
+}
+
+/// The pages' icon (without one, browsers ask for `/favicon.ico` on every
+/// page and log its 404).
+pub(crate) async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        ICON,
     )
         .into_response()
 }
