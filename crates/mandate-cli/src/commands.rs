@@ -994,14 +994,26 @@ async fn mission(
             let text = resp.text().await.unwrap_or_default();
             if json {
                 let body = serde_json::from_str::<serde_json::Value>(&text)
-                    .unwrap_or(serde_json::Value::String(text));
+                    .unwrap_or_else(|_| serde_json::Value::String(text.clone()));
                 output::json(&json!({ "status": status.as_u16(), "body": body }))?;
             } else {
                 println!("{status}");
                 println!("{text}");
             }
             if !status.is_success() {
-                bail!("the gateway answered {status}");
+                // The line ends with the problem's stable code, as every
+                // refusal's does; only a code's own characters are echoed.
+                let code = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|p| p.get("code")?.as_str().map(str::to_owned))
+                    .filter(|c| {
+                        (1..=64).contains(&c.len())
+                            && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                match code {
+                    Some(code) => bail!("the gateway answered {status} ({code})"),
+                    None => bail!("the gateway answered {status}"),
+                }
             }
         }
         MissionCmd::Proxy(a) => crate::proxy::run(a).await?,

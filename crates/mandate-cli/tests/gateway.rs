@@ -1336,6 +1336,18 @@ async fn the_cli_calls_through_the_gateway_with_the_mission_key() {
     );
     assert!(!denied.ok());
     assert!(denied.stdout().contains("boundary"), "{}", denied.stdout());
+    // The error line ends with the refusal's stable code.
+    let problem: serde_json::Value =
+        serde_json::from_str(denied.stdout().lines().nth(1).unwrap()).unwrap();
+    let code = problem["code"].as_str().unwrap();
+    assert!(
+        denied
+            .stderr()
+            .trim_end()
+            .ends_with(&format!("the gateway answered 403 Forbidden ({code})")),
+        "{}",
+        denied.stderr()
+    );
     assert_eq!(seen.lock().unwrap().len(), 2);
 
     // The URL goes out as given or not at all: a client that resolved
