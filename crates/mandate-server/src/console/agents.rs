@@ -16,7 +16,7 @@ use mandate_store::{Agent, Principal};
 
 use super::missions::revoke_posted;
 use super::pages::{html, when};
-use super::{ConsoleError, Session, session};
+use super::{ConsoleError, signed_in, signed_in_admin};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -82,12 +82,6 @@ struct ConfirmPrincipal<'a> {
     p: PrincipalRow,
     /// The admin is revoking themselves.
     myself: bool,
-}
-
-async fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<Session, ConsoleError> {
-    session(s, headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)
 }
 
 /// Live missions per agent: of `owner`'s agents, or of all.
@@ -172,14 +166,6 @@ pub(crate) async fn revoke_agent(
     Ok(Redirect::to("/console/agents").into_response())
 }
 
-/// The signed-in admin's session; anyone else gets what
-/// `GET /v1/principals` gives them: 403.
-async fn admin(s: &AppState, headers: &HeaderMap) -> Result<Session, ConsoleError> {
-    let session = signed_in(s, headers).await?;
-    crate::api::require_admin(&session.principal)?;
-    Ok(session)
-}
-
 async fn principal_rows(
     s: &AppState,
     principals: &[Principal],
@@ -210,7 +196,7 @@ pub(crate) async fn principals(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ConsoleError> {
-    let session = admin(&s, &headers).await?;
+    let session = signed_in_admin(&s, &headers).await?;
     let all = crate::api::principals_for(&s, &session.principal).await?;
     Ok(html(
         StatusCode::OK,
@@ -230,7 +216,7 @@ pub(crate) async fn confirm_revoke_principal(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let session = admin(&s, &headers).await?;
+    let session = signed_in_admin(&s, &headers).await?;
     let name: mandate_core::PrincipalName = name.parse().map_err(Problem::from)?;
     let p =
         s.0.store

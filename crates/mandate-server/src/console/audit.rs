@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::pages::{html, when};
-use super::{ConsoleError, Session, session};
+use super::{ConsoleError, signed_in_admin};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -80,17 +80,6 @@ struct RecordPage<'a> {
     story: Vec<String>,
     body: String,
     related: Vec<Row>,
-}
-
-/// The signed-in admin's session; others get what the API gives them: 403.
-async fn admin(s: &AppState, headers: &HeaderMap) -> Result<Session, ConsoleError> {
-    let session = session(s, headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
-    if session.principal.role != mandate_core::Role::Admin {
-        return Err(Problem::forbidden("the audit log needs the admin role").into());
-    }
-    Ok(session)
 }
 
 /// A time from the form: Unix seconds, RFC 3339, or a `datetime-local`
@@ -182,7 +171,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ConsoleError> {
-    let session = admin(&s, &headers).await?;
+    let session = signed_in_admin(&s, &headers).await?;
     let mut f = Form::default();
     let mut before = None;
     let mut force = false;
@@ -264,7 +253,7 @@ pub(crate) async fn show(
     headers: HeaderMap,
     Path(seq): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let session = admin(&s, &headers).await?;
+    let session = signed_in_admin(&s, &headers).await?;
     let seq = seq
         .parse::<u64>()
         .map_err(|_| Problem::not_found(format!("audit record {seq} not found")))?;

@@ -11,7 +11,7 @@ use mandate_core::wire::RevocationRequest;
 use mandate_core::{Mission, MissionState};
 
 use super::pages::{Hop, Item, chain, html, when};
-use super::{ConsoleError, session, signed_in_post};
+use super::{ConsoleError, signed_in, signed_in_post};
 use crate::state::AppState;
 
 /// Most missions the list shows (as `GET /v1/missions` by default).
@@ -163,9 +163,7 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ConsoleError> {
-    let session = session(&s, &headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
+    let session = signed_in(&s, &headers).await?;
     let mut missions = Vec::new();
     for m in crate::api::missions_for(&s, &session.principal, LIST_LIMIT).await? {
         missions.push(row(&s, &m).await?);
@@ -188,9 +186,7 @@ pub(crate) async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let session = session(&s, &headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
+    let session = signed_in(&s, &headers).await?;
     let m = crate::api::mission_for(&s, &session.principal, &id).await?;
     let approvals = crate::api::approvals_for(
         &s,
@@ -284,9 +280,7 @@ async fn confirm(
     id: &str,
     how: &'static str,
 ) -> Result<Response, ConsoleError> {
-    let session = session(s, headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
+    let session = signed_in(s, headers).await?;
     let m = crate::api::mission_for(s, &session.principal, id).await?;
     let page = ConfirmPage {
         me: session.principal.name.as_str(),

@@ -469,6 +469,25 @@ pub(crate) async fn session(
     }))
 }
 
+/// The signed-in principal's session; without one, the page sends the
+/// browser to sign in.
+pub(crate) async fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<Session, ConsoleError> {
+    session(s, headers)
+        .await?
+        .ok_or(ConsoleError::SignInRequired)
+}
+
+/// The signed-in admin's session; anyone else gets what the API gives
+/// them: 403.
+pub(crate) async fn signed_in_admin(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Session, ConsoleError> {
+    let session = signed_in(s, headers).await?;
+    crate::api::require_admin(&session.principal)?;
+    Ok(session)
+}
+
 /// A state-changing request must come from the console's own origin.
 pub(crate) fn check_origin(s: &AppState, headers: &HeaderMap) -> Result<(), ConsoleError> {
     let c = console(s)?;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mandate_core::wire::DenyRequest;
 use mandate_store::ApprovalRecord;
 
-use super::{ConsoleError, JsonError, Session, console, session, signed_in_post};
+use super::{ConsoleError, JsonError, Session, console, session, signed_in, signed_in_post};
 use crate::state::AppState;
 
 const SCRIPT: &str = include_str!("../../static/console.js");
@@ -264,9 +264,7 @@ pub(crate) async fn inbox(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ConsoleError> {
-    let session = session(&s, &headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
+    let session = signed_in(&s, &headers).await?;
     let approvals = waiting(&s, &session).await?;
     Ok(html(
         StatusCode::OK,
@@ -286,9 +284,7 @@ pub(crate) async fn events(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, JsonError> {
-    let first = session(&s, &headers)
-        .await?
-        .ok_or(ConsoleError::SignInRequired)?;
+    let first = signed_in(&s, &headers).await?;
     let rx = s.0.approvals_changed.subscribe();
     let stream = futures_util::stream::unfold(
         (s, headers, first.principal, rx),
