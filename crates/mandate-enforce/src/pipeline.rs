@@ -17,7 +17,7 @@ use mandate_core::{
     MissionClaims, MissionId, MissionPolicySet, Outcome, PolicyDiagnostic, ReasonCode,
     ResourceKind, ResourceRef, SecureRandom, Trust, UnixTime, decide_chain, names, state_check,
 };
-use mandate_store::{Allowance, ApprovalRecord, Store};
+use mandate_store::{Allowance, ApprovalRecord, GrantRecord, MissionSnapshot, Store};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -25,7 +25,7 @@ use crate::error::EnforceError;
 use crate::escalate::{Ask, MAX_PENDING_APPROVALS, open_approval};
 use crate::permit::Permit;
 use crate::policies::{LoadedPolicies, Missing, load_dir};
-use crate::record::{AuditLog, Claim, Count, Settle};
+use crate::record::{AuditLog, Claim, Settle};
 
 /// Compiled mission policy sets kept in memory. Past this, the cache is
 /// cleared and refilled on demand (compiling a mission's policies is cheap
@@ -540,19 +540,23 @@ impl Enforcer {
     /// same transaction as its record; an escalated one opens (or joins)
     /// its approval request. `request` is what the front door would
     /// forward: it comes back inside a [`Permit`] only for an Allow that
-    /// was counted and recorded, and is dropped otherwise.
+    /// was counted and recorded, and is dropped otherwise. `state` is the
+    /// mission as the front door read it to check the credential
+    /// ([`Store::mission_snapshot`]): its budget count and grants are taken
+    /// from there rather than read again.
     pub async fn decide<T>(
         &self,
         by: &str,
-        mission: &Mission,
+        state: &MissionSnapshot,
         call: &Call<'_>,
         who: &Who,
         extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
+        let mission = &state.mission;
         // A replay's refusal is recorded with what the call was about.
         let about = call.claim.as_ref().map(|_| extra.clone());
-        match self.decide_once(mission, call, who, extra, request).await {
+        match self.decide_once(state, call, who, extra, request).await {
             Err(EnforceError::Replayed) => {
                 let resp = denial(
                     "signature_replayed",
@@ -588,12 +592,13 @@ impl Enforcer {
 
     async fn decide_once<T>(
         &self,
-        mission: &Mission,
+        state: &MissionSnapshot,
         call: &Call<'_>,
         who: &Who,
         mut extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
+        let mission = &state.mission;
         // What untrusted content the mission had read when it decided:
         // `audit explain` tells it.
         if let Some(t) = &mission.taint {
@@ -618,7 +623,7 @@ impl Enforcer {
         );
         let step = self
             .decide_call(
-                mission,
+                state,
                 call,
                 who,
                 &extra,
@@ -681,7 +686,7 @@ impl Enforcer {
     )]
     async fn decide_call(
         &self,
-        mission: &Mission,
+        state: &MissionSnapshot,
         call: &Call<'_>,
         who: &Who,
         extra: &Map,
@@ -699,6 +704,7 @@ impl Enforcer {
             arguments,
             claim: _,
         } = *call;
+        let mission = &state.mission;
         let now = self.clock.now();
         let id = &mission.body.id;
         let deny = |code: &str, detail: String| {
@@ -714,7 +720,7 @@ impl Enforcer {
         }
         // 2. Mission state and budget (checked again, authoritatively, when
         //    an allowed call is counted).
-        let used = self.store.budget_used(id).await?;
+        let used = state.budget_used;
         if let Err(o) = state_check(mission, now, used) {
             return Ok(Step::Unrecorded(response(*o, Some(id))));
         }
@@ -752,8 +758,15 @@ impl Enforcer {
             Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
         };
         let ancestors = as_ancestors(&loaded);
-        for _ in 0..3 {
-            let grants = match self.live_grants(id, now).await? {
+        for attempt in 0..3 {
+            // The grants read with the mission first; read again after a
+            // grant was found used up.
+            let read = if attempt == 0 {
+                compile_grants(&state.grants)
+            } else {
+                self.live_grants(id, now).await?
+            };
+            let grants = match read {
                 Ok(g) => g,
                 Err(detail) => return deny(ReasonCode::POLICY_ERROR, detail),
             };
@@ -851,7 +864,7 @@ impl Enforcer {
                 set_outcome(&mut body, &r);
                 Some(serde_json::Value::Object(body))
             });
-            let count = Count {
+            let count = mandate_store::CountAsk {
                 mission: id.clone(),
                 budget: mission.body.budget.requests,
                 grant: outcome
@@ -968,26 +981,31 @@ impl Enforcer {
         id: &MissionId,
         now: UnixTime,
     ) -> Result<Result<GrantSet, String>, EnforceError> {
-        let records = self.store.live_grants(id, now).await?;
-        let deciders: Vec<(String, String)> = records
-            .iter()
-            .map(|g| (g.id.clone(), g.created_by.clone()))
-            .collect();
-        let mut exact = Vec::new();
-        let mut patterns = Vec::new();
-        for g in &records {
-            match (g.scope, &g.request_digest) {
-                (GrantScope::Pattern, _) => patterns.push((g.id.as_str(), g.policy.as_str())),
-                (scope, Some(d)) => exact.push(ExactGrant {
-                    id: g.id.clone(),
-                    request_digest: d.clone(),
-                    once: scope == GrantScope::Once,
-                }),
-                (_, None) => return Ok(Err(format!("grant `{}` names no call", g.id))),
-            }
-        }
-        Ok(GrantSet::compile(patterns)
-            .map(|set| set.with_exact(exact).with_deciders(deciders))
-            .map_err(|d| d.to_string()))
+        Ok(compile_grants(&self.store.live_grants(id, now).await?))
     }
+}
+
+/// Live grants, compiled; `Err` with a reason if one does not compile (the
+/// caller denies).
+fn compile_grants(records: &[GrantRecord]) -> Result<GrantSet, String> {
+    let deciders: Vec<(String, String)> = records
+        .iter()
+        .map(|g| (g.id.clone(), g.created_by.clone()))
+        .collect();
+    let mut exact = Vec::new();
+    let mut patterns = Vec::new();
+    for g in records {
+        match (g.scope, &g.request_digest) {
+            (GrantScope::Pattern, _) => patterns.push((g.id.as_str(), g.policy.as_str())),
+            (scope, Some(d)) => exact.push(ExactGrant {
+                id: g.id.clone(),
+                request_digest: d.clone(),
+                once: scope == GrantScope::Once,
+            }),
+            (_, None) => return Err(format!("grant `{}` names no call", g.id)),
+        }
+    }
+    GrantSet::compile(patterns)
+        .map(|set| set.with_exact(exact).with_deciders(deciders))
+        .map_err(|d| d.to_string())
 }

@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use mandate_core::{
-    AuditRecord, AuthorityKey, Cadence, ChainHead, Clock, MissionId, UnixTime, chain_hash,
-};
-use mandate_store::{Allowance, AuditSink, Store, StoreError};
+use mandate_core::{AuditRecord, AuthorityKey, Cadence, ChainHead, Clock, UnixTime, chain_hash};
+use mandate_store::{Allowance, AuditSink, CountAsk, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoints::{CheckpointFile, CheckpointFileError, read_checkpoint_file};
@@ -62,15 +60,6 @@ pub enum AuditOpenError {
     Broken(String),
 }
 
-/// An allowed call, to be counted before its decision is recorded.
-#[derive(Debug)]
-pub(crate) struct Count {
-    pub mission: MissionId,
-    pub budget: u64,
-    pub grant: Option<String>,
-    pub now: UnixTime,
-}
-
 /// A signed request's single use, claimed in the transaction that records
 /// its decision: a signature replayed to another node on the same database
 /// finds the claim there and is refused (ADR 0017). One claim per request;
@@ -89,7 +78,7 @@ pub(crate) type Settle = Box<dyn FnOnce(Allowance) -> Option<serde_json::Value> 
 enum Entry {
     Body(serde_json::Value),
     Counted {
-        count: Count,
+        count: CountAsk,
         settle: Settle,
     },
     /// A retention prune's record, committed with a checkpoint that states
@@ -422,7 +411,7 @@ impl AuditLog {
         &self,
         kind: &'static str,
         time: u64,
-        count: Count,
+        count: CountAsk,
         settle: Settle,
         claim: Option<Claim>,
     ) -> Result<(Allowance, Option<u64>), EnforceError> {
@@ -592,6 +581,38 @@ impl Writer {
                 (vec![false; group.len()], true)
             }
         };
+        // The group's allowed calls are counted together, in order.
+        // Expiry is judged at the commit, not when the call was decided.
+        let now = self.clock.now();
+        let asks: Vec<CountAsk> = group
+            .iter()
+            .zip(&claimed)
+            .filter_map(|(p, fresh)| match &p.entry {
+                Entry::Counted { count, .. } if *fresh => Some(CountAsk {
+                    now: count.now.max(now),
+                    ..count.clone()
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut counted = if failed || asks.is_empty() {
+            Vec::new()
+        } else {
+            match self.sink.count_all(&asks) {
+                Ok(a) if a.len() == asks.len() => a,
+                Ok(_) => {
+                    tracing::error!("the store answered a different number of counts");
+                    failed = true;
+                    Vec::new()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot count allowed calls");
+                    failed = true;
+                    Vec::new()
+                }
+            }
+        }
+        .into_iter();
         for (p, fresh) in group.into_iter().zip(claimed) {
             if failed {
                 outcomes.push((p.done, None));
@@ -615,17 +636,10 @@ impl Writer {
                     prune = Some(through);
                     (Some(body), None)
                 }
-                // Expiry is judged at the commit, not when the call was
-                // decided.
-                Entry::Counted { count, settle } => match self.sink.count(
-                    &count.mission,
-                    count.budget,
-                    count.grant.as_deref(),
-                    count.now.max(self.clock.now()),
-                ) {
-                    Ok(a) => (settle(a), Some(a)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot count an allowed call");
+                Entry::Counted { count: _, settle } => match counted.next() {
+                    Some(a) => (settle(a), Some(a)),
+                    None => {
+                        tracing::error!("an allowed call was not counted");
                         failed = true;
                         outcomes.push((p.done, None));
                         continue;
@@ -1269,7 +1283,7 @@ mod tests {
         }
         fn count(
             &mut self,
-            id: &MissionId,
+            id: &mandate_core::MissionId,
             budget: u64,
             grant: Option<&str>,
             now: UnixTime,

@@ -18,8 +18,9 @@ pub use error::{ApprovalError, DelegateError, StartError, StoreError};
 pub use memory::{MemoryDeleted, MemoryEntry, MemoryWriteError, NewMemoryEntry, Note, Promotion};
 pub use model::{
     Agent, Allowance, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter,
-    AuditPage, GrantRecord, NewApproval, NewDelegation, NewGrant, NewMission, Principal,
-    Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
+    AuditPage, GrantRecord, MissionSnapshot, NewApproval, NewDelegation, NewGrant, NewMission,
+    Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
+    WebhookDelivery,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -209,6 +210,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // --- decisions ---
 
+    /// A mission as a decision reads it: the mission, its budget count and
+    /// its live grants at `now`, read together (one round trip where the
+    /// store is across a network). `None` for an unknown mission. Both
+    /// counts are checked again, authoritatively, when an allowed call is
+    /// counted.
+    async fn mission_snapshot(
+        &self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Option<MissionSnapshot>, StoreError> {
+        let Some(mission) = self.mission(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(MissionSnapshot {
+            budget_used: self.budget_used(id).await?,
+            grants: self.live_grants(id, now).await?,
+            mission,
+        }))
+    }
     /// Allowed requests counted against a mission's budget so far.
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;
     /// The mission's grants that are live at `now` (not expired, revoked or
@@ -486,6 +506,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// [`commit`](Self::commit), durable on return (one sync for the group), or
 /// [`rollback`](Self::rollback). A count and the record of its decision are
 /// durable together or not at all.
+/// One allowed call to count (see [`AuditSink::count`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountAsk {
+    pub mission: MissionId,
+    /// The mission's budget of requests.
+    pub budget: u64,
+    /// The grant that allowed the call, if one did.
+    pub grant: Option<String>,
+    pub now: UnixTime,
+}
+
 pub trait AuditSink: Send + std::fmt::Debug {
     /// The last record's sequence number and hash (genesis if empty).
     fn head(&mut self) -> Result<ChainHead, StoreError>;
@@ -504,6 +535,15 @@ pub trait AuditSink: Send + std::fmt::Debug {
         grant: Option<&str>,
         now: UnixTime,
     ) -> Result<Allowance, StoreError>;
+    /// Counts a group's allowed calls inside the open transaction, in
+    /// order, each with the outcome [`Self::count`] would give it in turn.
+    /// The default calls it in turn; a store across a network counts them
+    /// in fewer round trips.
+    fn count_all(&mut self, asks: &[CountAsk]) -> Result<Vec<Allowance>, StoreError> {
+        asks.iter()
+            .map(|a| self.count(&a.mission, a.budget, a.grant.as_deref(), a.now))
+            .collect()
+    }
     /// Appends one chained record inside the open transaction.
     fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Commits the group; durable on return.

@@ -1,6 +1,6 @@
 use mandate_core::{
-    AgentName, ApiTokenId, GrantScope, MissionBody, MissionId, PrincipalName, Role, TokenHash,
-    UnixTime,
+    AgentName, ApiTokenId, GrantScope, Mission, MissionBody, MissionId, PrincipalName, Role,
+    TokenHash, UnixTime,
 };
 
 /// A principal: who delegates and approves.
@@ -124,6 +124,17 @@ pub struct GrantRecord {
     pub request_digest: Option<String>,
     /// The principal whose approval created it.
     pub created_by: String,
+}
+
+/// A mission with what a decision reads beside it (see
+/// [`crate::Store::mission_snapshot`]).
+#[derive(Debug, Clone)]
+pub struct MissionSnapshot {
+    pub mission: Mission,
+    /// Allowed requests counted against its budget when it was read.
+    pub budget_used: u64,
+    /// Its grants live when it was read (none unless it is active).
+    pub grants: Vec<GrantRecord>,
 }
 
 /// A grant to create with an approval.

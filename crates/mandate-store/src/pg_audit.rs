@@ -30,7 +30,7 @@ use crate::model::Allowance;
 use crate::rows::{
     CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_columns, audit_from_row, int, secs,
 };
-use crate::{AuditSink, StoreError};
+use crate::{AuditSink, CountAsk, StoreError};
 
 type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
 
@@ -62,6 +62,7 @@ enum Command {
         now: UnixTime,
         reply: Reply<Allowance>,
     },
+    CountAll(Vec<CountAsk>, Reply<Vec<Allowance>>),
     /// Writes appended records and the seal, in the open transaction.
     Write(Pending, Reply<()>),
     /// Writes what is pending, then commits.
@@ -210,6 +211,13 @@ impl AuditSink for PgAuditSink {
         })
     }
 
+    fn count_all(&mut self, asks: &[CountAsk]) -> Result<Vec<Allowance>, StoreError> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|r| Command::CountAll(asks.to_vec(), r))
+    }
+
     fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
         self.pending.records.push(record.clone());
         Ok(())
@@ -276,7 +284,21 @@ const USE_GRANT: &str = "UPDATE grants SET uses = uses + 1 \
        AND (expires_at IS NULL OR expires_at > $3) \
        AND (max_uses IS NULL OR uses < max_uses)";
 
+/// [`COUNT_ONE`] for several missions at once, each named once (`$1`
+/// ids, `$2` their budgets, `$3` their times): the rows counted come back
+/// with their counts.
+const COUNT_ROUND: &str = "UPDATE missions m SET requests_used = m.requests_used + 1 \
+     FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS a(id, budget, now) \
+     WHERE m.id = a.id AND m.state = 'active' AND m.expires_at > a.now \
+       AND m.requests_used < a.budget \
+     RETURNING m.id, m.requests_used";
+
 const HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+
+/// The seal's one row, replaced by each commit (`VALUES` between the two).
+const SEAL: &str = "INSERT INTO audit_seal (id, seq, token)";
+const SEAL_REPLACES: &str =
+    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token";
 
 /// The connection's thread.
 struct Worker {
@@ -311,6 +333,11 @@ impl Worker {
                 let v = self.count(&id, budget, grant.as_deref(), now).await;
                 let v = self.watch(v);
                 let _ = reply.send(v);
+            }
+            Command::CountAll(asks, r) => {
+                let v = self.count_all(&asks).await;
+                let v = self.watch(v);
+                let _ = r.send(v);
             }
             Command::Write(pending, r) => {
                 let v = self.write(pending).await;
@@ -394,47 +421,54 @@ impl Worker {
                 "an audit group is already open on this connection".into(),
             ));
         }
-        if sqlx::raw_sql("BEGIN")
-            .execute(&mut self.conn)
-            .await
-            .is_err()
-        {
-            // Nothing is in flight: a connection lost since the last group
-            // is replaced once.
-            self.conn = connect(&self.options).await?;
-            sqlx::raw_sql("BEGIN").execute(&mut self.conn).await?;
-        }
+        // INVARIANT: the lock is taken before the head is read (each
+        // statement of the batch reads its own snapshot), so the head stays
+        // the head until this transaction ends, whichever node appends
+        // next. The three in one round trip (the key is a number).
+        let head = match self.lock_and_head().await {
+            Ok(h) => h,
+            Err(_) => {
+                // Nothing is in flight: whatever began is rolled back, and a
+                // connection lost since the last group is replaced, once.
+                if sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut self.conn)
+                    .await
+                    .is_err()
+                {
+                    self.conn = connect(&self.options).await?;
+                }
+                match self.lock_and_head().await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.tx = TxState::Open;
+                        self.rollback().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
         self.tx = TxState::Open;
-        // INVARIANT: the lock is taken before the head is read, so the
-        // head stays the head until this transaction ends, whichever node
-        // appends next. Both in one round trip (the key is a number).
-        let head = async {
-            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "SELECT pg_advisory_xact_lock({}); {HEAD}",
-                self.lock
-            )))
-            .fetch_all(&mut self.conn)
-            .await?;
-            // The lock's row has one void column; the head's has two.
-            Ok::<_, StoreError>(match rows.iter().find(|r| r.len() == 2) {
-                None => ChainHead::genesis(),
-                Some(r) => ChainHead {
-                    seq: u64::try_from(r.int("seq")?).unwrap_or(0),
-                    hash: r.text("hash")?,
-                },
-            })
-        }
-        .await;
-        match head {
-            Ok(h) => {
-                self.next = Some(h.seq + 1);
-                Ok(h)
-            }
-            Err(e) => {
-                self.rollback().await;
-                Err(e)
-            }
-        }
+        self.next = Some(head.seq + 1);
+        Ok(head)
+    }
+
+    /// Opens the group's transaction, takes the writers' lock and reads the
+    /// head: one batch of three statements.
+    async fn lock_and_head(&mut self) -> Result<ChainHead, StoreError> {
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}); {HEAD}",
+            self.lock
+        )))
+        .fetch_all(&mut self.conn)
+        .await?;
+        // The lock's row has one void column; the head's has two.
+        Ok(match rows.iter().find(|r| r.len() == 2) {
+            None => ChainHead::genesis(),
+            Some(r) => ChainHead {
+                seq: u64::try_from(r.int("seq")?).unwrap_or(0),
+                hash: r.text("hash")?,
+            },
+        })
     }
 
     async fn count_budget(
@@ -518,50 +552,124 @@ impl Worker {
         self.not_counted(id, now).await
     }
 
-    /// Appends the group's records (one statement) and stores its seal.
-    async fn write(&mut self, pending: Pending) -> Result<(), StoreError> {
-        if !pending.records.is_empty() {
-            let mut next = self
-                .next
-                .ok_or_else(|| StoreError::Conflict("audit append without an open group".into()))?;
-            let n = pending.records.len();
-            let (mut seqs, mut times, mut kinds, mut bodies, mut hashes) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            // The filter columns (ADR 0018), from each body.
-            let mut columns: [Vec<Option<String>>; 5] = Default::default();
-            for r in pending.records {
-                if r.seq != next {
-                    return Err(StoreError::Conflict(format!(
-                        "audit append at {} but the log's next record is {next}",
-                        r.seq
-                    )));
-                }
-                next += 1;
-                for (column, value) in columns.iter_mut().zip(audit_columns(&r.body)) {
-                    column.push(value.map(str::to_owned));
-                }
-                seqs.push(int(r.seq));
-                times.push(int(r.time));
-                bodies.push(
-                    serde_jcs::to_string(&r.body).map_err(|e| {
-                        StoreError::Backend(format!("cannot encode audit body: {e}"))
-                    })?,
+    /// Counts `asks` in order, as [`Self::count`] on each in turn would.
+    /// Without grants, in rounds of one statement: the first ask of each
+    /// mission, then the second of each mission that has two, and so on,
+    /// so each mission's asks are counted in their order (asks of
+    /// different missions touch different rows, so their order does not
+    /// matter). An ask that allows through a grant has each ask counted in
+    /// turn (a grant's use and its budget unit are kept or undone
+    /// together).
+    async fn count_all(&mut self, asks: &[CountAsk]) -> Result<Vec<Allowance>, StoreError> {
+        if asks.iter().any(|a| a.grant.is_some()) {
+            let mut out = Vec::with_capacity(asks.len());
+            for a in asks {
+                out.push(
+                    self.count(&a.mission, a.budget, a.grant.as_deref(), a.now)
+                        .await?,
                 );
-                kinds.push(r.kind);
-                hashes.push(r.hash);
             }
-            let [mission, principal, agent, action, decision] = columns;
-            sqlx::query(
-                "INSERT INTO audit_events \
-                 (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
-            )
+            return Ok(out);
+        }
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, a) in asks.iter().enumerate() {
+            let r = seen.entry(a.mission.as_str()).or_insert(0);
+            if rounds.len() == *r {
+                rounds.push(Vec::new());
+            }
+            rounds[*r].push(i);
+            *r += 1;
+        }
+        let mut out: Vec<Option<Allowance>> = vec![None; asks.len()];
+        for round in rounds {
+            let ids: Vec<&str> = round.iter().map(|&i| asks[i].mission.as_str()).collect();
+            let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
+            let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
+            let counted: std::collections::HashMap<String, i64> = sqlx::query(COUNT_ROUND)
+                .bind(&ids)
+                .bind(&budgets)
+                .bind(&nows)
+                .fetch_all(&mut self.conn)
+                .await?
+                .iter()
+                .map(|r| Ok((r.text("id")?, r.int("requests_used")?)))
+                .collect::<Result<_, StoreError>>()?;
+            for i in round {
+                let a = &asks[i];
+                out[i] = Some(match counted.get(a.mission.as_str()) {
+                    Some(&n) => Allowance::Counted(u64::try_from(n).unwrap_or(0)),
+                    None => self.not_counted(&a.mission, a.now).await?,
+                });
+            }
+        }
+        out.into_iter()
+            .map(|a| a.ok_or_else(|| StoreError::Backend("an ask was not counted".into())))
+            .collect()
+    }
+
+    /// Appends the group's records and stores its seal, in one statement.
+    async fn write(&mut self, pending: Pending) -> Result<(), StoreError> {
+        let Pending { records, seal } = pending;
+        if records.is_empty() {
+            if let Some((seq, token)) = seal {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{SEAL} VALUES (1, $1, $2) {SEAL_REPLACES}"
+                )))
+                .bind(int(seq))
+                .bind(token)
+                .execute(&mut self.conn)
+                .await?;
+            }
+            return Ok(());
+        }
+        let mut next = self
+            .next
+            .ok_or_else(|| StoreError::Conflict("audit append without an open group".into()))?;
+        let n = records.len();
+        let (mut seqs, mut times, mut kinds, mut bodies, mut hashes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        // The filter columns (ADR 0018), from each body.
+        let mut columns: [Vec<Option<String>>; 5] = Default::default();
+        for r in records {
+            if r.seq != next {
+                return Err(StoreError::Conflict(format!(
+                    "audit append at {} but the log's next record is {next}",
+                    r.seq
+                )));
+            }
+            next += 1;
+            for (column, value) in columns.iter_mut().zip(audit_columns(&r.body)) {
+                column.push(value.map(str::to_owned));
+            }
+            seqs.push(int(r.seq));
+            times.push(int(r.time));
+            bodies.push(
+                serde_jcs::to_string(&r.body)
+                    .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?,
+            );
+            kinds.push(r.kind);
+            hashes.push(r.hash);
+        }
+        let [mission, principal, agent, action, decision] = columns;
+        const APPEND: &str = "INSERT INTO audit_events \
+             (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])";
+        // With a seal, both in one statement (the seal's row refers to no
+        // other, so the data-modifying CTE's snapshot does not matter).
+        let sql = match &seal {
+            None => APPEND.to_owned(),
+            Some(_) => {
+                format!("WITH appended AS ({APPEND}) {SEAL} VALUES (1, $11, $12) {SEAL_REPLACES}")
+            }
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(seqs)
             .bind(times)
             .bind(kinds)
@@ -571,21 +679,12 @@ impl Worker {
             .bind(principal)
             .bind(agent)
             .bind(action)
-            .bind(decision)
-            .execute(&mut self.conn)
-            .await?;
-            self.next = Some(next);
+            .bind(decision);
+        if let Some((seq, token)) = seal {
+            q = q.bind(int(seq)).bind(token);
         }
-        if let Some((seq, token)) = pending.seal {
-            sqlx::query(
-                "INSERT INTO audit_seal (id, seq, token) VALUES (1, $1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token",
-            )
-            .bind(int(seq))
-            .bind(token)
-            .execute(&mut self.conn)
-            .await?;
-        }
+        q.execute(&mut self.conn).await?;
+        self.next = Some(next);
         Ok(())
     }
 

@@ -24,8 +24,8 @@ use crate::console::{
 use crate::direct::{Readers, SqliteAuditSink, WritersWaiting};
 use crate::model::{
     Agent, ApiToken, ApprovalFilter, ApprovalRecord, ApprovalStatus, AuditFilter, AuditPage,
-    GrantRecord, NewApproval, NewDelegation, NewMission, Principal, Resolution, Revocation,
-    RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
+    GrantRecord, MissionSnapshot, NewApproval, NewDelegation, NewMission, Principal, Resolution,
+    Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
@@ -886,26 +886,34 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("mission `{id}`")))
     }
 
+    async fn mission_snapshot(
+        &self,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<Option<MissionSnapshot>, StoreError> {
+        // The mission's row (with its count) and its grants, on one reader.
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT * FROM missions WHERE id = ?1")?;
+            let mut rows = stmt.query([id.as_str()])?;
+            let Some(r) = rows.next()? else {
+                return Ok(None);
+            };
+            let mission = mission_from_row_with(r, Some(&self.checked))?;
+            let budget_used = u64::try_from(r.int("requests_used")?).unwrap_or(0);
+            Ok(Some(MissionSnapshot {
+                mission,
+                budget_used,
+                grants: live_grants_on(c, id, now)?,
+            }))
+        })
+    }
+
     async fn live_grants(
         &self,
         id: &MissionId,
         now: UnixTime,
     ) -> Result<Vec<GrantRecord>, StoreError> {
-        self.readers.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT g.id, g.policy, g.scope, g.request_digest, g.created_by FROM grants g \
-                 JOIN missions m ON m.id = g.mission_id \
-                 WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
-                   AND (g.expires_at IS NULL OR g.expires_at > ?2) \
-                   AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
-            )?;
-            let mut rows = stmt.query(rusqlite::params![id.as_str(), secs(now)])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(grant_from_row(r)?);
-            }
-            Ok(out)
-        })
+        self.readers.with(|c| live_grants_on(c, id, now))
     }
 
     async fn open_approval(
@@ -1734,4 +1742,25 @@ fn bound<'q>(
         };
     }
     q
+}
+
+/// A mission's live grants at `now`, in `id` order.
+fn live_grants_on(
+    c: &rusqlite::Connection,
+    id: &MissionId,
+    now: UnixTime,
+) -> Result<Vec<GrantRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT g.id, g.policy, g.scope, g.request_digest, g.created_by FROM grants g \
+         JOIN missions m ON m.id = g.mission_id \
+         WHERE g.mission_id = ?1 AND m.state = 'active' AND g.revoked_at IS NULL \
+           AND (g.expires_at IS NULL OR g.expires_at > ?2) \
+           AND (g.max_uses IS NULL OR g.uses < g.max_uses) ORDER BY g.id",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![id.as_str(), secs(now)])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(grant_from_row(r)?);
+    }
+    Ok(out)
 }

@@ -218,6 +218,8 @@ both!(
     revoking_a_principal_cascades_to_tokens_agents_and_missions,
     a_mission_body_edited_in_the_database_is_refused,
     allowances_count_budget_and_grant_uses_together,
+    a_group_counts_its_calls_as_one_by_one,
+    a_mission_is_read_with_its_count_and_live_grants,
     identical_escalations_join_and_the_queue_is_bounded,
     an_approval_is_decided_once_and_its_grant_dies_with_the_mission,
     audit_tampering_in_the_database_is_found,
@@ -543,6 +545,164 @@ async fn allowances_count_budget_and_grant_uses_together(db: Db) {
     );
     sink.commit().unwrap();
     assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+}
+
+async fn a_group_counts_its_calls_as_one_by_one(db: Db) {
+    use mandate_store::{Allowance, CountAsk};
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let now = T0.plus(2);
+    let mut started = Vec::new();
+    for _ in 0..3 {
+        let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+        let key = MissionKey::generate(&OsRandom).unwrap();
+        s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+            .await
+            .unwrap();
+        started.push(id);
+    }
+    let [a, b, ended] = <[MissionId; 3]>::try_from(started).unwrap();
+    s.end_mission(&ended, mandate_core::EndReason::Completed, "alice", now)
+        .await
+        .unwrap();
+    let ask = |id: &MissionId, budget: u64, grant: Option<&str>| CountAsk {
+        mission: id.clone(),
+        budget,
+        grant: grant.map(str::to_owned),
+        now,
+    };
+    // Mission `a` may spend 3, `b` 2; calls of both, interleaved, and of
+    // an ended mission: each gets what counting it alone, in turn, gives.
+    let asks = [
+        ask(&a, 3, None),
+        ask(&b, 2, None),
+        ask(&a, 3, None),
+        ask(&ended, 3, None),
+        ask(&a, 3, None),
+        ask(&b, 2, None),
+        ask(&a, 3, None),
+        ask(&b, 2, None),
+    ];
+    let mut sink = s.audit_sink().unwrap();
+    sink.begin().unwrap();
+    assert_eq!(
+        sink.count_all(&asks).unwrap(),
+        [
+            Allowance::Counted(1),
+            Allowance::Counted(1),
+            Allowance::Counted(2),
+            Allowance::MissionEnded,
+            Allowance::Counted(3),
+            Allowance::Counted(2),
+            Allowance::BudgetExhausted,
+            Allowance::BudgetExhausted,
+        ]
+    );
+    // Rolled back, nothing of it is kept.
+    sink.rollback();
+    assert_eq!(s.budget_used(&a).await.unwrap(), 0);
+    assert_eq!(s.budget_used(&b).await.unwrap(), 0);
+    // With a grant among them: the grant is used once, with its unit.
+    db.exec(
+        "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
+         VALUES ('once', $1, 'permit(principal, action, resource);', 0, 1)",
+        &[a.as_str()],
+    )
+    .await;
+    sink.begin().unwrap();
+    assert_eq!(
+        sink.count_all(&[
+            ask(&a, 3, Some("once")),
+            ask(&b, 2, None),
+            ask(&a, 3, Some("once")),
+            ask(&a, 3, None),
+        ])
+        .unwrap(),
+        [
+            Allowance::Counted(1),
+            Allowance::Counted(1),
+            Allowance::GrantUnavailable,
+            Allowance::Counted(2),
+        ]
+    );
+    sink.commit().unwrap();
+    assert_eq!(s.budget_used(&a).await.unwrap(), 2);
+    assert_eq!(s.budget_used(&b).await.unwrap(), 1);
+    assert!(s.live_grants(&a, now).await.unwrap().is_empty());
+}
+
+async fn a_mission_is_read_with_its_count_and_live_grants(db: Db) {
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let now = T0.plus(2);
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    assert!(
+        s.mission_snapshot(&MissionId::generate(&OsRandom).unwrap(), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    // Two live grants (one pattern, one for an exact call), one spent, one
+    // revoked, one expired.
+    for (grant, scope, digest, extra) in [
+        ("g-b", "pattern", None, ""),
+        ("g-a", "once", Some("d1"), ""),
+        ("g-spent", "pattern", None, ", uses = 1"),
+        ("g-revoked", "pattern", None, ", revoked_at = 1"),
+        ("g-expired", "pattern", None, ", expires_at = 1"),
+    ] {
+        db.exec(
+            "INSERT INTO grants (id, mission_id, policy, created_at, max_uses, scope, request_digest, created_by) \
+             VALUES ($1, $2, 'permit(principal, action, resource);', 0, 1, $3, $4, 'bob')",
+            &[grant, id.as_str(), scope, digest.unwrap_or("")],
+        )
+        .await;
+        if digest.is_none() {
+            db.exec(
+                "UPDATE grants SET request_digest = NULL WHERE id = $1",
+                &[grant],
+            )
+            .await;
+        }
+        if !extra.is_empty() {
+            db.exec(
+                &format!("UPDATE grants SET {} WHERE id = $1", &extra[2..]),
+                &[grant],
+            )
+            .await;
+        }
+    }
+    let mut sink = s.audit_sink().unwrap();
+    sink.begin().unwrap();
+    sink.count(&id, 10, None, now).unwrap();
+    sink.commit().unwrap();
+    let state = s.mission_snapshot(&id, now).await.unwrap().unwrap();
+    assert_eq!(state.mission, s.mission(&id).await.unwrap().unwrap());
+    assert_eq!(state.budget_used, 1);
+    assert_eq!(state.grants, s.live_grants(&id, now).await.unwrap());
+    let grants: Vec<_> = state
+        .grants
+        .iter()
+        .map(|g| {
+            (
+                g.id.as_str(),
+                g.request_digest.as_deref(),
+                g.created_by.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(grants, [("g-a", Some("d1"), "bob"), ("g-b", None, "bob")]);
+    // An ended mission has no live grants.
+    s.end_mission(&id, mandate_core::EndReason::Completed, "alice", now)
+        .await
+        .unwrap();
+    let state = s.mission_snapshot(&id, now).await.unwrap().unwrap();
+    assert!(state.grants.is_empty());
+    assert_eq!(state.budget_used, 1);
 }
 
 async fn identical_escalations_join_and_the_queue_is_bounded(db: Db) {

@@ -9,6 +9,7 @@ use axum::extract::State;
 use mandate_core::wire::{DecideRequest, DecideResponse};
 use mandate_core::{Decision, Mission, Outcome, ResourceRef, Trust};
 use mandate_enforce::{Call, Permit, Who, denial};
+use mandate_store::MissionSnapshot;
 use tracing::Instrument as _;
 
 use super::extract::{ApiJson, Caller, Presented, check_presented};
@@ -130,7 +131,7 @@ pub(crate) async fn enforce<T>(
     s: &AppState,
     door: Door,
     by: &str,
-    mission: &Mission,
+    mission: &MissionSnapshot,
     call: &Call<'_>,
     who: &Who,
     extra: serde_json::Map<String, serde_json::Value>,

@@ -13,7 +13,7 @@ use mandate_core::{
     ApiTokenId, CredentialError, Mission, MissionClaims, ProofError, ProofExpectations,
     SecretToken, TokenKind, VerifiedProof, verify_proof,
 };
-use mandate_store::Principal;
+use mandate_store::{MissionSnapshot, Principal};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
@@ -494,7 +494,9 @@ pub(crate) async fn remember_proof(
 pub(crate) enum Presented {
     Valid {
         claims: MissionClaims,
-        mission: Box<Mission>,
+        /// The mission, with its budget count and live grants read in the
+        /// same statement (what a decision needs next).
+        mission: Box<MissionSnapshot>,
     },
     /// Refused. `claims` are set once the signature checked out: they are
     /// authentic and may go into the audit log.
@@ -536,10 +538,15 @@ pub(crate) async fn check_signed(
             claims: Some(claims.clone()),
         })
     };
-    let Some(mission) = state.0.store.mission(&signed.claims.mission_id).await? else {
+    let Some(mission) = state
+        .0
+        .store
+        .mission_snapshot(&signed.claims.mission_id, now)
+        .await?
+    else {
         return refused(CredentialError::UnknownMission, &signed.claims);
     };
-    if let Err(e) = mission.check_credential(&signed.claims, now) {
+    if let Err(e) = mission.mission.check_credential(&signed.claims, now) {
         return refused(e, &signed.claims);
     }
     let claims = signed.claims.clone();
@@ -578,7 +585,7 @@ impl FromRequestParts<AppState> for MissionCaller {
             })?
             .trim();
         let (claims, mission) = match check_presented(state, credential).await? {
-            Presented::Valid { claims, mission } => (claims, *mission),
+            Presented::Valid { claims, mission } => (claims, mission.mission),
             Presented::Refused { error, .. } => return Err(error.into()),
         };
         // The API is not nested under a prefix, so the URI is the original one.

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use mandate_core::httpsig::{self, RequestParts};
 use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, FRESHNESS_WINDOW_SECS, Mission, MissionClaims, Trust, UnixTime};
+use mandate_store::MissionSnapshot;
 use serde::Serialize;
 
 use mandate_enforce::{Call, Claim, Permit, Who};
@@ -246,7 +247,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     match permit {
         Some(permit) => {
             let at = Instant::now();
-            let answer = forward(s, &route, permit, &claims, &mission)
+            let answer = forward(s, &route, permit, &claims, &mission.mission)
                 .instrument(tracing::debug_span!("forward"))
                 .await;
             s.0.metrics
@@ -268,7 +269,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             let answer = answer?;
             // The agent reads what the upstream said: a route of untrusted
             // content taints the mission before the answer reaches it.
-            super::taint::mark(s, &mission, &route.config.taint, &via).await?;
+            super::taint::mark(s, &mission.mission, &route.config.taint, &via).await?;
             Ok(answer)
         }
         None => Ok(refusal(&resp)),
@@ -371,7 +372,9 @@ pub(super) fn header_list(h: &HeaderMap) -> Result<Vec<(String, String)>, Proble
 pub(super) enum Verified {
     Ok {
         claims: MissionClaims,
-        mission: Box<Mission>,
+        /// The mission with its count and live grants, as read for the
+        /// credential's check.
+        mission: Box<MissionSnapshot>,
         /// The signature's single use, claimed with the decision's record.
         claim: Claim,
     },

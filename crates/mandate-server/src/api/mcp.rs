@@ -37,6 +37,7 @@ use mandate_core::httpsig::RequestParts;
 use mandate_core::mcp_message::{ClientMessage, MessageKind, Refusal, parse_client_message};
 use mandate_core::wire::DecideResponse;
 use mandate_core::{Decision, Mission, MissionClaims, MissionId, ReasonCode};
+use mandate_store::MissionSnapshot;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -795,7 +796,9 @@ impl Challenge {
 
 struct Caller {
     claims: MissionClaims,
-    mission: Mission,
+    /// The mission with its count and live grants, as read for the
+    /// credential's check.
+    state: MissionSnapshot,
     /// The request signature's single use, claimed with a decision's
     /// record.
     claim: Claim,
@@ -928,7 +931,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             claim,
         } => Caller {
             claims,
-            mission: *mission,
+            state: *mission,
             claim,
         },
         Verified::Refused { problem, claims } => {
@@ -1010,7 +1013,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
                 return Ok(r);
             };
             if method == "GET" {
-                return listen(s, &x, &caller.mission);
+                return listen(s, &x, &caller.state.mission);
             }
             let _ = end_session_by(s, &x, "ended by the agent", Some("DELETE"), None).await;
             Ok(StatusCode::NO_CONTENT.into_response())
@@ -1336,7 +1339,7 @@ async fn initialize(
     // replace the directory limits the operator configured) only where
     // configured, and elicitation where configured or the mission's policy
     // lets it.
-    let elicits = may_elicit(s, server, &caller.mission).await;
+    let elicits = may_elicit(s, server, &caller.state.mission).await;
     if let Some(caps) = params
         .get_mut("capabilities")
         .and_then(Value::as_object_mut)
@@ -1436,7 +1439,7 @@ async fn initialize(
         .get_mut("result")
         .and_then(|r| r.get_mut("capabilities"))
     {
-        unrefused(s, server, &caller.mission, caps).await;
+        unrefused(s, server, &caller.state.mission, caps).await;
     }
     {
         let mut r = s.0.mcp.reg.lock().map_err(|_| Problem::internal())?;
@@ -1452,7 +1455,7 @@ async fn initialize(
     // The server's instructions are its metadata: untrusted if it is.
     crate::api::taint::mark(
         s,
-        &caller.mission,
+        &caller.state.mission,
         server.taint_metadata(),
         &format!("mcp {} initialize", server.name()),
     )
@@ -1478,7 +1481,11 @@ fn start_upstream(
     let (closed_tx, closed_rx) = watch::channel(false);
     let bearer = match server.config.auth {
         crate::routes::UpstreamAuth::TokenExchange => {
-            let (st, claims, m) = (s.clone(), caller.claims.clone(), caller.mission.clone());
+            let (st, claims, m) = (
+                s.clone(),
+                caller.claims.clone(),
+                caller.state.mission.clone(),
+            );
             let aud = server.audience().to_owned();
             let f: mcp_upstream::Bearer =
                 Arc::new(move || super::gateway::exchange_token(&st, &aud, &claims, &m).ok());
@@ -2157,7 +2164,7 @@ async fn request(
             s,
             Door::Mcp,
             "mcp",
-            &caller.mission,
+            &caller.state,
             &call,
             &Who::of(&caller.claims),
             extra,
@@ -2190,7 +2197,7 @@ async fn request(
     let answering = Answering {
         s: s.clone(),
         x: Arc::clone(x),
-        mission: caller.mission.clone(),
+        mission: caller.state.mission.clone(),
         method: method.to_owned(),
         id,
         labels,
