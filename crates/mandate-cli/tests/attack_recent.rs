@@ -447,6 +447,70 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
     assert!(text(&r.body).contains("mcp-name"), "{r:?}");
 }
 
+/// A stateless retry that is waiting (up to 30 s) when a person approves
+/// goes ahead on the approval's grant. The credential check reads the
+/// mission with its grants and count before the wait; the decision after
+/// the wait must not use that snapshot (it predates the grant), or the call
+/// is escalated again and the person asked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_waiting_when_the_approval_comes_is_allowed() {
+    let up = Hostile::start(1, 1);
+    let (server, mut s, url, _policies) = lab(up.port).await;
+    let r = post(
+        &mut s.agent,
+        &url,
+        &call(2, "refund", json!({"amount": 10})),
+    )
+    .await;
+    assert_eq!(r.body["result"]["resultType"], "input_required", "{r:?}");
+    let approval = r.body["result"]["requestState"]
+        .as_str()
+        .and_then(|st| st.strip_prefix("approval:"))
+        .unwrap()
+        .to_owned();
+    let mut retry = call(3, "refund", json!({"amount": 10}));
+    retry["params"]["requestState"] = json!(format!("approval:{approval}"));
+    retry["params"]["inputResponses"] = json!({"io.mandate/approval": {"action": "accept"}});
+    let retry = signed(
+        &mut s.agent,
+        &url,
+        retry.to_string().as_bytes(),
+        &headers_of(&retry),
+    )
+    .await;
+    let retry = tokio::spawn(answer(retry));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !retry.is_finished(),
+        "the retry did not wait for the approval"
+    );
+    server
+        .cli(Some(&s.alice), &["approvals", "approve", &approval])
+        .success();
+    let r = retry.await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body["result"]
+            .get("resultType")
+            .is_none_or(|t| t != "input_required"),
+        "{r:?}"
+    );
+    let refunds = up
+        .received()
+        .into_iter()
+        .filter(|(_, m)| m["params"]["name"] == "refund")
+        .count();
+    assert_eq!(
+        refunds, 1,
+        "the approved call did not reach the server: {r:?}"
+    );
+    // Nothing waits for a person any more: not asked a second time.
+    let pending = server
+        .cli(Some(&s.alice), &["--json", "approvals", "list"])
+        .json();
+    assert_eq!(pending, json!([]), "the person was asked again");
+}
+
 /// A reload that refuses `mandate.toml` says where and why, in its answer
 /// to whoever asked (an admin of the API, who need not be someone who may
 /// read the file) and in the log. Parse errors repeated the value written

@@ -33,6 +33,11 @@ use crate::record::{AuditLog, Claim, Settle};
 /// missions run).
 const MISSION_CACHE_MAX: usize = 100_000;
 
+/// How old a mission's snapshot may be and still be decided on: older,
+/// its count, grants and taint are read again. A front door that goes
+/// straight from the credential's check to the decision is well within it.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(100);
+
 /// A JSON object: a call's context, a record's extra fields.
 type Map = serde_json::Map<String, serde_json::Value>;
 
@@ -542,8 +547,10 @@ impl Enforcer {
     /// forward: it comes back inside a [`Permit`] only for an Allow that
     /// was counted and recorded, and is dropped otherwise. `state` is the
     /// mission as the front door read it to check the credential
-    /// ([`Store::mission_snapshot`]): its budget count and grants are taken
-    /// from there rather than read again.
+    /// ([`Store::mission_snapshot`]): its budget count, grants and taint are
+    /// taken from there rather than read again, unless it was read more
+    /// than [`SNAPSHOT_MAX_AGE`] ago (the front door waited: for an
+    /// approval, an upstream's listing), when they are read again.
     pub async fn decide<T>(
         &self,
         by: &str,
@@ -553,7 +560,24 @@ impl Enforcer {
         extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
-        let mission = &state.mission;
+        let again;
+        let state = if state.age() > SNAPSHOT_MAX_AGE {
+            let id = &state.mission().body.id;
+            again = match self.store.mission_snapshot(id, self.clock.now()).await? {
+                // The body is immutable; a different one is not the mission
+                // the credential was checked against.
+                Some(s) if s.mission().s256 == state.mission().s256 => s,
+                _ => {
+                    return Err(EnforceError::Internal(
+                        "the mission changed under its credential",
+                    ));
+                }
+            };
+            &again
+        } else {
+            state
+        };
+        let mission = state.mission();
         // A replay's refusal is recorded with what the call was about.
         let about = call.claim.as_ref().map(|_| extra.clone());
         match self.decide_once(state, call, who, extra, request).await {
@@ -598,7 +622,7 @@ impl Enforcer {
         mut extra: Map,
         request: T,
     ) -> Result<Decided<T>, EnforceError> {
-        let mission = &state.mission;
+        let mission = state.mission();
         // What untrusted content the mission had read when it decided:
         // `audit explain` tells it.
         if let Some(t) = &mission.taint {
@@ -704,7 +728,7 @@ impl Enforcer {
             arguments,
             claim: _,
         } = *call;
-        let mission = &state.mission;
+        let mission = state.mission();
         let now = self.clock.now();
         let id = &mission.body.id;
         let deny = |code: &str, detail: String| {
@@ -720,7 +744,7 @@ impl Enforcer {
         }
         // 2. Mission state and budget (checked again, authoritatively, when
         //    an allowed call is counted).
-        let used = state.budget_used;
+        let used = state.budget_used();
         if let Err(o) = state_check(mission, now, used) {
             return Ok(Step::Unrecorded(response(*o, Some(id))));
         }
@@ -762,7 +786,7 @@ impl Enforcer {
             // The grants read with the mission first; read again after a
             // grant was found used up.
             let read = if attempt == 0 {
-                compile_grants(&state.grants)
+                compile_grants(state.grants())
             } else {
                 self.live_grants(id, now).await?
             };

@@ -223,11 +223,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let Some(mission) = self.mission(id).await? else {
             return Ok(None);
         };
-        Ok(Some(MissionSnapshot {
-            budget_used: self.budget_used(id).await?,
-            grants: self.live_grants(id, now).await?,
+        Ok(Some(MissionSnapshot::new(
             mission,
-        }))
+            self.budget_used(id).await?,
+            self.live_grants(id, now).await?,
+        )))
     }
     /// Allowed requests counted against a mission's budget so far.
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;

@@ -127,14 +127,54 @@ pub struct GrantRecord {
 }
 
 /// A mission with what a decision reads beside it (see
-/// [`crate::Store::mission_snapshot`]).
+/// [`crate::Store::mission_snapshot`]). Made only by the store, when it
+/// reads them: what a decision relies on comes from the database, and its
+/// age is known.
 #[derive(Debug, Clone)]
 pub struct MissionSnapshot {
-    pub mission: Mission,
+    mission: Mission,
+    budget_used: u64,
+    grants: Vec<GrantRecord>,
+    read_at: std::time::Instant,
+}
+
+impl MissionSnapshot {
+    pub(crate) fn new(mission: Mission, budget_used: u64, grants: Vec<GrantRecord>) -> Self {
+        Self {
+            mission,
+            budget_used,
+            grants,
+            read_at: std::time::Instant::now(),
+        }
+    }
+
+    #[must_use]
+    pub fn mission(&self) -> &Mission {
+        &self.mission
+    }
+
+    #[must_use]
+    pub fn into_mission(self) -> Mission {
+        self.mission
+    }
+
     /// Allowed requests counted against its budget when it was read.
-    pub budget_used: u64,
+    #[must_use]
+    pub fn budget_used(&self) -> u64 {
+        self.budget_used
+    }
+
     /// Its grants live when it was read (none unless it is active).
-    pub grants: Vec<GrantRecord>,
+    #[must_use]
+    pub fn grants(&self) -> &[GrantRecord] {
+        &self.grants
+    }
+
+    /// How long ago it was read.
+    #[must_use]
+    pub fn age(&self) -> std::time::Duration {
+        self.read_at.elapsed()
+    }
 }
 
 /// A grant to create with an approval.

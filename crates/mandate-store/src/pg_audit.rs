@@ -422,9 +422,11 @@ impl Worker {
             ));
         }
         // INVARIANT: the lock is taken before the head is read (each
-        // statement of the batch reads its own snapshot), so the head stays
-        // the head until this transaction ends, whichever node appends
-        // next. The three in one round trip (the key is a number).
+        // statement of the batch reads its own snapshot in READ COMMITTED,
+        // which the transaction names whatever the server's default is),
+        // so the head stays the head until this transaction ends, whichever
+        // node appends next. The three in one round trip (the key is a
+        // number).
         let head = match self.lock_and_head().await {
             Ok(h) => h,
             Err(_) => {
@@ -456,7 +458,7 @@ impl Worker {
     /// head: one batch of three statements.
     async fn lock_and_head(&mut self) -> Result<ChainHead, StoreError> {
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}); {HEAD}",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({}); {HEAD}",
             self.lock
         )))
         .fetch_all(&mut self.conn)

@@ -1278,11 +1278,7 @@ impl Store for PostgresStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Some(MissionSnapshot {
-            mission,
-            budget_used,
-            grants,
-        }))
+        Ok(Some(MissionSnapshot::new(mission, budget_used, grants)))
     }
 
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError> {

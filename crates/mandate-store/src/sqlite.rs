@@ -900,11 +900,11 @@ impl Store for SqliteStore {
             };
             let mission = mission_from_row_with(r, Some(&self.checked))?;
             let budget_used = u64::try_from(r.int("requests_used")?).unwrap_or(0);
-            Ok(Some(MissionSnapshot {
+            Ok(Some(MissionSnapshot::new(
                 mission,
                 budget_used,
-                grants: live_grants_on(c, id, now)?,
-            }))
+                live_grants_on(c, id, now)?,
+            )))
         })
     }
 

@@ -681,11 +681,14 @@ async fn a_mission_is_read_with_its_count_and_live_grants(db: Db) {
     sink.count(&id, 10, None, now).unwrap();
     sink.commit().unwrap();
     let state = s.mission_snapshot(&id, now).await.unwrap().unwrap();
-    assert_eq!(state.mission, s.mission(&id).await.unwrap().unwrap());
-    assert_eq!(state.budget_used, 1);
-    assert_eq!(state.grants, s.live_grants(&id, now).await.unwrap());
+    assert_eq!(state.mission(), &s.mission(&id).await.unwrap().unwrap());
+    assert_eq!(state.budget_used(), 1);
+    assert_eq!(
+        state.grants(),
+        s.live_grants(&id, now).await.unwrap().as_slice()
+    );
     let grants: Vec<_> = state
-        .grants
+        .grants()
         .iter()
         .map(|g| {
             (
@@ -701,8 +704,8 @@ async fn a_mission_is_read_with_its_count_and_live_grants(db: Db) {
         .await
         .unwrap();
     let state = s.mission_snapshot(&id, now).await.unwrap().unwrap();
-    assert!(state.grants.is_empty());
-    assert_eq!(state.budget_used, 1);
+    assert!(state.grants().is_empty());
+    assert_eq!(state.budget_used(), 1);
 }
 
 async fn identical_escalations_join_and_the_queue_is_bounded(db: Db) {

@@ -546,7 +546,7 @@ pub(crate) async fn check_signed(
     else {
         return refused(CredentialError::UnknownMission, &signed.claims);
     };
-    if let Err(e) = mission.mission.check_credential(&signed.claims, now) {
+    if let Err(e) = mission.mission().check_credential(&signed.claims, now) {
         return refused(e, &signed.claims);
     }
     let claims = signed.claims.clone();
@@ -585,7 +585,7 @@ impl FromRequestParts<AppState> for MissionCaller {
             })?
             .trim();
         let (claims, mission) = match check_presented(state, credential).await? {
-            Presented::Valid { claims, mission } => (claims, mission.mission),
+            Presented::Valid { claims, mission } => (claims, mission.into_mission()),
             Presented::Refused { error, .. } => return Err(error.into()),
         };
         // The API is not nested under a prefix, so the URI is the original one.

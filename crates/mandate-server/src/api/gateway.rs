@@ -247,7 +247,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
     match permit {
         Some(permit) => {
             let at = Instant::now();
-            let answer = forward(s, &route, permit, &claims, &mission.mission)
+            let answer = forward(s, &route, permit, &claims, mission.mission())
                 .instrument(tracing::debug_span!("forward"))
                 .await;
             s.0.metrics
@@ -269,7 +269,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
             let answer = answer?;
             // The agent reads what the upstream said: a route of untrusted
             // content taints the mission before the answer reaches it.
-            super::taint::mark(s, &mission.mission, &route.config.taint, &via).await?;
+            super::taint::mark(s, mission.mission(), &route.config.taint, &via).await?;
             Ok(answer)
         }
         None => Ok(refusal(&resp)),

@@ -1013,7 +1013,7 @@ async fn handle_inner(s: &AppState, req: Request) -> Result<Response, Problem> {
                 return Ok(r);
             };
             if method == "GET" {
-                return listen(s, &x, &caller.state.mission);
+                return listen(s, &x, caller.state.mission());
             }
             let _ = end_session_by(s, &x, "ended by the agent", Some("DELETE"), None).await;
             Ok(StatusCode::NO_CONTENT.into_response())
@@ -1339,7 +1339,7 @@ async fn initialize(
     // replace the directory limits the operator configured) only where
     // configured, and elicitation where configured or the mission's policy
     // lets it.
-    let elicits = may_elicit(s, server, &caller.state.mission).await;
+    let elicits = may_elicit(s, server, caller.state.mission()).await;
     if let Some(caps) = params
         .get_mut("capabilities")
         .and_then(Value::as_object_mut)
@@ -1439,7 +1439,7 @@ async fn initialize(
         .get_mut("result")
         .and_then(|r| r.get_mut("capabilities"))
     {
-        unrefused(s, server, &caller.state.mission, caps).await;
+        unrefused(s, server, caller.state.mission(), caps).await;
     }
     {
         let mut r = s.0.mcp.reg.lock().map_err(|_| Problem::internal())?;
@@ -1455,7 +1455,7 @@ async fn initialize(
     // The server's instructions are its metadata: untrusted if it is.
     crate::api::taint::mark(
         s,
-        &caller.state.mission,
+        caller.state.mission(),
         server.taint_metadata(),
         &format!("mcp {} initialize", server.name()),
     )
@@ -1484,7 +1484,7 @@ fn start_upstream(
             let (st, claims, m) = (
                 s.clone(),
                 caller.claims.clone(),
-                caller.state.mission.clone(),
+                caller.state.mission().clone(),
             );
             let aud = server.audience().to_owned();
             let f: mcp_upstream::Bearer =
@@ -2197,7 +2197,7 @@ async fn request(
     let answering = Answering {
         s: s.clone(),
         x: Arc::clone(x),
-        mission: caller.state.mission.clone(),
+        mission: caller.state.mission().clone(),
         method: method.to_owned(),
         id,
         labels,

@@ -687,7 +687,7 @@ pub(super) async fn introspect(
         active: true,
         code: None,
         detail: None,
-        mission_state: Some(mission.mission.state_at(now).0),
+        mission_state: Some(mission.mission().state_at(now).0),
         claims: Some(claims),
     }))
 }

@@ -567,7 +567,7 @@ async fn discover(
     // The server's instructions are its metadata: untrusted if it is.
     crate::api::taint::mark(
         s,
-        &caller.state.mission,
+        caller.state.mission(),
         server.taint_metadata(),
         &format!("mcp {} server/discover", server.name()),
     )
@@ -673,7 +673,7 @@ async fn open_channel(
     s.audit("mcp.session.opening", who.clone())
         .await
         .map_err(IntoResponse::into_response)?;
-    let elicits = may_elicit(s, server, &caller.state.mission).await;
+    let elicits = may_elicit(s, server, caller.state.mission()).await;
     let x = start_upstream(s, server, caller, &sid, true);
     if let Ok(mut st) = x.st.lock() {
         st.may_elicit = elicits;
