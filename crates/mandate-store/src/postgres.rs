@@ -51,6 +51,10 @@ use crate::{
     NewMemoryEntry, Note, Promotion, StartError, Store, StoreError,
 };
 
+/// How long a pooled connection may sit idle before it is pinged on its
+/// way out of the pool.
+const POOL_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The notification channel of a store in the default schema; a store in
@@ -216,9 +220,22 @@ impl PostgresStore {
             IDLE_IN_TRANSACTION_TIMEOUT,
         )]);
 
+        // A connection taken from the pool is pinged only after it sat idle
+        // for a while: sqlx's default pings every one (a round trip before
+        // each statement of the decision path). One that died since serves
+        // one failed statement, which fails closed, and is not kept.
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > POOL_PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let channel = match schema {
