@@ -386,31 +386,8 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
     )
     .await;
     let slow = tokio::spawn(answer(slow));
-    let r = post(
-        &mut s.agent,
-        &url,
-        &call(2, "refund", json!({"amount": 10})),
-    )
-    .await;
-    assert_eq!(r.body["result"]["resultType"], "input_required", "{r:?}");
-    let approval = r.body["result"]["requestState"]
-        .as_str()
-        .and_then(|st| st.strip_prefix("approval:"))
-        .unwrap()
-        .to_owned();
     // The retry waits for the approval.
-    let mut retry = call(3, "refund", json!({"amount": 10}));
-    retry["params"]["requestState"] = json!(format!("approval:{approval}"));
-    retry["params"]["inputResponses"] = json!({"io.mandate/approval": {"action": "accept"}});
-    let retry = signed(
-        &mut s.agent,
-        &url,
-        retry.to_string().as_bytes(),
-        &headers_of(&retry),
-    )
-    .await;
-    let retry = tokio::spawn(answer(retry));
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (approval, retry) = retry_waiting_for_approval(&mut s, &url).await;
     // The operator removes the server, and a person then approves.
     std::fs::write(
         server.data_dir().join("mandate.toml"),
@@ -447,21 +424,14 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
     assert!(text(&r.body).contains("mcp-name"), "{r:?}");
 }
 
-/// A stateless retry that is waiting (up to 30 s) when a person approves
-/// goes ahead on the approval's grant. The credential check reads the
-/// mission with its grants and count before the wait; the decision after
-/// the wait must not use that snapshot (it predates the grant), or the call
-/// is escalated again and the person asked twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_retry_waiting_when_the_approval_comes_is_allowed() {
-    let up = Hostile::start(1, 1);
-    let (server, mut s, url, _policies) = lab(up.port).await;
-    let r = post(
-        &mut s.agent,
-        &url,
-        &call(2, "refund", json!({"amount": 10})),
-    )
-    .await;
+/// A refund call escalated, then its retry naming the approval, sent and
+/// left waiting (for half a second so far): the approval's id and the
+/// retry's answer to come.
+async fn retry_waiting_for_approval(
+    s: &mut Scenario,
+    url: &str,
+) -> (String, tokio::task::JoinHandle<Answer>) {
+    let r = post(&mut s.agent, url, &call(2, "refund", json!({"amount": 10}))).await;
     assert_eq!(r.body["result"]["resultType"], "input_required", "{r:?}");
     let approval = r.body["result"]["requestState"]
         .as_str()
@@ -473,13 +443,26 @@ async fn a_retry_waiting_when_the_approval_comes_is_allowed() {
     retry["params"]["inputResponses"] = json!({"io.mandate/approval": {"action": "accept"}});
     let retry = signed(
         &mut s.agent,
-        &url,
+        url,
         retry.to_string().as_bytes(),
         &headers_of(&retry),
     )
     .await;
     let retry = tokio::spawn(answer(retry));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    (approval, retry)
+}
+
+/// A stateless retry that is waiting (up to 30 s) when a person approves
+/// goes ahead on the approval's grant. The credential check reads the
+/// mission with its grants and count before the wait; the decision after
+/// the wait must not use that snapshot (it predates the grant), or the call
+/// is escalated again and the person asked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_waiting_when_the_approval_comes_is_allowed() {
+    let up = Hostile::start(1, 1);
+    let (server, mut s, url, _policies) = lab(up.port).await;
+    let (approval, retry) = retry_waiting_for_approval(&mut s, &url).await;
     assert!(
         !retry.is_finished(),
         "the retry did not wait for the approval"
