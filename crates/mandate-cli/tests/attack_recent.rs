@@ -410,11 +410,7 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
             .is_some_and(|m| m.contains("reconfigured")),
         "{r:?}"
     );
-    let refunds = up
-        .received()
-        .into_iter()
-        .filter(|(_, m)| m["params"]["name"] == "refund")
-        .count();
+    let refunds = refunds_received(&up);
     assert_eq!(
         refunds, 0,
         "a call decided after the reload reached the removed server"
@@ -422,6 +418,14 @@ async fn attack_a_call_decided_after_a_reload_does_not_reach_the_removed_server(
     // The call forwarded before the reload finished.
     let r = slow.await.unwrap();
     assert!(text(&r.body).contains("mcp-name"), "{r:?}");
+}
+
+/// How many `refund` calls reached the server.
+fn refunds_received(up: &Hostile) -> usize {
+    up.received()
+        .into_iter()
+        .filter(|(_, m)| m["params"]["name"] == "refund")
+        .count()
 }
 
 /// A refund call escalated, then its retry naming the approval, sent and
@@ -478,11 +482,7 @@ async fn a_retry_waiting_when_the_approval_comes_is_allowed() {
             .is_none_or(|t| t != "input_required"),
         "{r:?}"
     );
-    let refunds = up
-        .received()
-        .into_iter()
-        .filter(|(_, m)| m["params"]["name"] == "refund")
-        .count();
+    let refunds = refunds_received(&up);
     assert_eq!(
         refunds, 1,
         "the approved call did not reach the server: {r:?}"
