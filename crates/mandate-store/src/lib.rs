@@ -500,12 +500,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn outbox_turn(&self) -> Result<bool, StoreError>;
 }
 
-/// The audit writer's connection. Each group of records is one
-/// transaction: [`begin`](Self::begin), then for each entry its
-/// [`count`](Self::count) (allowed calls) and [`append`](Self::append), then
-/// [`commit`](Self::commit), durable on return (one sync for the group), or
-/// [`rollback`](Self::rollback). A count and the record of its decision are
-/// durable together or not at all.
 /// One allowed call to count (see [`AuditSink::count`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountAsk {
@@ -517,6 +511,13 @@ pub struct CountAsk {
     pub now: UnixTime,
 }
 
+/// The audit writer's connection. Each group of records is one
+/// transaction: [`begin`](Self::begin), then the allowed calls'
+/// [`count_all`](Self::count_all) (or [`count`](Self::count) each), each
+/// entry's [`append`](Self::append), then
+/// [`commit`](Self::commit), durable on return (one sync for the group), or
+/// [`rollback`](Self::rollback). A count and the record of its decision are
+/// durable together or not at all.
 pub trait AuditSink: Send + std::fmt::Debug {
     /// The last record's sequence number and hash (genesis if empty).
     fn head(&mut self) -> Result<ChainHead, StoreError>;
