@@ -20,6 +20,7 @@
     reason = "a benchmark harness: it reports on stdout and stops on any failure"
 )]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -209,11 +210,20 @@ async fn throughput(reqs: Vec<Ready>, reuse: bool) -> f64 {
 /// of one committed one-row `INSERT` (autocommit) on PostgreSQL, in the
 /// benchmark's schema, and on a SQLite file in WAL mode with
 /// `synchronous = FULL` (as Mandate opens it), in `dir`. Every decision
-/// Mandate answers waits for (a share of) one such commit.
-async fn commit_floors(pg_url: &str, dir: &Path) -> (f64, f64) {
+/// Mandate answers waits for (a share of) one such commit. Also the p50 of
+/// one round trip to PostgreSQL (`SELECT 1`), what each further statement
+/// on a decision's path costs at least.
+async fn commit_floors(pg_url: &str, dir: &Path) -> (f64, f64, f64) {
     use sqlx::Connection as _;
     const N: usize = 300;
     let mut pg = sqlx::PgConnection::connect(pg_url).await.unwrap();
+    let mut d = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&mut pg).await.unwrap();
+        d.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let round_trip = median(d);
     sqlx::raw_sql("CREATE TABLE floor_probe (x bigint)")
         .execute(&mut pg)
         .await
@@ -251,7 +261,59 @@ async fn commit_floors(pg_url: &str, dir: &Path) -> (f64, f64) {
             .unwrap();
         d.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    (pg_floor, median(d))
+    (pg_floor, median(d), round_trip)
+}
+
+/// The sums and counts of a server's stage histograms and audit commits,
+/// by series, from its `/metrics`.
+async fn scrape(t: &Target) -> HashMap<String, f64> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", t.base))
+        .bearer_auth(&t.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("mandate_stage_duration_seconds_")
+                || l.starts_with("mandate_audit_commit_duration_seconds_")
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Where a phase's time went at the server: the mean of each pipeline
+/// stage of `door` (µs) between two scrapes, and of the audit commits.
+fn stages(before: &HashMap<String, f64>, after: &HashMap<String, f64>, door: &str) -> String {
+    let mean = |series: &str, labels: &str| {
+        let d = |part: &str| {
+            let k = format!("{series}_{part}{labels}");
+            after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+        };
+        let n = d("count");
+        if n > 0.0 { d("sum") / n * 1e6 } else { 0.0 }
+    };
+    let mut out: Vec<String> = ["verify", "decide", "record", "forward"]
+        .iter()
+        .map(|stage| {
+            let labels = format!("{{front_door=\"{door}\",stage=\"{stage}\"}}");
+            format!(
+                "{stage} {:.0}",
+                mean("mandate_stage_duration_seconds", &labels)
+            )
+        })
+        .collect();
+    out.push(format!(
+        "(audit commit {:.0})",
+        mean("mandate_audit_commit_duration_seconds", "")
+    ));
+    out.join(", ")
 }
 
 fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
@@ -288,9 +350,9 @@ async fn harness() {
     let throughput_n = 40_000;
     // [target][p50 decide, rps decide, p50 gateway, rps gateway]
     let mut figures = vec![vec![Vec::new(); 4]; 2];
-    let mut floors = (Vec::new(), Vec::new());
+    let mut floors = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let (pg_floor, lite_floor) = commit_floors(&url, dir.path()).await;
+        let (pg_floor, lite_floor, round_trip) = commit_floors(&url, dir.path()).await;
         sqlx::raw_sql("DROP TABLE floor_probe")
             .execute(
                 &mut <sqlx::PgConnection as sqlx::Connection>::connect(&url)
@@ -302,16 +364,21 @@ async fn harness() {
         let _ = std::fs::remove_file(dir.path().join("floor.db"));
         floors.0.push(pg_floor);
         floors.1.push(lite_floor);
+        floors.2.push(round_trip);
         println!(
-            "round {} floors: one durable commit p50 {pg_floor:.1} µs on PostgreSQL, {lite_floor:.1} µs on SQLite",
+            "round {} floors: one durable commit p50 {pg_floor:.1} µs on PostgreSQL, {lite_floor:.1} µs on SQLite; one round trip to PostgreSQL p50 {round_trip:.1} µs",
             round + 1
         );
         for (i, t) in [&sqlite, &pg].into_iter().enumerate() {
             let decide = decide_requests(t);
+            let before = scrape(t).await;
             figures[i][0].push(latency(&decide, true).await);
+            let decide_stages = stages(&before, &scrape(t).await, "decide");
             figures[i][1].push(throughput(decide, true).await);
             let reqs = gateway_requests(t, WARMUP + SAMPLES, &format!("l{round}"));
+            let before = scrape(t).await;
             figures[i][2].push(latency(&reqs, false).await);
+            let gateway_stages = stages(&before, &scrape(t).await, "gateway");
             let reqs = gateway_requests(t, throughput_n, &format!("t{round}"));
             figures[i][3].push(throughput(reqs, false).await);
             println!(
@@ -323,10 +390,18 @@ async fn harness() {
                 figures[i][2][round],
                 figures[i][3][round],
             );
+            println!(
+                "{:>17}  mean µs at one connection: decide: {decide_stages}; gateway: {gateway_stages}",
+                ""
+            );
         }
     }
     let m = |t: usize, k: usize| median(figures[t][k].clone());
-    let (pg_floor, lite_floor) = (median(floors.0.clone()), median(floors.1.clone()));
+    let (pg_floor, lite_floor, round_trip) = (
+        median(floors.0.clone()),
+        median(floors.1.clone()),
+        median(floors.2.clone()),
+    );
     println!("\nmedians of {ROUNDS} rounds (PostgreSQL / SQLite; goals: p50 ≤ 1.5×, req/s ≥ 0.7×)");
     for (k, what) in [(0, "/v1/decide"), (2, "gateway")] {
         let p50 = m(1, k) / m(0, k);
@@ -341,10 +416,11 @@ async fn harness() {
             if rps >= 0.7 { "met" } else { "not met" },
         );
         println!(
-            "{:>10}  above one durable commit: {:.1} µs on PostgreSQL (floor {pg_floor:.1}), {:.1} µs on SQLite (floor {lite_floor:.1})",
+            "{:>10}  above one durable commit: {:.1} µs on PostgreSQL (floor {pg_floor:.1}), {:.1} µs on SQLite (floor {lite_floor:.1}); the difference is {:.1} round trips to PostgreSQL ({round_trip:.1} µs)",
             "",
             m(1, k) - pg_floor,
             m(0, k) - lite_floor,
+            ((m(1, k) - pg_floor) - (m(0, k) - lite_floor)) / round_trip,
         );
     }
     drop(sqlite);

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use mandate_client::{Client, MissionAgent};
+use mandate_client::{Client, ClientError, MissionAgent};
 use mandate_core::wire::DecideRequest;
 use mandate_core::{Decision, ResourceRef};
 use mandate_testkit::{MissionPlan, TestServer};
@@ -209,6 +209,45 @@ async fn the_budget_counts_allowed_calls_and_runs_out() {
         (r.decision, r.code.as_str()),
         (Decision::Deny, "budget_exhausted")
     );
+}
+
+/// An enforcement point whose API token the server never issued is
+/// refused before anything is decided. The credential it sends (good or
+/// forged) is checked beside the token's read, but nothing is counted and
+/// nothing recorded for it.
+#[tokio::test]
+async fn an_unknown_api_token_is_refused_and_nothing_is_counted_or_recorded() {
+    let (server, _dir) = server();
+    let (gw, agent, admin) = start_mission(&server, 5).await;
+    // The form of an API token (so it reaches the store), not one issued.
+    let stranger = Client::new(server.url())
+        .unwrap()
+        .with_token(format!("mdt_{}", "A".repeat(43)));
+    let read = req(
+        &agent,
+        "read",
+        res("invoice-42", &[("billing", "nov")]),
+        json!({}),
+    );
+    let mut forged = read.clone();
+    forged.credential = "eyJhbGciOiJFZERTQSJ9.e30.AAAA".into();
+    for r in [&read, &forged] {
+        match stranger.decide(r).await {
+            Err(ClientError::Problem { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (401, "invalid_token"));
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+    // Nothing was counted: the next allowed call is the budget's first.
+    assert_eq!(gw.decide(&read).await.unwrap().budget_used, Some(1));
+    // Nothing was recorded: that call's is the only decision in the log.
+    let admin = Client::new(server.url()).unwrap().with_token(admin);
+    let decisions = admin.audit("kind=decision").await.unwrap()["records"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(decisions, 1);
 }
 
 #[tokio::test]

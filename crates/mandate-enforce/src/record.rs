@@ -156,21 +156,23 @@ impl AuditWriter {
         }
         let shared = self.shared;
         let _ = tokio::task::spawn_blocking(move || {
-            let Some(mut w) = acquire(&shared, true) else {
-                return;
-            };
-            let rest: Vec<Pending> = shared
-                .queue
-                .lock()
-                .map(|mut q| q.pending.drain(..).collect())
-                .unwrap_or_default();
-            if !rest.is_empty() {
-                w.commit(rest);
-            }
-            if w.head.seq > w.sealed {
-                let target = w.head.clone();
-                w.seal_now(target);
-            }
+            mandate_store::blocking_section(|| {
+                let Some(mut w) = acquire(&shared, true) else {
+                    return;
+                };
+                let rest: Vec<Pending> = shared
+                    .queue
+                    .lock()
+                    .map(|mut q| q.pending.drain(..).collect())
+                    .unwrap_or_default();
+                if !rest.is_empty() {
+                    w.commit(rest);
+                }
+                if w.head.seq > w.sealed {
+                    let target = w.head.clone();
+                    w.seal_now(target);
+                }
+            })
         })
         .await;
     }
@@ -286,16 +288,18 @@ impl AuditLog {
                     tick.tick().await;
                     let shared = Arc::clone(&shared);
                     let _ = tokio::task::spawn_blocking(move || {
-                        if let Some(mut w) = acquire(&shared, true)
-                            && w.follow()
-                            && w.head.seq > w.sealed
-                        {
-                            let target = w.head.clone();
-                            w.seal_now(target);
-                        }
-                        // Events queued while this held the writer are
-                        // committed now, not with the next event.
-                        drain(&shared);
+                        mandate_store::blocking_section(|| {
+                            if let Some(mut w) = acquire(&shared, true)
+                                && w.follow()
+                                && w.head.seq > w.sealed
+                            {
+                                let target = w.head.clone();
+                                w.seal_now(target);
+                            }
+                            // Events queued while this held the writer are
+                            // committed now, not with the next event.
+                            drain(&shared);
+                        })
                     })
                     .await;
                 }
@@ -494,10 +498,14 @@ fn acquire(shared: &Shared, wait: bool) -> Option<std::sync::MutexGuard<'_, Writ
 }
 
 /// Runs a commit (it waits for the disk) without holding up the runtime's
-/// other tasks.
+/// other tasks. On a multi-threaded runtime the commit runs on this thread,
+/// which hands its tasks to another worker meanwhile, and the store's sink
+/// is told it may block here ([`mandate_store::blocking_section`]).
 fn blocking(f: impl FnOnce()) {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| mandate_store::blocking_section(f));
+        }
         _ => f(),
     }
 }

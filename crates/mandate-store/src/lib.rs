@@ -22,6 +22,7 @@ pub use model::{
     Principal, Resolution, Revocation, RevocationKind, RevocationSummary, VaultRecord,
     WebhookDelivery,
 };
+pub use pg_audit::blocking_section;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -375,8 +376,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
     /// The audit writer's own connection: where records are appended and
     /// allowed calls counted, in one transaction per group (see
-    /// [`AuditSink`]). One writer at a time; its methods block, so it
-    /// belongs on a thread of its own.
+    /// [`AuditSink`]). One writer at a time; its methods block, so it is
+    /// called where blocking is allowed: inside `block_in_place` under a
+    /// [`blocking_section`] (the audit writer's commits), or on a thread of
+    /// its own.
     fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError>;
     /// Records after `after_seq`, in order, at most `limit`.
     async fn audit_records(

@@ -1,17 +1,20 @@
 //! The audit writer's connection on PostgreSQL.
 //!
-//! [`AuditSink`] is synchronous, and is called from `block_in_place` on a
-//! multi-threaded runtime but also straight from a current-thread
-//! runtime's own thread, where blocking on a future panics. So the sink
-//! owns an OS thread of its own, holding one `PgConnection` and a
-//! current-thread runtime; each method sends a command over a channel and
-//! waits for the reply (a blocking receive is fine anywhere). Dropping the
-//! sink ends the thread, rolling back any open transaction.
+//! [`AuditSink`] is synchronous. The sink owns one `PgConnection` and a
+//! current-thread runtime of its own, and each call drives the connection
+//! on the thread that makes it: the audit writer's commit runs inside
+//! `tokio::task::block_in_place` under a [`blocking_section`], so a
+//! group's statements go out and their answers come back on that one
+//! thread, with no hand-off to another (each would be a wake-up of a
+//! sleeping thread, twice per statement). A call from a thread that must
+//! not block (a current-thread runtime's own, an async task) is run on a
+//! short-lived thread of its own instead. Dropping the sink rolls back any
+//! open transaction and closes the connection.
 //!
 //! Records appended in a group, and the group's seal, are kept by the
 //! handle and written with the group's `COMMIT`, in one command and one
 //! multi-row `INSERT` (or before anything that reads them back): a
-//! statement, a thread hop and a network round trip per record would
+//! statement and a network round trip per record would
 //! otherwise bound a node's throughput. A write that fails fails the
 //! commit.
 //!
@@ -19,8 +22,7 @@
 //! writers' advisory lock inside its transaction before it reads the head,
 //! so groups from different processes follow one another.
 
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::cell::Cell;
 
 use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, UnixTime};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -32,7 +34,47 @@ use crate::rows::{
 };
 use crate::{AuditSink, CountAsk, StoreError};
 
-type Reply<T> = mpsc::SyncSender<Result<T, StoreError>>;
+thread_local! {
+    /// Set while this thread runs a [`blocking_section`].
+    static MAY_BLOCK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, telling this crate's synchronous audit sinks that the thread
+/// may block on I/O: it is outside any runtime's tasks (inside
+/// `tokio::task::block_in_place`, or a thread of its own). The PostgreSQL
+/// sink then drives its connection on this thread, with no hand-off to
+/// another; elsewhere it hands each call to a short-lived thread.
+///
+/// Calling a sink inside a `blocking_section` from a thread that runs a
+/// runtime's tasks is a bug: the sink panics there (tokio refuses to block
+/// such a thread) rather than stall the runtime.
+pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MAY_BLOCK.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(MAY_BLOCK.with(|m| m.replace(true)));
+    f()
+}
+
+/// Runs `f` where it may block on I/O: here, if this thread is in a
+/// [`blocking_section`] or outside every runtime, else on a thread of its
+/// own (a current-thread runtime's own thread, an async task).
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, StoreError> {
+    if MAY_BLOCK.with(Cell::get) || tokio::runtime::Handle::try_current().is_err() {
+        return Ok(f());
+    }
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("mandate-audit-pg".into())
+            .spawn_scoped(s, f)
+            .map_err(|e| StoreError::Backend(format!("cannot start the audit thread: {e}")))?
+            .join()
+            .map_err(|_| gone())
+    })
+}
 
 /// The writer's connection, durable on commit: a server (or role, or
 /// database) set to `synchronous_commit = off` would acknowledge a commit
@@ -51,38 +93,30 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, StoreError>
     Ok(conn)
 }
 
-/// What the connection's thread is asked to do.
-enum Command {
-    Head(Reply<ChainHead>),
-    Begin(Reply<ChainHead>),
-    Count {
-        id: MissionId,
-        budget: u64,
-        grant: Option<String>,
-        now: UnixTime,
-        reply: Reply<Allowance>,
-    },
-    CountAll(Vec<CountAsk>, Reply<Vec<Allowance>>),
-    /// Writes appended records and the seal, in the open transaction.
-    Write(Pending, Reply<()>),
-    /// Writes what is pending, then commits.
-    Commit(Pending, Reply<()>),
-    Rollback(Reply<()>),
-    AddCheckpoint(u64, String, Reply<()>),
-    Records(u64, u32, Reply<Vec<AuditRecord>>),
-    HeadSeal(Reply<Option<String>>),
-    Claim(String, UnixTime, Reply<bool>),
-    ClaimAll(Vec<(String, UnixTime)>, Reply<Vec<bool>>),
-}
-
-/// The PostgreSQL [`AuditSink`]: a handle on the thread that owns the
-/// connection.
-#[derive(Debug)]
+/// The PostgreSQL [`AuditSink`]: its connection, and what the open group
+/// has appended but not yet written.
 pub(crate) struct PgAuditSink {
-    commands: Option<mpsc::Sender<Command>>,
-    thread: Option<JoinHandle<()>>,
+    /// `None` once a call panicked: the connection's state is unknown, and
+    /// every call after it fails.
+    conn: Option<Conn>,
     /// Appended in the open group, not yet written.
     pending: Pending,
+}
+
+impl std::fmt::Debug for PgAuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAuditSink")
+            .field("open", &self.conn.is_some())
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+/// The connection and the runtime its socket is registered with, which
+/// the calling thread drives for the length of each call.
+struct Conn {
+    rt: tokio::runtime::Runtime,
+    worker: Worker,
 }
 
 /// What a group has appended and sealed but not yet written.
@@ -99,87 +133,75 @@ impl Pending {
 }
 
 fn gone() -> StoreError {
-    StoreError::Backend("the audit connection's thread has stopped".into())
+    StoreError::Backend("the audit connection was lost to a failed call".into())
 }
 
 impl PgAuditSink {
-    /// Starts the thread and connects; returns once connected (or failed).
+    /// Connects; returns once connected (or failed).
     pub(crate) fn open(options: PgConnectOptions, lock: i64) -> Result<Self, StoreError> {
-        let (commands, inbox) = mpsc::channel::<Command>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), StoreError>>(1);
-        let thread = std::thread::Builder::new()
-            .name("mandate-audit-pg".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(StoreError::Backend(format!(
-                            "cannot start the audit connection's runtime: {e}"
-                        ))));
-                        return;
-                    }
-                };
-                let conn = match rt.block_on(connect(&options)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                let mut worker = Worker {
+        let conn = off_runtime(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
+                })?;
+            let conn = rt.block_on(connect(&options))?;
+            Ok::<_, StoreError>(Conn {
+                rt,
+                worker: Worker {
                     conn,
                     options,
                     lock,
                     next: None,
                     tx: TxState::None,
                     sweep: ClaimSweep::default(),
-                };
-                while let Ok(cmd) = inbox.recv() {
-                    rt.block_on(worker.handle(cmd));
-                }
-                rt.block_on(worker.close());
+                },
             })
-            .map_err(|e| StoreError::Backend(format!("cannot start the audit thread: {e}")))?;
-        let sink = Self {
-            commands: Some(commands),
-            thread: Some(thread),
+        })??;
+        Ok(Self {
+            conn: Some(conn),
             pending: Pending::default(),
-        };
-        ready_rx.recv().map_err(|_| gone())??;
-        Ok(sink)
+        })
     }
 
-    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.commands
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(make(tx))
-            .map_err(|_| gone())?;
-        rx.recv().map_err(|_| gone())?
+    /// Runs `call` on the connection, on this thread where it may block
+    /// (see [`off_runtime`]). A call that panics takes the connection with
+    /// it.
+    fn run<T: Send>(
+        &mut self,
+        call: impl AsyncFnOnce(&mut Worker) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.take().ok_or_else(gone)?;
+        let (v, conn) = off_runtime(move || {
+            let v = conn.rt.block_on(call(&mut conn.worker));
+            (v, conn)
+        })?;
+        self.conn = Some(conn);
+        v
     }
 
-    /// Writes what is pending before a command that reads it back.
+    /// Writes what is pending before a call that reads it back.
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        self.call(|r| Command::Write(pending, r))
+        self.run(async move |w: &mut Worker| {
+            let v = w.write(pending).await;
+            w.watch(v)
+        })
     }
 }
 
 impl Drop for PgAuditSink {
     fn drop(&mut self) {
-        // Closing the channel ends the thread's loop; it rolls back and
-        // closes the connection.
-        self.commands = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(Conn { rt, worker }) = self.conn.take() {
+            // The runtime goes with it, where blocking is allowed.
+            let _ = off_runtime(move || {
+                rt.block_on(worker.close());
+                drop(rt);
+            });
         }
     }
 }
@@ -187,12 +209,12 @@ impl Drop for PgAuditSink {
 impl AuditSink for PgAuditSink {
     fn head(&mut self) -> Result<ChainHead, StoreError> {
         self.flush()?;
-        self.call(Command::Head)
+        self.run(async |w: &mut Worker| w.head().await)
     }
 
     fn begin(&mut self) -> Result<ChainHead, StoreError> {
         self.pending = Pending::default();
-        self.call(Command::Begin)
+        self.run(async |w: &mut Worker| w.begin().await)
     }
 
     fn count(
@@ -202,12 +224,9 @@ impl AuditSink for PgAuditSink {
         grant: Option<&str>,
         now: UnixTime,
     ) -> Result<Allowance, StoreError> {
-        self.call(|reply| Command::Count {
-            id: id.clone(),
-            budget,
-            grant: grant.map(str::to_owned),
-            now,
-            reply,
+        self.run(async |w: &mut Worker| {
+            let v = w.count(id, budget, grant, now).await;
+            w.watch(v)
         })
     }
 
@@ -215,7 +234,10 @@ impl AuditSink for PgAuditSink {
         if asks.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(|r| Command::CountAll(asks.to_vec(), r))
+        self.run(async |w: &mut Worker| {
+            let v = w.count_all(asks).await;
+            w.watch(v)
+        })
     }
 
     fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
@@ -225,21 +247,36 @@ impl AuditSink for PgAuditSink {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.pending);
-        self.call(|r| Command::Commit(pending, r))
+        self.run(async move |w: &mut Worker| {
+            let v = w.write(pending).await;
+            // A failed write leaves the transaction failed: the commit
+            // then rolls back and fails.
+            let _ = w.watch(v);
+            w.commit().await
+        })
     }
 
     fn rollback(&mut self) {
         self.pending = Pending::default();
-        let _ = self.call(Command::Rollback);
+        let _ = self.run(async |w: &mut Worker| {
+            w.rollback().await;
+            Ok(())
+        });
     }
 
     fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
-        self.call(|r| Command::AddCheckpoint(seq, token.to_owned(), r))
+        self.run(async |w: &mut Worker| {
+            let v = w.add_checkpoint(seq, token).await;
+            w.watch(v)
+        })
     }
 
     fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         self.flush()?;
-        self.call(|r| Command::Records(after, limit, r))
+        self.run(async |w: &mut Worker| {
+            let v = w.records(after, limit).await;
+            w.watch(v)
+        })
     }
 
     fn seal_head(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
@@ -249,16 +286,24 @@ impl AuditSink for PgAuditSink {
 
     fn head_seal(&mut self) -> Result<Option<String>, StoreError> {
         self.flush()?;
-        self.call(Command::HeadSeal)
+        self.run(async |w: &mut Worker| {
+            let v = w.head_seal().await;
+            w.watch(v)
+        })
     }
 
     fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
-        self.call(|r| Command::Claim(key.to_owned(), expires, r))
+        self.run(async |w: &mut Worker| {
+            let v = w.claim(key, expires).await;
+            w.watch(v)
+        })
     }
 
     fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {
-        let claims = claims.iter().map(|(k, e)| ((*k).to_owned(), *e)).collect();
-        self.call(|r| Command::ClaimAll(claims, r))
+        self.run(async |w: &mut Worker| {
+            let v = w.claim_all(claims).await;
+            w.watch(v)
+        })
     }
 }
 
@@ -300,7 +345,7 @@ const SEAL: &str = "INSERT INTO audit_seal (id, seq, token)";
 const SEAL_REPLACES: &str =
     "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token";
 
-/// The connection's thread.
+/// The connection and the state of its transaction.
 struct Worker {
     conn: PgConnection,
     options: PgConnectOptions,
@@ -312,90 +357,6 @@ struct Worker {
 }
 
 impl Worker {
-    async fn handle(&mut self, cmd: Command) {
-        // A reply nobody waits for any more is dropped.
-        match cmd {
-            Command::Head(r) => {
-                let v = self.head().await;
-                let _ = r.send(v);
-            }
-            Command::Begin(r) => {
-                let v = self.begin().await;
-                let _ = r.send(v);
-            }
-            Command::Count {
-                id,
-                budget,
-                grant,
-                now,
-                reply,
-            } => {
-                let v = self.count(&id, budget, grant.as_deref(), now).await;
-                let v = self.watch(v);
-                let _ = reply.send(v);
-            }
-            Command::CountAll(asks, r) => {
-                let v = self.count_all(&asks).await;
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::Write(pending, r) => {
-                let v = self.write(pending).await;
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::Commit(pending, r) => {
-                let v = self.write(pending).await;
-                // A failed write leaves the transaction failed: the commit
-                // then rolls back and fails.
-                let _ = self.watch(v);
-                let v = self.commit().await;
-                let _ = r.send(v);
-            }
-            Command::Rollback(r) => {
-                self.rollback().await;
-                let _ = r.send(Ok(()));
-            }
-            Command::AddCheckpoint(seq, token, r) => {
-                let v = sqlx::query(
-                    "INSERT INTO audit_checkpoints (seq, token) VALUES ($1, $2) \
-                     ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
-                )
-                .bind(int(seq))
-                .bind(token)
-                .execute(&mut self.conn)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from);
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::Records(after, limit, r) => {
-                let v = self.records(after, limit).await;
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::HeadSeal(r) => {
-                let v = sqlx::query_scalar("SELECT token FROM audit_seal WHERE id = 1")
-                    .fetch_optional(&mut self.conn)
-                    .await
-                    .map_err(StoreError::from);
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::Claim(key, expires, r) => {
-                let v = self.claim(&key, expires).await;
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-            Command::ClaimAll(claims, r) => {
-                let v = self.claim_all(claims).await;
-                let v = self.watch(v);
-                let _ = r.send(v);
-            }
-        }
-    }
-
     /// Marks the open transaction failed if `v` is an error.
     fn watch<T>(&mut self, v: Result<T, StoreError>) -> Result<T, StoreError> {
         if v.is_err() && self.tx == TxState::Open {
@@ -718,6 +679,26 @@ impl Worker {
         }
     }
 
+    async fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, token) VALUES ($1, $2) \
+             ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
+        )
+        .bind(int(seq))
+        .bind(token)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn head_seal(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM audit_seal WHERE id = 1")
+                .fetch_optional(&mut self.conn)
+                .await?,
+        )
+    }
+
     async fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -751,10 +732,7 @@ impl Worker {
 
     /// Every claim in one statement: the keys it inserted (or took over
     /// from an expired claim) come back; the others were replays.
-    async fn claim_all(
-        &mut self,
-        claims: Vec<(String, UnixTime)>,
-    ) -> Result<Vec<bool>, StoreError> {
+    async fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {
         let now = SystemClock.now();
         if self.sweep.due(now) {
             sqlx::query(SWEEP_CLAIMS)
@@ -762,8 +740,8 @@ impl Worker {
                 .execute(&mut self.conn)
                 .await?;
         }
-        let (keys, expires): (Vec<String>, Vec<i64>) =
-            claims.into_iter().map(|(k, e)| (k, secs(e))).unzip();
+        let (keys, expires): (Vec<&str>, Vec<i64>) =
+            claims.iter().map(|&(k, e)| (k, secs(e))).unzip();
         // INVARIANT: the keys are distinct (one row is never affected
         // twice) and ON CONFLICT never raises, so the group goes on.
         let taken: std::collections::HashSet<String> = sqlx::query_scalar(
@@ -778,7 +756,7 @@ impl Worker {
         .await?
         .into_iter()
         .collect();
-        Ok(keys.iter().map(|k| taken.contains(k)).collect())
+        Ok(keys.iter().map(|k| taken.contains(*k)).collect())
     }
 
     async fn close(mut self) {

@@ -368,31 +368,57 @@ pub(crate) fn require_admin(p: &Principal) -> Result<(), Problem> {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// An API token as presented (`Authorization: Bearer mdt_…`), its form
+/// checked but not yet looked up. A handler with a read of its own to make
+/// makes it beside the token's ([`Self::resolve`]) and acts on neither
+/// before the token resolves to a principal.
+pub(crate) struct PresentedToken(SecretToken);
+
+impl FromRequestParts<AppState> for PresentedToken {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Problem> {
         let auth = single_header(&parts.headers, "authorization")?.ok_or_else(|| {
             unauthenticated("an API token is required (`Authorization: Bearer mdt_…`)")
         })?;
         let presented = auth
             .strip_prefix("Bearer ")
             .ok_or_else(|| unauthenticated("use `Authorization: Bearer` with an API token"))?;
-        let invalid = || {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the API token is not valid",
-            )
-        };
-        let token = SecretToken::parse(TokenKind::Api, presented.trim()).ok_or_else(invalid)?;
+        SecretToken::parse(TokenKind::Api, presented.trim())
+            .map(Self)
+            .ok_or_else(invalid_token)
+    }
+}
+
+impl PresentedToken {
+    /// The principal the token belongs to, if it is live.
+    pub(crate) async fn resolve(&self, state: &AppState) -> Result<Caller, Problem> {
         let (principal, token) = state
             .0
             .store
-            .principal_by_token(&token.hash())
+            .principal_by_token(&self.0.hash())
             .await?
-            .ok_or_else(invalid)?;
-        Ok(Self { principal, token })
+            .ok_or_else(invalid_token)?;
+        Ok(Caller { principal, token })
+    }
+}
+
+fn invalid_token() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "the API token is not valid",
+    )
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        PresentedToken::from_request_parts(parts, state)
+            .await?
+            .resolve(state)
+            .await
     }
 }
 
