@@ -12,8 +12,8 @@
 //! open transaction and closes the connection.
 //!
 //! Records appended in a group, and the group's seal, are kept by the
-//! handle and written with the group's `COMMIT`, in one command and one
-//! multi-row `INSERT` (or before anything that reads them back): a
+//! handle and written with the group's `COMMIT`, in one multi-row
+//! `INSERT` just before it (or before anything that reads them back): a
 //! statement and a network round trip per record would
 //! otherwise bound a node's throughput. A write that fails fails the
 //! commit.
@@ -61,10 +61,13 @@ pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` where it may block on I/O: here, if this thread is in a
 /// [`blocking_section`] or outside every runtime, else on a thread of its
-/// own (a current-thread runtime's own thread, an async task).
+/// own (a current-thread runtime's own thread, an async task). A panic in
+/// `f` is an error, either way, as it was when the connection had a
+/// thread of its own: the audit writer refuses the group and every event
+/// after it.
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, StoreError> {
     if MAY_BLOCK.with(Cell::get) || tokio::runtime::Handle::try_current().is_err() {
-        return Ok(f());
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| gone());
     }
     std::thread::scope(|s| {
         std::thread::Builder::new()
@@ -166,19 +169,22 @@ impl PgAuditSink {
     }
 
     /// Runs `call` on the connection, on this thread where it may block
-    /// (see [`off_runtime`]). A call that panics takes the connection with
-    /// it.
+    /// (see [`off_runtime`]). A call that panics, or that could not be run,
+    /// takes the connection with it: every later call fails.
     fn run<T: Send>(
         &mut self,
         call: impl AsyncFnOnce(&mut Worker) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.take().ok_or_else(gone)?;
-        let (v, conn) = off_runtime(move || {
-            let v = conn.rt.block_on(call(&mut conn.worker));
-            (v, conn)
-        })?;
-        self.conn = Some(conn);
-        v
+        let conn = self.conn.as_mut().ok_or_else(gone)?;
+        match off_runtime(|| conn.rt.block_on(call(&mut conn.worker))) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(conn) = self.conn.take() {
+                    conn.discard();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Writes what is pending before a call that reads it back.
@@ -194,14 +200,30 @@ impl PgAuditSink {
     }
 }
 
+impl Conn {
+    /// Drops the connection without a word to the server (which rolls back
+    /// whatever it left open, and releases the writers' lock with it), and
+    /// its runtime without waiting: allowed anywhere, an async task too.
+    fn discard(self) {
+        let Self { rt, worker } = self;
+        drop(worker);
+        rt.shutdown_background();
+    }
+}
+
 impl Drop for PgAuditSink {
     fn drop(&mut self) {
-        if let Some(Conn { rt, worker }) = self.conn.take() {
-            // The runtime goes with it, where blocking is allowed.
-            let _ = off_runtime(move || {
+        // Rolls back what is open and says goodbye, where blocking is
+        // allowed; a connection that could not get there is discarded.
+        let mut slot = self.conn.take();
+        let _ = off_runtime(|| {
+            if let Some(Conn { rt, worker }) = slot.take() {
                 rt.block_on(worker.close());
                 drop(rt);
-            });
+            }
+        });
+        if let Some(conn) = slot {
+            conn.discard();
         }
     }
 }

@@ -54,13 +54,16 @@ async fn decide_inner(
     //    each is a round trip to the database, ADR 0033). Neither is acted
     //    on before the token resolves to a principal, and the credential's
     //    check writes nothing.
-    let at = Instant::now();
-    let (caller, presented) = tokio::join!(
-        token.resolve(s),
-        check_presented(s, &req.credential).instrument(tracing::debug_span!("verify"))
-    );
+    let verify = async {
+        let at = Instant::now();
+        let presented = check_presented(s, &req.credential)
+            .instrument(tracing::debug_span!("verify"))
+            .await;
+        (presented, at.elapsed())
+    };
+    let (caller, (presented, took)) = tokio::join!(token.resolve(s), verify);
     let caller = caller?;
-    s.0.metrics.stage(Door::Decide, Stage::Verify, at.elapsed());
+    s.0.metrics.stage(Door::Decide, Stage::Verify, took);
     // INVARIANT: the decision is durable in the audit log before anyone
     // sees it; if it cannot be recorded, no decision is given.
     let mut extra = serde_json::Map::new();
