@@ -99,9 +99,13 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, StoreError>
 /// The PostgreSQL [`AuditSink`]: its connection, and what the open group
 /// has appended but not yet written.
 pub(crate) struct PgAuditSink {
-    /// `None` once a call panicked: the connection's state is unknown, and
-    /// every call after it fails.
+    /// `None` once a call panicked or could not be run: the connection's
+    /// state is unknown, and every call after it fails until the next
+    /// group opens on a new connection.
     conn: Option<Conn>,
+    /// What a new connection is opened with.
+    options: PgConnectOptions,
+    lock: i64,
     /// Appended in the open group, not yet written.
     pending: Pending,
 }
@@ -120,6 +124,40 @@ impl std::fmt::Debug for PgAuditSink {
 struct Conn {
     rt: tokio::runtime::Runtime,
     worker: Worker,
+}
+
+impl Conn {
+    fn open(options: PgConnectOptions, lock: i64) -> Result<Self, StoreError> {
+        off_runtime(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
+                })?;
+            let conn = rt.block_on(connect(&options))?;
+            Ok(Self {
+                rt,
+                worker: Worker {
+                    conn,
+                    options,
+                    lock,
+                    next: None,
+                    tx: TxState::None,
+                    sweep: ClaimSweep::default(),
+                },
+            })
+        })?
+    }
+
+    /// Drops the connection without a word to the server (which rolls back
+    /// whatever it left open, and releases the writers' lock with it), and
+    /// its runtime without waiting: allowed anywhere, an async task too.
+    fn discard(self) {
+        let Self { rt, worker } = self;
+        drop(worker);
+        rt.shutdown_background();
+    }
 }
 
 /// What a group has appended and sealed but not yet written.
@@ -142,35 +180,18 @@ fn gone() -> StoreError {
 impl PgAuditSink {
     /// Connects; returns once connected (or failed).
     pub(crate) fn open(options: PgConnectOptions, lock: i64) -> Result<Self, StoreError> {
-        let conn = off_runtime(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
-                })?;
-            let conn = rt.block_on(connect(&options))?;
-            Ok::<_, StoreError>(Conn {
-                rt,
-                worker: Worker {
-                    conn,
-                    options,
-                    lock,
-                    next: None,
-                    tx: TxState::None,
-                    sweep: ClaimSweep::default(),
-                },
-            })
-        })??;
         Ok(Self {
-            conn: Some(conn),
+            conn: Some(Conn::open(options.clone(), lock)?),
+            options,
+            lock,
             pending: Pending::default(),
         })
     }
 
     /// Runs `call` on the connection, on this thread where it may block
     /// (see [`off_runtime`]). A call that panics, or that could not be run,
-    /// takes the connection with it: every later call fails.
+    /// takes the connection with it: every later call fails until the
+    /// next [`AuditSink::begin`].
     fn run<T: Send>(
         &mut self,
         call: impl AsyncFnOnce(&mut Worker) -> Result<T, StoreError> + Send,
@@ -200,17 +221,6 @@ impl PgAuditSink {
     }
 }
 
-impl Conn {
-    /// Drops the connection without a word to the server (which rolls back
-    /// whatever it left open, and releases the writers' lock with it), and
-    /// its runtime without waiting: allowed anywhere, an async task too.
-    fn discard(self) {
-        let Self { rt, worker } = self;
-        drop(worker);
-        rt.shutdown_background();
-    }
-}
-
 impl Drop for PgAuditSink {
     fn drop(&mut self) {
         // Rolls back what is open and says goodbye, where blocking is
@@ -236,6 +246,12 @@ impl AuditSink for PgAuditSink {
 
     fn begin(&mut self) -> Result<ChainHead, StoreError> {
         self.pending = Pending::default();
+        // A connection discarded by a failed call is replaced here, where
+        // nothing is open (as `Worker::begin` replaces one that was lost),
+        // never in the middle of a group.
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(self.options.clone(), self.lock)?);
+        }
         self.run(async |w: &mut Worker| w.begin().await)
     }
 
