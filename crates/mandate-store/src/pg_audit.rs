@@ -46,8 +46,9 @@ thread_local! {
 /// another; elsewhere it hands each call to a short-lived thread.
 ///
 /// Calling a sink inside a `blocking_section` from a thread that runs a
-/// runtime's tasks is a bug: the sink panics there (tokio refuses to block
-/// such a thread) rather than stall the runtime.
+/// runtime's tasks is a bug: the call fails there (tokio refuses to block
+/// such a thread, and the panic is the call's error) rather than stall the
+/// runtime.
 pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
@@ -63,8 +64,8 @@ pub fn blocking_section<R>(f: impl FnOnce() -> R) -> R {
 /// [`blocking_section`] or outside every runtime, else on a thread of its
 /// own (a current-thread runtime's own thread, an async task). A panic in
 /// `f` is an error, either way, as it was when the connection had a
-/// thread of its own: the audit writer refuses the group and every event
-/// after it.
+/// thread of its own: the audit writer refuses the group, and the sink
+/// discards the connection.
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, StoreError> {
     if MAY_BLOCK.with(Cell::get) || tokio::runtime::Handle::try_current().is_err() {
         return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| gone());
