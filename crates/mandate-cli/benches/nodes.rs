@@ -20,7 +20,6 @@
     reason = "a benchmark harness: it reports on stdout and stops on any failure"
 )]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -35,6 +34,7 @@ use mandate_core::MissionKey;
 use mandate_core::wire::{CreateMissionRequest, DecideRequest};
 use mandate_testkit::postgres::Schema;
 use mandate_testkit::signed_headers;
+use prometheus_parse::{Sample, Value};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -264,9 +264,8 @@ async fn commit_floors(pg_url: &str, dir: &Path) -> (f64, f64, f64) {
     (pg_floor, median(d), round_trip)
 }
 
-/// The sums and counts of a server's stage histograms and audit commits,
-/// by series, from its `/metrics`.
-async fn scrape(t: &Target) -> HashMap<String, f64> {
+/// A server's `/metrics`, as its admin reads it, parsed.
+async fn scrape(t: &Target) -> Vec<Sample> {
     let text = reqwest::Client::new()
         .get(format!("{}/metrics", t.base))
         .bearer_auth(&t.admin)
@@ -276,25 +275,30 @@ async fn scrape(t: &Target) -> HashMap<String, f64> {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("mandate_stage_duration_seconds_")
-                || l.starts_with("mandate_audit_commit_duration_seconds_")
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap()
+        .samples
+}
+
+/// The single value of the sample `name` whose labels include `labels`
+/// (0 if there is none).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map_or(0.0, |s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            Value::Histogram(_) | Value::Summary(_) => panic!("{name} is not a single value"),
         })
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 /// Where a phase's time went at the server: the mean of each pipeline
 /// stage of `door` (µs) between two scrapes, and of the audit commits.
-fn stages(before: &HashMap<String, f64>, after: &HashMap<String, f64>, door: &str) -> String {
-    let mean = |series: &str, labels: &str| {
+fn stages(before: &[Sample], after: &[Sample], door: &str) -> String {
+    let mean = |histogram: &str, labels: &[(&str, &str)]| {
         let d = |part: &str| {
-            let k = format!("{series}_{part}{labels}");
-            after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+            let name = format!("{histogram}_{part}");
+            value(after, &name, labels) - value(before, &name, labels)
         };
         let n = d("count");
         if n > 0.0 { d("sum") / n * 1e6 } else { 0.0 }
@@ -302,7 +306,7 @@ fn stages(before: &HashMap<String, f64>, after: &HashMap<String, f64>, door: &st
     let mut out: Vec<String> = ["verify", "decide", "record", "forward"]
         .iter()
         .map(|stage| {
-            let labels = format!("{{front_door=\"{door}\",stage=\"{stage}\"}}");
+            let labels = [("front_door", door), ("stage", *stage)];
             format!(
                 "{stage} {:.0}",
                 mean("mandate_stage_duration_seconds", &labels)
@@ -311,7 +315,7 @@ fn stages(before: &HashMap<String, f64>, after: &HashMap<String, f64>, door: &st
         .collect();
     out.push(format!(
         "(audit commit {:.0})",
-        mean("mandate_audit_commit_duration_seconds", "")
+        mean("mandate_audit_commit_duration_seconds", &[])
     ));
     out.join(", ")
 }
