@@ -537,6 +537,66 @@ struct Writer {
     broken: Arc<AtomicBool>,
 }
 
+/// Per entry of a group: `None` (no claim), `Some(None)` (a key already
+/// in the group: a replay), or `Some(Some(i))` (the `i`th key).
+type ClaimSlot = Option<Option<usize>>;
+
+/// The distinct claims of `group`'s entries, and each entry's slot.
+fn claim_keys(group: &[Pending]) -> (Vec<(&str, UnixTime)>, Vec<ClaimSlot>) {
+    let mut keys: Vec<(&str, UnixTime)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let slots = group
+        .iter()
+        .map(|p| {
+            p.claim.as_ref().map(|c| {
+                seen.insert(c.key.as_str()).then(|| {
+                    keys.push((c.key.as_str(), c.expires));
+                    keys.len() - 1
+                })
+            })
+        })
+        .collect();
+    (keys, slots)
+}
+
+/// For each entry, whether it may go on: `true` for an entry without a
+/// claim, else whether its claim was taken now (`taken`, per key).
+fn claimed_of(
+    slots: &[ClaimSlot],
+    keys: &[(&str, UnixTime)],
+    taken: &[bool],
+) -> Result<Vec<bool>, StoreError> {
+    if taken.len() != keys.len() {
+        return Err(StoreError::Backend(
+            "the store answered a different number of claims".into(),
+        ));
+    }
+    Ok(slots
+        .iter()
+        .map(|slot| match slot {
+            None => true,
+            Some(None) => false,
+            Some(Some(i)) => taken[*i],
+        })
+        .collect())
+}
+
+/// What `group`'s allowed calls that may go on (`fresh`) ask to count, in
+/// order, judged at `now` or later.
+fn asks_of(group: &[Pending], fresh: &[bool], now: UnixTime) -> Vec<CountAsk> {
+    group
+        .iter()
+        .zip(fresh)
+        .filter_map(|(p, fresh)| match &p.entry {
+            Entry::Counted { count, .. } if *fresh => Some(CountAsk {
+                now: count.now.max(now),
+                ..count.clone()
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Writer {
     /// Commits a group in one transaction. A plain event that cannot be
     /// chained fails alone; any other failure fails the whole group, and
@@ -548,10 +608,29 @@ impl Writer {
             }
             return;
         }
-        let stored = match self.sink.begin() {
-            Ok(h) => h,
+        // The group opens with its first work in the same exchange: a
+        // signed request is used once, across every writer on this
+        // database, so a group with claims takes them first, together,
+        // before anything of their entries is done; a group without counts
+        // its allowed calls at once. Expiry is judged at the commit, not
+        // when the call was decided.
+        let now = self.clock.now();
+        let (keys, slots) = claim_keys(&group);
+        let opened = if keys.is_empty() {
+            let asks = asks_of(&group, &vec![true; group.len()], now);
+            self.sink
+                .begin_counting(&asks)
+                .map(|(h, counted)| (h, vec![true; group.len()], Some((asks.len(), counted))))
+        } else {
+            self.sink
+                .begin_claiming(&keys)
+                .and_then(|(h, taken)| Ok((h, claimed_of(&slots, &keys, &taken)?, None)))
+        };
+        let (stored, claimed, counted_early) = match opened {
+            Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "audit commit failed");
+                self.sink.rollback();
                 for p in group {
                     let _ = p.done.send(Err(()));
                 }
@@ -579,48 +658,32 @@ impl Writer {
         let mut sealed = Vec::new();
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(group.len());
-        // A signed request is used once, across every writer on this
-        // database: the group's claims are taken first, together, before
-        // anything of their entries is done.
-        let (claimed, mut failed) = match self.claim_all(&group) {
-            Ok(c) => (c, false),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot claim signed requests' use");
-                (vec![false; group.len()], true)
+        let mut failed = false;
+        // The group's allowed calls are counted together, in order.
+        let (wanted, counted) = match counted_early {
+            Some(c) => c,
+            None => {
+                let asks = asks_of(&group, &claimed, now);
+                let counted = if asks.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    self.sink.count_all(&asks)
+                };
+                (
+                    asks.len(),
+                    counted.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot count allowed calls");
+                        failed = true;
+                        Vec::new()
+                    }),
+                )
             }
         };
-        // The group's allowed calls are counted together, in order.
-        // Expiry is judged at the commit, not when the call was decided.
-        let now = self.clock.now();
-        let asks: Vec<CountAsk> = group
-            .iter()
-            .zip(&claimed)
-            .filter_map(|(p, fresh)| match &p.entry {
-                Entry::Counted { count, .. } if *fresh => Some(CountAsk {
-                    now: count.now.max(now),
-                    ..count.clone()
-                }),
-                _ => None,
-            })
-            .collect();
-        let mut counted = if failed || asks.is_empty() {
-            Vec::new()
-        } else {
-            match self.sink.count_all(&asks) {
-                Ok(a) if a.len() == asks.len() => a,
-                Ok(_) => {
-                    tracing::error!("the store answered a different number of counts");
-                    failed = true;
-                    Vec::new()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot count allowed calls");
-                    failed = true;
-                    Vec::new()
-                }
-            }
+        if !failed && counted.len() != wanted {
+            tracing::error!("the store answered a different number of counts");
+            failed = true;
         }
-        .into_iter();
+        let mut counted = counted.into_iter();
         for (p, fresh) in group.into_iter().zip(claimed) {
             if failed {
                 outcomes.push((p.done, None));
@@ -760,44 +823,6 @@ impl Writer {
         for (done, r) in outcomes {
             let _ = done.send(r.ok_or(()));
         }
-    }
-
-    /// Takes the claims of `group`'s entries in one call: for each entry,
-    /// whether it may go on (`true` for an entry without a claim). A key
-    /// twice in the group is a replay the second time.
-    fn claim_all(&mut self, group: &[Pending]) -> Result<Vec<bool>, StoreError> {
-        let mut keys: Vec<(&str, UnixTime)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        // Per entry: None (no claim), Some(None) (a repeat), Some(Some(i)).
-        let slots: Vec<Option<Option<usize>>> = group
-            .iter()
-            .map(|p| {
-                p.claim.as_ref().map(|c| {
-                    seen.insert(c.key.as_str()).then(|| {
-                        keys.push((c.key.as_str(), c.expires));
-                        keys.len() - 1
-                    })
-                })
-            })
-            .collect();
-        let taken = if keys.is_empty() {
-            Vec::new()
-        } else {
-            self.sink.claim_all(&keys)?
-        };
-        if taken.len() != keys.len() {
-            return Err(StoreError::Backend(
-                "the store answered a different number of claims".into(),
-            ));
-        }
-        Ok(slots
-            .into_iter()
-            .map(|slot| match slot {
-                None => true,
-                Some(None) => false,
-                Some(Some(i)) => taken[i],
-            })
-            .collect())
     }
 
     /// Reads back the stored records after `vouched` through `target` and

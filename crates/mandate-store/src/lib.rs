@@ -230,6 +230,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             self.live_grants(id, now).await?,
         )))
     }
+    /// What a call authenticated by an API token about a mission reads
+    /// first, read together: the token's principal (as
+    /// [`Self::principal_by_token`]) and the mission's snapshot (as
+    /// [`Self::mission_snapshot`]). One round trip where the store is
+    /// across a network; neither read depends on the other, and the caller
+    /// acts on the snapshot only once the token resolved to a principal.
+    async fn token_and_snapshot(
+        &self,
+        hash: &TokenHash,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<(Option<(Principal, ApiTokenId)>, Option<MissionSnapshot>), StoreError> {
+        Ok((
+            self.principal_by_token(hash).await?,
+            self.mission_snapshot(id, now).await?,
+        ))
+    }
     /// Allowed requests counted against a mission's budget so far.
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;
     /// The mission's grants that are live at `now` (not expired, revoked or
@@ -547,6 +564,33 @@ pub trait AuditSink: Send + std::fmt::Debug {
         asks.iter()
             .map(|a| self.count(&a.mission, a.budget, a.grant.as_deref(), a.now))
             .collect()
+    }
+    /// [`Self::begin`], then [`Self::count_all`] of `asks` in the group's
+    /// transaction: for a group that claims nothing, whose counts are known
+    /// before it opens. A store across a network sends them together (one
+    /// round trip). On an error the caller rolls back.
+    fn begin_counting(
+        &mut self,
+        asks: &[CountAsk],
+    ) -> Result<(ChainHead, Vec<Allowance>), StoreError> {
+        let head = self.begin()?;
+        if asks.is_empty() {
+            return Ok((head, Vec::new()));
+        }
+        Ok((head, self.count_all(asks)?))
+    }
+    /// [`Self::begin`], then [`Self::claim_all`] of `claims` in the group's
+    /// transaction. A store across a network sends them together (one
+    /// round trip). On an error the caller rolls back.
+    fn begin_claiming(
+        &mut self,
+        claims: &[(&str, UnixTime)],
+    ) -> Result<(ChainHead, Vec<bool>), StoreError> {
+        let head = self.begin()?;
+        if claims.is_empty() {
+            return Ok((head, Vec::new()));
+        }
+        Ok((head, self.claim_all(claims)?))
     }
     /// Appends one chained record inside the open transaction.
     fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError>;

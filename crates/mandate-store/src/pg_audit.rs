@@ -25,12 +25,13 @@
 use std::cell::Cell;
 
 use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, UnixTime};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection as _, Row as _};
+use sqlx::postgres::PgConnectOptions;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::model::Allowance;
 use crate::rows::{
-    CLAIM, ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_columns, audit_from_row, int, secs,
+    ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_columns, audit_from_row, int, secs,
 };
 use crate::{AuditSink, CountAsk, StoreError};
 
@@ -80,21 +81,123 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, StoreError> {
     })
 }
 
-/// The writer's connection, durable on commit: a server (or role, or
-/// database) set to `synchronous_commit = off` would acknowledge a commit
-/// before it is on disk, so this session turns it back on. Stronger
-/// settings (`remote_write`, `remote_apply`) are kept.
-async fn connect(options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
-    let mut conn = PgConnection::connect_with(options).await?;
-    let mode: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
-        .fetch_one(&mut conn)
-        .await?;
-    if mode == "off" {
-        sqlx::raw_sql("SET synchronous_commit = on")
-            .execute(&mut conn)
-            .await?;
+/// How the audit connection reaches the database: what the store's pool
+/// connects with (host or socket, port, user, database, options, TLS
+/// mode), and the password the database URL (or `PGPASSWORD`) gave.
+#[derive(Clone)]
+pub(crate) struct AuditTarget {
+    pub(crate) options: PgConnectOptions,
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for AuditTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditTarget")
+            .field("host", &self.options.get_host())
+            .field("port", &self.options.get_port())
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
     }
-    Ok(conn)
+}
+
+impl AuditTarget {
+    /// The same target as `options`, in `tokio-postgres`' terms. Without a
+    /// TLS implementation, as the pool's: `require` and stronger modes fail
+    /// to connect rather than go without.
+    fn config(&self) -> tokio_postgres::Config {
+        use sqlx::postgres::PgSslMode;
+        use tokio_postgres::config::SslMode;
+        let o = &self.options;
+        let mut c = tokio_postgres::Config::new();
+        match o.get_socket() {
+            Some(dir) => c.host_path(dir),
+            None => c.host(o.get_host()),
+        };
+        c.port(o.get_port())
+            .user(o.get_username())
+            .application_name("mandate-audit")
+            .ssl_mode(match o.get_ssl_mode() {
+                PgSslMode::Disable => SslMode::Disable,
+                PgSslMode::Allow | PgSslMode::Prefer => SslMode::Prefer,
+                PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => {
+                    SslMode::Require
+                }
+            })
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(db) = o.get_database() {
+            c.dbname(db);
+        }
+        if let Some(options) = o.get_options() {
+            c.options(options);
+        }
+        if let Some(p) = &self.password {
+            c.password(p.as_str());
+        }
+        c
+    }
+}
+
+/// A `tokio-postgres` error as the store's, with the server's message.
+fn db(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Backend(format!(
+            "{}: {} ({})",
+            d.severity(),
+            d.message(),
+            d.code().code()
+        )),
+        None => StoreError::Backend(match std::error::Error::source(&e) {
+            Some(why) => format!("{e}: {why}"),
+            None => e.to_string(),
+        }),
+    }
+}
+
+impl crate::rows::Columns for tokio_postgres::Row {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.try_get(column).map_err(db)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(db)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.try_get(column).map_err(db)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(db)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        self.try_get(column).map_err(db)
+    }
+}
+
+/// Awaits `calls` together, each polled first in the order given.
+/// `tokio-postgres` sends a request when its future is first polled, so
+/// the requests go out in this order, one after another, before any
+/// answer is awaited (a pipeline: the server runs them in turn, and the
+/// group waits for one round trip instead of one per statement).
+async fn pipelined<'a, T>(
+    mut calls: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>>,
+) -> Vec<T> {
+    let mut done: Vec<Option<T>> = calls.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (call, slot) in calls.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match call.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// The PostgreSQL [`AuditSink`]: its connection, and what the open group
@@ -105,7 +208,7 @@ pub(crate) struct PgAuditSink {
     /// group opens on a new connection.
     conn: Option<Conn>,
     /// What a new connection is opened with.
-    options: PgConnectOptions,
+    target: AuditTarget,
     lock: i64,
     /// Appended in the open group, not yet written.
     pending: Pending,
@@ -120,15 +223,16 @@ impl std::fmt::Debug for PgAuditSink {
     }
 }
 
-/// The connection and the runtime its socket is registered with, which
-/// the calling thread drives for the length of each call.
+/// The connection and the runtime its socket is registered with (and its
+/// `tokio-postgres` connection task spawned on), which the calling thread
+/// drives for the length of each call.
 struct Conn {
     rt: tokio::runtime::Runtime,
     worker: Worker,
 }
 
 impl Conn {
-    fn open(options: PgConnectOptions, lock: i64) -> Result<Self, StoreError> {
+    fn open(target: AuditTarget, lock: i64) -> Result<Self, StoreError> {
         off_runtime(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -136,12 +240,13 @@ impl Conn {
                 .map_err(|e| {
                     StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
                 })?;
-            let conn = rt.block_on(connect(&options))?;
+            let (client, st) = rt.block_on(connect(&target))?;
             Ok(Self {
                 rt,
                 worker: Worker {
-                    conn,
-                    options,
+                    client,
+                    st,
+                    target,
                     lock,
                     next: None,
                     tx: TxState::None,
@@ -180,10 +285,10 @@ fn gone() -> StoreError {
 
 impl PgAuditSink {
     /// Connects; returns once connected (or failed).
-    pub(crate) fn open(options: PgConnectOptions, lock: i64) -> Result<Self, StoreError> {
+    pub(crate) fn open(target: AuditTarget, lock: i64) -> Result<Self, StoreError> {
         Ok(Self {
-            conn: Some(Conn::open(options.clone(), lock)?),
-            options,
+            conn: Some(Conn::open(target.clone(), lock)?),
+            target,
             lock,
             pending: Pending::default(),
         })
@@ -216,9 +321,21 @@ impl PgAuditSink {
         }
         let pending = std::mem::take(&mut self.pending);
         self.run(async move |w: &mut Worker| {
-            let v = w.write(pending).await;
+            let v = w.write(&pending).await;
             w.watch(v)
         })
+    }
+
+    /// Opens a group (see [`Worker::open`]), replacing first a connection
+    /// that a failed call discarded: here nothing is open (as
+    /// `Worker::open` replaces one that was lost), never in the middle of
+    /// a group.
+    fn open_group(&mut self, first: First<'_>) -> Result<(ChainHead, Opened), StoreError> {
+        self.pending = Pending::default();
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(self.target.clone(), self.lock)?);
+        }
+        self.run(async |w: &mut Worker| w.open(first).await)
     }
 }
 
@@ -246,14 +363,27 @@ impl AuditSink for PgAuditSink {
     }
 
     fn begin(&mut self) -> Result<ChainHead, StoreError> {
-        self.pending = Pending::default();
-        // A connection discarded by a failed call is replaced here, where
-        // nothing is open (as `Worker::begin` replaces one that was lost),
-        // never in the middle of a group.
-        if self.conn.is_none() {
-            self.conn = Some(Conn::open(self.options.clone(), self.lock)?);
+        self.open_group(First::Nothing).map(|(head, _)| head)
+    }
+
+    fn begin_counting(
+        &mut self,
+        asks: &[CountAsk],
+    ) -> Result<(ChainHead, Vec<Allowance>), StoreError> {
+        match self.open_group(First::Count(asks))? {
+            (head, Opened::Counted(counted)) => Ok((head, counted)),
+            (head, _) => Ok((head, Vec::new())),
         }
-        self.run(async |w: &mut Worker| w.begin().await)
+    }
+
+    fn begin_claiming(
+        &mut self,
+        claims: &[(&str, UnixTime)],
+    ) -> Result<(ChainHead, Vec<bool>), StoreError> {
+        match self.open_group(First::Claim(claims))? {
+            (head, Opened::Claimed(taken)) => Ok((head, taken)),
+            (head, _) => Ok((head, Vec::new())),
+        }
     }
 
     fn count(
@@ -286,13 +416,7 @@ impl AuditSink for PgAuditSink {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.pending);
-        self.run(async move |w: &mut Worker| {
-            let v = w.write(pending).await;
-            // A failed write leaves the transaction failed: the commit
-            // then rolls back and fails.
-            let _ = w.watch(v);
-            w.commit().await
-        })
+        self.run(async move |w: &mut Worker| w.write_and_commit(&pending).await)
     }
 
     fn rollback(&mut self) {
@@ -333,17 +457,37 @@ impl AuditSink for PgAuditSink {
 
     fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
         self.run(async |w: &mut Worker| {
-            let v = w.claim(key, expires).await;
+            let v = w.claim_all(&[(key, expires)]).await.map(|t| t[0]);
             w.watch(v)
         })
     }
 
     fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
         self.run(async |w: &mut Worker| {
             let v = w.claim_all(claims).await;
             w.watch(v)
         })
     }
+}
+
+/// What a group's opening exchange does besides `BEGIN`, the lock and the
+/// head.
+#[derive(Debug, Clone, Copy)]
+enum First<'a> {
+    Nothing,
+    Count(&'a [CountAsk]),
+    Claim(&'a [(&'a str, UnixTime)]),
+}
+
+/// What came back of [`First`].
+#[derive(Debug)]
+enum Opened {
+    Nothing,
+    Counted(Vec<Allowance>),
+    Claimed(Vec<bool>),
 }
 
 /// Where the connection's transaction stands.
@@ -377,17 +521,204 @@ const COUNT_ROUND: &str = "UPDATE missions m SET requests_used = m.requests_used
        AND m.requests_used < a.budget \
      RETURNING m.id, m.requests_used";
 
+const NOT_COUNTED: &str = "SELECT state, expires_at FROM missions WHERE id = $1";
+
 const HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+
+/// Every claim in one statement (`$1` keys, `$2` their expiry, `$3` now):
+/// the keys it inserted (or took over from an expired claim) come back;
+/// the others were replays.
+const CLAIM_ALL: &str = "INSERT INTO claims (key, expires) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+     ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE claims.expires <= $3 \
+     RETURNING key";
+
+/// A group's records, with their filter columns (ADR 0018).
+const APPEND: &str = "INSERT INTO audit_events \
+     (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
+     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])";
 
 /// The seal's one row, replaced by each commit (`VALUES` between the two).
 const SEAL: &str = "INSERT INTO audit_seal (id, seq, token)";
 const SEAL_REPLACES: &str =
     "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token";
 
+/// The writer's statements, prepared once per connection, so each later
+/// use is one message and no round trip of its own to prepare it.
+struct Statements {
+    head: Statement,
+    count_one: Statement,
+    use_grant: Statement,
+    count_round: Statement,
+    not_counted: Statement,
+    claim_all: Statement,
+    sweep: Statement,
+    append: Statement,
+    /// [`APPEND`] and the seal in one statement (the seal's row refers to
+    /// no other, so the data-modifying CTE's snapshot does not matter).
+    append_sealed: Statement,
+    seal: Statement,
+    checkpoint: Statement,
+    head_seal: Statement,
+    records: Statement,
+}
+
+/// The writer's connection, durable on commit: a server (or role, or
+/// database) set to `synchronous_commit = off` would acknowledge a commit
+/// before it is on disk, so this session turns it back on. Stronger
+/// settings (`remote_write`, `remote_apply`) are kept. Its connection
+/// task is spawned on the runtime this runs on, and lives until the
+/// client is dropped.
+async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreError> {
+    let (client, connection) = target.config().connect(NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "the audit connection closed");
+        }
+    });
+    let mode: String = client
+        .query_one("SELECT current_setting('synchronous_commit')", &[])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    if mode == "off" {
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(db)?;
+    }
+    let texts = [
+        HEAD.to_owned(),
+        COUNT_ONE.to_owned(),
+        USE_GRANT.to_owned(),
+        COUNT_ROUND.to_owned(),
+        NOT_COUNTED.to_owned(),
+        CLAIM_ALL.to_owned(),
+        SWEEP_CLAIMS.to_owned(),
+        APPEND.to_owned(),
+        format!("WITH appended AS ({APPEND}) {SEAL} VALUES (1, $11, $12) {SEAL_REPLACES}"),
+        format!("{SEAL} VALUES (1, $1, $2) {SEAL_REPLACES}"),
+        "INSERT INTO audit_checkpoints (seq, token) VALUES ($1, $2) \
+         ON CONFLICT (seq) DO UPDATE SET token = excluded.token"
+            .to_owned(),
+        "SELECT token FROM audit_seal WHERE id = 1".to_owned(),
+        "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            .to_owned(),
+    ];
+    let mut prepared = pipelined(
+        texts
+            .iter()
+            .map(|t| {
+                // The sweep's `$1 - 60` would be taken for an `integer`.
+                let types: &[Type] = if *t == SWEEP_CLAIMS {
+                    &[Type::INT8]
+                } else {
+                    &[]
+                };
+                Box::pin(client.prepare_typed(t, types))
+                    as std::pin::Pin<
+                        Box<dyn Future<Output = Result<Statement, tokio_postgres::Error>> + Send>,
+                    >
+            })
+            .collect(),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<Statement>, _>>()
+    .map_err(db)?
+    .into_iter();
+    let mut next = || {
+        prepared
+            .next()
+            .ok_or_else(|| StoreError::Backend("a statement was not prepared".into()))
+    };
+    let st = Statements {
+        head: next()?,
+        count_one: next()?,
+        use_grant: next()?,
+        count_round: next()?,
+        not_counted: next()?,
+        claim_all: next()?,
+        sweep: next()?,
+        append: next()?,
+        append_sealed: next()?,
+        seal: next()?,
+        checkpoint: next()?,
+        head_seal: next()?,
+        records: next()?,
+    };
+    Ok((client, st))
+}
+
+/// A boxed call for [`pipelined`].
+type Call<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A statement's parameter, owned by its call.
+type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
+
+fn param<'a>(v: impl ToSql + Sync + Send + 'a) -> Param<'a> {
+    Box::new(v)
+}
+
+/// What one pipelined call answered.
+enum Answer {
+    Done,
+    Rows(Vec<tokio_postgres::Row>),
+}
+
+fn rows<'a>(c: &'a Client, st: &'a Statement, params: Vec<Param<'a>>) -> Call<'a, Answer> {
+    Box::pin(async move {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        c.query(st, &refs).await.map(Answer::Rows).map_err(db)
+    })
+}
+
+fn exec<'a>(c: &'a Client, st: &'a Statement, params: Vec<Param<'a>>) -> Call<'a, Answer> {
+    Box::pin(async move {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        c.execute(st, &refs).await.map(|_| Answer::Done).map_err(db)
+    })
+}
+
+fn batch<'a>(c: &'a Client, sql: String) -> Call<'a, Answer> {
+    Box::pin(async move {
+        c.batch_execute(&sql)
+            .await
+            .map(|()| Answer::Done)
+            .map_err(db)
+    })
+}
+
+impl Answer {
+    fn rows(self) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        match self {
+            Answer::Rows(r) => Ok(r),
+            _ => Err(StoreError::Backend("a statement answered no rows".into())),
+        }
+    }
+}
+
+/// The first error of `answers`, else every answer.
+fn all(answers: Vec<Result<Answer, StoreError>>) -> Result<Vec<Answer>, StoreError> {
+    answers.into_iter().collect()
+}
+
+fn head_of(rows: &[tokio_postgres::Row]) -> Result<ChainHead, StoreError> {
+    Ok(match rows.first() {
+        None => ChainHead::genesis(),
+        Some(r) => ChainHead {
+            seq: u64::try_from(r.int("seq")?).unwrap_or(0),
+            hash: r.text("hash")?,
+        },
+    })
+}
+
 /// The connection and the state of its transaction.
 struct Worker {
-    conn: PgConnection,
-    options: PgConnectOptions,
+    client: Client,
+    st: Statements,
+    target: AuditTarget,
     lock: i64,
     /// The sequence number the open transaction's next record must have.
     next: Option<u64>,
@@ -405,42 +736,30 @@ impl Worker {
     }
 
     async fn head(&mut self) -> Result<ChainHead, StoreError> {
-        let row = sqlx::query(HEAD).fetch_optional(&mut self.conn).await?;
-        Ok(match row {
-            None => ChainHead::genesis(),
-            Some(r) => ChainHead {
-                seq: u64::try_from(r.int("seq")?).unwrap_or(0),
-                hash: r.text("hash")?,
-            },
-        })
+        let rows = self.client.query(&self.st.head, &[]).await.map_err(db)?;
+        head_of(&rows)
     }
 
-    async fn begin(&mut self) -> Result<ChainHead, StoreError> {
+    /// Opens the group's transaction, takes the writers' lock, reads the
+    /// head, and does `first`, all in one exchange.
+    async fn open(&mut self, first: First<'_>) -> Result<(ChainHead, Opened), StoreError> {
         if self.tx != TxState::None {
             return Err(StoreError::Conflict(
                 "an audit group is already open on this connection".into(),
             ));
         }
-        // INVARIANT: the lock is taken before the head is read (each
-        // statement of the batch reads its own snapshot in READ COMMITTED,
-        // which the transaction names whatever the server's default is),
-        // so the head stays the head until this transaction ends, whichever
-        // node appends next. The three in one round trip (the key is a
-        // number).
-        let head = match self.lock_and_head().await {
-            Ok(h) => h,
+        let opened = match self.opening(first).await {
+            Ok(v) => v,
             Err(_) => {
                 // Nothing is in flight: whatever began is rolled back, and a
                 // connection lost since the last group is replaced, once.
-                if sqlx::raw_sql("ROLLBACK")
-                    .execute(&mut self.conn)
-                    .await
-                    .is_err()
-                {
-                    self.conn = connect(&self.options).await?;
+                if self.client.batch_execute("ROLLBACK").await.is_err() {
+                    let (client, st) = connect(&self.target).await?;
+                    self.client = client;
+                    self.st = st;
                 }
-                match self.lock_and_head().await {
-                    Ok(h) => h,
+                match self.opening(first).await {
+                    Ok(v) => v,
                     Err(e) => {
                         self.tx = TxState::Open;
                         self.rollback().await;
@@ -450,27 +769,112 @@ impl Worker {
             }
         };
         self.tx = TxState::Open;
-        self.next = Some(head.seq + 1);
-        Ok(head)
+        self.next = Some(opened.0.seq + 1);
+        Ok(opened)
     }
 
-    /// Opens the group's transaction, takes the writers' lock and reads the
-    /// head: one batch of three statements.
-    async fn lock_and_head(&mut self) -> Result<ChainHead, StoreError> {
-        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({}); {HEAD}",
-            self.lock
-        )))
-        .fetch_all(&mut self.conn)
-        .await?;
-        // The lock's row has one void column; the head's has two.
-        Ok(match rows.iter().find(|r| r.len() == 2) {
-            None => ChainHead::genesis(),
-            Some(r) => ChainHead {
-                seq: u64::try_from(r.int("seq")?).unwrap_or(0),
-                hash: r.text("hash")?,
-            },
-        })
+    /// The opening exchange. INVARIANT: the lock is taken before the head
+    /// is read (each statement reads its own snapshot in READ COMMITTED,
+    /// which the transaction names whatever the server's default is), so
+    /// the head stays the head until this transaction ends, whichever node
+    /// appends next; the counts and claims follow in the same transaction.
+    /// The statements are sent together and run in turn; a failed one
+    /// aborts the transaction, so those after it fail too.
+    async fn opening(&mut self, first: First<'_>) -> Result<(ChainHead, Opened), StoreError> {
+        // Counts through a grant are made one by one, with savepoints,
+        // after the opening (a grant's use and its budget unit are kept or
+        // undone together).
+        let one_by_one =
+            matches!(first, First::Count(asks) if asks.iter().any(|a| a.grant.is_some()));
+        let c = &self.client;
+        let mut calls: Vec<Call<'_, Answer>> = vec![
+            // The key is a number: it needs no quoting.
+            batch(
+                c,
+                format!(
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+                    self.lock
+                ),
+            ),
+            rows(c, &self.st.head, Vec::new()),
+        ];
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        let mut swept = false;
+        match first {
+            First::Count(asks) if !one_by_one => {
+                rounds = count_rounds(asks);
+                for round in &rounds {
+                    let ids: Vec<String> = round
+                        .iter()
+                        .map(|&i| asks[i].mission.as_str().to_owned())
+                        .collect();
+                    let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
+                    let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
+                    calls.push(rows(
+                        c,
+                        &self.st.count_round,
+                        vec![param(ids), param(budgets), param(nows)],
+                    ));
+                }
+            }
+            First::Claim(claims) => {
+                let now = SystemClock.now();
+                if self.sweep.due(now) {
+                    swept = true;
+                    calls.push(exec(c, &self.st.sweep, vec![param(secs(now))]));
+                }
+                let expires: Vec<i64> = claims.iter().map(|&(_, e)| secs(e)).collect();
+                keys = claims.iter().map(|&(k, _)| k).collect();
+                let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+                calls.push(rows(
+                    c,
+                    &self.st.claim_all,
+                    vec![param(owned), param(expires), param(secs(now))],
+                ));
+            }
+            _ => {}
+        }
+        let mut answers = all(pipelined(calls).await)?.into_iter();
+        let mut answer = || {
+            answers
+                .next()
+                .ok_or_else(|| StoreError::Backend("a statement went unanswered".into()))
+        };
+        answer()?;
+        let head = head_of(&answer()?.rows()?)?;
+        let opened = match first {
+            First::Count(asks) if one_by_one => {
+                let mut out = Vec::with_capacity(asks.len());
+                for a in asks {
+                    out.push(
+                        self.count(&a.mission, a.budget, a.grant.as_deref(), a.now)
+                            .await?,
+                    );
+                }
+                Opened::Counted(out)
+            }
+            First::Count(asks) => {
+                let mut counted = Vec::with_capacity(rounds.len());
+                for _ in &rounds {
+                    counted.push(answer()?.rows()?);
+                }
+                Opened::Counted(self.counted(asks, &rounds, counted).await?)
+            }
+            First::Claim(_) => {
+                if swept {
+                    answer()?;
+                }
+                let taken: std::collections::HashSet<String> = answer()?
+                    .rows()?
+                    .iter()
+                    .map(|r| r.text("key"))
+                    .collect::<Result<_, _>>()?;
+                Opened::Claimed(keys.iter().map(|k| taken.contains(*k)).collect())
+            }
+            First::Nothing => Opened::Nothing,
+        };
+        Ok((head, opened))
     }
 
     async fn count_budget(
@@ -479,13 +883,16 @@ impl Worker {
         budget: u64,
         now: UnixTime,
     ) -> Result<Option<u64>, StoreError> {
-        let used: Option<i64> = sqlx::query_scalar(COUNT_ONE)
-            .bind(id.as_str())
-            .bind(int(budget))
-            .bind(secs(now))
-            .fetch_optional(&mut self.conn)
-            .await?;
-        Ok(used.map(|n| u64::try_from(n).unwrap_or(0)))
+        let row = self
+            .client
+            .query_opt(
+                &self.st.count_one,
+                &[&id.as_str(), &int(budget), &secs(now)],
+            )
+            .await
+            .map_err(db)?;
+        row.map(|r| Ok(u64::try_from(r.int("requests_used")?).unwrap_or(0)))
+            .transpose()
     }
 
     /// Why a mission's budget could not be counted.
@@ -494,15 +901,13 @@ impl Worker {
         id: &MissionId,
         now: UnixTime,
     ) -> Result<Allowance, StoreError> {
-        let row = sqlx::query("SELECT state, expires_at FROM missions WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut self.conn)
-            .await?;
+        let row = self
+            .client
+            .query_opt(&self.st.not_counted, &[&id.as_str()])
+            .await
+            .map_err(db)?;
         Ok(match row {
-            Some(r)
-                if r.try_get::<String, _>(0)? == "active"
-                    && r.try_get::<i64, _>(1)? > secs(now) =>
-            {
+            Some(r) if r.text("state")? == "active" && r.int("expires_at")? > secs(now) => {
                 Allowance::BudgetExhausted
             }
             _ => Allowance::MissionEnded,
@@ -526,42 +931,40 @@ impl Worker {
                 None => self.not_counted(id, now).await,
             };
         };
-        sqlx::raw_sql("SAVEPOINT allowance")
-            .execute(&mut self.conn)
-            .await?;
-        let uses = sqlx::query(USE_GRANT)
-            .bind(g)
-            .bind(id.as_str())
-            .bind(secs(now))
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected();
+        self.client
+            .batch_execute("SAVEPOINT allowance")
+            .await
+            .map_err(db)?;
+        let uses = self
+            .client
+            .execute(&self.st.use_grant, &[&g, &id.as_str(), &secs(now)])
+            .await
+            .map_err(db)?;
         if uses == 0 {
-            sqlx::raw_sql("RELEASE SAVEPOINT allowance")
-                .execute(&mut self.conn)
-                .await?;
+            self.client
+                .batch_execute("RELEASE SAVEPOINT allowance")
+                .await
+                .map_err(db)?;
             return Ok(Allowance::GrantUnavailable);
         }
         if let Some(n) = self.count_budget(id, budget, now).await? {
-            sqlx::raw_sql("RELEASE SAVEPOINT allowance")
-                .execute(&mut self.conn)
-                .await?;
+            self.client
+                .batch_execute("RELEASE SAVEPOINT allowance")
+                .await
+                .map_err(db)?;
             return Ok(Allowance::Counted(n));
         }
-        sqlx::raw_sql("ROLLBACK TO SAVEPOINT allowance; RELEASE SAVEPOINT allowance")
-            .execute(&mut self.conn)
-            .await?;
+        self.client
+            .batch_execute("ROLLBACK TO SAVEPOINT allowance; RELEASE SAVEPOINT allowance")
+            .await
+            .map_err(db)?;
         self.not_counted(id, now).await
     }
 
     /// Counts `asks` in order, as [`Self::count`] on each in turn would.
-    /// Without grants, in rounds of one statement: the first ask of each
-    /// mission, then the second of each mission that has two, and so on,
-    /// so each mission's asks are counted in their order (asks of
-    /// different missions touch different rows, so their order does not
-    /// matter). An ask that allows through a grant has each ask counted in
-    /// turn (a grant's use and its budget unit are kept or undone
-    /// together).
+    /// Without grants, in rounds of one statement each ([`count_rounds`]),
+    /// sent together; an ask that allows through a grant has each ask
+    /// counted in turn.
     async fn count_all(&mut self, asks: &[CountAsk]) -> Result<Vec<Allowance>, StoreError> {
         if asks.iter().any(|a| a.grant.is_some()) {
             let mut out = Vec::with_capacity(asks.len());
@@ -573,31 +976,46 @@ impl Worker {
             }
             return Ok(out);
         }
-        let mut rounds: Vec<Vec<usize>> = Vec::new();
-        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for (i, a) in asks.iter().enumerate() {
-            let r = seen.entry(a.mission.as_str()).or_insert(0);
-            if rounds.len() == *r {
-                rounds.push(Vec::new());
-            }
-            rounds[*r].push(i);
-            *r += 1;
-        }
+        let rounds = count_rounds(asks);
+        let c = &self.client;
+        let calls: Vec<Call<'_, Answer>> = rounds
+            .iter()
+            .map(|round| {
+                let ids: Vec<String> = round
+                    .iter()
+                    .map(|&i| asks[i].mission.as_str().to_owned())
+                    .collect();
+                let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
+                let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
+                rows(
+                    c,
+                    &self.st.count_round,
+                    vec![param(ids), param(budgets), param(nows)],
+                )
+            })
+            .collect();
+        let counted = all(pipelined(calls).await)?
+            .into_iter()
+            .map(Answer::rows)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.counted(asks, &rounds, counted).await
+    }
+
+    /// Each ask's allowance from its round's rows: counted, or (its
+    /// mission's row not updated) why not.
+    async fn counted(
+        &mut self,
+        asks: &[CountAsk],
+        rounds: &[Vec<usize>],
+        counted: Vec<Vec<tokio_postgres::Row>>,
+    ) -> Result<Vec<Allowance>, StoreError> {
         let mut out: Vec<Option<Allowance>> = vec![None; asks.len()];
-        for round in rounds {
-            let ids: Vec<&str> = round.iter().map(|&i| asks[i].mission.as_str()).collect();
-            let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
-            let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
-            let counted: std::collections::HashMap<String, i64> = sqlx::query(COUNT_ROUND)
-                .bind(&ids)
-                .bind(&budgets)
-                .bind(&nows)
-                .fetch_all(&mut self.conn)
-                .await?
+        for (round, rows) in rounds.iter().zip(counted) {
+            let counted: std::collections::HashMap<String, i64> = rows
                 .iter()
                 .map(|r| Ok((r.text("id")?, r.int("requests_used")?)))
                 .collect::<Result<_, StoreError>>()?;
-            for i in round {
+            for &i in round {
                 let a = &asks[i];
                 out[i] = Some(match counted.get(a.mission.as_str()) {
                     Some(&n) => Allowance::Counted(u64::try_from(n).unwrap_or(0)),
@@ -610,196 +1028,220 @@ impl Worker {
             .collect()
     }
 
+    /// The statement that writes `pending` (see [`write_params`]).
+    fn write_call(&self, params: Option<(Write, Vec<Param<'static>>)>) -> Option<Call<'_, Answer>> {
+        params.map(|(what, params)| {
+            let st = match what {
+                Write::Seal => &self.st.seal,
+                Write::Records => &self.st.append,
+                Write::Sealed => &self.st.append_sealed,
+            };
+            exec(&self.client, st, params)
+        })
+    }
+
     /// Appends the group's records and stores its seal, in one statement.
-    async fn write(&mut self, pending: Pending) -> Result<(), StoreError> {
-        let Pending { records, seal } = pending;
-        if records.is_empty() {
-            if let Some((seq, token)) = seal {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{SEAL} VALUES (1, $1, $2) {SEAL_REPLACES}"
-                )))
-                .bind(int(seq))
-                .bind(token)
-                .execute(&mut self.conn)
-                .await?;
-            }
+    async fn write(&mut self, pending: &Pending) -> Result<(), StoreError> {
+        let Some(call) = self.write_call(write_params(self.next, pending)?) else {
             return Ok(());
-        }
-        let mut next = self
-            .next
-            .ok_or_else(|| StoreError::Conflict("audit append without an open group".into()))?;
-        let n = records.len();
-        let (mut seqs, mut times, mut kinds, mut bodies, mut hashes) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        // The filter columns (ADR 0018), from each body.
-        let mut columns: [Vec<Option<String>>; 5] = Default::default();
-        for r in records {
-            if r.seq != next {
-                return Err(StoreError::Conflict(format!(
-                    "audit append at {} but the log's next record is {next}",
-                    r.seq
-                )));
-            }
-            next += 1;
-            for (column, value) in columns.iter_mut().zip(audit_columns(&r.body)) {
-                column.push(value.map(str::to_owned));
-            }
-            seqs.push(int(r.seq));
-            times.push(int(r.time));
-            bodies.push(
-                serde_jcs::to_string(&r.body)
-                    .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?,
-            );
-            kinds.push(r.kind);
-            hashes.push(r.hash);
-        }
-        let [mission, principal, agent, action, decision] = columns;
-        const APPEND: &str = "INSERT INTO audit_events \
-             (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])";
-        // With a seal, both in one statement (the seal's row refers to no
-        // other, so the data-modifying CTE's snapshot does not matter).
-        let sql = match &seal {
-            None => APPEND.to_owned(),
-            Some(_) => {
-                format!("WITH appended AS ({APPEND}) {SEAL} VALUES (1, $11, $12) {SEAL_REPLACES}")
-            }
         };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(seqs)
-            .bind(times)
-            .bind(kinds)
-            .bind(bodies)
-            .bind(hashes)
-            .bind(mission)
-            .bind(principal)
-            .bind(agent)
-            .bind(action)
-            .bind(decision);
-        if let Some((seq, token)) = seal {
-            q = q.bind(int(seq)).bind(token);
-        }
-        q.execute(&mut self.conn).await?;
-        self.next = Some(next);
+        call.await?;
+        self.next = self.next.map(|n| n + pending.records.len() as u64);
         Ok(())
     }
 
-    async fn commit(&mut self) -> Result<(), StoreError> {
-        self.next = None;
+    /// Writes what is pending and commits, sent together: one exchange.
+    /// A failed write aborts the transaction, and PostgreSQL answers the
+    /// `COMMIT` after it by rolling back: the write's error fails the
+    /// commit.
+    async fn write_and_commit(&mut self, pending: &Pending) -> Result<(), StoreError> {
         match self.tx {
-            TxState::None => Err(StoreError::Conflict("no audit group is open".into())),
+            TxState::None => {
+                self.next = None;
+                return Err(StoreError::Conflict("no audit group is open".into()));
+            }
             TxState::Failed => {
+                self.next = None;
                 self.rollback().await;
-                Err(StoreError::Backend(
+                return Err(StoreError::Backend(
                     "the audit group failed and was rolled back".into(),
-                ))
+                ));
             }
-            TxState::Open => {
-                // `synchronous_commit` is at least `on` (see `connect`):
-                // durable on return.
-                let done = sqlx::raw_sql("COMMIT").execute(&mut self.conn).await;
-                self.tx = TxState::None;
-                done.map(|_| ()).map_err(StoreError::from)
-            }
+            TxState::Open => {}
         }
+        let written = match write_params(self.next, pending) {
+            Ok(w) => self.write_call(w),
+            Err(e) => {
+                self.next = None;
+                self.tx = TxState::Failed;
+                self.rollback().await;
+                return Err(e);
+            }
+        };
+        // `synchronous_commit` is at least `on` (see `connect`): durable
+        // on return.
+        let commit = batch(&self.client, "COMMIT".to_owned());
+        let answers = pipelined(written.into_iter().chain([commit]).collect()).await;
+        self.next = None;
+        self.tx = TxState::None;
+        all(answers).map(|_| ())
     }
 
     async fn rollback(&mut self) {
         self.next = None;
         if self.tx != TxState::None {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+            let _ = self.client.batch_execute("ROLLBACK").await;
             self.tx = TxState::None;
         }
     }
 
     async fn add_checkpoint(&mut self, seq: u64, token: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, token) VALUES ($1, $2) \
-             ON CONFLICT (seq) DO UPDATE SET token = excluded.token",
-        )
-        .bind(int(seq))
-        .bind(token)
-        .execute(&mut self.conn)
-        .await?;
+        self.client
+            .execute(&self.st.checkpoint, &[&int(seq), &token])
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
     async fn head_seal(&mut self) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT token FROM audit_seal WHERE id = 1")
-                .fetch_optional(&mut self.conn)
-                .await?,
-        )
+        self.client
+            .query_opt(&self.st.head_seal, &[])
+            .await
+            .map_err(db)?
+            .map(|r| r.text("token"))
+            .transpose()
     }
 
     async fn records(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(int(after))
-        .bind(i64::from(limit))
-        .fetch_all(&mut self.conn)
-        .await?;
-        rows.iter().map(audit_from_row).collect()
+        self.client
+            .query(&self.st.records, &[&int(after), &i64::from(limit)])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(audit_from_row)
+            .collect()
     }
 
-    async fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError> {
-        let now = SystemClock.now();
-        if self.sweep.due(now) {
-            sqlx::query(SWEEP_CLAIMS)
-                .bind(secs(now))
-                .execute(&mut self.conn)
-                .await?;
-        }
-        // INVARIANT: ON CONFLICT, never a unique violation, which would
-        // abort the group's transaction.
-        let n = sqlx::query(CLAIM)
-            .bind(key)
-            .bind(secs(expires))
-            .bind(secs(now))
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected();
-        Ok(n == 1)
-    }
-
-    /// Every claim in one statement: the keys it inserted (or took over
-    /// from an expired claim) come back; the others were replays.
+    /// Every claim in one statement, after the sweep when one is due.
     async fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {
         let now = SystemClock.now();
         if self.sweep.due(now) {
-            sqlx::query(SWEEP_CLAIMS)
-                .bind(secs(now))
-                .execute(&mut self.conn)
-                .await?;
+            self.client
+                .execute(&self.st.sweep, &[&secs(now)])
+                .await
+                .map_err(db)?;
         }
         let (keys, expires): (Vec<&str>, Vec<i64>) =
             claims.iter().map(|&(k, e)| (k, secs(e))).unzip();
         // INVARIANT: the keys are distinct (one row is never affected
         // twice) and ON CONFLICT never raises, so the group goes on.
-        let taken: std::collections::HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO claims (key, expires) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
-             ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE claims.expires <= $3 \
-             RETURNING key",
-        )
-        .bind(&keys)
-        .bind(&expires)
-        .bind(secs(now))
-        .fetch_all(&mut self.conn)
-        .await?
-        .into_iter()
-        .collect();
+        let taken: std::collections::HashSet<String> = self
+            .client
+            .query(&self.st.claim_all, &[&keys, &expires, &secs(now)])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.text("key"))
+            .collect::<Result<_, _>>()?;
         Ok(keys.iter().map(|k| taken.contains(*k)).collect())
     }
 
     async fn close(mut self) {
         self.rollback().await;
-        let _ = self.conn.close().await;
     }
+}
+
+/// Which statement writes what is pending.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// The seal alone.
+    Seal,
+    Records,
+    /// The records and the seal, in one statement.
+    Sealed,
+}
+
+/// What writes `pending` (its records following `next`): the group's
+/// records and its seal in one statement, or the seal alone. `None` if
+/// nothing is pending.
+fn write_params(
+    next: Option<u64>,
+    pending: &Pending,
+) -> Result<Option<(Write, Vec<Param<'static>>)>, StoreError> {
+    let Pending { records, seal } = pending;
+    if records.is_empty() {
+        return Ok(seal
+            .as_ref()
+            .map(|(seq, token)| (Write::Seal, vec![param(int(*seq)), param(token.clone())])));
+    }
+    let first =
+        next.ok_or_else(|| StoreError::Conflict("audit append without an open group".into()))?;
+    let n = records.len();
+    let (mut seqs, mut times, mut kinds, mut bodies, mut hashes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    // The filter columns (ADR 0018), from each body.
+    let mut columns: [Vec<Option<String>>; 5] = Default::default();
+    for (r, next) in records.iter().zip(first..) {
+        if r.seq != next {
+            return Err(StoreError::Conflict(format!(
+                "audit append at {} but the log's next record is {next}",
+                r.seq
+            )));
+        }
+        for (column, value) in columns.iter_mut().zip(audit_columns(&r.body)) {
+            column.push(value.map(str::to_owned));
+        }
+        seqs.push(int(r.seq));
+        times.push(int(r.time));
+        bodies.push(
+            serde_jcs::to_string(&r.body)
+                .map_err(|e| StoreError::Backend(format!("cannot encode audit body: {e}")))?,
+        );
+        kinds.push(r.kind.clone());
+        hashes.push(r.hash.clone());
+    }
+    let [mission, principal, agent, action, decision] = columns;
+    let mut params: Vec<Param<'static>> = vec![
+        param(seqs),
+        param(times),
+        param(kinds),
+        param(bodies),
+        param(hashes),
+        param(mission),
+        param(principal),
+        param(agent),
+        param(action),
+        param(decision),
+    ];
+    Ok(Some(match seal {
+        None => (Write::Records, params),
+        Some((seq, token)) => {
+            params.push(param(int(*seq)));
+            params.push(param(token.clone()));
+            (Write::Sealed, params)
+        }
+    }))
+}
+
+/// `asks` in rounds of one statement each: the first ask of each mission,
+/// then the second of each mission that has two, and so on, so each
+/// mission's asks are counted in their order (asks of different missions
+/// touch different rows, so their order does not matter).
+fn count_rounds(asks: &[CountAsk]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, a) in asks.iter().enumerate() {
+        let r = seen.entry(a.mission.as_str()).or_insert(0);
+        if rounds.len() == *r {
+            rounds.push(Vec::new());
+        }
+        rounds[*r].push(i);
+        *r += 1;
+    }
+    rounds
 }

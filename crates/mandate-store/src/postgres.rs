@@ -37,9 +37,9 @@ use crate::model::{
     GrantRecord, MissionSnapshot, NewApproval, NewDelegation, NewMission, Principal, Resolution,
     Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
-use crate::pg_audit::PgAuditSink;
+use crate::pg_audit::{AuditTarget, PgAuditSink};
 use crate::rows::{
-    Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, SWEEP_CLAIMS, agent_from_row,
+    Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, Prefixed, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
     cascade_reason, check_start_requirements, corrupt, delegation_refusal, ephemeral_description,
     from_json_text, grant_from_row, int, is_unique_violation, json_text, mission_from_row,
@@ -97,8 +97,11 @@ fn lock_key(name: &str, schema: Option<&str>) -> i64 {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// For the audit sink's own connection.
+    /// For the audit sink's own connection, and the outbox's.
     options: PgConnectOptions,
+    /// The password the URL gave (or `PGPASSWORD`), for the audit sink's
+    /// connection, which is not sqlx's (ADR 0033).
+    password: Option<String>,
     /// Key of the writers' advisory lock (see [`WRITER_LOCK`]).
     writer_lock: i64,
     /// Key of the outbox deliverer's session lock, and the connection that
@@ -109,6 +112,19 @@ pub struct PostgresStore {
     /// When [`Store::claim`] next deletes expired claims.
     claim_sweep: Arc<std::sync::Mutex<ClaimSweep>>,
     changes: Arc<Changes>,
+}
+
+/// The password in a database URL, else `PGPASSWORD`'s, as the pool
+/// takes them (the pool also reads a password file, which the audit
+/// connection does not).
+fn url_password(url: &str) -> Option<String> {
+    url.parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| {
+            c.get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        })
+        .or_else(|| std::env::var("PGPASSWORD").ok())
 }
 
 /// Written by hand: the connect options hold the database password.
@@ -149,7 +165,7 @@ impl PostgresStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
-        Self::start(options, None).await
+        Self::start(options, url_password(url), None).await
     }
 
     /// As [`Self::connect`], with every table in `schema` (created if
@@ -185,10 +201,19 @@ impl PostgresStore {
             Err(e) if is_unique_violation(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        Self::start(options.options([("search_path", schema)]), Some(schema)).await
+        Self::start(
+            options.options([("search_path", schema)]),
+            url_password(url),
+            Some(schema),
+        )
+        .await
     }
 
-    async fn start(options: PgConnectOptions, schema: Option<&str>) -> Result<Self, StoreError> {
+    async fn start(
+        options: PgConnectOptions,
+        password: Option<String>,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
         // Migrations on a connection of their own, closed afterwards: the
         // migrator's session lock cannot outlive a failed run on a
         // connection the store goes on using.
@@ -273,6 +298,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             options,
+            password,
             writer_lock: lock_key(WRITER_LOCK, schema),
             outbox_lock: lock_key(OUTBOX_LOCK, schema),
             outbox: Arc::default(),
@@ -467,6 +493,71 @@ impl Columns for PgRow {
     fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
         Ok(self.try_get(column)?)
     }
+}
+
+/// A mission's live grants, aggregated in `id` order beside its row, with
+/// the same conditions as `live_grants` (`$2` is now): the columns, then
+/// the join, for a statement that reads the mission as `m`.
+const SNAPSHOT_GRANTS: &str = "g.ids AS grant_ids, g.policies AS grant_policies, \
+     g.scopes AS grant_scopes, g.digests AS grant_digests, g.creators AS grant_creators";
+const SNAPSHOT_JOIN: &str = "LEFT JOIN LATERAL ( \
+       SELECT array_agg(id ORDER BY id) AS ids, array_agg(policy ORDER BY id) AS policies, \
+         array_agg(scope ORDER BY id) AS scopes, \
+         array_agg(request_digest ORDER BY id) AS digests, \
+         array_agg(created_by ORDER BY id) AS creators \
+       FROM grants WHERE mission_id = m.id AND m.state = 'active' AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2) \
+         AND (max_uses IS NULL OR uses < max_uses)) g ON true";
+
+/// A mission's snapshot from a row holding the mission's columns and
+/// [`SNAPSHOT_GRANTS`].
+fn snapshot_from_row(
+    r: &PgRow,
+    id: &MissionId,
+    checked: &CheckedBodies,
+) -> Result<MissionSnapshot, StoreError> {
+    let mission = mission_from_row_with(r, Some(checked))?;
+    let budget_used = u64::try_from(r.int("requests_used")?).unwrap_or(0);
+    let column = |name: &str| -> Result<Vec<Option<String>>, StoreError> {
+        Ok(r.try_get::<Option<Vec<Option<String>>>, _>(name)?
+            .unwrap_or_default())
+    };
+    let ids = column("grant_ids")?;
+    let policies = column("grant_policies")?;
+    let scopes = column("grant_scopes")?;
+    let digests = column("grant_digests")?;
+    let creators = column("grant_creators")?;
+    let n = ids.len();
+    if [&policies, &scopes, &digests, &creators]
+        .iter()
+        .any(|c| c.len() != n)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "mission `{id}`: its grants' columns differ in length"
+        )));
+    }
+    let grants = ids
+        .into_iter()
+        .zip(policies)
+        .zip(scopes)
+        .zip(digests)
+        .zip(creators)
+        .map(|((((id, policy), scope), request_digest), created_by)| {
+            let need = |v: Option<String>, what: &str| {
+                v.ok_or_else(|| StoreError::Corrupt(format!("a grant without its {what}")))
+            };
+            Ok(GrantRecord {
+                id: need(id, "id")?,
+                scope: need(scope, "scope")?
+                    .parse()
+                    .map_err(|e: String| corrupt("grant scope", e))?,
+                policy: need(policy, "policy")?,
+                request_digest,
+                created_by: need(created_by, "creator")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(MissionSnapshot::new(mission, budget_used, grants))
 }
 
 async fn insert_token(
@@ -1231,22 +1322,10 @@ impl Store for PostgresStore {
         id: &MissionId,
         now: UnixTime,
     ) -> Result<Option<MissionSnapshot>, StoreError> {
-        // One statement for what three point reads give elsewhere: the
-        // mission's row (with its count) and its live grants, aggregated
-        // in `id` order, with the same conditions as `live_grants`.
-        let Some(r) = sqlx::query(
-            "SELECT m.*, g.ids AS grant_ids, g.policies AS grant_policies, \
-               g.scopes AS grant_scopes, g.digests AS grant_digests, g.creators AS grant_creators \
-             FROM missions m LEFT JOIN LATERAL ( \
-               SELECT array_agg(id ORDER BY id) AS ids, array_agg(policy ORDER BY id) AS policies, \
-                 array_agg(scope ORDER BY id) AS scopes, \
-                 array_agg(request_digest ORDER BY id) AS digests, \
-                 array_agg(created_by ORDER BY id) AS creators \
-               FROM grants WHERE mission_id = m.id AND m.state = 'active' AND revoked_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > $2) \
-                 AND (max_uses IS NULL OR uses < max_uses)) g ON true \
-             WHERE m.id = $1",
-        )
+        // One statement for what three point reads give elsewhere.
+        let Some(r) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT m.*, {SNAPSHOT_GRANTS} FROM missions m {SNAPSHOT_JOIN} WHERE m.id = $1"
+        )))
         .bind(id.as_str())
         .bind(secs(now))
         .fetch_optional(&self.pool)
@@ -1254,48 +1333,44 @@ impl Store for PostgresStore {
         else {
             return Ok(None);
         };
-        let mission = mission_from_row_with(&r, Some(&self.checked))?;
-        let budget_used = u64::try_from(r.int("requests_used")?).unwrap_or(0);
-        let column = |name: &str| -> Result<Vec<Option<String>>, StoreError> {
-            Ok(r.try_get::<Option<Vec<Option<String>>>, _>(name)?
-                .unwrap_or_default())
+        snapshot_from_row(&r, id, &self.checked).map(Some)
+    }
+
+    async fn token_and_snapshot(
+        &self,
+        hash: &TokenHash,
+        id: &MissionId,
+        now: UnixTime,
+    ) -> Result<(Option<(Principal, ApiTokenId)>, Option<MissionSnapshot>), StoreError> {
+        // Both reads in one statement and one row: the token's principal
+        // (its columns prefixed, as `principal_by_token` reads them) beside
+        // the mission's snapshot, each side NULL where nothing matches.
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.name AS caller_name, p.role AS caller_role, \
+               p.created_at AS caller_created_at, p.revoked_at AS caller_revoked_at, \
+               t.id AS caller_token_id, m.*, {SNAPSHOT_GRANTS} \
+             FROM (SELECT 1) one \
+             LEFT JOIN (api_tokens t JOIN principals p ON p.name = t.principal) \
+               ON t.hash = $3 AND t.revoked_at IS NULL AND p.revoked_at IS NULL \
+             LEFT JOIN missions m ON m.id = $1 {SNAPSHOT_JOIN}"
+        )))
+        .bind(id.as_str())
+        .bind(secs(now))
+        .bind(hash.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let caller = match r.opt_text("caller_token_id")? {
+            None => None,
+            Some(token) => Some((
+                principal_from_row(&Prefixed(&r, "caller_"))?,
+                ApiTokenId::try_from(token).map_err(|e| corrupt("token id", e))?,
+            )),
         };
-        let ids = column("grant_ids")?;
-        let policies = column("grant_policies")?;
-        let scopes = column("grant_scopes")?;
-        let digests = column("grant_digests")?;
-        let creators = column("grant_creators")?;
-        let n = ids.len();
-        if [&policies, &scopes, &digests, &creators]
-            .iter()
-            .any(|c| c.len() != n)
-        {
-            return Err(StoreError::Corrupt(format!(
-                "mission `{id}`: its grants' columns differ in length"
-            )));
-        }
-        let grants = ids
-            .into_iter()
-            .zip(policies)
-            .zip(scopes)
-            .zip(digests)
-            .zip(creators)
-            .map(|((((id, policy), scope), request_digest), created_by)| {
-                let need = |v: Option<String>, what: &str| {
-                    v.ok_or_else(|| StoreError::Corrupt(format!("a grant without its {what}")))
-                };
-                Ok(GrantRecord {
-                    id: need(id, "id")?,
-                    scope: need(scope, "scope")?
-                        .parse()
-                        .map_err(|e: String| corrupt("grant scope", e))?,
-                    policy: need(policy, "policy")?,
-                    request_digest,
-                    created_by: need(created_by, "creator")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Some(MissionSnapshot::new(mission, budget_used, grants)))
+        let snapshot = match r.opt_text("id")? {
+            None => None,
+            Some(_) => Some(snapshot_from_row(&r, id, &self.checked)?),
+        };
+        Ok((caller, snapshot))
     }
 
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError> {
@@ -1769,7 +1844,10 @@ impl Store for PostgresStore {
 
     fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
         Ok(Box::new(PgAuditSink::open(
-            self.options.clone(),
+            AuditTarget {
+                options: self.options.clone(),
+                password: self.password.clone(),
+            },
             self.writer_lock,
         )?))
     }

@@ -30,6 +30,28 @@ pub(crate) trait Columns {
     }
 }
 
+/// A row's columns named with a prefix (`prefix` + the name), for a
+/// statement that reads two records' columns side by side.
+pub(crate) struct Prefixed<'r, R>(pub &'r R, pub &'static str);
+
+impl<R: Columns> Columns for Prefixed<'_, R> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.0.text(&format!("{}{column}", self.1))
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.0.opt_text(&format!("{}{column}", self.1))
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.0.int(&format!("{}{column}", self.1))
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.0.opt_int(&format!("{}{column}", self.1))
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        self.0.bytes(&format!("{}{column}", self.1))
+    }
+}
+
 pub(crate) fn secs(t: UnixTime) -> i64 {
     i64::try_from(t.0).unwrap_or(i64::MAX)
 }

@@ -220,6 +220,7 @@ both!(
     allowances_count_budget_and_grant_uses_together,
     a_group_counts_its_calls_as_one_by_one,
     a_mission_is_read_with_its_count_and_live_grants,
+    an_api_token_and_a_mission_are_read_together,
     identical_escalations_join_and_the_queue_is_bounded,
     an_approval_is_decided_once_and_its_grant_dies_with_the_mission,
     audit_tampering_in_the_database_is_found,
@@ -664,6 +665,30 @@ async fn a_group_counts_its_calls_as_one_by_one(db: Db) {
     sink.rollback();
     assert_eq!(s.budget_used(&a).await.unwrap(), 0);
     assert_eq!(s.budget_used(&b).await.unwrap(), 0);
+    // A group opened with its counts (one exchange on PostgreSQL): the
+    // log's head, and the same answers.
+    let (head, counted) = sink.begin_counting(&asks).unwrap();
+    assert_eq!(head, s.audit_head().await.unwrap());
+    assert_eq!(
+        counted[..5],
+        [
+            Allowance::Counted(1),
+            Allowance::Counted(1),
+            Allowance::Counted(2),
+            Allowance::MissionEnded,
+            Allowance::Counted(3),
+        ]
+    );
+    assert_eq!(
+        counted[5..],
+        [
+            Allowance::Counted(2),
+            Allowance::BudgetExhausted,
+            Allowance::BudgetExhausted
+        ]
+    );
+    sink.rollback();
+    assert_eq!(s.budget_used(&a).await.unwrap(), 0);
     // With a grant among them: the grant is used once, with its unit.
     db.exec(
         "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
@@ -671,22 +696,22 @@ async fn a_group_counts_its_calls_as_one_by_one(db: Db) {
         &[a.as_str()],
     )
     .await;
+    let with_grant = [
+        ask(&a, 3, Some("once")),
+        ask(&b, 2, None),
+        ask(&a, 3, Some("once")),
+        ask(&a, 3, None),
+    ];
+    let expected = [
+        Allowance::Counted(1),
+        Allowance::Counted(1),
+        Allowance::GrantUnavailable,
+        Allowance::Counted(2),
+    ];
     sink.begin().unwrap();
-    assert_eq!(
-        sink.count_all(&[
-            ask(&a, 3, Some("once")),
-            ask(&b, 2, None),
-            ask(&a, 3, Some("once")),
-            ask(&a, 3, None),
-        ])
-        .unwrap(),
-        [
-            Allowance::Counted(1),
-            Allowance::Counted(1),
-            Allowance::GrantUnavailable,
-            Allowance::Counted(2),
-        ]
-    );
+    assert_eq!(sink.count_all(&with_grant).unwrap(), expected);
+    sink.rollback();
+    assert_eq!(sink.begin_counting(&with_grant).unwrap().1, expected);
     sink.commit().unwrap();
     assert_eq!(s.budget_used(&a).await.unwrap(), 2);
     assert_eq!(s.budget_used(&b).await.unwrap(), 1);
@@ -768,6 +793,113 @@ async fn a_mission_is_read_with_its_count_and_live_grants(db: Db) {
     let state = s.mission_snapshot(&id, now).await.unwrap().unwrap();
     assert!(state.grants().is_empty());
     assert_eq!(state.budget_used(), 1);
+}
+
+/// `token_and_snapshot` answers what `principal_by_token` and
+/// `mission_snapshot` answer, each side on its own: a live token with an
+/// unknown mission, an unknown token with a live mission, a revoked token,
+/// a revoked principal.
+async fn an_api_token_and_a_mission_are_read_together(db: Db) {
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let now = T0.plus(2);
+    let (id, start) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    s.start_mission(&start.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    db.exec(
+        "INSERT INTO grants (id, mission_id, policy, created_at, max_uses, scope, request_digest, created_by) \
+         VALUES ('g-1', $1, 'permit(principal, action, resource);', 0, 3, 'once', 'd1', 'bob')",
+        &[id.as_str()],
+    )
+    .await;
+    let mut sink = s.audit_sink().unwrap();
+    sink.begin().unwrap();
+    sink.count(&id, 10, None, now).unwrap();
+    sink.commit().unwrap();
+    let tok = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    let rec = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        principal: "bob".parse().unwrap(),
+        label: "gateway".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    s.create_api_token(&rec, &tok.hash()).await.unwrap();
+    let unknown_mission = MissionId::generate(&OsRandom).unwrap();
+    let unknown_token = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+
+    let (caller, snapshot) = s.token_and_snapshot(&tok.hash(), &id, now).await.unwrap();
+    assert_eq!(caller, s.principal_by_token(&tok.hash()).await.unwrap());
+    let (principal, token_id) = caller.unwrap();
+    assert_eq!(
+        (principal.name.as_str(), principal.role),
+        ("bob", Role::Member)
+    );
+    assert_eq!(token_id, rec.id);
+    let snapshot = snapshot.unwrap();
+    let alone = s.mission_snapshot(&id, now).await.unwrap().unwrap();
+    assert_eq!(snapshot.mission(), alone.mission());
+    assert_eq!(snapshot.budget_used(), 1);
+    assert_eq!(snapshot.grants(), alone.grants());
+    assert_eq!(snapshot.grants().len(), 1);
+
+    let (caller, snapshot) = s
+        .token_and_snapshot(&tok.hash(), &unknown_mission, now)
+        .await
+        .unwrap();
+    assert!(caller.is_some());
+    assert!(snapshot.is_none());
+    let (caller, snapshot) = s
+        .token_and_snapshot(&unknown_token.hash(), &id, now)
+        .await
+        .unwrap();
+    assert!(caller.is_none());
+    assert_eq!(snapshot.unwrap().mission(), alone.mission());
+
+    // A revoked token, then a token of a revoked principal, resolve to no
+    // one; the mission is read all the same.
+    s.revoke_api_token(
+        &rec.id,
+        &Revocation {
+            kind: RevocationKind::Token,
+            target: rec.id.to_string(),
+            reason: "rotated".into(),
+            revoked_by: "bob".parse().unwrap(),
+            at: T0.plus(3),
+        },
+    )
+    .await
+    .unwrap();
+    let (caller, snapshot) = s.token_and_snapshot(&tok.hash(), &id, now).await.unwrap();
+    assert!(caller.is_none());
+    assert!(snapshot.is_some());
+    let tok2 = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    let rec2 = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        ..rec
+    };
+    s.create_api_token(&rec2, &tok2.hash()).await.unwrap();
+    assert!(
+        s.token_and_snapshot(&tok2.hash(), &id, now)
+            .await
+            .unwrap()
+            .0
+            .is_some()
+    );
+    db.exec(
+        "UPDATE principals SET revoked_at = 4 WHERE name = $1",
+        &["bob"],
+    )
+    .await;
+    assert!(
+        s.token_and_snapshot(&tok2.hash(), &id, now)
+            .await
+            .unwrap()
+            .0
+            .is_none()
+    );
 }
 
 async fn identical_escalations_join_and_the_queue_is_bounded(db: Db) {
@@ -1054,6 +1186,18 @@ async fn a_replayed_key_is_claimed_once(db: Db) {
     assert!(b.claim("k4", later).unwrap());
     assert!(!b.claim("k4", later).unwrap());
     b.commit().unwrap();
+
+    // A group opened with its claims (one exchange on PostgreSQL): the
+    // same head and the same answers; rolled back, none is kept.
+    let (opened, taken) = b
+        .begin_claiming(&[("k1", later), ("k7", later), ("k2", later)])
+        .unwrap();
+    assert_eq!(opened, s.audit_head().await.unwrap());
+    assert_eq!(taken, [false, true, false]);
+    b.rollback();
+    let (_, taken) = a.begin_claiming(&[("k7", later)]).unwrap();
+    assert_eq!(taken, [true]);
+    a.rollback();
 
     // Many at once (a group's claims): the same answers, in order, and a
     // replay among fresh keys does not spoil them.

@@ -12,7 +12,7 @@ use mandate_enforce::{Call, Permit, Who, denial};
 use mandate_store::MissionSnapshot;
 use tracing::Instrument as _;
 
-use super::extract::{ApiJson, Presented, PresentedToken, check_presented};
+use super::extract::{ApiJson, Presented, PresentedToken, check_presented_with};
 use super::free_text;
 use super::openapi::{Always, JsonBody, Unauthorized};
 use crate::metrics::{Door, Stage};
@@ -50,20 +50,15 @@ async fn decide_inner(
     req: &DecideRequest,
 ) -> Result<DecideResponse, Problem> {
     // 1. The credential: signature and issuer, then the mission's state,
-    //    then time; checked beside the API token's read (on PostgreSQL
-    //    each is a round trip to the database, ADR 0033). Neither is acted
-    //    on before the token resolves to a principal, and the credential's
-    //    check writes nothing.
-    let verify = async {
-        let at = Instant::now();
-        let presented = check_presented(s, &req.credential)
-            .instrument(tracing::debug_span!("verify"))
-            .await;
-        (presented, at.elapsed())
-    };
-    let (caller, (presented, took)) = tokio::join!(token.resolve(s), verify);
-    let caller = caller?;
-    s.0.metrics.stage(Door::Decide, Stage::Verify, took);
+    //    then time, with the mission read beside the API token (one round
+    //    trip on PostgreSQL, ADR 0033). Nothing is acted on before the
+    //    token resolves to a principal, and the credential's check writes
+    //    nothing.
+    let at = Instant::now();
+    let (caller, presented) = check_presented_with(s, token, &req.credential)
+        .instrument(tracing::debug_span!("verify"))
+        .await?;
+    s.0.metrics.stage(Door::Decide, Stage::Verify, at.elapsed());
     // INVARIANT: the decision is durable in the audit log before anyone
     // sees it; if it cannot be recorded, no decision is given.
     let mut extra = serde_json::Map::new();
@@ -80,7 +75,7 @@ async fn decide_inner(
         required_trust,
     } = req;
     let justification = free_text("justification", justification.clone(), 1_000)?;
-    let (claims, mission) = match presented? {
+    let (claims, mission) = match presented {
         Presented::Valid { claims, mission } => (claims, *mission),
         Presented::Refused { error, claims } => {
             let resp = denial(error.code(), error.to_string(), None);
