@@ -232,20 +232,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
     /// What a call authenticated by an API token about a mission reads
     /// first, read together: the token's principal (as
-    /// [`Self::principal_by_token`]) and the mission's snapshot (as
-    /// [`Self::mission_snapshot`]). One round trip where the store is
-    /// across a network; neither read depends on the other, and the caller
-    /// acts on the snapshot only once the token resolved to a principal.
+    /// [`Self::principal_by_token`]) and, only if the token is live, the
+    /// mission's snapshot (as [`Self::mission_snapshot`]). One round trip
+    /// where the store is across a network. For a token that is not live,
+    /// `(None, None)`, whatever the mission's row holds: nothing of it is
+    /// looked at.
     async fn token_and_snapshot(
         &self,
         hash: &TokenHash,
         id: &MissionId,
         now: UnixTime,
     ) -> Result<(Option<(Principal, ApiTokenId)>, Option<MissionSnapshot>), StoreError> {
-        Ok((
-            self.principal_by_token(hash).await?,
-            self.mission_snapshot(id, now).await?,
-        ))
+        let Some(caller) = self.principal_by_token(hash).await? else {
+            return Ok((None, None));
+        };
+        Ok((Some(caller), self.mission_snapshot(id, now).await?))
     }
     /// Allowed requests counted against a mission's budget so far.
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError>;

@@ -81,33 +81,29 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, StoreError> {
     })
 }
 
-/// How the audit connection reaches the database: what the store's pool
-/// connects with (host or socket, port, user, database, options, TLS
-/// mode), and the password the database URL (or `PGPASSWORD`) gave.
+/// How the audit connection reaches the database: as the store's pool
+/// does (host or socket, port, user, password, database, options, TLS
+/// mode), from the same options.
 #[derive(Clone)]
-pub(crate) struct AuditTarget {
-    pub(crate) options: PgConnectOptions,
-    pub(crate) password: Option<String>,
-}
+pub(crate) struct AuditTarget(pub(crate) PgConnectOptions);
 
 impl std::fmt::Debug for AuditTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditTarget")
-            .field("host", &self.options.get_host())
-            .field("port", &self.options.get_port())
-            .field("password", &self.password.as_ref().map(|_| "…"))
-            .finish()
+            .field("host", &self.0.get_host())
+            .field("port", &self.0.get_port())
+            .finish_non_exhaustive()
     }
 }
 
 impl AuditTarget {
-    /// The same target as `options`, in `tokio-postgres`' terms. Without a
+    /// The same target, in `tokio-postgres`' terms. Without a
     /// TLS implementation, as the pool's: `require` and stronger modes fail
     /// to connect rather than go without.
     fn config(&self) -> tokio_postgres::Config {
         use sqlx::postgres::PgSslMode;
         use tokio_postgres::config::SslMode;
-        let o = &self.options;
+        let o = &self.0;
         let mut c = tokio_postgres::Config::new();
         match o.get_socket() {
             Some(dir) => c.host_path(dir),
@@ -130,8 +126,12 @@ impl AuditTarget {
         if let Some(options) = o.get_options() {
             c.options(options);
         }
-        if let Some(p) = &self.password {
-            c.password(p.as_str());
+        // The password the pool uses, wherever it came from (the URL,
+        // `PGPASSWORD`, a password file): sqlx has no getter for it but
+        // the URL it writes its options back to.
+        let url = sqlx::ConnectOptions::to_url_lossy(o);
+        if let Some(p) = url.password() {
+            c.password(percent_encoding::percent_decode_str(p).collect::<Vec<u8>>());
         }
         c
     }
@@ -171,33 +171,56 @@ impl crate::rows::Columns for tokio_postgres::Row {
     }
 }
 
-/// Awaits `calls` together, each polled first in the order given.
+/// Awaits `calls` together, each polled first in the order given, and
+/// answers every result, or the first error in that order.
 /// `tokio-postgres` sends a request when its future is first polled, so
 /// the requests go out in this order, one after another, before any
 /// answer is awaited (a pipeline: the server runs them in turn, and the
-/// group waits for one round trip instead of one per statement).
-async fn pipelined<'a, T>(
-    mut calls: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>>,
-) -> Vec<T> {
-    let mut done: Vec<Option<T>> = calls.iter().map(|_| None).collect();
+/// batch waits for one round trip instead of one per statement).
+///
+/// INVARIANT: a call that is done on its first poll with an error was
+/// never sent (its parameters could not be encoded, or the connection is
+/// closed), and the calls after it are then dropped unsent: a `COMMIT`
+/// never follows a write that did not reach the server, nor a count a
+/// `BEGIN` that did not. The calls sent before it are still awaited.
+async fn pipelined<T, E>(mut calls: Vec<Boxed<'_, T, E>>) -> Result<Vec<T>, E> {
+    use std::task::Poll;
+    let mut done: Vec<Option<Result<T, E>>> = calls.iter().map(|_| None).collect();
+    let mut sent = 0;
+    let mut stopped = false;
     std::future::poll_fn(|cx| {
         let mut waiting = false;
-        for (call, slot) in calls.iter_mut().zip(done.iter_mut()) {
-            if slot.is_none() {
-                match call.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => waiting = true,
+        for (i, (call, slot)) in calls.iter_mut().zip(done.iter_mut()).enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let first = i >= sent;
+            if first {
+                if stopped {
+                    break;
                 }
+                sent = i + 1;
+            }
+            match call.as_mut().poll(cx) {
+                Poll::Ready(v) => {
+                    stopped |= first && v.is_err();
+                    *slot = Some(v);
+                }
+                Poll::Pending => waiting = true,
             }
         }
         if waiting {
-            std::task::Poll::Pending
+            Poll::Pending
         } else {
-            std::task::Poll::Ready(())
+            Poll::Ready(())
         }
     })
     .await;
-    done.into_iter().flatten().collect()
+    let mut out = Vec::with_capacity(done.len());
+    for v in done.into_iter().flatten() {
+        out.push(v?);
+    }
+    Ok(out)
 }
 
 /// The PostgreSQL [`AuditSink`]: its connection, and what the open group
@@ -617,15 +640,11 @@ async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreErro
                     &[]
                 };
                 Box::pin(client.prepare_typed(t, types))
-                    as std::pin::Pin<
-                        Box<dyn Future<Output = Result<Statement, tokio_postgres::Error>> + Send>,
-                    >
+                    as Boxed<'_, Statement, tokio_postgres::Error>
             })
             .collect(),
     )
     .await
-    .into_iter()
-    .collect::<Result<Vec<Statement>, _>>()
     .map_err(db)?
     .into_iter();
     let mut next = || {
@@ -651,8 +670,9 @@ async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreErro
     Ok((client, st))
 }
 
-/// A boxed call for [`pipelined`].
-type Call<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+/// A call for [`pipelined`].
+type Boxed<'a, T, E> = std::pin::Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
+type Call<'a, T> = Boxed<'a, T, StoreError>;
 
 /// A statement's parameter, owned by its call.
 type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
@@ -697,11 +717,6 @@ impl Answer {
             _ => Err(StoreError::Backend("a statement answered no rows".into())),
         }
     }
-}
-
-/// The first error of `answers`, else every answer.
-fn all(answers: Vec<Result<Answer, StoreError>>) -> Result<Vec<Answer>, StoreError> {
-    answers.into_iter().collect()
 }
 
 fn head_of(rows: &[tokio_postgres::Row]) -> Result<ChainHead, StoreError> {
@@ -835,7 +850,7 @@ impl Worker {
             }
             _ => {}
         }
-        let mut answers = all(pipelined(calls).await)?.into_iter();
+        let mut answers = pipelined(calls).await?.into_iter();
         let mut answer = || {
             answers
                 .next()
@@ -994,7 +1009,8 @@ impl Worker {
                 )
             })
             .collect();
-        let counted = all(pipelined(calls).await)?
+        let counted = pipelined(calls)
+            .await?
             .into_iter()
             .map(Answer::rows)
             .collect::<Result<Vec<_>, _>>()?;
@@ -1053,7 +1069,9 @@ impl Worker {
     /// Writes what is pending and commits, sent together: one exchange.
     /// A failed write aborts the transaction, and PostgreSQL answers the
     /// `COMMIT` after it by rolling back: the write's error fails the
-    /// commit.
+    /// commit. With nothing to write, a `SELECT 1` goes before the
+    /// `COMMIT` for the same reason: it fails in a transaction that a
+    /// statement this sink did not see fail has aborted.
     async fn write_and_commit(&mut self, pending: &Pending) -> Result<(), StoreError> {
         match self.tx {
             TxState::None => {
@@ -1080,11 +1098,18 @@ impl Worker {
         };
         // `synchronous_commit` is at least `on` (see `connect`): durable
         // on return.
+        let first = written.unwrap_or_else(|| batch(&self.client, "SELECT 1".to_owned()));
         let commit = batch(&self.client, "COMMIT".to_owned());
-        let answers = pipelined(written.into_iter().chain([commit]).collect()).await;
+        let done = pipelined(vec![first, commit]).await;
         self.next = None;
         self.tx = TxState::None;
-        all(answers).map(|_| ())
+        if done.is_err() {
+            // Whatever is left of the transaction (the `COMMIT` may not
+            // have been sent) is undone; after a `COMMIT` that rolled
+            // back, this is a no-op.
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        done.map(|_| ())
     }
 
     async fn rollback(&mut self) {
@@ -1244,4 +1269,97 @@ fn count_rounds(asks: &[CountAsk]) -> Vec<Vec<usize>> {
         *r += 1;
     }
     rounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("MANDATE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// The audit connection reaches the database as the pool does: its
+    /// password (percent-encoded in the URL), user, database, TLS mode
+    /// and options, from URLs that `tokio-postgres` itself would refuse.
+    #[test]
+    fn the_audit_connection_is_configured_as_the_pool_is() {
+        use tokio_postgres::config::{Host, SslMode};
+        let options: PgConnectOptions =
+            "postgres://mandate:p%40ss%2Fw0rd@db.internal:6543/mandate?sslmode=allow&statement-cache-capacity=10"
+                .parse()
+                .unwrap();
+        let c = AuditTarget(options.options([("search_path", "tenant_a")])).config();
+        assert_eq!(c.get_password(), Some(&b"p@ss/w0rd"[..]));
+        assert_eq!(c.get_user(), Some("mandate"));
+        assert_eq!(c.get_dbname(), Some("mandate"));
+        assert_eq!(c.get_hosts(), [Host::Tcp("db.internal".into())]);
+        assert_eq!(c.get_ports(), [6543]);
+        assert_eq!(c.get_ssl_mode(), SslMode::Prefer);
+        assert!(c.get_options().unwrap().contains("search_path=tenant_a"));
+        let strict: PgConnectOptions = "postgres://u@h/d?sslmode=verify-full".parse().unwrap();
+        assert_eq!(
+            AuditTarget(strict).config().get_ssl_mode(),
+            SslMode::Require
+        );
+        let socket: PgConnectOptions = "postgres://u@%2Frun%2Fpostgresql/d".parse().unwrap();
+        assert!(matches!(
+            AuditTarget(socket).config().get_hosts(),
+            [Host::Unix(p)] if p.as_os_str() == "/run/postgresql"
+        ));
+    }
+
+    /// A call that fails before it is sent (here: a parameter missing) stops
+    /// the batch there: the `COMMIT` queued after it is never sent, so
+    /// what the transaction did before it is not kept.
+    #[tokio::test]
+    async fn a_call_that_cannot_be_sent_stops_the_pipeline_before_the_commit() {
+        let target = AuditTarget(url().parse().unwrap());
+        let (client, connection) = target.config().connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TEMP TABLE pipeline_probe (n bigint)")
+            .await
+            .unwrap();
+        let insert = client
+            .prepare("INSERT INTO pipeline_probe VALUES ($1)")
+            .await
+            .unwrap();
+        let done = pipelined(vec![
+            batch(&client, "BEGIN".into()),
+            exec(&client, &insert, vec![param(1_i64)]),
+            exec(&client, &insert, Vec::new()),
+            batch(&client, "COMMIT".into()),
+        ])
+        .await;
+        let Err(e) = done else {
+            panic!("the batch succeeded")
+        };
+        assert!(e.to_string().contains("parameters"), "{e}");
+        client.batch_execute("ROLLBACK").await.unwrap();
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM pipeline_probe", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "the insert before the failed call was committed");
+
+        // Sent and answered in order: every answer, the same batch whole.
+        let done = pipelined(vec![
+            batch(&client, "BEGIN".into()),
+            exec(&client, &insert, vec![param(1_i64)]),
+            exec(&client, &insert, vec![param(2_i64)]),
+            batch(&client, "COMMIT".into()),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(done.len(), 4);
+        let n: i64 = client
+            .query_one("SELECT sum(n)::bigint FROM pipeline_probe", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 3);
+    }
 }

@@ -97,11 +97,8 @@ fn lock_key(name: &str, schema: Option<&str>) -> i64 {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// For the audit sink's own connection, and the outbox's.
+    /// For the audit sink's own connection.
     options: PgConnectOptions,
-    /// The password the URL gave (or `PGPASSWORD`), for the audit sink's
-    /// connection, which is not sqlx's (ADR 0033).
-    password: Option<String>,
     /// Key of the writers' advisory lock (see [`WRITER_LOCK`]).
     writer_lock: i64,
     /// Key of the outbox deliverer's session lock, and the connection that
@@ -112,19 +109,6 @@ pub struct PostgresStore {
     /// When [`Store::claim`] next deletes expired claims.
     claim_sweep: Arc<std::sync::Mutex<ClaimSweep>>,
     changes: Arc<Changes>,
-}
-
-/// The password in a database URL, else `PGPASSWORD`'s, as the pool
-/// takes them (the pool also reads a password file, which the audit
-/// connection does not).
-fn url_password(url: &str) -> Option<String> {
-    url.parse::<tokio_postgres::Config>()
-        .ok()
-        .and_then(|c| {
-            c.get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-        })
-        .or_else(|| std::env::var("PGPASSWORD").ok())
 }
 
 /// Written by hand: the connect options hold the database password.
@@ -165,7 +149,7 @@ impl PostgresStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("invalid database URL: {e}")))?;
-        Self::start(options, url_password(url), None).await
+        Self::start(options, None).await
     }
 
     /// As [`Self::connect`], with every table in `schema` (created if
@@ -201,19 +185,10 @@ impl PostgresStore {
             Err(e) if is_unique_violation(&e) => {}
             Err(e) => return Err(e.into()),
         }
-        Self::start(
-            options.options([("search_path", schema)]),
-            url_password(url),
-            Some(schema),
-        )
-        .await
+        Self::start(options.options([("search_path", schema)]), Some(schema)).await
     }
 
-    async fn start(
-        options: PgConnectOptions,
-        password: Option<String>,
-        schema: Option<&str>,
-    ) -> Result<Self, StoreError> {
+    async fn start(options: PgConnectOptions, schema: Option<&str>) -> Result<Self, StoreError> {
         // Migrations on a connection of their own, closed afterwards: the
         // migrator's session lock cannot outlive a failed run on a
         // connection the store goes on using.
@@ -298,7 +273,6 @@ impl PostgresStore {
         Ok(Self {
             pool,
             options,
-            password,
             writer_lock: lock_key(WRITER_LOCK, schema),
             outbox_lock: lock_key(OUTBOX_LOCK, schema),
             outbox: Arc::default(),
@@ -1359,18 +1333,19 @@ impl Store for PostgresStore {
         .bind(hash.as_str())
         .fetch_one(&self.pool)
         .await?;
-        let caller = match r.opt_text("caller_token_id")? {
-            None => None,
-            Some(token) => Some((
-                principal_from_row(&Prefixed(&r, "caller_"))?,
-                ApiTokenId::try_from(token).map_err(|e| corrupt("token id", e))?,
-            )),
+        // A token that is not live answers nothing of the mission.
+        let Some(token) = r.opt_text("caller_token_id")? else {
+            return Ok((None, None));
         };
+        let caller = (
+            principal_from_row(&Prefixed(&r, "caller_"))?,
+            ApiTokenId::try_from(token).map_err(|e| corrupt("token id", e))?,
+        );
         let snapshot = match r.opt_text("id")? {
             None => None,
             Some(_) => Some(snapshot_from_row(&r, id, &self.checked)?),
         };
-        Ok((caller, snapshot))
+        Ok((Some(caller), snapshot))
     }
 
     async fn budget_used(&self, id: &MissionId) -> Result<u64, StoreError> {
@@ -1844,10 +1819,7 @@ impl Store for PostgresStore {
 
     fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
         Ok(Box::new(PgAuditSink::open(
-            AuditTarget {
-                options: self.options.clone(),
-                password: self.password.clone(),
-            },
+            AuditTarget(self.options.clone()),
             self.writer_lock,
         )?))
     }

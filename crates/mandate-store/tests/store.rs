@@ -851,15 +851,17 @@ async fn an_api_token_and_a_mission_are_read_together(db: Db) {
         .unwrap();
     assert!(caller.is_some());
     assert!(snapshot.is_none());
+    // A token that is not live answers nothing of the mission, even a
+    // mission whose row no longer reads.
     let (caller, snapshot) = s
         .token_and_snapshot(&unknown_token.hash(), &id, now)
         .await
         .unwrap();
     assert!(caller.is_none());
-    assert_eq!(snapshot.unwrap().mission(), alone.mission());
+    assert!(snapshot.is_none());
 
     // A revoked token, then a token of a revoked principal, resolve to no
-    // one; the mission is read all the same.
+    // one, and nothing of the mission comes back.
     s.revoke_api_token(
         &rec.id,
         &Revocation {
@@ -874,7 +876,7 @@ async fn an_api_token_and_a_mission_are_read_together(db: Db) {
     .unwrap();
     let (caller, snapshot) = s.token_and_snapshot(&tok.hash(), &id, now).await.unwrap();
     assert!(caller.is_none());
-    assert!(snapshot.is_some());
+    assert!(snapshot.is_none());
     let tok2 = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
     let rec2 = ApiToken {
         id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
@@ -900,6 +902,26 @@ async fn an_api_token_and_a_mission_are_read_together(db: Db) {
             .0
             .is_none()
     );
+    // The mission's row edited behind the store: a live token's read
+    // fails (the body no longer matches its hash); a token that is not
+    // live still answers only that it is not.
+    db.exec(
+        "UPDATE missions SET body = replace(body, 'reconcile invoices', 'wire all the money')",
+        &[],
+    )
+    .await;
+    let (caller, snapshot) = s.token_and_snapshot(&tok2.hash(), &id, now).await.unwrap();
+    assert!(caller.is_none() && snapshot.is_none());
+    let tok3 = SecretToken::generate(TokenKind::Api, &OsRandom).unwrap();
+    let rec3 = ApiToken {
+        id: mandate_core::ApiTokenId::generate(&OsRandom).unwrap(),
+        principal: "alice".parse().unwrap(),
+        label: "laptop".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    s.create_api_token(&rec3, &tok3.hash()).await.unwrap();
+    assert!(s.token_and_snapshot(&tok3.hash(), &id, now).await.is_err());
 }
 
 async fn identical_escalations_join_and_the_queue_is_bounded(db: Db) {
