@@ -129,7 +129,11 @@ impl AuditTarget {
         // The password the pool uses, wherever it came from (the URL,
         // `PGPASSWORD`, a password file): sqlx has no getter for it but
         // the URL it writes its options back to.
-        let url = sqlx::ConnectOptions::to_url_lossy(o);
+        // Written from a copy with a plain host and user: sqlx writes the
+        // URL without encoding them, and panics on a host that is a
+        // socket's directory (`PGHOST=/run/postgresql`, a URL without a
+        // host). The password was resolved when the options were made.
+        let url = sqlx::ConnectOptions::to_url_lossy(&o.clone().host("h").username("u"));
         if let Some(p) = url.password() {
             c.password(percent_encoding::percent_decode_str(p).collect::<Vec<u8>>());
         }
@@ -1303,6 +1307,27 @@ mod tests {
             AuditTarget(strict).config().get_ssl_mode(),
             SslMode::Require
         );
+        // A socket's directory as the host (as `PGHOST` or sqlx's default
+        // for a URL without one gives it), and a user with a colon.
+        let c = AuditTarget(
+            PgConnectOptions::new_without_pgpass()
+                .host("/run/postgresql")
+                .username("svc:mandate")
+                .password("p@ss"),
+        )
+        .config();
+        assert_eq!(c.get_password(), Some(&b"p@ss"[..]));
+        assert_eq!(c.get_user(), Some("svc:mandate"));
+        assert!(matches!(c.get_hosts(), [Host::Unix(p)] if p.as_os_str() == "/run/postgresql"));
+        let c = AuditTarget(
+            PgConnectOptions::new_without_pgpass()
+                .host("/run/postgresql")
+                .username("svc:mandate"),
+        )
+        .config();
+        if std::env::var_os("PGPASSWORD").is_none() {
+            assert_eq!(c.get_password(), None);
+        }
         let socket: PgConnectOptions = "postgres://u@%2Frun%2Fpostgresql/d".parse().unwrap();
         assert!(matches!(
             AuditTarget(socket).config().get_hosts(),

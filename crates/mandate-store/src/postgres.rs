@@ -1318,7 +1318,8 @@ impl Store for PostgresStore {
     ) -> Result<(Option<(Principal, ApiTokenId)>, Option<MissionSnapshot>), StoreError> {
         // Both reads in one statement and one row: the token's principal
         // (its columns prefixed, as `principal_by_token` reads them) beside
-        // the mission's snapshot, each side NULL where nothing matches.
+        // the mission's snapshot, each side NULL where nothing matches; the
+        // mission is joined only to a live token.
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT p.name AS caller_name, p.role AS caller_role, \
                p.created_at AS caller_created_at, p.revoked_at AS caller_revoked_at, \
@@ -1326,7 +1327,7 @@ impl Store for PostgresStore {
              FROM (SELECT 1) one \
              LEFT JOIN (api_tokens t JOIN principals p ON p.name = t.principal) \
                ON t.hash = $3 AND t.revoked_at IS NULL AND p.revoked_at IS NULL \
-             LEFT JOIN missions m ON m.id = $1 {SNAPSHOT_JOIN}"
+             LEFT JOIN missions m ON m.id = $1 AND t.id IS NOT NULL {SNAPSHOT_JOIN}"
         )))
         .bind(id.as_str())
         .bind(secs(now))

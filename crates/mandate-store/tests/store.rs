@@ -851,8 +851,8 @@ async fn an_api_token_and_a_mission_are_read_together(db: Db) {
         .unwrap();
     assert!(caller.is_some());
     assert!(snapshot.is_none());
-    // A token that is not live answers nothing of the mission, even a
-    // mission whose row no longer reads.
+    // A token that is not live answers nothing of the mission (below, not
+    // even for a mission whose row no longer reads).
     let (caller, snapshot) = s
         .token_and_snapshot(&unknown_token.hash(), &id, now)
         .await
