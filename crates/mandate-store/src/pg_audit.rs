@@ -824,17 +824,7 @@ impl Worker {
             First::Count(asks) if !one_by_one => {
                 rounds = count_rounds(asks);
                 for round in &rounds {
-                    let ids: Vec<String> = round
-                        .iter()
-                        .map(|&i| asks[i].mission.as_str().to_owned())
-                        .collect();
-                    let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
-                    let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
-                    calls.push(rows(
-                        c,
-                        &self.st.count_round,
-                        vec![param(ids), param(budgets), param(nows)],
-                    ));
+                    calls.push(count_round(c, &self.st.count_round, asks, round));
                 }
             }
             First::Claim(claims) => {
@@ -999,19 +989,7 @@ impl Worker {
         let c = &self.client;
         let calls: Vec<Call<'_, Answer>> = rounds
             .iter()
-            .map(|round| {
-                let ids: Vec<String> = round
-                    .iter()
-                    .map(|&i| asks[i].mission.as_str().to_owned())
-                    .collect();
-                let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
-                let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
-                rows(
-                    c,
-                    &self.st.count_round,
-                    vec![param(ids), param(budgets), param(nows)],
-                )
-            })
+            .map(|round| count_round(c, &self.st.count_round, asks, round))
             .collect();
         let counted = pipelined(calls)
             .await?
@@ -1255,6 +1233,22 @@ fn write_params(
             (Write::Sealed, params)
         }
     }))
+}
+
+/// The [`COUNT_ROUND`] statement of one round of `asks`.
+fn count_round<'a>(
+    c: &'a Client,
+    st: &'a Statement,
+    asks: &[CountAsk],
+    round: &[usize],
+) -> Call<'a, Answer> {
+    let ids: Vec<String> = round
+        .iter()
+        .map(|&i| asks[i].mission.as_str().to_owned())
+        .collect();
+    let budgets: Vec<i64> = round.iter().map(|&i| int(asks[i].budget)).collect();
+    let nows: Vec<i64> = round.iter().map(|&i| secs(asks[i].now)).collect();
+    rows(c, st, vec![param(ids), param(budgets), param(nows)])
 }
 
 /// `asks` in rounds of one statement each: the first ask of each mission,
