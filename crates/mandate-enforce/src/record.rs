@@ -617,10 +617,12 @@ impl Writer {
         let now = self.clock.now();
         let (keys, slots) = claim_keys(&group);
         let opened = if keys.is_empty() {
-            let asks = asks_of(&group, &vec![true; group.len()], now);
+            // Nothing to claim: every entry goes on.
+            let fresh = vec![true; group.len()];
+            let asks = asks_of(&group, &fresh, now);
             self.sink
                 .begin_counting(&asks)
-                .map(|(h, counted)| (h, vec![true; group.len()], Some((asks.len(), counted))))
+                .map(|(h, counted)| (h, fresh, Some((asks.len(), counted))))
         } else {
             self.sink
                 .begin_claiming(&keys)

@@ -370,8 +370,9 @@ pub(crate) fn require_admin(p: &Principal) -> Result<(), Problem> {
 
 /// An API token as presented (`Authorization: Bearer mdt_…`), its form
 /// checked but not yet looked up. A handler with a read of its own to make
-/// makes it beside the token's ([`Self::resolve`]) and acts on neither
-/// before the token resolves to a principal.
+/// makes it with the token's ([`check_presented_with`]) and acts on
+/// nothing before the token resolves to a principal ([`Self::resolve`]
+/// alone otherwise).
 pub(crate) struct PresentedToken(SecretToken);
 
 impl FromRequestParts<AppState> for PresentedToken {
