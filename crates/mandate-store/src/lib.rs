@@ -9,6 +9,7 @@ mod error;
 mod memory;
 mod model;
 mod pg_audit;
+mod pg_reads;
 mod postgres;
 mod rows;
 mod sqlite;

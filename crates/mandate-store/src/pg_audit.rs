@@ -1,6 +1,6 @@
 //! The audit writer's connection on PostgreSQL.
 //!
-//! [`AuditSink`] is synchronous. The sink owns one `PgConnection` and a
+//! [`AuditSink`] is synchronous. The sink owns one `tokio-postgres` connection and a
 //! current-thread runtime of its own, and each call drives the connection
 //! on the thread that makes it: the audit writer's commit runs inside
 //! `tokio::task::block_in_place` under a [`blocking_section`], so a
@@ -100,7 +100,7 @@ impl AuditTarget {
     /// The same target, in `tokio-postgres`' terms. Without a
     /// TLS implementation, as the pool's: `require` and stronger modes fail
     /// to connect rather than go without.
-    fn config(&self) -> tokio_postgres::Config {
+    pub(crate) fn config(&self, application: &str) -> tokio_postgres::Config {
         use sqlx::postgres::PgSslMode;
         use tokio_postgres::config::SslMode;
         let o = &self.0;
@@ -111,7 +111,7 @@ impl AuditTarget {
         };
         c.port(o.get_port())
             .user(o.get_username())
-            .application_name("mandate-audit")
+            .application_name(application)
             .ssl_mode(match o.get_ssl_mode() {
                 PgSslMode::Disable => SslMode::Disable,
                 PgSslMode::Allow | PgSslMode::Prefer => SslMode::Prefer,
@@ -142,7 +142,7 @@ impl AuditTarget {
 }
 
 /// A `tokio-postgres` error as the store's, with the server's message.
-fn db(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(d) => StoreError::Backend(format!(
             "{}: {} ({})",
@@ -597,7 +597,11 @@ struct Statements {
 /// task is spawned on the runtime this runs on, and lives until the
 /// client is dropped.
 async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreError> {
-    let (client, connection) = target.config().connect(NoTls).await.map_err(db)?;
+    let (client, connection) = target
+        .config("mandate-audit")
+        .connect(NoTls)
+        .await
+        .map_err(db)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "the audit connection closed");
@@ -1288,7 +1292,7 @@ mod tests {
             "postgres://mandate:p%40ss%2Fw0rd@db.internal:6543/mandate?sslmode=allow&statement-cache-capacity=10"
                 .parse()
                 .unwrap();
-        let c = AuditTarget(options.options([("search_path", "tenant_a")])).config();
+        let c = AuditTarget(options.options([("search_path", "tenant_a")])).config("mandate-audit");
         assert_eq!(c.get_password(), Some(&b"p@ss/w0rd"[..]));
         assert_eq!(c.get_user(), Some("mandate"));
         assert_eq!(c.get_dbname(), Some("mandate"));
@@ -1298,7 +1302,7 @@ mod tests {
         assert!(c.get_options().unwrap().contains("search_path=tenant_a"));
         let strict: PgConnectOptions = "postgres://u@h/d?sslmode=verify-full".parse().unwrap();
         assert_eq!(
-            AuditTarget(strict).config().get_ssl_mode(),
+            AuditTarget(strict).config("mandate-audit").get_ssl_mode(),
             SslMode::Require
         );
         // A socket's directory as the host (as `PGHOST` or sqlx's default
@@ -1309,7 +1313,7 @@ mod tests {
                 .username("svc:mandate")
                 .password("p@ss"),
         )
-        .config();
+        .config("mandate-audit");
         assert_eq!(c.get_password(), Some(&b"p@ss"[..]));
         assert_eq!(c.get_user(), Some("svc:mandate"));
         assert!(matches!(c.get_hosts(), [Host::Unix(p)] if p.as_os_str() == "/run/postgresql"));
@@ -1318,13 +1322,13 @@ mod tests {
                 .host("/run/postgresql")
                 .username("svc:mandate"),
         )
-        .config();
+        .config("mandate-audit");
         if std::env::var_os("PGPASSWORD").is_none() {
             assert_eq!(c.get_password(), None);
         }
         let socket: PgConnectOptions = "postgres://u@%2Frun%2Fpostgresql/d".parse().unwrap();
         assert!(matches!(
-            AuditTarget(socket).config().get_hosts(),
+            AuditTarget(socket).config("mandate-audit").get_hosts(),
             [Host::Unix(p)] if p.as_os_str() == "/run/postgresql"
         ));
     }
@@ -1335,7 +1339,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_that_cannot_be_sent_stops_the_pipeline_before_the_commit() {
         let target = AuditTarget(url().parse().unwrap());
-        let (client, connection) = target.config().connect(NoTls).await.unwrap();
+        let (client, connection) = target.config("mandate-audit").connect(NoTls).await.unwrap();
         tokio::spawn(connection);
         client
             .batch_execute("CREATE TEMP TABLE pipeline_probe (n bigint)")

@@ -38,6 +38,7 @@ use crate::model::{
     Revocation, RevocationKind, RevocationSummary, VaultRecord, WebhookDelivery,
 };
 use crate::pg_audit::{AuditTarget, PgAuditSink};
+use crate::pg_reads::{ReadStatements, Reads};
 use crate::rows::{
     Bind, CLAIM, CheckedBodies, ClaimSweep, Columns, Prefixed, SWEEP_CLAIMS, agent_from_row,
     approval_from_row, audit_find_sql, audit_from_row, audit_mismatch_sql, audit_query_sql,
@@ -109,6 +110,8 @@ pub struct PostgresStore {
     /// When [`Store::claim`] next deletes expired claims.
     claim_sweep: Arc<std::sync::Mutex<ClaimSweep>>,
     changes: Arc<Changes>,
+    /// The decision path's reads, on connections of their own.
+    reads: Arc<Reads>,
 }
 
 /// Written by hand: the connect options hold the database password.
@@ -270,6 +273,16 @@ impl PostgresStore {
             StoreError::Backend("the PostgreSQL store needs a Tokio runtime".into())
         })?;
         let task = runtime.spawn(relay.run(listener));
+        // Named with the schema, so an operator (and a test) can tell one
+        // deployment's read connections from another's on a shared server.
+        let reads = Arc::new(Reads::new(
+            AuditTarget(options.clone()),
+            match schema {
+                Some(s) => format!("mandate-reads {s}"),
+                None => "mandate-reads".to_owned(),
+            },
+            read_statements(),
+        ));
         Ok(Self {
             pool,
             options,
@@ -278,6 +291,7 @@ impl PostgresStore {
             outbox: Arc::default(),
             checked: Arc::default(),
             claim_sweep: Arc::default(),
+            reads,
             changes: Arc::new(Changes {
                 channel,
                 origin,
@@ -483,17 +497,40 @@ const SNAPSHOT_JOIN: &str = "LEFT JOIN LATERAL ( \
          AND (expires_at IS NULL OR expires_at > $2) \
          AND (max_uses IS NULL OR uses < max_uses)) g ON true";
 
+/// The decision path's two reads ([`crate::pg_reads`]): a mission's
+/// snapshot (`$1` its id, `$2` now), and the same beside an API token's
+/// principal (`$3` the token's hash), in one row, each side `NULL` where
+/// nothing matches; the mission is joined only to a live token. The
+/// token's columns are prefixed, as `principal_by_token` reads them.
+fn read_statements() -> ReadStatements {
+    ReadStatements {
+        snapshot: format!(
+            "SELECT m.*, {SNAPSHOT_GRANTS} FROM missions m {SNAPSHOT_JOIN} WHERE m.id = $1"
+        ),
+        token_and_snapshot: format!(
+            "SELECT p.name AS caller_name, p.role AS caller_role, \
+               p.created_at AS caller_created_at, p.revoked_at AS caller_revoked_at, \
+               t.id AS caller_token_id, m.*, {SNAPSHOT_GRANTS} \
+             FROM (SELECT 1) one \
+             LEFT JOIN (api_tokens t JOIN principals p ON p.name = t.principal) \
+               ON t.hash = $3 AND t.revoked_at IS NULL AND p.revoked_at IS NULL \
+             LEFT JOIN missions m ON m.id = $1 AND t.id IS NOT NULL {SNAPSHOT_JOIN}"
+        ),
+    }
+}
+
 /// A mission's snapshot from a row holding the mission's columns and
 /// [`SNAPSHOT_GRANTS`].
 fn snapshot_from_row(
-    r: &PgRow,
+    r: &tokio_postgres::Row,
     id: &MissionId,
     checked: &CheckedBodies,
 ) -> Result<MissionSnapshot, StoreError> {
     let mission = mission_from_row_with(r, Some(checked))?;
     let budget_used = u64::try_from(r.int("requests_used")?).unwrap_or(0);
     let column = |name: &str| -> Result<Vec<Option<String>>, StoreError> {
-        Ok(r.try_get::<Option<Vec<Option<String>>>, _>(name)?
+        Ok(r.try_get::<_, Option<Vec<Option<String>>>>(name)
+            .map_err(crate::pg_audit::db)?
             .unwrap_or_default())
     };
     let ids = column("grant_ids")?;
@@ -1296,15 +1333,9 @@ impl Store for PostgresStore {
         id: &MissionId,
         now: UnixTime,
     ) -> Result<Option<MissionSnapshot>, StoreError> {
-        // One statement for what three point reads give elsewhere.
-        let Some(r) = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT m.*, {SNAPSHOT_GRANTS} FROM missions m {SNAPSHOT_JOIN} WHERE m.id = $1"
-        )))
-        .bind(id.as_str())
-        .bind(secs(now))
-        .fetch_optional(&self.pool)
-        .await?
-        else {
+        // One statement for what three point reads give elsewhere, on the
+        // shared read connections (`pg_reads`).
+        let Some(r) = self.reads.snapshot(id.as_str(), secs(now)).await? else {
             return Ok(None);
         };
         snapshot_from_row(&r, id, &self.checked).map(Some)
@@ -1316,24 +1347,11 @@ impl Store for PostgresStore {
         id: &MissionId,
         now: UnixTime,
     ) -> Result<(Option<(Principal, ApiTokenId)>, Option<MissionSnapshot>), StoreError> {
-        // Both reads in one statement and one row: the token's principal
-        // (its columns prefixed, as `principal_by_token` reads them) beside
-        // the mission's snapshot, each side NULL where nothing matches; the
-        // mission is joined only to a live token.
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT p.name AS caller_name, p.role AS caller_role, \
-               p.created_at AS caller_created_at, p.revoked_at AS caller_revoked_at, \
-               t.id AS caller_token_id, m.*, {SNAPSHOT_GRANTS} \
-             FROM (SELECT 1) one \
-             LEFT JOIN (api_tokens t JOIN principals p ON p.name = t.principal) \
-               ON t.hash = $3 AND t.revoked_at IS NULL AND p.revoked_at IS NULL \
-             LEFT JOIN missions m ON m.id = $1 AND t.id IS NOT NULL {SNAPSHOT_JOIN}"
-        )))
-        .bind(id.as_str())
-        .bind(secs(now))
-        .bind(hash.as_str())
-        .fetch_one(&self.pool)
-        .await?;
+        // Both reads in one statement and one row ([`read_statements`]).
+        let r = self
+            .reads
+            .token_and_snapshot(id.as_str(), secs(now), hash.as_str())
+            .await?;
         // A token that is not live answers nothing of the mission.
         let Some(token) = r.opt_text("caller_token_id")? else {
             return Ok((None, None));

@@ -1513,6 +1513,58 @@ async fn postgres_a_lost_listener_says_lost_and_recovers() {
     assert_eq!(next_change(&mut on_b).await, Change::Policies);
 }
 
+/// The decision path's reads (a mission's snapshot) go to the database
+/// on every call: a revocation made on another node is seen by the next
+/// read. When their connections are cut, a read fails (it never answers
+/// "no such mission" for one that exists) and the next ones open new
+/// connections and answer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_see_revocations_at_once_and_recover_a_cut_connection() {
+    let (db, a, b) = two_nodes().await;
+    seed(a.as_ref()).await;
+    let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    a.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    let state = |s: Option<mandate_store::MissionSnapshot>| s.map(|s| s.mission().status.clone());
+    for _ in 0..4 {
+        let read = b.mission_snapshot(&id, T0.plus(2)).await.unwrap();
+        assert!(matches!(state(read), Some(MissionStatus::Active { .. })));
+    }
+    a.revoke(&Revocation {
+        kind: RevocationKind::Mission,
+        target: id.to_string(),
+        reason: "test".into(),
+        revoked_by: "bob".parse().unwrap(),
+        at: T0.plus(3),
+    })
+    .await
+    .unwrap();
+    let read = b.mission_snapshot(&id, T0.plus(4)).await.unwrap();
+    assert!(matches!(state(read), Some(MissionStatus::Ended { .. })));
+
+    let killed = db
+        .scalar(&format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'mandate-reads {}'",
+            db.schema
+        ))
+        .await;
+    assert!(killed >= 2, "both nodes' read connections ({killed})");
+    let mut failed = 0;
+    for i in 0..8 {
+        match b.mission_snapshot(&id, T0.plus(5)).await {
+            Ok(read) => assert!(matches!(state(read), Some(MissionStatus::Ended { .. }))),
+            Err(e) => {
+                assert!(i < 2, "read {i} still failing: {e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed <= 2);
+}
+
 /// SQLite has no other process to hear from.
 #[tokio::test]
 async fn sqlite_has_no_change_feed() {
