@@ -353,6 +353,27 @@ async fn a_signature_used_on_one_node_is_refused_on_another() {
         .filter(|r| r["body"]["code"] == "signature_replayed")
         .count();
     assert_eq!(replays, 1, "{audit}");
+    // The replay spent none of the mission's budget (its group counted
+    // its calls with its claims, then undid them): the next call, on
+    // node 2, is the mission's second.
+    let next = signed_get(&mut agent, &d, 1, "next").await;
+    assert_eq!(http.execute(next).await.unwrap().status(), 200);
+    let allowed = d
+        .client(2, &d.admin)
+        .audit(&format!(
+            "mission={}&decision=allow",
+            agent.mission_id().as_str()
+        ))
+        .await
+        .unwrap();
+    let mut used: Vec<u64> = allowed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["body"]["budget_used"].as_u64())
+        .collect();
+    used.sort_unstable();
+    assert_eq!(used, [1, 2], "{allowed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -624,9 +624,32 @@ impl Writer {
                 .begin_counting(&asks)
                 .map(|(h, counted)| (h, fresh, Some((asks.len(), counted))))
         } else {
+            // The allowed calls are counted in the same exchange as the
+            // claims, as if every call were fresh (none through a grant:
+            // a grant's use is counted after): those counts stand only if
+            // every call was. If one was a replay, they are undone and the
+            // fresh calls counted below.
+            let every = vec![true; group.len()];
+            let asks = asks_of(&group, &every, now);
+            let early: &[CountAsk] = if asks.iter().any(|a| a.grant.is_some()) {
+                &[]
+            } else {
+                &asks
+            };
             self.sink
-                .begin_claiming(&keys)
-                .and_then(|(h, taken)| Ok((h, claimed_of(&slots, &keys, &taken)?, None)))
+                .begin_claiming_counting(&keys, early)
+                .and_then(|(h, taken, counted)| {
+                    let claimed = claimed_of(&slots, &keys, &taken)?;
+                    let counted = match counted {
+                        Some(c) if claimed.iter().all(|&fresh| fresh) => Some((asks.len(), c)),
+                        Some(_) => {
+                            self.sink.undo_counts()?;
+                            None
+                        }
+                        None => None,
+                    };
+                    Ok((h, claimed, counted))
+                })
         };
         let (stored, claimed, counted_early) = match opened {
             Ok(o) => o,

@@ -533,6 +533,10 @@ pub struct CountAsk {
     pub now: UnixTime,
 }
 
+/// What [`AuditSink::begin_claiming_counting`] answers: the log's head,
+/// whether each claim was taken, and the counts if it made them.
+pub type ClaimsOpened = (ChainHead, Vec<bool>, Option<Vec<Allowance>>);
+
 /// The audit writer's connection. Each group of records is one
 /// transaction: [`begin`](Self::begin), then the allowed calls'
 /// [`count_all`](Self::count_all) (or [`count`](Self::count) each), each
@@ -593,6 +597,31 @@ pub trait AuditSink: Send + std::fmt::Debug {
             return Ok((head, Vec::new()));
         }
         Ok((head, self.claim_all(claims)?))
+    }
+    /// [`Self::begin_claiming`], and, where the store can send them in
+    /// the same exchange, [`Self::count_all`] of `asks` counted as if
+    /// every claim were taken, after a savepoint: `Some(counts)` then.
+    /// Those counts stand only if every call they count was fresh; if one
+    /// was not, the caller undoes them all ([`Self::undo_counts`]) and
+    /// counts the fresh calls again. `None`: nothing was counted (the
+    /// default). `asks` must not count through a grant. On an error the
+    /// caller rolls back.
+    fn begin_claiming_counting(
+        &mut self,
+        claims: &[(&str, UnixTime)],
+        asks: &[CountAsk],
+    ) -> Result<ClaimsOpened, StoreError> {
+        let _ = asks;
+        let (head, taken) = self.begin_claiming(claims)?;
+        Ok((head, taken, None))
+    }
+    /// Undoes the counts [`Self::begin_claiming_counting`] made (back to
+    /// its savepoint), keeping the group's claims. Only after it answered
+    /// `Some`.
+    fn undo_counts(&mut self) -> Result<(), StoreError> {
+        Err(StoreError::Backend(
+            "this audit sink made no counts to undo".into(),
+        ))
     }
     /// Appends one chained record inside the open transaction.
     fn append(&mut self, record: &AuditRecord) -> Result<(), StoreError>;

@@ -407,10 +407,40 @@ impl AuditSink for PgAuditSink {
         &mut self,
         claims: &[(&str, UnixTime)],
     ) -> Result<(ChainHead, Vec<bool>), StoreError> {
-        match self.open_group(First::Claim(claims))? {
-            (head, Opened::Claimed(taken)) => Ok((head, taken)),
+        match self.open_group(First::Claim(claims, &[]))? {
+            (head, Opened::Claimed(taken, _)) => Ok((head, taken)),
             (head, _) => Ok((head, Vec::new())),
         }
+    }
+
+    fn begin_claiming_counting(
+        &mut self,
+        claims: &[(&str, UnixTime)],
+        asks: &[CountAsk],
+    ) -> Result<crate::ClaimsOpened, StoreError> {
+        if asks.iter().any(|a| a.grant.is_some()) {
+            return Err(StoreError::Backend(
+                "a count through a grant is not made before the claims are known".into(),
+            ));
+        }
+        match self.open_group(First::Claim(claims, asks))? {
+            (head, Opened::Claimed(taken, counted)) => Ok((head, taken, counted)),
+            (head, _) => Ok((head, Vec::new(), None)),
+        }
+    }
+
+    fn undo_counts(&mut self) -> Result<(), StoreError> {
+        self.run(async |w: &mut Worker| {
+            if w.tx != TxState::Open {
+                return Err(StoreError::Backend("no audit group is open".into()));
+            }
+            let v = w
+                .client
+                .batch_execute("ROLLBACK TO SAVEPOINT counts")
+                .await
+                .map_err(db);
+            w.watch(v)
+        })
     }
 
     fn count(
@@ -506,7 +536,9 @@ impl AuditSink for PgAuditSink {
 enum First<'a> {
     Nothing,
     Count(&'a [CountAsk]),
-    Claim(&'a [(&'a str, UnixTime)]),
+    /// The claims, then (after a savepoint) the counts of these asks, as
+    /// if every claim were taken (none through a grant), if any.
+    Claim(&'a [(&'a str, UnixTime)], &'a [CountAsk]),
 }
 
 /// What came back of [`First`].
@@ -514,7 +546,7 @@ enum First<'a> {
 enum Opened {
     Nothing,
     Counted(Vec<Allowance>),
-    Claimed(Vec<bool>),
+    Claimed(Vec<bool>, Option<Vec<Allowance>>),
 }
 
 /// Where the connection's transaction stands.
@@ -831,7 +863,7 @@ impl Worker {
                     calls.push(count_round(c, &self.st.count_round, asks, round));
                 }
             }
-            First::Claim(claims) => {
+            First::Claim(claims, asks) => {
                 let now = SystemClock.now();
                 if self.sweep.due(now) {
                     swept = true;
@@ -845,6 +877,15 @@ impl Worker {
                     &self.st.claim_all,
                     vec![param(owned), param(expires), param(secs(now))],
                 ));
+                // The counts as if every claim were taken, undone to the
+                // savepoint by the writer if one was not.
+                if !asks.is_empty() {
+                    calls.push(batch(c, "SAVEPOINT counts".to_owned()));
+                    rounds = count_rounds(asks);
+                    for round in &rounds {
+                        calls.push(count_round(c, &self.st.count_round, asks, round));
+                    }
+                }
             }
             _ => {}
         }
@@ -874,7 +915,7 @@ impl Worker {
                 }
                 Opened::Counted(self.counted(asks, &rounds, counted).await?)
             }
-            First::Claim(_) => {
+            First::Claim(_, asks) => {
                 if swept {
                     answer()?;
                 }
@@ -883,7 +924,17 @@ impl Worker {
                     .iter()
                     .map(|r| r.text("key"))
                     .collect::<Result<_, _>>()?;
-                Opened::Claimed(keys.iter().map(|k| taken.contains(*k)).collect())
+                let taken = keys.iter().map(|k| taken.contains(*k)).collect();
+                if asks.is_empty() {
+                    Opened::Claimed(taken, None)
+                } else {
+                    answer()?;
+                    let mut counted = Vec::with_capacity(rounds.len());
+                    for _ in &rounds {
+                        counted.push(answer()?.rows()?);
+                    }
+                    Opened::Claimed(taken, Some(self.counted(asks, &rounds, counted).await?))
+                }
             }
             First::Nothing => Opened::Nothing,
         };

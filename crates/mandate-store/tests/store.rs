@@ -716,6 +716,55 @@ async fn a_group_counts_its_calls_as_one_by_one(db: Db) {
     assert_eq!(s.budget_used(&a).await.unwrap(), 2);
     assert_eq!(s.budget_used(&b).await.unwrap(), 1);
     assert!(s.live_grants(&a, now).await.unwrap().is_empty());
+
+    // A gateway's group counts its calls with its claims, as if every
+    // call were fresh (on PostgreSQL in the same exchange; elsewhere
+    // nothing is counted early). With a replay among them, those counts
+    // are undone, the claims kept, and only the fresh call is counted.
+    let later = UnixTime(wall_clock().0 + 600);
+    let two = [ask(&b, 10, None), ask(&b, 10, None)];
+    sink.begin().unwrap();
+    assert_eq!(sink.claim_all(&[("seen", later)]).unwrap(), [true]);
+    sink.commit().unwrap();
+    let (_, taken, counted) = sink
+        .begin_claiming_counting(&[("seen", later), ("new", later)], &two)
+        .unwrap();
+    assert_eq!(taken, [false, true]);
+    assert_eq!(counted.is_some(), db.backend == Backend::Postgres);
+    if let Some(counted) = counted {
+        assert_eq!(counted, [Allowance::Counted(2), Allowance::Counted(3)]);
+        sink.undo_counts().unwrap();
+    }
+    assert_eq!(sink.count_all(&two[..1]).unwrap(), [Allowance::Counted(2)]);
+    sink.commit().unwrap();
+    assert_eq!(s.budget_used(&b).await.unwrap(), 2);
+    // Every claim fresh: the counts stand as made.
+    let (_, taken, counted) = sink
+        .begin_claiming_counting(&[("third", later)], &two[..1])
+        .unwrap();
+    assert_eq!(taken, [true]);
+    let counted = match counted {
+        Some(c) => c,
+        None => sink.count_all(&two[..1]).unwrap(),
+    };
+    assert_eq!(counted, [Allowance::Counted(3)]);
+    sink.commit().unwrap();
+    assert_eq!(s.budget_used(&b).await.unwrap(), 3);
+    // Both groups' claims were kept: replays now.
+    sink.begin().unwrap();
+    assert_eq!(
+        sink.claim_all(&[("new", later), ("third", later)]).unwrap(),
+        [false, false]
+    );
+    sink.rollback();
+    // A count through a grant is not made before the claims are known.
+    if db.backend == Backend::Postgres {
+        assert!(
+            sink.begin_claiming_counting(&[("fourth", later)], &with_grant[..1])
+                .is_err()
+        );
+        sink.rollback();
+    }
 }
 
 async fn a_mission_is_read_with_its_count_and_live_grants(db: Db) {
