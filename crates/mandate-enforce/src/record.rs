@@ -627,8 +627,8 @@ impl Writer {
             // The allowed calls are counted in the same exchange as the
             // claims, as if every call were fresh (none through a grant:
             // a grant's use is counted after): those counts stand only if
-            // every call was. If one was a replay, they are undone and the
-            // fresh calls counted below.
+            // every call they count was. If one was a replay, they are
+            // undone and the fresh calls counted below.
             let every = vec![true; group.len()];
             let asks = asks_of(&group, &every, now);
             let early: &[CountAsk] = if asks.iter().any(|a| a.grant.is_some()) {
@@ -640,8 +640,12 @@ impl Writer {
                 .begin_claiming_counting(&keys, early)
                 .and_then(|(h, taken, counted)| {
                     let claimed = claimed_of(&slots, &keys, &taken)?;
+                    // Every counted call fresh: the fresh calls' asks are
+                    // all of `asks` (a subsequence of the same length).
                     let counted = match counted {
-                        Some(c) if claimed.iter().all(|&fresh| fresh) => Some((asks.len(), c)),
+                        Some(c) if asks_of(&group, &claimed, now).len() == asks.len() => {
+                            Some((asks.len(), c))
+                        }
                         Some(_) => {
                             self.sink.undo_counts()?;
                             None

@@ -12,8 +12,9 @@
 //! nothing is cached, so a revocation is seen by the next read on any
 //! node.
 //!
-//! A connection that fails is dropped and the read fails (the caller
-//! denies); the next read opens a new one. Its statements are prepared
+//! A connection that fails, or a read that takes longer than
+//! [`READ_TIMEOUT`], is dropped and the read fails (the caller denies);
+//! the next read on it opens a new one. Its statements are prepared
 //! when it opens, so a schema changed under a running node (a migration
 //! by a newer node) fails its reads until the connection is replaced,
 //! which the first failure does.
@@ -30,6 +31,19 @@ use crate::pg_audit::{AuditTarget, db};
 /// How many connections the reads share. Two: PostgreSQL runs one
 /// connection's statements in turn, and this machine class has two cores.
 const CONNECTIONS: usize = 2;
+
+/// How long a read may take, waiting for its connection included: a
+/// server that stops answering (a dead network path, a lock held by a
+/// migration) fails the read, and the request is refused, instead of
+/// holding it and every read queued behind it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn timed_out() -> StoreError {
+    StoreError::Backend(format!(
+        "a read on PostgreSQL took longer than {} s",
+        READ_TIMEOUT.as_secs()
+    ))
+}
 
 /// The reads' statements, each built once: `$1` the mission's id, `$2`
 /// now, and for [`Reads::token_and_snapshot`] `$3` the token's hash.
@@ -112,34 +126,42 @@ impl Reads {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS];
-        let conn = {
+        // Waiting for the slot (another read may be opening its
+        // connection) and opening one count against the same bound.
+        let conn = tokio::time::timeout(READ_TIMEOUT, async {
             let mut held = slot.lock().await;
             match held.as_ref().filter(|c| !c.client.is_closed()) {
-                Some(c) => Arc::clone(c),
+                Some(c) => Ok::<_, StoreError>(Arc::clone(c)),
                 None => {
                     *held = None;
                     let c = Arc::new(self.connect().await?);
                     *held = Some(Arc::clone(&c));
-                    c
+                    Ok(c)
                 }
             }
-        };
+        })
+        .await
+        .map_err(|_| timed_out())??;
         let statement = match which {
             Which::Snapshot => &conn.snapshot,
             Which::TokenAndSnapshot => &conn.token_and_snapshot,
         };
-        match conn.client.query(statement, params).await {
-            Ok(rows) => Ok(rows),
-            Err(e) => {
-                // Whatever failed (the connection, a statement the schema
-                // no longer matches), the next read starts afresh.
-                let mut held = slot.lock().await;
-                if held.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                    *held = None;
-                }
-                Err(db(e))
-            }
+        let failed =
+            match tokio::time::timeout(READ_TIMEOUT, conn.client.query(statement, params)).await {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(e)) => db(e),
+                Err(_) => timed_out(),
+            };
+        // Whatever failed (the connection, a statement the schema no
+        // longer matches, a server that stopped answering), the next read
+        // on this slot starts afresh; the reads queued behind a stuck one
+        // time out in turn.
+        if let Ok(mut held) = tokio::time::timeout(READ_TIMEOUT, slot.lock()).await
+            && held.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn))
+        {
+            *held = None;
         }
+        Err(failed)
     }
 
     /// A new connection, its task spawned on the runtime this runs on (it

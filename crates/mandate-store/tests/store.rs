@@ -1612,6 +1612,33 @@ async fn postgres_reads_see_revocations_at_once_and_recover_a_cut_connection() {
         }
     }
     assert!(failed <= 2);
+
+    // A read the server does not answer (the table locked by a
+    // transaction that does not end, as a migration's would) fails within
+    // its bound instead of holding the request; once the lock is gone,
+    // reads answer again.
+    use sqlx::Connection as _;
+    let mut locker = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {}.missions IN ACCESS EXCLUSIVE MODE",
+        db.schema
+    )))
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(b.mission_snapshot(&id, T0.plus(6)).await.is_err());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let read = b.mission_snapshot(&id, T0.plus(7)).await.unwrap();
+    assert!(matches!(state(read), Some(MissionStatus::Ended { .. })));
 }
 
 /// SQLite has no other process to hear from.
