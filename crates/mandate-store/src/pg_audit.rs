@@ -139,6 +139,21 @@ impl AuditTarget {
         }
         c
     }
+
+    /// A new client, named `application` in `pg_stat_activity`, its
+    /// connection's task spawned on the runtime this runs on (it ends when
+    /// the client is dropped, the connection closes, or that runtime
+    /// stops).
+    pub(crate) async fn client(&self, application: &str) -> Result<Client, StoreError> {
+        let (client, connection) = self.config(application).connect(NoTls).await.map_err(db)?;
+        let application = application.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, application, "a PostgreSQL connection closed");
+            }
+        });
+        Ok(client)
+    }
 }
 
 /// A `tokio-postgres` error as the store's, with the server's message.
@@ -629,16 +644,7 @@ struct Statements {
 /// task is spawned on the runtime this runs on, and lives until the
 /// client is dropped.
 async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreError> {
-    let (client, connection) = target
-        .config("mandate-audit")
-        .connect(NoTls)
-        .await
-        .map_err(db)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "the audit connection closed");
-        }
-    });
+    let client = target.client("mandate-audit").await?;
     let mode: String = client
         .query_one("SELECT current_setting('synchronous_commit')", &[])
         .await

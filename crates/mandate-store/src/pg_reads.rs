@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::StoreError;
 use crate::pg_audit::{AuditTarget, db};
@@ -164,21 +164,11 @@ impl Reads {
         Err(failed)
     }
 
-    /// A new connection, its task spawned on the runtime this runs on (it
-    /// ends when the connection closes or that runtime stops, and the next
-    /// read then opens another), with both statements prepared.
+    /// A new connection ([`AuditTarget::client`]: when it closes or its
+    /// runtime stops, the next read opens another), with both statements
+    /// prepared.
     async fn connect(&self) -> Result<Conn, StoreError> {
-        let (client, connection) = self
-            .target
-            .config(&self.application)
-            .connect(NoTls)
-            .await
-            .map_err(db)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a read connection closed");
-            }
-        });
+        let client = self.target.client(&self.application).await?;
         let snapshot = client
             .prepare_typed(&self.texts.snapshot, &[Type::TEXT, Type::INT8])
             .await

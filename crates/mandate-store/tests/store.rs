@@ -1571,11 +1571,7 @@ async fn postgres_a_lost_listener_says_lost_and_recovers() {
 async fn postgres_reads_see_revocations_at_once_and_recover_a_cut_connection() {
     let (db, a, b) = two_nodes().await;
     seed(a.as_ref()).await;
-    let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    a.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    let (id, _) = running_root(a.as_ref()).await;
     let state = |s: Option<mandate_store::MissionSnapshot>| s.map(|s| s.mission().status.clone());
     for _ in 0..4 {
         let read = b.mission_snapshot(&id, T0.plus(2)).await.unwrap();
