@@ -12,8 +12,8 @@
 //! nothing is cached, so a revocation is seen by the next read on any
 //! node.
 //!
-//! A connection that fails, or a read that takes longer than
-//! [`READ_TIMEOUT`], is dropped and the read fails (the caller denies);
+//! A connection that fails, or on which a read waits longer than
+//! [`READ_TIMEOUT`] for its answer, is dropped and the read fails (the caller denies);
 //! the next read on it opens a new one. Its statements are prepared
 //! when it opens, so a schema changed under a running node (a migration
 //! by a newer node) fails its reads until the connection is replaced,
@@ -29,13 +29,15 @@ use crate::StoreError;
 use crate::pg_audit::{AuditTarget, db};
 
 /// How many connections the reads share. Two: PostgreSQL runs one
-/// connection's statements in turn, and this machine class has two cores.
+/// connection's statements in turn, so two can run at once, and a stuck
+/// connection holds up only half of the reads until it times out.
 const CONNECTIONS: usize = 2;
 
-/// How long a read may take, waiting for its connection included: a
-/// server that stops answering (a dead network path, a lock held by a
-/// migration) fails the read, and the request is refused, instead of
-/// holding it and every read queued behind it.
+/// How long a read may wait for its connection (another read may be
+/// opening it), and then for its answer: a server that stops answering
+/// (a dead network path, a lock held by a migration) fails the read, and
+/// the request is refused, instead of holding it and every read queued
+/// behind it.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn timed_out() -> StoreError {
