@@ -128,6 +128,15 @@ async fn deployment_with(upstream: &str, extra: &str) -> Deployment {
 }
 
 impl Deployment {
+    /// The audit records of `mission`, as the admin reads them on node
+    /// `node`, with `filter` added to the query (`&decision=allow`, …).
+    async fn mission_audit(&self, node: usize, mission: &str, filter: &str) -> serde_json::Value {
+        self.client(node, &self.admin)
+            .audit(&format!("mission={mission}{filter}"))
+            .await
+            .unwrap()
+    }
+
     fn client(&self, node: usize, token: &str) -> Client {
         Client::new(self.nodes[node].url())
             .unwrap()
@@ -339,13 +348,8 @@ async fn a_signature_used_on_one_node_is_refused_on_another() {
     );
     // The replay is on the record, as node 2 refused it.
     let audit = d
-        .client(2, &d.admin)
-        .audit(&format!(
-            "mission={}&decision=deny",
-            agent.mission_id().as_str()
-        ))
-        .await
-        .unwrap();
+        .mission_audit(2, agent.mission_id().as_str(), "&decision=deny")
+        .await;
     let replays = audit["records"]
         .as_array()
         .unwrap()
@@ -359,13 +363,8 @@ async fn a_signature_used_on_one_node_is_refused_on_another() {
     let next = signed_get(&mut agent, &d, 1, "next").await;
     assert_eq!(http.execute(next).await.unwrap().status(), 200);
     let allowed = d
-        .client(2, &d.admin)
-        .audit(&format!(
-            "mission={}&decision=allow",
-            agent.mission_id().as_str()
-        ))
-        .await
-        .unwrap();
+        .mission_audit(2, agent.mission_id().as_str(), "&decision=allow")
+        .await;
     let mut used: Vec<u64> = allowed["records"]
         .as_array()
         .unwrap()
@@ -408,13 +407,8 @@ async fn a_node_killed_under_load_loses_no_decision_and_the_log_verifies() {
     assert!(seen > 0, "no request got through");
     // Every allowed call a client saw is in the audit log.
     let audit = d
-        .client(0, &d.admin)
-        .audit(&format!(
-            "mission={}&decision=allow&limit=1000",
-            agent.mission_id().as_str()
-        ))
-        .await
-        .unwrap();
+        .mission_audit(0, agent.mission_id().as_str(), "&decision=allow&limit=1000")
+        .await;
     let recorded = audit["records"].as_array().map_or(0, Vec::len);
     assert!(
         recorded >= seen,
@@ -542,11 +536,7 @@ async fn an_mcp_initialize_replayed_to_another_node_opens_no_session() {
     );
     // One session was opened (and one server started), and the replay is
     // on the record.
-    let audit = d
-        .client(2, &d.admin)
-        .audit(&format!("mission={}", agent.mission_id().as_str()))
-        .await
-        .unwrap();
+    let audit = d.mission_audit(2, agent.mission_id().as_str(), "").await;
     let records = audit["records"].as_array().unwrap();
     let kinds = |k: &str| records.iter().filter(|r| r["kind"] == k).count();
     assert_eq!(kinds("mcp.session.opening"), 1, "{audit}");
@@ -667,11 +657,7 @@ async fn a_dpop_proof_used_on_mcp_on_one_node_does_nothing_on_another() {
         .unwrap();
     assert_eq!(problem_code(r).await, (401, "proof_replayed".to_owned()));
     // One call was decided (and made); both replays are on the record.
-    let audit = d
-        .client(2, &d.admin)
-        .audit(&format!("mission={}", agent.mission_id().as_str()))
-        .await
-        .unwrap();
+    let audit = d.mission_audit(2, agent.mission_id().as_str(), "").await;
     let records = audit["records"].as_array().unwrap();
     let decided = |code: &str| {
         records
@@ -791,11 +777,7 @@ async fn a_dpop_proof_used_on_one_node_is_refused_on_another() {
         assert_eq!((status, code.as_str()), expected, "node {}", node + 1);
     }
     // Both replays are on the record.
-    let audit = d
-        .client(1, &d.admin)
-        .audit(&format!("mission={}", agent.mission_id().as_str()))
-        .await
-        .unwrap();
+    let audit = d.mission_audit(1, agent.mission_id().as_str(), "").await;
     let replays = audit["records"]
         .as_array()
         .unwrap()

@@ -616,21 +616,20 @@ impl Writer {
         // when the call was decided.
         let now = self.clock.now();
         let (keys, slots) = claim_keys(&group);
+        // Every allowed call's count, as if every entry were fresh.
+        let every = vec![true; group.len()];
+        let asks = asks_of(&group, &every, now);
         let opened = if keys.is_empty() {
             // Nothing to claim: every entry goes on.
-            let fresh = vec![true; group.len()];
-            let asks = asks_of(&group, &fresh, now);
             self.sink
                 .begin_counting(&asks)
-                .map(|(h, counted)| (h, fresh, Some((asks.len(), counted))))
+                .map(|(h, counted)| (h, every, Some((asks.len(), counted))))
         } else {
             // The allowed calls are counted in the same exchange as the
             // claims, as if every call were fresh (none through a grant:
             // a grant's use is counted after): those counts stand only if
             // every call they count was. If one was a replay, they are
             // undone and the fresh calls counted below.
-            let every = vec![true; group.len()];
-            let asks = asks_of(&group, &every, now);
             let early: &[CountAsk] = if asks.iter().any(|a| a.grant.is_some()) {
                 &[]
             } else {

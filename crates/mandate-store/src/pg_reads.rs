@@ -13,8 +13,8 @@
 //! node.
 //!
 //! A connection that fails, or on which a read waits longer than
-//! [`READ_TIMEOUT`] for its answer, is dropped and the read fails (the caller denies);
-//! the next read on it opens a new one. Its statements are prepared
+//! [`READ_TIMEOUT`] for its answer, is dropped and the read fails (the
+//! caller denies); the next read on it opens a new one. Its statements are prepared
 //! when it opens, so a schema changed under a running node (a migration
 //! by a newer node) fails its reads until the connection is replaced,
 //! which the first failure does.
@@ -65,7 +65,7 @@ pub(crate) struct Reads {
     target: AuditTarget,
     /// What `pg_stat_activity` shows for these connections.
     application: String,
-    texts: Arc<ReadStatements>,
+    texts: ReadStatements,
     slots: [tokio::sync::Mutex<Option<Arc<Conn>>>; CONNECTIONS],
     next: AtomicUsize,
 }
@@ -91,7 +91,7 @@ impl Reads {
         Self {
             target,
             application,
-            texts: Arc::new(texts),
+            texts,
             slots: Default::default(),
             next: AtomicUsize::new(0),
         }
