@@ -441,6 +441,12 @@ action = "read"
 method = "POST"
 path = "/notes/{{id}}"
 action = "write"
+
+# Never spoken to: its requests are refused before a session opens.
+[[mcp_servers]]
+name = "idle"
+command = "sleep"
+args = ["300"]
 "#
     );
     let server = TestServer::start(bin(), Some(&config));
@@ -562,6 +568,72 @@ async fn request_smuggling_shapes_are_refused_before_anything_is_forwarded() {
         *seen.lock().unwrap(),
         vec![r#"POST /notes/1 {"note":"paid"}"#.to_owned()]
     );
+}
+
+/// A refusal sent before the request's body is read (an unsigned call to
+/// an MCP server, a path nothing serves) says
+/// `Connection: close` and closes: a client that reused the connection
+/// would have its next request cut off. An answer after the whole body,
+/// and one to a request without a body, keep the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_body_is_read_closes_and_says_so() {
+    let (server, s, key, seen) = gateway().await;
+    let authority = addr(&server);
+    let cred = s.agent.credential().to_owned();
+    for (head, status, code) in [
+        (
+            "POST /mcp/idle HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n",
+            401,
+            "signature_required",
+        ),
+        (
+            "POST /nowhere HTTP/1.1\r\nContent-Type: application/json\r\n",
+            404,
+            "not_found",
+        ),
+    ] {
+        // The head alone: the body is still to come when the answer goes.
+        let mut c = Conn::open(&authority);
+        c.send(format!(
+            "{head}Host: {authority}\r\nContent-Length: 15\r\n\r\n"
+        ));
+        let r = c.response();
+        assert_eq!((r.status, r.code()), (status, code.into()), "{head}");
+        assert_eq!(r.header("connection"), Some("close"), "{head}: {r:?}");
+        assert!(c.closed_silently(), "{head}: kept open");
+    }
+    // No body: the refusal keeps the connection, which serves the next
+    // request.
+    let mut c = Conn::open(&authority);
+    c.send(format!(
+        "GET /gw/billing/invoices/1 HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    ));
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (401, None), "{r:?}");
+    c.send(format!(
+        "GET /healthz HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    ));
+    assert_eq!(c.response().status, 200);
+    // A body read to its end: the connection stays, refusal or not.
+    let mut c = Conn::open(&authority);
+    c.send(signed_chunked_post(
+        &key,
+        &cred,
+        &authority,
+        "Transfer-Encoding: chunked\r\n",
+    ));
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (200, None), "{r:?}");
+    c.send(format!(
+        "POST /v1/credentials/introspect HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n{{"
+    ));
+    let r = c.response();
+    assert_eq!((r.status, r.header("connection")), (400, None), "{r:?}");
+    c.send(format!(
+        "GET /healthz HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    ));
+    assert_eq!(c.response().status, 200);
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

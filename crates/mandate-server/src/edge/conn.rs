@@ -24,6 +24,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -173,6 +174,48 @@ impl<B: http_body::Body + Unpin> http_body::Body for Answer<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body that says whether it was read to its end. An answer
+/// sent before that (a refusal that never reads the body) carries
+/// `Connection: close`: hyper closes such a connection once it has
+/// written the answer, unless the rest of the body happens to have
+/// arrived already, and a client that was not told so may send its next
+/// request on a connection the server is closing.
+#[derive(Debug)]
+pub(super) struct Asked<B> {
+    pub(super) body: B,
+    pub(super) read: Arc<AtomicBool>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Asked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        };
+        if ended {
+            this.read.store(true, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -9,6 +9,10 @@
 //!   keeps the header-read and idle timeouts ([`conn`]), scans for heads
 //!   with two framings ([`scan`]), and rewrites hyper's own empty error
 //!   answers as problem+json.
+//! - An answer sent before its request's body was read to the end (a
+//!   refusal that never reads it) says `Connection: close`: hyper will not
+//!   read on past an unread body, and a client must know not to send its
+//!   next request there.
 //! - On shutdown: stop accepting; close idle and half-read connections at
 //!   once; let requests in flight finish (no new request on their
 //!   connections); at the deadline, close whatever is left.
@@ -23,10 +27,12 @@ use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -38,7 +44,7 @@ use tower::ServiceExt as _;
 
 use crate::config::ServerConfig;
 use crate::problem::Problem;
-use conn::{Activity, Answer, Timeouts, Watched};
+use conn::{Activity, Answer, Asked, Timeouts, Watched};
 use slots::{Cap, Slot, Slots};
 
 /// What the edge refuses, before or instead of a route. Mapped to status
@@ -164,14 +170,29 @@ async fn connection(
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let in_flight = activity.begin();
-            let mut req = req.map(axum::body::Body::new);
+            // A request with a body: whether it was read to its end.
+            let mut read = None;
+            let mut req = req.map(|body| {
+                if body.is_end_stream() {
+                    axum::body::Body::new(body)
+                } else {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    read = Some(Arc::clone(&flag));
+                    axum::body::Body::new(Asked { body, read: flag })
+                }
+            });
             req.extensions_mut().insert(ConnectionFacts {
                 ambiguous_framing: activity.ambiguous_framing(),
                 body_read_timeout: timeouts.header_read,
             });
             let call = router.clone().oneshot(req);
             async move {
-                let response = call.await.unwrap_or_else(|never| match never {});
+                let mut response = call.await.unwrap_or_else(|never| match never {});
+                if read.is_some_and(|r| !r.load(Ordering::Relaxed)) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response.map(|body| Answer {
                     body,
                     _in_flight: in_flight,
