@@ -35,6 +35,24 @@ use crate::rows::{
 };
 use crate::{AuditSink, CountAsk, StoreError};
 
+/// How long one call on the audit connection may take before it fails and
+/// the connection is dropped: the wait for the writers' lock (another
+/// node's group holds it for milliseconds, or for PostgreSQL's idle in
+/// transaction timeout of 5 s if that node stopped inside it) and the
+/// exchange. Without it a network path that died without a reset would
+/// hold the node's audit writer, and every decision waiting on it, until
+/// the kernel gave up on the socket (about 15 minutes by default). The
+/// next group opens a new connection.
+pub(crate) const AUDIT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A call that went past [`AUDIT_CALL_TIMEOUT`].
+fn unanswered() -> StoreError {
+    StoreError::Backend(format!(
+        "the audit connection did not answer within {} s; it is dropped, and the next group opens a new one",
+        AUDIT_CALL_TIMEOUT.as_secs()
+    ))
+}
+
 thread_local! {
     /// Set while this thread runs a [`blocking_section`].
     static MAY_BLOCK: Cell<bool> = const { Cell::new(false) };
@@ -282,7 +300,11 @@ impl Conn {
                 .map_err(|e| {
                     StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
                 })?;
-            let (client, st) = rt.block_on(connect(&target))?;
+            let (client, st) = rt
+                .block_on(async {
+                    tokio::time::timeout(AUDIT_CALL_TIMEOUT, connect(&target)).await
+                })
+                .map_err(|_| unanswered())??;
             Ok(Self {
                 rt,
                 worker: Worker {
@@ -337,7 +359,8 @@ impl PgAuditSink {
     }
 
     /// Runs `call` on the connection, on this thread where it may block
-    /// (see [`off_runtime`]). A call that panics, or that could not be run,
+    /// (see [`off_runtime`]), for at most [`AUDIT_CALL_TIMEOUT`]. A call
+    /// that panics, that could not be run, or that went past its bound
     /// takes the connection with it: every later call fails until the
     /// next [`AuditSink::begin`].
     fn run<T: Send>(
@@ -345,7 +368,13 @@ impl PgAuditSink {
         call: impl AsyncFnOnce(&mut Worker) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         let conn = self.conn.as_mut().ok_or_else(gone)?;
-        match off_runtime(|| conn.rt.block_on(call(&mut conn.worker))) {
+        let bounded = off_runtime(|| {
+            conn.rt.block_on(async {
+                tokio::time::timeout(AUDIT_CALL_TIMEOUT, call(&mut conn.worker)).await
+            })
+        })
+        .and_then(|answered| answered.map_err(|_| unanswered()));
+        match bounded {
             Ok(v) => v,
             Err(e) => {
                 if let Some(conn) = self.conn.take() {
@@ -388,7 +417,11 @@ impl Drop for PgAuditSink {
         let mut slot = self.conn.take();
         let _ = off_runtime(|| {
             if let Some(Conn { rt, worker }) = slot.take() {
-                rt.block_on(worker.close());
+                // Bounded as every call is; past it the connection is
+                // dropped unclosed (the server rolls back what was open).
+                let _ = rt.block_on(async {
+                    tokio::time::timeout(AUDIT_CALL_TIMEOUT, worker.close()).await
+                });
                 drop(rt);
             }
         });

@@ -1637,6 +1637,65 @@ async fn postgres_reads_see_revocations_at_once_and_recover_a_cut_connection() {
     assert!(matches!(state(read), Some(MissionStatus::Ended { .. })));
 }
 
+/// An audit call the server does not answer (the log's table locked by a
+/// transaction that does not end, as a migration's would; a network path
+/// that died looks the same from here) fails within its bound, 10 s,
+/// instead of holding the writer and every decision behind it; the
+/// connection is dropped, and once the server answers again the next
+/// group commits on a new one, continuing the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_audit_call_the_server_does_not_answer_fails_within_its_bound() {
+    let db = Db::new(Backend::Postgres).await;
+    let s = db.store();
+    let mut sink = s.audit_sink().unwrap();
+    let mut head = sink.begin().unwrap();
+    sink.append(
+        &head
+            .append(1, "decision", serde_json::json!({"n": 1}))
+            .unwrap(),
+    )
+    .unwrap();
+    sink.commit().unwrap();
+
+    use sqlx::Connection as _;
+    let mut locker = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+    // Should the bound not hold, the lock goes with the locker's session
+    // after 30 s, and the assertions below say how long the call took.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET idle_in_transaction_session_timeout = '30s'; BEGIN; \
+         LOCK TABLE {}.audit_events IN ACCESS EXCLUSIVE MODE",
+        db.schema
+    )))
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    // The opening reads the head, behind the lock.
+    let e = sink.begin().unwrap_err().to_string();
+    let took = started.elapsed();
+    assert!(e.contains("did not answer within 10 s"), "{e}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    // Nothing of the failed group was kept; the next one follows the
+    // first.
+    assert_eq!(sink.begin().unwrap(), head);
+    sink.append(
+        &head
+            .append(3, "decision", serde_json::json!({"n": 3}))
+            .unwrap(),
+    )
+    .unwrap();
+    sink.commit().unwrap();
+    assert_eq!(s.audit_head().await.unwrap(), head);
+    assert_eq!(head.seq, 2);
+}
+
 /// SQLite has no other process to hear from.
 #[tokio::test]
 async fn sqlite_has_no_change_feed() {
