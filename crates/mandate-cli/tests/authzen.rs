@@ -44,12 +44,17 @@ fn vectors() -> PathBuf {
 
 /// A server whose policy dir holds copies of `files` from `dir`.
 fn server_with(dir: &Path, files: &[&str]) -> (TestServer, tempfile::TempDir) {
+    server_configured(dir, files, "")
+}
+
+/// [`server_with`], with `extra` in its configuration.
+fn server_configured(dir: &Path, files: &[&str], extra: &str) -> (TestServer, tempfile::TempDir) {
     let policies = tempfile::tempdir().unwrap();
     for f in files {
         std::fs::copy(dir.join(f), policies.path().join(f)).unwrap();
     }
     let config = format!(
-        "policies_dir = {:?}\n",
+        "{extra}policies_dir = {:?}\n",
         policies.path().display().to_string()
     );
     (TestServer::start(bin(), Some(&config)), policies)
@@ -347,13 +352,22 @@ async fn the_interop_todo_and_api_gateway_scenarios_decide_as_published() {
 /// The consultant story's policies (refunds over 50,000 escalate, HR is off
 /// limits) and a billing mission of alice's agent.
 async fn billing(budget: u64) -> (TestServer, tempfile::TempDir, mandate_testkit::Scenario) {
-    let (server, dir) = server_with(
+    billing_configured(budget, "").await
+}
+
+/// [`billing`], with `extra` in the server's configuration.
+async fn billing_configured(
+    budget: u64,
+    extra: &str,
+) -> (TestServer, tempfile::TempDir, mandate_testkit::Scenario) {
+    let (server, dir) = server_configured(
         &repo().join("examples/policies"),
         &[
             "actions.cedarschema",
             "hr-off-limits.cedar",
             "refunds-escalate.cedar",
         ],
+        extra,
     );
     let scope =
         std::fs::read_to_string(repo().join("examples/policies/missions/billing-scope.cedar"))
@@ -686,6 +700,59 @@ async fn the_enforcement_point_authenticates_with_its_api_token() {
         }
     }
     assert!(authzen_records(&server, &s.admin).is_empty());
+}
+
+/// On PostgreSQL a single evaluation reads the enforcement point's token
+/// and the subject's mission together (one round trip, as `/v1/decide`
+/// does): a token that is not live, or whose principal was revoked, is
+/// still refused before anything is decided or recorded, whatever the
+/// subject's credential.
+#[tokio::test]
+async fn the_token_and_the_subjects_mission_are_read_together_on_postgres() {
+    let schema = mandate_testkit::postgres::Schema::new("authzen");
+    let (server, _dir, s) =
+        billing_configured(100, &format!("database_url = {:?}\n", schema.url())).await;
+    let body = json!({
+        "subject": subject(&s.agent),
+        "action": {"name": "read"},
+        "resource": invoice("1"),
+    })
+    .to_string();
+    let paths = ["/access/v1/evaluation", "/access/v1/evaluations"];
+    for path in paths {
+        let a = Pep::new(server.url(), Some("mdt_not-a-real-token"))
+            .send(path, body.clone(), None)
+            .await;
+        assert_eq!((a.status, &a.body["code"]), (401, &json!("invalid_token")));
+        let a = Pep::new(server.url(), Some(&s.gateway_token))
+            .send(path, body.clone(), None)
+            .await;
+        assert_eq!(
+            (a.status, &a.body["decision"]),
+            (200, &json!(true)),
+            "{path}: {}",
+            a.body
+        );
+    }
+    assert_eq!(authzen_records(&server, &s.admin).len(), 2);
+    // The enforcement point's principal revoked: its token goes with it.
+    Client::new(server.url())
+        .unwrap()
+        .with_token(&s.admin)
+        .revoke("principal", "gateway", None)
+        .await
+        .unwrap();
+    for path in paths {
+        let a = Pep::new(server.url(), Some(&s.gateway_token))
+            .send(path, body.clone(), None)
+            .await;
+        assert_eq!(
+            (a.status, &a.body["code"]),
+            (401, &json!("invalid_token")),
+            "{path}"
+        );
+    }
+    assert_eq!(authzen_records(&server, &s.admin).len(), 2);
 }
 
 #[tokio::test]

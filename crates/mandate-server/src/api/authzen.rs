@@ -33,7 +33,9 @@ use serde_json::{Map, Value};
 use tracing::Instrument as _;
 
 use super::decide::enforce;
-use super::extract::{ApiJson, Caller, Presented, check_presented};
+use super::extract::{
+    ApiJson, Caller, Presented, PresentedToken, check_presented, check_presented_with,
+};
 use super::free_text;
 use super::openapi::{Always, JsonBody, Unauthorized};
 use crate::metrics::{Door, Stage};
@@ -98,7 +100,7 @@ pub(super) async fn configuration(State(s): State<AppState>) -> Json<AuthzenConf
 pub(super) async fn evaluation(
     State(s): State<AppState>,
     headers: HeaderMap,
-    caller: Caller,
+    token: PresentedToken,
     ApiJson(req): ApiJson<EvaluationRequest>,
 ) -> Result<Json<EvaluationResponse>, Problem> {
     let EvaluationRequest {
@@ -107,7 +109,6 @@ pub(super) async fn evaluation(
         resource,
         context,
     } = &req;
-    let asked = Asked::new(&caller, &headers);
     let one = One {
         subject,
         action,
@@ -115,7 +116,41 @@ pub(super) async fn evaluation(
         context: context.as_ref(),
     };
     let span = tracing::debug_span!("authzen_request");
-    Ok(Json(evaluate(&s, &asked, &one).instrument(span).await?))
+    Ok(Json(
+        async {
+            let (caller, checked) = with_credential(&s, &token, &one).await?;
+            evaluate(&s, &Asked::new(&caller, &headers), &one, checked).await
+        }
+        .instrument(span)
+        .await?,
+    ))
+}
+
+/// The API token resolved and, when `one`'s subject carries a credential,
+/// that credential checked, the token's read and the mission's made
+/// together (one round trip on PostgreSQL, as on `/v1/decide`). A token
+/// that is not live is refused (`401`) whatever the credential.
+async fn with_credential(
+    s: &AppState,
+    token: &PresentedToken,
+    one: &One<'_>,
+) -> Result<(Caller, Option<Presented>), Problem> {
+    let credential = one
+        .subject
+        .properties
+        .as_ref()
+        .and_then(|p| p.credential.as_deref());
+    let Some(credential) = credential else {
+        return Ok((token.resolve(s).await?, None));
+    };
+    let at = Instant::now();
+    let checked = check_presented_with(s, token, credential)
+        .instrument(tracing::debug_span!("verify"))
+        .await;
+    s.0.metrics
+        .stage(Door::Authzen, Stage::Verify, at.elapsed());
+    let (caller, presented) = checked?;
+    Ok((caller, Some(presented)))
 }
 
 /// AuthZEN Access Evaluations: several evaluations in one request, each
@@ -141,7 +176,7 @@ pub(super) async fn evaluation(
 pub(super) async fn evaluations(
     State(s): State<AppState>,
     headers: HeaderMap,
-    caller: Caller,
+    token: PresentedToken,
     ApiJson(req): ApiJson<EvaluationsRequest>,
 ) -> Result<Json<EvaluationsResponse>, Problem> {
     let EvaluationsRequest {
@@ -152,7 +187,6 @@ pub(super) async fn evaluations(
         evaluations,
         options,
     } = &req;
-    let asked = Asked::new(&caller, &headers);
     let semantic = options
         .as_ref()
         .and_then(|o| o.evaluations_semantic)
@@ -174,13 +208,20 @@ pub(super) async fn evaluations(
             resource: resource.as_ref().ok_or_else(|| lacks("resource"))?,
             context: context.as_ref(),
         };
-        let r = evaluate(&s, &asked, &one).instrument(span).await?;
+        let r = async {
+            let (caller, checked) = with_credential(&s, &token, &one).await?;
+            evaluate(&s, &Asked::new(&caller, &headers), &one, checked).await
+        }
+        .instrument(span)
+        .await?;
         return Ok(Json(EvaluationsResponse {
             decision: Some(r.decision),
             context: r.context,
             evaluations: None,
         }));
     }
+    // Several evaluations, each with its own credential: the token once.
+    let asked = Asked::new(&token.resolve(&s).await?, &headers);
     if items.len() > MAX_EVALUATIONS {
         return Err(Problem::bad_request(
             "invalid_request",
@@ -221,7 +262,7 @@ pub(super) async fn evaluations(
         for one in &ones {
             // Fail closed: an evaluation that could not be decided is
             // `false`, and says why.
-            let r = evaluate(&s, &asked, one)
+            let r = evaluate(&s, &asked, one, None)
                 .await
                 .unwrap_or_else(|p| failed(&p));
             let stop = match semantic {
@@ -351,10 +392,14 @@ fn map(one: &One<'_>) -> Mapped {
 /// Decides one evaluation; a refusal before the pipeline (the subject, its
 /// credential, the mapping) is a recorded `false`. `Err` is an error on
 /// the way (the store, the audit log): never a `true`.
+/// Decides and records `one`; `checked` is its credential's check when
+/// that was made already (with the API token's read), else it is made
+/// here.
 async fn evaluate(
     s: &AppState,
     asked: &Asked,
     one: &One<'_>,
+    checked: Option<Presented>,
 ) -> Result<EvaluationResponse, Problem> {
     let mapped = map(one);
     let action = one.action.name.as_str();
@@ -400,13 +445,19 @@ async fn evaluate(
         )
         .await;
     };
-    let at = Instant::now();
-    let presented = check_presented(s, credential)
-        .instrument(tracing::debug_span!("verify"))
-        .await;
-    s.0.metrics
-        .stage(Door::Authzen, Stage::Verify, at.elapsed());
-    let (claims, mission) = match presented? {
+    let presented = match checked {
+        Some(p) => p,
+        None => {
+            let at = Instant::now();
+            let presented = check_presented(s, credential)
+                .instrument(tracing::debug_span!("verify"))
+                .await;
+            s.0.metrics
+                .stage(Door::Authzen, Stage::Verify, at.elapsed());
+            presented?
+        }
+    };
+    let (claims, mission) = match presented {
         Presented::Valid { claims, mission } => (claims, *mission),
         Presented::Refused { error, claims } => {
             let who = claims.as_ref().map(Who::of);
