@@ -284,6 +284,31 @@ async fn revocation_is_immediate_and_cascades() {
         h.mission().await.is_ok(),
         "another agent's mission is untouched"
     );
+    // Each mission's history says how it ended: an operator looking up
+    // the mission finds the revocation.
+    for agent in [&a1, &a2] {
+        let mission = agent.mission_id().to_string();
+        let out = server
+            .cli(
+                Some(&admin),
+                &["--json", "audit", "list", "--mission", &mission],
+            )
+            .json();
+        let ended: Vec<&Value> = out["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "mission.ended")
+            .collect();
+        assert_eq!(ended.len(), 1, "{out}");
+        let body = &ended[0]["body"];
+        assert!(body["mission_s256"].is_string(), "{body}");
+        assert_eq!(
+            body,
+            &json!({"mission": mission, "mission_s256": body["mission_s256"], "by": "alice",
+                    "reason": "revoked", "revocation": {"kind": "agent", "target": "billing-bot"}})
+        );
+    }
     // A revoked agent gets no new mission.
     let req = CreateMissionRequest {
         agent: "billing-bot".into(),

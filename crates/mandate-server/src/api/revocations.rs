@@ -123,6 +123,23 @@ pub(crate) async fn revoke_by(
         }),
     )
     .await?;
+    // Each mission it ended has a record of its own, naming it: the
+    // mission's history (`mandate audit list --mission M`) says how it
+    // ended, as when its owner ends it or a denied approval does.
+    for m in &summary.missions {
+        let s256 = s.0.store.mission(m).await?.map(|m| m.s256);
+        s.audit(
+            "mission.ended",
+            serde_json::json!({
+                "mission": m.as_str(),
+                "mission_s256": s256,
+                "by": me.as_str(),
+                "reason": "revoked",
+                "revocation": { "kind": kind.as_str(), "target": &target },
+            }),
+        )
+        .await?;
+    }
     super::memory::record_deleted(s, &summary.memory, "revoked").await?;
     Ok(RevocationResponse {
         kind: kind.as_str().to_owned(),
