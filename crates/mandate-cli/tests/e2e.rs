@@ -341,6 +341,36 @@ async fn revocation_is_immediate_and_cascades() {
     assert!(b.mission().await.is_ok(), "bob is untouched");
 }
 
+/// A revocation records the end of each mission it revoked, and only of
+/// those: a mission already past its expiry is ended `expired` by the same
+/// change, and no record calls it revoked.
+#[test]
+fn a_revocation_records_the_end_of_the_missions_it_revoked_only() {
+    let server = TestServer::start(bin(), Some("[missions]\nmin_ttl_secs = 1\n"));
+    let (admin, alice) = setup(&server);
+    let (live, _) = create_mission(&server, &alice, "billing-bot", &[]);
+    let (expired, _) = create_mission(&server, &alice, "billing-bot", &["--ttl", "1s"]);
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let out = server
+        .cli(Some(&alice), &["revoke", "agent", "billing-bot", "--json"])
+        .json();
+    assert_eq!(out["missions"].as_array().unwrap().len(), 2, "{out}");
+    let ended = server
+        .cli(
+            Some(&admin),
+            &["--json", "audit", "list", "--kind", "mission.ended"],
+        )
+        .json();
+    let ended = ended["records"].as_array().unwrap();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["body"]["mission"], live.as_str());
+    assert_eq!(ended[0]["body"]["reason"], "revoked");
+    let shown = server
+        .cli(Some(&alice), &["mission", "show", &expired, "--json"])
+        .json();
+    assert!(shown.to_string().contains("expired"), "{shown}");
+}
+
 #[tokio::test]
 async fn missions_keys_and_credentials_survive_a_restart() {
     let mut server = TestServer::start(bin(), None);

@@ -23,6 +23,7 @@
 //! so groups from different processes follow one another.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, UnixTime};
 use sqlx::postgres::PgConnectOptions;
@@ -42,14 +43,26 @@ use crate::{AuditSink, CountAsk, StoreError};
 /// exchange. Without it a network path that died without a reset would
 /// hold the node's audit writer, and every decision waiting on it, until
 /// the kernel gave up on the socket (about 15 minutes by default). The
-/// next group opens a new connection.
-pub(crate) const AUDIT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// next call opens a new connection.
+const AUDIT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A call that went past [`AUDIT_CALL_TIMEOUT`].
-fn unanswered() -> StoreError {
+/// The bound of a group's commit, longer: a healthy server may hold a
+/// `COMMIT` while a synchronous standby catches up, or a slow disk syncs,
+/// and a commit that goes unanswered stops the writer until a restart
+/// (its outcome is unknown).
+const AUDIT_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bound of opening the connection: longer than `tokio-postgres`'
+/// own connect timeout (10 s an address), so a host with a second
+/// address is tried on it, and it covers the name's lookup, the login and
+/// preparing the statements.
+const AUDIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A call that went past its bound.
+fn unanswered(bound: Duration) -> StoreError {
     StoreError::Backend(format!(
-        "the audit connection did not answer within {} s; it is dropped, and the next group opens a new one",
-        AUDIT_CALL_TIMEOUT.as_secs()
+        "the audit connection did not answer within {} s; it is dropped",
+        bound.as_secs()
     ))
 }
 
@@ -137,7 +150,7 @@ impl AuditTarget {
                     SslMode::Require
                 }
             })
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(Duration::from_secs(10));
         if let Some(db) = o.get_database() {
             c.dbname(db);
         }
@@ -300,11 +313,21 @@ impl Conn {
                 .map_err(|e| {
                     StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
                 })?;
-            let (client, st) = rt
-                .block_on(async {
-                    tokio::time::timeout(AUDIT_CALL_TIMEOUT, connect(&target)).await
-                })
-                .map_err(|_| unanswered())??;
+            let connected = rt.block_on(async {
+                tokio::time::timeout(AUDIT_CONNECT_TIMEOUT, connect(&target)).await
+            });
+            let (client, st) = match connected {
+                Ok(Ok(c)) => c,
+                failed => {
+                    // Without waiting for a name's lookup still under way
+                    // on the runtime's blocking thread.
+                    rt.shutdown_background();
+                    return Err(match failed {
+                        Ok(Err(e)) => e,
+                        _ => unanswered(AUDIT_CONNECT_TIMEOUT),
+                    });
+                }
+            };
             Ok(Self {
                 rt,
                 worker: Worker {
@@ -359,21 +382,28 @@ impl PgAuditSink {
     }
 
     /// Runs `call` on the connection, on this thread where it may block
-    /// (see [`off_runtime`]), for at most [`AUDIT_CALL_TIMEOUT`]. A call
-    /// that panics, that could not be run, or that went past its bound
-    /// takes the connection with it: every later call fails until the
-    /// next [`AuditSink::begin`].
+    /// (see [`off_runtime`]), for at most [`AUDIT_CALL_TIMEOUT`].
     fn run<T: Send>(
         &mut self,
         call: impl AsyncFnOnce(&mut Worker) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
+        self.run_within(AUDIT_CALL_TIMEOUT, call)
+    }
+
+    /// [`Self::run`] for at most `bound`. A call that panics, that could
+    /// not be run, or that went past its bound takes the connection with
+    /// it: every later call fails until the next [`AuditSink::begin`].
+    fn run_within<T: Send>(
+        &mut self,
+        bound: Duration,
+        call: impl AsyncFnOnce(&mut Worker) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
         let conn = self.conn.as_mut().ok_or_else(gone)?;
         let bounded = off_runtime(|| {
-            conn.rt.block_on(async {
-                tokio::time::timeout(AUDIT_CALL_TIMEOUT, call(&mut conn.worker)).await
-            })
+            conn.rt
+                .block_on(async { tokio::time::timeout(bound, call(&mut conn.worker)).await })
         })
-        .and_then(|answered| answered.map_err(|_| unanswered()));
+        .and_then(|answered| answered.map_err(|_| unanswered(bound)));
         match bounded {
             Ok(v) => v,
             Err(e) => {
@@ -521,7 +551,9 @@ impl AuditSink for PgAuditSink {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.pending);
-        self.run(async move |w: &mut Worker| w.write_and_commit(&pending).await)
+        self.run_within(AUDIT_COMMIT_TIMEOUT, async move |w: &mut Worker| {
+            w.write_and_commit(&pending).await
+        })
     }
 
     fn rollback(&mut self) {

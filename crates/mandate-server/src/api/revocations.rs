@@ -1,7 +1,9 @@
 use axum::Json;
 use axum::extract::State;
 use mandate_core::wire::{RevocationRequest, RevocationResponse};
-use mandate_core::{AgentName, ApiTokenId, MissionId, PrincipalName, Role};
+use mandate_core::{
+    AgentName, ApiTokenId, EndReason, MissionId, MissionStatus, PrincipalName, Role,
+};
 use mandate_store::{Principal, Revocation, RevocationKind, RevocationSummary};
 
 use super::extract::{ApiJson, Caller};
@@ -123,24 +125,8 @@ pub(crate) async fn revoke_by(
         }),
     )
     .await?;
-    // Each mission it ended has a record of its own, naming it: the
-    // mission's history (`mandate audit list --mission M`) says how it
-    // ended, as when its owner ends it or a denied approval does.
-    for m in &summary.missions {
-        let s256 = s.0.store.mission(m).await?.map(|m| m.s256);
-        s.audit(
-            "mission.ended",
-            serde_json::json!({
-                "mission": m.as_str(),
-                "mission_s256": s256,
-                "by": me.as_str(),
-                "reason": "revoked",
-                "revocation": { "kind": kind.as_str(), "target": &target },
-            }),
-        )
-        .await?;
-    }
     super::memory::record_deleted(s, &summary.memory, "revoked").await?;
+    ended_by_revocation(s, &summary.missions, me, kind, &target).await;
     Ok(RevocationResponse {
         kind: kind.as_str().to_owned(),
         id: target,
@@ -149,4 +135,55 @@ pub(crate) async fn revoke_by(
         principals: summary.principals.iter().map(ToString::to_string).collect(),
         tokens: summary.tokens,
     })
+}
+
+/// A record of its own for each mission the revocation ended, naming it,
+/// so the mission's history (`mandate audit list --mission M`) says how it
+/// ended, as when its owner ends it or a denied approval does. Only the
+/// missions it revoked: one already past its expiry is ended `expired` by
+/// the same change, and says so. Written together (the audit writer
+/// commits them in one group); the revocation and its own record are
+/// durable already, so a record that cannot be written is logged, not
+/// answered as a failed revocation.
+async fn ended_by_revocation(
+    s: &AppState,
+    missions: &[MissionId],
+    by: &PrincipalName,
+    kind: RevocationKind,
+    target: &str,
+) {
+    let records = missions.iter().map(|m| async move {
+        let mission = s.0.store.mission(m).await.map_err(Problem::from)?;
+        let Some(mission) = mission.filter(|m| {
+            matches!(
+                m.status,
+                MissionStatus::Ended {
+                    reason: EndReason::Revoked,
+                    ..
+                }
+            )
+        }) else {
+            return Ok::<(), Problem>(());
+        };
+        s.audit(
+            "mission.ended",
+            serde_json::json!({
+                "mission": m.as_str(),
+                "mission_s256": mission.s256,
+                "by": by.as_str(),
+                "reason": "revoked",
+                "revocation": { "kind": kind.as_str(), "target": target },
+            }),
+        )
+        .await
+        .map(|_| ())
+    });
+    for (m, written) in missions
+        .iter()
+        .zip(futures_util::future::join_all(records).await)
+    {
+        if let Err(e) = written {
+            tracing::error!(mission = %m, error = %e.detail, "cannot record that the revocation ended this mission");
+        }
+    }
 }
