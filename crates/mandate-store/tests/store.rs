@@ -1613,15 +1613,7 @@ async fn postgres_reads_see_revocations_at_once_and_recover_a_cut_connection() {
     // transaction that does not end, as a migration's would) fails within
     // its bound instead of holding the request; once the lock is gone,
     // reads answer again.
-    use sqlx::Connection as _;
-    let mut locker = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "BEGIN; LOCK TABLE {}.missions IN ACCESS EXCLUSIVE MODE",
-        db.schema
-    )))
-    .execute(&mut locker)
-    .await
-    .unwrap();
+    let locker = Locker::lock(&db, "missions").await;
     let started = std::time::Instant::now();
     assert!(b.mission_snapshot(&id, T0.plus(6)).await.is_err());
     let took = started.elapsed();
@@ -1629,10 +1621,7 @@ async fn postgres_reads_see_revocations_at_once_and_recover_a_cut_connection() {
         took >= Duration::from_secs(4) && took < Duration::from_secs(15),
         "{took:?}"
     );
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    locker.release().await;
     let read = b.mission_snapshot(&id, T0.plus(7)).await.unwrap();
     assert!(matches!(state(read), Some(MissionStatus::Ended { .. })));
 }
@@ -1657,18 +1646,7 @@ async fn postgres_an_audit_call_the_server_does_not_answer_fails_within_its_boun
     .unwrap();
     sink.commit().unwrap();
 
-    use sqlx::Connection as _;
-    let mut locker = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
-    // Should the bound not hold, the lock goes with the locker's session
-    // after 30 s, and the assertions below say how long the call took.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET idle_in_transaction_session_timeout = '30s'; BEGIN; \
-         LOCK TABLE {}.audit_events IN ACCESS EXCLUSIVE MODE",
-        db.schema
-    )))
-    .execute(&mut locker)
-    .await
-    .unwrap();
+    let locker = Locker::lock(&db, "audit_events").await;
     let started = std::time::Instant::now();
     // The opening reads the head, behind the lock.
     let e = sink.begin().unwrap_err().to_string();
@@ -1678,10 +1656,7 @@ async fn postgres_an_audit_call_the_server_does_not_answer_fails_within_its_boun
         took >= Duration::from_secs(9) && took < Duration::from_secs(20),
         "{took:?}"
     );
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    locker.release().await;
     // Nothing of the failed group was kept; the next one follows the
     // first.
     assert_eq!(sink.begin().unwrap(), head);
@@ -1694,6 +1669,35 @@ async fn postgres_an_audit_call_the_server_does_not_answer_fails_within_its_boun
     sink.commit().unwrap();
     assert_eq!(s.audit_head().await.unwrap(), head);
     assert_eq!(head.seq, 2);
+}
+
+/// A session of its own holding a table of `db`'s schema locked, as a
+/// migration's transaction would: the store's statements on it wait.
+/// Should a bound under test not hold, the lock goes with the session
+/// after 30 s, and the test's assertions say how long the call took.
+struct Locker(sqlx::PgConnection);
+
+impl Locker {
+    async fn lock(db: &Db, table: &str) -> Self {
+        use sqlx::Connection as _;
+        let mut c = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET idle_in_transaction_session_timeout = '30s'; BEGIN; \
+             LOCK TABLE {}.{table} IN ACCESS EXCLUSIVE MODE",
+            db.schema
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        Self(c)
+    }
+
+    async fn release(mut self) {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut self.0)
+            .await
+            .unwrap();
+    }
 }
 
 /// SQLite has no other process to hear from.
