@@ -43,7 +43,7 @@ use crate::{AuditSink, CountAsk, StoreError};
 /// exchange. Without it a network path that died without a reset would
 /// hold the node's audit writer, and every decision waiting on it, until
 /// the kernel gave up on the socket (about 15 minutes by default). The
-/// next call opens a new connection.
+/// next group opens a new connection.
 const AUDIT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bound of a group's commit, longer: a healthy server may hold a

@@ -391,10 +391,9 @@ fn map(one: &One<'_>) -> Mapped {
 
 /// Decides one evaluation; a refusal before the pipeline (the subject, its
 /// credential, the mapping) is a recorded `false`. `Err` is an error on
-/// the way (the store, the audit log): never a `true`.
-/// Decides and records `one`; `checked` is its credential's check when
-/// that was made already (with the API token's read), else it is made
-/// here.
+/// the way (the store, the audit log): never a `true`. `checked` is the
+/// credential's check when it was made already (with the API token's
+/// read, in `with_credential`); else it is made here.
 async fn evaluate(
     s: &AppState,
     asked: &Asked,
