@@ -260,6 +260,23 @@ pub struct ApprovalRecord {
 }
 
 impl ApprovalRecord {
+    /// Why it can no longer be decided, given whether its mission is still
+    /// active: `Expired` once its time ran out, `MissionNotActive` once its
+    /// mission ended. A request marked expired before its own time ran out
+    /// was marked so because its mission ended (the sweeper expires those
+    /// too), and that is the reason given, whenever the sweeper ran.
+    #[must_use]
+    pub fn lapsed(&self, mission_active: bool, now: UnixTime) -> Option<crate::ApprovalError> {
+        use crate::ApprovalError;
+        if self.expires_at <= now {
+            return Some(ApprovalError::Expired);
+        }
+        if !mission_active {
+            return Some(ApprovalError::MissionNotActive);
+        }
+        (self.status == ApprovalStatus::Expired).then_some(ApprovalError::Expired)
+    }
+
     /// Whether `who` may approve or deny it: a named approver, or the
     /// mission's principal when none is named.
     #[must_use]

@@ -1531,9 +1531,6 @@ impl Store for PostgresStore {
             let e = ApprovalError::AlreadyDecided(current.status.as_str());
             return undo(tx, Err(e)).await;
         }
-        if current.status == ApprovalStatus::Expired || current.expires_at <= now {
-            return undo(tx, Err(ApprovalError::Expired)).await;
-        }
         let active: bool = sqlx::query_scalar(
             "SELECT state = 'active' AND expires_at > $2 FROM missions WHERE id = $1",
         )
@@ -1541,8 +1538,8 @@ impl Store for PostgresStore {
         .bind(secs(now))
         .fetch_one(&mut *tx)
         .await?;
-        if !active {
-            return undo(tx, Err(ApprovalError::MissionNotActive)).await;
+        if let Some(e) = current.lapsed(active, now) {
+            return undo(tx, Err(e)).await;
         }
         let (status, grant, end) = match resolution {
             Resolution::Approve(g) => ("approved", Some(g), false),

@@ -1044,9 +1044,6 @@ impl Store for SqliteStore {
         if current.status != ApprovalStatus::Pending && current.status != ApprovalStatus::Expired {
             return Err(ApprovalError::AlreadyDecided(current.status.as_str()));
         }
-        if current.status == ApprovalStatus::Expired || current.expires_at <= now {
-            return Err(ApprovalError::Expired);
-        }
         let active: bool = sqlx::query_scalar(
             "SELECT state = 'active' AND expires_at > ?2 FROM missions WHERE id = ?1",
         )
@@ -1054,8 +1051,8 @@ impl Store for SqliteStore {
         .bind(secs(now))
         .fetch_one(&mut *tx)
         .await?;
-        if !active {
-            return Err(ApprovalError::MissionNotActive);
+        if let Some(e) = current.lapsed(active, now) {
+            return Err(e);
         }
         let (status, grant, end) = match resolution {
             Resolution::Approve(g) => ("approved", Some(g), false),

@@ -1099,10 +1099,25 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db)
     assert_eq!(swept[0].id, "apr_b");
     assert_eq!(s.pending_approvals().await.unwrap(), 0);
     // Ending the mission kills its grants.
+    s.open_approval(&open("apr_c", 600), 10).await.unwrap();
     s.end_mission(&id, mandate_core::EndReason::Completed, "alice", now)
         .await
         .unwrap();
     assert!(s.live_grants(&id, now).await.unwrap().is_empty());
+    // A request whose mission ended is refused for that reason, whether
+    // or not the sweep has marked it expired since (its own time has not
+    // run out).
+    for sweep in [false, true] {
+        if sweep {
+            let swept = s.expire_approvals(now).await.unwrap();
+            assert_eq!(swept.len(), 1);
+        }
+        assert!(matches!(
+            s.resolve_approval("apr_c", "carol", "", &grant("grt_y"), now)
+                .await,
+            Err(ApprovalError::MissionNotActive)
+        ));
+    }
 }
 
 /// The audit log in a real database: edits, deletions, reordering and

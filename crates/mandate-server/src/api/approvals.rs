@@ -245,9 +245,6 @@ pub(crate) async fn decidable(
         return Err(mandate_store::ApprovalError::AlreadyDecided(r.status.as_str()).into());
     }
     let now = s.0.clock.now();
-    if r.status == ApprovalStatus::Expired || r.expires_at <= now {
-        return Err(mandate_store::ApprovalError::Expired.into());
-    }
     // A decision on an ended mission's request would apply to nothing:
     // refused before it is recorded (the store checks again as it applies
     // one, for a mission that ends in between).
@@ -256,8 +253,8 @@ pub(crate) async fn decidable(
             .mission(&r.mission)
             .await?
             .is_some_and(|m| m.state_at(now).0 == mandate_core::MissionState::Active);
-    if !live {
-        return Err(mandate_store::ApprovalError::MissionNotActive.into());
+    if let Some(e) = r.lapsed(live, now) {
+        return Err(e.into());
     }
     Ok(r)
 }
