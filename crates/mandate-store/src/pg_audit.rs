@@ -52,10 +52,13 @@ const AUDIT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// (its outcome is unknown).
 const AUDIT_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The bound of opening the connection: longer than `tokio-postgres`'
-/// own connect timeout (10 s an address), so a host with a second
-/// address is tried on it, and it covers the name's lookup, the login and
-/// preparing the statements.
+/// How long `tokio-postgres` tries each address of the host.
+const CONNECT_TIMEOUT_PER_ADDRESS: Duration = Duration::from_secs(10);
+
+/// The bound of opening the audit connection: longer than
+/// [`CONNECT_TIMEOUT_PER_ADDRESS`], so a host with a second address is
+/// tried on it, and it covers the name's lookup, the login and preparing
+/// the statements.
 const AUDIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A call that went past its bound.
@@ -150,7 +153,7 @@ impl AuditTarget {
                     SslMode::Require
                 }
             })
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(CONNECT_TIMEOUT_PER_ADDRESS);
         if let Some(db) = o.get_database() {
             c.dbname(db);
         }
@@ -313,19 +316,19 @@ impl Conn {
                 .map_err(|e| {
                     StoreError::Backend(format!("cannot start the audit connection's runtime: {e}"))
                 })?;
-            let connected = rt.block_on(async {
-                tokio::time::timeout(AUDIT_CONNECT_TIMEOUT, connect(&target)).await
-            });
+            let connected = rt
+                .block_on(async {
+                    tokio::time::timeout(AUDIT_CONNECT_TIMEOUT, connect(&target)).await
+                })
+                .map_err(|_| unanswered(AUDIT_CONNECT_TIMEOUT))
+                .and_then(|c| c);
             let (client, st) = match connected {
-                Ok(Ok(c)) => c,
-                failed => {
+                Ok(c) => c,
+                Err(e) => {
                     // Without waiting for a name's lookup still under way
                     // on the runtime's blocking thread.
                     rt.shutdown_background();
-                    return Err(match failed {
-                        Ok(Err(e)) => e,
-                        _ => unanswered(AUDIT_CONNECT_TIMEOUT),
-                    });
+                    return Err(e);
                 }
             };
             Ok(Self {

@@ -115,42 +115,43 @@ pub(super) async fn evaluation(
         resource,
         context: context.as_ref(),
     };
-    let span = tracing::debug_span!("authzen_request");
-    Ok(Json(
-        async {
-            let (caller, checked) = with_credential(&s, &token, &one).await?;
-            evaluate(&s, &Asked::new(&caller, &headers), &one, checked).await
-        }
-        .instrument(span)
-        .await?,
-    ))
+    Ok(Json(evaluate_alone(&s, &token, &headers, &one).await?))
 }
 
-/// The API token resolved and, when `one`'s subject carries a credential,
-/// that credential checked, the token's read and the mission's made
-/// together (one round trip on PostgreSQL, as on `/v1/decide`). A token
-/// that is not live is refused (`401`) whatever the credential.
-async fn with_credential(
+/// Decides `one`, the request's only evaluation, with the API token
+/// resolved and, when the subject carries a credential, that credential
+/// checked, the token's read and the mission's made together (one round
+/// trip on PostgreSQL, as on `/v1/decide`). A token that is not live is
+/// refused (`401`) whatever the credential.
+async fn evaluate_alone(
     s: &AppState,
     token: &PresentedToken,
+    headers: &HeaderMap,
     one: &One<'_>,
-) -> Result<(Caller, Option<Presented>), Problem> {
-    let credential = one
-        .subject
-        .properties
-        .as_ref()
-        .and_then(|p| p.credential.as_deref());
-    let Some(credential) = credential else {
-        return Ok((token.resolve(s).await?, None));
-    };
-    let at = Instant::now();
-    let checked = check_presented_with(s, token, credential)
-        .instrument(tracing::debug_span!("verify"))
-        .await;
-    s.0.metrics
-        .stage(Door::Authzen, Stage::Verify, at.elapsed());
-    let (caller, presented) = checked?;
-    Ok((caller, Some(presented)))
+) -> Result<EvaluationResponse, Problem> {
+    async {
+        let credential = one
+            .subject
+            .properties
+            .as_ref()
+            .and_then(|p| p.credential.as_deref());
+        let (caller, checked) = match credential {
+            None => (token.resolve(s).await?, None),
+            Some(credential) => {
+                let at = Instant::now();
+                let checked = check_presented_with(s, token, credential)
+                    .instrument(tracing::debug_span!("verify"))
+                    .await;
+                s.0.metrics
+                    .stage(Door::Authzen, Stage::Verify, at.elapsed());
+                let (caller, presented) = checked?;
+                (caller, Some(presented))
+            }
+        };
+        evaluate(s, &Asked::new(&caller, headers), one, checked).await
+    }
+    .instrument(tracing::debug_span!("authzen_request"))
+    .await
 }
 
 /// AuthZEN Access Evaluations: several evaluations in one request, each
@@ -192,7 +193,6 @@ pub(super) async fn evaluations(
         .and_then(|o| o.evaluations_semantic)
         .unwrap_or_default();
     let items = evaluations.as_deref().unwrap_or_default();
-    let span = tracing::debug_span!("authzen_request");
     if items.is_empty() {
         // No evaluations: the request is one evaluation (the
         // specification's backwards-compatible reading).
@@ -208,12 +208,7 @@ pub(super) async fn evaluations(
             resource: resource.as_ref().ok_or_else(|| lacks("resource"))?,
             context: context.as_ref(),
         };
-        let r = async {
-            let (caller, checked) = with_credential(&s, &token, &one).await?;
-            evaluate(&s, &Asked::new(&caller, &headers), &one, checked).await
-        }
-        .instrument(span)
-        .await?;
+        let r = evaluate_alone(&s, &token, &headers, &one).await?;
         return Ok(Json(EvaluationsResponse {
             decision: Some(r.decision),
             context: r.context,
@@ -222,6 +217,7 @@ pub(super) async fn evaluations(
     }
     // Several evaluations, each with its own credential: the token once.
     let asked = Asked::new(&token.resolve(&s).await?, &headers);
+    let span = tracing::debug_span!("authzen_request");
     if items.len() > MAX_EVALUATIONS {
         return Err(Problem::bad_request(
             "invalid_request",
@@ -393,7 +389,7 @@ fn map(one: &One<'_>) -> Mapped {
 /// credential, the mapping) is a recorded `false`. `Err` is an error on
 /// the way (the store, the audit log): never a `true`. `checked` is the
 /// credential's check when it was made already (with the API token's
-/// read, in `with_credential`); else it is made here.
+/// read, in `evaluate_alone`); else it is made here.
 async fn evaluate(
     s: &AppState,
     asked: &Asked,
