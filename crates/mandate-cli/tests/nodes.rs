@@ -375,6 +375,94 @@ async fn a_signature_used_on_one_node_is_refused_on_another() {
     assert_eq!(used, [1, 2], "{allowed}");
 }
 
+/// How many audit groups node `node` sent whole on its predictions:
+/// (held, missed), from its metrics.
+async fn predicted_groups(d: &Deployment, node: usize) -> (u64, u64) {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", d.nodes[node].url()))
+        .bearer_auth(&d.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| {
+        let name = format!("mandate_audit_predicted_groups_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+    };
+    (count("held"), count("missed"))
+}
+
+/// A node alone on the log commits each audit group in one exchange, on
+/// its predictions of the log's head and the mission's count (ADR 0033,
+/// sixth amendment). When another node writes in between, the first
+/// node's next prediction misses: nothing of that try is kept, the group
+/// is run as usual, and the budget is still spent exactly, to its last
+/// unit, with every count on the record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_commits_on_predictions_and_another_nodes_write_makes_it_miss_safely() {
+    let (up, forwarded) = upstream().await;
+    let d = deployment(&up).await;
+    let mut agent = d.mission(30).await;
+    let http = reqwest::Client::new();
+    let mut sent = 0;
+    let mut send = async |agent: &mut MissionAgent, node: usize| {
+        sent += 1;
+        let req = signed_get(agent, &d, node, &format!("r{sent}")).await;
+        problem_code(http.execute(req).await.unwrap()).await
+    };
+    for _ in 0..14 {
+        assert_eq!(send(&mut agent, 0).await, (200, String::new()));
+    }
+    let (held, missed) = predicted_groups(&d, 0).await;
+    assert!(held >= 3, "node 1 alone on the log predicted {held} groups");
+    // Node 2 counts and records one call: node 1's next group finds
+    // neither the head nor the count it predicted.
+    assert_eq!(send(&mut agent, 1).await, (200, String::new()));
+    assert_eq!(send(&mut agent, 0).await, (200, String::new()));
+    assert_eq!(predicted_groups(&d, 0).await, (held, missed + 1));
+    // The rest of the budget, on node 1, then no more, on either node.
+    for _ in 16..30 {
+        assert_eq!(send(&mut agent, 0).await, (200, String::new()));
+    }
+    assert_eq!(
+        send(&mut agent, 0).await,
+        (403, "budget_exhausted".to_owned())
+    );
+    assert_eq!(
+        send(&mut agent, 2).await,
+        (403, "budget_exhausted".to_owned())
+    );
+    assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 30);
+    let (again, _) = predicted_groups(&d, 0).await;
+    assert!(again > held, "node 1 predicts again once alone");
+    let allowed = d
+        .mission_audit(0, agent.mission_id().as_str(), "&decision=allow&limit=100")
+        .await;
+    let mut used: Vec<u64> = allowed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["body"]["budget_used"].as_u64())
+        .collect();
+    used.sort_unstable();
+    assert_eq!(used, (1..=30).collect::<Vec<_>>(), "{allowed}");
+    let out = d.nodes[0].cli(
+        None,
+        &[
+            "audit",
+            "verify",
+            "--data",
+            d.nodes[0].data_dir().to_str().unwrap(),
+        ],
+    );
+    assert!(out.ok(), "audit verify: {}{}", out.stdout(), out.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_no_decision_and_the_log_verifies() {
     let (up, _) = upstream().await;

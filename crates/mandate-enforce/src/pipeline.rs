@@ -880,11 +880,11 @@ impl Enforcer {
             // 4. An allowed call's budget (and grant use) is counted in the
             //    transaction that records its decision: both durable, or
             //    neither, before anything is forwarded.
-            let mut body =
-                decision_body(action, resource, context, &resp, Some(who), extra.clone())?;
+            let body = decision_body(action, resource, context, &resp, Some(who), extra.clone())?;
             let allowed = resp.clone();
             let settle: Settle = Box::new(move |a| {
                 let r = settled(&allowed, a)?;
+                let mut body = body.clone();
                 set_outcome(&mut body, &r);
                 Some(serde_json::Value::Object(body))
             });

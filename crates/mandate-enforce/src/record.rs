@@ -9,14 +9,16 @@
 //! An allowed call is counted (budget, grant use) in the same transaction
 //! as its decision's record: both are durable, or neither is (ADR 0009).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mandate_core::{AuditRecord, AuthorityKey, Cadence, ChainHead, Clock, UnixTime, chain_hash};
-use mandate_store::{Allowance, AuditSink, CountAsk, Store, StoreError};
+use mandate_store::{
+    Allowance, AuditSink, CountAsk, PredictedCommit, Prediction, Store, StoreError,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoints::{CheckpointFile, CheckpointFileError, read_checkpoint_file};
@@ -29,6 +31,15 @@ const QUEUE: usize = 8_192;
 /// Groups one handler commits for others before a task of its own takes
 /// over, so no handler waits long on others' events.
 const ROUNDS: usize = 2;
+/// Groups in a row that must find the log's head where this writer left
+/// it before it commits groups on its predictions (a sink that
+/// [predicts](AuditSink::predicts)); a prediction that did not hold starts
+/// the count again. Another writer appending to the same log (another
+/// node) keeps this writer from predicting while it does.
+const QUIET_BEFORE_PREDICTING: u32 = 8;
+/// Most missions whose last count a writer keeps to predict from; past it,
+/// it forgets them all and learns again.
+const MAX_KNOWN_COUNTS: usize = 65_536;
 
 /// When checkpoints are signed, and where they go besides the database.
 #[derive(Debug, Clone, Default)]
@@ -72,8 +83,9 @@ pub struct Claim {
 }
 
 /// Makes a decision's record from what counting its call found; `None`
-/// records nothing (the caller decides again).
-pub(crate) type Settle = Box<dyn FnOnce(Allowance) -> Option<serde_json::Value> + Send>;
+/// records nothing (the caller decides again). Called again, with what
+/// the store found, when a group made on a prediction was not committed.
+pub(crate) type Settle = Box<dyn Fn(Allowance) -> Option<serde_json::Value> + Send>;
 
 enum Entry {
     Body(serde_json::Value),
@@ -131,6 +143,11 @@ struct Shared {
 /// committing thread, after the commit: it must be cheap.
 pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     fn committed(&self, events: usize, took: Duration);
+    /// A group was sent whole on the writer's predictions: `held` if it
+    /// was committed so, else it was run again as usual (ADR 0033).
+    fn predicted(&self, held: bool) {
+        let _ = held;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -259,7 +276,11 @@ impl AuditLog {
             vouched: head.clone(),
             head,
             broken: Arc::new(AtomicBool::new(false)),
+            predicts: false,
+            quiet: 0,
+            counts: HashMap::new(),
         };
+        writer.predicts = writer.sink.predicts();
         // Every record is covered (the log verified), but the last cadence
         // checkpoint may be older than the head's seal: one now, so the
         // file and the witness hold the head. An empty log gets one of its
@@ -447,9 +468,13 @@ fn drain(shared: &Arc<Shared>) {
             };
             if !group.is_empty() {
                 let (events, started) = (group.len(), Instant::now());
-                blocking(|| w.commit(group));
+                let mut predicted = None;
+                blocking(|| predicted = w.commit(group));
                 if let Some(o) = shared.observer.get() {
                     o.committed(events, started.elapsed());
+                    if let Some(held) = predicted {
+                        o.predicted(held);
+                    }
                 }
             }
             drop(w);
@@ -535,6 +560,26 @@ struct Writer {
     /// this writer's head can no longer be trusted. Every later event is
     /// refused until a restart reads the head again.
     broken: Arc<AtomicBool>,
+    /// Whether the sink can commit a group on predictions.
+    predicts: bool,
+    /// Groups in a row that found the head where this writer left it
+    /// (see [`QUIET_BEFORE_PREDICTING`]).
+    quiet: u32,
+    /// Each mission's budget count as this writer last committed it, while
+    /// no other writer has appended since: what it predicts from.
+    counts: HashMap<mandate_core::MissionId, u64>,
+}
+
+/// What became of a group made on predictions.
+enum Predicted {
+    /// Not made (nothing sent): the group is run as usual.
+    NotMade,
+    /// Committed; each entry's outcome.
+    Held(Vec<Recorded>),
+    /// Nothing of it was kept: the group is run as usual.
+    Missed,
+    /// Whether it was committed is not known: the writer is broken.
+    Unknown,
 }
 
 /// Per entry of a group: `None` (no claim), `Some(None)` (a key already
@@ -600,8 +645,157 @@ fn asks_of(group: &[Pending], fresh: &[bool], now: UnixTime) -> Vec<CountAsk> {
 impl Writer {
     /// Commits a group in one transaction. A plain event that cannot be
     /// chained fails alone; any other failure fails the whole group, and
-    /// nothing of it (no record, no count) is kept.
-    fn commit(&mut self, group: Vec<Pending>) {
+    /// nothing of it (no record, no count) is kept. Made on predictions
+    /// where the sink can and the writer has been alone on the log
+    /// ([`Self::commit_predicted`]): `Some(held)` then.
+    fn commit(&mut self, group: Vec<Pending>) -> Option<bool> {
+        let now = self.clock.now();
+        let mut predicted = None;
+        if self.predicts
+            && self.quiet >= QUIET_BEFORE_PREDICTING
+            && !self.broken.load(Ordering::Acquire)
+        {
+            match self.commit_predicted(&group, now) {
+                Predicted::NotMade => {}
+                Predicted::Held(outcomes) => {
+                    for (p, r) in group.into_iter().zip(outcomes) {
+                        let _ = p.done.send(Ok(r));
+                    }
+                    return Some(true);
+                }
+                Predicted::Missed => {
+                    tracing::debug!("an audit group was not as predicted; running it as usual");
+                    self.quiet = 0;
+                    predicted = Some(false);
+                }
+                Predicted::Unknown => {
+                    for p in group {
+                        let _ = p.done.send(Err(()));
+                    }
+                    return None;
+                }
+            }
+        }
+        self.commit_opened(group, now);
+        predicted
+    }
+
+    /// Commits `group` in one exchange with the store, on what this writer
+    /// predicts of it (ADR 0033, sixth amendment): the log's head is the
+    /// one it left, every claim is fresh, and each allowed call's count is
+    /// one more than the last this writer committed for its mission. The
+    /// store checks each prediction under the writers' lock and keeps
+    /// nothing unless all held. Not made for a group that needs the
+    /// store's answers before its records can be written: one with a
+    /// signature twice, a count through a grant, a mission whose count this
+    /// writer does not know or whose budget it would use up, a prune, or a
+    /// checkpoint due within it.
+    fn commit_predicted(&mut self, group: &[Pending], now: UnixTime) -> Predicted {
+        let (keys, slots) = claim_keys(group);
+        if slots.iter().any(|s| matches!(s, Some(None))) {
+            return Predicted::NotMade;
+        }
+        let asks = asks_of(group, &vec![true; group.len()], now);
+        let mut counts = Vec::with_capacity(asks.len());
+        let mut after: HashMap<&mandate_core::MissionId, u64> = HashMap::new();
+        for a in &asks {
+            let last = after
+                .get(&a.mission)
+                .or_else(|| self.counts.get(&a.mission))
+                .copied();
+            match last {
+                Some(n) if a.grant.is_none() && n < a.budget => {
+                    after.insert(&a.mission, n + 1);
+                    counts.push(n + 1);
+                }
+                _ => return Predicted::NotMade,
+            }
+        }
+        let mut head = self.head.clone();
+        let mut records = Vec::with_capacity(group.len());
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut counted = counts.iter();
+        for p in group {
+            let (body, allowance) = match &p.entry {
+                Entry::Body(b) => (b.clone(), None),
+                Entry::Prune { .. } => return Predicted::NotMade,
+                Entry::Counted { settle, .. } => {
+                    let Some(a) = counted.next().map(|n| Allowance::Counted(*n)) else {
+                        return Predicted::NotMade;
+                    };
+                    match settle(a) {
+                        Some(b) => (b, Some(a)),
+                        None => return Predicted::NotMade,
+                    }
+                }
+            };
+            let Ok(record) = head.append(p.time, p.kind, body) else {
+                return Predicted::NotMade;
+            };
+            if self.cadence.every > 0 && record.seq % self.cadence.every == 0 {
+                return Predicted::NotMade;
+            }
+            outcomes.push(Recorded {
+                seq: Some(record.seq),
+                allowance,
+                replayed: false,
+            });
+            records.push(record);
+        }
+        let Some(token) = self.sign(&head, None) else {
+            return Predicted::NotMade;
+        };
+        let sent = self.sink.commit_predicted(Prediction {
+            head: &self.head,
+            claims: &keys,
+            asks: &asks,
+            counts: &counts,
+            records,
+            seal: (head.seq, token),
+        });
+        match sent {
+            Ok(PredictedCommit::Committed) => {}
+            Ok(PredictedCommit::NotKept) => return Predicted::Missed,
+            Ok(PredictedCommit::NotSent) => return Predicted::NotMade,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "audit commit failed; refusing every event until a restart"
+                );
+                self.broken.store(true, Ordering::Release);
+                return Predicted::Unknown;
+            }
+        }
+        for (mission, n) in after {
+            self.learn(mission.clone(), Allowance::Counted(n));
+        }
+        self.vouched = head.clone();
+        self.head = head;
+        Predicted::Held(outcomes)
+    }
+
+    /// Keeps what a committed count found for `mission`, to predict its
+    /// next count from.
+    fn learn(&mut self, mission: mandate_core::MissionId, found: Allowance) {
+        if !self.predicts {
+            return;
+        }
+        match found {
+            Allowance::Counted(n) => {
+                if self.counts.len() >= MAX_KNOWN_COUNTS && !self.counts.contains_key(&mission) {
+                    self.counts.clear();
+                }
+                self.counts.insert(mission, n);
+            }
+            _ => {
+                self.counts.remove(&mission);
+            }
+        }
+    }
+
+    /// [`Self::commit`] as usual: the group's transaction opens first, and
+    /// its records are written once the store has answered.
+    fn commit_opened(&mut self, group: Vec<Pending>, now: UnixTime) {
         if self.broken.load(Ordering::Acquire) {
             for p in group {
                 let _ = p.done.send(Err(()));
@@ -614,7 +808,6 @@ impl Writer {
         // before anything of their entries is done; a group without counts
         // its allowed calls at once. Expiry is judged at the commit, not
         // when the call was decided.
-        let now = self.clock.now();
         let (keys, slots) = claim_keys(&group);
         // Every allowed call's count, as if every entry were fresh.
         let every = vec![true; group.len()];
@@ -682,8 +875,11 @@ impl Writer {
                 self.stop(group);
                 return;
             }
+        } else {
+            self.quiet = self.quiet.saturating_add(1);
         }
         let mut sealed = Vec::new();
+        let mut learned = Vec::new();
         let mut head = self.head.clone();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut failed = false;
@@ -735,8 +931,11 @@ impl Writer {
                     prune = Some(through);
                     (Some(body), None)
                 }
-                Entry::Counted { count: _, settle } => match counted.next() {
-                    Some(a) => (settle(a), Some(a)),
+                Entry::Counted { count, settle } => match counted.next() {
+                    Some(a) => {
+                        learned.push((count.mission, a));
+                        (settle(a), Some(a))
+                    }
                     None => {
                         tracing::error!("an allowed call was not counted");
                         failed = true;
@@ -845,6 +1044,9 @@ impl Writer {
         // was checked on `begin`) is vouched for without reading it back.
         self.vouched = head.clone();
         self.head = head;
+        for (mission, a) in learned {
+            self.learn(mission, a);
+        }
         // The records are durable; a checkpoint file that cannot take their
         // checkpoint refuses what comes next, not these.
         self.publish(sealed);
@@ -942,6 +1144,10 @@ impl Writer {
             to = stored.seq,
             "another writer sealed records in the audit log; chaining after them"
         );
+        // It may have counted too: nothing is predicted until this writer
+        // has been alone on the log for a while, and from counts it makes.
+        self.quiet = 0;
+        self.counts.clear();
         self.head = stored;
         true
     }
@@ -1328,11 +1534,17 @@ mod tests {
     }
 
     /// The store's sink, except that its commits fail once told to: a disk
-    /// failure, which cannot be produced for real here.
+    /// failure, which cannot be produced for real here. If `predicting`, it
+    /// takes groups made on predictions as PostgreSQL's does, each
+    /// prediction checked in the group's transaction before anything is
+    /// kept (only of the head: these tests count nothing), and they fail
+    /// with an unknown outcome once told to (a connection lost after its
+    /// `COMMIT` went out).
     #[derive(Debug)]
     struct FailingCommits {
         inner: Box<dyn AuditSink>,
         fail: Arc<AtomicBool>,
+        predicting: bool,
     }
 
     impl AuditSink for FailingCommits {
@@ -1393,6 +1605,63 @@ mod tests {
         ) -> Result<bool, mandate_store::StoreError> {
             self.inner.claim(key, expires)
         }
+        fn predicts(&self) -> bool {
+            self.predicting
+        }
+        fn commit_predicted(
+            &mut self,
+            group: Prediction<'_>,
+        ) -> Result<PredictedCommit, mandate_store::StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(mandate_store::StoreError::Backend(
+                    "the connection was lost after the COMMIT was sent".into(),
+                ));
+            }
+            assert!(group.claims.is_empty() && group.asks.is_empty());
+            if self.inner.begin()? != *group.head {
+                self.inner.rollback();
+                return Ok(PredictedCommit::NotKept);
+            }
+            for r in &group.records {
+                self.inner.append(r)?;
+            }
+            self.inner.seal_head(group.seal.0, &group.seal.1)?;
+            self.inner.commit()?;
+            Ok(PredictedCommit::Committed)
+        }
+    }
+
+    /// A log whose writer commits on `sink`, its head read from it; its
+    /// own `broken` flag.
+    fn hand_built(mut sink: Box<dyn AuditSink>, key: Arc<AuthorityKey>) -> AuditLog {
+        let head = sink.head().unwrap();
+        let broken = Arc::new(AtomicBool::new(false));
+        let predicts = sink.predicts();
+        let writer = Writer {
+            sink,
+            jwks: key.jwks(),
+            key,
+            issuer: "urn:test".into(),
+            clock: Arc::new(SystemClock),
+            cadence: Cadence::default(),
+            file: None,
+            witness: None,
+            vouched: head.clone(),
+            head,
+            sealed: 0,
+            broken: Arc::clone(&broken),
+            predicts,
+            quiet: 0,
+            counts: HashMap::new(),
+        };
+        AuditLog {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                writer: Mutex::new(writer),
+                broken,
+                observer: OnceLock::new(),
+            }),
+        }
     }
 
     /// After a failed commit nothing of its group is kept, every later
@@ -1407,35 +1676,13 @@ mod tests {
                 .unwrap(),
         );
         let fail = Arc::new(AtomicBool::new(false));
-        let mut sink: Box<dyn AuditSink> = Box::new(FailingCommits {
+        let sink: Box<dyn AuditSink> = Box::new(FailingCommits {
             inner: store.audit_sink().unwrap(),
             fail: Arc::clone(&fail),
+            predicting: false,
         });
-        let head = sink.head().unwrap();
-        let broken = Arc::new(AtomicBool::new(false));
         let key = Arc::new(AuthorityKey::generate(&OsRandom).unwrap());
-        let writer = Writer {
-            sink,
-            jwks: key.jwks(),
-            key,
-            issuer: "urn:test".into(),
-            clock: Arc::new(SystemClock),
-            cadence: Cadence::default(),
-            file: None,
-            witness: None,
-            vouched: head.clone(),
-            head,
-            sealed: 0,
-            broken: Arc::clone(&broken),
-        };
-        let log = AuditLog {
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Queue::default()),
-                writer: Mutex::new(writer),
-                broken,
-                observer: OnceLock::new(),
-            }),
-        };
+        let log = hand_built(sink, key);
         assert_eq!(
             log.record("test.event", 1, serde_json::json!({}))
                 .await
@@ -1470,6 +1717,85 @@ mod tests {
             s.0 += 1;
             s.1 += events;
         }
+    }
+
+    /// Groups sent on predictions: held, missed.
+    #[derive(Debug, Default)]
+    struct Predictions(Mutex<(usize, usize)>);
+
+    impl CommitObserver for Predictions {
+        fn committed(&self, _events: usize, _took: Duration) {}
+        fn predicted(&self, held: bool) {
+            let mut s = self.0.lock().unwrap();
+            if held {
+                s.0 += 1;
+            } else {
+                s.1 += 1;
+            }
+        }
+    }
+
+    /// A writer whose sink can take groups made on predictions sends them
+    /// so only once 8 groups in a row found the log as it left it. A group
+    /// that another writer's records make miss is run as usual, after
+    /// them (one chain, which verifies), and the writer waits for 8 quiet
+    /// groups again. A group whose outcome is unknown breaks the writer, as
+    /// a failed commit does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_predicts_only_when_alone_and_runs_a_missed_group_as_usual() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, other, other_writer) = log(dir.path(), 60).await;
+        let key = Arc::clone(&other.shared.writer.lock().unwrap().key);
+        let fail = Arc::new(AtomicBool::new(false));
+        let log = hand_built(
+            Box::new(FailingCommits {
+                inner: store.audit_sink().unwrap(),
+                fail: Arc::clone(&fail),
+                predicting: true,
+            }),
+            Arc::clone(&key),
+        );
+        let seen = Arc::new(Predictions::default());
+        log.observe_commits(Arc::clone(&seen) as Arc<dyn CommitObserver>);
+        let predicted = || *seen.0.lock().unwrap();
+        let event = |n: u64| log.record("test.event", 1, serde_json::json!({ "n": n }));
+        for n in 1..=8 {
+            assert_eq!(event(n).await.unwrap(), n);
+        }
+        assert_eq!(predicted(), (0, 0), "not before 8 quiet groups");
+        for n in 9..=12 {
+            assert_eq!(event(n).await.unwrap(), n);
+        }
+        assert_eq!(predicted(), (4, 0));
+        // Another writer (another node) appends: the next group misses,
+        // then runs as usual after its record.
+        assert_eq!(
+            other
+                .record("test.event", 1, serde_json::json!({ "other": true }))
+                .await
+                .unwrap(),
+            13
+        );
+        assert_eq!(event(14).await.unwrap(), 14);
+        assert_eq!(predicted(), (4, 1));
+        for n in 15..=22 {
+            assert_eq!(event(n).await.unwrap(), n);
+        }
+        assert_eq!(predicted(), (4, 1), "8 quiet groups again first");
+        assert_eq!(event(23).await.unwrap(), 23);
+        assert_eq!(predicted(), (5, 1));
+        let verdict = verify_stored(store.as_ref(), &key.jwks(), None, &[])
+            .await
+            .unwrap();
+        assert_eq!(verdict.unwrap().last, 23);
+        // An unknown outcome: refused, and so is everything after.
+        fail.store(true, Ordering::SeqCst);
+        assert!(event(24).await.is_err());
+        assert!(!log.healthy());
+        fail.store(false, Ordering::SeqCst);
+        assert!(event(24).await.is_err());
+        assert_eq!(store.audit_head().await.unwrap().seq, 23);
+        other_writer.shutdown().await;
     }
 
     /// Concurrent events each get their own place in the chain, and the

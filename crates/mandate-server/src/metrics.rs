@@ -192,6 +192,8 @@ pub(crate) struct Metrics {
     stages: Box<[Histogram]>,
     commit_events: Histogram,
     commit_seconds: Histogram,
+    /// Groups sent whole on the writer's predictions: held, missed.
+    predicted: [IntCounter; 2],
     upstream_errors: IntCounterVec,
     approvals_pending: IntGauge,
     mcp_sessions: IntGaugeVec,
@@ -254,6 +256,18 @@ impl Metrics {
             .buckets(SECONDS.to_vec()),
         )?;
         registry.register(Box::new(commit_seconds.clone()))?;
+        let predicted_vec = IntCounterVec::new(
+            Opts::new(
+                "mandate_audit_predicted_groups_total",
+                "Audit groups sent whole with their commit on the writer's predictions (PostgreSQL), by outcome: held (committed so), missed (run again as usual).",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(predicted_vec.clone()))?;
+        let predicted = [
+            predicted_vec.get_metric_with_label_values(&["held"])?,
+            predicted_vec.get_metric_with_label_values(&["missed"])?,
+        ];
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "mandate_upstream_errors_total",
@@ -318,6 +332,7 @@ impl Metrics {
             stages: stages.into_boxed_slice(),
             commit_events,
             commit_seconds,
+            predicted,
             upstream_errors,
             approvals_pending,
             mcp_sessions,
@@ -413,6 +428,10 @@ impl mandate_enforce::CommitObserver for Commits {
         )]
         self.0.commit_events.observe(events as f64);
         self.0.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    fn predicted(&self, held: bool) {
+        self.0.predicted[usize::from(!held)].inc();
     }
 }
 

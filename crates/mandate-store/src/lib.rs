@@ -537,6 +537,33 @@ pub struct CountAsk {
 /// whether each claim was taken, and the counts if it made them.
 pub type ClaimsOpened = (ChainHead, Vec<bool>, Option<Vec<Allowance>>);
 
+/// A whole group of records, made on what its writer predicts the store
+/// holds, for [`AuditSink::commit_predicted`]: the log's head is `head`;
+/// every claim is taken now; each of `asks` (none through a grant) counts
+/// its mission's budget to the matching `counts` entry. `records` follow
+/// `head`, and `seal` is the signed checkpoint of their last one.
+#[derive(Debug)]
+pub struct Prediction<'a> {
+    pub head: &'a ChainHead,
+    pub claims: &'a [(&'a str, UnixTime)],
+    pub asks: &'a [CountAsk],
+    pub counts: &'a [u64],
+    pub records: Vec<AuditRecord>,
+    pub seal: (u64, String),
+}
+
+/// What [`AuditSink::commit_predicted`] did with a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictedCommit {
+    /// Committed, durable.
+    Committed,
+    /// Nothing of it was kept: a prediction did not hold, or the store
+    /// refused the group before its commit.
+    NotKept,
+    /// Not sent (the store would not risk it now): nothing was done.
+    NotSent,
+}
+
 /// The audit writer's connection. Each group of records is one
 /// transaction: [`begin`](Self::begin), then the allowed calls'
 /// [`count_all`](Self::count_all) (or [`count`](Self::count) each), each
@@ -648,6 +675,23 @@ pub trait AuditSink: Send + std::fmt::Debug {
     /// expired (by the wall clock): a replay, whichever process recorded
     /// it first. Expired claims are deleted now and then.
     fn claim(&mut self, key: &str, expires: UnixTime) -> Result<bool, StoreError>;
+    /// Whether [`Self::commit_predicted`] can save this store a round
+    /// trip; the writer then predicts where it can. `false` by default (a
+    /// store in this process, whose opening costs no round trip).
+    fn predicts(&self) -> bool {
+        false
+    }
+    /// Commits `group` in one exchange, only if the store is as the
+    /// writer predicted: the lock, the head, the claims, the counts, the
+    /// records and their seal, and the commit, sent together, each
+    /// prediction checked by the store under the writers' lock, and the
+    /// whole group rolled back if one does not hold. Unless it was
+    /// committed, the writer runs the group as usual. `Err`: whether it
+    /// was committed is not known. Nothing is open before or after.
+    fn commit_predicted(&mut self, group: Prediction<'_>) -> Result<PredictedCommit, StoreError> {
+        let _ = group;
+        Ok(PredictedCommit::NotSent)
+    }
     /// [`Self::claim`] for each of `claims` (distinct keys), in order, in
     /// the open transaction; a store may do them in one statement.
     fn claim_all(&mut self, claims: &[(&str, UnixTime)]) -> Result<Vec<bool>, StoreError> {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use mandate_core::{AuditRecord, ChainHead, Clock as _, MissionId, SystemClock, UnixTime};
 use sqlx::postgres::PgConnectOptions;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -34,7 +35,7 @@ use crate::model::Allowance;
 use crate::rows::{
     ClaimSweep, Columns as _, SWEEP_CLAIMS, audit_columns, audit_from_row, int, secs,
 };
-use crate::{AuditSink, CountAsk, StoreError};
+use crate::{AuditSink, CountAsk, PredictedCommit, Prediction, StoreError};
 
 /// How long one call on the audit connection may take before it fails and
 /// the connection is dropped: the wait for the writers' lock (another
@@ -236,7 +237,22 @@ impl crate::rows::Columns for tokio_postgres::Row {
 /// closed), and the calls after it are then dropped unsent: a `COMMIT`
 /// never follows a write that did not reach the server, nor a count a
 /// `BEGIN` that did not. The calls sent before it are still awaited.
-async fn pipelined<T, E>(mut calls: Vec<Boxed<'_, T, E>>) -> Result<Vec<T>, E> {
+async fn pipelined<T, E>(calls: Vec<Boxed<'_, T, E>>) -> Result<Vec<T>, E> {
+    pipelined_at(calls).await.map_err(|f| f.error)
+}
+
+/// Where a [`pipelined_at`] batch failed.
+struct Failed<E> {
+    /// The first call (in order) that failed.
+    at: usize,
+    /// Whether every call was sent.
+    all_sent: bool,
+    error: E,
+}
+
+/// [`pipelined`], saying which call failed first, and whether every call
+/// was sent.
+async fn pipelined_at<T, E>(mut calls: Vec<Boxed<'_, T, E>>) -> Result<Vec<T>, Failed<E>> {
     use std::task::Poll;
     let mut done: Vec<Option<Result<T, E>>> = calls.iter().map(|_| None).collect();
     let mut sent = 0;
@@ -269,9 +285,15 @@ async fn pipelined<T, E>(mut calls: Vec<Boxed<'_, T, E>>) -> Result<Vec<T>, E> {
         }
     })
     .await;
+    let all_sent = !stopped;
     let mut out = Vec::with_capacity(done.len());
-    for v in done.into_iter().flatten() {
-        out.push(v?);
+    for (at, v) in done.into_iter().enumerate() {
+        let Some(v) = v else { continue };
+        out.push(v.map_err(|error| Failed {
+            at,
+            all_sent,
+            error,
+        })?);
     }
     Ok(out)
 }
@@ -283,11 +305,14 @@ pub(crate) struct PgAuditSink {
     /// state is unknown, and every call after it fails until the next
     /// group opens on a new connection.
     conn: Option<Conn>,
-    /// What a new connection is opened with.
+    /// What a new connection is opened with, and named.
     target: AuditTarget,
+    name: String,
     lock: i64,
     /// Appended in the open group, not yet written.
     pending: Pending,
+    /// When the connection last answered a call.
+    answered: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for PgAuditSink {
@@ -308,7 +333,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(target: AuditTarget, lock: i64) -> Result<Self, StoreError> {
+    fn open(target: AuditTarget, lock: i64, name: String) -> Result<Self, StoreError> {
         off_runtime(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -318,7 +343,7 @@ impl Conn {
                 })?;
             let connected = rt
                 .block_on(async {
-                    tokio::time::timeout(AUDIT_CONNECT_TIMEOUT, connect(&target)).await
+                    tokio::time::timeout(AUDIT_CONNECT_TIMEOUT, connect(&target, &name)).await
                 })
                 .map_err(|_| unanswered(AUDIT_CONNECT_TIMEOUT))
                 .and_then(|c| c);
@@ -337,6 +362,7 @@ impl Conn {
                     client,
                     st,
                     target,
+                    name,
                     lock,
                     next: None,
                     tx: TxState::None,
@@ -375,12 +401,16 @@ fn gone() -> StoreError {
 
 impl PgAuditSink {
     /// Connects; returns once connected (or failed).
-    pub(crate) fn open(target: AuditTarget, lock: i64) -> Result<Self, StoreError> {
+    /// Connects, as `name` in `pg_stat_activity`; returns once connected
+    /// (or failed).
+    pub(crate) fn open(target: AuditTarget, lock: i64, name: String) -> Result<Self, StoreError> {
         Ok(Self {
-            conn: Some(Conn::open(target.clone(), lock)?),
+            conn: Some(Conn::open(target.clone(), lock, name.clone())?),
             target,
+            name,
             lock,
             pending: Pending::default(),
+            answered: Some(std::time::Instant::now()),
         })
     }
 
@@ -408,7 +438,12 @@ impl PgAuditSink {
         })
         .and_then(|answered| answered.map_err(|_| unanswered(bound)));
         match bounded {
-            Ok(v) => v,
+            Ok(v) => {
+                if v.is_ok() {
+                    self.answered = Some(std::time::Instant::now());
+                }
+                v
+            }
             Err(e) => {
                 if let Some(conn) = self.conn.take() {
                     conn.discard();
@@ -437,7 +472,11 @@ impl PgAuditSink {
     fn open_group(&mut self, first: First<'_>) -> Result<(ChainHead, Opened), StoreError> {
         self.pending = Pending::default();
         if self.conn.is_none() {
-            self.conn = Some(Conn::open(self.target.clone(), self.lock)?);
+            self.conn = Some(Conn::open(
+                self.target.clone(),
+                self.lock,
+                self.name.clone(),
+            )?);
         }
         self.run(async |w: &mut Worker| w.open(first).await)
     }
@@ -611,6 +650,24 @@ impl AuditSink for PgAuditSink {
             w.watch(v)
         })
     }
+
+    fn predicts(&self) -> bool {
+        true
+    }
+
+    fn commit_predicted(&mut self, group: Prediction<'_>) -> Result<PredictedCommit, StoreError> {
+        self.pending = Pending::default();
+        // Only on a connection that answered a moment ago: one that sat
+        // idle may have been closed under it (a server restarted, an idle
+        // timeout) without a word, and a batch lost with its `COMMIT`
+        // has an unknown outcome, where the usual opening connects again.
+        if self.conn.is_none() || self.answered.is_none_or(|t| t.elapsed() > FRESH) {
+            return Ok(PredictedCommit::NotSent);
+        }
+        self.run_within(AUDIT_COMMIT_TIMEOUT, async move |w: &mut Worker| {
+            w.commit_predicted(group).await
+        })
+    }
 }
 
 /// What a group's opening exchange does besides `BEGIN`, the lock and the
@@ -680,6 +737,20 @@ const APPEND: &str = "INSERT INTO audit_events \
      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])";
 
+/// How recently the audit connection must have answered for a group to
+/// be sent on predictions over it.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// What `mandate_expect` (migration 0014) raises when a prediction of the
+/// writer's did not hold.
+const NOT_AS_PREDICTED: &str = "MDP01";
+
+/// The head is the one predicted (`$1`, `$2`; sequence number 0 for an
+/// empty log).
+const EXPECT_HEAD: &str = "SELECT mandate_expect(COALESCE(\
+     (SELECT seq = $1 AND hash = $2 FROM audit_events ORDER BY seq DESC LIMIT 1), \
+     $1::bigint = 0), 'the head')";
+
 /// The seal's one row, replaced by each commit (`VALUES` between the two).
 const SEAL: &str = "INSERT INTO audit_seal (id, seq, token)";
 const SEAL_REPLACES: &str =
@@ -703,6 +774,13 @@ struct Statements {
     checkpoint: Statement,
     head_seal: Statement,
     records: Statement,
+    /// [`EXPECT_HEAD`].
+    expect_head: Statement,
+    /// [`CLAIM_ALL`], raising unless every claim was taken.
+    expect_claims: Statement,
+    /// [`COUNT_ROUND`], raising unless each mission (`$1`) was counted to
+    /// its predicted count (`$4`).
+    expect_counts: Statement,
 }
 
 /// The writer's connection, durable on commit: a server (or role, or
@@ -711,8 +789,8 @@ struct Statements {
 /// settings (`remote_write`, `remote_apply`) are kept. Its connection
 /// task is spawned on the runtime this runs on, and lives until the
 /// client is dropped.
-async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreError> {
-    let client = target.client("mandate-audit").await?;
+async fn connect(target: &AuditTarget, name: &str) -> Result<(Client, Statements), StoreError> {
+    let client = target.client(name).await?;
     let mode: String = client
         .query_one("SELECT current_setting('synchronous_commit')", &[])
         .await
@@ -742,6 +820,16 @@ async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreErro
         "SELECT token FROM audit_seal WHERE id = 1".to_owned(),
         "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
             .to_owned(),
+        EXPECT_HEAD.to_owned(),
+        format!(
+            "WITH taken AS ({CLAIM_ALL}) SELECT mandate_expect(\
+             (SELECT count(*) FROM taken) = cardinality($1::text[]), 'the claims')"
+        ),
+        format!(
+            "WITH counted AS ({COUNT_ROUND}) SELECT mandate_expect(\
+             (SELECT count(*) FROM counted c JOIN UNNEST($1::text[], $4::bigint[]) AS e(id, n) \
+             ON c.id = e.id AND c.requests_used = e.n) = cardinality($1::text[]), 'the counts')"
+        ),
     ];
     let mut prepared = pipelined(
         texts
@@ -780,6 +868,9 @@ async fn connect(target: &AuditTarget) -> Result<(Client, Statements), StoreErro
         checkpoint: next()?,
         head_seal: next()?,
         records: next()?,
+        expect_head: next()?,
+        expect_claims: next()?,
+        expect_counts: next()?,
     };
     Ok((client, st))
 }
@@ -808,11 +899,22 @@ fn rows<'a>(c: &'a Client, st: &'a Statement, params: Vec<Param<'a>>) -> Call<'a
     })
 }
 
-fn exec<'a>(c: &'a Client, st: &'a Statement, params: Vec<Param<'a>>) -> Call<'a, Answer> {
+/// A statement whose answer is only whether it ran, with the driver's
+/// error (its SQLSTATE kept).
+fn sent<'a>(
+    c: &'a Client,
+    st: &'a Statement,
+    params: Vec<Param<'a>>,
+) -> Boxed<'a, (), tokio_postgres::Error> {
     Box::pin(async move {
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-        c.execute(st, &refs).await.map(|_| Answer::Done).map_err(db)
+        c.execute(st, &refs).await.map(|_| ())
     })
+}
+
+fn exec<'a>(c: &'a Client, st: &'a Statement, params: Vec<Param<'a>>) -> Call<'a, Answer> {
+    let call = sent(c, st, params);
+    Box::pin(async move { call.await.map(|()| Answer::Done).map_err(db) })
 }
 
 fn batch<'a>(c: &'a Client, sql: String) -> Call<'a, Answer> {
@@ -848,6 +950,7 @@ struct Worker {
     client: Client,
     st: Statements,
     target: AuditTarget,
+    name: String,
     lock: i64,
     /// The sequence number the open transaction's next record must have.
     next: Option<u64>,
@@ -883,7 +986,7 @@ impl Worker {
                 // Nothing is in flight: whatever began is rolled back, and a
                 // connection lost since the last group is replaced, once.
                 if self.client.batch_execute("ROLLBACK").await.is_err() {
-                    let (client, st) = connect(&self.target).await?;
+                    let (client, st) = connect(&self.target, &self.name).await?;
                     self.client = client;
                     self.st = st;
                 }
@@ -1221,6 +1324,116 @@ impl Worker {
             let _ = self.client.batch_execute("ROLLBACK").await;
         }
         done.map(|_| ())
+    }
+
+    /// Sends `group` whole, with its commit, in one exchange: `BEGIN` and
+    /// the writers' lock, the head's guard, the claim sweep when due, the
+    /// claims' guard, the counts' guards (one per round), the records with
+    /// their seal, `COMMIT`. A guard that finds its prediction wrong raises
+    /// [`NOT_AS_PREDICTED`], which aborts the transaction, and the
+    /// `COMMIT` after it rolls back. [`PredictedCommit::NotKept`] when
+    /// nothing was kept for sure: a statement before the `COMMIT` was
+    /// refused by the server (an aborted transaction never commits; a
+    /// session the server ended first answers its first statement with
+    /// the `FATAL` error), or the batch stopped before the `COMMIT` was
+    /// sent. Any other failure leaves the outcome unknown.
+    async fn commit_predicted(
+        &mut self,
+        group: Prediction<'_>,
+    ) -> Result<PredictedCommit, StoreError> {
+        if self.tx != TxState::None {
+            return Ok(PredictedCommit::NotSent);
+        }
+        let Prediction {
+            head,
+            claims,
+            asks,
+            counts,
+            records,
+            seal,
+        } = group;
+        let pending = Pending {
+            records,
+            seal: Some(seal),
+        };
+        let written = match write_params(Some(head.seq + 1), &pending) {
+            Ok(Some((Write::Sealed, params))) => params,
+            _ => return Ok(PredictedCommit::NotSent),
+        };
+        let now = SystemClock.now();
+        // A lock waited for past the call's bound is given up before the
+        // `COMMIT` (SQLSTATE 55P03: nothing kept); waiting on, the batch
+        // would go past its bound with its `COMMIT` sent, and the outcome
+        // would be unknown.
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}; \
+             SELECT pg_advisory_xact_lock({})",
+            AUDIT_CALL_TIMEOUT.as_millis(),
+            self.lock
+        );
+        let c = &self.client;
+        let mut calls: Vec<Boxed<'_, (), tokio_postgres::Error>> = vec![
+            Box::pin(c.batch_execute(&begin)),
+            sent(
+                c,
+                &self.st.expect_head,
+                vec![param(int(head.seq)), param(head.hash.clone())],
+            ),
+        ];
+        if !claims.is_empty() {
+            if self.sweep.due(now) {
+                calls.push(sent(c, &self.st.sweep, vec![param(secs(now))]));
+            }
+            let (keys, expires): (Vec<String>, Vec<i64>) =
+                claims.iter().map(|&(k, e)| (k.to_owned(), secs(e))).unzip();
+            calls.push(sent(
+                c,
+                &self.st.expect_claims,
+                vec![param(keys), param(expires), param(secs(now))],
+            ));
+        }
+        for round in count_rounds(asks) {
+            let mut ids = Vec::with_capacity(round.len());
+            let mut budgets = Vec::with_capacity(round.len());
+            let mut nows = Vec::with_capacity(round.len());
+            let mut expected = Vec::with_capacity(round.len());
+            for i in round {
+                let (a, n) = (&asks[i], counts.get(i).copied().unwrap_or(0));
+                ids.push(a.mission.as_str().to_owned());
+                budgets.push(int(a.budget));
+                nows.push(secs(a.now));
+                expected.push(int(n));
+            }
+            calls.push(sent(
+                c,
+                &self.st.expect_counts,
+                vec![param(ids), param(budgets), param(nows), param(expected)],
+            ));
+        }
+        calls.push(sent(c, &self.st.append_sealed, written));
+        let last = calls.len();
+        calls.push(Box::pin(c.batch_execute("COMMIT")));
+        let failed = match pipelined_at(calls).await {
+            Ok(_) => return Ok(PredictedCommit::Committed),
+            Err(f) => f,
+        };
+        let refused = failed.at < last && failed.error.as_db_error().is_some();
+        if !(refused && failed.all_sent) {
+            // Undoes whatever is left open (on a lost connection, the
+            // next group connects again). A `COMMIT` that was sent after
+            // a refused statement was answered by rolling back: nothing
+            // is left then.
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        if !failed.all_sent || refused {
+            if failed.error.code().map(SqlState::code) == Some(NOT_AS_PREDICTED) {
+                tracing::debug!(error = %db(failed.error), "an audit group was not as predicted");
+            } else {
+                tracing::warn!(error = %db(failed.error), "an audit group made on predictions was refused before its commit");
+            }
+            return Ok(PredictedCommit::NotKept);
+        }
+        Err(db(failed.error))
     }
 
     async fn rollback(&mut self) {

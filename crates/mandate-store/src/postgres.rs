@@ -78,6 +78,15 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 /// The session lock of the process that delivers the webhook outbox.
 const OUTBOX_LOCK: &str = "mandate.outbox";
 
+/// A connection's name in `pg_stat_activity`: `what`, and the schema
+/// unless it is the default one.
+fn named(what: &str, schema: Option<&str>) -> String {
+    match schema {
+        Some(s) => format!("{what} {s}"),
+        None => what.to_owned(),
+    }
+}
+
 /// A fixed 64-bit key for an advisory lock: FNV-1a of its name.
 fn lock_key(name: &str, schema: Option<&str>) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -102,6 +111,8 @@ pub struct PostgresStore {
     options: PgConnectOptions,
     /// Key of the writers' advisory lock (see [`WRITER_LOCK`]).
     writer_lock: i64,
+    /// The audit connection's name in `pg_stat_activity`.
+    audit_name: String,
     /// Key of the outbox deliverer's session lock, and the connection that
     /// holds it once taken.
     outbox_lock: i64,
@@ -274,19 +285,17 @@ impl PostgresStore {
         })?;
         let task = runtime.spawn(relay.run(listener));
         // Named with the schema, so an operator (and a test) can tell one
-        // deployment's read connections from another's on a shared server.
+        // deployment's connections from another's on a shared server.
         let reads = Arc::new(Reads::new(
             AuditTarget(options.clone()),
-            match schema {
-                Some(s) => format!("mandate-reads {s}"),
-                None => "mandate-reads".to_owned(),
-            },
+            named("mandate-reads", schema),
             read_statements(),
         ));
         Ok(Self {
             pool,
             options,
             writer_lock: lock_key(WRITER_LOCK, schema),
+            audit_name: named("mandate-audit", schema),
             outbox_lock: lock_key(OUTBOX_LOCK, schema),
             outbox: Arc::default(),
             checked: Arc::default(),
@@ -1837,6 +1846,7 @@ impl Store for PostgresStore {
         Ok(Box::new(PgAuditSink::open(
             AuditTarget(self.options.clone()),
             self.writer_lock,
+            self.audit_name.clone(),
         )?))
     }
 

@@ -1686,6 +1686,187 @@ async fn postgres_an_audit_call_the_server_does_not_answer_fails_within_its_boun
     assert_eq!(head.seq, 2);
 }
 
+/// A group made on the writer's predictions (on PostgreSQL, sent whole
+/// with its commit, in one exchange) is kept only where every prediction
+/// held: the log's head, each claim fresh, each budget count. Where one
+/// did not, nothing of the group is kept (no record, no claim, no count,
+/// no seal), the sink says so, and the next group goes on, on the same
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
+    use mandate_core::ChainHead;
+    use mandate_store::{Allowance, AuditSink, CountAsk, PredictedCommit, Prediction};
+    let db = Db::new(Backend::Postgres).await;
+    let s = db.store();
+    seed(s.as_ref()).await;
+    let now = T0.plus(2);
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    let key = MissionKey::generate(&OsRandom).unwrap();
+    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
+        .await
+        .unwrap();
+    let ask = CountAsk {
+        mission: id.clone(),
+        budget: 3,
+        grant: None,
+        now,
+    };
+    let later = UnixTime(wall_clock().0 + 600);
+    let mut sink = s.audit_sink().unwrap();
+    assert!(sink.predicts());
+    // A first group as usual.
+    let (mut head, counted) = sink.begin_counting(std::slice::from_ref(&ask)).unwrap();
+    assert_eq!(counted, [Allowance::Counted(1)]);
+    let first = head
+        .append(1, "decision", serde_json::json!({"n": 1}))
+        .unwrap();
+    sink.append(&first).unwrap();
+    sink.seal_head(head.seq, "seal-1").unwrap();
+    sink.commit().unwrap();
+    // One decision's group, predicted to follow `at`, take `claims` and
+    // count the mission to `count`.
+    let predicted =
+        |sink: &mut Box<dyn AuditSink>, at: &ChainHead, claims: &[(&str, UnixTime)], count: u64| {
+            let mut next = at.clone();
+            let record = next
+                .append(2, "decision", serde_json::json!({"n": count}))
+                .unwrap();
+            let held = sink
+                .commit_predicted(Prediction {
+                    head: at,
+                    claims,
+                    asks: std::slice::from_ref(&ask),
+                    counts: &[count],
+                    records: vec![record],
+                    seal: (next.seq, format!("seal-{}", next.seq)),
+                })
+                .unwrap();
+            assert_ne!(held, PredictedCommit::NotSent);
+            (held == PredictedCommit::Committed, next)
+        };
+    let (held, next) = predicted(&mut sink, &head, &[("k1", later)], 2);
+    assert!(held);
+    assert_eq!(s.audit_head().await.unwrap(), next);
+    assert_eq!(s.budget_used(&id).await.unwrap(), 2);
+    assert_eq!(s.head_seal().await.unwrap().as_deref(), Some("seal-2"));
+    let before = std::mem::replace(&mut head, next);
+    for (why, at, claim, count) in [
+        ("the head moved", &before, "k2", 3),
+        ("a claim was taken (a replay)", &head, "k1", 3),
+        ("the count", &head, "k2", 4),
+    ] {
+        let (held, _) = predicted(&mut sink, at, &[(claim, later)], count);
+        assert!(!held, "{why}");
+        assert_eq!(s.audit_head().await.unwrap(), head, "{why}");
+        assert_eq!(s.budget_used(&id).await.unwrap(), 2, "{why}");
+        assert_eq!(
+            s.head_seal().await.unwrap().as_deref(),
+            Some("seal-2"),
+            "{why}"
+        );
+    }
+    // `k2` was not kept by the groups that missed: this one takes it.
+    let (held, next) = predicted(&mut sink, &head, &[("k2", later)], 3);
+    assert!(held);
+    head = next;
+    assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+    // The budget is spent: a count past it is not made.
+    let (held, _) = predicted(&mut sink, &head, &[], 4);
+    assert!(!held);
+    assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+    // The same connection runs the next group as usual, and the log is
+    // the three records, chained.
+    assert_eq!(
+        sink.begin_counting(std::slice::from_ref(&ask)).unwrap(),
+        (head.clone(), vec![Allowance::BudgetExhausted])
+    );
+    sink.rollback();
+    let records = s.audit_records(0, 10).await.unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0], first);
+    let mut chained = ChainHead::genesis();
+    for r in &records {
+        assert_eq!(&chained.append(r.time, &r.kind, r.body.clone()).unwrap(), r);
+    }
+    assert_eq!(chained, head);
+    let counts: Vec<_> = records.iter().map(|r| r.body["n"].as_u64()).collect();
+    assert_eq!(counts, [Some(1), Some(2), Some(3)]);
+    sink.begin().unwrap();
+    assert_eq!(
+        sink.claim_all(&[("k1", later), ("k2", later), ("k3", later)])
+            .unwrap(),
+        [false, false, true]
+    );
+    sink.rollback();
+    // A group without counts or claims, predicted to follow `at`.
+    let plain = |sink: &mut Box<dyn AuditSink>, at: &ChainHead| {
+        let mut next = at.clone();
+        let record = next.append(9, "event", serde_json::json!({})).unwrap();
+        let done = sink
+            .commit_predicted(Prediction {
+                head: at,
+                claims: &[],
+                asks: &[],
+                counts: &[],
+                records: vec![record],
+                seal: (next.seq, "seal".into()),
+            })
+            .unwrap();
+        (done, next)
+    };
+    // The head rewritten where it stands (no later record for the new
+    // one's key to collide with): only the head's guard sees it.
+    db.exec(
+        "UPDATE audit_events SET hash = 'rewritten' WHERE seq = 3",
+        &[],
+    )
+    .await;
+    assert_eq!(plain(&mut sink, &head).0, PredictedCommit::NotKept);
+    assert_eq!(s.audit_records(0, 10).await.unwrap().len(), 3);
+    db.exec(
+        "UPDATE audit_events SET hash = $1 WHERE seq = 3",
+        &[head.hash.as_str()],
+    )
+    .await;
+    // A connection the server ended (a restart, an idle timeout) answers
+    // the group's first statement with its `FATAL` error: nothing was
+    // kept, and the next group connects again.
+    let killed = db
+        .scalar(&format!(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'mandate-audit {}'",
+            db.schema
+        ))
+        .await;
+    assert_eq!(killed, 1);
+    assert_eq!(plain(&mut sink, &head).0, PredictedCommit::NotKept);
+    assert_eq!(sink.begin().unwrap(), head);
+    sink.rollback();
+    let (done, next) = plain(&mut sink, &head);
+    assert_eq!(done, PredictedCommit::Committed);
+    head = next;
+    // A lock the group waits for (a migration's, a stalled node's) is
+    // given up after 10 s, before the `COMMIT`: nothing is kept, where
+    // waiting on with the `COMMIT` sent would leave the outcome unknown.
+    let locker = Locker::lock(&db, "audit_events").await;
+    let started = std::time::Instant::now();
+    assert_eq!(plain(&mut sink, &head).0, PredictedCommit::NotKept);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    locker.release().await;
+    let (done, next) = plain(&mut sink, &head);
+    assert_eq!(done, PredictedCommit::Committed);
+    head = next;
+    // A connection idle for more than a second is not sent a group on
+    // predictions at all.
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(plain(&mut sink, &head).0, PredictedCommit::NotSent);
+    assert_eq!(s.audit_head().await.unwrap(), head);
+}
+
 /// A session of its own holding a table of `db`'s schema locked, as a
 /// migration's transaction would: the store's statements on it wait.
 /// Should a bound under test not hold, the lock goes with the session
