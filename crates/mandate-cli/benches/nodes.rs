@@ -313,9 +313,16 @@ fn stages(before: &[Sample], after: &[Sample], door: &str) -> String {
             )
         })
         .collect();
+    let predicted = |outcome: &str| {
+        let name = "mandate_audit_predicted_groups_total";
+        let labels = [("outcome", outcome)];
+        value(after, name, &labels) - value(before, name, &labels)
+    };
     out.push(format!(
-        "(audit commit {:.0})",
-        mean("mandate_audit_commit_duration_seconds", &[])
+        "(audit commit {:.0}; groups on predictions {} held, {} missed)",
+        mean("mandate_audit_commit_duration_seconds", &[]),
+        predicted("held"),
+        predicted("missed")
     ));
     out.join(", ")
 }

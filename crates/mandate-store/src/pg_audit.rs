@@ -745,11 +745,41 @@ const FRESH: Duration = Duration::from_secs(1);
 /// writer's did not hold.
 const NOT_AS_PREDICTED: &str = "MDP01";
 
-/// The head is the one predicted (`$1`, `$2`; sequence number 0 for an
-/// empty log).
-const EXPECT_HEAD: &str = "SELECT mandate_expect(COALESCE(\
-     (SELECT seq = $1 AND hash = $2 FROM audit_events ORDER BY seq DESC LIMIT 1), \
-     $1::bigint = 0), 'the head')";
+/// A group made on predictions, but for the counts of its earlier rounds,
+/// in one statement: the head is the one predicted (`$1`, `$2`; sequence
+/// number 0 for an empty log), every claim (`$3`, `$4`; now `$5`) is
+/// taken, each mission of the last round (`$6`, `$7`, `$8`) is counted to
+/// its predicted count (`$9`); only then are the records (`$10`–`$19`,
+/// as [`APPEND`]) and the seal (`$20`, `$21`) written. A prediction that
+/// did not hold raises [`NOT_AS_PREDICTED`], and nothing of the statement
+/// is kept. Its snapshot is taken after the writers' lock (an earlier
+/// statement), as the usual opening's statements' are; its sub-statements
+/// run on that one snapshot, so the head is read before the records are
+/// added.
+const PREDICTED: &str = "WITH head AS (SELECT mandate_expect(COALESCE(\
+       (SELECT seq = $1 AND hash = $2 FROM audit_events ORDER BY seq DESC LIMIT 1), \
+       $1::bigint = 0), 'the head') AS ok), \
+     taken AS (INSERT INTO claims (key, expires) SELECT * FROM UNNEST($3::text[], $4::bigint[]) \
+       ON CONFLICT (key) DO UPDATE SET expires = excluded.expires WHERE claims.expires <= $5 \
+       RETURNING key), \
+     counted AS (UPDATE missions m SET requests_used = m.requests_used + 1 \
+       FROM UNNEST($6::text[], $7::bigint[], $8::bigint[]) AS a(id, budget, now) \
+       WHERE m.id = a.id AND m.state = 'active' AND m.expires_at > a.now \
+         AND m.requests_used < a.budget \
+       RETURNING m.id, m.requests_used), \
+     held AS (SELECT (SELECT ok FROM head) \
+       AND mandate_expect((SELECT count(*) FROM taken) = cardinality($3::text[]), 'the claims') \
+       AND mandate_expect((SELECT count(*) FROM counted c \
+         JOIN UNNEST($6::text[], $9::bigint[]) AS e(id, n) \
+         ON c.id = e.id AND c.requests_used = e.n) = cardinality($6::text[]), 'the counts') \
+       AS ok), \
+     appended AS (INSERT INTO audit_events \
+       (seq, time, kind, body, hash, mission, principal, agent, action, decision) \
+       SELECT r.* FROM UNNEST($10::bigint[], $11::bigint[], $12::text[], $13::text[], \
+         $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) AS r, \
+       held WHERE held.ok) \
+     INSERT INTO audit_seal (id, seq, token) SELECT 1, $20, $21 FROM held WHERE held.ok \
+     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, token = excluded.token";
 
 /// The seal's one row, replaced by each commit (`VALUES` between the two).
 const SEAL: &str = "INSERT INTO audit_seal (id, seq, token)";
@@ -774,12 +804,10 @@ struct Statements {
     checkpoint: Statement,
     head_seal: Statement,
     records: Statement,
-    /// [`EXPECT_HEAD`].
-    expect_head: Statement,
-    /// [`CLAIM_ALL`], raising unless every claim was taken.
-    expect_claims: Statement,
+    /// [`PREDICTED`].
+    predicted: Statement,
     /// [`COUNT_ROUND`], raising unless each mission (`$1`) was counted to
-    /// its predicted count (`$4`).
+    /// its predicted count (`$4`): a predicted group's earlier rounds.
     expect_counts: Statement,
 }
 
@@ -820,11 +848,7 @@ async fn connect(target: &AuditTarget, name: &str) -> Result<(Client, Statements
         "SELECT token FROM audit_seal WHERE id = 1".to_owned(),
         "SELECT seq, time, kind, body, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
             .to_owned(),
-        EXPECT_HEAD.to_owned(),
-        format!(
-            "WITH taken AS ({CLAIM_ALL}) SELECT mandate_expect(\
-             (SELECT count(*) FROM taken) = cardinality($1::text[]), 'the claims')"
-        ),
+        PREDICTED.to_owned(),
         format!(
             "WITH counted AS ({COUNT_ROUND}) SELECT mandate_expect(\
              (SELECT count(*) FROM counted c JOIN UNNEST($1::text[], $4::bigint[]) AS e(id, n) \
@@ -868,8 +892,7 @@ async fn connect(target: &AuditTarget, name: &str) -> Result<(Client, Statements
         checkpoint: next()?,
         head_seal: next()?,
         records: next()?,
-        expect_head: next()?,
-        expect_claims: next()?,
+        predicted: next()?,
         expect_counts: next()?,
     };
     Ok((client, st))
@@ -1327,9 +1350,11 @@ impl Worker {
     }
 
     /// Sends `group` whole, with its commit, in one exchange: `BEGIN` and
-    /// the writers' lock, the head's guard, the claim sweep when due, the
-    /// claims' guard, the counts' guards (one per round), the records with
-    /// their seal, `COMMIT`. A guard that finds its prediction wrong raises
+    /// the writers' lock; the claim sweep when due; the counts' guards of
+    /// every round but the last; the group's statement ([`PREDICTED`]:
+    /// the guards of the head, the claims and the last round, then the
+    /// records with their seal); `COMMIT`. A guard that finds its
+    /// prediction wrong raises
     /// [`NOT_AS_PREDICTED`], which aborts the transaction, and the
     /// `COMMIT` after it rolls back. [`PredictedCommit::NotKept`] when
     /// nothing was kept for sure: a statement before the `COMMIT` was
@@ -1356,7 +1381,7 @@ impl Worker {
             records,
             seal: Some(seal),
         };
-        let written = match write_params(Some(head.seq + 1), &pending) {
+        let mut written = match write_params(Some(head.seq + 1), &pending) {
             Ok(Some((Write::Sealed, params))) => params,
             _ => return Ok(PredictedCommit::NotSent),
         };
@@ -1371,46 +1396,54 @@ impl Worker {
             AUDIT_CALL_TIMEOUT.as_millis(),
             self.lock
         );
-        let c = &self.client;
-        let mut calls: Vec<Boxed<'_, (), tokio_postgres::Error>> = vec![
-            Box::pin(c.batch_execute(&begin)),
-            sent(
-                c,
-                &self.st.expect_head,
-                vec![param(int(head.seq)), param(head.hash.clone())],
-            ),
+        // Each round's asks, as the count statements take them: the last
+        // round goes with the group's statement, the earlier ones before.
+        let mut rounds: Vec<[Param<'static>; 4]> = count_rounds(asks)
+            .into_iter()
+            .map(|round| {
+                let mut ids = Vec::with_capacity(round.len());
+                let mut budgets = Vec::with_capacity(round.len());
+                let mut nows = Vec::with_capacity(round.len());
+                let mut expected = Vec::with_capacity(round.len());
+                for i in round {
+                    let (a, n) = (&asks[i], counts.get(i).copied().unwrap_or(0));
+                    ids.push(a.mission.as_str().to_owned());
+                    budgets.push(int(a.budget));
+                    nows.push(secs(a.now));
+                    expected.push(int(n));
+                }
+                [param(ids), param(budgets), param(nows), param(expected)]
+            })
+            .collect();
+        let last_round = rounds.pop().unwrap_or_else(|| {
+            [
+                param(Vec::<String>::new()),
+                param(Vec::<i64>::new()),
+                param(Vec::<i64>::new()),
+                param(Vec::<i64>::new()),
+            ]
+        });
+        let (keys, expires): (Vec<String>, Vec<i64>) =
+            claims.iter().map(|&(k, e)| (k.to_owned(), secs(e))).unzip();
+        let mut params = vec![
+            param(int(head.seq)),
+            param(head.hash.clone()),
+            param(keys),
+            param(expires),
+            param(secs(now)),
         ];
-        if !claims.is_empty() {
-            if self.sweep.due(now) {
-                calls.push(sent(c, &self.st.sweep, vec![param(secs(now))]));
-            }
-            let (keys, expires): (Vec<String>, Vec<i64>) =
-                claims.iter().map(|&(k, e)| (k.to_owned(), secs(e))).unzip();
-            calls.push(sent(
-                c,
-                &self.st.expect_claims,
-                vec![param(keys), param(expires), param(secs(now))],
-            ));
+        params.extend(last_round);
+        params.append(&mut written);
+        let c = &self.client;
+        let mut calls: Vec<Boxed<'_, (), tokio_postgres::Error>> =
+            vec![Box::pin(c.batch_execute(&begin))];
+        if !claims.is_empty() && self.sweep.due(now) {
+            calls.push(sent(c, &self.st.sweep, vec![param(secs(now))]));
         }
-        for round in count_rounds(asks) {
-            let mut ids = Vec::with_capacity(round.len());
-            let mut budgets = Vec::with_capacity(round.len());
-            let mut nows = Vec::with_capacity(round.len());
-            let mut expected = Vec::with_capacity(round.len());
-            for i in round {
-                let (a, n) = (&asks[i], counts.get(i).copied().unwrap_or(0));
-                ids.push(a.mission.as_str().to_owned());
-                budgets.push(int(a.budget));
-                nows.push(secs(a.now));
-                expected.push(int(n));
-            }
-            calls.push(sent(
-                c,
-                &self.st.expect_counts,
-                vec![param(ids), param(budgets), param(nows), param(expected)],
-            ));
+        for round in rounds {
+            calls.push(sent(c, &self.st.expect_counts, round.into()));
         }
-        calls.push(sent(c, &self.st.append_sealed, written));
+        calls.push(sent(c, &self.st.predicted, params));
         let last = calls.len();
         calls.push(Box::pin(c.batch_execute("COMMIT")));
         let failed = match pipelined_at(calls).await {

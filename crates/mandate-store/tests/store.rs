@@ -1707,7 +1707,7 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
         .unwrap();
     let ask = CountAsk {
         mission: id.clone(),
-        budget: 3,
+        budget: 5,
         grant: None,
         now,
     };
@@ -1723,28 +1723,30 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
     sink.append(&first).unwrap();
     sink.seal_head(head.seq, "seal-1").unwrap();
     sink.commit().unwrap();
-    // One decision's group, predicted to follow `at`, take `claims` and
-    // count the mission to `count`.
-    let predicted =
-        |sink: &mut Box<dyn AuditSink>, at: &ChainHead, claims: &[(&str, UnixTime)], count: u64| {
-            let mut next = at.clone();
-            let record = next
-                .append(2, "decision", serde_json::json!({"n": count}))
-                .unwrap();
-            let held = sink
-                .commit_predicted(Prediction {
-                    head: at,
-                    claims,
-                    asks: std::slice::from_ref(&ask),
-                    counts: &[count],
-                    records: vec![record],
-                    seal: (next.seq, format!("seal-{}", next.seq)),
-                })
-                .unwrap();
-            assert_ne!(held, PredictedCommit::NotSent);
-            (held == PredictedCommit::Committed, next)
-        };
-    let (held, next) = predicted(&mut sink, &head, &[("k1", later)], 2);
+    // A group predicted to follow `at`, take `claims` and count the
+    // mission once for each of `counts`, to it.
+    let predicted = |sink: &mut Box<dyn AuditSink>,
+                     at: &ChainHead,
+                     claims: &[(&str, UnixTime)],
+                     counts: &[u64]| {
+        let mut next = at.clone();
+        let record = next
+            .append(2, "decision", serde_json::json!({"n": counts}))
+            .unwrap();
+        let held = sink
+            .commit_predicted(Prediction {
+                head: at,
+                claims,
+                asks: &vec![ask.clone(); counts.len()],
+                counts,
+                records: vec![record],
+                seal: (next.seq, format!("seal-{}", next.seq)),
+            })
+            .unwrap();
+        assert_ne!(held, PredictedCommit::NotSent);
+        (held == PredictedCommit::Committed, next)
+    };
+    let (held, next) = predicted(&mut sink, &head, &[("k1", later)], &[2]);
     assert!(held);
     assert_eq!(s.audit_head().await.unwrap(), next);
     assert_eq!(s.budget_used(&id).await.unwrap(), 2);
@@ -1755,7 +1757,7 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
         ("a claim was taken (a replay)", &head, "k1", 3),
         ("the count", &head, "k2", 4),
     ] {
-        let (held, _) = predicted(&mut sink, at, &[(claim, later)], count);
+        let (held, _) = predicted(&mut sink, at, &[(claim, later)], &[count]);
         assert!(!held, "{why}");
         assert_eq!(s.audit_head().await.unwrap(), head, "{why}");
         assert_eq!(s.budget_used(&id).await.unwrap(), 2, "{why}");
@@ -1766,14 +1768,23 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
         );
     }
     // `k2` was not kept by the groups that missed: this one takes it.
-    let (held, next) = predicted(&mut sink, &head, &[("k2", later)], 3);
+    let (held, next) = predicted(&mut sink, &head, &[("k2", later)], &[3]);
     assert!(held);
     head = next;
     assert_eq!(s.budget_used(&id).await.unwrap(), 3);
-    // The budget is spent: a count past it is not made.
-    let (held, _) = predicted(&mut sink, &head, &[], 4);
+    // Two calls of one mission in a group are counted in two rounds, each
+    // to its own prediction.
+    let (held, _) = predicted(&mut sink, &head, &[], &[4, 4]);
     assert!(!held);
     assert_eq!(s.budget_used(&id).await.unwrap(), 3);
+    let (held, next) = predicted(&mut sink, &head, &[], &[4, 5]);
+    assert!(held);
+    head = next;
+    assert_eq!(s.budget_used(&id).await.unwrap(), 5);
+    // The budget is spent: a count past it is not made.
+    let (held, _) = predicted(&mut sink, &head, &[], &[6]);
+    assert!(!held);
+    assert_eq!(s.budget_used(&id).await.unwrap(), 5);
     // The same connection runs the next group as usual, and the log is
     // the three records, chained.
     assert_eq!(
@@ -1782,15 +1793,23 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
     );
     sink.rollback();
     let records = s.audit_records(0, 10).await.unwrap();
-    assert_eq!(records.len(), 3);
+    assert_eq!(records.len(), 4);
     assert_eq!(records[0], first);
     let mut chained = ChainHead::genesis();
     for r in &records {
         assert_eq!(&chained.append(r.time, &r.kind, r.body.clone()).unwrap(), r);
     }
     assert_eq!(chained, head);
-    let counts: Vec<_> = records.iter().map(|r| r.body["n"].as_u64()).collect();
-    assert_eq!(counts, [Some(1), Some(2), Some(3)]);
+    let counts: Vec<_> = records.iter().map(|r| r.body["n"].clone()).collect();
+    assert_eq!(
+        counts,
+        [
+            serde_json::json!(1),
+            serde_json::json!([2]),
+            serde_json::json!([3]),
+            serde_json::json!([4, 5])
+        ]
+    );
     sink.begin().unwrap();
     assert_eq!(
         sink.claim_all(&[("k1", later), ("k2", later), ("k3", later)])
@@ -1817,14 +1836,14 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
     // The head rewritten where it stands (no later record for the new
     // one's key to collide with): only the head's guard sees it.
     db.exec(
-        "UPDATE audit_events SET hash = 'rewritten' WHERE seq = 3",
+        "UPDATE audit_events SET hash = 'rewritten' WHERE seq = 4",
         &[],
     )
     .await;
     assert_eq!(plain(&mut sink, &head).0, PredictedCommit::NotKept);
-    assert_eq!(s.audit_records(0, 10).await.unwrap().len(), 3);
+    assert_eq!(s.audit_records(0, 10).await.unwrap().len(), 4);
     db.exec(
-        "UPDATE audit_events SET hash = $1 WHERE seq = 3",
+        "UPDATE audit_events SET hash = $1 WHERE seq = 4",
         &[head.hash.as_str()],
     )
     .await;
