@@ -266,13 +266,10 @@ async fn commit_floors(pg_url: &str, dir: &Path) -> (f64, f64, f64) {
 
 /// A server's `/metrics`, as its admin reads it, parsed.
 async fn scrape(t: &Target) -> Vec<Sample> {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", t.base))
-        .bearer_auth(&t.admin)
-        .send()
-        .await
+    let text = Client::new(&t.base)
         .unwrap()
-        .text()
+        .with_token(&t.admin)
+        .metrics()
         .await
         .unwrap();
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))

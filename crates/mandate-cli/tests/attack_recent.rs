@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
+use mandate_client::Client;
 use mandate_testkit::{MissionPlan, Scenario, TestServer};
 use serde_json::{Value, json};
 
@@ -688,13 +689,10 @@ async fn held_metrics_are_an_admins_and_an_agent_cannot_add_series() {
                 .unwrap();
         }
     }
-    let text = http
-        .get(&metrics)
-        .bearer_auth(&s.admin)
-        .send()
-        .await
+    let text = Client::new(server.url())
         .unwrap()
-        .text()
+        .with_token(&s.admin)
+        .metrics()
         .await
         .unwrap();
     assert!(text.contains("mandate_upstream_errors_total"), "{text}");

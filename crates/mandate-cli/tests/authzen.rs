@@ -472,13 +472,10 @@ async fn budget_is_spent_once_per_allowed_evaluation_and_every_decision_is_recor
         .collect();
     assert_eq!(spent, vec![json!(1), json!(2), Value::Null]);
     // Counted under their own front door.
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
+    let metrics = Client::new(server.url())
         .unwrap()
-        .text()
+        .with_token(&s.admin)
+        .metrics()
         .await
         .unwrap();
     for line in [

@@ -15,6 +15,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use mandate_client::Client;
 use mandate_testkit::{MissionPlan, Scenario, TestServer};
 use serde_json::{Value, json};
 
@@ -158,13 +159,10 @@ fn audit(server: &TestServer, s: &Scenario, kind: &str) -> Vec<Value> {
 
 /// `/metrics` as an admin reads it, parsed as Prometheus text.
 async fn metrics(server: &TestServer, admin: &str) -> Vec<prometheus_parse::Sample> {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(admin)
-        .send()
-        .await
+    let text = Client::new(server.url())
         .unwrap()
-        .text()
+        .with_token(admin)
+        .metrics()
         .await
         .unwrap();
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))

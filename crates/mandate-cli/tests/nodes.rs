@@ -378,15 +378,7 @@ async fn a_signature_used_on_one_node_is_refused_on_another() {
 /// How many audit groups node `node` sent whole on its predictions:
 /// (held, missed), from its metrics.
 async fn predicted_groups(d: &Deployment, node: usize) -> (u64, u64) {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", d.nodes[node].url()))
-        .bearer_auth(&d.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.client(node, &d.admin).metrics().await.unwrap();
     let count = |outcome: &str| {
         let name = format!("mandate_audit_predicted_groups_total{{outcome=\"{outcome}\"}} ");
         text.lines()

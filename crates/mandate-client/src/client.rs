@@ -158,6 +158,28 @@ impl Client {
         self.get("/healthz").await
     }
 
+    /// `GET /metrics`: the server's metrics in Prometheus' text format
+    /// (an admin's token; docs/observability.md).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let resp = self
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .map_err(|e| ClientError::Http {
+                url: self.base.clone(),
+                source: e,
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if !status.is_success() {
+            return Err(problem(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     pub async fn configuration(&self) -> Result<Configuration, ClientError> {
         self.get("/.well-known/mandate-configuration").await
     }
@@ -528,8 +550,14 @@ pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Cli
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
     }
-    match serde_json::from_slice::<ProblemDocument>(&bytes) {
-        Ok(p) if !p.code.is_empty() => Err(ClientError::Problem {
+    Err(problem(status, &bytes))
+}
+
+/// A failed answer's problem (or, without one, its status and the start
+/// of its body).
+fn problem(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ProblemDocument>(bytes) {
+        Ok(p) if !p.code.is_empty() => ClientError::Problem {
             status: status.as_u16(),
             code: p.code,
             // Where the server lists each problem (a policy set that does
@@ -539,12 +567,12 @@ pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Cli
             } else {
                 format!("{}:\n  {}\n", p.detail, p.errors.join("\n  "))
             },
-        }),
-        _ => Err(ClientError::Problem {
+        },
+        _ => ClientError::Problem {
             status: status.as_u16(),
             code: format!("http_{}", status.as_u16()),
-            detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-        }),
+            detail: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        },
     }
 }
 
