@@ -137,6 +137,22 @@ impl Deployment {
             .unwrap()
     }
 
+    /// The budget count each allowed call of `mission` recorded, in
+    /// order, as the admin reads the log on node `node`.
+    async fn budget_counts(&self, node: usize, mission: &str) -> Vec<u64> {
+        let allowed = self
+            .mission_audit(node, mission, "&decision=allow&limit=1000")
+            .await;
+        let mut used: Vec<u64> = allowed["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["body"]["budget_used"].as_u64())
+            .collect();
+        used.sort_unstable();
+        used
+    }
+
     fn client(&self, node: usize, token: &str) -> Client {
         Client::new(self.nodes[node].url())
             .unwrap()
@@ -362,17 +378,10 @@ async fn a_signature_used_on_one_node_is_refused_on_another() {
     // node 2, is the mission's second.
     let next = signed_get(&mut agent, &d, 1, "next").await;
     assert_eq!(http.execute(next).await.unwrap().status(), 200);
-    let allowed = d
-        .mission_audit(2, agent.mission_id().as_str(), "&decision=allow")
-        .await;
-    let mut used: Vec<u64> = allowed["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["body"]["budget_used"].as_u64())
-        .collect();
-    used.sort_unstable();
-    assert_eq!(used, [1, 2], "{allowed}");
+    assert_eq!(
+        d.budget_counts(2, agent.mission_id().as_str()).await,
+        [1, 2]
+    );
 }
 
 /// How many audit groups node `node` sent whole on its predictions:
@@ -432,17 +441,10 @@ async fn a_node_alone_commits_on_predictions_and_another_nodes_write_makes_it_mi
     assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 30);
     let (again, _) = predicted_groups(&d, 0).await;
     assert!(again > held, "node 1 predicts again once alone");
-    let allowed = d
-        .mission_audit(0, agent.mission_id().as_str(), "&decision=allow&limit=100")
-        .await;
-    let mut used: Vec<u64> = allowed["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["body"]["budget_used"].as_u64())
-        .collect();
-    used.sort_unstable();
-    assert_eq!(used, (1..=30).collect::<Vec<_>>(), "{allowed}");
+    assert_eq!(
+        d.budget_counts(0, agent.mission_id().as_str()).await,
+        (1..=30).collect::<Vec<_>>()
+    );
     let out = d.nodes[0].cli(
         None,
         &[

@@ -135,15 +135,30 @@ impl Client {
         &self,
         rb: RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = rb.send().await.map_err(|e| ClientError::Http {
+        decode(self.respond(rb).await?).await
+    }
+
+    /// Sends; the answer, whatever its status.
+    async fn respond(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
+        rb.send().await.map_err(|e| ClientError::Http {
             url: self.base.clone(),
             source: e,
-        })?;
-        decode(resp).await
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.request(Method::GET, path)).await
+    }
+
+    /// A `GET` whose answer is text, not JSON (a problem if it failed).
+    async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self.respond(self.request(Method::GET, path)).await?;
+        if !resp.status().is_success() {
+            return decode::<String>(resp).await;
+        }
+        resp.text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -161,23 +176,7 @@ impl Client {
     /// `GET /metrics`: the server's metrics in Prometheus' text format
     /// (an admin's token; docs/observability.md).
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let resp = self
-            .request(Method::GET, "/metrics")
-            .send()
-            .await
-            .map_err(|e| ClientError::Http {
-                url: self.base.clone(),
-                source: e,
-            })?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
-        if !status.is_success() {
-            return Err(problem(status, &bytes));
-        }
-        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+        self.get_text("/metrics").await
     }
 
     pub async fn configuration(&self) -> Result<Configuration, ClientError> {
@@ -313,14 +312,7 @@ impl Client {
             segment(mission)?,
             segment(session)?
         );
-        let resp = self
-            .request(Method::DELETE, &path)
-            .send()
-            .await
-            .map_err(|e| ClientError::Http {
-                url: self.base.clone(),
-                source: e,
-            })?;
+        let resp = self.respond(self.request(Method::DELETE, &path)).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -419,14 +411,7 @@ impl Client {
 
     pub async fn vault_delete(&self, route: &str, principal: &str) -> Result<(), ClientError> {
         let path = format!("/v1/vault/{}/{}", segment(route)?, segment(principal)?);
-        let resp = self
-            .request(Method::DELETE, &path)
-            .send()
-            .await
-            .map_err(|e| ClientError::Http {
-                url: self.base.clone(),
-                source: e,
-            })?;
+        let resp = self.respond(self.request(Method::DELETE, &path)).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -498,20 +483,8 @@ impl Client {
 
     /// Audit records after `after`, as JSON Lines (admin).
     pub async fn audit_export(&self, after: u64, limit: u32) -> Result<String, ClientError> {
-        let rb = self.request(
-            Method::GET,
-            &format!("/v1/audit/export?after={after}&limit={limit}"),
-        );
-        let resp = rb.send().await.map_err(|e| ClientError::Http {
-            url: self.base.clone(),
-            source: e,
-        })?;
-        if !resp.status().is_success() {
-            return decode::<String>(resp).await;
-        }
-        resp.text()
+        self.get_text(&format!("/v1/audit/export?after={after}&limit={limit}"))
             .await
-            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Asks the authority whether a mission credential is usable now.
@@ -550,14 +523,8 @@ pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, Cli
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
     }
-    Err(problem(status, &bytes))
-}
-
-/// A failed answer's problem (or, without one, its status and the start
-/// of its body).
-fn problem(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
-    match serde_json::from_slice::<ProblemDocument>(bytes) {
-        Ok(p) if !p.code.is_empty() => ClientError::Problem {
+    match serde_json::from_slice::<ProblemDocument>(&bytes) {
+        Ok(p) if !p.code.is_empty() => Err(ClientError::Problem {
             status: status.as_u16(),
             code: p.code,
             // Where the server lists each problem (a policy set that does
@@ -567,12 +534,12 @@ fn problem(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
             } else {
                 format!("{}:\n  {}\n", p.detail, p.errors.join("\n  "))
             },
-        },
-        _ => ClientError::Problem {
+        }),
+        _ => Err(ClientError::Problem {
             status: status.as_u16(),
             code: format!("http_{}", status.as_u16()),
-            detail: String::from_utf8_lossy(bytes).chars().take(200).collect(),
-        },
+            detail: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        }),
     }
 }
 
