@@ -1622,13 +1622,35 @@ impl Store for PostgresStore {
     }
 
     async fn expire_approvals(&self, now: UnixTime) -> Result<Vec<ApprovalRecord>, StoreError> {
+        // Every node sweeps every second, and most sweeps find nothing:
+        // they find that out without the writers' lock, which every
+        // node's audit groups wait for (and which a node frozen while it
+        // waited would hold, once granted, until PostgreSQL ends its idle
+        // transaction). What is due is expired under the lock, checked
+        // again there.
+        macro_rules! due {
+            () => {
+                "status = 'pending' AND (expires_at <= $1 OR mission_id IN \
+                 (SELECT id FROM missions WHERE state != 'active' OR expires_at <= $1))"
+            };
+        }
+        let any: bool = sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM approvals WHERE ",
+            due!(),
+            ")"
+        ))
+        .bind(secs(now))
+        .fetch_one(&self.pool)
+        .await?;
+        if !any {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write_tx().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE approvals SET status = 'expired', decided_at = $1 \
-             WHERE status = 'pending' AND (expires_at <= $1 OR mission_id IN \
-               (SELECT id FROM missions WHERE state != 'active' OR expires_at <= $1)) \
-             RETURNING id",
-        )
+        let ids: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE approvals SET status = 'expired', decided_at = $1 WHERE ",
+            due!(),
+            " RETURNING id"
+        ))
         .bind(secs(now))
         .fetch_all(&mut *tx)
         .await?;
