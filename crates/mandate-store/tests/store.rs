@@ -536,10 +536,7 @@ async fn allowances_count_budget_and_grant_uses_together(db: Db) {
     let s = db.store();
     seed(s.as_ref()).await;
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    start(s.as_ref(), &token).await;
     // Grants are created by approvals; here, directly.
     db.exec(
         "INSERT INTO grants (id, mission_id, policy, created_at, max_uses) \
@@ -618,10 +615,7 @@ async fn a_group_counts_its_calls_as_one_by_one(db: Db) {
     let mut started = Vec::new();
     for _ in 0..3 {
         let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
-        let key = MissionKey::generate(&OsRandom).unwrap();
-        s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-            .await
-            .unwrap();
+        start(s.as_ref(), &token).await;
         started.push(id);
     }
     let [a, b, ended] = <[MissionId; 3]>::try_from(started).unwrap();
@@ -778,10 +772,7 @@ async fn a_mission_is_read_with_its_count_and_live_grants(db: Db) {
             .unwrap()
             .is_none()
     );
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    start(s.as_ref(), &token).await;
     // Two live grants (one pattern, one for an exact call), one spent, one
     // revoked, one expired.
     for (grant, scope, digest, extra) in [
@@ -852,11 +843,8 @@ async fn an_api_token_and_a_mission_are_read_together(db: Db) {
     let s = db.store();
     seed(s.as_ref()).await;
     let now = T0.plus(2);
-    let (id, start) = new_mission(s.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    s.start_mission(&start.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
+    start(s.as_ref(), &token).await;
     db.exec(
         "INSERT INTO grants (id, mission_id, policy, created_at, max_uses, scope, request_digest, created_by) \
          VALUES ('g-1', $1, 'permit(principal, action, resource);', 0, 3, 'once', 'd1', 'bob')",
@@ -1025,10 +1013,7 @@ async fn an_approval_is_decided_once_and_its_grant_dies_with_the_mission(db: Db)
     let s = db.store();
     seed(s.as_ref()).await;
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    start(s.as_ref(), &token).await;
     let open = |n: &str, expires: u64| NewApproval {
         id: n.into(),
         mission: id.clone(),
@@ -1398,10 +1383,7 @@ async fn postgres_two_writers_spend_a_budget_exactly() {
     let (_db, a, b) = two_nodes().await;
     seed(a.as_ref()).await;
     let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    a.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    start(a.as_ref(), &token).await;
     let mut threads = Vec::new();
     for s in [a.clone(), b.clone()] {
         let mut sink = s.audit_sink().unwrap();
@@ -1701,10 +1683,7 @@ async fn postgres_a_group_made_on_predictions_is_kept_only_where_each_held() {
     seed(s.as_ref()).await;
     let now = T0.plus(2);
     let (id, token) = new_mission(s.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    s.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    start(s.as_ref(), &token).await;
     let ask = CountAsk {
         mission: id.clone(),
         budget: 5,
@@ -2303,10 +2282,7 @@ async fn postgres_two_nodes_decide_an_approval_once() {
     let (_db, a, b) = two_nodes().await;
     seed(a.as_ref()).await;
     let (id, token) = new_mission(a.as_ref(), "alice", "bot-a").await;
-    let key = MissionKey::generate(&OsRandom).unwrap();
-    a.start_mission(&token.hash(), key.thumbprint(), T0.plus(1))
-        .await
-        .unwrap();
+    start(a.as_ref(), &token).await;
     let approval = NewApproval {
         id: "apr_x".into(),
         mission: id.clone(),
