@@ -882,11 +882,12 @@ impl Enforcer {
             //    neither, before anything is forwarded.
             let body = decision_body(action, resource, context, &resp, Some(who), extra.clone())?;
             let allowed = resp.clone();
-            let settle: Settle = Box::new(move |a| {
-                let r = settled(&allowed, a)?;
-                let mut body = body.clone();
-                set_outcome(&mut body, &r);
-                Some(serde_json::Value::Object(body))
+            let settle: Settle = Box::new(move |a, body| {
+                let Some(r) = settled(&allowed, a) else {
+                    return false;
+                };
+                set_outcome(body, &r);
+                true
             });
             let count = mandate_store::CountAsk {
                 mission: id.clone(),
@@ -902,7 +903,7 @@ impl Enforcer {
             let at = Instant::now();
             let (a, seq) = self
                 .audit
-                .record_counted("decision", now.0, count, settle, claim.take())
+                .record_counted("decision", now.0, count, body, settle, claim.take())
                 .instrument(span.clone())
                 .await?;
             *recording += at.elapsed();

@@ -82,15 +82,19 @@ pub struct Claim {
     pub expires: UnixTime,
 }
 
-/// Makes a decision's record from what counting its call found; `None`
-/// records nothing (the caller decides again). Called again, with what
-/// the store found, when a group made on a prediction was not committed.
-pub(crate) type Settle = Box<dyn Fn(Allowance) -> Option<serde_json::Value> + Send>;
+/// Writes into a decision's record body what counting its call found;
+/// `false` records nothing (the caller decides again). A group made on a
+/// prediction settles a copy of the body, so the body can be settled
+/// again, with what the store found, if that group was not committed.
+pub(crate) type Settle =
+    Box<dyn Fn(Allowance, &mut serde_json::Map<String, serde_json::Value>) -> bool + Send>;
 
 enum Entry {
     Body(serde_json::Value),
     Counted {
         count: CountAsk,
+        /// The record's body, before it is settled.
+        body: serde_json::Map<String, serde_json::Value>,
         settle: Settle,
     },
     /// A retention prune's record, committed with a checkpoint that states
@@ -263,6 +267,7 @@ impl AuditLog {
         }
         let sealed = verified.sealed;
         let cadence = policy.cadence;
+        let predicts = sink.predicts();
         let mut writer = Writer {
             sink,
             jwks,
@@ -276,11 +281,10 @@ impl AuditLog {
             vouched: head.clone(),
             head,
             broken: Arc::new(AtomicBool::new(false)),
-            predicts: false,
+            predicts,
             quiet: 0,
             counts: HashMap::new(),
         };
-        writer.predicts = writer.sink.predicts();
         // Every record is covered (the log verified), but the last cadence
         // checkpoint may be older than the head's seal: one now, so the
         // file and the witness hold the head. An empty log gets one of its
@@ -425,9 +429,10 @@ impl AuditLog {
         .ok_or_else(audit_down)
     }
 
-    /// Counts an allowed call and records its decision, made by `settle`
-    /// from what counting found, in one transaction; waits until both are
-    /// durable. Returns what counting found and the record's sequence
+    /// Counts an allowed call and records its decision (`body`, settled
+    /// by `settle` with what counting found), in one transaction; waits
+    /// until both are durable. Returns what counting found and the
+    /// record's sequence
     /// number (`None` if `settle` recorded nothing). A `claim` is taken
     /// first, in the same transaction ([`EnforceError::Replayed`], with
     /// nothing counted or recorded, if it was taken before); it stays taken
@@ -437,12 +442,16 @@ impl AuditLog {
         kind: &'static str,
         time: u64,
         count: CountAsk,
+        body: serde_json::Map<String, serde_json::Value>,
         settle: Settle,
         claim: Option<Claim>,
     ) -> Result<(Allowance, Option<u64>), EnforceError> {
-        let r = self
-            .submit(time, kind, Entry::Counted { count, settle }, claim)
-            .await?;
+        let entry = Entry::Counted {
+            count,
+            body,
+            settle,
+        };
+        let r = self.submit(time, kind, entry, claim).await?;
         Ok((r.allowance.ok_or_else(audit_down)?, r.seq))
     }
 }
@@ -719,14 +728,15 @@ impl Writer {
             let (body, allowance) = match &p.entry {
                 Entry::Body(b) => (b.clone(), None),
                 Entry::Prune { .. } => return Predicted::NotMade,
-                Entry::Counted { settle, .. } => {
+                Entry::Counted { body, settle, .. } => {
                     let Some(a) = counted.next().map(|n| Allowance::Counted(*n)) else {
                         return Predicted::NotMade;
                     };
-                    match settle(a) {
-                        Some(b) => (b, Some(a)),
-                        None => return Predicted::NotMade,
+                    let mut body = body.clone();
+                    if !settle(a, &mut body) {
+                        return Predicted::NotMade;
                     }
+                    (serde_json::Value::Object(body), Some(a))
                 }
             };
             let Ok(record) = head.append(p.time, p.kind, body) else {
@@ -931,10 +941,15 @@ impl Writer {
                     prune = Some(through);
                     (Some(body), None)
                 }
-                Entry::Counted { count, settle } => match counted.next() {
+                Entry::Counted {
+                    count,
+                    mut body,
+                    settle,
+                } => match counted.next() {
                     Some(a) => {
                         learned.push((count.mission, a));
-                        (settle(a), Some(a))
+                        let kept = settle(a, &mut body);
+                        (kept.then_some(serde_json::Value::Object(body)), Some(a))
                     }
                     None => {
                         tracing::error!("an allowed call was not counted");
